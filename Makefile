@@ -1,0 +1,110 @@
+# hubsync: one non-recursive Makefile.
+#   make            build bin/hubsync-coordinator and bin/hubsync-worker
+#   make test       every test: unit, fuzz smoke, integration (CI runs this)
+#   make unit       unit tests only
+#   make asan       unit tests under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make fuzz       libFuzzer targets (clang) in build/fuzz/
+#   make valgrind   unit tests under valgrind memcheck
+# WERROR=1 turns warnings into errors (CI sets it).
+
+CC       ?= cc
+CFLAGS   ?= -O2 -g
+WERROR   ?= 0
+BUILD    ?= build/default
+BINDIR   ?= bin
+FUZZ_SECONDS ?= 20
+
+WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+            -Wformat=2 -Wno-format-nonliteral -Wwrite-strings
+ifeq ($(WERROR),1)
+WARN     += -Werror
+endif
+PKGS     := libcurl libgit2 jansson libcrypto
+CPPFLAGS += -D_GNU_SOURCE -Icommon $(shell pkg-config --cflags $(PKGS))
+ALL_CFLAGS = -std=c11 $(WARN) $(CFLAGS) -MMD -MP
+LDLIBS   += $(shell pkg-config --libs $(PKGS)) -lhiredis -lev -lm
+
+COMMON_SRC := $(wildcard common/*.c)
+COORD_SRC  := $(filter-out coordinator/main.c,$(wildcard coordinator/*.c))
+WORKER_SRC := $(filter-out worker/main.c,$(wildcard worker/*.c))
+UNIT_SRC   := $(wildcard tests/unit/test_*.c)
+FUZZ_SRC   := $(wildcard tests/fuzz/fuzz_*.c)
+
+obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
+LIBCOMMON := $(BUILD)/libcommon.a
+LIBCOORD  := $(BUILD)/libcoord.a
+LIBWORKER := $(BUILD)/libworker.a
+UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+PROGS     := $(BINDIR)/hubsync-coordinator $(BINDIR)/hubsync-worker
+
+.SECONDARY:
+.PHONY: all test unit unit-bins integration fuzz fuzz-smoke asan asan-build valgrind clean
+all: $(PROGS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -c $< -o $@
+
+$(LIBCOMMON): $(call obj,$(COMMON_SRC))
+	@rm -f $@; $(AR) rcs $@ $^
+$(LIBCOORD): $(call obj,$(COORD_SRC))
+	@rm -f $@; $(AR) rcs $@ $^
+$(LIBWORKER): $(call obj,$(WORKER_SRC))
+	@rm -f $@; $(AR) rcs $@ $^
+
+$(BINDIR)/hubsync-coordinator: $(call obj,coordinator/main.c) $(LIBCOORD) $(LIBCOMMON)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BINDIR)/hubsync-worker: $(call obj,worker/main.c) $(LIBWORKER) $(LIBCOMMON)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# Unit tests may exercise coordinator and worker modules as well as common/.
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(LIBCOORD) $(LIBWORKER) $(LIBCOMMON)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+
+unit-bins: $(UNIT_BINS)
+
+unit: $(UNIT_BINS)
+	python3 tests/run.py --build $(BUILD) unit
+
+# Everything CI checks, counted in one closing line: unit tests (plain and
+# under ASan+UBSan), a bounded run of every fuzz target, integration tests.
+test: all $(UNIT_BINS) fuzz asan-build
+	python3 tests/run.py --build $(BUILD) --asan-build $(ASAN_BUILD) \
+	  --fuzz-seconds $(FUZZ_SECONDS) all
+
+integration: all
+	python3 tests/run.py --build $(BUILD) integration
+
+ASAN_BUILD := build/asan
+asan-build:
+	$(MAKE) BUILD=$(ASAN_BUILD) CC=clang BINDIR=$(ASAN_BUILD)/bin \
+	  CFLAGS="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
+	  LDFLAGS="-fsanitize=address,undefined" unit-bins
+
+asan: asan-build
+	python3 tests/run.py --build $(ASAN_BUILD) unit
+
+valgrind: $(UNIT_BINS)
+	python3 tests/run.py --build $(BUILD) --valgrind unit
+
+# libFuzzer targets: each links the common library built with clang and sanitizers.
+FUZZ_BUILD := build/fuzz
+FUZZ_FLAGS := -O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer
+fuzz:
+	$(MAKE) BUILD=$(FUZZ_BUILD) CC=clang CFLAGS="$(FUZZ_FLAGS)" $(FUZZ_BUILD)/libcommon.a
+	@mkdir -p $(FUZZ_BUILD)/bin
+	@for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
+	  echo "clang $$f -> $(FUZZ_BUILD)/bin/$$n"; \
+	  clang $(CPPFLAGS) -std=c11 $(WARN) -O1 -g -fsanitize=fuzzer,address,undefined \
+	    -o $(FUZZ_BUILD)/bin/$$n $$f $(FUZZ_BUILD)/libcommon.a $(LDLIBS) || exit 1; done
+
+fuzz-smoke: fuzz
+	python3 tests/run.py --build $(BUILD) --fuzz-seconds $(FUZZ_SECONDS) fuzz
+
+clean:
+	rm -rf build $(BINDIR)
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

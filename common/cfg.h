@@ -1,0 +1,54 @@
+/* cfg: command-line flags and environment variables from one table.
+ *
+ * Each program describes its options once (name, environment variable, type,
+ * default, bounds, help). Precedence: default < environment < flag. Values are
+ * validated at parse time, so a bad value gives one clear error naming the
+ * flag or variable. The same table prints --help, which the README's
+ * configuration reference mirrors. Secret options are never echoed. */
+#ifndef HUBSYNC_CFG_H
+#define HUBSYNC_CFG_H
+
+#include <stdio.h>
+
+#include "err.h"
+
+enum cfg_type { CFG_STR, CFG_INT, CFG_BOOL };
+
+struct cfg_opt {
+    const char *name;  /* flag without the leading "--" */
+    const char *env;   /* environment variable, or NULL */
+    enum cfg_type type;
+    const char *def;   /* default as text, or NULL for none */
+    long long min;     /* CFG_INT bounds (inclusive) */
+    long long max;
+    const char *help;
+    int secret;        /* value never printed */
+};
+
+struct cfg {
+    const struct cfg_opt *opts;
+    int nopts;
+    char **vals;       /* per option: current value (owned) or NULL */
+    const char **from; /* per option: "default", "environment" or "flag" */
+    char **args;       /* positional arguments (borrowed from argv) */
+    int nargs;
+};
+
+/* Parse argv[0..argc) (no program name) against opts. Fills out; on error
+ * returns -1 with a message naming the flag or variable. `--help` sets the
+ * value of an option named "help" if the table has one. */
+int cfg_parse(struct cfg *out, const struct cfg_opt *opts, int nopts, int argc, char **argv,
+              struct err *e);
+void cfg_free(struct cfg *c);
+
+/* Getters; the option must exist in the table (a programming error aborts). */
+const char *cfg_str(const struct cfg *c, const char *name); /* NULL if unset */
+long long cfg_int(const struct cfg *c, const char *name);
+int cfg_bool(const struct cfg *c, const char *name);
+/* 1 if the option was given by flag or environment rather than defaulted. */
+int cfg_is_set(const struct cfg *c, const char *name);
+
+/* Print the options (flag, variable, default, help), one per line. */
+void cfg_usage(FILE *f, const struct cfg_opt *opts, int nopts);
+
+#endif

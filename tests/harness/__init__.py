@@ -1,0 +1,176 @@
+"""Test harness: real servers on free loopback ports, for integration tests.
+
+Every server runs as a child process in a private temporary directory and is
+stopped (and its directory removed) by stop(), or at interpreter exit.
+Python standard library only.
+"""
+import atexit
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+ROOT = os.environ.get("HUBSYNC_ROOT") or os.path.dirname(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.environ.get("HUBSYNC_BIN") or os.path.join(ROOT, "bin")
+OFFICIAL_IMAGES = os.environ.get("HUBSYNC_OFFICIAL_IMAGES") or os.path.normpath(
+    os.path.join(ROOT, "..", "shared", "official-images", "official-images.git"))
+
+_live = []
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=15.0, proc=None):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError("process exited with %s before listening on %d"
+                               % (proc.returncode, port))
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("nothing listens on 127.0.0.1:%d after %.0fs" % (port, timeout))
+
+
+class Server:
+    """A child process with a work directory and a log file."""
+
+    name = "server"
+
+    def __init__(self, workdir=None):
+        self.dir = workdir or tempfile.mkdtemp(prefix="hubsync-%s-" % self.name)
+        self._own_dir = workdir is None
+        self.proc = None
+        self.port = None
+        self.log_path = os.path.join(self.dir, "%s.log" % self.name)
+        _live.append(self)
+
+    def command(self):
+        raise NotImplementedError
+
+    def start(self, port=None):
+        self.port = port or self.port or free_port()
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.command(), cwd=self.dir, stdout=log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        wait_port(self.port, proc=self.proc)
+        return self
+
+    def kill(self, sig=signal.SIGKILL):
+        if self.proc and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.proc = None
+
+    def restart(self):
+        self.kill(signal.SIGTERM)
+        return self.start(self.port)
+
+    def log(self):
+        try:
+            with open(self.log_path, "r", errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def stop(self):
+        self.kill(signal.SIGTERM)
+        if self._own_dir and os.environ.get("HUBSYNC_KEEP_TMP") != "1":
+            shutil.rmtree(self.dir, ignore_errors=True)
+        if self in _live:
+            _live.remove(self)
+
+
+class RedisServer(Server):
+    """Debian's redis-server with AOF persistence in its own directory."""
+
+    name = "redis"
+
+    def __init__(self, workdir=None, appendonly=True):
+        super().__init__(workdir)
+        self.appendonly = appendonly
+
+    def command(self):
+        cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+               "--dir", self.dir, "--save", "", "--maxmemory-policy", "noeviction"]
+        if self.appendonly:
+            cmd += ["--appendonly", "yes", "--appendfsync", "everysec"]
+        else:
+            cmd += ["--appendonly", "no"]
+        return cmd
+
+    @property
+    def url(self):
+        return "redis://127.0.0.1:%d" % self.port
+
+    def cli(self, *args):
+        """Run redis-cli against this server; returns stdout text."""
+        p = subprocess.run(["redis-cli", "-p", str(self.port), "--no-raw"] + list(args),
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           timeout=30)
+        return p.stdout
+
+    def cli_raw(self, *args):
+        p = subprocess.run(["redis-cli", "-p", str(self.port), "--raw"] + list(args),
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           timeout=30)
+        return p.stdout
+
+
+class Registry(Server):
+    """Debian's docker-registry (CNCF distribution 2.8) on loopback, filesystem storage."""
+
+    name = "registry"
+
+    def __init__(self, workdir=None, extra_config=""):
+        super().__init__(workdir)
+        self.extra_config = extra_config
+
+    def command(self):
+        cfg = os.path.join(self.dir, "config.yml")
+        with open(cfg, "w") as f:
+            f.write("""version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: %s
+  delete:
+    enabled: true
+  cache:
+    blobdescriptor: inmemory
+http:
+  addr: 127.0.0.1:%d
+%s""" % (os.path.join(self.dir, "data"), self.port, self.extra_config))
+        return ["docker-registry", "serve", cfg]
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.port
+
+
+@atexit.register
+def _stop_all():
+    for s in list(_live):
+        s.stop()

@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""hubsync's test runner: unit tests (cmocka), fuzz smoke runs, integration tests.
+
+Each cmocka binary runs with TAP output and every test case is counted; each
+integration module under tests/integration is a unittest module whose cases are
+counted the same way. The last line is `N passed, N failed`.
+"""
+import argparse
+import glob
+import os
+import re
+import subprocess
+import sys
+import time
+import unittest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class Tally:
+    def __init__(self):
+        self.passed = 0
+        self.failed = 0
+        self.failures = []
+
+    def add(self, ok, name):
+        if ok:
+            self.passed += 1
+        else:
+            self.failed += 1
+            self.failures.append(name)
+
+
+def run_unit(build, tally, valgrind=False, label="unit"):
+    bins = sorted(glob.glob(os.path.join(build, "tests", "test_*")))
+    bins = [b for b in bins if os.access(b, os.X_OK) and not b.endswith((".o", ".d"))]
+    if not bins:
+        tally.add(False, "unit: no test binaries in %s" % build)
+    env = dict(os.environ, CMOCKA_MESSAGE_OUTPUT="TAP", HUBSYNC_ROOT=ROOT)
+    for b in bins:
+        name = os.path.basename(b)
+        cmd = [b]
+        if valgrind:
+            cmd = ["valgrind", "--leak-check=full", "--errors-for-leak-kinds=definite,indirect",
+                   "--error-exitcode=99", "-q"] + cmd
+        t0 = time.time()
+        p = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, errors="replace")
+        cases = 0
+        for line in p.stdout.splitlines():
+            m = re.match(r"^(not ok|ok) \d+ - (.*)$", line)
+            if m:
+                cases += 1
+                tally.add(m.group(1) == "ok", "%s %s: %s" % (label, name, m.group(2)))
+        if p.returncode != 0 or cases == 0:
+            if cases == 0 or p.returncode not in (0, 1):
+                tally.add(False, "%s: exit %d" % (name, p.returncode))
+            sys.stdout.write(p.stdout)
+        print("%s %-28s %3d cases  %.1fs  exit %d" % (label, name, cases, time.time() - t0,
+                                                       p.returncode), flush=True)
+
+
+def run_fuzz(seconds, tally):
+    fuzzers = sorted(glob.glob(os.path.join(ROOT, "build", "fuzz", "bin", "fuzz_*")))
+    if not fuzzers:
+        tally.add(False, "fuzz: no fuzz targets built (make fuzz)")
+    for f in fuzzers:
+        name = os.path.basename(f)
+        corpus = os.path.join(ROOT, "tests", "fuzz", "corpus", name[len("fuzz_"):])
+        work = os.path.join(ROOT, "build", "fuzz", "corpus", name)
+        os.makedirs(work, exist_ok=True)
+        cmd = [f, "-max_total_time=%d" % seconds, "-max_len=65536", "-rss_limit_mb=2048",
+               "-artifact_prefix=%s/" % work, work]
+        if os.path.isdir(corpus):
+            cmd.append(corpus)
+        p = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True, errors="replace")
+        execs = re.findall(r"stat::number_of_executed_units:\s*(\d+)", p.stdout)
+        done = re.findall(r"Done (\d+) runs", p.stdout)
+        n = execs[-1] if execs else (done[-1] if done else "?")
+        ok = p.returncode == 0
+        if not ok:
+            sys.stdout.write(p.stdout[-4000:])
+        tally.add(ok, "fuzz %s" % name)
+        print("fuzz %-28s %s execs in %ds  exit %d" % (name, n, seconds, p.returncode),
+              flush=True)
+
+
+def run_integration(build, tally, pattern):
+    os.environ.setdefault("HUBSYNC_ROOT", ROOT)
+    os.environ.setdefault("HUBSYNC_BIN", os.path.join(ROOT, "bin"))
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    loader = unittest.TestLoader()
+    suite = loader.discover(os.path.join(ROOT, "tests", "integration"), pattern=pattern,
+                            top_level_dir=os.path.join(ROOT, "tests"))
+    result = unittest.TextTestRunner(stream=sys.stdout, verbosity=2,
+                                     ).run(suite)
+    for t, _ in result.failures + result.errors:
+        tally.add(False, "integration: %s" % t.id())
+    ok = result.testsRun - len(result.failures) - len(result.errors) - len(result.skipped)
+    for _ in range(max(ok, 0)):
+        tally.add(True, "integration")
+    for t, why in result.skipped:
+        # A skipped test is a test that did not run: it counts as a failure here.
+        tally.add(False, "integration skipped: %s (%s)" % (t.id(), why))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("what", choices=["unit", "fuzz", "integration", "all"])
+    ap.add_argument("--build", default="build/default")
+    ap.add_argument("--asan-build", help="also run the unit tests built with sanitizers here")
+    ap.add_argument("--fuzz-seconds", type=int, default=20)
+    ap.add_argument("--valgrind", action="store_true")
+    ap.add_argument("--pattern", default="test_*.py")
+    a = ap.parse_args()
+    build = os.path.join(ROOT, a.build)
+    tally = Tally()
+    if a.what in ("unit", "all"):
+        run_unit(build, tally, a.valgrind)
+        if a.asan_build:
+            run_unit(os.path.join(ROOT, a.asan_build), tally, label="asan")
+    if a.what in ("fuzz", "all"):
+        run_fuzz(a.fuzz_seconds, tally)
+    if a.what in ("integration", "all"):
+        run_integration(build, tally, a.pattern)
+    for f in tally.failures:
+        print("FAILED: %s" % f)
+    print("%d passed, %d failed" % (tally.passed, tally.failed))
+    return 0 if tally.failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+/* Unit tests for common/cfg and common/xalloc. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "cfg.h"
+#include "xalloc.h"
+
+static const struct cfg_opt opts[] = {
+    {"redis", "HS_TEST_REDIS", CFG_STR, "redis://127.0.0.1:6379", 0, 0, "Redis URL", 0},
+    {"concurrency", "HS_TEST_CONC", CFG_INT, "8", 1, 256, "jobs at once", 0},
+    {"json", NULL, CFG_BOOL, "false", 0, 0, "JSON output", 0},
+    {"password", "HS_TEST_PW", CFG_STR, NULL, 0, 0, "a secret", 1},
+};
+#define NOPTS ((int)(sizeof(opts) / sizeof(opts[0])))
+
+static void test_cfg__defaults(void **state)
+{
+    (void)state;
+    struct cfg c;
+    struct err e;
+    unsetenv("HS_TEST_REDIS");
+    unsetenv("HS_TEST_CONC");
+    assert_int_equal(cfg_parse(&c, opts, NOPTS, 0, NULL, &e), 0);
+    assert_string_equal(cfg_str(&c, "redis"), "redis://127.0.0.1:6379");
+    assert_int_equal(cfg_int(&c, "concurrency"), 8);
+    assert_int_equal(cfg_bool(&c, "json"), 0);
+    assert_null(cfg_str(&c, "password"));
+    assert_int_equal(cfg_is_set(&c, "redis"), 0);
+    cfg_free(&c);
+}
+
+static void test_cfg__env_then_flag(void **state)
+{
+    (void)state;
+    struct cfg c;
+    struct err e;
+    setenv("HS_TEST_REDIS", "redis://env:1", 1);
+    setenv("HS_TEST_CONC", "4", 1);
+    char *argv[] = {"--concurrency=16", "pos1", "--json", "--redis", "redis://flag:2", "pos2"};
+    assert_int_equal(cfg_parse(&c, opts, NOPTS, 6, argv, &e), 0);
+    assert_string_equal(cfg_str(&c, "redis"), "redis://flag:2");
+    assert_int_equal(cfg_int(&c, "concurrency"), 16);
+    assert_int_equal(cfg_bool(&c, "json"), 1);
+    assert_int_equal(c.nargs, 2);
+    assert_string_equal(c.args[0], "pos1");
+    assert_string_equal(c.args[1], "pos2");
+    cfg_free(&c);
+    unsetenv("HS_TEST_REDIS");
+    unsetenv("HS_TEST_CONC");
+}
+
+static void test_cfg__empty_env_is_unset(void **state)
+{
+    (void)state;
+    struct cfg c;
+    struct err e;
+    setenv("HS_TEST_CONC", "", 1);
+    assert_int_equal(cfg_parse(&c, opts, NOPTS, 0, NULL, &e), 0);
+    assert_int_equal(cfg_int(&c, "concurrency"), 8);
+    cfg_free(&c);
+    unsetenv("HS_TEST_CONC");
+}
+
+static void test_cfg__errors_name_the_source(void **state)
+{
+    (void)state;
+    struct cfg c;
+    struct err e;
+    char *bad_flag[] = {"--nope"};
+    assert_int_equal(cfg_parse(&c, opts, NOPTS, 1, bad_flag, &e), -1);
+    assert_non_null(strstr(e.msg, "--nope"));
+
+    char *range[] = {"--concurrency", "0"};
+    assert_int_equal(cfg_parse(&c, opts, NOPTS, 2, range, &e), -1);
+    assert_non_null(strstr(e.msg, "--concurrency"));
+    assert_non_null(strstr(e.msg, "out of range"));
+
+    char *missing[] = {"--redis"};
+    assert_int_equal(cfg_parse(&c, opts, NOPTS, 1, missing, &e), -1);
+    assert_non_null(strstr(e.msg, "needs a value"));
+
+    setenv("HS_TEST_CONC", "many", 1);
+    assert_int_equal(cfg_parse(&c, opts, NOPTS, 0, NULL, &e), -1);
+    assert_non_null(strstr(e.msg, "HS_TEST_CONC"));
+    unsetenv("HS_TEST_CONC");
+
+    char *badbool[] = {"--json=maybe"};
+    assert_int_equal(cfg_parse(&c, opts, NOPTS, 1, badbool, &e), -1);
+    assert_non_null(strstr(e.msg, "boolean"));
+}
+
+static void test_cfg__secret_never_echoed(void **state)
+{
+    (void)state;
+    struct cfg c;
+    struct err e;
+    /* A secret option that fails validation must not show its value. */
+    static const struct cfg_opt sopts[] = {
+        {"token-ttl", "HS_TEST_TTL", CFG_INT, "1", 0, 10, "secret number", 1},
+    };
+    setenv("HS_TEST_TTL", "hunter2", 1);
+    assert_int_equal(cfg_parse(&c, sopts, 1, 0, NULL, &e), -1);
+    assert_null(strstr(e.msg, "hunter2"));
+    unsetenv("HS_TEST_TTL");
+}
+
+static void test_buf__bounded(void **state)
+{
+    (void)state;
+    struct buf b = BUF_INIT(8);
+    assert_int_equal(buf_puts(&b, "abcd"), 0);
+    assert_int_equal(buf_printf(&b, "%d", 1234), 0);
+    assert_string_equal(b.data, "abcd1234");
+    assert_int_equal(buf_append(&b, "x", 1), -1);
+    assert_int_equal(b.len, 8);
+    char *s = buf_steal(&b);
+    assert_string_equal(s, "abcd1234");
+    assert_null(b.data);
+    free(s);
+    buf_free(&b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_cfg__defaults),
+        cmocka_unit_test(test_cfg__env_then_flag),
+        cmocka_unit_test(test_cfg__empty_env_is_unset),
+        cmocka_unit_test(test_cfg__errors_name_the_source),
+        cmocka_unit_test(test_cfg__secret_never_echoed),
+        cmocka_unit_test(test_buf__bounded),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
