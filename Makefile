@@ -29,12 +29,14 @@ COORD_SRC  := $(filter-out coordinator/main.c,$(wildcard coordinator/*.c))
 WORKER_SRC := $(filter-out worker/main.c,$(wildcard worker/*.c))
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 FUZZ_SRC   := $(wildcard tests/fuzz/fuzz_*.c)
+TOOL_SRC   := $(wildcard tests/tools/*.c)
 
 obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
 LIBCOMMON := $(BUILD)/libcommon.a
 LIBCOORD  := $(BUILD)/libcoord.a
 LIBWORKER := $(BUILD)/libworker.a
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+TOOL_BINS := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(TOOL_SRC))
 PROGS     := $(BINDIR)/hubsync-coordinator $(BINDIR)/hubsync-worker
 
 .SECONDARY:
@@ -64,6 +66,11 @@ $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(LIBCOORD) $(LIBWORKER) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
+# Small C programs that integration tests drive (tests/tools/*.c).
+$(BUILD)/tools/%: $(BUILD)/tests/tools/%.o $(LIBCOORD) $(LIBWORKER) $(LIBCOMMON)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 unit-bins: $(UNIT_BINS)
 
 unit: $(UNIT_BINS)
@@ -71,11 +78,11 @@ unit: $(UNIT_BINS)
 
 # Everything CI checks, counted in one closing line: unit tests (plain and
 # under ASan+UBSan), a bounded run of every fuzz target, integration tests.
-test: all $(UNIT_BINS) fuzz asan-build
+test: all $(UNIT_BINS) $(TOOL_BINS) fuzz asan-build
 	python3 tests/run.py --build $(BUILD) --asan-build $(ASAN_BUILD) \
 	  --fuzz-seconds $(FUZZ_SECONDS) all
 
-integration: all
+integration: all $(TOOL_BINS)
 	python3 tests/run.py --build $(BUILD) integration
 
 ASAN_BUILD := build/asan

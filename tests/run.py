@@ -89,6 +89,7 @@ def run_fuzz(seconds, tally):
 def run_integration(build, tally, pattern):
     os.environ.setdefault("HUBSYNC_ROOT", ROOT)
     os.environ.setdefault("HUBSYNC_BIN", os.path.join(ROOT, "bin"))
+    os.environ.setdefault("HUBSYNC_TOOLS", os.path.join(build, "tools"))
     sys.path.insert(0, os.path.join(ROOT, "tests"))
     loader = unittest.TestLoader()
     suite = loader.discover(os.path.join(ROOT, "tests", "integration"), pattern=pattern,

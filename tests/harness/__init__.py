@@ -16,6 +16,7 @@ import time
 ROOT = os.environ.get("HUBSYNC_ROOT") or os.path.dirname(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.environ.get("HUBSYNC_BIN") or os.path.join(ROOT, "bin")
+TOOLS = os.environ.get("HUBSYNC_TOOLS") or os.path.join(ROOT, "build", "default", "tools")
 OFFICIAL_IMAGES = os.environ.get("HUBSYNC_OFFICIAL_IMAGES") or os.path.normpath(
     os.path.join(ROOT, "..", "shared", "official-images", "official-images.git"))
 
