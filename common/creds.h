@@ -1,0 +1,54 @@
+/* creds: registry credentials from the environment or docker's config.json.
+ *
+ * Lookup order for one registry (creds_lookup):
+ *   1. environment, under a prefix the caller chooses per role:
+ *      <PREFIX>_USERNAME plus <PREFIX>_PASSWORD or <PREFIX>_PASSWORD_FILE
+ *      (a file holding the password, e.g. a compose secret; one trailing
+ *      newline is dropped). hubsync uses HUBSYNC_UPSTREAM for the registry
+ *      it copies from and HUBSYNC_TARGET for the one it writes to. A
+ *      username without a password (or the reverse) is an error.
+ *   2. docker's config: $DOCKER_CONFIG/config.json, else
+ *      $HOME/.docker/config.json. A missing file means no credentials.
+ *      - credHelpers[<host>]: run `docker-credential-<helper> get` with the
+ *        server URL on stdin, read {"Username","Secret"} from stdout;
+ *      - auths[<key>]: base64 "auth" ("user:password") or "username" +
+ *        "password"; keys may be a host, host:port or a URL with a path;
+ *      - credsStore: the default helper when auths has no usable entry.
+ *      Docker Hub (docker.io, index.docker.io, registry-1.docker.io,
+ *      registry.hub.docker.com) is keyed as "https://index.docker.io/v1/".
+ * Secrets are never logged and never appear in error messages; creds_clear()
+ * wipes them before freeing. */
+#ifndef HUBSYNC_CREDS_H
+#define HUBSYNC_CREDS_H
+
+#include "err.h"
+
+struct creds {
+    char *username; /* owned; NULL when there are no credentials */
+    char *password; /* owned secret */
+};
+
+/* Credentials for registry_url (e.g. "https://registry-1.docker.io" or
+ * "127.0.0.1:5000") under env_prefix (may be NULL to skip the environment).
+ * Returns 1 and fills out (free with creds_clear), 0 when none are
+ * configured (out zeroed), -1 on a broken configuration (unreadable or
+ * invalid config.json, failing helper, half-set environment). */
+int creds_lookup(const char *env_prefix, const char *registry_url, struct creds *out,
+                 struct err *e);
+
+/* The two sources separately, same return convention. */
+int creds_from_env(const char *env_prefix, struct creds *out, struct err *e);
+int creds_from_docker_config(const char *registry_url, struct creds *out, struct err *e);
+
+/* Host[:port] a registry URL or config key refers to, lowercased, with the
+ * Docker Hub aliases mapped to "index.docker.io". Caller frees. NULL if the
+ * text has no host. */
+char *creds_host_key(const char *url_or_key);
+
+/* Deep copy (src may hold no credentials). */
+void creds_copy(struct creds *dst, const struct creds *src);
+
+/* Wipe and free the strings; leaves c zeroed. NULL is a no-op. */
+void creds_clear(struct creds *c);
+
+#endif
