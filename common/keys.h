@@ -1,0 +1,91 @@
+/* keys: every Redis key name hubsync uses, built in one place.
+ *
+ * All keys live under one prefix (KEYS_PREFIX_DEFAULT, "hubsync:"), which
+ * tests and deployments sharing a Redis override. Operators read them with
+ * redis-cli, so each name says what it holds and payloads are plain JSON.
+ * Variable parts (run ids, target registries, repositories, digests, budget
+ * sources, worker ids) are percent-encoded outside [A-Za-z0-9._/@+=-], so no
+ * input can make a malformed or colliding key; ':' stays readable only where
+ * it is the usual notation (target host:port, digest algorithm, worker id).
+ *
+ * Key                                   type    meaning
+ * <p>jobs                               stream  one entry per job, fields `key` (job key, e.g.
+ *                                               "debian:bookworm") and `job` (JSON); consumer
+ *                                               group KEYS_GROUP; entries are XDEL'ed on ack,
+ *                                               never MAXLEN-trimmed
+ * <p>jobs:index                         hash    job key -> stream id, or "delayed": a job key
+ *                                               already pending is not enqueued twice
+ * <p>jobs:delayed                       zset    job key scored by due time (ms, Redis clock)
+ * <p>jobs:delayed:payload               hash    job key -> {"why":"backoff|budget","job":{..}}
+ * <p>jobs:dead                          stream  dead letters: id, key, job, reason, deliveries,
+ *                                               ts (ms); capped with MAXLEN ~
+ * <p>run:<id>                           hash    run record: id, state, commit, started_ms,
+ *                                               finished_ms, jobs_total, jobs_done, jobs_failed,
+ *                                               jobs_retried, jobs_dead and worker counters
+ * <p>runs                               zset    run id scored by start (ms)
+ * <p>runs:current                       string  id of the run in progress
+ * <p>synced-commit                      string  last official-images commit fully synced
+ * <p>present:<target>:<repo>            set     digests (blobs, manifests) known present in
+ *                                               that repository of the target registry
+ * <p>blobhome:<target>                  hash    digest -> a target repository that has it
+ *                                               (cross-repository mount source)
+ * <p>lock:blob:<target>:<digest>        string  upload lock: holder token, PX expiry
+ * <p>budget:<source>                    hash    pull budget per docker-ratelimit-source:
+ *                                               limit, window_s, remaining, observed_ms,
+ *                                               paused_until_ms, http_429, unlimited
+ * <p>budget:<source>:inflight           zset    budget reservations -> expiry (ms)
+ * <p>workers                            zset    worker id -> last heartbeat (ms)
+ * <p>worker:<id>                        string  heartbeat JSON (host, pid, started, jobs,
+ *                                               bytes), EX 30
+ * <p>coordinator                        string  coordinator lease: holder token, PX expiry
+ * <p>stats                              hash    lifetime counters (enqueued, done, dead, ...)
+ * <p>ctl:paused                         string  operator switch: while it exists no job is
+ *                                               taken
+ *
+ * <target> is the registry's host[:port], lowercased, from its URL. */
+#ifndef HUBSYNC_KEYS_H
+#define HUBSYNC_KEYS_H
+
+#include "err.h"
+
+#define KEYS_PREFIX_DEFAULT "hubsync:"
+#define KEYS_PREFIX_MAX 64
+/* Consumer group of the jobs stream. */
+#define KEYS_GROUP "workers"
+
+/* Fixed key names for one prefix; all strings owned, freed by keys_free(). */
+struct keys {
+    char *prefix;
+    char *jobs;
+    char *jobs_index;
+    char *jobs_delayed;
+    char *jobs_delayed_payload;
+    char *jobs_dead;
+    char *runs;
+    char *run_current;
+    char *synced_commit;
+    char *workers;
+    char *coordinator;
+    char *stats;
+    char *ctl_paused;
+};
+
+/* Build the fixed names. prefix NULL means KEYS_PREFIX_DEFAULT; otherwise
+ * 1..KEYS_PREFIX_MAX characters of [A-Za-z0-9._:-] (-1 with a message if not). */
+int keys_init(struct keys *k, const char *prefix, struct err *e);
+void keys_free(struct keys *k);
+
+/* Keys with a variable part; each returns a new string the caller frees. */
+char *keys_run(const struct keys *k, const char *run_id);
+char *keys_present(const struct keys *k, const char *target_url, const char *repo);
+char *keys_blobhome(const struct keys *k, const char *target_url);
+char *keys_blob_lock(const struct keys *k, const char *target_url, const char *digest);
+char *keys_budget(const struct keys *k, const char *source);
+char *keys_budget_inflight(const struct keys *k, const char *source);
+char *keys_worker(const struct keys *k, const char *worker_id);
+
+/* The registry part of a target URL as used in key names: host[:port],
+ * lowercased, without scheme, credentials or path. Caller frees. */
+char *keys_target_id(const char *target_url);
+
+#endif

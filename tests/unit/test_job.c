@@ -1,0 +1,244 @@
+/* Unit tests for common/job: encoding, strict decoding, field grammars. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "job.h"
+#include "xalloc.h"
+
+#define SAMPLE                                                                              \
+    "{\"v\":1,\"run\":\"20261129T020000Z\",\"key\":\"debian:bookworm\","                   \
+    "\"upstream\":\"https://registry-1.docker.io\",\"source_repo\":\"library/debian\","    \
+    "\"target\":\"http://127.0.0.1:5000\",\"target_repo\":\"library/debian\","             \
+    "\"tags\":[\"bookworm\",\"12\"],\"platforms\":[\"linux/amd64\",\"linux/arm/v7\"],"     \
+    "\"platform_policy\":\"all\",\"reason\":\"changed\",\"attempt\":0}"
+
+/* Decode SAMPLE with the text `member` replaced by repl (",\"name\":value"
+ * with repl "" removes a member); returns job_decode's result, message in e. */
+static int decode_with(const char *member, const char *repl, struct err *e)
+{
+    char *text = xstrdup(SAMPLE);
+    char *at = strstr(text, member);
+    assert_non_null(at);
+    size_t mlen = strlen(member);
+    char *joined = xasprintf("%.*s%s%s", (int)(at - text), text, repl, at + mlen);
+    struct job j;
+    int rc = job_decode(&j, joined, strlen(joined), e);
+    if (rc == 0)
+        job_free(&j);
+    free(joined);
+    free(text);
+    return rc;
+}
+
+static void expect_error(const char *member, const char *repl, const char *needle)
+{
+    struct err e;
+    assert_int_equal(decode_with(member, repl, &e), -1);
+    if (!strstr(e.msg, needle))
+        fail_msg("error '%s' does not mention '%s'", e.msg, needle);
+}
+
+static void test_job__roundtrip_is_stable(void **state)
+{
+    (void)state;
+    struct job j;
+    struct err e;
+    assert_int_equal(job_decode(&j, SAMPLE, strlen(SAMPLE), &e), 0);
+    assert_int_equal(j.version, 1);
+    assert_string_equal(j.run, "20261129T020000Z");
+    assert_string_equal(j.key, "debian:bookworm");
+    assert_string_equal(j.upstream, "https://registry-1.docker.io");
+    assert_string_equal(j.source_repo, "library/debian");
+    assert_string_equal(j.target, "http://127.0.0.1:5000");
+    assert_string_equal(j.target_repo, "library/debian");
+    assert_int_equal(j.ntags, 2);
+    assert_string_equal(j.tags[1], "12");
+    assert_int_equal(j.nplatforms, 2);
+    assert_string_equal(j.platforms[1], "linux/arm/v7");
+    assert_int_equal(j.policy, JOB_POLICY_ALL);
+    assert_int_equal(j.reason, JOB_REASON_CHANGED);
+    assert_int_equal(j.attempt, 0);
+    char *text = job_encode(&j, &e);
+    assert_non_null(text);
+    /* Compact, fixed key order: encoding the decoded sample gives it back. */
+    assert_string_equal(text, SAMPLE);
+    free(text);
+    job_free(&j);
+    job_free(&j);
+}
+
+static void test_job__decode_not_nul_terminated(void **state)
+{
+    (void)state;
+    size_t n = strlen(SAMPLE);
+    char *copy = xmalloc(n + 5);
+    memcpy(copy, SAMPLE, n);
+    memcpy(copy + n, "junk", 5);
+    struct job j;
+    struct err e;
+    assert_int_equal(job_decode(&j, copy, n, &e), 0);
+    job_free(&j);
+    assert_int_equal(job_decode(&j, copy, n + 4, &e), -1);
+    assert_non_null(strstr(e.msg, "invalid JSON"));
+    free(copy);
+}
+
+static void test_job__optional_and_unknown_fields(void **state)
+{
+    (void)state;
+    struct err e;
+    /* attempt may be left out; unknown fields are ignored. */
+    assert_int_equal(decode_with(",\"attempt\":0", "", &e), 0);
+    assert_int_equal(decode_with("\"attempt\":0", "\"attempt\":3,\"future\":{\"x\":[1]}", &e),
+                     0);
+}
+
+static void test_job__field_errors_name_the_field(void **state)
+{
+    (void)state;
+    expect_error("\"v\":1", "\"v\":2", "'v': version 2");
+    expect_error("\"v\":1", "\"v\":\"1\"", "'v': not an integer");
+    expect_error(",\"run\":\"20261129T020000Z\"", "", "'run': missing");
+    expect_error("\"run\":\"20261129T020000Z\"", "\"run\":\"a b\"", "'run'");
+    expect_error("\"key\":\"debian:bookworm\"", "\"key\":\"\"", "'key'");
+    expect_error("\"key\":\"debian:bookworm\"", "\"key\":7", "'key': not a string");
+    expect_error("\"upstream\":\"https://registry-1.docker.io\"",
+                 "\"upstream\":\"ftp://registry-1.docker.io\"", "'upstream'");
+    expect_error("\"target\":\"http://127.0.0.1:5000\"",
+                 "\"target\":\"http://user:pw@127.0.0.1:5000\"", "'target'");
+    expect_error("\"target\":\"http://127.0.0.1:5000\"", "\"target\":\"http://127.0.0.1:0\"",
+                 "'target'");
+    expect_error("\"source_repo\":\"library/debian\"", "\"source_repo\":\"Library/Debian\"",
+                 "'source_repo'");
+    expect_error("\"target_repo\":\"library/debian\"", "\"target_repo\":\"library//debian\"",
+                 "'target_repo'");
+    expect_error("\"tags\":[\"bookworm\",\"12\"]", "\"tags\":[]", "'tags': 0 tags");
+    expect_error("\"tags\":[\"bookworm\",\"12\"]", "\"tags\":[\"ok\",\".bad\"]", "'tags'[1]");
+    expect_error("\"tags\":[\"bookworm\",\"12\"]", "\"tags\":[\"a\",\"a\"]", "appears twice");
+    expect_error("\"tags\":[\"bookworm\",\"12\"]", "\"tags\":[\"a\",3]", "'tags'[1]: not a");
+    expect_error("\"tags\":[\"bookworm\",\"12\"]", "\"tags\":\"bookworm\"", "not an array");
+    expect_error("\"platforms\":[\"linux/amd64\",\"linux/arm/v7\"]", "\"platforms\":[\"linux\"]",
+                 "'platforms'[0]");
+    expect_error("\"platforms\":[\"linux/amd64\",\"linux/arm/v7\"]",
+                 "\"platforms\":[\"linux/arm/v7/x\"]", "'platforms'[0]");
+    expect_error("\"platform_policy\":\"all\"", "\"platform_policy\":\"some\"",
+                 "'platform_policy': unknown value 'some'");
+    expect_error("\"platforms\":[\"linux/amd64\",\"linux/arm/v7\"],\"platform_policy\":\"all\"",
+                 "\"platforms\":[],\"platform_policy\":\"sparse\"", "needs at least one");
+    expect_error("\"reason\":\"changed\"", "\"reason\":\"because\"", "'reason'");
+    expect_error("\"attempt\":0", "\"attempt\":-1", "'attempt'");
+    expect_error("\"attempt\":0", "\"attempt\":1001", "'attempt'");
+    expect_error("\"run\":\"20261129T020000Z\"",
+                 "\"run\":\"20261129T020000Z\",\"run\":\"x\"", "invalid JSON");
+}
+
+static void test_job__bad_payloads(void **state)
+{
+    (void)state;
+    struct job j;
+    struct err e;
+    assert_int_equal(job_decode(&j, "", 0, &e), -1);
+    assert_non_null(strstr(e.msg, "invalid JSON"));
+    assert_int_equal(job_decode(&j, "[1,2]", 5, &e), -1);
+    assert_non_null(strstr(e.msg, "not a JSON object"));
+    assert_int_equal(job_decode(&j, "{\"v\":1,\"run\":\"a\\u0000b\"}", 24, &e), -1);
+    /* Too big is refused before parsing. */
+    size_t big = JOB_MAX_BYTES + 1;
+    char *p = xmalloc(big);
+    memset(p, ' ', big);
+    assert_int_equal(job_decode(&j, p, big, &e), -1);
+    assert_non_null(strstr(e.msg, "more than 65536"));
+    free(p);
+    /* A job with too many tags is refused by count, not by memory. */
+    struct buf b = BUF_INIT(1 << 20);
+    buf_puts(&b, "{\"v\":1,\"tags\":[");
+    for (int i = 0; i <= JOB_MAX_TAGS; i++)
+        buf_printf(&b, "%s\"t%d\"", i ? "," : "", i);
+    buf_puts(&b, "]}");
+    assert_int_equal(job_decode(&j, b.data, b.len, &e), -1);
+    buf_free(&b);
+}
+
+static void test_job__encode_validates(void **state)
+{
+    (void)state;
+    struct job j;
+    struct err e;
+    assert_int_equal(job_decode(&j, SAMPLE, strlen(SAMPLE), &e), 0);
+    for (size_t i = 0; i < j.nplatforms; i++)
+        free(j.platforms[i]);
+    j.nplatforms = 0;
+    free(j.target);
+    j.target = xstrdup("http://[::1]:5000/mirror");
+    j.reason = JOB_REASON_CHECK;
+    j.attempt = 2;
+    char *text = job_encode(&j, &e);
+    assert_non_null(text);
+    assert_non_null(strstr(text, "\"target\":\"http://[::1]:5000/mirror\""));
+    assert_non_null(strstr(text, "\"platforms\":[]"));
+    assert_non_null(strstr(text, "\"reason\":\"check\",\"attempt\":2}"));
+    free(text);
+    j.key[6] = ' ';
+    assert_null(job_encode(&j, &e));
+    assert_non_null(strstr(e.msg, "'key'"));
+    j.key[6] = ':';
+    j.policy = JOB_POLICY_REWRITE;
+    assert_null(job_encode(&j, &e));
+    assert_non_null(strstr(e.msg, "needs at least one platform"));
+    job_free(&j);
+}
+
+static void test_job__grammars(void **state)
+{
+    (void)state;
+    assert_true(job_repo_valid("library/debian"));
+    assert_true(job_repo_valid("a__b/c-d--e/f.g_h"));
+    assert_false(job_repo_valid("a___b"));
+    assert_false(job_repo_valid("a-"));
+    assert_false(job_repo_valid("/a"));
+    assert_false(job_repo_valid("a/"));
+    assert_false(job_repo_valid(""));
+    assert_true(job_tag_valid("_x"));
+    assert_true(job_tag_valid("1.2.3-alpine"));
+    assert_false(job_tag_valid("-x"));
+    assert_false(job_tag_valid(""));
+    char tag[130];
+    memset(tag, 'a', 128);
+    tag[128] = '\0';
+    assert_true(job_tag_valid(tag));
+    tag[128] = 'a';
+    tag[129] = '\0';
+    assert_false(job_tag_valid(tag));
+    assert_true(job_platform_valid("linux/arm64/v8"));
+    assert_true(job_platform_valid("windows/amd64"));
+    assert_false(job_platform_valid("linux//amd64"));
+    assert_false(job_platform_valid("Linux/amd64"));
+    assert_true(job_url_valid("https://registry-1.docker.io"));
+    assert_true(job_url_valid("http://127.0.0.1:5000/"));
+    assert_false(job_url_valid("http://"));
+    assert_false(job_url_valid("http://host:99999"));
+    assert_false(job_url_valid("http://host/a b"));
+    assert_false(job_url_valid("http://host?x=1"));
+    assert_false(job_url_valid("https://u@host"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_job__roundtrip_is_stable),
+        cmocka_unit_test(test_job__decode_not_nul_terminated),
+        cmocka_unit_test(test_job__optional_and_unknown_fields),
+        cmocka_unit_test(test_job__field_errors_name_the_field),
+        cmocka_unit_test(test_job__bad_payloads),
+        cmocka_unit_test(test_job__encode_validates),
+        cmocka_unit_test(test_job__grammars),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

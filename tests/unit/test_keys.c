@@ -1,0 +1,130 @@
+/* Unit tests for common/keys: every key name under one prefix, encoded parts. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "keys.h"
+
+static void test_keys__default_prefix_layout(void **state)
+{
+    (void)state;
+    struct keys k;
+    struct err e;
+    assert_int_equal(keys_init(&k, NULL, &e), 0);
+    assert_string_equal(k.prefix, "hubsync:");
+    assert_string_equal(k.jobs, "hubsync:jobs");
+    assert_string_equal(k.jobs_index, "hubsync:jobs:index");
+    assert_string_equal(k.jobs_delayed, "hubsync:jobs:delayed");
+    assert_string_equal(k.jobs_delayed_payload, "hubsync:jobs:delayed:payload");
+    assert_string_equal(k.jobs_dead, "hubsync:jobs:dead");
+    assert_string_equal(k.runs, "hubsync:runs");
+    assert_string_equal(k.run_current, "hubsync:runs:current");
+    assert_string_equal(k.synced_commit, "hubsync:synced-commit");
+    assert_string_equal(k.workers, "hubsync:workers");
+    assert_string_equal(k.coordinator, "hubsync:coordinator");
+    assert_string_equal(k.stats, "hubsync:stats");
+    assert_string_equal(k.ctl_paused, "hubsync:ctl:paused");
+    keys_free(&k);
+    assert_null(k.jobs);
+    keys_free(&k); /* twice is harmless */
+}
+
+static void test_keys__variable_keys(void **state)
+{
+    (void)state;
+    struct keys k;
+    struct err e;
+    assert_int_equal(keys_init(&k, "t1:", &e), 0);
+    char *s;
+    s = keys_run(&k, "20261129T020000Z");
+    assert_string_equal(s, "t1:run:20261129T020000Z");
+    free(s);
+    s = keys_present(&k, "http://127.0.0.1:5000", "library/debian");
+    assert_string_equal(s, "t1:present:127.0.0.1:5000:library/debian");
+    free(s);
+    s = keys_blobhome(&k, "https://Registry.Example:443/");
+    assert_string_equal(s, "t1:blobhome:registry.example:443");
+    free(s);
+    s = keys_blob_lock(&k, "http://127.0.0.1:5000", "sha256:abcd");
+    assert_string_equal(s, "t1:lock:blob:127.0.0.1:5000:sha256:abcd");
+    free(s);
+    s = keys_budget(&k, "192.0.2.1");
+    assert_string_equal(s, "t1:budget:192.0.2.1");
+    free(s);
+    s = keys_budget_inflight(&k, "192.0.2.1");
+    assert_string_equal(s, "t1:budget:192.0.2.1:inflight");
+    free(s);
+    s = keys_worker(&k, "host-1:3");
+    assert_string_equal(s, "t1:worker:host-1:3");
+    free(s);
+    keys_free(&k);
+}
+
+static void test_keys__parts_are_encoded(void **state)
+{
+    (void)state;
+    struct keys k;
+    struct err e;
+    assert_int_equal(keys_init(&k, NULL, &e), 0);
+    char *s;
+    /* ':' in a budget source would collide with the inflight key: encoded. */
+    s = keys_budget(&k, "2001:db8::1");
+    assert_string_equal(s, "hubsync:budget:2001%3Adb8%3A%3A1");
+    free(s);
+    /* Spaces, newlines, '%' and non-ASCII never appear raw. */
+    s = keys_run(&k, "a b\n%\xc3\xa9");
+    assert_string_equal(s, "hubsync:run:a%20b%0A%25%C3%A9");
+    free(s);
+    /* A run id can never reach the current-run key. */
+    s = keys_run(&k, "current");
+    assert_string_not_equal(s, k.run_current);
+    free(s);
+    keys_free(&k);
+}
+
+static void test_keys__target_id_drops_credentials(void **state)
+{
+    (void)state;
+    char *t = keys_target_id("https://user:secret@Reg.Example:5000/v2/x?y");
+    assert_string_equal(t, "reg.example:5000");
+    free(t);
+    t = keys_target_id("127.0.0.1:5000");
+    assert_string_equal(t, "127.0.0.1:5000");
+    free(t);
+    t = keys_target_id("");
+    assert_string_equal(t, "");
+    free(t);
+}
+
+static void test_keys__bad_prefix(void **state)
+{
+    (void)state;
+    struct keys k;
+    struct err e;
+    assert_int_equal(keys_init(&k, "", &e), -1);
+    assert_non_null(strstr(e.msg, "key prefix"));
+    assert_int_equal(keys_init(&k, "has space:", &e), -1);
+    assert_non_null(strstr(e.msg, "character 4"));
+    char longp[KEYS_PREFIX_MAX + 2];
+    memset(longp, 'a', sizeof(longp) - 1);
+    longp[sizeof(longp) - 1] = '\0';
+    assert_int_equal(keys_init(&k, longp, &e), -1);
+    assert_non_null(strstr(e.msg, "length"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_keys__default_prefix_layout),
+        cmocka_unit_test(test_keys__variable_keys),
+        cmocka_unit_test(test_keys__parts_are_encoded),
+        cmocka_unit_test(test_keys__target_id_drops_credentials),
+        cmocka_unit_test(test_keys__bad_prefix),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
