@@ -1,0 +1,960 @@
+/* engine: see engine.h.
+ *
+ * A job runs in phases. HEADS: every tag HEADed upstream and on the target.
+ * VERIFY (rewrite policy only): the target's rewritten indexes are read to
+ * learn which upstream digest they were made from. ROOTS: one node per
+ * upstream digest still needed; a node ensures one manifest or blob on the
+ * target, recursively for an index's children and an image's blobs, and
+ * roots then write their tags. Every node and every stand-alone request holds
+ * the job (ej->pending); the phase advances when the count drops to zero. */
+#include "engine.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "creds.h"
+#include "digest.h"
+#include "manifest.h"
+#include "reg_blob.h"
+#include "xalloc.h"
+
+/* A 429 without Retry-After: wait this long before the job comes back. */
+#define ENGINE_429_WAIT_MS 300000L
+
+const char *const engine_counter_names[ENGINE_NCOUNTERS] = {
+    "tags_total",        "tags_unchanged",         "tags_written",
+    "manifests_pushed",  "upstream_manifest_gets", "upstream_manifest_heads",
+    "blobs_copied",      "blob_bytes_copied",      "blobs_mounted",
+    "blobs_skipped",
+};
+
+long long engine_counter_get(const struct engine_counters *c, int i)
+{
+    const long long v[ENGINE_NCOUNTERS] = {
+        c->tags_total,       c->tags_unchanged,         c->tags_written,
+        c->manifests_pushed, c->upstream_manifest_gets, c->upstream_manifest_heads,
+        c->blobs_copied,     c->blob_bytes_copied,      c->blobs_mounted,
+        c->blobs_skipped,
+    };
+    return i >= 0 && i < ENGINE_NCOUNTERS ? v[i] : 0;
+}
+
+const char *engine_status_name(enum engine_status s)
+{
+    static const char *const names[] = {"done", "retry", "deferred", "failed", "cancelled"};
+    return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "?";
+}
+
+enum role { ROLE_UPSTREAM, ROLE_TARGET };
+
+struct regent {
+    char *url;
+    enum role role;
+    struct reg_registry *r;
+};
+
+struct node;
+
+struct engine {
+    struct ev_loop *loop;
+    struct reg_client *client;
+    struct engine_ops ops;
+    struct engine_opts opts;
+    struct regent *regs;
+    size_t nregs;
+    int jobs;
+    int blobs_active;
+    struct node *blob_head, *blob_tail; /* nodes waiting for a blob copy slot */
+};
+
+enum phase { PH_HEADS, PH_VERIFY, PH_ROOTS };
+
+struct tagst {
+    char *tag;
+    char up[DIGEST_STR_SIZE];  /* "" until known */
+    char *up_type;
+    char dst[DIGEST_STR_SIZE]; /* "" when the target lacks the tag */
+    int write;                 /* the tag must be (re)written */
+};
+
+struct engine_job {
+    struct engine *en;
+    struct job job;
+    struct reg_registry *up, *dst;
+    engine_done_fn done;
+    void *arg;
+    struct engine_outcome out;
+    enum phase phase;
+    int pending;
+    int stop;      /* an error or a cancel: start nothing new */
+    int cancelled;
+    struct tagst *tags;
+    size_t ntags;
+};
+
+struct node {
+    struct engine_job *ej;
+    struct node *parent;
+    struct node *next_wait; /* blob slot queue */
+    int is_blob;
+    int is_root;
+    int need_bytes;  /* roots: the bytes are needed to write the tags */
+    int rewrite;     /* root under the rewrite policy */
+    int locked;
+    int failed;
+    int children_left;
+    char digest[DIGEST_STR_SIZE];
+    char root_up[DIGEST_STR_SIZE]; /* roots: the upstream digest whose tags they write */
+    long long size;
+    char *media_type;
+    char *body;
+    size_t body_len;
+    char *mount_from;
+    ev_timer poll;
+    double waited;
+};
+
+/* ---- jobs: errors, holds, completion ---------------------------------------- */
+
+static int status_rank(enum engine_status s)
+{
+    switch (s) {
+    case ENGINE_CANCELLED: return 4;
+    case ENGINE_FAILED: return 3;
+    case ENGINE_DEFERRED: return 2;
+    case ENGINE_RETRY: return 1;
+    default: return 0;
+    }
+}
+
+static void ej_error(struct engine_job *ej, enum engine_status st, long wait_ms, const char *fmt,
+                     ...) __attribute__((format(printf, 4, 5)));
+
+/* Record a problem; the worst one decides the outcome. Nothing new starts,
+ * except for a tag missing upstream, which leaves the other tags going. */
+static void ej_error(struct engine_job *ej, enum engine_status st, long wait_ms, const char *fmt,
+                     ...)
+{
+    if (st == ENGINE_DEFERRED && wait_ms > ej->out.wait_ms)
+        ej->out.wait_ms = wait_ms;
+    if (status_rank(st) <= status_rank(ej->out.status))
+        return;
+    ej->out.status = st;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ej->out.msg, sizeof(ej->out.msg), fmt, ap);
+    va_end(ap);
+}
+
+/* Map a registry failure to what the queue should do with the job. */
+static void ej_reg_error(struct engine_job *ej, const struct reg_result *res)
+{
+    ej->stop = 1;
+    switch (res->cls) {
+    case REG_RATE_LIMITED:
+        ej_error(ej, ENGINE_DEFERRED,
+                 res->retry_after > 0 ? res->retry_after * 1000L : ENGINE_429_WAIT_MS, "%s",
+                 res->msg);
+        break;
+    case REG_NETWORK:
+    case REG_SERVER:
+    case REG_DIGEST_MISMATCH:
+        ej_error(ej, ENGINE_RETRY, 0, "%s", res->msg);
+        break;
+    default:
+        ej_error(ej, ENGINE_FAILED, 0, "%s", res->msg);
+        break;
+    }
+}
+
+static void ej_advance(struct engine_job *ej);
+
+static void ej_hold(struct engine_job *ej)
+{
+    ej->pending++;
+}
+
+/* Must be the last use of ej by the caller: it may finish and free the job. */
+static void ej_release(struct engine_job *ej)
+{
+    if (--ej->pending == 0)
+        ej_advance(ej);
+}
+
+static void ej_destroy(struct engine_job *ej)
+{
+    for (size_t i = 0; i < ej->ntags; i++) {
+        free(ej->tags[i].tag);
+        free(ej->tags[i].up_type);
+    }
+    free(ej->tags);
+    job_free(&ej->job);
+    free(ej);
+}
+
+static void ej_finish(struct engine_job *ej)
+{
+    struct engine_outcome out = ej->out;
+    engine_done_fn done = ej->done;
+    void *arg = ej->arg;
+    if (ej->cancelled) {
+        out.status = ENGINE_CANCELLED;
+        snprintf(out.msg, sizeof(out.msg), "cancelled");
+    }
+    ej->en->jobs--;
+    ej_destroy(ej);
+    done(&out, arg);
+}
+
+/* ---- registries ------------------------------------------------------------------ */
+
+static struct reg_registry *engine_registry(struct engine *en, const char *url, enum role role,
+                                            struct err *e)
+{
+    for (size_t i = 0; i < en->nregs; i++)
+        if (en->regs[i].role == role && strcmp(en->regs[i].url, url) == 0)
+            return en->regs[i].r;
+    struct creds cr = {NULL, NULL};
+    int found = creds_lookup(role == ROLE_UPSTREAM ? "HUBSYNC_UPSTREAM" : "HUBSYNC_TARGET", url,
+                             &cr, e);
+    if (found < 0)
+        return NULL;
+    struct reg_registry *r = reg_registry_new(en->client, url, found ? &cr : NULL, e);
+    creds_clear(&cr);
+    if (!r)
+        return NULL;
+    en->regs = xrealloc(en->regs, (en->nregs + 1) * sizeof(*en->regs));
+    en->regs[en->nregs++] = (struct regent){xstrdup(url), role, r};
+    return r;
+}
+
+/* ---- nodes: one manifest or blob ensured on the target ---------------------------- */
+
+static void node_start(struct node *n);
+static void node_lock(struct node *n);
+static void node_children_done(struct node *n);
+static void root_done(struct node *n);
+static void blob_slot_next(struct engine *en);
+
+static struct node *node_new(struct engine_job *ej, struct node *parent, int is_blob,
+                             const char *digest, long long size, const char *media_type)
+{
+    struct node *n = xcalloc(1, sizeof(*n));
+    n->ej = ej;
+    n->parent = parent;
+    n->is_blob = is_blob;
+    snprintf(n->digest, sizeof(n->digest), "%s", digest);
+    n->size = size;
+    n->media_type = media_type ? xstrdup(media_type) : NULL;
+    if (parent)
+        parent->children_left++;
+    ej_hold(ej);
+    return n;
+}
+
+static void node_destroy(struct node *n)
+{
+    free(n->media_type);
+    free(n->body);
+    free(n->mount_from);
+    free(n);
+}
+
+/* The node is settled (ok or not): release its lock, tell its parent. */
+static void node_finish(struct node *n, int ok)
+{
+    struct engine_job *ej = n->ej;
+    struct engine *en = ej->en;
+    if (n->locked)
+        en->ops.unlock(en->ops.ctx, ej->job.target, n->digest);
+    n->locked = 0;
+    n->failed = !ok;
+    if (n->is_root) {
+        root_done(n);
+    } else {
+        struct node *p = n->parent;
+        if (!ok)
+            p->failed = 1;
+        node_destroy(n);
+        if (--p->children_left == 0)
+            node_children_done(p);
+    }
+    ej_release(ej);
+}
+
+static const char *node_repo(const struct node *n)
+{
+    return n->ej->job.target_repo;
+}
+
+static void node_got_target_body(struct reg_result *res, void *arg)
+{
+    struct node *n = arg;
+    if (res->cls == REG_OK) {
+        n->body = reg_result_take_body(res, &n->body_len);
+        free(n->media_type);
+        n->media_type = res->content_type ? xstrdup(res->content_type) : NULL;
+        node_finish(n, 1);
+    } else if (res->cls == REG_NOT_FOUND) {
+        node_lock(n); /* the present set was stale */
+    } else {
+        ej_reg_error(n->ej, res);
+        node_finish(n, 0);
+    }
+}
+
+/* The target has it. */
+static void node_have(struct node *n)
+{
+    struct engine_job *ej = n->ej;
+    if (n->is_blob) {
+        ej->out.n.blobs_skipped++;
+        node_finish(n, 1);
+    } else if (n->need_bytes) {
+        reg_get_manifest(ej->dst, node_repo(n), n->digest, node_got_target_body, n);
+    } else {
+        node_finish(n, 1);
+    }
+}
+
+static void node_target_head(struct reg_result *res, void *arg)
+{
+    struct node *n = arg;
+    struct engine_job *ej = n->ej;
+    if (res->cls == REG_OK) {
+        ej->en->ops.mark_present(ej->en->ops.ctx, ej->job.target, node_repo(n), n->digest,
+                                 n->is_blob);
+        node_have(n);
+    } else if (res->cls == REG_NOT_FOUND) {
+        if (ej->stop)
+            node_finish(n, 0);
+        else
+            node_lock(n);
+    } else {
+        ej_reg_error(ej, res);
+        node_finish(n, 0);
+    }
+}
+
+static void node_present(int yes, void *arg)
+{
+    struct node *n = arg;
+    struct engine_job *ej = n->ej;
+    if (yes) {
+        node_have(n);
+    } else if (ej->stop) {
+        node_finish(n, 0);
+    } else if (n->is_blob) {
+        reg_head_blob(ej->dst, node_repo(n), n->digest, node_target_head, n);
+    } else {
+        reg_head_manifest(ej->dst, node_repo(n), n->digest, node_target_head, n);
+    }
+}
+
+static void node_start(struct node *n)
+{
+    struct engine_job *ej = n->ej;
+    if (ej->stop) {
+        node_finish(n, 0);
+        return;
+    }
+    if (n->rewrite) {
+        /* The target holds a rewritten index, never the upstream one. */
+        node_lock(n);
+        return;
+    }
+    ej->en->ops.present(ej->en->ops.ctx, ej->job.target, node_repo(n), n->digest, node_present, n);
+}
+
+/* -- waiting for another worker's lock: poll the present set, then try again -- */
+
+static void node_poll_present(int yes, void *arg)
+{
+    struct node *n = arg;
+    if (yes && !n->rewrite)
+        node_have(n);
+    else if (n->ej->stop)
+        node_finish(n, 0);
+    else
+        node_lock(n);
+}
+
+static void node_poll_fire(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct node *n = w->data;
+    struct engine_job *ej = n->ej;
+    ej->en->ops.present(ej->en->ops.ctx, ej->job.target, node_repo(n), n->digest,
+                        node_poll_present, n);
+}
+
+static void node_fetch_upstream(struct node *n);
+static void node_copy_blob(struct node *n);
+
+static void node_present_locked(int yes, void *arg)
+{
+    struct node *n = arg;
+    if (yes)
+        node_have(n); /* node_finish releases the lock */
+    else if (n->is_blob)
+        node_copy_blob(n);
+    else
+        node_fetch_upstream(n);
+}
+
+static void node_locked(int yes, void *arg)
+{
+    struct node *n = arg;
+    struct engine_job *ej = n->ej;
+    struct engine *en = ej->en;
+    if (ej->stop) {
+        if (yes)
+            en->ops.unlock(en->ops.ctx, ej->job.target, n->digest);
+        node_finish(n, 0);
+        return;
+    }
+    if (!yes) {
+        if (n->waited >= en->opts.lock_wait_max_s) {
+            ej->stop = 1;
+            ej_error(ej, ENGINE_RETRY, 0, "%s@%s: still locked by another worker after %.0fs",
+                     node_repo(n), n->digest, n->waited);
+            node_finish(n, 0);
+            return;
+        }
+        n->waited += en->opts.lock_poll_s;
+        ev_timer_init(&n->poll, node_poll_fire, en->opts.lock_poll_s, 0.);
+        n->poll.data = n;
+        ev_timer_start(en->loop, &n->poll);
+        return;
+    }
+    n->locked = 1;
+    if (n->rewrite)
+        node_fetch_upstream(n);
+    else /* the previous holder may have finished between our HEAD and the lock */
+        en->ops.present(en->ops.ctx, ej->job.target, node_repo(n), n->digest, node_present_locked,
+                        n);
+}
+
+static void node_lock(struct node *n)
+{
+    struct engine_job *ej = n->ej;
+    ej->en->ops.lock(ej->en->ops.ctx, ej->job.target, n->digest, node_locked, n);
+}
+
+/* -- manifests: one counted GET upstream, children, then the PUT -- */
+
+static void node_put_done(struct reg_result *res, void *arg)
+{
+    struct node *n = arg;
+    struct engine_job *ej = n->ej;
+    if (res->cls != REG_OK) {
+        ej_reg_error(ej, res);
+        node_finish(n, 0);
+        return;
+    }
+    ej->out.n.manifests_pushed++;
+    ej->en->ops.mark_present(ej->en->ops.ctx, ej->job.target, node_repo(n), n->digest, 0);
+    node_finish(n, 1);
+}
+
+static void node_push(struct node *n)
+{
+    struct engine_job *ej = n->ej;
+    if (ej->stop) {
+        node_finish(n, 0);
+        return;
+    }
+    if (n->rewrite) {
+        struct err e;
+        size_t len = 0;
+        char *text = manifest_rewrite_index(n->body, n->body_len, ej->job.platforms,
+                                            ej->job.nplatforms, n->digest, &len, &e);
+        if (!text) {
+            ej->stop = 1;
+            ej_error(ej, ENGINE_FAILED, 0, "%s@%s: %s", ej->job.source_repo, n->digest, e.msg);
+            node_finish(n, 0);
+            return;
+        }
+        /* The lock was taken on the upstream digest; the node is now the new index. */
+        if (n->locked)
+            ej->en->ops.unlock(ej->en->ops.ctx, ej->job.target, n->digest);
+        n->locked = 0;
+        free(n->body);
+        n->body = text;
+        n->body_len = len;
+        digest_of(text, len, n->digest);
+    }
+    reg_put_manifest(ej->dst, node_repo(n), n->digest, n->media_type, n->body, n->body_len,
+                     node_put_done, n);
+}
+
+static void node_children_done(struct node *n)
+{
+    if (n->failed)
+        node_finish(n, 0);
+    else
+        node_push(n);
+}
+
+static void node_add_children(struct node *n, const struct manifest *m)
+{
+    struct engine_job *ej = n->ej;
+    int filter = ej->job.policy != JOB_POLICY_ALL;
+    /* Hold n while children start, so one finishing at once cannot settle it. */
+    n->children_left++;
+    for (size_t i = 0; i < m->nitems; i++) {
+        const struct manifest_desc *d = &m->items[i];
+        if (m->is_index && filter &&
+            !manifest_child_wanted(m, i, ej->job.platforms, ej->job.nplatforms))
+            continue;
+        if (!m->is_index && d->foreign)
+            continue; /* non-distributable: clients fetch it from its urls */
+        struct node *c = node_new(ej, n, !m->is_index, d->digest, d->size, d->media_type);
+        node_start(c);
+    }
+    if (--n->children_left == 0)
+        node_children_done(n);
+}
+
+static void node_got_upstream(struct reg_result *res, void *arg)
+{
+    struct node *n = arg;
+    struct engine_job *ej = n->ej;
+    if (res->cls != REG_OK) {
+        ej_reg_error(ej, res);
+        node_finish(n, 0);
+        return;
+    }
+    n->body = reg_result_take_body(res, &n->body_len);
+    struct manifest m;
+    struct err e;
+    if (manifest_parse(&m, n->body, n->body_len, res->content_type, &e) < 0) {
+        ej->stop = 1;
+        ej_error(ej, ENGINE_FAILED, 0, "%s@%s: %s", ej->job.source_repo, n->digest, e.msg);
+        node_finish(n, 0);
+        return;
+    }
+    free(n->media_type);
+    n->media_type = xstrdup(m.media_type);
+    if (n->rewrite && !m.is_index) {
+        manifest_free(&m);
+        ej->stop = 1;
+        ej_error(ej, ENGINE_FAILED, 0, "%s@%s: not an index, cannot select platforms",
+                 ej->job.source_repo, n->digest);
+        node_finish(n, 0);
+        return;
+    }
+    node_add_children(n, &m);
+    manifest_free(&m);
+}
+
+static void node_budget(int granted, long wait_ms, void *arg)
+{
+    struct node *n = arg;
+    struct engine_job *ej = n->ej;
+    if (ej->stop) {
+        node_finish(n, 0);
+        return;
+    }
+    if (!granted) {
+        ej->stop = 1;
+        ej_error(ej, ENGINE_DEFERRED, wait_ms, "pull budget spent before %s@%s",
+                 ej->job.source_repo, n->digest);
+        node_finish(n, 0);
+        return;
+    }
+    ej->out.n.upstream_manifest_gets++;
+    reg_get_manifest(ej->up, ej->job.source_repo, n->digest, node_got_upstream, n);
+}
+
+static void node_fetch_upstream(struct node *n)
+{
+    struct engine_job *ej = n->ej;
+    ej->en->ops.budget_acquire(ej->en->ops.ctx, node_budget, n);
+}
+
+/* -- blobs: mount from another repository, else stream -- */
+
+static void node_blob_copied(struct reg_result *res, void *arg)
+{
+    struct node *n = arg;
+    struct engine_job *ej = n->ej;
+    struct engine *en = ej->en;
+    en->blobs_active--;
+    if (res->cls == REG_OK) {
+        if (res->mounted) {
+            ej->out.n.blobs_mounted++;
+        } else {
+            ej->out.n.blobs_copied++;
+            ej->out.n.blob_bytes_copied += res->length > 0 ? res->length : 0;
+        }
+        en->ops.mark_present(en->ops.ctx, ej->job.target, node_repo(n), n->digest, 1);
+        node_finish(n, 1);
+    } else {
+        ej_reg_error(ej, res);
+        node_finish(n, 0);
+    }
+    blob_slot_next(en);
+}
+
+static void blob_slot_run(struct node *n)
+{
+    struct engine_job *ej = n->ej;
+    if (ej->stop) {
+        node_finish(n, 0);
+        return;
+    }
+    ej->en->blobs_active++;
+    struct reg_blob_spec spec = {
+        .src = ej->up,
+        .src_repo = ej->job.source_repo,
+        .dst = ej->dst,
+        .dst_repo = node_repo(n),
+        .digest = n->digest,
+        .size = n->size,
+        .mount_from = n->mount_from,
+    };
+    reg_copy_blob(&spec, node_blob_copied, n);
+}
+
+static void blob_slot_next(struct engine *en)
+{
+    while (en->blob_head && en->blobs_active < en->opts.blob_concurrency) {
+        struct node *n = en->blob_head;
+        en->blob_head = n->next_wait;
+        if (!en->blob_head)
+            en->blob_tail = NULL;
+        n->next_wait = NULL;
+        blob_slot_run(n);
+    }
+}
+
+static void node_blob_home(const char *repo, void *arg)
+{
+    struct node *n = arg;
+    struct engine *en = n->ej->en;
+    if (repo && strcmp(repo, node_repo(n)) != 0)
+        n->mount_from = xstrdup(repo);
+    if (en->blob_tail)
+        en->blob_tail->next_wait = n;
+    else
+        en->blob_head = n;
+    en->blob_tail = n;
+    blob_slot_next(en);
+}
+
+static void node_copy_blob(struct node *n)
+{
+    struct engine_job *ej = n->ej;
+    ej->en->ops.blob_home(ej->en->ops.ctx, ej->job.target, n->digest, node_blob_home, n);
+}
+
+/* ---- roots and tags ----------------------------------------------------------------- */
+
+static void tag_put_done(struct reg_result *res, void *arg)
+{
+    struct engine_job *ej = arg;
+    if (res->cls == REG_OK)
+        ej->out.n.tags_written++;
+    else
+        ej_reg_error(ej, res);
+    ej_release(ej);
+}
+
+static void root_done(struct node *n)
+{
+    struct engine_job *ej = n->ej;
+    /* Tags are written only from a complete root, and never after a cancel
+     * (another worker may own the job now). */
+    if (!n->failed && !ej->cancelled) {
+        for (size_t i = 0; i < ej->ntags; i++) {
+            struct tagst *t = &ej->tags[i];
+            if (!t->write || strcmp(t->up, n->root_up) != 0)
+                continue;
+            ej_hold(ej);
+            reg_put_manifest(ej->dst, ej->job.target_repo, t->tag, n->media_type, n->body,
+                             n->body_len, tag_put_done, ej);
+        }
+    }
+    node_destroy(n);
+}
+
+/* One root per distinct upstream digest that some tag still needs. */
+static void plan_roots(struct engine_job *ej)
+{
+    ej->phase = PH_ROOTS;
+    ej_hold(ej);
+    for (size_t i = 0; i < ej->ntags; i++) {
+        struct tagst *t = &ej->tags[i];
+        if (!t->up[0])
+            continue;
+        int current = ej->job.policy == JOB_POLICY_REWRITE ? strcmp(t->dst, "") != 0 && t->write == 0
+                                                            : strcmp(t->dst, t->up) == 0;
+        if (current) {
+            ej->out.n.tags_unchanged++;
+            continue;
+        }
+        t->write = 1;
+        int seen = 0;
+        for (size_t k = 0; k < i; k++)
+            if (ej->tags[k].write && strcmp(ej->tags[k].up, t->up) == 0)
+                seen = 1;
+        if (seen || ej->stop)
+            continue;
+        struct node *n = node_new(ej, NULL, 0, t->up, -1, t->up_type);
+        n->is_root = 1;
+        n->need_bytes = 1;
+        n->rewrite = ej->job.policy == JOB_POLICY_REWRITE;
+        snprintf(n->root_up, sizeof(n->root_up), "%s", t->up);
+        node_start(n);
+    }
+    ej_release(ej);
+}
+
+/* -- rewrite policy: which upstream digest did the target's index come from? -- */
+
+struct verify {
+    struct engine_job *ej;
+    struct tagst *t;
+};
+
+static void verify_done(struct reg_result *res, void *arg)
+{
+    struct verify *v = arg;
+    struct engine_job *ej = v->ej;
+    struct tagst *t = v->t;
+    free(v);
+    struct manifest m;
+    struct err e;
+    if (res->cls == REG_OK &&
+        manifest_parse(&m, res->body, res->body_len, res->content_type, &e) == 0) {
+        /* Unchanged when the target's index was made from today's upstream index. */
+        if (!(m.source_digest && strcmp(m.source_digest, t->up) == 0))
+            t->write = 1;
+        manifest_free(&m);
+    } else if (res->cls == REG_OK || res->cls == REG_NOT_FOUND) {
+        t->write = 1;
+    } else {
+        ej_reg_error(ej, res);
+    }
+    ej_release(ej);
+}
+
+static void verify_rewrites(struct engine_job *ej)
+{
+    ej->phase = PH_VERIFY;
+    ej_hold(ej);
+    for (size_t i = 0; i < ej->ntags; i++) {
+        struct tagst *t = &ej->tags[i];
+        if (!t->up[0])
+            continue;
+        if (!t->dst[0]) {
+            t->write = 1;
+            continue;
+        }
+        struct verify *v = xmalloc(sizeof(*v));
+        v->ej = ej;
+        v->t = t;
+        ej_hold(ej);
+        reg_get_manifest(ej->dst, ej->job.target_repo, t->dst, verify_done, v);
+    }
+    ej_release(ej);
+}
+
+/* -- heads -- */
+
+struct head {
+    struct engine_job *ej;
+    struct tagst *t;
+    int upstream;
+};
+
+static void head_done(struct reg_result *res, void *arg)
+{
+    struct head *h = arg;
+    struct engine_job *ej = h->ej;
+    struct tagst *t = h->t;
+    int upstream = h->upstream;
+    free(h);
+    if (upstream) {
+        if (res->cls == REG_OK && res->digest && digest_valid(res->digest)) {
+            snprintf(t->up, sizeof(t->up), "%s", res->digest);
+            t->up_type = res->content_type ? xstrdup(res->content_type) : NULL;
+        } else if (res->cls == REG_OK) {
+            ej_error(ej, ENGINE_FAILED, 0, "%s:%s: upstream answered HEAD without a digest",
+                     ej->job.source_repo, t->tag);
+        } else if (res->cls == REG_NOT_FOUND) {
+            /* Not built yet, or gone: the other tags still go on. */
+            ej_error(ej, ENGINE_FAILED, 0, "%s:%s: tag not found upstream", ej->job.source_repo,
+                     t->tag);
+        } else {
+            ej_reg_error(ej, res);
+        }
+    } else {
+        if (res->cls == REG_OK && res->digest && digest_valid(res->digest))
+            snprintf(t->dst, sizeof(t->dst), "%s", res->digest);
+        else if (res->cls != REG_NOT_FOUND && res->cls != REG_OK)
+            ej_reg_error(ej, res);
+    }
+    ej_release(ej);
+}
+
+static void start_heads(struct engine_job *ej)
+{
+    ej->phase = PH_HEADS;
+    ej_hold(ej);
+    for (size_t i = 0; i < ej->ntags; i++) {
+        for (int up = 1; up >= 0; up--) {
+            struct head *h = xmalloc(sizeof(*h));
+            *h = (struct head){ej, &ej->tags[i], up};
+            ej_hold(ej);
+            if (up) {
+                ej->out.n.upstream_manifest_heads++;
+                reg_head_manifest(ej->up, ej->job.source_repo, ej->tags[i].tag, head_done, h);
+            } else {
+                reg_head_manifest(ej->dst, ej->job.target_repo, ej->tags[i].tag, head_done, h);
+            }
+        }
+    }
+    ej_release(ej);
+}
+
+static void ej_advance(struct engine_job *ej)
+{
+    switch (ej->phase) {
+    case PH_HEADS:
+        if (ej->stop) {
+            ej_finish(ej);
+        } else if (ej->job.policy == JOB_POLICY_REWRITE) {
+            verify_rewrites(ej);
+        } else {
+            plan_roots(ej);
+        }
+        return;
+    case PH_VERIFY:
+        if (ej->stop)
+            ej_finish(ej);
+        else
+            plan_roots(ej);
+        return;
+    case PH_ROOTS:
+        ej_finish(ej);
+        return;
+    }
+}
+
+/* ---- public ------------------------------------------------------------------------- */
+
+void engine_opts_default(struct engine_opts *o)
+{
+    o->blob_concurrency = 8;
+    o->lock_poll_s = 0.25;
+    o->lock_wait_max_s = 1800;
+}
+
+struct engine *engine_new(struct ev_loop *loop, struct reg_client *client,
+                          const struct engine_ops *ops, const struct engine_opts *opts,
+                          struct err *e)
+{
+    if (!loop || !client || !ops || !ops->budget_acquire || !ops->present || !ops->mark_present ||
+        !ops->blob_home || !ops->lock || !ops->unlock) {
+        err_set(e, "engine: incomplete arguments");
+        return NULL;
+    }
+    struct engine *en = xcalloc(1, sizeof(*en));
+    en->loop = loop;
+    en->client = client;
+    en->ops = *ops;
+    if (opts)
+        en->opts = *opts;
+    else
+        engine_opts_default(&en->opts);
+    if (en->opts.blob_concurrency < 1)
+        en->opts.blob_concurrency = 1;
+    return en;
+}
+
+void engine_free(struct engine *en)
+{
+    if (!en)
+        return;
+    for (size_t i = 0; i < en->nregs; i++) {
+        reg_registry_free(en->regs[i].r);
+        free(en->regs[i].url);
+    }
+    free(en->regs);
+    free(en);
+}
+
+int engine_busy(const struct engine *en)
+{
+    return en->jobs;
+}
+
+/* Completes a job that could not start, from the loop as promised. */
+struct early {
+    ev_timer t;
+    struct engine_job *ej;
+};
+
+static void early_fire(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct early *x = w->data;
+    struct engine_job *ej = x->ej;
+    free(x);
+    ej_finish(ej);
+}
+
+struct engine_job *engine_start(struct engine *en, const struct job *j, engine_done_fn done,
+                                void *arg)
+{
+    struct engine_job *ej = xcalloc(1, sizeof(*ej));
+    struct err e;
+    ej->en = en;
+    ej->done = done;
+    ej->arg = arg;
+    ej->out.status = ENGINE_DONE;
+    en->jobs++;
+    char *text = job_encode(j, &e);
+    if (!text || job_decode(&ej->job, text, strlen(text), &e) < 0) {
+        ej_error(ej, ENGINE_FAILED, 0, "invalid job: %s", e.msg);
+        goto early;
+    }
+    ej->ntags = ej->job.ntags;
+    ej->out.n.tags_total = (long long)ej->ntags;
+    ej->tags = xcalloc(ej->ntags, sizeof(*ej->tags));
+    for (size_t i = 0; i < ej->ntags; i++)
+        ej->tags[i].tag = xstrdup(ej->job.tags[i]);
+    ej->up = engine_registry(en, ej->job.upstream, ROLE_UPSTREAM, &e);
+    if (!ej->up) {
+        ej_error(ej, ENGINE_FAILED, 0, "upstream %s: %s", ej->job.upstream, e.msg);
+        goto early;
+    }
+    ej->dst = engine_registry(en, ej->job.target, ROLE_TARGET, &e);
+    if (!ej->dst) {
+        ej_error(ej, ENGINE_FAILED, 0, "target %s: %s", ej->job.target, e.msg);
+        goto early;
+    }
+    free(text);
+    start_heads(ej);
+    return ej;
+early:
+    free(text);
+    struct early *x = xmalloc(sizeof(*x));
+    x->ej = ej;
+    ev_timer_init(&x->t, early_fire, 0., 0.);
+    x->t.data = x;
+    ev_timer_start(en->loop, &x->t);
+    return ej;
+}
+
+void engine_cancel(struct engine_job *ej)
+{
+    ej->cancelled = 1;
+    ej->stop = 1;
+}

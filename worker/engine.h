@@ -1,0 +1,123 @@
+/* engine: copies one job's tag group from upstream to the target at the
+ * minimum cost in counted upstream GETs.
+ *
+ * For a job the engine HEADs every tag upstream (free on Docker Hub) and on
+ * the target; tags whose digests already match are left alone. Each distinct
+ * upstream digest still needed becomes a root: its manifest is taken from the
+ * target when the target has it (free), else GET once from upstream (one
+ * counted pull, reserved from the shared budget first). Children of an index
+ * and blobs of an image are copied only when the target lacks them: a shared
+ * "present" set and a target HEAD say so, a lock keeps two workers from
+ * copying the same thing at once, blobs are mounted from another target
+ * repository when one has them, else streamed upstream -> target through a
+ * SHA-256 check. Children are pushed before their index, and the tags last,
+ * all from the same bytes, so the target never holds a tag whose index points
+ * at something missing.
+ *
+ * The fleet's shared state (budget, present sets, locks, mount sources) is
+ * reached through struct engine_ops, so the engine itself knows nothing of
+ * Redis and can be tested against plain registries. */
+#ifndef HUBSYNC_ENGINE_H
+#define HUBSYNC_ENGINE_H
+
+#include <ev.h>
+
+#include "err.h"
+#include "job.h"
+#include "reg.h"
+
+struct engine_counters {
+    long long tags_total;       /* tags in the job */
+    long long tags_unchanged;   /* already right on the target */
+    long long tags_written;     /* tag PUTs done */
+    long long manifests_pushed; /* manifests PUT by digest (children and indexes) */
+    long long upstream_manifest_gets;  /* counted pulls */
+    long long upstream_manifest_heads; /* free */
+    long long blobs_copied;
+    long long blob_bytes_copied;
+    long long blobs_mounted;
+    long long blobs_skipped;    /* the target had them already */
+};
+
+/* Field names of struct engine_counters, in order, as used in reports and
+ * in Redis run records. */
+extern const char *const engine_counter_names[];
+#define ENGINE_NCOUNTERS 10
+long long engine_counter_get(const struct engine_counters *c, int i);
+
+enum engine_status {
+    ENGINE_DONE,      /* every tag of the group is right on the target */
+    ENGINE_RETRY,     /* transient trouble (network, 5xx, target down): try again later */
+    ENGINE_DEFERRED,  /* the pull budget is spent (or a 429): try again after wait_ms */
+    ENGINE_FAILED,    /* refused for good by this attempt (missing tag, bad digest, ...) */
+    ENGINE_CANCELLED, /* engine_cancel() */
+};
+
+const char *engine_status_name(enum engine_status s);
+
+struct engine_outcome {
+    enum engine_status status;
+    long wait_ms;   /* ENGINE_DEFERRED: when the budget may allow again */
+    char msg[512];  /* what went wrong, naming repository, tag or digest */
+    struct engine_counters n;
+};
+
+typedef void (*engine_flag_fn)(int yes, void *arg);
+typedef void (*engine_budget_fn)(int granted, long wait_ms, void *arg);
+typedef void (*engine_home_fn)(const char *repo, void *arg);
+
+/* The fleet's shared state. Every callback runs exactly once, later, from
+ * the loop; when the shared state cannot be reached the answers must be the
+ * safe ones: not present, no mount source, lock taken (locks only save work),
+ * budget denied. `target` is the target registry URL. */
+struct engine_ops {
+    void *ctx;
+    /* Reserve one counted manifest GET from the shared pull budget. */
+    void (*budget_acquire)(void *ctx, engine_budget_fn cb, void *arg);
+    /* Is digest known to be in repo of target? */
+    void (*present)(void *ctx, const char *target, const char *repo, const char *digest,
+                    engine_flag_fn cb, void *arg);
+    /* digest (a blob if `blob`, else a manifest) is now in repo of target. */
+    void (*mark_present)(void *ctx, const char *target, const char *repo, const char *digest,
+                         int blob);
+    /* Another repository of target known to hold blob digest, or NULL. */
+    void (*blob_home)(void *ctx, const char *target, const char *digest, engine_home_fn cb,
+                      void *arg);
+    /* Try once to take the copy lock of digest on target: 1 taken, 0 held
+     * elsewhere. Held locks are the ops' to keep alive until unlock. */
+    void (*lock)(void *ctx, const char *target, const char *digest, engine_flag_fn cb,
+                 void *arg);
+    void (*unlock)(void *ctx, const char *target, const char *digest);
+};
+
+struct engine_opts {
+    int blob_concurrency;  /* blob copies at once per engine; default 8 */
+    double lock_poll_s;    /* how often a busy lock is looked at again; default 0.25 */
+    double lock_wait_max_s;/* give up (retry later) after waiting this long; default 1800 */
+};
+
+void engine_opts_default(struct engine_opts *o);
+
+struct engine;
+struct engine_job;
+typedef void (*engine_done_fn)(const struct engine_outcome *out, void *arg);
+
+/* The loop and client are borrowed and must outlive the engine; ops and
+ * opts are copied. */
+struct engine *engine_new(struct ev_loop *loop, struct reg_client *client,
+                          const struct engine_ops *ops, const struct engine_opts *opts,
+                          struct err *e);
+/* No job may be running. NULL is a no-op. */
+void engine_free(struct engine *en);
+/* Jobs started and not yet done. */
+int engine_busy(const struct engine *en);
+
+/* Start copying j (copied). done runs exactly once, later, from the loop.
+ * The handle is valid until done runs. */
+struct engine_job *engine_start(struct engine *en, const struct job *j, engine_done_fn done,
+                                void *arg);
+/* Stop at the next step: no tag is written after this; done reports
+ * ENGINE_CANCELLED once the operations in flight have completed. */
+void engine_cancel(struct engine_job *ej);
+
+#endif
