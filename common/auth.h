@@ -84,14 +84,16 @@ struct auth_outcome {
 };
 typedef void (*auth_token_fn)(const struct auth_outcome *out, void *arg);
 
-/* Borrows ec, which must outlive the cache. */
-struct auth_cache *auth_cache_new(struct evcurl *ec, const struct auth_http_opts *o);
+/* Borrows loop (its clock times tokens) and ec, which must outlive the
+ * cache. */
+struct auth_cache *auth_cache_new(struct ev_loop *loop, struct evcurl *ec,
+                                  const struct auth_http_opts *o);
 /* No fetch may be in flight. NULL is a no-op. */
 void auth_cache_free(struct auth_cache *c);
 
-/* A token for (key, scope) that is still valid at `now` (seconds, ev_now),
+/* A token for (key, scope) that is still valid now (ev_now of the loop),
  * or NULL. Borrowed until the next call into the cache. */
-const char *auth_cache_lookup(struct auth_cache *c, const char *key, const char *scope, double now);
+const char *auth_cache_lookup(struct auth_cache *c, const char *key, const char *scope);
 
 /* Forget the cached token for (key, scope) if it is `token` (a registry
  * refused it); a newer token is kept. */
@@ -105,7 +107,7 @@ void auth_cache_invalidate(struct auth_cache *c, const char *key, const char *sc
  * same entry. Returns 0 and later calls cb exactly once from the loop, or -1
  * now (no callback) if the challenge cannot be answered. */
 int auth_cache_fetch(struct auth_cache *c, const char *key, const struct auth_challenge *ch,
-                     const char *scope, const struct creds *cr, int allow_plain, double now,
+                     const char *scope, const struct creds *cr, int allow_plain,
                      auth_token_fn cb, void *arg, struct err *e);
 
 /* Token fetches sent so far (for stats and tests). */

@@ -48,6 +48,9 @@ char *creds_host_key(const char *url_or_key);
 /* Deep copy (src may hold no credentials). */
 void creds_copy(struct creds *dst, const struct creds *src);
 
+/* Wipe a secret string, free it and set *s to NULL (NULL *s is a no-op). */
+void creds_free_secret(char **s);
+
 /* Wipe and free the strings; leaves c zeroed. NULL is a no-op. */
 void creds_clear(struct creds *c);
 

@@ -16,10 +16,10 @@
 #define RATELIMIT_SOURCE_MAX 128
 
 struct ratelimit_info {
-    int has_limit;     /* limit/limit_window valid */
+    int has_limit;     /* 0 absent, 1 from x-ratelimit-limit, 2 from ratelimit-limit */
     long limit;        /* pulls per window */
     long limit_window; /* seconds; 0 if the value had no w= */
-    int has_remaining; /* remaining/remaining_window valid */
+    int has_remaining; /* same for remaining/remaining_window */
     long remaining;
     long remaining_window;
     char source[RATELIMIT_SOURCE_MAX]; /* docker-ratelimit-source, "" if absent */

@@ -1,0 +1,497 @@
+/* creds: see creds.h. */
+#include "creds.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "xalloc.h"
+
+extern char **environ;
+
+#define HUB_KEY "https://index.docker.io/v1/"
+#define HUB_HOST "index.docker.io"
+#define CONFIG_MAX (1L << 20)
+#define HELPER_OUT_MAX (64L << 10)
+#define HELPER_TIMEOUT_MS 15000
+#define SECRET_MAX 4096
+
+void creds_free_secret(char **s)
+{
+    if (!*s)
+        return;
+    explicit_bzero(*s, strlen(*s));
+    free(*s);
+    *s = NULL;
+}
+
+void creds_clear(struct creds *c)
+{
+    if (!c)
+        return;
+    creds_free_secret(&c->username);
+    creds_free_secret(&c->password);
+}
+
+void creds_copy(struct creds *dst, const struct creds *src)
+{
+    dst->username = src && src->username ? xstrdup(src->username) : NULL;
+    dst->password = src && src->password ? xstrdup(src->password) : NULL;
+}
+
+char *creds_host_key(const char *s)
+{
+    if (!s)
+        return NULL;
+    const char *p = strstr(s, "://");
+    p = p ? p + 3 : s;
+    /* user:pass@ never belongs in a key; skip it if someone wrote one. */
+    const char *end = p + strcspn(p, "/?#");
+    const char *at = memchr(p, '@', (size_t)(end - p));
+    if (at)
+        p = at + 1;
+    size_t n = (size_t)(end - p);
+    if (n == 0)
+        return NULL;
+    char *h = xstrndup(p, n);
+    for (char *q = h; *q; q++)
+        *q = (char)tolower((unsigned char)*q);
+    static const char *const hub[] = {"docker.io", "index.docker.io", "registry-1.docker.io",
+                                      "registry.hub.docker.com"};
+    for (size_t i = 0; i < sizeof(hub) / sizeof(hub[0]); i++)
+        if (strcmp(h, hub[i]) == 0) {
+            free(h);
+            return xstrdup(HUB_HOST);
+        }
+    return h;
+}
+
+/* Read a whole small file; 1 ok, 0 missing, -1 error. */
+static int read_small_file(const char *path, long max, char **out, size_t *len, struct err *e)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        if (errno == ENOENT)
+            return 0;
+        return err_set(e, "%s: %s", path, strerror(errno));
+    }
+    int rc = -1;
+    char *data = xmalloc((size_t)max + 1);
+    size_t n = fread(data, 1, (size_t)max + 1, f);
+    if (ferror(f)) {
+        err_set(e, "%s: read error", path);
+        goto out;
+    }
+    if ((long)n > max) {
+        err_set(e, "%s: larger than %ld bytes", path, max);
+        goto out;
+    }
+    data[n] = '\0';
+    *out = data;
+    *len = n;
+    data = NULL;
+    rc = 1;
+out:
+    if (data) {
+        explicit_bzero(data, (size_t)max + 1);
+        free(data);
+    }
+    fclose(f);
+    return rc;
+}
+
+int creds_from_env(const char *prefix, struct creds *out, struct err *e)
+{
+    memset(out, 0, sizeof(*out));
+    if (!prefix)
+        return 0;
+    char *nu = xasprintf("%s_USERNAME", prefix);
+    char *np = xasprintf("%s_PASSWORD", prefix);
+    char *nf = xasprintf("%s_PASSWORD_FILE", prefix);
+    const char *u = getenv(nu), *p = getenv(np), *pf = getenv(nf);
+    int rc = -1;
+    if (u && !*u)
+        u = NULL;
+    if (p && !*p)
+        p = NULL;
+    if (pf && !*pf)
+        pf = NULL;
+    if (!u && !p && !pf) {
+        rc = 0;
+        goto out;
+    }
+    if (!u) {
+        err_set(e, "%s is set but %s is not", p ? np : nf, nu);
+        goto out;
+    }
+    if (!p && !pf) {
+        err_set(e, "%s is set but neither %s nor %s is", nu, np, nf);
+        goto out;
+    }
+    if (p && pf) {
+        err_set(e, "set only one of %s and %s", np, nf);
+        goto out;
+    }
+    char *secret = NULL;
+    if (pf) {
+        size_t len;
+        int r = read_small_file(pf, SECRET_MAX, &secret, &len, e);
+        if (r == 0)
+            err_set(e, "%s: %s does not exist", nf, pf);
+        if (r != 1)
+            goto out;
+        if (len && secret[len - 1] == '\n')
+            secret[--len] = '\0';
+        if (len && secret[len - 1] == '\r')
+            secret[--len] = '\0';
+        if (len == 0) {
+            creds_free_secret(&secret);
+            err_set(e, "%s: %s is empty", nf, pf);
+            goto out;
+        }
+    } else {
+        secret = xstrdup(p);
+    }
+    out->username = xstrdup(u);
+    out->password = secret;
+    rc = 1;
+out:
+    free(nu);
+    free(np);
+    free(nf);
+    return rc;
+}
+
+/* Strict base64 (standard alphabet, padding optional). -1 on bad input. */
+static int b64_decode(const char *in, char **out, size_t *outlen)
+{
+    size_t n = strlen(in);
+    while (n && in[n - 1] == '=')
+        n--;
+    char *buf = xmalloc(n * 3 / 4 + 4);
+    size_t k = 0;
+    unsigned int acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < n; i++) {
+        int c = (unsigned char)in[i], v;
+        if (c >= 'A' && c <= 'Z')
+            v = c - 'A';
+        else if (c >= 'a' && c <= 'z')
+            v = c - 'a' + 26;
+        else if (c >= '0' && c <= '9')
+            v = c - '0' + 52;
+        else if (c == '+')
+            v = 62;
+        else if (c == '/')
+            v = 63;
+        else {
+            explicit_bzero(buf, n * 3 / 4 + 4);
+            free(buf);
+            return -1;
+        }
+        acc = (acc << 6) | (unsigned int)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            buf[k++] = (char)((acc >> bits) & 0xff);
+        }
+    }
+    buf[k] = '\0';
+    *out = buf;
+    *outlen = k;
+    return 0;
+}
+
+static const char *config_dir_path(char **owned)
+{
+    const char *dc = getenv("DOCKER_CONFIG");
+    if (dc && *dc) {
+        *owned = xasprintf("%s/config.json", dc);
+        return *owned;
+    }
+    const char *home = getenv("HOME");
+    if (!home || !*home)
+        return NULL;
+    *owned = xasprintf("%s/.docker/config.json", home);
+    return *owned;
+}
+
+/* The member of obj whose key names the same host as `host`. */
+static json_t *find_by_host(json_t *obj, const char *host)
+{
+    if (!json_is_object(obj))
+        return NULL;
+    const char *k;
+    json_t *v;
+    json_object_foreach(obj, k, v) {
+        char *hk = creds_host_key(k);
+        int same = hk && strcmp(hk, host) == 0;
+        free(hk);
+        if (same)
+            return v;
+    }
+    return NULL;
+}
+
+/* Zero every string in a parsed config or helper answer before it is freed. */
+static void wipe_json(json_t *j)
+{
+    const char *k;
+    json_t *v;
+    size_t i;
+    if (json_is_string(j))
+        explicit_bzero((char *)json_string_value(j), json_string_length(j));
+    else if (json_is_object(j))
+        json_object_foreach(j, k, v) wipe_json(v);
+    else if (json_is_array(j))
+        json_array_foreach(j, i, v) wipe_json(v);
+}
+
+/* Run docker-credential-<helper> get; 1 found, 0 not found, -1 error. */
+static int run_helper(const char *helper, const char *server, struct creds *out, struct err *e)
+{
+    for (const char *p = helper; *p; p++)
+        if (!(isalnum((unsigned char)*p) || *p == '-' || *p == '_' || *p == '.'))
+            return err_set(e, "credential helper name \"%s\" is not valid", helper);
+    char *prog = xasprintf("docker-credential-%s", helper);
+    int in[2] = {-1, -1}, outp[2] = {-1, -1};
+    pid_t pid = -1;
+    int rc = -1, status = 0;
+    struct buf b = BUF_INIT(HELPER_OUT_MAX);
+    posix_spawn_file_actions_t fa;
+    int fa_ok = 0;
+    json_t *root = NULL;
+    if (pipe2(in, O_CLOEXEC) != 0 || pipe2(outp, O_CLOEXEC) != 0) {
+        err_set(e, "%s: pipe: %s", prog, strerror(errno));
+        goto out;
+    }
+    if (posix_spawn_file_actions_init(&fa) != 0) {
+        err_set(e, "%s: cannot prepare spawn", prog);
+        goto out;
+    }
+    fa_ok = 1;
+    posix_spawn_file_actions_adddup2(&fa, in[0], 0);
+    posix_spawn_file_actions_adddup2(&fa, outp[1], 1);
+    char *argv[] = {prog, (char *)"get", NULL};
+    int sr = posix_spawnp(&pid, prog, &fa, NULL, argv, environ);
+    if (sr != 0) {
+        pid = -1;
+        err_set(e, "credential helper %s: %s", prog, strerror(sr));
+        goto out;
+    }
+    close(in[0]);
+    close(outp[1]);
+    in[0] = outp[1] = -1;
+    size_t sl = strlen(server);
+    if (write(in[1], server, sl) != (ssize_t)sl) {
+        err_set(e, "credential helper %s: cannot write the server URL", prog);
+        goto out;
+    }
+    close(in[1]);
+    in[1] = -1;
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        struct timespec t1;
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        long waited = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+        if (waited >= HELPER_TIMEOUT_MS) {
+            err_set(e, "credential helper %s: no answer within %d s", prog,
+                    HELPER_TIMEOUT_MS / 1000);
+            goto out;
+        }
+        struct pollfd pfd = {outp[0], POLLIN, 0};
+        int pr = poll(&pfd, 1, (int)(HELPER_TIMEOUT_MS - waited));
+        if (pr < 0 && errno == EINTR)
+            continue;
+        if (pr <= 0)
+            continue;
+        char chunk[4096];
+        ssize_t r = read(outp[0], chunk, sizeof(chunk));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        if (buf_append(&b, chunk, (size_t)r) != 0) {
+            explicit_bzero(chunk, sizeof(chunk));
+            err_set(e, "credential helper %s: answer larger than %ld bytes", prog,
+                    HELPER_OUT_MAX);
+            goto out;
+        }
+        explicit_bzero(chunk, sizeof(chunk));
+    }
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    pid = -1;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        /* docker's helpers say "credentials not found" on stdout and exit 1. */
+        if (b.data && strstr(b.data, "credentials not found")) {
+            rc = 0;
+            goto out;
+        }
+        err_set(e, "credential helper %s failed (exit status %d)", prog,
+                WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+        goto out;
+    }
+    json_error_t je;
+    root = json_loadb(b.data ? b.data : "", b.len, 0, &je);
+    const char *user = root ? json_string_value(json_object_get(root, "Username")) : NULL;
+    const char *secret = root ? json_string_value(json_object_get(root, "Secret")) : NULL;
+    if (!user || !secret) {
+        err_set(e, "credential helper %s: answer is not {\"Username\",\"Secret\"} JSON", prog);
+        goto out;
+    }
+    if (!*secret) {
+        rc = 0;
+        goto out;
+    }
+    out->username = xstrdup(user);
+    out->password = xstrdup(secret);
+    rc = 1;
+out:
+    if (pid > 0) {
+        kill(pid, SIGKILL);
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+    }
+    for (int i = 0; i < 2; i++) {
+        if (in[i] >= 0)
+            close(in[i]);
+        if (outp[i] >= 0)
+            close(outp[i]);
+    }
+    if (fa_ok)
+        posix_spawn_file_actions_destroy(&fa);
+    if (root) {
+        wipe_json(root);
+        json_decref(root);
+    }
+    if (b.data)
+        explicit_bzero(b.data, b.len);
+    buf_free(&b);
+    free(prog);
+    return rc;
+}
+
+/* An auths entry: 1 found, 0 empty, -1 error. */
+static int from_auth_entry(json_t *entry, const char *path, const char *key, struct creds *out,
+                           struct err *e)
+{
+    if (!json_is_object(entry))
+        return err_set(e, "%s: auths[\"%s\"] is not an object", path, key);
+    const char *auth = json_string_value(json_object_get(entry, "auth"));
+    if (auth && *auth) {
+        char *dec;
+        size_t n;
+        if (b64_decode(auth, &dec, &n) != 0)
+            return err_set(e, "%s: auths[\"%s\"].auth is not base64", path, key);
+        char *colon = memchr(dec, ':', n);
+        if (!colon || colon == dec) {
+            explicit_bzero(dec, n);
+            free(dec);
+            return err_set(e, "%s: auths[\"%s\"].auth is not base64 of \"user:password\"", path,
+                           key);
+        }
+        out->username = xstrndup(dec, (size_t)(colon - dec));
+        out->password = xstrdup(colon + 1);
+        explicit_bzero(dec, n);
+        free(dec);
+        return 1;
+    }
+    const char *u = json_string_value(json_object_get(entry, "username"));
+    const char *p = json_string_value(json_object_get(entry, "password"));
+    if (u && *u && p && *p) {
+        out->username = xstrdup(u);
+        out->password = xstrdup(p);
+        return 1;
+    }
+    return 0;
+}
+
+int creds_from_docker_config(const char *registry_url, struct creds *out, struct err *e)
+{
+    memset(out, 0, sizeof(*out));
+    char *owned = NULL, *data = NULL, *host = NULL;
+    json_t *root = NULL;
+    size_t len = 0;
+    int rc = -1;
+    const char *path = config_dir_path(&owned);
+    if (!path) {
+        rc = 0;
+        goto out;
+    }
+    host = creds_host_key(registry_url);
+    if (!host) {
+        err_set(e, "registry \"%s\" has no host name", registry_url);
+        goto out;
+    }
+    int r = read_small_file(path, CONFIG_MAX, &data, &len, e);
+    if (r <= 0) {
+        rc = r;
+        goto out;
+    }
+    json_error_t je;
+    root = json_loadb(data, len, 0, &je);
+    if (!json_is_object(root)) {
+        err_set(e, "%s line %d: %s", path, je.line, root ? "not a JSON object" : je.text);
+        goto out;
+    }
+    int hub = strcmp(host, HUB_HOST) == 0;
+    /* Helpers are handed the key docker itself uses. */
+    const char *server = hub ? HUB_KEY : host;
+    json_t *helpers = json_object_get(root, "credHelpers");
+    json_t *h = find_by_host(helpers, host);
+    if (h) {
+        if (!json_is_string(h)) {
+            err_set(e, "%s: credHelpers[\"%s\"] is not a string", path, host);
+            goto out;
+        }
+        rc = run_helper(json_string_value(h), server, out, e);
+        goto out;
+    }
+    json_t *auths = json_object_get(root, "auths");
+    json_t *a = find_by_host(auths, host);
+    if (a) {
+        rc = from_auth_entry(a, path, host, out, e);
+        if (rc != 0)
+            goto out;
+    }
+    const char *store = json_string_value(json_object_get(root, "credsStore"));
+    if (store && *store) {
+        rc = run_helper(store, server, out, e);
+        goto out;
+    }
+    rc = 0;
+out:
+    if (root) {
+        wipe_json(root);
+        json_decref(root);
+    }
+    if (data) {
+        explicit_bzero(data, len);
+        free(data);
+    }
+    free(host);
+    free(owned);
+    return rc;
+}
+
+int creds_lookup(const char *env_prefix, const char *registry_url, struct creds *out,
+                 struct err *e)
+{
+    int rc = creds_from_env(env_prefix, out, e);
+    if (rc != 0)
+        return rc;
+    return creds_from_docker_config(registry_url, out, e);
+}

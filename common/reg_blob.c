@@ -1,0 +1,616 @@
+/* reg_blob: see reg_blob.h.
+ *
+ * One copy runs these steps, each a reg_req (authentication and retries of
+ * single requests come from reg_http):
+ *   POST ?mount=&from=  (first attempt, when asked)  201 -> done
+ *   POST uploads/                                   202 -> Location
+ *   GET source blob  ||  PUT Location?digest=  (or PATCH..., then PUT)
+ *   DELETE Location                                 (after a failure)
+ * The GET and the upload run at the same time, joined by a ring buffer:
+ * the GET's write callback fills it (pausing when full), the upload's read
+ * callback drains it (pausing when empty), and each unpauses the other
+ * through evcurl's deferred queue. The SHA-256 is finished in the write
+ * callback that delivers byte number `size`, before that byte can reach
+ * the read callback, so the upload never completes with unverified bytes:
+ * on a mismatch, excess or truncation the read callback answers
+ * CURL_READFUNC_ABORT. */
+#include "reg_blob.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "reg_http.h"
+#include "reg_parse.h"
+
+#define ERROR_BODY_MAX (64 << 10)
+
+struct copy {
+    struct reg_op base;
+    struct reg_client *c;
+    struct reg_registry *src, *dst;
+    char *src_repo, *dst_repo, *digest, *mount_from;
+    long long size;
+    int mount_only;
+    int attempt;        /* whole-copy attempts started */
+    /* requests of the current attempt */
+    struct reg_req *post, *dl, *up, *fin; /* fin: closing PUT or DELETE */
+    char *location;     /* upload session URL */
+    int dl_running, up_running, fin_running;
+    int committed;
+    /* the stream */
+    char *ring;
+    size_t cap, head, used;
+    struct digest_ctx *sha;
+    long long received, sent;
+    long long req_start, req_end; /* byte range of the current upload request */
+    int verified, dl_paused, up_paused;
+    char computed[DIGEST_STR_SIZE];
+    char range_hdr[80];
+    /* the first failure of the attempt */
+    int failed;
+    enum reg_class fail_cls;
+    long fail_status;
+    char fail_msg[REG_MSG_MAX];
+    ev_timer retry;
+};
+
+static void start_attempt(struct copy *cp);
+static void maybe_finish(struct copy *cp);
+static void start_upload(struct copy *cp);
+
+static void copy_free(void *p)
+{
+    struct copy *cp = p;
+    reg_http_free(cp->post);
+    reg_http_free(cp->dl);
+    reg_http_free(cp->up);
+    reg_http_free(cp->fin);
+    ev_timer_stop(cp->c->loop, &cp->retry);
+    free(cp->src_repo);
+    free(cp->dst_repo);
+    free(cp->digest);
+    free(cp->mount_from);
+    free(cp->location);
+    free(cp->ring);
+    digest_free(cp->sha);
+    free(cp);
+}
+
+/* Free a finished request, counting its attempts in the result. */
+static void drop(struct copy *cp, struct reg_req **q)
+{
+    if (*q) {
+        cp->base.res.attempts += (*q)->attempts;
+        reg_http_free(*q);
+        *q = NULL;
+    }
+}
+
+static void fail(struct copy *cp, enum reg_class cls, long status, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Record the attempt's first failure and make sure a paused upload wakes up
+ * to abort. */
+static void fail(struct copy *cp, enum reg_class cls, long status, const char *fmt, ...)
+{
+    if (cp->failed)
+        return;
+    cp->failed = 1;
+    cp->fail_cls = cls;
+    cp->fail_status = status;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cp->fail_msg, sizeof(cp->fail_msg), fmt, ap);
+    va_end(ap);
+    if (cp->up_paused && cp->up && cp->up->easy) {
+        cp->up_paused = 0;
+        evcurl_unpause(cp->c->ec, cp->up->easy);
+    }
+}
+
+static void fail_from(struct copy *cp, const struct reg_req *q)
+{
+    fail(cp, q->cls, q->status, "%s", q->msg);
+}
+
+/* ---- download side ---- */
+
+static size_t dl_write(char *p, size_t sz, size_t nm, void *arg)
+{
+    struct copy *cp = arg;
+    size_t n = sz * nm;
+    long status = 0;
+    curl_easy_getinfo(cp->dl->easy, CURLINFO_RESPONSE_CODE, &status);
+    if (status < 200 || status > 299) {
+        /* An error document: keep a bounded excerpt for the message. */
+        buf_append(&cp->dl->resp, p, n < ERROR_BODY_MAX - cp->dl->resp.len
+                                         ? n
+                                         : ERROR_BODY_MAX - cp->dl->resp.len);
+        return n;
+    }
+    if (cp->failed)
+        return 0;
+    if (cp->received == 0 && cp->dl->h.content_length >= 0 &&
+        cp->dl->h.content_length != cp->size) {
+        fail(cp, REG_DIGEST_MISMATCH, status, "GET blob %s@%s at %s: %lld bytes announced, the "
+             "descriptor says %lld", cp->src_repo, cp->digest, cp->src->url,
+             cp->dl->h.content_length, cp->size);
+        return 0;
+    }
+    if (n > cp->cap - cp->used) {
+        /* Never take part of a chunk: libcurl delivers it again on unpause. */
+        cp->dl_paused = 1;
+        return CURL_WRITEFUNC_PAUSE;
+    }
+    if ((long long)n > cp->size - cp->received) {
+        fail(cp, REG_DIGEST_MISMATCH, status, "GET blob %s@%s at %s: more than the %lld bytes "
+             "of the descriptor", cp->src_repo, cp->digest, cp->src->url, cp->size);
+        return 0;
+    }
+    size_t tail = (cp->head + cp->used) % cp->cap;
+    size_t first = n < cp->cap - tail ? n : cp->cap - tail;
+    memcpy(cp->ring + tail, p, first);
+    memcpy(cp->ring, p + first, n - first);
+    cp->used += n;
+    digest_update(cp->sha, p, n);
+    cp->received += (long long)n;
+    if (cp->received == cp->size) {
+        digest_final(cp->sha, cp->computed);
+        if (strcmp(cp->computed, cp->digest) != 0) {
+            fail(cp, REG_DIGEST_MISMATCH, status, "GET blob %s@%s at %s: the %lld bytes hash "
+                 "to %s", cp->src_repo, cp->digest, cp->src->url, cp->size, cp->computed);
+            return 0;
+        }
+        cp->verified = 1;
+    }
+    if (cp->up_paused && cp->up && cp->up->easy) {
+        cp->up_paused = 0;
+        evcurl_unpause(cp->c->ec, cp->up->easy);
+    }
+    return n;
+}
+
+static void dl_setup(struct reg_req *q, CURL *easy, void *arg)
+{
+    (void)q;
+    curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, dl_write);
+    curl_easy_setopt(easy, CURLOPT_WRITEDATA, arg);
+}
+
+/* A GET may be re-sent only while none of its body was used. */
+static int dl_may_retry(struct reg_req *q, void *arg)
+{
+    (void)q;
+    struct copy *cp = arg;
+    return cp->received == 0 && !cp->failed;
+}
+
+static void on_dl(struct reg_req *q, void *arg)
+{
+    struct copy *cp = arg;
+    cp->dl_running = 0;
+    cp->dl_paused = 0;
+    if (q->cls != REG_OK) {
+        fail_from(cp, q);
+    } else if (cp->received < cp->size) {
+        fail(cp, REG_NETWORK, q->status, "GET blob %s@%s at %s: body ended after %lld of %lld "
+             "bytes", cp->src_repo, cp->digest, cp->src->url, cp->received, cp->size);
+    } else if (cp->size == 0) {
+        digest_final(cp->sha, cp->computed);
+        if (strcmp(cp->computed, cp->digest) != 0)
+            fail(cp, REG_DIGEST_MISMATCH, q->status, "GET blob %s@%s at %s: empty body hashes "
+                 "to %s", cp->src_repo, cp->digest, cp->src->url, cp->computed);
+        else
+            cp->verified = 1;
+    }
+    /* A paused upload was woken by fail() and aborts from its read
+     * callback; one waiting to retry or for a token is cancelled. */
+    if (cp->failed && cp->up_running)
+        reg_http_cancel(cp->up);
+    /* An empty blob is uploaded only once it is known to be right. */
+    if (!cp->failed && cp->size == 0 && !cp->up_running && !cp->committed)
+        start_upload(cp);
+    maybe_finish(cp);
+}
+
+/* ---- upload side ---- */
+
+static size_t up_read(char *p, size_t sz, size_t nm, void *arg)
+{
+    struct copy *cp = arg;
+    if (cp->failed)
+        return CURL_READFUNC_ABORT;
+    size_t want = sz * nm;
+    size_t avail = cp->used;
+    if ((long long)avail > cp->req_end - cp->sent)
+        avail = (size_t)(cp->req_end - cp->sent);
+    if (avail > want)
+        avail = want;
+    if (avail == 0) {
+        if (cp->sent >= cp->req_end)
+            return 0; /* this request's range is complete */
+        if (!cp->dl_running && !cp->dl_paused)
+            return CURL_READFUNC_ABORT; /* the source stopped short: never fake an EOF */
+        cp->up_paused = 1;
+        return CURL_READFUNC_PAUSE;
+    }
+    size_t first = avail < cp->cap - cp->head ? avail : cp->cap - cp->head;
+    memcpy(p, cp->ring + cp->head, first);
+    memcpy(p + first, cp->ring, avail - first);
+    cp->head = (cp->head + avail) % cp->cap;
+    cp->used -= avail;
+    cp->sent += (long long)avail;
+    /* Wake the GET once a quarter of the ring is free, not for every
+     * chunk, to avoid pause/unpause ping-pong. */
+    if (cp->dl_paused && cp->cap - cp->used >= cp->cap / 4 && cp->dl && cp->dl->easy) {
+        cp->dl_paused = 0;
+        evcurl_unpause(cp->c->ec, cp->dl->easy);
+    }
+    return avail;
+}
+
+static void up_setup(struct reg_req *q, CURL *easy, void *arg)
+{
+    (void)q;
+    struct copy *cp = arg;
+    curl_easy_setopt(easy, CURLOPT_UPLOAD, 1L);
+    curl_easy_setopt(easy, CURLOPT_INFILESIZE_LARGE, (curl_off_t)(cp->req_end - cp->req_start));
+    curl_easy_setopt(easy, CURLOPT_READFUNCTION, up_read);
+    curl_easy_setopt(easy, CURLOPT_READDATA, cp);
+    long ub = (long)(cp->cap / 4);
+    curl_easy_setopt(easy, CURLOPT_UPLOAD_BUFFERSIZE, ub > 2L << 20 ? 2L << 20 : ub);
+}
+
+static int up_may_retry(struct reg_req *q, void *arg)
+{
+    (void)q;
+    struct copy *cp = arg;
+    return cp->sent == cp->req_start && !cp->failed;
+}
+
+static char *with_query(const char *url, const char *param)
+{
+    return xasprintf("%s%c%s", url, strchr(url, '?') ? '&' : '?', param);
+}
+
+static void on_up(struct reg_req *q, void *arg);
+static void on_fin(struct reg_req *q, void *arg);
+
+static struct reg_req *dst_req(struct copy *cp, const char *method, char *url, const char *what,
+                               reg_req_fn done)
+{
+    char *scope = reg_http_scope(cp->dst_repo, "pull,push");
+    char *w = xasprintf("%s %s@%s", what, cp->dst_repo, cp->digest);
+    struct reg_req *q = reg_http_new(cp->dst, method, url, scope, w, done, cp);
+    free(scope);
+    free(w);
+    q->max_body = ERROR_BODY_MAX;
+    return q;
+}
+
+static void start_upload(struct copy *cp)
+{
+    long long chunk = cp->c->o.chunk_bytes;
+    int chunked = cp->c->o.chunk_threshold >= 0 && cp->size > cp->c->o.chunk_threshold;
+    drop(cp, &cp->up);
+    cp->req_start = cp->sent;
+    if (chunked) {
+        cp->req_end = cp->size - cp->sent > chunk ? cp->sent + chunk : cp->size;
+        cp->up = dst_req(cp, "PATCH", xstrdup(cp->location), "PATCH blob upload", on_up);
+        snprintf(cp->range_hdr, sizeof(cp->range_hdr), "Content-Range: %lld-%lld",
+                 cp->req_start, cp->req_end - 1);
+        cp->up->extra_header = cp->range_hdr;
+        cp->up->ok_status[0] = 202;
+    } else {
+        cp->req_end = cp->size;
+        char *d = xasprintf("digest=%s", cp->digest);
+        cp->up = dst_req(cp, "PUT", with_query(cp->location, d), "PUT blob", on_up);
+        free(d);
+        cp->up->ok_status[0] = 201;
+    }
+    cp->up->content_type = "application/octet-stream";
+    cp->up->stream = 1;
+    cp->up->blob = 1;
+    cp->up->setup = up_setup;
+    cp->up->may_retry = up_may_retry;
+    cp->up_running = 1;
+    reg_http_start(cp->up);
+}
+
+/* Take the Location of a 201/202 as the session URL. */
+static int take_location(struct copy *cp, struct reg_req *q)
+{
+    char *loc = NULL;
+    struct err e;
+    if (!q->h.location) {
+        fail(cp, REG_PROTOCOL, q->status, "%s at %s: HTTP %ld without Location", q->what,
+             cp->dst->url, q->status);
+        return -1;
+    }
+    if (reg_parse_resolve_url(q->url, q->h.location, &loc, &e) != 0) {
+        fail(cp, REG_PROTOCOL, q->status, "%s at %s: Location: %s", q->what, cp->dst->url,
+             e.msg);
+        return -1;
+    }
+    free(cp->location);
+    cp->location = loc;
+    return 0;
+}
+
+static void start_commit(struct copy *cp)
+{
+    char *d = xasprintf("digest=%s", cp->digest);
+    drop(cp, &cp->fin);
+    cp->fin = dst_req(cp, "PUT", with_query(cp->location, d), "PUT blob (close upload)", on_fin);
+    free(d);
+    cp->fin->has_body = 1;
+    cp->fin->ok_status[0] = 201;
+    cp->fin_running = 1;
+    reg_http_start(cp->fin);
+}
+
+static void check_stored_digest(struct copy *cp, struct reg_req *q)
+{
+    if (q->h.digest[0] && strcmp(q->h.digest, cp->digest) != 0)
+        fail(cp, REG_DIGEST_MISMATCH, q->status, "%s at %s: the registry stored %s", q->what,
+             cp->dst->url, q->h.digest);
+}
+
+static void on_up(struct reg_req *q, void *arg)
+{
+    struct copy *cp = arg;
+    cp->up_running = 0;
+    cp->up_paused = 0;
+    if (cp->failed) {
+        /* Our own abort, or an answer after the attempt already failed. */
+    } else if (q->cls != REG_OK) {
+        fail_from(cp, q);
+    } else if (q->ok_status[0] == 202) {
+        if (cp->sent != cp->req_end) {
+            fail(cp, REG_PROTOCOL, q->status, "%s at %s: chunk ended at %lld, expected %lld",
+                 q->what, cp->dst->url, cp->sent, cp->req_end);
+        } else if (take_location(cp, q) == 0) {
+            if (cp->sent < cp->size)
+                start_upload(cp);
+            else
+                start_commit(cp);
+        }
+    } else {
+        check_stored_digest(cp, q);
+        cp->committed = !cp->failed;
+    }
+    /* The target gave up: stop reading the source. */
+    if (cp->failed && cp->dl_running && cp->dl)
+        reg_http_cancel(cp->dl);
+    maybe_finish(cp);
+}
+
+/* Closing PUT of a chunked upload, or the DELETE of a failed session. */
+static void on_fin(struct reg_req *q, void *arg)
+{
+    struct copy *cp = arg;
+    cp->fin_running = 0;
+    if (strcmp(q->method, "DELETE") == 0) {
+        free(cp->location);
+        cp->location = NULL;
+    } else if (q->cls != REG_OK) {
+        fail_from(cp, q);
+    } else {
+        check_stored_digest(cp, q);
+        cp->committed = !cp->failed;
+    }
+    maybe_finish(cp);
+}
+
+/* ---- attempts ---- */
+
+static void begin_stream(struct copy *cp)
+{
+    char *url = reg_http_url(cp->src, cp->src_repo, "blobs", cp->digest);
+    char *scope = reg_http_scope(cp->src_repo, "pull");
+    char *what = xasprintf("GET blob %s@%s", cp->src_repo, cp->digest);
+    drop(cp, &cp->dl);
+    cp->dl = reg_http_new(cp->src, "GET", url, scope, what, on_dl, cp);
+    free(scope);
+    free(what);
+    cp->dl->follow = 1;
+    cp->dl->blob = 1;
+    cp->dl->max_body = ERROR_BODY_MAX;
+    cp->dl->setup = dl_setup;
+    cp->dl->may_retry = dl_may_retry;
+    cp->dl_running = 1;
+    reg_http_start(cp->dl);
+    if (cp->size > 0)
+        start_upload(cp);
+}
+
+static void on_post(struct reg_req *q, void *arg)
+{
+    struct copy *cp = arg;
+    if (q->cls != REG_OK) {
+        fail_from(cp, q);
+    } else if (q->status == 201) {
+        /* Mounted: the registry already has the bytes under that digest. */
+        check_stored_digest(cp, q);
+        cp->committed = !cp->failed;
+        cp->base.res.mounted = cp->committed;
+    } else if (take_location(cp, q) == 0) {
+        if (cp->mount_only)
+            fail(cp, REG_NOT_FOUND, q->status, "%s at %s: not mounted (the registry opened an "
+                 "upload instead)", q->what, cp->dst->url);
+        else
+            begin_stream(cp);
+    }
+    maybe_finish(cp);
+}
+
+static void start_attempt(struct copy *cp)
+{
+    cp->attempt++;
+    cp->failed = 0;
+    cp->committed = 0;
+    cp->head = cp->used = 0;
+    cp->received = cp->sent = 0;
+    cp->verified = cp->dl_paused = cp->up_paused = 0;
+    digest_reset(cp->sha);
+    free(cp->location);
+    cp->location = NULL;
+    drop(cp, &cp->post);
+    drop(cp, &cp->dl);
+    drop(cp, &cp->up);
+    drop(cp, &cp->fin);
+    char *base = reg_http_url(cp->dst, cp->dst_repo, "blobs/uploads/", NULL);
+    /* Mount only on the first attempt: a registry that answered 202 once
+     * will not mount on a retry either. */
+    if (cp->mount_from && cp->attempt == 1) {
+        char *url = xasprintf("%s?mount=%s&from=%s", base, cp->digest, cp->mount_from);
+        cp->post = dst_req(cp, "POST", url, "POST blob mount", on_post);
+        char *scope = xasprintf("%s repository:%s:pull", cp->post->scope, cp->mount_from);
+        free(cp->post->scope);
+        cp->post->scope = scope;
+        cp->post->ok_status[0] = 201;
+        cp->post->ok_status[1] = 202;
+    } else {
+        cp->post = dst_req(cp, "POST", xstrdup(base), "POST blob upload", on_post);
+        cp->post->ok_status[0] = 202;
+    }
+    free(base);
+    cp->post->has_body = 1;
+    reg_http_start(cp->post);
+}
+
+static void on_retry(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    start_attempt(w->data);
+}
+
+static void maybe_finish(struct copy *cp)
+{
+    if (cp->dl_running || cp->up_running || cp->fin_running)
+        return;
+    struct reg_client *c = cp->c;
+    if (cp->failed && cp->location) {
+        /* Drop the half-written session before deciding anything else. */
+        drop(cp, &cp->fin);
+        cp->fin = dst_req(cp, "DELETE", xstrdup(cp->location), "DELETE blob upload", on_fin);
+        cp->fin->ok_status[0] = 204;
+        cp->fin->ok_status[1] = 202;
+        cp->fin->ok_status[2] = 200;
+        cp->fin->ok_status[3] = 404;
+        cp->fin_running = 1;
+        reg_http_start(cp->fin);
+        return;
+    }
+    struct reg_result *res = &cp->base.res;
+    if (cp->failed && (cp->fail_cls == REG_NETWORK || cp->fail_cls == REG_SERVER) &&
+        cp->attempt <= c->o.max_retries) {
+        c->stats.retries++;
+        double d = reg_http_backoff(c, cp->attempt, -1);
+        log_info("blob=%s copy attempt %d failed, retry in %.2fs: %s", cp->digest, cp->attempt,
+                 d, cp->fail_msg);
+        ev_timer_set(&cp->retry, d, 0.);
+        ev_timer_start(c->loop, &cp->retry);
+        return;
+    }
+    if (cp->dl)
+        res->rl = cp->dl->h.rl;
+    if (cp->failed) {
+        res->cls = cp->fail_cls;
+        res->status = cp->fail_status;
+        snprintf(res->msg, sizeof(res->msg), "%s", cp->fail_msg);
+        res->digest = cp->computed[0] ? cp->computed : NULL;
+        res->length = cp->received;
+    } else {
+        res->cls = REG_OK;
+        res->status = cp->fin && cp->fin->status ? cp->fin->status
+                      : cp->up && cp->up->status  ? cp->up->status
+                                                  : cp->post->status;
+        res->digest = cp->digest;
+        res->length = cp->sent;
+        c->stats.blob_bytes += (unsigned long long)cp->sent;
+    }
+    /* The result keeps no pointer into the requests. */
+    drop(cp, &cp->post);
+    drop(cp, &cp->dl);
+    drop(cp, &cp->up);
+    drop(cp, &cp->fin);
+    reg_http_op_finish(&cp->base);
+    copy_free(cp);
+}
+
+/* ---- entry points ---- */
+
+static struct copy *copy_new(struct reg_registry *dst, reg_done_fn done, void *arg)
+{
+    struct copy *cp = xcalloc(1, sizeof(*cp));
+    cp->c = dst->c;
+    cp->dst = dst;
+    reg_http_op_init(&cp->base, cp->c, done, arg);
+    ev_timer_init(&cp->retry, on_retry, 0., 0.);
+    cp->retry.data = cp;
+    cp->sha = digest_new();
+    return cp;
+}
+
+/* Check the strings of a copy; fail it later if one is bad. */
+static int copy_check(struct copy *cp)
+{
+    const char *bad = NULL;
+    if (cp->src_repo && !reg_valid_repo(cp->src_repo))
+        bad = "source repository name";
+    else if (!reg_valid_repo(cp->dst_repo))
+        bad = "target repository name";
+    else if (!digest_valid(cp->digest))
+        bad = "digest";
+    else if (cp->mount_from && !reg_valid_repo(cp->mount_from))
+        bad = "mount source repository name";
+    else if (cp->size < 0)
+        bad = "size";
+    if (!bad)
+        return 0;
+    reg_http_op_fail_later(&cp->base, REG_INVALID, copy_free, cp,
+                           "copy blob %.80s to %s/%.100s: invalid %s", cp->digest, cp->dst->url,
+                           cp->dst_repo, bad);
+    return -1;
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? xstrdup(s) : NULL;
+}
+
+void reg_copy_blob(const struct reg_blob_spec *spec, reg_done_fn done, void *arg)
+{
+    struct copy *cp = copy_new(spec->dst, done, arg);
+    cp->src = spec->src;
+    cp->mount_only = spec->src == NULL;
+    cp->src_repo = dup_or_null(spec->src_repo);
+    cp->dst_repo = dup_or_null(spec->dst_repo);
+    cp->digest = dup_or_null(spec->digest);
+    cp->mount_from = dup_or_null(spec->mount_from);
+    cp->size = spec->size;
+    if ((cp->mount_only && !cp->mount_from) || (!cp->mount_only && !cp->src_repo)) {
+        reg_http_op_fail_later(&cp->base, REG_INVALID, copy_free, cp,
+                               "copy blob to %s: needs a source or a mount source", spec->dst->url);
+        return;
+    }
+    if (copy_check(cp) != 0)
+        return;
+    if (!cp->mount_only) {
+        cp->cap = cp->c->o.ring_bytes;
+        cp->ring = xmalloc(cp->cap);
+    }
+    start_attempt(cp);
+}
+
+void reg_mount_blob(struct reg_registry *dst, const char *repo, const char *digest,
+                    const char *from, reg_done_fn done, void *arg)
+{
+    struct reg_blob_spec spec = {NULL, NULL, dst, repo, digest, 0, from};
+    reg_copy_blob(&spec, done, arg);
+}

@@ -1,0 +1,378 @@
+/* regtool: drive the registry client (common/reg*) from the command line.
+ *
+ * For integration tests: each command runs one operation (or --parallel N
+ * identical ones at once) on a fresh client and prints one JSON object with
+ * the result, client counters, hook counts and the peak RSS, so Python tests
+ * can assert on them. Exit status 0 when every operation ended ok, 1 when
+ * one did not, 2 on usage errors.
+ *
+ *   regtool ping URL
+ *   regtool head URL/REPO:TAG | URL/REPO@DIGEST
+ *   regtool get URL/REPO:REF [--out FILE]
+ *   regtool put-manifest URL/REPO:REF MEDIA_TYPE FILE
+ *   regtool head-blob URL/REPO DIGEST
+ *   regtool copy-blob SRC_URL/REPO DST_URL/REPO DIGEST SIZE [--from REPO]
+ *   regtool mount-blob URL/REPO DIGEST FROM_REPO
+ *   regtool tags URL/REPO [--page-size N] [--max-tags N]
+ *
+ * Credentials: --src-creds-env PREFIX / --dst-creds-env PREFIX (e.g.
+ * HUBSYNC_UPSTREAM, HUBSYNC_TARGET) read via creds_lookup; the first (or
+ * only) registry of a command is the "src" one. */
+#include <ev.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "cfg.h"
+#include "creds.h"
+#include "log.h"
+#include "reg.h"
+#include "reg_blob.h"
+#include "xalloc.h"
+
+static const struct cfg_opt opts[] = {
+    {"help", NULL, CFG_BOOL, "false", 0, 0, "show this help", 0},
+    {"ca-file", NULL, CFG_STR, NULL, 0, 0, "PEM CA bundle for TLS", 0},
+    {"retries", NULL, CFG_INT, "3", 0, 100, "retries after the first attempt", 0},
+    {"retry-base-ms", NULL, CFG_INT, "500", 1, 600000, "first backoff", 0},
+    {"retry-max-ms", NULL, CFG_INT, "30000", 1, 3600000, "backoff cap", 0},
+    {"timeout-ms", NULL, CFG_INT, "60000", 1, 3600000, "total timeout of small requests", 0},
+    {"connect-timeout-ms", NULL, CFG_INT, "10000", 1, 600000, "connect timeout", 0},
+    {"low-speed-secs", NULL, CFG_INT, "60", 1, 3600, "blob stall timeout", 0},
+    {"ring-bytes", NULL, CFG_INT, "1048576", 65536, 1073741824, "blob copy ring size", 0},
+    {"chunk-threshold", NULL, CFG_INT, "-1", -1, 1LL << 50, "chunked upload above (-1 never)", 0},
+    {"chunk-bytes", NULL, CFG_INT, "67108864", 1, 1LL << 40, "PATCH size", 0},
+    {"src-creds-env", NULL, CFG_STR, NULL, 0, 0, "env prefix for the first registry", 0},
+    {"dst-creds-env", NULL, CFG_STR, NULL, 0, 0, "env prefix for the second registry", 0},
+    {"from", NULL, CFG_STR, NULL, 0, 0, "copy-blob: mount from this target repo first", 0},
+    {"out", NULL, CFG_STR, NULL, 0, 0, "get: write the manifest bytes here", 0},
+    {"page-size", NULL, CFG_INT, "0", 0, 100000, "tags: n= per page (0: none)", 0},
+    {"max-tags", NULL, CFG_INT, "100000", 1, 10000000, "tags: bound", 0},
+    {"parallel", NULL, CFG_INT, "1", 1, 1000, "run the operation N times at once", 0},
+    {"log-level", NULL, CFG_STR, "warn", 0, 0, "debug|info|warn|error", 0},
+};
+#define NOPTS ((int)(sizeof(opts) / sizeof(opts[0])))
+
+struct tool {
+    struct ev_loop *loop;
+    int pending;
+    json_t *results;
+    const char *out_path;
+    unsigned long ratelimit_calls, manifest_get_calls;
+    json_t *last_rl;
+};
+
+/* URL/REPO[:TAG|@DIGEST] -> registry URL, repo, ref (ref may be NULL). */
+static int split_ref(const char *s, char **url, char **repo, char **ref, struct err *e)
+{
+    const char *p = strstr(s, "://");
+    if (!p)
+        return err_set(e, "\"%s\": expected scheme://host[:port]/repository", s);
+    const char *slash = strchr(p + 3, '/');
+    if (!slash || !slash[1])
+        return err_set(e, "\"%s\": no repository after the host", s);
+    *url = xstrndup(s, (size_t)(slash - s));
+    const char *path = slash + 1;
+    const char *at = strchr(path, '@');
+    const char *last_slash = strrchr(path, '/');
+    const char *colon = strrchr(path, ':');
+    if (at) {
+        *repo = xstrndup(path, (size_t)(at - path));
+        *ref = xstrdup(at + 1);
+    } else if (colon && (!last_slash || colon > last_slash)) {
+        *repo = xstrndup(path, (size_t)(colon - path));
+        *ref = xstrdup(colon + 1);
+    } else {
+        *repo = xstrdup(path);
+        *ref = NULL;
+    }
+    return 0;
+}
+
+static json_t *rl_json(const struct ratelimit_info *rl)
+{
+    json_t *o = json_object();
+    if (rl->has_limit) {
+        json_object_set_new(o, "limit", json_integer(rl->limit));
+        json_object_set_new(o, "limit_window", json_integer(rl->limit_window));
+    }
+    if (rl->has_remaining) {
+        json_object_set_new(o, "remaining", json_integer(rl->remaining));
+        json_object_set_new(o, "remaining_window", json_integer(rl->remaining_window));
+    }
+    if (rl->source[0])
+        json_object_set_new(o, "source", json_string(rl->source));
+    return o;
+}
+
+static void on_ratelimit(struct reg_registry *r, const struct ratelimit_info *rl, long status,
+                         void *arg)
+{
+    (void)r;
+    (void)status;
+    struct tool *t = arg;
+    t->ratelimit_calls++;
+    if (t->last_rl)
+        json_decref(t->last_rl);
+    t->last_rl = rl_json(rl);
+}
+
+static void on_manifest_get(struct reg_registry *r, const char *repo, const char *ref, void *arg)
+{
+    (void)r;
+    (void)repo;
+    (void)ref;
+    struct tool *t = arg;
+    t->manifest_get_calls++;
+}
+
+static void on_done(struct reg_result *res, void *arg)
+{
+    struct tool *t = arg;
+    json_t *o = json_object();
+    json_object_set_new(o, "class", json_string(reg_class_name(res->cls)));
+    json_object_set_new(o, "status", json_integer(res->status));
+    json_object_set_new(o, "msg", json_string(res->msg));
+    json_object_set_new(o, "digest", res->digest ? json_string(res->digest) : json_null());
+    json_object_set_new(o, "content_type",
+                        res->content_type ? json_string(res->content_type) : json_null());
+    json_object_set_new(o, "length", json_integer(res->length));
+    json_object_set_new(o, "attempts", json_integer(res->attempts));
+    json_object_set_new(o, "retry_after", json_integer(res->retry_after));
+    json_object_set_new(o, "mounted", json_boolean(res->mounted));
+    json_object_set_new(o, "ratelimit", rl_json(&res->rl));
+    if (res->tags) {
+        json_t *a = json_array();
+        for (size_t i = 0; i < res->ntags; i++)
+            json_array_append_new(a, json_string(res->tags[i]));
+        json_object_set_new(o, "tags", a);
+    }
+    if (res->body && t->out_path) {
+        FILE *f = fopen(t->out_path, "wb");
+        if (!f || fwrite(res->body, 1, res->body_len, f) != res->body_len)
+            json_object_set_new(o, "out_error", json_string("cannot write --out file"));
+        if (f)
+            fclose(f);
+    }
+    json_array_append_new(t->results, o);
+    if (--t->pending == 0)
+        ev_break(t->loop, EVBREAK_ALL);
+}
+
+static int load_creds(const char *prefix, const char *url, struct creds *cr, struct err *e)
+{
+    memset(cr, 0, sizeof(*cr));
+    if (!prefix)
+        return 0;
+    return creds_lookup(prefix, url, cr, e) < 0 ? -1 : 0;
+}
+
+static char *read_file(const char *path, size_t *len, struct err *e)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        err_set(e, "%s: cannot open", path);
+        return NULL;
+    }
+    struct buf b = BUF_INIT(REG_MANIFEST_MAX + 1);
+    char chunk[65536];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+        if (buf_append(&b, chunk, n) != 0)
+            break;
+    fclose(f);
+    *len = b.len;
+    return buf_steal(&b);
+}
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: regtool [flags] ping|head|get|put-manifest|head-blob|copy-blob|"
+                    "mount-blob|tags ARGS...\n");
+    cfg_usage(stderr, opts, NOPTS);
+}
+
+int main(int argc, char **argv)
+{
+    struct cfg cfg;
+    struct err e;
+    int rc = 2;
+    struct reg_client *c = NULL;
+    struct reg_registry *r1 = NULL, *r2 = NULL;
+    struct creds c1 = {0}, c2 = {0};
+    char *url1 = NULL, *repo1 = NULL, *ref1 = NULL, *url2 = NULL, *repo2 = NULL, *ref2 = NULL;
+    char *body = NULL;
+    size_t body_len = 0;
+    struct tool t = {0};
+    if (cfg_parse(&cfg, opts, NOPTS, argc - 1, argv + 1, &e) != 0) {
+        fprintf(stderr, "regtool: %s\n", e.msg);
+        return 2;
+    }
+    if (cfg_bool(&cfg, "help") || cfg.nargs < 2) {
+        usage();
+        cfg_free(&cfg);
+        return 2;
+    }
+    enum log_level lvl;
+    if (log_parse_level(cfg_str(&cfg, "log-level"), &lvl) != 0)
+        lvl = LOG_LVL_WARN;
+    log_setup("regtool", lvl, LOG_FMT_TEXT);
+    const char *cmd = cfg.args[0];
+    t.loop = ev_loop_new(EVFLAG_AUTO);
+    t.results = json_array();
+    t.out_path = cfg_str(&cfg, "out");
+
+    struct reg_client_opts o;
+    reg_client_opts_default(&o);
+    o.ca_file = cfg_str(&cfg, "ca-file");
+    o.max_retries = (int)cfg_int(&cfg, "retries");
+    o.retry_base_ms = cfg_int(&cfg, "retry-base-ms");
+    o.retry_max_ms = cfg_int(&cfg, "retry-max-ms");
+    o.request_timeout_ms = cfg_int(&cfg, "timeout-ms");
+    o.connect_timeout_ms = cfg_int(&cfg, "connect-timeout-ms");
+    o.low_speed_secs = cfg_int(&cfg, "low-speed-secs");
+    o.ring_bytes = (size_t)cfg_int(&cfg, "ring-bytes");
+    o.chunk_threshold = cfg_int(&cfg, "chunk-threshold");
+    o.chunk_bytes = cfg_int(&cfg, "chunk-bytes");
+    o.hooks.on_ratelimit = on_ratelimit;
+    o.hooks.on_manifest_get = on_manifest_get;
+    o.hooks.arg = &t;
+    c = reg_client_new(t.loop, &o, &e);
+    if (!c) {
+        fprintf(stderr, "regtool: %s\n", e.msg);
+        goto out;
+    }
+    if (split_ref(cfg.args[1], &url1, &repo1, &ref1, &e) != 0 && strcmp(cmd, "ping") != 0) {
+        fprintf(stderr, "regtool: %s\n", e.msg);
+        goto out;
+    }
+    if (strcmp(cmd, "ping") == 0 && !url1)
+        url1 = xstrdup(cfg.args[1]);
+    if (load_creds(cfg_str(&cfg, "src-creds-env"), url1, &c1, &e) != 0) {
+        fprintf(stderr, "regtool: %s\n", e.msg);
+        goto out;
+    }
+    r1 = reg_registry_new(c, url1, &c1, &e);
+    if (!r1) {
+        fprintf(stderr, "regtool: %s\n", e.msg);
+        goto out;
+    }
+    int par = (int)cfg_int(&cfg, "parallel");
+    int need = strcmp(cmd, "put-manifest") == 0 ? 4
+               : strcmp(cmd, "copy-blob") == 0  ? 5
+               : strcmp(cmd, "mount-blob") == 0 ? 4
+               : strcmp(cmd, "head-blob") == 0  ? 3
+                                                : 2;
+    if (cfg.nargs != need) {
+        usage();
+        goto out;
+    }
+    if (strcmp(cmd, "put-manifest") == 0) {
+        body = read_file(cfg.args[3], &body_len, &e);
+        if (!body) {
+            fprintf(stderr, "regtool: %s\n", e.msg);
+            goto out;
+        }
+    }
+    if (strcmp(cmd, "copy-blob") == 0) {
+        if (split_ref(cfg.args[2], &url2, &repo2, &ref2, &e) != 0) {
+            fprintf(stderr, "regtool: %s\n", e.msg);
+            goto out;
+        }
+        if (load_creds(cfg_str(&cfg, "dst-creds-env"), url2, &c2, &e) != 0) {
+            fprintf(stderr, "regtool: %s\n", e.msg);
+            goto out;
+        }
+        r2 = reg_registry_new(c, url2, &c2, &e);
+        if (!r2) {
+            fprintf(stderr, "regtool: %s\n", e.msg);
+            goto out;
+        }
+    }
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int i = 0; i < par; i++) {
+        t.pending++;
+        if (strcmp(cmd, "ping") == 0) {
+            reg_ping(r1, on_done, &t);
+        } else if (strcmp(cmd, "head") == 0) {
+            reg_head_manifest(r1, repo1, ref1 ? ref1 : "latest", on_done, &t);
+        } else if (strcmp(cmd, "get") == 0) {
+            reg_get_manifest(r1, repo1, ref1 ? ref1 : "latest", on_done, &t);
+        } else if (strcmp(cmd, "put-manifest") == 0) {
+            reg_put_manifest(r1, repo1, ref1 ? ref1 : "latest", cfg.args[2], body, body_len,
+                             on_done, &t);
+        } else if (strcmp(cmd, "head-blob") == 0) {
+            reg_head_blob(r1, repo1, cfg.args[2], on_done, &t);
+        } else if (strcmp(cmd, "copy-blob") == 0) {
+            struct reg_blob_spec sp = {r1, repo1, r2, repo2, cfg.args[3],
+                                       strtoll(cfg.args[4], NULL, 10), cfg_str(&cfg, "from")};
+            reg_copy_blob(&sp, on_done, &t);
+        } else if (strcmp(cmd, "mount-blob") == 0) {
+            reg_mount_blob(r1, repo1, cfg.args[2], cfg.args[3], on_done, &t);
+        } else if (strcmp(cmd, "tags") == 0) {
+            reg_list_tags(r1, repo1, (int)cfg_int(&cfg, "page-size"),
+                          (size_t)cfg_int(&cfg, "max-tags"), on_done, &t);
+        } else {
+            t.pending--;
+            usage();
+            goto out;
+        }
+    }
+    ev_run(t.loop, 0);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+
+    json_t *first = json_array_get(t.results, 0);
+    json_t *outj = first ? json_deep_copy(first) : json_object();
+    const struct reg_stats *st = reg_client_stats(c);
+    json_t *sj = json_object();
+    json_object_set_new(sj, "requests", json_integer((json_int_t)st->requests));
+    json_object_set_new(sj, "manifest_gets", json_integer((json_int_t)st->manifest_gets));
+    json_object_set_new(sj, "manifest_heads", json_integer((json_int_t)st->manifest_heads));
+    json_object_set_new(sj, "retries", json_integer((json_int_t)st->retries));
+    json_object_set_new(sj, "token_fetches", json_integer((json_int_t)st->token_fetches));
+    json_object_set_new(sj, "blob_bytes", json_integer((json_int_t)st->blob_bytes));
+    json_object_set_new(outj, "stats", sj);
+    json_object_set_new(outj, "ratelimit_hook_calls", json_integer((json_int_t)t.ratelimit_calls));
+    json_object_set_new(outj, "manifest_get_hook_calls",
+                        json_integer((json_int_t)t.manifest_get_calls));
+    json_object_set_new(outj, "last_ratelimit", t.last_rl ? json_incref(t.last_rl) : json_null());
+    json_object_set_new(outj, "results", json_incref(t.results));
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    json_object_set_new(outj, "peak_rss_kb", json_integer(ru.ru_maxrss));
+    json_object_set_new(outj, "seconds", json_real((double)(t1.tv_sec - t0.tv_sec) +
+                                                   (double)(t1.tv_nsec - t0.tv_nsec) / 1e9));
+    json_dumpf(outj, stdout, JSON_COMPACT);
+    fputc('\n', stdout);
+    json_decref(outj);
+    rc = 0;
+    size_t i;
+    json_t *it;
+    json_array_foreach(t.results, i, it) {
+        if (strcmp(json_string_value(json_object_get(it, "class")), "ok") != 0)
+            rc = 1;
+    }
+out:
+    reg_registry_free(r1);
+    reg_registry_free(r2);
+    reg_client_free(c);
+    creds_clear(&c1);
+    creds_clear(&c2);
+    free(url1);
+    free(repo1);
+    free(ref1);
+    free(url2);
+    free(repo2);
+    free(ref2);
+    free(body);
+    if (t.last_rl)
+        json_decref(t.last_rl);
+    json_decref(t.results);
+    ev_loop_destroy(t.loop);
+    cfg_free(&cfg);
+    return rc;
+}
