@@ -13,7 +13,7 @@
 
 /* ---- small helpers ---------------------------------------------------- */
 
-static void strv_push(struct oi_strv *s, char *owned)
+void oi_strv_push(struct oi_strv *s, char *owned)
 {
     /* grow at powers of two: no separate capacity field needed */
     if ((s->n & (s->n - 1)) == 0)
@@ -21,7 +21,7 @@ static void strv_push(struct oi_strv *s, char *owned)
     s->v[s->n++] = owned;
 }
 
-static void strv_free(struct oi_strv *s)
+void oi_strv_free(struct oi_strv *s)
 {
     for (size_t i = 0; i < s->n; i++)
         free(s->v[i]);
@@ -34,7 +34,7 @@ static void strv_copy(struct oi_strv *dst, const struct oi_strv *src)
 {
     memset(dst, 0, sizeof(*dst));
     for (size_t i = 0; i < src->n; i++)
-        strv_push(dst, xstrdup(src->v[i]));
+        oi_strv_push(dst, xstrdup(src->v[i]));
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -372,11 +372,11 @@ struct draft {
 
 static void draft_free(struct draft *d)
 {
-    strv_free(&d->maint);
-    strv_free(&d->tags);
-    strv_free(&d->shared);
-    strv_free(&d->arches);
-    strv_free(&d->constraints);
+    oi_strv_free(&d->maint);
+    oi_strv_free(&d->tags);
+    oi_strv_free(&d->shared);
+    oi_strv_free(&d->arches);
+    oi_strv_free(&d->constraints);
     for (int i = 0; i < NFIELDS; i++)
         free(d->f[i]);
     for (size_t i = 0; i < d->naf; i++) {
@@ -436,7 +436,7 @@ static void list_append(struct oi_strv *s, const char *v)
             p++, n--;
         while (n > 0 && is_list_strip(p[n - 1]))
             n--;
-        strv_push(s, xstrndup(p, n));
+        oi_strv_push(s, xstrndup(p, n));
         if (!comma)
             break;
         v = comma + 1;
@@ -451,12 +451,11 @@ static int ends_with(const char *s, const char *suffix)
 
 static int arch_suffix(const char *key)
 {
-    for (int i = 0; i < NFIELDS; i++) {
-        char suffix[16];
-        snprintf(suffix, sizeof(suffix), "-%s", field_names[i]);
-        if (ends_with(key, suffix))
+    static const char *const suffixes[NFIELDS] = {"-GitRepo",   "-GitFetch", "-GitCommit",
+                                                  "-Directory", "-File",     "-Builder"};
+    for (int i = 0; i < NFIELDS; i++)
+        if (ends_with(key, suffixes[i]))
             return i;
-    }
     return -1;
 }
 
@@ -509,11 +508,11 @@ static int decode(struct draft *d, const struct para *p, const char *name, struc
     if (d->shared.n == 0)
         d->shared = shared;
     else
-        strv_free(&shared);
+        oi_strv_free(&shared);
     if (d->arches.n == 0)
         d->arches = arches;
     else
-        strv_free(&arches);
+        oi_strv_free(&arches);
     strv_sort_uniq(&d->arches);
 
     for (size_t i = 0; i < p->nkv; i++)
@@ -792,7 +791,7 @@ static void entry_from_draft(struct oi_entry *en, struct draft *d, int line)
     free(d->af);
     qsort(en->arch_fields, en->narch_fields, sizeof(*en->arch_fields), cmp_arch_field);
     for (size_t i = 0; i < en->arches.n; i++)
-        strv_push(&en->platforms, xstrdup(oi_arch_platform(en->arches.v[i])));
+        oi_strv_push(&en->platforms, xstrdup(oi_arch_platform(en->arches.v[i])));
     strv_sort_uniq(&en->platforms);
     en->line = line;
     memset(d, 0, sizeof(*d));
@@ -800,12 +799,12 @@ static void entry_from_draft(struct oi_entry *en, struct draft *d, int line)
 
 static void entry_free(struct oi_entry *en)
 {
-    strv_free(&en->tags);
-    strv_free(&en->shared_tags);
-    strv_free(&en->arches);
-    strv_free(&en->platforms);
-    strv_free(&en->maintainers);
-    strv_free(&en->constraints);
+    oi_strv_free(&en->tags);
+    oi_strv_free(&en->shared_tags);
+    oi_strv_free(&en->arches);
+    oi_strv_free(&en->platforms);
+    oi_strv_free(&en->maintainers);
+    oi_strv_free(&en->constraints);
     free(en->git_repo);
     free(en->git_fetch);
     free(en->git_commit);
@@ -1008,9 +1007,9 @@ static void add_entry(struct builder *b, struct draft *d, int line)
     if (same) {
         struct oi_entry *into = &r->entries[*same];
         for (size_t i = 0; i < en->tags.n; i++)
-            strv_push(&into->tags, en->tags.v[i]);
+            oi_strv_push(&into->tags, en->tags.v[i]);
         for (size_t i = 0; i < en->shared_tags.n; i++)
-            strv_push(&into->shared_tags, en->shared_tags.v[i]);
+            oi_strv_push(&into->shared_tags, en->shared_tags.v[i]);
         en->tags.n = en->shared_tags.n = 0;
         entry_free(en);
         strv_uniq_keep_order(&into->shared_tags);
@@ -1084,12 +1083,12 @@ static void build_groups(struct oi_repo *r)
                 g->entries = xrealloc(g->entries, (g->nentries + 1) * sizeof(size_t));
                 g->entries[g->nentries++] = ei;
                 for (size_t j = 0; j < r->entries[ei].platforms.n; j++)
-                    strv_push(&g->platforms, xstrdup(r->entries[ei].platforms.v[j]));
+                    oi_strv_push(&g->platforms, xstrdup(r->entries[ei].platforms.v[j]));
                 p = end + 1;
             }
             strv_sort_uniq(&g->platforms);
         }
-        strv_push(&g->tags, xstrdup(stags[k]));
+        oi_strv_push(&g->tags, xstrdup(stags[k]));
     }
     smap_free(&by_key);
     for (size_t k = 0; k < nstags; k++)
@@ -1122,7 +1121,7 @@ int oi_parse(const char *data, size_t len, const char *name, struct oi_repo **ou
     }
 
     /* DefaultManifestEntry */
-    strv_push(&global.arches, xstrdup("amd64"));
+    oi_strv_push(&global.arches, xstrdup("amd64"));
     for (int i = 0; i < NFIELDS; i++)
         global.f[i] = xstrdup(i == F_GITFETCH    ? "refs/heads/master"
                               : i == F_DIRECTORY ? "."
@@ -1158,8 +1157,8 @@ void oi_repo_free(struct oi_repo *r)
         entry_free(&r->entries[i]);
     free(r->entries);
     for (size_t i = 0; i < r->ngroups; i++) {
-        strv_free(&r->groups[i].tags);
-        strv_free(&r->groups[i].platforms);
+        oi_strv_free(&r->groups[i].tags);
+        oi_strv_free(&r->groups[i].platforms);
         free(r->groups[i].entries);
     }
     free(r->groups);

@@ -32,6 +32,11 @@ struct oi_strv {
     size_t n;
 };
 
+/* Append an owned string; free every element and the array (the list is
+ * left empty and reusable). Start from {NULL, 0}. */
+void oi_strv_push(struct oi_strv *s, char *owned);
+void oi_strv_free(struct oi_strv *s);
+
 /* An architecture-specific field: key "<arch>-<Field>" (Field one of
  * GitRepo, GitFetch, GitCommit, Directory, File, Builder) and its value. */
 struct oi_arch_field {

@@ -1,0 +1,36 @@
+/* coord: option handling shared by the coordinator's subcommands. */
+#include "coord.h"
+
+#include <stdio.h>
+
+void coord_fail(const char *cmd, const char *msg)
+{
+    fprintf(stderr, "hubsync-coordinator %s: %s\n", cmd, msg);
+}
+
+int coord_parse_args(struct cfg *c, const struct cfg_opt *opts, int nopts, int argc, char **argv,
+                     const char *usage, int *exit_code)
+{
+    struct err e;
+    if (cfg_parse(c, opts, nopts, argc - 1, argv + 1, &e) < 0) {
+        coord_fail(argv[0], e.msg);
+        *exit_code = COORD_EXIT_USAGE;
+        return -1;
+    }
+    if (cfg_bool(c, "help")) {
+        printf("usage: hubsync-coordinator %s\noptions:\n", usage);
+        cfg_usage(stdout, opts, nopts);
+        *exit_code = COORD_EXIT_OK;
+        cfg_free(c);
+        return -1;
+    }
+    if (c->nargs > 0) {
+        char msg[256];
+        snprintf(msg, sizeof(msg), "unexpected argument '%s' (see --help)", c->args[0]);
+        coord_fail(argv[0], msg);
+        *exit_code = COORD_EXIT_USAGE;
+        cfg_free(c);
+        return -1;
+    }
+    return 0;
+}

@@ -1,0 +1,33 @@
+/* coord: the coordinator's private header: its subcommands and the option
+ * handling they share.
+ *
+ * Each subcommand is `int coord_<name>_main(int argc, char **argv)` with
+ * argv[0] the subcommand name, returning an exit code below; main.c
+ * dispatches to it from its table. */
+#ifndef HUBSYNC_COORD_H
+#define HUBSYNC_COORD_H
+
+#include "cfg.h"
+
+/* Exit codes of every subcommand. */
+enum {
+    COORD_EXIT_OK = 0,
+    COORD_EXIT_PARTIAL = 1, /* done, but some input was broken (reported) */
+    COORD_EXIT_USAGE = 2,   /* bad usage or an unusable source: one line on stderr */
+};
+
+/* Parse a subcommand's flags (argv[0] is its name) against opts, which must
+ * have a CFG_BOOL "help" option. Returns -1 when the caller should exit
+ * with *exit_code: after --help (0, usage printed on stdout) or on a bad
+ * flag or stray argument (2, one line on stderr). On 0 the caller frees c
+ * with cfg_free(). `usage` is the one-line synopsis. */
+int coord_parse_args(struct cfg *c, const struct cfg_opt *opts, int nopts, int argc, char **argv,
+                     const char *usage, int *exit_code);
+
+/* Print "hubsync-coordinator <cmd>: <msg>" on stderr. */
+void coord_fail(const char *cmd, const char *msg);
+
+int coord_catalog_main(int argc, char **argv);
+int coord_diff_main(int argc, char **argv);
+
+#endif
