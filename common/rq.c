@@ -1,0 +1,827 @@
+/* rq: see rq.h. Builders make argv vectors, parsers turn replies into
+ * struct rq_res; rq_exec and rq_exec_async share both. */
+#include "rq.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "xalloc.h"
+
+/* How to read the reply of a command. */
+enum kind {
+    K_ENQUEUE,    /* {1|0, id} */
+    K_TAKE,       /* {'job', id, key, job, n, dead} | {'none', dead} | {'paused'} */
+    K_READ,       /* XREADGROUP: nil | {{stream, {{id, {field, value...}}}}} */
+    K_HELD,       /* 1 | 0 | -1 */
+    K_INT,        /* integer */
+    K_BUDGET,     /* {status, n} */
+    K_FLAGS,      /* array of 0/1 */
+    K_STRING,     /* nil | string */
+    K_SETNX,      /* OK | nil */
+    K_HASH,       /* field, value, ... */
+    K_RUN_CREATE, /* 0 | start ms */
+    K_OK,         /* anything but an error */
+};
+
+struct rq_cmd {
+    enum kind kind;
+    int argc;
+    int cap;
+    char **argv;
+    size_t *len;
+    long long block_ms; /* a blocking command's own wait */
+};
+
+int rq_init(struct rq *q, const char *prefix, struct err *e)
+{
+    memset(q, 0, sizeof(*q));
+    if (keys_init(&q->keys, prefix, e) < 0)
+        return -1;
+    q->run_prefix = keys_run(&q->keys, "");
+    return 0;
+}
+
+void rq_free(struct rq *q)
+{
+    keys_free(&q->keys);
+    free(q->run_prefix);
+    q->run_prefix = NULL;
+}
+
+void rq_setup(const struct rq *q, struct rconn_setup *out)
+{
+    memset(out, 0, sizeof(*out));
+    const char *load[] = {"FUNCTION", "LOAD", "REPLACE", rq_lua_source};
+    rconn_setup_add(out, 4, load, NULL, NULL);
+    const char *group[] = {"XGROUP", "CREATE", q->keys.jobs, KEYS_GROUP, "0", "MKSTREAM"};
+    rconn_setup_add(out, 6, group, NULL, "BUSYGROUP");
+}
+
+/* ---- results ------------------------------------------------------------ */
+
+static void free_strv(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+void rq_res_free(struct rq_res *r)
+{
+    free(r->id);
+    free(r->key);
+    free(r->json);
+    free(r->str);
+    free_strv(r->items, r->nitems);
+    free(r->flags);
+    memset(r, 0, sizeof(*r));
+}
+
+const char *rq_res_field(const struct rq_res *r, const char *name)
+{
+    for (size_t i = 0; i + 1 < r->nitems; i += 2)
+        if (strcmp(r->items[i], name) == 0)
+            return r->items[i + 1];
+    return NULL;
+}
+
+long long rq_res_field_int(const struct rq_res *r, const char *name, long long def)
+{
+    const char *v = rq_res_field(r, name);
+    char *end;
+    if (!v || !*v)
+        return def;
+    long long n = strtoll(v, &end, 10);
+    return *end ? def : n;
+}
+
+const char *rq_status_name(enum rq_status s)
+{
+    static const char *const names[] = {
+        "?",     "done",    "added",   "duplicate", "job",     "empty",   "paused",
+        "gone",  "stolen",  "granted", "unlimited", "denied",  "unknown", "value",
+    };
+    return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "?";
+}
+
+/* ---- building commands -------------------------------------------------- */
+
+void rq_cmd_free(struct rq_cmd *c)
+{
+    if (!c)
+        return;
+    for (int i = 0; i < c->argc; i++)
+        free(c->argv[i]);
+    free(c->argv);
+    free(c->len);
+    free(c);
+}
+
+static struct rq_cmd *cmd_new(enum kind k)
+{
+    struct rq_cmd *c = xcalloc(1, sizeof(*c));
+    c->kind = k;
+    return c;
+}
+
+static void arg_own(struct rq_cmd *c, char *s)
+{
+    if (c->argc == c->cap) {
+        c->cap = c->cap ? c->cap * 2 : 16;
+        c->argv = xrealloc(c->argv, (size_t)c->cap * sizeof(char *));
+        c->len = xrealloc(c->len, (size_t)c->cap * sizeof(size_t));
+    }
+    c->len[c->argc] = strlen(s);
+    c->argv[c->argc++] = s;
+}
+
+static void arg(struct rq_cmd *c, const char *s)
+{
+    arg_own(c, xstrdup(s));
+}
+
+static void arg_ll(struct rq_cmd *c, long long v)
+{
+    arg_own(c, xasprintf("%lld", v));
+}
+
+/* "FCALL fn nkeys": the keys and arguments follow. */
+static struct rq_cmd *fcall_begin(enum kind k, const char *fn, int nkeys)
+{
+    struct rq_cmd *c = cmd_new(k);
+    arg(c, "FCALL");
+    arg(c, fn);
+    arg_ll(c, nkeys);
+    return c;
+}
+
+/* FCALL fn with nkeys key names (const char *) from the variable arguments. */
+static struct rq_cmd *fcall(enum kind k, const char *fn, int nkeys, ...)
+{
+    struct rq_cmd *c = fcall_begin(k, fn, nkeys);
+    va_list ap;
+    va_start(ap, nkeys);
+    for (int i = 0; i < nkeys; i++)
+        arg(c, va_arg(ap, const char *));
+    va_end(ap);
+    return c;
+}
+
+static void arg_counters(struct rq_cmd *c, const struct rq_counter *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        arg(c, v[i].name);
+        arg_ll(c, v[i].delta);
+    }
+}
+
+static void arg_list(struct rq_cmd *c, const char *const *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        arg(c, v[i]);
+}
+
+struct rq_cmd *rq_cmd_enqueue(const struct rq *q, const char *key, const char *json)
+{
+    const struct keys *k = &q->keys;
+    struct rq_cmd *c = fcall(K_ENQUEUE, "hubsync_enqueue", 3, k->jobs, k->jobs_index, k->stats);
+    arg(c, key);
+    arg(c, json);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_take(const struct rq *q, const char *consumer, long long lease_ms,
+                           int max_deliveries)
+{
+    const struct keys *k = &q->keys;
+    struct rq_cmd *c = fcall(K_TAKE, "hubsync_take", 5, k->jobs, k->jobs_dead, k->jobs_index,
+                             k->stats, k->ctl_paused);
+    arg(c, KEYS_GROUP);
+    arg(c, consumer);
+    arg_ll(c, lease_ms);
+    arg_ll(c, max_deliveries);
+    arg_ll(c, RQ_DEAD_CAP);
+    arg(c, q->run_prefix);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_read_new(const struct rq *q, const char *consumer, long long block_ms)
+{
+    struct rq_cmd *c = cmd_new(K_READ);
+    const char *argv[] = {"XREADGROUP", "GROUP", KEYS_GROUP, consumer, "COUNT", "1", "BLOCK"};
+    arg_list(c, argv, sizeof(argv) / sizeof(argv[0]));
+    arg_ll(c, block_ms);
+    arg(c, "STREAMS");
+    arg(c, q->keys.jobs);
+    arg(c, ">");
+    c->block_ms = block_ms;
+    return c;
+}
+
+struct rq_cmd *rq_cmd_renew(const struct rq *q, const char *consumer, const char *id)
+{
+    struct rq_cmd *c = fcall(K_HELD, "hubsync_renew", 1, q->keys.jobs);
+    arg(c, KEYS_GROUP);
+    arg(c, consumer);
+    arg(c, id);
+    return c;
+}
+
+/* FCALL fn for settling a held job: the fixed keys plus the run's record
+ * when run_id is given, then group, consumer, id and job key. */
+static struct rq_cmd *settle(const struct rq *q, const char *fn, const char *run_id, int nkeys,
+                             const char *const *keys, const char *consumer, const char *id,
+                             const char *key)
+{
+    struct rq_cmd *c = fcall_begin(K_HELD, fn, nkeys + (run_id ? 1 : 0));
+    arg_list(c, keys, (size_t)nkeys);
+    if (run_id)
+        arg_own(c, keys_run(&q->keys, run_id));
+    arg(c, KEYS_GROUP);
+    arg(c, consumer);
+    arg(c, id);
+    arg(c, key);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_ack(const struct rq *q, const char *consumer, const char *id,
+                          const char *key, const char *run_id, const struct rq_counter *counters,
+                          size_t ncounters)
+{
+    const struct keys *k = &q->keys;
+    const char *keys[] = {k->jobs, k->jobs_index, k->stats};
+    struct rq_cmd *c = settle(q, "hubsync_ack", run_id, 3, keys, consumer, id, key);
+    arg_counters(c, counters, ncounters);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_retry(const struct rq *q, const char *consumer, const char *id,
+                            const char *key, const char *json, long long delay_ms,
+                            const char *why, const char *run_id,
+                            const struct rq_counter *counters, size_t ncounters)
+{
+    const struct keys *k = &q->keys;
+    const char *keys[] = {k->jobs, k->jobs_index, k->jobs_delayed, k->jobs_delayed_payload,
+                          k->stats};
+    struct rq_cmd *c = settle(q, "hubsync_retry", run_id, 5, keys, consumer, id, key);
+    arg(c, json);
+    arg_ll(c, delay_ms);
+    arg(c, why);
+    arg_counters(c, counters, ncounters);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_fail(const struct rq *q, const char *consumer, const char *id,
+                           const char *key, const char *reason, const char *run_id,
+                           const struct rq_counter *counters, size_t ncounters)
+{
+    const struct keys *k = &q->keys;
+    const char *keys[] = {k->jobs, k->jobs_dead, k->jobs_index, k->stats};
+    struct rq_cmd *c = settle(q, "hubsync_fail", run_id, 4, keys, consumer, id, key);
+    arg(c, reason);
+    arg_ll(c, RQ_DEAD_CAP);
+    arg_counters(c, counters, ncounters);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_handback(const struct rq *q, const char *consumer, const char *id,
+                               long long lease_ms)
+{
+    struct rq_cmd *c = fcall(K_HELD, "hubsync_handback", 2, q->keys.jobs, q->keys.stats);
+    arg(c, KEYS_GROUP);
+    arg(c, consumer);
+    arg(c, id);
+    arg_ll(c, lease_ms);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_promote(const struct rq *q, int max)
+{
+    const struct keys *k = &q->keys;
+    struct rq_cmd *c = fcall(K_INT, "hubsync_promote", 5, k->jobs, k->jobs_index,
+                             k->jobs_delayed, k->jobs_delayed_payload, k->stats);
+    arg_ll(c, max);
+    return c;
+}
+
+/* FCALL fn with the budget hash and its reservations as the first keys. */
+static struct rq_cmd *budget_call(const struct rq *q, enum kind kind, const char *fn,
+                                  const char *source, const char *third)
+{
+    char *budget = keys_budget(&q->keys, source);
+    char *inflight = keys_budget_inflight(&q->keys, source);
+    struct rq_cmd *c = third ? fcall(kind, fn, 3, budget, inflight, third)
+                             : fcall(kind, fn, 2, budget, inflight);
+    free(budget);
+    free(inflight);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_budget_acquire(const struct rq *q, const char *source, int cost,
+                                     int floor, long long ttl_ms, const char *resv)
+{
+    struct rq_cmd *c =
+        budget_call(q, K_BUDGET, "hubsync_budget_acquire", source, q->keys.stats);
+    arg_ll(c, cost);
+    arg_ll(c, floor);
+    arg_ll(c, ttl_ms);
+    arg(c, resv);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_budget_observe(const struct rq *q, const char *source,
+                                     const struct ratelimit_info *rl, const char *resv)
+{
+    struct rq_cmd *c = budget_call(q, K_INT, "hubsync_budget_observe", source, NULL);
+    if (rl && rl->has_remaining) {
+        arg(c, "limited");
+        arg_ll(c, rl->has_limit ? rl->limit : 0);
+        arg_ll(c, rl->remaining);
+        arg_ll(c, rl->remaining_window ? rl->remaining_window : rl->limit_window);
+    } else {
+        /* Hub answers unlimited accounts with a source and no ratelimit-*. */
+        arg(c, rl && rl->has_limit ? "none" : "unlimited");
+        arg(c, "");
+        arg(c, "");
+        arg(c, "");
+    }
+    arg(c, resv ? resv : "");
+    return c;
+}
+
+struct rq_cmd *rq_cmd_budget_pause(const struct rq *q, const char *source,
+                                   long long duration_ms)
+{
+    char *budget = keys_budget(&q->keys, source);
+    struct rq_cmd *c = fcall(K_INT, "hubsync_budget_pause", 2, budget, q->keys.stats);
+    free(budget);
+    arg_ll(c, duration_ms);
+    return c;
+}
+
+/* FCALL fn on a repository's present set and the target's blobhome hash. */
+static struct rq_cmd *present_call(const struct rq *q, const char *fn, const char *target,
+                                   const char *repo, const char *const *digests, size_t n)
+{
+    char *present = keys_present(&q->keys, target, repo);
+    char *home = keys_blobhome(&q->keys, target);
+    struct rq_cmd *c = fcall(K_INT, fn, 2, present, home);
+    free(present);
+    free(home);
+    arg(c, repo);
+    arg_list(c, digests, n);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_present_check(const struct rq *q, const char *target, const char *repo,
+                                    const char *const *digests, size_t n)
+{
+    struct rq_cmd *c = cmd_new(K_FLAGS);
+    arg(c, "SMISMEMBER");
+    arg_own(c, keys_present(&q->keys, target, repo));
+    arg_list(c, digests, n);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_present_mark(const struct rq *q, const char *target, const char *repo,
+                                   const char *const *digests, size_t n)
+{
+    return present_call(q, "hubsync_present_mark", target, repo, digests, n);
+}
+
+struct rq_cmd *rq_cmd_present_forget(const struct rq *q, const char *target, const char *repo,
+                                     const char *const *digests, size_t n)
+{
+    return present_call(q, "hubsync_present_forget", target, repo, digests, n);
+}
+
+struct rq_cmd *rq_cmd_blobhome(const struct rq *q, const char *target, const char *digest)
+{
+    struct rq_cmd *c = cmd_new(K_STRING);
+    arg(c, "HGET");
+    arg_own(c, keys_blobhome(&q->keys, target));
+    arg(c, digest);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_lease_acquire(const char *key, const char *token, long long ttl_ms)
+{
+    struct rq_cmd *c = cmd_new(K_SETNX);
+    arg(c, "SET");
+    arg(c, key);
+    arg(c, token);
+    arg(c, "NX");
+    arg(c, "PX");
+    arg_ll(c, ttl_ms);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_lease_renew(const char *key, const char *token, long long ttl_ms)
+{
+    struct rq_cmd *c = fcall(K_HELD, "hubsync_lease_renew", 1, key);
+    arg(c, token);
+    arg_ll(c, ttl_ms);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_lease_release(const char *key, const char *token)
+{
+    struct rq_cmd *c = fcall(K_HELD, "hubsync_lease_release", 1, key);
+    arg(c, token);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_run_create(const struct rq *q, const char *run_id, const char *commit)
+{
+    char *run = keys_run(&q->keys, run_id);
+    struct rq_cmd *c =
+        fcall(K_RUN_CREATE, "hubsync_run_create", 3, run, q->keys.runs, q->keys.run_current);
+    free(run);
+    arg(c, run_id);
+    arg(c, commit);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_run_add_total(const struct rq *q, const char *run_id, long long n)
+{
+    struct rq_cmd *c = cmd_new(K_INT);
+    arg(c, "HINCRBY");
+    arg_own(c, keys_run(&q->keys, run_id));
+    arg(c, "jobs_total");
+    arg_ll(c, n);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_run_get(const struct rq *q, const char *run_id)
+{
+    struct rq_cmd *c = cmd_new(K_HASH);
+    arg(c, "HGETALL");
+    arg_own(c, keys_run(&q->keys, run_id));
+    return c;
+}
+
+struct rq_cmd *rq_cmd_run_finish(const struct rq *q, const char *run_id, const char *state,
+                                 int advance)
+{
+    char *run = keys_run(&q->keys, run_id);
+    struct rq_cmd *c = fcall(K_HELD, "hubsync_run_finish", 3, run, q->keys.run_current,
+                             q->keys.synced_commit);
+    free(run);
+    arg(c, run_id);
+    arg(c, state);
+    arg(c, advance ? "1" : "0");
+    return c;
+}
+
+struct rq_cmd *rq_cmd_synced_commit(const struct rq *q)
+{
+    struct rq_cmd *c = cmd_new(K_STRING);
+    arg(c, "GET");
+    arg(c, q->keys.synced_commit);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_stats(const struct rq *q)
+{
+    struct rq_cmd *c = cmd_new(K_HASH);
+    arg(c, "HGETALL");
+    arg(c, q->keys.stats);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_worker_beat(const struct rq *q, const char *worker_id, const char *json,
+                                  int ttl_s)
+{
+    char *worker = keys_worker(&q->keys, worker_id);
+    struct rq_cmd *c = fcall(K_OK, "hubsync_worker_beat", 2, worker, q->keys.workers);
+    free(worker);
+    arg(c, worker_id);
+    arg(c, json);
+    arg_ll(c, ttl_s);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_worker_gone(const struct rq *q, const char *worker_id)
+{
+    char *worker = keys_worker(&q->keys, worker_id);
+    struct rq_cmd *c = fcall(K_OK, "hubsync_worker_gone", 2, worker, q->keys.workers);
+    free(worker);
+    arg(c, worker_id);
+    return c;
+}
+
+/* ---- parsing replies ---------------------------------------------------- */
+
+static const char *cmd_name(const struct rq_cmd *c)
+{
+    return strcmp(c->argv[0], "FCALL") == 0 ? c->argv[1] : c->argv[0];
+}
+
+static int bad_reply(const struct rq_cmd *c, struct err *e, const char *what)
+{
+    return err_set(e, "redis reply to %s: %s", cmd_name(c), what);
+}
+
+static int is_str(const redisReply *r)
+{
+    return r && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS);
+}
+
+static int is_int(const redisReply *r)
+{
+    return r && r->type == REDIS_REPLY_INTEGER;
+}
+
+static int is_array(const redisReply *r, size_t min)
+{
+    return r && r->type == REDIS_REPLY_ARRAY && r->elements >= min;
+}
+
+static char *dup_str(const redisReply *r)
+{
+    return xstrndup(r->str, r->len);
+}
+
+/* Every element a string: copied into a new vector. */
+static int str_array(const redisReply *r, char ***out, size_t *n)
+{
+    if (!is_array(r, 0))
+        return -1;
+    for (size_t i = 0; i < r->elements; i++)
+        if (!is_str(r->element[i]))
+            return -1;
+    *out = xcalloc(r->elements ? r->elements : 1, sizeof(char *));
+    for (size_t i = 0; i < r->elements; i++)
+        (*out)[i] = dup_str(r->element[i]);
+    *n = r->elements;
+    return 0;
+}
+
+/* A stream entry {id, {field, value, ...}} as a job. */
+static int parse_entry(const redisReply *r, struct rq_res *res)
+{
+    if (!is_array(r, 2) || !is_str(r->element[0]) || !is_array(r->element[1], 0))
+        return -1;
+    const redisReply *f = r->element[1];
+    for (size_t i = 0; i + 1 < f->elements; i += 2) {
+        if (!is_str(f->element[i]) || !is_str(f->element[i + 1]))
+            return -1;
+        char **slot = strcmp(f->element[i]->str, "key") == 0   ? &res->key
+                      : strcmp(f->element[i]->str, "job") == 0 ? &res->json
+                                                               : NULL;
+        if (slot && !*slot)
+            *slot = dup_str(f->element[i + 1]);
+    }
+    res->id = dup_str(r->element[0]);
+    return res->key && res->json ? 0 : -1;
+}
+
+static int parse_take(const struct rq_cmd *c, const redisReply *r, struct rq_res *res,
+                      struct err *e)
+{
+    if (!is_array(r, 1) || !is_str(r->element[0]))
+        return bad_reply(c, e, "not a status array");
+    const char *st = r->element[0]->str;
+    if (strcmp(st, "paused") == 0) {
+        res->status = RQ_PAUSED;
+        return 0;
+    }
+    if (strcmp(st, "none") == 0 && is_array(r, 2) &&
+        str_array(r->element[1], &res->items, &res->nitems) == 0) {
+        res->status = RQ_EMPTY;
+        return 0;
+    }
+    if (strcmp(st, "job") == 0 && is_array(r, 6) && is_str(r->element[1]) &&
+        is_str(r->element[2]) && is_str(r->element[3]) && is_int(r->element[4]) &&
+        str_array(r->element[5], &res->items, &res->nitems) == 0) {
+        res->status = RQ_JOB;
+        res->id = dup_str(r->element[1]);
+        res->key = dup_str(r->element[2]);
+        res->json = dup_str(r->element[3]);
+        res->n = r->element[4]->integer;
+        return 0;
+    }
+    return bad_reply(c, e, "unexpected shape");
+}
+
+static int parse_read(const struct rq_cmd *c, const redisReply *r, struct rq_res *res,
+                      struct err *e)
+{
+    if (r->type == REDIS_REPLY_NIL) {
+        res->status = RQ_EMPTY;
+        return 0;
+    }
+    /* {{stream, {entry}}} */
+    if (!is_array(r, 1) || !is_array(r->element[0], 2) ||
+        !is_array(r->element[0]->element[1], 1))
+        return bad_reply(c, e, "unexpected shape");
+    if (parse_entry(r->element[0]->element[1]->element[0], res) < 0)
+        return bad_reply(c, e, "stream entry without key and job fields");
+    res->status = RQ_JOB;
+    res->n = 1;
+    return 0;
+}
+
+static int parse_budget(const struct rq_cmd *c, const redisReply *r, struct rq_res *res,
+                        struct err *e)
+{
+    static const struct {
+        const char *name;
+        enum rq_status status;
+    } map[] = {{"granted", RQ_GRANTED},
+               {"unlimited", RQ_UNLIMITED},
+               {"denied", RQ_DENIED},
+               {"unknown", RQ_UNKNOWN}};
+    if (!is_array(r, 2) || !is_str(r->element[0]) || !is_int(r->element[1]))
+        return bad_reply(c, e, "unexpected shape");
+    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
+        if (strcmp(r->element[0]->str, map[i].name) == 0) {
+            res->status = map[i].status;
+            res->n = r->element[1]->integer;
+            return 0;
+        }
+    }
+    return bad_reply(c, e, "unknown budget status");
+}
+
+static int parse_flags(const struct rq_cmd *c, const redisReply *r, struct rq_res *res,
+                       struct err *e)
+{
+    if (!is_array(r, 0))
+        return bad_reply(c, e, "not an array");
+    res->flags = xcalloc(r->elements ? r->elements : 1, sizeof(int));
+    for (size_t i = 0; i < r->elements; i++) {
+        if (!is_int(r->element[i]))
+            return bad_reply(c, e, "not an integer array");
+        res->flags[i] = r->element[i]->integer != 0;
+    }
+    res->nflags = r->elements;
+    res->status = RQ_VALUE;
+    return 0;
+}
+
+static int parse_simple(const struct rq_cmd *c, const redisReply *r, struct rq_res *res,
+                        struct err *e)
+{
+    switch (c->kind) {
+    case K_ENQUEUE:
+        if (!is_array(r, 2) || !is_int(r->element[0]) || !is_str(r->element[1]))
+            return bad_reply(c, e, "unexpected shape");
+        res->status = r->element[0]->integer ? RQ_ADDED : RQ_DUPLICATE;
+        res->id = dup_str(r->element[1]);
+        return 0;
+    case K_HELD:
+        if (!is_int(r) || r->integer < -1 || r->integer > 1)
+            return bad_reply(c, e, "not 1, 0 or -1");
+        res->status = r->integer == 1 ? RQ_DONE : r->integer == 0 ? RQ_GONE : RQ_STOLEN;
+        return 0;
+    case K_INT:
+    case K_RUN_CREATE:
+        if (!is_int(r))
+            return bad_reply(c, e, "not an integer");
+        res->n = r->integer;
+        res->status = c->kind == K_INT ? RQ_VALUE : r->integer ? RQ_DONE : RQ_DUPLICATE;
+        return 0;
+    case K_STRING:
+        if (r->type == REDIS_REPLY_NIL) {
+            res->status = RQ_EMPTY;
+            return 0;
+        }
+        if (!is_str(r))
+            return bad_reply(c, e, "not a string");
+        res->str = dup_str(r);
+        res->status = RQ_VALUE;
+        return 0;
+    case K_SETNX:
+        if (r->type == REDIS_REPLY_NIL) {
+            res->status = RQ_STOLEN;
+            return 0;
+        }
+        if (!is_str(r) || strcmp(r->str, "OK") != 0)
+            return bad_reply(c, e, "not OK");
+        res->status = RQ_DONE;
+        return 0;
+    case K_HASH:
+        if (str_array(r, &res->items, &res->nitems) < 0 || res->nitems % 2)
+            return bad_reply(c, e, "not a field/value list");
+        res->status = res->nitems ? RQ_VALUE : RQ_EMPTY;
+        return 0;
+    default:
+        res->status = RQ_DONE;
+        return 0;
+    }
+}
+
+static int parse(const struct rq_cmd *c, const redisReply *r, struct rq_res *res,
+                 struct err *e)
+{
+    if (r->type == REDIS_REPLY_ERROR)
+        return err_set(e, "redis %s: %s", cmd_name(c), r->str);
+    switch (c->kind) {
+    case K_TAKE:
+        return parse_take(c, r, res, e);
+    case K_READ:
+        return parse_read(c, r, res, e);
+    case K_BUDGET:
+        return parse_budget(c, r, res, e);
+    case K_FLAGS:
+        return parse_flags(c, r, res, e);
+    default:
+        return parse_simple(c, r, res, e);
+    }
+}
+
+/* Errors that mean Redis lost the library, the group or the stream (a
+ * restart without persistence, FLUSHALL): setup again and retry once. */
+static int needs_setup(const redisReply *r)
+{
+    static const char *const prefixes[] = {"NOGROUP", "ERR Function not found", "UNBLOCKED"};
+    if (r->type != REDIS_REPLY_ERROR)
+        return 0;
+    for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++)
+        if (strncmp(r->str, prefixes[i], strlen(prefixes[i])) == 0)
+            return 1;
+    return 0;
+}
+
+/* ---- running ------------------------------------------------------------ */
+
+int rq_exec(struct rconn *rc, struct rq_cmd *cmd, struct rq_res *res, struct err *e)
+{
+    int ret = -1;
+    redisReply *r = NULL;
+    memset(res, 0, sizeof(*res));
+    for (int attempt = 0;; attempt++) {
+        if (rconn_command(rc, cmd->argc, (const char **)cmd->argv, cmd->len, cmd->block_ms, &r,
+                          e) < 0)
+            goto out;
+        if (attempt > 0 || !needs_setup(r))
+            break;
+        freeReplyObject(r);
+        r = NULL;
+        if (rconn_resetup(rc, e) < 0)
+            goto out;
+    }
+    ret = parse(cmd, r, res, e);
+out:
+    freeReplyObject(r);
+    rq_cmd_free(cmd);
+    return ret;
+}
+
+/* An asynchronous call in flight. */
+struct call {
+    struct rq_cmd *cmd;
+    rq_cb *cb;
+    void *privdata;
+    int retried;
+};
+
+static void call_reply(struct rconn_async *ra, redisReply *r, void *privdata);
+
+static int call_send(struct rconn_async *ra, struct call *c, struct err *e)
+{
+    return rconn_async_command(ra, c->cmd->argc, (const char **)c->cmd->argv, c->cmd->len,
+                               c->cmd->block_ms, call_reply, c, e);
+}
+
+static void call_reply(struct rconn_async *ra, redisReply *r, void *privdata)
+{
+    struct call *c = privdata;
+    struct rq_res res;
+    struct err e;
+    int ok = 0;
+    memset(&res, 0, sizeof(res));
+    if (!r) {
+        err_set(&e, "redis %s: no answer to %s (connection lost or too slow)",
+                rconn_async_where(ra), cmd_name(c->cmd));
+    } else if (needs_setup(r) && !c->retried && ra) {
+        c->retried = 1;
+        rconn_async_resetup(ra);
+        if (call_send(ra, c, &e) == 0)
+            return; /* answered again later */
+    } else {
+        ok = parse(c->cmd, r, &res, &e) == 0;
+    }
+    c->cb(ok ? &res : NULL, ok ? NULL : &e, c->privdata);
+    rq_res_free(&res);
+    rq_cmd_free(c->cmd);
+    free(c);
+}
+
+int rq_exec_async(struct rconn_async *ra, struct rq_cmd *cmd, rq_cb *cb, void *privdata,
+                  struct err *e)
+{
+    struct call *c = xcalloc(1, sizeof(*c));
+    c->cmd = cmd;
+    c->cb = cb;
+    c->privdata = privdata;
+    if (call_send(ra, c, e) < 0) {
+        rq_cmd_free(cmd);
+        free(c);
+        return -1;
+    }
+    return 0;
+}

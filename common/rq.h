@@ -1,0 +1,239 @@
+/* rq: hubsync's Redis side — the job queue, the shared pull budget, blob
+ * dedupe, leases and run bookkeeping.
+ *
+ * Multi-key steps are functions of one Redis 7.0 Functions library
+ * ("hubsync", source in rq_lua.c), loaded with FUNCTION LOAD REPLACE by the
+ * connection setup (rq_setup) and again whenever Redis answers "Function not
+ * found"; the consumer group is created the same way (and after NOGROUP).
+ * Every time is Redis TIME, never the caller's clock. Key names come from
+ * keys.h.
+ *
+ * The queue is a stream with one consumer group: a job is delivered to one
+ * consumer and stays in its pending list until settled (ack, retry, fail);
+ * a job idle past the lease is reclaimed by the next take, and dead-lettered
+ * once its delivery count passes the maximum. Delivery is at least once.
+ *
+ * Each operation is a command built by an rq_cmd_* function (which never
+ * fails) and run by one of two access styles over the same builders and
+ * reply parsers:
+ *   rq_exec        synchronous, on a struct rconn (coordinator, tools);
+ *   rq_exec_async  on a struct rconn_async on libev (worker); blocking reads
+ *                  (rq_cmd_read_new) need a holder of their own.
+ * Both consume the command. The answer is a struct rq_res whose status and
+ * fields each builder documents. */
+#ifndef HUBSYNC_RQ_H
+#define HUBSYNC_RQ_H
+
+#include <stddef.h>
+
+#include "err.h"
+#include "keys.h"
+#include "ratelimit.h"
+#include "rconn.h"
+
+#define RQ_DEAD_CAP 10000 /* dead-letter stream length (approximate MAXLEN) */
+
+struct rq {
+    struct keys keys; /* owned */
+    char *run_prefix; /* run key without the id, for dead letters found by take */
+};
+
+/* prefix NULL: KEYS_PREFIX_DEFAULT. */
+int rq_init(struct rq *q, const char *prefix, struct err *e);
+void rq_free(struct rq *q);
+
+/* The connection setup every holder runs: FUNCTION LOAD REPLACE of the
+ * library, XGROUP CREATE <jobs> workers 0 MKSTREAM (BUSYGROUP is fine).
+ * Group id 0, not $: jobs enqueued before the group existed (after Redis came
+ * back empty) must still be delivered. Owned by the caller: rconn_setup_free. */
+void rq_setup(const struct rq *q, struct rconn_setup *out);
+
+/* The library source, as loaded. */
+extern const char rq_lua_source[];
+
+enum rq_status {
+    RQ_DONE = 1,  /* took effect */
+    RQ_ADDED,     /* enqueue: new entry (id) */
+    RQ_DUPLICATE, /* enqueue: key already pending (id: its entry or "delayed"); run exists */
+    RQ_JOB,       /* take/read: a job (id, key, json, n = deliveries) */
+    RQ_EMPTY,     /* take/read: nothing to do; get: no such value */
+    RQ_PAUSED,    /* take: the operator pause switch is set */
+    RQ_GONE,      /* not pending / not held / no such run */
+    RQ_STOLEN,    /* held by another consumer or token */
+    RQ_GRANTED,   /* budget: reserved; n = pulls left after it */
+    RQ_UNLIMITED, /* budget: the source is not limited */
+    RQ_DENIED,    /* budget: n = ms to wait, then probe with a HEAD */
+    RQ_UNKNOWN,   /* budget: never seen (or stale): probe with a free HEAD first */
+    RQ_VALUE,     /* a value in n, str, items or flags */
+};
+
+/* An answer. Strings and arrays are owned; rq_res_free releases them. In a
+ * callback the library frees it after the callback returns: steal a field
+ * by setting it to NULL. */
+struct rq_res {
+    enum rq_status status;
+    long long n;
+    char *id;     /* stream entry id */
+    char *key;    /* job key */
+    char *json;   /* job payload */
+    char *str;    /* a string value */
+    char **items; /* take: job keys dead-lettered on the way; get hash: field, value, ... */
+    size_t nitems;
+    int *flags;   /* present check: 1 present, 0 not, per digest */
+    size_t nflags;
+};
+
+void rq_res_free(struct rq_res *r);
+/* Value of a field in a hash answer (items); NULL if absent. */
+const char *rq_res_field(const struct rq_res *r, const char *name);
+/* Same, as an integer; def if absent or not a number. */
+long long rq_res_field_int(const struct rq_res *r, const char *name, long long def);
+const char *rq_status_name(enum rq_status s);
+
+struct rq_cmd;
+void rq_cmd_free(struct rq_cmd *c);
+
+/* A run counter added by ack, retry and fail (name: [a-z0-9_]+). */
+struct rq_counter {
+    const char *name;
+    long long delta;
+};
+
+/* --- queue --- */
+
+/* Add a job unless its key is pending (queued, taken or delayed).
+ * RQ_ADDED id | RQ_DUPLICATE id. */
+struct rq_cmd *rq_cmd_enqueue(const struct rq *q, const char *key, const char *json);
+
+/* Take one job without blocking: first a job idle for lease_ms (its delivery
+ * count goes up; past max_deliveries it is dead-lettered instead, and its
+ * key listed in items), else a new one. RQ_JOB | RQ_EMPTY | RQ_PAUSED. */
+struct rq_cmd *rq_cmd_take(const struct rq *q, const char *consumer, long long lease_ms,
+                           int max_deliveries);
+
+/* Wait up to block_ms for a new job (XREADGROUP BLOCK). RQ_JOB (n = 1) |
+ * RQ_EMPTY. It skips the pause switch and the reclaim: call rq_cmd_take
+ * first. Async: on a holder of its own. */
+struct rq_cmd *rq_cmd_read_new(const struct rq *q, const char *consumer, long long block_ms);
+
+/* Extend the lease on a job held by consumer. RQ_DONE | RQ_GONE (no longer
+ * pending: acked elsewhere or Redis lost it) | RQ_STOLEN (another consumer
+ * holds it). On GONE or STOLEN the worker stops and must not ack. */
+struct rq_cmd *rq_cmd_renew(const struct rq *q, const char *consumer, const char *id);
+
+/* Finish a job: remove it, release its dedupe entry, add jobs_done and the
+ * counters to run_id's record (run_id may be NULL). RQ_DONE | RQ_GONE |
+ * RQ_STOLEN; the last two count ack_stale in stats and add nothing. */
+struct rq_cmd *rq_cmd_ack(const struct rq *q, const char *consumer, const char *id,
+                          const char *key, const char *run_id, const struct rq_counter *counters,
+                          size_t ncounters);
+
+/* Take a job off the stream and bring json back after delay_ms (why:
+ * "backoff" or "budget"); its key stays pending as "delayed". Adds
+ * jobs_retried and the counters to the run. RQ_DONE | RQ_GONE | RQ_STOLEN. */
+struct rq_cmd *rq_cmd_retry(const struct rq *q, const char *consumer, const char *id,
+                            const char *key, const char *json, long long delay_ms,
+                            const char *why, const char *run_id,
+                            const struct rq_counter *counters, size_t ncounters);
+
+/* Give up on a job: dead-letter stream (with reason), dedupe entry released,
+ * jobs_failed and the counters added to the run. RQ_DONE | RQ_GONE |
+ * RQ_STOLEN. */
+struct rq_cmd *rq_cmd_fail(const struct rq *q, const char *consumer, const char *id,
+                           const char *key, const char *reason, const char *run_id,
+                           const struct rq_counter *counters, size_t ncounters);
+
+/* Hand a held job back (shutdown, 429): reclaimable at once by a take with
+ * the same lease, delivery count not raised. RQ_DONE | RQ_GONE | RQ_STOLEN. */
+struct rq_cmd *rq_cmd_handback(const struct rq *q, const char *consumer, const char *id,
+                               long long lease_ms);
+
+/* Move up to max due delayed jobs back to the stream. RQ_VALUE n = moved. */
+struct rq_cmd *rq_cmd_promote(const struct rq *q, int max);
+
+/* --- pull budget, per docker-ratelimit-source --- */
+
+/* Reserve cost pulls, keeping floor in reserve. The reservation (id resv,
+ * unique per call) expires after ttl_ms by itself, so a crashed worker never
+ * leaks budget. RQ_GRANTED n | RQ_UNLIMITED | RQ_DENIED n = wait ms |
+ * RQ_UNKNOWN. */
+struct rq_cmd *rq_cmd_budget_acquire(const struct rq *q, const char *source, int cost,
+                                     int floor, long long ttl_ms, const char *resv);
+
+/* Apply what one response said (rl from ratelimit.h) and release
+ * reservation resv (NULL: none, as for a HEAD probe). rl NULL, or with no
+ * ratelimit header at all: the source is not limited. Headers without a
+ * usable remaining count change nothing but the reservation.
+ * RQ_VALUE n = remaining | -1 unlimited | -2 nothing applied. */
+struct rq_cmd *rq_cmd_budget_observe(const struct rq *q, const char *source,
+                                     const struct ratelimit_info *rl, const char *resv);
+
+/* After a 429: no pulls fleet-wide for duration_ms (longer pauses win),
+ * remaining = 0, the 429 counted. RQ_VALUE n = pause in force (ms). */
+struct rq_cmd *rq_cmd_budget_pause(const struct rq *q, const char *source,
+                                   long long duration_ms);
+
+/* --- blob and manifest dedupe, per target registry and repository --- */
+
+/* RQ_VALUE flags[i] = digests[i] known present. */
+struct rq_cmd *rq_cmd_present_check(const struct rq *q, const char *target, const char *repo,
+                                    const char *const *digests, size_t n);
+/* Mark present and remember repo as their mount source. RQ_VALUE n = new. */
+struct rq_cmd *rq_cmd_present_mark(const struct rq *q, const char *target, const char *repo,
+                                   const char *const *digests, size_t n);
+/* Forget (the target said it lacks them). RQ_VALUE n = removed. */
+struct rq_cmd *rq_cmd_present_forget(const struct rq *q, const char *target, const char *repo,
+                                     const char *const *digests, size_t n);
+/* A repository of target holding digest. RQ_VALUE str | RQ_EMPTY. */
+struct rq_cmd *rq_cmd_blobhome(const struct rq *q, const char *target, const char *digest);
+
+/* --- leases (blob upload locks, the coordinator lease): any key from
+ * keys.h, holder token, PX expiry --- */
+
+/* RQ_DONE (acquired) | RQ_STOLEN (held by someone). */
+struct rq_cmd *rq_cmd_lease_acquire(const char *key, const char *token, long long ttl_ms);
+/* RQ_DONE | RQ_GONE (not held by token). */
+struct rq_cmd *rq_cmd_lease_renew(const char *key, const char *token, long long ttl_ms);
+struct rq_cmd *rq_cmd_lease_release(const char *key, const char *token);
+
+/* --- runs --- */
+
+/* RQ_DONE n = start ms; sets the current run | RQ_DUPLICATE (run exists). */
+struct rq_cmd *rq_cmd_run_create(const struct rq *q, const char *run_id, const char *commit);
+/* Add n to jobs_total. RQ_VALUE n = new total. */
+struct rq_cmd *rq_cmd_run_add_total(const struct rq *q, const char *run_id, long long n);
+/* The run record as items (field, value, ...). RQ_VALUE | RQ_EMPTY. */
+struct rq_cmd *rq_cmd_run_get(const struct rq *q, const char *run_id);
+/* state: done|failed|aborted. advance: with done, the synced-commit marker
+ * moves to the run's commit. RQ_DONE | RQ_GONE. */
+struct rq_cmd *rq_cmd_run_finish(const struct rq *q, const char *run_id, const char *state,
+                                 int advance);
+/* RQ_VALUE str | RQ_EMPTY. */
+struct rq_cmd *rq_cmd_synced_commit(const struct rq *q);
+/* Lifetime counters as items. RQ_VALUE | RQ_EMPTY. */
+struct rq_cmd *rq_cmd_stats(const struct rq *q);
+
+/* --- workers --- */
+
+/* Heartbeat: worker:<id> = json for ttl_s, last beat in the workers zset. RQ_DONE. */
+struct rq_cmd *rq_cmd_worker_beat(const struct rq *q, const char *worker_id, const char *json,
+                                  int ttl_s);
+/* Clean exit. RQ_DONE. */
+struct rq_cmd *rq_cmd_worker_gone(const struct rq *q, const char *worker_id);
+
+/* --- running commands --- */
+
+/* Run cmd (consumed) and parse the answer into res (released by the caller
+ * with rq_res_free, also after -1). A missing function, group or stream is
+ * repaired (setup again) and the command retried once. */
+int rq_exec(struct rconn *rc, struct rq_cmd *cmd, struct rq_res *res, struct err *e);
+
+/* res is NULL when e says why (connection lost, deadline, error reply). */
+typedef void rq_cb(struct rq_res *res, const struct err *e, void *privdata);
+
+/* Queue cmd (consumed) on ra. 0: cb is called exactly once and frees
+ * privdata. -1: ra is not up; cb is not called. */
+int rq_exec_async(struct rconn_async *ra, struct rq_cmd *cmd, rq_cb *cb, void *privdata,
+                  struct err *e);
+
+#endif

@@ -1,0 +1,1125 @@
+/* Tests for common/rq and common/rconn against a real redis-server.
+ *
+ * The group setup starts Debian's redis-server on a free loopback port in a
+ * temporary directory (no persistence); each test works under its own key
+ * prefix. Tests that restart Redis start a server of their own. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <ev.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "rq.h"
+#include "xalloc.h"
+
+/* ---- a redis-server of the test's own ----------------------------------- */
+
+struct server {
+    pid_t pid;
+    int port;
+    int aof;
+    char dir[64];
+    char url[64];
+};
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof(a);
+    assert_true(fd >= 0);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &alen), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static void server_start(struct server *s)
+{
+    char port[16];
+    snprintf(port, sizeof(port), "%d", s->port);
+    s->pid = fork();
+    assert_true(s->pid >= 0);
+    if (s->pid == 0) {
+        char log[128];
+        snprintf(log, sizeof(log), "%s/redis.log", s->dir);
+        if (!freopen(log, "a", stdout) || !freopen("/dev/null", "r", stdin))
+            _exit(127);
+        dup2(1, 2);
+        execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--save",
+               "", "--appendonly", s->aof ? "yes" : "no", "--appendfsync", "always", "--dir",
+               s->dir, (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 400; i++) {
+        redisContext *c = redisConnect("127.0.0.1", s->port);
+        if (c && !c->err) {
+            redisReply *r = redisCommand(c, "PING");
+            int ok = r && r->type == REDIS_REPLY_STATUS;
+            freeReplyObject(r);
+            redisFree(c);
+            if (ok)
+                return;
+        } else if (c) {
+            redisFree(c);
+        }
+        sleep_ms(25);
+    }
+    fail_msg("redis-server did not start on port %d", s->port);
+}
+
+static void server_new(struct server *s, int aof)
+{
+    memset(s, 0, sizeof(*s));
+    s->aof = aof;
+    strcpy(s->dir, "/tmp/hubsync-test-rq-XXXXXX");
+    assert_non_null(mkdtemp(s->dir));
+    s->port = free_port();
+    snprintf(s->url, sizeof(s->url), "redis://127.0.0.1:%d", s->port);
+    server_start(s);
+}
+
+static void server_stop(struct server *s)
+{
+    if (s->pid > 0) {
+        kill(s->pid, SIGTERM);
+        waitpid(s->pid, NULL, 0);
+    }
+    s->pid = 0;
+}
+
+static void server_destroy(struct server *s)
+{
+    server_stop(s);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", s->dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* Restart s with its data gone (a Redis that came back empty). */
+static void server_restart_empty(struct server *s)
+{
+    server_stop(s);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'/appendonlydir", s->dir);
+    assert_int_equal(system(cmd), 0);
+    server_start(s);
+}
+
+/* A server of a test's own, with the default key prefix. */
+struct own {
+    struct server s;
+    struct rq q;
+    struct rconn_setup setup;
+};
+
+static void own_new(struct own *o, int aof)
+{
+    struct err e;
+    server_new(&o->s, aof);
+    assert_int_equal(rq_init(&o->q, NULL, &e), 0);
+    rq_setup(&o->q, &o->setup);
+}
+
+static void own_free(struct own *o)
+{
+    rconn_setup_free(&o->setup);
+    rq_free(&o->q);
+    server_destroy(&o->s);
+}
+
+/* ---- per-test state ----------------------------------------------------- */
+
+struct fixture {
+    struct server srv;
+    int serial;
+    /* per test */
+    struct rq q;
+    struct rconn_setup setup;
+    struct rconn rc;
+};
+
+static int group_setup(void **state)
+{
+    struct fixture *f = xcalloc(1, sizeof(*f));
+    server_new(&f->srv, 0);
+    *state = f;
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    struct fixture *f = *state;
+    server_destroy(&f->srv);
+    free(f);
+    return 0;
+}
+
+/* A fresh key prefix per test, one rq and one synchronous connection. */
+static int test_setup(void **state)
+{
+    struct fixture *f = *state;
+    struct err e;
+    char prefix[32];
+    snprintf(prefix, sizeof(prefix), "t%d:", ++f->serial);
+    if (rq_init(&f->q, prefix, &e) < 0)
+        fail_msg("%s", e.msg);
+    rq_setup(&f->q, &f->setup);
+    if (rconn_open(&f->rc, f->srv.url, NULL, &f->setup, &e) < 0)
+        fail_msg("%s", e.msg);
+    return 0;
+}
+
+static int test_teardown(void **state)
+{
+    struct fixture *f = *state;
+    rconn_close(&f->rc);
+    rconn_setup_free(&f->setup);
+    rq_free(&f->q);
+    return 0;
+}
+
+/* Run cmd, expect success; the answer is in res (caller frees). */
+static void run(struct fixture *f, struct rq_cmd *cmd, struct rq_res *res)
+{
+    struct err e;
+    if (rq_exec(&f->rc, cmd, res, &e) < 0)
+        fail_msg("rq_exec: %s", e.msg);
+}
+
+/* Run cmd and return its status, freeing the answer. */
+static enum rq_status status_of(struct fixture *f, struct rq_cmd *cmd)
+{
+    struct rq_res res;
+    run(f, cmd, &res);
+    enum rq_status s = res.status;
+    rq_res_free(&res);
+    return s;
+}
+
+/* A raw command's integer (or string, parsed) answer. */
+static long long raw_int(struct fixture *f, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(f->rc.c, fmt, ap);
+    va_end(ap);
+    assert_non_null(r);
+    long long v = r->type == REDIS_REPLY_INTEGER ? r->integer
+                  : r->type == REDIS_REPLY_STRING ? strtoll(r->str, NULL, 10)
+                                                  : -999;
+    freeReplyObject(r);
+    return v;
+}
+
+static char *raw_str(struct fixture *f, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(f->rc.c, fmt, ap);
+    va_end(ap);
+    assert_non_null(r);
+    char *s = r->type == REDIS_REPLY_STRING ? xstrdup(r->str) : NULL;
+    freeReplyObject(r);
+    return s;
+}
+
+static long long stat_of(struct fixture *f, const char *name)
+{
+    struct rq_res res;
+    run(f, rq_cmd_stats(&f->q), &res);
+    long long v = rq_res_field_int(&res, name, 0);
+    rq_res_free(&res);
+    return v;
+}
+
+static long long run_field(struct fixture *f, const char *run_id, const char *name)
+{
+    struct rq_res res;
+    run(f, rq_cmd_run_get(&f->q, run_id), &res);
+    long long v = rq_res_field_int(&res, name, -1);
+    rq_res_free(&res);
+    return v;
+}
+
+#define JOB_JSON(key, run) "{\"v\":1,\"run\":\"" run "\",\"key\":\"" key "\"}"
+
+/* Enqueue key and take it as consumer; returns the entry id (caller frees). */
+static char *enqueue_and_take(struct fixture *f, const char *key, const char *json,
+                              const char *consumer, long long lease, int max)
+{
+    struct rq_res res;
+    run(f, rq_cmd_enqueue(&f->q, key, json), &res);
+    assert_int_equal(res.status, RQ_ADDED);
+    rq_res_free(&res);
+    run(f, rq_cmd_take(&f->q, consumer, lease, max), &res);
+    assert_int_equal(res.status, RQ_JOB);
+    assert_string_equal(res.key, key);
+    assert_string_equal(res.json, json);
+    char *id = res.id;
+    res.id = NULL;
+    rq_res_free(&res);
+    return id;
+}
+
+/* ---- queue -------------------------------------------------------------- */
+
+static void test_rq__enqueue_dedupe(void **state)
+{
+    struct fixture *f = *state;
+    struct rq_res a, b;
+    run(f, rq_cmd_enqueue(&f->q, "debian:bookworm", JOB_JSON("debian:bookworm", "r1")), &a);
+    assert_int_equal(a.status, RQ_ADDED);
+    run(f, rq_cmd_enqueue(&f->q, "debian:bookworm", JOB_JSON("debian:bookworm", "r2")), &b);
+    assert_int_equal(b.status, RQ_DUPLICATE);
+    assert_string_equal(a.id, b.id);
+    assert_int_equal(raw_int(f, "XLEN %s", f->q.keys.jobs), 1);
+    char *idx = raw_str(f, "HGET %s debian:bookworm", f->q.keys.jobs_index);
+    assert_string_equal(idx, a.id);
+    free(idx);
+    assert_int_equal(stat_of(f, "enqueued"), 1);
+    assert_int_equal(stat_of(f, "enqueue_dedup"), 1);
+    rq_res_free(&a);
+    rq_res_free(&b);
+}
+
+static void test_rq__take_renew_ack_owner_checks(void **state)
+{
+    struct fixture *f = *state;
+    char *id = enqueue_and_take(f, "nginx:1", JOB_JSON("nginx:1", "r1"), "w1", 60000, 5);
+    struct rq_res res;
+    run(f, rq_cmd_take(&f->q, "w2", 60000, 5), &res);
+    assert_int_equal(res.status, RQ_EMPTY); /* one job, already held */
+    rq_res_free(&res);
+    assert_int_equal(status_of(f, rq_cmd_renew(&f->q, "w1", id)), RQ_DONE);
+    assert_int_equal(status_of(f, rq_cmd_renew(&f->q, "w2", id)), RQ_STOLEN);
+    /* A non-owner's ack changes nothing and is counted stale. */
+    assert_int_equal(status_of(f, rq_cmd_ack(&f->q, "w2", id, "nginx:1", NULL, NULL, 0)),
+                     RQ_STOLEN);
+    assert_int_equal(stat_of(f, "ack_stale"), 1);
+    assert_int_equal(raw_int(f, "XLEN %s", f->q.keys.jobs), 1);
+    assert_int_equal(status_of(f, rq_cmd_ack(&f->q, "w1", id, "nginx:1", NULL, NULL, 0)),
+                     RQ_DONE);
+    /* Acked: deleted from the stream, no longer pending, key released. */
+    assert_int_equal(raw_int(f, "XLEN %s", f->q.keys.jobs), 0);
+    assert_int_equal(raw_int(f, "HEXISTS %s nginx:1", f->q.keys.jobs_index), 0);
+    assert_int_equal(status_of(f, rq_cmd_renew(&f->q, "w1", id)), RQ_GONE);
+    assert_int_equal(status_of(f, rq_cmd_ack(&f->q, "w1", id, "nginx:1", NULL, NULL, 0)),
+                     RQ_GONE);
+    assert_int_equal(stat_of(f, "ack_stale"), 2);
+    assert_int_equal(stat_of(f, "done"), 1);
+    /* The key can be enqueued again. */
+    assert_int_equal(status_of(f, rq_cmd_enqueue(&f->q, "nginx:1", "{}")), RQ_ADDED);
+    free(id);
+}
+
+static void test_rq__reclaim_after_lease_and_zombie_ack(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r1", "abc123")), RQ_DONE);
+    char *id = enqueue_and_take(f, "redis:7", JOB_JSON("redis:7", "r1"), "w1", 150, 5);
+    struct rq_res res;
+    run(f, rq_cmd_take(&f->q, "w2", 150, 5), &res);
+    assert_int_equal(res.status, RQ_EMPTY); /* the lease has not run out */
+    rq_res_free(&res);
+    sleep_ms(200);
+    run(f, rq_cmd_take(&f->q, "w2", 150, 5), &res);
+    assert_int_equal(res.status, RQ_JOB);
+    assert_string_equal(res.id, id);
+    assert_int_equal(res.n, 2); /* the redelivery counts */
+    rq_res_free(&res);
+    assert_int_equal(stat_of(f, "reclaimed"), 1);
+    /* The first worker woke up: it lost the job. */
+    assert_int_equal(status_of(f, rq_cmd_renew(&f->q, "w1", id)), RQ_STOLEN);
+    struct rq_counter c[] = {{"blobs_copied", 3}, {"bytes_copied", 1000}};
+    assert_int_equal(status_of(f, rq_cmd_ack(&f->q, "w1", id, "redis:7", "r1", c, 2)),
+                     RQ_STOLEN);
+    assert_int_equal(run_field(f, "r1", "jobs_done"), 0);
+    assert_int_equal(run_field(f, "r1", "blobs_copied"), -1);
+    assert_int_equal(status_of(f, rq_cmd_ack(&f->q, "w2", id, "redis:7", "r1", c, 2)), RQ_DONE);
+    assert_int_equal(run_field(f, "r1", "jobs_done"), 1);
+    assert_int_equal(run_field(f, "r1", "blobs_copied"), 3);
+    assert_int_equal(run_field(f, "r1", "bytes_copied"), 1000);
+    assert_int_equal(stat_of(f, "ack_stale"), 1);
+    free(id);
+}
+
+static void test_rq__dead_letter_after_max_deliveries(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r9", "c9")), RQ_DONE);
+    char *id = enqueue_and_take(f, "poison:1", JOB_JSON("poison:1", "r9"), "w1", 50, 2);
+    struct rq_res res;
+    sleep_ms(80);
+    run(f, rq_cmd_take(&f->q, "w2", 50, 2), &res);
+    assert_int_equal(res.status, RQ_JOB);
+    assert_int_equal(res.n, 2);
+    rq_res_free(&res);
+    sleep_ms(80);
+    /* Third delivery would pass max 2: dead-lettered, and nothing else to take. */
+    run(f, rq_cmd_take(&f->q, "w3", 50, 2), &res);
+    assert_int_equal(res.status, RQ_EMPTY);
+    assert_int_equal(res.nitems, 1);
+    assert_string_equal(res.items[0], "poison:1");
+    rq_res_free(&res);
+    assert_int_equal(raw_int(f, "XLEN %s", f->q.keys.jobs), 0);
+    assert_int_equal(raw_int(f, "XLEN %s", f->q.keys.jobs_dead), 1);
+    assert_int_equal(raw_int(f, "HEXISTS %s poison:1", f->q.keys.jobs_index), 0);
+    redisReply *r = redisCommand(f->rc.c, "XRANGE %s - +", f->q.keys.jobs_dead);
+    assert_non_null(r);
+    assert_int_equal(r->elements, 1);
+    redisReply *fields = r->element[0]->element[1];
+    int seen = 0;
+    for (size_t i = 0; i + 1 < fields->elements; i += 2) {
+        const char *k = fields->element[i]->str, *v = fields->element[i + 1]->str;
+        if (strcmp(k, "id") == 0 && strcmp(v, id) == 0)
+            seen++;
+        if (strcmp(k, "reason") == 0 && strcmp(v, "max deliveries") == 0)
+            seen++;
+        if (strcmp(k, "deliveries") == 0 && strcmp(v, "3") == 0)
+            seen++;
+        if (strcmp(k, "job") == 0 && strcmp(v, JOB_JSON("poison:1", "r9")) == 0)
+            seen++;
+    }
+    assert_int_equal(seen, 4);
+    freeReplyObject(r);
+    assert_int_equal(stat_of(f, "dead"), 1);
+    assert_int_equal(run_field(f, "r9", "jobs_dead"), 1);
+    /* The late owner's ack is stale. */
+    assert_int_equal(status_of(f, rq_cmd_ack(&f->q, "w2", id, "poison:1", "r9", NULL, 0)),
+                     RQ_GONE);
+    free(id);
+}
+
+static void test_rq__handback_keeps_delivery_count(void **state)
+{
+    struct fixture *f = *state;
+    char *id = enqueue_and_take(f, "alpine:3", JOB_JSON("alpine:3", "r1"), "w1", 60000, 3);
+    for (int round = 0; round < 4; round++) {
+        const char *from = round % 2 ? "w2" : "w1", *to = round % 2 ? "w1" : "w2";
+        assert_int_equal(status_of(f, rq_cmd_handback(&f->q, from, id, 60000)), RQ_DONE);
+        struct rq_res res;
+        /* Reclaimable at once with the same lease, count unchanged, never dead. */
+        run(f, rq_cmd_take(&f->q, to, 60000, 3), &res);
+        assert_int_equal(res.status, RQ_JOB);
+        assert_string_equal(res.id, id);
+        assert_int_equal(res.n, 1);
+        rq_res_free(&res);
+    }
+    assert_int_equal(status_of(f, rq_cmd_handback(&f->q, "w2", id, 60000)), RQ_STOLEN);
+    assert_int_equal(stat_of(f, "handback"), 4);
+    assert_int_equal(stat_of(f, "dead"), 0);
+    free(id);
+}
+
+static void test_rq__retry_delayed_promote(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r2", "c2")), RQ_DONE);
+    char *id = enqueue_and_take(f, "golang:1", JOB_JSON("golang:1", "r2"), "w1", 60000, 3);
+    const char *again = "{\"v\":1,\"run\":\"r2\",\"key\":\"golang:1\",\"attempt\":1}";
+    assert_int_equal(status_of(f, rq_cmd_retry(&f->q, "w2", id, "golang:1", again, 300,
+                                               "backoff", "r2", NULL, 0)),
+                     RQ_STOLEN);
+    assert_int_equal(status_of(f, rq_cmd_retry(&f->q, "w1", id, "golang:1", again, 300,
+                                               "backoff", "r2", NULL, 0)),
+                     RQ_DONE);
+    assert_int_equal(raw_int(f, "XLEN %s", f->q.keys.jobs), 0);
+    char *idx = raw_str(f, "HGET %s golang:1", f->q.keys.jobs_index);
+    assert_string_equal(idx, "delayed");
+    free(idx);
+    char *payload = raw_str(f, "HGET %s golang:1", f->q.keys.jobs_delayed_payload);
+    assert_non_null(strstr(payload, "\"why\":\"backoff\""));
+    assert_non_null(strstr(payload, again));
+    free(payload);
+    /* Still pending while delayed: no second copy. */
+    struct rq_res res;
+    run(f, rq_cmd_enqueue(&f->q, "golang:1", "{}"), &res);
+    assert_int_equal(res.status, RQ_DUPLICATE);
+    assert_string_equal(res.id, "delayed");
+    rq_res_free(&res);
+    run(f, rq_cmd_promote(&f->q, 10), &res);
+    assert_int_equal(res.n, 0); /* not due yet */
+    rq_res_free(&res);
+    sleep_ms(350);
+    run(f, rq_cmd_promote(&f->q, 10), &res);
+    assert_int_equal(res.n, 1);
+    rq_res_free(&res);
+    assert_int_equal(raw_int(f, "ZCARD %s", f->q.keys.jobs_delayed), 0);
+    run(f, rq_cmd_take(&f->q, "w1", 60000, 3), &res);
+    assert_int_equal(res.status, RQ_JOB);
+    assert_string_equal(res.json, again);
+    assert_int_equal(res.n, 1);
+    idx = raw_str(f, "HGET %s golang:1", f->q.keys.jobs_index);
+    assert_string_equal(idx, res.id);
+    free(idx);
+    rq_res_free(&res);
+    assert_int_equal(stat_of(f, "retried_backoff"), 1);
+    assert_int_equal(stat_of(f, "promoted"), 1);
+    assert_int_equal(run_field(f, "r2", "jobs_retried"), 1);
+    free(id);
+}
+
+static void test_rq__fail_dead_letters(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r3", "c3")), RQ_DONE);
+    char *id = enqueue_and_take(f, "bad:1", JOB_JSON("bad:1", "r3"), "w1", 60000, 3);
+    struct rq_counter c[] = {{"manifests_missing", 1}};
+    assert_int_equal(status_of(f, rq_cmd_fail(&f->q, "w1", id, "bad:1",
+                                              "manifest unknown upstream", "r3", c, 1)),
+                     RQ_DONE);
+    assert_int_equal(raw_int(f, "XLEN %s", f->q.keys.jobs), 0);
+    assert_int_equal(raw_int(f, "HEXISTS %s bad:1", f->q.keys.jobs_index), 0);
+    redisReply *r = redisCommand(f->rc.c, "XREVRANGE %s + - COUNT 1", f->q.keys.jobs_dead);
+    assert_non_null(r);
+    assert_int_equal(r->elements, 1);
+    redisReply *fl = r->element[0]->element[1];
+    assert_string_equal(fl->element[7]->str, "manifest unknown upstream"); /* reason */
+    assert_string_equal(fl->element[5]->str, JOB_JSON("bad:1", "r3"));       /* job */
+    freeReplyObject(r);
+    assert_int_equal(run_field(f, "r3", "jobs_failed"), 1);
+    assert_int_equal(run_field(f, "r3", "manifests_missing"), 1);
+    assert_int_equal(stat_of(f, "failed"), 1);
+    free(id);
+}
+
+static void test_rq__bad_counter_changes_nothing(void **state)
+{
+    struct fixture *f = *state;
+    char *id = enqueue_and_take(f, "x:1", JOB_JSON("x:1", "r1"), "w1", 60000, 3);
+    struct rq_counter c[] = {{"Bad Name", 1}};
+    struct rq_res res;
+    struct err e;
+    assert_int_equal(rq_exec(&f->rc, rq_cmd_ack(&f->q, "w1", id, "x:1", NULL, c, 1), &res, &e),
+                     -1);
+    rq_res_free(&res);
+    assert_non_null(strstr(e.msg, "bad counter name"));
+    assert_int_equal(raw_int(f, "XLEN %s", f->q.keys.jobs), 1); /* still there */
+    assert_int_equal(status_of(f, rq_cmd_renew(&f->q, "w1", id)), RQ_DONE);
+    free(id);
+}
+
+static void test_rq__operator_pause(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(status_of(f, rq_cmd_enqueue(&f->q, "p:1", "{}")), RQ_ADDED);
+    redisReply *r = redisCommand(f->rc.c, "SET %s 1", f->q.keys.ctl_paused);
+    freeReplyObject(r);
+    assert_int_equal(status_of(f, rq_cmd_take(&f->q, "w1", 60000, 3)), RQ_PAUSED);
+    r = redisCommand(f->rc.c, "DEL %s", f->q.keys.ctl_paused);
+    freeReplyObject(r);
+    assert_int_equal(status_of(f, rq_cmd_take(&f->q, "w1", 60000, 3)), RQ_JOB);
+}
+
+/* ---- budget ------------------------------------------------------------- */
+
+static void acquire(struct fixture *f, const char *source, int cost, int floor, long long ttl,
+                    const char *resv, enum rq_status want, long long *n)
+{
+    struct rq_res res;
+    run(f, rq_cmd_budget_acquire(&f->q, source, cost, floor, ttl, resv), &res);
+    if (res.status != want)
+        fail_msg("acquire %s: %s, want %s", resv, rq_status_name(res.status),
+                 rq_status_name(want));
+    if (n)
+        *n = res.n;
+    rq_res_free(&res);
+}
+
+/* What the ratelimit module makes of `ratelimit-limit: L;w=W` and
+ * `ratelimit-remaining: R;w=W`. */
+static struct ratelimit_info hub(long limit, long remaining, long window)
+{
+    struct ratelimit_info rl;
+    ratelimit_init(&rl);
+    rl.has_limit = rl.has_remaining = 2;
+    rl.limit = limit;
+    rl.remaining = remaining;
+    rl.limit_window = rl.remaining_window = window;
+    return rl;
+}
+
+static void test_rq__budget_acquire_observe_floor(void **state)
+{
+    struct fixture *f = *state;
+    long long n;
+    acquire(f, "192.0.2.1", 1, 5, 30000, "g0", RQ_UNKNOWN, NULL);
+    struct ratelimit_info rl = hub(100, 8, 21600);
+    struct rq_res res;
+    run(f, rq_cmd_budget_observe(&f->q, "192.0.2.1", &rl, NULL), &res);
+    assert_int_equal(res.n, 8);
+    rq_res_free(&res);
+    acquire(f, "192.0.2.1", 1, 5, 30000, "g1", RQ_GRANTED, &n);
+    assert_int_equal(n, 7);
+    acquire(f, "192.0.2.1", 1, 5, 30000, "g2", RQ_GRANTED, &n);
+    assert_int_equal(n, 6);
+    acquire(f, "192.0.2.1", 1, 5, 30000, "g3", RQ_GRANTED, &n);
+    assert_int_equal(n, 5);
+    /* The floor stays in reserve; the wait is Hub's refill time per pull. */
+    acquire(f, "192.0.2.1", 1, 5, 30000, "g4", RQ_DENIED, &n);
+    assert_int_equal(n, 216000);
+    /* Hub counted g1: remaining 7, reservation released in the same step. */
+    rl.remaining = 7;
+    run(f, rq_cmd_budget_observe(&f->q, "192.0.2.1", &rl, "g1"), &res);
+    rq_res_free(&res);
+    char *inflight = keys_budget_inflight(&f->q.keys, "192.0.2.1");
+    assert_int_equal(raw_int(f, "ZCARD %s", inflight), 2);
+    /* A late answer carrying an older, higher count does not raise it. */
+    rl.remaining = 8;
+    run(f, rq_cmd_budget_observe(&f->q, "192.0.2.1", &rl, NULL), &res);
+    assert_int_equal(res.n, 7);
+    rq_res_free(&res);
+    acquire(f, "192.0.2.1", 1, 5, 30000, "g5", RQ_DENIED, NULL);
+    /* A cost of 3 reserves 3. */
+    rl.remaining = 50;
+    sleep_ms(2100);
+    run(f, rq_cmd_budget_observe(&f->q, "192.0.2.1", &rl, NULL), &res);
+    assert_int_equal(res.n, 50);
+    rq_res_free(&res);
+    acquire(f, "192.0.2.1", 3, 5, 30000, "g6", RQ_GRANTED, &n);
+    assert_int_equal(n, 50 - 2 - 3);
+    assert_int_equal(raw_int(f, "ZCARD %s", inflight), 5);
+    run(f, rq_cmd_budget_observe(&f->q, "192.0.2.1", &rl, "g6"), &res);
+    rq_res_free(&res);
+    assert_int_equal(raw_int(f, "ZCARD %s", inflight), 2);
+    free(inflight);
+    assert_int_equal(stat_of(f, "pulls_granted"), 6);
+    assert_int_equal(stat_of(f, "pulls_denied"), 2);
+}
+
+static void test_rq__budget_reservations_expire(void **state)
+{
+    struct fixture *f = *state;
+    struct ratelimit_info rl = hub(100, 3, 21600);
+    struct rq_res res;
+    run(f, rq_cmd_budget_observe(&f->q, "src-b", &rl, NULL), &res);
+    rq_res_free(&res);
+    acquire(f, "src-b", 1, 0, 200, "a1", RQ_GRANTED, NULL);
+    acquire(f, "src-b", 2, 0, 200, "a2", RQ_GRANTED, NULL);
+    acquire(f, "src-b", 1, 0, 200, "a3", RQ_DENIED, NULL);
+    /* A worker that crashed after acquiring never reports; its pulls return. */
+    sleep_ms(300);
+    acquire(f, "src-b", 3, 0, 200, "a4", RQ_GRANTED, NULL);
+}
+
+static void test_rq__budget_pause_and_unlimited(void **state)
+{
+    struct fixture *f = *state;
+    long long n;
+    struct rq_res res;
+    struct ratelimit_info rl = hub(100, 90, 21600);
+    run(f, rq_cmd_budget_observe(&f->q, "src-p", &rl, NULL), &res);
+    rq_res_free(&res);
+    run(f, rq_cmd_budget_pause(&f->q, "src-p", 400), &res);
+    assert_int_equal(res.n, 400);
+    rq_res_free(&res);
+    /* A shorter pause does not cut a longer one. */
+    run(f, rq_cmd_budget_pause(&f->q, "src-p", 10), &res);
+    assert_true(res.n > 300);
+    rq_res_free(&res);
+    acquire(f, "src-p", 1, 0, 30000, "p1", RQ_DENIED, &n);
+    assert_true(n > 0 && n <= 400);
+    char *budget = keys_budget(&f->q.keys, "src-p");
+    assert_int_equal(raw_int(f, "HGET %s remaining", budget), 0);
+    assert_int_equal(raw_int(f, "HGET %s http_429", budget), 2);
+    free(budget);
+    assert_int_equal(stat_of(f, "http_429"), 2);
+    sleep_ms(450);
+    /* Pause over, but remaining is 0 until a probe shows otherwise. */
+    acquire(f, "src-p", 1, 0, 30000, "p2", RQ_DENIED, NULL);
+    sleep_ms(2000);
+    rl.remaining = 20;
+    run(f, rq_cmd_budget_observe(&f->q, "src-p", &rl, NULL), &res);
+    rq_res_free(&res);
+    acquire(f, "src-p", 1, 0, 30000, "p3", RQ_GRANTED, &n);
+    assert_int_equal(n, 19);
+    /* A response with a source but no ratelimit headers: not limited. */
+    struct ratelimit_info none;
+    ratelimit_init(&none);
+    strcpy(none.source, "a645ce4d");
+    run(f, rq_cmd_budget_observe(&f->q, "src-u", &none, NULL), &res);
+    assert_int_equal(res.n, -1);
+    rq_res_free(&res);
+    acquire(f, "src-u", 1, 5, 30000, "u1", RQ_UNLIMITED, NULL);
+    /* A garbled remaining changes nothing but the reservation. */
+    rl = hub(100, 0, 21600);
+    rl.has_remaining = 0;
+    run(f, rq_cmd_budget_observe(&f->q, "src-p", &rl, "p3"), &res);
+    assert_int_equal(res.n, -2);
+    rq_res_free(&res);
+    acquire(f, "src-p", 1, 0, 30000, "p4", RQ_GRANTED, &n);
+    assert_int_equal(n, 19);
+}
+
+/* ---- dedupe and leases -------------------------------------------------- */
+
+static void test_rq__present_sets_and_blobhome(void **state)
+{
+    struct fixture *f = *state;
+    const char *target = "http://127.0.0.1:5000";
+    const char *d[] = {"sha256:aaa", "sha256:bbb", "sha256:ccc"};
+    struct rq_res res;
+    run(f, rq_cmd_present_check(&f->q, target, "library/debian", d, 3), &res);
+    assert_int_equal(res.nflags, 3);
+    assert_int_equal(res.flags[0] + res.flags[1] + res.flags[2], 0);
+    rq_res_free(&res);
+    run(f, rq_cmd_present_mark(&f->q, target, "library/debian", d, 2), &res);
+    assert_int_equal(res.n, 2);
+    rq_res_free(&res);
+    run(f, rq_cmd_present_check(&f->q, target, "library/debian", d, 3), &res);
+    assert_int_equal(res.flags[0], 1);
+    assert_int_equal(res.flags[1], 1);
+    assert_int_equal(res.flags[2], 0);
+    rq_res_free(&res);
+    /* Per repository: another repository has not got them. */
+    run(f, rq_cmd_present_check(&f->q, target, "library/ubuntu", d, 1), &res);
+    assert_int_equal(res.flags[0], 0);
+    rq_res_free(&res);
+    run(f, rq_cmd_blobhome(&f->q, target, "sha256:aaa"), &res);
+    assert_int_equal(res.status, RQ_VALUE);
+    assert_string_equal(res.str, "library/debian");
+    rq_res_free(&res);
+    run(f, rq_cmd_present_forget(&f->q, target, "library/debian", d, 1), &res);
+    assert_int_equal(res.n, 1);
+    rq_res_free(&res);
+    run(f, rq_cmd_present_check(&f->q, target, "library/debian", d, 2), &res);
+    assert_int_equal(res.flags[0], 0);
+    assert_int_equal(res.flags[1], 1);
+    rq_res_free(&res);
+    assert_int_equal(status_of(f, rq_cmd_blobhome(&f->q, target, "sha256:aaa")), RQ_EMPTY);
+}
+
+static void test_rq__leases_with_tokens(void **state)
+{
+    struct fixture *f = *state;
+    char *lock = keys_blob_lock(&f->q.keys, "http://127.0.0.1:5000", "sha256:aaa");
+    assert_int_equal(status_of(f, rq_cmd_lease_acquire(lock, "tokA", 60000)), RQ_DONE);
+    assert_int_equal(status_of(f, rq_cmd_lease_acquire(lock, "tokB", 60000)), RQ_STOLEN);
+    assert_int_equal(status_of(f, rq_cmd_lease_renew(lock, "tokB", 60000)), RQ_GONE);
+    assert_int_equal(status_of(f, rq_cmd_lease_release(lock, "tokB")), RQ_GONE);
+    assert_int_equal(status_of(f, rq_cmd_lease_renew(lock, "tokA", 90000)), RQ_DONE);
+    assert_true(raw_int(f, "PTTL %s", lock) > 60000);
+    assert_int_equal(status_of(f, rq_cmd_lease_release(lock, "tokA")), RQ_DONE);
+    assert_int_equal(status_of(f, rq_cmd_lease_acquire(lock, "tokB", 100)), RQ_DONE);
+    sleep_ms(150); /* expired by itself */
+    assert_int_equal(status_of(f, rq_cmd_lease_acquire(lock, "tokC", 100)), RQ_DONE);
+    free(lock);
+    assert_int_equal(status_of(f, rq_cmd_lease_acquire(f->q.keys.coordinator, "c1", 5000)),
+                     RQ_DONE);
+    assert_int_equal(status_of(f, rq_cmd_lease_acquire(f->q.keys.coordinator, "c2", 5000)),
+                     RQ_STOLEN);
+}
+
+/* ---- runs and workers --------------------------------------------------- */
+
+static void test_rq__run_bookkeeping(void **state)
+{
+    struct fixture *f = *state;
+    struct rq_res res;
+    assert_int_equal(status_of(f, rq_cmd_synced_commit(&f->q)), RQ_EMPTY);
+    assert_int_equal(status_of(f, rq_cmd_run_get(&f->q, "r5")), RQ_EMPTY);
+    run(f, rq_cmd_run_create(&f->q, "r5", "deadbeef"), &res);
+    assert_int_equal(res.status, RQ_DONE);
+    assert_true(res.n > 1700000000000LL);
+    rq_res_free(&res);
+    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r5", "other")), RQ_DUPLICATE);
+    char *cur = raw_str(f, "GET %s", f->q.keys.run_current);
+    assert_string_equal(cur, "r5");
+    free(cur);
+    run(f, rq_cmd_run_add_total(&f->q, "r5", 2), &res);
+    assert_int_equal(res.n, 2);
+    rq_res_free(&res);
+    for (int i = 0; i < 2; i++) {
+        char key[16];
+        snprintf(key, sizeof(key), "k:%d", i);
+        char *id = enqueue_and_take(f, key, JOB_JSON("k", "r5"), "w1", 60000, 3);
+        assert_int_equal(status_of(f, rq_cmd_ack(&f->q, "w1", id, key, "r5", NULL, 0)),
+                         RQ_DONE);
+        free(id);
+    }
+    run(f, rq_cmd_run_get(&f->q, "r5"), &res);
+    assert_string_equal(rq_res_field(&res, "state"), "running");
+    assert_string_equal(rq_res_field(&res, "commit"), "deadbeef");
+    assert_int_equal(rq_res_field_int(&res, "jobs_total", -1), 2);
+    assert_int_equal(rq_res_field_int(&res, "jobs_done", -1), 2);
+    rq_res_free(&res);
+    assert_int_equal(status_of(f, rq_cmd_run_finish(&f->q, "r5", "done", 1)), RQ_DONE);
+    run(f, rq_cmd_synced_commit(&f->q), &res);
+    assert_string_equal(res.str, "deadbeef");
+    rq_res_free(&res);
+    assert_int_equal(raw_int(f, "EXISTS %s", f->q.keys.run_current), 0);
+    assert_true(run_field(f, "r5", "finished_ms") > 0);
+    /* A failed run never moves the marker. */
+    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r6", "cafe")), RQ_DONE);
+    assert_int_equal(status_of(f, rq_cmd_run_finish(&f->q, "r6", "failed", 1)), RQ_DONE);
+    run(f, rq_cmd_synced_commit(&f->q), &res);
+    assert_string_equal(res.str, "deadbeef");
+    rq_res_free(&res);
+    assert_int_equal(status_of(f, rq_cmd_run_finish(&f->q, "nosuch", "done", 1)), RQ_GONE);
+    assert_int_equal(raw_int(f, "ZCARD %s", f->q.keys.runs), 2);
+}
+
+static void test_rq__worker_heartbeat(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(status_of(f, rq_cmd_worker_beat(&f->q, "host-a:1", "{\"pid\":42}", 30)),
+                     RQ_DONE);
+    char *w = keys_worker(&f->q.keys, "host-a:1");
+    char *v = raw_str(f, "GET %s", w);
+    assert_string_equal(v, "{\"pid\":42}");
+    free(v);
+    long long ttl = raw_int(f, "TTL %s", w);
+    assert_true(ttl > 0 && ttl <= 30);
+    assert_true(raw_int(f, "ZSCORE %s host-a:1", f->q.keys.workers) > 1700000000000LL);
+    assert_int_equal(status_of(f, rq_cmd_worker_gone(&f->q, "host-a:1")), RQ_DONE);
+    assert_int_equal(raw_int(f, "EXISTS %s", w), 0);
+    assert_int_equal(raw_int(f, "ZCARD %s", f->q.keys.workers), 0);
+    free(w);
+}
+
+/* ---- recovery ----------------------------------------------------------- */
+
+static void test_rq__repairs_missing_function_and_group(void **state)
+{
+    struct fixture *f = *state;
+    redisReply *r = redisCommand(f->rc.c, "FUNCTION FLUSH");
+    freeReplyObject(r);
+    /* Functions gone: the call loads the library again and succeeds. */
+    assert_int_equal(status_of(f, rq_cmd_enqueue(&f->q, "a:1", "{}")), RQ_ADDED);
+    r = redisCommand(f->rc.c, "DEL %s %s", f->q.keys.jobs, f->q.keys.jobs_index);
+    freeReplyObject(r);
+    assert_int_equal(status_of(f, rq_cmd_enqueue(&f->q, "a:2", "{}")), RQ_ADDED);
+    /* The stream exists again but has no group: take recreates it (from 0,
+     * so the job enqueued meanwhile is delivered). */
+    struct rq_res res;
+    run(f, rq_cmd_take(&f->q, "w1", 60000, 3), &res);
+    assert_int_equal(res.status, RQ_JOB);
+    assert_string_equal(res.key, "a:2");
+    rq_res_free(&res);
+    r = redisCommand(f->rc.c, "DEL %s", f->q.keys.jobs);
+    freeReplyObject(r);
+    run(f, rq_cmd_read_new(&f->q, "w1", 100), &res);
+    assert_int_equal(res.status, RQ_EMPTY);
+    rq_res_free(&res);
+}
+
+static void test_rq__sync_reconnects_after_restart(void **state)
+{
+    (void)state;
+    struct own o;
+    struct rconn rc;
+    struct rq_res res;
+    struct err e;
+    own_new(&o, 1);
+    assert_int_equal(rconn_open(&rc, o.s.url, NULL, &o.setup, &e), 0);
+    assert_int_equal(rq_exec(&rc, rq_cmd_enqueue(&o.q, "k:1", "{}"), &res, &e), 0);
+    rq_res_free(&res);
+    server_stop(&o.s);
+    assert_int_equal(rq_exec(&rc, rq_cmd_enqueue(&o.q, "k:2", "{}"), &res, &e), -1);
+    rq_res_free(&res);
+    assert_non_null(strstr(e.msg, "redis 127.0.0.1:"));
+    server_start(&o.s); /* AOF: the job survived */
+    assert_int_equal(rq_exec(&rc, rq_cmd_enqueue(&o.q, "k:1", "{}"), &res, &e), 0);
+    assert_int_equal(res.status, RQ_DUPLICATE);
+    rq_res_free(&res);
+    /* Back empty: the reconnect's setup loads the library and the group. */
+    server_restart_empty(&o.s);
+    rq_exec(&rc, rq_cmd_stats(&o.q), &res, &e); /* notices the dead socket */
+    rq_res_free(&res);
+    assert_int_equal(rq_exec(&rc, rq_cmd_enqueue(&o.q, "k:1", "{}"), &res, &e), 0);
+    assert_int_equal(res.status, RQ_ADDED);
+    rq_res_free(&res);
+    assert_int_equal(rq_exec(&rc, rq_cmd_take(&o.q, "w", 1000, 3), &res, &e), 0);
+    assert_int_equal(res.status, RQ_JOB);
+    rq_res_free(&res);
+    rconn_close(&rc);
+    own_free(&o);
+}
+
+/* ---- asynchronous ------------------------------------------------------- */
+
+struct actx {
+    struct ev_loop *loop;
+    struct rq *q;
+    struct rconn_async *cmd, *blk;
+    int ups, downs;
+    int answers;
+    int side_answers; /* answers to enqueue_later */
+    enum rq_status last;
+    char *id, *key;
+    long long n;
+    char err[ERR_MSG_MAX + 32];
+    ev_timer timer;
+};
+
+static void on_state(struct rconn_async *ra, int up, void *arg)
+{
+    (void)ra;
+    struct actx *a = arg;
+    if (up)
+        a->ups++;
+    else
+        a->downs++;
+}
+
+static void on_answer(struct rq_res *res, const struct err *e, void *privdata)
+{
+    struct actx *a = privdata;
+    a->answers++;
+    a->last = res ? res->status : 0;
+    snprintf(a->err, sizeof(a->err), "%s", e ? e->msg : "");
+    if (res && res->id) {
+        free(a->id);
+        a->id = res->id; /* stolen */
+        res->id = NULL;
+        free(a->key);
+        a->key = res->key;
+        res->key = NULL;
+        a->n = res->n;
+    }
+}
+
+static void wake(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)w;
+    (void)revents;
+    ev_break(loop, EVBREAK_ONE);
+}
+
+/* Run the loop until *counter reaches want or seconds pass. */
+static void run_until(struct actx *a, const int *counter, int want, double seconds)
+{
+    ev_tstamp end = ev_time() + seconds;
+    while (*counter < want && ev_time() < end) {
+        ev_timer_set(&a->timer, 0.02, 0.);
+        ev_timer_start(a->loop, &a->timer);
+        ev_run(a->loop, EVRUN_ONCE);
+        ev_timer_stop(a->loop, &a->timer);
+    }
+    if (*counter < want)
+        fail_msg("timed out waiting (%d of %d) last error: %s", *counter, want, a->err);
+}
+
+static void submit(struct actx *a, struct rconn_async *ra, struct rq_cmd *cmd)
+{
+    struct err e;
+    if (rq_exec_async(ra, cmd, on_answer, a, &e) < 0)
+        fail_msg("rq_exec_async: %s", e.msg);
+}
+
+/* Submit on ra and wait for the answer; returns its status. */
+static enum rq_status ask(struct actx *a, struct rconn_async *ra, struct rq_cmd *cmd)
+{
+    int want = a->answers + 1;
+    submit(a, ra, cmd);
+    run_until(a, &a->answers, want, 10);
+    return a->last;
+}
+
+static void actx_open(struct actx *a, struct rq *q, const struct rconn_setup *setup,
+                      const char *url, long cmd_timeout_ms)
+{
+    struct err e;
+    struct rconn_opts o = RCONN_OPTS_DEFAULT;
+    o.cmd_timeout_ms = cmd_timeout_ms;
+    o.backoff_max_ms = 400;
+    memset(a, 0, sizeof(*a));
+    a->loop = ev_loop_new(EVFLAG_AUTO);
+    a->q = q;
+    ev_timer_init(&a->timer, wake, 0., 0.);
+    a->cmd = rconn_async_new(a->loop, url, &o, setup, on_state, a, &e);
+    a->blk = rconn_async_new(a->loop, url, &o, setup, on_state, a, &e);
+    assert_non_null(a->cmd);
+    assert_non_null(a->blk);
+    run_until(a, &a->ups, 2, 10);
+}
+
+static void actx_close(struct actx *a)
+{
+    rconn_async_free(a->cmd);
+    rconn_async_free(a->blk);
+    ev_loop_destroy(a->loop);
+    free(a->id);
+    free(a->key);
+}
+
+static void on_side_answer(struct rq_res *res, const struct err *e, void *privdata)
+{
+    struct actx *a = privdata;
+    if (!res || res->status != RQ_ADDED)
+        snprintf(a->err, sizeof(a->err), "enqueue_later: %s", e ? e->msg : "not added");
+    else
+        a->side_answers++;
+}
+
+/* Enqueue from a timer while the blocking read waits. */
+static void enqueue_later(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct actx *a = w->data;
+    struct err e;
+    if (rq_exec_async(a->cmd, rq_cmd_enqueue(a->q, "late:1", "{\"late\":1}"), on_side_answer, a,
+                      &e) < 0)
+        snprintf(a->err, sizeof(a->err), "enqueue_later: %s", e.msg);
+}
+
+static void test_rq__async_enqueue_take_ack(void **state)
+{
+    struct fixture *f = *state;
+    struct actx a;
+    actx_open(&a, &f->q, &f->setup, f->srv.url, 10000);
+    assert_int_equal(ask(&a, a.cmd, rq_cmd_enqueue(&f->q, "async:1", "{\"a\":1}")), RQ_ADDED);
+    assert_int_equal(ask(&a, a.cmd, rq_cmd_take(&f->q, "aw", 60000, 3)), RQ_JOB);
+    assert_string_equal(a.key, "async:1");
+    char *id = xstrdup(a.id);
+    assert_int_equal(ask(&a, a.cmd, rq_cmd_renew(&f->q, "aw", id)), RQ_DONE);
+    assert_int_equal(ask(&a, a.cmd, rq_cmd_ack(&f->q, "aw", id, "async:1", NULL, NULL, 0)),
+                     RQ_DONE);
+    free(id);
+    assert_int_equal(ask(&a, a.cmd, rq_cmd_take(&f->q, "aw", 60000, 3)), RQ_EMPTY);
+    /* Blocking read on its own connection, woken by an enqueue on the other. */
+    ev_timer later;
+    ev_timer_init(&later, enqueue_later, 0.2, 0.);
+    later.data = &a;
+    ev_timer_start(a.loop, &later);
+    assert_int_equal(ask(&a, a.blk, rq_cmd_read_new(&f->q, "aw", 3000)), RQ_JOB);
+    run_until(&a, &a.side_answers, 1, 5);
+    assert_string_equal(a.key, "late:1");
+    assert_int_equal(a.n, 1);
+    /* A blocking read that times out answers EMPTY. */
+    assert_int_equal(ask(&a, a.blk, rq_cmd_read_new(&f->q, "aw", 100)), RQ_EMPTY);
+    assert_int_equal(a.downs, 0);
+    actx_close(&a);
+}
+
+static void test_rq__async_reconnects_after_restart(void **state)
+{
+    (void)state;
+    struct own o;
+    struct actx a;
+    struct err e;
+    own_new(&o, 1);
+    actx_open(&a, &o.q, &o.setup, o.s.url, 2000);
+    assert_int_equal(ask(&a, a.cmd, rq_cmd_enqueue(&o.q, "k:1", "{\"k\":1}")), RQ_ADDED);
+    /* A blocking read is pending when Redis goes away: answered with an error. */
+    submit(&a, a.blk, rq_cmd_read_new(&o.q, "w", 5000));
+    server_stop(&o.s);
+    run_until(&a, &a.downs, 2, 10);
+    run_until(&a, &a.answers, 2, 10);
+    assert_int_equal(a.last, 0);
+    assert_non_null(strstr(a.err, "no answer"));
+    assert_false(rconn_async_is_up(a.cmd));
+    assert_int_equal(rq_exec_async(a.cmd, rq_cmd_stats(&o.q), on_answer, &a, &e), -1);
+    assert_non_null(strstr(e.msg, "not connected"));
+    /* Back with its AOF: both holders come up again, the job is still there. */
+    server_start(&o.s);
+    run_until(&a, &a.ups, 4, 10);
+    assert_int_equal(ask(&a, a.cmd, rq_cmd_take(&o.q, "w", 60000, 3)), RQ_JOB);
+    assert_string_equal(a.key, "k:1");
+    /* Back empty: setup on reconnect recreates the library and the group. */
+    server_restart_empty(&o.s);
+    run_until(&a, &a.ups, 6, 10);
+    assert_int_equal(ask(&a, a.cmd, rq_cmd_enqueue(&o.q, "k:2", "{}")), RQ_ADDED);
+    assert_int_equal(ask(&a, a.blk, rq_cmd_read_new(&o.q, "w", 1000)), RQ_JOB);
+    assert_string_equal(a.key, "k:2");
+    /* Emptied while connected (FLUSHALL + FUNCTION FLUSH): repaired on error. */
+    redisContext *c = redisConnect("127.0.0.1", o.s.port);
+    assert_non_null(c);
+    freeReplyObject(redisCommand(c, "FLUSHALL"));
+    freeReplyObject(redisCommand(c, "FUNCTION FLUSH"));
+    redisFree(c);
+    assert_int_equal(ask(&a, a.cmd, rq_cmd_take(&o.q, "w", 60000, 3)), RQ_EMPTY);
+    assert_int_equal(ask(&a, a.cmd, rq_cmd_enqueue(&o.q, "k:3", "{}")), RQ_ADDED);
+    assert_int_equal(ask(&a, a.blk, rq_cmd_read_new(&o.q, "w", 1000)), RQ_JOB);
+    assert_string_equal(a.key, "k:3");
+    actx_close(&a);
+    own_free(&o);
+}
+
+static void test_rq__async_deadline_drops_stuck_server(void **state)
+{
+    (void)state;
+    struct own o;
+    struct actx a;
+    own_new(&o, 0);
+    actx_open(&a, &o.q, &o.setup, o.s.url, 300);
+    kill(o.s.pid, SIGSTOP); /* answers nothing, closes nothing */
+    submit(&a, a.cmd, rq_cmd_stats(&o.q));
+    run_until(&a, &a.answers, 1, 5);
+    assert_int_equal(a.last, 0);
+    assert_non_null(strstr(a.err, "no answer"));
+    assert_true(a.downs >= 1);
+    kill(o.s.pid, SIGCONT);
+    run_until(&a, &a.ups, 3, 10);
+    assert_int_equal(ask(&a, a.cmd, rq_cmd_enqueue(&o.q, "k:1", "{}")), RQ_ADDED);
+    actx_close(&a);
+    own_free(&o);
+}
+
+/* Freeing a holder with requests in flight answers them all, once. */
+static void test_rq__async_free_answers_pending(void **state)
+{
+    struct fixture *f = *state;
+    struct actx a;
+    actx_open(&a, &f->q, &f->setup, f->srv.url, 10000);
+    submit(&a, a.blk, rq_cmd_read_new(&f->q, "fw", 5000));
+    submit(&a, a.cmd, rq_cmd_stats(&f->q));
+    rconn_async_free(a.blk);
+    a.blk = NULL;
+    assert_int_equal(a.answers, 1);
+    assert_non_null(strstr(a.err, "no answer"));
+    run_until(&a, &a.answers, 2, 5);
+    actx_close(&a);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+#define T(name) cmocka_unit_test_setup_teardown(name, test_setup, test_teardown)
+        T(test_rq__enqueue_dedupe),
+        T(test_rq__take_renew_ack_owner_checks),
+        T(test_rq__reclaim_after_lease_and_zombie_ack),
+        T(test_rq__dead_letter_after_max_deliveries),
+        T(test_rq__handback_keeps_delivery_count),
+        T(test_rq__retry_delayed_promote),
+        T(test_rq__fail_dead_letters),
+        T(test_rq__bad_counter_changes_nothing),
+        T(test_rq__operator_pause),
+        T(test_rq__budget_acquire_observe_floor),
+        T(test_rq__budget_reservations_expire),
+        T(test_rq__budget_pause_and_unlimited),
+        T(test_rq__present_sets_and_blobhome),
+        T(test_rq__leases_with_tokens),
+        T(test_rq__run_bookkeeping),
+        T(test_rq__worker_heartbeat),
+        T(test_rq__repairs_missing_function_and_group),
+        T(test_rq__sync_reconnects_after_restart),
+        T(test_rq__async_enqueue_take_ack),
+        T(test_rq__async_reconnects_after_restart),
+        T(test_rq__async_deadline_drops_stuck_server),
+        T(test_rq__async_free_answers_pending),
+#undef T
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
