@@ -118,7 +118,8 @@ int catalog_open(struct catalog **out, const char *source, const char *workdir, 
             goto out;
         }
         if (!workdir) {
-            if (git_repository_open_ext(&c->repo, source, GIT_REPOSITORY_OPEN_NO_SEARCH, NULL) < 0) {
+            if (git_repository_open_ext(&c->repo, source, GIT_REPOSITORY_OPEN_NO_SEARCH, NULL) <
+                0) {
                 err_set(e, "official-images source '%s' is not a git repository: %s", source,
                         git_msg());
                 goto out;
@@ -486,8 +487,8 @@ static void copy_strv(struct oi_strv *dst, const struct oi_strv *src)
 }
 
 static struct catalog_group_change *add_change(struct catalog_repo_diff *out,
-                                               enum catalog_change change,
-                                               const struct oi_repo *r, const struct oi_group *g)
+                                               enum catalog_change change, const struct oi_repo *r,
+                                               const struct oi_group *g)
 {
     out->groups = xrealloc(out->groups, (out->ngroups + 1) * sizeof(*out->groups));
     struct catalog_group_change *gc = &out->groups[out->ngroups++];
@@ -542,7 +543,8 @@ void catalog_diff_repo(const struct oi_repo *old, const struct oi_repo *new_,
         free(hits);
     }
     /* the pairs with most tags in common are the same group */
-    qsort(pairs, npairs, sizeof(*pairs), cmp_pair);
+    if (npairs > 0)
+        qsort(pairs, npairs, sizeof(*pairs), cmp_pair);
     for (size_t p = 0; p < npairs; p++)
         if (!match_of_old[pairs[p].old] && !match_of_new[pairs[p].new_]) {
             match_of_old[pairs[p].old] = pairs[p].new_ + 1;
@@ -564,8 +566,8 @@ void catalog_diff_repo(const struct oi_repo *old, const struct oi_repo *new_,
     }
     for (size_t i = 0; i < nold; i++)
         if (!match_of_old[i]) {
-            struct catalog_group_change *gc = add_change(out, CATALOG_REMOVED, old,
-                                                         &old->groups[i]);
+            struct catalog_group_change *gc =
+                add_change(out, CATALOG_REMOVED, old, &old->groups[i]);
             removed_tags(gc, &old->groups[i], new_refs, nnew_refs);
         }
 

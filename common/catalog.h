@@ -79,16 +79,16 @@ const char *catalog_change_name(enum catalog_change c);
 struct catalog_group_change {
     enum catalog_change change;
     enum oi_group_kind kind;
-    char *key;                    /* oi_group_key() of the new group (old one if removed) */
-    char *old_key;                /* changed only: the old group's key (may equal key) */
-    struct oi_strv tags;          /* the new group's tags (old ones if removed) */
-    struct oi_strv platforms;     /* likewise */
-    struct oi_strv removed_tags;  /* old group's tags that no group of the repository has now */
+    char *key;                   /* oi_group_key() of the new group (old one if removed) */
+    char *old_key;               /* changed only: the old group's key (may equal key) */
+    struct oi_strv tags;         /* the new group's tags (old ones if removed) */
+    struct oi_strv platforms;    /* likewise */
+    struct oi_strv removed_tags; /* old group's tags that no group of the repository has now */
 };
 
 struct catalog_repo_diff {
     char *name;
-    enum catalog_change change; /* file added, removed or changed */
+    enum catalog_change change;          /* file added, removed or changed */
     struct catalog_group_change *groups; /* new file order (added, changed), then removed */
     size_t ngroups;
 };

@@ -274,7 +274,7 @@ static int lex(const char *data, size_t len, const char *name, struct lexed *lx,
 {
     int rc = -1;
     struct para cur = {NULL, 0, 0, 0};
-    struct kv *last = NULL; /* NULL: continuation lines go nowhere */
+    struct kv *last = NULL;    /* NULL: continuation lines go nowhere */
     size_t max = 2 * len + 16; /* a value can never grow past this */
     int line = 0;
 
@@ -491,8 +491,11 @@ static int decode(struct draft *d, const struct para *p, const char *name, struc
     struct {
         const char *key;
         struct oi_strv *list;
-    } lists[] = {{"Maintainers", &d->maint}, {"Tags", &d->tags}, {"SharedTags", &d->shared},
-                 {"Architectures", &d->arches}, {"Constraints", &d->constraints}};
+    } lists[] = {{"Maintainers", &d->maint},
+                 {"Tags", &d->tags},
+                 {"SharedTags", &d->shared},
+                 {"Architectures", &d->arches},
+                 {"Constraints", &d->constraints}};
     for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
         const char *v = para_value(p, lists[i].key);
         if (v)
@@ -527,11 +530,11 @@ static const struct {
     const char *arch;
     const char *platform;
 } arch_table[] = {
-    {"amd64", "linux/amd64"},         {"arm32v5", "linux/arm/v5"},
-    {"arm32v6", "linux/arm/v6"},      {"arm32v7", "linux/arm/v7"},
-    {"arm64v8", "linux/arm64/v8"},    {"i386", "linux/386"},
-    {"mips64le", "linux/mips64le"},   {"ppc64le", "linux/ppc64le"},
-    {"riscv64", "linux/riscv64"},     {"s390x", "linux/s390x"},
+    {"amd64", "linux/amd64"},           {"arm32v5", "linux/arm/v5"},
+    {"arm32v6", "linux/arm/v6"},        {"arm32v7", "linux/arm/v7"},
+    {"arm64v8", "linux/arm64/v8"},      {"i386", "linux/386"},
+    {"mips64le", "linux/mips64le"},     {"ppc64le", "linux/ppc64le"},
+    {"riscv64", "linux/riscv64"},       {"s390x", "linux/s390x"},
     {"windows-amd64", "windows/amd64"},
 };
 
@@ -821,11 +824,12 @@ static void entry_free(struct oi_entry *en)
 /* Parser state across the entries of one file. */
 struct builder {
     const char *name;
+    const struct para *global;
     struct oi_repo *repo;
-    char **texts;        /* build_text of each entry */
+    char **texts; /* build_text of each entry */
     size_t ntexts;
-    struct smap by_text; /* build text -> entry */
-    struct smap by_tag;  /* Tags member -> entry */
+    struct smap by_text;   /* build text -> entry */
+    struct smap by_tag;    /* Tags member -> entry */
     struct smap by_shared; /* SharedTags member -> first entry listing it */
 };
 
@@ -860,14 +864,23 @@ static int check_global(const struct draft *g, const struct para *p, const char 
         goto out;
     }
     if ((bad = invalid_list(&g->arches, arch_ok))) {
-        failf(e, name, para_line(p, "Architectures"), "invalid global Architectures: \"%s\"",
-              bad);
+        failf(e, name, para_line(p, "Architectures"), "invalid global Architectures: \"%s\"", bad);
         goto out;
     }
     rc = 0;
 out:
     free(bad);
     return rc;
+}
+
+/* The line that set key for the entry paragraph p: its own, else the
+ * global paragraph's it inherited, else the entry's first line. */
+static int entry_line(const struct builder *b, const struct para *p, const char *key)
+{
+    const struct kv *kv = para_find(p, key);
+    if (!kv)
+        kv = para_find(b->global, key);
+    return kv ? kv->line : p->line;
 }
 
 /* Validate draft d (the entry paragraph p) against itself and the entries
@@ -886,25 +899,25 @@ static int check_entry(struct builder *b, struct draft *d, const struct para *p,
     tags = tags_string(&d->tags);
     for (int i = F_GITREPO; i <= F_GITCOMMIT; i++)
         if (d->f[i][0] == '\0') {
-            failf(e, name, para_line(p, field_names[i]), "Tags \"%s\": missing %s", tags,
+            failf(e, name, entry_line(b, p, field_names[i]), "Tags \"%s\": missing %s", tags,
                   field_names[i]);
             goto out;
         }
     if (!fetch_ok(d->f[F_GITFETCH])) {
-        failf(e, name, para_line(p, "GitFetch"),
+        failf(e, name, entry_line(b, p, "GitFetch"),
               "Tags \"%s\": invalid GitFetch \"%s\" (must be \"refs/heads/...\" or "
               "\"refs/tags/...\")",
               tags, d->f[F_GITFETCH]);
         goto out;
     }
     if (!commit_ok(d->f[F_GITCOMMIT])) {
-        failf(e, name, para_line(p, "GitCommit"),
+        failf(e, name, entry_line(b, p, "GitCommit"),
               "Tags \"%s\": invalid GitCommit \"%s\" (must be a commit: 40 or 64 lowercase hex)",
               tags, d->f[F_GITCOMMIT]);
         goto out;
     }
     if ((bad = invalid_list(&d->maint, maintainer_ok))) {
-        failf(e, name, para_line(p, "Maintainers"),
+        failf(e, name, entry_line(b, p, "Maintainers"),
               "Tags \"%s\": invalid Maintainers: \"%s\" (expected \"Full Name "
               "<contact-email-or-url> (@github-handle)\" or \"Full Name (@github-handle)\")",
               tags, bad);
@@ -923,17 +936,17 @@ static int check_entry(struct builder *b, struct draft *d, const struct para *p,
         }
 
     if ((bad = invalid_list(&d->arches, arch_ok))) {
-        failf(e, name, para_line(p, "Architectures"), "Tags \"%s\": invalid Architectures: \"%s\"",
-              tags, bad);
+        failf(e, name, entry_line(b, p, "Architectures"),
+              "Tags \"%s\": invalid Architectures: \"%s\"", tags, bad);
         goto out;
     }
     if ((bad = invalid_list(&d->tags, tag_ok))) {
-        failf(e, name, para_line(p, "Tags"), "Tags \"%s\": invalid tag \"%s\" (must match %s)",
+        failf(e, name, entry_line(b, p, "Tags"), "Tags \"%s\": invalid tag \"%s\" (must match %s)",
               tags, bad, "^\\w[\\w.-]{0,127}$");
         goto out;
     }
     if ((bad = invalid_list(&d->shared, tag_ok))) {
-        failf(e, name, para_line(p, "SharedTags"),
+        failf(e, name, entry_line(b, p, "SharedTags"),
               "Tags \"%s\": invalid shared tag \"%s\" (must match %s)", tags, bad,
               "^\\w[\\w.-]{0,127}$");
         goto out;
@@ -945,19 +958,19 @@ static int check_entry(struct builder *b, struct draft *d, const struct para *p,
         if (!other)
             other = smap_get(&b->by_shared, t);
         if (smap_get(&b->by_tag, t)) {
-            failf(e, name, para_line(p, "Tags"),
+            failf(e, name, entry_line(b, p, "Tags"),
                   "Tags \"%s\": duplicate tag \"%s\" (also in the entry of line %d)", tags, t,
                   b->repo->entries[*other].line);
             goto out;
         }
         if (other) {
-            failf(e, name, para_line(p, "Tags"),
-                  "Tags \"%s\": tag \"%s\" is a SharedTags member of the entry of line %d", tags,
-                  t, b->repo->entries[*other].line);
+            failf(e, name, entry_line(b, p, "Tags"),
+                  "Tags \"%s\": tag \"%s\" is a SharedTags member of the entry of line %d", tags, t,
+                  b->repo->entries[*other].line);
             goto out;
         }
         if (smap_get(&seen, t)) {
-            failf(e, name, para_line(p, "Tags"), "Tags \"%s\": duplicate tag \"%s\"", tags, t);
+            failf(e, name, entry_line(b, p, "Tags"), "Tags \"%s\": duplicate tag \"%s\"", tags, t);
             goto out;
         }
         smap_add(&seen, t, 0);
@@ -966,13 +979,13 @@ static int check_entry(struct builder *b, struct draft *d, const struct para *p,
         const char *t = d->shared.v[i];
         const size_t *other = smap_get(&b->by_tag, t);
         if (other) {
-            failf(e, name, para_line(p, "SharedTags"),
+            failf(e, name, entry_line(b, p, "SharedTags"),
                   "Tags \"%s\": shared tag \"%s\" is a Tags member of the entry of line %d", tags,
                   t, b->repo->entries[*other].line);
             goto out;
         }
         if (smap_get(&seen, t)) {
-            failf(e, name, para_line(p, "SharedTags"),
+            failf(e, name, entry_line(b, p, "SharedTags"),
                   "Tags \"%s\": duplicate tag \"%s\" (in Tags and SharedTags)", tags, t);
             goto out;
         }
@@ -1098,8 +1111,7 @@ static void build_groups(struct oi_repo *r)
     smap_free(&tag_idx);
 }
 
-int oi_parse(const char *data, size_t len, const char *name, struct oi_repo **out,
-             struct err *e)
+int oi_parse(const char *data, size_t len, const char *name, struct oi_repo **out, struct err *e)
 {
     int rc = -1;
     struct lexed lx = {NULL, 0};
@@ -1130,6 +1142,7 @@ int oi_parse(const char *data, size_t len, const char *name, struct oi_repo **ou
     if (decode(&global, &lx.p[0], name, e) < 0 || check_global(&global, &lx.p[0], name, e) < 0)
         goto out;
 
+    b.global = &lx.p[0];
     for (size_t i = 1; i < lx.n; i++) {
         draft_clone(&d, &global);
         if (decode(&d, &lx.p[i], name, e) < 0 || check_entry(&b, &d, &lx.p[i], e) < 0)
@@ -1169,16 +1182,16 @@ void oi_repo_free(struct oi_repo *r)
 const char *oi_entry_arch_value(const struct oi_entry *en, const char *arch, const char *field)
 {
     static const size_t offsets[NFIELDS] = {
-        offsetof(struct oi_entry, git_repo),  offsetof(struct oi_entry, git_fetch),
+        offsetof(struct oi_entry, git_repo),   offsetof(struct oi_entry, git_fetch),
         offsetof(struct oi_entry, git_commit), offsetof(struct oi_entry, directory),
-        offsetof(struct oi_entry, file),      offsetof(struct oi_entry, builder)};
+        offsetof(struct oi_entry, file),       offsetof(struct oi_entry, builder)};
     for (int i = 0; i < NFIELDS; i++) {
         if (strcmp(field, field_names[i]) != 0)
             continue;
         char *key = xasprintf("%s-%s", arch, field);
         struct oi_arch_field probe = {key, NULL};
-        const struct oi_arch_field *hit = bsearch(&probe, en->arch_fields, en->narch_fields,
-                                                  sizeof(probe), cmp_arch_field);
+        const struct oi_arch_field *hit =
+            bsearch(&probe, en->arch_fields, en->narch_fields, sizeof(probe), cmp_arch_field);
         free(key);
         if (hit)
             return hit->value;

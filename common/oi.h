@@ -62,7 +62,7 @@ struct oi_entry {
     char *git_commit;
     char *directory; /* path-cleaned */
     char *file;
-    char *builder; /* "" when not set */
+    char *builder;                     /* "" when not set */
     struct oi_arch_field *arch_fields; /* non-empty ones, sorted by key */
     size_t narch_fields;
     char fingerprint[OI_FINGERPRINT_LEN + 1];
@@ -90,8 +90,7 @@ struct oi_repo {
 /* Parse the library file `data` (len bytes, need not be NUL-terminated) of
  * repository `name`. On success *out is a new repository (caller frees with
  * oi_repo_free); on error returns -1 with "library/<name> line N: ...". */
-int oi_parse(const char *data, size_t len, const char *name, struct oi_repo **out,
-             struct err *e);
+int oi_parse(const char *data, size_t len, const char *name, struct oi_repo **out, struct err *e);
 void oi_repo_free(struct oi_repo *r);
 
 /* OCI platform ("os/architecture[/variant]") of a bashbrew architecture, or

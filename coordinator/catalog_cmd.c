@@ -10,14 +10,14 @@
 #include "coord.h"
 #include "xalloc.h"
 
+/* Options both subcommands take. */
 #define OPT_SOURCE                                                                                 \
     {"official-images", "HUBSYNC_OFFICIAL_IMAGES", CFG_STR, NULL, 0, 0,                            \
      "official-images source: a local repository (bare or not) or a URL", 0}
 #define OPT_WORKDIR                                                                                \
     {"workdir", "HUBSYNC_WORKDIR", CFG_STR, NULL, 0, 0,                                            \
      "keep a clone of the source here (fetched on every run); default: read a local source "       \
-     "in place, clone a URL into a temporary folder",                                              \
-     0}
+     "in place, clone a URL into a temporary folder", 0}
 #define OPT_JSON {"json", NULL, CFG_BOOL, "false", 0, 0, "print JSON instead of a summary", 0}
 #define OPT_HELP {"help", NULL, CFG_BOOL, "false", 0, 0, "show this help", 0}
 
@@ -70,8 +70,8 @@ static json_t *jerrors(const struct catalog_error *errs, size_t n)
 {
     json_t *a = json_array();
     for (size_t i = 0; i < n; i++)
-        json_array_append_new(a, json_pack("{s:o, s:o}", "repository", jstr(errs[i].repo),
-                                           "error", jstr(errs[i].msg)));
+        json_array_append_new(a, json_pack("{s:o, s:o}", "repository", jstr(errs[i].repo), "error",
+                                           jstr(errs[i].msg)));
     return a;
 }
 
@@ -124,14 +124,13 @@ static json_t *catalog_json(const struct catalog_snapshot *s, const struct catal
             }
             json_array_append_new(groups, jg);
         }
-        json_array_append_new(repos, json_pack("{s:o, s:o}", "name", jstr(r->name), "groups",
-                                               groups));
+        json_array_append_new(repos,
+                              json_pack("{s:o, s:o}", "name", jstr(r->name), "groups", groups));
     }
-    return json_pack("{s:s, s:o, s:o, s:{s:I, s:I, s:I, s:I}}", "commit", s->commit,
-                     "repositories", repos, "errors", jerrors(s->errors, s->nerrors), "totals",
-                     "repositories", (json_int_t)t->repositories, "groups",
-                     (json_int_t)t->groups, "tags", (json_int_t)t->tags, "entry_platforms",
-                     (json_int_t)t->entry_platforms);
+    return json_pack("{s:s, s:o, s:o, s:{s:I, s:I, s:I, s:I}}", "commit", s->commit, "repositories",
+                     repos, "errors", jerrors(s->errors, s->nerrors), "totals", "repositories",
+                     (json_int_t)t->repositories, "groups", (json_int_t)t->groups, "tags",
+                     (json_int_t)t->tags, "entry_platforms", (json_int_t)t->entry_platforms);
 }
 
 static void catalog_text(const struct catalog_snapshot *s, const struct catalog_totals *t)
@@ -222,16 +221,14 @@ static json_t *diff_json(const struct catalog_diff *d, const size_t counts[3])
             json_object_set_new(jg, "removed_tags", jstrv(&gc->removed_tags));
             json_array_append_new(groups, jg);
         }
-        json_array_append_new(repos, json_pack("{s:o, s:s, s:o}", "name", jstr(rd->name),
-                                               "change", catalog_change_name(rd->change),
-                                               "groups", groups));
+        json_array_append_new(repos, json_pack("{s:o, s:s, s:o}", "name", jstr(rd->name), "change",
+                                               catalog_change_name(rd->change), "groups", groups));
     }
-    return json_pack("{s:s, s:s, s:o, s:o, s:{s:I, s:I, s:I, s:I}}", "from", d->from, "to",
-                     d->to, "repositories", repos, "errors", jerrors(d->errors, d->nerrors),
-                     "totals", "repositories", (json_int_t)d->nrepos, "added",
-                     (json_int_t)counts[CATALOG_ADDED], "removed",
-                     (json_int_t)counts[CATALOG_REMOVED], "changed",
-                     (json_int_t)counts[CATALOG_CHANGED]);
+    return json_pack(
+        "{s:s, s:s, s:o, s:o, s:{s:I, s:I, s:I, s:I}}", "from", d->from, "to", d->to,
+        "repositories", repos, "errors", jerrors(d->errors, d->nerrors), "totals", "repositories",
+        (json_int_t)d->nrepos, "added", (json_int_t)counts[CATALOG_ADDED], "removed",
+        (json_int_t)counts[CATALOG_REMOVED], "changed", (json_int_t)counts[CATALOG_CHANGED]);
 }
 
 static void print_list(const char *label, const struct oi_strv *s)

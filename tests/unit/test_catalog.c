@@ -16,8 +16,8 @@
 #include "catalog.h"
 
 #define HEAD "Maintainers: J (@j)\nGitRepo: https://example.com/r.git\n"
-#define C1 "GitCommit: 0123456789abcdef0123456789abcdef01234567\n"
-#define C2 "GitCommit: 89abcdef0123456789abcdef0123456789abcdef\n"
+#define C1   "GitCommit: 0123456789abcdef0123456789abcdef01234567\n"
+#define C2   "GitCommit: 89abcdef0123456789abcdef0123456789abcdef\n"
 
 static struct oi_repo *parse(const char *text)
 {
@@ -110,10 +110,10 @@ static void test_catalog__git_commit_bump_is_change(void **state)
     (void)state;
     /* same tags, new GitCommit: upstream rebuilt it; the shared group that
      * holds the entry changes too */
-    struct catalog_repo_diff rd = diff_texts(base, HEAD C1 "\n"
-                                                         "Tags: 1.0, 1, latest\nSharedTags: shared\n"
-                                                         "Architectures: amd64, arm64v8\n" C2
-                                                         "\nTags: 2.0, 2\nDirectory: 2\n");
+    struct catalog_repo_diff rd = diff_texts(
+        base, HEAD C1 "\n"
+                      "Tags: 1.0, 1, latest\nSharedTags: shared\n"
+                      "Architectures: amd64, arm64v8\n" C2 "\nTags: 2.0, 2\nDirectory: 2\n");
     assert_int_equal(rd.ngroups, 2);
     assert_change(&rd, 0, CATALOG_CHANGED, "test:1.0", "");
     assert_string_equal(rd.groups[0].old_key, "test:1.0");
@@ -134,11 +134,12 @@ static void test_catalog__tags_and_platforms(void **state)
     (void)state;
     /* 1.0 -> 1.1 keeps the group (tags "1" and "latest" in common): its
      * key moves, 1.0 disappeared; a new architecture changes 2.0 */
-    struct catalog_repo_diff rd = diff_texts(base, HEAD C1 "\n"
-                                                         "Tags: 1.1, 1, latest\nSharedTags: shared\n"
-                                                         "Architectures: amd64, arm64v8\n"
-                                                         "\nTags: 2.0, 2\nDirectory: 2\n"
-                                                         "Architectures: amd64, s390x\n");
+    struct catalog_repo_diff rd =
+        diff_texts(base, HEAD C1 "\n"
+                                 "Tags: 1.1, 1, latest\nSharedTags: shared\n"
+                                 "Architectures: amd64, arm64v8\n"
+                                 "\nTags: 2.0, 2\nDirectory: 2\n"
+                                 "Architectures: amd64, s390x\n");
     assert_int_equal(rd.ngroups, 2);
     assert_change(&rd, 0, CATALOG_CHANGED, "test:1.1", "1.0");
     assert_string_equal(rd.groups[0].old_key, "test:1.0");
@@ -153,10 +154,11 @@ static void test_catalog__moved_tag_not_removed(void **state)
     (void)state;
     /* "latest" moves from the 1.0 entry to 2.0: both groups change, and
      * nothing disappeared from the repository */
-    struct catalog_repo_diff rd = diff_texts(base, HEAD C1 "\n"
-                                                         "Tags: 1.0, 1\nSharedTags: shared\n"
-                                                         "Architectures: amd64, arm64v8\n"
-                                                         "\nTags: 2.0, 2, latest\nDirectory: 2\n");
+    struct catalog_repo_diff rd =
+        diff_texts(base, HEAD C1 "\n"
+                                 "Tags: 1.0, 1\nSharedTags: shared\n"
+                                 "Architectures: amd64, arm64v8\n"
+                                 "\nTags: 2.0, 2, latest\nDirectory: 2\n");
     assert_int_equal(rd.ngroups, 2);
     assert_change(&rd, 0, CATALOG_CHANGED, "test:1.0", "");
     assert_change(&rd, 1, CATALOG_CHANGED, "test:2.0", "");
@@ -168,9 +170,8 @@ static void test_catalog__most_tags_in_common(void **state)
     (void)state;
     /* old {a,b,c} {d}; new {a,b,d} {c}: {a,b,d} is {a,b,c} (2 in common
      * beats 1), {c} is new, {d} is gone */
-    struct catalog_repo_diff rd =
-        diff_texts(HEAD C1 "\nTags: a, b, c\n\nTags: d\nDirectory: d\n",
-                   HEAD C1 "\nTags: a, b, d\n\nTags: c\nDirectory: d\n");
+    struct catalog_repo_diff rd = diff_texts(HEAD C1 "\nTags: a, b, c\n\nTags: d\nDirectory: d\n",
+                                             HEAD C1 "\nTags: a, b, d\n\nTags: c\nDirectory: d\n");
     assert_int_equal(rd.ngroups, 3);
     assert_change(&rd, 0, CATALOG_CHANGED, "test:a", "");
     assert_change(&rd, 1, CATALOG_ADDED, "test:c", "");
@@ -183,8 +184,8 @@ static void test_catalog__kinds_do_not_match(void **state)
     (void)state;
     /* "x" turns from a shared tag into a simple tag: different kinds are
      * different indexes */
-    struct catalog_repo_diff rd = diff_texts(HEAD C1 "\nTags: a\nSharedTags: x\n",
-                                             HEAD C1 "\nTags: a, x\n");
+    struct catalog_repo_diff rd =
+        diff_texts(HEAD C1 "\nTags: a\nSharedTags: x\n", HEAD C1 "\nTags: a, x\n");
     assert_int_equal(rd.ngroups, 2);
     assert_change(&rd, 0, CATALOG_CHANGED, "test:a", "");
     assert_change(&rd, 1, CATALOG_REMOVED, "test:x", "");

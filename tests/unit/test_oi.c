@@ -13,7 +13,7 @@
 #include "oi.h"
 
 #define HEAD                                                                                       \
-    "Maintainers: Jane Doe <jane@example.com> (@jane)\n"                                          \
+    "Maintainers: Jane Doe <jane@example.com> (@jane)\n"                                           \
     "GitRepo: https://github.com/example/repo.git\n"                                               \
     "GitCommit: 0123456789abcdef0123456789abcdef01234567\n"
 #define C2 "89abcdef0123456789abcdef0123456789abcdef"
@@ -192,7 +192,8 @@ static void test_oi__key_value_split(void **state)
 static void test_oi__bad_line(void **state)
 {
     (void)state;
-    parse_err(HEAD "\nTags: a\nthis line has no colon\n", "line 6", "bad line 'this line has no colon'");
+    parse_err(HEAD "\nTags: a\nthis line has no colon\n", "line 6",
+              "bad line 'this line has no colon'");
 }
 
 static void test_oi__keys_case_sensitive_unknown_ignored(void **state)
@@ -392,8 +393,8 @@ static void test_oi__missing_fields(void **state)
 {
     (void)state;
     parse_err(HEAD "\nDirectory: x\n", "line 5: missing Tags", NULL);
-    parse_err("Maintainers: J (@j)\nGitCommit: " C2 "\n\nTags: a\n",
-              "Tags \"a\": missing GitRepo", NULL);
+    parse_err("Maintainers: J (@j)\nGitCommit: " C2 "\n\nTags: a\n", "Tags \"a\": missing GitRepo",
+              NULL);
     parse_err("Maintainers: J (@j)\nGitRepo: r\n\nTags: a, b\n", "Tags \"a, b\": missing GitCommit",
               "line 4");
     parse_err(HEAD "\nTags: a\nGitFetch:\n", "missing GitFetch", "line 6");
@@ -402,8 +403,8 @@ static void test_oi__missing_fields(void **state)
 static void test_oi__git_fetch(void **state)
 {
     (void)state;
-    parse_err(HEAD "\nTags: a\nGitFetch: refs/pull/1/head\n", "invalid GitFetch \"refs/pull/1/head\"",
-              "line 6");
+    parse_err(HEAD "\nTags: a\nGitFetch: refs/pull/1/head\n",
+              "invalid GitFetch \"refs/pull/1/head\"", "line 6");
     parse_err(HEAD "\nTags: a\nGitFetch: refs/heads/a*b\n", "invalid GitFetch", NULL);
     parse_err(HEAD "\nTags: a\nGitFetch: refs/tags/\n", "invalid GitFetch", NULL);
     parse_err(HEAD "\nTags: a\nGitFetch: main\n", "invalid GitFetch", NULL);
@@ -416,6 +417,9 @@ static void test_oi__git_commit(void **state)
 {
     (void)state;
     parse_err(HEAD "\nTags: a\nGitCommit: 0123456\n", "invalid GitCommit \"0123456\"", "line 6");
+    /* an inherited bad value is reported where the global paragraph set it */
+    parse_err("Maintainers: J (@j)\nGitRepo: r\nGitCommit: bad\n\nTags: a\n",
+              "line 3: Tags \"a\": invalid GitCommit \"bad\"", NULL);
     parse_err(HEAD "\nTags: a\nGitCommit: 0123456789ABCDEF0123456789abcdef01234567\n",
               "invalid GitCommit", NULL);
     parse_err(HEAD "\nTags: a\nGitCommit: refs/heads/master\n", "invalid GitCommit", NULL);
@@ -519,18 +523,18 @@ static void test_oi__maintainers(void **state)
     };
     char text[512];
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
-        snprintf(text, sizeof(text),
-                 "Maintainers: %s\nGitRepo: r\nGitCommit: " C2 "\n\nTags: a\n", good[i]);
+        snprintf(text, sizeof(text), "Maintainers: %s\nGitRepo: r\nGitCommit: " C2 "\n\nTags: a\n",
+                 good[i]);
         oi_repo_free(parse_ok(text));
     }
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        snprintf(text, sizeof(text),
-                 "Maintainers: %s\nGitRepo: r\nGitCommit: " C2 "\n\nTags: a\n", bad[i]);
+        snprintf(text, sizeof(text), "Maintainers: %s\nGitRepo: r\nGitCommit: " C2 "\n\nTags: a\n",
+                 bad[i]);
         parse_err(text, "invalid Maintainers", "line 1");
     }
     /* an entry's own Maintainers are checked too */
-    parse_err(HEAD "\nTags: a\nMaintainers: nobody\n", "Tags \"a\": invalid Maintainers: \"nobody\"",
-              "line 6");
+    parse_err(HEAD "\nTags: a\nMaintainers: nobody\n",
+              "Tags \"a\": invalid Maintainers: \"nobody\"", "line 6");
 }
 
 /* ---- merging ---- */
@@ -538,11 +542,12 @@ static void test_oi__maintainers(void **state)
 static void test_oi__merge_same_artifacts(void **state)
 {
     (void)state;
-    struct oi_repo *r = parse_ok(HEAD "\nTags: 1.0, 1\nSharedTags: s1\nArchitectures: arm64v8, amd64\n"
-                                      "Directory: ./v1/\n"
-                                      "\nTags: 2.0\nDirectory: v2\n"
-                                      "\nTags: latest\nSharedTags: s1, s2\n"
-                                      "Architectures: amd64, arm64v8, amd64\nDirectory: v1\n");
+    struct oi_repo *r =
+        parse_ok(HEAD "\nTags: 1.0, 1\nSharedTags: s1\nArchitectures: arm64v8, amd64\n"
+                      "Directory: ./v1/\n"
+                      "\nTags: 2.0\nDirectory: v2\n"
+                      "\nTags: latest\nSharedTags: s1, s2\n"
+                      "Architectures: amd64, arm64v8, amd64\nDirectory: v1\n");
     assert_int_equal(r->nentries, 2);
     ASSERT_STRV(&r->entries[0].tags, "1.0", "1", "latest");
     ASSERT_STRV(&r->entries[0].shared_tags, "s1", "s2");
@@ -560,8 +565,8 @@ static void test_oi__no_merge_when_artifacts_differ(void **state)
     (void)state;
     static const char *const second[] = {
         "Architectures: amd64, i386\n", "GitRepo: other\n", "GitFetch: refs/heads/x\n",
-        "GitCommit: " C2 "\n",         "Directory: d\n",    "File: F\n",
-        "Builder: classic\n",          "Constraints: c\n",  "amd64-GitCommit: " C2 "\n",
+        "GitCommit: " C2 "\n",          "Directory: d\n",   "File: F\n",
+        "Builder: classic\n",           "Constraints: c\n", "amd64-GitCommit: " C2 "\n",
         "foo-Directory: x\n",
     };
     for (size_t i = 0; i < sizeof(second) / sizeof(second[0]); i++) {
@@ -595,9 +600,9 @@ static void test_oi__directory_clean(void **state)
 {
     (void)state;
     static const char *const cases[][2] = {
-        {"", "."},           {".", "."},     {"a/../b/./c//", "b/c"}, {"/../x", "/x"},
-        {"../a", "../a"},   {"a/../..", ".."}, {"//a//b/", "/a/b"},  {"a/b/../../..", ".."},
-        {"./", "."},         {"/", "/"},     {"x/..", "."},
+        {"", "."},        {".", "."},        {"a/../b/./c//", "b/c"}, {"/../x", "/x"},
+        {"../a", "../a"}, {"a/../..", ".."}, {"//a//b/", "/a/b"},     {"a/b/../../..", ".."},
+        {"./", "."},      {"/", "/"},        {"x/..", "."},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char text[512];
@@ -612,29 +617,28 @@ static void test_oi__directory_clean(void **state)
 
 /* ---- grouping ---- */
 
-static const char hello_world[] =
-    "Maintainers: Tianon Gravi <admwiggin@gmail.com> (@tianon),\n"
-    "             Joseph Ferguson <yosifkit@gmail.com> (@yosifkit)\n"
-    "GitRepo: https://github.com/docker-library/hello-world.git\n"
-    "GitCommit: 3981a44a531e7c844d844e12cbbda232d10d5dfb\n"
-    "\n"
-    "Tags: linux\n"
-    "SharedTags: latest\n"
-    "Architectures: amd64, arm32v5, arm64v8, i386\n"
-    "amd64-Directory: amd64\n"
-    "arm64v8-Directory: arm64v8\n"
-    "\n"
-    "Tags: nanoserver-ltsc2025\n"
-    "SharedTags: nanoserver, latest\n"
-    "Architectures: windows-amd64\n"
-    "windows-amd64-Directory: amd64/nanoserver-ltsc2025\n"
-    "Constraints: nanoserver-ltsc2025\n"
-    "\n"
-    "Tags: nanoserver-ltsc2022\n"
-    "SharedTags: nanoserver, latest\n"
-    "Architectures: windows-amd64\n"
-    "windows-amd64-Directory: amd64/nanoserver-ltsc2022\n"
-    "Constraints: nanoserver-ltsc2022\n";
+static const char hello_world[] = "Maintainers: Tianon Gravi <admwiggin@gmail.com> (@tianon),\n"
+                                  "             Joseph Ferguson <yosifkit@gmail.com> (@yosifkit)\n"
+                                  "GitRepo: https://github.com/docker-library/hello-world.git\n"
+                                  "GitCommit: 3981a44a531e7c844d844e12cbbda232d10d5dfb\n"
+                                  "\n"
+                                  "Tags: linux\n"
+                                  "SharedTags: latest\n"
+                                  "Architectures: amd64, arm32v5, arm64v8, i386\n"
+                                  "amd64-Directory: amd64\n"
+                                  "arm64v8-Directory: arm64v8\n"
+                                  "\n"
+                                  "Tags: nanoserver-ltsc2025\n"
+                                  "SharedTags: nanoserver, latest\n"
+                                  "Architectures: windows-amd64\n"
+                                  "windows-amd64-Directory: amd64/nanoserver-ltsc2025\n"
+                                  "Constraints: nanoserver-ltsc2025\n"
+                                  "\n"
+                                  "Tags: nanoserver-ltsc2022\n"
+                                  "SharedTags: nanoserver, latest\n"
+                                  "Architectures: windows-amd64\n"
+                                  "windows-amd64-Directory: amd64/nanoserver-ltsc2022\n"
+                                  "Constraints: nanoserver-ltsc2022\n";
 
 static void test_oi__shared_groups(void **state)
 {
@@ -696,10 +700,12 @@ static void test_oi__arch_platforms(void **state)
 {
     (void)state;
     static const char *const table[][2] = {
-        {"amd64", "linux/amd64"},       {"arm32v5", "linux/arm/v5"},   {"arm32v6", "linux/arm/v6"},
-        {"arm32v7", "linux/arm/v7"},    {"arm64v8", "linux/arm64/v8"}, {"i386", "linux/386"},
-        {"mips64le", "linux/mips64le"}, {"ppc64le", "linux/ppc64le"},  {"riscv64", "linux/riscv64"},
-        {"s390x", "linux/s390x"},       {"windows-amd64", "windows/amd64"},
+        {"amd64", "linux/amd64"},           {"arm32v5", "linux/arm/v5"},
+        {"arm32v6", "linux/arm/v6"},        {"arm32v7", "linux/arm/v7"},
+        {"arm64v8", "linux/arm64/v8"},      {"i386", "linux/386"},
+        {"mips64le", "linux/mips64le"},     {"ppc64le", "linux/ppc64le"},
+        {"riscv64", "linux/riscv64"},       {"s390x", "linux/s390x"},
+        {"windows-amd64", "windows/amd64"},
     };
     for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++)
         assert_string_equal(oi_arch_platform(table[i][0]), table[i][1]);
