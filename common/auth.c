@@ -209,8 +209,9 @@ int auth_parse_token(const char *json, size_t n, char **token, long *expires_in,
     json_t *root = json_loadb(json, n, 0, &je);
     int rc = -1;
     if (!json_is_object(root)) {
-        err_set(e, "token answer is not a JSON object%s%s", root ? "" : ": ",
-                root ? "" : je.text);
+        /* Not je.text: jansson quotes the input there, which may be a secret. */
+        err_set(e, "token answer is not a JSON object (line %d, column %d)", je.line,
+                je.column);
         goto out;
     }
     json_t *t = json_object_get(root, "token");

@@ -444,7 +444,8 @@ int creds_from_docker_config(const char *registry_url, struct creds *out, struct
     json_error_t je;
     root = json_loadb(data, len, 0, &je);
     if (!json_is_object(root)) {
-        err_set(e, "%s line %d: %s", path, je.line, root ? "not a JSON object" : je.text);
+        /* Position only: jansson's text quotes the input, which holds secrets. */
+        err_set(e, "%s line %d column %d: not a valid JSON object", path, je.line, je.column);
         goto out;
     }
     int hub = strcmp(host, HUB_HOST) == 0;

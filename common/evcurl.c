@@ -36,10 +36,12 @@ struct evcurl {
     ev_prepare prepare;
     struct xfer *xfers;
     struct xfer *dhead, *dtail;
+    int held; /* the loop is held alive for queued work */
     int active;
 };
 
 static void after_action(struct evcurl *ec);
+static void hold(struct evcurl *ec, int on);
 
 static void fatal_multi(const char *what, CURLMcode rc)
 {
@@ -142,6 +144,8 @@ static void unqueue(struct evcurl *ec, struct xfer *x)
     }
     x->dnext = NULL;
     x->queued = 0;
+    if (!ec->dhead)
+        hold(ec, 0);
 }
 
 static void unlink_xfer(struct evcurl *ec, struct xfer *x)
@@ -187,6 +191,18 @@ static void drain(struct evcurl *ec)
     }
 }
 
+/* Queued work must keep ev_run() iterating until the prepare watcher (not
+ * counted as active otherwise) has flushed it: an unpause queued from a
+ * timer may be the only thing left to do. */
+static void hold(struct evcurl *ec, int on)
+{
+    if (on && !ec->held)
+        ev_ref(ec->loop);
+    else if (!on && ec->held)
+        ev_unref(ec->loop);
+    ec->held = on;
+}
+
 static void flush(struct evcurl *ec)
 {
     /* Pop one at a time: an unpause may replay data into a write callback
@@ -210,6 +226,7 @@ static void flush(struct evcurl *ec)
                 log_warn("libcurl unpause: %s", curl_easy_strerror(rc));
         }
     }
+    hold(ec, 0);
 }
 
 static void after_action(struct evcurl *ec)
@@ -240,6 +257,7 @@ static void enqueue(struct evcurl *ec, struct xfer *x)
     else
         ec->dhead = x;
     ec->dtail = x;
+    hold(ec, 1);
 }
 
 static struct xfer *xfer_of(CURL *easy)
@@ -346,6 +364,7 @@ void evcurl_free(struct evcurl *ec)
         unlink_xfer(ec, x);
         free(x);
     }
+    hold(ec, 0);
     /* May call sock_cb with CURL_POLL_REMOVE for cached connections. */
     curl_multi_cleanup(ec->multi);
     ev_timer_stop(ec->loop, &ec->timer);

@@ -1,0 +1,59 @@
+/* Fuzz target: registry answer parsers (reg_parse) on arbitrary bytes: Link
+ * headers, error documents, tag lists, URL resolution and origins.
+ * Invariants: a resolved URL is http(s) and free of bytes that could split
+ * a request; error summaries stay bounded and printable; tags obey the tag
+ * grammar. */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "reg.h"
+#include "reg_parse.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static void check_url(const char *u)
+{
+    if (strncasecmp(u, "http://", 7) != 0 && strncasecmp(u, "https://", 8) != 0)
+        abort();
+    for (const char *p = u; *p; p++)
+        if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f)
+            abort();
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    const char *s = (const char *)data;
+    struct err e;
+    char *next = NULL;
+    if (reg_parse_link_next(s, size, &next, &e) == 1) {
+        char *abs;
+        if (reg_parse_resolve_url("https://reg.example:5000/v2/a/tags/list?n=1", next, &abs,
+                                  &e) == 0) {
+            check_url(abs);
+            (void)reg_parse_same_origin(abs, "https://reg.example:5000");
+            free(abs);
+        }
+        free(next);
+    }
+    char out[64];
+    int tm;
+    reg_parse_errors(s, size, out, sizeof(out), &tm);
+    if (strlen(out) >= sizeof(out))
+        abort();
+    for (const char *p = out; *p; p++)
+        if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
+            abort();
+    char **tags;
+    size_t n;
+    int many;
+    if (reg_parse_tags(s, size, 1000, &tags, &n, &many, &e) == 0) {
+        for (size_t i = 0; i < n; i++)
+            if (!reg_valid_tag(tags[i]))
+                abort();
+        reg_parse_free_tags(tags, n);
+    }
+    return 0;
+}

@@ -1,0 +1,257 @@
+/* Unit tests for common/creds: environment, docker config.json, credential
+ * helpers (a fake docker-credential-* script on PATH). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "creds.h"
+#include "xalloc.h"
+
+struct fixture {
+    char dir[64];
+    char *old_path;
+};
+
+static void write_file(const char *dir, const char *name, const char *text, int mode)
+{
+    char *p = xasprintf("%s/%s", dir, name);
+    FILE *f = fopen(p, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    chmod(p, (mode_t)mode);
+    free(p);
+}
+
+static int setup(void **state)
+{
+    struct fixture *fx = xcalloc(1, sizeof(*fx));
+    strcpy(fx->dir, "/tmp/hubsync-creds-XXXXXX");
+    assert_non_null(mkdtemp(fx->dir));
+    setenv("DOCKER_CONFIG", fx->dir, 1);
+    const char *path = getenv("PATH");
+    fx->old_path = xstrdup(path ? path : "/usr/bin:/bin");
+    char *np = xasprintf("%s:%s", fx->dir, fx->old_path);
+    setenv("PATH", np, 1);
+    free(np);
+    /* A helper that knows one server, answers "not found" otherwise, and
+     * records what it was asked. */
+    write_file(fx->dir, "docker-credential-fake",
+               "#!/bin/sh\n"
+               "[ \"$1\" = get ] || exit 3\n"
+               "read -r server\n"
+               "echo \"$server\" >> \"$(dirname \"$0\")/asked\"\n"
+               "case \"$server\" in\n"
+               "  https://index.docker.io/v1/|helped.example) "
+               "echo '{\"ServerURL\":\"x\",\"Username\":\"hub-user\",\"Secret\":\"hub-secret\"}' ;;\n"
+               "  *) echo 'credentials not found in native keychain'; exit 1 ;;\n"
+               "esac\n",
+               0755);
+    write_file(fx->dir, "docker-credential-broken", "#!/bin/sh\necho '{not json'\n", 0755);
+    write_file(fx->dir, "docker-credential-crash", "#!/bin/sh\nexit 7\n", 0755);
+    *state = fx;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *fx = *state;
+    char *cmd = xasprintf("rm -rf '%s'", fx->dir);
+    assert_int_equal(system(cmd), 0);
+    free(cmd);
+    setenv("PATH", fx->old_path, 1);
+    free(fx->old_path);
+    unsetenv("DOCKER_CONFIG");
+    free(fx);
+    return 0;
+}
+
+static void config(struct fixture *fx, const char *json)
+{
+    write_file(fx->dir, "config.json", json, 0600);
+}
+
+static void test_creds__environment(void **state)
+{
+    struct fixture *fx = *state;
+    struct creds c;
+    struct err e;
+    unsetenv("HS_T_USERNAME");
+    unsetenv("HS_T_PASSWORD");
+    unsetenv("HS_T_PASSWORD_FILE");
+    assert_int_equal(creds_from_env("HS_T", &c, &e), 0);
+    assert_null(c.username);
+    setenv("HS_T_USERNAME", "alice", 1);
+    assert_int_equal(creds_from_env("HS_T", &c, &e), -1);
+    assert_non_null(strstr(e.msg, "HS_T_PASSWORD"));
+    setenv("HS_T_PASSWORD", "pw1", 1);
+    assert_int_equal(creds_from_env("HS_T", &c, &e), 1);
+    assert_string_equal(c.username, "alice");
+    assert_string_equal(c.password, "pw1");
+    creds_clear(&c);
+    assert_null(c.password);
+    /* password from a file, one trailing newline dropped */
+    write_file(fx->dir, "pwfile", "from-file\n", 0600);
+    char *pf = xasprintf("%s/pwfile", fx->dir);
+    setenv("HS_T_PASSWORD_FILE", pf, 1);
+    assert_int_equal(creds_from_env("HS_T", &c, &e), -1); /* both set */
+    assert_null(strstr(e.msg, "pw1"));
+    unsetenv("HS_T_PASSWORD");
+    assert_int_equal(creds_from_env("HS_T", &c, &e), 1);
+    assert_string_equal(c.password, "from-file");
+    creds_clear(&c);
+    setenv("HS_T_PASSWORD_FILE", "/nonexistent/hubsync", 1);
+    assert_int_equal(creds_from_env("HS_T", &c, &e), -1);
+    unsetenv("HS_T_USERNAME");
+    setenv("HS_T_PASSWORD_FILE", pf, 1);
+    assert_int_equal(creds_from_env("HS_T", &c, &e), -1); /* password without user */
+    unsetenv("HS_T_PASSWORD_FILE");
+    free(pf);
+    /* environment comes first in creds_lookup */
+    setenv("HS_T_USERNAME", "env-user", 1);
+    setenv("HS_T_PASSWORD", "env-pw", 1);
+    config(fx, "{\"auths\":{\"reg.example\":{\"auth\":\"Y2ZnOmNmZw==\"}}}");
+    assert_int_equal(creds_lookup("HS_T", "https://reg.example", &c, &e), 1);
+    assert_string_equal(c.username, "env-user");
+    creds_clear(&c);
+    assert_int_equal(creds_lookup(NULL, "https://reg.example", &c, &e), 1);
+    assert_string_equal(c.username, "cfg");
+    creds_clear(&c);
+    unsetenv("HS_T_USERNAME");
+    unsetenv("HS_T_PASSWORD");
+}
+
+static void test_creds__host_keys(void **state)
+{
+    (void)state;
+    const char *cases[][2] = {
+        {"https://index.docker.io/v1/", "index.docker.io"},
+        {"docker.io", "index.docker.io"},
+        {"https://registry-1.docker.io", "index.docker.io"},
+        {"registry.hub.docker.com", "index.docker.io"},
+        {"HTTP://Reg.Example:5000/some/path", "reg.example:5000"},
+        {"reg.example:5000", "reg.example:5000"},
+        {"https://user@reg.example/", "reg.example"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *k = creds_host_key(cases[i][0]);
+        assert_string_equal(k, cases[i][1]);
+        free(k);
+    }
+    assert_null(creds_host_key("https://"));
+    assert_null(creds_host_key(NULL));
+}
+
+static void test_creds__config_auths(void **state)
+{
+    struct fixture *fx = *state;
+    struct creds c;
+    struct err e;
+    /* "hub:hub-pw" and "local:pw:with:colons" */
+    config(fx, "{\"auths\":{"
+               "\"https://index.docker.io/v1/\":{\"auth\":\"aHViOmh1Yi1wdw==\"},"
+               "\"127.0.0.1:5000\":{\"auth\":\"bG9jYWw6cHc6d2l0aDpjb2xvbnM\"},"
+               "\"https://plain.example/v2/\":{\"username\":\"u2\",\"password\":\"p2\"},"
+               "\"empty.example\":{}}}");
+    assert_int_equal(creds_from_docker_config("https://registry-1.docker.io", &c, &e), 1);
+    assert_string_equal(c.username, "hub");
+    assert_string_equal(c.password, "hub-pw");
+    creds_clear(&c);
+    assert_int_equal(creds_from_docker_config("http://127.0.0.1:5000", &c, &e), 1);
+    assert_string_equal(c.username, "local");
+    assert_string_equal(c.password, "pw:with:colons");
+    creds_clear(&c);
+    assert_int_equal(creds_from_docker_config("https://plain.example", &c, &e), 1);
+    assert_string_equal(c.username, "u2");
+    creds_clear(&c);
+    assert_int_equal(creds_from_docker_config("https://empty.example", &c, &e), 0);
+    assert_int_equal(creds_from_docker_config("https://unknown.example", &c, &e), 0);
+    assert_int_equal(creds_from_docker_config("http://127.0.0.1:5001", &c, &e), 0);
+    /* broken entries are errors naming the file, without the secret */
+    config(fx, "{\"auths\":{\"bad.example\":{\"auth\":\"!!!notbase64\"}}}");
+    assert_int_equal(creds_from_docker_config("https://bad.example", &c, &e), -1);
+    assert_non_null(strstr(e.msg, "config.json"));
+    config(fx, "{\"auths\":{\"bad.example\":{\"auth\":\"bm9jb2xvbg==\"}}}");
+    assert_int_equal(creds_from_docker_config("https://bad.example", &c, &e), -1);
+    assert_null(strstr(e.msg, "nocolon"));
+    config(fx, "{\"auths\":{\"x\":{\"password\":\"leaky-secret\" ");
+    assert_int_equal(creds_from_docker_config("https://x", &c, &e), -1);
+    assert_non_null(strstr(e.msg, "line"));
+    assert_null(strstr(e.msg, "leaky"));
+    config(fx, "[]");
+    assert_int_equal(creds_from_docker_config("https://x", &c, &e), -1);
+    /* no file at all: no credentials */
+    char *p = xasprintf("%s/config.json", fx->dir);
+    unlink(p);
+    free(p);
+    assert_int_equal(creds_from_docker_config("https://x", &c, &e), 0);
+}
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return xstrdup("");
+    char buf[4096];
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return xstrdup(buf);
+}
+
+static void test_creds__helpers(void **state)
+{
+    struct fixture *fx = *state;
+    struct creds c;
+    struct err e;
+    char *asked = xasprintf("%s/asked", fx->dir);
+    unlink(asked);
+    /* credHelpers per host wins over auths; Docker Hub is asked by its key */
+    config(fx, "{\"auths\":{\"https://index.docker.io/v1/\":{\"auth\":\"aHViOmh1Yi1wdw==\"}},"
+               "\"credHelpers\":{\"index.docker.io\":\"fake\",\"helped.example\":\"fake\","
+               "\"broken.example\":\"broken\",\"crash.example\":\"crash\","
+               "\"missing.example\":\"nosuchhelper\",\"evil.example\":\"../x\"}}");
+    assert_int_equal(creds_from_docker_config("https://registry-1.docker.io", &c, &e), 1);
+    assert_string_equal(c.username, "hub-user");
+    assert_string_equal(c.password, "hub-secret");
+    creds_clear(&c);
+    assert_int_equal(creds_from_docker_config("helped.example", &c, &e), 1);
+    creds_clear(&c);
+    char *log = slurp(asked);
+    assert_string_equal(log, "https://index.docker.io/v1/\nhelped.example\n");
+    free(log);
+    assert_int_equal(creds_from_docker_config("broken.example", &c, &e), -1);
+    assert_non_null(strstr(e.msg, "docker-credential-broken"));
+    assert_int_equal(creds_from_docker_config("crash.example", &c, &e), -1);
+    assert_non_null(strstr(e.msg, "exit status 7"));
+    assert_int_equal(creds_from_docker_config("missing.example", &c, &e), -1);
+    assert_int_equal(creds_from_docker_config("evil.example", &c, &e), -1);
+    assert_non_null(strstr(e.msg, "not valid"));
+    /* credsStore is the default; its "not found" means no credentials */
+    config(fx, "{\"credsStore\":\"fake\",\"auths\":{\"listed.example\":{}}}");
+    assert_int_equal(creds_from_docker_config("helped.example", &c, &e), 1);
+    assert_string_equal(c.password, "hub-secret");
+    creds_clear(&c);
+    assert_int_equal(creds_from_docker_config("listed.example", &c, &e), 0);
+    assert_int_equal(creds_from_docker_config("other.example", &c, &e), 0);
+    free(asked);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_creds__environment, setup, teardown),
+        cmocka_unit_test(test_creds__host_keys),
+        cmocka_unit_test_setup_teardown(test_creds__config_auths, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_creds__helpers, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

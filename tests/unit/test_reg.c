@@ -1,0 +1,276 @@
+/* Unit tests for common/reg and common/reg_http without a registry:
+ * grammar, URL normalisation, header parsing, backoff, retry policy, and
+ * operations that complete without (or with a refused) connection. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "reg.h"
+#include "reg_blob.h"
+#include "reg_http.h"
+
+static void test_reg__grammar(void **state)
+{
+    (void)state;
+    const char *good_repos[] = {"library/debian", "a", "a/b/c", "my-org/my_repo", "a__b", "a.b-c",
+                                "x--y", "0/9"};
+    for (size_t i = 0; i < sizeof(good_repos) / sizeof(good_repos[0]); i++)
+        assert_true(reg_valid_repo(good_repos[i]));
+    const char *bad_repos[] = {"", "Library/debian", "a//b", "/a", "a/", "a___b", "a-", "-a",
+                               "a..b", "a b", "a:b", NULL};
+    for (size_t i = 0; i < sizeof(bad_repos) / sizeof(bad_repos[0]); i++)
+        assert_false(reg_valid_repo(bad_repos[i]));
+    char longrepo[300];
+    memset(longrepo, 'a', sizeof(longrepo) - 1);
+    longrepo[sizeof(longrepo) - 1] = '\0';
+    assert_false(reg_valid_repo(longrepo));
+    assert_true(reg_valid_tag("latest"));
+    assert_true(reg_valid_tag("_1.2-rc"));
+    assert_false(reg_valid_tag(".hidden"));
+    assert_false(reg_valid_tag("-x"));
+    assert_false(reg_valid_tag("a:b"));
+    assert_false(reg_valid_tag(""));
+    assert_true(reg_valid_ref("sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"));
+    assert_false(reg_valid_ref("sha256:e3b0"));
+    assert_string_equal(reg_class_name(REG_RATE_LIMITED), "rate_limited");
+    assert_string_equal(reg_class_name(REG_DIGEST_MISMATCH), "digest_mismatch");
+    assert_string_equal(reg_class_name((enum reg_class)99), "unknown");
+}
+
+static void test_reg__registry_urls(void **state)
+{
+    (void)state;
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    struct err e;
+    struct reg_client *c = reg_client_new(loop, NULL, &e);
+    assert_non_null(c);
+    struct { const char *in, *want; } ok[] = {
+        {"https://registry-1.docker.io", "https://registry-1.docker.io"},
+        {"http://127.0.0.1:5000/", "http://127.0.0.1:5000"},
+        {"http://127.0.0.1:5000/v2/", "http://127.0.0.1:5000"},
+        {"https://mirror.example/dockerhub//", "https://mirror.example/dockerhub"},
+    };
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        struct reg_registry *r = reg_registry_new(c, ok[i].in, NULL, &e);
+        assert_non_null(r);
+        assert_string_equal(reg_registry_url(r), ok[i].want);
+        reg_registry_free(r);
+    }
+    const char *bad[] = {"registry-1.docker.io", "ftp://x", "https://", "https:///x",
+                         "https://u:p@host", "https://h/?q", "https://h/a b"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_null(reg_registry_new(c, bad[i], NULL, &e));
+    /* the refused URL with credentials is not echoed with them */
+    assert_null(reg_registry_new(c, "https://user:hunter2@h", NULL, &e));
+    assert_non_null(strstr(e.msg, "user info"));
+    reg_client_free(c);
+    ev_loop_destroy(loop);
+}
+
+static void feed(struct reg_hdrs *h, const char *line)
+{
+    reg_hdrs_line(h, line, strlen(line));
+}
+
+static void test_reg__headers(void **state)
+{
+    (void)state;
+    struct reg_hdrs h;
+    reg_hdrs_init(&h);
+    feed(&h, "HTTP/1.1 307 Temporary Redirect\r\n");
+    feed(&h, "Location: https://cdn/x\r\n");
+    feed(&h, "RateLimit-Limit: 100;w=21600\r\n");
+    /* a new status line forgets the redirect's headers */
+    feed(&h, "HTTP/1.1 200 OK\r\n");
+    assert_null(h.location);
+    assert_int_equal(h.rl.has_limit, 0);
+    feed(&h, "Content-Length: 1234\r\n");
+    feed(&h, "docker-content-digest:  sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855 \r\n");
+    feed(&h, "Content-Type: application/vnd.oci.image.index.v1+json\r\n");
+    feed(&h, "WWW-Authenticate: Bearer realm=\"a\"\r\n");
+    feed(&h, "www-authenticate: Basic realm=\"b\"\r\n");
+    feed(&h, "ratelimit-remaining: 7;w=21600\r\n");
+    feed(&h, "Retry-After: 30\r\n");
+    feed(&h, "Link: <x>; rel=\"next\"\r\n");
+    feed(&h, "no colon here\r\n");
+    assert_int_equal(h.content_length, 1234);
+    assert_string_equal(h.digest, "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    assert_int_equal(h.bad_digest, 0);
+    assert_string_equal(h.content_type, "application/vnd.oci.image.index.v1+json");
+    assert_string_equal(h.www_auth.data, "Bearer realm=\"a\", Basic realm=\"b\"");
+    assert_int_equal(h.rl.remaining, 7);
+    assert_int_equal(h.retry_after, 30);
+    assert_string_equal(h.link, "<x>; rel=\"next\"");
+    feed(&h, "Docker-Content-Digest: md5:abc\r\n");
+    assert_int_equal(h.bad_digest, 1);
+    assert_string_equal(h.digest, "");
+    feed(&h, "Content-Length: 12x\r\n");
+    assert_int_equal(h.content_length, -1);
+    reg_hdrs_free(&h);
+}
+
+static void test_reg__backoff_and_retry_policy(void **state)
+{
+    (void)state;
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    struct reg_client_opts o;
+    reg_client_opts_default(&o);
+    o.retry_base_ms = 100;
+    o.retry_max_ms = 1000;
+    struct err e;
+    struct reg_client *c = reg_client_new(loop, &o, &e);
+    assert_non_null(c);
+    for (int i = 0; i < 200; i++) {
+        double d1 = reg_http_backoff(c, 1, -1);
+        assert_true(d1 >= 0.05 && d1 <= 0.1);
+        double d3 = reg_http_backoff(c, 3, -1);
+        assert_true(d3 >= 0.2 && d3 <= 0.4);
+        double d9 = reg_http_backoff(c, 9, -1);
+        assert_true(d9 >= 0.5 && d9 <= 1.0);
+        /* Retry-After is honoured, up to the cap */
+        assert_true(reg_http_backoff(c, 1, 0) <= 0.1);
+        assert_true(reg_http_backoff(c, 1, 60) == 1.0);
+    }
+    /* two draws differ: there is jitter */
+    int differ = 0;
+    double first = reg_http_backoff(c, 5, -1);
+    for (int i = 0; i < 20; i++)
+        differ |= reg_http_backoff(c, 5, -1) != first;
+    assert_true(differ);
+    assert_true(reg_http_retryable(503, CURLE_OK));
+    assert_true(reg_http_retryable(500, CURLE_OK));
+    assert_true(reg_http_retryable(408, CURLE_OK));
+    assert_true(reg_http_retryable(0, CURLE_RECV_ERROR));
+    assert_true(reg_http_retryable(0, CURLE_COULDNT_CONNECT));
+    assert_true(reg_http_retryable(0, CURLE_PARTIAL_FILE));
+    assert_false(reg_http_retryable(501, CURLE_OK));
+    assert_false(reg_http_retryable(429, CURLE_OK));
+    assert_false(reg_http_retryable(404, CURLE_OK));
+    assert_false(reg_http_retryable(200, CURLE_OK));
+    assert_false(reg_http_retryable(0, CURLE_COULDNT_RESOLVE_HOST));
+    assert_false(reg_http_retryable(0, CURLE_PEER_FAILED_VERIFICATION));
+    reg_client_free(c);
+    ev_loop_destroy(loop);
+}
+
+struct seen {
+    int calls;
+    enum reg_class cls;
+    int attempts;
+    char msg[REG_MSG_MAX];
+};
+
+static void record(struct reg_result *res, void *arg)
+{
+    struct seen *s = arg;
+    s->calls++;
+    s->cls = res->cls;
+    s->attempts = res->attempts;
+    memcpy(s->msg, res->msg, sizeof(s->msg));
+}
+
+static void test_reg__invalid_arguments_complete_later(void **state)
+{
+    (void)state;
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    struct err e;
+    struct reg_client *c = reg_client_new(loop, NULL, &e);
+    struct reg_registry *r = reg_registry_new(c, "http://127.0.0.1:1", NULL, &e);
+    struct seen s[7];
+    memset(s, 0, sizeof(s));
+    reg_head_manifest(r, "Bad/Repo", "latest", record, &s[0]);
+    reg_get_manifest(r, "library/a", "not a tag", record, &s[1]);
+    reg_head_blob(r, "library/a", "latest", record, &s[2]);
+    reg_put_manifest(r, "library/a",
+                     "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+                     "application/vnd.oci.image.index.v1+json", "{}", 2, record, &s[3]);
+    reg_put_manifest(r, "library/a", "v1", "bad\r\ntype", "{}", 2, record, &s[4]);
+    struct reg_blob_spec sp = {r, "library/a", r, "library/b", "sha256:zz", 10, NULL};
+    reg_copy_blob(&sp, record, &s[5]);
+    reg_list_tags(r, "", 10, 100, record, &s[6]);
+    /* never synchronously */
+    for (int i = 0; i < 7; i++)
+        assert_int_equal(s[i].calls, 0);
+    assert_int_equal(reg_client_busy(c), 7);
+    ev_run(loop, 0);
+    for (int i = 0; i < 7; i++)
+        assert_int_equal(s[i].calls, 1);
+    assert_int_equal(s[0].cls, REG_INVALID);
+    assert_non_null(strstr(s[0].msg, "Bad/Repo"));
+    assert_int_equal(s[1].cls, REG_INVALID);
+    assert_int_equal(s[2].cls, REG_INVALID);
+    /* the bytes do not hash to the digest they are pushed under */
+    assert_int_equal(s[3].cls, REG_DIGEST_MISMATCH);
+    assert_int_equal(s[4].cls, REG_INVALID);
+    assert_int_equal(s[5].cls, REG_INVALID);
+    assert_int_equal(s[6].cls, REG_INVALID);
+    assert_int_equal(reg_client_stats(c)->requests, 0);
+    assert_int_equal(reg_client_busy(c), 0);
+    reg_registry_free(r);
+    reg_client_free(c);
+    ev_loop_destroy(loop);
+}
+
+/* A port with nothing listening: bind, read the port, close. */
+static int dead_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    socklen_t l = sizeof(a);
+    getsockname(fd, (struct sockaddr *)&a, &l);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static void test_reg__refused_connection_retried_and_bounded(void **state)
+{
+    (void)state;
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    struct reg_client_opts o;
+    reg_client_opts_default(&o);
+    o.max_retries = 2;
+    o.retry_base_ms = 10;
+    o.retry_max_ms = 20;
+    struct err e;
+    struct reg_client *c = reg_client_new(loop, &o, &e);
+    char url[64];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d", dead_port());
+    struct reg_registry *r = reg_registry_new(c, url, NULL, &e);
+    struct seen s = {0};
+    reg_head_manifest(r, "library/a", "latest", record, &s);
+    ev_run(loop, 0);
+    assert_int_equal(s.calls, 1);
+    assert_int_equal(s.cls, REG_NETWORK);
+    assert_int_equal(s.attempts, 3);
+    assert_non_null(strstr(s.msg, "HEAD manifest library/a:latest"));
+    assert_non_null(strstr(s.msg, url));
+    assert_int_equal(reg_client_stats(c)->retries, 2);
+    assert_int_equal(reg_client_stats(c)->manifest_heads, 3);
+    reg_registry_free(r);
+    reg_client_free(c);
+    ev_loop_destroy(loop);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_reg__grammar),
+        cmocka_unit_test(test_reg__registry_urls),
+        cmocka_unit_test(test_reg__headers),
+        cmocka_unit_test(test_reg__backoff_and_retry_policy),
+        cmocka_unit_test(test_reg__invalid_arguments_complete_later),
+        cmocka_unit_test(test_reg__refused_connection_retried_and_bounded),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
