@@ -573,7 +573,8 @@ static void node_budget(int granted, long wait_ms, void *arg)
 static void node_fetch_upstream(struct node *n)
 {
     struct engine_job *ej = n->ej;
-    ej->en->ops.budget_acquire(ej->en->ops.ctx, node_budget, n);
+    ej->en->ops.budget_acquire(ej->en->ops.ctx, ej->up, ej->job.source_repo, ej->job.tags[0],
+                               node_budget, n);
 }
 
 /* -- blobs: mount from another repository, else stream -- */

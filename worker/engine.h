@@ -72,8 +72,10 @@ typedef void (*engine_home_fn)(const char *repo, void *arg);
  * budget denied. `target` is the target registry URL. */
 struct engine_ops {
     void *ctx;
-    /* Reserve one counted manifest GET from the shared pull budget. */
-    void (*budget_acquire)(void *ctx, engine_budget_fn cb, void *arg);
+    /* Reserve one counted manifest GET from up's share of the pull budget.
+     * repo:ref is a free HEAD the ops may send first to learn the budget. */
+    void (*budget_acquire)(void *ctx, struct reg_registry *up, const char *repo,
+                           const char *ref, engine_budget_fn cb, void *arg);
     /* Is digest known to be in repo of target? */
     void (*present)(void *ctx, const char *target, const char *repo, const char *digest,
                     engine_flag_fn cb, void *arg);

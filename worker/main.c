@@ -1,10 +1,100 @@
-/* hubsync-worker: takes jobs from Redis and copies images. */
+/* hubsync-worker: takes jobs from Redis and copies images. This file only
+ * reads the options; worker.c does the work. */
 #include <stdio.h>
+#include <stdlib.h>
+
+#include "cfg.h"
+#include "log.h"
+#include "worker.h"
+
+static const struct cfg_opt opts[] = {
+    {"redis", "HUBSYNC_REDIS", CFG_STR, "redis://127.0.0.1:6379", 0, 0,
+     "Redis URL (redis://[:password@]host:port[/db])", 0},
+    {"redis-prefix", "HUBSYNC_REDIS_PREFIX", CFG_STR, "hubsync:", 0, 0,
+     "prefix of every Redis key", 0},
+    {"id", "HUBSYNC_WORKER_ID", CFG_STR, NULL, 0, 0,
+     "consumer name in the queue [default: <hostname>:<pid>]", 0},
+    {"concurrency", "HUBSYNC_CONCURRENCY", CFG_INT, "8", 1, 256, "jobs copied at once", 0},
+    {"blob-concurrency", "HUBSYNC_BLOB_CONCURRENCY", CFG_INT, "8", 1, 256,
+     "blob copies at once", 0},
+    {"keep-pulls", "HUBSYNC_KEEP_PULLS", CFG_INT, "0", 0, 1000000,
+     "Docker Hub pulls to leave unused for people", 0},
+    {"lease-ms", "HUBSYNC_LEASE_MS", CFG_INT, "60000", 1000, 86400000,
+     "a job silent this long is taken over by another worker", 0},
+    {"max-deliveries", "HUBSYNC_MAX_DELIVERIES", CFG_INT, "5", 1, 1000,
+     "deliveries of one job (crashed workers included) before it is dead-lettered", 0},
+    {"max-attempts", "HUBSYNC_MAX_ATTEMPTS", CFG_INT, "5", 1, 1000,
+     "failed attempts of one job before it is dead-lettered", 0},
+    {"backoff-ms", "HUBSYNC_BACKOFF_MS", CFG_INT, "2000", 1, 86400000,
+     "first retry delay of a failed job, doubled each attempt", 0},
+    {"backoff-max-ms", "HUBSYNC_BACKOFF_MAX_MS", CFG_INT, "600000", 1, 86400000,
+     "longest retry delay", 0},
+    {"http-retries", "HUBSYNC_HTTP_RETRIES", CFG_INT, "3", 0, 100,
+     "retries of one HTTP request (5xx, resets) before the job is retried", 0},
+    {"ca-file", "HUBSYNC_CA_FILE", CFG_STR, NULL, 0, 0,
+     "PEM file of CA certificates for HTTPS registries [default: system store]", 0},
+    {"exit-when-idle", "HUBSYNC_EXIT_WHEN_IDLE", CFG_BOOL, "false", 0, 0,
+     "drain the queue, then exit (batch runs, CI runners)", 0},
+    {"idle-grace", "HUBSYNC_IDLE_GRACE", CFG_INT, "2", 0, 3600,
+     "with --exit-when-idle: seconds the queue must stay empty", 0},
+    {"stop-grace", "HUBSYNC_STOP_GRACE", CFG_INT, "60", 0, 86400,
+     "on SIGTERM: seconds to finish jobs in hand before handing them back", 0},
+    {"log-level", "HUBSYNC_LOG_LEVEL", CFG_STR, "info", 0, 0, "debug, info, warn or error", 0},
+    {"log-format", "HUBSYNC_LOG_FORMAT", CFG_STR, "text", 0, 0, "text or json", 0},
+    {"help", NULL, CFG_BOOL, "false", 0, 0, "show this help", 0},
+};
+#define NOPTS ((int)(sizeof(opts) / sizeof(opts[0])))
 
 int main(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "hubsync-worker: not built yet\n");
-    return 1;
+    struct cfg c;
+    struct err e;
+    enum log_level lvl;
+    enum log_format fmt;
+    if (cfg_parse(&c, opts, NOPTS, argc - 1, argv + 1, &e) < 0) {
+        fprintf(stderr, "hubsync-worker: %s\n", e.msg);
+        return 2;
+    }
+    int rc = 2;
+    if (cfg_bool(&c, "help")) {
+        printf("usage: hubsync-worker [options]\n"
+               "Takes copy jobs from the Redis queue and copies images upstream -> target.\n"
+               "options:\n");
+        cfg_usage(stdout, opts, NOPTS);
+        rc = 0;
+        goto out;
+    }
+    if (c.nargs > 0) {
+        fprintf(stderr, "hubsync-worker: unexpected argument '%s' (see --help)\n", c.args[0]);
+        goto out;
+    }
+    if (log_parse_level(cfg_str(&c, "log-level"), &lvl) < 0 ||
+        log_parse_format(cfg_str(&c, "log-format"), &fmt) < 0) {
+        fprintf(stderr, "hubsync-worker: --log-level must be debug|info|warn|error and "
+                        "--log-format text|json\n");
+        goto out;
+    }
+    log_setup("worker", lvl, fmt);
+    struct worker_opts o = {
+        .redis_url = cfg_str(&c, "redis"),
+        .redis_prefix = cfg_str(&c, "redis-prefix"),
+        .id = cfg_str(&c, "id"),
+        .concurrency = (int)cfg_int(&c, "concurrency"),
+        .blob_concurrency = (int)cfg_int(&c, "blob-concurrency"),
+        .keep_pulls = (int)cfg_int(&c, "keep-pulls"),
+        .lease_ms = cfg_int(&c, "lease-ms"),
+        .max_deliveries = (int)cfg_int(&c, "max-deliveries"),
+        .max_attempts = (int)cfg_int(&c, "max-attempts"),
+        .backoff_ms = cfg_int(&c, "backoff-ms"),
+        .backoff_max_ms = cfg_int(&c, "backoff-max-ms"),
+        .exit_when_idle = cfg_bool(&c, "exit-when-idle"),
+        .idle_grace_s = (double)cfg_int(&c, "idle-grace"),
+        .stop_grace_s = (double)cfg_int(&c, "stop-grace"),
+        .ca_file = cfg_str(&c, "ca-file"),
+        .http_retries = (int)cfg_int(&c, "http-retries"),
+    };
+    rc = worker_run(&o);
+out:
+    cfg_free(&c);
+    return rc;
 }

@@ -1,0 +1,415 @@
+/* fleet: the engine's shared state kept in Redis (see worker.h).
+ *
+ * Every answer the engine gets when Redis cannot be reached is the safe one:
+ * not present, no mount source, lock taken (locks only save work), budget
+ * denied. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "worker.h"
+#include "xalloc.h"
+
+#define FLEET_LOCK_TTL_MS 60000LL
+#define FLEET_RESV_TTL_MS 30000LL
+/* A 429 pauses every worker's counted GETs this long (Hub sends no Retry-After). */
+#define FLEET_429_PAUSE_MS 60000LL
+/* Budget unknown even after a probe (Redis trouble): ask again this much later. */
+#define FLEET_UNKNOWN_WAIT_MS 10000L
+
+struct held_lock {
+    char *key;
+    char *token;
+    struct held_lock *next;
+};
+
+struct source_of {
+    struct reg_registry *r;
+    char source[RATELIMIT_SOURCE_MAX];
+};
+
+struct fleet {
+    struct ev_loop *loop;
+    struct rconn_async *ra;
+    const struct rq *q;
+    char *worker_id;
+    int keep_pulls;
+    unsigned long long seq;
+    struct held_lock *locks;
+    struct source_of *srcs;
+    size_t nsrcs;
+};
+
+/* ---- plumbing ---------------------------------------------------------------------- */
+
+typedef void fleet_answer_fn(struct fleet *f, struct rq_res *res, void *arg);
+
+struct call {
+    struct fleet *f;
+    fleet_answer_fn *fn;
+    void *arg;
+    ev_timer later; /* used when Redis is down, to answer from the loop */
+};
+
+static void call_reply(struct rq_res *res, const struct err *e, void *privdata)
+{
+    struct call *c = privdata;
+    if (!res)
+        log_debug("redis: %s", e ? e->msg : "no answer");
+    if (c->fn)
+        c->fn(c->f, res, c->arg);
+    free(c);
+}
+
+static void call_later(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct call *c = w->data;
+    if (c->fn)
+        c->fn(c->f, NULL, c->arg);
+    free(c);
+}
+
+/* Run cmd; fn gets the answer, or NULL if Redis could not be asked. */
+static void fleet_exec(struct fleet *f, struct rq_cmd *cmd, fleet_answer_fn *fn, void *arg)
+{
+    struct call *c = xcalloc(1, sizeof(*c));
+    struct err e;
+    c->f = f;
+    c->fn = fn;
+    c->arg = arg;
+    if (rq_exec_async(f->ra, cmd, call_reply, c, &e) == 0)
+        return;
+    ev_timer_init(&c->later, call_later, 0., 0.);
+    c->later.data = c;
+    ev_timer_start(f->loop, &c->later);
+}
+
+static char *fleet_token(struct fleet *f)
+{
+    return xasprintf("%s#%llu", f->worker_id, ++f->seq);
+}
+
+/* ---- pull budget --------------------------------------------------------------------- */
+
+/* The budget a registry's pulls count against: Docker Hub names it in
+ * docker-ratelimit-source; until then, the registry's host. */
+static const char *source_of(struct fleet *f, struct reg_registry *r, char *fallback,
+                             size_t n)
+{
+    for (size_t i = 0; i < f->nsrcs; i++)
+        if (f->srcs[i].r == r && f->srcs[i].source[0])
+            return f->srcs[i].source;
+    char *host = keys_target_id(reg_registry_url(r));
+    snprintf(fallback, n, "%s", host ? host : "upstream");
+    free(host);
+    return fallback;
+}
+
+static void remember_source(struct fleet *f, struct reg_registry *r, const char *source)
+{
+    for (size_t i = 0; i < f->nsrcs; i++) {
+        if (f->srcs[i].r == r) {
+            snprintf(f->srcs[i].source, sizeof(f->srcs[i].source), "%s", source);
+            return;
+        }
+    }
+    f->srcs = xrealloc(f->srcs, (f->nsrcs + 1) * sizeof(*f->srcs));
+    f->srcs[f->nsrcs].r = r;
+    snprintf(f->srcs[f->nsrcs].source, sizeof(f->srcs[f->nsrcs].source), "%s", source);
+    f->nsrcs++;
+}
+
+void fleet_on_ratelimit(struct reg_registry *r, const struct ratelimit_info *rl, long status,
+                        void *arg)
+{
+    struct fleet *f = arg;
+    char fb[RATELIMIT_SOURCE_MAX];
+    if (rl->source[0])
+        remember_source(f, r, rl->source);
+    const char *src = source_of(f, r, fb, sizeof(fb));
+    if (status == 429) {
+        log_warn("budget source=%s: 429 from %s, pausing counted GETs for %llds", src,
+                 reg_registry_url(r), FLEET_429_PAUSE_MS / 1000);
+        fleet_exec(f, rq_cmd_budget_pause(f->q, src, FLEET_429_PAUSE_MS), NULL, NULL);
+    } else {
+        fleet_exec(f, rq_cmd_budget_observe(f->q, src, rl, NULL), NULL, NULL);
+    }
+}
+
+struct budget_req {
+    struct reg_registry *up;
+    char *repo;
+    char *ref;
+    engine_budget_fn cb;
+    void *arg;
+    int probed;
+};
+
+static void budget_ask(struct fleet *f, struct budget_req *b);
+
+static void budget_req_done(struct budget_req *b, int granted, long wait_ms)
+{
+    engine_budget_fn cb = b->cb;
+    void *arg = b->arg;
+    free(b->repo);
+    free(b->ref);
+    free(b);
+    cb(granted, wait_ms, arg);
+}
+
+struct probe {
+    struct fleet *f;
+    struct budget_req *b;
+};
+
+static void probe_observed(struct fleet *f, struct rq_res *res, void *arg)
+{
+    (void)res;
+    budget_ask(f, arg);
+}
+
+/* A free HEAD tells the budget (its headers reach fleet_on_ratelimit); no
+ * header at all means the registry does not limit pulls. */
+static void probe_done(struct reg_result *res, void *arg)
+{
+    struct probe *p = arg;
+    struct fleet *f = p->f;
+    struct budget_req *b = p->b;
+    free(p);
+    if (res->cls == REG_RATE_LIMITED) {
+        budget_req_done(b, 0, res->retry_after > 0 ? res->retry_after * 1000L
+                                                   : (long)FLEET_429_PAUSE_MS);
+        return;
+    }
+    if (res->cls != REG_OK && res->cls != REG_NOT_FOUND) {
+        budget_req_done(b, 0, FLEET_UNKNOWN_WAIT_MS);
+        return;
+    }
+    char fb[RATELIMIT_SOURCE_MAX];
+    const char *src = source_of(f, b->up, fb, sizeof(fb));
+    fleet_exec(f, rq_cmd_budget_observe(f->q, src, ratelimit_present(&res->rl) ? &res->rl : NULL,
+                                        NULL),
+               probe_observed, b);
+}
+
+static void budget_answer(struct fleet *f, struct rq_res *res, void *arg)
+{
+    struct budget_req *b = arg;
+    if (!res) {
+        budget_req_done(b, 0, FLEET_UNKNOWN_WAIT_MS);
+        return;
+    }
+    switch (res->status) {
+    case RQ_GRANTED:
+    case RQ_UNLIMITED:
+        budget_req_done(b, 1, 0);
+        return;
+    case RQ_DENIED:
+        budget_req_done(b, 0, (long)res->n);
+        return;
+    case RQ_UNKNOWN:
+        if (!b->probed) {
+            struct probe *p = xmalloc(sizeof(*p));
+            p->f = f;
+            p->b = b;
+            b->probed = 1;
+            reg_head_manifest(b->up, b->repo, b->ref, probe_done, p);
+            return;
+        }
+        budget_req_done(b, 0, FLEET_UNKNOWN_WAIT_MS);
+        return;
+    default:
+        budget_req_done(b, 0, FLEET_UNKNOWN_WAIT_MS);
+        return;
+    }
+}
+
+static void budget_ask(struct fleet *f, struct budget_req *b)
+{
+    char fb[RATELIMIT_SOURCE_MAX];
+    const char *src = source_of(f, b->up, fb, sizeof(fb));
+    char *resv = fleet_token(f);
+    fleet_exec(f,
+               rq_cmd_budget_acquire(f->q, src, 1, f->keep_pulls, FLEET_RESV_TTL_MS, resv),
+               budget_answer, b);
+    free(resv);
+}
+
+static void ops_budget_acquire(void *ctx, struct reg_registry *up, const char *repo,
+                               const char *ref, engine_budget_fn cb, void *arg)
+{
+    struct budget_req *b = xcalloc(1, sizeof(*b));
+    b->up = up;
+    b->repo = xstrdup(repo);
+    b->ref = xstrdup(ref);
+    b->cb = cb;
+    b->arg = arg;
+    budget_ask(ctx, b);
+}
+
+/* ---- present sets, mount sources ---------------------------------------------------- */
+
+struct flag_req {
+    engine_flag_fn cb;
+    void *arg;
+};
+
+static void present_answer(struct fleet *f, struct rq_res *res, void *arg)
+{
+    (void)f;
+    struct flag_req r = *(struct flag_req *)arg;
+    free(arg);
+    r.cb(res && res->status == RQ_VALUE && res->nflags == 1 && res->flags[0], r.arg);
+}
+
+static void ops_present(void *ctx, const char *target, const char *repo, const char *digest,
+                        engine_flag_fn cb, void *arg)
+{
+    struct fleet *f = ctx;
+    struct flag_req *r = xmalloc(sizeof(*r));
+    r->cb = cb;
+    r->arg = arg;
+    fleet_exec(f, rq_cmd_present_check(f->q, target, repo, &digest, 1), present_answer, r);
+}
+
+static void ops_mark_present(void *ctx, const char *target, const char *repo, const char *digest,
+                             int blob)
+{
+    struct fleet *f = ctx;
+    (void)blob; /* manifests are remembered too: a later job skips their HEAD */
+    fleet_exec(f, rq_cmd_present_mark(f->q, target, repo, &digest, 1), NULL, NULL);
+}
+
+struct home_req {
+    engine_home_fn cb;
+    void *arg;
+};
+
+static void home_answer(struct fleet *f, struct rq_res *res, void *arg)
+{
+    (void)f;
+    struct home_req r = *(struct home_req *)arg;
+    free(arg);
+    r.cb(res && res->status == RQ_VALUE ? res->str : NULL, r.arg);
+}
+
+static void ops_blob_home(void *ctx, const char *target, const char *digest, engine_home_fn cb,
+                          void *arg)
+{
+    struct fleet *f = ctx;
+    struct home_req *r = xmalloc(sizeof(*r));
+    r->cb = cb;
+    r->arg = arg;
+    fleet_exec(f, rq_cmd_blobhome(f->q, target, digest), home_answer, r);
+}
+
+/* ---- copy locks ------------------------------------------------------------------------- */
+
+struct lock_req {
+    char *key;
+    char *token;
+    engine_flag_fn cb;
+    void *arg;
+};
+
+static void lock_answer(struct fleet *f, struct rq_res *res, void *arg)
+{
+    struct lock_req *r = arg;
+    int taken = 1; /* Redis unreachable: go ahead, locks only save work */
+    if (res && res->status == RQ_DONE) {
+        struct held_lock *h = xmalloc(sizeof(*h));
+        h->key = r->key;
+        h->token = r->token;
+        h->next = f->locks;
+        f->locks = h;
+        r->key = r->token = NULL;
+    } else if (res && res->status == RQ_STOLEN) {
+        taken = 0;
+    }
+    engine_flag_fn cb = r->cb;
+    void *cbarg = r->arg;
+    free(r->key);
+    free(r->token);
+    free(r);
+    cb(taken, cbarg);
+}
+
+static void ops_lock(void *ctx, const char *target, const char *digest, engine_flag_fn cb,
+                     void *arg)
+{
+    struct fleet *f = ctx;
+    struct lock_req *r = xmalloc(sizeof(*r));
+    r->key = keys_blob_lock(&f->q->keys, target, digest);
+    r->token = fleet_token(f);
+    r->cb = cb;
+    r->arg = arg;
+    fleet_exec(f, rq_cmd_lease_acquire(r->key, r->token, FLEET_LOCK_TTL_MS), lock_answer, r);
+}
+
+static void ops_unlock(void *ctx, const char *target, const char *digest)
+{
+    struct fleet *f = ctx;
+    char *key = keys_blob_lock(&f->q->keys, target, digest);
+    for (struct held_lock **pp = &f->locks; *pp; pp = &(*pp)->next) {
+        struct held_lock *h = *pp;
+        if (strcmp(h->key, key) == 0) {
+            *pp = h->next;
+            fleet_exec(f, rq_cmd_lease_release(h->key, h->token), NULL, NULL);
+            free(h->key);
+            free(h->token);
+            free(h);
+            break;
+        }
+    }
+    free(key);
+}
+
+void fleet_tick(struct fleet *f)
+{
+    for (struct held_lock *h = f->locks; h; h = h->next)
+        fleet_exec(f, rq_cmd_lease_renew(h->key, h->token, FLEET_LOCK_TTL_MS), NULL, NULL);
+}
+
+/* ---- life cycle ----------------------------------------------------------------------- */
+
+struct fleet *fleet_new(struct ev_loop *loop, struct rconn_async *ra, const struct rq *q,
+                        const char *worker_id, int keep_pulls)
+{
+    struct fleet *f = xcalloc(1, sizeof(*f));
+    f->loop = loop;
+    f->ra = ra;
+    f->q = q;
+    f->worker_id = xstrdup(worker_id);
+    f->keep_pulls = keep_pulls;
+    return f;
+}
+
+void fleet_free(struct fleet *f)
+{
+    if (!f)
+        return;
+    while (f->locks) {
+        struct held_lock *h = f->locks;
+        f->locks = h->next;
+        free(h->key);
+        free(h->token);
+        free(h);
+    }
+    free(f->srcs);
+    free(f->worker_id);
+    free(f);
+}
+
+void fleet_engine_ops(struct fleet *f, struct engine_ops *out)
+{
+    out->ctx = f;
+    out->budget_acquire = ops_budget_acquire;
+    out->present = ops_present;
+    out->mark_present = ops_mark_present;
+    out->blob_home = ops_blob_home;
+    out->lock = ops_lock;
+    out->unlock = ops_unlock;
+}

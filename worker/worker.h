@@ -1,0 +1,60 @@
+/* worker: hubsync-worker's private header.
+ *
+ * A worker process joins the Redis consumer group, takes jobs and runs many
+ * of them at once on one libev loop: the registry client (libcurl multi)
+ * and two hiredis async connections (commands, and blocking reads) share the
+ * loop. Each job goes to the engine (engine.h); its outcome is settled in
+ * Redis (ack, retry with backoff, deferral for the pull budget, dead
+ * letter). The fleet's shared state for the engine (pull budget, present
+ * sets, copy locks, mount sources) lives in Redis too (fleet.c). */
+#ifndef HUBSYNC_WORKER_H
+#define HUBSYNC_WORKER_H
+
+#include <ev.h>
+
+#include "engine.h"
+#include "err.h"
+#include "rconn.h"
+#include "reg.h"
+#include "rq.h"
+
+struct worker_opts {
+    const char *redis_url;
+    const char *redis_prefix;
+    const char *id;           /* consumer name; NULL: <hostname>:<pid> */
+    int concurrency;          /* jobs at once */
+    int blob_concurrency;     /* blob copies at once */
+    int keep_pulls;           /* pulls left for people: the budget floor */
+    long long lease_ms;       /* a job idle this long is taken over */
+    int max_deliveries;       /* deliveries (crashes included) before a dead letter */
+    int max_attempts;         /* failed attempts before a dead letter */
+    long long backoff_ms;     /* first retry delay, doubled per attempt */
+    long long backoff_max_ms;
+    int exit_when_idle;       /* drain the queue, then exit */
+    double idle_grace_s;      /* ... after it stayed empty this long */
+    double stop_grace_s;      /* on SIGTERM, time to finish before handing back */
+    const char *ca_file;
+    int http_retries;
+};
+
+struct worker;
+
+/* The fleet's shared state for the engine, kept in Redis (fleet.c). */
+struct fleet;
+struct fleet *fleet_new(struct ev_loop *loop, struct rconn_async *ra, const struct rq *q,
+                        const char *worker_id, int keep_pulls);
+void fleet_free(struct fleet *f);
+/* The engine's view of it. */
+void fleet_engine_ops(struct fleet *f, struct engine_ops *out);
+/* Registry client hook: every response's rate-limit headers feed the shared
+ * budget, and a 429 pauses the fleet. */
+void fleet_on_ratelimit(struct reg_registry *r, const struct ratelimit_info *rl, long status,
+                        void *arg);
+/* Keep held copy locks alive; call every few seconds. */
+void fleet_tick(struct fleet *f);
+
+/* Run a worker until it is told to stop (SIGTERM/SIGINT) or, with
+ * exit_when_idle, the queue is drained. Returns the exit code. */
+int worker_run(const struct worker_opts *o);
+
+#endif
