@@ -25,9 +25,26 @@ static const char *git_msg(void)
     return ge && ge->message ? ge->message : "unknown libgit2 error";
 }
 
+/* "scheme://..." or scp-like "user@host:path" (a colon before any slash). */
 static int is_url(const char *s)
 {
-    return strstr(s, "://") != NULL;
+    const char *colon = strchr(s, ':'), *slash = strchr(s, '/');
+    return strstr(s, "://") != NULL ||
+           (colon && (!slash || colon < slash) && memchr(s, '@', (size_t)(colon - s)));
+}
+
+/* The URL as it may be shown: user information (a user, a password or a
+ * token) in "scheme://userinfo@host" becomes "***". Caller frees. */
+static char *shown_url(const char *url)
+{
+    const char *scheme = strstr(url, "://");
+    if (!scheme)
+        return xstrdup(url);
+    const char *host = scheme + 3, *end = host + strcspn(host, "/");
+    const char *at = memrchr(host, '@', (size_t)(end - host));
+    if (!at)
+        return xstrdup(url);
+    return xasprintf("%.*s***%s", (int)(host - url), url, at);
 }
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -44,7 +61,8 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
  * url.*.insteadOf: the clone keeps no remote configuration, so a changed
  * URL needs nothing special, and libgit2 1.5's config regex matching,
  * which leaks, is never used. */
-static int fetch_source(git_repository *repo, const char *url, struct err *e)
+static int fetch_source(git_repository *repo, const char *url, const char *shown,
+                        struct err *e)
 {
     int rc = -1;
     git_remote *remote = NULL;
@@ -57,19 +75,19 @@ static int fetch_source(git_repository *repo, const char *url, struct err *e)
 
     if (git_remote_create_options_init(&ro, GIT_REMOTE_CREATE_OPTIONS_VERSION) < 0 ||
         git_fetch_options_init(&fo, GIT_FETCH_OPTIONS_VERSION) < 0) {
-        err_set(e, "official-images source '%s': %s", url, git_msg());
+        err_set(e, "official-images source '%s': %s", shown, git_msg());
         goto out;
     }
     ro.repository = repo;
     ro.flags = GIT_REMOTE_CREATE_SKIP_INSTEADOF | GIT_REMOTE_CREATE_SKIP_DEFAULT_FETCHSPEC;
     if (git_remote_create_with_opts(&remote, url, &ro) < 0) {
-        err_set(e, "official-images source '%s': %s", url, git_msg());
+        err_set(e, "official-images source '%s': %s", shown, git_msg());
         goto out;
     }
     fo.prune = GIT_FETCH_PRUNE;
     fo.download_tags = GIT_REMOTE_DOWNLOAD_TAGS_NONE; /* the refspec brings them */
     if (git_remote_fetch(remote, &refspecs, &fo, "hubsync: fetch official-images") < 0) {
-        err_set(e, "official-images source '%s': fetch failed: %s", url, git_msg());
+        err_set(e, "official-images source '%s': fetch failed: %s", shown, git_msg());
         goto out;
     }
     if (git_remote_default_branch(&head, remote) == 0 &&
@@ -87,15 +105,24 @@ out:
 /* Open or create the bare clone in dir, then fetch. */
 static int open_clone(git_repository **repo, const char *url, const char *dir, struct err *e)
 {
+    int rc = -1;
+    char *shown = shown_url(url);
     if (git_repository_open_bare(repo, dir) < 0) {
         struct stat st;
-        if (stat(dir, &st) == 0 && (!S_ISDIR(st.st_mode) || rmdir(dir) < 0))
-            return err_set(e, "workdir '%s' exists and is not an official-images clone", dir);
-        if (git_repository_init(repo, dir, 1) < 0)
-            return err_set(e, "workdir '%s': cannot create a repository: %s", dir, git_msg());
-        log_info("official-images clone created workdir=%s source=%s", dir, url);
+        if (stat(dir, &st) == 0 && (!S_ISDIR(st.st_mode) || rmdir(dir) < 0)) {
+            err_set(e, "workdir '%s' exists and is not an official-images clone", dir);
+            goto out;
+        }
+        if (git_repository_init(repo, dir, 1) < 0) {
+            err_set(e, "workdir '%s': cannot create a repository: %s", dir, git_msg());
+            goto out;
+        }
+        log_info("official-images clone created workdir=%s source=%s", dir, shown);
     }
-    return fetch_source(*repo, url, e);
+    rc = fetch_source(*repo, url, shown, e);
+out:
+    free(shown);
+    return rc;
 }
 
 int catalog_open(struct catalog **out, const char *source, const char *workdir, struct err *e)
@@ -103,9 +130,13 @@ int catalog_open(struct catalog **out, const char *source, const char *workdir, 
     int rc = -1;
     struct catalog *c = xcalloc(1, sizeof(*c));
     char *url = NULL;
-    git_libgit2_init();
     *out = NULL;
 
+    if (git_libgit2_init() < 0) {
+        err_set(e, "cannot initialise libgit2: %s", git_msg());
+        free(c);
+        return -1;
+    }
     if (!source || !*source) {
         err_set(e, "no official-images source given");
         goto out;

@@ -74,13 +74,13 @@ static void strv_uniq_keep_order(struct oi_strv *s)
     s->n = w;
 }
 
+/* Append the elements joined by sep. Past b's max the text is cut, which
+ * only the bounded message buffers reach, and a cut message is fine. */
 static void strv_join(struct buf *b, const struct oi_strv *s, const char *sep)
 {
-    for (size_t i = 0; i < s->n; i++) {
-        if (i)
-            buf_puts(b, sep);
-        buf_puts(b, s->v[i]);
-    }
+    for (size_t i = 0; i < s->n; i++)
+        if ((i && buf_puts(b, sep) < 0) || buf_puts(b, s->v[i]) < 0)
+            return;
 }
 
 /* A string -> index map (open addressing, FNV-1a); keys are borrowed. */
@@ -313,10 +313,12 @@ static int lex(const char *data, size_t len, const char *name, struct lexed *lx,
                 cn = 0;
             if (!last)
                 continue; /* go-debian files it under key "", which nothing reads */
-            if (last->val.len > 0 && last->val.data[last->val.len - 1] != '\n')
-                buf_append(&last->val, "\n", 1);
-            buf_append(&last->val, s + 1, cn);
-            buf_append(&last->val, "\n", 1);
+            if ((last->val.len > 0 && last->val.data[last->val.len - 1] != '\n' &&
+                 buf_append(&last->val, "\n", 1) < 0) ||
+                buf_append(&last->val, s + 1, cn) < 0 || buf_append(&last->val, "\n", 1) < 0) {
+                failf(e, name, line, "value of '%s' is too long", last->key);
+                goto out;
+            }
             continue;
         }
 
@@ -339,7 +341,10 @@ static int lex(const char *data, size_t len, const char *name, struct lexed *lx,
             cur.line = line;
         cur.nkeys++;
         last = para_set(&cur, k, kn, line, max);
-        buf_append(&last->val, v, vn);
+        if (buf_append(&last->val, v, vn) < 0) {
+            failf(e, name, line, "value of '%s' is too long", last->key);
+            goto out;
+        }
     }
     if (cur.nkeys > 0) {
         lx->p = xrealloc(lx->p, (lx->n + 1) * sizeof(*lx->p));
@@ -654,9 +659,9 @@ static char *invalid_list(const struct oi_strv *s, int (*ok)(const char *))
     int any = 0;
     for (size_t i = 0; i < s->n; i++)
         if (!ok(s->v[i])) {
-            if (any)
-                buf_puts(&b, "\", \"");
-            buf_puts(&b, s->v[i]);
+            /* a message: each element cut at 100 bytes, the list when full */
+            if (buf_printf(&b, "%s%.100s", any ? "\", \"" : "", s->v[i]) < 0)
+                break;
             any = 1;
         }
     if (!any) {
@@ -729,9 +734,19 @@ static int cmp_arch_field(const void *a, const void *b)
     return strcmp(((const struct oi_arch_field *)a)->key, ((const struct oi_arch_field *)b)->key);
 }
 
+/* "<label>=<length>:<value>\n": length-prefixed, so no value can fake
+ * another part. b is unbounded, so appends cannot fail. */
 static void put_part(struct buf *b, const char *label, const char *v)
 {
-    buf_printf(b, "%s=%zu:%s\n", label, strlen(v), v);
+    char num[24];
+    size_t n = strlen(v), k = sizeof(num);
+    do
+        num[--k] = (char)('0' + n % 10);
+    while ((n /= 10) > 0);
+    if (buf_puts(b, label) < 0 || buf_append(b, "=", 1) < 0 ||
+        buf_append(b, num + k, sizeof(num) - k) < 0 || buf_append(b, ":", 1) < 0 ||
+        buf_puts(b, v) < 0 || buf_append(b, "\n", 1) < 0)
+        abort();
 }
 
 /* The canonical text of an entry's build artifacts (bashbrew
@@ -759,12 +774,16 @@ static char *build_text(const struct oi_entry *en)
 
 static void sha256_hex(const char *s, char out[OI_FINGERPRINT_LEN + 1])
 {
+    static const char hex[] = "0123456789abcdef";
     unsigned char md[32];
     unsigned int mdlen = 0;
     if (EVP_Digest(s, strlen(s), md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != sizeof(md))
         abort(); /* only fails on allocation failure, like xmalloc */
-    for (size_t i = 0; i < sizeof(md); i++)
-        snprintf(out + 2 * i, 3, "%02x", md[i]);
+    for (size_t i = 0; i < sizeof(md); i++) {
+        out[2 * i] = hex[md[i] >> 4];
+        out[2 * i + 1] = hex[md[i] & 15];
+    }
+    out[OI_FINGERPRINT_LEN] = '\0';
 }
 
 /* Move a validated draft into a new entry. */
@@ -826,19 +845,19 @@ struct builder {
     const char *name;
     const struct para *global;
     struct oi_repo *repo;
-    char **texts; /* build_text of each entry */
-    size_t ntexts;
-    struct smap by_text;   /* build text -> entry */
+    char **prints; /* fingerprint of each entry (stable copies for by_print) */
+    size_t nprints;
+    struct smap by_print;  /* fingerprint -> entry */
     struct smap by_tag;    /* Tags member -> entry */
     struct smap by_shared; /* SharedTags member -> first entry listing it */
 };
 
 static void builder_free(struct builder *b)
 {
-    for (size_t i = 0; i < b->ntexts; i++)
-        free(b->texts[i]);
-    free(b->texts);
-    smap_free(&b->by_text);
+    for (size_t i = 0; i < b->nprints; i++)
+        free(b->prints[i]);
+    free(b->prints);
+    smap_free(&b->by_print);
     smap_free(&b->by_tag);
     smap_free(&b->by_shared);
 }
@@ -1016,7 +1035,9 @@ static void add_entry(struct builder *b, struct draft *d, int line)
     struct oi_entry *en = &r->entries[r->nentries];
     entry_from_draft(en, d, line);
     char *text = build_text(en);
-    const size_t *same = smap_get(&b->by_text, text);
+    sha256_hex(text, en->fingerprint);
+    free(text);
+    const size_t *same = smap_get(&b->by_print, en->fingerprint);
     if (same) {
         struct oi_entry *into = &r->entries[*same];
         for (size_t i = 0; i < en->tags.n; i++)
@@ -1026,14 +1047,12 @@ static void add_entry(struct builder *b, struct draft *d, int line)
         en->tags.n = en->shared_tags.n = 0;
         entry_free(en);
         strv_uniq_keep_order(&into->shared_tags);
-        free(text);
         index_tags(b, *same);
         return;
     }
-    sha256_hex(text, en->fingerprint);
-    b->texts = xrealloc(b->texts, (r->nentries + 1) * sizeof(char *));
-    b->texts[b->ntexts++] = text;
-    smap_add(&b->by_text, text, r->nentries);
+    b->prints = xrealloc(b->prints, (b->nprints + 1) * sizeof(char *));
+    b->prints[b->nprints] = xstrdup(en->fingerprint);
+    smap_add(&b->by_print, b->prints[b->nprints++], r->nentries);
     r->nentries++;
     index_tags(b, r->nentries - 1);
 }
@@ -1078,7 +1097,8 @@ static void build_groups(struct oi_repo *r)
                 k = smap_get(&tag_idx, t);
                 nstags++;
             }
-            buf_printf(&keys[*k], "%zu,", i);
+            if (buf_printf(&keys[*k], "%zu,", i) < 0)
+                abort(); /* unbounded buffer */
         }
 
     struct smap by_key = {NULL, NULL, 0, 0};

@@ -1,6 +1,7 @@
 /* Fuzz target: oi_parse on arbitrary bytes. An error must name the file and
  * line; a parsed repository must keep the model's invariants (every entry
- * has tags and a fingerprint, one tags group per entry, group entries in
+ * has valid tags, a known architecture for each platform, a 40/64 hex
+ * commit and a fingerprint; one tags group per entry, group entries in
  * range, platforms sorted and distinct, each tag in one group per kind). */
 #include <stddef.h>
 #include <stdint.h>
@@ -16,6 +17,16 @@ static void check_sorted(const struct oi_strv *s)
     for (size_t i = 1; i < s->n; i++)
         if (strcmp(s->v[i - 1], s->v[i]) >= 0)
             abort();
+}
+
+/* ^\w[\w.-]{0,127}$, checked independently of the parser */
+static void check_tag(const char *t)
+{
+    size_t n = strlen(t);
+    if (n < 1 || n > 128 || strspn(t, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                      "0123456789_.-") != n ||
+        t[0] == '.' || t[0] == '-')
+        abort();
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -35,6 +46,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         check_sorted(&en->arches);
         check_sorted(&en->platforms);
+        for (size_t k = 0; k < en->arches.n; k++)
+            if (!oi_arch_platform(en->arches.v[k]))
+                abort();
+        for (size_t k = 0; k < en->tags.n; k++)
+            check_tag(en->tags.v[k]);
+        for (size_t k = 0; k < en->shared_tags.n; k++)
+            check_tag(en->shared_tags.v[k]);
+        size_t cn = strlen(en->git_commit);
+        if ((cn != 40 && cn != 64) || strspn(en->git_commit, "0123456789abcdef") != cn)
+            abort();
     }
     for (size_t g = 0; g < r->ngroups; g++) {
         const struct oi_group *gr = &r->groups[g];

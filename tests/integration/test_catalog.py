@@ -64,9 +64,12 @@ def commits_changing_only(pattern):
 class CatalogAtHead(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        t0 = time.time()
-        cls.proc, cls.doc = catalog_json()
-        cls.seconds = time.time() - t0
+        cls.seconds = None
+        for _ in range(3):  # the best of three: other tests may load the machine
+            t0 = time.time()
+            cls.proc, cls.doc = catalog_json()
+            seconds = time.time() - t0
+            cls.seconds = seconds if cls.seconds is None else min(cls.seconds, seconds)
 
     def test_totals_at_newest_commit(self):
         self.assertEqual(self.proc.returncode, 0, self.proc.stderr)
@@ -154,9 +157,12 @@ class CatalogCommand(unittest.TestCase):
         bad = [l for l in p.stdout.splitlines() if "errors=0" not in l]
         self.assertEqual(p.returncode, 0, "\n".join(bad[:20]) + p.stderr)
         summary = p.stdout.splitlines()[-1]
-        self.assertRegex(summary, r"^commits=485 errors=0 ms_per_commit=")
+        m = re.match(r"^commits=485 errors=0 ms_per_commit=([0-9.]+)$", summary)
+        self.assertTrue(m, summary)
         print("\n%s (%.1fs in all)" % (summary, seconds))
         self.assertLess(seconds, 60)
+        # reading all library files of one commit, in process
+        self.assertLess(float(m.group(1)), 250)
 
     def test_repos_filter_and_text_output(self):
         p, doc = catalog_json("--repos", "hello-world, debian")
@@ -196,6 +202,12 @@ class CatalogCommand(unittest.TestCase):
         url = "http://127.0.0.1:%d/x.git" % free_port()
         self.one_line_exit_2(run(COORD, "catalog", "--official-images", url), url,
                              "fetch failed")
+        # credentials in a URL never appear in a message
+        port = free_port()
+        p = run(COORD, "catalog", "--official-images",
+                "http://user:s3cret@127.0.0.1:%d/x.git" % port)
+        self.one_line_exit_2(p, "'http://***@127.0.0.1:%d/x.git'" % port)
+        self.assertNotIn("s3cret", p.stderr)
         self.one_line_exit_2(run(COORD, "catalog", "--official-images", OFFICIAL_IMAGES,
                                  "--bogus"), "unknown flag '--bogus'")
         self.one_line_exit_2(run(COORD, "catalog"), "--official-images")

@@ -456,6 +456,14 @@ static void test_oi__tag_regex(void **state)
     snprintf(text, sizeof(text), HEAD "\nTags: %s\n", tag);
     parse_err(text, "invalid tag", NULL);
     parse_err(HEAD "\nTags: .hidden\n", "invalid tag \".hidden\"", NULL);
+    /* longer than an error message can hold: still an error */
+    char huge[2000];
+    memset(huge, 'x', sizeof(huge) - 1);
+    huge[sizeof(huge) - 1] = '\0';
+    char *text2 = NULL;
+    assert_true(asprintf(&text2, HEAD "\nTags: ok\nSharedTags: %s\n", huge) > 0);
+    parse_err(text2, "invalid shared tag \"xxx", NULL);
+    free(text2);
     parse_err(HEAD "\nTags: -x\n", "invalid tag", NULL);
     parse_err(HEAD "\nTags: a b\n", "invalid tag \"a b\"", NULL);
     parse_err(HEAD "\nTags: a:b\n", "invalid tag", NULL);
