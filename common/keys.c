@@ -127,6 +127,14 @@ char *keys_run(const struct keys *k, const char *run_id)
     return build(k, "run", id, none);
 }
 
+char *keys_run_keys(const struct keys *k, const char *run_id)
+{
+    char *run = keys_run(k, run_id);
+    char *s = xasprintf("%s:keys", run);
+    free(run);
+    return s;
+}
+
 /* name:<target id>[:part]: target-scoped keys. */
 static char *target_key(const struct keys *k, const char *name, const char *target_url,
                         struct part p2)

@@ -22,6 +22,8 @@
  * <p>run:<id>                           hash    run record: id, state, commit, started_ms,
  *                                               finished_ms, jobs_total, jobs_done, jobs_failed,
  *                                               jobs_retried, jobs_dead and worker counters
+ * <p>run:<id>:keys                      set     job keys the run enqueued (each counted once
+ *                                               in jobs_total, also when re-enqueued)
  * <p>runs                               zset    run id scored by start (ms)
  * <p>runs:current                       string  id of the run in progress
  * <p>synced-commit                      string  last official-images commit fully synced
@@ -77,6 +79,7 @@ void keys_free(struct keys *k);
 
 /* Keys with a variable part; each returns a new string the caller frees. */
 char *keys_run(const struct keys *k, const char *run_id);
+char *keys_run_keys(const struct keys *k, const char *run_id);
 char *keys_present(const struct keys *k, const char *target_url, const char *repo);
 char *keys_blobhome(const struct keys *k, const char *target_url);
 char *keys_blob_lock(const struct keys *k, const char *target_url, const char *digest);

@@ -444,6 +444,37 @@ struct rq_cmd *rq_cmd_run_create(const struct rq *q, const char *run_id, const c
     return c;
 }
 
+struct rq_cmd *rq_cmd_run_enqueue(const struct rq *q, const char *run_id, const char *key,
+                                  const char *json)
+{
+    const struct keys *k = &q->keys;
+    char *run = keys_run(k, run_id), *runkeys = keys_run_keys(k, run_id);
+    struct rq_cmd *c = fcall(K_ENQUEUE, "hubsync_run_enqueue", 5, k->jobs, k->jobs_index,
+                             k->stats, run, runkeys);
+    free(run);
+    free(runkeys);
+    arg(c, key);
+    arg(c, json);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_purge_delayed(const struct rq *q, const char *run_id)
+{
+    const struct keys *k = &q->keys;
+    struct rq_cmd *c = fcall(K_INT, "hubsync_purge_delayed", 4, k->jobs_index, k->jobs_delayed,
+                             k->jobs_delayed_payload, k->stats);
+    arg(c, run_id ? run_id : "");
+    return c;
+}
+
+struct rq_cmd *rq_cmd_run_current(const struct rq *q)
+{
+    struct rq_cmd *c = cmd_new(K_STRING);
+    arg(c, "GET");
+    arg(c, q->keys.run_current);
+    return c;
+}
+
 struct rq_cmd *rq_cmd_run_add_total(const struct rq *q, const char *run_id, long long n)
 {
     struct rq_cmd *c = cmd_new(K_INT);

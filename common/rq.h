@@ -200,11 +200,20 @@ struct rq_cmd *rq_cmd_lease_release(const char *key, const char *token);
 
 /* RQ_DONE n = start ms; sets the current run | RQ_DUPLICATE (run exists). */
 struct rq_cmd *rq_cmd_run_create(const struct rq *q, const char *run_id, const char *commit);
+/* Enqueue as rq_cmd_enqueue, counting the key once in the run's jobs_total
+ * (a resumed run enqueues its jobs again). RQ_ADDED id | RQ_DUPLICATE id. */
+struct rq_cmd *rq_cmd_run_enqueue(const struct rq *q, const char *run_id, const char *key,
+                                  const char *json);
+/* Take the jobs of run_id (NULL: of every run) off the delayed set, where
+ * they wait for the pull budget or a backoff. RQ_VALUE n = removed. */
+struct rq_cmd *rq_cmd_purge_delayed(const struct rq *q, const char *run_id);
+/* Id of the run in progress. RQ_VALUE str | RQ_EMPTY. */
+struct rq_cmd *rq_cmd_run_current(const struct rq *q);
 /* Add n to jobs_total. RQ_VALUE n = new total. */
 struct rq_cmd *rq_cmd_run_add_total(const struct rq *q, const char *run_id, long long n);
 /* The run record as items (field, value, ...). RQ_VALUE | RQ_EMPTY. */
 struct rq_cmd *rq_cmd_run_get(const struct rq *q, const char *run_id);
-/* state: done|failed|aborted. advance: with done, the synced-commit marker
+/* state: done|deferred|failed|aborted. advance: with done, the synced-commit marker
  * moves to the run's commit. RQ_DONE | RQ_GONE. */
 struct rq_cmd *rq_cmd_run_finish(const struct rq *q, const char *run_id, const char *state,
                                  int advance);

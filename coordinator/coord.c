@@ -1,5 +1,6 @@
 /* coord: option handling shared by the coordinator's subcommands. */
 #include "coord.h"
+#include "log.h"
 
 #include <stdio.h>
 
@@ -32,5 +33,18 @@ int coord_parse_args(struct cfg *c, const struct cfg_opt *opts, int nopts, int a
         cfg_free(c);
         return -1;
     }
+    return 0;
+}
+
+int coord_setup_log(const struct cfg *c, struct err *e)
+{
+    enum log_level lvl;
+    enum log_format fmt;
+    if (log_parse_level(cfg_str(c, "log-level"), &lvl) < 0)
+        return err_set(e, "--log-level: '%s' is not debug, info, warn or error",
+                       cfg_str(c, "log-level"));
+    if (log_parse_format(cfg_str(c, "log-format"), &fmt) < 0)
+        return err_set(e, "--log-format: '%s' is not text or json", cfg_str(c, "log-format"));
+    log_setup("coordinator", lvl, fmt);
     return 0;
 }

@@ -13,6 +13,7 @@ static const struct {
 } commands[] = {
     {"catalog", "read the official-images catalog at a ref", coord_catalog_main},
     {"diff", "what changed between two commits", coord_diff_main},
+    {"sync", "enqueue a sync run (daemon, or --once) and follow it", coord_sync_main},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 

@@ -1,0 +1,957 @@
+/* sync: the `sync` subcommand, hubsync's main job.
+ *
+ * One run: read official-images at the wanted commit, work out the groups
+ * that changed since the last fully synced commit (the marker in Redis),
+ * and enqueue one job per selected tag group: first the changed ones, then
+ * every other one as a cheap check (a worker HEADs its tags, which is free,
+ * and copies only what differs, so upstream rebuilds are found on every
+ * run). The run's record in Redis counts what workers report; the marker
+ * moves to the run's commit only when every job of the run succeeded.
+ *
+ * Only one run is active at a time: a coordinator that starts while a run is
+ * unfinished resumes it (enqueueing again is idempotent), and only one
+ * coordinator holds the lease. Without --once the coordinator is a daemon
+ * that starts a run every --interval seconds (with jitter) and stands by
+ * while another coordinator holds the lease. */
+#include <errno.h>
+#include <fnmatch.h>
+#include <jansson.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "catalog.h"
+#include "coord.h"
+#include "job.h"
+#include "log.h"
+#include "rq.h"
+#include "xalloc.h"
+
+#define SYNC_LEASE_MS 30000LL
+#define SYNC_POLL_S 1
+#define SYNC_PLAIN_PROGRESS_S 5
+
+static const struct cfg_opt sync_opts[] = {
+    COORD_OPT_REDIS,
+    COORD_OPT_REDIS_PREFIX,
+    {"official-images", "HUBSYNC_OFFICIAL_IMAGES", CFG_STR,
+     "https://github.com/docker-library/official-images.git", 0, 0,
+     "official-images source: a URL or a local repository", 0},
+    {"workdir", "HUBSYNC_WORKDIR", CFG_STR, NULL, 0, 0,
+     "keep a clone of the source here, fetched on every run (default: read a local source in "
+     "place, clone a URL into a temporary folder)",
+     0},
+    {"ref", "HUBSYNC_REF", CFG_STR, NULL, 0, 0,
+     "official-images revision to sync (default: the source's HEAD, else master)", 0},
+    {"upstream", "HUBSYNC_UPSTREAM", CFG_STR, "https://registry-1.docker.io", 0, 0,
+     "registry to copy from", 0},
+    {"target", "HUBSYNC_TARGET", CFG_STR, NULL, 0, 0,
+     "registry to copy to, e.g. http://registry:5000 (required)", 0},
+    {"target-prefix", "HUBSYNC_TARGET_PREFIX", CFG_STR, "library/", 0, 0,
+     "repository prefix on the target ('library/' serves docker.io mirror clients)", 0},
+    {"repos", "HUBSYNC_REPOS", CFG_STR, NULL, 0, 0,
+     "only these repositories (comma-separated; default: all)", 0},
+    {"exclude-repos", "HUBSYNC_EXCLUDE_REPOS", CFG_STR, NULL, 0, 0,
+     "never these repositories (comma-separated)", 0},
+    {"tags", "HUBSYNC_TAGS", CFG_STR, NULL, 0, 0,
+     "only tags matching one of these glob patterns (comma-separated)", 0},
+    {"skip", "HUBSYNC_SKIP", CFG_STR, NULL, 0, 0,
+     "skip these repo:tag glob patterns (comma-separated, e.g. 'python:*windows*')", 0},
+    {"platforms", "HUBSYNC_PLATFORMS", CFG_STR, NULL, 0, 0,
+     "copy only these platforms (e.g. linux/amd64,linux/arm64); needs --platform-policy", 0},
+    {"platform-policy", "HUBSYNC_PLATFORM_POLICY", CFG_STR, NULL, 0, 0,
+     "with --platforms: 'sparse' (index bytes kept, only chosen children copied; the target "
+     "must accept it) or 'rewrite' (a new index of the chosen children: new digest)",
+     0},
+    {"once", "HUBSYNC_ONCE", CFG_BOOL, "false", 0, 0, "run one sync and exit (default: daemon)",
+     0},
+    {"wait", "HUBSYNC_WAIT", CFG_BOOL, "false", 0, 0,
+     "with --once: wait for the run to finish and print its report", 0},
+    {"json", NULL, CFG_BOOL, "false", 0, 0, "print the report as JSON", 0},
+    {"interval", "HUBSYNC_INTERVAL", CFG_INT, "21600", 60, 31536000,
+     "daemon: seconds between runs", 0},
+    {"jitter", "HUBSYNC_JITTER", CFG_INT, "600", 0, 86400,
+     "daemon: up to this many seconds added to each interval at random", 0},
+    {"deferred-interval", "HUBSYNC_DEFERRED_INTERVAL", CFG_INT, "1800", 10, 86400,
+     "daemon: seconds before the next run after one deferred by the pull budget", 0},
+    COORD_OPT_LOG_LEVEL,
+    COORD_OPT_LOG_FORMAT,
+    COORD_OPT_HELP,
+};
+#define NSYNC_OPTS ((int)(sizeof(sync_opts) / sizeof(sync_opts[0])))
+
+/* Set by SIGTERM/SIGINT: the daemon stops between runs or while waiting. */
+static volatile sig_atomic_t sync_stop;
+
+static void on_stop_signal(int sig)
+{
+    (void)sig;
+    sync_stop = 1;
+}
+
+struct selection {
+    struct oi_strv repos, exclude, tags, skip, platforms;
+    enum job_policy policy;
+};
+
+struct sync_ctx {
+    struct cfg *c;
+    struct rq q;
+    struct rconn_setup setup;
+    struct rconn rc;
+    struct selection sel;
+    char token[96];
+    char run[JOB_RUN_MAX + 1];
+};
+
+/* ---- Redis helpers -------------------------------------------------------------------------- */
+
+/* A plain command; the reply (caller frees) or NULL with a message. */
+static redisReply *cmd(struct sync_ctx *s, struct err *e, int argc, const char **argv)
+{
+    redisReply *r = NULL;
+    if (rconn_command(&s->rc, argc, argv, NULL, 0, &r, e) < 0)
+        return NULL;
+    if (r->type == REDIS_REPLY_ERROR) {
+        err_set(e, "redis: %s", r->str);
+        freeReplyObject(r);
+        return NULL;
+    }
+    return r;
+}
+
+static const char *str_or(const char *s, const char *dflt)
+{
+    return s ? s : dflt;
+}
+
+static int exec(struct sync_ctx *s, struct rq_cmd *c, struct rq_res *res, struct err *e)
+{
+    return rq_exec(&s->rc, c, res, e);
+}
+
+static int lease_take(struct sync_ctx *s, struct err *e)
+{
+    struct rq_res res;
+    int rc = exec(s, rq_cmd_lease_acquire(s->q.keys.coordinator, s->token, SYNC_LEASE_MS), &res, e);
+    int held = rc == 0 && res.status == RQ_DONE;
+    rq_res_free(&res);
+    if (rc < 0)
+        return -1;
+    return held;
+}
+
+/* 1 still ours, 0 lost, -1 Redis trouble. */
+static int lease_renew(struct sync_ctx *s, struct err *e)
+{
+    struct rq_res res;
+    int rc = exec(s, rq_cmd_lease_renew(s->q.keys.coordinator, s->token, SYNC_LEASE_MS), &res, e);
+    int held = rc == 0 && res.status == RQ_DONE;
+    rq_res_free(&res);
+    return rc < 0 ? -1 : held;
+}
+
+static void lease_drop(struct sync_ctx *s)
+{
+    struct rq_res res;
+    struct err e;
+    exec(s, rq_cmd_lease_release(s->q.keys.coordinator, s->token), &res, &e);
+    rq_res_free(&res);
+}
+
+/* The run record as a JSON object of its fields (numbers where numeric). */
+static json_t *run_record(struct sync_ctx *s, const char *run, struct err *e)
+{
+    struct rq_res res;
+    if (exec(s, rq_cmd_run_get(&s->q, run), &res, e) < 0) {
+        rq_res_free(&res);
+        return NULL;
+    }
+    json_t *o = json_object();
+    for (size_t i = 0; i + 1 < res.nitems; i += 2) {
+        char *end;
+        errno = 0;
+        long long v = strtoll(res.items[i + 1], &end, 10);
+        if (!errno && *res.items[i + 1] && !*end)
+            json_object_set_new(o, res.items[i], json_integer(v));
+        else
+            json_object_set_new(o, res.items[i], json_string(res.items[i + 1]));
+    }
+    rq_res_free(&res);
+    return o;
+}
+
+static long long jint(json_t *o, const char *k)
+{
+    return json_integer_value(json_object_get(o, k));
+}
+
+static int run_set(struct sync_ctx *s, const char *run, const char *field, const char *value,
+                   struct err *e)
+{
+    char *key = keys_run(&s->q.keys, run);
+    const char *argv[] = {"HSET", key, field, value};
+    redisReply *r = cmd(s, e, 4, argv);
+    free(key);
+    if (!r)
+        return -1;
+    freeReplyObject(r);
+    return 0;
+}
+
+/* Jobs of `run` waiting in the delayed set for the pull budget. */
+static long long count_deferred(struct sync_ctx *s, const char *run, struct err *e)
+{
+    const char *argv[] = {"HVALS", s->q.keys.jobs_delayed_payload};
+    redisReply *r = cmd(s, e, 2, argv);
+    if (!r)
+        return -1;
+    long long n = 0;
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+        json_t *p = json_loads(r->element[i]->str, 0, NULL);
+        const char *why = json_string_value(json_object_get(p, "why"));
+        const char *jr = json_string_value(json_object_get(json_object_get(p, "job"), "run"));
+        if (why && jr && strcmp(why, "budget") == 0 && strcmp(jr, run) == 0)
+            n++;
+        json_decref(p);
+    }
+    freeReplyObject(r);
+    return n;
+}
+
+/* ---- selection ------------------------------------------------------------------------------ */
+
+static void split_list(const char *s, struct oi_strv *out)
+{
+    while (s && *s) {
+        size_t n = strcspn(s, ",");
+        const char *p = s;
+        size_t len = n;
+        while (len > 0 && (*p == ' ' || *p == '\t'))
+            p++, len--;
+        while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+            len--;
+        if (len > 0)
+            oi_strv_push(out, xstrndup(p, len));
+        s += n + (s[n] == ',');
+    }
+}
+
+static int strv_has(const struct oi_strv *v, const char *s)
+{
+    for (size_t i = 0; i < v->n; i++)
+        if (strcmp(v->v[i], s) == 0)
+            return 1;
+    return 0;
+}
+
+static int selection_init(struct selection *sel, const struct cfg *c, struct err *e)
+{
+    memset(sel, 0, sizeof(*sel));
+    split_list(cfg_str(c, "repos"), &sel->repos);
+    split_list(cfg_str(c, "exclude-repos"), &sel->exclude);
+    split_list(cfg_str(c, "tags"), &sel->tags);
+    split_list(cfg_str(c, "skip"), &sel->skip);
+    split_list(cfg_str(c, "platforms"), &sel->platforms);
+    const char *pol = cfg_str(c, "platform-policy");
+    sel->policy = JOB_POLICY_ALL;
+    if (sel->platforms.n && !pol)
+        return err_set(e, "--platforms needs --platform-policy sparse|rewrite (the digest of a "
+                          "rewritten index differs from Docker Hub's)");
+    if (pol && !sel->platforms.n)
+        return err_set(e, "--platform-policy needs --platforms");
+    if (pol && (job_policy_parse(pol, &sel->policy) < 0 || sel->policy == JOB_POLICY_ALL))
+        return err_set(e, "--platform-policy: '%s' is not sparse or rewrite", pol);
+    for (size_t i = 0; i < sel->platforms.n; i++)
+        if (!job_platform_valid(sel->platforms.v[i]))
+            return err_set(e, "--platforms: '%s' is not os/arch[/variant]", sel->platforms.v[i]);
+    return 0;
+}
+
+static void selection_free(struct selection *sel)
+{
+    oi_strv_free(&sel->repos);
+    oi_strv_free(&sel->exclude);
+    oi_strv_free(&sel->tags);
+    oi_strv_free(&sel->skip);
+    oi_strv_free(&sel->platforms);
+}
+
+static int repo_selected(const struct selection *sel, const char *name)
+{
+    return (!sel->repos.n || strv_has(&sel->repos, name)) && !strv_has(&sel->exclude, name);
+}
+
+static int tag_selected(const struct selection *sel, const char *repo, const char *tag)
+{
+    int ok = !sel->tags.n;
+    for (size_t i = 0; !ok && i < sel->tags.n; i++)
+        ok = fnmatch(sel->tags.v[i], tag, 0) == 0;
+    char *rt = xasprintf("%s:%s", repo, tag);
+    for (size_t i = 0; ok && i < sel->skip.n; i++)
+        if (fnmatch(sel->skip.v[i], rt, 0) == 0)
+            ok = 0;
+    free(rt);
+    return ok;
+}
+
+static int platforms_overlap(const struct selection *sel, const struct oi_strv *have)
+{
+    if (!sel->platforms.n)
+        return 1;
+    for (size_t i = 0; i < have->n; i++)
+        for (size_t k = 0; k < sel->platforms.n; k++) {
+            /* bashbrew's arm64 carries v8; a user may write either. */
+            const char *a = have->v[i], *b = sel->platforms.v[k];
+            if (strcmp(a, b) == 0 || (strncmp(a, b, strlen(b)) == 0 && strcmp(a + strlen(b), "/v8") == 0))
+                return 1;
+        }
+    return 0;
+}
+
+/* ---- planning -------------------------------------------------------------------------------- */
+
+struct planned {
+    char *key;
+    char *json;
+    int changed;
+};
+
+struct plan {
+    struct planned *jobs;
+    size_t n;
+    size_t tags;
+    json_t *removed; /* [{"repository":..,"tags":[..]}] */
+};
+
+static void plan_free(struct plan *p)
+{
+    for (size_t i = 0; i < p->n; i++) {
+        free(p->jobs[i].key);
+        free(p->jobs[i].json);
+    }
+    free(p->jobs);
+    json_decref(p->removed);
+    memset(p, 0, sizeof(*p));
+}
+
+static const struct catalog_repo_diff *diff_repo(const struct catalog_diff *d, const char *name)
+{
+    for (size_t i = 0; d && i < d->nrepos; i++)
+        if (strcmp(d->repos[i].name, name) == 0)
+            return &d->repos[i];
+    return NULL;
+}
+
+static int group_changed(const struct catalog_diff *d, int first_run, const char *repo,
+                         const char *key)
+{
+    if (first_run)
+        return 1;
+    const struct catalog_repo_diff *rd = diff_repo(d, repo);
+    for (size_t i = 0; rd && i < rd->ngroups; i++)
+        if (rd->groups[i].change != CATALOG_REMOVED && strcmp(rd->groups[i].key, key) == 0)
+            return 1;
+    return 0;
+}
+
+/* Turn the catalog at the run's commit into jobs: changed groups first, then
+ * the checks, repositories interleaved so one large repository does not hold
+ * up the rest. */
+static int plan_build(struct sync_ctx *s, const struct catalog_snapshot *snap,
+                      const struct catalog_diff *d, int first_run, struct plan *p,
+                      struct err *e)
+{
+    const struct cfg *c = s->c;
+    const char *prefix = cfg_str(c, "target-prefix");
+    struct planned *changed = NULL, *checks = NULL;
+    size_t nchanged = 0, nchecks = 0;
+    memset(p, 0, sizeof(*p));
+    p->removed = json_array();
+    /* Per repository, its jobs in file order; then dealt round-robin. */
+    size_t maxg = 0;
+    for (size_t r = 0; r < snap->nrepos; r++)
+        if (snap->repos[r]->ngroups > maxg)
+            maxg = snap->repos[r]->ngroups;
+    for (size_t g = 0; g < maxg; g++) {
+        for (size_t r = 0; r < snap->nrepos; r++) {
+            const struct oi_repo *repo = snap->repos[r];
+            if (g >= repo->ngroups || !repo_selected(&s->sel, repo->name))
+                continue;
+            const struct oi_group *gr = &repo->groups[g];
+            if (!platforms_overlap(&s->sel, &gr->platforms))
+                continue;
+            struct job j = {0};
+            j.version = JOB_VERSION;
+            j.run = s->run;
+            j.upstream = (char *)cfg_str(c, "upstream");
+            j.target = (char *)cfg_str(c, "target");
+            j.source_repo = xasprintf("library/%s", repo->name);
+            j.target_repo = xasprintf("%s%s", prefix, repo->name);
+            j.tags = xcalloc(gr->tags.n, sizeof(char *));
+            for (size_t t = 0; t < gr->tags.n; t++)
+                if (tag_selected(&s->sel, repo->name, gr->tags.v[t]))
+                    j.tags[j.ntags++] = gr->tags.v[t];
+            j.platforms = s->sel.platforms.v;
+            j.nplatforms = s->sel.platforms.n;
+            j.policy = s->sel.policy;
+            char *key = oi_group_key(repo, gr);
+            j.key = key;
+            int ch = group_changed(d, first_run, repo->name, key);
+            j.reason = ch ? JOB_REASON_CHANGED : JOB_REASON_CHECK;
+            char *json = j.ntags ? job_encode(&j, e) : NULL;
+            int bad = j.ntags && !json;
+            p->tags += j.ntags;
+            free(j.source_repo);
+            free(j.target_repo);
+            free(j.tags);
+            if (bad) {
+                err_prefix(e, "job %s", key);
+                free(key);
+                goto fail;
+            }
+            if (!json) {
+                free(key);
+                continue;
+            }
+            struct planned **arr = ch ? &changed : &checks;
+            size_t *n = ch ? &nchanged : &nchecks;
+            *arr = xrealloc(*arr, (*n + 1) * sizeof(**arr));
+            (*arr)[(*n)++] = (struct planned){key, json, ch};
+        }
+    }
+    p->jobs = xcalloc(nchanged + nchecks, sizeof(*p->jobs));
+    memcpy(p->jobs, changed, nchanged * sizeof(*changed));
+    memcpy(p->jobs + nchanged, checks, nchecks * sizeof(*checks));
+    p->n = nchanged + nchecks;
+    free(changed);
+    free(checks);
+    for (size_t r = 0; d && r < d->nrepos; r++) {
+        const struct catalog_repo_diff *rd = &d->repos[r];
+        if (!repo_selected(&s->sel, rd->name))
+            continue;
+        json_t *tags = json_array();
+        for (size_t g = 0; g < rd->ngroups; g++)
+            for (size_t t = 0; t < rd->groups[g].removed_tags.n; t++)
+                json_array_append_new(tags, json_string(rd->groups[g].removed_tags.v[t]));
+        if (json_array_size(tags))
+            json_array_append_new(p->removed,
+                                  json_pack("{s:s, s:o}", "repository", rd->name, "tags", tags));
+        else
+            json_decref(tags);
+    }
+    return 0;
+fail:
+    for (size_t i = 0; i < nchanged; i++)
+        free(changed[i].key), free(changed[i].json);
+    for (size_t i = 0; i < nchecks; i++)
+        free(checks[i].key), free(checks[i].json);
+    free(changed);
+    free(checks);
+    plan_free(p);
+    return -1;
+}
+
+/* Read the catalog of the run's commit and the changes since `from`. */
+static int plan_run(struct sync_ctx *s, struct catalog *cat, const char *commit, const char *from,
+                    struct plan *p, struct err *e)
+{
+    int rc = -1;
+    struct catalog_snapshot *snap = NULL;
+    struct catalog_diff *d = NULL;
+    if (catalog_read(cat, commit, s->sel.repos.n ? &s->sel.repos : NULL, &snap, e) < 0)
+        goto out;
+    for (size_t i = 0; i < snap->nerrors; i++)
+        log_warn("catalog: library/%s: %s (its groups are not synced this run)",
+                 snap->errors[i].repo, snap->errors[i].msg);
+    int first = !from || !*from;
+    if (!first && strcmp(from, commit) != 0 && catalog_diff(cat, from, commit, &d, e) < 0) {
+        /* The marker's commit may be gone (history rewritten): check everything. */
+        log_warn("diff %.12s..%.12s: %s; treating every group as changed", from, commit, e->msg);
+        first = 1;
+    }
+    if (plan_build(s, snap, d, first, p, e) < 0)
+        goto out;
+    if (snap->nerrors) {
+        /* A broken library file keeps the run from completing: its groups are unknown. */
+        json_t *errs = json_array();
+        for (size_t i = 0; i < snap->nerrors; i++)
+            json_array_append_new(errs, json_pack("{s:s, s:s}", "repository",
+                                                  snap->errors[i].repo, "error",
+                                                  snap->errors[i].msg));
+        char *text = json_dumps(errs, JSON_COMPACT);
+        json_decref(errs);
+        int src = run_set(s, s->run, "catalog_errors", text, e);
+        free(text);
+        if (src < 0)
+            goto out;
+    }
+    rc = 0;
+out:
+    catalog_diff_free(d);
+    catalog_snapshot_free(snap);
+    return rc;
+}
+
+/* ---- one run ----------------------------------------------------------------------------------- */
+
+static void new_run_id(char out[JOB_RUN_MAX + 1])
+{
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    char when[32];
+    strftime(when, sizeof(when), "%Y%m%dT%H%M%SZ", &tm);
+    snprintf(out, JOB_RUN_MAX + 1, "%s-%04x", when, (unsigned)(rand() & 0xffff));
+}
+
+static int enqueue_all(struct sync_ctx *s, const struct plan *p, struct err *e)
+{
+    long long added = 0, dup = 0;
+    for (size_t i = 0; i < p->n; i++) {
+        struct rq_res res;
+        if (exec(s, rq_cmd_run_enqueue(&s->q, s->run, p->jobs[i].key, p->jobs[i].json), &res,
+                 e) < 0) {
+            rq_res_free(&res);
+            return err_prefix(e, "enqueue %s", p->jobs[i].key);
+        }
+        if (res.status == RQ_ADDED)
+            added++;
+        else
+            dup++;
+        rq_res_free(&res);
+        if ((i & 63) == 0 && lease_renew(s, e) == 0)
+            return err_set(e, "lost the coordinator lease while enqueueing");
+    }
+    log_info("run %s: %zu jobs (%lld enqueued, %lld already pending)", s->run, p->n, added, dup);
+    return run_set(s, s->run, "enqueued", "1", e);
+}
+
+static const char *const report_counters[] = {
+    "tags_unchanged",  "tags_written",      "manifests_pushed", "upstream_manifest_gets",
+    "upstream_manifest_heads", "blobs_copied", "blob_bytes_copied", "blobs_mounted",
+    "blobs_skipped",
+};
+#define NREPORT ((int)(sizeof(report_counters) / sizeof(report_counters[0])))
+
+/* The lowest pull budget any source reports: remaining, limit (-1: none). */
+static void budget_view(struct sync_ctx *s, long long *remaining, long long *limit)
+{
+    struct err e;
+    *remaining = *limit = -1;
+    char *pattern = xasprintf("%sbudget:*", s->q.keys.prefix);
+    const char *argv[] = {"KEYS", pattern};
+    redisReply *r = cmd(s, &e, 2, argv);
+    free(pattern);
+    for (size_t i = 0; r && r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+        const char *k = r->element[i]->str;
+        if (strstr(k, ":inflight"))
+            continue;
+        const char *hv[] = {"HMGET", k, "remaining", "limit", "unlimited"};
+        redisReply *h = cmd(s, &e, 5, hv);
+        if (h && h->type == REDIS_REPLY_ARRAY && h->elements == 3 && h->element[0]->str &&
+            !(h->element[2]->str && strcmp(h->element[2]->str, "1") == 0)) {
+            long long rem = atoll(h->element[0]->str);
+            if (*remaining < 0 || rem < *remaining) {
+                *remaining = rem;
+                *limit = h->element[1]->str ? atoll(h->element[1]->str) : -1;
+            }
+        }
+        if (h)
+            freeReplyObject(h);
+    }
+    if (r)
+        freeReplyObject(r);
+}
+
+static void human_bytes(long long b, char *out, size_t n)
+{
+    const char *u[] = {"B", "KB", "MB", "GB", "TB"};
+    double v = (double)b;
+    int i = 0;
+    while (v >= 1000 && i < 4)
+        v /= 1000, i++;
+    snprintf(out, n, i ? "%.1f %s" : "%.0f %s", v, u[i]);
+}
+
+static void progress(struct sync_ctx *s, json_t *rec, long long deferred, time_t started,
+                     int tty)
+{
+    long long total = jint(rec, "jobs_total"), done = jint(rec, "jobs_done");
+    long long failed = jint(rec, "jobs_failed") + jint(rec, "jobs_dead");
+    long long rem, lim;
+    budget_view(s, &rem, &lim);
+    char bytes[32], budget[64], eta[32] = "";
+    human_bytes(jint(rec, "blob_bytes_copied"), bytes, sizeof(bytes));
+    if (rem >= 0)
+        snprintf(budget, sizeof(budget), "%lld/%lld left", rem, lim);
+    else
+        snprintf(budget, sizeof(budget), "no limit seen");
+    long long settled = done + failed + deferred;
+    double el = difftime(time(NULL), started);
+    if (settled > 0 && settled < total && el > 0)
+        snprintf(eta, sizeof(eta), " ETA %.0fs", el / (double)settled * (double)(total - settled));
+    fprintf(stderr,
+            "%srun %s: jobs %lld/%lld (failed %lld, deferred %lld) tags written %lld | "
+            "pulls %lld, %s | %s%s%s",
+            tty ? "\r\033[K" : "", s->run, done, total, failed, deferred,
+            jint(rec, "tags_written"), jint(rec, "upstream_manifest_gets"), budget, bytes, eta,
+            tty ? "" : "\n");
+    fflush(stderr);
+}
+
+enum run_end { RUN_COMPLETE, RUN_DEFERRED, RUN_FAILED };
+
+/* Wait until every job of the run is settled or waits for the pull budget. */
+static int wait_run(struct sync_ctx *s, enum run_end *end, long long *deferred_out, struct err *e)
+{
+    int tty = isatty(2);
+    time_t started = time(NULL), last_plain = 0;
+    for (;;) {
+        json_t *rec = run_record(s, s->run, e);
+        if (!rec)
+            return -1;
+        long long total = jint(rec, "jobs_total"), done = jint(rec, "jobs_done");
+        long long failed = jint(rec, "jobs_failed") + jint(rec, "jobs_dead");
+        int enqueued = json_integer_value(json_object_get(rec, "enqueued")) == 1;
+        long long deferred = count_deferred(s, s->run, e);
+        if (deferred < 0) {
+            json_decref(rec);
+            return -1;
+        }
+        time_t now = time(NULL);
+        if (tty || now - last_plain >= SYNC_PLAIN_PROGRESS_S) {
+            progress(s, rec, deferred, started, tty);
+            last_plain = now;
+        }
+        int errors = json_object_get(rec, "catalog_errors") != NULL;
+        json_decref(rec);
+        if (enqueued && done + failed + deferred >= total) {
+            if (tty)
+                fputc('\n', stderr);
+            *deferred_out = deferred;
+            *end = failed || errors ? RUN_FAILED : deferred ? RUN_DEFERRED : RUN_COMPLETE;
+            return 0;
+        }
+        if (sync_stop)
+            return err_set(e, "stopped by a signal while waiting; the run goes on and the next "
+                              "coordinator resumes it");
+        int held = lease_renew(s, e);
+        if (held == 0)
+            return err_set(e, "lost the coordinator lease");
+        struct rq_res res;
+        if (exec(s, rq_cmd_promote(&s->q, 100), &res, e) < 0) {
+            rq_res_free(&res);
+            return -1;
+        }
+        rq_res_free(&res);
+        sleep(SYNC_POLL_S);
+    }
+}
+
+static json_t *report(struct sync_ctx *s, enum run_end end, long long deferred, struct err *e)
+{
+    static const char *const names[] = {"complete", "deferred", "failed"};
+    json_t *rec = run_record(s, s->run, e);
+    if (!rec)
+        return NULL;
+    json_t *o = json_pack("{s:s, s:O?, s:O?, s:s}", "run", s->run, "commit",
+                          json_object_get(rec, "commit"), "from", json_object_get(rec, "from"),
+                          "status", names[end]);
+    json_object_set_new(o, "jobs_total", json_integer(jint(rec, "jobs_total")));
+    json_object_set_new(o, "jobs_done", json_integer(jint(rec, "jobs_done")));
+    json_object_set_new(o, "jobs_failed",
+                        json_integer(jint(rec, "jobs_failed") + jint(rec, "jobs_dead")));
+    json_object_set_new(o, "jobs_deferred", json_integer(deferred));
+    json_object_set_new(o, "jobs_retried", json_integer(jint(rec, "jobs_retried")));
+    json_object_set_new(o, "tags_total", json_integer(jint(rec, "tags_total")));
+    for (int i = 0; i < NREPORT; i++)
+        json_object_set_new(o, report_counters[i], json_integer(jint(rec, report_counters[i])));
+    json_t *removed = json_loads(str_or(json_string_value(json_object_get(rec, "removed_tags")), "[]"),
+                                 0, NULL);
+    json_object_set_new(o, "removed_tags", removed ? removed : json_array());
+    json_t *cerr = json_loads(str_or(json_string_value(json_object_get(rec, "catalog_errors")), "[]"), 0,
+                              NULL);
+    json_object_set_new(o, "catalog_errors", cerr ? cerr : json_array());
+    json_object_set_new(o, "started_ms", json_integer(jint(rec, "started_ms")));
+    json_decref(rec);
+    return o;
+}
+
+static void print_report(json_t *o, int as_json)
+{
+    if (as_json) {
+        json_dumpf(o, stdout, JSON_COMPACT);
+        fputc('\n', stdout);
+        return;
+    }
+    char bytes[32];
+    human_bytes(jint(o, "blob_bytes_copied"), bytes, sizeof(bytes));
+    printf("run %s (%.12s): %s\n", json_string_value(json_object_get(o, "run")),
+           str_or(json_string_value(json_object_get(o, "commit")), "?"),
+           json_string_value(json_object_get(o, "status")));
+    printf("  jobs      %lld total, %lld done, %lld failed, %lld deferred\n",
+           jint(o, "jobs_total"), jint(o, "jobs_done"), jint(o, "jobs_failed"),
+           jint(o, "jobs_deferred"));
+    printf("  tags      %lld total, %lld unchanged, %lld written\n", jint(o, "tags_total"),
+           jint(o, "tags_unchanged"), jint(o, "tags_written"));
+    printf("  upstream  %lld manifest GETs (counted pulls), %lld HEADs (free)\n",
+           jint(o, "upstream_manifest_gets"), jint(o, "upstream_manifest_heads"));
+    printf("  target    %lld manifests pushed, %lld blobs copied (%s), %lld mounted, %lld "
+           "already there\n",
+           jint(o, "manifests_pushed"), jint(o, "blobs_copied"), bytes, jint(o, "blobs_mounted"),
+           jint(o, "blobs_skipped"));
+    json_t *removed = json_object_get(o, "removed_tags");
+    size_t i;
+    json_t *r;
+    json_array_foreach(removed, i, r)
+    {
+        printf("  removed from the catalog (kept on the target): %s:",
+               json_string_value(json_object_get(r, "repository")));
+        size_t k;
+        json_t *t;
+        json_array_foreach(json_object_get(r, "tags"), k, t) printf(" %s", json_string_value(t));
+        putchar('\n');
+    }
+    json_t *cerr = json_object_get(o, "catalog_errors");
+    json_array_foreach(cerr, i, r) printf("  catalog error: %s: %s\n",
+                                          json_string_value(json_object_get(r, "repository")),
+                                          json_string_value(json_object_get(r, "error")));
+}
+
+/* Settle the run: record its end, move the marker if it is complete, and take
+ * its jobs still waiting for the budget off the queue (the next run plans
+ * them again). */
+static int finish_run(struct sync_ctx *s, enum run_end end, struct err *e)
+{
+    struct rq_res res;
+    static const char *const states[] = {"done", "deferred", "failed"};
+    if (exec(s, rq_cmd_purge_delayed(&s->q, s->run), &res, e) < 0) {
+        rq_res_free(&res);
+        return -1;
+    }
+    rq_res_free(&res);
+    int rc = exec(s, rq_cmd_run_finish(&s->q, s->run, states[end], end == RUN_COMPLETE), &res, e);
+    rq_res_free(&res);
+    return rc;
+}
+
+/* Open the source and resolve the commit to sync; resume an unfinished run. */
+static int start_run(struct sync_ctx *s, struct catalog *cat, struct err *e)
+{
+    int rc = -1;
+    struct plan p = {0};
+    char commit[CATALOG_SHA_LEN + 1], from[CATALOG_SHA_LEN + 1] = "";
+    json_t *cur = NULL;
+    struct rq_res res;
+    memset(&res, 0, sizeof(res));
+
+    if (exec(s, rq_cmd_run_current(&s->q), &res, e) < 0)
+        goto out;
+    if (res.status == RQ_VALUE && res.str) {
+        snprintf(s->run, sizeof(s->run), "%s", res.str);
+        cur = run_record(s, s->run, e);
+        if (!cur)
+            goto out;
+        snprintf(commit, sizeof(commit), "%s",
+                 str_or(json_string_value(json_object_get(cur, "commit")), ""));
+        snprintf(from, sizeof(from), "%s", str_or(json_string_value(json_object_get(cur, "from")), ""));
+        log_info("resuming run %s at %.12s", s->run, commit);
+    } else {
+        rq_res_free(&res);
+        if (catalog_resolve(cat, cfg_str(s->c, "ref"), commit, e) < 0)
+            goto out;
+        if (exec(s, rq_cmd_synced_commit(&s->q), &res, e) < 0)
+            goto out;
+        if (res.status == RQ_VALUE && res.str)
+            snprintf(from, sizeof(from), "%s", res.str);
+        rq_res_free(&res);
+        /* Leftovers of an earlier run waiting for the budget are planned again. */
+        if (exec(s, rq_cmd_purge_delayed(&s->q, NULL), &res, e) < 0)
+            goto out;
+        rq_res_free(&res);
+        new_run_id(s->run);
+        if (exec(s, rq_cmd_run_create(&s->q, s->run, commit), &res, e) < 0)
+            goto out;
+        if (res.status != RQ_DONE) {
+            err_set(e, "run %s exists already", s->run);
+            goto out;
+        }
+        if (run_set(s, s->run, "from", from, e) < 0)
+            goto out;
+        log_info("run %s: %.12s -> %.12s", s->run, from[0] ? from : "(first run)", commit);
+    }
+    if (plan_run(s, cat, commit, from, &p, e) < 0)
+        goto out;
+    char tags[32];
+    snprintf(tags, sizeof(tags), "%zu", p.tags);
+    char *removed = json_dumps(p.removed, JSON_COMPACT);
+    int src = run_set(s, s->run, "tags_total", tags, e) < 0 ||
+              run_set(s, s->run, "removed_tags", removed, e) < 0;
+    free(removed);
+    if (src || enqueue_all(s, &p, e) < 0)
+        goto out;
+    rc = 0;
+out:
+    rq_res_free(&res);
+    json_decref(cur);
+    plan_free(&p);
+    return rc;
+}
+
+/* One run from start to report. Returns the exit code. */
+static int one_run(struct sync_ctx *s, int wait, int as_json, enum run_end *end_out)
+{
+    struct err e;
+    struct catalog *cat = NULL;
+    int code = 1;
+    if (catalog_open(&cat, cfg_str(s->c, "official-images"), cfg_str(s->c, "workdir"), &e) < 0) {
+        coord_fail("sync", e.msg);
+        return COORD_EXIT_USAGE;
+    }
+    if (start_run(s, cat, &e) < 0) {
+        coord_fail("sync", e.msg);
+        goto out;
+    }
+    if (!wait) {
+        printf("run %s enqueued\n", s->run);
+        code = 0;
+        goto out;
+    }
+    enum run_end end = RUN_FAILED;
+    long long deferred = 0;
+    if (wait_run(s, &end, &deferred, &e) < 0) {
+        coord_fail("sync", e.msg);
+        goto out;
+    }
+    if (finish_run(s, end, &e) < 0) {
+        coord_fail("sync", e.msg);
+        goto out;
+    }
+    json_t *o = report(s, end, deferred, &e);
+    if (!o) {
+        coord_fail("sync", e.msg);
+        goto out;
+    }
+    print_report(o, as_json);
+    json_decref(o);
+    if (end_out)
+        *end_out = end;
+    code = end == RUN_COMPLETE ? 0 : end == RUN_DEFERRED ? COORD_EXIT_DEFERRED : 1;
+out:
+    catalog_close(cat);
+    return code;
+}
+
+/* Sleep up to secs, waking early on a signal. */
+static void nap(long secs)
+{
+    for (long i = 0; i < secs && !sync_stop; i++)
+        sleep(1);
+}
+
+static int daemon_loop(struct sync_ctx *s)
+{
+    struct err e;
+    long interval = (long)cfg_int(s->c, "interval"), jitter = (long)cfg_int(s->c, "jitter");
+    log_info("daemon: a run every %lds (+ up to %lds jitter)", interval, jitter);
+    while (!sync_stop) {
+        int held = lease_take(s, &e);
+        if (held <= 0) {
+            if (held < 0)
+                log_warn("redis: %s", e.msg);
+            else
+                log_info("standing by: another coordinator holds the lease");
+            nap(SYNC_LEASE_MS / 1000);
+            continue;
+        }
+        enum run_end end = RUN_FAILED;
+        int code = one_run(s, 1, cfg_bool(s->c, "json"), &end);
+        if (sync_stop)
+            break;
+        long next = code == COORD_EXIT_DEFERRED ? (long)cfg_int(s->c, "deferred-interval")
+                                                : interval + (jitter ? rand() % (jitter + 1) : 0);
+        log_info("next run in %lds", next);
+        /* Keep the lease while sleeping so a standby does not start a run. */
+        for (long t = 0; t < next && !sync_stop; t += SYNC_LEASE_MS / 3000) {
+            if (lease_renew(s, &e) == 0)
+                break;
+            nap(SYNC_LEASE_MS / 3000);
+        }
+    }
+    lease_drop(s);
+    return 0;
+}
+
+int coord_sync_main(int argc, char **argv)
+{
+    struct cfg c;
+    struct sync_ctx s;
+    struct err e;
+    int code;
+    memset(&s, 0, sizeof(s));
+    if (coord_parse_args(&c, sync_opts, NSYNC_OPTS, argc, argv,
+                         "sync --target URL [--once [--wait]] [options]", &code) < 0)
+        return code;
+    s.c = &c;
+    code = COORD_EXIT_USAGE;
+    if (coord_setup_log(&c, &e) < 0 || selection_init(&s.sel, &c, &e) < 0) {
+        coord_fail("sync", e.msg);
+        goto out;
+    }
+    if (!cfg_str(&c, "target")) {
+        coord_fail("sync", "--target is required (e.g. http://127.0.0.1:5000)");
+        goto out;
+    }
+    if (!job_url_valid(cfg_str(&c, "target")) || !job_url_valid(cfg_str(&c, "upstream"))) {
+        coord_fail("sync", "--upstream and --target must be http(s)://host[:port] URLs");
+        goto out;
+    }
+    if (cfg_bool(&c, "wait") && !cfg_bool(&c, "once")) {
+        coord_fail("sync", "--wait goes with --once (the daemon always waits)");
+        goto out;
+    }
+    srand((unsigned)(time(NULL) ^ getpid()));
+    char host[HOST_NAME_MAX + 1] = "";
+    gethostname(host, sizeof(host) - 1);
+    snprintf(s.token, sizeof(s.token), "%.60s:%d:%x", host, (int)getpid(), (unsigned)rand());
+    if (rq_init(&s.q, cfg_str(&c, "redis-prefix"), &e) < 0) {
+        coord_fail("sync", e.msg);
+        goto out;
+    }
+    rq_setup(&s.q, &s.setup);
+    struct rconn_opts ro = RCONN_OPTS_DEFAULT;
+    if (rconn_open(&s.rc, cfg_str(&c, "redis"), &ro, &s.setup, &e) < 0) {
+        coord_fail("sync", e.msg);
+        goto out_q;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_stop_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    if (!cfg_bool(&c, "once")) {
+        code = daemon_loop(&s);
+    } else {
+        int held = lease_take(&s, &e);
+        if (held <= 0) {
+            coord_fail("sync", held < 0 ? e.msg : "another coordinator holds the lease; try later");
+            code = 1;
+        } else {
+            code = one_run(&s, cfg_bool(&c, "wait"), cfg_bool(&c, "json"), NULL);
+            lease_drop(&s);
+        }
+    }
+    rconn_close(&s.rc);
+out_q:
+    rconn_setup_free(&s.setup);
+    rq_free(&s.q);
+out:
+    selection_free(&s.sel);
+    cfg_free(&c);
+    return code;
+}
