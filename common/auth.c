@@ -328,7 +328,6 @@ struct entry {
 };
 
 struct auth_cache {
-    struct ev_loop *loop;
     struct evcurl *ec;
     char *user_agent, *ca_file;
     long connect_timeout_ms, timeout_ms;
@@ -336,11 +335,9 @@ struct auth_cache {
     unsigned long fetches;
 };
 
-struct auth_cache *auth_cache_new(struct ev_loop *loop, struct evcurl *ec,
-                                  const struct auth_http_opts *o)
+struct auth_cache *auth_cache_new(struct evcurl *ec, const struct auth_http_opts *o)
 {
     struct auth_cache *c = xcalloc(1, sizeof(*c));
-    c->loop = loop;
     c->ec = ec;
     c->user_agent = xstrdup(o && o->user_agent ? o->user_agent : "hubsync/1");
     c->ca_file = o && o->ca_file ? xstrdup(o->ca_file) : NULL;
@@ -396,7 +393,7 @@ static struct entry *find(struct auth_cache *c, const char *key, const char *sco
 const char *auth_cache_lookup(struct auth_cache *c, const char *key, const char *scope)
 {
     struct entry *en = find(c, key, scope, 0);
-    if (!en || !en->token || ev_now(c->loop) >= en->valid_until)
+    if (!en || !en->token || ev_time() >= en->valid_until)
         return NULL;
     return en->token;
 }
@@ -456,7 +453,7 @@ static void fetch_done(CURL *easy, CURLcode cc, void *arg)
             margin = 1;
         if (margin > 30)
             margin = 30;
-        en->valid_until = ev_now(en->cache->loop) + expires - margin;
+        en->valid_until = ev_time() + expires - margin;
     }
     struct auth_outcome o = {token, status, cc, token ? "" : msg};
     struct waiter *w = en->waiters;

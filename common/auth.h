@@ -84,15 +84,15 @@ struct auth_outcome {
 };
 typedef void (*auth_token_fn)(const struct auth_outcome *out, void *arg);
 
-/* Borrows loop (its clock times tokens) and ec, which must outlive the
- * cache. */
-struct auth_cache *auth_cache_new(struct ev_loop *loop, struct evcurl *ec,
-                                  const struct auth_http_opts *o);
+/* Borrows ec, which must outlive the cache. Token lifetimes are timed with
+ * the wall clock (ev_time), not the loop's cached ev_now, which lags after
+ * any blocking pause. */
+struct auth_cache *auth_cache_new(struct evcurl *ec, const struct auth_http_opts *o);
 /* No fetch may be in flight. NULL is a no-op. */
 void auth_cache_free(struct auth_cache *c);
 
-/* A token for (key, scope) that is still valid now (ev_now of the loop),
- * or NULL. Borrowed until the next call into the cache. */
+/* A token for (key, scope) that is still valid now, or NULL. Borrowed
+ * until the next call into the cache. */
 const char *auth_cache_lookup(struct auth_cache *c, const char *key, const char *scope);
 
 /* Forget the cached token for (key, scope) if it is `token` (a registry

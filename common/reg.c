@@ -147,7 +147,7 @@ struct reg_client *reg_client_new(struct ev_loop *loop, const struct reg_client_
         c->o.ring_bytes = 64 << 10;
     struct auth_http_opts ao = {c->user_agent, c->ca_file, o->connect_timeout_ms,
                                 o->request_timeout_ms};
-    c->auth = auth_cache_new(loop, ec, &ao);
+    c->auth = auth_cache_new(ec, &ao);
     c->rng = ((unsigned long long)time(NULL) << 20) ^ (unsigned long long)getpid() ^
              (unsigned long long)(size_t)c;
     if (!c->rng)

@@ -15,6 +15,10 @@
  *   regtool mount-blob URL/REPO DIGEST FROM_REPO
  *   regtool tags URL/REPO [--page-size N] [--max-tags N]
  *
+ * --parallel N starts N identical operations at once (one client, so they
+ * share connections and token fetches); --repeat N --interval-ms M runs the
+ * batch N times with a pause between (tokens expiring in between).
+ *
  * Credentials: --src-creds-env PREFIX / --dst-creds-env PREFIX (e.g.
  * HUBSYNC_UPSTREAM, HUBSYNC_TARGET) read via creds_lookup; the first (or
  * only) registry of a command is the "src" one. */
@@ -52,6 +56,8 @@ static const struct cfg_opt opts[] = {
     {"page-size", NULL, CFG_INT, "0", 0, 100000, "tags: n= per page (0: none)", 0},
     {"max-tags", NULL, CFG_INT, "100000", 1, 10000000, "tags: bound", 0},
     {"parallel", NULL, CFG_INT, "1", 1, 1000, "run the operation N times at once", 0},
+    {"repeat", NULL, CFG_INT, "1", 1, 1000, "run the whole batch N times, one after the other", 0},
+    {"interval-ms", NULL, CFG_INT, "0", 0, 600000, "pause between repeats", 0},
     {"log-level", NULL, CFG_STR, "warn", 0, 0, "debug|info|warn|error", 0},
 };
 #define NOPTS ((int)(sizeof(opts) / sizeof(opts[0])))
@@ -188,6 +194,45 @@ static char *read_file(const char *path, size_t *len, struct err *e)
     return buf_steal(&b);
 }
 
+/* What a command works on, parsed once. */
+struct ops {
+    const char *cmd;
+    struct reg_registry *r1, *r2;
+    const char *repo1, *ref1, *repo2;
+    const char *body;
+    size_t body_len;
+};
+
+static int start_op(struct tool *t, const struct cfg *cfg, const struct ops *o)
+{
+    const char *cmd = o->cmd;
+    const char *ref = o->ref1 ? o->ref1 : "latest";
+    if (strcmp(cmd, "ping") == 0) {
+        reg_ping(o->r1, on_done, t);
+    } else if (strcmp(cmd, "head") == 0) {
+        reg_head_manifest(o->r1, o->repo1, ref, on_done, t);
+    } else if (strcmp(cmd, "get") == 0) {
+        reg_get_manifest(o->r1, o->repo1, ref, on_done, t);
+    } else if (strcmp(cmd, "put-manifest") == 0) {
+        reg_put_manifest(o->r1, o->repo1, ref, cfg->args[2], o->body, o->body_len, on_done, t);
+    } else if (strcmp(cmd, "head-blob") == 0) {
+        reg_head_blob(o->r1, o->repo1, cfg->args[2], on_done, t);
+    } else if (strcmp(cmd, "copy-blob") == 0) {
+        struct reg_blob_spec sp = {o->r1, o->repo1, o->r2, o->repo2, cfg->args[3],
+                                   strtoll(cfg->args[4], NULL, 10), cfg_str(cfg, "from")};
+        reg_copy_blob(&sp, on_done, t);
+    } else if (strcmp(cmd, "mount-blob") == 0) {
+        reg_mount_blob(o->r1, o->repo1, cfg->args[2], cfg->args[3], on_done, t);
+    } else if (strcmp(cmd, "tags") == 0) {
+        reg_list_tags(o->r1, o->repo1, (int)cfg_int(cfg, "page-size"),
+                      (size_t)cfg_int(cfg, "max-tags"), on_done, t);
+    } else {
+        t->pending--;
+        return -1;
+    }
+    return 0;
+}
+
 static void usage(void)
 {
     fprintf(stderr, "usage: regtool [flags] ping|head|get|put-manifest|head-blob|copy-blob|"
@@ -292,37 +337,22 @@ int main(int argc, char **argv)
             goto out;
         }
     }
+    struct ops ops = {cmd, r1, r2, repo1, ref1, repo2, body, body_len};
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (int i = 0; i < par; i++) {
-        t.pending++;
-        if (strcmp(cmd, "ping") == 0) {
-            reg_ping(r1, on_done, &t);
-        } else if (strcmp(cmd, "head") == 0) {
-            reg_head_manifest(r1, repo1, ref1 ? ref1 : "latest", on_done, &t);
-        } else if (strcmp(cmd, "get") == 0) {
-            reg_get_manifest(r1, repo1, ref1 ? ref1 : "latest", on_done, &t);
-        } else if (strcmp(cmd, "put-manifest") == 0) {
-            reg_put_manifest(r1, repo1, ref1 ? ref1 : "latest", cfg.args[2], body, body_len,
-                             on_done, &t);
-        } else if (strcmp(cmd, "head-blob") == 0) {
-            reg_head_blob(r1, repo1, cfg.args[2], on_done, &t);
-        } else if (strcmp(cmd, "copy-blob") == 0) {
-            struct reg_blob_spec sp = {r1, repo1, r2, repo2, cfg.args[3],
-                                       strtoll(cfg.args[4], NULL, 10), cfg_str(&cfg, "from")};
-            reg_copy_blob(&sp, on_done, &t);
-        } else if (strcmp(cmd, "mount-blob") == 0) {
-            reg_mount_blob(r1, repo1, cfg.args[2], cfg.args[3], on_done, &t);
-        } else if (strcmp(cmd, "tags") == 0) {
-            reg_list_tags(r1, repo1, (int)cfg_int(&cfg, "page-size"),
-                          (size_t)cfg_int(&cfg, "max-tags"), on_done, &t);
-        } else {
-            t.pending--;
-            usage();
-            goto out;
+    int repeat = (int)cfg_int(&cfg, "repeat");
+    for (int rep = 0; rep < repeat; rep++) {
+        if (rep > 0)
+            ev_sleep((double)cfg_int(&cfg, "interval-ms") / 1000.0);
+        for (int i = 0; i < par; i++) {
+            t.pending++;
+            if (start_op(&t, &cfg, &ops) != 0) {
+                usage();
+                goto out;
+            }
         }
+        ev_run(t.loop, 0);
     }
-    ev_run(t.loop, 0);
     clock_gettime(CLOCK_MONOTONIC, &t1);
 
     json_t *first = json_array_get(t.results, 0);
