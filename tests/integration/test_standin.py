@@ -18,7 +18,7 @@ import time
 import unittest
 from urllib.parse import urlsplit
 
-from harness import ROOT, Registry
+from harness import BIN, OFFICIAL_IMAGES, ROOT, Registry
 from harness.standin import CDN_HOST, Standin, free_port_on
 from standin import loader as ld
 
@@ -404,6 +404,27 @@ class StandinTest(unittest.TestCase):
             self.assertIn("400", str(cm.exception))
         self.assertEqual(self.hub.control("GET", "config"), self.defaults)
 
+    def test_bad_requests_and_a_dead_backend_get_clear_answers(self):
+        tok = self.hub.token("alpine")
+        self.assertEqual(self.get("PUT", "/v2/library/alpine/manifests/x", tok)[0], 405)
+        self.assertEqual(self.get("GET", "/v2/library/alpine/blobs/sha256:zz", tok)[0], 400)
+        self.assertEqual(self.get("GET", "/v2/library/Alpine/manifests/x", tok)[0], 400)
+        self.assertEqual(self.get("GET", "/nothing")[0], 404)
+        status, _, body = self.get("GET", "/v2/", headers={"Content-Length": "lots"})
+        self.assertEqual(status, 400)
+        self.assertIn(b"Content-Length", body)
+        status, _, body = request("GET", self.hub.url + "/token?scope=repository:BAD:pull")
+        self.assertEqual(status, 400)
+        hub = Standin().start()
+        try:
+            hub.registry.stop()
+            status, _, body = request("GET", hub.url + "/v2/library/alpine/manifests/3",
+                                      {"Authorization": "Bearer " + hub.token("alpine")})
+            self.assertEqual(status, 502)
+            self.assertIn(b"stand-in backend", body)
+        finally:
+            hub.stop()
+
     # -- loader ----------------------------------------------------------------------
     def test_loader_index_has_attestations_after_each_image(self):
         tok = self.hub.token("alpine")
@@ -566,6 +587,41 @@ class StandinTest(unittest.TestCase):
             old = changed[("latest",)]["old"]
             self.assertEqual(request("HEAD", hub.url + "/v2/library/hello-world/manifests/" + old,
                                      {"Authorization": "Bearer " + tok})[0], 200)
+        finally:
+            hub.stop()
+
+    def test_loader_reads_the_coordinator_catalog(self):
+        repos = "alpine,busybox,debian,hello-world,httpd,memcached,nginx,postgres,redis,ubuntu"
+        p = subprocess.run([os.path.join(BIN, "hubsync-coordinator"), "catalog",
+                            "--official-images", OFFICIAL_IMAGES, "--json", "--repos", repos],
+                           capture_output=True, text=True, timeout=120)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        catalog = json.loads(p.stdout)
+        hub = Standin().start()
+        try:
+            t0 = time.time()
+            pushed = hub.load(catalog)
+            took = time.time() - t0
+            t = pushed["totals"]
+            linux = sum(1 for r in catalog["repositories"] for g in r["groups"]
+                        if g["kind"] == "tags" for pl in g["platforms"]
+                        if pl.startswith("linux/"))
+            self.assertEqual(t["tags"], catalog["totals"]["tags"])
+            self.assertEqual(t["manifests"], catalog["totals"]["entry_platforms"] + linux)
+            self.assertLessEqual(t["indexes"], catalog["totals"]["groups"])
+            self.assertLess(took, 20.0)
+            # As on Docker Hub (docker-hub-facts.md 3.5, 4.3): hello-world:latest is an OCI
+            # index of 9 Linux images, 9 attestations and 2 Windows images;
+            # hello-world:nanoserver a Docker list of 2; alpine:3.24 an index of 16.
+            tok = hub.token("hello-world", "alpine")
+            for ref, media_type, n in (("hello-world:latest", ld.OCI_INDEX, 20),
+                                       ("hello-world:nanoserver", ld.DOCKER_LIST, 2),
+                                       ("alpine:3.24", ld.OCI_INDEX, 16)):
+                status, _, body = request("GET", "%s/v2/library/%s/manifests/%s" % (
+                    hub.url, *ref.split(":")), {"Authorization": "Bearer " + tok})
+                index = json.loads(body)
+                self.assertEqual((status, index["mediaType"], len(index["manifests"])),
+                                 (200, media_type, n), ref)
         finally:
             hub.stop()
 

@@ -217,9 +217,9 @@ class Loader:
     entry, so rebuild() can change chosen groups later."""
 
     def __init__(self, registry, seed=1, layer_size=512, jobs=8, storage=None):
-        """storage: the docker-registry's filesystem root directory, when known; blobs are
-        then written there directly (many times faster than uploads through the API,
-        which docker-registry makes expensive); manifests always go through the API."""
+        """storage: the docker-registry's filesystem root directory, when known; blobs and
+        manifests are then written there directly, in its layout (ten times faster than
+        pushing through the API, where docker-registry is the bottleneck)."""
         u = urlsplit(registry)
         if u.scheme != "http" or not u.hostname or not u.port:
             raise LoaderError("registry must be http://HOST:PORT, got %r" % registry)
@@ -321,10 +321,28 @@ class Loader:
         self._count("upload_bytes", len(body))
 
     def _put_manifest(self, repo, ref, media_type, body):
+        """Push a manifest by digest or tag (children first, the index last)."""
+        self._count("manifest_puts")
+        if self.storage:
+            self._store_manifest(repo, ref, body)
+            return
         resp, data = self._request("PUT", "/v2/%s/manifests/%s" % (repo, ref), body,
                                    {"Content-Type": media_type})
         self._expect("PUT %s manifest %s" % (repo, ref), resp, data, 201)
-        self._count("manifest_puts")
+
+    def _store_manifest(self, repo, ref, body):
+        """What docker-registry does on a manifest PUT, in its filesystem layout: the bytes
+        as a blob, a revision link, and for a tag its current and index links."""
+        hexd = hashlib.sha256(body).hexdigest()
+        data = os.path.join(self.storage, "blobs", "sha256", hexd[:2], hexd, "data")
+        if not os.path.exists(data):
+            _write_atomic(data, body)
+        base = os.path.join(self.storage, "repositories", repo, "_manifests")
+        link = ("sha256:" + hexd).encode()
+        _write_atomic(os.path.join(base, "revisions", "sha256", hexd, "link"), link)
+        if not ref.startswith("sha256:"):
+            _write_atomic(os.path.join(base, "tags", ref, "index", "sha256", hexd, "link"), link)
+            _write_atomic(os.path.join(base, "tags", ref, "current", "link"), link)
 
     # -- content ----------------------------------------------------------------------
     def _shared_layer(self, key):

@@ -16,6 +16,7 @@ import base64
 import collections
 import hashlib
 import hmac
+import http.client
 import io
 import json
 import os
@@ -136,6 +137,10 @@ def checked_config(base, changes):
     if new["ratelimit_prefix"] not in ("", "x-"):
         raise ValueError('config ratelimit_prefix must be "" or "x-"')
     return new
+
+
+class BadRequest(Exception):
+    """A request the stand-in cannot parse; answered 400 with the message."""
 
 
 class Hub:
@@ -352,8 +357,32 @@ class Handler(BaseHTTPRequestHandler):
             self._sent += len(body)
 
     def read_body(self):
-        n = int(self.headers.get("Content-Length") or 0)
+        text = self.headers.get("Content-Length") or "0"
+        if not text.isdigit():
+            raise BadRequest("bad Content-Length %r" % text[:40])
+        n = int(text)
         return self.rfile.read(n) if n > 0 else b""
+
+    def guarded(self, listener, handle):
+        """Run handle(): bad input becomes a 400, a failing backend a 502 (or a closed
+        connection once the answer has begun), never a dead thread; then log the request
+        (listener None: the control API, not logged)."""
+        try:
+            handle()
+        except BadRequest as e:
+            self.close_connection = True
+            if self._status is None:
+                self.reply(400, _errors("BAD_REQUEST", str(e)))
+        except (OSError, http.client.HTTPException) as e:
+            self.close_connection = True
+            if self._status is None:
+                try:
+                    self.reply(502, _errors("UNAVAILABLE", "stand-in backend: %s" % e))
+                except OSError:
+                    pass
+        finally:
+            if listener is not None:
+                self.log_request_entry(listener)
 
     def reset_connection(self):
         """Close with RST (SO_LINGER 0), like a connection dropped mid-response."""
@@ -460,34 +489,34 @@ class RegistryHandler(Handler):
 
     def dispatch(self):
         u = urlsplit(self.path)
-        path = u.path
-        if path.startswith("/_standin/"):
-            self.control(path[len("/_standin/"):], parse_qs(u.query))
-            return
+        if u.path.startswith("/_standin/"):
+            self.guarded(None, lambda: self.control(u.path[len("/_standin/"):],
+                                                    parse_qs(u.query)))
+        else:
+            self.guarded("registry", lambda: self.route(u.path, u.query))
+
+    def route(self, path, query):
         hub = self.hub
         hub.count("requests")
         self.read_body()
-        try:
-            hub.delay()
-            if path == "/token":
-                self.token(parse_qs(u.query))
-            elif not path.startswith("/v2"):
-                self.reply(404, _errors("NOT_FOUND", "not found"))
-            elif self.command not in ("GET", "HEAD"):
-                self.reply(405, _errors("UNSUPPORTED", "the stand-in is read-only"))
-            elif hub.burst():
-                hub.count("burst_429")
-                hub.count_in("faults", "burst")
-                self._fault = "burst"
-                self.reply(429, b"Too Many Requests (HAP429).\n", ctype="text/plain",
-                           headers=[("Retry-After", str(hub.cfg("burst_retry_after")))])
-            elif path in ("/v2", "/v2/"):
-                if self.auth(None) is not None:
-                    self.reply(200, b"{}", headers=self.api_headers())
-            else:
-                self.v2(path)
-        finally:
-            self.log_request_entry("registry")
+        hub.delay()
+        if path == "/token":
+            self.token(parse_qs(query))
+        elif not path.startswith("/v2"):
+            self.reply(404, _errors("NOT_FOUND", "not found"))
+        elif self.command not in ("GET", "HEAD"):
+            self.reply(405, _errors("UNSUPPORTED", "the stand-in is read-only"))
+        elif hub.burst():
+            hub.count("burst_429")
+            hub.count_in("faults", "burst")
+            self._fault = "burst"
+            self.reply(429, b"Too Many Requests (HAP429).\n", ctype="text/plain",
+                       headers=[("Retry-After", str(hub.cfg("burst_retry_after")))])
+        elif path in ("/v2", "/v2/"):
+            if self.auth(None) is not None:
+                self.reply(200, b"{}", headers=self.api_headers())
+        else:
+            self.v2(path, query)
 
     def api_headers(self):
         return [("Docker-Distribution-Api-Version", "registry/2.0")]
@@ -554,7 +583,7 @@ class RegistryHandler(Handler):
         return None
 
     # -- /v2/<name>/... ---------------------------------------------------------------
-    def v2(self, path):
+    def v2(self, path, query):
         hub = self.hub
         for regex, what in ((MANIFEST_RE, "manifest"), (BLOB_RE, "blob"), (TAGS_RE, "tags")):
             m = regex.match(path)
@@ -583,7 +612,6 @@ class RegistryHandler(Handler):
             self.blob(name, m.group(2))
         else:
             hub.count("tags_list")
-            query = urlsplit(self.path).query
             self.proxy("GET", path + ("?" + query if query else ""))
 
     def ratelimit_headers(self, limit, remaining):
@@ -740,66 +768,66 @@ class CdnHandler(Handler):
     """production.cloudflare.docker.com: serves blob bytes behind signed, expiring URLs."""
 
     def do_GET(self):
-        self.serve()
+        self.guarded("cdn", self.serve_blob)
 
     def do_HEAD(self):
-        self.serve()
+        self.guarded("cdn", self.serve_blob)
 
-    def serve(self):
+    def serve_blob(self):
         hub = self.hub
-        try:
-            self.read_body()
-            u = urlsplit(self.path)
-            auth = self.headers.get("Authorization")
-            if auth is not None:
-                # Never store the credential itself: its scheme and length are enough.
-                with hub.lock:
-                    hub.counters["auth_leaks"] += 1
-                    hub.counters["auth_leak_details"].append(
-                        {"method": self.command, "path": u.path,
-                         "scheme": auth.split(" ", 1)[0], "length": len(auth)})
-            hub.delay()
-            m = CDN_RE.match(u.path)
-            q = parse_qs(u.query)
-            verify = q.get("verify", [""])[0]
-            name = q.get("repo", [""])[0]
-            exp, _, sig = verify.partition("-")
-            digest = "sha256:" + m.group(2) if m else ""
-            want = _b64(hmac.new(hub.secret, ("%s|%s|%s" % (exp, name, digest)).encode(),
-                                 hashlib.sha256).digest()[:16])
-            if (m is None or not exp.isdigit() or int(exp) < time.time()
-                    or not hmac.compare_digest(sig, want)):
-                self.reply(403, b"Forbidden\n", ctype="text/plain")
-                return
-            hub.count("cdn_get")
-            if hub.chance("error", "error_rate"):
-                hub.count_in("faults", "error")
-                self._fault = "error"
-                self.reply(hub.cfg("error_status"), b"Service Unavailable\n",
-                           ctype="text/plain")
-                return
-            headers = {}
-            if self.headers.get("Range"):
-                headers["Range"] = self.headers["Range"]
-            resp = hub.backend.request(self.command, "/v2/%s/blobs/%s" % (name, digest),
-                                       headers=headers)
-            self.send_response(resp.status)
-            for k in ("Content-Length", "Content-Range", "Accept-Ranges", "ETag"):
-                v = resp.getheader(k)
-                if v is not None:
-                    self.send_header(k, v)
-            self.send_header("Content-Type", "application/octet-stream")
-            length = int(resp.getheader("Content-Length") or 0)
-            self.end_headers()
-            if self.command == "HEAD" or resp.status >= 300:
-                # Error bodies are relayed whole; they are small.
-                data = resp.read()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-                return
-            self.stream(resp, length, blob=True, partial=hub.backend.drop)
-        finally:
-            self.log_request_entry("cdn")
+        self.read_body()
+        u = urlsplit(self.path)
+        auth = self.headers.get("Authorization")
+        if auth is not None:
+            # Never store the credential itself: its scheme and length are enough.
+            scheme = auth.split(" ", 1)[0]
+            if " " not in auth or not scheme.isalpha() or len(scheme) > 16:
+                scheme = "(unknown)"
+            with hub.lock:
+                hub.counters["auth_leaks"] += 1
+                hub.counters["auth_leak_details"].append(
+                    {"method": self.command, "path": u.path, "scheme": scheme,
+                     "length": len(auth)})
+        hub.delay()
+        m = CDN_RE.match(u.path)
+        q = parse_qs(u.query)
+        verify = q.get("verify", [""])[0]
+        name = q.get("repo", [""])[0]
+        exp, _, sig = verify.partition("-")
+        digest = "sha256:" + m.group(2) if m else ""
+        want = _b64(hmac.new(hub.secret, ("%s|%s|%s" % (exp, name, digest)).encode(),
+                             hashlib.sha256).digest()[:16])
+        if (m is None or not exp.isdigit() or int(exp) < time.time()
+                or not hmac.compare_digest(sig, want)):
+            self.reply(403, b"Forbidden\n", ctype="text/plain")
+            return
+        hub.count("cdn_get")
+        if hub.chance("error", "error_rate"):
+            hub.count_in("faults", "error")
+            self._fault = "error"
+            self.reply(hub.cfg("error_status"), b"Service Unavailable\n",
+                       ctype="text/plain")
+            return
+        headers = {}
+        if self.headers.get("Range"):
+            headers["Range"] = self.headers["Range"]
+        resp = hub.backend.request(self.command, "/v2/%s/blobs/%s" % (name, digest),
+                                   headers=headers)
+        self.send_response(resp.status)
+        for k in ("Content-Length", "Content-Range", "Accept-Ranges", "ETag"):
+            v = resp.getheader(k)
+            if v is not None:
+                self.send_header(k, v)
+        self.send_header("Content-Type", "application/octet-stream")
+        length = int(resp.getheader("Content-Length") or 0)
+        self.end_headers()
+        if self.command == "HEAD" or resp.status >= 300:
+            # Error bodies are relayed whole; they are small.
+            data = resp.read()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+            return
+        self.stream(resp, length, blob=True, partial=hub.backend.drop)
 
 
 class Server(ThreadingHTTPServer):
