@@ -539,6 +539,56 @@ class TargetAuthTest(unittest.TestCase):
         self.assertEqual(blob_status(self.reg.url, "lib/anon", self.blob.digest), 404)
 
 
+class TlsTest(unittest.TestCase):
+    """TLS is verified by default; a private CA is trusted through the CA
+    file option; small requests may use HTTP/2, blob streams use HTTP/1.1."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tool = Tool()
+        cls.cert = os.path.join(cls.tool.dir, "cert.pem")
+        key = os.path.join(cls.tool.dir, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                        "-keyout", key, "-out", cls.cert, "-subj", "/CN=127.0.0.1",
+                        "-addext", "subjectAltName=IP:127.0.0.1"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cls.reg = Registry(extra_config="  tls:\n    certificate: %s\n    key: %s\n"
+                           % (cls.cert, key)).start()
+        cls.https = "https://127.0.0.1:%d" % cls.reg.port
+        cls.plain = Registry().start()
+        cls.data = os.urandom(1 << 20)
+        cls.digest = push_blob(cls.plain.url, "lib/src", cls.data)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.reg.stop()
+        cls.plain.stop()
+        cls.tool.close()
+
+    def test_verified_by_default(self):
+        rc, out, _ = self.tool.run("ping", self.https, "--retries", "0")
+        self.assertEqual((rc, out["class"]), (1, "network"))
+        self.assertIn("certificate", out["msg"].lower())
+
+    def test_ca_file(self):
+        rc, out, _ = self.tool.run("ping", self.https, "--ca-file", self.cert)
+        self.assertEqual((rc, out["class"], out["status"]), (0, "ok", 200))
+        # a blob streamed into the TLS registry (HTTP/1.1), then HEADs at once
+        # (HTTP/2 where the server offers it)
+        rc, out, err = self.tool.run("copy-blob", "--ca-file", self.cert, self.plain.url + "/lib/src",
+                                     self.https + "/lib/tls", self.digest, len(self.data))
+        self.assertEqual((rc, out["class"]), (0, "ok"), err)
+        rc, out, _ = self.tool.run("head-blob", "--ca-file", self.cert, self.https + "/lib/tls",
+                                   self.digest, "--parallel", "8")
+        self.assertTrue(all(r["class"] == "ok" for r in out["results"]))
+        self.assertEqual(out["results"][0]["length"], len(self.data))
+
+    def test_plain_http_to_a_tls_port_fails(self):
+        rc, out, _ = self.tool.run("ping", "http://127.0.0.1:%d" % self.reg.port, "--retries", "0")
+        self.assertEqual(rc, 1)
+        self.assertNotEqual(out["class"], "ok")
+
+
 class BigBlobTest(unittest.TestCase):
     """A large blob streams through in constant memory (peak RSS of the
     regtool process, whatever the size)."""
