@@ -33,16 +33,13 @@ import threading
 from urllib.parse import urlsplit
 
 try:
-    from .keepalive import KeepAlive
+    from .wire import (DOCKER_LIST, DOCKER_MANIFEST, NAME_RE, OCI_INDEX, OCI_MANIFEST,
+                       KeepAlive)
 except ImportError:  # run as a script
-    from keepalive import KeepAlive
+    from wire import DOCKER_LIST, DOCKER_MANIFEST, NAME_RE, OCI_INDEX, OCI_MANIFEST, KeepAlive
 
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 IN_TOTO = "application/vnd.in-toto+json"
@@ -63,8 +60,6 @@ PLATFORMS.update({"linux/arm64": "arm64v8", "linux/arm": "arm32v7"})
 # Docker Hub only makes SBOMs for some architectures; the others get provenance only.
 SBOM_ARCHES = ("amd64", "arm64v8")
 TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-NAME_RE = re.compile(r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)"
-                     r"[a-z0-9]+)*)*$")
 # Base images: how many layers each has, and the base name Docker Hub annotates.
 LINUX_BASES = {"alpine": (1, "alpine:3.22"), "debian": (1, "debian:bookworm-slim"),
                "ubuntu": (1, "ubuntu:noble")}

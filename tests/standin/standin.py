@@ -31,20 +31,22 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, quote, urlsplit
 
 try:
-    from .keepalive import KeepAlive
+    from .wire import (DOCKER_LIST, DOCKER_MANIFEST, DOCKER_SCHEMA1, NAME_RE, OCI_INDEX,
+                       OCI_MANIFEST, KeepAlive)
 except ImportError:  # run as a script
-    from keepalive import KeepAlive
+    from wire import (DOCKER_LIST, DOCKER_MANIFEST, DOCKER_SCHEMA1, NAME_RE, OCI_INDEX,
+                      OCI_MANIFEST, KeepAlive)
 
 SERVICE = "registry.docker.io"
 CHUNK = 256 * 1024
 CDN_URL_TTL = 1200
 MANIFEST_CACHE_BYTES = 64 << 20
-NAME_RE = re.compile(r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$")
 DIGEST_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
 MANIFEST_RE = re.compile(r"^/v2/(.+)/manifests/([^/]+)$")
 BLOB_RE = re.compile(r"^/v2/(.+)/blobs/([^/]+)$")
 TAGS_RE = re.compile(r"^/v2/(.+)/tags/list$")
-CDN_RE = re.compile(r"^/registry-v2/docker/registry/v2/blobs/sha256/([a-f0-9]{2})/([a-f0-9]{64})/data$")
+CDN_RE = re.compile(r"^/registry-v2/docker/registry/v2/blobs/sha256/([a-f0-9]{2})/"
+                    r"([a-f0-9]{64})/data$")
 ANON_429 = ("You have reached your unauthenticated pull rate limit. "
             "https://www.docker.com/increase-rate-limit")
 USER_429 = ("You have reached your pull rate limit. You may increase the limit by "
@@ -76,13 +78,8 @@ CONFIG = [
 ]
 CONFIG_TYPES = {name: typ for name, typ, _, _ in CONFIG}
 FAULTS = ("error", "reset", "truncate", "corrupt", "burst")
-ALL_MANIFESTS = {"Accept": ", ".join([
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-    "application/vnd.docker.distribution.manifest.v1+prettyjws",
-    "*/*"])}
+ALL_MANIFESTS = {"Accept": ", ".join([OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST,
+                                      DOCKER_SCHEMA1, "*/*"])}
 
 
 def _b64(data):
@@ -323,15 +320,16 @@ class Hub:
             else:
                 self.sources.pop(source, None)
 
+
 class Handler(BaseHTTPRequestHandler):
     """Common parts of both listeners."""
 
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    timeout = 300
 
     def version_string(self):
         return "standin"
-    disable_nagle_algorithm = True
-    timeout = 300
 
     @property
     def hub(self):
@@ -443,7 +441,7 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def handle_one_request(self):
-        # Wraps each request to record it in the request log.
+        # Fresh per-request state for the request log.
         self._status = None
         self._sent = 0
         self._fault = None

@@ -1,12 +1,25 @@
-"""One keep-alive HTTP connection per thread to one server (the stand-in's backend, the
-loader's registry), opened again once when the server has closed an idle one."""
+"""What the stand-in and the loader share on the wire: media types, the repository name
+grammar, and keep-alive HTTP connections."""
 import http.client
+import re
 import threading
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_SCHEMA1 = "application/vnd.docker.distribution.manifest.v1+prettyjws"
+# distribution-spec repository name: path components separated by "/".
+_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
+NAME_RE = re.compile(r"^%s(?:/%s)*$" % (_COMPONENT, _COMPONENT))
 
 RETRYABLE = (http.client.RemoteDisconnected, ConnectionError, BrokenPipeError)
 
 
 class KeepAlive:
+    """One keep-alive connection per thread to one server (the stand-in's backend, the
+    loader's registry), opened again once when the server has closed an idle one."""
+
     def __init__(self, host, port, timeout=120):
         self.addr = (host, port)
         self.timeout = timeout
