@@ -241,12 +241,13 @@ class AuthTest(unittest.TestCase):
 
     def test_concurrent_requests_share_one_token_fetch(self):
         f = self.fake(auth="bearer")
-        rc, out, _ = self.tool.run("ping", f.url)  # learn nothing across processes
+        # all 20 start before anything is known: 20 answers of 401, one fetch
         rc, out, _ = self.tool.run("get", f.url + "/library/x:latest", "--parallel", "20")
         self.assertEqual(rc, 0)
         self.assertEqual(len(out["results"]), 20)
         self.assertTrue(all(r["class"] == "ok" for r in out["results"]))
         self.assertEqual(out["stats"]["token_fetches"], 1)
+        self.assertEqual(len(f.tokens.requests), 1)
         self.assertEqual(out["manifest_get_hook_calls"], out["stats"]["manifest_gets"])
 
     def test_bearer_with_credentials(self):

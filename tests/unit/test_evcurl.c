@@ -187,6 +187,23 @@ static void on_done(CURL *easy, CURLcode result, void *arg)
     x->easy = NULL;
 }
 
+/* A fresh evcurl on the default loop and one transfer record for it. */
+static struct evcurl *fresh(struct xf *x, const struct evcurl_opts *o)
+{
+    struct err e;
+    struct evcurl *ec = evcurl_new(EV_DEFAULT, o, &e);
+    assert_non_null(ec);
+    memset(x, 0, sizeof(*x));
+    x->ec = ec;
+    return ec;
+}
+
+static void add(struct xf *x, struct server *s, const char *path, evcurl_done_fn done)
+{
+    struct err e;
+    assert_int_equal(evcurl_add(x->ec, make(x, s, path), done, x, &e), 0);
+}
+
 static void test_evcurl__concurrent_transfers(void **state)
 {
     struct server *s = *state;
@@ -218,15 +235,11 @@ static void test_evcurl__concurrent_transfers(void **state)
 static void test_evcurl__pause_and_unpause(void **state)
 {
     struct server *s = *state;
-    struct ev_loop *loop = EV_DEFAULT;
-    struct err e;
-    struct evcurl *ec = evcurl_new(loop, NULL, &e);
     struct xf x;
-    memset(&x, 0, sizeof(x));
-    x.ec = ec;
+    struct evcurl *ec = fresh(&x, NULL);
     x.pause_every = 3;
-    assert_int_equal(evcurl_add(ec, make(&x, s, "/big"), on_done, &x, &e), 0);
-    ev_run(loop, 0);
+    add(&x, s, "/big", on_done);
+    ev_run(EV_DEFAULT, 0);
     assert_int_equal(x.done, 1);
     assert_int_equal(x.result, CURLE_OK);
     assert_int_equal(x.bytes, BIG);
@@ -246,12 +259,9 @@ static void test_evcurl__cancel(void **state)
 {
     struct server *s = *state;
     struct ev_loop *loop = EV_DEFAULT;
-    struct err e;
-    struct evcurl *ec = evcurl_new(loop, NULL, &e);
     struct xf x;
-    memset(&x, 0, sizeof(x));
-    x.ec = ec;
-    assert_int_equal(evcurl_add(ec, make(&x, s, "/hang"), on_done, &x, &e), 0);
+    struct evcurl *ec = fresh(&x, NULL);
+    add(&x, s, "/hang", on_done);
     ev_timer t;
     ev_timer_init(&t, on_cancel_timer, 0.05, 0.);
     t.data = &x;
@@ -279,19 +289,15 @@ static void chain_done(CURL *easy, CURLcode result, void *arg)
 static void test_evcurl__connection_reuse(void **state)
 {
     struct server *s = *state;
-    struct ev_loop *loop = EV_DEFAULT;
-    struct err e;
-    struct evcurl *ec = evcurl_new(loop, NULL, &e);
     struct xf x;
-    memset(&x, 0, sizeof(x));
-    x.ec = ec;
+    struct evcurl *ec = fresh(&x, NULL);
     x.srv = s;
     x.chain = 5;
     pthread_mutex_lock(&s->mu);
     int before = s->accepted;
     pthread_mutex_unlock(&s->mu);
-    assert_int_equal(evcurl_add(ec, make(&x, s, "/small"), chain_done, &x, &e), 0);
-    ev_run(loop, 0);
+    add(&x, s, "/small", chain_done);
+    ev_run(EV_DEFAULT, 0);
     assert_int_equal(x.done, 5);
     assert_int_equal(x.result, CURLE_OK);
     pthread_mutex_lock(&s->mu);
@@ -304,16 +310,12 @@ static void test_evcurl__connection_reuse(void **state)
 static void test_evcurl__free_with_transfer_in_flight(void **state)
 {
     struct server *s = *state;
-    struct ev_loop *loop = EV_DEFAULT;
-    struct err e;
-    struct evcurl *ec = evcurl_new(loop, NULL, &e);
     struct xf x;
-    memset(&x, 0, sizeof(x));
-    x.ec = ec;
-    CURL *easy = make(&x, s, "/hang");
-    assert_int_equal(evcurl_add(ec, easy, on_done, &x, &e), 0);
-    ev_run(loop, EVRUN_NOWAIT);
-    ev_run(loop, EVRUN_NOWAIT);
+    struct evcurl *ec = fresh(&x, NULL);
+    add(&x, s, "/hang", on_done);
+    CURL *easy = x.easy;
+    ev_run(EV_DEFAULT, EVRUN_NOWAIT);
+    ev_run(EV_DEFAULT, EVRUN_NOWAIT);
     evcurl_free(ec);
     /* no callback; the handle is ours again */
     assert_int_equal(x.done, 0);
