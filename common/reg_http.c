@@ -262,6 +262,15 @@ static size_t on_body(char *p, size_t sz, size_t nm, void *arg)
 
 static void on_done(CURL *easy, CURLcode cc, void *arg);
 
+/* Free a header list, wiping the Authorization line libcurl copied. */
+static void free_headers(struct curl_slist *hl)
+{
+    for (struct curl_slist *h = hl; h; h = h->next)
+        if (strncasecmp(h->data, "Authorization:", 14) == 0)
+            explicit_bzero(h->data, strlen(h->data));
+    curl_slist_free_all(hl);
+}
+
 static void send_now(struct reg_req *q)
 {
     struct reg_client *c = q->r->c;
@@ -356,7 +365,7 @@ static void send_now(struct reg_req *q)
         c->stats.manifest_heads++;
     struct err e;
     if (evcurl_add(c->ec, easy, on_done, q, &e) != 0) {
-        curl_slist_free_all(hl);
+        free_headers(hl);
         curl_easy_cleanup(easy);
         reg_http_fail(q, REG_NETWORK, "%s", e.msg);
         complete(q);
@@ -536,7 +545,7 @@ static void on_done(CURL *easy, CURLcode cc, void *arg)
     long status = 0;
     curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_cleanup(easy);
-    curl_slist_free_all(q->hl);
+    free_headers(q->hl);
     q->easy = NULL;
     q->hl = NULL;
     q->status = status;
