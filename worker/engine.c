@@ -16,6 +16,7 @@
 
 #include "creds.h"
 #include "digest.h"
+#include "log.h"
 #include "manifest.h"
 #include "reg_blob.h"
 #include "xalloc.h"
@@ -267,6 +268,8 @@ static void node_finish(struct node *n, int ok)
 {
     struct engine_job *ej = n->ej;
     struct engine *en = ej->en;
+    log_debug("job=%s %s %s %s pending=%d", ej->job.key, n->is_blob ? "blob" : "manifest",
+              n->digest, ok ? "ok" : "failed", ej->pending);
     if (n->locked)
         en->ops.unlock(en->ops.ctx, ej->job.target, n->digest);
     n->locked = 0;
@@ -618,6 +621,8 @@ static void blob_slot_run(struct node *n)
         .size = n->size,
         .mount_from = n->mount_from,
     };
+    log_debug("job=%s blob %s copy (mount from %s)", ej->job.key, n->digest,
+              n->mount_from ? n->mount_from : "-");
     reg_copy_blob(&spec, node_blob_copied, n);
 }
 

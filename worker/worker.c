@@ -122,10 +122,11 @@ static void job_done(const struct engine_outcome *out, void *arg)
 {
     struct wjob *j = arg;
     struct worker *w = j->w;
-    struct rq_counter c[ENGINE_NCOUNTERS];
-    for (int i = 0; i < ENGINE_NCOUNTERS; i++) {
-        c[i].name = engine_counter_names[i];
-        c[i].delta = engine_counter_get(&out->n, i);
+    /* tags_total is the coordinator's (it counts the tags of jobs that never ran). */
+    struct rq_counter c[ENGINE_NCOUNTERS - 1];
+    for (int i = 1; i < ENGINE_NCOUNTERS; i++) {
+        c[i - 1].name = engine_counter_names[i];
+        c[i - 1].delta = engine_counter_get(&out->n, i);
     }
     w->bytes += out->n.blob_bytes_copied;
     double secs = ev_now(w->loop) - j->started;
@@ -142,7 +143,7 @@ static void job_done(const struct engine_outcome *out, void *arg)
         /* Someone else holds the job now; its settlement is theirs. */
     } else if (out->status == ENGINE_DONE) {
         w->done++;
-        settle(w, rq_cmd_ack(&w->q, w->id, j->id, j->key, j->job.run, c, ENGINE_NCOUNTERS));
+        settle(w, rq_cmd_ack(&w->q, w->id, j->id, j->key, j->job.run, c, ENGINE_NCOUNTERS - 1));
     } else if (out->status == ENGINE_CANCELLED || j->handing_back) {
         settle(w, rq_cmd_handback(&w->q, w->id, j->id, w->o.lease_ms));
     } else {
@@ -162,7 +163,7 @@ static void job_done(const struct engine_outcome *out, void *arg)
                                      next.attempt, out->msg);
             w->failed++;
             settle(w, rq_cmd_fail(&w->q, w->id, j->id, j->key, reason, j->job.run, c,
-                                  ENGINE_NCOUNTERS));
+                                  ENGINE_NCOUNTERS - 1));
             free(reason);
         } else {
             struct err e;
@@ -171,7 +172,7 @@ static void job_done(const struct engine_outcome *out, void *arg)
             w->retried++;
             if (json)
                 settle(w, rq_cmd_retry(&w->q, w->id, j->id, j->key, json, delay, why, j->job.run,
-                                       c, ENGINE_NCOUNTERS));
+                                       c, ENGINE_NCOUNTERS - 1));
             else
                 log_error("job=%s: cannot re-encode for a retry: %s", j->key, e.msg);
             free(json);
@@ -378,6 +379,15 @@ static void renew_done(struct rq_res *res, const struct err *e, void *privdata)
     free(r);
 }
 
+/* For commands whose answer changes nothing (heartbeat, promote). */
+static void ignore_answer(struct rq_res *res, const struct err *e, void *privdata)
+{
+    (void)res;
+    (void)privdata;
+    if (!res)
+        log_debug("redis: %s", e ? e->msg : "no answer");
+}
+
 static void beat(struct worker *w)
 {
     json_t *jobs = json_array();
@@ -394,7 +404,7 @@ static void beat(struct worker *w)
     char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
     struct err e;
     if (text && rq_exec_async(w->cmd, rq_cmd_worker_beat(&w->q, w->id, text, WORKER_BEAT_TTL_S),
-                              NULL, NULL, &e) < 0)
+                              ignore_answer, NULL, &e) < 0)
         log_debug("heartbeat: %s", e.msg);
     free(text);
     json_decref(o);
@@ -424,7 +434,7 @@ static void tick(struct ev_loop *loop, ev_timer *t, int revents)
         }
         fleet_tick(w->fleet);
     }
-    rq_exec_async(w->cmd, rq_cmd_promote(&w->q, WORKER_PROMOTE_MAX), NULL, NULL, &e);
+    rq_exec_async(w->cmd, rq_cmd_promote(&w->q, WORKER_PROMOTE_MAX), ignore_answer, NULL, &e);
     if (now - w->last_beat >= WORKER_BEAT_EVERY_S) {
         w->last_beat = now;
         beat(w);
