@@ -87,23 +87,6 @@ static const char *kind_name(enum oi_group_kind k)
     return k == OI_GROUP_TAGS ? "tags" : "shared";
 }
 
-/* Split "a, b,c" into names. */
-static void split_names(const char *s, struct oi_strv *out)
-{
-    while (s && *s) {
-        size_t n = strcspn(s, ",");
-        const char *p = s;
-        size_t len = n;
-        while (len > 0 && (*p == ' ' || *p == '\t'))
-            p++, len--;
-        while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
-            len--;
-        if (len > 0)
-            oi_strv_push(out, xstrndup(p, len));
-        s += n + (s[n] == ',');
-    }
-}
-
 /* ---- catalog ------------------------------------------------------------ */
 
 static json_t *catalog_json(const struct catalog_snapshot *s, const struct catalog_totals *t)
@@ -175,7 +158,7 @@ int coord_catalog_main(int argc, char **argv)
         coord_fail(argv[0], "--official-images (or HUBSYNC_OFFICIAL_IMAGES) is required");
         goto out;
     }
-    split_names(cfg_str(&c, "repos"), &only);
+    coord_split_list(cfg_str(&c, "repos"), &only);
     if (catalog_open(&cat, cfg_str(&c, "official-images"), cfg_str(&c, "workdir"), &e) < 0 ||
         catalog_read(cat, cfg_str(&c, "ref"), &only, &snap, &e) < 0) {
         coord_fail(argv[0], e.msg);

@@ -3,6 +3,9 @@
 #include "log.h"
 
 #include <stdio.h>
+#include <string.h>
+
+#include "xalloc.h"
 
 void coord_fail(const char *cmd, const char *msg)
 {
@@ -47,4 +50,20 @@ int coord_setup_log(const struct cfg *c, struct err *e)
         return err_set(e, "--log-format: '%s' is not text or json", cfg_str(c, "log-format"));
     log_setup("coordinator", lvl, fmt);
     return 0;
+}
+
+void coord_split_list(const char *s, struct oi_strv *out)
+{
+    while (s && *s) {
+        size_t n = strcspn(s, ",");
+        const char *p = s;
+        size_t len = n;
+        while (len > 0 && (*p == ' ' || *p == '\t'))
+            p++, len--;
+        while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+            len--;
+        if (len > 0)
+            oi_strv_push(out, xstrndup(p, len));
+        s += n + (s[n] == ',');
+    }
 }

@@ -8,6 +8,7 @@
 #define HUBSYNC_COORD_H
 
 #include "cfg.h"
+#include "oi.h"
 
 /* Exit codes of every subcommand. */
 enum {
@@ -40,6 +41,10 @@ int coord_setup_log(const struct cfg *c, struct err *e);
  * with cfg_free(). `usage` is the one-line synopsis. */
 int coord_parse_args(struct cfg *c, const struct cfg_opt *opts, int nopts, int argc, char **argv,
                      const char *usage, int *exit_code);
+
+/* Append the items of a comma-separated list ("a, b,c"), trimmed, empty
+ * items dropped. */
+void coord_split_list(const char *s, struct oi_strv *out);
 
 /* Print "hubsync-coordinator <cmd>: <msg>" on stderr. */
 void coord_fail(const char *cmd, const char *msg);

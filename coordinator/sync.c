@@ -225,22 +225,6 @@ static long long count_deferred(struct sync_ctx *s, const char *run, struct err 
 
 /* ---- selection ------------------------------------------------------------------------------ */
 
-static void split_list(const char *s, struct oi_strv *out)
-{
-    while (s && *s) {
-        size_t n = strcspn(s, ",");
-        const char *p = s;
-        size_t len = n;
-        while (len > 0 && (*p == ' ' || *p == '\t'))
-            p++, len--;
-        while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
-            len--;
-        if (len > 0)
-            oi_strv_push(out, xstrndup(p, len));
-        s += n + (s[n] == ',');
-    }
-}
-
 static int strv_has(const struct oi_strv *v, const char *s)
 {
     for (size_t i = 0; i < v->n; i++)
@@ -252,11 +236,11 @@ static int strv_has(const struct oi_strv *v, const char *s)
 static int selection_init(struct selection *sel, const struct cfg *c, struct err *e)
 {
     memset(sel, 0, sizeof(*sel));
-    split_list(cfg_str(c, "repos"), &sel->repos);
-    split_list(cfg_str(c, "exclude-repos"), &sel->exclude);
-    split_list(cfg_str(c, "tags"), &sel->tags);
-    split_list(cfg_str(c, "skip"), &sel->skip);
-    split_list(cfg_str(c, "platforms"), &sel->platforms);
+    coord_split_list(cfg_str(c, "repos"), &sel->repos);
+    coord_split_list(cfg_str(c, "exclude-repos"), &sel->exclude);
+    coord_split_list(cfg_str(c, "tags"), &sel->tags);
+    coord_split_list(cfg_str(c, "skip"), &sel->skip);
+    coord_split_list(cfg_str(c, "platforms"), &sel->platforms);
     const char *pol = cfg_str(c, "platform-policy");
     sel->policy = JOB_POLICY_ALL;
     if (sel->platforms.n && !pol)
