@@ -751,11 +751,14 @@ class StandinTest(unittest.TestCase):
         retries = err.count("Too many requests to ")
         gets = len(re.findall(r'msg="GET http://[^"\s]+/manifests/', err))
         c = self.hub.counters()
-        self.assertEqual(retries, 1)
-        self.assertEqual(c["denied_429"], retries)
-        self.assertEqual(c["manifest_get"], gets - retries)
-        self.assertEqual(c["manifest_get"], 1 + len(self.group("alpine", "3.22")["children"]))
-        self.assertEqual(c["sources"]["127.0.0.1"]["used"], c["manifest_get"] - 3)
+        why = "%s\n%s" % (json.dumps(c), err[-3000:])
+        # One refusal, unless this machine stalled the test past skopeo's first retry.
+        self.assertGreaterEqual(retries, 1, why)
+        self.assertEqual(c["denied_429"], retries, why)
+        self.assertEqual(c["manifest_get"], gets - retries, why)
+        self.assertEqual(c["manifest_get"], 1 + len(self.group("alpine", "3.22")["children"]),
+                         why)
+        self.assertEqual(c["sources"]["127.0.0.1"]["used"], c["manifest_get"] - 3, why)
 
     def test_podman_pulls_and_unpacks_one_platform(self):
         # podman checks every layer against the config's diff_ids while unpacking.
