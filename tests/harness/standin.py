@@ -66,7 +66,8 @@ class _Front(Server):
 
 class Standin:
     """Backing registry + stand-in. Keyword arguments become standin.py flags
-    (limit=3 -> --limit 3); users are NAME:PASSWORD[:LIMIT] strings. The registry's
+    (limit=3 -> --limit 3, verbose=True -> --verbose); users are NAME:PASSWORD[:LIMIT]
+    strings. The registry's
     storage goes to /dev/shm when it exists (docker-registry is several times faster on
     tmpfs) unless workdir says where."""
 
@@ -81,7 +82,10 @@ class Standin:
         for u in users:
             args += ["--user", u]
         for k, v in flags.items():
-            args += ["--" + k.replace("_", "-"), str(v)]
+            if v is True:
+                args.append("--" + k.replace("_", "-"))
+            elif v is not False:
+                args += ["--" + k.replace("_", "-"), str(v)]
         self._args = args
         self.registry = Registry(workdir=os.path.join(base, "registry"))
         self.front = None

@@ -72,7 +72,8 @@ def sha(data):
 class StandinTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.hub = Standin(users=["alice:wonderland:5", "bob:builder:unlimited"]).start()
+        cls.hub = Standin(users=["alice:wonderland:5", "bob:builder:unlimited"],
+                          verbose=True).start()
         t0 = time.time()
         cls.pushed = cls.hub.load(CATALOG, layer_size=LAYER_SIZE)
         cls.load_seconds = time.time() - t0
@@ -304,6 +305,11 @@ class StandinTest(unittest.TestCase):
         self.assertEqual(c["auth_leaks"], 1)
         self.assertEqual(c["auth_leak_details"][0]["scheme"], "Bearer")
         self.assertNotIn(tok, json.dumps(c) + json.dumps(self.hub.requests()))
+        # Neither the token nor the signed URL's signature shows in the access log.
+        sig = re.search(r"verify=([^&]+)", loc).group(1)
+        self.assertIn(urlsplit(loc).path + "?verify=-", self.hub.log())
+        self.assertNotIn(sig, self.hub.log())
+        self.assertNotIn(tok, self.hub.log())
 
     def test_cdn_refuses_tampered_urls(self):
         loc = self.blob_location("alpine", self.a_layer()["digest"], self.hub.token("alpine"))

@@ -47,6 +47,7 @@ BLOB_RE = re.compile(r"^/v2/(.+)/blobs/([^/]+)$")
 TAGS_RE = re.compile(r"^/v2/(.+)/tags/list$")
 CDN_RE = re.compile(r"^/registry-v2/docker/registry/v2/blobs/sha256/([a-f0-9]{2})/"
                     r"([a-f0-9]{64})/data$")
+VERIFY_RE = re.compile(r"verify=[^&\s\"]*")
 ANON_429 = ("You have reached your unauthenticated pull rate limit. "
             "https://www.docker.com/increase-rate-limit")
 USER_429 = ("You have reached your pull rate limit. You may increase the limit by "
@@ -337,7 +338,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, fmt, *args):
         if self.server.verbose:
-            sys.stderr.write("%s %s\n" % (self.address_string(), fmt % args))
+            # A signed CDN URL works for anyone who has it: keep it out of logs.
+            line = VERIFY_RE.sub("verify=-", fmt % args)
+            sys.stderr.write("%s %s\n" % (self.address_string(), line))
 
     def send_response(self, code, message=None):
         self._status = code
