@@ -30,6 +30,7 @@ struct server {
     pid_t pid;
     int port;
     int aof;
+    const char *password; /* requirepass, or NULL */
     char dir[64];
     char url[64];
 };
@@ -66,14 +67,15 @@ static void server_start(struct server *s)
         dup2(1, 2);
         execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--save",
                "", "--appendonly", s->aof ? "yes" : "no", "--appendfsync", "always", "--dir",
-               s->dir, (char *)NULL);
+               s->dir, "--requirepass", s->password ? s->password : "", (char *)NULL);
         _exit(127);
     }
     for (int i = 0; i < 400; i++) {
         redisContext *c = redisConnect("127.0.0.1", s->port);
         if (c && !c->err) {
+            /* With a password, the NOAUTH error answer shows it is up. */
             redisReply *r = redisCommand(c, "PING");
-            int ok = r && r->type == REDIS_REPLY_STATUS;
+            int ok = r && (r->type == REDIS_REPLY_STATUS || s->password);
             freeReplyObject(r);
             redisFree(c);
             if (ok)
@@ -86,15 +88,21 @@ static void server_start(struct server *s)
     fail_msg("redis-server did not start on port %d", s->port);
 }
 
-static void server_new(struct server *s, int aof)
+static void server_new_auth(struct server *s, int aof, const char *password)
 {
     memset(s, 0, sizeof(*s));
     s->aof = aof;
+    s->password = password;
     strcpy(s->dir, "/tmp/hubsync-test-rq-XXXXXX");
     assert_non_null(mkdtemp(s->dir));
     s->port = free_port();
     snprintf(s->url, sizeof(s->url), "redis://127.0.0.1:%d", s->port);
     server_start(s);
+}
+
+static void server_new(struct server *s, int aof)
+{
+    server_new_auth(s, aof, NULL);
 }
 
 static void server_stop(struct server *s)
@@ -335,13 +343,13 @@ static void test_rq__reclaim_after_lease_and_zombie_ack(void **state)
 {
     struct fixture *f = *state;
     assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r1", "abc123")), RQ_DONE);
-    char *id = enqueue_and_take(f, "redis:7", JOB_JSON("redis:7", "r1"), "w1", 150, 5);
+    char *id = enqueue_and_take(f, "redis:7", JOB_JSON("redis:7", "r1"), "w1", 500, 5);
     struct rq_res res;
-    run(f, rq_cmd_take(&f->q, "w2", 150, 5), &res);
+    run(f, rq_cmd_take(&f->q, "w2", 500, 5), &res);
     assert_int_equal(res.status, RQ_EMPTY); /* the lease has not run out */
     rq_res_free(&res);
-    sleep_ms(200);
-    run(f, rq_cmd_take(&f->q, "w2", 150, 5), &res);
+    sleep_ms(600);
+    run(f, rq_cmd_take(&f->q, "w2", 500, 5), &res);
     assert_int_equal(res.status, RQ_JOB);
     assert_string_equal(res.id, id);
     assert_int_equal(res.n, 2); /* the redelivery counts */
@@ -613,12 +621,12 @@ static void test_rq__budget_reservations_expire(void **state)
     struct rq_res res;
     run(f, rq_cmd_budget_observe(&f->q, "src-b", &rl, NULL), &res);
     rq_res_free(&res);
-    acquire(f, "src-b", 1, 0, 200, "a1", RQ_GRANTED, NULL);
-    acquire(f, "src-b", 2, 0, 200, "a2", RQ_GRANTED, NULL);
-    acquire(f, "src-b", 1, 0, 200, "a3", RQ_DENIED, NULL);
+    acquire(f, "src-b", 1, 0, 1000, "a1", RQ_GRANTED, NULL);
+    acquire(f, "src-b", 2, 0, 1000, "a2", RQ_GRANTED, NULL);
+    acquire(f, "src-b", 1, 0, 1000, "a3", RQ_DENIED, NULL);
     /* A worker that crashed after acquiring never reports; its pulls return. */
-    sleep_ms(300);
-    acquire(f, "src-b", 3, 0, 200, "a4", RQ_GRANTED, NULL);
+    sleep_ms(1100);
+    acquire(f, "src-b", 3, 0, 1000, "a4", RQ_GRANTED, NULL);
 }
 
 static void test_rq__budget_pause_and_unlimited(void **state)
@@ -629,24 +637,24 @@ static void test_rq__budget_pause_and_unlimited(void **state)
     struct ratelimit_info rl = hub(100, 90, 21600);
     run(f, rq_cmd_budget_observe(&f->q, "src-p", &rl, NULL), &res);
     rq_res_free(&res);
-    run(f, rq_cmd_budget_pause(&f->q, "src-p", 400), &res);
-    assert_int_equal(res.n, 400);
+    run(f, rq_cmd_budget_pause(&f->q, "src-p", 1000), &res);
+    assert_int_equal(res.n, 1000);
     rq_res_free(&res);
     /* A shorter pause does not cut a longer one. */
     run(f, rq_cmd_budget_pause(&f->q, "src-p", 10), &res);
-    assert_true(res.n > 300);
+    assert_true(res.n > 500);
     rq_res_free(&res);
     acquire(f, "src-p", 1, 0, 30000, "p1", RQ_DENIED, &n);
-    assert_true(n > 0 && n <= 400);
+    assert_true(n > 0 && n <= 1000);
     char *budget = keys_budget(&f->q.keys, "src-p");
     assert_int_equal(raw_int(f, "HGET %s remaining", budget), 0);
     assert_int_equal(raw_int(f, "HGET %s http_429", budget), 2);
     free(budget);
     assert_int_equal(stat_of(f, "http_429"), 2);
-    sleep_ms(450);
+    sleep_ms(1100);
     /* Pause over, but remaining is 0 until a probe shows otherwise. */
     acquire(f, "src-p", 1, 0, 30000, "p2", RQ_DENIED, NULL);
-    sleep_ms(2000);
+    sleep_ms(1000);
     rl.remaining = 20;
     run(f, rq_cmd_budget_observe(&f->q, "src-p", &rl, NULL), &res);
     rq_res_free(&res);
@@ -1092,6 +1100,51 @@ static void test_rq__async_free_answers_pending(void **state)
     actx_close(&a);
 }
 
+static void test_rq__auth_and_select(void **state)
+{
+    (void)state;
+    struct server s;
+    struct rq q;
+    struct rconn_setup setup;
+    struct rconn rc;
+    struct rq_res res;
+    struct err e;
+    char url[128];
+    server_new_auth(&s, 0, "pa/ss@word");
+    assert_int_equal(rq_init(&q, NULL, &e), 0);
+    rq_setup(&q, &setup);
+    snprintf(url, sizeof(url), "redis://:wrong-one@127.0.0.1:%d", s.port);
+    assert_int_equal(rconn_open(&rc, url, NULL, &setup, &e), -1);
+    assert_non_null(strstr(e.msg, "AUTH failed"));
+    assert_null(strstr(e.msg, "wrong-one"));
+    snprintf(url, sizeof(url), "redis://:pa%%2Fss@word@127.0.0.1:%d/3", s.port);
+    assert_int_equal(rconn_open(&rc, url, NULL, &setup, &e), 0);
+    assert_int_equal(rq_exec(&rc, rq_cmd_enqueue(&q, "k:1", "{}"), &res, &e), 0);
+    assert_int_equal(res.status, RQ_ADDED);
+    rq_res_free(&res);
+    /* The job is in database 3. */
+    redisReply *r = redisCommand(rc.c, "SELECT 0");
+    freeReplyObject(r);
+    r = redisCommand(rc.c, "EXISTS %s", q.keys.jobs);
+    assert_int_equal(r->integer, 0);
+    freeReplyObject(r);
+    r = redisCommand(rc.c, "SELECT 3");
+    freeReplyObject(r);
+    r = redisCommand(rc.c, "XLEN %s", q.keys.jobs);
+    assert_int_equal(r->integer, 1);
+    freeReplyObject(r);
+    rconn_close(&rc);
+    /* The asynchronous holder authenticates too. */
+    struct actx a;
+    actx_open(&a, &q, &setup, url, 10000);
+    assert_int_equal(ask(&a, a.cmd, rq_cmd_take(&q, "w", 60000, 3)), RQ_JOB);
+    assert_string_equal(a.key, "k:1");
+    actx_close(&a);
+    rconn_setup_free(&setup);
+    rq_free(&q);
+    server_destroy(&s);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -1115,6 +1168,7 @@ int main(void)
         T(test_rq__worker_heartbeat),
         T(test_rq__repairs_missing_function_and_group),
         T(test_rq__sync_reconnects_after_restart),
+        T(test_rq__auth_and_select),
         T(test_rq__async_enqueue_take_ack),
         T(test_rq__async_reconnects_after_restart),
         T(test_rq__async_deadline_drops_stuck_server),
