@@ -22,6 +22,7 @@ enum kind {
     K_SETNX,      /* OK | nil */
     K_HASH,       /* field, value, ... */
     K_RUN_CREATE, /* 0 | start ms */
+    K_CURSOR,     /* {cursor, n} */
     K_OK,         /* anything but an error */
 };
 
@@ -303,6 +304,24 @@ struct rq_cmd *rq_cmd_promote(const struct rq *q, int max)
     struct rq_cmd *c = fcall(K_INT, "hubsync_promote", 5, k->jobs, k->jobs_index,
                              k->jobs_delayed, k->jobs_delayed_payload, k->stats);
     arg_ll(c, max);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_prune_consumers(const struct rq *q, long long min_idle_ms)
+{
+    struct rq_cmd *c = fcall(K_INT, "hubsync_prune_consumers", 1, q->keys.jobs);
+    arg(c, KEYS_GROUP);
+    arg_ll(c, min_idle_ms);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_repair_index(const struct rq *q, const char *cursor, int count)
+{
+    const struct keys *k = &q->keys;
+    struct rq_cmd *c = fcall(K_CURSOR, "hubsync_repair_index", 4, k->jobs_index, k->jobs,
+                             k->jobs_delayed, k->stats);
+    arg(c, cursor);
+    arg_ll(c, count);
     return c;
 }
 
@@ -702,6 +721,13 @@ static int parse_simple(const struct rq_cmd *c, const redisReply *r, struct rq_r
             return bad_reply(c, e, "unexpected shape");
         res->status = r->element[0]->integer ? RQ_ADDED : RQ_DUPLICATE;
         res->id = dup_str(r->element[1]);
+        return 0;
+    case K_CURSOR:
+        if (!is_array(r, 2) || !is_str(r->element[0]) || !is_int(r->element[1]))
+            return bad_reply(c, e, "unexpected shape");
+        res->status = RQ_VALUE;
+        res->str = dup_str(r->element[0]);
+        res->n = r->element[1]->integer;
         return 0;
     case K_HELD:
         if (!is_int(r) || r->integer < -1 || r->integer > 1)

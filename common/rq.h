@@ -151,6 +151,15 @@ struct rq_cmd *rq_cmd_handback(const struct rq *q, const char *consumer, const c
 /* Move up to max due delayed jobs back to the stream. RQ_VALUE n = moved. */
 struct rq_cmd *rq_cmd_promote(const struct rq *q, int max);
 
+/* Housekeeping (coordinator): delete consumers with nothing pending idle
+ * for min_idle_ms (ghosts of recreated containers). RQ_VALUE n = deleted. */
+struct rq_cmd *rq_cmd_prune_consumers(const struct rq *q, long long min_idle_ms);
+
+/* Housekeeping: check up to about count dedupe entries from cursor ("0" to
+ * start) and release those whose job no longer exists. RQ_VALUE n =
+ * released, str = next cursor ("0" when the scan is complete). */
+struct rq_cmd *rq_cmd_repair_index(const struct rq *q, const char *cursor, int count);
+
 /* --- pull budget, per docker-ratelimit-source --- */
 
 /* Reserve cost pulls, keeping floor in reserve. The reservation (id resv,

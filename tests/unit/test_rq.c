@@ -830,6 +830,52 @@ static void test_rq__repairs_missing_function_and_group(void **state)
     rq_res_free(&res);
 }
 
+static void test_rq__prune_consumers_keeps_pending(void **state)
+{
+    struct fixture *f = *state;
+    char *id1 = enqueue_and_take(f, "c:1", "{}", "ghost", 60000, 3);
+    char *id2 = enqueue_and_take(f, "c:2", "{}", "busy", 60000, 3);
+    assert_int_equal(status_of(f, rq_cmd_ack(&f->q, "ghost", id1, "c:1", NULL, NULL, 0)),
+                     RQ_DONE);
+    struct rq_res res;
+    run(f, rq_cmd_prune_consumers(&f->q, 3600000), &res);
+    assert_int_equal(res.n, 0); /* nobody idle for an hour */
+    rq_res_free(&res);
+    run(f, rq_cmd_prune_consumers(&f->q, 0), &res);
+    assert_int_equal(res.n, 1);
+    rq_res_free(&res);
+    redisReply *r = redisCommand(f->rc.c, "XINFO CONSUMERS %s workers", f->q.keys.jobs);
+    assert_int_equal(r->elements, 1);
+    assert_string_equal(r->element[0]->element[1]->str, "busy");
+    freeReplyObject(r);
+    /* The job pending with "busy" was kept. */
+    assert_int_equal(status_of(f, rq_cmd_renew(&f->q, "busy", id2)), RQ_DONE);
+    free(id1);
+    free(id2);
+}
+
+static void test_rq__repair_index_releases_leaks(void **state)
+{
+    struct fixture *f = *state;
+    struct rq_res a;
+    run(f, rq_cmd_enqueue(&f->q, "r:1", "{}"), &a);
+    assert_int_equal(status_of(f, rq_cmd_enqueue(&f->q, "r:2", "{}")), RQ_ADDED);
+    /* Leaks: an entry deleted by hand, a "delayed" key with no schedule, junk. */
+    freeReplyObject(redisCommand(f->rc.c, "XDEL %s %s", f->q.keys.jobs, a.id));
+    freeReplyObject(redisCommand(f->rc.c, "HSET %s ghost delayed junk x", f->q.keys.jobs_index));
+    rq_res_free(&a);
+    assert_int_equal(status_of(f, rq_cmd_enqueue(&f->q, "r:1", "{}")), RQ_DUPLICATE);
+    struct rq_res res;
+    run(f, rq_cmd_repair_index(&f->q, "0", 100), &res);
+    assert_int_equal(res.n, 3);
+    assert_string_equal(res.str, "0"); /* scan complete */
+    rq_res_free(&res);
+    assert_int_equal(raw_int(f, "HLEN %s", f->q.keys.jobs_index), 1);
+    assert_int_equal(stat_of(f, "index_repaired"), 3);
+    assert_int_equal(status_of(f, rq_cmd_enqueue(&f->q, "r:1", "{}")), RQ_ADDED);
+    assert_int_equal(status_of(f, rq_cmd_enqueue(&f->q, "r:2", "{}")), RQ_DUPLICATE);
+}
+
 static void test_rq__sync_reconnects_after_restart(void **state)
 {
     (void)state;
@@ -904,6 +950,12 @@ static void on_answer(struct rq_res *res, const struct err *e, void *privdata)
         res->key = NULL;
         a->n = res->n;
     }
+}
+
+static void count_up(struct rconn_async *ra, int up, void *arg)
+{
+    (void)ra;
+    *(int *)arg += up;
 }
 
 static void wake(struct ev_loop *loop, ev_timer *w, int revents)
@@ -1134,8 +1186,22 @@ static void test_rq__auth_and_select(void **state)
     assert_int_equal(r->integer, 1);
     freeReplyObject(r);
     rconn_close(&rc);
-    /* The asynchronous holder authenticates too. */
+    /* The asynchronous holder authenticates too; with a wrong password it
+     * keeps retrying and never comes up. */
     struct actx a;
+    char bad[128];
+    snprintf(bad, sizeof(bad), "redis://:wrong-one@127.0.0.1:%d", s.port);
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    int ups = 0;
+    struct rconn_async *ra = rconn_async_new(loop, bad, NULL, &setup, count_up, &ups, &e);
+    ev_timer stop;
+    ev_timer_init(&stop, wake, 0.5, 0.);
+    ev_timer_start(loop, &stop);
+    ev_run(loop, 0);
+    assert_int_equal(ups, 0);
+    assert_false(rconn_async_is_up(ra));
+    rconn_async_free(ra);
+    ev_loop_destroy(loop);
     actx_open(&a, &q, &setup, url, 10000);
     assert_int_equal(ask(&a, a.cmd, rq_cmd_take(&q, "w", 60000, 3)), RQ_JOB);
     assert_string_equal(a.key, "k:1");
@@ -1167,6 +1233,8 @@ int main(void)
         T(test_rq__run_bookkeeping),
         T(test_rq__worker_heartbeat),
         T(test_rq__repairs_missing_function_and_group),
+        T(test_rq__prune_consumers_keeps_pending),
+        T(test_rq__repair_index_releases_leaks),
         T(test_rq__sync_reconnects_after_restart),
         T(test_rq__auth_and_select),
         T(test_rq__async_enqueue_take_ack),
