@@ -23,7 +23,8 @@
  *                                               finished_ms, jobs_total, jobs_done, jobs_failed,
  *                                               jobs_retried, jobs_dead and worker counters
  * <p>run:<id>:keys                      set     job keys the run enqueued (each counted once
- *                                               in jobs_total, also when re-enqueued)
+ *                                               in jobs_total, also when re-enqueued); gone
+ *                                               when the run finishes
  * <p>runs                               zset    run id scored by start (ms)
  * <p>runs:current                       string  id of the run in progress
  * <p>synced-commit                      string  last official-images commit fully synced

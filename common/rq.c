@@ -515,10 +515,11 @@ struct rq_cmd *rq_cmd_run_get(const struct rq *q, const char *run_id)
 struct rq_cmd *rq_cmd_run_finish(const struct rq *q, const char *run_id, const char *state,
                                  int advance)
 {
-    char *run = keys_run(&q->keys, run_id);
-    struct rq_cmd *c = fcall(K_HELD, "hubsync_run_finish", 3, run, q->keys.run_current,
-                             q->keys.synced_commit);
+    char *run = keys_run(&q->keys, run_id), *runkeys = keys_run_keys(&q->keys, run_id);
+    struct rq_cmd *c = fcall(K_HELD, "hubsync_run_finish", 4, run, q->keys.run_current,
+                             q->keys.synced_commit, runkeys);
     free(run);
+    free(runkeys);
     arg(c, run_id);
     arg(c, state);
     arg(c, advance ? "1" : "0");

@@ -222,8 +222,9 @@ struct rq_cmd *rq_cmd_run_current(const struct rq *q);
 struct rq_cmd *rq_cmd_run_add_total(const struct rq *q, const char *run_id, long long n);
 /* The run record as items (field, value, ...). RQ_VALUE | RQ_EMPTY. */
 struct rq_cmd *rq_cmd_run_get(const struct rq *q, const char *run_id);
-/* state: done|deferred|failed|aborted. advance: with done, the synced-commit marker
- * moves to the run's commit. RQ_DONE | RQ_GONE. */
+/* state: done|deferred|failed|aborted. advance: with done, the synced-commit
+ * marker moves to the run's commit. Drops the run's key set. RQ_DONE |
+ * RQ_GONE. */
 struct rq_cmd *rq_cmd_run_finish(const struct rq *q, const char *run_id, const char *state,
                                  int advance);
 /* RQ_VALUE str | RQ_EMPTY. */

@@ -786,6 +786,64 @@ static void test_rq__run_bookkeeping(void **state)
     assert_int_equal(raw_int(f, "ZCARD %s", f->q.keys.runs), 2);
 }
 
+static void test_rq__run_enqueue_counts_each_key_once(void **state)
+{
+    struct fixture *f = *state;
+    struct rq_res res;
+    struct err e;
+    assert_int_equal(rq_exec(&f->rc, rq_cmd_run_enqueue(&f->q, "nosuch", "k:1", "{}"), &res, &e),
+                     -1);
+    rq_res_free(&res);
+    assert_non_null(strstr(e.msg, "no such run"));
+    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r7", "abc")), RQ_DONE);
+    run(f, rq_cmd_run_current(&f->q), &res);
+    assert_string_equal(res.str, "r7");
+    rq_res_free(&res);
+    assert_int_equal(status_of(f, rq_cmd_run_enqueue(&f->q, "r7", "k:1", "{}")), RQ_ADDED);
+    assert_int_equal(status_of(f, rq_cmd_run_enqueue(&f->q, "r7", "k:2", "{}")), RQ_ADDED);
+    /* A resumed run enqueues again: deduplicated, and not counted twice. */
+    assert_int_equal(status_of(f, rq_cmd_run_enqueue(&f->q, "r7", "k:1", "{}")), RQ_DUPLICATE);
+    assert_int_equal(run_field(f, "r7", "jobs_total"), 2);
+    char *runkeys = keys_run_keys(&f->q.keys, "r7");
+    assert_int_equal(raw_int(f, "SCARD %s", runkeys), 2);
+    assert_int_equal(status_of(f, rq_cmd_run_finish(&f->q, "r7", "deferred", 1)), RQ_DONE);
+    assert_int_equal(raw_int(f, "EXISTS %s", runkeys), 0);
+    free(runkeys);
+    assert_int_equal(status_of(f, rq_cmd_run_current(&f->q)), RQ_EMPTY);
+    /* Deferred is not done: the marker stays. */
+    assert_int_equal(status_of(f, rq_cmd_synced_commit(&f->q)), RQ_EMPTY);
+}
+
+static void test_rq__purge_delayed_by_run(void **state)
+{
+    struct fixture *f = *state;
+    const char *runs[] = {"ra", "rb", "ra"};
+    for (int i = 0; i < 3; i++) {
+        char key[16], json[64];
+        snprintf(key, sizeof(key), "d:%d", i);
+        snprintf(json, sizeof(json), "{\"run\":\"%s\",\"key\":\"%s\"}", runs[i], key);
+        char *id = enqueue_and_take(f, key, json, "w1", 60000, 3);
+        assert_int_equal(status_of(f, rq_cmd_retry(&f->q, "w1", id, key, json, 600000, "budget",
+                                                   NULL, NULL, 0)),
+                         RQ_DONE);
+        free(id);
+    }
+    struct rq_res res;
+    run(f, rq_cmd_purge_delayed(&f->q, "ra"), &res);
+    assert_int_equal(res.n, 2);
+    rq_res_free(&res);
+    assert_int_equal(raw_int(f, "ZCARD %s", f->q.keys.jobs_delayed), 1);
+    assert_int_equal(raw_int(f, "HLEN %s", f->q.keys.jobs_delayed_payload), 1);
+    /* Purged keys are free again; the other run's job is still delayed. */
+    assert_int_equal(status_of(f, rq_cmd_enqueue(&f->q, "d:0", "{}")), RQ_ADDED);
+    assert_int_equal(status_of(f, rq_cmd_enqueue(&f->q, "d:1", "{}")), RQ_DUPLICATE);
+    run(f, rq_cmd_purge_delayed(&f->q, NULL), &res);
+    assert_int_equal(res.n, 1);
+    rq_res_free(&res);
+    assert_int_equal(status_of(f, rq_cmd_enqueue(&f->q, "d:1", "{}")), RQ_ADDED);
+    assert_int_equal(stat_of(f, "purged"), 3);
+}
+
 static void test_rq__worker_heartbeat(void **state)
 {
     struct fixture *f = *state;
@@ -1231,6 +1289,8 @@ int main(void)
         T(test_rq__present_sets_and_blobhome),
         T(test_rq__leases_with_tokens),
         T(test_rq__run_bookkeeping),
+        T(test_rq__run_enqueue_counts_each_key_once),
+        T(test_rq__purge_delayed_by_run),
         T(test_rq__worker_heartbeat),
         T(test_rq__repairs_missing_function_and_group),
         T(test_rq__prune_consumers_keeps_pending),
