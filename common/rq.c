@@ -863,7 +863,8 @@ static void call_reply(struct rconn_async *ra, redisReply *r, void *privdata)
     } else {
         ok = parse(c->cmd, r, &res, &e) == 0;
     }
-    c->cb(ok ? &res : NULL, ok ? NULL : &e, c->privdata);
+    if (c->cb)
+        c->cb(ok ? &res : NULL, ok ? NULL : &e, c->privdata);
     rq_res_free(&res);
     rq_cmd_free(c->cmd);
     free(c);

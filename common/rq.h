@@ -251,7 +251,8 @@ int rq_exec(struct rconn *rc, struct rq_cmd *cmd, struct rq_res *res, struct err
 typedef void rq_cb(struct rq_res *res, const struct err *e, void *privdata);
 
 /* Queue cmd (consumed) on ra. 0: cb is called exactly once and frees
- * privdata. -1: ra is not up; cb is not called. */
+ * privdata; cb NULL drops the answer (fire and forget). -1: ra is not up;
+ * cb is not called. */
 int rq_exec_async(struct rconn_async *ra, struct rq_cmd *cmd, rq_cb *cb, void *privdata,
                   struct err *e);
 

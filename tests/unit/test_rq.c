@@ -1106,7 +1106,17 @@ static void test_rq__async_enqueue_take_ack(void **state)
     struct fixture *f = *state;
     struct actx a;
     actx_open(&a, &f->q, &f->setup, f->srv.url, 10000);
+    struct err e;
+    assert_int_equal(rq_exec_async(a.cmd, rq_cmd_enqueue(&f->q, "async:0", "{}"), NULL, NULL, &e),
+                     0); /* fire and forget */
     assert_int_equal(ask(&a, a.cmd, rq_cmd_enqueue(&f->q, "async:1", "{\"a\":1}")), RQ_ADDED);
+    assert_int_equal(ask(&a, a.cmd, rq_cmd_enqueue(&f->q, "async:0", "{}")), RQ_DUPLICATE);
+    assert_int_equal(ask(&a, a.cmd, rq_cmd_take(&f->q, "aw", 60000, 3)), RQ_JOB);
+    assert_string_equal(a.key, "async:0");
+    char *id0 = xstrdup(a.id);
+    assert_int_equal(ask(&a, a.cmd, rq_cmd_ack(&f->q, "aw", id0, "async:0", NULL, NULL, 0)),
+                     RQ_DONE);
+    free(id0);
     assert_int_equal(ask(&a, a.cmd, rq_cmd_take(&f->q, "aw", 60000, 3)), RQ_JOB);
     assert_string_equal(a.key, "async:1");
     char *id = xstrdup(a.id);
