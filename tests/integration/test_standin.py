@@ -673,6 +673,8 @@ class StandinTest(unittest.TestCase):
             self.assertEqual(status, 401)
             status, _, body = request("GET", info["registry"] + "/_standin/config")
             self.assertEqual(json.loads(body)["limit"], 7)
+            status, _, body = request("GET", info["registry"] + "/_standin/info")
+            self.assertEqual(json.loads(body), info)
             self.assertEqual(request("GET", info["backend"] + "/v2/")[0], 200)
         finally:
             p.send_signal(signal.SIGTERM)
@@ -681,6 +683,24 @@ class StandinTest(unittest.TestCase):
         with self.assertRaises(OSError):
             request("GET", info["backend"] + "/v2/")
         shutil.rmtree(tmp, ignore_errors=True)
+        for bad, word in ((["--user", "alice"], "NAME:PASSWORD"), (["--error-rate", "3"],
+                                                                   "error_rate")):
+            p = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "standin",
+                                                             "standin.py"),
+                                "--backend", "http://127.0.0.1:1"] + bad,
+                               capture_output=True, text=True, timeout=30)
+            self.assertEqual(p.returncode, 2)
+            self.assertIn(word, p.stderr)
+
+    def test_restart_forgets_tokens_and_counters(self):
+        tok = self.hub.token("alpine")
+        self.assertEqual(self.manifest("alpine", "3.22", tok)[0], 200)
+        port = self.hub.port
+        self.hub.restart()
+        self.assertEqual(self.hub.port, port)
+        self.assertEqual(self.hub.counters()["manifest_get"], 0)
+        self.assertEqual(self.manifest("alpine", "3.22", tok)[0], 401)
+        self.assertEqual(self.manifest("alpine", "3.22", self.hub.token("alpine"))[0], 200)
 
     # -- a real client -----------------------------------------------------------------
     def skopeo(self, ref, *extra):
