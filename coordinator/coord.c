@@ -67,3 +67,13 @@ void coord_split_list(const char *s, struct oi_strv *out)
         s += n + (s[n] == ',');
     }
 }
+
+void coord_human_bytes(long long bytes, char *out, size_t n)
+{
+    const char *u[] = {"B", "KB", "MB", "GB", "TB"};
+    double v = (double)bytes;
+    int i = 0;
+    while (v >= 1000 && i < 4)
+        v /= 1000, i++;
+    snprintf(out, n, i ? "%.1f %s" : "%.0f %s", v, u[i]);
+}

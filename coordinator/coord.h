@@ -7,7 +7,11 @@
 #ifndef HUBSYNC_COORD_H
 #define HUBSYNC_COORD_H
 
+#include <jansson.h>
+
+#include "catalog.h"
 #include "cfg.h"
+#include "job.h"
 #include "oi.h"
 
 /* Exit codes of every subcommand. */
@@ -31,6 +35,43 @@ enum {
     {"log-format", "HUBSYNC_LOG_FORMAT", CFG_STR, "text", 0, 0, "text or json", 0}
 #define COORD_OPT_HELP {"help", NULL, CFG_BOOL, "false", 0, 0, "show this help", 0}
 
+/* Options of the commands that read the catalog and look at registries
+ * (sync, plan): where the catalog comes from ... */
+#define COORD_OPTS_SOURCE                                                                          \
+    {"official-images", "HUBSYNC_OFFICIAL_IMAGES", CFG_STR,                                        \
+     "https://github.com/docker-library/official-images.git", 0, 0,                                \
+     "official-images source: a URL or a local repository", 0},                                    \
+    {"workdir", "HUBSYNC_WORKDIR", CFG_STR, NULL, 0, 0,                                            \
+     "keep a clone of the source here, fetched on every run (default: read a local source in "     \
+     "place, clone a URL into a temporary folder)",                                                \
+     0},                                                                                           \
+    {"ref", "HUBSYNC_REF", CFG_STR, NULL, 0, 0,                                                    \
+     "official-images revision to sync (default: the source's HEAD, else master)", 0}
+/* ... the two registries ... */
+#define COORD_OPTS_REGISTRIES                                                                      \
+    {"upstream", "HUBSYNC_UPSTREAM", CFG_STR, "https://registry-1.docker.io", 0, 0,                \
+     "registry to copy from", 0},                                                                  \
+    {"target", "HUBSYNC_TARGET", CFG_STR, NULL, 0, 0,                                              \
+     "registry to copy to, e.g. http://registry:5000 (required)", 0},                              \
+    {"target-prefix", "HUBSYNC_TARGET_PREFIX", CFG_STR, "library/", 0, 0,                          \
+     "repository prefix on the target ('library/' serves docker.io mirror clients)", 0}
+/* ... and which repositories, tags and platforms (read by coord_selection_init). */
+#define COORD_OPTS_SELECTION                                                                       \
+    {"repos", "HUBSYNC_REPOS", CFG_STR, NULL, 0, 0,                                                \
+     "only these repositories (comma-separated; default: all)", 0},                                \
+    {"exclude-repos", "HUBSYNC_EXCLUDE_REPOS", CFG_STR, NULL, 0, 0,                                \
+     "never these repositories (comma-separated)", 0},                                             \
+    {"tags", "HUBSYNC_TAGS", CFG_STR, NULL, 0, 0,                                                  \
+     "only tags matching one of these glob patterns (comma-separated)", 0},                        \
+    {"skip", "HUBSYNC_SKIP", CFG_STR, NULL, 0, 0,                                                  \
+     "skip these repo:tag glob patterns (comma-separated, e.g. 'python:*windows*')", 0},           \
+    {"platforms", "HUBSYNC_PLATFORMS", CFG_STR, NULL, 0, 0,                                        \
+     "copy only these platforms (e.g. linux/amd64,linux/arm64); needs --platform-policy", 0},      \
+    {"platform-policy", "HUBSYNC_PLATFORM_POLICY", CFG_STR, NULL, 0, 0,                            \
+     "with --platforms: 'sparse' (index bytes kept, only chosen children copied; the target "      \
+     "must accept it) or 'rewrite' (a new index of the chosen children: new digest)",              \
+     0}
+
 /* Apply --log-level and --log-format (both options must be in the table). */
 int coord_setup_log(const struct cfg *c, struct err *e);
 
@@ -48,6 +89,65 @@ void coord_split_list(const char *s, struct oi_strv *out);
 
 /* Print "hubsync-coordinator <cmd>: <msg>" on stderr. */
 void coord_fail(const char *cmd, const char *msg);
+
+/* "1.2 MB" (powers of 1000) into out. */
+void coord_human_bytes(long long bytes, char *out, size_t n);
+
+/* ---- what a run covers (select.c), shared by sync and plan ---- */
+
+/* The parsed COORD_OPTS_SELECTION flags. */
+struct coord_selection {
+    struct oi_strv repos, exclude, tags, skip, platforms;
+    enum job_policy policy;
+};
+
+/* Read and check the flags (-1 with a message naming the flag). Free with
+ * coord_selection_free(), also after -1. */
+int coord_selection_init(struct coord_selection *sel, const struct cfg *c, struct err *e);
+void coord_selection_free(struct coord_selection *sel);
+int coord_repo_selected(const struct coord_selection *sel, const char *name);
+int coord_tag_selected(const struct coord_selection *sel, const char *repo, const char *tag);
+/* Selected platforms among have (all of them without --platforms); arm64
+ * and arm64/v8 are the same. */
+size_t coord_platforms_selected(const struct coord_selection *sel, const struct oi_strv *have);
+
+/* The catalog at a run's commit and what changed since the synced one. */
+struct coord_view {
+    struct catalog_snapshot *snap; /* owned; errors lists the unreadable files */
+    struct catalog_diff *diff;     /* owned; NULL on a first run or the same commit */
+    int first;                     /* no usable marker: every group counts as changed */
+};
+
+/* Read the selected repositories at commit and diff them from `from` (NULL
+ * or "": first run). A marker commit that is gone (rewritten history) is
+ * logged and turns the run into a first one. Free with coord_view_free(),
+ * also after -1. */
+int coord_view_read(struct catalog *cat, const struct coord_selection *sel, const char *commit,
+                    const char *from, struct coord_view *v, struct err *e);
+void coord_view_free(struct coord_view *v);
+
+/* One selected tag group: what becomes one job. */
+struct coord_group {
+    const struct oi_repo *repo;   /* borrowed from the view */
+    const struct oi_group *group; /* borrowed */
+    char *key;                    /* owned: oi_group_key() */
+    char **tags;                  /* owned array of borrowed strings: the selected tags, >= 1 */
+    size_t ntags;
+    size_t nplatforms;            /* selected platforms of the group */
+    int changed;                  /* else a check for upstream rebuilds */
+};
+
+/* The groups of the view with at least one selected tag and platform, in
+ * enqueue order: changed ones first, then the checks, each with the
+ * repositories interleaved (so one large repository does not hold up the
+ * rest). Free with coord_groups_free(). */
+void coord_groups_list(const struct coord_selection *sel, const struct coord_view *v,
+                       struct coord_group **out, size_t *n);
+void coord_groups_free(struct coord_group *g, size_t n);
+
+/* Tags of selected repositories that no group has any more:
+ * [{"repository": name, "tags": [..]}]. New reference. */
+json_t *coord_removed_tags(const struct coord_selection *sel, const struct coord_view *v);
 
 int coord_catalog_main(int argc, char **argv);
 int coord_diff_main(int argc, char **argv);

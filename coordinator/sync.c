@@ -14,7 +14,6 @@
  * that starts a run every --interval seconds (with jitter) and stands by
  * while another coordinator holds the lease. */
 #include <errno.h>
-#include <fnmatch.h>
 #include <jansson.h>
 #include <limits.h>
 #include <signal.h>
@@ -38,35 +37,9 @@
 static const struct cfg_opt sync_opts[] = {
     COORD_OPT_REDIS,
     COORD_OPT_REDIS_PREFIX,
-    {"official-images", "HUBSYNC_OFFICIAL_IMAGES", CFG_STR,
-     "https://github.com/docker-library/official-images.git", 0, 0,
-     "official-images source: a URL or a local repository", 0},
-    {"workdir", "HUBSYNC_WORKDIR", CFG_STR, NULL, 0, 0,
-     "keep a clone of the source here, fetched on every run (default: read a local source in "
-     "place, clone a URL into a temporary folder)",
-     0},
-    {"ref", "HUBSYNC_REF", CFG_STR, NULL, 0, 0,
-     "official-images revision to sync (default: the source's HEAD, else master)", 0},
-    {"upstream", "HUBSYNC_UPSTREAM", CFG_STR, "https://registry-1.docker.io", 0, 0,
-     "registry to copy from", 0},
-    {"target", "HUBSYNC_TARGET", CFG_STR, NULL, 0, 0,
-     "registry to copy to, e.g. http://registry:5000 (required)", 0},
-    {"target-prefix", "HUBSYNC_TARGET_PREFIX", CFG_STR, "library/", 0, 0,
-     "repository prefix on the target ('library/' serves docker.io mirror clients)", 0},
-    {"repos", "HUBSYNC_REPOS", CFG_STR, NULL, 0, 0,
-     "only these repositories (comma-separated; default: all)", 0},
-    {"exclude-repos", "HUBSYNC_EXCLUDE_REPOS", CFG_STR, NULL, 0, 0,
-     "never these repositories (comma-separated)", 0},
-    {"tags", "HUBSYNC_TAGS", CFG_STR, NULL, 0, 0,
-     "only tags matching one of these glob patterns (comma-separated)", 0},
-    {"skip", "HUBSYNC_SKIP", CFG_STR, NULL, 0, 0,
-     "skip these repo:tag glob patterns (comma-separated, e.g. 'python:*windows*')", 0},
-    {"platforms", "HUBSYNC_PLATFORMS", CFG_STR, NULL, 0, 0,
-     "copy only these platforms (e.g. linux/amd64,linux/arm64); needs --platform-policy", 0},
-    {"platform-policy", "HUBSYNC_PLATFORM_POLICY", CFG_STR, NULL, 0, 0,
-     "with --platforms: 'sparse' (index bytes kept, only chosen children copied; the target "
-     "must accept it) or 'rewrite' (a new index of the chosen children: new digest)",
-     0},
+    COORD_OPTS_SOURCE,
+    COORD_OPTS_REGISTRIES,
+    COORD_OPTS_SELECTION,
     {"once", "HUBSYNC_ONCE", CFG_BOOL, "false", 0, 0, "run one sync and exit (default: daemon)",
      0},
     {"wait", "HUBSYNC_WAIT", CFG_BOOL, "false", 0, 0,
@@ -93,17 +66,12 @@ static void on_stop_signal(int sig)
     sync_stop = 1;
 }
 
-struct selection {
-    struct oi_strv repos, exclude, tags, skip, platforms;
-    enum job_policy policy;
-};
-
 struct sync_ctx {
     struct cfg *c;
     struct rq q;
     struct rconn_setup setup;
     struct rconn rc;
-    struct selection sel;
+    struct coord_selection sel;
     char token[96];
     char run[JOB_RUN_MAX + 1];
 };
@@ -223,80 +191,6 @@ static long long count_deferred(struct sync_ctx *s, const char *run, struct err 
     return n;
 }
 
-/* ---- selection ------------------------------------------------------------------------------ */
-
-static int strv_has(const struct oi_strv *v, const char *s)
-{
-    for (size_t i = 0; i < v->n; i++)
-        if (strcmp(v->v[i], s) == 0)
-            return 1;
-    return 0;
-}
-
-static int selection_init(struct selection *sel, const struct cfg *c, struct err *e)
-{
-    memset(sel, 0, sizeof(*sel));
-    coord_split_list(cfg_str(c, "repos"), &sel->repos);
-    coord_split_list(cfg_str(c, "exclude-repos"), &sel->exclude);
-    coord_split_list(cfg_str(c, "tags"), &sel->tags);
-    coord_split_list(cfg_str(c, "skip"), &sel->skip);
-    coord_split_list(cfg_str(c, "platforms"), &sel->platforms);
-    const char *pol = cfg_str(c, "platform-policy");
-    sel->policy = JOB_POLICY_ALL;
-    if (sel->platforms.n && !pol)
-        return err_set(e, "--platforms needs --platform-policy sparse|rewrite (the digest of a "
-                          "rewritten index differs from Docker Hub's)");
-    if (pol && !sel->platforms.n)
-        return err_set(e, "--platform-policy needs --platforms");
-    if (pol && (job_policy_parse(pol, &sel->policy) < 0 || sel->policy == JOB_POLICY_ALL))
-        return err_set(e, "--platform-policy: '%s' is not sparse or rewrite", pol);
-    for (size_t i = 0; i < sel->platforms.n; i++)
-        if (!job_platform_valid(sel->platforms.v[i]))
-            return err_set(e, "--platforms: '%s' is not os/arch[/variant]", sel->platforms.v[i]);
-    return 0;
-}
-
-static void selection_free(struct selection *sel)
-{
-    oi_strv_free(&sel->repos);
-    oi_strv_free(&sel->exclude);
-    oi_strv_free(&sel->tags);
-    oi_strv_free(&sel->skip);
-    oi_strv_free(&sel->platforms);
-}
-
-static int repo_selected(const struct selection *sel, const char *name)
-{
-    return (!sel->repos.n || strv_has(&sel->repos, name)) && !strv_has(&sel->exclude, name);
-}
-
-static int tag_selected(const struct selection *sel, const char *repo, const char *tag)
-{
-    int ok = !sel->tags.n;
-    for (size_t i = 0; !ok && i < sel->tags.n; i++)
-        ok = fnmatch(sel->tags.v[i], tag, 0) == 0;
-    char *rt = xasprintf("%s:%s", repo, tag);
-    for (size_t i = 0; ok && i < sel->skip.n; i++)
-        if (fnmatch(sel->skip.v[i], rt, 0) == 0)
-            ok = 0;
-    free(rt);
-    return ok;
-}
-
-static int platforms_overlap(const struct selection *sel, const struct oi_strv *have)
-{
-    if (!sel->platforms.n)
-        return 1;
-    for (size_t i = 0; i < have->n; i++)
-        for (size_t k = 0; k < sel->platforms.n; k++) {
-            /* bashbrew's arm64 carries v8; a user may write either. */
-            const char *a = have->v[i], *b = sel->platforms.v[k];
-            if (strcmp(a, b) == 0 || (strncmp(a, b, strlen(b)) == 0 && strcmp(a + strlen(b), "/v8") == 0))
-                return 1;
-        }
-    return 0;
-}
-
 /* ---- planning -------------------------------------------------------------------------------- */
 
 struct planned {
@@ -323,121 +217,51 @@ static void plan_free(struct plan *p)
     memset(p, 0, sizeof(*p));
 }
 
-static const struct catalog_repo_diff *diff_repo(const struct catalog_diff *d, const char *name)
-{
-    for (size_t i = 0; d && i < d->nrepos; i++)
-        if (strcmp(d->repos[i].name, name) == 0)
-            return &d->repos[i];
-    return NULL;
-}
-
-static int group_changed(const struct catalog_diff *d, int first_run, const char *repo,
-                         const char *key)
-{
-    if (first_run)
-        return 1;
-    const struct catalog_repo_diff *rd = diff_repo(d, repo);
-    for (size_t i = 0; rd && i < rd->ngroups; i++)
-        if (rd->groups[i].change != CATALOG_REMOVED && strcmp(rd->groups[i].key, key) == 0)
-            return 1;
-    return 0;
-}
-
-/* Turn the catalog at the run's commit into jobs: changed groups first, then
- * the checks, repositories interleaved so one large repository does not hold
- * up the rest. */
-static int plan_build(struct sync_ctx *s, const struct catalog_snapshot *snap,
-                      const struct catalog_diff *d, int first_run, struct plan *p,
+/* Turn the run's groups into jobs, in coord_groups_list() order. */
+static int plan_build(struct sync_ctx *s, const struct coord_view *v, struct plan *p,
                       struct err *e)
 {
     const struct cfg *c = s->c;
     const char *prefix = cfg_str(c, "target-prefix");
-    struct planned *changed = NULL, *checks = NULL;
-    size_t nchanged = 0, nchecks = 0;
+    struct coord_group *groups = NULL;
+    size_t ngroups = 0;
+    int rc = -1;
     memset(p, 0, sizeof(*p));
-    p->removed = json_array();
-    /* Per repository, its jobs in file order; then dealt round-robin. */
-    size_t maxg = 0;
-    for (size_t r = 0; r < snap->nrepos; r++)
-        if (snap->repos[r]->ngroups > maxg)
-            maxg = snap->repos[r]->ngroups;
-    for (size_t g = 0; g < maxg; g++) {
-        for (size_t r = 0; r < snap->nrepos; r++) {
-            const struct oi_repo *repo = snap->repos[r];
-            if (g >= repo->ngroups || !repo_selected(&s->sel, repo->name))
-                continue;
-            const struct oi_group *gr = &repo->groups[g];
-            if (!platforms_overlap(&s->sel, &gr->platforms))
-                continue;
-            struct job j = {0};
-            j.version = JOB_VERSION;
-            j.run = s->run;
-            j.upstream = (char *)cfg_str(c, "upstream");
-            j.target = (char *)cfg_str(c, "target");
-            j.source_repo = xasprintf("library/%s", repo->name);
-            j.target_repo = xasprintf("%s%s", prefix, repo->name);
-            j.tags = xcalloc(gr->tags.n, sizeof(char *));
-            for (size_t t = 0; t < gr->tags.n; t++)
-                if (tag_selected(&s->sel, repo->name, gr->tags.v[t]))
-                    j.tags[j.ntags++] = gr->tags.v[t];
-            j.platforms = s->sel.platforms.v;
-            j.nplatforms = s->sel.platforms.n;
-            j.policy = s->sel.policy;
-            char *key = oi_group_key(repo, gr);
-            j.key = key;
-            int ch = group_changed(d, first_run, repo->name, key);
-            j.reason = ch ? JOB_REASON_CHANGED : JOB_REASON_CHECK;
-            char *json = j.ntags ? job_encode(&j, e) : NULL;
-            int bad = j.ntags && !json;
-            p->tags += j.ntags;
-            free(j.source_repo);
-            free(j.target_repo);
-            free(j.tags);
-            if (bad) {
-                err_prefix(e, "job %s", key);
-                free(key);
-                goto fail;
-            }
-            if (!json) {
-                free(key);
-                continue;
-            }
-            struct planned **arr = ch ? &changed : &checks;
-            size_t *n = ch ? &nchanged : &nchecks;
-            *arr = xrealloc(*arr, (*n + 1) * sizeof(**arr));
-            (*arr)[(*n)++] = (struct planned){key, json, ch};
+    coord_groups_list(&s->sel, v, &groups, &ngroups);
+    p->jobs = xcalloc(ngroups ? ngroups : 1, sizeof(*p->jobs));
+    for (size_t i = 0; i < ngroups; i++) {
+        const struct coord_group *g = &groups[i];
+        struct job j = {0};
+        j.version = JOB_VERSION;
+        j.run = s->run;
+        j.upstream = (char *)cfg_str(c, "upstream");
+        j.target = (char *)cfg_str(c, "target");
+        j.source_repo = xasprintf("library/%s", g->repo->name);
+        j.target_repo = xasprintf("%s%s", prefix, g->repo->name);
+        j.tags = g->tags;
+        j.ntags = g->ntags;
+        j.platforms = s->sel.platforms.v;
+        j.nplatforms = s->sel.platforms.n;
+        j.policy = s->sel.policy;
+        j.key = g->key;
+        j.reason = g->changed ? JOB_REASON_CHANGED : JOB_REASON_CHECK;
+        char *json = job_encode(&j, e);
+        free(j.source_repo);
+        free(j.target_repo);
+        if (!json) {
+            err_prefix(e, "job %s", g->key);
+            goto out;
         }
+        p->jobs[p->n++] = (struct planned){xstrdup(g->key), json, g->changed};
+        p->tags += g->ntags;
     }
-    p->jobs = xcalloc(nchanged + nchecks, sizeof(*p->jobs));
-    memcpy(p->jobs, changed, nchanged * sizeof(*changed));
-    memcpy(p->jobs + nchanged, checks, nchecks * sizeof(*checks));
-    p->n = nchanged + nchecks;
-    free(changed);
-    free(checks);
-    for (size_t r = 0; d && r < d->nrepos; r++) {
-        const struct catalog_repo_diff *rd = &d->repos[r];
-        if (!repo_selected(&s->sel, rd->name))
-            continue;
-        json_t *tags = json_array();
-        for (size_t g = 0; g < rd->ngroups; g++)
-            for (size_t t = 0; t < rd->groups[g].removed_tags.n; t++)
-                json_array_append_new(tags, json_string(rd->groups[g].removed_tags.v[t]));
-        if (json_array_size(tags))
-            json_array_append_new(p->removed,
-                                  json_pack("{s:s, s:o}", "repository", rd->name, "tags", tags));
-        else
-            json_decref(tags);
-    }
-    return 0;
-fail:
-    for (size_t i = 0; i < nchanged; i++)
-        free(changed[i].key), free(changed[i].json);
-    for (size_t i = 0; i < nchecks; i++)
-        free(checks[i].key), free(checks[i].json);
-    free(changed);
-    free(checks);
-    plan_free(p);
-    return -1;
+    p->removed = coord_removed_tags(&s->sel, v);
+    rc = 0;
+out:
+    coord_groups_free(groups, ngroups);
+    if (rc < 0)
+        plan_free(p);
+    return rc;
 }
 
 /* Read the catalog of the run's commit and the changes since `from`. */
@@ -445,20 +269,14 @@ static int plan_run(struct sync_ctx *s, struct catalog *cat, const char *commit,
                     struct plan *p, struct err *e)
 {
     int rc = -1;
-    struct catalog_snapshot *snap = NULL;
-    struct catalog_diff *d = NULL;
-    if (catalog_read(cat, commit, s->sel.repos.n ? &s->sel.repos : NULL, &snap, e) < 0)
+    struct coord_view v;
+    if (coord_view_read(cat, &s->sel, commit, from, &v, e) < 0)
         goto out;
+    const struct catalog_snapshot *snap = v.snap;
     for (size_t i = 0; i < snap->nerrors; i++)
         log_warn("catalog: library/%s: %s (its groups are not synced this run)",
                  snap->errors[i].repo, snap->errors[i].msg);
-    int first = !from || !*from;
-    if (!first && strcmp(from, commit) != 0 && catalog_diff(cat, from, commit, &d, e) < 0) {
-        /* The marker's commit may be gone (history rewritten): check everything. */
-        log_warn("diff %.12s..%.12s: %s; treating every group as changed", from, commit, e->msg);
-        first = 1;
-    }
-    if (plan_build(s, snap, d, first, p, e) < 0)
+    if (plan_build(s, &v, p, e) < 0)
         goto out;
     if (snap->nerrors) {
         /* A broken library file keeps the run from completing: its groups are unknown. */
@@ -476,8 +294,7 @@ static int plan_run(struct sync_ctx *s, struct catalog *cat, const char *commit,
     }
     rc = 0;
 out:
-    catalog_diff_free(d);
-    catalog_snapshot_free(snap);
+    coord_view_free(&v);
     return rc;
 }
 
@@ -552,16 +369,6 @@ static void budget_view(struct sync_ctx *s, long long *remaining, long long *lim
         freeReplyObject(r);
 }
 
-static void human_bytes(long long b, char *out, size_t n)
-{
-    const char *u[] = {"B", "KB", "MB", "GB", "TB"};
-    double v = (double)b;
-    int i = 0;
-    while (v >= 1000 && i < 4)
-        v /= 1000, i++;
-    snprintf(out, n, i ? "%.1f %s" : "%.0f %s", v, u[i]);
-}
-
 static void progress(struct sync_ctx *s, json_t *rec, long long deferred, time_t started,
                      int tty)
 {
@@ -570,7 +377,7 @@ static void progress(struct sync_ctx *s, json_t *rec, long long deferred, time_t
     long long rem, lim;
     budget_view(s, &rem, &lim);
     char bytes[32], budget[64], eta[32] = "";
-    human_bytes(jint(rec, "blob_bytes_copied"), bytes, sizeof(bytes));
+    coord_human_bytes(jint(rec, "blob_bytes_copied"), bytes, sizeof(bytes));
     if (rem >= 0)
         snprintf(budget, sizeof(budget), "%lld/%lld left", rem, lim);
     else
@@ -674,7 +481,7 @@ static void print_report(json_t *o, int as_json)
         return;
     }
     char bytes[32];
-    human_bytes(jint(o, "blob_bytes_copied"), bytes, sizeof(bytes));
+    coord_human_bytes(jint(o, "blob_bytes_copied"), bytes, sizeof(bytes));
     printf("run %s (%.12s): %s\n", json_string_value(json_object_get(o, "run")),
            str_or(json_string_value(json_object_get(o, "commit")), "?"),
            json_string_value(json_object_get(o, "status")));
@@ -883,7 +690,7 @@ int coord_sync_main(int argc, char **argv)
         return code;
     s.c = &c;
     code = COORD_EXIT_USAGE;
-    if (coord_setup_log(&c, &e) < 0 || selection_init(&s.sel, &c, &e) < 0) {
+    if (coord_setup_log(&c, &e) < 0 || coord_selection_init(&s.sel, &c, &e) < 0) {
         coord_fail("sync", e.msg);
         goto out;
     }
@@ -935,7 +742,7 @@ out_q:
     rconn_setup_free(&s.setup);
     rq_free(&s.q);
 out:
-    selection_free(&s.sel);
+    coord_selection_free(&s.sel);
     cfg_free(&c);
     return code;
 }
