@@ -44,6 +44,9 @@ static void test_keys__variable_keys(void **state)
     s = keys_run(&k, "20261129T020000Z");
     assert_string_equal(s, "t1:run:20261129T020000Z");
     free(s);
+    s = keys_run_keys(&k, "20261129T020000Z");
+    assert_string_equal(s, "t1:run:20261129T020000Z:keys");
+    free(s);
     s = keys_present(&k, "http://127.0.0.1:5000", "library/debian");
     assert_string_equal(s, "t1:present:127.0.0.1:5000:library/debian");
     free(s);
