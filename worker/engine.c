@@ -89,7 +89,7 @@ struct engine_job {
     struct engine_outcome out;
     enum phase phase;
     int pending;
-    int stop;      /* an error or a cancel: start nothing new */
+    int stop_gets; /* an error: no new counted GET; what is paid for completes */
     int cancelled;
     struct tagst *tags;
     size_t ntags;
@@ -113,6 +113,7 @@ struct node {
     char *body;
     size_t body_len;
     char *mount_from;
+    void *grant;     /* budget reservation of the upstream GET in flight */
     ev_timer poll;
     double waited;
 };
@@ -152,7 +153,7 @@ static void ej_error(struct engine_job *ej, enum engine_status st, long wait_ms,
 /* Map a registry failure to what the queue should do with the job. */
 static void ej_reg_error(struct engine_job *ej, const struct reg_result *res)
 {
-    ej->stop = 1;
+    ej->stop_gets = 1;
     switch (res->cls) {
     case REG_RATE_LIMITED:
         ej_error(ej, ENGINE_DEFERRED,
@@ -331,7 +332,7 @@ static void node_target_head(struct reg_result *res, void *arg)
                                  n->is_blob);
         node_have(n);
     } else if (res->cls == REG_NOT_FOUND) {
-        if (ej->stop)
+        if (ej->cancelled)
             node_finish(n, 0);
         else
             node_lock(n);
@@ -347,7 +348,7 @@ static void node_present(int yes, void *arg)
     struct engine_job *ej = n->ej;
     if (yes) {
         node_have(n);
-    } else if (ej->stop) {
+    } else if (ej->cancelled) {
         node_finish(n, 0);
     } else if (n->is_blob) {
         reg_head_blob(ej->dst, node_repo(n), n->digest, node_target_head, n);
@@ -359,7 +360,7 @@ static void node_present(int yes, void *arg)
 static void node_start(struct node *n)
 {
     struct engine_job *ej = n->ej;
-    if (ej->stop) {
+    if (ej->cancelled) {
         node_finish(n, 0);
         return;
     }
@@ -378,7 +379,7 @@ static void node_poll_present(int yes, void *arg)
     struct node *n = arg;
     if (yes && !n->rewrite)
         node_have(n);
-    else if (n->ej->stop)
+    else if (n->ej->cancelled)
         node_finish(n, 0);
     else
         node_lock(n);
@@ -413,7 +414,7 @@ static void node_locked(int yes, void *arg)
     struct node *n = arg;
     struct engine_job *ej = n->ej;
     struct engine *en = ej->en;
-    if (ej->stop) {
+    if (ej->cancelled) {
         if (yes)
             en->ops.unlock(en->ops.ctx, ej->job.target, n->digest);
         node_finish(n, 0);
@@ -421,7 +422,7 @@ static void node_locked(int yes, void *arg)
     }
     if (!yes) {
         if (n->waited >= en->opts.lock_wait_max_s) {
-            ej->stop = 1;
+            ej->stop_gets = 1;
             ej_error(ej, ENGINE_RETRY, 0, "%s@%s: still locked by another worker after %.0fs",
                      node_repo(n), n->digest, n->waited);
             node_finish(n, 0);
@@ -466,7 +467,7 @@ static void node_put_done(struct reg_result *res, void *arg)
 static void node_push(struct node *n)
 {
     struct engine_job *ej = n->ej;
-    if (ej->stop) {
+    if (ej->cancelled) {
         node_finish(n, 0);
         return;
     }
@@ -476,7 +477,7 @@ static void node_push(struct node *n)
         char *text = manifest_rewrite_index(n->body, n->body_len, ej->job.platforms,
                                             ej->job.nplatforms, n->digest, &len, &e);
         if (!text) {
-            ej->stop = 1;
+            ej->stop_gets = 1;
             ej_error(ej, ENGINE_FAILED, 0, "%s@%s: %s", ej->job.source_repo, n->digest, e.msg);
             node_finish(n, 0);
             return;
@@ -526,6 +527,8 @@ static void node_got_upstream(struct reg_result *res, void *arg)
 {
     struct node *n = arg;
     struct engine_job *ej = n->ej;
+    ej->en->ops.budget_done(ej->en->ops.ctx, ej->up, n->grant, res);
+    n->grant = NULL;
     if (res->cls != REG_OK) {
         ej_reg_error(ej, res);
         node_finish(n, 0);
@@ -535,7 +538,7 @@ static void node_got_upstream(struct reg_result *res, void *arg)
     struct manifest m;
     struct err e;
     if (manifest_parse(&m, n->body, n->body_len, res->content_type, &e) < 0) {
-        ej->stop = 1;
+        ej->stop_gets = 1;
         ej_error(ej, ENGINE_FAILED, 0, "%s@%s: %s", ej->job.source_repo, n->digest, e.msg);
         node_finish(n, 0);
         return;
@@ -544,7 +547,7 @@ static void node_got_upstream(struct reg_result *res, void *arg)
     n->media_type = xstrdup(m.media_type);
     if (n->rewrite && !m.is_index) {
         manifest_free(&m);
-        ej->stop = 1;
+        ej->stop_gets = 1;
         ej_error(ej, ENGINE_FAILED, 0, "%s@%s: not an index, cannot select platforms",
                  ej->job.source_repo, n->digest);
         node_finish(n, 0);
@@ -554,21 +557,24 @@ static void node_got_upstream(struct reg_result *res, void *arg)
     manifest_free(&m);
 }
 
-static void node_budget(int granted, long wait_ms, void *arg)
+static void node_budget(int granted, long wait_ms, void *grant, void *arg)
 {
     struct node *n = arg;
     struct engine_job *ej = n->ej;
-    if (ej->stop) {
+    if (ej->stop_gets || ej->cancelled) {
+        if (granted)
+            ej->en->ops.budget_done(ej->en->ops.ctx, ej->up, grant, NULL);
         node_finish(n, 0);
         return;
     }
     if (!granted) {
-        ej->stop = 1;
+        ej->stop_gets = 1;
         ej_error(ej, ENGINE_DEFERRED, wait_ms, "pull budget spent before %s@%s",
                  ej->job.source_repo, n->digest);
         node_finish(n, 0);
         return;
     }
+    n->grant = grant;
     ej->out.n.upstream_manifest_gets++;
     reg_get_manifest(ej->up, ej->job.source_repo, n->digest, node_got_upstream, n);
 }
@@ -576,6 +582,10 @@ static void node_budget(int granted, long wait_ms, void *arg)
 static void node_fetch_upstream(struct node *n)
 {
     struct engine_job *ej = n->ej;
+    if (ej->stop_gets || ej->cancelled) {
+        node_finish(n, 0);
+        return;
+    }
     ej->en->ops.budget_acquire(ej->en->ops.ctx, ej->up, ej->job.source_repo, ej->job.tags[0],
                                node_budget, n);
 }
@@ -607,7 +617,7 @@ static void node_blob_copied(struct reg_result *res, void *arg)
 static void blob_slot_run(struct node *n)
 {
     struct engine_job *ej = n->ej;
-    if (ej->stop) {
+    if (ej->cancelled) {
         node_finish(n, 0);
         return;
     }
@@ -708,7 +718,7 @@ static void plan_roots(struct engine_job *ej)
         for (size_t k = 0; k < i; k++)
             if (ej->tags[k].write && strcmp(ej->tags[k].up, t->up) == 0)
                 seen = 1;
-        if (seen || ej->stop)
+        if (seen || ej->stop_gets)
             continue;
         struct node *n = node_new(ej, NULL, 0, t->up, -1, t->up_type);
         n->is_root = 1;
@@ -832,7 +842,7 @@ static void ej_advance(struct engine_job *ej)
 {
     switch (ej->phase) {
     case PH_HEADS:
-        if (ej->stop) {
+        if (ej->stop_gets) {
             ej_finish(ej);
         } else if (ej->job.policy == JOB_POLICY_REWRITE) {
             verify_rewrites(ej);
@@ -841,7 +851,7 @@ static void ej_advance(struct engine_job *ej)
         }
         return;
     case PH_VERIFY:
-        if (ej->stop)
+        if (ej->stop_gets)
             ej_finish(ej);
         else
             plan_roots(ej);
@@ -865,7 +875,8 @@ struct engine *engine_new(struct ev_loop *loop, struct reg_client *client,
                           const struct engine_ops *ops, const struct engine_opts *opts,
                           struct err *e)
 {
-    if (!loop || !client || !ops || !ops->budget_acquire || !ops->present || !ops->mark_present ||
+    if (!loop || !client || !ops || !ops->budget_acquire || !ops->budget_done || !ops->present ||
+        !ops->mark_present ||
         !ops->blob_home || !ops->lock || !ops->unlock) {
         err_set(e, "engine: incomplete arguments");
         return NULL;
@@ -962,5 +973,5 @@ early:
 void engine_cancel(struct engine_job *ej)
 {
     ej->cancelled = 1;
-    ej->stop = 1;
+    ej->stop_gets = 1;
 }

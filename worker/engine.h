@@ -63,7 +63,8 @@ struct engine_outcome {
 };
 
 typedef void (*engine_flag_fn)(int yes, void *arg);
-typedef void (*engine_budget_fn)(int granted, long wait_ms, void *arg);
+/* grant (may be NULL) goes back to budget_done once the GET has an answer. */
+typedef void (*engine_budget_fn)(int granted, long wait_ms, void *grant, void *arg);
 typedef void (*engine_home_fn)(const char *repo, void *arg);
 
 /* The fleet's shared state. Every callback runs exactly once, later, from
@@ -76,6 +77,10 @@ struct engine_ops {
      * repo:ref is a free HEAD the ops may send first to learn the budget. */
     void (*budget_acquire)(void *ctx, struct reg_registry *up, const char *repo,
                            const char *ref, engine_budget_fn cb, void *arg);
+    /* The granted GET has its answer (its rate-limit headers in res->rl): the
+     * reservation is settled. Called once per grant. */
+    void (*budget_done)(void *ctx, struct reg_registry *up, void *grant,
+                        const struct reg_result *res);
     /* Is digest known to be in repo of target? */
     void (*present)(void *ctx, const char *target, const char *repo, const char *digest,
                     engine_flag_fn cb, void *arg);

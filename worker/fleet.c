@@ -146,18 +146,21 @@ struct budget_req {
     engine_budget_fn cb;
     void *arg;
     int probed;
+    char *resv; /* reservation id of the acquire in flight */
 };
 
 static void budget_ask(struct fleet *f, struct budget_req *b);
 
-static void budget_req_done(struct budget_req *b, int granted, long wait_ms)
+/* grant: the reservation id (owned; handed to the engine) or NULL. */
+static void budget_req_done(struct budget_req *b, int granted, long wait_ms, char *grant)
 {
     engine_budget_fn cb = b->cb;
     void *arg = b->arg;
     free(b->repo);
     free(b->ref);
+    free(b->resv);
     free(b);
-    cb(granted, wait_ms, arg);
+    cb(granted, wait_ms, grant, arg);
 }
 
 struct probe {
@@ -181,11 +184,11 @@ static void probe_done(struct reg_result *res, void *arg)
     free(p);
     if (res->cls == REG_RATE_LIMITED) {
         budget_req_done(b, 0, res->retry_after > 0 ? res->retry_after * 1000L
-                                                   : (long)FLEET_429_PAUSE_MS);
+                                                   : (long)FLEET_429_PAUSE_MS, NULL);
         return;
     }
     if (res->cls != REG_OK && res->cls != REG_NOT_FOUND) {
-        budget_req_done(b, 0, FLEET_UNKNOWN_WAIT_MS);
+        budget_req_done(b, 0, FLEET_UNKNOWN_WAIT_MS, NULL);
         return;
     }
     char fb[RATELIMIT_SOURCE_MAX];
@@ -199,16 +202,21 @@ static void budget_answer(struct fleet *f, struct rq_res *res, void *arg)
 {
     struct budget_req *b = arg;
     if (!res) {
-        budget_req_done(b, 0, FLEET_UNKNOWN_WAIT_MS);
+        budget_req_done(b, 0, FLEET_UNKNOWN_WAIT_MS, NULL);
         return;
     }
     switch (res->status) {
-    case RQ_GRANTED:
+    case RQ_GRANTED: {
+        char *grant = b->resv;
+        b->resv = NULL;
+        budget_req_done(b, 1, 0, grant);
+        return;
+    }
     case RQ_UNLIMITED:
-        budget_req_done(b, 1, 0);
+        budget_req_done(b, 1, 0, NULL);
         return;
     case RQ_DENIED:
-        budget_req_done(b, 0, (long)res->n);
+        budget_req_done(b, 0, (long)res->n, NULL);
         return;
     case RQ_UNKNOWN:
         if (!b->probed) {
@@ -219,10 +227,10 @@ static void budget_answer(struct fleet *f, struct rq_res *res, void *arg)
             reg_head_manifest(b->up, b->repo, b->ref, probe_done, p);
             return;
         }
-        budget_req_done(b, 0, FLEET_UNKNOWN_WAIT_MS);
+        budget_req_done(b, 0, FLEET_UNKNOWN_WAIT_MS, NULL);
         return;
     default:
-        budget_req_done(b, 0, FLEET_UNKNOWN_WAIT_MS);
+        budget_req_done(b, 0, FLEET_UNKNOWN_WAIT_MS, NULL);
         return;
     }
 }
@@ -231,10 +239,29 @@ static void budget_ask(struct fleet *f, struct budget_req *b)
 {
     char fb[RATELIMIT_SOURCE_MAX];
     const char *src = source_of(f, b->up, fb, sizeof(fb));
-    char *resv = fleet_token(f);
+    free(b->resv);
+    b->resv = fleet_token(f);
     fleet_exec(f,
-               rq_cmd_budget_acquire(f->q, src, 1, f->keep_pulls, FLEET_RESV_TTL_MS, resv),
+               rq_cmd_budget_acquire(f->q, src, 1, f->keep_pulls, FLEET_RESV_TTL_MS, b->resv),
                budget_answer, b);
+}
+
+/* Settle a reservation with the answer's headers, or just release it. */
+static void ops_budget_done(void *ctx, struct reg_registry *up, void *grant,
+                            const struct reg_result *res)
+{
+    struct fleet *f = ctx;
+    char *resv = grant;
+    if (!resv)
+        return;
+    char fb[RATELIMIT_SOURCE_MAX];
+    const char *src = source_of(f, up, fb, sizeof(fb));
+    struct ratelimit_info release_only;
+    ratelimit_init(&release_only);
+    release_only.has_limit = 1; /* headers without a count: release, change nothing */
+    const struct ratelimit_info *rl =
+        res && res->rl.has_remaining ? &res->rl : &release_only;
+    fleet_exec(f, rq_cmd_budget_observe(f->q, src, rl, resv), NULL, NULL);
     free(resv);
 }
 
@@ -407,6 +434,7 @@ void fleet_engine_ops(struct fleet *f, struct engine_ops *out)
 {
     out->ctx = f;
     out->budget_acquire = ops_budget_acquire;
+    out->budget_done = ops_budget_done;
     out->present = ops_present;
     out->mark_present = ops_mark_present;
     out->blob_home = ops_blob_home;

@@ -1,0 +1,375 @@
+"""End-to-end sync: coordinator + workers + real Redis + real docker-registry target, with the
+Docker Hub stand-in upstream filled from the real official-images data.
+
+Checks hubsync's main promises: every tag lands with the upstream digest; counted GETs are
+exactly the distinct manifests the target lacked; blob bytes are exactly the unique bytes it
+lacked; a re-run costs nothing; upstream rebuilds and catalog changes are found; one worker and
+four give the same result; a pull quota smaller than the work is never overrun.
+"""
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import unittest
+import urllib.request
+
+from harness import BIN, OFFICIAL_IMAGES, RedisServer, Registry
+from harness.standin import Standin
+from standin.loader import totals
+
+REPOS = ["hello-world", "busybox", "alpine"]
+ACCEPT = ", ".join([
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+])
+
+
+def catalog(repos, ref=None, source=OFFICIAL_IMAGES):
+    cmd = [BIN + "/hubsync-coordinator", "catalog", "--official-images", source, "--repos",
+           ",".join(repos), "--json"]
+    if ref:
+        cmd += ["--ref", ref]
+    return json.loads(subprocess.check_output(cmd))
+
+
+def pushed_tags(pushed, repos):
+    """{(repo, tag): index digest} of what the stand-in serves."""
+    out = {}
+    for r in pushed["repositories"]:
+        name = r["name"].split("/", 1)[1]
+        if name in repos:
+            for tag, digest in r["tags"].items():
+                out[(name, tag)] = digest
+    return out
+
+
+def children_of(pushed):
+    """Every child manifest digest of every group."""
+    return {c["digest"] for r in pushed["repositories"] for g in r["groups"]
+            for c in g["children"]}
+
+
+def head(registry_url, repo, ref):
+    req = urllib.request.Request("%s/v2/%s/manifests/%s" % (registry_url, repo, ref),
+                                 method="HEAD", headers={"Accept": ACCEPT})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.headers["Docker-Content-Digest"]
+    except urllib.error.HTTPError as e:
+        if e.code == 404:
+            return None
+        raise
+
+
+def get_manifest(registry_url, repo, ref):
+    req = urllib.request.Request("%s/v2/%s/manifests/%s" % (registry_url, repo, ref),
+                                 headers={"Accept": ACCEPT})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.load(r)
+
+
+def blob_exists(registry_url, repo, digest):
+    req = urllib.request.Request("%s/v2/%s/blobs/%s" % (registry_url, repo, digest),
+                                 method="HEAD")
+    try:
+        with urllib.request.urlopen(req, timeout=30):
+            return True
+    except urllib.error.HTTPError as e:
+        if e.code == 404:
+            return False
+        raise
+
+
+def tags_on(registry_url, repo):
+    try:
+        with urllib.request.urlopen("%s/v2/%s/tags/list" % (registry_url, repo), timeout=30) as r:
+            return json.load(r).get("tags") or []
+    except urllib.error.HTTPError as e:
+        if e.code == 404:
+            return []
+        raise
+
+
+def assert_complete_content(test, registry_url, repo, tag):
+    """The tag's index and every child and blob it references are on the target."""
+    index = get_manifest(registry_url, repo, tag)
+    children = index.get("manifests", [index])
+    for c in children:
+        if "manifests" in index:
+            test.assertIsNotNone(head(registry_url, repo, c["digest"]),
+                                 "%s:%s child %s missing" % (repo, tag, c["digest"]))
+            m = get_manifest(registry_url, repo, c["digest"])
+        else:
+            m = index
+        for b in [m["config"]] + m["layers"]:
+            test.assertTrue(blob_exists(registry_url, repo, b["digest"]),
+                            "%s:%s blob %s missing" % (repo, tag, b["digest"]))
+
+
+def enqueued(redis):
+    """The current run has all its jobs in the queue."""
+    run = redis.cli_raw("GET", "hubsync:runs:current").strip()
+    return bool(run) and redis.cli_raw("HGET", "hubsync:run:" + run, "enqueued").strip() == "1"
+
+
+class Sync:
+    """One sync run: coordinator --once --wait plus workers with --exit-when-idle."""
+
+    def __init__(self, hub, redis, target, repos, source=OFFICIAL_IMAGES, ref=None,
+                 workers=2, extra=()):
+        self.cmd = [BIN + "/hubsync-coordinator", "sync", "--once", "--wait", "--json",
+                    "--redis", redis.url, "--official-images", source, "--upstream", hub.url,
+                    "--target", target.url, "--repos", ",".join(repos)] + list(extra)
+        if ref:
+            self.cmd += ["--ref", ref]
+        self.redis = redis
+        self.workers = workers
+
+    def run(self, timeout=300):
+        coord = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True)
+        # Workers join once the run's jobs are in the queue (the coordinator enqueues, then
+        # waits; an --exit-when-idle worker leaves a queue that stays empty).
+        deadline = time.time() + 60
+        while time.time() < deadline and coord.poll() is None and not enqueued(self.redis):
+            time.sleep(0.05)
+        ws = [subprocess.Popen([BIN + "/hubsync-worker", "--redis", self.redis.url,
+                                "--exit-when-idle", "--log-level", "warn"])
+              for _ in range(self.workers)]
+        out, err = coord.communicate(timeout=timeout)
+        for w in ws:
+            w.wait(timeout=60)
+        self.rc = coord.returncode
+        self.stderr = err
+        self.report = json.loads(out) if out.strip() else None
+        return self
+
+
+class SyncTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.catalog = catalog(REPOS)
+        cls.hub = Standin(limit=100000).start()
+        cls.pushed = cls.hub.load(cls.catalog)
+        cls.min = totals(cls.pushed, REPOS)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.hub.stop()
+
+    def setUp(self):
+        self.redis = RedisServer().start()
+        self.target = Registry().start()
+
+    def tearDown(self):
+        self.redis.stop()
+        self.target.stop()
+
+    def sync(self, **kw):
+        before = self.hub.counters()
+        s = Sync(self.hub, self.redis, self.target, kw.pop("repos", REPOS), **kw).run()
+        after = self.hub.counters()
+        s.gets = after["manifest_get"] - before["manifest_get"]
+        s.heads = after["manifest_head"] - before["manifest_head"]
+        s.blob_bytes = after["blob_bytes"] - before["blob_bytes"]
+        self.assertEqual(after["auth_leaks"], 0)
+        return s
+
+    def assert_mirrors(self, pushed, repos):
+        for (repo, tag), digest in pushed_tags(pushed, repos).items():
+            self.assertEqual(head(self.target.url, "library/" + repo, tag), digest,
+                             "library/%s:%s" % (repo, tag))
+
+    def test_full_sync_then_noop(self):
+        s = self.sync()
+        self.assertEqual(s.rc, 0, s.stderr)
+        r = s.report
+        self.assertEqual(r["status"], "complete")
+        self.assertEqual(r["jobs_done"], r["jobs_total"])
+        self.assertEqual(r["tags_total"], self.min["tags"])
+        self.assertEqual(r["tags_written"], self.min["tags"])
+        # The physical minimum: each distinct manifest fetched once, each unique blob once.
+        self.assertEqual(s.gets, self.min["manifest_gets_min"])
+        self.assertEqual(r["upstream_manifest_gets"], s.gets)
+        self.assertEqual(s.blob_bytes, self.min["blob_bytes"])
+        self.assertEqual(r["blob_bytes_copied"], self.min["blob_bytes"])
+        self.assertEqual(r["blobs_copied"], self.min["blobs"])
+        self.assertEqual(r["blobs_copied"] + r["blobs_mounted"], self.min["blob_refs"])
+        self.assertEqual(r["upstream_manifest_heads"], self.min["tags"])
+        self.assert_mirrors(self.pushed, REPOS)
+        # A real client sees the same bytes: skopeo's raw manifest hashes to the digest.
+        ref = "docker://127.0.0.1:%d/library/hello-world:latest" % self.target.port
+        raw = subprocess.check_output(["skopeo", "inspect", "--raw", "--tls-verify=false", ref])
+        import hashlib
+        self.assertEqual("sha256:" + hashlib.sha256(raw).hexdigest(),
+                         pushed_tags(self.pushed, REPOS)[("hello-world", "latest")])
+        self.assertEqual(self.redis.cli_raw("GET", "hubsync:synced-commit").strip(),
+                         self.catalog["commit"])
+
+        again = self.sync()
+        self.assertEqual(again.rc, 0, again.stderr)
+        self.assertEqual(again.report["status"], "complete")
+        self.assertEqual(again.gets, 0)
+        self.assertEqual(again.blob_bytes, 0)
+        self.assertEqual(again.report["tags_unchanged"], self.min["tags"])
+        self.assertEqual(again.report["tags_written"], 0)
+        self.assertEqual(again.report["manifests_pushed"], 0)
+
+    def test_upstream_rebuild_is_found(self):
+        # A stand-in of its own: the rebuild changes what it serves.
+        hub = Standin(limit=100000).start()
+        try:
+            pushed = hub.load(self.catalog)
+            first = Sync(hub, self.redis, self.target, REPOS).run()
+            self.assertEqual(first.rc, 0, first.stderr)
+            old_children = children_of(pushed)
+            rebuilt = hub.rebuild("busybox:1.38.0-musl", "alpine:3.24")
+            self.assertTrue(rebuilt["changed"])
+            new_indexes = {g["new"] for g in rebuilt["changed"]}
+            new_children = children_of(rebuilt) - old_children
+            self.assertTrue(new_children)
+            before = hub.counters()["manifest_get"]
+            s = Sync(hub, self.redis, self.target, REPOS).run()
+            self.assertEqual(s.rc, 0, s.stderr)
+            self.assertEqual(s.report["status"], "complete")
+            # Exactly the rebuilt groups were fetched: their new indexes and new children.
+            self.assertEqual(hub.counters()["manifest_get"] - before,
+                             len(new_indexes) + len(new_children))
+            self.assertEqual(s.report["upstream_manifest_gets"],
+                             len(new_indexes) + len(new_children))
+            self.assertEqual(s.report["tags_written"],
+                             sum(len(g["tags"]) for g in rebuilt["changed"]))
+            self.assert_mirrors(rebuilt, REPOS)
+        finally:
+            hub.stop()
+
+    def test_one_and_four_workers_agree(self):
+        results = []
+        for n in (1, 4):
+            redis, target = RedisServer().start(), Registry().start()
+            try:
+                before = self.hub.counters()
+                s = Sync(self.hub, redis, target, REPOS, workers=n).run()
+                after = self.hub.counters()
+                self.assertEqual(s.rc, 0, s.stderr)
+                state = {(repo, tag): head(target.url, "library/" + repo, tag)
+                         for repo in REPOS for tag in tags_on(target.url, "library/" + repo)}
+                keys = ["upstream_manifest_gets", "blob_bytes_copied", "blobs_copied",
+                        "manifests_pushed", "tags_written"]
+                results.append((state, {k: s.report[k] for k in keys},
+                                after["manifest_get"] - before["manifest_get"],
+                                after["blob_bytes"] - before["blob_bytes"]))
+            finally:
+                redis.stop()
+                target.stop()
+        self.assertEqual(results[0][0], results[1][0])
+        self.assertEqual(results[0][1], results[1][1])
+        self.assertEqual(results[0][2:], results[1][2:])
+        self.assertEqual(results[1][2], self.min["manifest_gets_min"])
+
+
+class QuotaTest(unittest.TestCase):
+    """A pull quota smaller than the work: never overrun, deferred, resumed next window."""
+
+    def test_quota_smaller_than_work(self):
+        repos = ["hello-world", "busybox"]
+        quota = 100
+        hub = Standin(limit=quota).start()
+        redis, target = RedisServer().start(), Registry().start()
+        try:
+            pushed = hub.load(catalog(repos))
+            need = totals(pushed, repos)["manifest_gets_min"]
+            # More than one window's worth, less than two (jobs cut short by the budget
+            # repeat the GET of their index in the next run).
+            self.assertGreater(need, quota)
+            self.assertLess(need, 2 * quota - 20)
+            s = Sync(hub, redis, target, repos).run()
+            c = hub.counters()
+            self.assertEqual(s.rc, 75, s.stderr)
+            self.assertEqual(s.report["status"], "deferred")
+            self.assertGreater(s.report["jobs_deferred"], 0)
+            self.assertEqual(c["manifest_get"], quota)  # the whole budget, not one more
+            self.assertEqual(c["denied_429"], 0)
+            # Nothing half-copied is visible: every tag there points at complete content.
+            for repo in repos:
+                for tag in tags_on(target.url, "library/" + repo):
+                    assert_complete_content(self, target.url, "library/" + repo, tag)
+            self.assertEqual(redis.cli_raw("GET", "hubsync:synced-commit").strip(), "")
+            hub.reset_window()
+            s2 = Sync(hub, redis, target, repos).run()
+            self.assertEqual(s2.rc, 0, s2.stderr)
+            self.assertEqual(s2.report["status"], "complete")
+            self.assertLessEqual(hub.counters()["manifest_get"], 2 * quota)
+            for (repo, tag), digest in pushed_tags(pushed, repos).items():
+                self.assertEqual(head(target.url, "library/" + repo, tag), digest)
+        finally:
+            redis.stop()
+            target.stop()
+            hub.stop()
+
+
+class RefForwardTest(unittest.TestCase):
+    """Moving the official-images ref forward copies only what changed."""
+
+    OLD, NEW = "22539f0~1", "22539f0"  # alpine: security bump 3.22.5 and 3.23.5
+
+    def test_ref_forward(self):
+        work = tempfile.mkdtemp(prefix="hubsync-oi-")
+        hub = Standin(limit=100000).start()
+        redis, target = RedisServer().start(), Registry().start()
+        try:
+            src = os.path.join(work, "official-images")
+            subprocess.check_call(["git", "clone", "-q", "--bare", OFFICIAL_IMAGES, src])
+            repos = ["alpine"]
+            old_cat = catalog(repos, self.OLD, src)
+            hub.load(old_cat)
+            s1 = Sync(hub, redis, target, repos, source=src, ref=self.OLD).run()
+            self.assertEqual(s1.rc, 0, s1.stderr)
+            self.assertEqual(redis.cli_raw("GET", "hubsync:synced-commit").strip(),
+                             old_cat["commit"])
+            new_cat = catalog(repos, self.NEW, src)
+            self.assertNotEqual(new_cat["commit"], old_cat["commit"])
+            pushed = hub.load(new_cat)
+            diff = json.loads(subprocess.check_output(
+                [BIN + "/hubsync-coordinator", "diff", "--official-images", src, "--from",
+                 self.OLD, "--to", self.NEW, "--json"]))
+            before = hub.counters()["manifest_get"]
+            s2 = Sync(hub, redis, target, repos, source=src, ref=self.NEW).run()
+            self.assertEqual(s2.rc, 0, s2.stderr)
+            r = s2.report
+            self.assertEqual(r["from"], old_cat["commit"])
+            self.assertEqual(r["commit"], new_cat["commit"])
+            self.assertEqual(redis.cli_raw("GET", "hubsync:synced-commit").strip(),
+                             new_cat["commit"])
+            # Only tags whose content moved are written; the rest are HEADed and left alone.
+            old_tags = {t for g in old_cat["repositories"][0]["groups"] for t in g["tags"]}
+            new_tags = {t for g in new_cat["repositories"][0]["groups"] for t in g["tags"]}
+            self.assertGreater(r["tags_written"], 0)
+            self.assertLess(r["tags_written"], len(new_tags))
+            self.assertGreater(r["tags_unchanged"], 0)
+            self.assertGreater(hub.counters()["manifest_get"] - before, 0)
+            self.assertTrue(new_tags - old_tags)
+            changed_keys = {g["key"] for repo in diff["repositories"] for g in repo["groups"]
+                            if g["change"] != "removed"}
+            self.assertTrue(changed_keys)
+            for (repo, tag), digest in pushed_tags(pushed, repos).items():
+                if tag in new_tags:
+                    self.assertEqual(head(target.url, "library/" + repo, tag), digest)
+            # Tags that left the catalog are reported, not deleted.
+            removed = {t for x in r["removed_tags"] for t in x["tags"]}
+            self.assertEqual(removed, old_tags - new_tags)
+            for t in removed:
+                self.assertIsNotNone(head(target.url, "library/alpine", t))
+        finally:
+            redis.stop()
+            target.stop()
+            hub.stop()
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    unittest.main()
