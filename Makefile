@@ -5,6 +5,7 @@
 #   make asan       unit tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make fuzz       libFuzzer targets (clang) in build/fuzz/
 #   make valgrind   unit tests under valgrind memcheck
+#   make demo       a whole sync on loopback, then a podman pull through the target
 # WERROR=1 turns warnings into errors (CI sets it).
 
 CC       ?= cc
@@ -40,7 +41,7 @@ TOOL_BINS := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(TOOL_SRC))
 PROGS     := $(BINDIR)/hubsync-coordinator $(BINDIR)/hubsync-worker
 
 .SECONDARY:
-.PHONY: all test unit unit-bins integration fuzz fuzz-smoke asan asan-build valgrind clean
+.PHONY: all test unit unit-bins integration fuzz fuzz-smoke asan asan-build valgrind demo clean
 all: $(PROGS)
 
 $(BUILD)/%.o: %.c
@@ -110,6 +111,10 @@ fuzz:
 
 fuzz-smoke: fuzz
 	python3 tests/run.py --build $(BUILD) --fuzz-seconds $(FUZZ_SECONDS) fuzz
+
+# The README's first command: everything on loopback, cleaned up at the end.
+demo: all
+	python3 tests/demo/demo.py
 
 clean:
 	rm -rf build $(BINDIR)
