@@ -178,6 +178,12 @@ char *keys_budget_inflight(const struct keys *k, const char *source)
     return key;
 }
 
+char *keys_manifest(const struct keys *k, const char *digest)
+{
+    struct part dp = {digest, 1}, none = {NULL, 0};
+    return build(k, "manifest", dp, none);
+}
+
 char *keys_worker(const struct keys *k, const char *worker_id)
 {
     struct part wp = {worker_id, 1}, none = {NULL, 0};

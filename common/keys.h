@@ -33,6 +33,9 @@
  * <p>blobhome:<target>                  hash    digest -> a target repository that has it
  *                                               (cross-repository mount source)
  * <p>lock:blob:<target>:<digest>        string  upload lock: holder token, PX expiry
+ * <p>manifest:<digest>                   hash    type, body: a manifest fetched upstream whose
+ *                                               job was cut short before it reached the target;
+ *                                               kept a few days so the retry pays no pull again
  * <p>budget:<source>                    hash    pull budget per docker-ratelimit-source:
  *                                               limit, window_s, remaining, observed_ms,
  *                                               paused_until_ms, http_429, unlimited
@@ -87,6 +90,7 @@ char *keys_blob_lock(const struct keys *k, const char *target_url, const char *d
 char *keys_budget(const struct keys *k, const char *source);
 char *keys_budget_inflight(const struct keys *k, const char *source);
 char *keys_worker(const struct keys *k, const char *worker_id);
+char *keys_manifest(const struct keys *k, const char *digest);
 
 /* The registry part of a target URL as used in key names: host[:port],
  * lowercased, without scheme, credentials or path. Caller frees. */

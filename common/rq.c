@@ -542,6 +542,26 @@ struct rq_cmd *rq_cmd_stats(const struct rq *q)
     return c;
 }
 
+struct rq_cmd *rq_cmd_manifest_keep(const struct rq *q, const char *digest,
+                                    const char *media_type, const char *body, long long ttl_ms)
+{
+    char *key = keys_manifest(&q->keys, digest);
+    struct rq_cmd *c = fcall(K_OK, "hubsync_manifest_keep", 1, key);
+    free(key);
+    arg(c, media_type);
+    arg(c, body);
+    arg_ll(c, ttl_ms);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_manifest_cached(const struct rq *q, const char *digest)
+{
+    struct rq_cmd *c = cmd_new(K_HASH);
+    arg(c, "HGETALL");
+    arg_own(c, keys_manifest(&q->keys, digest));
+    return c;
+}
+
 struct rq_cmd *rq_cmd_worker_beat(const struct rq *q, const char *worker_id, const char *json,
                                   int ttl_s)
 {

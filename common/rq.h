@@ -196,6 +196,14 @@ struct rq_cmd *rq_cmd_present_forget(const struct rq *q, const char *target, con
 /* A repository of target holding digest. RQ_VALUE str | RQ_EMPTY. */
 struct rq_cmd *rq_cmd_blobhome(const struct rq *q, const char *target, const char *digest);
 
+/* --- manifests fetched upstream whose job was cut short (budget, failure) --- */
+
+/* Keep a manifest (text) for ttl_ms so a retry need not pull it again. RQ_DONE. */
+struct rq_cmd *rq_cmd_manifest_keep(const struct rq *q, const char *digest,
+                                    const char *media_type, const char *body, long long ttl_ms);
+/* RQ_VALUE items "type", "body" | RQ_EMPTY. The caller verifies the digest. */
+struct rq_cmd *rq_cmd_manifest_cached(const struct rq *q, const char *digest);
+
 /* --- leases (blob upload locks, the coordinator lease): any key from
  * keys.h, holder token, PX expiry --- */
 

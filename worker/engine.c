@@ -114,6 +114,7 @@ struct node {
     size_t body_len;
     char *mount_from;
     void *grant;     /* budget reservation of the upstream GET in flight */
+    int paid;        /* body came from upstream (a pull) and is not on the target yet */
     ev_timer poll;
     double waited;
 };
@@ -275,6 +276,9 @@ static void node_finish(struct node *n, int ok)
         en->ops.unlock(en->ops.ctx, ej->job.target, n->digest);
     n->locked = 0;
     n->failed = !ok;
+    if (!ok && n->paid && n->body)
+        en->ops.manifest_keep(en->ops.ctx, n->digest, n->media_type ? n->media_type : "",
+                              n->body, n->body_len);
     if (n->is_root) {
         root_done(n);
     } else {
@@ -460,6 +464,7 @@ static void node_put_done(struct reg_result *res, void *arg)
         return;
     }
     ej->out.n.manifests_pushed++;
+    n->paid = 0;
     ej->en->ops.mark_present(ej->en->ops.ctx, ej->job.target, node_repo(n), n->digest, 0);
     node_finish(n, 1);
 }
@@ -489,6 +494,7 @@ static void node_push(struct node *n)
         free(n->body);
         n->body = text;
         n->body_len = len;
+        n->paid = 0;
         digest_of(text, len, n->digest);
     }
     reg_put_manifest(ej->dst, node_repo(n), n->digest, n->media_type, n->body, n->body_len,
@@ -523,21 +529,15 @@ static void node_add_children(struct node *n, const struct manifest *m)
         node_children_done(n);
 }
 
-static void node_got_upstream(struct reg_result *res, void *arg)
+/* The manifest's bytes are in n->body (from upstream or kept from a cut-short
+ * attempt): its children come next. */
+static void node_have_upstream(struct node *n, const char *content_type)
 {
-    struct node *n = arg;
     struct engine_job *ej = n->ej;
-    ej->en->ops.budget_done(ej->en->ops.ctx, ej->up, n->grant, res);
-    n->grant = NULL;
-    if (res->cls != REG_OK) {
-        ej_reg_error(ej, res);
-        node_finish(n, 0);
-        return;
-    }
-    n->body = reg_result_take_body(res, &n->body_len);
+    n->paid = 1;
     struct manifest m;
     struct err e;
-    if (manifest_parse(&m, n->body, n->body_len, res->content_type, &e) < 0) {
+    if (manifest_parse(&m, n->body, n->body_len, content_type, &e) < 0) {
         ej->stop_gets = 1;
         ej_error(ej, ENGINE_FAILED, 0, "%s@%s: %s", ej->job.source_repo, n->digest, e.msg);
         node_finish(n, 0);
@@ -555,6 +555,21 @@ static void node_got_upstream(struct reg_result *res, void *arg)
     }
     node_add_children(n, &m);
     manifest_free(&m);
+}
+
+static void node_got_upstream(struct reg_result *res, void *arg)
+{
+    struct node *n = arg;
+    struct engine_job *ej = n->ej;
+    ej->en->ops.budget_done(ej->en->ops.ctx, ej->up, n->grant, res);
+    n->grant = NULL;
+    if (res->cls != REG_OK) {
+        ej_reg_error(ej, res);
+        node_finish(n, 0);
+        return;
+    }
+    n->body = reg_result_take_body(res, &n->body_len);
+    node_have_upstream(n, res->content_type);
 }
 
 static void node_budget(int granted, long wait_ms, void *grant, void *arg)
@@ -579,6 +594,24 @@ static void node_budget(int granted, long wait_ms, void *grant, void *arg)
     reg_get_manifest(ej->up, ej->job.source_repo, n->digest, node_got_upstream, n);
 }
 
+static void node_cached(const char *body, size_t len, const char *media_type, void *arg)
+{
+    struct node *n = arg;
+    struct engine_job *ej = n->ej;
+    char dg[DIGEST_STR_SIZE];
+    if (body) {
+        digest_of(body, len, dg);
+        if (strcmp(dg, n->digest) == 0) {
+            n->body = xstrndup(body, len);
+            n->body_len = len;
+            node_have_upstream(n, media_type && *media_type ? media_type : NULL);
+            return;
+        }
+    }
+    ej->en->ops.budget_acquire(ej->en->ops.ctx, ej->up, ej->job.source_repo, ej->job.tags[0],
+                               node_budget, n);
+}
+
 static void node_fetch_upstream(struct node *n)
 {
     struct engine_job *ej = n->ej;
@@ -586,8 +619,7 @@ static void node_fetch_upstream(struct node *n)
         node_finish(n, 0);
         return;
     }
-    ej->en->ops.budget_acquire(ej->en->ops.ctx, ej->up, ej->job.source_repo, ej->job.tags[0],
-                               node_budget, n);
+    ej->en->ops.manifest_cached(ej->en->ops.ctx, n->digest, node_cached, n);
 }
 
 /* -- blobs: mount from another repository, else stream -- */
@@ -877,7 +909,8 @@ struct engine *engine_new(struct ev_loop *loop, struct reg_client *client,
 {
     if (!loop || !client || !ops || !ops->budget_acquire || !ops->budget_done || !ops->present ||
         !ops->mark_present ||
-        !ops->blob_home || !ops->lock || !ops->unlock) {
+        !ops->blob_home || !ops->lock || !ops->unlock || !ops->manifest_cached ||
+        !ops->manifest_keep) {
         err_set(e, "engine: incomplete arguments");
         return NULL;
     }

@@ -66,6 +66,9 @@ typedef void (*engine_flag_fn)(int yes, void *arg);
 /* grant (may be NULL) goes back to budget_done once the GET has an answer. */
 typedef void (*engine_budget_fn)(int granted, long wait_ms, void *grant, void *arg);
 typedef void (*engine_home_fn)(const char *repo, void *arg);
+/* body (len bytes) and its media type, borrowed for the call; NULL: none. */
+typedef void (*engine_bytes_fn)(const char *body, size_t len, const char *media_type,
+                                void *arg);
 
 /* The fleet's shared state. Every callback runs exactly once, later, from
  * the loop; when the shared state cannot be reached the answers must be the
@@ -95,6 +98,12 @@ struct engine_ops {
     void (*lock)(void *ctx, const char *target, const char *digest, engine_flag_fn cb,
                  void *arg);
     void (*unlock)(void *ctx, const char *target, const char *digest);
+    /* A manifest an earlier, cut-short attempt fetched upstream (the engine
+     * verifies its digest), so that a retry pays no pull again ... */
+    void (*manifest_cached)(void *ctx, const char *digest, engine_bytes_fn cb, void *arg);
+    /* ... and keeping one that was fetched but did not reach the target. */
+    void (*manifest_keep)(void *ctx, const char *digest, const char *media_type,
+                          const char *body, size_t len);
 };
 
 struct engine_opts {

@@ -17,6 +17,8 @@
 #define FLEET_429_PAUSE_MS 60000LL
 /* Budget unknown even after a probe (Redis trouble): ask again this much later. */
 #define FLEET_UNKNOWN_WAIT_MS 10000L
+/* Manifests fetched by a job that was cut short are kept this long. */
+#define FLEET_KEEP_MS (3LL * 24 * 3600 * 1000)
 
 struct held_lock {
     char *key;
@@ -400,6 +402,43 @@ void fleet_tick(struct fleet *f)
         fleet_exec(f, rq_cmd_lease_renew(h->key, h->token, FLEET_LOCK_TTL_MS), NULL, NULL);
 }
 
+/* ---- manifests kept from cut-short attempts ----------------------------------------- */
+
+struct bytes_req {
+    engine_bytes_fn cb;
+    void *arg;
+};
+
+static void cached_answer(struct fleet *f, struct rq_res *res, void *arg)
+{
+    (void)f;
+    struct bytes_req r = *(struct bytes_req *)arg;
+    free(arg);
+    const char *body = res && res->status == RQ_VALUE ? rq_res_field(res, "body") : NULL;
+    const char *type = res && res->status == RQ_VALUE ? rq_res_field(res, "type") : NULL;
+    r.cb(body, body ? strlen(body) : 0, type, r.arg);
+}
+
+static void ops_manifest_cached(void *ctx, const char *digest, engine_bytes_fn cb, void *arg)
+{
+    struct fleet *f = ctx;
+    struct bytes_req *r = xmalloc(sizeof(*r));
+    r->cb = cb;
+    r->arg = arg;
+    fleet_exec(f, rq_cmd_manifest_cached(f->q, digest), cached_answer, r);
+}
+
+static void ops_manifest_keep(void *ctx, const char *digest, const char *media_type,
+                              const char *body, size_t len)
+{
+    struct fleet *f = ctx;
+    /* Manifests are JSON text; anything with a NUL byte is not worth keeping. */
+    if (strlen(body) != len)
+        return;
+    fleet_exec(f, rq_cmd_manifest_keep(f->q, digest, media_type, body, FLEET_KEEP_MS), NULL,
+               NULL);
+}
+
 /* ---- life cycle ----------------------------------------------------------------------- */
 
 struct fleet *fleet_new(struct ev_loop *loop, struct rconn_async *ra, const struct rq *q,
@@ -440,4 +479,6 @@ void fleet_engine_ops(struct fleet *f, struct engine_ops *out)
     out->blob_home = ops_blob_home;
     out->lock = ops_lock;
     out->unlock = ops_unlock;
+    out->manifest_cached = ops_manifest_cached;
+    out->manifest_keep = ops_manifest_keep;
 }
