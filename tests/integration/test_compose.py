@@ -160,6 +160,23 @@ class ComposeTest(unittest.TestCase):
         self.assertTrue(c["init"])
         self.assertEqual(c["restart"], "unless-stopped")
         self.assertEqual(c["depends_on"]["redis"]["condition"], "service_healthy")
+        self.assertEqual(c["healthcheck"]["test"],
+                         ["CMD", "hubsync-coordinator", "status", "--health"])
+
+    def test_commands_exist(self):
+        # Every program command line of the compose file runs, with its environment, as far
+        # as option parsing goes: --help of the same argv answers 0.
+        cfg = self.effective()
+        for name in ("coordinator", "worker"):
+            s = cfg["services"][name]
+            argvs = [s["command"]]
+            if "healthcheck" in s:
+                argvs.append(s["healthcheck"]["test"][1:])
+            for argv in argvs:
+                p = subprocess.run([os.path.join(BIN, argv[0])] + argv[1:] + ["--help"],
+                                   capture_output=True, text=True, timeout=30)
+                self.assertEqual(p.returncode, 0, (argv, p.stdout, p.stderr))
+                self.assertIn("usage:", p.stdout + p.stderr)
 
     def test_worker_scales_and_stops_gracefully(self):
         w = self.effective()["services"]["worker"]
