@@ -203,12 +203,20 @@ class OperatingTest(unittest.TestCase):
             self.assertRegex(o["ts"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
         return lines
 
+    def start_workers_later(self, delay, *workers):
+        """Start workers (argument tuples for Rig.worker) after delay seconds: the run then
+        shows that many seconds of progress whatever the machine's speed."""
+        def later():
+            time.sleep(delay)
+            for args, kw in workers:
+                self.rig.worker(*args, **kw)
+        t = threading.Thread(target=later)
+        t.start()
+        self.addCleanup(t.join)
+
     def test_terminal_progress_updates_in_place_and_logs_are_json(self):
-        # Slow upstream answers so the run lasts a few seconds of 1-second updates.
-        self.rig.hub.config(latency_ms=150)
-        workers = [self.rig.worker("--log-format", "json", "--concurrency", "2", log="w1.log"),
-                   self.rig.worker("--concurrency", "2", log="w2.log",
-                                   env={"HUBSYNC_LOG_FORMAT": "json"})]
+        self.start_workers_later(3.5, (("--log-format", "json"), {"log": "w1.log"}),
+                                 ((), {"log": "w2.log", "env": {"HUBSYNC_LOG_FORMAT": "json"}}))
         master, slave = pty.openpty()
         stop, chunks = threading.Event(), []
         reader = threading.Thread(target=read_pty, args=(master, chunks, stop))
@@ -237,8 +245,8 @@ class OperatingTest(unittest.TestCase):
         self.assertEqual(json.loads(p.stdout)["status"], "complete")
         self.assertEqual(self.rig.stop_workers(), [0, 0])
         jobs = 0
-        for w in workers:
-            with open(self.rig.log_path("w1.log" if w is workers[0] else "w2.log")) as f:
+        for name in ("w1.log", "w2.log"):
+            with open(self.rig.log_path(name)) as f:
                 text = f.read()
             self.assertTrue(text.strip())
             lines = self.json_lines(text, "worker")
@@ -248,8 +256,7 @@ class OperatingTest(unittest.TestCase):
         self.assertEqual(jobs, json.loads(p.stdout)["jobs_total"])
 
     def test_plain_progress_every_few_seconds_without_a_terminal(self):
-        self.rig.hub.config(latency_ms=400)
-        self.rig.worker("--concurrency", "1", log="w.log")
+        self.start_workers_later(7, ((), {"log": "w.log"}))
         proc = subprocess.Popen(self.rig.sync_command(), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         seen = []
