@@ -1,5 +1,6 @@
-/* coord: the coordinator's private header: its subcommands and the option
- * handling they share.
+/* coord: the coordinator's private header: its subcommands, the option
+ * handling they share, what a run covers (select.c: used by sync to enqueue
+ * and by plan to price) and the pure helpers of plan and status.
  *
  * Each subcommand is `int coord_<name>_main(int argc, char **argv)` with
  * argv[0] the subcommand name, returning an exit code below; main.c
@@ -152,5 +153,37 @@ json_t *coord_removed_tags(const struct coord_selection *sel, const struct coord
 int coord_catalog_main(int argc, char **argv);
 int coord_diff_main(int argc, char **argv);
 int coord_sync_main(int argc, char **argv);
+int coord_plan_main(int argc, char **argv);
+int coord_status_main(int argc, char **argv);
+
+/* ---- status's helpers (status.c) ---- */
+
+/* "42s", "3m07s", "2h05m", "1d03h" (negative counts as 0) into out. */
+void coord_status_duration(long long ms, char *out, size_t n);
+
+/* The --health rule: 1 when a coordinator holds the lease, or when the
+ * newest finished run (last_finished_ms, 0: none) ended less than 2 x
+ * interval_s before now_ms; else 0. why gets one line saying which. */
+int coord_status_health(int lease_held, long long last_finished_ms, long long now_ms,
+                        long long interval_s, char *why, size_t n);
+
+/* ---- plan's arithmetic (plan.c) ---- */
+
+struct ratelimit_info;
+
+/* Counted upstream GETs to bring one upstream digest to the target, without
+ * knowing its children: 0 when the target has it (except under rewrite,
+ * where the target holds a rewritten index and the upstream one is always
+ * read); else at least 1 (the manifest itself) and, for an index, at most 1
+ * + 2 per platform (an image and an attestation manifest each). */
+void coord_plan_gets(int target_has, int is_index, int rewrite, size_t nplatforms,
+                     long long *min, long long *max);
+
+/* Whether gets_min..gets_max pulls fit the budget upstream reported (rl:
+ * the headers seen, NULL if none; answered: upstream answered at all):
+ * "fits", "may_exceed", "exceeds", "unlimited" (answers without rate-limit
+ * headers) or "unknown". Static string. */
+const char *coord_plan_verdict(int answered, const struct ratelimit_info *rl, long long gets_min,
+                               long long gets_max);
 
 #endif

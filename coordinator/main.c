@@ -14,6 +14,8 @@ static const struct {
     {"catalog", "read the official-images catalog at a ref", coord_catalog_main},
     {"diff", "what changed between two commits", coord_diff_main},
     {"sync", "enqueue a sync run (daemon, or --once) and follow it", coord_sync_main},
+    {"plan", "what a sync would do and cost in pulls, writing nothing", coord_plan_main},
+    {"status", "queue, workers, pull budget and runs, from Redis", coord_status_main},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 

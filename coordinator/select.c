@@ -94,7 +94,8 @@ int coord_view_read(struct catalog *cat, const struct coord_selection *sel, cons
     if (catalog_read(cat, commit, sel->repos.n ? &sel->repos : NULL, &v->snap, e) < 0)
         return -1;
     v->first = !from || !*from;
-    if (!v->first && strcmp(from, commit) != 0 && catalog_diff(cat, from, commit, &v->diff, e) < 0) {
+    if (!v->first && strcmp(from, commit) != 0 &&
+        catalog_diff(cat, from, commit, &v->diff, e) < 0) {
         /* The marker's commit may be gone (history rewritten): check everything. */
         log_warn("diff %.12s..%.12s: %s; treating every group as changed", from, commit, e->msg);
         v->first = 1;
@@ -150,8 +151,8 @@ void coord_groups_list(const struct coord_selection *sel, const struct coord_vie
             size_t nplat = coord_platforms_selected(sel, &gr->platforms);
             if (!nplat)
                 continue;
-            struct coord_group cg = {repo, gr, NULL, xcalloc(gr->tags.n, sizeof(char *)), 0,
-                                     nplat, 0};
+            struct coord_group cg = {repo, gr,    NULL, xcalloc(gr->tags.n, sizeof(char *)),
+                                     0,    nplat, 0};
             for (size_t t = 0; t < gr->tags.n; t++)
                 if (coord_tag_selected(sel, repo->name, gr->tags.v[t]))
                     cg.tags[cg.ntags++] = gr->tags.v[t];

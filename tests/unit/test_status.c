@@ -1,0 +1,58 @@
+/* Unit tests for coordinator/status's helpers: durations and the --health rule. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "../../coordinator/coord.h"
+
+static void dur(long long ms, const char *want)
+{
+    char out[32];
+    coord_status_duration(ms, out, sizeof(out));
+    assert_string_equal(out, want);
+}
+
+static void test_status__duration(void **state)
+{
+    (void)state;
+    dur(-5000, "0s");
+    dur(999, "0s");
+    dur(42000, "42s");
+    dur(60000, "1m00s");
+    dur(187000, "3m07s");
+    dur(3600000, "1h00m");
+    dur(21600000, "6h00m");
+    dur(7500000, "2h05m");
+    dur(97200000, "1d03h");
+}
+
+static void test_status__health(void **state)
+{
+    (void)state;
+    char why[256];
+    const long long now = 1800000000000LL, interval = 21600;
+    assert_true(coord_status_health(1, 0, now, interval, why, sizeof(why)));
+    assert_non_null(strstr(why, "holds the lease"));
+    assert_false(coord_status_health(0, 0, now, interval, why, sizeof(why)));
+    assert_non_null(strstr(why, "no run has finished"));
+    /* Finished 11h59m ago with a 6h interval: within 2 x interval. */
+    assert_true(coord_status_health(0, now - 43140000, now, interval, why, sizeof(why)));
+    assert_non_null(strstr(why, "11h59m ago"));
+    assert_false(coord_status_health(0, now - 43200000, now, interval, why, sizeof(why)));
+    assert_non_null(strstr(why, "more than 2 x --interval"));
+    /* A lease beats an old run. */
+    assert_true(coord_status_health(1, now - 99 * 43200000LL, now, interval, why, sizeof(why)));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_status__duration),
+        cmocka_unit_test(test_status__health),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
