@@ -151,8 +151,10 @@ void coord_groups_list(const struct coord_selection *sel, const struct coord_vie
             size_t nplat = coord_platforms_selected(sel, &gr->platforms);
             if (!nplat)
                 continue;
-            struct coord_group cg = {repo, gr,    NULL, xcalloc(gr->tags.n, sizeof(char *)),
-                                     0,    nplat, 0};
+            struct coord_group cg = {.repo = repo,
+                                     .group = gr,
+                                     .tags = xcalloc(gr->tags.n, sizeof(char *)),
+                                     .nplatforms = nplat};
             for (size_t t = 0; t < gr->tags.n; t++)
                 if (coord_tag_selected(sel, repo->name, gr->tags.v[t]))
                     cg.tags[cg.ntags++] = gr->tags.v[t];
