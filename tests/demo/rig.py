@@ -13,9 +13,12 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import urllib.error
+import urllib.request
 
 from harness import BIN, OFFICIAL_IMAGES, RedisServer, Registry
 from harness.standin import Standin
+from standin import wire
 
 COORDINATOR = os.path.join(BIN, "hubsync-coordinator")
 WORKER = os.path.join(BIN, "hubsync-worker")
@@ -101,6 +104,20 @@ class Rig:
             if r["name"] == "library/" + repo:
                 return r["tags"][tag]
         raise KeyError("%s:%s is not on the stand-in" % (repo, tag))
+
+    def target_digest(self, repo, tag):
+        """The digest the target serves for library/<repo>:<tag>, or None if it lacks it."""
+        req = urllib.request.Request(
+            "%s/v2/library/%s/manifests/%s" % (self.target.url, repo, tag), method="HEAD",
+            headers={"Accept": ", ".join((wire.OCI_INDEX, wire.DOCKER_LIST, wire.OCI_MANIFEST,
+                                          wire.DOCKER_MANIFEST))})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.headers["Docker-Content-Digest"]
+        except urllib.error.HTTPError as e:
+            if e.code == 404:
+                return None
+            raise
 
     def stop_workers(self, timeout=30):
         """SIGTERM (graceful stop), then SIGKILL after timeout; returns the exit codes."""

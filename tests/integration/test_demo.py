@@ -93,6 +93,18 @@ class DemoTest(unittest.TestCase):
         self.assertLess(secs, 120, "the demo took %.0fs" % secs)
         print("demo: %.1fs, %d jobs, %d tags" % (secs, groups, tags), file=sys.stderr)
 
+    def test_demo_with_a_spent_budget_ends_deferred(self):
+        p, _ = self.run_demo("--repos", "hello-world,alpine", "--limit", "30")
+        out = p.stdout
+        self.assertEqual(p.returncode, 0, out[-4000:])
+        self.assertRegex(out, r"run \S+ \([0-9a-f]{12}\): deferred\n")
+        self.assertRegex(out, r"  jobs      \d+ total, \d+ done, 0 failed, [1-9]\d* deferred")
+        self.assertIn("a daemon coordinator resumes in the next window", out)
+        self.assertRegex(out, r"HGETALL hubsync:budget:127\.0\.0\.1\n.*\n\s+limit=30 ")
+        # The image either made it before the budget ran out, or the pull is skipped.
+        self.assertRegex(out, r"served by the mirror|skipped: the deferred run did not reach")
+        self.assert_cleaned_up(out)
+
     def test_interrupted_demo_cleans_up(self):
         # Ctrl-C in the middle of the sync: the terminal signals the whole process group.
         proc = subprocess.Popen([sys.executable, DEMO, "--repos", "alpine,memcached"],
