@@ -58,7 +58,7 @@ def parse_args(argv):
                     help="anonymous pulls per window the stand-in grants (Docker Hub: 100; "
                     "try 100 to see a run deferred by the budget; default: %(default)s)")
     ap.add_argument("--official-images", default=OFFICIAL_IMAGES,
-                    help="official-images repository (default: %(default)s)")
+                    help="official-images repository, a path or a URL (default: %(default)s)")
     ap.add_argument("--keep", action="store_true",
                     help="keep everything running until Enter, to try the redis-cli commands")
     return ap.parse_args(argv)
@@ -213,7 +213,7 @@ def main(argv=None):
     a = parse_args(argv)
     if a.image.count(":") != 1:
         raise SystemExit("--image wants repository:tag, e.g. hello-world:latest")
-    if not os.path.exists(a.official_images):
+    if "://" not in a.official_images and not os.path.exists(a.official_images):
         raise SystemExit("no official-images repository at %s (--official-images)"
                          % a.official_images)
     started = time.time()

@@ -3,8 +3,10 @@ docker.io entry lists the target as a mirror (docker-hub-facts.md §6.4).
 
 Podman runs rootful (we are root) with every bit of its state in one temporary directory
 (--root, --runroot, --tmpdir, vfs storage, an empty auth file), and inside a private mount
-namespace with a tmpfs over /var/lib, because rootful containers/image keeps its blob-info
-cache in /var/lib/containers/cache whatever --root says. Nothing outlives close().
+namespace with empty tmpfs over /var/lib, because rootful containers/image keeps its
+blob-info cache in /var/lib/containers/cache whatever --root says, and over the system's
+registries.conf.d, so that only our registries.conf decides where images come from.
+Nothing outlives close().
 Python standard library only.
 """
 import json
@@ -12,6 +14,8 @@ import os
 import shutil
 import subprocess
 import tempfile
+
+DROP_INS = "/etc/containers/registries.conf.d"
 
 
 def registries_conf(upstream, mirror, insecure=True):
@@ -55,8 +59,9 @@ class Podman:
                   os.path.join(d, "run"), "--tmpdir", os.path.join(d, "tmp"),
                   "--storage-driver", "vfs", "--events-backend", "none"] + list(args)
         return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                'mount -t tmpfs -o mode=0755 hubsync-podman /var/lib && exec "$@"',
-                "sh"] + podman
+                "mount -t tmpfs -o mode=0755 hubsync-podman /var/lib && "
+                "{ [ ! -d %s ] || mount -t tmpfs -o mode=0755 hubsync-podman %s; } && "
+                'exec "$@"' % (DROP_INS, DROP_INS), "sh"] + podman
 
     def run(self, *args, timeout=180):
         env = dict(os.environ, CONTAINERS_REGISTRIES_CONF=self.conf,

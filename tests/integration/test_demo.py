@@ -175,11 +175,15 @@ class MirrorPullTest(unittest.TestCase):
         self.assertEqual(self.podman.digest("docker.io/library/busybox:latest"),
                          self.rig.upstream_digest("busybox", "latest"))
 
-    def test_podman_state_stays_in_its_directory(self):
-        d = self.podman.dir
-        self.assertTrue(os.path.isfile(os.path.join(d, "registries.conf")))
-        probe = Podman(registries_conf(self.rig.hub.host, self.rig.target_host))
-        probe.run("images")
+    def test_podman_sees_only_our_registries_conf_and_keeps_its_state(self):
+        conf = registries_conf(self.rig.hub.host, self.rig.target_host)
+        probe = Podman(conf)
+        regs = json.loads(probe.run("info", "--format", "{{json .Registries}}").stdout)
+        self.assertEqual(set(regs), {"docker.io", "search"})
+        self.assertEqual(regs["search"], ["docker.io"])
+        self.assertEqual(regs["docker.io"]["Location"], self.rig.hub.host)
+        self.assertEqual([m["Location"] for m in regs["docker.io"]["Mirrors"]],
+                         [self.rig.target_host])
         self.assertTrue(os.path.isdir(os.path.join(probe.dir, "root")))
         pdir = probe.dir
         probe.close()
