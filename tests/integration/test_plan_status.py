@@ -185,6 +185,11 @@ class PlanThenSyncTest(Base):
                     if s["budget"] and seen_budget is None:
                         seen_budget = s["budget"][0]
                     if seen_worker and seen_budget:
+                        # A sync started now would resume this run; plan says so.
+                        r = coordinator("plan", "--json", "--redis", self.redis.url,
+                                        *self.common())
+                        self.assertEqual(r.returncode, 0, r.stderr)
+                        self.assertEqual(json.loads(r.stdout)["resumes_run"], run)
                         h = coordinator("status", "--health", "--redis", self.redis.url)
                         self.assertEqual(h.returncode, 0, h.stdout + h.stderr)
                         self.assertIn("lease held by", h.stdout)
