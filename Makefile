@@ -48,6 +48,11 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -c $< -o $@
 
+# Tests may reach the programs' private headers too.
+$(BUILD)/tests/%.o: tests/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -Icoordinator -Iworker $(ALL_CFLAGS) -c $< -o $@
+
 $(LIBCOMMON): $(call obj,$(COMMON_SRC))
 	@rm -f $@; $(AR) rcs $@ $^
 $(LIBCOORD): $(call obj,$(COORD_SRC))

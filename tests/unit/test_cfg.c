@@ -42,7 +42,9 @@ static void test_cfg__env_then_flag(void **state)
     struct err e;
     setenv("HS_TEST_REDIS", "redis://env:1", 1);
     setenv("HS_TEST_CONC", "4", 1);
-    char *argv[] = {"--concurrency=16", "pos1", "--json", "--redis", "redis://flag:2", "pos2"};
+    char a0[] = "--concurrency=16", a1[] = "pos1", a2[] = "--json", a3[] = "--redis",
+         a4[] = "redis://flag:2", a5[] = "pos2";
+    char *argv[] = {a0, a1, a2, a3, a4, a5};
     assert_int_equal(cfg_parse(&c, opts, NOPTS, 6, argv, &e), 0);
     assert_string_equal(cfg_str(&c, "redis"), "redis://flag:2");
     assert_int_equal(cfg_int(&c, "concurrency"), 16);
@@ -72,16 +74,18 @@ static void test_cfg__errors_name_the_source(void **state)
     (void)state;
     struct cfg c;
     struct err e;
-    char *bad_flag[] = {"--nope"};
+    char nope[] = "--nope", conc[] = "--concurrency", zero[] = "0", redis[] = "--redis",
+         maybe[] = "--json=maybe";
+    char *bad_flag[] = {nope};
     assert_int_equal(cfg_parse(&c, opts, NOPTS, 1, bad_flag, &e), -1);
     assert_non_null(strstr(e.msg, "--nope"));
 
-    char *range[] = {"--concurrency", "0"};
+    char *range[] = {conc, zero};
     assert_int_equal(cfg_parse(&c, opts, NOPTS, 2, range, &e), -1);
     assert_non_null(strstr(e.msg, "--concurrency"));
     assert_non_null(strstr(e.msg, "out of range"));
 
-    char *missing[] = {"--redis"};
+    char *missing[] = {redis};
     assert_int_equal(cfg_parse(&c, opts, NOPTS, 1, missing, &e), -1);
     assert_non_null(strstr(e.msg, "needs a value"));
 
@@ -90,7 +94,7 @@ static void test_cfg__errors_name_the_source(void **state)
     assert_non_null(strstr(e.msg, "HS_TEST_CONC"));
     unsetenv("HS_TEST_CONC");
 
-    char *badbool[] = {"--json=maybe"};
+    char *badbool[] = {maybe};
     assert_int_equal(cfg_parse(&c, opts, NOPTS, 1, badbool, &e), -1);
     assert_non_null(strstr(e.msg, "boolean"));
 }

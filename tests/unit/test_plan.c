@@ -8,7 +8,7 @@
 
 #include <cmocka.h>
 
-#include "../../coordinator/coord.h"
+#include "coord.h"
 #include "ratelimit.h"
 
 static void gets(int has, int index, int rewrite, size_t nplat, long long lo, long long hi)

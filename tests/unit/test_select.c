@@ -10,7 +10,7 @@
 
 #include <cmocka.h>
 
-#include "../../coordinator/coord.h"
+#include "coord.h"
 #include "xalloc.h"
 
 static const struct cfg_opt opts[] = {

@@ -7,7 +7,7 @@
 
 #include <cmocka.h>
 
-#include "../../coordinator/coord.h"
+#include "coord.h"
 
 static void dur(long long ms, const char *want)
 {
