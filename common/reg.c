@@ -241,7 +241,15 @@ const char *reg_registry_url(const struct reg_registry *r)
 
 /* ---- single-request operations ---- */
 
-enum kind { K_PING, K_HEAD_MANIFEST, K_GET_MANIFEST, K_PUT_MANIFEST, K_HEAD_BLOB, K_TAGS };
+enum kind {
+    K_PING,
+    K_HEAD_MANIFEST,
+    K_GET_MANIFEST,
+    K_PUT_MANIFEST,
+    K_DELETE_MANIFEST,
+    K_HEAD_BLOB,
+    K_TAGS
+};
 
 struct op {
     struct reg_op base;
@@ -429,7 +437,20 @@ void reg_head_blob(struct reg_registry *r, const char *repo, const char *digest,
     reg_http_start(q);
 }
 
-/* Ping and blob HEAD: the verdict is the answer. */
+void reg_delete_manifest(struct reg_registry *r, const char *repo, const char *digest,
+                         reg_done_fn done, void *arg)
+{
+    struct op *op = op_new(r, K_DELETE_MANIFEST, repo, digest, done, arg);
+    if (op_check(op, repo, digest, 1) != 0)
+        return;
+    struct reg_req *q = op_req(op, "DELETE", reg_http_url(r, repo, "manifests", digest),
+                               "pull,delete", "DELETE manifest %s@%s", on_simple);
+    q->ok_status[0] = 202;
+    q->ok_status[1] = 200;
+    reg_http_start(q);
+}
+
+/* Ping, blob HEAD and manifest DELETE: the verdict is the answer. */
 static void on_simple(struct reg_req *q, void *arg)
 {
     struct op *op = arg;

@@ -166,6 +166,13 @@ void reg_put_manifest(struct reg_registry *r, const char *repo, const char *ref,
                       const char *media_type, const void *body, size_t len, reg_done_fn done,
                       void *arg);
 
+/* DELETE /v2/<repo>/manifests/<digest> (202): the manifest and every tag
+ * that points at it leave the repository (registries cannot delete a tag
+ * alone). REG_NOT_FOUND if absent; a registry with deletes disabled answers
+ * 405 (REG_PROTOCOL). */
+void reg_delete_manifest(struct reg_registry *r, const char *repo, const char *digest,
+                         reg_done_fn done, void *arg);
+
 /* HEAD /v2/<repo>/blobs/<digest>: REG_OK with length, or REG_NOT_FOUND. */
 void reg_head_blob(struct reg_registry *r, const char *repo, const char *digest,
                    reg_done_fn done, void *arg);

@@ -153,6 +153,14 @@ json_t *coord_removed_tags(const struct coord_selection *sel, const struct coord
 int coord_catalog_main(int argc, char **argv);
 int coord_diff_main(int argc, char **argv);
 int coord_sync_main(int argc, char **argv);
+
+/* Take tags that left the catalog off the target (prune.c). removed is the
+ * run report's [{"repository": name, "tags": [...]}]; the answer (new
+ * reference) lists per target repository the tags "deleted" and those
+ * "kept" because a supported tag shares their manifest, and an "error" if
+ * one occurred. NULL with a message if the target cannot be reached. */
+json_t *coord_prune(const char *target_url, const char *target_prefix, json_t *removed,
+                    struct err *e);
 int coord_plan_main(int argc, char **argv);
 int coord_status_main(int argc, char **argv);
 

@@ -51,6 +51,10 @@ static const struct cfg_opt sync_opts[] = {
      "daemon: up to this many seconds added to each interval at random", 0},
     {"deferred-interval", "HUBSYNC_DEFERRED_INTERVAL", CFG_INT, "1800", 10, 86400,
      "daemon: seconds before the next run after one deferred by the pull budget", 0},
+    {"delete-removed", "HUBSYNC_DELETE_REMOVED", CFG_BOOL, "false", 0, 0,
+     "after a complete run, delete from the target the tags that left the catalog (a manifest "
+     "still tagged with a supported tag is kept; the target must allow deletes)",
+     0},
     COORD_OPT_LOG_LEVEL,
     COORD_OPT_LOG_FORMAT,
     COORD_OPT_HELP,
@@ -501,12 +505,27 @@ static void print_report(json_t *o, int as_json)
     json_t *r;
     json_array_foreach(removed, i, r)
     {
-        printf("  removed from the catalog (kept on the target): %s:",
+        printf("  removed from the catalog%s: %s:",
+               json_object_get(o, "pruned") ? "" : " (kept on the target)",
                json_string_value(json_object_get(r, "repository")));
         size_t k;
         json_t *t;
         json_array_foreach(json_object_get(r, "tags"), k, t) printf(" %s", json_string_value(t));
         putchar('\n');
+    }
+    json_array_foreach(json_object_get(o, "pruned"), i, r)
+    {
+        size_t k;
+        json_t *t;
+        printf("  deleted from %s:", json_string_value(json_object_get(r, "repository")));
+        json_array_foreach(json_object_get(r, "deleted"), k, t) printf(" %s", json_string_value(t));
+        putchar('\n');
+        json_array_foreach(json_object_get(r, "kept"), k, t)
+            printf("  kept %s: its manifest is also tagged %s\n",
+                   json_string_value(json_object_get(t, "tag")),
+                   json_string_value(json_object_get(t, "kept_by")));
+        if (json_object_get(r, "error"))
+            printf("  delete error: %s\n", json_string_value(json_object_get(r, "error")));
     }
     json_t *cerr = json_object_get(o, "catalog_errors");
     json_array_foreach(cerr, i, r) printf("  catalog error: %s: %s\n",
@@ -627,6 +646,15 @@ static int one_run(struct sync_ctx *s, int wait, int as_json, enum run_end *end_
     if (!o) {
         coord_fail("sync", e.msg);
         goto out;
+    }
+    json_t *removed = json_object_get(o, "removed_tags");
+    if (cfg_bool(s->c, "delete-removed") && end == RUN_COMPLETE && json_array_size(removed)) {
+        json_t *pruned = coord_prune(cfg_str(s->c, "target"), cfg_str(s->c, "target-prefix"),
+                                     removed, &e);
+        if (!pruned)
+            log_error("delete removed tags: %s", e.msg);
+        else
+            json_object_set_new(o, "pruned", pruned);
     }
     print_report(o, as_json);
     json_decref(o);

@@ -324,6 +324,12 @@ class RefForwardTest(unittest.TestCase):
     OLD, NEW = "22539f0~1", "22539f0"  # alpine: security bump 3.22.5 and 3.23.5
 
     def test_ref_forward(self):
+        self.ref_forward(delete_removed=False)
+
+    def test_ref_forward_delete_removed(self):
+        self.ref_forward(delete_removed=True)
+
+    def ref_forward(self, delete_removed):
         work = tempfile.mkdtemp(prefix="hubsync-oi-")
         hub = Standin(limit=100000).start()
         redis, target = RedisServer().start(), Registry().start()
@@ -344,7 +350,8 @@ class RefForwardTest(unittest.TestCase):
                 [BIN + "/hubsync-coordinator", "diff", "--official-images", src, "--from",
                  self.OLD, "--to", self.NEW, "--json"]))
             before = hub.counters()["manifest_get"]
-            s2 = Sync(hub, redis, target, repos, source=src, ref=self.NEW).run()
+            s2 = Sync(hub, redis, target, repos, source=src, ref=self.NEW,
+                      extra=["--delete-removed"] if delete_removed else []).run()
             self.assertEqual(s2.rc, 0, s2.stderr)
             r = s2.report
             self.assertEqual(r["from"], old_cat["commit"])
@@ -365,11 +372,22 @@ class RefForwardTest(unittest.TestCase):
             for (repo, tag), digest in pushed_tags(pushed, repos).items():
                 if tag in new_tags:
                     self.assertEqual(head(target.url, "library/" + repo, tag), digest)
-            # Tags that left the catalog are reported, not deleted.
+            # Tags that left the catalog are reported; deleted only when asked to.
             removed = {t for x in r["removed_tags"] for t in x["tags"]}
             self.assertEqual(removed, old_tags - new_tags)
+            self.assertTrue(removed)
             for t in removed:
-                self.assertIsNotNone(head(target.url, "library/alpine", t))
+                if delete_removed:
+                    self.assertIsNone(head(target.url, "library/alpine", t), t)
+                else:
+                    self.assertIsNotNone(head(target.url, "library/alpine", t), t)
+            if delete_removed:
+                pruned = {t for x in r["pruned"] for t in x["deleted"]}
+                self.assertEqual(pruned, removed)
+            else:
+                self.assertNotIn("pruned", r)
+            for t in new_tags:
+                self.assertIsNotNone(head(target.url, "library/alpine", t), t)
         finally:
             redis.stop()
             target.stop()
