@@ -6,6 +6,7 @@
 #   make fuzz       libFuzzer targets (clang) in build/fuzz/
 #   make valgrind   unit tests under valgrind memcheck
 #   make demo       a whole sync on loopback, then a podman pull through the target
+#   make bench      hubsync against skopeo sync and the seed's script (BENCH_ARGS=--quick)
 # WERROR=1 turns warnings into errors (CI sets it).
 
 CC       ?= cc
@@ -41,7 +42,7 @@ TOOL_BINS := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(TOOL_SRC))
 PROGS     := $(BINDIR)/hubsync-coordinator $(BINDIR)/hubsync-worker
 
 .SECONDARY:
-.PHONY: all test unit unit-bins integration fuzz fuzz-smoke asan asan-build valgrind demo clean
+.PHONY: all test unit unit-bins integration fuzz fuzz-smoke asan asan-build valgrind demo bench clean
 all: $(PROGS)
 
 $(BUILD)/%.o: %.c
@@ -120,6 +121,10 @@ fuzz-smoke: fuzz
 # The README's first command: everything on loopback, cleaned up at the end.
 demo: all
 	python3 tests/demo/demo.py
+
+# Side-by-side benchmark; the table it prints is kept in tests/bench/README.md.
+bench: all
+	python3 tests/bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf build $(BINDIR)
