@@ -144,6 +144,7 @@ class ComposeTest(unittest.TestCase):
         self.assertEqual(reg["image"], "registry:2")
         self.assertIn("registry-data:/var/lib/registry", " ".join(reg["volumes"]))
         self.assertIn("http://127.0.0.1:5000/v2/", reg["healthcheck"]["test"])
+        self.assertEqual(reg["environment"]["REGISTRY_STORAGE_DELETE_ENABLED"], "true")
         target = cfg["services"]["coordinator"]["environment"]["HUBSYNC_TARGET"]
         self.assertEqual(target, "http://registry:5000")
 
