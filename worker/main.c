@@ -39,6 +39,10 @@ static const struct cfg_opt opts[] = {
      "with --exit-when-idle: seconds the queue must stay empty", 0},
     {"stop-grace", "HUBSYNC_STOP_GRACE", CFG_INT, "60", 0, 86400,
      "on SIGTERM: seconds to finish jobs in hand before handing them back", 0},
+    {"health", NULL, CFG_BOOL, "false", 0, 0,
+     "exit 0 if a worker of this host sent a heartbeat in the last 30 s, else 1 (container "
+     "health checks), and do nothing else",
+     0},
     {"log-level", "HUBSYNC_LOG_LEVEL", CFG_STR, "info", 0, 0, "debug, info, warn or error", 0},
     {"log-format", "HUBSYNC_LOG_FORMAT", CFG_STR, "text", 0, 0, "text or json", 0},
     {"help", NULL, CFG_BOOL, "false", 0, 0, "show this help", 0},
@@ -61,6 +65,13 @@ int main(int argc, char **argv)
                "Takes copy jobs from the Redis queue and copies images upstream -> target.\n"
                "options:\n");
         cfg_usage(stdout, opts, NOPTS);
+        printf("credentials (never in flags, logs or Redis):\n"
+               "  HUBSYNC_UPSTREAM_USERNAME with HUBSYNC_UPSTREAM_PASSWORD or "
+               "HUBSYNC_UPSTREAM_PASSWORD_FILE\n"
+               "  HUBSYNC_TARGET_USERNAME with HUBSYNC_TARGET_PASSWORD or "
+               "HUBSYNC_TARGET_PASSWORD_FILE\n"
+               "  otherwise docker's config.json ($DOCKER_CONFIG or ~/.docker): auths, "
+               "credHelpers, credsStore\n");
         rc = 0;
         goto out;
     }
@@ -75,6 +86,10 @@ int main(int argc, char **argv)
         goto out;
     }
     log_setup("worker", lvl, fmt);
+    if (cfg_bool(&c, "health")) {
+        rc = worker_health(cfg_str(&c, "redis"), cfg_str(&c, "redis-prefix"), cfg_str(&c, "id"));
+        goto out;
+    }
     struct worker_opts o = {
         .redis_url = cfg_str(&c, "redis"),
         .redis_prefix = cfg_str(&c, "redis-prefix"),

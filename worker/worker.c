@@ -526,7 +526,7 @@ static int worker_init(struct worker *w, const struct worker_opts *o, struct err
     w->block = rconn_async_new(w->loop, o->redis_url, &ro, &w->setup, on_state, w, e);
     if (!w->block)
         return -1;
-    w->fleet = fleet_new(w->loop, w->cmd, &w->q, w->id, o->keep_pulls);
+    w->fleet = fleet_new(w->loop, w->cmd, &w->q, w->id, o->keep_pulls, o->lease_ms);
     struct reg_client_opts co;
     reg_client_opts_default(&co);
     co.ca_file = o->ca_file;
@@ -596,4 +596,46 @@ int worker_run(const struct worker_opts *o)
              w.retried);
     worker_fini(&w);
     return w.exit_code;
+}
+
+int worker_health(const char *redis_url, const char *prefix, const char *id)
+{
+    struct rq q;
+    struct rconn rc;
+    struct err e;
+    struct rconn_opts ro = RCONN_OPTS_DEFAULT;
+    char host[HOST_NAME_MAX + 1] = "";
+    int code = 1;
+    if (rq_init(&q, prefix, &e) < 0) {
+        fprintf(stderr, "hubsync-worker: %s\n", e.msg);
+        return 1;
+    }
+    gethostname(host, sizeof(host) - 1);
+    /* Heartbeat keys expire after WORKER_BEAT_TTL_S: one that exists is live. */
+    char *pattern = id && *id ? keys_worker(&q.keys, id) : NULL;
+    if (!pattern) {
+        char *base = keys_worker(&q.keys, host);
+        pattern = xasprintf("%s:*", base);
+        free(base);
+    }
+    if (rconn_open(&rc, redis_url, &ro, NULL, &e) < 0) {
+        fprintf(stderr, "hubsync-worker: %s\n", e.msg);
+        goto out;
+    }
+    const char *argv[] = {"KEYS", pattern};
+    redisReply *r = NULL;
+    if (rconn_command(&rc, 2, argv, NULL, 0, &r, &e) < 0) {
+        fprintf(stderr, "hubsync-worker: %s\n", e.msg);
+    } else if (r->type == REDIS_REPLY_ARRAY && r->elements > 0) {
+        code = 0;
+    } else {
+        fprintf(stderr, "hubsync-worker: no live heartbeat (%s)\n", pattern);
+    }
+    if (r)
+        freeReplyObject(r);
+    rconn_close(&rc);
+out:
+    free(pattern);
+    rq_free(&q);
+    return code;
 }

@@ -39,10 +39,12 @@ struct worker_opts {
 
 struct worker;
 
-/* The fleet's shared state for the engine, kept in Redis (fleet.c). */
+/* The fleet's shared state for the engine, kept in Redis (fleet.c). Blob upload
+ * locks live lock_ttl_ms unless renewed by fleet_tick: the job lease, so a dead
+ * worker's locks free up when its jobs are taken over. */
 struct fleet;
 struct fleet *fleet_new(struct ev_loop *loop, struct rconn_async *ra, const struct rq *q,
-                        const char *worker_id, int keep_pulls);
+                        const char *worker_id, int keep_pulls, long long lock_ttl_ms);
 void fleet_free(struct fleet *f);
 /* The engine's view of it. */
 void fleet_engine_ops(struct fleet *f, struct engine_ops *out);
@@ -52,6 +54,10 @@ void fleet_on_ratelimit(struct reg_registry *r, const struct ratelimit_info *rl,
                         void *arg);
 /* Keep held copy locks alive; call every few seconds. */
 void fleet_tick(struct fleet *f);
+
+/* Health check: 0 if the worker named id (NULL: any worker of this host) has
+ * a live heartbeat in Redis, else 1 with one line on stderr. */
+int worker_health(const char *redis_url, const char *prefix, const char *id);
 
 /* Run a worker until it is told to stop (SIGTERM/SIGINT) or, with
  * exit_when_idle, the queue is drained. Returns the exit code. */

@@ -89,9 +89,14 @@ class DaemonTest(unittest.TestCase):
             self.assertEqual(p.wait(timeout=30), 0)
         self.assertIn("standing by", second.stderr.read())
         self.assertEqual(self.redis.cli_raw("EXISTS", "hubsync:coordinator").strip(), "0")
+        health = [BIN + "/hubsync-worker", "--health", "--redis", self.redis.url]
+        wait_for(lambda: subprocess.run(health, capture_output=True).returncode == 0)
         for w in workers:
             w.send_signal(signal.SIGTERM)
             self.assertEqual(w.wait(timeout=30), 0)
+        gone = subprocess.run(health, capture_output=True, text=True)
+        self.assertEqual(gone.returncode, 1)
+        self.assertIn("no live heartbeat", gone.stderr)
         # Workers leave the heartbeat set when they stop cleanly.
         self.assertEqual(self.redis.cli_raw("ZCARD", "hubsync:workers").strip(), "0")
 
