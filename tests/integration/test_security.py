@@ -1,0 +1,177 @@
+"""Security: credentials never leak, TLS is verified unless the URL says http://, tokens
+never follow a redirect to another host.
+
+Secrets come from every source hubsync reads them from (environment, docker config with a
+credential helper, a redis:// URL with a password) and are then looked for in every log
+line, every Redis key and value, and the run report, in plain, base64 and URL-encoded form.
+"""
+import base64
+import json
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+import time
+import unittest
+import urllib.parse
+
+from harness import BIN, OFFICIAL_IMAGES, RedisServer, Registry
+from harness.standin import Standin
+from integration.test_sync import catalog, enqueued, head, pushed_tags
+
+REPOS = ["hello-world"]
+ALICE_PW = "S3cretPW-alice-7f1d"
+HELPER_PW = "H3lperSecret-bob-99c2"
+REDIS_PW = "R3disPass-5e0b/x@y"
+
+
+class SecretRedis(RedisServer):
+    """redis-server with --requirepass; cli commands authenticate."""
+
+    def command(self):
+        return super().command() + ["--requirepass", REDIS_PW]
+
+    @property
+    def url(self):
+        return "redis://:%s@127.0.0.1:%d" % (urllib.parse.quote(REDIS_PW, safe=""), self.port)
+
+    def cmd(self, *args, fmt="--raw"):
+        env = dict(os.environ, REDISCLI_AUTH=REDIS_PW)
+        p = subprocess.run(["redis-cli", "-p", str(self.port), fmt] + list(args), env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           timeout=30, errors="replace")
+        return p.stdout
+
+    def cli_raw(self, *args):
+        return self.cmd(*args)
+
+    def dump_all(self):
+        """Every key name and value in the database, as one text."""
+        out = []
+        readers = {"string": ["GET"], "hash": ["HGETALL"], "set": ["SMEMBERS"],
+                   "zset": ["ZRANGE", None, "0", "-1", "WITHSCORES"], "list": ["LRANGE", None,
+                                                                             "0", "-1"],
+                   "stream": ["XRANGE", None, "-", "+"]}
+        keys = self.cmd("--scan").split()
+        for k in keys:
+            out.append(k)
+            t = self.cmd("TYPE", k).strip()
+            r = readers[t]
+            args = [r[0], k] + r[2:] if len(r) > 1 else [r[0], k]
+            out.append(self.cmd(*args))
+        out.append(self.cmd("FUNCTION", "LIST"))
+        return keys, "\n".join(out)
+
+
+def forms(secret):
+    """The ways a secret could be written down: plain, in Basic auth, URL-encoded."""
+    return {secret, urllib.parse.quote(secret, safe=""),
+            base64.b64encode(secret.encode()).decode().rstrip("=")}
+
+
+class SecretsTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="hubsync-secrets-")
+        self.hub = Standin(limit=1000, users=["alice:%s:100000" % ALICE_PW,
+                                              "bob:%s:100000" % HELPER_PW]).start()
+        self.pushed = self.hub.load(catalog(REPOS))
+        self.redis = SecretRedis().start()
+        self.target = Registry().start()
+        self.logs = []
+
+    def tearDown(self):
+        self.redis.stop()
+        self.target.stop()
+        self.hub.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def log_file(self, name):
+        path = os.path.join(self.tmp, "%s-%d.log" % (name, len(self.logs)))
+        self.logs.append(path)
+        return open(path, "w")
+
+    def sync(self, env, worker_extra=()):
+        cmd = [BIN + "/hubsync-coordinator", "sync", "--once", "--wait", "--json",
+               "--log-level", "debug", "--redis", self.redis.url, "--official-images",
+               OFFICIAL_IMAGES, "--upstream", self.hub.url, "--target", self.target.url,
+               "--repos", ",".join(REPOS)]
+        with self.log_file("coordinator") as err:
+            coord = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True,
+                                     env=env)
+        deadline = time.time() + 60
+        while time.time() < deadline and coord.poll() is None and not enqueued(self.redis):
+            time.sleep(0.05)
+        with self.log_file("worker") as out:
+            w = subprocess.Popen([BIN + "/hubsync-worker", "--redis", self.redis.url,
+                                  "--exit-when-idle", "--log-level", "debug"] +
+                                 list(worker_extra), stdout=out, stderr=subprocess.STDOUT,
+                                 env=env)
+        report, _ = coord.communicate(timeout=300)
+        w.wait(timeout=60)
+        with self.log_file("report") as f:
+            f.write(report)
+        self.assertEqual(coord.returncode, 0, report)
+        for (repo, tag), digest in pushed_tags(self.pushed, REPOS).items():
+            self.assertEqual(head(self.target.url, "library/" + repo, tag), digest)
+        return json.loads(report)
+
+    def assert_nowhere(self, secrets):
+        keys, redis_text = self.redis.dump_all()
+        self.assertIn("hubsync:run:", " ".join(keys))  # the dump did read the run
+        texts = {"redis": redis_text}
+        for path in self.logs:
+            with open(path, errors="replace") as f:
+                texts[os.path.basename(path)] = f.read()
+        self.assertTrue(any("debug" in t.lower() or "DEBUG" in t for t in texts.values()))
+        for where, text in texts.items():
+            for s in secrets:
+                for form in forms(s):
+                    self.assertNotIn(form, text, "secret found in %s" % where)
+            # Bearer tokens (JWTs) and Authorization headers are secrets too.
+            self.assertNotIn("eyJ", text, "a token found in %s" % where)
+            self.assertNotIn("Authorization: Basic", text, where)
+
+    def test_secrets_never_leak(self):
+        # 1. Credentials from the environment, Redis password in the URL.
+        env = dict(os.environ, HUBSYNC_UPSTREAM_USERNAME="alice",
+                   HUBSYNC_UPSTREAM_PASSWORD=ALICE_PW, DOCKER_CONFIG=self.tmp)
+        self.sync(env)
+        self.assertIn("alice", self.hub.counters()["sources"])
+        # 2. Credentials from a docker credential helper (no environment), into a fresh
+        # target so everything is copied again.
+        self.target.stop()
+        self.target = Registry().start()
+        helper_dir = os.path.join(self.tmp, "bin")
+        os.makedirs(helper_dir)
+        helper = os.path.join(helper_dir, "docker-credential-hubsynctest")
+        with open(helper, "w") as f:
+            f.write("#!/bin/sh\nread server\nprintf '{\"ServerURL\":\"%%s\",\"Username\":"
+                    "\"bob\",\"Secret\":\"%s\"}' \"$server\"\n" % HELPER_PW)
+        os.chmod(helper, stat.S_IRWXU)
+        with open(os.path.join(self.tmp, "config.json"), "w") as f:
+            json.dump({"credHelpers": {self.hub.host: "hubsynctest"}}, f)
+        env = dict(os.environ, DOCKER_CONFIG=self.tmp,
+                   PATH=helper_dir + os.pathsep + os.environ["PATH"])
+        env.pop("HUBSYNC_UPSTREAM_USERNAME", None)
+        self.sync(env)
+        c = self.hub.counters()
+        self.assertIn("bob", c["sources"])
+        self.assertEqual(c["auth_leaks"], 0)
+        self.assertEqual(c["token_denied"], 0)
+        self.assert_nowhere([ALICE_PW, HELPER_PW, REDIS_PW])
+
+    def test_wrong_redis_password_not_echoed(self):
+        bad = "redis://:%s@127.0.0.1:%d" % ("Wr0ngRedisPW", self.redis.port)
+        p = subprocess.run([BIN + "/hubsync-coordinator", "sync", "--once", "--redis", bad,
+                            "--official-images", OFFICIAL_IMAGES, "--upstream", self.hub.url,
+                            "--target", self.target.url, "--repos", "hello-world"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           timeout=120)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertNotIn("Wr0ngRedisPW", p.stdout + p.stderr)
+        self.assertIn("127.0.0.1:%d" % self.redis.port, p.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
