@@ -9,16 +9,18 @@ import base64
 import json
 import os
 import shutil
+import ssl
 import stat
 import subprocess
 import tempfile
 import time
 import unittest
 import urllib.parse
+import urllib.request
 
 from harness import BIN, OFFICIAL_IMAGES, RedisServer, Registry
 from harness.standin import Standin
-from integration.test_sync import catalog, enqueued, head, pushed_tags
+from integration.test_sync import ACCEPT, catalog, enqueued, head, pushed_tags
 
 REPOS = ["hello-world"]
 ALICE_PW = "S3cretPW-alice-7f1d"
@@ -171,6 +173,81 @@ class SecretsTest(unittest.TestCase):
         self.assertNotEqual(p.returncode, 0)
         self.assertNotIn("Wr0ngRedisPW", p.stdout + p.stderr)
         self.assertIn("127.0.0.1:%d" % self.redis.port, p.stderr)
+
+
+class TlsRegistry(Registry):
+    """docker-registry serving HTTPS with a self-signed certificate for 127.0.0.1."""
+
+    name = "tlsregistry"
+
+    def __init__(self):
+        super().__init__()
+        self.cert = os.path.join(self.dir, "cert.pem")
+        key = os.path.join(self.dir, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                        key, "-out", self.cert, "-days", "2", "-subj", "/CN=127.0.0.1",
+                        "-addext", "subjectAltName=IP:127.0.0.1"], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.extra_config = "  tls:\n    certificate: %s\n    key: %s\n" % (self.cert, key)
+
+    @property
+    def url(self):
+        return "https://127.0.0.1:%d" % self.port
+
+
+class TlsTest(unittest.TestCase):
+    """TLS is verified unless the URL is http://: a self-signed target is refused, and
+    accepted once --ca-file names its certificate."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.hub = Standin(limit=100000).start()
+        cls.pushed = cls.hub.load(catalog(REPOS))
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.hub.stop()
+
+    def setUp(self):
+        self.redis = RedisServer().start()
+        self.target = TlsRegistry().start()
+
+    def tearDown(self):
+        self.redis.stop()
+        self.target.stop()
+
+    def sync(self, worker_extra):
+        coord = subprocess.Popen(
+            [BIN + "/hubsync-coordinator", "sync", "--once", "--wait", "--json", "--redis",
+             self.redis.url, "--official-images", OFFICIAL_IMAGES, "--upstream", self.hub.url,
+             "--target", self.target.url, "--repos", ",".join(REPOS)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 60
+        while time.time() < deadline and coord.poll() is None and not enqueued(self.redis):
+            time.sleep(0.05)
+        w = subprocess.run([BIN + "/hubsync-worker", "--redis", self.redis.url,
+                            "--exit-when-idle", "--max-attempts", "1", "--http-retries", "0"] +
+                           list(worker_extra), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, timeout=300)
+        out, err = coord.communicate(timeout=120)
+        return coord.returncode, json.loads(out), w.stdout
+
+    def test_self_signed_refused_then_accepted_with_ca_file(self):
+        rc, report, log = self.sync([])
+        self.assertEqual(rc, 1, report)
+        self.assertEqual(report["jobs_done"], 0)
+        self.assertEqual(report["tags_written"], 0)
+        self.assertRegex(log.lower(), "certificate|ssl|tls")
+        rc, report, log = self.sync(["--ca-file", self.target.cert])
+        self.assertEqual(rc, 0, log)
+        self.assertEqual(report["status"], "complete")
+        # The content really is there, read back over verified TLS.
+        ctx = ssl.create_default_context(cafile=self.target.cert)
+        for (repo, tag), digest in pushed_tags(self.pushed, REPOS).items():
+            req = urllib.request.Request("%s/v2/library/%s/manifests/%s" % (
+                self.target.url, repo, tag), method="HEAD", headers={"Accept": ACCEPT})
+            with urllib.request.urlopen(req, timeout=30, context=ctx) as r:
+                self.assertEqual(r.headers["Docker-Content-Digest"], digest)
 
 
 if __name__ == "__main__":
