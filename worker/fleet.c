@@ -11,7 +11,6 @@
 #include "worker.h"
 #include "xalloc.h"
 
-#define FLEET_LOCK_TTL_MS 60000LL
 #define FLEET_RESV_TTL_MS 30000LL
 /* A 429 pauses every worker's counted GETs this long (Hub sends no Retry-After). */
 #define FLEET_429_PAUSE_MS 60000LL
@@ -37,6 +36,7 @@ struct fleet {
     const struct rq *q;
     char *worker_id;
     int keep_pulls;
+    long long lock_ttl_ms;
     unsigned long long seq;
     struct held_lock *locks;
     struct source_of *srcs;
@@ -375,7 +375,7 @@ static void ops_lock(void *ctx, const char *target, const char *digest, engine_f
     r->token = fleet_token(f);
     r->cb = cb;
     r->arg = arg;
-    fleet_exec(f, rq_cmd_lease_acquire(r->key, r->token, FLEET_LOCK_TTL_MS), lock_answer, r);
+    fleet_exec(f, rq_cmd_lease_acquire(r->key, r->token, f->lock_ttl_ms), lock_answer, r);
 }
 
 static void ops_unlock(void *ctx, const char *target, const char *digest)
@@ -399,7 +399,7 @@ static void ops_unlock(void *ctx, const char *target, const char *digest)
 void fleet_tick(struct fleet *f)
 {
     for (struct held_lock *h = f->locks; h; h = h->next)
-        fleet_exec(f, rq_cmd_lease_renew(h->key, h->token, FLEET_LOCK_TTL_MS), NULL, NULL);
+        fleet_exec(f, rq_cmd_lease_renew(h->key, h->token, f->lock_ttl_ms), NULL, NULL);
 }
 
 /* ---- manifests kept from cut-short attempts ----------------------------------------- */
@@ -442,7 +442,7 @@ static void ops_manifest_keep(void *ctx, const char *digest, const char *media_t
 /* ---- life cycle ----------------------------------------------------------------------- */
 
 struct fleet *fleet_new(struct ev_loop *loop, struct rconn_async *ra, const struct rq *q,
-                        const char *worker_id, int keep_pulls)
+                        const char *worker_id, int keep_pulls, long long lock_ttl_ms)
 {
     struct fleet *f = xcalloc(1, sizeof(*f));
     f->loop = loop;
@@ -450,6 +450,7 @@ struct fleet *fleet_new(struct ev_loop *loop, struct rconn_async *ra, const stru
     f->q = q;
     f->worker_id = xstrdup(worker_id);
     f->keep_pulls = keep_pulls;
+    f->lock_ttl_ms = lock_ttl_ms;
     return f;
 }
 
