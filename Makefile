@@ -6,6 +6,7 @@
 #   make fuzz       libFuzzer targets (clang) in build/fuzz/
 #   make valgrind   unit tests under valgrind memcheck
 #   make demo       a whole sync on loopback, then a podman pull through the target
+#   make reliability  the fault tests in full (HUBSYNC_FULL=1: 20 worker kill trials)
 #   make bench      hubsync against skopeo sync and the seed's script (BENCH_ARGS=--quick)
 # WERROR=1 turns warnings into errors (CI sets it).
 
@@ -117,6 +118,10 @@ fuzz:
 
 fuzz-smoke: fuzz
 	python3 tests/run.py --build $(BUILD) --fuzz-seconds $(FUZZ_SECONDS) fuzz
+
+# The long randomized fault tests in full (20 kill trials instead of 3).
+reliability: all $(TOOL_BINS)
+	HUBSYNC_FULL=1 python3 tests/run.py --build $(BUILD) integration --pattern 'test_faults.py'
 
 # The README's first command: everything on loopback, cleaned up at the end.
 demo: all

@@ -1,0 +1,402 @@
+"""Reliability on the real stack: workers and the coordinator killed with SIGKILL, Redis
+restarted (with AOF) and lost (without), the target registry restarted, and a misbehaving
+upstream (5xx, resets, truncated and corrupted bodies, latency spikes, 429 bursts).
+
+Every test checks the same promises: the run completes, the target ends identical to a
+clean run's, no tag on the target ever points at a missing manifest or blob (checked
+continuously while the run goes), every blob on the target hashes to its digest, and the
+stand-in never saw a token sent to its CDN host.
+
+HUBSYNC_FULL=1 (`make reliability`) runs 20 kill trials instead of 3.
+"""
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import threading
+import time
+import unittest
+import urllib.error
+import urllib.request
+
+from harness import BIN, OFFICIAL_IMAGES, RedisServer, Registry
+from harness.standin import Standin
+from integration.test_sync import ACCEPT, catalog, enqueued, pushed_tags
+
+REPOS = ["hello-world", "registry"]
+FULL = os.environ.get("HUBSYNC_FULL") == "1"
+KILL_TRIALS = 20 if FULL else 3
+LEASE_MS = 3000
+
+
+def _get(url, method="GET", accept=ACCEPT):
+    req = urllib.request.Request(url, method=method, headers={"Accept": accept})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, b""
+
+
+def target_tags(url, repo):
+    code, _, body = _get("%s/v2/%s/tags/list" % (url, repo))
+    if code == 404:
+        return []
+    if code != 200:
+        raise AssertionError("tags/list %s: %d" % (repo, code))
+    return json.loads(body).get("tags") or []
+
+
+def snapshot(url, repos, verify_blobs=False):
+    """What the target holds for repos, as {"tags": {repo:tag: digest}, "manifests": set,
+    "blobs": set}, reached from the tags. Raises AssertionError naming the first tag that
+    points at a missing manifest or blob. verify_blobs also GETs every blob and checks it
+    hashes to its digest."""
+    tags, manifests, blobs = {}, set(), set()
+    for short in repos:
+        repo = "library/" + short
+        for tag in target_tags(url, repo):
+            code, h, body = _get("%s/v2/%s/manifests/%s" % (url, repo, tag))
+            if code != 200:
+                raise AssertionError("%s:%s listed but its manifest answers %d"
+                                     % (repo, tag, code))
+            digest = "sha256:" + hashlib.sha256(body).hexdigest()
+            if h.get("Docker-Content-Digest") != digest:
+                raise AssertionError("%s:%s manifest bytes do not hash to its digest" %
+                                     (repo, tag))
+            tags["%s:%s" % (short, tag)] = digest
+            m = json.loads(body)
+            todo = [(digest, m)]
+            for c in m.get("manifests", []):
+                code, _, cbody = _get("%s/v2/%s/manifests/%s" % (url, repo, c["digest"]))
+                if code != 200:
+                    raise AssertionError("%s:%s child manifest %s missing (%d)"
+                                         % (repo, tag, c["digest"], code))
+                todo.append((c["digest"], json.loads(cbody)))
+            for d, doc in todo:
+                manifests.add(d)
+                for b in ([doc["config"]] if "config" in doc else []) + doc.get("layers", []):
+                    if (repo, b["digest"]) in blobs:
+                        continue
+                    if verify_blobs:
+                        code, _, data = _get("%s/v2/%s/blobs/%s" % (url, repo, b["digest"]),
+                                             accept="*/*")
+                        ok = code == 200 and \
+                            "sha256:" + hashlib.sha256(data).hexdigest() == b["digest"]
+                        what = "is corrupt" if code == 200 else "missing (%d)" % code
+                    else:
+                        code, _, _ = _get("%s/v2/%s/blobs/%s" % (url, repo, b["digest"]),
+                                          method="HEAD", accept="*/*")
+                        ok, what = code == 200, "missing (%d)" % code
+                    if not ok:
+                        raise AssertionError("%s:%s blob %s %s" % (repo, tag, b["digest"], what))
+                    blobs.add((repo, b["digest"]))
+    return {"tags": tags, "manifests": manifests, "blobs": blobs}
+
+
+class Watcher(threading.Thread):
+    """Polls the target while a run goes and records every inconsistency it sees."""
+
+    def __init__(self, url, repos):
+        super().__init__(daemon=True)
+        self.url, self.repos = url, repos
+        self.problems, self.polls = [], 0
+        self._halt = threading.Event()
+
+    def run(self):
+        while not self._halt.is_set():
+            try:
+                snapshot(self.url, self.repos)
+                self.polls += 1
+            except AssertionError as e:
+                self.problems.append(str(e))
+            except (OSError, ValueError):
+                pass  # the target is being restarted on purpose
+            self._halt.wait(0.2)
+
+    def finish(self):
+        self._halt.set()
+        self.join(timeout=60)
+        return self.problems
+
+
+class Stack:
+    """One coordinator and a pool of workers that a test may kill and replace."""
+
+    def __init__(self, hub, redis, target, repos=REPOS, worker_args=(), coord_args=(),
+                 env=None, logdir=None):
+        self.hub, self.redis, self.target, self.repos = hub, redis, target, repos
+        self.worker_args = ["--lease-ms", str(LEASE_MS), "--backoff-ms", "200",
+                            "--backoff-max-ms", "1000"] + list(worker_args)
+        self.coord_args = list(coord_args)
+        self.env = env
+        self.workers, self.coord = [], None
+        self.logdir = logdir
+        self.logs = []
+
+    def _log(self, name):
+        if self.logdir is None:
+            return subprocess.DEVNULL
+        path = os.path.join(self.logdir, "%s-%d.log" % (name, len(self.logs)))
+        self.logs.append(path)
+        return open(path, "w")
+
+    def start_coordinator(self):
+        cmd = [BIN + "/hubsync-coordinator", "sync", "--once", "--wait", "--json",
+               "--redis", self.redis.url, "--official-images", OFFICIAL_IMAGES,
+               "--upstream", self.hub.url, "--target", self.target.url,
+               "--repos", ",".join(self.repos)] + self.coord_args
+        err = self._log("coordinator")
+        self.coord = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True,
+                                      env=self.env)
+        if err is not subprocess.DEVNULL:
+            err.close()
+        return self.coord
+
+    def wait_enqueued(self, timeout=60):
+        deadline = time.time() + timeout
+        while time.time() < deadline and not enqueued(self.redis):
+            if self.coord is not None and self.coord.poll() is not None:
+                raise AssertionError("coordinator exited %d before enqueueing"
+                                     % self.coord.returncode)
+            time.sleep(0.02)
+
+    def start_worker(self, extra=()):
+        out = self._log("worker")
+        w = subprocess.Popen([BIN + "/hubsync-worker", "--redis", self.redis.url,
+                              "--log-level", "info"] + self.worker_args + list(extra),
+                             stdout=out, stderr=subprocess.STDOUT, env=self.env)
+        if out is not subprocess.DEVNULL:
+            out.close()
+        self.workers.append(w)
+        return w
+
+    def report(self, timeout=240):
+        out, _ = self.coord.communicate(timeout=timeout)
+        return self.coord.returncode, (json.loads(out) if out.strip() else None)
+
+    def stop_workers(self):
+        for w in self.workers:
+            if w.poll() is None:
+                w.send_signal(signal.SIGTERM)
+        for w in self.workers:
+            try:
+                w.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                w.kill()
+                w.wait()
+
+
+_hub = {}
+
+
+def setUpModule():
+    _hub["hub"] = Standin(limit=1000000).start()
+    _hub["pushed"] = _hub["hub"].load(catalog(REPOS))
+
+
+def tearDownModule():
+    _hub.pop("hub").stop()
+
+
+class FaultBase(unittest.TestCase):
+    """One stand-in for the module; each test gets its own Redis and target. A clean run's
+    snapshot (computed once) is what every faulty run must end up identical to."""
+
+    _clean = None
+
+    @property
+    def hub(self):
+        return _hub["hub"]
+
+    @property
+    def expected(self):
+        return pushed_tags(_hub["pushed"], REPOS)
+
+    def setUp(self):
+        self.redis = RedisServer().start()
+        self.target = Registry().start()
+
+    def tearDown(self):
+        self.redis.stop()
+        self.target.stop()
+
+    def clean_snapshot(self):
+        """The target after an undisturbed run (computed once per class)."""
+        if FaultBase._clean is None:
+            redis, target = RedisServer().start(), Registry().start()
+            try:
+                st = Stack(self.hub, redis, target)
+                st.start_coordinator()
+                st.wait_enqueued()
+                st.start_worker(["--exit-when-idle"])
+                rc, rep = st.report()
+                st.stop_workers()
+                self.assertEqual(rc, 0, rep)
+                FaultBase._clean = snapshot(target.url, REPOS)
+            finally:
+                redis.stop()
+                target.stop()
+        return FaultBase._clean
+
+    def assert_converged(self, rc, report, watcher=None, verify_blobs=False):
+        self.assertEqual(rc, 0, report)
+        self.assertEqual(report["status"], "complete", report)
+        self.assertEqual(report["jobs_done"], report["jobs_total"], report)
+        self.assertEqual(report["jobs_failed"], 0, report)
+        if watcher is not None:
+            self.assertEqual(watcher.finish(), [])
+            self.assertGreater(watcher.polls, 0)
+        got = snapshot(self.target.url, REPOS, verify_blobs=verify_blobs)
+        clean = self.clean_snapshot()
+        self.assertEqual(got["tags"], clean["tags"])
+        self.assertEqual(got["manifests"], clean["manifests"])
+        self.assertEqual(got["blobs"], clean["blobs"])
+        for (repo, tag), digest in self.expected.items():
+            self.assertEqual(got["tags"].get("%s:%s" % (repo, tag)), digest)
+        self.assertEqual(self.hub.counters()["auth_leaks"], 0)
+
+
+class WorkerKillTest(FaultBase):
+    """kill -9 of workers at random moments; their jobs are taken over after the lease."""
+
+    def trial(self, seed):
+        rng = random.Random(seed)
+        st = Stack(self.hub, self.redis, self.target)
+        st.start_coordinator()
+        st.wait_enqueued()
+        for _ in range(2):
+            st.start_worker()
+        watcher = Watcher(self.target.url, REPOS)
+        watcher.start()
+        kills = 0
+        try:
+            for _ in range(rng.randint(1, 3)):
+                time.sleep(rng.uniform(0.05, 1.5))
+                if st.coord.poll() is not None:
+                    break
+                alive = [w for w in st.workers if w.poll() is None]
+                victim = rng.choice(alive)
+                victim.send_signal(signal.SIGKILL)
+                victim.wait()
+                kills += 1
+                # A dead worker's blob locks must not outlive its job leases, or the
+                # worker taking its jobs over waits for them.
+                for key in self.redis.cli_raw("--scan", "--pattern",
+                                              "hubsync:lock:blob:*").split():
+                    pttl = int(self.redis.cli_raw("PTTL", key).strip())
+                    self.assertLessEqual(pttl, LEASE_MS, key)
+                st.start_worker()
+            rc, report = st.report()
+        finally:
+            st.stop_workers()
+        self.assert_converged(rc, report, watcher)
+        return kills, report
+
+    def test_kill_workers_random_trials(self):
+        seeds = [int(os.environ.get("HUBSYNC_SEED", "1000")) + i for i in range(KILL_TRIALS)]
+        total_kills = 0
+        for i, seed in enumerate(seeds):
+            with self.subTest(seed=seed):
+                if i:
+                    self.redis.stop()
+                    self.target.stop()
+                    self.redis = RedisServer().start()
+                    self.target = Registry().start()
+                t0 = time.time()
+                kills, report = self.trial(seed)
+                total_kills += kills
+                print("  seed %d: %d workers killed, run %s in %.1fs"
+                      % (seed, kills, report["run"], time.time() - t0), flush=True)
+        self.assertGreater(total_kills, 0)
+        print("worker kill trials: %d, workers killed: %d" % (len(seeds), total_kills))
+
+
+class RedisLostTest(FaultBase):
+    """Redis lost entirely (no persistence): the next run rebuilds from the target itself."""
+
+    def setUp(self):
+        self.redis = RedisServer(appendonly=False).start()
+        self.target = Registry().start()
+
+    def fresh_redis(self):
+        self.redis.kill(signal.SIGKILL)
+        self.redis.stop()
+        self.redis = RedisServer(appendonly=False).start()
+
+    def counted(self, fn):
+        before = self.hub.counters()
+        out = fn()
+        after = self.hub.counters()
+        return out, {k: after[k] - before[k] for k in ("manifest_get", "blob_bytes")}
+
+    def sync(self):
+        st = Stack(self.hub, self.redis, self.target)
+        st.start_coordinator()
+        st.wait_enqueued()
+        st.start_worker(["--exit-when-idle"])
+        try:
+            return st.report()
+        finally:
+            st.stop_workers()
+
+    def test_lost_after_a_complete_run(self):
+        rc, _ = self.sync()
+        self.assertEqual(rc, 0)
+        self.fresh_redis()
+        (rc, report), spent = self.counted(self.sync)
+        self.assertEqual(spent, {"manifest_get": 0, "blob_bytes": 0})
+        self.assertEqual(report["tags_unchanged"], report["tags_total"])
+        self.assert_converged(rc, report)
+
+    def test_lost_mid_run(self):
+        clean = self.clean_snapshot()
+        st = Stack(self.hub, self.redis, self.target)
+        st.start_coordinator()
+        st.wait_enqueued()
+        st.start_worker()
+        deadline = time.time() + 60
+        while time.time() < deadline and not snapshot(self.target.url, REPOS)["tags"]:
+            time.sleep(0.05)
+        self.redis.kill(signal.SIGKILL)
+        st.coord.kill()
+        st.coord.wait()
+        st.stop_workers()
+        # What is already there (content of finished groups and of groups cut short).
+        have = {d for d in clean["manifests"] for short in REPOS
+                if _get("%s/v2/library/%s/manifests/%s" % (self.target.url, short, d),
+                        method="HEAD")[0] == 200}
+        self.assertTrue(have)
+        self.fresh_redis()
+        (rc, report), spent = self.counted(self.sync)
+        self.assertEqual(spent["manifest_get"], len(clean["manifests"] - have))
+        self.assertEqual(report["upstream_manifest_gets"], spent["manifest_get"])
+        self.assert_converged(rc, report)
+
+
+class TargetRestartTest(FaultBase):
+    """The target registry restarted mid-run: the run converges."""
+
+    def test_target_restarted_mid_run(self):
+        self.clean_snapshot()
+        st = Stack(self.hub, self.redis, self.target)
+        st.start_coordinator()
+        st.wait_enqueued()
+        st.start_worker()
+        st.start_worker()
+        try:
+            time.sleep(1.0)
+            self.assertIsNone(st.coord.poll(), "the run ended before the target restarted")
+            self.target.kill(signal.SIGKILL)
+            time.sleep(1.0)
+            self.target.start(self.target.port)
+            rc, report = st.report()
+        finally:
+            st.stop_workers()
+        self.assert_converged(rc, report, verify_blobs=True)
+
+
+if __name__ == "__main__":
+    unittest.main()
