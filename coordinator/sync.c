@@ -31,6 +31,9 @@
 #include "xalloc.h"
 
 #define SYNC_LEASE_MS 30000LL
+/* --wait rides out a Redis outage this long, retrying with backoff up to the max. */
+#define SYNC_REDIS_OUTAGE_S 600
+#define SYNC_POLL_MAX_BACKOFF_S 16u
 #define SYNC_POLL_S 1
 #define SYNC_PLAIN_PROGRESS_S 5
 
@@ -61,13 +64,12 @@ static const struct cfg_opt sync_opts[] = {
 };
 #define NSYNC_OPTS ((int)(sizeof(sync_opts) / sizeof(sync_opts[0])))
 
-/* Set by SIGTERM/SIGINT: the daemon stops between runs or while waiting. */
+/* The SIGTERM or SIGINT received: the daemon stops between runs or while waiting. */
 static volatile sig_atomic_t sync_stop;
 
 static void on_stop_signal(int sig)
 {
-    (void)sig;
-    sync_stop = 1;
+    sync_stop = sig;
 }
 
 struct sync_ctx {
@@ -401,49 +403,79 @@ static void progress(struct sync_ctx *s, json_t *rec, long long deferred, time_t
 
 enum run_end { RUN_COMPLETE, RUN_DEFERRED, RUN_FAILED };
 
-/* Wait until every job of the run is settled or waits for the pull budget. */
-static int wait_run(struct sync_ctx *s, enum run_end *end, long long *deferred_out, struct err *e)
+/* One look at the run: 1 settled (end and deferred set), 0 not yet, -1 stopped or
+ * the lease lost, -2 Redis did not answer (worth another try). */
+static int wait_round(struct sync_ctx *s, enum run_end *end, long long *deferred_out,
+                      time_t started, time_t *last_plain, struct err *e)
 {
     int tty = isatty(2);
-    time_t started = time(NULL), last_plain = 0;
-    for (;;) {
-        json_t *rec = run_record(s, s->run, e);
-        if (!rec)
-            return -1;
-        long long total = jint(rec, "jobs_total"), done = jint(rec, "jobs_done");
-        long long failed = jint(rec, "jobs_failed") + jint(rec, "jobs_dead");
-        int enqueued = json_integer_value(json_object_get(rec, "enqueued")) == 1;
-        long long deferred = count_deferred(s, s->run, e);
-        if (deferred < 0) {
-            json_decref(rec);
-            return -1;
-        }
-        time_t now = time(NULL);
-        if (tty || now - last_plain >= SYNC_PLAIN_PROGRESS_S) {
-            progress(s, rec, deferred, started, tty);
-            last_plain = now;
-        }
-        int errors = json_object_get(rec, "catalog_errors") != NULL;
+    json_t *rec = run_record(s, s->run, e);
+    if (!rec)
+        return -2;
+    long long total = jint(rec, "jobs_total"), done = jint(rec, "jobs_done");
+    long long failed = jint(rec, "jobs_failed") + jint(rec, "jobs_dead");
+    int enqueued = json_integer_value(json_object_get(rec, "enqueued")) == 1;
+    long long deferred = count_deferred(s, s->run, e);
+    if (deferred < 0) {
         json_decref(rec);
-        if (enqueued && done + failed + deferred >= total) {
-            if (tty)
-                fputc('\n', stderr);
-            *deferred_out = deferred;
-            *end = failed || errors ? RUN_FAILED : deferred ? RUN_DEFERRED : RUN_COMPLETE;
+        return -2;
+    }
+    time_t now = time(NULL);
+    if (tty || now - *last_plain >= SYNC_PLAIN_PROGRESS_S) {
+        progress(s, rec, deferred, started, tty);
+        *last_plain = now;
+    }
+    int errors = json_object_get(rec, "catalog_errors") != NULL;
+    json_decref(rec);
+    if (enqueued && done + failed + deferred >= total) {
+        if (tty)
+            fputc('\n', stderr);
+        *deferred_out = deferred;
+        *end = failed || errors ? RUN_FAILED : deferred ? RUN_DEFERRED : RUN_COMPLETE;
+        return 1;
+    }
+    if (sync_stop) {
+        err_set(e, "stopped by a signal while waiting; the run goes on and the next "
+                   "coordinator resumes it");
+        return -1;
+    }
+    int held = lease_renew(s, e);
+    if (held == 0) {
+        err_set(e, "lost the coordinator lease");
+        return -1;
+    }
+    struct rq_res res;
+    int rc = exec(s, rq_cmd_promote(&s->q, 100), &res, e);
+    rq_res_free(&res);
+    return rc < 0 ? -2 : 0;
+}
+
+/* Wait until every job of the run is settled or waits for the pull budget. A Redis
+ * restart or outage is waited out with backoff (the run lives in Redis, so nothing is
+ * lost by waiting), up to SYNC_REDIS_OUTAGE_S. */
+static int wait_run(struct sync_ctx *s, enum run_end *end, long long *deferred_out, struct err *e)
+{
+    time_t started = time(NULL), last_plain = 0, down_since = 0;
+    unsigned delay = 1;
+    for (;;) {
+        int rc = wait_round(s, end, deferred_out, started, &last_plain, e);
+        if (rc == 1)
             return 0;
-        }
-        if (sync_stop)
-            return err_set(e, "stopped by a signal while waiting; the run goes on and the next "
-                              "coordinator resumes it");
-        int held = lease_renew(s, e);
-        if (held == 0)
-            return err_set(e, "lost the coordinator lease");
-        struct rq_res res;
-        if (exec(s, rq_cmd_promote(&s->q, 100), &res, e) < 0) {
-            rq_res_free(&res);
+        if (rc == -1)
             return -1;
+        if (rc == -2) {
+            time_t now = time(NULL);
+            if (!down_since)
+                down_since = now;
+            if (now - down_since >= SYNC_REDIS_OUTAGE_S || sync_stop)
+                return -1;
+            log_warn("run %s: %s; trying again in %us", s->run, e->msg, delay);
+            sleep(delay);
+            delay = delay * 2 > SYNC_POLL_MAX_BACKOFF_S ? SYNC_POLL_MAX_BACKOFF_S : delay * 2;
+            continue;
         }
-        rq_res_free(&res);
+        down_since = 0;
+        delay = 1;
         sleep(SYNC_POLL_S);
     }
 }
@@ -636,6 +668,8 @@ static int one_run(struct sync_ctx *s, int wait, int as_json, enum run_end *end_
     long long deferred = 0;
     if (wait_run(s, &end, &deferred, &e) < 0) {
         coord_fail("sync", e.msg);
+        if (sync_stop)
+            code = 128 + sync_stop; /* as a shell reports a command a signal ended */
         goto out;
     }
     if (finish_run(s, end, &e) < 0) {

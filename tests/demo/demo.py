@@ -16,6 +16,7 @@ Python standard library only.
 import argparse
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -105,6 +106,8 @@ class Demo:
         # the coordinator's stdout.
         p = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
         say(p.stdout.rstrip("\n"))
+        if p.returncode == 128 + signal.SIGINT:
+            raise KeyboardInterrupt  # the terminal's Ctrl-C reached the coordinator first
         if p.returncode == EXIT_DEFERRED:
             self.deferred = True
             say("    (deferred: the stand-in's pull budget ran out; a daemon coordinator "
