@@ -314,6 +314,30 @@ class WorkerKillTest(FaultBase):
         print("worker kill trials: %d, workers killed: %d" % (len(seeds), total_kills))
 
 
+class RedisRestartTest(FaultBase):
+    """Redis killed with the run enqueued and restarted from its AOF: the waiting
+    coordinator rides out the outage with backoff, and the run completes."""
+
+    def test_redis_killed_and_restarted_while_coordinator_waits(self):
+        st = Stack(self.hub, self.redis, self.target)
+        st.start_coordinator()
+        st.wait_enqueued()
+        time.sleep(1.5)  # everysec AOF: let the enqueued run reach the disk
+        self.redis.kill(signal.SIGKILL)
+        time.sleep(3.0)  # the coordinator sees it gone and backs off
+        self.assertIsNone(st.coord.poll(), "the coordinator gave up during the outage")
+        self.redis.start(self.redis.port)
+        st.start_worker()
+        st.start_worker()
+        watcher = Watcher(self.target.url, REPOS)
+        watcher.start()
+        try:
+            rc, report = st.report()
+        finally:
+            st.stop_workers()
+        self.assert_converged(rc, report, watcher)
+
+
 class RedisLostTest(FaultBase):
     """Redis lost entirely (no persistence): the next run rebuilds from the target itself."""
 
@@ -374,6 +398,78 @@ class RedisLostTest(FaultBase):
         self.assertEqual(spent["manifest_get"], len(clean["manifests"] - have))
         self.assertEqual(report["upstream_manifest_gets"], spent["manifest_get"])
         self.assert_converged(rc, report)
+
+
+def dead_letters(redis):
+    """[{field: value}] of the dead-letter stream."""
+    p = subprocess.run(["redis-cli", "-p", str(redis.port), "-2", "--json", "XRANGE",
+                        "hubsync:jobs:dead", "-", "+"], stdout=subprocess.PIPE, text=True,
+                       check=True, timeout=30)
+    return [dict(zip(fields[0::2], fields[1::2])) for _, fields in json.loads(p.stdout)]
+
+
+class UpstreamFaultTest(FaultBase):
+    """Every upstream fault at once: the run converges with identical digests, no corrupt
+    blob is ever accepted, retries stay bounded."""
+
+    FAULTS = dict(error_rate=0.05, reset_rate=0.05, truncate_rate=0.05, corrupt_rate=0.05,
+                  spike_rate=0.05, spike_ms=400)
+    OFF = dict(error_rate=0, reset_rate=0, truncate_rate=0, corrupt_rate=0, spike_rate=0,
+               burst_rate=0)
+
+    def tearDown(self):
+        self.hub.config(**self.OFF)
+        super().tearDown()
+
+    def test_all_faults_together(self):
+        self.clean_snapshot()
+        self.hub.config(seed=7, **self.FAULTS)
+        before = self.hub.counters()
+        st = Stack(self.hub, self.redis, self.target, worker_args=["--max-attempts", "8"])
+        st.start_coordinator()
+        st.wait_enqueued()
+        st.start_worker()
+        st.start_worker()
+        watcher = Watcher(self.target.url, REPOS)
+        watcher.start()
+        try:
+            rc, report = st.report()
+        finally:
+            st.stop_workers()
+        after = self.hub.counters()
+        faults = {k: after["faults"][k] - before["faults"].get(k, 0) for k in after["faults"]}
+        self.hub.config(**self.OFF)
+        # The faults did happen, of every kind.
+        for kind in ("error", "reset", "truncate", "corrupt"):
+            self.assertGreater(faults.get(kind, 0), 0, faults)
+        self.assert_converged(rc, report, watcher, verify_blobs=True)
+        # Bounded: each job retried at most a few times, no storm of requests.
+        self.assertLessEqual(report["jobs_retried"], 3 * report["jobs_total"], report)
+        self.assertLess(after["requests"] - before["requests"], 4000)
+
+    def test_always_corrupt_is_dead_lettered_with_reason(self):
+        self.hub.config(seed=3, corrupt_rate=1.0)
+        st = Stack(self.hub, self.redis, self.target, repos=["hello-world"],
+                   worker_args=["--max-attempts", "2", "--http-retries", "1"])
+        st.start_coordinator()
+        st.wait_enqueued()
+        st.start_worker(["--exit-when-idle"])
+        try:
+            rc, report = st.report()
+        finally:
+            st.stop_workers()
+            self.hub.config(corrupt_rate=0)
+        self.assertEqual(rc, 1, report)
+        self.assertEqual(report["status"], "failed")
+        dead = dead_letters(self.redis)
+        self.assertEqual(len(dead), report["jobs_total"], dead)
+        for d in dead:
+            self.assertRegex(d.get("reason", ""), r"GET blob library/hello-world@sha256:"
+                             r"[0-9a-f]{64} .*hash to sha256:", d)
+        # Nothing corrupt, nothing half-done: no tag was written.
+        self.assertEqual(snapshot(self.target.url, ["hello-world"], verify_blobs=True)["tags"],
+                         {})
+        self.assertEqual(self.hub.counters()["auth_leaks"], 0)
 
 
 class TargetRestartTest(FaultBase):
