@@ -53,6 +53,7 @@ struct copy {
     int failed;
     enum reg_class fail_cls;
     long fail_status;
+    long fail_retry_after; /* Retry-After of the failed answer, -1 if none */
     char fail_msg[REG_MSG_MAX];
     ev_timer retry;
 };
@@ -113,6 +114,8 @@ static void fail(struct copy *cp, enum reg_class cls, long status, const char *f
 
 static void fail_from(struct copy *cp, const struct reg_req *q)
 {
+    if (!cp->failed)
+        cp->fail_retry_after = q->h.retry_after;
     fail(cp, q->cls, q->status, "%s", q->msg);
 }
 
@@ -451,6 +454,7 @@ static void start_attempt(struct copy *cp)
 {
     cp->attempt++;
     cp->failed = 0;
+    cp->fail_retry_after = -1;
     cp->committed = 0;
     cp->head = cp->used = 0;
     cp->received = cp->sent = 0;
@@ -522,6 +526,7 @@ static void maybe_finish(struct copy *cp)
     if (cp->failed) {
         res->cls = cp->fail_cls;
         res->status = cp->fail_status;
+        res->retry_after = cp->fail_retry_after;
         snprintf(res->msg, sizeof(res->msg), "%s", cp->fail_msg);
         res->digest = cp->computed[0] ? cp->computed : NULL;
         res->length = cp->received;
@@ -548,6 +553,7 @@ static void maybe_finish(struct copy *cp)
 static struct copy *copy_new(struct reg_registry *dst, reg_done_fn done, void *arg)
 {
     struct copy *cp = xcalloc(1, sizeof(*cp));
+    cp->fail_retry_after = -1;
     cp->c = dst->c;
     cp->dst = dst;
     reg_http_op_init(&cp->base, cp->c, done, arg);

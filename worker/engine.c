@@ -44,7 +44,8 @@ long long engine_counter_get(const struct engine_counters *c, int i)
 
 const char *engine_status_name(enum engine_status s)
 {
-    static const char *const names[] = {"done", "retry", "deferred", "failed", "cancelled"};
+    static const char *const names[] = {"done",   "retry",    "deferred",
+                                        "failed", "cancelled", "throttled"};
     return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "?";
 }
 
@@ -124,9 +125,10 @@ struct node {
 static int status_rank(enum engine_status s)
 {
     switch (s) {
-    case ENGINE_CANCELLED: return 4;
-    case ENGINE_FAILED: return 3;
-    case ENGINE_DEFERRED: return 2;
+    case ENGINE_CANCELLED: return 5;
+    case ENGINE_FAILED: return 4;
+    case ENGINE_DEFERRED: return 3;
+    case ENGINE_THROTTLED: return 2;
     case ENGINE_RETRY: return 1;
     default: return 0;
     }
@@ -140,7 +142,7 @@ static void ej_error(struct engine_job *ej, enum engine_status st, long wait_ms,
 static void ej_error(struct engine_job *ej, enum engine_status st, long wait_ms, const char *fmt,
                      ...)
 {
-    if (st == ENGINE_DEFERRED && wait_ms > ej->out.wait_ms)
+    if ((st == ENGINE_DEFERRED || st == ENGINE_THROTTLED) && wait_ms > ej->out.wait_ms)
         ej->out.wait_ms = wait_ms;
     if (status_rank(st) <= status_rank(ej->out.status))
         return;
@@ -157,9 +159,12 @@ static void ej_reg_error(struct engine_job *ej, const struct reg_result *res)
     ej->stop_gets = 1;
     switch (res->cls) {
     case REG_RATE_LIMITED:
-        ej_error(ej, ENGINE_DEFERRED,
-                 res->retry_after > 0 ? res->retry_after * 1000L : ENGINE_429_WAIT_MS, "%s",
-                 res->msg);
+        /* Hub's pull limit answers 429 without Retry-After; its abuse limit (and
+         * other registries) with one: that is a pause, not a spent budget. */
+        if (res->retry_after > 0)
+            ej_error(ej, ENGINE_THROTTLED, res->retry_after * 1000L, "%s", res->msg);
+        else
+            ej_error(ej, ENGINE_DEFERRED, ENGINE_429_WAIT_MS, "%s", res->msg);
         break;
     case REG_NETWORK:
     case REG_SERVER:

@@ -49,6 +49,7 @@ enum engine_status {
     ENGINE_DONE,      /* every tag of the group is right on the target */
     ENGINE_RETRY,     /* transient trouble (network, 5xx, target down): try again later */
     ENGINE_DEFERRED,  /* the pull budget is spent (or a 429): try again after wait_ms */
+    ENGINE_THROTTLED, /* told to slow down (429 with Retry-After): try again after wait_ms */
     ENGINE_FAILED,    /* refused for good by this attempt (missing tag, bad digest, ...) */
     ENGINE_CANCELLED, /* engine_cancel() */
 };
@@ -57,7 +58,7 @@ const char *engine_status_name(enum engine_status s);
 
 struct engine_outcome {
     enum engine_status status;
-    long wait_ms;   /* ENGINE_DEFERRED: when the budget may allow again */
+    long wait_ms;   /* ENGINE_DEFERRED, ENGINE_THROTTLED: when to try again */
     char msg[512];  /* what went wrong, naming repository, tag or digest */
     struct engine_counters n;
 };

@@ -16,6 +16,8 @@
 #define FLEET_429_PAUSE_MS 60000LL
 /* Budget unknown even after a probe (Redis trouble): ask again this much later. */
 #define FLEET_UNKNOWN_WAIT_MS 10000L
+/* How long a budget request waits for an unreachable Redis before the job is deferred. */
+#define FLEET_REDIS_WAIT_S 600.0
 /* Manifests fetched by a job that was cut short are kept this long. */
 #define FLEET_KEEP_MS (3LL * 24 * 3600 * 1000)
 
@@ -133,6 +135,10 @@ void fleet_on_ratelimit(struct reg_registry *r, const struct ratelimit_info *rl,
         remember_source(f, r, rl->source);
     const char *src = source_of(f, r, fb, sizeof(fb));
     if (status == 429) {
+        /* The pull limit's 429 carries the budget headers; an abuse-limit 429 comes
+         * without them and only slows the request that got it (its Retry-After). */
+        if (!rl->has_remaining)
+            return;
         log_warn("budget source=%s: 429 from %s, pausing counted GETs for %llds", src,
                  reg_registry_url(r), FLEET_429_PAUSE_MS / 1000);
         fleet_exec(f, rq_cmd_budget_pause(f->q, src, FLEET_429_PAUSE_MS), NULL, NULL);
@@ -142,6 +148,7 @@ void fleet_on_ratelimit(struct reg_registry *r, const struct ratelimit_info *rl,
 }
 
 struct budget_req {
+    struct fleet *f;
     struct reg_registry *up;
     char *repo;
     char *ref;
@@ -149,6 +156,8 @@ struct budget_req {
     void *arg;
     int probed;
     char *resv; /* reservation id of the acquire in flight */
+    ev_timer again; /* Redis unreachable: ask again later */
+    double delay, waited;
 };
 
 static void budget_ask(struct fleet *f, struct budget_req *b);
@@ -200,11 +209,29 @@ static void probe_done(struct reg_result *res, void *arg)
                probe_observed, b);
 }
 
+static void budget_again(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct budget_req *b = w->data;
+    budget_ask(b->f, b);
+}
+
 static void budget_answer(struct fleet *f, struct rq_res *res, void *arg)
 {
     struct budget_req *b = arg;
     if (!res) {
-        budget_req_done(b, 0, FLEET_UNKNOWN_WAIT_MS, NULL);
+        /* Redis is down or restarting: the budget is unknown, not spent. Wait for
+         * Redis (the job's own lease is in Redis too) rather than defer the job. */
+        if (b->waited >= FLEET_REDIS_WAIT_S) {
+            budget_req_done(b, 0, FLEET_UNKNOWN_WAIT_MS, NULL);
+            return;
+        }
+        b->delay = b->delay ? (b->delay * 2 > 8 ? 8 : b->delay * 2) : 0.25;
+        b->waited += b->delay;
+        ev_timer_init(&b->again, budget_again, b->delay, 0.);
+        b->again.data = b;
+        ev_timer_start(f->loop, &b->again);
         return;
     }
     switch (res->status) {
@@ -271,6 +298,7 @@ static void ops_budget_acquire(void *ctx, struct reg_registry *up, const char *r
                                const char *ref, engine_budget_fn cb, void *arg)
 {
     struct budget_req *b = xcalloc(1, sizeof(*b));
+    b->f = ctx;
     b->up = up;
     b->repo = xstrdup(repo);
     b->ref = xstrdup(ref);

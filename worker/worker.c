@@ -153,12 +153,16 @@ static void job_done(const struct engine_outcome *out, void *arg)
         if (out->status == ENGINE_DEFERRED) {
             why = "budget";
             delay = out->wait_ms > 1000 ? out->wait_ms : 1000;
+        } else if (out->status == ENGINE_THROTTLED) {
+            why = "backoff"; /* not a failure: the attempt count stays */
+            delay = out->wait_ms > 1000 ? out->wait_ms : 1000;
         } else {
             why = "backoff";
             next.attempt = j->job.attempt + 1;
             delay = backoff_ms(w, next.attempt);
         }
-        if (out->status != ENGINE_DEFERRED && next.attempt >= w->o.max_attempts) {
+        if (out->status != ENGINE_DEFERRED && out->status != ENGINE_THROTTLED &&
+            next.attempt >= w->o.max_attempts) {
             char *reason = xasprintf("%s after %d attempts: %s", engine_status_name(out->status),
                                      next.attempt, out->msg);
             w->failed++;

@@ -413,7 +413,8 @@ class UpstreamFaultTest(FaultBase):
     blob is ever accepted, retries stay bounded."""
 
     FAULTS = dict(error_rate=0.05, reset_rate=0.05, truncate_rate=0.05, corrupt_rate=0.05,
-                  spike_rate=0.05, spike_ms=400)
+                  spike_rate=0.05, spike_ms=400, burst_rate=0.01, burst_len=3,
+                  burst_retry_after=1)
     OFF = dict(error_rate=0, reset_rate=0, truncate_rate=0, corrupt_rate=0, spike_rate=0,
                burst_rate=0)
 
@@ -440,7 +441,7 @@ class UpstreamFaultTest(FaultBase):
         faults = {k: after["faults"][k] - before["faults"].get(k, 0) for k in after["faults"]}
         self.hub.config(**self.OFF)
         # The faults did happen, of every kind.
-        for kind in ("error", "reset", "truncate", "corrupt"):
+        for kind in ("error", "reset", "truncate", "corrupt", "burst"):
             self.assertGreater(faults.get(kind, 0), 0, faults)
         self.assert_converged(rc, report, watcher, verify_blobs=True)
         # Bounded: each job retried at most a few times, no storm of requests.
