@@ -790,9 +790,21 @@ int coord_sync_main(int argc, char **argv)
     if (!cfg_bool(&c, "once")) {
         code = daemon_loop(&s);
     } else {
+        /* A coordinator that died keeps the lease until it expires: wait that long
+         * so a restart after a crash resumes the run by itself. */
         int held = lease_take(&s, &e);
+        for (long waited = 0; held == 0 && !sync_stop && waited < SYNC_LEASE_MS / 1000 + 2;
+             waited++) {
+            if (waited == 0)
+                log_info("another coordinator holds the lease; waiting up to %llds for it",
+                         SYNC_LEASE_MS / 1000 + 2);
+            sleep(1);
+            held = lease_take(&s, &e);
+        }
         if (held <= 0) {
-            coord_fail("sync", held < 0 ? e.msg : "another coordinator holds the lease; try later");
+            coord_fail("sync", held < 0 ? e.msg
+                                        : "another coordinator holds the lease (a daemon?); try "
+                                          "later or stop it");
             code = 1;
         } else {
             code = one_run(&s, cfg_bool(&c, "wait"), cfg_bool(&c, "json"), NULL);

@@ -1,0 +1,100 @@
+"""kill -9 of the coordinator: a restarted coordinator resumes the same run, no group is lost
+and none is enqueued twice."""
+import json
+import signal
+import subprocess
+import time
+import unittest
+
+from harness import BIN, OFFICIAL_IMAGES, RedisServer, Registry
+from harness.standin import Standin
+from integration.test_sync import REPOS, catalog, enqueued, head, pushed_tags
+
+
+def sync_cmd(redis, upstream, target, repos=None, wait=True):
+    cmd = [BIN + "/hubsync-coordinator", "sync", "--once", "--redis", redis.url,
+           "--official-images", OFFICIAL_IMAGES, "--upstream", upstream, "--target", target]
+    if repos:
+        cmd += ["--repos", ",".join(repos)]
+    if wait:
+        cmd += ["--wait", "--json"]
+    return cmd
+
+
+class CoordinatorKillTest(unittest.TestCase):
+    def setUp(self):
+        self.redis = RedisServer().start()
+        self.target = Registry().start()
+
+    def tearDown(self):
+        self.redis.stop()
+        self.target.stop()
+
+    def current_run(self):
+        return self.redis.cli_raw("GET", "hubsync:runs:current").strip()
+
+    def test_killed_mid_enqueue(self):
+        # The whole catalog: thousands of jobs, so the kill lands while enqueueing.
+        cat = json.loads(subprocess.check_output(
+            [BIN + "/hubsync-coordinator", "catalog", "--official-images", OFFICIAL_IMAGES,
+             "--json"]))
+        groups = sum(len(r["groups"]) for r in cat["repositories"])
+        cmd = sync_cmd(self.redis, "http://127.0.0.1:9", self.target.url, wait=False)
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            n = int(self.redis.cli_raw("XLEN", "hubsync:jobs").strip() or 0)
+            if n > 50:
+                break
+            time.sleep(0.01)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        run = self.current_run()
+        self.assertTrue(run)
+        rec = self.redis.cli_raw("HGET", "hubsync:run:" + run, "enqueued").strip()
+        self.assertNotEqual(rec, "1", "the kill came too late to test a half-done enqueue")
+        # The restart waits out the dead coordinator's lease, then resumes the same run.
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("resuming run " + run, r.stderr)
+        self.assertEqual(self.current_run(), run)
+        total = int(self.redis.cli_raw("HGET", "hubsync:run:" + run, "jobs_total").strip())
+        self.assertEqual(total, groups)
+        self.assertEqual(int(self.redis.cli_raw("XLEN", "hubsync:jobs").strip()), groups)
+        self.assertEqual(int(self.redis.cli_raw("HLEN", "hubsync:jobs:index").strip()), groups)
+
+    def test_killed_mid_wait(self):
+        hub = Standin(limit=100000).start()
+        try:
+            pushed = hub.load(catalog(REPOS))
+            cmd = sync_cmd(self.redis, hub.url, self.target.url, REPOS)
+            p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            deadline = time.time() + 60
+            while time.time() < deadline and not enqueued(self.redis):
+                time.sleep(0.05)
+            run = self.current_run()
+            worker = subprocess.Popen([BIN + "/hubsync-worker", "--redis", self.redis.url,
+                                       "--exit-when-idle", "--log-level", "warn"])
+            time.sleep(0.5)
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+            worker.wait(timeout=120)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            report = json.loads(r.stdout)
+            self.assertEqual(report["run"], run)
+            self.assertEqual(report["status"], "complete")
+            self.assertEqual(report["jobs_done"], report["jobs_total"])
+            self.assertEqual(report["jobs_total"],
+                             sum(len(x["groups"]) for x in catalog(REPOS)["repositories"]))
+            for (repo, tag), digest in pushed_tags(pushed, REPOS).items():
+                self.assertEqual(head(self.target.url, "library/" + repo, tag), digest)
+            # At-least-once, never more than once per manifest: nothing fetched twice.
+            self.assertEqual(hub.counters()["manifest_get"],
+                             report["upstream_manifest_gets"])
+        finally:
+            hub.stop()
+
+
+if __name__ == "__main__":
+    unittest.main()
