@@ -123,9 +123,10 @@ class Hubsync:
     """hubsync-coordinator sync --once --wait plus N hubsync-worker --exit-when-idle; one
     Redis for the whole chain (it is hubsync's memory between runs)."""
 
-    def __init__(self, workers):
+    def __init__(self, workers, concurrency=None):
         self.name = "hubsync-%d" % workers
         self.workers = workers
+        self.extra = [] if concurrency is None else ["--concurrency", str(concurrency)]
         self.redis = None
 
     def open(self, tmp):
@@ -157,7 +158,8 @@ class Hubsync:
                 raise BenchError("%s: the coordinator enqueued nothing in 120 s" % self.name)
             time.sleep(0.02)
         ws = [timed([BIN + "/hubsync-worker", "--redis", self.redis.url, "--exit-when-idle",
-                     "--log-level", "warn"], ctx.tmp) for _ in range(self.workers)]
+                     "--log-level", "warn"] + self.extra, ctx.tmp)
+              for _ in range(self.workers)]
         out, err = coord.communicate(timeout=ctx.timeout)
         # The sync is over when the coordinator reports; workers then wait out their idle
         # grace (batch mode only), which is not part of the sync.
@@ -232,9 +234,9 @@ class SeedScript(Peer):
         return peak, time.monotonic()
 
 
-def make_tool(name):
+def make_tool(name, concurrency=None):
     if name.startswith("hubsync-"):
-        return Hubsync(int(name.split("-", 1)[1]))
+        return Hubsync(int(name.split("-", 1)[1]), concurrency)
     if name == "skopeo-sync":
         return SkopeoSync()
     if name == "seed-script":
@@ -510,6 +512,8 @@ def parse_args(argv):
                     % DEFAULT_REBUILD)
     ap.add_argument("--old-ref", default=OLD_REF, help="default %(default)s")
     ap.add_argument("--new-ref", default=NEW_REF, help="default %(default)s")
+    ap.add_argument("--worker-concurrency", type=int,
+                    help="hubsync-worker --concurrency (default: the worker's own, 8)")
     ap.add_argument("--layer-size", type=int, default=65536,
                     help="payload bytes per layer (default %(default)s)")
     ap.add_argument("--official-images", default=OFFICIAL_IMAGES,
@@ -550,6 +554,19 @@ def main(argv=None):
            "old_ref": opts.old_ref, "new_ref": opts.new_ref, "rebuild": opts.rebuild,
            "runs": opts.runs, "cpus": os.cpu_count(), "load_before": load_before}
     md = []
+
+    def emit(part):
+        """Print each part as soon as it is measured, and keep the files up to date."""
+        md.append(part)
+        sys.stdout.write(part + "\n")
+        sys.stdout.flush()
+        if opts.out:
+            with open(opts.out, "w") as f:
+                f.write("\n".join(md))
+        if opts.json:
+            with open(opts.json, "w") as f:
+                json.dump(doc, f, indent=1, sort_keys=True)
+
     if not opts.memory_only:
         work = tempfile.mkdtemp(prefix="hubsync-bench-oi-")
         try:
@@ -569,37 +586,30 @@ def main(argv=None):
                         print("latency %d ms, %s, run %d/%d" % (latency, name, i + 1,
                                                                  opts.runs),
                               file=sys.stderr, flush=True)
-                        runs.append(chain(make_tool(name), opts, latency, cats))
+                        runs.append(chain(make_tool(name, opts.worker_concurrency), opts,
+                                          latency, cats))
                     results[latency][name] = summarize(runs)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        doc["results"] = results
-        doc["moved"] = cats["moved"]
-        doc["tags"] = sum(len(g["tags"]) for r in cats["old"]["repositories"]
-                          for g in r["groups"])
-        doc["groups"] = sum(len(r["groups"]) for r in cats["old"]["repositories"])
-        md.append(table(results, opts))
-        md.append(speedup(results, opts))
+        doc.update(results=results, moved=cats["moved"], load_after=os.getloadavg(),
+                   tags=sum(len(g["tags"]) for r in cats["old"]["repositories"]
+                            for g in r["groups"]),
+                   groups=sum(len(r["groups"]) for r in cats["old"]["repositories"]))
+        emit(table(results, opts))
+        emit(speedup(results, opts))
     if opts.memory or opts.memory_only:
         mem = memory_bench(opts)
         doc["memory"] = mem
-        md.append("- memory: one worker copying a %s blob: peak RSS %.1f MiB, %.1f s, %s from "
-                  "upstream\n" % (human(mem["size"]), mem["rss_kib"] / 1024.0, mem["wall"],
-                                  human(mem["bytes"])))
+        emit("- memory: one worker copying a %s blob: peak RSS %.1f MiB, %.1f s, %s from "
+             "upstream\n" % (human(mem["size"]), mem["rss_kib"] / 1024.0, mem["wall"],
+                             human(mem["bytes"])))
     doc["load_after"] = os.getloadavg()
-    md.append("- %s, %d CPUs, load average %.2f before, %.2f after; repos %s; layer size %d "
-              "bytes; %d run(s); refs %s -> %s; rebuilt %s\n" % (
-                  started, os.cpu_count(), load_before[0], doc["load_after"][0],
-                  ",".join(opts.repos), opts.layer_size, opts.runs, opts.old_ref,
-                  opts.new_ref, ",".join(opts.rebuild)))
-    text = "\n".join(md)
-    sys.stdout.write(text)
-    if opts.out:
-        with open(opts.out, "w") as f:
-            f.write(text)
-    if opts.json:
-        with open(opts.json, "w") as f:
-            json.dump(doc, f, indent=1, sort_keys=True)
+    emit("- %s, %d CPUs, load average %.2f before, %.2f after; repos %s; layer size %d "
+         "bytes; %d run(s); worker concurrency %s; refs %s -> %s; rebuilt %s\n" % (
+             started, os.cpu_count(), load_before[0], doc["load_after"][0],
+             ",".join(opts.repos), opts.layer_size, opts.runs,
+             opts.worker_concurrency or "default", opts.old_ref, opts.new_ref,
+             ",".join(opts.rebuild)))
     return 0
 
 
