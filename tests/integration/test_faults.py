@@ -348,6 +348,31 @@ class RedisRestartTest(FaultBase):
         self.assert_converged(rc, report, watcher)
 
 
+    def test_redis_killed_and_restarted_while_workers_copy(self):
+        self.hub.config(latency_ms=40)  # slow enough for the kill to land mid-copy
+        try:
+            st = Stack(self.hub, self.redis, self.target, worker_args=["--lease-ms", "3000"])
+            st.start_coordinator()
+            st.wait_enqueued()
+            st.start_worker()
+            st.start_worker()
+            watcher = Watcher(self.target.url, REPOS)
+            watcher.start()
+            time.sleep(2.0)
+            self.redis.kill(signal.SIGKILL)
+            time.sleep(2.0)
+            self.redis.start(self.redis.port)
+            try:
+                rc, report = st.report()
+            finally:
+                st.stop_workers()
+        finally:
+            self.hub.config(latency_ms=0)
+        # Jobs whose settlement was lost come back after their lease and find their work
+        # done: the run completes with the same target state as a clean run.
+        self.assert_converged(rc, report, watcher)
+
+
 class RedisLostTest(FaultBase):
     """Redis lost entirely (no persistence): the next run rebuilds from the target itself."""
 
