@@ -46,8 +46,8 @@ TOOLS = ["hubsync-1", "hubsync-2", "hubsync-4", "skopeo-sync", "seed-script"]
 # Commits of the real official-images history: busybox (8e5e322), hello-world (043587d) and
 # alpine (00b473f) changed between these two.
 OLD_REF, NEW_REF = "8e5e322~1", "00b473f"
-DEFAULT_REPOS = "hello-world,busybox,alpine,memcached"
-DEFAULT_REBUILD = "busybox:musl,alpine:latest"
+DEFAULT_REPOS = "hello-world,busybox"
+DEFAULT_REBUILD = "busybox:musl"
 QUICK = {"repos": "hello-world,busybox", "runs": 1, "latency": "0",
          "rebuild": "busybox:musl"}
 
@@ -604,12 +604,13 @@ def main(argv=None):
              "upstream\n" % (human(mem["size"]), mem["rss_kib"] / 1024.0, mem["wall"],
                              human(mem["bytes"])))
     doc["load_after"] = os.getloadavg()
-    emit("- %s, %d CPUs, load average %.2f before, %.2f after; repos %s; layer size %d "
-         "bytes; %d run(s); worker concurrency %s; refs %s -> %s; rebuilt %s\n" % (
-             started, os.cpu_count(), load_before[0], doc["load_after"][0],
-             ",".join(opts.repos), opts.layer_size, opts.runs,
-             opts.worker_concurrency or "default", opts.old_ref, opts.new_ref,
-             ",".join(opts.rebuild)))
+    setup = "" if opts.memory_only else (
+        "; repos %s; layer size %d bytes; %d run(s); worker concurrency %s; refs %s -> %s; "
+        "rebuilt %s" % (",".join(opts.repos), opts.layer_size, opts.runs,
+                        opts.worker_concurrency or "default", opts.old_ref, opts.new_ref,
+                        ",".join(opts.rebuild)))
+    emit("- %s, %d CPUs, load average %.2f before, %.2f after%s\n" % (
+        started, os.cpu_count(), load_before[0], doc["load_after"][0], setup))
     return 0
 
 
