@@ -44,8 +44,9 @@ long long engine_counter_get(const struct engine_counters *c, int i)
 
 const char *engine_status_name(enum engine_status s)
 {
-    static const char *const names[] = {"done",   "retry",    "deferred",
-                                        "failed", "cancelled", "throttled"};
+    /* In the order of enum engine_status. */
+    static const char *const names[] = {"done",      "retry",  "deferred",
+                                        "throttled", "failed", "cancelled"};
     return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "?";
 }
 
