@@ -34,7 +34,7 @@
 /* --wait rides out a Redis outage this long, retrying with backoff up to the max. */
 #define SYNC_REDIS_OUTAGE_S 600
 #define SYNC_POLL_MAX_BACKOFF_S 16u
-#define SYNC_POLL_S 1
+#define SYNC_POLL_MS 100
 #define SYNC_PLAIN_PROGRESS_S 5
 
 static const struct cfg_opt sync_opts[] = {
@@ -406,7 +406,7 @@ enum run_end { RUN_COMPLETE, RUN_DEFERRED, RUN_FAILED };
 /* One look at the run: 1 settled (end and deferred set), 0 not yet, -1 stopped or
  * the lease lost, -2 Redis did not answer (worth another try). */
 static int wait_round(struct sync_ctx *s, enum run_end *end, long long *deferred_out,
-                      time_t started, time_t *last_plain, struct err *e)
+                      time_t started, time_t *last_plain, time_t *last_chores, struct err *e)
 {
     int tty = isatty(2);
     json_t *rec = run_record(s, s->run, e);
@@ -421,7 +421,7 @@ static int wait_round(struct sync_ctx *s, enum run_end *end, long long *deferred
         return -2;
     }
     time_t now = time(NULL);
-    if (tty || now - *last_plain >= SYNC_PLAIN_PROGRESS_S) {
+    if (tty ? now != *last_plain : now - *last_plain >= SYNC_PLAIN_PROGRESS_S) {
         progress(s, rec, deferred, started, tty);
         *last_plain = now;
     }
@@ -439,6 +439,11 @@ static int wait_round(struct sync_ctx *s, enum run_end *end, long long *deferred
                    "coordinator resumes it");
         return -1;
     }
+    /* The run record is read every SYNC_POLL_MS (a run ends as soon as its last job
+     * does); the lease and the delayed jobs need a look once a second. */
+    if (now == *last_chores)
+        return 0;
+    *last_chores = now;
     int held = lease_renew(s, e);
     if (held == 0) {
         err_set(e, "lost the coordinator lease");
@@ -455,10 +460,10 @@ static int wait_round(struct sync_ctx *s, enum run_end *end, long long *deferred
  * lost by waiting), up to SYNC_REDIS_OUTAGE_S. */
 static int wait_run(struct sync_ctx *s, enum run_end *end, long long *deferred_out, struct err *e)
 {
-    time_t started = time(NULL), last_plain = 0, down_since = 0;
+    time_t started = time(NULL), last_plain = 0, last_chores = 0, down_since = 0;
     unsigned delay = 1;
     for (;;) {
-        int rc = wait_round(s, end, deferred_out, started, &last_plain, e);
+        int rc = wait_round(s, end, deferred_out, started, &last_plain, &last_chores, e);
         if (rc == 1)
             return 0;
         if (rc == -1)
@@ -476,7 +481,7 @@ static int wait_run(struct sync_ctx *s, enum run_end *end, long long *deferred_o
         }
         down_since = 0;
         delay = 1;
-        sleep(SYNC_POLL_S);
+        usleep(SYNC_POLL_MS * 1000);
     }
 }
 
