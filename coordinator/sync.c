@@ -421,13 +421,15 @@ static int wait_round(struct sync_ctx *s, enum run_end *end, long long *deferred
         return -2;
     }
     time_t now = time(NULL);
-    if (tty ? now != *last_plain : now - *last_plain >= SYNC_PLAIN_PROGRESS_S) {
+    int over = enqueued && done + failed + deferred >= total;
+    /* A terminal's line is redrawn once a second and at the end, plain lines every few. */
+    if (tty ? now != *last_plain || over : now - *last_plain >= SYNC_PLAIN_PROGRESS_S) {
         progress(s, rec, deferred, started, tty);
         *last_plain = now;
     }
     int errors = json_object_get(rec, "catalog_errors") != NULL;
     json_decref(rec);
-    if (enqueued && done + failed + deferred >= total) {
+    if (over) {
         if (tty)
             fputc('\n', stderr);
         *deferred_out = deferred;
