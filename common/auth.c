@@ -514,7 +514,7 @@ int auth_cache_fetch(struct auth_cache *c, const char *key, const struct auth_ch
     curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, c->timeout_ms);
     curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(easy, CURLOPT_WRITEDATA, en);
-    curl_easy_setopt(easy, CURLOPT_PIPEWAIT, 1L);
+    curl_easy_setopt(easy, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1); /* as reg_http.c */
     if (c->ca_file)
         curl_easy_setopt(easy, CURLOPT_CAINFO, c->ca_file);
     if (has_creds) {

@@ -295,15 +295,16 @@ static void send_now(struct reg_req *q)
     curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, q->follow ? 1L : 0L);
     curl_easy_setopt(easy, CURLOPT_MAXREDIRS, 5L);
     curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, c->o.connect_timeout_ms);
+    /* HTTP/1.1 for everything: a paused HTTP/2 stream keeps buffering up to its
+     * window in curl 7.88 (32 MiB), and its HTTP/2 multiplexing has known stalls
+     * (fixed in 8.x); over TLS to docker-registry it also gave sporadic 400s on
+     * small requests. Connections are still reused (keep-alive). */
+    curl_easy_setopt(easy, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
     if (q->blob) {
-        /* A paused HTTP/2 stream keeps buffering up to its window in curl
-         * 7.88 (32 MiB); HTTP/1.1 lets TCP flow control hold the sender. */
-        curl_easy_setopt(easy, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
         curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, c->o.low_speed_bytes);
         curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, c->o.low_speed_secs);
     } else {
         curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, c->o.request_timeout_ms);
-        curl_easy_setopt(easy, CURLOPT_PIPEWAIT, 1L);
     }
     if (c->ca_file)
         curl_easy_setopt(easy, CURLOPT_CAINFO, c->ca_file);
