@@ -4,6 +4,7 @@
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "xalloc.h"
 
@@ -125,6 +126,7 @@ int manifest_parse(struct manifest *out, const char *body, size_t len, const cha
 {
     int rc = -1;
     json_error_t jerr;
+    char *ct = NULL;
     memset(out, 0, sizeof(*out));
     json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!root) {
@@ -141,7 +143,21 @@ int manifest_parse(struct manifest *out, const char *body, size_t len, const cha
         goto out;
     }
     const char *mt = json_string_value(json_object_get(root, "mediaType"));
-    out->media_type = mt ? xstrdup(mt) : (content_type ? bare_type(content_type) : NULL);
+    ct = content_type && *content_type ? bare_type(content_type) : NULL;
+    /* A registry (or a proxy before it) that labels the bytes as something
+     * else is not trusted to have served the right bytes either. */
+    if (mt && ct && strcasecmp(mt, ct) != 0) {
+        err_set(e, "Content-Type '%.100s' does not match the manifest's mediaType '%.100s'", ct,
+                mt);
+        goto out;
+    }
+    if (!mt && ct && !is_index_type(ct) && !is_image_type(ct)) {
+        err_set(e, "Content-Type '%.100s' is not a manifest media type", ct);
+        goto out;
+    }
+    out->media_type = mt ? xstrdup(mt) : ct;
+    if (!mt)
+        ct = NULL; /* now out->media_type */
     if (!out->media_type && json_is_array(json_object_get(root, "manifests")))
         out->media_type = xstrdup(MT_OCI_INDEX); /* OCI allows an index without mediaType */
     if (!out->media_type && json_is_object(json_object_get(root, "config")))
@@ -182,6 +198,7 @@ int manifest_parse(struct manifest *out, const char *body, size_t len, const cha
     }
     rc = 0;
 out:
+    free(ct);
     json_decref(root);
     if (rc < 0)
         manifest_free(out);

@@ -198,6 +198,12 @@ void reg_http_classify(struct reg_req *q)
             reg_http_fail(q, REG_TOO_LARGE, "answer larger than %zu bytes", q->max_body);
             return;
         }
+        if (q->cc == CURLE_TOO_MANY_REDIRECTS) {
+            /* The answer will not change on a retry: a registry or CDN misconfigured. */
+            reg_http_fail(q, REG_PROTOCOL, "more than %d redirects (a redirect loop)",
+                          REG_HTTP_MAX_REDIRS);
+            return;
+        }
         reg_http_fail(q, REG_NETWORK, "%s", curl_easy_strerror(q->cc));
         return;
     }
@@ -293,7 +299,7 @@ static void send_now(struct reg_req *q)
     /* Never follow a redirect from https down to plain http. */
     curl_easy_setopt(easy, CURLOPT_REDIR_PROTOCOLS_STR, r->plain ? "http,https" : "https");
     curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, q->follow ? 1L : 0L);
-    curl_easy_setopt(easy, CURLOPT_MAXREDIRS, 5L);
+    curl_easy_setopt(easy, CURLOPT_MAXREDIRS, (long)REG_HTTP_MAX_REDIRS);
     curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, c->o.connect_timeout_ms);
     /* HTTP/1.1 for everything: a paused HTTP/2 stream keeps buffering up to its
      * window in curl 7.88 (32 MiB), and its HTTP/2 multiplexing has known stalls

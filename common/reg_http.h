@@ -22,6 +22,10 @@
 #include "reg.h"
 #include "xalloc.h"
 
+/* Redirects followed per request (blob GETs take one, to a CDN); past it the
+ * request fails as a redirect loop. */
+#define REG_HTTP_MAX_REDIRS 5
+
 struct reg_client {
     struct ev_loop *loop;
     struct evcurl *ec;

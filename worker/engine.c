@@ -545,7 +545,8 @@ static void node_have_upstream(struct node *n, const char *content_type)
     struct err e;
     if (manifest_parse(&m, n->body, n->body_len, content_type, &e) < 0) {
         ej->stop_gets = 1;
-        ej_error(ej, ENGINE_FAILED, 0, "%s@%s: %s", ej->job.source_repo, n->digest, e.msg);
+        ej_error(ej, ENGINE_FAILED, 0, "manifest %s@%s from %s: %s", ej->job.source_repo,
+                 n->digest, reg_registry_url(ej->up), e.msg);
         node_finish(n, 0);
         return;
     }

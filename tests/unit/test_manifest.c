@@ -85,6 +85,39 @@ static void test_manifest__media_type_from_header(void **state)
     manifest_free(&m);
 }
 
+/* A Content-Type that disagrees with the bytes is a lie: refused, named. */
+static void test_manifest__content_type_must_agree(void **state)
+{
+    (void)state;
+    struct manifest m;
+    struct err e;
+    const char *with_mt = "{\"schemaVersion\":2,\"mediaType\":"
+                          "\"application/vnd.oci.image.manifest.v1+json\",\"config\":{\"digest\":"
+                          "\"" D1 "\",\"size\":1},\"layers\":[]}";
+    const char *without = "{\"schemaVersion\":2,\"config\":{\"digest\":\"" D1 "\",\"size\":1},"
+                          "\"layers\":[]}";
+    /* Agreeing, with parameters and another letter case: accepted. */
+    assert_int_equal(manifest_parse(&m, with_mt, strlen(with_mt),
+                                    "Application/vnd.oci.image.manifest.v1+json; charset=utf-8",
+                                    &e),
+                     0);
+    assert_string_equal(m.media_type, "application/vnd.oci.image.manifest.v1+json");
+    manifest_free(&m);
+    /* An empty header is no header: the body decides. */
+    assert_int_equal(manifest_parse(&m, with_mt, strlen(with_mt), "", &e), 0);
+    manifest_free(&m);
+    assert_int_equal(manifest_parse(&m, with_mt, strlen(with_mt), "text/html; charset=utf-8", &e),
+                     -1);
+    assert_string_equal(e.msg, "Content-Type 'text/html' does not match the manifest's mediaType "
+                               "'application/vnd.oci.image.manifest.v1+json'");
+    assert_int_equal(manifest_parse(&m, with_mt, strlen(with_mt),
+                                    "application/vnd.docker.distribution.manifest.v2+json", &e),
+                     -1);
+    assert_non_null(strstr(e.msg, "does not match"));
+    assert_int_equal(manifest_parse(&m, without, strlen(without), "application/json", &e), -1);
+    assert_string_equal(e.msg, "Content-Type 'application/json' is not a manifest media type");
+}
+
 static void test_manifest__errors(void **state)
 {
     (void)state;
@@ -173,6 +206,7 @@ int main(void)
         cmocka_unit_test(test_manifest__index),
         cmocka_unit_test(test_manifest__image_and_foreign),
         cmocka_unit_test(test_manifest__media_type_from_header),
+        cmocka_unit_test(test_manifest__content_type_must_agree),
         cmocka_unit_test(test_manifest__errors),
         cmocka_unit_test(test_manifest__platform_match),
         cmocka_unit_test(test_manifest__child_wanted_follows_attestations),
