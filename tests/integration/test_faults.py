@@ -1,6 +1,7 @@
 """Reliability on the real stack: workers and the coordinator killed with SIGKILL, Redis
 restarted (with AOF) and lost (without), the target registry restarted, and a misbehaving
-upstream (5xx, resets, truncated and corrupted bodies, latency spikes, 429 bursts).
+upstream (5xx, resets, truncated and corrupted bodies, latency spikes, 429 bursts, a lying
+Content-Type, a redirect loop).
 
 Every test checks the same promises: the run completes, the target ends identical to a
 clean run's, no tag on the target ever points at a missing manifest or blob (checked
@@ -183,6 +184,14 @@ class Stack:
         self.workers.append(w)
         return w
 
+    def run(self, workers=1, worker_extra=()):
+        """Start the coordinator, wait for its jobs, start workers: (exit code, report)."""
+        self.start_coordinator()
+        self.wait_enqueued()
+        for _ in range(workers):
+            self.start_worker(worker_extra)
+        return self.report()
+
     def report(self, timeout=240):
         out, _ = self.coord.communicate(timeout=timeout)
         return self.coord.returncode, (json.loads(out) if out.strip() else None)
@@ -239,10 +248,7 @@ class FaultBase(unittest.TestCase):
             redis, target = RedisServer().start(), Registry().start()
             try:
                 st = Stack(self.hub, redis, target)
-                st.start_coordinator()
-                st.wait_enqueued()
-                st.start_worker(["--exit-when-idle"])
-                rc, rep = st.report()
+                rc, rep = st.run(worker_extra=["--exit-when-idle"])
                 st.stop_workers()
                 self.assertEqual(rc, 0, rep)
                 FaultBase._clean = snapshot(target.url, REPOS)
@@ -456,7 +462,7 @@ class UpstreamFaultTest(FaultBase):
                   spike_rate=0.05, spike_ms=400, burst_rate=0.01, burst_len=3,
                   burst_retry_after=1)
     OFF = dict(error_rate=0, reset_rate=0, truncate_rate=0, corrupt_rate=0, spike_rate=0,
-               burst_rate=0)
+               burst_rate=0, manifest_content_type="", redirect_loop_rate=0)
 
     def tearDown(self):
         self.hub.config(**self.OFF)
@@ -488,29 +494,60 @@ class UpstreamFaultTest(FaultBase):
         self.assertLessEqual(report["jobs_retried"], 3 * report["jobs_total"], report)
         self.assertLess(after["requests"] - before["requests"], 4000)
 
-    def test_always_corrupt_is_dead_lettered_with_reason(self):
-        self.hub.config(seed=3, corrupt_rate=1.0)
+    def assert_dead_lettered(self, faults, reason):
+        """With faults on, every hello-world job ends in the dead-letter stream with a
+        reason matching the regex, after no retry beyond what the worker allows, and no
+        tag is written."""
+        self.hub.config(seed=3, **faults)
         st = Stack(self.hub, self.redis, self.target, repos=["hello-world"],
                    worker_args=["--max-attempts", "2", "--http-retries", "1"])
-        st.start_coordinator()
-        st.wait_enqueued()
-        st.start_worker(["--exit-when-idle"])
         try:
-            rc, report = st.report()
+            rc, report = st.run(worker_extra=["--exit-when-idle"])
         finally:
             st.stop_workers()
-            self.hub.config(corrupt_rate=0)
+            self.hub.config(**self.OFF)
         self.assertEqual(rc, 1, report)
         self.assertEqual(report["status"], "failed")
         dead = dead_letters(self.redis)
         self.assertEqual(len(dead), report["jobs_total"], dead)
         for d in dead:
-            self.assertRegex(d.get("reason", ""), r"GET blob library/hello-world@sha256:"
-                             r"[0-9a-f]{64} .*hash to sha256:", d)
+            self.assertRegex(d.get("reason", ""), reason, d)
         # Nothing corrupt, nothing half-done: no tag was written.
         self.assertEqual(snapshot(self.target.url, ["hello-world"], verify_blobs=True)["tags"],
                          {})
         self.assertEqual(self.hub.counters()["auth_leaks"], 0)
+        return report
+
+    def test_always_corrupt_is_dead_lettered_with_reason(self):
+        self.assert_dead_lettered(dict(corrupt_rate=1.0),
+                                  r"GET blob library/hello-world@sha256:[0-9a-f]{64} "
+                                  r".*hash to sha256:")
+
+    def test_lying_content_type_is_refused(self):
+        # The bytes are right (their digest matches) but the registry calls them HTML:
+        # a proxy in the way, or the wrong bytes; either way nothing is pushed.
+        report = self.assert_dead_lettered(
+            dict(manifest_content_type="text/html"),
+            r"^failed after 2 attempts: manifest library/hello-world@sha256:[0-9a-f]{64} "
+            r"from http://127\.0\.0\.1:\d+: "
+            r"Content-Type 'text/html' does not match the manifest's mediaType "
+            r"'application/vnd\.(oci\.image\.index\.v1|docker\.distribution\.manifest\.list\.v2)"
+            r"\+json'$")
+        # Retried as far as --max-attempts 2 allows, no further.
+        self.assertEqual(report["jobs_retried"], report["jobs_total"], report)
+
+    def test_redirect_loop_is_dead_lettered(self):
+        before = self.hub.counters()["blob_get"]
+        report = self.assert_dead_lettered(
+            dict(redirect_loop_rate=1.0),
+            r"GET blob library/hello-world@sha256:[0-9a-f]{64} at http://127\.0\.0\.1:\d+: "
+            r"more than 5 redirects \(a redirect loop\)")
+        # Not retried inside the client (a loop stays a loop): each blob GET is one
+        # request plus 5 hops; the job is retried as far as --max-attempts 2 allows.
+        self.assertEqual(report["jobs_retried"], report["jobs_total"], report)
+        gets = self.hub.counters()["blob_get"] - before
+        self.assertEqual(gets % 6, 0, gets)
+        self.assertEqual(self.hub.counters()["faults"]["redirect_loop"], gets // 6)
 
 
 class TargetRestartTest(FaultBase):

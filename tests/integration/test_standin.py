@@ -401,6 +401,35 @@ class StandinTest(unittest.TestCase):
         c = self.hub.counters()
         self.assertEqual((c["burst_429"], c["denied_429"], c["manifest_get"]), (3, 0, 1))
 
+    def test_lying_content_type_keeps_the_bytes(self):
+        tok = self.hub.token("alpine")
+        honest = self.manifest("alpine", "3.22", tok)
+        self.hub.config(manifest_content_type="text/html")
+        for method in ("GET", "HEAD"):
+            status, headers, body = self.manifest("alpine", "3.22", tok, method)
+            self.assertEqual((status, headers["Content-Type"]), (200, "text/html"))
+            self.assertEqual(headers["Docker-Content-Digest"],
+                             honest[1]["Docker-Content-Digest"])
+        self.assertEqual(body, b"")
+        self.assertEqual(self.manifest("alpine", "3.22", tok)[2], honest[2])
+        self.assertNotEqual(honest[1]["Content-Type"], "text/html")
+        self.assertEqual(self.hub.counters()["faults"]["content_type"], 3)
+
+    def test_redirect_loop_never_ends(self):
+        layer = self.a_layer()
+        tok = self.hub.token("alpine")
+        self.hub.config(redirect_loop_rate=1.0)
+        path = "/v2/library/alpine/blobs/%s" % layer["digest"]
+        status, headers, _ = self.get("GET", path, tok)
+        self.assertEqual((status, headers["Location"]), (307, path + "?loop=1"))
+        # Once in the loop, every hop redirects again, whatever the rate says now.
+        self.hub.config(redirect_loop_rate=0.0)
+        for hop in range(1, 4):
+            status, headers, _ = self.get("GET", path + "?loop=%d" % hop, tok)
+            self.assertEqual((status, headers["Location"]), (307, path + "?loop=%d" % (hop + 1)))
+        self.assertEqual(self.get("GET", path, tok)[0], 307)  # to the CDN again
+        self.assertEqual(self.hub.counters()["faults"]["redirect_loop"], 1)
+
     def test_control_api_rejects_bad_config(self):
         for bad, word in (({"no_such_knob": 1}, "no_such_knob"), ({"error_rate": 2}, "error_rate"),
                           ({"limit": "many"}, "limit")):

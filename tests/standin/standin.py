@@ -76,9 +76,13 @@ CONFIG = [
     ("burst_rate", float, 0.0, "chance that a /v2/ request starts a burst of abuse 429s"),
     ("burst_len", int, 5, "requests answered 429 in one burst"),
     ("burst_retry_after", int, 60, "Retry-After of the abuse 429s"),
+    ("manifest_content_type", str, "", "Content-Type of every manifest answer instead of the "
+                                       "real one (a lying registry or proxy; \"\": the real one)"),
+    ("redirect_loop_rate", float, 0.0, "fraction of blob GETs redirected back to themselves, "
+                                       "again on every hop (a redirect loop)"),
 ]
 CONFIG_TYPES = {name: typ for name, typ, _, _ in CONFIG}
-FAULTS = ("error", "reset", "truncate", "corrupt", "burst")
+FAULTS = ("error", "reset", "truncate", "corrupt", "burst", "content_type", "redirect_loop")
 ALL_MANIFESTS = {"Accept": ", ".join([OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST,
                                       DOCKER_SCHEMA1, "*/*"])}
 
@@ -610,7 +614,7 @@ class RegistryHandler(Handler):
         if what == "manifest":
             self.manifest(name, m.group(2), claims)
         elif what == "blob":
-            self.blob(name, m.group(2))
+            self.blob(name, m.group(2), query)
         else:
             hub.count("tags_list")
             self.proxy("GET", path + ("?" + query if query else ""))
@@ -647,6 +651,11 @@ class RegistryHandler(Handler):
             hub.count("manifest_head")
             hub.count_in("manifest_head_by_ref", key)
         status, headers, body = self.fetch_manifest(name, ref)
+        lie = hub.cfg("manifest_content_type")
+        if lie and status == 200:
+            hub.count_in("faults", "content_type")
+            self._fault = "content_type"
+            headers = [(k, lie if k == "Content-Type" else v) for k, v in headers]
         self.send_response(status)
         for k, v in headers + rl + self.api_headers():
             self.send_header(k, v)
@@ -683,7 +692,7 @@ class RegistryHandler(Handler):
                 hub.manifest_cache_bytes += len(body)
         return out
 
-    def blob(self, name, digest):
+    def blob(self, name, digest, query):
         hub = self.hub
         if not DIGEST_RE.match(digest):
             self.reply(400, _errors("DIGEST_INVALID", "invalid digest"), headers=self.api_headers())
@@ -693,6 +702,16 @@ class RegistryHandler(Handler):
             self.proxy("HEAD", "/v2/%s/blobs/%s" % (name, digest))
             return
         hub.count("blob_get")
+        hop = parse_qs(query).get("loop")
+        if hop or hub.chance("redirect_loop", "redirect_loop_rate"):
+            n = int(hop[0]) + 1 if hop and hop[0].isdigit() else 1
+            if n == 1:
+                hub.count_in("faults", "redirect_loop")
+            self._fault = "redirect_loop"
+            self.reply(307, b"", headers=self.api_headers() + [
+                ("Location", "/v2/%s/blobs/%s?loop=%d" % (name, digest, n))],
+                ctype="text/html; charset=utf-8")
+            return
         resp = hub.backend.request("HEAD", "/v2/%s/blobs/%s" % (name, digest))
         resp.read()
         if resp.status != 200:
