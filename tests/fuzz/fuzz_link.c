@@ -12,16 +12,9 @@
 #include "reg.h"
 #include "reg_parse.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+#include "fuzz_check.h"
 
-static void check_url(const char *u)
-{
-    if (strncasecmp(u, "http://", 7) != 0 && strncasecmp(u, "https://", 8) != 0)
-        abort();
-    for (const char *p = u; *p; p++)
-        if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f)
-            abort();
-}
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -32,7 +25,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         char *abs;
         if (reg_parse_resolve_url("https://reg.example:5000/v2/a/tags/list?n=1", next, &abs,
                                   &e) == 0) {
-            check_url(abs);
+            fuzz_check_url(abs);
             (void)reg_parse_same_origin(abs, "https://reg.example:5000");
             free(abs);
         }
