@@ -259,11 +259,46 @@ static void wipe_json(json_t *j)
 }
 
 /* Run docker-credential-<helper> get; 1 found, 0 not found, -1 error. */
-static int run_helper(const char *helper, const char *server, struct creds *out, struct err *e)
+int creds_parse_helper_answer(const char *data, size_t len, const char *prog, struct creds *out,
+                              struct err *e)
 {
+    int rc = -1;
+    json_error_t je;
+    memset(out, 0, sizeof(*out));
+    json_t *root = json_loadb(data, len, 0, &je);
+    const char *user = root ? json_string_value(json_object_get(root, "Username")) : NULL;
+    const char *secret = root ? json_string_value(json_object_get(root, "Secret")) : NULL;
+    if (!user || !secret) {
+        err_set(e, "credential helper %s: answer is not {\"Username\",\"Secret\"} JSON", prog);
+        goto out;
+    }
+    if (!*secret) {
+        rc = 0;
+        goto out;
+    }
+    out->username = xstrdup(user);
+    out->password = xstrdup(secret);
+    rc = 1;
+out:
+    if (root) {
+        wipe_json(root);
+        json_decref(root);
+    }
+    return rc;
+}
+
+static int helper_name_ok(const char *helper)
+{
+    if (!*helper)
+        return 0;
     for (const char *p = helper; *p; p++)
         if (!(isalnum((unsigned char)*p) || *p == '-' || *p == '_' || *p == '.'))
-            return err_set(e, "credential helper name \"%s\" is not valid", helper);
+            return 0;
+    return 1;
+}
+
+static int run_helper(const char *helper, const char *server, struct creds *out, struct err *e)
+{
     char *prog = xasprintf("docker-credential-%s", helper);
     int in[2] = {-1, -1}, outp[2] = {-1, -1};
     pid_t pid = -1;
@@ -271,7 +306,6 @@ static int run_helper(const char *helper, const char *server, struct creds *out,
     struct buf b = BUF_INIT(HELPER_OUT_MAX);
     posix_spawn_file_actions_t fa;
     int fa_ok = 0;
-    json_t *root = NULL;
     if (pipe2(in, O_CLOEXEC) != 0 || pipe2(outp, O_CLOEXEC) != 0) {
         err_set(e, "%s: pipe: %s", prog, strerror(errno));
         goto out;
@@ -344,21 +378,7 @@ static int run_helper(const char *helper, const char *server, struct creds *out,
                 WIFEXITED(status) ? WEXITSTATUS(status) : -1);
         goto out;
     }
-    json_error_t je;
-    root = json_loadb(b.data ? b.data : "", b.len, 0, &je);
-    const char *user = root ? json_string_value(json_object_get(root, "Username")) : NULL;
-    const char *secret = root ? json_string_value(json_object_get(root, "Secret")) : NULL;
-    if (!user || !secret) {
-        err_set(e, "credential helper %s: answer is not {\"Username\",\"Secret\"} JSON", prog);
-        goto out;
-    }
-    if (!*secret) {
-        rc = 0;
-        goto out;
-    }
-    out->username = xstrdup(user);
-    out->password = xstrdup(secret);
-    rc = 1;
+    rc = creds_parse_helper_answer(b.data ? b.data : "", b.len, prog, out, e);
 out:
     if (pid > 0) {
         kill(pid, SIGKILL);
@@ -373,10 +393,6 @@ out:
     }
     if (fa_ok)
         posix_spawn_file_actions_destroy(&fa);
-    if (root) {
-        wipe_json(root);
-        json_decref(root);
-    }
     if (b.data)
         explicit_bzero(b.data, b.len);
     buf_free(&b);
@@ -419,11 +435,55 @@ static int from_auth_entry(json_t *entry, const char *path, const char *key, str
     return 0;
 }
 
+int creds_parse_config(const char *data, size_t len, const char *path, const char *host,
+                       struct creds *out, char **helper, struct err *e)
+{
+    int rc = -1;
+    json_error_t je;
+    memset(out, 0, sizeof(*out));
+    *helper = NULL;
+    json_t *root = json_loadb(data, len, 0, &je);
+    if (!json_is_object(root)) {
+        /* Position only: jansson's text quotes the input, which holds secrets. */
+        err_set(e, "%s line %d column %d: not a valid JSON object", path, je.line, je.column);
+        goto out;
+    }
+    json_t *h = find_by_host(json_object_get(root, "credHelpers"), host);
+    const char *name = NULL;
+    if (h) {
+        name = json_string_value(h);
+        if (!name) {
+            err_set(e, "%s: credHelpers[\"%s\"] is not a string", path, host);
+            goto out;
+        }
+    } else {
+        json_t *a = find_by_host(json_object_get(root, "auths"), host);
+        rc = a ? from_auth_entry(a, path, host, out, e) : 0;
+        if (rc != 0)
+            goto out;
+        name = json_string_value(json_object_get(root, "credsStore"));
+        if (!name || !*name)
+            goto out;
+    }
+    if (!helper_name_ok(name)) {
+        err_set(e, "%s: credential helper name \"%.100s\" is not valid", path, name);
+        rc = -1;
+        goto out;
+    }
+    *helper = xstrdup(name);
+    rc = CREDS_HELPER;
+out:
+    if (root) {
+        wipe_json(root);
+        json_decref(root);
+    }
+    return rc;
+}
+
 int creds_from_docker_config(const char *registry_url, struct creds *out, struct err *e)
 {
     memset(out, 0, sizeof(*out));
-    char *owned = NULL, *data = NULL, *host = NULL;
-    json_t *root = NULL;
+    char *owned = NULL, *data = NULL, *host = NULL, *helper = NULL;
     size_t len = 0;
     int rc = -1;
     const char *path = config_dir_path(&owned);
@@ -436,53 +496,19 @@ int creds_from_docker_config(const char *registry_url, struct creds *out, struct
         err_set(e, "registry \"%s\" has no host name", registry_url);
         goto out;
     }
-    int r = read_small_file(path, CONFIG_MAX, &data, &len, e);
-    if (r <= 0) {
-        rc = r;
+    rc = read_small_file(path, CONFIG_MAX, &data, &len, e);
+    if (rc <= 0)
         goto out;
-    }
-    json_error_t je;
-    root = json_loadb(data, len, 0, &je);
-    if (!json_is_object(root)) {
-        /* Position only: jansson's text quotes the input, which holds secrets. */
-        err_set(e, "%s line %d column %d: not a valid JSON object", path, je.line, je.column);
-        goto out;
-    }
-    int hub = strcmp(host, HUB_HOST) == 0;
+    rc = creds_parse_config(data, len, path, host, out, &helper, e);
     /* Helpers are handed the key docker itself uses. */
-    const char *server = hub ? HUB_KEY : host;
-    json_t *helpers = json_object_get(root, "credHelpers");
-    json_t *h = find_by_host(helpers, host);
-    if (h) {
-        if (!json_is_string(h)) {
-            err_set(e, "%s: credHelpers[\"%s\"] is not a string", path, host);
-            goto out;
-        }
-        rc = run_helper(json_string_value(h), server, out, e);
-        goto out;
-    }
-    json_t *auths = json_object_get(root, "auths");
-    json_t *a = find_by_host(auths, host);
-    if (a) {
-        rc = from_auth_entry(a, path, host, out, e);
-        if (rc != 0)
-            goto out;
-    }
-    const char *store = json_string_value(json_object_get(root, "credsStore"));
-    if (store && *store) {
-        rc = run_helper(store, server, out, e);
-        goto out;
-    }
-    rc = 0;
+    if (rc == CREDS_HELPER)
+        rc = run_helper(helper, strcmp(host, HUB_HOST) == 0 ? HUB_KEY : host, out, e);
 out:
-    if (root) {
-        wipe_json(root);
-        json_decref(root);
-    }
     if (data) {
         explicit_bzero(data, len);
         free(data);
     }
+    free(helper);
     free(host);
     free(owned);
     return rc;

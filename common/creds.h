@@ -21,6 +21,8 @@
 #ifndef HUBSYNC_CREDS_H
 #define HUBSYNC_CREDS_H
 
+#include <stddef.h>
+
 #include "err.h"
 
 struct creds {
@@ -39,6 +41,19 @@ int creds_lookup(const char *env_prefix, const char *registry_url, struct creds 
 /* The two sources separately, same return convention. */
 int creds_from_env(const char *env_prefix, struct creds *out, struct err *e);
 int creds_from_docker_config(const char *registry_url, struct creds *out, struct err *e);
+
+/* The parsers behind creds_from_docker_config, for tests and fuzzing.
+ * creds_parse_config reads a config.json (path is for messages) for host (a
+ * creds_host_key): 1 with out filled from auths, CREDS_HELPER with *helper
+ * (caller frees) the name of the docker-credential-<helper> to run, 0 for
+ * none, -1 on an invalid file. Errors never quote a secret. */
+#define CREDS_HELPER 2
+int creds_parse_config(const char *data, size_t len, const char *path, const char *host,
+                       struct creds *out, char **helper, struct err *e);
+/* A helper's `get` answer, {"Username","Secret"}: 1 found, 0 empty secret,
+ * -1 not that JSON. prog names the helper in messages. */
+int creds_parse_helper_answer(const char *data, size_t len, const char *prog, struct creds *out,
+                              struct err *e);
 
 /* Host[:port] a registry URL or config key refers to, lowercased, with the
  * Docker Hub aliases mapped to "index.docker.io". Caller frees. NULL if the

@@ -245,6 +245,54 @@ static void test_creds__helpers(void **state)
     free(asked);
 }
 
+/* The parsers alone: no file, no process. */
+static void test_creds__parsers(void **state)
+{
+    (void)state;
+    struct creds c;
+    struct err e;
+    char *helper = NULL;
+    const char *cfg = "{\"credHelpers\":{\"h.example\":\"pass\",\"bad.example\":\"a b\","
+                      "\"num.example\":3},\"auths\":{\"a.example\":{\"auth\":\"dTpwdw==\"}},"
+                      "\"credsStore\":\"desktop\"}";
+    assert_int_equal(creds_parse_config(cfg, strlen(cfg), "cfg", "h.example", &c, &helper, &e),
+                     CREDS_HELPER);
+    assert_string_equal(helper, "pass");
+    assert_null(c.username);
+    free(helper);
+    assert_int_equal(creds_parse_config(cfg, strlen(cfg), "cfg", "a.example", &c, &helper, &e), 1);
+    assert_null(helper);
+    assert_string_equal(c.username, "u");
+    assert_string_equal(c.password, "pw");
+    creds_clear(&c);
+    assert_int_equal(creds_parse_config(cfg, strlen(cfg), "cfg", "z.example", &c, &helper, &e),
+                     CREDS_HELPER);
+    assert_string_equal(helper, "desktop");
+    free(helper);
+    assert_int_equal(creds_parse_config(cfg, strlen(cfg), "cfg", "bad.example", &c, &helper, &e),
+                     -1);
+    assert_string_equal(e.msg, "cfg: credential helper name \"a b\" is not valid");
+    assert_null(helper);
+    assert_int_equal(creds_parse_config(cfg, strlen(cfg), "cfg", "num.example", &c, &helper, &e),
+                     -1);
+    assert_string_equal(e.msg, "cfg: credHelpers[\"num.example\"] is not a string");
+    /* The position of a syntax error, never the text around it (secrets). */
+    const char *broken = "{\"auths\":{\"a\":{\"auth\":\"c2VjcmV0\"}}";
+    assert_int_equal(creds_parse_config(broken, strlen(broken), "cfg", "a", &c, &helper, &e), -1);
+    assert_null(strstr(e.msg, "c2VjcmV0"));
+    assert_non_null(strstr(e.msg, "cfg line 1 column"));
+
+    const char *ans = "{\"ServerURL\":\"x\",\"Username\":\"bob\",\"Secret\":\"s3\"}";
+    assert_int_equal(creds_parse_helper_answer(ans, strlen(ans), "h", &c, &e), 1);
+    assert_string_equal(c.username, "bob");
+    assert_string_equal(c.password, "s3");
+    creds_clear(&c);
+    const char *empty = "{\"Username\":\"\",\"Secret\":\"\"}";
+    assert_int_equal(creds_parse_helper_answer(empty, strlen(empty), "h", &c, &e), 0);
+    assert_int_equal(creds_parse_helper_answer("nope", 4, "h", &c, &e), -1);
+    assert_string_equal(e.msg, "credential helper h: answer is not {\"Username\",\"Secret\"} JSON");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -252,6 +300,7 @@ int main(void)
         cmocka_unit_test(test_creds__host_keys),
         cmocka_unit_test_setup_teardown(test_creds__config_auths, setup, teardown),
         cmocka_unit_test_setup_teardown(test_creds__helpers, setup, teardown),
+        cmocka_unit_test(test_creds__parsers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
