@@ -26,7 +26,10 @@ static const struct cfg_opt catalog_opts[] = {
     {"ref", "HUBSYNC_REF", CFG_STR, NULL, 0, 0,
      "commit, branch, tag or short sha to read (default: the source's HEAD, else master)", 0},
     OPT_WORKDIR,
-    {"repos", NULL, CFG_STR, NULL, 0, 0, "read only these repositories (comma-separated)", 0},
+    {"repos", NULL, CFG_STR, NULL, 0, 0,
+     "read only these repositories (comma-separated; alpine, library/alpine or "
+     "docker.io/library/alpine)",
+     0},
     OPT_JSON,
     OPT_HELP,
 };
@@ -158,8 +161,9 @@ int coord_catalog_main(int argc, char **argv)
         coord_fail(argv[0], "--official-images (or HUBSYNC_OFFICIAL_IMAGES) is required");
         goto out;
     }
-    coord_split_list(cfg_str(&c, "repos"), &only);
-    if (catalog_open(&cat, cfg_str(&c, "official-images"), cfg_str(&c, "workdir"), &e) < 0 ||
+    if (coord_repo_list("--repos", cfg_str(&c, "repos"), &only, &e) < 0 ||
+        catalog_open(&cat, cfg_str(&c, "official-images"), cfg_str(&c, "workdir"), &e) < 0 ||
+        coord_repos_check(cat, cfg_str(&c, "ref"), &only, NULL, &e) < 0 ||
         catalog_read(cat, cfg_str(&c, "ref"), &only, &snap, &e) < 0) {
         coord_fail(argv[0], e.msg);
         goto out;

@@ -102,8 +102,11 @@ struct coord_selection {
     enum job_policy policy;
 };
 
-/* Read and check the flags (-1 with a message naming the flag). Free with
- * coord_selection_free(), also after -1. */
+/* Read and check the flags (-1 with a message naming the flag). --repos and
+ * --exclude-repos items may be any reference to docker.io/library/<name>
+ * (alpine, library/alpine, docker.io/library/alpine) and become <name>;
+ * so does the repository part of a --skip REPO:TAGGLOB without glob
+ * characters. Free with coord_selection_free(), also after -1. */
 int coord_selection_init(struct coord_selection *sel, const struct cfg *c, struct err *e);
 void coord_selection_free(struct coord_selection *sel);
 int coord_repo_selected(const struct coord_selection *sel, const char *name);
@@ -111,6 +114,17 @@ int coord_tag_selected(const struct coord_selection *sel, const char *repo, cons
 /* Selected platforms among have (all of them without --platforms); arm64
  * and arm64/v8 are the same. */
 size_t coord_platforms_selected(const struct coord_selection *sel, const struct oi_strv *have);
+
+/* Append each item of a comma-separated list of references to out as an
+ * official-images name (ref_official_repo); -1 with a message starting with
+ * flag. */
+int coord_repo_list(const char *flag, const char *list, struct oi_strv *out, struct err *e);
+
+/* Every name of repos must have a library file at rev (NULL: the default):
+ * -1 with "--repos: 'x' is not in official-images at <commit>" otherwise; an
+ * unknown name of exclude (may be NULL) is only logged. */
+int coord_repos_check(struct catalog *cat, const char *rev, const struct oi_strv *repos,
+                      const struct oi_strv *exclude, struct err *e);
 
 /* The catalog at a run's commit and what changed since the synced one. */
 struct coord_view {

@@ -763,6 +763,8 @@ static int load(struct plan_ctx *p, struct catalog *cat, struct marker *m, char 
         snprintf(commit, CATALOG_SHA_LEN + 1, "%s", m->commit);
     else if (catalog_resolve(cat, cfg_str(p->c, "ref"), commit, e) < 0)
         return -1;
+    if (coord_repos_check(cat, commit, &p->sel.repos, &p->sel.exclude, e) < 0)
+        return -1;
     return coord_view_read(cat, &p->sel, commit, m->from, v, e);
 }
 

@@ -7,6 +7,7 @@
 
 #include "coord.h"
 #include "log.h"
+#include "ref.h"
 #include "xalloc.h"
 
 static int strv_has(const struct oi_strv *v, const char *s)
@@ -17,13 +18,71 @@ static int strv_has(const struct oi_strv *v, const char *s)
     return 0;
 }
 
+int coord_repo_list(const char *flag, const char *list, struct oi_strv *out, struct err *e)
+{
+    struct oi_strv items = {NULL, 0};
+    int rc = -1;
+    coord_split_list(list, &items);
+    for (size_t i = 0; i < items.n; i++) {
+        char *name;
+        if (ref_official_repo(items.v[i], &name, e) < 0) {
+            err_prefix(e, "%s", flag);
+            goto out;
+        }
+        oi_strv_push(out, name);
+    }
+    rc = 0;
+out:
+    oi_strv_free(&items);
+    return rc;
+}
+
+/* A --skip REPO:TAGGLOB pattern with its repository part as an official-images
+ * name (a part with glob characters is kept as written). Caller frees *out. */
+static int skip_pattern(const char *pat, char **out, struct err *e)
+{
+    const char *colon = strchr(pat, ':');
+    *out = NULL;
+    if (!colon) {
+        if (!strpbrk(pat, "*?["))
+            return err_set(e, "--skip: '%.200s' is not REPO:TAGGLOB (e.g. 'python:*windows*')",
+                           pat);
+        *out = xstrdup(pat);
+        return 0;
+    }
+    char *repo = xasprintf("%.*s", (int)(colon - pat), pat);
+    char *name = NULL;
+    int rc = -1;
+    if (strpbrk(repo, "*?[")) {
+        *out = xstrdup(pat);
+    } else if (ref_official_repo(repo, &name, e) < 0) {
+        err_prefix(e, "--skip");
+        goto out;
+    } else {
+        *out = xasprintf("%s%s", name, colon);
+    }
+    rc = 0;
+out:
+    free(name);
+    free(repo);
+    return rc;
+}
+
 int coord_selection_init(struct coord_selection *sel, const struct cfg *c, struct err *e)
 {
     memset(sel, 0, sizeof(*sel));
-    coord_split_list(cfg_str(c, "repos"), &sel->repos);
-    coord_split_list(cfg_str(c, "exclude-repos"), &sel->exclude);
+    if (coord_repo_list("--repos", cfg_str(c, "repos"), &sel->repos, e) < 0 ||
+        coord_repo_list("--exclude-repos", cfg_str(c, "exclude-repos"), &sel->exclude, e) < 0)
+        return -1;
     coord_split_list(cfg_str(c, "tags"), &sel->tags);
     coord_split_list(cfg_str(c, "skip"), &sel->skip);
+    for (size_t i = 0; i < sel->skip.n; i++) {
+        char *pat;
+        if (skip_pattern(sel->skip.v[i], &pat, e) < 0)
+            return -1;
+        free(sel->skip.v[i]);
+        sel->skip.v[i] = pat;
+    }
     coord_split_list(cfg_str(c, "platforms"), &sel->platforms);
     const char *pol = cfg_str(c, "platform-policy");
     sel->policy = JOB_POLICY_ALL;
@@ -86,6 +145,44 @@ size_t coord_platforms_selected(const struct coord_selection *sel, const struct 
 }
 
 /* ---- the catalog of a run ---------------------------------------------------------------- */
+
+static int snap_has(const struct catalog_snapshot *s, const char *name)
+{
+    for (size_t i = 0; i < s->nrepos; i++)
+        if (strcmp(s->repos[i]->name, name) == 0)
+            return 1;
+    for (size_t i = 0; i < s->nerrors; i++) /* a broken file is still there */
+        if (strcmp(s->errors[i].repo, name) == 0)
+            return 1;
+    return 0;
+}
+
+int coord_repos_check(struct catalog *cat, const char *rev, const struct oi_strv *repos,
+                      const struct oi_strv *exclude, struct err *e)
+{
+    int rc = -1;
+    struct catalog_snapshot *all = NULL;
+    if (!repos->n && (!exclude || !exclude->n))
+        return 0;
+    /* The whole catalog (a few tens of ms): a file that is missing and one that
+     * is broken both show up as errors of a read limited to the names. */
+    if (catalog_read(cat, rev, NULL, &all, e) < 0)
+        goto out;
+    for (size_t i = 0; i < repos->n; i++)
+        if (!snap_has(all, repos->v[i])) {
+            err_set(e, "--repos: '%s' is not in official-images at %.12s", repos->v[i],
+                    all->commit);
+            goto out;
+        }
+    for (size_t i = 0; exclude && i < exclude->n; i++)
+        if (!snap_has(all, exclude->v[i]))
+            log_warn("--exclude-repos: '%s' is not in official-images at %.12s", exclude->v[i],
+                     all->commit);
+    rc = 0;
+out:
+    catalog_snapshot_free(all);
+    return rc;
+}
 
 int coord_view_read(struct catalog *cat, const struct coord_selection *sel, const char *commit,
                     const char *from, struct coord_view *v, struct err *e)

@@ -589,7 +589,9 @@ static int finish_run(struct sync_ctx *s, enum run_end end, struct err *e)
     return rc;
 }
 
-/* Open the source and resolve the commit to sync; resume an unfinished run. */
+/* Open the source and resolve the commit to sync; resume an unfinished run.
+ * -2 when the selection names a repository official-images lacks (a usage
+ * error, found before a new run is created). */
 static int start_run(struct sync_ctx *s, struct catalog *cat, struct err *e)
 {
     int rc = -1;
@@ -610,10 +612,18 @@ static int start_run(struct sync_ctx *s, struct catalog *cat, struct err *e)
                  str_or(json_string_value(json_object_get(cur, "commit")), ""));
         snprintf(from, sizeof(from), "%s", str_or(json_string_value(json_object_get(cur, "from")), ""));
         log_info("resuming run %s at %.12s", s->run, commit);
+        if (coord_repos_check(cat, commit, &s->sel.repos, &s->sel.exclude, e) < 0) {
+            rc = -2;
+            goto out;
+        }
     } else {
         rq_res_free(&res);
         if (catalog_resolve(cat, cfg_str(s->c, "ref"), commit, e) < 0)
             goto out;
+        if (coord_repos_check(cat, commit, &s->sel.repos, &s->sel.exclude, e) < 0) {
+            rc = -2;
+            goto out;
+        }
         if (exec(s, rq_cmd_synced_commit(&s->q), &res, e) < 0)
             goto out;
         if (res.status == RQ_VALUE && res.str)
@@ -662,8 +672,11 @@ static int one_run(struct sync_ctx *s, int wait, int as_json, enum run_end *end_
         coord_fail("sync", e.msg);
         return COORD_EXIT_USAGE;
     }
-    if (start_run(s, cat, &e) < 0) {
+    int started = start_run(s, cat, &e);
+    if (started < 0) {
         coord_fail("sync", e.msg);
+        if (started == -2)
+            code = COORD_EXIT_USAGE;
         goto out;
     }
     if (!wait) {

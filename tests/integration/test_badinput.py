@@ -56,6 +56,104 @@ class FlagsTest(unittest.TestCase):
         self.one_line_error(run([COORD, "catalog", "--bogus"]), "--bogus")
 
 
+class ReferenceTest(unittest.TestCase):
+    """--repos, --exclude-repos and --skip take image references: every way of writing
+    docker.io/library/<name> selects <name>; anything else is one line and exit 2 before
+    anything is enqueued."""
+
+    REFUSED = [
+        ("Alpine", "--repos: 'Alpine': uppercase letters are not allowed"),
+        ("alpine:3.20", "--repos: 'alpine:3.20' names a tag: select tags with --tags"),
+        ("ghcr.io/x/y", "--repos: 'ghcr.io/x/y' is on ghcr.io, not Docker Hub"),
+        ("nosuch", "--repos: 'nosuch' is not in official-images at "),
+    ]
+
+    def plan(self, *args):
+        return run([COORD, "plan", "--official-images", OFFICIAL_IMAGES, "--json",
+                    "--target", "http://127.0.0.1:1", "--upstream", "http://127.0.0.1:1"]
+                   + list(args))
+
+    def planned(self, *args):
+        p = self.plan(*args)
+        self.assertIn(p.returncode, (0, 1), p.stderr)  # 1: the registries are unreachable
+        return json.loads(p.stdout)
+
+    def one_line_error(self, p, text):
+        FlagsTest.one_line_error(self, p, text)
+
+    def test_plan(self):
+        # One tag keeps the HEADs to the unreachable registries (and their retries) few.
+        o = self.planned("--repos", "docker.io/library/alpine", "--tags", "latest")
+        self.assertEqual([r["name"] for r in o["repositories"]], ["alpine"])
+        self.assertEqual(o["totals"]["tags"], 1)
+        for form, text in self.REFUSED:
+            p = self.plan("--repos", "alpine," + form)
+            self.one_line_error(p, text)
+            self.assertEqual(p.stdout, "")
+        self.one_line_error(self.plan("--repos", "nosuch"), o["commit"][:12])
+        self.one_line_error(self.plan("--exclude-repos", "bitnami/redis"),
+                            "--exclude-repos: 'bitnami/redis' is not an official image")
+        self.one_line_error(self.plan("--skip", "Python:*"), "--skip: 'Python': uppercase")
+        self.one_line_error(self.plan("--skip", "python"), "--skip: 'python' is not REPO:TAGGLOB")
+
+    def test_plan_unknown_exclude_is_a_warning(self):
+        p = self.plan("--repos", "alpine", "--tags", "latest", "--exclude-repos", "nosuch")
+        self.assertIn(p.returncode, (0, 1), p.stderr)
+        self.assertIn("--exclude-repos: 'nosuch' is not in official-images", p.stderr)
+
+    def test_catalog(self):
+        p = run([COORD, "catalog", "--official-images", OFFICIAL_IMAGES, "--json",
+                 "--repos", "docker.io/library/alpine,library/hello-world"])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        names = [r["name"] for r in json.loads(p.stdout)["repositories"]]
+        self.assertEqual(names, ["alpine", "hello-world"])
+        for form, text in self.REFUSED:
+            self.one_line_error(run([COORD, "catalog", "--official-images", OFFICIAL_IMAGES,
+                                     "--repos", form]), text)
+
+    def test_sync_once(self):
+        redis = RedisServer().start()
+        runs = 0
+
+        def enqueued(*args):
+            """The jobs one sync --once (no --wait: nothing contacts the registries) enqueues,
+            each call under its own key prefix so it starts a run of its own."""
+            nonlocal runs
+            runs += 1
+            prefix = "t%d:" % runs
+            p = run(base + ["--redis-prefix", prefix] + list(args))
+            self.assertEqual(p.returncode, 0, p.stderr)
+            out = subprocess.run(["redis-cli", "-p", str(redis.port), "--json", "XRANGE",
+                                  prefix + "jobs", "-", "+"], capture_output=True, text=True,
+                                 check=True).stdout
+            return [json.loads(fields[3]) for _, fields in json.loads(out)]
+
+        try:
+            base = [COORD, "sync", "--once", "--redis", redis.url, "--official-images",
+                    OFFICIAL_IMAGES, "--target", "http://127.0.0.1:1", "--upstream",
+                    "http://127.0.0.1:1"]
+            for form, text in self.REFUSED:
+                self.one_line_error(run(base + ["--repos", form]), text)
+                self.assertEqual(redis.cli_raw("KEYS", "hubsync:run*").strip(), "")
+                self.assertEqual(redis.cli_raw("XLEN", "hubsync:jobs").strip(), "0")
+            for form in ("library/alpine", "docker.io/library/alpine", "index.docker.io/alpine"):
+                jobs = enqueued("--repos", form)
+                self.assertTrue(jobs, form)
+                self.assertEqual({j["source_repo"] for j in jobs}, {"library/alpine"}, form)
+
+            def tags(jobs):
+                return [t for j in jobs for t in j["tags"]]
+
+            self.assertTrue([t for t in tags(enqueued("--repos", "python")) if "windows" in t])
+            for skip in ("library/python:*windows*", "docker.io/library/python:*windows*",
+                         "*:*windows*", "*windows*"):
+                left = tags(enqueued("--repos", "python", "--skip", skip))
+                self.assertTrue(left, skip)
+                self.assertFalse([t for t in left if "windows" in t], skip)
+        finally:
+            redis.stop()
+
+
 class QueuePayloadTest(unittest.TestCase):
     """Garbage in the job stream is dead-lettered with the reason; the good jobs still run."""
 

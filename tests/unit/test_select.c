@@ -1,5 +1,6 @@
-/* Unit tests for coordinator/select: the selection flags, the group list
- * (order, changed vs checks, tag and platform filters) and removed tags. */
+/* Unit tests for coordinator/select: the selection flags (references as
+ * repository names), the group list (order, changed vs checks, tag and
+ * platform filters) and removed tags. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -242,6 +243,63 @@ static void test_select__bad_flags(void **state)
     expect_selection_error(4, a4, "'linux' is not os/arch");
 }
 
+static void expect_strv(const struct oi_strv *v, const char *want)
+{
+    char got[256] = "";
+    for (size_t i = 0; i < v->n; i++)
+        snprintf(got + strlen(got), sizeof(got) - strlen(got), "%s%s", i ? " " : "", v->v[i]);
+    assert_string_equal(got, want);
+}
+
+static void test_select__references(void **state)
+{
+    (void)state;
+    struct fixture f;
+    const char *argv[] = {"--repos",
+                          "library/a, docker.io/library/b,index.docker.io/library/c, d",
+                          "--exclude-repos",
+                          "docker.io/c",
+                          "--skip",
+                          "library/a:1,docker.io/library/b:*,*:latest,*windows*,[ab]:2*"};
+    fixture_init(&f, 0, 6, argv);
+    expect_strv(&f.sel.repos, "a b c d");
+    expect_strv(&f.sel.exclude, "c");
+    expect_strv(&f.sel.skip, "a:1 b:* *:latest *windows* [ab]:2*");
+    /* The normalised names select like plain ones: b:x skipped by b:*, a:latest
+     * by *:latest, a:1 by a:1, a:2.0-slim and a:2.0 by [ab]:2*. */
+    assert_true(coord_repo_selected(&f.sel, "a"));
+    assert_false(coord_repo_selected(&f.sel, "c"));
+    expect_order(f.g, f.n, "a:1.0*");
+    assert_int_equal(f.g[0].ntags, 1);
+    assert_string_equal(f.g[0].tags[0], "1.0");
+    fixture_free(&f);
+}
+
+static void test_select__refused_references(void **state)
+{
+    (void)state;
+    const char *a1[] = {"--repos", "alpine, Alpine"};
+    expect_selection_error(2, a1, "--repos: 'Alpine': uppercase letters are not allowed");
+    const char *a2[] = {"--repos", "alpine:3.20"};
+    expect_selection_error(2, a2, "--repos: 'alpine:3.20' names a tag: select tags with --tags");
+    const char *a3[] = {"--repos", "ghcr.io/x/y"};
+    expect_selection_error(2, a3, "--repos: 'ghcr.io/x/y' is on ghcr.io, not Docker Hub");
+    const char *a4[] = {"--exclude-repos", "bitnami/redis"};
+    expect_selection_error(2, a4, "--exclude-repos: 'bitnami/redis' is not an official image "
+                                  "(library/*)");
+    const char *a5[] = {"--exclude-repos", "a@sha256:0123456789abcdef0123456789abcdef0123456789"
+                                           "abcdef0123456789abcdef"};
+    expect_selection_error(2, a5, "names a digest, not a repository");
+    const char *a6[] = {"--skip", "Python:*"};
+    expect_selection_error(2, a6, "--skip: 'Python': uppercase letters are not allowed");
+    const char *a7[] = {"--skip", "python"};
+    expect_selection_error(2, a7, "--skip: 'python' is not REPO:TAGGLOB");
+    const char *a8[] = {"--skip", "quay.io/x:*"};
+    expect_selection_error(2, a8, "--skip: 'quay.io/x' is on quay.io, not Docker Hub");
+    const char *a9[] = {"--repos", "al\x01pine"};
+    expect_selection_error(2, a9, "--repos: 'al?pine': invalid byte 0x01 at position 3");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -251,6 +309,8 @@ int main(void)
         cmocka_unit_test(test_select__repos),
         cmocka_unit_test(test_select__platform_names),
         cmocka_unit_test(test_select__bad_flags),
+        cmocka_unit_test(test_select__references),
+        cmocka_unit_test(test_select__refused_references),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
