@@ -119,9 +119,11 @@ int cfg_parse(struct cfg *out, const struct cfg_opt *opts, int nopts, int argc, 
             v = eq + 1;
         else if (opts[i].type == CFG_BOOL)
             v = "true";
-        else if (a + 1 < argc)
+        else if (a + 1 < argc && strncmp(argv[a + 1], "--", 2) != 0)
             v = argv[++a];
         else {
+            /* Taking the next flag as the value would echo it in a complaint,
+             * a --password=... included; --name=--value still works. */
             err_set(e, "flag --%s needs a value", opts[i].name);
             goto out;
         }

@@ -112,6 +112,15 @@ static void test_cfg__secret_never_echoed(void **state)
     assert_int_equal(cfg_parse(&c, sopts, 1, 0, NULL, &e), -1);
     assert_null(strstr(e.msg, "hunter2"));
     unsetenv("HS_TEST_TTL");
+    /* A flag missing its value does not take the next flag as one: that
+     * flag (a password, found by fuzz_cfg) would be quoted as a bad value. */
+    char conc[] = "--concurrency", pw[] = "--password=hunter2", dash[] = "--concurrency=--3";
+    char *next_is_flag[] = {conc, pw};
+    assert_int_equal(cfg_parse(&c, opts, NOPTS, 2, next_is_flag, &e), -1);
+    assert_string_equal(e.msg, "flag --concurrency needs a value");
+    char *attached[] = {dash};
+    assert_int_equal(cfg_parse(&c, opts, NOPTS, 1, attached, &e), -1);
+    assert_string_equal(e.msg, "--concurrency: '--3' is not an integer");
 }
 
 static void test_buf__bounded(void **state)
