@@ -450,8 +450,7 @@ static void tick(struct ev_loop *loop, ev_timer *t, int revents)
 
 static void on_state(struct rconn_async *ra, int up, void *arg)
 {
-    struct worker *w = arg;
-    log_info("redis %s: %s", rconn_async_where(ra), up ? "connected" : "disconnected");
+    struct worker *w = arg; /* rconn logs the connection's ups and downs */
     if (up && ra == w->cmd) {
         w->last_beat = 0;
         fetch_more(w);
