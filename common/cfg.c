@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
 #include "xalloc.h"
 
 static int find_opt(const struct cfg_opt *opts, int nopts, const char *name, size_t len)
@@ -193,4 +194,17 @@ void cfg_usage(FILE *f, const struct cfg_opt *opts, int nopts)
             fprintf(f, " (env %s)", o->env);
         fputc('\n', f);
     }
+}
+
+int cfg_setup_log(const struct cfg *c, const char *role, struct err *e)
+{
+    enum log_level lvl;
+    enum log_format fmt;
+    if (log_parse_level(cfg_str(c, "log-level"), &lvl) < 0)
+        return err_set(e, "--log-level: '%s' is not debug, info, warn or error",
+                       cfg_str(c, "log-level"));
+    if (log_parse_format(cfg_str(c, "log-format"), &fmt) < 0)
+        return err_set(e, "--log-format: '%s' is not text or json", cfg_str(c, "log-format"));
+    log_setup(role, lvl, fmt);
+    return 0;
 }

@@ -51,4 +51,21 @@ int cfg_is_set(const struct cfg *c, const char *name);
 /* Print the options (flag, variable, default, help), one per line. */
 void cfg_usage(FILE *f, const struct cfg_opt *opts, int nopts);
 
+/* Options both programs take, one row each in their tables. */
+#define CFG_OPT_REDIS                                                                              \
+    {"redis", "HUBSYNC_REDIS", CFG_STR, "redis://127.0.0.1:6379", 0, 0,                            \
+     "Redis URL (redis://[:password@]host:port[/db])", 0}
+#define CFG_OPT_REDIS_PREFIX                                                                       \
+    {"redis-prefix", "HUBSYNC_REDIS_PREFIX", CFG_STR, "hubsync:", 0, 0,                            \
+     "prefix of every Redis key", 0}
+#define CFG_OPT_LOG_LEVEL                                                                          \
+    {"log-level", "HUBSYNC_LOG_LEVEL", CFG_STR, "info", 0, 0, "debug, info, warn or error", 0}
+#define CFG_OPT_LOG_FORMAT                                                                         \
+    {"log-format", "HUBSYNC_LOG_FORMAT", CFG_STR, "text", 0, 0, "text or json", 0}
+#define CFG_OPT_HELP {"help", NULL, CFG_BOOL, "false", 0, 0, "show this help", 0}
+
+/* Apply --log-level and --log-format (both must be in the table) for role
+ * ("coordinator", "worker"); -1 with a message naming the flag. */
+int cfg_setup_log(const struct cfg *c, const char *role, struct err *e);
+
 #endif

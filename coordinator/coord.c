@@ -39,19 +39,6 @@ int coord_parse_args(struct cfg *c, const struct cfg_opt *opts, int nopts, int a
     return 0;
 }
 
-int coord_setup_log(const struct cfg *c, struct err *e)
-{
-    enum log_level lvl;
-    enum log_format fmt;
-    if (log_parse_level(cfg_str(c, "log-level"), &lvl) < 0)
-        return err_set(e, "--log-level: '%s' is not debug, info, warn or error",
-                       cfg_str(c, "log-level"));
-    if (log_parse_format(cfg_str(c, "log-format"), &fmt) < 0)
-        return err_set(e, "--log-format: '%s' is not text or json", cfg_str(c, "log-format"));
-    log_setup("coordinator", lvl, fmt);
-    return 0;
-}
-
 void coord_split_list(const char *s, struct oi_strv *out)
 {
     while (s && *s) {

@@ -23,19 +23,6 @@ enum {
     COORD_EXIT_DEFERRED = 75, /* sync: the pull budget ran out; the next run goes on (EX_TEMPFAIL) */
 };
 
-/* Options several subcommands share. */
-#define COORD_OPT_REDIS                                                                            \
-    {"redis", "HUBSYNC_REDIS", CFG_STR, "redis://127.0.0.1:6379", 0, 0,                            \
-     "Redis URL (redis://[:password@]host:port[/db])", 0}
-#define COORD_OPT_REDIS_PREFIX                                                                     \
-    {"redis-prefix", "HUBSYNC_REDIS_PREFIX", CFG_STR, "hubsync:", 0, 0,                            \
-     "prefix of every Redis key", 0}
-#define COORD_OPT_LOG_LEVEL                                                                        \
-    {"log-level", "HUBSYNC_LOG_LEVEL", CFG_STR, "info", 0, 0, "debug, info, warn or error", 0}
-#define COORD_OPT_LOG_FORMAT                                                                       \
-    {"log-format", "HUBSYNC_LOG_FORMAT", CFG_STR, "text", 0, 0, "text or json", 0}
-#define COORD_OPT_HELP {"help", NULL, CFG_BOOL, "false", 0, 0, "show this help", 0}
-
 /* Options of the commands that read the catalog and look at registries
  * (sync, plan): where the catalog comes from ... */
 #define COORD_OPTS_SOURCE                                                                          \
@@ -72,9 +59,6 @@ enum {
      "with --platforms: 'sparse' (index bytes kept, only chosen children copied; the target "      \
      "must accept it) or 'rewrite' (a new index of the chosen children: new digest)",              \
      0}
-
-/* Apply --log-level and --log-format (both options must be in the table). */
-int coord_setup_log(const struct cfg *c, struct err *e);
 
 /* Parse a subcommand's flags (argv[0] is its name) against opts, which must
  * have a CFG_BOOL "help" option. Returns -1 when the caller should exit

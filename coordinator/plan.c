@@ -33,7 +33,7 @@ static const struct cfg_opt plan_opts[] = {
      "Redis URL to read the synced marker from, read only (default: none; every group then "
      "counts as changed)",
      0},
-    COORD_OPT_REDIS_PREFIX,
+    CFG_OPT_REDIS_PREFIX,
     COORD_OPTS_SOURCE,
     COORD_OPTS_REGISTRIES,
     COORD_OPTS_SELECTION,
@@ -41,9 +41,9 @@ static const struct cfg_opt plan_opts[] = {
      "HEAD requests in flight at once", 0},
     {"groups", NULL, CFG_BOOL, "false", 0, 0, "readable output: a line per group too", 0},
     {"json", NULL, CFG_BOOL, "false", 0, 0, "print JSON (shape above)", 0},
-    COORD_OPT_LOG_LEVEL,
-    COORD_OPT_LOG_FORMAT,
-    COORD_OPT_HELP,
+    CFG_OPT_LOG_LEVEL,
+    CFG_OPT_LOG_FORMAT,
+    CFG_OPT_HELP,
 };
 #define NPLAN_OPTS ((int)(sizeof(plan_opts) / sizeof(plan_opts[0])))
 
@@ -785,7 +785,7 @@ int coord_plan_main(int argc, char **argv)
         return code;
     p.c = &c;
     code = COORD_EXIT_USAGE;
-    if (coord_setup_log(&c, &e) < 0 || coord_selection_init(&p.sel, &c, &e) < 0) {
+    if (cfg_setup_log(&c, "coordinator", &e) < 0 || coord_selection_init(&p.sel, &c, &e) < 0) {
         coord_fail("plan", e.msg);
         goto out;
     }

@@ -29,8 +29,8 @@
 #define STATUS_SCAN_MAX 10000 /* budget sources looked at */
 
 static const struct cfg_opt status_opts[] = {
-    COORD_OPT_REDIS,
-    COORD_OPT_REDIS_PREFIX,
+    CFG_OPT_REDIS,
+    CFG_OPT_REDIS_PREFIX,
     {"json", NULL, CFG_BOOL, "false", 0, 0, "print JSON (shape above)", 0},
     {"health", NULL, CFG_BOOL, "false", 0, 0,
      "exit 1 unless a coordinator holds the lease or the last run finished less than 2 x "
@@ -38,9 +38,9 @@ static const struct cfg_opt status_opts[] = {
      0},
     {"interval", "HUBSYNC_INTERVAL", CFG_INT, "21600", 60, 31536000,
      "the coordinators' --interval (seconds between runs), for --health", 0},
-    COORD_OPT_LOG_LEVEL,
-    COORD_OPT_LOG_FORMAT,
-    COORD_OPT_HELP,
+    CFG_OPT_LOG_LEVEL,
+    CFG_OPT_LOG_FORMAT,
+    CFG_OPT_HELP,
 };
 #define NSTATUS_OPTS ((int)(sizeof(status_opts) / sizeof(status_opts[0])))
 
@@ -744,7 +744,8 @@ int coord_status_main(int argc, char **argv)
     if (coord_parse_args(&c, status_opts, NSTATUS_OPTS, argc, argv, status_usage, &code) < 0)
         return code;
     code = COORD_EXIT_USAGE;
-    if (coord_setup_log(&c, &s.e) < 0 || keys_init(&s.k, cfg_str(&c, "redis-prefix"), &s.e) < 0) {
+    if (cfg_setup_log(&c, "coordinator", &s.e) < 0 ||
+        keys_init(&s.k, cfg_str(&c, "redis-prefix"), &s.e) < 0) {
         coord_fail("status", s.e.msg);
         goto out;
     }

@@ -38,8 +38,8 @@
 #define SYNC_PLAIN_PROGRESS_S 5
 
 static const struct cfg_opt sync_opts[] = {
-    COORD_OPT_REDIS,
-    COORD_OPT_REDIS_PREFIX,
+    CFG_OPT_REDIS,
+    CFG_OPT_REDIS_PREFIX,
     COORD_OPTS_SOURCE,
     COORD_OPTS_REGISTRIES,
     COORD_OPTS_SELECTION,
@@ -58,9 +58,9 @@ static const struct cfg_opt sync_opts[] = {
      "after a complete run, delete from the target the tags that left the catalog (a manifest "
      "still tagged with a supported tag is kept; the target must allow deletes)",
      0},
-    COORD_OPT_LOG_LEVEL,
-    COORD_OPT_LOG_FORMAT,
-    COORD_OPT_HELP,
+    CFG_OPT_LOG_LEVEL,
+    CFG_OPT_LOG_FORMAT,
+    CFG_OPT_HELP,
 };
 #define NSYNC_OPTS ((int)(sizeof(sync_opts) / sizeof(sync_opts[0])))
 
@@ -772,7 +772,7 @@ int coord_sync_main(int argc, char **argv)
         return code;
     s.c = &c;
     code = COORD_EXIT_USAGE;
-    if (coord_setup_log(&c, &e) < 0 || coord_selection_init(&s.sel, &c, &e) < 0) {
+    if (cfg_setup_log(&c, "coordinator", &e) < 0 || coord_selection_init(&s.sel, &c, &e) < 0) {
         coord_fail("sync", e.msg);
         goto out;
     }

@@ -8,10 +8,8 @@
 #include "worker.h"
 
 static const struct cfg_opt opts[] = {
-    {"redis", "HUBSYNC_REDIS", CFG_STR, "redis://127.0.0.1:6379", 0, 0,
-     "Redis URL (redis://[:password@]host:port[/db])", 0},
-    {"redis-prefix", "HUBSYNC_REDIS_PREFIX", CFG_STR, "hubsync:", 0, 0,
-     "prefix of every Redis key", 0},
+    CFG_OPT_REDIS,
+    CFG_OPT_REDIS_PREFIX,
     {"id", "HUBSYNC_WORKER_ID", CFG_STR, NULL, 0, 0,
      "consumer name in the queue [default: <hostname>:<pid>]", 0},
     {"concurrency", "HUBSYNC_CONCURRENCY", CFG_INT, "8", 1, 256, "jobs copied at once", 0},
@@ -43,9 +41,9 @@ static const struct cfg_opt opts[] = {
      "exit 0 if a worker of this host sent a heartbeat in the last 30 s, else 1 (container "
      "health checks), and do nothing else",
      0},
-    {"log-level", "HUBSYNC_LOG_LEVEL", CFG_STR, "info", 0, 0, "debug, info, warn or error", 0},
-    {"log-format", "HUBSYNC_LOG_FORMAT", CFG_STR, "text", 0, 0, "text or json", 0},
-    {"help", NULL, CFG_BOOL, "false", 0, 0, "show this help", 0},
+    CFG_OPT_LOG_LEVEL,
+    CFG_OPT_LOG_FORMAT,
+    CFG_OPT_HELP,
 };
 #define NOPTS ((int)(sizeof(opts) / sizeof(opts[0])))
 
@@ -53,8 +51,6 @@ int main(int argc, char **argv)
 {
     struct cfg c;
     struct err e;
-    enum log_level lvl;
-    enum log_format fmt;
     if (cfg_parse(&c, opts, NOPTS, argc - 1, argv + 1, &e) < 0) {
         fprintf(stderr, "hubsync-worker: %s\n", e.msg);
         return 2;
@@ -79,13 +75,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "hubsync-worker: unexpected argument '%s' (see --help)\n", c.args[0]);
         goto out;
     }
-    if (log_parse_level(cfg_str(&c, "log-level"), &lvl) < 0 ||
-        log_parse_format(cfg_str(&c, "log-format"), &fmt) < 0) {
-        fprintf(stderr, "hubsync-worker: --log-level must be debug|info|warn|error and "
-                        "--log-format text|json\n");
+    if (cfg_setup_log(&c, "worker", &e) < 0) {
+        fprintf(stderr, "hubsync-worker: %s\n", e.msg);
         goto out;
     }
-    log_setup("worker", lvl, fmt);
     if (cfg_bool(&c, "health")) {
         rc = worker_health(cfg_str(&c, "redis"), cfg_str(&c, "redis-prefix"), cfg_str(&c, "id"));
         goto out;
