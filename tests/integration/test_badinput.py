@@ -3,6 +3,7 @@ already synced is lost: flags and environment of both programs, registry URLs, o
 sources and refs, and garbage or oversized job payloads put straight into the Redis queue."""
 import json
 import os
+import re
 import subprocess
 import time
 import unittest
@@ -150,6 +151,28 @@ class ReferenceTest(unittest.TestCase):
                 left = tags(enqueued("--repos", "python", "--skip", skip))
                 self.assertTrue(left, skip)
                 self.assertFalse([t for t in left if "windows" in t], skip)
+        finally:
+            redis.stop()
+
+
+    def test_daemon_reports_once_per_interval(self):
+        redis = RedisServer().start()
+        try:
+            d = subprocess.Popen([COORD, "sync", "--redis", redis.url, "--official-images",
+                                  OFFICIAL_IMAGES, "--target", "http://127.0.0.1:1",
+                                  "--upstream", "http://127.0.0.1:1", "--repos", "nosuch"],
+                                 stderr=subprocess.PIPE, text=True)
+            time.sleep(3)
+            self.assertIsNone(d.poll(), "the daemon exited")
+            d.terminate()
+            err = d.communicate(timeout=30)[1]
+            errors = [l for l in err.splitlines() if "'nosuch' is not in official-images" in l]
+            self.assertEqual(len(errors), 1, err[-2000:])
+            # The next try waits the interval (21600 s + jitter), as other source errors do.
+            nxt = re.search(r"next run in (\d+)s", err)
+            self.assertTrue(nxt, err[-2000:])
+            self.assertGreaterEqual(int(nxt.group(1)), 21600)
+            self.assertEqual(redis.cli_raw("KEYS", "hubsync:run*").strip(), "")
         finally:
             redis.stop()
 
