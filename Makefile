@@ -3,6 +3,8 @@
 #   make test       every test: unit, fuzz smoke, integration (CI runs this)
 #   make unit       unit tests only
 #   make asan       unit tests under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make asan-integration  the integration suite with the programs and tools built with
+#                   ASan+UBSan (build/asan/bin, build/asan/tools); any sanitizer report fails
 #   make fuzz       libFuzzer targets (clang) in build/fuzz/
 #   make valgrind   unit tests under valgrind memcheck
 #   make demo       a whole sync on loopback, then a podman pull through the target
@@ -43,7 +45,8 @@ TOOL_BINS := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(TOOL_SRC))
 PROGS     := $(BINDIR)/hubsync-coordinator $(BINDIR)/hubsync-worker
 
 .SECONDARY:
-.PHONY: all test unit unit-bins integration fuzz fuzz-smoke asan asan-build valgrind demo bench clean
+.PHONY: all test unit unit-bins integration fuzz fuzz-smoke asan asan-build asan-integration \
+        valgrind demo bench clean
 all: $(PROGS)
 
 $(BUILD)/%.o: %.c
@@ -93,14 +96,22 @@ test: all $(UNIT_BINS) $(TOOL_BINS) fuzz asan-build
 integration: all $(TOOL_BINS)
 	python3 tests/run.py --build $(BUILD) integration
 
+# One sub-make builds the unit tests, both programs and the test tools with sanitizers.
 ASAN_BUILD := build/asan
 asan-build:
 	$(MAKE) BUILD=$(ASAN_BUILD) CC=clang BINDIR=$(ASAN_BUILD)/bin \
 	  CFLAGS="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
-	  LDFLAGS="-fsanitize=address,undefined" unit-bins
+	  LDFLAGS="-fsanitize=address,undefined" unit-bins all \
+	  $(patsubst tests/tools/%.c,$(ASAN_BUILD)/tools/%,$(TOOL_SRC))
 
 asan: asan-build
 	python3 tests/run.py --build $(ASAN_BUILD) unit
+
+# Every integration module with the sanitized programs, except the two that measure the
+# plain build on purpose (valgrind cannot run ASan binaries; the benchmark times and RSS).
+asan-integration: all asan-build
+	python3 tests/run.py --build $(ASAN_BUILD) --bin $(ASAN_BUILD)/bin --sanitize \
+	  --exclude test_memcheck.py --exclude test_bench.py integration
 
 valgrind: $(UNIT_BINS)
 	python3 tests/run.py --build $(BUILD) --valgrind unit

@@ -6,9 +6,11 @@ integration module under tests/integration is a unittest module whose cases are
 counted the same way. The last line is `N passed, N failed`.
 """
 import argparse
+import fnmatch
 import glob
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -86,14 +88,38 @@ def run_fuzz(seconds, tally):
               flush=True)
 
 
-def run_integration(build, tally, pattern):
+def integration_suite(loader, pattern, excludes):
+    """The integration modules matching pattern, minus those matching an --exclude."""
+    top = os.path.join(ROOT, "tests")
+    suite = unittest.TestSuite()
+    for path in sorted(glob.glob(os.path.join(top, "integration", "test_*.py"))):
+        name = os.path.basename(path)
+        if not fnmatch.fnmatch(name, pattern):
+            continue
+        if any(fnmatch.fnmatch(name, x) for x in excludes):
+            print("integration %s excluded (--exclude)" % name, flush=True)
+            continue
+        suite.addTests(loader.discover(os.path.join(top, "integration"), pattern=name,
+                                       top_level_dir=top))
+    return suite
+
+
+def run_integration(build, tally, pattern, excludes=(), sanitize=False):
     os.environ.setdefault("HUBSYNC_ROOT", ROOT)
     os.environ.setdefault("HUBSYNC_BIN", os.path.join(ROOT, "bin"))
     os.environ.setdefault("HUBSYNC_TOOLS", os.path.join(build, "tools"))
+    reports = os.path.join(build, "sanitizer-reports")
+    if sanitize:
+        os.environ.setdefault("HUBSYNC_TIMEOUT_FACTOR", "3")
     sys.path.insert(0, os.path.join(ROOT, "tests"))
-    loader = unittest.TestLoader()
-    suite = loader.discover(os.path.join(ROOT, "tests", "integration"), pattern=pattern,
-                            top_level_dir=os.path.join(ROOT, "tests"))
+    import harness  # reads the environment above
+    if sanitize:
+        shutil.rmtree(reports, ignore_errors=True)
+        os.makedirs(reports)
+        os.environ.update(harness.sanitizer_env(reports))
+        print("sanitized programs from %s; reports go to %s" % (os.environ["HUBSYNC_BIN"],
+                                                                 reports), flush=True)
+    suite = integration_suite(unittest.TestLoader(), pattern, excludes)
     result = unittest.TextTestRunner(stream=sys.stdout, verbosity=2,
                                      ).run(suite)
     for t, _ in result.failures + result.errors:
@@ -104,6 +130,12 @@ def run_integration(build, tally, pattern):
     for t, why in result.skipped:
         # A skipped test is a test that did not run: it counts as a failure here.
         tally.add(False, "integration skipped: %s (%s)" % (t.id(), why))
+    if sanitize:
+        # A report is a failure even when the test around it passed (its stderr discarded,
+        # its exit code not checked, or the process outlived the test).
+        for path, head in harness.sanitizer_reports(reports):
+            print("sanitizer report %s:\n%s" % (path, head), flush=True)
+            tally.add(False, "sanitizer report: %s" % path)
 
 
 def main():
@@ -114,8 +146,20 @@ def main():
     ap.add_argument("--fuzz-seconds", type=int, default=20)
     ap.add_argument("--valgrind", action="store_true")
     ap.add_argument("--pattern", default="test_*.py")
+    ap.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
+                    help="leave out integration modules whose file name matches (repeatable)")
+    ap.add_argument("--bin", help="the programs' directory for integration tests "
+                    "(default: bin)")
+    ap.add_argument("--sanitize", action="store_true",
+                    help="the programs are built with ASan+UBSan: set the sanitizers' "
+                    "environment and count every report file as a failure")
     a = ap.parse_args()
     build = os.path.join(ROOT, a.build)
+    if a.bin:
+        os.environ["HUBSYNC_BIN"] = os.path.join(ROOT, a.bin)
+    if a.asan_build:
+        # test_sanitizers runs the programs built there.
+        os.environ["HUBSYNC_ASAN_BIN"] = os.path.join(ROOT, a.asan_build, "bin")
     tally = Tally()
     if a.what in ("unit", "all"):
         run_unit(build, tally, a.valgrind)
@@ -124,7 +168,7 @@ def main():
     if a.what in ("fuzz", "all"):
         run_fuzz(a.fuzz_seconds, tally)
     if a.what in ("integration", "all"):
-        run_integration(build, tally, a.pattern)
+        run_integration(build, tally, a.pattern, a.exclude, a.sanitize)
     for f in tally.failures:
         print("FAILED: %s" % f)
     print("%d passed, %d failed" % (tally.passed, tally.failed))

@@ -19,6 +19,36 @@ BIN = os.environ.get("HUBSYNC_BIN") or os.path.join(ROOT, "bin")
 TOOLS = os.environ.get("HUBSYNC_TOOLS") or os.path.join(ROOT, "build", "default", "tools")
 OFFICIAL_IMAGES = os.environ.get("HUBSYNC_OFFICIAL_IMAGES") or os.path.normpath(
     os.path.join(ROOT, "..", "shared", "official-images", "official-images.git"))
+# Programs built with sanitizers run 2-3x slower: the runner raises this in that mode and
+# the harness's own waits scale with it.
+TIMEOUT_FACTOR = float(os.environ.get("HUBSYNC_TIMEOUT_FACTOR") or 1)
+LSAN_SUPPRESSIONS = os.path.join(ROOT, "tests", "lsan.supp")
+SANITIZER_EXIT = 86
+
+
+def sanitizer_env(report_dir):
+    """Environment for programs built with -fsanitize=address,undefined: every report goes to
+    a file under report_dir (never only to a stderr a test may discard), a report ends the
+    program with exit SANITIZER_EXIT, and LeakSanitizer checks at exit."""
+    common = "exitcode=%d:log_path=%s" % (SANITIZER_EXIT, os.path.join(report_dir, "asan"))
+    env = {
+        "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:" + common,
+        "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1:" + common,
+    }
+    if os.path.exists(LSAN_SUPPRESSIONS):
+        env["LSAN_OPTIONS"] = "suppressions=" + LSAN_SUPPRESSIONS
+    return env
+
+
+def sanitizer_reports(report_dir, lines=12):
+    """[(path, first lines)] of every sanitizer report file in report_dir."""
+    out = []
+    for name in sorted(os.listdir(report_dir)) if os.path.isdir(report_dir) else []:
+        path = os.path.join(report_dir, name)
+        with open(path, errors="replace") as f:
+            head = [next(f, "") for _ in range(lines)]
+        out.append((path, "".join(head)))
+    return out
 
 _live = []
 
@@ -31,7 +61,7 @@ def free_port():
 
 
 def wait_port(port, timeout=15.0, proc=None):
-    deadline = time.time() + timeout
+    deadline = time.time() + timeout * TIMEOUT_FACTOR
     while time.time() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError("process exited with %s before listening on %d"

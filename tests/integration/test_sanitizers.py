@@ -1,0 +1,203 @@
+"""The coordinator and the worker built with -fsanitize=address,undefined (build/asan/bin, made
+by `make asan-build`) on a real end-to-end sync: a full run, a no-op run, plan and status, a
+worker stopped by SIGTERM mid-run, workers leaving through --exit-when-idle, upstream faults,
+garbage job payloads and bad flags. Every program writes its sanitizer reports to files (a
+report can never hide in a discarded stderr) and LeakSanitizer checks each one at exit: any
+report file is a failure, and so is a missing ASan build."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import unittest
+
+from harness import (OFFICIAL_IMAGES, ROOT, RedisServer, Registry, sanitizer_env,
+                     sanitizer_reports)
+from harness.standin import Standin
+from integration.test_sync import catalog, enqueued, head, pushed_tags
+
+ASAN_BIN = os.environ.get("HUBSYNC_ASAN_BIN") or os.path.join(ROOT, "build", "asan", "bin")
+COORD = os.path.join(ASAN_BIN, "hubsync-coordinator")
+WORKER = os.path.join(ASAN_BIN, "hubsync-worker")
+REPOS = ["hello-world", "busybox"]
+# Quick retries so the fault run's error paths finish within the test's time.
+RETRY = ["--backoff-ms", "200", "--backoff-max-ms", "1000"]
+
+
+def setUpModule():
+    for prog in (COORD, WORKER):
+        if not os.access(prog, os.X_OK):
+            raise RuntimeError("%s is missing: build it with `make asan-build`" % prog)
+    out = subprocess.run(["nm", COORD], capture_output=True, text=True, check=True).stdout
+    if "__asan_init" not in out:
+        raise RuntimeError("%s is not built with AddressSanitizer" % COORD)
+
+
+class SanitizerTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.hub = Standin(limit=100000).start()
+        cls.pushed = cls.hub.load(catalog(REPOS))
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.hub.stop()
+
+    def setUp(self):
+        self.reports = tempfile.mkdtemp(prefix="hubsync-sanitizers-")
+        self.env = dict(os.environ, **sanitizer_env(self.reports))
+        self.procs = []
+        self.redis = RedisServer().start()
+        self.target = Registry().start()
+
+    def tearDown(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        self.redis.stop()
+        self.target.stop()
+        reports = sanitizer_reports(self.reports)
+        shutil.rmtree(self.reports, ignore_errors=True)
+        self.assertEqual(reports, [], "sanitizer reports (leaks count too)")
+
+    # -- programs -------------------------------------------------------------------------
+    def start(self, argv, **kw):
+        p = subprocess.Popen(argv, env=self.env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, **kw)
+        self.procs.append(p)
+        return p
+
+    def run_prog(self, argv, timeout=120):
+        return subprocess.run(argv, env=self.env, capture_output=True, text=True,
+                              timeout=timeout)
+
+    def coordinator(self, *extra):
+        return self.start([COORD, "sync", "--once", "--wait", "--json", "--redis",
+                           self.redis.url, "--official-images", OFFICIAL_IMAGES, "--upstream",
+                           self.hub.url, "--target", self.target.url, "--repos",
+                           ",".join(REPOS)] + list(extra))
+
+    def worker(self, *extra):
+        return self.start([WORKER, "--redis", self.redis.url, "--log-level", "warn"] + RETRY +
+                          list(extra))
+
+    def wait_enqueued(self, coord):
+        deadline = time.time() + 120
+        while not enqueued(self.redis):
+            if coord.poll() is not None:
+                self.fail("coordinator ended before enqueuing: %s" % coord.stderr.read()[-2000:])
+            self.assertLess(time.time(), deadline, "the coordinator enqueued nothing")
+            time.sleep(0.05)
+
+    def sync(self, workers=2):
+        """A whole run with workers that leave through --exit-when-idle; returns the report."""
+        coord = self.coordinator()
+        self.wait_enqueued(coord)
+        ws = [self.worker("--exit-when-idle") for _ in range(workers)]
+        return self.finish(coord, ws)
+
+    def finish(self, coord, workers):
+        out, err = coord.communicate(timeout=300)
+        for w in workers:
+            werr = w.communicate(timeout=120)[1]
+            self.assertEqual(w.returncode, 0, "worker: " + werr[-2000:])
+        self.assertEqual(coord.returncode, 0, "coordinator: " + err[-2000:])
+        return json.loads(out)
+
+    def assert_mirrors(self):
+        for (repo, tag), digest in pushed_tags(self.pushed, REPOS).items():
+            self.assertEqual(head(self.target.url, "library/" + repo, tag), digest,
+                             "library/%s:%s" % (repo, tag))
+
+    # -- tests ----------------------------------------------------------------------------
+    def test_sync_noop_plan_and_status(self):
+        report = self.sync()
+        self.assertEqual(report["status"], "complete")
+        self.assertEqual(report["jobs_done"], report["jobs_total"])
+        self.assertGreater(report["tags_written"], 0)
+        self.assert_mirrors()
+        again = self.sync()
+        self.assertEqual(again["status"], "complete")
+        self.assertEqual(again["tags_written"], 0)
+        self.assertEqual(again["upstream_manifest_gets"], 0)
+        p = self.run_prog([COORD, "plan", "--json", "--redis", self.redis.url,
+                           "--official-images", OFFICIAL_IMAGES, "--upstream", self.hub.url,
+                           "--target", self.target.url, "--repos", ",".join(REPOS)])
+        self.assertEqual(p.returncode, 0, p.stderr[-2000:])
+        self.assertEqual(json.loads(p.stdout)["totals"]["to_write"], 0)
+        p = self.run_prog([COORD, "status", "--json", "--redis", self.redis.url])
+        self.assertEqual(p.returncode, 0, p.stderr[-2000:])
+        status = json.loads(p.stdout)
+        self.assertEqual(status["runs"][0]["state"], "done")
+        self.assertEqual(status["queue"]["dead"], 0)
+
+    def test_worker_sigterm_mid_run(self):
+        # Slow upstream: the worker is caught with jobs in hand.
+        self.hub.config(latency_ms=150)
+        try:
+            coord = self.coordinator()
+            self.wait_enqueued(coord)
+            w1 = self.worker("--stop-grace", "0", "--concurrency", "4")
+            deadline = time.time() + 60
+            while self.redis.cli_raw("XPENDING", "hubsync:jobs", "workers").split()[:1] \
+                    in ([], ["0"]):
+                self.assertLess(time.time(), deadline, "the worker took no job")
+                time.sleep(0.05)
+            time.sleep(0.5)
+            w1.send_signal(signal.SIGTERM)
+            err = w1.communicate(timeout=60)[1]
+            self.assertEqual(w1.returncode, 0, err[-2000:])
+            self.assertIn("handing it back", err)
+            report = self.finish(coord, [self.worker("--exit-when-idle")])
+        finally:
+            self.hub.config(latency_ms=0)
+        self.assertEqual(report["status"], "complete")
+        self.assertEqual(report["jobs_failed"], 0)
+        self.assert_mirrors()
+
+    def test_upstream_faults(self):
+        self.hub.config(seed=7, error_rate=0.03, reset_rate=0.03, truncate_rate=0.03,
+                        corrupt_rate=0.03)
+        before = self.hub.counters()["faults"]
+        try:
+            report = self.sync()
+        finally:
+            self.hub.config(error_rate=0, reset_rate=0, truncate_rate=0, corrupt_rate=0)
+        self.assertEqual(report["status"], "complete")
+        self.assert_mirrors()
+        # The error paths did run: every kind of fault was served at least once.
+        faults = self.hub.counters()["faults"]
+        for kind in ("error", "reset", "truncate", "corrupt"):
+            self.assertGreater(faults.get(kind, 0), before.get(kind, 0), faults)
+
+    def test_bad_input(self):
+        for argv in ([WORKER, "--concurrency", "0"], [WORKER, "--concurency", "4"],
+                     [WORKER, "--redis", "http://127.0.0.1:6379"],
+                     [COORD, "sync", "--once", "--redis", self.redis.url],
+                     [COORD, "catalog", "--official-images", "/nonexistent/oi.git"],
+                     [COORD, "catalog", "--official-images", OFFICIAL_IMAGES, "--ref",
+                      "no-such-ref"],
+                     [COORD, "bogus-command"]):
+            p = self.run_prog(argv)
+            self.assertEqual(p.returncode, 2, "%s: %s" % (argv, p.stderr))
+        # Garbage payloads next to a real run: dead-lettered, the run completes.
+        coord = self.coordinator()
+        self.wait_enqueued(coord)
+        bad = ["{this is not json", json.dumps({"v": 1, "tags": "latest"}),
+               json.dumps({"v": 1, "pad": "x" * 100000}), "[]", "null"]
+        for i, payload in enumerate(bad):
+            subprocess.run(["redis-cli", "-p", str(self.redis.port), "-x", "XADD",
+                            "hubsync:jobs", "*", "key", "garbage:%d" % i, "job"],
+                           input=payload, text=True, check=True, capture_output=True)
+        report = self.finish(coord, [self.worker("--exit-when-idle") for _ in range(2)])
+        self.assertEqual(report["status"], "complete")
+        self.assert_mirrors()
+        self.assertEqual(self.redis.cli_raw("XLEN", "hubsync:jobs:dead").strip(),
+                         str(len(bad)))
+
+
+if __name__ == "__main__":
+    unittest.main()
