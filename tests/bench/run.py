@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.dirname(HERE))  # tests/: harness, standin
 
 from harness import BIN, OFFICIAL_IMAGES, RedisServer, Registry  # noqa: E402
 from harness.standin import Standin  # noqa: E402
-from integration.test_sync import catalog, head  # noqa: E402
+from harness.mirror import catalog, head  # noqa: E402
 from standin.loader import repo_name  # noqa: E402
 
 GNU_TIME = "/usr/bin/time"

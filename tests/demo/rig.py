@@ -7,18 +7,15 @@ The demo and the integration tests build on it. Python standard library only.
     report = subprocess.run(rig.sync_command("--json"), stdout=PIPE)
     rig.stop()                      # workers get SIGTERM, servers stop, directories go
 """
-import json
 import os
 import shutil
 import signal
 import subprocess
 import tempfile
-import urllib.error
-import urllib.request
 
 from harness import BIN, OFFICIAL_IMAGES, RedisServer, Registry
+from harness.mirror import catalog, head
 from harness.standin import Standin
-from standin import wire
 
 COORDINATOR = os.path.join(BIN, "hubsync-coordinator")
 WORKER = os.path.join(BIN, "hubsync-worker")
@@ -26,15 +23,6 @@ WORKER = os.path.join(BIN, "hubsync-worker")
 
 class RigError(RuntimeError):
     pass
-
-
-def read_catalog(official_images, repos):
-    """`hubsync-coordinator catalog --json` of these repositories (comma-separated)."""
-    p = subprocess.run([COORDINATOR, "catalog", "--official-images", official_images,
-                        "--repos", repos, "--json"], capture_output=True, text=True)
-    if p.returncode != 0:
-        raise RigError("hubsync-coordinator catalog: %s" % p.stderr.strip())
-    return json.loads(p.stdout)
 
 
 class Rig:
@@ -59,7 +47,10 @@ class Rig:
             if not os.access(prog, os.X_OK):
                 raise RigError("%s is missing: run make first" % prog)
         try:
-            self.catalog = read_catalog(self.official_images, self.hub_repos)
+            try:
+                self.catalog = catalog(self.hub_repos.split(","), source=self.official_images)
+            except RuntimeError as e:
+                raise RigError(str(e))
             self.redis = RedisServer().start()
             self.target = Registry(workdir=self.target_dir).start()
             self.hub = Standin(limit=self.limit).start()
@@ -107,17 +98,7 @@ class Rig:
 
     def target_digest(self, repo, tag):
         """The digest the target serves for library/<repo>:<tag>, or None if it lacks it."""
-        req = urllib.request.Request(
-            "%s/v2/library/%s/manifests/%s" % (self.target.url, repo, tag), method="HEAD",
-            headers={"Accept": ", ".join((wire.OCI_INDEX, wire.DOCKER_LIST, wire.OCI_MANIFEST,
-                                          wire.DOCKER_MANIFEST))})
-        try:
-            with urllib.request.urlopen(req, timeout=30) as r:
-                return r.headers["Docker-Content-Digest"]
-        except urllib.error.HTTPError as e:
-            if e.code == 404:
-                return None
-            raise
+        return head(self.target.url, "library/" + repo, tag)
 
     def stop_workers(self, timeout=30):
         """SIGTERM (graceful stop), then SIGKILL after timeout; returns the exit codes."""

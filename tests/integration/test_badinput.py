@@ -10,7 +10,7 @@ import unittest
 
 from harness import BIN, OFFICIAL_IMAGES, RedisServer, Registry
 from harness.standin import Standin
-from integration.test_sync import Sync, catalog, head, pushed_tags
+from harness.mirror import Sync, catalog, head, pushed_tags
 
 COORD = BIN + "/hubsync-coordinator"
 WORKER = BIN + "/hubsync-worker"

@@ -6,9 +6,10 @@ import subprocess
 import time
 import unittest
 
-from harness import BIN, OFFICIAL_IMAGES, RedisServer, Registry
-from harness.standin import Standin
-from integration.test_sync import REPOS, Sync, catalog, head, pushed_tags
+from harness import BIN, OFFICIAL_IMAGES
+from harness.mirror import MirrorCase, Sync, head, pushed_tags
+
+REPOS = MirrorCase.REPOS
 
 
 def wait_for(pred, timeout=60, step=0.1):
@@ -21,19 +22,9 @@ def wait_for(pred, timeout=60, step=0.1):
     raise AssertionError("condition not met within %ss" % timeout)
 
 
-class DaemonTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.hub = Standin(limit=100000).start()
-        cls.pushed = cls.hub.load(catalog(REPOS))
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.hub.stop()
-
+class DaemonTest(MirrorCase):
     def setUp(self):
-        self.redis = RedisServer().start()
-        self.target = Registry().start()
+        super().setUp()
         self.procs = []
 
     def tearDown(self):
@@ -41,8 +32,6 @@ class DaemonTest(unittest.TestCase):
             if p.poll() is None:
                 p.kill()
                 p.wait()
-        self.redis.stop()
-        self.target.stop()
 
     def coordinator(self, *extra):
         p = subprocess.Popen([BIN + "/hubsync-coordinator", "sync", "--redis", self.redis.url,
@@ -76,7 +65,7 @@ class DaemonTest(unittest.TestCase):
         second = self.coordinator()
         workers = [self.worker(), self.worker()]
         # The first run completes and moves the marker; only one run exists.
-        commit = catalog(REPOS)["commit"]
+        commit = self.catalog["commit"]
         wait_for(lambda: self.redis.cli_raw("GET", "hubsync:synced-commit").strip() == commit,
                  timeout=120)
         self.assertEqual([s for _, s in self.runs()], ["done"])

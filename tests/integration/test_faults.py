@@ -24,7 +24,7 @@ import urllib.request
 
 from harness import BIN, OFFICIAL_IMAGES, RedisServer, Registry
 from harness.standin import Standin
-from integration.test_sync import ACCEPT, catalog, enqueued, pushed_tags
+from harness.mirror import ACCEPT, catalog, enqueued, pushed_tags
 
 REPOS = ["hello-world", "registry"]
 FULL = os.environ.get("HUBSYNC_FULL") == "1"

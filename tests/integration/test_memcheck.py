@@ -9,7 +9,7 @@ import unittest
 
 from harness import BIN, OFFICIAL_IMAGES, RedisServer, Registry
 from harness.standin import Standin
-from integration.test_sync import catalog, enqueued, head, pushed_tags
+from harness.mirror import catalog, enqueued, head, pushed_tags
 
 REPOS = ["hello-world"]
 

@@ -14,18 +14,12 @@ import subprocess
 import time
 import unittest
 
-from harness import BIN, OFFICIAL_IMAGES, RedisServer, Registry, free_port
-from harness.standin import Standin
+from harness import BIN, OFFICIAL_IMAGES, free_port
+from harness.mirror import MirrorCase
 from standin.loader import totals
 
 REPOS = ["hello-world", "busybox"]
 COORD = os.path.join(BIN, "hubsync-coordinator")
-
-
-def catalog(repos):
-    return json.loads(subprocess.check_output(
-        [COORD, "catalog", "--official-images", OFFICIAL_IMAGES, "--repos", ",".join(repos),
-         "--json"]))
 
 
 def coordinator(*args, timeout=120):
@@ -53,24 +47,9 @@ def catalog_groups(cat, repos):
     return sum(len(r["groups"]) for r in cat["repositories"] if r["name"] in repos)
 
 
-class Base(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.catalog = catalog(REPOS)
-        cls.hub = Standin(limit=10000).start()
-        cls.pushed = cls.hub.load(cls.catalog)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.hub.stop()
-
-    def setUp(self):
-        self.redis = RedisServer().start()
-        self.target = Registry().start()
-
-    def tearDown(self):
-        self.redis.stop()
-        self.target.stop()
+class Base(MirrorCase):
+    REPOS = REPOS
+    HUB_LIMIT = 10000
 
     def common(self, repos=REPOS, hub=None):
         return ["--official-images", OFFICIAL_IMAGES, "--upstream", (hub or self.hub).url,

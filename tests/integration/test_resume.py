@@ -8,7 +8,8 @@ import unittest
 
 from harness import BIN, OFFICIAL_IMAGES, RedisServer, Registry
 from harness.standin import Standin
-from integration.test_sync import REPOS, catalog, enqueued, head, pushed_tags
+from harness.mirror import catalog, enqueued, head, pushed_tags
+from integration.test_sync import REPOS
 
 
 def sync_cmd(redis, upstream, target, repos=None, wait=True):

@@ -20,7 +20,7 @@ import urllib.request
 
 from harness import BIN, OFFICIAL_IMAGES, RedisServer, Registry
 from harness.standin import Standin
-from integration.test_sync import ACCEPT, catalog, enqueued, head, pushed_tags
+from harness.mirror import ACCEPT, MirrorCase, catalog, enqueued, head, pushed_tags
 
 REPOS = ["hello-world"]
 ALICE_PW = "S3cretPW-alice-7f1d"
@@ -195,26 +195,12 @@ class TlsRegistry(Registry):
         return "https://127.0.0.1:%d" % self.port
 
 
-class TlsTest(unittest.TestCase):
+class TlsTest(MirrorCase):
     """TLS is verified unless the URL is http://: a self-signed target is refused, and
     accepted once --ca-file names its certificate."""
 
-    @classmethod
-    def setUpClass(cls):
-        cls.hub = Standin(limit=100000).start()
-        cls.pushed = cls.hub.load(catalog(REPOS))
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.hub.stop()
-
-    def setUp(self):
-        self.redis = RedisServer().start()
-        self.target = TlsRegistry().start()
-
-    def tearDown(self):
-        self.redis.stop()
-        self.target.stop()
+    REPOS = REPOS
+    TARGET = TlsRegistry
 
     def sync(self, worker_extra):
         coord = subprocess.Popen(

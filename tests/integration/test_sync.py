@@ -16,53 +16,15 @@ import unittest
 import urllib.request
 
 from harness import BIN, OFFICIAL_IMAGES, RedisServer, Registry
+from harness.mirror import ACCEPT, MirrorCase, Sync, catalog, head, pushed_tags
 from harness.standin import Standin
 from standin.loader import totals
 
-REPOS = ["hello-world", "busybox", "alpine"]
-ACCEPT = ", ".join([
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-])
-
-
-def catalog(repos, ref=None, source=OFFICIAL_IMAGES):
-    cmd = [BIN + "/hubsync-coordinator", "catalog", "--official-images", source, "--repos",
-           ",".join(repos), "--json"]
-    if ref:
-        cmd += ["--ref", ref]
-    return json.loads(subprocess.check_output(cmd))
-
-
-def pushed_tags(pushed, repos):
-    """{(repo, tag): index digest} of what the stand-in serves."""
-    out = {}
-    for r in pushed["repositories"]:
-        name = r["name"].split("/", 1)[1]
-        if name in repos:
-            for tag, digest in r["tags"].items():
-                out[(name, tag)] = digest
-    return out
-
-
+REPOS = MirrorCase.REPOS
 def children_of(pushed):
     """Every child manifest digest of every group."""
     return {c["digest"] for r in pushed["repositories"] for g in r["groups"]
             for c in g["children"]}
-
-
-def head(registry_url, repo, ref):
-    req = urllib.request.Request("%s/v2/%s/manifests/%s" % (registry_url, repo, ref),
-                                 method="HEAD", headers={"Accept": ACCEPT})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.headers["Docker-Content-Digest"]
-    except urllib.error.HTTPError as e:
-        if e.code == 404:
-            return None
-        raise
 
 
 def get_manifest(registry_url, repo, ref):
@@ -110,64 +72,11 @@ def assert_complete_content(test, registry_url, repo, tag):
                             "%s:%s blob %s missing" % (repo, tag, b["digest"]))
 
 
-def enqueued(redis):
-    """The current run has all its jobs in the queue."""
-    run = redis.cli_raw("GET", "hubsync:runs:current").strip()
-    return bool(run) and redis.cli_raw("HGET", "hubsync:run:" + run, "enqueued").strip() == "1"
-
-
-class Sync:
-    """One sync run: coordinator --once --wait plus workers with --exit-when-idle."""
-
-    def __init__(self, hub, redis, target, repos, source=OFFICIAL_IMAGES, ref=None,
-                 workers=2, extra=()):
-        self.cmd = [BIN + "/hubsync-coordinator", "sync", "--once", "--wait", "--json",
-                    "--redis", redis.url, "--official-images", source, "--upstream", hub.url,
-                    "--target", target.url, "--repos", ",".join(repos)] + list(extra)
-        if ref:
-            self.cmd += ["--ref", ref]
-        self.redis = redis
-        self.workers = workers
-
-    def run(self, timeout=300):
-        coord = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 text=True)
-        # Workers join once the run's jobs are in the queue (the coordinator enqueues, then
-        # waits; an --exit-when-idle worker leaves a queue that stays empty).
-        deadline = time.time() + 60
-        while time.time() < deadline and coord.poll() is None and not enqueued(self.redis):
-            time.sleep(0.05)
-        ws = [subprocess.Popen([BIN + "/hubsync-worker", "--redis", self.redis.url,
-                                "--exit-when-idle", "--log-level", "warn"])
-              for _ in range(self.workers)]
-        out, err = coord.communicate(timeout=timeout)
-        for w in ws:
-            w.wait(timeout=60)
-        self.rc = coord.returncode
-        self.stderr = err
-        self.report = json.loads(out) if out.strip() else None
-        return self
-
-
-class SyncTest(unittest.TestCase):
+class SyncTest(MirrorCase):
     @classmethod
     def setUpClass(cls):
-        cls.catalog = catalog(REPOS)
-        cls.hub = Standin(limit=100000).start()
-        cls.pushed = cls.hub.load(cls.catalog)
+        super().setUpClass()
         cls.min = totals(cls.pushed, REPOS)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.hub.stop()
-
-    def setUp(self):
-        self.redis = RedisServer().start()
-        self.target = Registry().start()
-
-    def tearDown(self):
-        self.redis.stop()
-        self.target.stop()
 
     def sync(self, **kw):
         before = self.hub.counters()
