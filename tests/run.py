@@ -88,8 +88,17 @@ def run_fuzz(seconds, tally):
               flush=True)
 
 
+def tests_of(suite):
+    for t in suite:
+        if isinstance(t, unittest.TestSuite):
+            yield from tests_of(t)
+        else:
+            yield t
+
+
 def integration_suite(loader, pattern, excludes):
-    """The integration modules matching pattern, minus those matching an --exclude."""
+    """The integration modules matching pattern, minus the modules (file name) and test
+    cases (id: integration.<module>.<class>.<test>) matching an --exclude."""
     top = os.path.join(ROOT, "tests")
     suite = unittest.TestSuite()
     for path in sorted(glob.glob(os.path.join(top, "integration", "test_*.py"))):
@@ -99,8 +108,12 @@ def integration_suite(loader, pattern, excludes):
         if any(fnmatch.fnmatch(name, x) for x in excludes):
             print("integration %s excluded (--exclude)" % name, flush=True)
             continue
-        suite.addTests(loader.discover(os.path.join(top, "integration"), pattern=name,
-                                       top_level_dir=top))
+        for t in tests_of(loader.discover(os.path.join(top, "integration"), pattern=name,
+                                          top_level_dir=top)):
+            if any(fnmatch.fnmatch(t.id(), x) for x in excludes):
+                print("integration %s excluded (--exclude)" % t.id(), flush=True)
+            else:
+                suite.addTest(t)
     return suite
 
 
@@ -147,7 +160,8 @@ def main():
     ap.add_argument("--valgrind", action="store_true")
     ap.add_argument("--pattern", default="test_*.py")
     ap.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
-                    help="leave out integration modules whose file name matches (repeatable)")
+                    help="leave out integration modules whose file name, and test cases whose id, "
+                    "matches (repeatable)")
     ap.add_argument("--bin", help="the programs' directory for integration tests "
                     "(default: bin)")
     ap.add_argument("--sanitize", action="store_true",

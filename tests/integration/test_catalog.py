@@ -10,7 +10,7 @@ import tempfile
 import time
 import unittest
 
-from harness import BIN, OFFICIAL_IMAGES, TOOLS, free_port
+from harness import BIN, OFFICIAL_IMAGES, TIMEOUT_FACTOR, TOOLS, free_port
 
 COORD = os.path.join(BIN, "hubsync-coordinator")
 GIT_ENV = dict(os.environ, GIT_AUTHOR_NAME="hubsync test", GIT_AUTHOR_EMAIL="t@example.com",
@@ -160,9 +160,9 @@ class CatalogCommand(unittest.TestCase):
         m = re.match(r"^commits=485 errors=0 ms_per_commit=([0-9.]+)$", summary)
         self.assertTrue(m, summary)
         print("\n%s (%.1fs in all)" % (summary, seconds))
-        self.assertLess(seconds, 60)
+        self.assertLess(seconds, 60 * TIMEOUT_FACTOR)
         # reading all library files of one commit, in process
-        self.assertLess(float(m.group(1)), 250)
+        self.assertLess(float(m.group(1)), 250 * TIMEOUT_FACTOR)
 
     def test_repos_filter_and_text_output(self):
         p, doc = catalog_json("--repos", "hello-world, debian")

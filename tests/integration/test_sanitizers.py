@@ -13,15 +13,12 @@ import tempfile
 import time
 import unittest
 
-from harness import (OFFICIAL_IMAGES, ROOT, RedisServer, Registry, sanitizer_env,
-                     sanitizer_reports)
-from harness.standin import Standin
-from integration.test_sync import catalog, enqueued, head, pushed_tags
+from harness import OFFICIAL_IMAGES, ROOT, sanitizer_env, sanitizer_reports
+from harness.mirror import MirrorCase, enqueued, head, pushed_tags
 
 ASAN_BIN = os.environ.get("HUBSYNC_ASAN_BIN") or os.path.join(ROOT, "build", "asan", "bin")
 COORD = os.path.join(ASAN_BIN, "hubsync-coordinator")
 WORKER = os.path.join(ASAN_BIN, "hubsync-worker")
-REPOS = ["hello-world", "busybox"]
 # Quick retries so the fault run's error paths finish within the test's time.
 RETRY = ["--backoff-ms", "200", "--backoff-max-ms", "1000"]
 
@@ -35,30 +32,21 @@ def setUpModule():
         raise RuntimeError("%s is not built with AddressSanitizer" % COORD)
 
 
-class SanitizerTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.hub = Standin(limit=100000).start()
-        cls.pushed = cls.hub.load(catalog(REPOS))
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.hub.stop()
+class SanitizerTest(MirrorCase):
+    REPOS = ["hello-world", "busybox"]
 
     def setUp(self):
+        super().setUp()
         self.reports = tempfile.mkdtemp(prefix="hubsync-sanitizers-")
         self.env = dict(os.environ, **sanitizer_env(self.reports))
         self.procs = []
-        self.redis = RedisServer().start()
-        self.target = Registry().start()
 
     def tearDown(self):
+        # Runs before the Redis and target cleanups: every program is gone by then.
         for p in self.procs:
             if p.poll() is None:
                 p.kill()
                 p.wait()
-        self.redis.stop()
-        self.target.stop()
         reports = sanitizer_reports(self.reports)
         shutil.rmtree(self.reports, ignore_errors=True)
         self.assertEqual(reports, [], "sanitizer reports (leaks count too)")
@@ -78,7 +66,7 @@ class SanitizerTest(unittest.TestCase):
         return self.start([COORD, "sync", "--once", "--wait", "--json", "--redis",
                            self.redis.url, "--official-images", OFFICIAL_IMAGES, "--upstream",
                            self.hub.url, "--target", self.target.url, "--repos",
-                           ",".join(REPOS)] + list(extra))
+                           ",".join(self.REPOS)] + list(extra))
 
     def worker(self, *extra):
         return self.start([WORKER, "--redis", self.redis.url, "--log-level", "warn"] + RETRY +
@@ -108,7 +96,7 @@ class SanitizerTest(unittest.TestCase):
         return json.loads(out)
 
     def assert_mirrors(self):
-        for (repo, tag), digest in pushed_tags(self.pushed, REPOS).items():
+        for (repo, tag), digest in pushed_tags(self.pushed, self.REPOS).items():
             self.assertEqual(head(self.target.url, "library/" + repo, tag), digest,
                              "library/%s:%s" % (repo, tag))
 
@@ -125,7 +113,7 @@ class SanitizerTest(unittest.TestCase):
         self.assertEqual(again["upstream_manifest_gets"], 0)
         p = self.run_prog([COORD, "plan", "--json", "--redis", self.redis.url,
                            "--official-images", OFFICIAL_IMAGES, "--upstream", self.hub.url,
-                           "--target", self.target.url, "--repos", ",".join(REPOS)])
+                           "--target", self.target.url, "--repos", ",".join(self.REPOS)])
         self.assertEqual(p.returncode, 0, p.stderr[-2000:])
         self.assertEqual(json.loads(p.stdout)["totals"]["to_write"], 0)
         p = self.run_prog([COORD, "status", "--json", "--redis", self.redis.url])
