@@ -3,7 +3,8 @@ by `make asan-build`) on a real end-to-end sync: a full run, a no-op run, plan a
 worker stopped by SIGTERM mid-run, workers leaving through --exit-when-idle, upstream faults,
 garbage job payloads and bad flags. Every program writes its sanitizer reports to files (a
 report can never hide in a discarded stderr) and LeakSanitizer checks each one at exit: any
-report file is a failure, and so is a missing ASan build."""
+report file is a failure, and so is a missing ASan build. A control run proves a report
+from these programs does land where the tests look."""
 import json
 import os
 import shutil
@@ -13,7 +14,8 @@ import tempfile
 import time
 import unittest
 
-from harness import OFFICIAL_IMAGES, ROOT, sanitizer_env, sanitizer_reports
+from harness import (OFFICIAL_IMAGES, ROOT, SANITIZER_EXIT, sanitizer_env,
+                     sanitizer_reports)
 from harness.mirror import MirrorCase, enqueued, head, pushed_tags
 
 ASAN_BIN = os.environ.get("HUBSYNC_ASAN_BIN") or os.path.join(ROOT, "build", "asan", "bin")
@@ -101,6 +103,21 @@ class SanitizerTest(MirrorCase):
                              "library/%s:%s" % (repo, tag))
 
     # -- tests ----------------------------------------------------------------------------
+    def test_a_report_is_caught(self):
+        # The control: a sanitizer report from these programs (here ASan's RSS limit) lands
+        # in the report directory and the program exits SANITIZER_EXIT, so an empty
+        # directory after the other tests means no report, not a report sent elsewhere.
+        elsewhere = tempfile.mkdtemp(prefix="hubsync-sanitizers-control-")
+        self.addCleanup(shutil.rmtree, elsewhere, True)
+        env = dict(os.environ, **sanitizer_env(elsewhere))
+        env["ASAN_OPTIONS"] += ":hard_rss_limit_mb=1"
+        p = subprocess.run([COORD, "catalog", "--official-images", OFFICIAL_IMAGES, "--json"],
+                           env=env, capture_output=True, text=True, timeout=120)
+        self.assertEqual(p.returncode, SANITIZER_EXIT, p.stderr[-2000:])
+        reports = sanitizer_reports(elsewhere)
+        self.assertEqual(len(reports), 1, reports)
+        self.assertIn("AddressSanitizer: hard rss limit exhausted", reports[0][1])
+
     def test_sync_noop_plan_and_status(self):
         report = self.sync()
         self.assertEqual(report["status"], "complete")
