@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -182,7 +183,9 @@ static void test_ref__tags_and_digests(void **state)
     refuse("alpine@" DIG "@" DIG, "'alpine@" DIG "@" DIG "': invalid digest '" DIG "@sha256:0' "
                                   "at position 8 (sha256: and 64 lowercase hex digits)");
     /* Digests are lowercase hex only. */
-    assert_int_equal(ref_parse(&r, "alpine@sha256:ABCDEF" D64 + 6, &e), -1);
+    char upper[128];
+    snprintf(upper, sizeof(upper), "alpine@sha256:ABCDEF%s", &D64[6]); /* 64 hex digits */
+    assert_int_equal(ref_parse(&r, upper, &e), -1);
     assert_non_null(strstr(e.msg, "invalid digest 'sha256:ABCDEF"));
 }
 
