@@ -317,6 +317,12 @@ static int is_file_entry(const git_tree_entry *te)
     return m == GIT_FILEMODE_BLOB || m == GIT_FILEMODE_BLOB_EXECUTABLE;
 }
 
+static int has_file(const git_tree *lib, const char *name)
+{
+    const git_tree_entry *te = git_tree_entry_byname(lib, name);
+    return te && is_file_entry(te);
+}
+
 static int wanted(const struct oi_strv *only, const char *name)
 {
     if (!only || only->n == 0)
@@ -355,8 +361,7 @@ int catalog_read(struct catalog *c, const char *rev, const struct oi_strv *only,
             add_error(&s->errors, &s->nerrors, name, pe.msg);
     }
     for (size_t i = 0; only && i < only->n; i++) {
-        const git_tree_entry *te = git_tree_entry_byname(lib, only->v[i]);
-        if (!te || !is_file_entry(te)) {
+        if (!has_file(lib, only->v[i])) {
             char msg[ERR_MSG_MAX];
             snprintf(msg, sizeof(msg), "library/%s: no such file at commit %s", only->v[i],
                      s->commit);
@@ -371,6 +376,25 @@ out:
         catalog_snapshot_free(s);
     else
         *out = s;
+    return rc;
+}
+
+int catalog_missing(struct catalog *c, const char *rev, const struct oi_strv *names,
+                    char sha[CATALOG_SHA_LEN + 1], struct oi_strv *missing, struct err *e)
+{
+    int rc = -1;
+    git_commit *commit = NULL;
+    git_tree *lib = NULL;
+    if (lookup_commit(c, rev, &commit, e) < 0 || library_tree(c, commit, &lib, e) < 0)
+        goto out;
+    git_oid_tostr(sha, CATALOG_SHA_LEN + 1, git_commit_id(commit));
+    for (size_t i = 0; i < names->n; i++)
+        if (!has_file(lib, names->v[i]))
+            oi_strv_push(missing, xstrdup(names->v[i]));
+    rc = 0;
+out:
+    git_tree_free(lib);
+    git_commit_free(commit);
     return rc;
 }
 

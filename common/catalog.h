@@ -58,6 +58,12 @@ int catalog_read(struct catalog *c, const char *rev, const struct oi_strv *only,
                  struct catalog_snapshot **out, struct err *e);
 void catalog_snapshot_free(struct catalog_snapshot *s);
 
+/* Append to missing (caller frees) the names that have no library file at
+ * rev (NULL: the default), whose full sha goes to sha. Reads the tree only,
+ * no file. -1 as catalog_read(). */
+int catalog_missing(struct catalog *c, const char *rev, const struct oi_strv *names,
+                    char sha[CATALOG_SHA_LEN + 1], struct oi_strv *missing, struct err *e);
+
 struct catalog_totals {
     size_t repositories;
     size_t entries;

@@ -146,41 +146,29 @@ size_t coord_platforms_selected(const struct coord_selection *sel, const struct 
 
 /* ---- the catalog of a run ---------------------------------------------------------------- */
 
-static int snap_has(const struct catalog_snapshot *s, const char *name)
-{
-    for (size_t i = 0; i < s->nrepos; i++)
-        if (strcmp(s->repos[i]->name, name) == 0)
-            return 1;
-    for (size_t i = 0; i < s->nerrors; i++) /* a broken file is still there */
-        if (strcmp(s->errors[i].repo, name) == 0)
-            return 1;
-    return 0;
-}
-
 int coord_repos_check(struct catalog *cat, const char *rev, const struct oi_strv *repos,
                       const struct oi_strv *exclude, struct err *e)
 {
     int rc = -1;
-    struct catalog_snapshot *all = NULL;
+    char sha[CATALOG_SHA_LEN + 1];
+    struct oi_strv gone = {0}, gone_ex = {0};
     if (!repos->n && (!exclude || !exclude->n))
         return 0;
-    /* The whole catalog (a few tens of ms): a file that is missing and one that
-     * is broken both show up as errors of a read limited to the names. */
-    if (catalog_read(cat, rev, NULL, &all, e) < 0)
+    /* A tree lookup per name: a broken file is still there (its errors come
+     * with the run), only a missing one is a wrong name. */
+    if (catalog_missing(cat, rev, repos, sha, &gone, e) < 0 ||
+        (exclude && catalog_missing(cat, sha, exclude, sha, &gone_ex, e) < 0))
         goto out;
-    for (size_t i = 0; i < repos->n; i++)
-        if (!snap_has(all, repos->v[i])) {
-            err_set(e, "--repos: '%s' is not in official-images at %.12s", repos->v[i],
-                    all->commit);
-            goto out;
-        }
-    for (size_t i = 0; exclude && i < exclude->n; i++)
-        if (!snap_has(all, exclude->v[i]))
-            log_warn("--exclude-repos: '%s' is not in official-images at %.12s", exclude->v[i],
-                     all->commit);
+    if (gone.n) {
+        err_set(e, "--repos: '%s' is not in official-images at %.12s", gone.v[0], sha);
+        goto out;
+    }
+    for (size_t i = 0; i < gone_ex.n; i++)
+        log_warn("--exclude-repos: '%s' is not in official-images at %.12s", gone_ex.v[i], sha);
     rc = 0;
 out:
-    catalog_snapshot_free(all);
+    oi_strv_free(&gone);
+    oi_strv_free(&gone_ex);
     return rc;
 }
 

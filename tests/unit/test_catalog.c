@@ -301,6 +301,25 @@ static void test_catalog__read_only_some(void **state)
     catalog_snapshot_free(s);
 }
 
+static void test_catalog__missing(void **state)
+{
+    struct catalog *c = *state;
+    struct err e;
+    char head[CATALOG_SHA_LEN + 1], sha[CATALOG_SHA_LEN + 1];
+    char hw[] = "hello-world", none[] = "no-such-repo", dir[] = "..", deb[] = "debian";
+    char *names[] = {hw, none, dir, deb};
+    struct oi_strv want = {names, 4}, missing = {0};
+    assert_int_equal(catalog_resolve(c, NULL, head, &e), 0);
+    assert_int_equal(catalog_missing(c, NULL, &want, sha, &missing, &e), 0);
+    assert_string_equal(sha, head);
+    assert_int_equal(missing.n, 2);
+    assert_string_equal(missing.v[0], "no-such-repo");
+    assert_string_equal(missing.v[1], "..");
+    oi_strv_free(&missing);
+    assert_int_equal(catalog_missing(c, "no-such-branch", &want, sha, &missing, &e), -1);
+    assert_int_equal(missing.n, 0);
+}
+
 static void test_catalog__log(void **state)
 {
     struct catalog *c = *state;
@@ -410,6 +429,7 @@ int main(void)
         cmocka_unit_test(test_catalog__resolve),
         cmocka_unit_test(test_catalog__read_head),
         cmocka_unit_test(test_catalog__read_only_some),
+        cmocka_unit_test(test_catalog__missing),
         cmocka_unit_test(test_catalog__log),
         cmocka_unit_test(test_catalog__diff_real_history),
     };
