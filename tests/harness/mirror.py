@@ -1,7 +1,7 @@
 """What end-to-end tests of a mirror share: the catalog of the real official-images data,
 what the stand-in serves, what a registry holds (HEAD with every manifest type accepted),
 one sync run (coordinator plus --exit-when-idle workers), and a TestCase with a stand-in
-per class and a fresh Redis and target registry per test."""
+per class and a fresh Redis and target registry per test (StackCase without the stand-in)."""
 import json
 import subprocess
 import time
@@ -59,6 +59,14 @@ def enqueued(redis):
     return bool(run) and redis.cli_raw("HGET", "hubsync:run:" + run, "enqueued").strip() == "1"
 
 
+def dead_letters(redis):
+    """[{field: value}] of the dead-letter stream."""
+    p = subprocess.run(["redis-cli", "-p", str(redis.port), "-2", "--json", "XRANGE",
+                        "hubsync:jobs:dead", "-", "+"], stdout=subprocess.PIPE, text=True,
+                       check=True, timeout=30)
+    return [dict(zip(fields[0::2], fields[1::2])) for _, fields in json.loads(p.stdout)]
+
+
 class Sync:
     """One sync run: coordinator --once --wait plus workers with --exit-when-idle."""
 
@@ -92,13 +100,34 @@ class Sync:
         return self
 
 
-class MirrorCase(unittest.TestCase):
-    """A stand-in holding REPOS (real official-images data) for the class; a fresh Redis and
-    target registry (TARGET, a harness Registry class) for each test."""
+class StackCase(unittest.TestCase):
+    """A fresh Redis (RedisServer(**REDIS_OPTIONS)) and target registry (TARGET, a harness
+    Registry class) for each test, and the programs a test starts (appended to self.procs)
+    killed when it ends. A test may replace self.redis: the one there at the end is stopped."""
+
+    TARGET = Registry
+    REDIS_OPTIONS = {}
+
+    def setUp(self):
+        self.redis = RedisServer(**self.REDIS_OPTIONS).start()
+        self.addCleanup(lambda: self.redis.stop())
+        self.target = self.TARGET().start()
+        self.addCleanup(self.target.stop)
+        self.procs = []
+        self.addCleanup(self.kill_procs)  # runs first: programs go before their servers
+
+    def kill_procs(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+class MirrorCase(StackCase):
+    """StackCase plus a stand-in holding REPOS (real official-images data) for the class."""
 
     REPOS = ["hello-world", "busybox", "alpine"]
     HUB_LIMIT = 100000
-    TARGET = Registry
 
     @classmethod
     def setUpClass(cls):
@@ -113,9 +142,3 @@ class MirrorCase(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         cls.hub.stop()
-
-    def setUp(self):
-        self.redis = RedisServer().start()
-        self.addCleanup(self.redis.stop)
-        self.target = self.TARGET().start()
-        self.addCleanup(self.target.stop)

@@ -8,9 +8,8 @@ import subprocess
 import time
 import unittest
 
-from harness import BIN, OFFICIAL_IMAGES, RedisServer, Registry
-from harness.standin import Standin
-from harness.mirror import Sync, catalog, head, pushed_tags
+from harness import BIN, OFFICIAL_IMAGES, RedisServer
+from harness.mirror import MirrorCase, Sync, dead_letters, head, pushed_tags
 
 COORD = BIN + "/hubsync-coordinator"
 WORKER = BIN + "/hubsync-worker"
@@ -177,60 +176,51 @@ class ReferenceTest(unittest.TestCase):
             redis.stop()
 
 
-class QueuePayloadTest(unittest.TestCase):
+class QueuePayloadTest(MirrorCase):
     """Garbage in the job stream is dead-lettered with the reason; the good jobs still run."""
 
+    REPOS = ["hello-world"]
+
     def test_garbage_and_oversized_jobs(self):
-        repos = ["hello-world"]
-        hub = Standin(limit=100000).start()
-        redis, target = RedisServer().start(), Registry().start()
-        try:
-            pushed = hub.load(catalog(repos))
-            # The queue exists once a coordinator ran; enqueue the real run first.
-            s = Sync(hub, redis, target, repos, workers=0)
-            coord = subprocess.Popen(s.cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True)
-            deadline = time.time() + 60
-            while time.time() < deadline and \
-                    redis.cli_raw("EXISTS", "hubsync:jobs").strip() != "1":
-                time.sleep(0.05)
-            bad = {
-                "not-json": "{this is not json",
-                "wrong-type": json.dumps({"v": 1, "run": "x", "key": "k", "tags": "latest"}),
-                "bad-url": json.dumps({"v": 1, "run": "r1", "key": "k", "upstream": "file:///etc",
-                                       "source_repo": "library/x", "target": "http://t:1",
-                                       "target_repo": "library/x", "tags": ["a"],
-                                       "platforms": [], "platform_policy": "all",
-                                       "reason": "check", "attempt": 0}),
-                "oversized": json.dumps({"v": 1, "pad": "x" * 100000}),
-            }
-            for key, payload in bad.items():
-                subprocess.run(["redis-cli", "-p", str(redis.port), "-x", "XADD",
-                                "hubsync:jobs", "*", "key", "garbage:" + key, "job"],
-                               input=payload, text=True, check=True, capture_output=True)
-            worker = subprocess.Popen([WORKER, "--redis", redis.url, "--exit-when-idle"],
-                                      stderr=subprocess.PIPE, text=True)
-            out, err = coord.communicate(timeout=300)
-            werr = worker.communicate(timeout=120)[1]
-            self.assertEqual(worker.returncode, 0, werr[-2000:])
-            self.assertNotIn("Segmentation", werr)
-            report = json.loads(out)
-            self.assertEqual(report["status"], "complete", err[-2000:])
-            for (repo, tag), digest in pushed_tags(pushed, repos).items():
-                self.assertEqual(head(target.url, "library/" + repo, tag), digest)
-            p = subprocess.run(["redis-cli", "-p", str(redis.port), "-2", "--json", "XRANGE",
-                                "hubsync:jobs:dead", "-", "+"], capture_output=True, text=True,
-                               check=True)
-            dead = {f[f.index("key") + 1]: f[f.index("reason") + 1]
-                    for _, f in json.loads(p.stdout)}
-            self.assertEqual(set(dead), {"garbage:" + k for k in bad})
-            for key, reason in dead.items():
-                self.assertIn("invalid job payload", reason, key)
-            self.assertIn("upstream", dead["garbage:bad-url"])
-        finally:
-            redis.stop()
-            target.stop()
-            hub.stop()
+        # The queue exists once a coordinator ran; enqueue the real run first.
+        s = Sync(self.hub, self.redis, self.target, self.REPOS, workers=0)
+        coord = subprocess.Popen(s.cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True)
+        self.procs.append(coord)
+        deadline = time.time() + 60
+        while time.time() < deadline and \
+                self.redis.cli_raw("EXISTS", "hubsync:jobs").strip() != "1":
+            time.sleep(0.05)
+        bad = {
+            "not-json": "{this is not json",
+            "wrong-type": json.dumps({"v": 1, "run": "x", "key": "k", "tags": "latest"}),
+            "bad-url": json.dumps({"v": 1, "run": "r1", "key": "k", "upstream": "file:///etc",
+                                   "source_repo": "library/x", "target": "http://t:1",
+                                   "target_repo": "library/x", "tags": ["a"],
+                                   "platforms": [], "platform_policy": "all",
+                                   "reason": "check", "attempt": 0}),
+            "oversized": json.dumps({"v": 1, "pad": "x" * 100000}),
+        }
+        for key, payload in bad.items():
+            subprocess.run(["redis-cli", "-p", str(self.redis.port), "-x", "XADD",
+                            "hubsync:jobs", "*", "key", "garbage:" + key, "job"],
+                           input=payload, text=True, check=True, capture_output=True)
+        worker = subprocess.Popen([WORKER, "--redis", self.redis.url, "--exit-when-idle"],
+                                  stderr=subprocess.PIPE, text=True)
+        self.procs.append(worker)
+        out, err = coord.communicate(timeout=300)
+        werr = worker.communicate(timeout=120)[1]
+        self.assertEqual(worker.returncode, 0, werr[-2000:])
+        self.assertNotIn("Segmentation", werr)
+        report = json.loads(out)
+        self.assertEqual(report["status"], "complete", err[-2000:])
+        for (repo, tag), digest in pushed_tags(self.pushed, self.REPOS).items():
+            self.assertEqual(head(self.target.url, "library/" + repo, tag), digest)
+        dead = {d["key"]: d["reason"] for d in dead_letters(self.redis)}
+        self.assertEqual(set(dead), {"garbage:" + k for k in bad})
+        for key, reason in dead.items():
+            self.assertIn("invalid job payload", reason, key)
+        self.assertIn("upstream", dead["garbage:bad-url"])
 
 
 if __name__ == "__main__":

@@ -23,16 +23,6 @@ def wait_for(pred, timeout=60, step=0.1):
 
 
 class DaemonTest(MirrorCase):
-    def setUp(self):
-        super().setUp()
-        self.procs = []
-
-    def tearDown(self):
-        for p in self.procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-
     def coordinator(self, *extra):
         p = subprocess.Popen([BIN + "/hubsync-coordinator", "sync", "--redis", self.redis.url,
                               "--official-images", OFFICIAL_IMAGES, "--upstream", self.hub.url,

@@ -6,9 +6,9 @@ import subprocess
 import time
 import unittest
 
-from harness import BIN, OFFICIAL_IMAGES, RedisServer, Registry
+from harness import BIN, OFFICIAL_IMAGES
 from harness.standin import Standin
-from harness.mirror import catalog, enqueued, head, pushed_tags
+from harness.mirror import StackCase, catalog, enqueued, head, pushed_tags
 from integration.test_sync import REPOS
 
 
@@ -22,14 +22,7 @@ def sync_cmd(redis, upstream, target, repos=None, wait=True):
     return cmd
 
 
-class CoordinatorKillTest(unittest.TestCase):
-    def setUp(self):
-        self.redis = RedisServer().start()
-        self.target = Registry().start()
-
-    def tearDown(self):
-        self.redis.stop()
-        self.target.stop()
+class CoordinatorKillTest(StackCase):
 
     def current_run(self):
         return self.redis.cli_raw("GET", "hubsync:runs:current").strip()

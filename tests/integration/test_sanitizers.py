@@ -41,14 +41,10 @@ class SanitizerTest(MirrorCase):
         super().setUp()
         self.reports = tempfile.mkdtemp(prefix="hubsync-sanitizers-")
         self.env = dict(os.environ, **sanitizer_env(self.reports))
-        self.procs = []
 
     def tearDown(self):
-        # Runs before the Redis and target cleanups: every program is gone by then.
-        for p in self.procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+        # Runs before the cleanups: every program must be gone before reports are read.
+        self.kill_procs()
         reports = sanitizer_reports(self.reports)
         shutil.rmtree(self.reports, ignore_errors=True)
         self.assertEqual(reports, [], "sanitizer reports (leaks count too)")
