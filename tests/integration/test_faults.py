@@ -24,7 +24,7 @@ import urllib.request
 
 from harness import BIN, OFFICIAL_IMAGES, RedisServer, Registry
 from harness.standin import Standin
-from harness.mirror import ACCEPT, catalog, enqueued, pushed_tags
+from harness.mirror import ACCEPT, StackCase, catalog, dead_letters, enqueued, pushed_tags
 
 REPOS = ["hello-world", "registry"]
 FULL = os.environ.get("HUBSYNC_FULL") == "1"
@@ -184,6 +184,14 @@ class Stack:
         self.workers.append(w)
         return w
 
+    def start_watched(self, workers=2):
+        """Start workers and a Watcher of the target while they run: the watcher."""
+        for _ in range(workers):
+            self.start_worker()
+        watcher = Watcher(self.target.url, self.repos)
+        watcher.start()
+        return watcher
+
     def run(self, workers=1, worker_extra=()):
         """Start the coordinator, wait for its jobs, start workers: (exit code, report)."""
         self.start_coordinator()
@@ -220,7 +228,7 @@ def tearDownModule():
     _hub.pop("hub").stop()
 
 
-class FaultBase(unittest.TestCase):
+class FaultBase(StackCase):
     """One stand-in for the module; each test gets its own Redis and target. A clean run's
     snapshot (computed once) is what every faulty run must end up identical to."""
 
@@ -233,14 +241,6 @@ class FaultBase(unittest.TestCase):
     @property
     def expected(self):
         return pushed_tags(_hub["pushed"], REPOS)
-
-    def setUp(self):
-        self.redis = RedisServer().start()
-        self.target = Registry().start()
-
-    def tearDown(self):
-        self.redis.stop()
-        self.target.stop()
 
     def clean_snapshot(self):
         """The target after an undisturbed run (computed once per class)."""
@@ -283,10 +283,7 @@ class WorkerKillTest(FaultBase):
         st = Stack(self.hub, self.redis, self.target)
         st.start_coordinator()
         st.wait_enqueued()
-        for _ in range(2):
-            st.start_worker()
-        watcher = Watcher(self.target.url, REPOS)
-        watcher.start()
+        watcher = st.start_watched()
         kills = 0
         try:
             for _ in range(rng.randint(1, 3)):
@@ -343,10 +340,7 @@ class RedisRestartTest(FaultBase):
         time.sleep(3.0)  # the coordinator sees it gone and backs off
         self.assertIsNone(st.coord.poll(), "the coordinator gave up during the outage")
         self.redis.start(self.redis.port)
-        st.start_worker()
-        st.start_worker()
-        watcher = Watcher(self.target.url, REPOS)
-        watcher.start()
+        watcher = st.start_watched()
         try:
             rc, report = st.report()
         finally:
@@ -360,10 +354,7 @@ class RedisRestartTest(FaultBase):
             st = Stack(self.hub, self.redis, self.target, worker_args=["--lease-ms", "3000"])
             st.start_coordinator()
             st.wait_enqueued()
-            st.start_worker()
-            st.start_worker()
-            watcher = Watcher(self.target.url, REPOS)
-            watcher.start()
+            watcher = st.start_watched()
             time.sleep(2.0)
             self.redis.kill(signal.SIGKILL)
             time.sleep(2.0)
@@ -382,9 +373,7 @@ class RedisRestartTest(FaultBase):
 class RedisLostTest(FaultBase):
     """Redis lost entirely (no persistence): the next run rebuilds from the target itself."""
 
-    def setUp(self):
-        self.redis = RedisServer(appendonly=False).start()
-        self.target = Registry().start()
+    REDIS_OPTIONS = {"appendonly": False}
 
     def fresh_redis(self):
         self.redis.kill(signal.SIGKILL)
@@ -446,14 +435,6 @@ class RedisLostTest(FaultBase):
         self.assert_converged(rc, report)
 
 
-def dead_letters(redis):
-    """[{field: value}] of the dead-letter stream."""
-    p = subprocess.run(["redis-cli", "-p", str(redis.port), "-2", "--json", "XRANGE",
-                        "hubsync:jobs:dead", "-", "+"], stdout=subprocess.PIPE, text=True,
-                       check=True, timeout=30)
-    return [dict(zip(fields[0::2], fields[1::2])) for _, fields in json.loads(p.stdout)]
-
-
 class UpstreamFaultTest(FaultBase):
     """Every upstream fault at once: the run converges with identical digests, no corrupt
     blob is ever accepted, retries stay bounded."""
@@ -475,10 +456,7 @@ class UpstreamFaultTest(FaultBase):
         st = Stack(self.hub, self.redis, self.target, worker_args=["--max-attempts", "8"])
         st.start_coordinator()
         st.wait_enqueued()
-        st.start_worker()
-        st.start_worker()
-        watcher = Watcher(self.target.url, REPOS)
-        watcher.start()
+        watcher = st.start_watched()
         try:
             rc, report = st.report()
         finally:
