@@ -5,6 +5,7 @@ import json
 import os
 import re
 import subprocess
+import threading
 import time
 import unittest
 
@@ -161,10 +162,19 @@ class ReferenceTest(unittest.TestCase):
                                   OFFICIAL_IMAGES, "--target", "http://127.0.0.1:1",
                                   "--upstream", "http://127.0.0.1:1", "--repos", "nosuch"],
                                  stderr=subprocess.PIPE, text=True)
-            time.sleep(3)
+            # Read up to the line announcing the next run: the daemon then sleeps.
+            seen, killer = [], threading.Timer(60, d.kill)
+            killer.start()
+            try:
+                for line in d.stderr:
+                    seen.append(line)
+                    if "next run in" in line:
+                        break
+            finally:
+                killer.cancel()
             self.assertIsNone(d.poll(), "the daemon exited")
             d.terminate()
-            err = d.communicate(timeout=30)[1]
+            err = "".join(seen) + d.communicate(timeout=30)[1]
             errors = [l for l in err.splitlines() if "'nosuch' is not in official-images" in l]
             self.assertEqual(len(errors), 1, err[-2000:])
             # The next try waits the interval (21600 s + jitter), as other source errors do.
