@@ -5,9 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ref.h"
 #include "xalloc.h"
 
-#define TAG_MAX 128
 #define PLATFORM_PART_MAX 32
 
 static const char *const policy_names[] = {"all", "sparse", "rewrite"};
@@ -61,60 +61,6 @@ int job_reason_parse(const char *s, enum job_reason *out)
         if (strcmp(s, reason_names[i]) == 0)
             return *out = (enum job_reason)i, 0;
     return -1;
-}
-
-/* One path component: [a-z0-9]+ ((\.|_|__|-+) [a-z0-9]+)* */
-static int repo_component_valid(const char *s, size_t n)
-{
-    size_t i = 0;
-    for (;;) {
-        size_t start = i;
-        while (i < n && lower_or_digit(s[i]))
-            i++;
-        if (i == start)
-            return 0;
-        if (i == n)
-            return 1;
-        if (s[i] == '.') {
-            i++;
-        } else if (s[i] == '_') {
-            i++;
-            if (i < n && s[i] == '_')
-                i++;
-        } else if (s[i] == '-') {
-            while (i < n && s[i] == '-')
-                i++;
-        } else {
-            return 0;
-        }
-    }
-}
-
-int job_repo_valid(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > JOB_REPO_MAX)
-        return 0;
-    const char *p = s;
-    for (;;) {
-        size_t len = strcspn(p, "/");
-        if (!repo_component_valid(p, len))
-            return 0;
-        if (p[len] == '\0')
-            return 1;
-        p += len + 1;
-    }
-}
-
-int job_tag_valid(const char *s)
-{
-    if (!(alnum(s[0]) || s[0] == '_'))
-        return 0;
-    size_t i = 1;
-    for (; s[i]; i++)
-        if (!(alnum(s[i]) || s[i] == '.' || s[i] == '_' || s[i] == '-'))
-            return 0;
-    return i <= TAG_MAX;
 }
 
 int job_platform_valid(const char *s)
@@ -254,13 +200,13 @@ int job_validate(const struct job *j, struct err *e)
     if (check_str(j->run, "run", run_valid, "run id ([A-Za-z0-9._-]{1,64})", e) < 0 ||
         check_str(j->key, "key", key_valid, "job key (1-255 printable characters)", e) < 0 ||
         check_str(j->upstream, "upstream", job_url_valid, "http(s) URL", e) < 0 ||
-        check_str(j->source_repo, "source_repo", job_repo_valid, "repository name", e) < 0 ||
+        check_str(j->source_repo, "source_repo", ref_repo_valid, "repository name", e) < 0 ||
         check_str(j->target, "target", job_url_valid, "http(s) URL", e) < 0 ||
-        check_str(j->target_repo, "target_repo", job_repo_valid, "repository name", e) < 0)
+        check_str(j->target_repo, "target_repo", ref_repo_valid, "repository name", e) < 0)
         return -1;
     if (j->ntags == 0 || j->ntags > JOB_MAX_TAGS)
         return err_set(e, "job field 'tags': %zu tags, expected 1..%d", j->ntags, JOB_MAX_TAGS);
-    if (check_list(j->tags, j->ntags, "tags", job_tag_valid, "tag", e) < 0)
+    if (check_list(j->tags, j->ntags, "tags", ref_tag_valid, "tag", e) < 0)
         return -1;
     if (j->nplatforms > JOB_MAX_PLATFORMS)
         return err_set(e, "job field 'platforms': %zu platforms, more than %d", j->nplatforms,

@@ -24,7 +24,6 @@
 #define JOB_KEY_MAX 255
 #define JOB_RUN_MAX 64
 #define JOB_URL_MAX 2048
-#define JOB_REPO_MAX 255
 
 /* Which platforms of a multi-platform index are copied. */
 enum job_policy {
@@ -79,9 +78,8 @@ int job_policy_parse(const char *s, enum job_policy *out);
 const char *job_reason_name(enum job_reason r);
 int job_reason_parse(const char *s, enum job_reason *out);
 
-/* Grammar checks also used by other modules; 1 if valid. */
-int job_repo_valid(const char *s);     /* OCI repository name, at most JOB_REPO_MAX */
-int job_tag_valid(const char *s);
+/* Grammar checks also used by other modules; 1 if valid (repository names
+ * and tags: ref_repo_valid, ref_tag_valid). */
 int job_platform_valid(const char *s);
 int job_url_valid(const char *s);      /* http(s)://host[:port][/path], no credentials */
 

@@ -119,6 +119,25 @@ static int tag_valid(const char *s, size_t n)
     return 1;
 }
 
+int ref_repo_valid(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > REF_NAME_MAX)
+        return 0;
+    for (size_t start = 0, i = 0; i <= n; i++)
+        if (i == n || s[i] == '/') {
+            if (!component_valid(s + start, i - start))
+                return 0;
+            start = i + 1;
+        }
+    return 1;
+}
+
+int ref_tag_valid(const char *s)
+{
+    return s && tag_valid(s, strlen(s));
+}
+
 /* The domain, if the first component of name (n bytes) is one: it holds a
  * '.' or a ':' or is "localhost" and a '/' follows. Its length, else 0. */
 static size_t domain_len(const char *name, size_t n)

@@ -24,6 +24,13 @@ struct ref {
     char digest[DIGEST_STR_SIZE];  /* "" when none */
 };
 
+/* The grammar the registry API takes, no domain: a repository name (path
+ * components [a-z0-9]+((.|_|__|-+)[a-z0-9]+)* joined by '/', at most
+ * REF_NAME_MAX bytes) and a tag ([A-Za-z0-9_][A-Za-z0-9_.-]{0,127}). NULL is
+ * not valid. */
+int ref_repo_valid(const char *s);
+int ref_tag_valid(const char *s);
+
 /* Parse and normalise s into *out (zeroed first). -1 with a message quoting
  * s and saying what is wrong and where; *out then holds nothing to free.
  * Free a parsed ref with ref_free(). */

@@ -12,6 +12,7 @@
 #include "log.h"
 #include "reg_http.h"
 #include "reg_parse.h"
+#include "ref.h"
 
 static const char *const class_names[] = {
     "ok",      "not_found", "unauthorized",    "denied",    "rate_limited", "server",
@@ -37,63 +38,9 @@ char *reg_result_take_body(struct reg_result *res, size_t *len)
 
 /* ---- grammar ---- */
 
-static int alnum_lower(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-}
-
-int reg_valid_repo(const char *repo)
-{
-    /* path-component = [a-z0-9]+ ((\.|_|__|-+) [a-z0-9]+)*, joined by '/'. */
-    if (!repo || !*repo || strlen(repo) > 255)
-        return 0;
-    const char *p = repo;
-    for (;;) {
-        if (!alnum_lower(*p))
-            return 0;
-        while (alnum_lower(*p))
-            p++;
-        if (*p == '\0')
-            return 1;
-        if (*p == '/') {
-            p++;
-            continue;
-        }
-        if (*p == '.') {
-            p++;
-        } else if (*p == '_') {
-            p++;
-            if (*p == '_')
-                p++;
-        } else if (*p == '-') {
-            while (*p == '-')
-                p++;
-        } else {
-            return 0;
-        }
-    }
-}
-
-int reg_valid_tag(const char *tag)
-{
-    if (!tag)
-        return 0;
-    size_t n = strlen(tag);
-    if (n == 0 || n > 128)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = tag[i];
-        int word = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                   c == '_';
-        if (!word && (i == 0 || (c != '.' && c != '-')))
-            return 0;
-    }
-    return 1;
-}
-
 int reg_valid_ref(const char *ref)
 {
-    return reg_valid_tag(ref) || digest_valid(ref);
+    return ref_tag_valid(ref) || digest_valid(ref);
 }
 
 /* ---- client ---- */
@@ -301,7 +248,7 @@ static void op_finish(struct op *op)
 /* Validate repo (and ref, when given); fail the operation later if bad. */
 static int op_check(struct op *op, const char *repo, const char *ref, int ref_is_digest)
 {
-    if (!reg_valid_repo(repo)) {
+    if (!ref_repo_valid(repo)) {
         reg_http_op_fail_later(&op->base, REG_INVALID, op_free, op,
                                "%s: \"%.200s\" is not a valid repository name", op->r->url,
                                repo ? repo : "");

@@ -182,9 +182,7 @@ void reg_head_blob(struct reg_registry *r, const char *repo, const char *digest,
 void reg_list_tags(struct reg_registry *r, const char *repo, int page_size, size_t max_tags,
                    reg_done_fn done, void *arg);
 
-/* Grammar checks used for arguments (OCI distribution spec). */
-int reg_valid_repo(const char *repo);
-int reg_valid_tag(const char *tag);
-int reg_valid_ref(const char *ref); /* a tag or a sha256 digest */
+/* A tag (ref_tag_valid) or a sha256 digest. Repository names: ref_repo_valid. */
+int reg_valid_ref(const char *ref);
 
 #endif

@@ -24,6 +24,7 @@
 #include "log.h"
 #include "reg_http.h"
 #include "reg_parse.h"
+#include "ref.h"
 
 #define ERROR_BODY_MAX (64 << 10)
 
@@ -567,13 +568,13 @@ static struct copy *copy_new(struct reg_registry *dst, reg_done_fn done, void *a
 static int copy_check(struct copy *cp)
 {
     const char *bad = NULL;
-    if (cp->src_repo && !reg_valid_repo(cp->src_repo))
+    if (cp->src_repo && !ref_repo_valid(cp->src_repo))
         bad = "source repository name";
-    else if (!reg_valid_repo(cp->dst_repo))
+    else if (!ref_repo_valid(cp->dst_repo))
         bad = "target repository name";
     else if (!digest_valid(cp->digest))
         bad = "digest";
-    else if (cp->mount_from && !reg_valid_repo(cp->mount_from))
+    else if (cp->mount_from && !ref_repo_valid(cp->mount_from))
         bad = "mount source repository name";
     else if (cp->size < 0)
         bad = "size";

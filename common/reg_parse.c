@@ -7,6 +7,7 @@
 #include <strings.h>
 
 #include "reg.h"
+#include "ref.h"
 #include "xalloc.h"
 
 #define URL_MAX 8192
@@ -197,7 +198,7 @@ int reg_parse_tags(const char *body, size_t n, size_t max, char ***tags, size_t 
     for (size_t i = 0; i < cnt; i++) {
         json_t *t = json_array_get(arr, i);
         if (!json_is_string(t) || strlen(json_string_value(t)) != json_string_length(t) ||
-            !reg_valid_tag(json_string_value(t))) {
+            !ref_tag_valid(json_string_value(t))) {
             reg_parse_free_tags(v, i);
             err_set(e, "tag list: entry %zu is not a valid tag", i);
             goto out;

@@ -11,6 +11,7 @@
 
 #include "reg.h"
 #include "reg_parse.h"
+#include "ref.h"
 
 #include "fuzz_check.h"
 
@@ -44,7 +45,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int many;
     if (reg_parse_tags(s, size, 1000, &tags, &n, &many, &e) == 0) {
         for (size_t i = 0; i < n; i++)
-            if (!reg_valid_tag(tags[i]))
+            if (!ref_tag_valid(tags[i]))
                 abort();
         reg_parse_free_tags(tags, n);
     }

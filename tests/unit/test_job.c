@@ -198,24 +198,6 @@ static void test_job__encode_validates(void **state)
 static void test_job__grammars(void **state)
 {
     (void)state;
-    assert_true(job_repo_valid("library/debian"));
-    assert_true(job_repo_valid("a__b/c-d--e/f.g_h"));
-    assert_false(job_repo_valid("a___b"));
-    assert_false(job_repo_valid("a-"));
-    assert_false(job_repo_valid("/a"));
-    assert_false(job_repo_valid("a/"));
-    assert_false(job_repo_valid(""));
-    assert_true(job_tag_valid("_x"));
-    assert_true(job_tag_valid("1.2.3-alpine"));
-    assert_false(job_tag_valid("-x"));
-    assert_false(job_tag_valid(""));
-    char tag[130];
-    memset(tag, 'a', 128);
-    tag[128] = '\0';
-    assert_true(job_tag_valid(tag));
-    tag[128] = 'a';
-    tag[129] = '\0';
-    assert_false(job_tag_valid(tag));
     assert_true(job_platform_valid("linux/arm64/v8"));
     assert_true(job_platform_valid("windows/amd64"));
     assert_false(job_platform_valid("linux//amd64"));

@@ -189,6 +189,48 @@ static void test_ref__tags_and_digests(void **state)
     assert_non_null(strstr(e.msg, "invalid digest 'sha256:ABCDEF"));
 }
 
+/* The grammar the registry client and job payloads check names with. */
+static void test_ref__repo_and_tag_grammar(void **state)
+{
+    (void)state;
+    const char *good_repos[] = {"library/debian", "a", "a/b/c", "my-org/my_repo", "a__b", "a.b-c",
+                                "x--y", "0/9"};
+    for (size_t i = 0; i < sizeof(good_repos) / sizeof(good_repos[0]); i++)
+        assert_true(ref_repo_valid(good_repos[i]));
+    const char *bad_repos[] = {"", "Library/debian", "a//b", "/a", "a/", "a___b", "a-", "-a",
+                               "a..b", "a b", "a:b", NULL};
+    for (size_t i = 0; i < sizeof(bad_repos) / sizeof(bad_repos[0]); i++)
+        assert_false(ref_repo_valid(bad_repos[i]));
+    char longrepo[300];
+    memset(longrepo, 'a', sizeof(longrepo) - 1);
+    longrepo[sizeof(longrepo) - 1] = '\0';
+    assert_false(ref_repo_valid(longrepo));
+    assert_true(ref_tag_valid("latest"));
+    assert_true(ref_tag_valid("_1.2-rc"));
+    assert_false(ref_tag_valid(".hidden"));
+    assert_false(ref_tag_valid("-x"));
+    assert_false(ref_tag_valid("a:b"));
+    assert_false(ref_tag_valid(""));
+    assert_true(ref_repo_valid("library/debian"));
+    assert_true(ref_repo_valid("a__b/c-d--e/f.g_h"));
+    assert_false(ref_repo_valid("a___b"));
+    assert_false(ref_repo_valid("a-"));
+    assert_false(ref_repo_valid("/a"));
+    assert_false(ref_repo_valid("a/"));
+    assert_false(ref_repo_valid(""));
+    assert_true(ref_tag_valid("_x"));
+    assert_true(ref_tag_valid("1.2.3-alpine"));
+    assert_false(ref_tag_valid("-x"));
+    assert_false(ref_tag_valid(""));
+    char tag[130];
+    memset(tag, 'a', 128);
+    tag[128] = '\0';
+    assert_true(ref_tag_valid(tag));
+    tag[128] = 'a';
+    tag[129] = '\0';
+    assert_false(ref_tag_valid(tag));
+}
+
 static void test_ref__lengths(void **state)
 {
     (void)state;
@@ -278,6 +320,7 @@ int main(void)
         cmocka_unit_test(test_ref__path_components),
         cmocka_unit_test(test_ref__uppercase),
         cmocka_unit_test(test_ref__tags_and_digests),
+        cmocka_unit_test(test_ref__repo_and_tag_grammar),
         cmocka_unit_test(test_ref__lengths),
         cmocka_unit_test(test_ref__empty_and_binary),
         cmocka_unit_test(test_ref__official_repo),

@@ -20,24 +20,8 @@
 static void test_reg__grammar(void **state)
 {
     (void)state;
-    const char *good_repos[] = {"library/debian", "a", "a/b/c", "my-org/my_repo", "a__b", "a.b-c",
-                                "x--y", "0/9"};
-    for (size_t i = 0; i < sizeof(good_repos) / sizeof(good_repos[0]); i++)
-        assert_true(reg_valid_repo(good_repos[i]));
-    const char *bad_repos[] = {"", "Library/debian", "a//b", "/a", "a/", "a___b", "a-", "-a",
-                               "a..b", "a b", "a:b", NULL};
-    for (size_t i = 0; i < sizeof(bad_repos) / sizeof(bad_repos[0]); i++)
-        assert_false(reg_valid_repo(bad_repos[i]));
-    char longrepo[300];
-    memset(longrepo, 'a', sizeof(longrepo) - 1);
-    longrepo[sizeof(longrepo) - 1] = '\0';
-    assert_false(reg_valid_repo(longrepo));
-    assert_true(reg_valid_tag("latest"));
-    assert_true(reg_valid_tag("_1.2-rc"));
-    assert_false(reg_valid_tag(".hidden"));
-    assert_false(reg_valid_tag("-x"));
-    assert_false(reg_valid_tag("a:b"));
-    assert_false(reg_valid_tag(""));
+    /* Repository names and tags: test_ref (ref_repo_valid, ref_tag_valid). */
+    assert_true(reg_valid_ref("latest"));
     assert_true(reg_valid_ref("sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"));
     assert_false(reg_valid_ref("sha256:e3b0"));
     assert_string_equal(reg_class_name(REG_RATE_LIMITED), "rate_limited");
