@@ -59,7 +59,18 @@ $(BUILD)/tests/%.o: tests/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) -Icoordinator -Iworker $(ALL_CFLAGS) -c $< -o $@
 
-$(LIBCOMMON): $(call obj,$(COMMON_SRC))
+# The Redis Functions library is kept as Lua (readable, loadable by hand with
+# `redis-cli FUNCTION LOAD`); the programs carry it as a C array made from it here.
+$(BUILD)/gen/rq_lua.c: common/rq.lua
+	@mkdir -p $(dir $@)
+	{ echo '/* Made from common/rq.lua by the Makefile. */'; echo '#include "rq.h"'; \
+	  echo 'const char rq_lua_source[] = {'; \
+	  od -An -v -tx1 $< | sed 's/ *\([0-9a-f][0-9a-f]\)/0x\1,/g'; echo '0};'; } > $@.tmp
+	mv $@.tmp $@
+$(BUILD)/gen/rq_lua.o: $(BUILD)/gen/rq_lua.c
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -c $< -o $@
+
+$(LIBCOMMON): $(call obj,$(COMMON_SRC)) $(BUILD)/gen/rq_lua.o
 	@rm -f $@; $(AR) rcs $@ $^
 $(LIBCOORD): $(call obj,$(COORD_SRC))
 	@rm -f $@; $(AR) rcs $@ $^

@@ -2,7 +2,7 @@
  * dedupe, leases and run bookkeeping.
  *
  * Multi-key steps are functions of one Redis 7.0 Functions library
- * ("hubsync", source in rq_lua.c), loaded with FUNCTION LOAD REPLACE by the
+ * ("hubsync", source in common/rq.lua), loaded with FUNCTION LOAD REPLACE by the
  * connection setup (rq_setup) and again whenever Redis answers "Function not
  * found"; the consumer group is created the same way (and after NOGROUP).
  * Every time is Redis TIME, never the caller's clock. Key names come from
@@ -48,7 +48,7 @@ void rq_free(struct rq *q);
  * back empty) must still be delivered. Owned by the caller: rconn_setup_free. */
 void rq_setup(const struct rq *q, struct rconn_setup *out);
 
-/* The library source, as loaded. */
+/* The library source, as loaded: common/rq.lua, made into C by the Makefile. */
 extern const char rq_lua_source[];
 
 enum rq_status {

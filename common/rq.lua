@@ -1,0 +1,521 @@
+#!lua name=hubsync
+-- hubsync's queue, pull budget and bookkeeping (see common/rq.h). The programs
+-- load it themselves; by hand: redis-cli -x FUNCTION LOAD REPLACE < common/rq.lua
+-- Every key arrives in KEYS, named by common/keys.c; every time is Redis TIME.
+-- Scripts are atomic but not transactional: arguments are checked before the
+-- first write.
+
+local function fail(msg)
+  error({err = 'ERR hubsync: ' .. msg})
+end
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function int(v, name)
+  local n = tonumber(v)
+  if n == nil or n ~= math.floor(n) then fail(name .. ' is not an integer') end
+  return n
+end
+
+local function fields(flat)
+  local f = {}
+  for i = 1, #flat, 2 do f[flat[i]] = flat[i + 1] end
+  return f
+end
+
+-- Owner and delivery count of a pending entry, or nil.
+local function pending(jobs, group, id)
+  local p = redis.call('XPENDING', jobs, group, id, id, 1)
+  if #p == 0 then return nil, 0 end
+  return p[1][2], tonumber(p[1][4])
+end
+
+-- 1 if consumer holds id; else counts a stale settle: 0 gone, -1 held by another.
+local function holds(jobs, stats, group, consumer, id)
+  local owner = pending(jobs, group, id)
+  if owner == consumer then return 1 end
+  redis.call('HINCRBY', stats, 'ack_stale', 1)
+  if owner then return -1 end
+  return 0
+end
+
+-- Caller counters are name, delta pairs from args[first]; checked up front.
+local function check_counters(args, first)
+  for i = first, #args, 2 do
+    if not string.match(args[i], '^[a-z0-9_]+$') then fail('bad counter name') end
+    int(args[i + 1], 'counter ' .. args[i])
+  end
+end
+
+local function count_run(run, own, args, first)
+  if not run or redis.call('EXISTS', run) == 0 then return end
+  redis.call('HINCRBY', run, own, 1)
+  for i = first, #args, 2 do redis.call('HINCRBY', run, args[i], args[i + 1]) end
+end
+
+-- Release the enqueue dedupe entry only if it still points at this entry.
+local function release(index, key, id)
+  if key and redis.call('HGET', index, key) == id then redis.call('HDEL', index, key) end
+end
+
+local function remove(jobs, group, index, key, id)
+  redis.call('XACK', jobs, group, id)
+  redis.call('XDEL', jobs, id)
+  release(index, key, id)
+end
+
+local function bury(jobs, dead, group, index, id, key, job, reason, deliveries, cap)
+  redis.call('XADD', dead, 'MAXLEN', '~', cap, '*', 'id', id, 'key', key or '',
+             'job', job or '', 'reason', reason, 'deliveries', deliveries, 'ts', now_ms())
+  remove(jobs, group, index, key, id)
+end
+
+-- A job dead-lettered by take counts in its run, found from the payload.
+local function count_dead_in_run(run_prefix, job)
+  local ok, j = pcall(cjson.decode, job or '')
+  if ok and type(j) == 'table' and type(j.run) == 'string'
+     and string.match(j.run, '^[A-Za-z0-9._-]+$') then
+    count_run(run_prefix .. j.run, 'jobs_dead', {}, 1)
+  end
+end
+
+local function enqueue(jobs, index, stats, key, job)
+  local cur = redis.call('HGET', index, key)
+  if cur then
+    redis.call('HINCRBY', stats, 'enqueue_dedup', 1)
+    return {0, cur}
+  end
+  local id = redis.call('XADD', jobs, '*', 'key', key, 'job', job)
+  redis.call('HSET', index, key, id)
+  redis.call('HINCRBY', stats, 'enqueued', 1)
+  return {1, id}
+end
+
+-- KEYS jobs index stats; ARGV key job -> {1, id} | {0, id or "delayed"}
+redis.register_function('hubsync_enqueue', function(keys, args)
+  return enqueue(keys[1], keys[2], keys[3], args[1], args[2])
+end)
+
+-- KEYS jobs index stats run runkeys; ARGV key job -> as hubsync_enqueue. The job
+-- counts once in the run's jobs_total, however often a resumed run enqueues it.
+redis.register_function('hubsync_run_enqueue', function(keys, args)
+  local run, runkeys = keys[4], keys[5]
+  if redis.call('EXISTS', run) == 0 then fail('no such run') end
+  if redis.call('SADD', runkeys, args[1]) == 1 then
+    redis.call('HINCRBY', run, 'jobs_total', 1)
+  end
+  return enqueue(keys[1], keys[2], keys[3], args[1], args[2])
+end)
+-- KEYS index delayed payload stats; ARGV run ('' for every run) -> jobs removed.
+-- Jobs waiting for the pull budget when a run ends are planned again by the next.
+redis.register_function('hubsync_purge_delayed', function(keys, args)
+  local index, delayed, payload, stats = keys[1], keys[2], keys[3], keys[4]
+  local removed = 0
+  for _, key in ipairs(redis.call('ZRANGE', delayed, 0, -1)) do
+    local p = redis.call('HGET', payload, key)
+    local ok, j = pcall(cjson.decode, p or '')
+    local run = ok and type(j) == 'table' and type(j.job) == 'table' and j.job.run
+    if args[1] == '' or run == args[1] then
+      redis.call('ZREM', delayed, key)
+      redis.call('HDEL', payload, key)
+      if redis.call('HGET', index, key) == 'delayed' then redis.call('HDEL', index, key) end
+      removed = removed + 1
+    end
+  end
+  if removed > 0 then redis.call('HINCRBY', stats, 'purged', removed) end
+  return removed
+end)
+
+-- KEYS jobs dead index stats paused; ARGV group consumer lease_ms max_deliveries
+-- dead_cap run_prefix -> {'job', id, key, job, deliveries, dead} | {'none', dead}
+-- | {'paused'}; dead lists the job keys dead-lettered on the way.
+redis.register_function('hubsync_take', function(keys, args)
+  local jobs, dead, index, stats, paused = keys[1], keys[2], keys[3], keys[4], keys[5]
+  local group, consumer, run_prefix = args[1], args[2], args[6]
+  local lease, max = int(args[3], 'lease'), int(args[4], 'max_deliveries')
+  local cap = int(args[5], 'dead_cap')
+  if lease < 1 or max < 1 then fail('lease and max_deliveries must be positive') end
+  if redis.call('EXISTS', paused) == 1 then return {'paused'} end
+  local buried = {}
+  -- Reclaim first: a job idle past its lease lost its worker. The scan is
+  -- bounded (100 x 10 pending entries) to keep the script short.
+  local cursor = '0-0'
+  for _ = 1, 100 do
+    local r = redis.call('XAUTOCLAIM', jobs, group, consumer, lease, cursor, 'COUNT', 1)
+    cursor = r[1]
+    local e = r[2][1]
+    if e then
+      local f = fields(e[2])
+      local _, n = pending(jobs, group, e[1])
+      if f.key and f.job and n <= max then
+        redis.call('HINCRBY', stats, 'reclaimed', 1)
+        return {'job', e[1], f.key, f.job, n, buried}
+      end
+      local why = (f.key and f.job) and 'max deliveries' or 'malformed entry'
+      bury(jobs, dead, group, index, e[1], f.key, f.job, why, n, cap)
+      redis.call('HINCRBY', stats, 'dead', 1)
+      count_dead_in_run(run_prefix, f.job)
+      table.insert(buried, f.key or e[1])
+    end
+    if cursor == '0-0' then break end
+  end
+  for _ = 1, 100 do
+    local r = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', 1,
+                         'STREAMS', jobs, '>')
+    if not r then break end
+    local e = r[1][2][1]
+    local f = fields(e[2])
+    if f.key and f.job then return {'job', e[1], f.key, f.job, 1, buried} end
+    bury(jobs, dead, group, index, e[1], f.key, f.job, 'malformed entry', 1, cap)
+    redis.call('HINCRBY', stats, 'dead', 1)
+    table.insert(buried, f.key or e[1])
+  end
+  return {'none', buried}
+end)
+
+-- KEYS jobs; ARGV group consumer id -> 1 held (lease renewed) | 0 gone | -1 other
+redis.register_function('hubsync_renew', function(keys, args)
+  local owner = pending(keys[1], args[1], args[3])
+  if not owner then return 0 end
+  if owner ~= args[2] then return -1 end
+  redis.call('XCLAIM', keys[1], args[1], args[2], 0, args[3], 'JUSTID')
+  return 1
+end)
+
+-- KEYS jobs index stats [run]; ARGV group consumer id key [counter delta]...
+redis.register_function('hubsync_ack', function(keys, args)
+  local jobs, index, stats, run = keys[1], keys[2], keys[3], keys[4]
+  local group, consumer, id, key = args[1], args[2], args[3], args[4]
+  check_counters(args, 5)
+  local held = holds(jobs, stats, group, consumer, id)
+  if held ~= 1 then return held end
+  remove(jobs, group, index, key, id)
+  redis.call('HINCRBY', stats, 'done', 1)
+  count_run(run, 'jobs_done', args, 5)
+  return 1
+end)
+
+-- KEYS jobs index delayed payload stats [run]; ARGV group consumer id key job
+-- delay_ms why [counter delta]...
+redis.register_function('hubsync_retry', function(keys, args)
+  local jobs, index, delayed, payload, stats, run =
+    keys[1], keys[2], keys[3], keys[4], keys[5], keys[6]
+  local group, consumer, id, key = args[1], args[2], args[3], args[4]
+  local job, why = args[5], args[7]
+  local delay = int(args[6], 'delay_ms')
+  if delay < 0 then fail('delay_ms must not be negative') end
+  if why ~= 'backoff' and why ~= 'budget' then fail('why must be backoff or budget') end
+  check_counters(args, 8)
+  local held = holds(jobs, stats, group, consumer, id)
+  if held ~= 1 then return held end
+  local cur = redis.call('HGET', index, key)
+  remove(jobs, group, index, key, id)
+  if cur and cur ~= id then
+    -- A newer job for this key is pending; it supersedes this one.
+    redis.call('HINCRBY', stats, 'retry_superseded', 1)
+  else
+    local due = now_ms() + delay
+    redis.call('ZADD', delayed, due, key)
+    redis.call('HSET', payload, key,
+               string.format('{"why":"%s","due_ms":%d,"job":%s}', why, due, job))
+    redis.call('HSET', index, key, 'delayed')
+    redis.call('HINCRBY', stats, 'retried_' .. why, 1)
+  end
+  count_run(run, 'jobs_retried', args, 8)
+  return 1
+end)
+
+-- KEYS jobs dead index stats [run]; ARGV group consumer id key reason dead_cap
+-- [counter delta]...
+redis.register_function('hubsync_fail', function(keys, args)
+  local jobs, dead, index, stats, run = keys[1], keys[2], keys[3], keys[4], keys[5]
+  local group, consumer, id, key, reason = args[1], args[2], args[3], args[4], args[5]
+  local cap = int(args[6], 'dead_cap')
+  check_counters(args, 7)
+  local held = holds(jobs, stats, group, consumer, id)
+  if held ~= 1 then return held end
+  local _, n = pending(jobs, group, id)
+  local e = redis.call('XRANGE', jobs, id, id)[1]
+  bury(jobs, dead, group, index, id, key, e and fields(e[2]).job, reason, n, cap)
+  redis.call('HINCRBY', stats, 'failed', 1)
+  count_run(run, 'jobs_failed', args, 7)
+  return 1
+end)
+
+-- KEYS jobs stats; ARGV group consumer id lease_ms. The entry becomes idle
+-- for a full lease (reclaimable at once) with its delivery count put back.
+redis.register_function('hubsync_handback', function(keys, args)
+  local jobs, stats = keys[1], keys[2]
+  local group, consumer, id = args[1], args[2], args[3]
+  local lease = int(args[4], 'lease_ms')
+  local owner, n = pending(jobs, group, id)
+  if owner ~= consumer then return owner and -1 or 0 end
+  redis.call('XCLAIM', jobs, group, consumer, 0, id, 'IDLE', lease,
+             'RETRYCOUNT', math.max(n - 1, 0), 'JUSTID')
+  redis.call('HINCRBY', stats, 'handback', 1)
+  return 1
+end)
+
+-- KEYS jobs index delayed payload stats; ARGV max -> jobs moved back
+redis.register_function('hubsync_promote', function(keys, args)
+  local jobs, index, delayed, payload, stats = keys[1], keys[2], keys[3], keys[4], keys[5]
+  local max = int(args[1], 'max')
+  local due = redis.call('ZRANGE', delayed, '-inf', now_ms(), 'BYSCORE', 'LIMIT', 0, max)
+  local moved = 0
+  for _, key in ipairs(due) do
+    local p = redis.call('HGET', payload, key)
+    local at = p and string.find(p, ',"job":', 1, true)
+    redis.call('ZREM', delayed, key)
+    redis.call('HDEL', payload, key)
+    if at then
+      local id = redis.call('XADD', jobs, '*', 'key', key, 'job', string.sub(p, at + 7, -2))
+      redis.call('HSET', index, key, id)
+      moved = moved + 1
+    else
+      if redis.call('HGET', index, key) == 'delayed' then redis.call('HDEL', index, key) end
+      redis.call('HINCRBY', stats, 'promote_lost', 1)
+    end
+  end
+  if moved > 0 then redis.call('HINCRBY', stats, 'promoted', moved) end
+  return moved
+end)
+
+-- KEYS budget inflight stats; ARGV cost floor ttl_ms reservation
+-- -> {'granted', remaining} | {'unlimited', 0} | {'denied', wait_ms} | {'unknown', 0}
+redis.register_function('hubsync_budget_acquire', function(keys, args)
+  local budget, inflight, stats = keys[1], keys[2], keys[3]
+  local cost, floor = int(args[1], 'cost'), int(args[2], 'floor')
+  local ttl = int(args[3], 'ttl_ms')
+  local resv = args[4]
+  if cost < 1 or cost > 100 then fail('cost must be 1..100') end
+  if ttl < 1 then fail('ttl_ms must be positive') end
+  local now = now_ms()
+  redis.call('ZREMRANGEBYSCORE', inflight, '-inf', now)
+  local b = fields(redis.call('HGETALL', budget))
+  local paused = tonumber(b.paused_until_ms) or 0
+  if paused > now then
+    redis.call('HINCRBY', stats, 'pulls_denied', 1)
+    return {'denied', paused - now}
+  end
+  local observed = tonumber(b.observed_ms)
+  local window = (tonumber(b.window_s) or 0) * 1000
+  -- Never seen, or seen longer ago than Hub's window: only a probe can tell.
+  if not observed or (window > 0 and now - observed > window) then
+    return {'unknown', 0}
+  end
+  if b.unlimited == '1' then
+    redis.call('HINCRBY', stats, 'pulls_granted', cost)
+    return {'unlimited', 0}
+  end
+  local avail = (tonumber(b.remaining) or 0) - redis.call('ZCARD', inflight)
+  if avail - cost >= floor then
+    local expiry = now + ttl
+    redis.call('ZADD', inflight, expiry, resv)
+    for i = 2, cost do redis.call('ZADD', inflight, expiry, resv .. '#' .. i) end
+    if redis.call('PTTL', inflight) < ttl then redis.call('PEXPIRE', inflight, ttl) end
+    redis.call('HINCRBY', stats, 'pulls_granted', cost)
+    return {'granted', avail - cost}
+  end
+  -- Hub's window is rolling: a pull comes back every window/limit ms.
+  local limit = tonumber(b.limit) or 0
+  local wait = 60000
+  if limit > 0 and window > 0 then
+    wait = math.min(window, math.ceil(window / limit) * (floor + cost - avail))
+  end
+  redis.call('HINCRBY', stats, 'pulls_denied', 1)
+  return {'denied', wait}
+end)
+
+local function unreserve(inflight, resv)
+  if resv == '' then return end
+  if redis.call('ZREM', inflight, resv) == 0 then return end
+  local i = 2
+  while redis.call('ZREM', inflight, resv .. '#' .. i) == 1 do i = i + 1 end
+end
+
+-- KEYS budget inflight; ARGV mode limit remaining window_s reservation.
+-- mode 'limited' applies Hub's numbers, 'unlimited' (the response had no
+-- ratelimit headers) marks the source not limited, 'none' (unusable headers)
+-- only releases the reservation. -> remaining | -1 unlimited | -2 nothing
+redis.register_function('hubsync_budget_observe', function(keys, args)
+  local budget, inflight, mode, resv = keys[1], keys[2], args[1], args[5]
+  local now = now_ms()
+  if mode == 'none' then
+    unreserve(inflight, resv)
+    return -2
+  end
+  if mode == 'unlimited' then
+    unreserve(inflight, resv)
+    redis.call('HSET', budget, 'unlimited', 1, 'observed_ms', now)
+    return -1
+  end
+  if mode ~= 'limited' then fail('mode must be limited, unlimited or none') end
+  local limit, remaining = int(args[2], 'limit'), int(args[3], 'remaining')
+  local window = int(args[4], 'window_s')
+  unreserve(inflight, resv)
+  local prev_r = tonumber(redis.call('HGET', budget, 'remaining'))
+  -- Answers arrive in any order, so while GETs are being answered a higher count
+  -- than the stored one may be older than it: the budget only goes down then.
+  -- Once no GET was answered for a few seconds every answer is current, and a
+  -- higher count means Hub's window moved on.
+  if prev_r and remaining > prev_r then
+    local last_get = tonumber(redis.call('HGET', budget, 'get_ms')) or 0
+    if now - last_get < 3000 then remaining = prev_r end
+  end
+  if resv ~= '' then redis.call('HSET', budget, 'get_ms', now) end
+  redis.call('HSET', budget, 'limit', limit, 'remaining', remaining, 'window_s', window,
+             'observed_ms', now, 'unlimited', 0)
+  return remaining
+end)
+-- KEYS budget stats; ARGV duration_ms -> pause in force (ms). After a 429
+-- no worker pulls until the pause ends and a probe shows budget.
+redis.register_function('hubsync_budget_pause', function(keys, args)
+  local budget, stats = keys[1], keys[2]
+  local now = now_ms()
+  local untl = now + int(args[1], 'duration_ms')
+  local cur = tonumber(redis.call('HGET', budget, 'paused_until_ms')) or 0
+  if cur > untl then untl = cur end
+  redis.call('HSET', budget, 'paused_until_ms', untl, 'remaining', 0, 'unlimited', 0)
+  redis.call('HINCRBY', budget, 'http_429', 1)
+  redis.call('HINCRBY', stats, 'http_429', 1)
+  return untl - now
+end)
+
+-- KEYS present blobhome; ARGV repo digest... -> digests newly added
+redis.register_function('hubsync_present_mark', function(keys, args)
+  local added = 0
+  for i = 2, #args do
+    added = added + redis.call('SADD', keys[1], args[i])
+    redis.call('HSET', keys[2], args[i], args[1])
+  end
+  return added
+end)
+
+-- KEYS present blobhome; ARGV repo digest... -> digests removed
+redis.register_function('hubsync_present_forget', function(keys, args)
+  local removed = 0
+  for i = 2, #args do
+    removed = removed + redis.call('SREM', keys[1], args[i])
+    if redis.call('HGET', keys[2], args[i]) == args[1] then
+      redis.call('HDEL', keys[2], args[i])
+    end
+  end
+  return removed
+end)
+
+-- KEYS manifest; ARGV type body ttl_ms -> 1
+redis.register_function('hubsync_manifest_keep', function(keys, args)
+  local ttl = int(args[3], 'ttl_ms')
+  redis.call('HSET', keys[1], 'type', args[1], 'body', args[2])
+  redis.call('PEXPIRE', keys[1], ttl)
+  return 1
+end)
+
+-- KEYS lease; ARGV token ttl_ms -> 1 renewed | 0 not held
+redis.register_function('hubsync_lease_renew', function(keys, args)
+  local ttl = int(args[2], 'ttl_ms')
+  if redis.call('GET', keys[1]) ~= args[1] then return 0 end
+  redis.call('PEXPIRE', keys[1], ttl)
+  return 1
+end)
+
+-- KEYS lease; ARGV token -> 1 released | 0 not held
+redis.register_function('hubsync_lease_release', function(keys, args)
+  if redis.call('GET', keys[1]) ~= args[1] then return 0 end
+  redis.call('DEL', keys[1])
+  return 1
+end)
+
+-- KEYS run runs current; ARGV id commit -> start ms | 0 if the run exists
+redis.register_function('hubsync_run_create', function(keys, args)
+  local run, runs, current = keys[1], keys[2], keys[3]
+  if redis.call('EXISTS', run) == 1 then return 0 end
+  local now = now_ms()
+  redis.call('HSET', run, 'id', args[1], 'state', 'running', 'commit', args[2],
+             'started_ms', now, 'jobs_total', 0, 'jobs_done', 0, 'jobs_failed', 0,
+             'jobs_retried', 0, 'jobs_dead', 0)
+  redis.call('ZADD', runs, now, args[1])
+  redis.call('SET', current, args[1])
+  return now
+end)
+
+-- KEYS run current synced runkeys; ARGV id state advance -> 1 | 0 no such run.
+-- advance=1 with state done moves the synced marker to the run's commit.
+-- The run's key set only serves a resumed run: a finished one drops it.
+redis.register_function('hubsync_run_finish', function(keys, args)
+  local run, current, synced, runkeys = keys[1], keys[2], keys[3], keys[4]
+  local id, state = args[1], args[2]
+  if state ~= 'done' and state ~= 'deferred' and state ~= 'failed'
+     and state ~= 'aborted' then
+    fail('state must be done, deferred, failed or aborted')
+  end
+  if redis.call('EXISTS', run) == 0 then return 0 end
+  redis.call('HSET', run, 'state', state, 'finished_ms', now_ms())
+  redis.call('DEL', runkeys)
+  if redis.call('GET', current) == id then redis.call('DEL', current) end
+  if args[3] == '1' and state == 'done' then
+    redis.call('SET', synced, redis.call('HGET', run, 'commit'))
+  end
+  return 1
+end)
+
+-- KEYS worker workers; ARGV id json ttl_s. Workers silent for a day are
+-- dropped from the zset.
+redis.register_function('hubsync_worker_beat', function(keys, args)
+  local ttl = int(args[3], 'ttl_s')
+  local now = now_ms()
+  redis.call('SET', keys[1], args[2], 'EX', ttl)
+  redis.call('ZADD', keys[2], now, args[1])
+  redis.call('ZREMRANGEBYSCORE', keys[2], '-inf', now - 86400000)
+  return 1
+end)
+
+-- KEYS worker workers; ARGV id
+redis.register_function('hubsync_worker_gone', function(keys, args)
+  redis.call('DEL', keys[1])
+  redis.call('ZREM', keys[2], args[1])
+  return 1
+end)
+
+-- KEYS jobs; ARGV group min_idle_ms -> consumers deleted. Only consumers
+-- with nothing pending go (DELCONSUMER would drop pending entries); a live
+-- one deleted this way is simply created again by its next read.
+redis.register_function('hubsync_prune_consumers', function(keys, args)
+  local min_idle = int(args[2], 'min_idle_ms')
+  local n = 0
+  for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', keys[1], args[1])) do
+    local f = fields(c)
+    if tonumber(f.pending) == 0 and tonumber(f.idle) >= min_idle then
+      redis.call('XGROUP', 'DELCONSUMER', keys[1], args[1], f.name)
+      n = n + 1
+    end
+  end
+  return n
+end)
+
+-- KEYS index jobs delayed stats; ARGV cursor count -> {next cursor, released}.
+-- Releases dedupe entries whose job is gone (an entry deleted by hand, a
+-- partly lost AOF): such a key could otherwise never be enqueued again.
+redis.register_function('hubsync_repair_index', function(keys, args)
+  local index, jobs, delayed, stats = keys[1], keys[2], keys[3], keys[4]
+  local r = redis.call('HSCAN', index, args[1], 'COUNT', int(args[2], 'count'))
+  local released = 0
+  for i = 1, #r[2], 2 do
+    local key, v = r[2][i], r[2][i + 1]
+    local alive
+    if v == 'delayed' then
+      alive = redis.call('ZSCORE', delayed, key)
+    else
+      alive = string.match(v, '^%d+%-%d+$') and #redis.call('XRANGE', jobs, v, v) > 0
+    end
+    if not alive then
+      redis.call('HDEL', index, key)
+      released = released + 1
+    end
+  end
+  if released > 0 then redis.call('HINCRBY', stats, 'index_repaired', released) end
+  return {r[1], released}
+end)
