@@ -1,13 +1,15 @@
 # hubsync: one non-recursive Makefile.
 #   make            build bin/hubsync-coordinator and bin/hubsync-worker
-#   make test       every test: unit, fuzz smoke, integration (CI runs this)
+#   make demo       the README's first command: installs what is missing (.ci/deps), builds,
+#                   then a whole sync on loopback and a podman pull through the target
+#   make test       the README's second command (CI runs it): installs what is missing,
+#                   builds, then every test: unit, fuzz smoke, integration
 #   make unit       unit tests only
 #   make asan       unit tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make asan-integration  the integration suite with the programs and tools built with
 #                   ASan+UBSan (build/asan/bin, build/asan/tools); any sanitizer report fails
 #   make fuzz       libFuzzer targets (clang) in build/fuzz/
 #   make valgrind   unit tests under valgrind memcheck
-#   make demo       a whole sync on loopback, then a podman pull through the target
 #   make reliability  the fault tests in full (HUBSYNC_FULL=1: 20 worker kill trials)
 #   make bench      hubsync against skopeo sync and the seed's script (BENCH_ARGS=--quick)
 # WERROR=1 turns warnings into errors (CI sets it).
@@ -26,9 +28,9 @@ ifeq ($(WERROR),1)
 WARN     += -Werror
 endif
 PKGS     := libcurl libgit2 jansson libcrypto
-CPPFLAGS += -D_GNU_SOURCE -Icommon $(shell pkg-config --cflags $(PKGS))
+CPPFLAGS += -D_GNU_SOURCE -Icommon $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 ALL_CFLAGS = -std=c11 $(WARN) $(CFLAGS) -MMD -MP
-LDLIBS   += $(shell pkg-config --libs $(PKGS)) -lhiredis -lev -lm
+LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhiredis -lev -lm
 
 COMMON_SRC := $(wildcard common/*.c)
 COORD_SRC  := $(filter-out coordinator/main.c,$(wildcard coordinator/*.c))
@@ -46,8 +48,8 @@ TOOL_BINS := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(TOOL_SRC))
 PROGS     := $(BINDIR)/hubsync-coordinator $(BINDIR)/hubsync-worker
 
 .SECONDARY:
-.PHONY: all test unit unit-bins integration fuzz fuzz-smoke asan asan-build asan-integration \
-        valgrind demo bench clean
+.PHONY: all test test-run unit unit-bins integration fuzz fuzz-smoke asan asan-build \
+        asan-integration valgrind demo demo-run reliability bench clean
 all: $(PROGS)
 
 $(BUILD)/%.o: %.c
@@ -99,9 +101,18 @@ unit-bins: $(UNIT_BINS)
 unit: $(UNIT_BINS)
 	python3 tests/run.py --build $(BUILD) unit
 
+# The README's two commands first install the Debian packages that are missing; a sub-make
+# then builds, since the flags above come from pkg-config, which may have just arrived.
+test:
+	@.ci/deps
+	@$(MAKE) --no-print-directory test-run
+demo:
+	@.ci/deps
+	@$(MAKE) --no-print-directory demo-run
+
 # Everything CI checks, counted in one closing line: unit tests (plain and
 # under ASan+UBSan), a bounded run of every fuzz target, integration tests.
-test: all $(UNIT_BINS) $(TOOL_BINS) fuzz asan-build
+test-run: all $(UNIT_BINS) $(TOOL_BINS) fuzz asan-build
 	python3 tests/run.py --build $(BUILD) --asan-build $(ASAN_BUILD) \
 	  --fuzz-seconds $(FUZZ_SECONDS) all
 
@@ -152,8 +163,8 @@ fuzz-smoke: fuzz
 reliability: all $(TOOL_BINS)
 	HUBSYNC_FULL=1 python3 tests/run.py --build $(BUILD) integration --pattern 'test_faults.py'
 
-# The README's first command: everything on loopback, cleaned up at the end.
-demo: all
+# Everything on loopback, cleaned up at the end.
+demo-run: all
 	python3 tests/demo/demo.py
 
 # Side-by-side benchmark; the table it prints is kept in tests/bench/README.md.
