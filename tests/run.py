@@ -174,6 +174,15 @@ def main():
     if a.asan_build:
         # test_sanitizers runs the programs built there.
         os.environ["HUBSYNC_ASAN_BIN"] = os.path.join(ROOT, a.asan_build, "bin")
+    if a.what in ("unit", "integration", "all"):
+        # The unit tests of the catalog and the integration tests read real data.
+        sys.path.insert(0, os.path.join(ROOT, "tests"))
+        import harness
+        missing = harness.ensure_official_images()
+        if missing:
+            print("tests: " + missing, file=sys.stderr)
+            return 2
+        os.environ["HUBSYNC_OFFICIAL_IMAGES"] = harness.OFFICIAL_IMAGES
     tally = Tally()
     if a.what in ("unit", "all"):
         run_unit(build, tally, a.valgrind)

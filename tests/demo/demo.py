@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from demo.mirror import Podman, PodmanError, registries_conf  # noqa: E402
 from demo.rig import Rig, RigError  # noqa: E402
-from harness import OFFICIAL_IMAGES  # noqa: E402
+import harness  # noqa: E402
 
 DEFAULT_REPOS = "hello-world,alpine,memcached,registry"
 # What a client asking Docker Hub would show in the stand-in's counters.
@@ -58,8 +58,10 @@ def parse_args(argv):
     ap.add_argument("--limit", type=int, default=10000,
                     help="anonymous pulls per window the stand-in grants (Docker Hub: 100; "
                     "try 100 to see a run deferred by the budget; default: %(default)s)")
-    ap.add_argument("--official-images", default=OFFICIAL_IMAGES,
-                    help="official-images repository, a path or a URL (default: %(default)s)")
+    ap.add_argument("--official-images",
+                    help="official-images repository, a path or a URL (default: "
+                    "$HUBSYNC_OFFICIAL_IMAGES, else %s when it exists, else a clone of %s in "
+                    "build/)" % (harness.SHARED_OFFICIAL_IMAGES, harness.OFFICIAL_IMAGES_URL))
     ap.add_argument("--keep", action="store_true",
                     help="keep everything running until Enter, to try the redis-cli commands")
     return ap.parse_args(argv)
@@ -216,9 +218,17 @@ def main(argv=None):
     a = parse_args(argv)
     if a.image.count(":") != 1:
         raise SystemExit("--image wants repository:tag, e.g. hello-world:latest")
-    if "://" not in a.official_images and not os.path.exists(a.official_images):
-        raise SystemExit("no official-images repository at %s (--official-images)"
-                         % a.official_images)
+    if a.official_images:
+        if "://" not in a.official_images and not os.path.isdir(a.official_images):
+            print("demo: no official-images repository at %s (--official-images)"
+                  % a.official_images, file=sys.stderr)
+            return 2
+    else:
+        missing = harness.ensure_official_images()
+        if missing:
+            print("demo: " + missing, file=sys.stderr)
+            return 2
+        a.official_images = harness.OFFICIAL_IMAGES
     started = time.time()
     say("hubsync demo: Redis, a target registry, a Docker Hub stand-in, the coordinator "
         "and %d workers, all on loopback" % a.workers)

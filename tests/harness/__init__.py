@@ -17,8 +17,56 @@ ROOT = os.environ.get("HUBSYNC_ROOT") or os.path.dirname(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.environ.get("HUBSYNC_BIN") or os.path.join(ROOT, "bin")
 TOOLS = os.environ.get("HUBSYNC_TOOLS") or os.path.join(ROOT, "build", "default", "tools")
-OFFICIAL_IMAGES = os.environ.get("HUBSYNC_OFFICIAL_IMAGES") or os.path.normpath(
+# Where the official-images data for the demo and the tests comes from, in this order: the
+# HUBSYNC_OFFICIAL_IMAGES environment variable (the demo's --official-images sets it too);
+# the project's ../shared copy beside the checkout; otherwise a clone of upstream into
+# build/, made by ensure_official_images() (the demo and tests/run.py call it first).
+OFFICIAL_IMAGES_URL = "https://github.com/docker-library/official-images.git"
+SHARED_OFFICIAL_IMAGES = os.path.normpath(
     os.path.join(ROOT, "..", "shared", "official-images", "official-images.git"))
+CLONED_OFFICIAL_IMAGES = os.path.join(ROOT, "build", "official-images.git")
+
+
+def _official_images():
+    if os.environ.get("HUBSYNC_OFFICIAL_IMAGES"):
+        return os.environ["HUBSYNC_OFFICIAL_IMAGES"]
+    if os.path.isdir(SHARED_OFFICIAL_IMAGES):
+        return SHARED_OFFICIAL_IMAGES
+    return CLONED_OFFICIAL_IMAGES
+
+
+OFFICIAL_IMAGES = _official_images()
+
+
+def ensure_official_images(timeout=600):
+    """None when OFFICIAL_IMAGES can be read (cloning upstream into build/ when it is the
+    fallback and not there yet), else one line saying what was tried and how to point at a
+    copy."""
+    if "://" in OFFICIAL_IMAGES or os.path.isdir(OFFICIAL_IMAGES):
+        return None
+    tried = []
+    if os.environ.get("HUBSYNC_OFFICIAL_IMAGES"):
+        tried.append("HUBSYNC_OFFICIAL_IMAGES=%s (no such directory)" % OFFICIAL_IMAGES)
+    else:
+        tried.append("%s (not there)" % SHARED_OFFICIAL_IMAGES)
+        tmp = OFFICIAL_IMAGES + ".partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(os.path.dirname(tmp), exist_ok=True)
+        try:
+            p = subprocess.run(["git", "clone", "-q", "--bare", OFFICIAL_IMAGES_URL, tmp],
+                               stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                               timeout=timeout)
+            if p.returncode == 0:
+                os.rename(tmp, OFFICIAL_IMAGES)
+                return None
+            why = (p.stderr.strip().splitlines() or ["exit %d" % p.returncode])[-1]
+        except (OSError, subprocess.TimeoutExpired) as e:
+            why = str(e)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tried.append("a clone of %s (%s)" % (OFFICIAL_IMAGES_URL, why))
+    return ("no official-images data: tried %s; point HUBSYNC_OFFICIAL_IMAGES (or the demo's "
+            "--official-images) at a clone of docker-library/official-images"
+            % "; ".join(tried))
 # Programs built with sanitizers run 2-3x slower: the runner raises this in that mode and
 # the harness's own waits scale with it.
 TIMEOUT_FACTOR = float(os.environ.get("HUBSYNC_TIMEOUT_FACTOR") or 1)

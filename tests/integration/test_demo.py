@@ -6,17 +6,19 @@ import os
 import pty
 import re
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import unittest
 
 from demo.mirror import Podman, registries_conf
 from demo.rig import Rig
-from harness import ROOT
+from harness import OFFICIAL_IMAGES, ROOT
 
 DEMO = os.path.join(ROOT, "tests", "demo", "demo.py")
 DEMO_REPOS = "hello-world,alpine,memcached,registry"
@@ -125,9 +127,52 @@ class DemoTest(unittest.TestCase):
 
     def test_demo_reports_a_missing_repository_source(self):
         p, _ = self.run_demo("--official-images", "/nonexistent/official-images.git")
-        self.assertNotEqual(p.returncode, 0)
-        self.assertIn("no official-images repository at /nonexistent/official-images.git",
+        self.assertEqual(p.returncode, 2, p.stdout)
+        self.assertEqual(p.stdout.strip(), "demo: no official-images repository at "
+                         "/nonexistent/official-images.git (--official-images)")
+
+    def test_demo_names_the_sources_it_tried(self):
+        env = dict(os.environ, HUBSYNC_OFFICIAL_IMAGES="/nonexistent/oi.git")
+        p = subprocess.run([sys.executable, DEMO], stdout=subprocess.PIPE, env=env,
+                           stderr=subprocess.STDOUT, text=True, timeout=60)
+        self.assertEqual(p.returncode, 2, p.stdout)
+        self.assertEqual(len(p.stdout.strip().splitlines()), 1, p.stdout)
+        self.assertIn("tried HUBSYNC_OFFICIAL_IMAGES=/nonexistent/oi.git (no such directory)",
                       p.stdout)
+
+
+class OfficialImagesSourceTest(unittest.TestCase):
+    """Without the environment variable and without ../shared, the data is a clone of
+    upstream in build/ (here a local path plays GitHub)."""
+
+    def ensure(self, url):
+        tmp = tempfile.mkdtemp(prefix="hubsync-oi-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        code = ("import harness, json; "
+                "harness.SHARED_OFFICIAL_IMAGES = %r; harness.OFFICIAL_IMAGES_URL = %r; "
+                "harness.OFFICIAL_IMAGES = %r; "
+                "print(json.dumps(harness.ensure_official_images()))"
+                % (os.path.join(tmp, "no-shared"), url, os.path.join(tmp, "build", "oi.git")))
+        env = {k: v for k, v in os.environ.items() if k != "HUBSYNC_OFFICIAL_IMAGES"}
+        p = subprocess.run([sys.executable, "-c", code], cwd=os.path.join(ROOT, "tests"),
+                           env=env, capture_output=True, text=True, timeout=300, check=True)
+        return json.loads(p.stdout), os.path.join(tmp, "build", "oi.git")
+
+    def test_clones_upstream_when_nothing_else_is_there(self):
+        missing, path = self.ensure(OFFICIAL_IMAGES)
+        self.assertIsNone(missing)
+        head = subprocess.run(["git", "--git-dir", path, "rev-parse", "HEAD"],
+                              capture_output=True, text=True, check=True).stdout
+        self.assertEqual(head, subprocess.run(["git", "--git-dir", OFFICIAL_IMAGES, "rev-parse",
+                                               "HEAD"], capture_output=True, text=True,
+                                              check=True).stdout)
+
+    def test_says_what_it_tried(self):
+        missing, path = self.ensure("/nonexistent/upstream.git")
+        self.assertFalse(os.path.exists(path))
+        self.assertRegex(missing, r"^no official-images data: tried \S+/no-shared \(not "
+                         r"there\); a clone of /nonexistent/upstream.git \(.+\); point "
+                         r"HUBSYNC_OFFICIAL_IMAGES")
 
 
 class MirrorPullTest(unittest.TestCase):
