@@ -3,8 +3,8 @@
  * Each program describes its options once (name, environment variable, type,
  * default, bounds, help). Precedence: default < environment < flag. Values are
  * validated at parse time, so a bad value gives one clear error naming the
- * flag or variable. The same table prints --help, which the README's
- * configuration reference mirrors. Secret options are never echoed. */
+ * flag or variable. The same table prints --help, which docs/configuration.md
+ * mirrors. Secret options are never echoed. */
 #ifndef HUBSYNC_CFG_H
 #define HUBSYNC_CFG_H
 

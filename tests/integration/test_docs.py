@@ -1,8 +1,9 @@
-"""The README against the programs: its configuration reference matches `--help` of both
+"""The documentation against the programs: docs/configuration.md matches `--help` of both
 programs and every coordinator subcommand (flags, variables, defaults, both ways); every
-HUBSYNC_* variable in compose/ and the README is an option of some program (or one of the
-credential variables the workers read); every Redis key it names is one of common/keys.h;
-and its redis-cli recipes run without an error against the Redis of a real sync."""
+HUBSYNC_* variable in compose/, the README and docs/ is an option of some program (or one of
+the credential variables the workers read); every Redis key docs/redis-cli.md names is one of
+common/keys.h, and its redis-cli recipes run without an error against the Redis of a real
+sync; the README links every guide in docs/ and names every module."""
 import glob
 import os
 import re
@@ -14,11 +15,12 @@ from demo.rig import COORDINATOR, WORKER, Rig
 from harness import ROOT
 
 README = os.path.join(ROOT, "README.md")
+DOCS = os.path.join(ROOT, "docs")
+REFERENCE = os.path.join(DOCS, "configuration.md")
+RECIPES = os.path.join(DOCS, "redis-cli.md")
 KEYS_H = os.path.join(ROOT, "common", "keys.h")
 ENGINE_C = os.path.join(ROOT, "worker", "engine.c")
 CREDS_H = os.path.join(ROOT, "common", "creds.h")
-REFERENCE = "## Configuration reference"
-RECIPES = "## Looking inside with redis-cli"
 
 
 def run_help(argv):
@@ -49,15 +51,14 @@ def programs():
     return progs
 
 
-def section(text, heading):
-    start = text.index(heading + "\n")
-    end = text.find("\n## ", start + len(heading))
-    return text[start:end if end >= 0 else len(text)]
+def read(path):
+    with open(path) as f:
+        return f.read()
 
 
 def subsections(text):
-    """{### title: body} of a section."""
-    parts = re.split(r"^### (.+)$", text, flags=re.M)
+    """{## title: body} of a document."""
+    parts = re.split(r"^## (.+)$", text, flags=re.M)
     return {parts[i].strip(): parts[i + 1] for i in range(1, len(parts), 2)}
 
 
@@ -75,16 +76,14 @@ def table_rows(body):
 class ReferenceTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        with open(README) as f:
-            cls.readme = f.read()
-        cls.reference = subsections(section(cls.readme, REFERENCE))
+        cls.reference = subsections(read(REFERENCE))
         cls.progs = programs()
         cls.helps = {name: run_help(argv) for name, argv in cls.progs.items()}
 
     def test_every_command_has_a_reference_table(self):
         self.assertIn("hubsync-coordinator sync", self.progs)
         for name in self.progs:
-            self.assertIn(name, self.reference, "README: no '### %s' in %s" % (name, REFERENCE))
+            self.assertIn(name, self.reference, "no '## %s' in %s" % (name, REFERENCE))
 
     def test_every_flag_variable_and_default_is_documented(self):
         for name, text in self.helps.items():
@@ -93,22 +92,22 @@ class ReferenceTest(unittest.TestCase):
             rows = table_rows(self.reference.get(name, ""))
             for flag, (env, default) in opts.items():
                 with self.subTest(command=name, flag=flag):
-                    self.assertTrue(flag in rows, "README: %s %s is not documented" % (name, flag))
-                    self.assertEqual(rows[flag][0], env, "README: %s %s variable" % (name, flag))
+                    self.assertTrue(flag in rows, "docs: %s %s is not documented" % (name, flag))
+                    self.assertEqual(rows[flag][0], env, "docs: %s %s variable" % (name, flag))
                     if default:
                         self.assertEqual(rows[flag][1], default,
-                                         "README: %s %s default" % (name, flag))
+                                         "docs: %s %s default" % (name, flag))
 
     def test_no_documented_flag_is_stale(self):
         for title, body in self.reference.items():
             rows = table_rows(body)
             if not rows:
                 continue
-            self.assertIn(title, self.progs, "README documents '%s', which is not a command"
+            self.assertIn(title, self.progs, "docs document '%s', which is not a command"
                           % title)
             opts = help_options(self.helps[title])
             for flag in rows:
-                self.assertTrue(flag in opts, "README: %s %s is not in --help" % (title, flag))
+                self.assertTrue(flag in opts, "docs: %s %s is not in --help" % (title, flag))
 
 
 class VariablesTest(unittest.TestCase):
@@ -128,18 +127,17 @@ class VariablesTest(unittest.TestCase):
         suffixes = [s for s in ("_USERNAME", "_PASSWORD", "_PASSWORD_FILE")
                     if "<PREFIX>" + s in creds_doc]
         cls.credentials = {p + s for p in prefixes for s in suffixes}
-        with open(README) as f:
-            cls.readme = f.read()
 
     def test_credential_variables_are_found_and_documented(self):
         self.assertEqual(len(self.credentials), 6, self.credentials)
-        creds = subsections(section(self.readme, REFERENCE))["Credentials (environment only)"]
+        creds = subsections(read(REFERENCE))["Credentials (environment only)"]
         for v in self.credentials:
             self.assertIn("`%s`" % v, creds)
 
     def test_every_variable_in_compose_and_readme_exists(self):
         files = sorted(glob.glob(os.path.join(ROOT, "compose", "*")) +
-                       glob.glob(os.path.join(ROOT, "compose", ".env.example")) + [README])
+                       glob.glob(os.path.join(ROOT, "compose", ".env.example")) + [README] +
+                       glob.glob(os.path.join(DOCS, "*.md")))
         seen = 0
         for path in files:
             with open(path) as f:
@@ -155,8 +153,7 @@ class VariablesTest(unittest.TestCase):
 class RedisRecipesTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        with open(README) as f:
-            cls.recipes = section(f.read(), RECIPES)
+        cls.recipes = read(RECIPES)
         with open(KEYS_H) as f:
             keys_doc = f.read()
         names = re.findall(r"^ \* <p>(\S+)\s", keys_doc, re.M)
@@ -175,7 +172,7 @@ class RedisRecipesTest(unittest.TestCase):
         for key in keys:
             probe = key.replace("*", "part:part")  # a glob stands for one or more parts
             self.assertTrue(any(p.match(probe) for p in self.key_patterns),
-                            "README names %s, which common/keys.h does not list" % key)
+                            "docs/redis-cli.md names %s, which common/keys.h does not list" % key)
 
     def test_recipes_run_against_a_real_sync(self):
         rig = Rig("hello-world").start()
@@ -215,6 +212,33 @@ class RedisRecipesTest(unittest.TestCase):
         self.assertEqual(outputs["SISMEMBER hubsync:present:<target>:library/alpine"].strip(),
                          "0")
         self.assertEqual(cli("EXISTS", "hubsync:ctl:paused").strip(), "0")
+
+
+class FrontDoorTest(unittest.TestCase):
+    """The README is the way in: it stays short, links every guide and names every module."""
+
+    def setUp(self):
+        self.readme = read(README)
+
+    def test_short(self):
+        self.assertLessEqual(len(self.readme.splitlines()), 170)
+
+    def test_links_every_guide(self):
+        guides = sorted(os.path.basename(p) for p in glob.glob(os.path.join(DOCS, "*.md")))
+        self.assertGreater(len(guides), 5)
+        for g in guides:
+            self.assertIn("](docs/%s)" % g, self.readme)
+        for link in re.findall(r"\]\((docs/[^)#]+)", self.readme):
+            self.assertTrue(os.path.exists(os.path.join(ROOT, link)), link)
+
+    def test_names_every_module(self):
+        for d in ("common", "coordinator", "worker"):
+            for path in glob.glob(os.path.join(ROOT, d, "*.c")):
+                name = os.path.splitext(os.path.basename(path))[0]
+                if name == "main":
+                    continue
+                with self.subTest(module=d + "/" + name):
+                    self.assertRegex(self.readme, r"`(%s/)?%s`" % (d, re.escape(name)))
 
 
 if __name__ == "__main__":
