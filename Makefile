@@ -48,7 +48,7 @@ TOOL_BINS := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(TOOL_SRC))
 PROGS     := $(BINDIR)/hubsync-coordinator $(BINDIR)/hubsync-worker
 
 .SECONDARY:
-.PHONY: all test test-run unit unit-bins integration fuzz fuzz-smoke asan asan-build \
+.PHONY: all test test-run unit unit-bins integration fuzz fuzz-bins fuzz-smoke asan asan-build \
         asan-integration valgrind demo demo-run reliability bench clean
 all: $(PROGS)
 
@@ -145,16 +145,19 @@ asan-integration: all asan-build
 valgrind: $(UNIT_BINS)
 	python3 tests/run.py --build $(BUILD) --valgrind unit
 
-# libFuzzer targets: each links the common library built with clang and sanitizers.
+# libFuzzer targets: each links the common library built with clang and sanitizers. The
+# sub-make builds that library; the targets relink only when it or their source changed.
 FUZZ_BUILD := build/fuzz
 FUZZ_FLAGS := -O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer
+FUZZ_BINS  := $(patsubst tests/fuzz/%.c,$(FUZZ_BUILD)/bin/%,$(FUZZ_SRC))
 fuzz:
 	$(MAKE) BUILD=$(FUZZ_BUILD) CC=clang CFLAGS="$(FUZZ_FLAGS)" $(FUZZ_BUILD)/libcommon.a
-	@mkdir -p $(FUZZ_BUILD)/bin
-	@for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
-	  echo "clang $$f -> $(FUZZ_BUILD)/bin/$$n"; \
-	  clang $(CPPFLAGS) -std=c11 $(WARN) -O1 -g -fsanitize=fuzzer,address,undefined \
-	    -o $(FUZZ_BUILD)/bin/$$n $$f $(FUZZ_BUILD)/libcommon.a $(LDLIBS) || exit 1; done
+	$(MAKE) --no-print-directory fuzz-bins
+fuzz-bins: $(FUZZ_BINS)
+$(FUZZ_BUILD)/bin/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_check.h $(FUZZ_BUILD)/libcommon.a
+	@mkdir -p $(dir $@)
+	clang $(CPPFLAGS) -std=c11 $(WARN) -O1 -g -fsanitize=fuzzer,address,undefined \
+	  -o $@ $< $(FUZZ_BUILD)/libcommon.a $(LDLIBS)
 
 fuzz-smoke: fuzz
 	python3 tests/run.py --build $(BUILD) --fuzz-seconds $(FUZZ_SECONDS) fuzz

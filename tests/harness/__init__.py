@@ -70,7 +70,6 @@ def ensure_official_images(timeout=600):
 # Programs built with sanitizers run 2-3x slower: the runner raises this in that mode and
 # the harness's own waits scale with it.
 TIMEOUT_FACTOR = float(os.environ.get("HUBSYNC_TIMEOUT_FACTOR") or 1)
-LSAN_SUPPRESSIONS = os.path.join(ROOT, "tests", "lsan.supp")
 SANITIZER_EXIT = 86
 
 
@@ -83,8 +82,6 @@ def sanitizer_env(report_dir):
         "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:" + common,
         "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1:" + common,
     }
-    if os.path.exists(LSAN_SUPPRESSIONS):
-        env["LSAN_OPTIONS"] = "suppressions=" + LSAN_SUPPRESSIONS
     return env
 
 
