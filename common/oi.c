@@ -2,13 +2,13 @@
  * piece reproduces. */
 #include "oi.h"
 
-#include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "digest.h"
 #include "xalloc.h"
 
 /* ---- small helpers ---------------------------------------------------- */
@@ -772,20 +772,6 @@ static char *build_text(const struct oi_entry *en)
     return buf_steal(&b);
 }
 
-static void sha256_hex(const char *s, char out[OI_FINGERPRINT_LEN + 1])
-{
-    static const char hex[] = "0123456789abcdef";
-    unsigned char md[32];
-    unsigned int mdlen = 0;
-    if (EVP_Digest(s, strlen(s), md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != sizeof(md))
-        abort(); /* only fails on allocation failure, like xmalloc */
-    for (size_t i = 0; i < sizeof(md); i++) {
-        out[2 * i] = hex[md[i] >> 4];
-        out[2 * i + 1] = hex[md[i] & 15];
-    }
-    out[OI_FINGERPRINT_LEN] = '\0';
-}
-
 /* Move a validated draft into a new entry. */
 static void entry_from_draft(struct oi_entry *en, struct draft *d, int line)
 {
@@ -1035,8 +1021,10 @@ static void add_entry(struct builder *b, struct draft *d, int line)
     struct oi_entry *en = &r->entries[r->nentries];
     entry_from_draft(en, d, line);
     char *text = build_text(en);
-    sha256_hex(text, en->fingerprint);
+    char dg[DIGEST_STR_SIZE];
+    digest_of(text, strlen(text), dg);
     free(text);
+    snprintf(en->fingerprint, sizeof(en->fingerprint), "%s", dg + strlen("sha256:"));
     const size_t *same = smap_get(&b->by_print, en->fingerprint);
     if (same) {
         struct oi_entry *into = &r->entries[*same];
