@@ -16,12 +16,14 @@
  * <p>jobs:index                         hash    job key -> stream id, or "delayed": a job key
  *                                               already pending is not enqueued twice
  * <p>jobs:delayed                       zset    job key scored by due time (ms, Redis clock)
- * <p>jobs:delayed:payload               hash    job key -> {"why":"backoff|budget","job":{..}}
+ * <p>jobs:delayed:payload               hash    job key -> {"why":"backoff|budget|registry",
+ *                                               "due_ms":..,"job":{..}}
  * <p>jobs:dead                          stream  dead letters: id, key, job, reason, deliveries,
  *                                               ts (ms); capped with MAXLEN ~
  * <p>run:<id>                           hash    run record: id, state, commit, started_ms,
  *                                               finished_ms, jobs_total, jobs_done, jobs_failed,
- *                                               jobs_retried, jobs_dead and worker counters
+ *                                               jobs_retried, jobs_dead, registry_waits and
+ *                                               worker counters
  * <p>run:<id>:keys                      set     job keys the run enqueued (each counted once
  *                                               in jobs_total, also when re-enqueued); gone
  *                                               when the run finishes

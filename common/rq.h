@@ -129,8 +129,9 @@ struct rq_cmd *rq_cmd_ack(const struct rq *q, const char *consumer, const char *
                           size_t ncounters);
 
 /* Take a job off the stream and bring json back after delay_ms (why:
- * "backoff" or "budget"); its key stays pending as "delayed". Adds
- * jobs_retried and the counters to the run. RQ_DONE | RQ_GONE | RQ_STOLEN. */
+ * "backoff", "budget", or "registry": waiting for a registry that is down);
+ * its key stays pending as "delayed". Adds jobs_retried (registry_waits for
+ * "registry") and the counters to the run. RQ_DONE | RQ_GONE | RQ_STOLEN. */
 struct rq_cmd *rq_cmd_retry(const struct rq *q, const char *consumer, const char *id,
                             const char *key, const char *json, long long delay_ms,
                             const char *why, const char *run_id,

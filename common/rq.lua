@@ -199,7 +199,8 @@ redis.register_function('hubsync_ack', function(keys, args)
 end)
 
 -- KEYS jobs index delayed payload stats [run]; ARGV group consumer id key job
--- delay_ms why [counter delta]...
+-- delay_ms why [counter delta]... A job waiting for a registry counts in the run's
+-- registry_waits, any other retry in its jobs_retried.
 redis.register_function('hubsync_retry', function(keys, args)
   local jobs, index, delayed, payload, stats, run =
     keys[1], keys[2], keys[3], keys[4], keys[5], keys[6]
@@ -207,7 +208,9 @@ redis.register_function('hubsync_retry', function(keys, args)
   local job, why = args[5], args[7]
   local delay = int(args[6], 'delay_ms')
   if delay < 0 then fail('delay_ms must not be negative') end
-  if why ~= 'backoff' and why ~= 'budget' then fail('why must be backoff or budget') end
+  if why ~= 'backoff' and why ~= 'budget' and why ~= 'registry' then
+    fail('why must be backoff, budget or registry')
+  end
   check_counters(args, 8)
   local held = holds(jobs, stats, group, consumer, id)
   if held ~= 1 then return held end
@@ -224,7 +227,7 @@ redis.register_function('hubsync_retry', function(keys, args)
     redis.call('HSET', index, key, 'delayed')
     redis.call('HINCRBY', stats, 'retried_' .. why, 1)
   end
-  count_run(run, 'jobs_retried', args, 8)
+  count_run(run, why == 'registry' and 'registry_waits' or 'jobs_retried', args, 8)
   return 1
 end)
 

@@ -17,6 +17,7 @@
 #include <jansson.h>
 
 #include "log.h"
+#include "retry.h"
 #include "worker.h"
 #include "xalloc.h"
 
@@ -49,6 +50,7 @@ struct worker {
     struct reg_client *client;
     struct fleet *fleet;
     struct engine *engine;
+    struct retry_policy retry;
     struct wjob *jobs;
     int in_hand;
     int fetching;
@@ -108,14 +110,39 @@ static void settle(struct worker *w, struct rq_cmd *cmd)
     }
 }
 
-static long long backoff_ms(const struct worker *w, int attempt)
+/* A job that did not finish: back to the delayed set (1), or to the dead
+ * letters (0). */
+static int settle_later(struct wjob *j, enum engine_status st, long wait_ms, const char *msg,
+                         const struct rq_counter *c, size_t nc)
 {
-    long long d = w->o.backoff_ms;
-    for (int i = 1; i < attempt && d < w->o.backoff_max_ms; i++)
-        d *= 2;
-    if (d > w->o.backoff_max_ms)
-        d = w->o.backoff_max_ms;
-    return d + (d / 4 ? rand() % (d / 4) : 0); /* jitter spreads retries of a burst */
+    struct worker *w = j->w;
+    struct retry_decision d;
+    struct err e;
+    retry_decide(&w->retry, st, wait_ms, j->job.attempt, j->job.registry_wait_ms,
+                 (unsigned)rand(), &d);
+    if (d.dead) {
+        char *reason = st == ENGINE_UNAVAILABLE
+                           ? xasprintf("%s after waiting %llds for registries: %s",
+                                       engine_status_name(st), d.registry_wait_ms / 1000, msg)
+                           : xasprintf("%s after %d attempts: %s", engine_status_name(st),
+                                       d.attempt, msg);
+        w->failed++;
+        settle(w, rq_cmd_fail(&w->q, w->id, j->id, j->key, reason, j->job.run, c, nc));
+        free(reason);
+        return 0;
+    }
+    struct job next = j->job;
+    next.reason = JOB_REASON_RETRY;
+    next.attempt = d.attempt;
+    next.registry_wait_ms = d.registry_wait_ms;
+    char *json = job_encode(&next, &e);
+    if (json)
+        settle(w, rq_cmd_retry(&w->q, w->id, j->id, j->key, json, d.delay_ms, d.why, j->job.run,
+                               c, nc));
+    else
+        log_error("job=%s: cannot re-encode for a retry: %s", j->key, e.msg);
+    free(json);
+    return 1;
 }
 
 static void job_done(const struct engine_outcome *out, void *arg)
@@ -147,40 +174,8 @@ static void job_done(const struct engine_outcome *out, void *arg)
     } else if (out->status == ENGINE_CANCELLED || j->handing_back) {
         settle(w, rq_cmd_handback(&w->q, w->id, j->id, w->o.lease_ms));
     } else {
-        struct job next = j->job;
-        long long delay;
-        const char *why;
-        if (out->status == ENGINE_DEFERRED) {
-            why = "budget";
-            delay = out->wait_ms > 1000 ? out->wait_ms : 1000;
-        } else if (out->status == ENGINE_THROTTLED) {
-            why = "backoff"; /* not a failure: the attempt count stays */
-            delay = out->wait_ms > 1000 ? out->wait_ms : 1000;
-        } else {
-            why = "backoff";
-            next.attempt = j->job.attempt + 1;
-            delay = backoff_ms(w, next.attempt);
-        }
-        if (out->status != ENGINE_DEFERRED && out->status != ENGINE_THROTTLED &&
-            next.attempt >= w->o.max_attempts) {
-            char *reason = xasprintf("%s after %d attempts: %s", engine_status_name(out->status),
-                                     next.attempt, out->msg);
-            w->failed++;
-            settle(w, rq_cmd_fail(&w->q, w->id, j->id, j->key, reason, j->job.run, c,
-                                  ENGINE_NCOUNTERS - 1));
-            free(reason);
-        } else {
-            struct err e;
-            next.reason = JOB_REASON_RETRY;
-            char *json = job_encode(&next, &e);
-            w->retried++;
-            if (json)
-                settle(w, rq_cmd_retry(&w->q, w->id, j->id, j->key, json, delay, why, j->job.run,
-                                       c, ENGINE_NCOUNTERS - 1));
-            else
-                log_error("job=%s: cannot re-encode for a retry: %s", j->key, e.msg);
-            free(json);
-        }
+        w->retried += settle_later(j, out->status, out->wait_ms, out->msg, c,
+                                   ENGINE_NCOUNTERS - 1);
     }
     wjob_free(j);
     fetch_more(w);
@@ -288,8 +283,8 @@ static void take_answer(struct rq_res *res, const struct err *e, void *privdata)
 }
 
 /* exit_when_idle: the stream is empty (acked and retried jobs leave it), and
- * no retry waits for a backoff; jobs deferred for the pull budget do not
- * keep a batch worker alive. */
+ * no retry waits for a backoff or a registry; jobs deferred for the pull
+ * budget do not keep a batch worker alive. */
 static void idle_delayed_answer(struct rconn_async *ra, redisReply *reply, void *privdata)
 {
     (void)ra;
@@ -302,7 +297,8 @@ static void idle_delayed_answer(struct rconn_async *ra, redisReply *reply, void 
     }
     for (size_t i = 0; i < reply->elements; i++)
         if (reply->element[i]->type == REDIS_REPLY_STRING &&
-            strstr(reply->element[i]->str, "\"why\":\"backoff\""))
+            (strstr(reply->element[i]->str, "\"why\":\"backoff\"") ||
+             strstr(reply->element[i]->str, "\"why\":\"registry\"")))
             backoff = 1;
     ev_tstamp now = ev_now(w->loop);
     if (backoff || w->in_hand) {
@@ -512,6 +508,8 @@ static void on_signal(struct ev_loop *loop, ev_signal *s, int revents)
 static int worker_init(struct worker *w, const struct worker_opts *o, struct err *e)
 {
     w->o = *o;
+    w->retry = (struct retry_policy){o->max_attempts, o->backoff_ms, o->backoff_max_ms,
+                                     o->registry_wait_max_s * 1000};
     if (o->id && *o->id) {
         snprintf(w->id, sizeof(w->id), "%s", o->id);
     } else {

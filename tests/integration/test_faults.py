@@ -1,7 +1,7 @@
 """Reliability on the real stack: workers and the coordinator killed with SIGKILL, Redis
-restarted (with AOF) and lost (without), the target registry restarted, and a misbehaving
-upstream (5xx, resets, truncated and corrupted bodies, latency spikes, 429 bursts, a lying
-Content-Type, a redirect loop).
+restarted (with AOF) and lost (without), the target registry restarted or down for a while,
+and a misbehaving upstream (5xx, resets, truncated and corrupted bodies, latency spikes, 429
+bursts, a lying Content-Type, a redirect loop).
 
 Every test checks the same promises: the run completes, the target ends identical to a
 clean run's, no tag on the target ever points at a missing manifest or blob (checked
@@ -14,8 +14,11 @@ import hashlib
 import json
 import os
 import random
+import re
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 import unittest
@@ -548,6 +551,79 @@ class TargetRestartTest(FaultBase):
         finally:
             st.stop_workers()
         self.assert_converged(rc, report, verify_blobs=True)
+
+
+def log_lines(paths, pattern):
+    """Lines of the log files matching the regex pattern."""
+    out = []
+    for path in paths:
+        with open(path, errors="replace") as f:
+            out += [line for line in f if re.search(pattern, line)]
+    return out
+
+
+class TargetOutageTest(FaultBase):
+    """The target down for much longer than a job's attempts last (--max-attempts 3 with a
+    200 ms backoff and one HTTP retry: about a second). Unreachable registries are not the
+    job's fault: the jobs wait for the target without spending their attempts, and the run
+    completes once it is back."""
+
+    OUTAGE_S = 20
+    WORKER_ARGS = ["--max-attempts", "3", "--http-retries", "1", "--concurrency", "4"]
+
+    def outage(self, worker_args, during=None):
+        """A run whose target is down from before the workers start until OUTAGE_S later:
+        (exit code, report, worker log paths). during(stack) runs while it is down."""
+        self.clean_snapshot()
+        logdir = tempfile.mkdtemp(prefix="hubsync-outage-")
+        self.addCleanup(shutil.rmtree, logdir, True)
+        st = Stack(self.hub, self.redis, self.target, logdir=logdir,
+                   worker_args=self.WORKER_ARGS + worker_args)
+        try:
+            st.start_coordinator()
+            st.wait_enqueued()
+            self.target.kill(signal.SIGKILL)
+            down = time.time()
+            st.start_worker()
+            st.start_worker()
+            if during is not None:
+                during(st)
+            time.sleep(max(0.0, down + self.OUTAGE_S - time.time()))
+            if st.coord.poll() is not None:
+                self.fail("the run ended while the target was down: %s" % st.coord.stdout.read())
+            self.assertEqual(dead_letters(self.redis), [])
+            self.target.start(self.target.port)
+            rc, report = st.report()
+        finally:
+            st.stop_workers()
+            if st.coord.poll() is None:
+                st.coord.kill()
+                st.coord.communicate()
+        return rc, report, [p for p in st.logs if "worker" in p]
+
+    def test_target_down_longer_than_attempts_no_dead_letter(self):
+        seen = {}
+
+        def waiting(st):
+            # status shows the jobs waiting for the registry, not as failed.
+            deadline = time.time() + self.OUTAGE_S
+            while time.time() < deadline and not seen:
+                s = json.loads(subprocess.run(
+                    [BIN + "/hubsync-coordinator", "status", "--json", "--redis",
+                     self.redis.url], stdout=subprocess.PIPE, text=True, timeout=30).stdout)
+                if s["queue"]["delayed_by_why"]["registry"] > 0:
+                    seen.update(s)
+                time.sleep(0.2)
+
+        rc, report, logs = self.outage([], during=waiting)
+        self.assertTrue(seen, "no job was seen waiting for the registry")
+        self.assert_converged(rc, report, verify_blobs=True)
+        self.assertEqual(dead_letters(self.redis), [])
+        # Each job met the outage again and again, never spending an attempt on it.
+        failures = log_lines(logs, r" status=unavailable ")
+        self.assertGreater(len(failures), 3 * report["jobs_total"], failures[:3])
+        waits = self.redis.cli_raw("HGET", "hubsync:run:" + report["run"], "registry_waits")
+        self.assertGreater(int(waits), 3 * report["jobs_total"], report)
 
 
 if __name__ == "__main__":

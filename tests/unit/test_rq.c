@@ -486,6 +486,33 @@ static void test_rq__retry_delayed_promote(void **state)
     free(id);
 }
 
+/* A job waiting for a registry that is down is no retry of the run: it counts apart. */
+static void test_rq__retry_waiting_for_a_registry(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r4", "c4")), RQ_DONE);
+    char *id = enqueue_and_take(f, "nginx:2", JOB_JSON("nginx:2", "r4"), "w1", 60000, 3);
+    struct rq_res res;
+    struct err e;
+    assert_int_equal(rq_exec(&f->rc, rq_cmd_retry(&f->q, "w1", id, "nginx:2", "{}", 10,
+                                                  "mood", "r4", NULL, 0),
+                             &res, &e),
+                     -1);
+    rq_res_free(&res);
+    assert_non_null(strstr(e.msg, "why must be backoff, budget or registry"));
+    assert_int_equal(status_of(f, rq_cmd_retry(&f->q, "w1", id, "nginx:2",
+                                               JOB_JSON("nginx:2", "r4"), 60000, "registry",
+                                               "r4", NULL, 0)),
+                     RQ_DONE);
+    char *payload = raw_str(f, "HGET %s nginx:2", f->q.keys.jobs_delayed_payload);
+    assert_non_null(strstr(payload, "\"why\":\"registry\""));
+    free(payload);
+    assert_int_equal(run_field(f, "r4", "registry_waits"), 1);
+    assert_int_equal(run_field(f, "r4", "jobs_retried"), 0);
+    assert_int_equal(stat_of(f, "retried_registry"), 1);
+    free(id);
+}
+
 static void test_rq__fail_dead_letters(void **state)
 {
     struct fixture *f = *state;
@@ -1298,6 +1325,7 @@ int main(void)
         T(test_rq__dead_letter_after_max_deliveries),
         T(test_rq__handback_keeps_delivery_count),
         T(test_rq__retry_delayed_promote),
+        T(test_rq__retry_waiting_for_a_registry),
         T(test_rq__fail_dead_letters),
         T(test_rq__bad_counter_changes_nothing),
         T(test_rq__operator_pause),
