@@ -35,6 +35,10 @@
  * <p>blobhome:<target>                  hash    digest -> a target repository that has it
  *                                               (cross-repository mount source)
  * <p>lock:blob:<target>:<digest>        string  upload lock: holder token, PX expiry
+ * <p>breaker:<target>                   hash    circuit breaker of a registry (upstream or
+ *                                               target): state (closed, open, half_open),
+ *                                               failures (in a row), until_ms, opened_ms,
+ *                                               probes, registry, error, failed_ms
  * <p>manifest:<digest>                   hash    type, body: a manifest fetched upstream whose
  *                                               job was cut short before it reached the target;
  *                                               kept a few days so the retry pays no pull again
@@ -50,7 +54,7 @@
  * <p>ctl:paused                         string  operator switch: while it exists no job is
  *                                               taken
  *
- * <target> is the registry's host[:port], lowercased, from its URL. */
+ * <target> is a registry's host[:port], lowercased, from its URL. */
 #ifndef HUBSYNC_KEYS_H
 #define HUBSYNC_KEYS_H
 
@@ -88,6 +92,7 @@ char *keys_run(const struct keys *k, const char *run_id);
 char *keys_run_keys(const struct keys *k, const char *run_id);
 char *keys_present(const struct keys *k, const char *target_url, const char *repo);
 char *keys_blobhome(const struct keys *k, const char *target_url);
+char *keys_breaker(const struct keys *k, const char *registry_url);
 char *keys_blob_lock(const struct keys *k, const char *target_url, const char *digest);
 char *keys_budget(const struct keys *k, const char *source);
 char *keys_budget_inflight(const struct keys *k, const char *source);

@@ -615,15 +615,48 @@ class TargetOutageTest(FaultBase):
                     seen.update(s)
                 time.sleep(0.2)
 
-        rc, report, logs = self.outage([], during=waiting)
+        rc, report, logs = self.outage(["--breaker-failures", "0"], during=waiting)
         self.assertTrue(seen, "no job was seen waiting for the registry")
         self.assert_converged(rc, report, verify_blobs=True)
         self.assertEqual(dead_letters(self.redis), [])
         # Each job met the outage again and again, never spending an attempt on it.
         failures = log_lines(logs, r" status=unavailable ")
+        print("  target down %ds, no breaker: %d jobs, %d job failures"
+              % (self.OUTAGE_S, report["jobs_total"], len(failures)))
         self.assertGreater(len(failures), 3 * report["jobs_total"], failures[:3])
         waits = self.redis.cli_raw("HGET", "hubsync:run:" + report["run"], "registry_waits")
         self.assertGreater(int(waits), 3 * report["jobs_total"], report)
+
+    def test_breaker_defers_jobs_while_target_down(self):
+        cooldown_s = 2
+        states = []
+
+        def watch_breaker(st):
+            # The breaker is a hash in Redis that redis-cli shows.
+            key = "hubsync:breaker:127.0.0.1:%d" % self.target.port
+            deadline = time.time() + self.OUTAGE_S
+            while time.time() < deadline and "open" not in states:
+                states.append(self.redis.cli_raw("HGET", key, "state").strip())
+                time.sleep(0.1)
+
+        rc, report, logs = self.outage(["--breaker-failures", "3", "--breaker-cooldown-ms",
+                                        str(cooldown_s * 1000)], during=watch_breaker)
+        self.assertTrue("open" in states, "the breaker never opened: %s" % set(states))
+        self.assert_converged(rc, report, verify_blobs=True)
+        self.assertEqual(dead_letters(self.redis), [])
+        # Once open, jobs wait instead of each trying the target: only those that failed
+        # before it opened ran into the outage, and one probe per cool-down asked it.
+        failures = log_lines(logs, r" status=unavailable ")
+        probes = log_lines(logs, r"breaker half-open")
+        print("  target down %ds: %d jobs, %d job failures, %d probes"
+              % (self.OUTAGE_S, report["jobs_total"], len(failures), len(probes)))
+        self.assertLessEqual(len(failures), report["jobs_total"] + 3, failures)
+        self.assertGreater(len(probes), 0)
+        self.assertLessEqual(len(probes), self.OUTAGE_S // cooldown_s + 2, probes)
+        self.assertTrue(log_lines(logs, r"breaker open"))
+        self.assertTrue(log_lines(logs, r"breaker closed"))
+        key = "hubsync:breaker:127.0.0.1:%d" % self.target.port
+        self.assertEqual(self.redis.cli_raw("HGET", key, "state").strip(), "closed")
 
 
 if __name__ == "__main__":
