@@ -5,8 +5,9 @@
  * learn which upstream digest they were made from. ROOTS: one node per
  * upstream digest still needed; a node ensures one manifest or blob on the
  * target, recursively for an index's children and an image's blobs, and
- * roots then write their tags. Every node and every stand-alone request holds
- * the job (ej->pending); the phase advances when the count drops to zero. */
+ * roots then write their tags (once the job's holder says it still holds the
+ * job). Every node and every stand-alone request holds the job (ej->pending);
+ * the phase advances when the count drops to zero. */
 #include "engine.h"
 
 #include <stdarg.h>
@@ -736,22 +737,35 @@ static void tag_put_done(struct reg_result *res, void *arg)
     ej_release(ej);
 }
 
+static void root_held(int yes, void *arg)
+{
+    struct node *n = arg;
+    struct engine_job *ej = n->ej;
+    if (!yes)
+        engine_cancel(ej);
+    for (size_t i = 0; i < ej->ntags && !ej->cancelled; i++) {
+        struct tagst *t = &ej->tags[i];
+        if (!t->write || strcmp(t->up, n->root_up) != 0)
+            continue;
+        ej_hold(ej);
+        reg_put_manifest(ej->dst, ej->job.target_repo, t->tag, n->media_type, n->body,
+                         n->body_len, tag_put_done, ej);
+    }
+    node_destroy(n);
+    ej_release(ej);
+}
+
+/* Tags are written only from a complete root, never after a cancel, and only
+ * while the job is still ours (another worker may own it now). */
 static void root_done(struct node *n)
 {
     struct engine_job *ej = n->ej;
-    /* Tags are written only from a complete root, and never after a cancel
-     * (another worker may own the job now). */
-    if (!n->failed && !ej->cancelled) {
-        for (size_t i = 0; i < ej->ntags; i++) {
-            struct tagst *t = &ej->tags[i];
-            if (!t->write || strcmp(t->up, n->root_up) != 0)
-                continue;
-            ej_hold(ej);
-            reg_put_manifest(ej->dst, ej->job.target_repo, t->tag, n->media_type, n->body,
-                             n->body_len, tag_put_done, ej);
-        }
+    if (n->failed || ej->cancelled) {
+        node_destroy(n);
+        return;
     }
-    node_destroy(n);
+    ej_hold(ej);
+    ej->en->ops.still_held(ej->en->ops.ctx, ej->arg, root_held, n);
 }
 
 /* One root per distinct upstream digest that some tag still needs. */
@@ -939,7 +953,7 @@ struct engine *engine_new(struct ev_loop *loop, struct reg_client *client,
     if (!loop || !client || !ops || !ops->budget_acquire || !ops->budget_done || !ops->present ||
         !ops->mark_present ||
         !ops->blob_home || !ops->lock || !ops->unlock || !ops->manifest_cached ||
-        !ops->manifest_keep) {
+        !ops->manifest_keep || !ops->still_held) {
         err_set(e, "engine: incomplete arguments");
         return NULL;
     }

@@ -120,6 +120,11 @@ struct engine_ops {
     /* ... and keeping one that was fetched but did not reach the target. */
     void (*manifest_keep)(void *ctx, const char *digest, const char *media_type,
                           const char *body, size_t len);
+    /* Is the job still ours? Asked before each root's tag writes, since another
+     * worker may have taken the job over while it copied; no (or no answer)
+     * cancels the job, and no tag is written. job_arg is the arg engine_start
+     * got for the job. */
+    void (*still_held)(void *ctx, void *job_arg, engine_flag_fn cb, void *arg);
 };
 
 struct engine_opts {

@@ -559,6 +559,57 @@ static void renew_done(struct rq_res *res, const struct err *e, void *privdata)
     free(r);
 }
 
+/* engine_ops.still_held: a renewal of the job's lease just before its tags, so
+ * that a job another worker took over meanwhile writes none. */
+struct held {
+    struct wjob *j;
+    engine_flag_fn cb;
+    void *arg;
+    ev_timer later; /* Redis cannot be asked: no, from the loop */
+};
+
+static void held_answer(struct rq_res *res, const struct err *e, void *privdata)
+{
+    struct held *h = privdata;
+    struct wjob *j = h->j;
+    engine_flag_fn cb = h->cb;
+    void *arg = h->arg;
+    free(h);
+    if (!res) {
+        log_warn("job=%s: cannot confirm its lease before the tags (%s): handing it back",
+                 j->key, e ? e->msg : "no answer");
+    } else if ((res->status == RQ_GONE || res->status == RQ_STOLEN) && !j->lost) {
+        log_warn("job=%s: lease lost (%s) before its tags: writing none", j->key,
+                 rq_status_name(res->status));
+        j->lost = 1;
+    }
+    cb(res && res->status == RQ_DONE, arg);
+}
+
+static void held_later(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct err e;
+    err_set(&e, "redis is not connected");
+    held_answer(NULL, &e, t->data);
+}
+
+static void still_held(void *ctx, void *job_arg, engine_flag_fn cb, void *arg)
+{
+    struct wjob *j = job_arg;
+    struct worker *w = j->w;
+    struct held *h = xcalloc(1, sizeof(*h));
+    struct err e;
+    (void)ctx;
+    *h = (struct held){.j = j, .cb = cb, .arg = arg};
+    if (rq_exec_async(w->cmd, rq_cmd_renew(&w->q, w->id, j->id), held_answer, h, &e) == 0)
+        return;
+    ev_timer_init(&h->later, held_later, 0., 0.);
+    h->later.data = h;
+    ev_timer_start(w->loop, &h->later);
+}
+
 /* For commands whose answer changes nothing (heartbeat, promote). */
 static void ignore_answer(struct rq_res *res, const struct err *e, void *privdata)
 {
@@ -720,6 +771,7 @@ static int worker_init(struct worker *w, const struct worker_opts *o, struct err
     struct engine_ops ops;
     struct engine_opts eo;
     fleet_engine_ops(w->fleet, &ops);
+    ops.still_held = still_held;
     engine_opts_default(&eo);
     eo.blob_concurrency = o->blob_concurrency;
     w->engine = engine_new(w->loop, w->client, &ops, &eo, e);

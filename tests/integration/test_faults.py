@@ -1,7 +1,7 @@
 """Reliability on the real stack: workers and the coordinator killed with SIGKILL, Redis
 restarted (with AOF) and lost (without), the target registry restarted or down for a while,
-and a misbehaving upstream (5xx, resets, truncated and corrupted bodies, latency spikes, 429
-bursts, a lying Content-Type, a redirect loop).
+a job's lease taken over mid-copy, and a misbehaving upstream (5xx, resets, truncated and
+corrupted bodies, latency spikes, 429 bursts, a lying Content-Type, a redirect loop).
 
 Every test checks the same promises: the run completes, the target ends identical to a
 clean run's, no tag on the target ever points at a missing manifest or blob (checked
@@ -657,6 +657,58 @@ class TargetOutageTest(FaultBase):
         self.assertTrue(log_lines(logs, r"breaker closed"))
         key = "hubsync:breaker:127.0.0.1:%d" % self.target.port
         self.assertEqual(self.redis.cli_raw("HGET", key, "state").strip(), "closed")
+
+
+class LeaseLostTest(FaultBase):
+    """A job taken over by another consumer while its worker copies: the worker finds out
+    before its tag writes and writes none (the new holder writes them)."""
+
+    def test_no_tag_written_after_the_lease_is_taken(self):
+        logdir = tempfile.mkdtemp(prefix="hubsync-lease-")
+        self.addCleanup(shutil.rmtree, logdir, True)
+        # A long lease: the worker's periodic renewal (every lease/3) does not come round
+        # while the jobs run, so only a check before the tags can notice the theft.
+        st = Stack(self.hub, self.redis, self.target, repos=["hello-world"], logdir=logdir,
+                   worker_args=["--lease-ms", "60000", "--id", "victim"])
+        self.hub.config(latency_ms=300)  # jobs take seconds: the theft lands mid-copy
+        try:
+            st.start_worker()
+            # Its first tick has renewed (nothing) and beaten: the next renewal is 20 s off.
+            deadline = time.time() + 30
+            while time.time() < deadline and not self.redis.cli_raw(
+                    "EXISTS", "hubsync:worker:victim").strip() == "1":
+                time.sleep(0.05)
+            st.start_coordinator()
+            st.wait_enqueued()
+            total = int(self.redis.cli_raw("HGET", "hubsync:run:" + self.redis.cli_raw(
+                "GET", "hubsync:runs:current").strip(), "jobs_total"))
+            ids = []
+            while time.time() < deadline and len(ids) < total:
+                ids = self.redis.cli_raw("XPENDING", "hubsync:jobs", "workers", "-", "+",
+                                         "100", "victim").split()[0::4]
+                time.sleep(0.02)
+            self.assertEqual(len(ids), total)
+            for i in ids:
+                self.redis.cli_raw("XCLAIM", "hubsync:jobs", "workers", "thief", "0", i,
+                                   "JUSTID")
+            log = st.logs[0]
+            while time.time() < deadline and len(log_lines([log], r" status=")) < total:
+                time.sleep(0.1)
+        finally:
+            self.hub.config(latency_ms=0)
+            st.stop_workers()
+            if st.coord is not None and st.coord.poll() is None:
+                st.coord.kill()
+                st.coord.communicate()
+        done = log_lines([log], r" status=")
+        self.assertEqual(len(done), total, done)
+        for line in done:
+            self.assertIn(" written=0 ", line)
+        self.assertEqual(len(log_lines([log], r"lease lost")), total)
+        self.assertEqual(target_tags(self.target.url, "library/hello-world"), [])
+        # The thief still holds every job: the worker settled none of them.
+        self.assertEqual(self.redis.cli_raw("XPENDING", "hubsync:jobs", "workers", "-", "+",
+                                            "100", "thief").split()[0::4], ids)
 
 
 if __name__ == "__main__":
