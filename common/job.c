@@ -224,6 +224,9 @@ int job_validate(const struct job *j, struct err *e)
     if (j->attempt < 0 || j->attempt > JOB_MAX_ATTEMPT)
         return err_set(e, "job field 'attempt': %d is not within 0..%d", j->attempt,
                        JOB_MAX_ATTEMPT);
+    if (j->registry_wait_ms < 0 || j->registry_wait_ms > JOB_MAX_WAIT_MS)
+        return err_set(e, "job field 'registry_wait_ms': %lld is not within 0..%lld",
+                       j->registry_wait_ms, JOB_MAX_WAIT_MS);
     return 0;
 }
 
@@ -255,6 +258,8 @@ char *job_encode(const struct job *j, struct err *e)
     json_object_set_new(o, "platform_policy", json_string(job_policy_name(j->policy)));
     json_object_set_new(o, "reason", json_string(job_reason_name(j->reason)));
     json_object_set_new(o, "attempt", json_integer(j->attempt));
+    if (j->registry_wait_ms)
+        json_object_set_new(o, "registry_wait_ms", json_integer(j->registry_wait_ms));
     char *text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
     if (!text) {
         err_set(e, "job '%s': JSON encoding failed", j->key);
@@ -307,8 +312,8 @@ static int take_list(json_t *o, const char *name, size_t max, char ***out, size_
     return 0;
 }
 
-static int take_int(json_t *o, const char *name, int required, long long lo, long long hi,
-                    int *out, struct err *e)
+static int take_ll(json_t *o, const char *name, int required, long long lo, long long hi,
+                   long long *out, struct err *e)
 {
     json_t *v = json_object_get(o, name);
     if (!v) {
@@ -321,6 +326,16 @@ static int take_int(json_t *o, const char *name, int required, long long lo, lon
     long long n = json_integer_value(v);
     if (n < lo || n > hi)
         return err_set(e, "job field '%s': %lld is not within %lld..%lld", name, n, lo, hi);
+    *out = n;
+    return 0;
+}
+
+static int take_int(json_t *o, const char *name, int required, int lo, int hi, int *out,
+                    struct err *e)
+{
+    long long n = *out;
+    if (take_ll(o, name, required, lo, hi, &n, e) < 0)
+        return -1;
     *out = (int)n;
     return 0;
 }
@@ -381,7 +396,8 @@ int job_decode(struct job *out, const char *data, size_t len, struct err *e)
             0 ||
         take_enum(o, "platform_policy", parse_policy, &out->policy, e) < 0 ||
         take_enum(o, "reason", parse_reason, &out->reason, e) < 0 ||
-        take_int(o, "attempt", 0, 0, JOB_MAX_ATTEMPT, &out->attempt, e) < 0)
+        take_int(o, "attempt", 0, 0, JOB_MAX_ATTEMPT, &out->attempt, e) < 0 ||
+        take_ll(o, "registry_wait_ms", 0, 0, JOB_MAX_WAIT_MS, &out->registry_wait_ms, e) < 0)
         goto out;
     if (job_validate(out, e) < 0)
         goto out;

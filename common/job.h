@@ -7,6 +7,7 @@
  *    "target":"http://127.0.0.1:5000","target_repo":"library/debian",
  *    "tags":["bookworm","12"],"platforms":["linux/amd64"],
  *    "platform_policy":"all","reason":"changed","attempt":0}
+ * (a job that waited for a registry ends in ,"registry_wait_ms":<n>).
  * Decoding is strict (each error names the field) and bounded; unknown
  * fields are ignored so newer coordinators can add some. */
 #ifndef HUBSYNC_JOB_H
@@ -21,6 +22,7 @@
 #define JOB_MAX_TAGS 256
 #define JOB_MAX_PLATFORMS 64
 #define JOB_MAX_ATTEMPT 1000
+#define JOB_MAX_WAIT_MS (366LL * 24 * 3600 * 1000)
 #define JOB_KEY_MAX 255
 #define JOB_RUN_MAX 64
 #define JOB_URL_MAX 2048
@@ -55,6 +57,9 @@ struct job {
     enum job_policy policy; /* sparse and rewrite need at least one platform */
     enum job_reason reason;
     int attempt;       /* 0..JOB_MAX_ATTEMPT */
+    long long registry_wait_ms; /* time spent waiting for registries that could not be
+                                 * reached, 0..JOB_MAX_WAIT_MS; in the JSON ("registry_wait_ms",
+                                 * after "attempt") only when not 0 */
 };
 
 /* Check every field; -1 with a message naming the first bad one. */

@@ -158,6 +158,12 @@ char *keys_blobhome(const struct keys *k, const char *target_url)
     return target_key(k, "blobhome", target_url, none);
 }
 
+char *keys_breaker(const struct keys *k, const char *registry_url)
+{
+    struct part none = {NULL, 0};
+    return target_key(k, "breaker", registry_url, none);
+}
+
 char *keys_blob_lock(const struct keys *k, const char *target_url, const char *digest)
 {
     struct part dp = {digest, 1};

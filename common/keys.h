@@ -16,12 +16,14 @@
  * <p>jobs:index                         hash    job key -> stream id, or "delayed": a job key
  *                                               already pending is not enqueued twice
  * <p>jobs:delayed                       zset    job key scored by due time (ms, Redis clock)
- * <p>jobs:delayed:payload               hash    job key -> {"why":"backoff|budget","job":{..}}
+ * <p>jobs:delayed:payload               hash    job key -> {"why":"backoff|budget|registry",
+ *                                               "due_ms":..,"job":{..}}
  * <p>jobs:dead                          stream  dead letters: id, key, job, reason, deliveries,
  *                                               ts (ms); capped with MAXLEN ~
  * <p>run:<id>                           hash    run record: id, state, commit, started_ms,
  *                                               finished_ms, jobs_total, jobs_done, jobs_failed,
- *                                               jobs_retried, jobs_dead and worker counters
+ *                                               jobs_retried, jobs_dead, registry_waits and
+ *                                               worker counters
  * <p>run:<id>:keys                      set     job keys the run enqueued (each counted once
  *                                               in jobs_total, also when re-enqueued); gone
  *                                               when the run finishes
@@ -33,6 +35,10 @@
  * <p>blobhome:<target>                  hash    digest -> a target repository that has it
  *                                               (cross-repository mount source)
  * <p>lock:blob:<target>:<digest>        string  upload lock: holder token, PX expiry
+ * <p>breaker:<target>                   hash    circuit breaker of a registry (upstream or
+ *                                               target): state (closed, open, half_open),
+ *                                               failures (in a row), until_ms, opened_ms,
+ *                                               probes, registry, error, failed_ms
  * <p>manifest:<digest>                   hash    type, body: a manifest fetched upstream whose
  *                                               job was cut short before it reached the target;
  *                                               kept a few days so the retry pays no pull again
@@ -48,7 +54,7 @@
  * <p>ctl:paused                         string  operator switch: while it exists no job is
  *                                               taken
  *
- * <target> is the registry's host[:port], lowercased, from its URL. */
+ * <target> is a registry's host[:port], lowercased, from its URL. */
 #ifndef HUBSYNC_KEYS_H
 #define HUBSYNC_KEYS_H
 
@@ -86,6 +92,7 @@ char *keys_run(const struct keys *k, const char *run_id);
 char *keys_run_keys(const struct keys *k, const char *run_id);
 char *keys_present(const struct keys *k, const char *target_url, const char *repo);
 char *keys_blobhome(const struct keys *k, const char *target_url);
+char *keys_breaker(const struct keys *k, const char *registry_url);
 char *keys_blob_lock(const struct keys *k, const char *target_url, const char *digest);
 char *keys_budget(const struct keys *k, const char *source);
 char *keys_budget_inflight(const struct keys *k, const char *source);

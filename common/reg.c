@@ -16,7 +16,7 @@
 
 static const char *const class_names[] = {
     "ok",      "not_found", "unauthorized",    "denied",    "rate_limited", "server",
-    "network", "digest_mismatch", "too_large", "protocol", "invalid",
+    "network", "digest_mismatch", "too_large", "protocol", "invalid",      "tls",
 };
 
 const char *reg_class_name(enum reg_class cls)

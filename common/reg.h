@@ -46,11 +46,13 @@ enum reg_class {
     REG_DENIED,          /* 403, or a token without the requested access */
     REG_RATE_LIMITED,    /* 429 (TOOMANYREQUESTS): a budget event, not retried */
     REG_SERVER,          /* 5xx after the retries */
-    REG_NETWORK,         /* connect/TLS failure, reset, timeout, truncated body */
+    REG_NETWORK,         /* connect or TLS handshake failure, reset, timeout, truncated body */
     REG_DIGEST_MISMATCH, /* bytes do not hash to the expected digest */
     REG_TOO_LARGE,       /* a body or listing past its bound, 413 */
     REG_PROTOCOL,        /* an answer that breaks the protocol, other 4xx */
     REG_INVALID,         /* bad arguments (repository name, reference, digest, URL) */
+    REG_TLS,             /* the registry's certificate refused (untrusted, expired, wrong
+                          * name): a setting to fix, where REG_NETWORK may pass by itself */
 };
 
 /* "ok", "not_found", ... */

@@ -166,6 +166,22 @@ int reg_http_retryable(long status, CURLcode cc)
 
 /* ---- verdicts ---- */
 
+enum reg_class reg_http_curl_class(CURLcode cc)
+{
+    switch (cc) {
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+        return REG_TLS;
+    default:
+        return REG_NETWORK;
+    }
+}
+
 static void set_msg(struct reg_req *q, const char *detail)
 {
     /* Bounded pieces: a long URL must not push the reason out of the line. */
@@ -204,7 +220,7 @@ void reg_http_classify(struct reg_req *q)
                           REG_HTTP_MAX_REDIRS);
             return;
         }
-        reg_http_fail(q, REG_NETWORK, "%s", curl_easy_strerror(q->cc));
+        reg_http_fail(q, reg_http_curl_class(q->cc), "%s", curl_easy_strerror(q->cc));
         return;
     }
     if (status_ok(q)) {
@@ -406,7 +422,7 @@ static void on_token(const struct auth_outcome *out, void *arg)
     q->cc = out->curl;
     enum reg_class cls = REG_UNAUTHORIZED;
     if (out->curl != CURLE_OK)
-        cls = REG_NETWORK;
+        cls = reg_http_curl_class(out->curl);
     else if (out->status == 403)
         cls = REG_DENIED;
     else if (out->status == 429)

@@ -137,6 +137,9 @@ double reg_http_backoff(struct reg_client *c, int retry, long retry_after);
 /* Whether a failed answer is worth another attempt (408, 5xx but 501,
  * connection failures, resets, timeouts). */
 int reg_http_retryable(long status, CURLcode cc);
+/* The class of a transfer that got no answer (cc not CURLE_OK): REG_TLS when
+ * the peer's certificate was refused, else REG_NETWORK. */
+enum reg_class reg_http_curl_class(CURLcode cc);
 /* Set q->cls and q->msg from the answer, as the final verdict. */
 void reg_http_classify(struct reg_req *q);
 /* Set a failure verdict with a message of our own. */

@@ -380,6 +380,30 @@ struct rq_cmd *rq_cmd_budget_pause(const struct rq *q, const char *source,
     return c;
 }
 
+struct rq_cmd *rq_cmd_breaker_check(const struct rq *q, const char *const *urls, size_t n,
+                                    long long probe_ms)
+{
+    struct rq_cmd *c = fcall_begin(K_BUDGET, "hubsync_breaker_check", (int)n);
+    for (size_t i = 0; i < n; i++)
+        arg_own(c, keys_breaker(&q->keys, urls[i]));
+    arg_ll(c, probe_ms);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_breaker_report(const struct rq *q, const char *url, int ok, int threshold,
+                                     long long cooldown_ms, const char *error)
+{
+    char *breaker = keys_breaker(&q->keys, url);
+    struct rq_cmd *c = fcall(K_STRING, "hubsync_breaker_report", 2, breaker, q->keys.stats);
+    free(breaker);
+    arg(c, ok ? "1" : "0");
+    arg_ll(c, threshold);
+    arg_ll(c, cooldown_ms);
+    arg(c, url);
+    arg(c, error ? error : "");
+    return c;
+}
+
 /* FCALL fn on a repository's present set and the target's blobhome hash. */
 static struct rq_cmd *present_call(const struct rq *q, const char *fn, const char *target,
                                    const char *repo, const char *const *digests, size_t n)

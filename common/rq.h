@@ -129,8 +129,9 @@ struct rq_cmd *rq_cmd_ack(const struct rq *q, const char *consumer, const char *
                           size_t ncounters);
 
 /* Take a job off the stream and bring json back after delay_ms (why:
- * "backoff" or "budget"); its key stays pending as "delayed". Adds
- * jobs_retried and the counters to the run. RQ_DONE | RQ_GONE | RQ_STOLEN. */
+ * "backoff", "budget", or "registry": waiting for a registry that is down);
+ * its key stays pending as "delayed". Adds jobs_retried (registry_waits for
+ * "registry") and the counters to the run. RQ_DONE | RQ_GONE | RQ_STOLEN. */
 struct rq_cmd *rq_cmd_retry(const struct rq *q, const char *consumer, const char *id,
                             const char *key, const char *json, long long delay_ms,
                             const char *why, const char *run_id,
@@ -181,6 +182,22 @@ struct rq_cmd *rq_cmd_budget_observe(const struct rq *q, const char *source,
  * remaining = 0, the 429 counted. RQ_VALUE n = pause in force (ms). */
 struct rq_cmd *rq_cmd_budget_pause(const struct rq *q, const char *source,
                                    long long duration_ms);
+
+/* --- circuit breakers, one per registry (upstream or target): see rq.lua --- */
+
+/* May a job needing the registries at urls[0..n) start? RQ_GRANTED: no
+ * breaker is open | RQ_DENIED n = ms until one of them may be asked again |
+ * RQ_UNKNOWN n = i + 1: urls[i] is due for a probe, and the caller has it for
+ * probe_ms: probe, report, then go ahead or wait. */
+struct rq_cmd *rq_cmd_breaker_check(const struct rq *q, const char *const *urls, size_t n,
+                                    long long probe_ms);
+/* What the registry at url did: ok (it answered) closes its breaker; a
+ * failure (no answer, 5xx; error: one line saying how, no secrets) counts,
+ * and opens the breaker for cooldown_ms at threshold failures in a row, or at
+ * once when it was probed. RQ_VALUE str = "open" or "closed" when this report
+ * changed the state | RQ_EMPTY. */
+struct rq_cmd *rq_cmd_breaker_report(const struct rq *q, const char *url, int ok, int threshold,
+                                     long long cooldown_ms, const char *error);
 
 /* --- blob and manifest dedupe, per target registry and repository --- */
 

@@ -199,7 +199,8 @@ redis.register_function('hubsync_ack', function(keys, args)
 end)
 
 -- KEYS jobs index delayed payload stats [run]; ARGV group consumer id key job
--- delay_ms why [counter delta]...
+-- delay_ms why [counter delta]... A job waiting for a registry counts in the run's
+-- registry_waits, any other retry in its jobs_retried.
 redis.register_function('hubsync_retry', function(keys, args)
   local jobs, index, delayed, payload, stats, run =
     keys[1], keys[2], keys[3], keys[4], keys[5], keys[6]
@@ -207,7 +208,9 @@ redis.register_function('hubsync_retry', function(keys, args)
   local job, why = args[5], args[7]
   local delay = int(args[6], 'delay_ms')
   if delay < 0 then fail('delay_ms must not be negative') end
-  if why ~= 'backoff' and why ~= 'budget' then fail('why must be backoff or budget') end
+  if why ~= 'backoff' and why ~= 'budget' and why ~= 'registry' then
+    fail('why must be backoff, budget or registry')
+  end
   check_counters(args, 8)
   local held = holds(jobs, stats, group, consumer, id)
   if held ~= 1 then return held end
@@ -224,7 +227,7 @@ redis.register_function('hubsync_retry', function(keys, args)
     redis.call('HSET', index, key, 'delayed')
     redis.call('HINCRBY', stats, 'retried_' .. why, 1)
   end
-  count_run(run, 'jobs_retried', args, 8)
+  count_run(run, why == 'registry' and 'registry_waits' or 'jobs_retried', args, 8)
   return 1
 end)
 
@@ -382,6 +385,77 @@ redis.register_function('hubsync_budget_pause', function(keys, args)
   redis.call('HINCRBY', budget, 'http_429', 1)
   redis.call('HINCRBY', stats, 'http_429', 1)
   return untl - now
+end)
+
+-- Circuit breakers, one hash per registry (upstream or target). A registry that
+-- fails `threshold` reports in a row (no answer, or 5xx) is left alone for a
+-- cool-down: jobs needing it wait instead of failing against it. Then one caller
+-- probes it; any answer closes the breaker. Fields: state (closed, open,
+-- half_open), failures (in a row), until_ms (open: end of the cool-down;
+-- half_open: end of the probe), opened_ms, probes, registry, error, failed_ms.
+
+-- KEYS breaker...; ARGV probe_ms -> {'granted', 0} | {'denied', wait_ms} |
+-- {'unknown', i}: probe the registry of KEYS[i] first; the probe is this
+-- caller's for probe_ms.
+redis.register_function('hubsync_breaker_check', function(keys, args)
+  local probe = int(args[1], 'probe_ms')
+  if probe < 1 then fail('probe_ms must be positive') end
+  local now = now_ms()
+  local wait, due = 0, nil
+  for i, key in ipairs(keys) do
+    local b = redis.call('HMGET', key, 'state', 'until_ms')
+    local untl = tonumber(b[2]) or 0
+    if b[1] == 'open' or b[1] == 'half_open' then
+      if untl <= now then
+        due = due or i
+      elseif b[1] == 'open' then
+        wait = math.max(wait, untl - now)
+      else
+        wait = math.max(wait, math.min(untl - now, 1000)) -- a probe's answer is near
+      end
+    end
+  end
+  if wait > 0 then return {'denied', wait} end
+  if due then
+    redis.call('HSET', keys[due], 'state', 'half_open', 'until_ms', now + probe)
+    redis.call('HINCRBY', keys[due], 'probes', 1)
+    return {'unknown', due}
+  end
+  return {'granted', 0}
+end)
+
+-- KEYS breaker stats; ARGV ok threshold cooldown_ms registry error -> 'open' or
+-- 'closed' when this report changed the state, else nil. ok 1: the registry
+-- answered; 0: it did not, or with 5xx (error says how).
+redis.register_function('hubsync_breaker_report', function(keys, args)
+  local key, stats = keys[1], keys[2]
+  local ok = args[1]
+  local threshold, cooldown = int(args[2], 'threshold'), int(args[3], 'cooldown_ms')
+  if ok ~= '0' and ok ~= '1' then fail('ok must be 0 or 1') end
+  if threshold < 1 or cooldown < 0 then
+    fail('threshold must be positive, cooldown_ms not negative')
+  end
+  local b = redis.call('HMGET', key, 'state', 'failures')
+  local state = b[1] or 'closed'
+  if ok == '1' then
+    if state == 'closed' and (tonumber(b[2]) or 0) == 0 then return false end
+    redis.call('HSET', key, 'state', 'closed', 'failures', 0, 'until_ms', 0)
+    if state == 'closed' then return false end
+    redis.call('HINCRBY', stats, 'breaker_closed', 1)
+    return 'closed'
+  end
+  local now = now_ms()
+  local failures = redis.call('HINCRBY', key, 'failures', 1)
+  redis.call('HSET', key, 'state', state, 'registry', args[4], 'error', args[5],
+             'failed_ms', now)
+  -- A failed probe opens it again at once.
+  if state == 'half_open' or (state == 'closed' and failures >= threshold) then
+    if state == 'closed' then redis.call('HSET', key, 'opened_ms', now) end
+    redis.call('HSET', key, 'state', 'open', 'until_ms', now + cooldown)
+    redis.call('HINCRBY', stats, 'breaker_opened', 1)
+    return 'open'
+  end
+  return false
 end)
 
 -- KEYS present blobhome; ARGV repo digest... -> digests newly added

@@ -56,7 +56,7 @@ static const char status_usage[] =
     "--json prints one object (times in ms, Redis clock; absent values null):\n"
     "  {redis, prefix, now_ms, paused, synced_commit,\n"
     "   coordinator: {held, holder, expires_in_ms},\n"
-    "   queue: {stream, waiting, in_flight, delayed, delayed_by_why: {budget, backoff},\n"
+    "   queue: {stream, waiting, in_flight, delayed, delayed_by_why: {budget, backoff, registry},\n"
     "           next_due_in_ms, dead, dead_newest: [{id, key, reason, deliveries, ts_ms}]},\n"
     "   workers: [{id, in_flight, alive, beat_age_ms, host, pid, started_ms, jobs: [key],\n"
     "              jobs_done, jobs_failed, jobs_retried, bytes, stopping}], workers_silent,\n"
@@ -228,7 +228,7 @@ static json_t *coordinator_json(struct status_ctx *s)
 /* Delayed jobs by why, the next due time, and those of `run` waiting for the budget. */
 static json_t *delayed_json(struct status_ctx *s, const char *run, long long *run_deferred)
 {
-    long long budget = 0, backoff = 0;
+    long long budget = 0, backoff = 0, registry = 0;
     *run_deferred = 0;
     redisReply *r = query(s, "HVALS", s->k.jobs_delayed_payload, NULL);
     for (size_t i = 0; is_array(r) && i < r->elements; i++) {
@@ -238,6 +238,7 @@ static json_t *delayed_json(struct status_ctx *s, const char *run, long long *ru
         int is_budget = why && strcmp(why, "budget") == 0;
         budget += is_budget;
         backoff += why && strcmp(why, "backoff") == 0;
+        registry += why && strcmp(why, "registry") == 0;
         if (is_budget && run && jr && strcmp(jr, run) == 0)
             ++*run_deferred;
         json_decref(p);
@@ -246,6 +247,7 @@ static json_t *delayed_json(struct status_ctx *s, const char *run, long long *ru
     json_t *o = json_object();
     json_object_set_new(o, "budget", json_integer(budget));
     json_object_set_new(o, "backoff", json_integer(backoff));
+    json_object_set_new(o, "registry", json_integer(registry));
     return o;
 }
 
@@ -595,9 +597,9 @@ static void print_queue(json_t *q)
         snprintf(due, sizeof(due), "; next due in %s", d);
     }
     printf("queue        %lld waiting, %lld in flight, %lld delayed (budget %lld, backoff "
-           "%lld%s), %lld dead\n",
+           "%lld, registry down %lld%s), %lld dead\n",
            ji(q, "waiting"), ji(q, "in_flight"), ji(q, "delayed"), ji(why, "budget"),
-           ji(why, "backoff"), due, ji(q, "dead"));
+           ji(why, "backoff"), ji(why, "registry"), due, ji(q, "dead"));
     size_t i;
     json_t *d;
     json_array_foreach(json_object_get(q, "dead_newest"), i, d) {

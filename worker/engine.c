@@ -5,8 +5,9 @@
  * learn which upstream digest they were made from. ROOTS: one node per
  * upstream digest still needed; a node ensures one manifest or blob on the
  * target, recursively for an index's children and an image's blobs, and
- * roots then write their tags. Every node and every stand-alone request holds
- * the job (ej->pending); the phase advances when the count drops to zero. */
+ * roots then write their tags (once the job's holder says it still holds the
+ * job). Every node and every stand-alone request holds the job (ej->pending);
+ * the phase advances when the count drops to zero. */
 #include "engine.h"
 
 #include <stdarg.h>
@@ -45,8 +46,8 @@ long long engine_counter_get(const struct engine_counters *c, int i)
 const char *engine_status_name(enum engine_status s)
 {
     /* In the order of enum engine_status. */
-    static const char *const names[] = {"done",      "retry",  "deferred",
-                                        "throttled", "failed", "cancelled"};
+    static const char *const names[] = {"done",   "retry",     "deferred",   "throttled",
+                                        "failed", "cancelled", "unavailable"};
     return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "?";
 }
 
@@ -123,14 +124,16 @@ struct node {
 
 /* ---- jobs: errors, holds, completion ---------------------------------------- */
 
+/* A job that met a registry outage and a fault of its own counts the fault. */
 static int status_rank(enum engine_status s)
 {
     switch (s) {
-    case ENGINE_CANCELLED: return 5;
-    case ENGINE_FAILED: return 4;
-    case ENGINE_DEFERRED: return 3;
-    case ENGINE_THROTTLED: return 2;
-    case ENGINE_RETRY: return 1;
+    case ENGINE_CANCELLED: return 6;
+    case ENGINE_FAILED: return 5;
+    case ENGINE_DEFERRED: return 4;
+    case ENGINE_THROTTLED: return 3;
+    case ENGINE_RETRY: return 2;
+    case ENGINE_UNAVAILABLE: return 1;
     default: return 0;
     }
 }
@@ -154,28 +157,43 @@ static void ej_error(struct engine_job *ej, enum engine_status st, long wait_ms,
     va_end(ap);
 }
 
-/* Map a registry failure to what the queue should do with the job. */
-static void ej_reg_error(struct engine_job *ej, const struct reg_result *res)
+enum engine_status engine_status_of(const struct reg_result *res, long *wait_ms)
 {
-    ej->stop_gets = 1;
+    *wait_ms = 0;
     switch (res->cls) {
+    case REG_OK:
+        return ENGINE_DONE;
     case REG_RATE_LIMITED:
         /* Hub's pull limit answers 429 without Retry-After; its abuse limit (and
          * other registries) with one: that is a pause, not a spent budget. */
-        if (res->retry_after > 0)
-            ej_error(ej, ENGINE_THROTTLED, res->retry_after * 1000L, "%s", res->msg);
-        else
-            ej_error(ej, ENGINE_DEFERRED, ENGINE_429_WAIT_MS, "%s", res->msg);
-        break;
+        if (res->retry_after > 0) {
+            *wait_ms = res->retry_after * 1000L;
+            return ENGINE_THROTTLED;
+        }
+        *wait_ms = ENGINE_429_WAIT_MS;
+        return ENGINE_DEFERRED;
     case REG_NETWORK:
     case REG_SERVER:
+        return ENGINE_UNAVAILABLE;
     case REG_DIGEST_MISMATCH:
-        ej_error(ej, ENGINE_RETRY, 0, "%s", res->msg);
-        break;
+        /* Maybe a passing corruption, but a proxy that changes bytes does it every
+         * time: bounded by attempts like a refusal, not waited out like an outage. */
+        return ENGINE_RETRY;
     default:
-        ej_error(ej, ENGINE_FAILED, 0, "%s", res->msg);
-        break;
+        return ENGINE_FAILED;
     }
+}
+
+/* Map a registry failure to what the queue should do with the job; registry
+ * (ENGINE_UPSTREAM, ENGINE_TARGET, or 0 when it may be either) answered res. */
+static void ej_reg_error(struct engine_job *ej, int registry, const struct reg_result *res)
+{
+    long wait_ms;
+    enum engine_status st = engine_status_of(res, &wait_ms);
+    ej->stop_gets = 1;
+    if (st == ENGINE_UNAVAILABLE)
+        ej->out.unavailable |= registry;
+    ej_error(ej, st, wait_ms, "%s", res->msg);
 }
 
 static void ej_advance(struct engine_job *ej);
@@ -314,7 +332,7 @@ static void node_got_target_body(struct reg_result *res, void *arg)
     } else if (res->cls == REG_NOT_FOUND) {
         node_lock(n); /* the present set was stale */
     } else {
-        ej_reg_error(n->ej, res);
+        ej_reg_error(n->ej, ENGINE_TARGET, res);
         node_finish(n, 0);
     }
 }
@@ -347,7 +365,7 @@ static void node_target_head(struct reg_result *res, void *arg)
         else
             node_lock(n);
     } else {
-        ej_reg_error(ej, res);
+        ej_reg_error(ej, ENGINE_TARGET, res);
         node_finish(n, 0);
     }
 }
@@ -465,7 +483,7 @@ static void node_put_done(struct reg_result *res, void *arg)
     struct node *n = arg;
     struct engine_job *ej = n->ej;
     if (res->cls != REG_OK) {
-        ej_reg_error(ej, res);
+        ej_reg_error(ej, ENGINE_TARGET, res);
         node_finish(n, 0);
         return;
     }
@@ -571,7 +589,7 @@ static void node_got_upstream(struct reg_result *res, void *arg)
     ej->en->ops.budget_done(ej->en->ops.ctx, ej->up, n->grant, res);
     n->grant = NULL;
     if (res->cls != REG_OK) {
-        ej_reg_error(ej, res);
+        ej_reg_error(ej, ENGINE_UPSTREAM, res);
         node_finish(n, 0);
         return;
     }
@@ -647,7 +665,7 @@ static void node_blob_copied(struct reg_result *res, void *arg)
         en->ops.mark_present(en->ops.ctx, ej->job.target, node_repo(n), n->digest, 1);
         node_finish(n, 1);
     } else {
-        ej_reg_error(ej, res);
+        ej_reg_error(ej, 0, res);
         node_finish(n, 0);
     }
     blob_slot_next(en);
@@ -715,26 +733,39 @@ static void tag_put_done(struct reg_result *res, void *arg)
     if (res->cls == REG_OK)
         ej->out.n.tags_written++;
     else
-        ej_reg_error(ej, res);
+        ej_reg_error(ej, ENGINE_TARGET, res);
     ej_release(ej);
 }
 
+static void root_held(int yes, void *arg)
+{
+    struct node *n = arg;
+    struct engine_job *ej = n->ej;
+    if (!yes)
+        engine_cancel(ej);
+    for (size_t i = 0; i < ej->ntags && !ej->cancelled; i++) {
+        struct tagst *t = &ej->tags[i];
+        if (!t->write || strcmp(t->up, n->root_up) != 0)
+            continue;
+        ej_hold(ej);
+        reg_put_manifest(ej->dst, ej->job.target_repo, t->tag, n->media_type, n->body,
+                         n->body_len, tag_put_done, ej);
+    }
+    node_destroy(n);
+    ej_release(ej);
+}
+
+/* Tags are written only from a complete root, never after a cancel, and only
+ * while the job is still ours (another worker may own it now). */
 static void root_done(struct node *n)
 {
     struct engine_job *ej = n->ej;
-    /* Tags are written only from a complete root, and never after a cancel
-     * (another worker may own the job now). */
-    if (!n->failed && !ej->cancelled) {
-        for (size_t i = 0; i < ej->ntags; i++) {
-            struct tagst *t = &ej->tags[i];
-            if (!t->write || strcmp(t->up, n->root_up) != 0)
-                continue;
-            ej_hold(ej);
-            reg_put_manifest(ej->dst, ej->job.target_repo, t->tag, n->media_type, n->body,
-                             n->body_len, tag_put_done, ej);
-        }
+    if (n->failed || ej->cancelled) {
+        node_destroy(n);
+        return;
     }
-    node_destroy(n);
+    ej_hold(ej);
+    ej->en->ops.still_held(ej->en->ops.ctx, ej->arg, root_held, n);
 }
 
 /* One root per distinct upstream digest that some tag still needs. */
@@ -793,7 +824,7 @@ static void verify_done(struct reg_result *res, void *arg)
     } else if (res->cls == REG_OK || res->cls == REG_NOT_FOUND) {
         t->write = 1;
     } else {
-        ej_reg_error(ej, res);
+        ej_reg_error(ej, ENGINE_TARGET, res);
     }
     ej_release(ej);
 }
@@ -833,7 +864,12 @@ static void head_done(struct reg_result *res, void *arg)
     struct engine_job *ej = h->ej;
     struct tagst *t = h->t;
     int upstream = h->upstream;
+    long wait_ms;
     free(h);
+    /* Every job starts with these HEADs: whether a registry answers them is the
+     * job's news of it. */
+    if (engine_status_of(res, &wait_ms) != ENGINE_UNAVAILABLE)
+        ej->out.reached |= upstream ? ENGINE_UPSTREAM : ENGINE_TARGET;
     if (upstream) {
         if (res->cls == REG_OK && res->digest && digest_valid(res->digest)) {
             snprintf(t->up, sizeof(t->up), "%s", res->digest);
@@ -846,13 +882,13 @@ static void head_done(struct reg_result *res, void *arg)
             ej_error(ej, ENGINE_FAILED, 0, "%s:%s: tag not found upstream", ej->job.source_repo,
                      t->tag);
         } else {
-            ej_reg_error(ej, res);
+            ej_reg_error(ej, ENGINE_UPSTREAM, res);
         }
     } else {
         if (res->cls == REG_OK && res->digest && digest_valid(res->digest))
             snprintf(t->dst, sizeof(t->dst), "%s", res->digest);
         else if (res->cls != REG_NOT_FOUND && res->cls != REG_OK)
-            ej_reg_error(ej, res);
+            ej_reg_error(ej, ENGINE_TARGET, res);
     }
     ej_release(ej);
 }
@@ -917,7 +953,7 @@ struct engine *engine_new(struct ev_loop *loop, struct reg_client *client,
     if (!loop || !client || !ops || !ops->budget_acquire || !ops->budget_done || !ops->present ||
         !ops->mark_present ||
         !ops->blob_home || !ops->lock || !ops->unlock || !ops->manifest_cached ||
-        !ops->manifest_keep) {
+        !ops->manifest_keep || !ops->still_held) {
         err_set(e, "engine: incomplete arguments");
         return NULL;
     }

@@ -46,20 +46,35 @@ extern const char *const engine_counter_names[];
 long long engine_counter_get(const struct engine_counters *c, int i);
 
 enum engine_status {
-    ENGINE_DONE,      /* every tag of the group is right on the target */
-    ENGINE_RETRY,     /* transient trouble (network, 5xx, target down): try again later */
-    ENGINE_DEFERRED,  /* the pull budget is spent (or a 429): try again after wait_ms */
-    ENGINE_THROTTLED, /* told to slow down (429 with Retry-After): try again after wait_ms */
-    ENGINE_FAILED,    /* refused for good by this attempt (missing tag, bad digest, ...) */
-    ENGINE_CANCELLED, /* engine_cancel() */
+    ENGINE_DONE,        /* every tag of the group is right on the target */
+    ENGINE_RETRY,       /* went wrong, may go right next time (bytes that do not hash to
+                         * their digest, a copy lock held too long): try again later */
+    ENGINE_DEFERRED,    /* the pull budget is spent (or a 429): try again after wait_ms */
+    ENGINE_THROTTLED,   /* told to slow down (429 with Retry-After): try again after wait_ms */
+    ENGINE_FAILED,      /* refused for good by this attempt (missing tag, bad manifest, ...) */
+    ENGINE_CANCELLED,   /* engine_cancel(), or the job's holder no longer holds it */
+    ENGINE_UNAVAILABLE, /* a registry did not answer or answered 5xx (after the client's own
+                         * retries): not the job's fault, try again once it is back */
 };
 
 const char *engine_status_name(enum engine_status s);
+
+/* What a registry answer means for the job: ENGINE_DONE for REG_OK, else the
+ * status its failure class calls for, with *wait_ms (0 unless deferred or
+ * throttled). */
+enum engine_status engine_status_of(const struct reg_result *res, long *wait_ms);
+
+/* The registries of a job, as bits. */
+#define ENGINE_UPSTREAM 1
+#define ENGINE_TARGET 2
 
 struct engine_outcome {
     enum engine_status status;
     long wait_ms;   /* ENGINE_DEFERRED, ENGINE_THROTTLED: when to try again */
     char msg[512];  /* what went wrong, naming repository, tag or digest */
+    int unavailable; /* ENGINE_UPSTREAM|ENGINE_TARGET: registries met not answering or
+                      * answering 5xx (a blob copy's failure names neither) */
+    int reached;     /* registries that answered the job's first requests */
     struct engine_counters n;
 };
 
@@ -105,6 +120,11 @@ struct engine_ops {
     /* ... and keeping one that was fetched but did not reach the target. */
     void (*manifest_keep)(void *ctx, const char *digest, const char *media_type,
                           const char *body, size_t len);
+    /* Is the job still ours? Asked before each root's tag writes, since another
+     * worker may have taken the job over while it copied; no (or no answer)
+     * cancels the job, and no tag is written. job_arg is the arg engine_start
+     * got for the job. */
+    void (*still_held)(void *ctx, void *job_arg, engine_flag_fn cb, void *arg);
 };
 
 struct engine_opts {

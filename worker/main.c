@@ -27,6 +27,15 @@ static const struct cfg_opt opts[] = {
      "first retry delay of a failed job, doubled each attempt", 0},
     {"backoff-max-ms", "HUBSYNC_BACKOFF_MAX_MS", CFG_INT, "600000", 1, 86400000,
      "longest retry delay", 0},
+    {"transient-retry-max", "HUBSYNC_TRANSIENT_RETRY_MAX", CFG_INT, "21600", 1, 1209600,
+     "seconds a job may wait for registries that do not answer or answer 5xx (such retries "
+     "spend no attempt) before it is dead-lettered", 0},
+    {"breaker-failures", "HUBSYNC_BREAKER_FAILURES", CFG_INT, "5", 0, 1000,
+     "failures in a row (no answer, 5xx) after which every worker leaves a registry alone for "
+     "--breaker-cooldown-ms: jobs needing it wait; 0: never", 0},
+    {"breaker-cooldown-ms", "HUBSYNC_BREAKER_COOLDOWN_MS", CFG_INT, "30000", 100, 3600000,
+     "how long an open breaker keeps jobs away from its registry before one probe asks it "
+     "again", 0},
     {"http-retries", "HUBSYNC_HTTP_RETRIES", CFG_INT, "3", 0, 100,
      "retries of one HTTP request (5xx, resets) before the job is retried", 0},
     {"ca-file", "HUBSYNC_CA_FILE", CFG_STR, NULL, 0, 0,
@@ -95,6 +104,9 @@ int main(int argc, char **argv)
         .max_attempts = (int)cfg_int(&c, "max-attempts"),
         .backoff_ms = cfg_int(&c, "backoff-ms"),
         .backoff_max_ms = cfg_int(&c, "backoff-max-ms"),
+        .registry_wait_max_s = cfg_int(&c, "transient-retry-max"),
+        .breaker_failures = (int)cfg_int(&c, "breaker-failures"),
+        .breaker_cooldown_ms = cfg_int(&c, "breaker-cooldown-ms"),
         .exit_when_idle = cfg_bool(&c, "exit-when-idle"),
         .idle_grace_s = (double)cfg_int(&c, "idle-grace"),
         .stop_grace_s = (double)cfg_int(&c, "stop-grace"),

@@ -17,6 +17,7 @@
 #include <jansson.h>
 
 #include "log.h"
+#include "retry.h"
 #include "worker.h"
 #include "xalloc.h"
 
@@ -35,7 +36,14 @@ struct wjob {
     struct engine_job *ej;
     int lost;         /* the lease is gone: never settle */
     int handing_back; /* shutdown: give it back instead */
+    int gating;       /* asking the breakers of its registries before it starts */
     ev_tstamp started;
+};
+
+/* A registry as the breaker probes see it: no credentials (any answer will do). */
+struct probe_reg {
+    char *url;
+    struct reg_registry *r;
 };
 
 struct worker {
@@ -49,6 +57,9 @@ struct worker {
     struct reg_client *client;
     struct fleet *fleet;
     struct engine *engine;
+    struct retry_policy retry;
+    struct probe_reg *probes;
+    size_t nprobes;
     struct wjob *jobs;
     int in_hand;
     int fetching;
@@ -108,14 +119,91 @@ static void settle(struct worker *w, struct rq_cmd *cmd)
     }
 }
 
-static long long backoff_ms(const struct worker *w, int attempt)
+/* A job that did not finish: back to the delayed set (1), or to the dead
+ * letters (0). */
+static int settle_later(struct wjob *j, enum engine_status st, long wait_ms, const char *msg,
+                         const struct rq_counter *c, size_t nc)
 {
-    long long d = w->o.backoff_ms;
-    for (int i = 1; i < attempt && d < w->o.backoff_max_ms; i++)
-        d *= 2;
-    if (d > w->o.backoff_max_ms)
-        d = w->o.backoff_max_ms;
-    return d + (d / 4 ? rand() % (d / 4) : 0); /* jitter spreads retries of a burst */
+    struct worker *w = j->w;
+    struct retry_decision d;
+    struct err e;
+    retry_decide(&w->retry, st, wait_ms, j->job.attempt, j->job.registry_wait_ms,
+                 (unsigned)rand(), &d);
+    if (d.dead) {
+        char *reason = st == ENGINE_UNAVAILABLE
+                           ? xasprintf("%s after waiting %llds for registries: %s",
+                                       engine_status_name(st), d.registry_wait_ms / 1000, msg)
+                           : xasprintf("%s after %d attempts: %s", engine_status_name(st),
+                                       d.attempt, msg);
+        w->failed++;
+        settle(w, rq_cmd_fail(&w->q, w->id, j->id, j->key, reason, j->job.run, c, nc));
+        free(reason);
+        return 0;
+    }
+    struct job next = j->job;
+    next.reason = JOB_REASON_RETRY;
+    next.attempt = d.attempt;
+    next.registry_wait_ms = d.registry_wait_ms;
+    char *json = job_encode(&next, &e);
+    if (json)
+        settle(w, rq_cmd_retry(&w->q, w->id, j->id, j->key, json, d.delay_ms, d.why, j->job.run,
+                               c, nc));
+    else
+        log_error("job=%s: cannot re-encode for a retry: %s", j->key, e.msg);
+    free(json);
+    return 1;
+}
+
+/* ---- registry breakers (rq.lua): while a registry is down its jobs wait ---------- */
+
+struct report {
+    char *url;
+    long long cooldown_ms;
+};
+
+static void reported(struct rq_res *res, const struct err *e, void *privdata)
+{
+    struct report *r = privdata;
+    (void)e;
+    if (res && res->status == RQ_VALUE && strcmp(res->str, "open") == 0)
+        log_warn("registry %s: breaker open, jobs needing it wait %llds, then one probe asks "
+                 "it again (HGETALL of its breaker key shows why)",
+                 r->url, r->cooldown_ms / 1000);
+    else if (res && res->status == RQ_VALUE && strcmp(res->str, "closed") == 0)
+        log_info("registry %s answers again: breaker closed", r->url);
+    free(r->url);
+    free(r);
+}
+
+/* Tell the registry's breaker whether it answered (ok) or not (error says how). */
+static void breaker_report(struct worker *w, const char *url, int ok, const char *error)
+{
+    struct report *r = xmalloc(sizeof(*r));
+    struct err e;
+    r->url = xstrdup(url);
+    r->cooldown_ms = w->o.breaker_cooldown_ms;
+    if (rq_exec_async(w->cmd,
+                      rq_cmd_breaker_report(&w->q, url, ok, w->o.breaker_failures,
+                                            w->o.breaker_cooldown_ms, error),
+                      reported, r, &e) < 0) {
+        free(r->url);
+        free(r);
+    }
+}
+
+/* What the job learnt of its registries. */
+static void report_registries(struct wjob *j, const struct engine_outcome *out)
+{
+    const char *urls[] = {j->job.upstream, j->job.target};
+    const int bits[] = {ENGINE_UPSTREAM, ENGINE_TARGET};
+    if (!j->w->o.breaker_failures)
+        return;
+    for (int i = 0; i < 2; i++) {
+        if (out->unavailable & bits[i])
+            breaker_report(j->w, urls[i], 0, out->msg);
+        else if (out->reached & bits[i])
+            breaker_report(j->w, urls[i], 1, "");
+    }
 }
 
 static void job_done(const struct engine_outcome *out, void *arg)
@@ -139,6 +227,7 @@ static void job_done(const struct engine_outcome *out, void *arg)
              out->n.blob_bytes_copied, out->n.blobs_mounted, out->n.blobs_skipped, secs,
              out->msg[0] ? " error=" : "", out->msg);
     j->ej = NULL;
+    report_registries(j, out);
     if (j->lost) {
         /* Someone else holds the job now; its settlement is theirs. */
     } else if (out->status == ENGINE_DONE) {
@@ -147,44 +236,129 @@ static void job_done(const struct engine_outcome *out, void *arg)
     } else if (out->status == ENGINE_CANCELLED || j->handing_back) {
         settle(w, rq_cmd_handback(&w->q, w->id, j->id, w->o.lease_ms));
     } else {
-        struct job next = j->job;
-        long long delay;
-        const char *why;
-        if (out->status == ENGINE_DEFERRED) {
-            why = "budget";
-            delay = out->wait_ms > 1000 ? out->wait_ms : 1000;
-        } else if (out->status == ENGINE_THROTTLED) {
-            why = "backoff"; /* not a failure: the attempt count stays */
-            delay = out->wait_ms > 1000 ? out->wait_ms : 1000;
-        } else {
-            why = "backoff";
-            next.attempt = j->job.attempt + 1;
-            delay = backoff_ms(w, next.attempt);
-        }
-        if (out->status != ENGINE_DEFERRED && out->status != ENGINE_THROTTLED &&
-            next.attempt >= w->o.max_attempts) {
-            char *reason = xasprintf("%s after %d attempts: %s", engine_status_name(out->status),
-                                     next.attempt, out->msg);
-            w->failed++;
-            settle(w, rq_cmd_fail(&w->q, w->id, j->id, j->key, reason, j->job.run, c,
-                                  ENGINE_NCOUNTERS - 1));
-            free(reason);
-        } else {
-            struct err e;
-            next.reason = JOB_REASON_RETRY;
-            char *json = job_encode(&next, &e);
-            w->retried++;
-            if (json)
-                settle(w, rq_cmd_retry(&w->q, w->id, j->id, j->key, json, delay, why, j->job.run,
-                                       c, ENGINE_NCOUNTERS - 1));
-            else
-                log_error("job=%s: cannot re-encode for a retry: %s", j->key, e.msg);
-            free(json);
-        }
+        w->retried += settle_later(j, out->status, out->wait_ms, out->msg, c,
+                                   ENGINE_NCOUNTERS - 1);
     }
     wjob_free(j);
     fetch_more(w);
     maybe_quit(w);
+}
+
+/* A job that leaves without the engine. */
+static void job_dropped(struct wjob *j)
+{
+    struct worker *w = j->w;
+    wjob_free(j);
+    fetch_more(w);
+    maybe_quit(w);
+}
+
+/* The breakers let the job go (or could not be asked: they only save work). */
+static void run_job(struct wjob *j)
+{
+    struct worker *w = j->w;
+    j->gating = 0;
+    if (j->lost) {
+        job_dropped(j);
+    } else if (w->stopping) {
+        settle(w, rq_cmd_handback(&w->q, w->id, j->id, w->o.lease_ms));
+        job_dropped(j);
+    } else {
+        j->ej = engine_start(w->engine, &j->job, job_done, j);
+    }
+}
+
+/* A registry the job needs is down: it waits wait_ms, spending no attempt. */
+static void defer_job(struct wjob *j, long long wait_ms)
+{
+    j->gating = 0;
+    if (j->lost || j->w->stopping) {
+        run_job(j);
+        return;
+    }
+    log_debug("job=%s: a registry it needs is down (breaker open), waiting %llds", j->key,
+              wait_ms / 1000);
+    settle_later(j, ENGINE_UNAVAILABLE, (long)wait_ms,
+                 "a registry it needs is down (its breaker stayed open)", NULL, 0);
+    job_dropped(j);
+}
+
+static struct reg_registry *probe_registry(struct worker *w, const char *url, struct err *e)
+{
+    for (size_t i = 0; i < w->nprobes; i++)
+        if (strcmp(w->probes[i].url, url) == 0)
+            return w->probes[i].r;
+    struct reg_registry *r = reg_registry_new(w->client, url, NULL, e);
+    if (!r)
+        return NULL;
+    w->probes = xrealloc(w->probes, (w->nprobes + 1) * sizeof(*w->probes));
+    w->probes[w->nprobes++] = (struct probe_reg){xstrdup(url), r};
+    return r;
+}
+
+struct probe {
+    struct wjob *j;
+    const char *url; /* the job's */
+};
+
+static void probe_done(struct reg_result *res, void *arg)
+{
+    struct probe *p = arg;
+    struct wjob *j = p->j;
+    const char *url = p->url;
+    long wait_ms;
+    free(p);
+    int up = engine_status_of(res, &wait_ms) != ENGINE_UNAVAILABLE;
+    breaker_report(j->w, url, up, res->msg);
+    if (up)
+        run_job(j);
+    else
+        defer_job(j, j->w->o.breaker_cooldown_ms);
+}
+
+/* The job's check was given the probe of url's breaker: GET /v2/ there. */
+static void probe(struct wjob *j, const char *url)
+{
+    struct err e;
+    struct reg_registry *r = probe_registry(j->w, url, &e);
+    if (!r) {
+        log_warn("registry %s: cannot probe: %s", url, e.msg);
+        run_job(j);
+        return;
+    }
+    log_info("registry %s: breaker half-open, probing", url);
+    struct probe *p = xmalloc(sizeof(*p));
+    *p = (struct probe){j, url};
+    reg_ping(r, probe_done, p);
+}
+
+static void gate_answer(struct rq_res *res, const struct err *e, void *privdata)
+{
+    struct wjob *j = privdata;
+    (void)e;
+    if (res && res->status == RQ_DENIED)
+        defer_job(j, res->n);
+    else if (res && res->status == RQ_UNKNOWN && (res->n == 1 || res->n == 2) && !j->lost &&
+             !j->w->stopping)
+        probe(j, res->n == 1 ? j->job.upstream : j->job.target);
+    else
+        run_job(j);
+}
+
+/* Ask the breakers of the job's registries before it starts. */
+static void gate(struct wjob *j)
+{
+    struct worker *w = j->w;
+    const char *urls[] = {j->job.upstream, j->job.target};
+    struct err e;
+    if (w->o.breaker_failures) {
+        /* The prober holds its job, renewed, for a lease at most. */
+        j->gating = 1;
+        if (rq_exec_async(w->cmd, rq_cmd_breaker_check(&w->q, urls, 2, w->o.lease_ms),
+                          gate_answer, j, &e) == 0)
+            return;
+    }
+    run_job(j);
 }
 
 static void start_job(struct worker *w, struct rq_res *res)
@@ -211,7 +385,7 @@ static void start_job(struct worker *w, struct rq_res *res)
         return;
     }
     log_debug("job=%s id=%s deliveries=%lld taken", j->key, j->id, j->deliveries);
-    j->ej = engine_start(w->engine, &j->job, job_done, j);
+    gate(j);
 }
 
 /* ---- taking jobs ------------------------------------------------------------------------ */
@@ -288,8 +462,8 @@ static void take_answer(struct rq_res *res, const struct err *e, void *privdata)
 }
 
 /* exit_when_idle: the stream is empty (acked and retried jobs leave it), and
- * no retry waits for a backoff; jobs deferred for the pull budget do not
- * keep a batch worker alive. */
+ * no retry waits for a backoff or a registry; jobs deferred for the pull
+ * budget do not keep a batch worker alive. */
 static void idle_delayed_answer(struct rconn_async *ra, redisReply *reply, void *privdata)
 {
     (void)ra;
@@ -302,7 +476,8 @@ static void idle_delayed_answer(struct rconn_async *ra, redisReply *reply, void 
     }
     for (size_t i = 0; i < reply->elements; i++)
         if (reply->element[i]->type == REDIS_REPLY_STRING &&
-            strstr(reply->element[i]->str, "\"why\":\"backoff\""))
+            (strstr(reply->element[i]->str, "\"why\":\"backoff\"") ||
+             strstr(reply->element[i]->str, "\"why\":\"registry\"")))
             backoff = 1;
     ev_tstamp now = ev_now(w->loop);
     if (backoff || w->in_hand) {
@@ -371,16 +546,68 @@ static void renew_done(struct rq_res *res, const struct err *e, void *privdata)
     (void)e;
     if (res && (res->status == RQ_GONE || res->status == RQ_STOLEN)) {
         for (struct wjob *j = r->w->jobs; j; j = j->next) {
-            if (strcmp(j->id, r->id) == 0 && j->ej && !j->lost) {
+            if (strcmp(j->id, r->id) == 0 && (j->ej || j->gating) && !j->lost) {
                 log_warn("job=%s: lease lost (%s), stopping it", j->key,
                          rq_status_name(res->status));
                 j->lost = 1;
-                engine_cancel(j->ej);
+                if (j->ej)
+                    engine_cancel(j->ej);
             }
         }
     }
     free(r->id);
     free(r);
+}
+
+/* engine_ops.still_held: a renewal of the job's lease just before its tags, so
+ * that a job another worker took over meanwhile writes none. */
+struct held {
+    struct wjob *j;
+    engine_flag_fn cb;
+    void *arg;
+    ev_timer later; /* Redis cannot be asked: no, from the loop */
+};
+
+static void held_answer(struct rq_res *res, const struct err *e, void *privdata)
+{
+    struct held *h = privdata;
+    struct wjob *j = h->j;
+    engine_flag_fn cb = h->cb;
+    void *arg = h->arg;
+    free(h);
+    if (!res) {
+        log_warn("job=%s: cannot confirm its lease before the tags (%s): handing it back",
+                 j->key, e ? e->msg : "no answer");
+    } else if ((res->status == RQ_GONE || res->status == RQ_STOLEN) && !j->lost) {
+        log_warn("job=%s: lease lost (%s) before its tags: writing none", j->key,
+                 rq_status_name(res->status));
+        j->lost = 1;
+    }
+    cb(res && res->status == RQ_DONE, arg);
+}
+
+static void held_later(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct err e;
+    err_set(&e, "redis is not connected");
+    held_answer(NULL, &e, t->data);
+}
+
+static void still_held(void *ctx, void *job_arg, engine_flag_fn cb, void *arg)
+{
+    struct wjob *j = job_arg;
+    struct worker *w = j->w;
+    struct held *h = xcalloc(1, sizeof(*h));
+    struct err e;
+    (void)ctx;
+    *h = (struct held){.j = j, .cb = cb, .arg = arg};
+    if (rq_exec_async(w->cmd, rq_cmd_renew(&w->q, w->id, j->id), held_answer, h, &e) == 0)
+        return;
+    ev_timer_init(&h->later, held_later, 0., 0.);
+    h->later.data = h;
+    ev_timer_start(w->loop, &h->later);
 }
 
 /* For commands whose answer changes nothing (heartbeat, promote). */
@@ -426,7 +653,7 @@ static void tick(struct ev_loop *loop, ev_timer *t, int revents)
     if (now - w->last_renew >= w->o.lease_ms / 3000.0) {
         w->last_renew = now;
         for (struct wjob *j = w->jobs; j; j = j->next) {
-            if (!j->ej || j->lost)
+            if ((!j->ej && !j->gating) || j->lost)
                 continue;
             struct renew *r = xmalloc(sizeof(*r));
             r->w = w;
@@ -514,6 +741,8 @@ static void on_signal(struct ev_loop *loop, ev_signal *s, int revents)
 static int worker_init(struct worker *w, const struct worker_opts *o, struct err *e)
 {
     w->o = *o;
+    w->retry = (struct retry_policy){o->max_attempts, o->backoff_ms, o->backoff_max_ms,
+                                     o->registry_wait_max_s * 1000};
     if (o->id && *o->id) {
         snprintf(w->id, sizeof(w->id), "%s", o->id);
     } else {
@@ -544,6 +773,7 @@ static int worker_init(struct worker *w, const struct worker_opts *o, struct err
     struct engine_ops ops;
     struct engine_opts eo;
     fleet_engine_ops(w->fleet, &ops);
+    ops.still_held = still_held;
     engine_opts_default(&eo);
     eo.blob_concurrency = o->blob_concurrency;
     w->engine = engine_new(w->loop, w->client, &ops, &eo, e);
@@ -553,6 +783,11 @@ static int worker_init(struct worker *w, const struct worker_opts *o, struct err
 static void worker_fini(struct worker *w)
 {
     engine_free(w->engine);
+    for (size_t i = 0; i < w->nprobes; i++) {
+        reg_registry_free(w->probes[i].r);
+        free(w->probes[i].url);
+    }
+    free(w->probes);
     reg_client_free(w->client);
     rconn_async_free(w->block);
     rconn_async_free(w->cmd);

@@ -4,9 +4,12 @@
  * of them at once on one libev loop: the registry client (libcurl multi)
  * and two hiredis async connections (commands, and blocking reads) share the
  * loop. Each job goes to the engine (engine.h); its outcome is settled in
- * Redis (ack, retry with backoff, deferral for the pull budget, dead
- * letter). The fleet's shared state for the engine (pull budget, present
- * sets, copy locks, mount sources) lives in Redis too (fleet.c). */
+ * Redis (ack, retry with backoff, deferral for the pull budget or for a
+ * registry that is down, dead letter: retry.h). A registry that keeps
+ * failing has its breaker opened in Redis for the whole fleet: jobs that need
+ * it wait without starting until a probe finds it back. The fleet's shared
+ * state for the engine (pull budget, present sets, copy locks, mount sources)
+ * lives in Redis too (fleet.c). */
 #ifndef HUBSYNC_WORKER_H
 #define HUBSYNC_WORKER_H
 
@@ -30,6 +33,9 @@ struct worker_opts {
     int max_attempts;         /* failed attempts before a dead letter */
     long long backoff_ms;     /* first retry delay, doubled per attempt */
     long long backoff_max_ms;
+    long long registry_wait_max_s; /* a job waits this long for unreachable registries at most */
+    int breaker_failures;          /* failures in a row that open a registry's breaker; 0: none */
+    long long breaker_cooldown_ms; /* an open breaker keeps jobs away this long */
     int exit_when_idle;       /* drain the queue, then exit */
     double idle_grace_s;      /* ... after it stayed empty this long */
     double stop_grace_s;      /* on SIGTERM, time to finish before handing back */

@@ -1,7 +1,7 @@
 """Reliability on the real stack: workers and the coordinator killed with SIGKILL, Redis
-restarted (with AOF) and lost (without), the target registry restarted, and a misbehaving
-upstream (5xx, resets, truncated and corrupted bodies, latency spikes, 429 bursts, a lying
-Content-Type, a redirect loop).
+restarted (with AOF) and lost (without), the target registry restarted or down for a while,
+a job's lease taken over mid-copy, and a misbehaving upstream (5xx, resets, truncated and
+corrupted bodies, latency spikes, 429 bursts, a lying Content-Type, a redirect loop).
 
 Every test checks the same promises: the run completes, the target ends identical to a
 clean run's, no tag on the target ever points at a missing manifest or blob (checked
@@ -14,8 +14,11 @@ import hashlib
 import json
 import os
 import random
+import re
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 import unittest
@@ -548,6 +551,164 @@ class TargetRestartTest(FaultBase):
         finally:
             st.stop_workers()
         self.assert_converged(rc, report, verify_blobs=True)
+
+
+def log_lines(paths, pattern):
+    """Lines of the log files matching the regex pattern."""
+    out = []
+    for path in paths:
+        with open(path, errors="replace") as f:
+            out += [line for line in f if re.search(pattern, line)]
+    return out
+
+
+class TargetOutageTest(FaultBase):
+    """The target down for much longer than a job's attempts last (--max-attempts 3 with a
+    200 ms backoff and one HTTP retry: about a second). Unreachable registries are not the
+    job's fault: the jobs wait for the target without spending their attempts, and the run
+    completes once it is back."""
+
+    OUTAGE_S = 20
+    WORKER_ARGS = ["--max-attempts", "3", "--http-retries", "1", "--concurrency", "4"]
+
+    def outage(self, worker_args, during=None):
+        """A run whose target is down from before the workers start until OUTAGE_S later:
+        (exit code, report, worker log paths). during(stack) runs while it is down."""
+        self.clean_snapshot()
+        logdir = tempfile.mkdtemp(prefix="hubsync-outage-")
+        self.addCleanup(shutil.rmtree, logdir, True)
+        st = Stack(self.hub, self.redis, self.target, logdir=logdir,
+                   worker_args=self.WORKER_ARGS + worker_args)
+        try:
+            st.start_coordinator()
+            st.wait_enqueued()
+            self.target.kill(signal.SIGKILL)
+            down = time.time()
+            st.start_worker()
+            st.start_worker()
+            if during is not None:
+                during(st)
+            time.sleep(max(0.0, down + self.OUTAGE_S - time.time()))
+            if st.coord.poll() is not None:
+                self.fail("the run ended while the target was down: %s" % st.coord.stdout.read())
+            self.assertEqual(dead_letters(self.redis), [])
+            self.target.start(self.target.port)
+            rc, report = st.report()
+        finally:
+            st.stop_workers()
+            if st.coord.poll() is None:
+                st.coord.kill()
+                st.coord.communicate()
+        return rc, report, [p for p in st.logs if "worker" in p]
+
+    def test_target_down_longer_than_attempts_no_dead_letter(self):
+        seen = {}
+
+        def waiting(st):
+            # status shows the jobs waiting for the registry, not as failed.
+            deadline = time.time() + self.OUTAGE_S
+            while time.time() < deadline and not seen:
+                s = json.loads(subprocess.run(
+                    [BIN + "/hubsync-coordinator", "status", "--json", "--redis",
+                     self.redis.url], stdout=subprocess.PIPE, text=True, timeout=30).stdout)
+                if s["queue"]["delayed_by_why"]["registry"] > 0:
+                    seen.update(s)
+                time.sleep(0.2)
+
+        rc, report, logs = self.outage(["--breaker-failures", "0"], during=waiting)
+        self.assertTrue(seen, "no job was seen waiting for the registry")
+        self.assert_converged(rc, report, verify_blobs=True)
+        self.assertEqual(dead_letters(self.redis), [])
+        # Each job met the outage again and again, never spending an attempt on it.
+        failures = log_lines(logs, r" status=unavailable ")
+        print("  target down %ds, no breaker: %d jobs, %d job failures"
+              % (self.OUTAGE_S, report["jobs_total"], len(failures)))
+        self.assertGreater(len(failures), 3 * report["jobs_total"], failures[:3])
+        waits = self.redis.cli_raw("HGET", "hubsync:run:" + report["run"], "registry_waits")
+        self.assertGreater(int(waits), 3 * report["jobs_total"], report)
+
+    def test_breaker_defers_jobs_while_target_down(self):
+        cooldown_s = 2
+        states = []
+
+        def watch_breaker(st):
+            # The breaker is a hash in Redis that redis-cli shows.
+            key = "hubsync:breaker:127.0.0.1:%d" % self.target.port
+            deadline = time.time() + self.OUTAGE_S
+            while time.time() < deadline and "open" not in states:
+                states.append(self.redis.cli_raw("HGET", key, "state").strip())
+                time.sleep(0.1)
+
+        rc, report, logs = self.outage(["--breaker-failures", "3", "--breaker-cooldown-ms",
+                                        str(cooldown_s * 1000)], during=watch_breaker)
+        self.assertTrue("open" in states, "the breaker never opened: %s" % set(states))
+        self.assert_converged(rc, report, verify_blobs=True)
+        self.assertEqual(dead_letters(self.redis), [])
+        # Once open, jobs wait instead of each trying the target: only those that failed
+        # before it opened ran into the outage, and one probe per cool-down asked it.
+        failures = log_lines(logs, r" status=unavailable ")
+        probes = log_lines(logs, r"breaker half-open")
+        print("  target down %ds: %d jobs, %d job failures, %d probes"
+              % (self.OUTAGE_S, report["jobs_total"], len(failures), len(probes)))
+        self.assertLessEqual(len(failures), report["jobs_total"] + 3, failures)
+        self.assertGreater(len(probes), 0)
+        self.assertLessEqual(len(probes), self.OUTAGE_S // cooldown_s + 2, probes)
+        self.assertTrue(log_lines(logs, r"breaker open"))
+        self.assertTrue(log_lines(logs, r"breaker closed"))
+        key = "hubsync:breaker:127.0.0.1:%d" % self.target.port
+        self.assertEqual(self.redis.cli_raw("HGET", key, "state").strip(), "closed")
+
+
+class LeaseLostTest(FaultBase):
+    """A job taken over by another consumer while its worker copies: the worker finds out
+    before its tag writes and writes none (the new holder writes them)."""
+
+    def test_no_tag_written_after_the_lease_is_taken(self):
+        logdir = tempfile.mkdtemp(prefix="hubsync-lease-")
+        self.addCleanup(shutil.rmtree, logdir, True)
+        # A long lease: the worker's periodic renewal (every lease/3) does not come round
+        # while the jobs run, so only a check before the tags can notice the theft.
+        st = Stack(self.hub, self.redis, self.target, repos=["hello-world"], logdir=logdir,
+                   worker_args=["--lease-ms", "60000", "--id", "victim"])
+        self.hub.config(latency_ms=300)  # jobs take seconds: the theft lands mid-copy
+        try:
+            st.start_worker()
+            # Its first tick has renewed (nothing) and beaten: the next renewal is 20 s off.
+            deadline = time.time() + 30
+            while time.time() < deadline and not self.redis.cli_raw(
+                    "EXISTS", "hubsync:worker:victim").strip() == "1":
+                time.sleep(0.05)
+            st.start_coordinator()
+            st.wait_enqueued()
+            total = int(self.redis.cli_raw("HGET", "hubsync:run:" + self.redis.cli_raw(
+                "GET", "hubsync:runs:current").strip(), "jobs_total"))
+            ids = []
+            while time.time() < deadline and len(ids) < total:
+                ids = self.redis.cli_raw("XPENDING", "hubsync:jobs", "workers", "-", "+",
+                                         "100", "victim").split()[0::4]
+                time.sleep(0.02)
+            self.assertEqual(len(ids), total)
+            for i in ids:
+                self.redis.cli_raw("XCLAIM", "hubsync:jobs", "workers", "thief", "0", i,
+                                   "JUSTID")
+            log = st.logs[0]
+            while time.time() < deadline and len(log_lines([log], r" status=")) < total:
+                time.sleep(0.1)
+        finally:
+            self.hub.config(latency_ms=0)
+            st.stop_workers()
+            if st.coord is not None and st.coord.poll() is None:
+                st.coord.kill()
+                st.coord.communicate()
+        done = log_lines([log], r" status=")
+        self.assertEqual(len(done), total, done)
+        for line in done:
+            self.assertIn(" written=0 ", line)
+        self.assertEqual(len(log_lines([log], r"lease lost")), total)
+        self.assertEqual(target_tags(self.target.url, "library/hello-world"), [])
+        # The thief still holds every job: the worker settled none of them.
+        self.assertEqual(self.redis.cli_raw("XPENDING", "hubsync:jobs", "workers", "-", "+",
+                                            "100", "thief").split()[0::4], ids)
 
 
 if __name__ == "__main__":

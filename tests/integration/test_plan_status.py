@@ -279,7 +279,8 @@ class StatusTest(Base):
         self.assertEqual(s["coordinator"], {"held": False, "holder": None,
                                             "expires_in_ms": None})
         self.assertEqual(s["queue"], {"stream": 0, "waiting": 0, "in_flight": 0, "delayed": 0,
-                                      "delayed_by_why": {"budget": 0, "backoff": 0},
+                                      "delayed_by_why": {"budget": 0, "backoff": 0,
+                                                         "registry": 0},
                                       "next_due_in_ms": None, "dead": 0, "dead_newest": []})
         self.assertEqual((s["workers"], s["budget"], s["runs"]), ([], [], []))
         self.assertIsNone(s["current_run"])
@@ -373,7 +374,7 @@ class StatusTest(Base):
         cli("ZADD", "hubsync:runs", str(now - 90000), run)
         cli("SET", "hubsync:runs:current", run)
         for key, why, r in (("a:1", "budget", run), ("a:2", "budget", "older"),
-                            ("b:1", "backoff", run)):
+                            ("b:1", "backoff", run), ("c:1", "registry", run)):
             cli("ZADD", "hubsync:jobs:delayed", str(now + 120000), key)
             cli("HSET", "hubsync:jobs:delayed:payload", key,
                 json.dumps({"why": why, "due_ms": now + 120000,
@@ -384,8 +385,8 @@ class StatusTest(Base):
         self.assertTrue(s["paused"])
         self.assertEqual(s["coordinator"]["holder"], "box:42")  # not the lease's token
         self.assertGreater(s["coordinator"]["expires_in_ms"], 20000)
-        self.assertEqual(s["queue"]["delayed"], 3)
-        self.assertEqual(s["queue"]["delayed_by_why"], {"budget": 2, "backoff": 1})
+        self.assertEqual(s["queue"]["delayed"], 4)
+        self.assertEqual(s["queue"]["delayed_by_why"], {"budget": 2, "backoff": 1, "registry": 1})
         self.assertGreater(s["queue"]["next_due_in_ms"], 100000)
         budget = {b["source"]: b for b in s["budget"]}
         self.assertEqual(set(budget), {"127.0.0.1", "2001:db8::1"})
@@ -405,7 +406,8 @@ class StatusTest(Base):
         r = coordinator("status", "--redis", self.redis.url)
         self.assertEqual(r.returncode, 0, r.stderr)
         for text in ("PAUSED", "lease held by box:42", "2001:db8::1", "unlimited",
-                     "jobs 4/10 (failed 2, deferred 1)", "2.5 MB", "budget 2, backoff 1"):
+                     "jobs 4/10 (failed 2, deferred 1)", "2.5 MB",
+                     "budget 2, backoff 1, registry down 1"):
             self.assertIn(text, r.stdout)
         self.assertNotIn("0badc0de", r.stdout)
 

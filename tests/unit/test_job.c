@@ -100,6 +100,31 @@ static void test_job__optional_and_unknown_fields(void **state)
                      0);
 }
 
+static void test_job__registry_wait_round_trips(void **state)
+{
+    (void)state;
+    struct job j, back;
+    struct err e;
+    assert_int_equal(job_decode(&j, SAMPLE, strlen(SAMPLE), &e), 0);
+    assert_int_equal(j.registry_wait_ms, 0);
+    /* Past 2^31 ms: a wait of weeks fits. */
+    j.registry_wait_ms = 3000000000LL;
+    char *text = job_encode(&j, &e);
+    assert_non_null(text);
+    assert_non_null(strstr(text, "\"attempt\":0,\"registry_wait_ms\":3000000000}"));
+    assert_int_equal(job_decode(&back, text, strlen(text), &e), 0);
+    assert_int_equal(back.registry_wait_ms, 3000000000LL);
+    free(text);
+    job_free(&back);
+    j.registry_wait_ms = -1;
+    assert_null(job_encode(&j, &e));
+    assert_non_null(strstr(e.msg, "'registry_wait_ms'"));
+    job_free(&j);
+    expect_error("\"attempt\":0", "\"attempt\":0,\"registry_wait_ms\":-5", "'registry_wait_ms'");
+    expect_error("\"attempt\":0", "\"attempt\":0,\"registry_wait_ms\":\"1\"",
+                 "'registry_wait_ms': not an integer");
+}
+
 static void test_job__field_errors_name_the_field(void **state)
 {
     (void)state;
@@ -217,6 +242,7 @@ int main(void)
         cmocka_unit_test(test_job__roundtrip_is_stable),
         cmocka_unit_test(test_job__decode_not_nul_terminated),
         cmocka_unit_test(test_job__optional_and_unknown_fields),
+        cmocka_unit_test(test_job__registry_wait_round_trips),
         cmocka_unit_test(test_job__field_errors_name_the_field),
         cmocka_unit_test(test_job__bad_payloads),
         cmocka_unit_test(test_job__encode_validates),

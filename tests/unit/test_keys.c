@@ -53,6 +53,9 @@ static void test_keys__variable_keys(void **state)
     s = keys_blobhome(&k, "https://Registry.Example:443/");
     assert_string_equal(s, "t1:blobhome:registry.example:443");
     free(s);
+    s = keys_breaker(&k, "https://Registry.Example:443/v2/");
+    assert_string_equal(s, "t1:breaker:registry.example:443");
+    free(s);
     s = keys_blob_lock(&k, "http://127.0.0.1:5000", "sha256:abcd");
     assert_string_equal(s, "t1:lock:blob:127.0.0.1:5000:sha256:abcd");
     free(s);

@@ -26,6 +26,7 @@ static void test_reg__grammar(void **state)
     assert_false(reg_valid_ref("sha256:e3b0"));
     assert_string_equal(reg_class_name(REG_RATE_LIMITED), "rate_limited");
     assert_string_equal(reg_class_name(REG_DIGEST_MISMATCH), "digest_mismatch");
+    assert_string_equal(reg_class_name(REG_TLS), "tls");
     assert_string_equal(reg_class_name((enum reg_class)99), "unknown");
 }
 
@@ -140,6 +141,12 @@ static void test_reg__backoff_and_retry_policy(void **state)
     assert_false(reg_http_retryable(404, CURLE_OK));
     assert_false(reg_http_retryable(200, CURLE_OK));
     assert_false(reg_http_retryable(0, CURLE_COULDNT_RESOLVE_HOST));
+    /* A refused certificate is a setting to fix; other transfer errors may pass. */
+    assert_int_equal(reg_http_curl_class(CURLE_PEER_FAILED_VERIFICATION), REG_TLS);
+    assert_int_equal(reg_http_curl_class(CURLE_SSL_CACERT_BADFILE), REG_TLS);
+    assert_int_equal(reg_http_curl_class(CURLE_COULDNT_CONNECT), REG_NETWORK);
+    assert_int_equal(reg_http_curl_class(CURLE_COULDNT_RESOLVE_HOST), REG_NETWORK);
+    assert_int_equal(reg_http_curl_class(CURLE_SSL_CONNECT_ERROR), REG_NETWORK);
     assert_false(reg_http_retryable(0, CURLE_PEER_FAILED_VERIFICATION));
     reg_client_free(c);
     ev_loop_destroy(loop);

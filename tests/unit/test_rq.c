@@ -486,6 +486,33 @@ static void test_rq__retry_delayed_promote(void **state)
     free(id);
 }
 
+/* A job waiting for a registry that is down is no retry of the run: it counts apart. */
+static void test_rq__retry_waiting_for_a_registry(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r4", "c4")), RQ_DONE);
+    char *id = enqueue_and_take(f, "nginx:2", JOB_JSON("nginx:2", "r4"), "w1", 60000, 3);
+    struct rq_res res;
+    struct err e;
+    assert_int_equal(rq_exec(&f->rc, rq_cmd_retry(&f->q, "w1", id, "nginx:2", "{}", 10,
+                                                  "mood", "r4", NULL, 0),
+                             &res, &e),
+                     -1);
+    rq_res_free(&res);
+    assert_non_null(strstr(e.msg, "why must be backoff, budget or registry"));
+    assert_int_equal(status_of(f, rq_cmd_retry(&f->q, "w1", id, "nginx:2",
+                                               JOB_JSON("nginx:2", "r4"), 60000, "registry",
+                                               "r4", NULL, 0)),
+                     RQ_DONE);
+    char *payload = raw_str(f, "HGET %s nginx:2", f->q.keys.jobs_delayed_payload);
+    assert_non_null(strstr(payload, "\"why\":\"registry\""));
+    free(payload);
+    assert_int_equal(run_field(f, "r4", "registry_waits"), 1);
+    assert_int_equal(run_field(f, "r4", "jobs_retried"), 0);
+    assert_int_equal(stat_of(f, "retried_registry"), 1);
+    free(id);
+}
+
 static void test_rq__fail_dead_letters(void **state)
 {
     struct fixture *f = *state;
@@ -687,6 +714,85 @@ static void test_rq__budget_pause_and_unlimited(void **state)
 }
 
 /* ---- dedupe and leases -------------------------------------------------- */
+
+/* Circuit breakers: failures in a row open one, jobs wait, a probe closes or reopens it.
+ * A cool-down of 0 makes the probe due at once (no waiting in a unit test). */
+static void test_rq__breaker_opens_probes_and_closes(void **state)
+{
+    struct fixture *f = *state;
+    const char *urls[] = {"https://hub.example", "http://127.0.0.1:5000"};
+    const char *target = urls[1];
+    struct rq_res res;
+    struct err e;
+    char *key = keys_breaker(&f->q.keys, target);
+    assert_int_equal(status_of(f, rq_cmd_breaker_check(&f->q, urls, 2, 60000)), RQ_GRANTED);
+    /* An answer from a registry that never failed writes nothing. */
+    assert_int_equal(status_of(f, rq_cmd_breaker_report(&f->q, target, 1, 3, 600000, "")),
+                     RQ_EMPTY);
+    assert_int_equal(raw_int(f, "EXISTS %s", key), 0);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(status_of(f, rq_cmd_breaker_report(&f->q, target, 0, 3, 600000,
+                                                             "connection refused")),
+                         RQ_EMPTY);
+    assert_int_equal(status_of(f, rq_cmd_breaker_check(&f->q, urls, 2, 60000)), RQ_GRANTED);
+    run(f, rq_cmd_breaker_report(&f->q, target, 0, 3, 600000, "connection refused"), &res);
+    assert_int_equal(res.status, RQ_VALUE);
+    assert_string_equal(res.str, "open");
+    rq_res_free(&res);
+    char *v = raw_str(f, "HGET %s error", key);
+    assert_string_equal(v, "connection refused");
+    free(v);
+    /* Open: every job needing the target waits out the cool-down. */
+    run(f, rq_cmd_breaker_check(&f->q, urls, 2, 60000), &res);
+    assert_int_equal(res.status, RQ_DENIED);
+    assert_true(res.n > 590000 && res.n <= 600000);
+    rq_res_free(&res);
+    assert_int_equal(status_of(f, rq_cmd_breaker_check(&f->q, urls, 1, 60000)), RQ_GRANTED);
+    /* A job in flight that reached it after all closes it. */
+    run(f, rq_cmd_breaker_report(&f->q, target, 1, 3, 600000, ""), &res);
+    assert_string_equal(res.str, "closed");
+    rq_res_free(&res);
+    assert_int_equal(raw_int(f, "HGET %s failures", key), 0);
+    assert_int_equal(status_of(f, rq_cmd_breaker_check(&f->q, urls, 2, 60000)), RQ_GRANTED);
+    /* Open with no cool-down: the next check is given the probe, the others wait for it. */
+    run(f, rq_cmd_breaker_report(&f->q, target, 0, 1, 0, "HTTP 503"), &res);
+    assert_string_equal(res.str, "open");
+    rq_res_free(&res);
+    run(f, rq_cmd_breaker_check(&f->q, urls, 2, 60000), &res);
+    assert_int_equal(res.status, RQ_UNKNOWN);
+    assert_int_equal(res.n, 2);
+    rq_res_free(&res);
+    v = raw_str(f, "HGET %s state", key);
+    assert_string_equal(v, "half_open");
+    free(v);
+    run(f, rq_cmd_breaker_check(&f->q, urls, 2, 60000), &res);
+    assert_int_equal(res.status, RQ_DENIED);
+    assert_true(res.n > 0 && res.n <= 1000);
+    rq_res_free(&res);
+    /* A failed probe opens it again at once, below the threshold. */
+    run(f, rq_cmd_breaker_report(&f->q, target, 0, 5, 0, "connection refused"), &res);
+    assert_string_equal(res.str, "open");
+    rq_res_free(&res);
+    run(f, rq_cmd_breaker_check(&f->q, urls, 2, 60000), &res);
+    assert_int_equal(res.status, RQ_UNKNOWN);
+    rq_res_free(&res);
+    run(f, rq_cmd_breaker_report(&f->q, target, 1, 5, 0, ""), &res);
+    assert_string_equal(res.str, "closed");
+    rq_res_free(&res);
+    assert_int_equal(status_of(f, rq_cmd_breaker_check(&f->q, urls, 2, 60000)), RQ_GRANTED);
+    assert_int_equal(raw_int(f, "HGET %s probes", key), 2);
+    assert_int_equal(stat_of(f, "breaker_opened"), 3);
+    assert_int_equal(stat_of(f, "breaker_closed"), 2);
+    /* The other registry never had a breaker. */
+    char *up = keys_breaker(&f->q.keys, urls[0]);
+    assert_int_equal(raw_int(f, "EXISTS %s", up), 0);
+    free(up);
+    assert_int_equal(rq_exec(&f->rc, rq_cmd_breaker_report(&f->q, target, 0, 0, 0, ""), &res, &e),
+                     -1);
+    rq_res_free(&res);
+    assert_non_null(strstr(e.msg, "threshold must be positive"));
+    free(key);
+}
 
 static void test_rq__present_sets_and_blobhome(void **state)
 {
@@ -1298,12 +1404,14 @@ int main(void)
         T(test_rq__dead_letter_after_max_deliveries),
         T(test_rq__handback_keeps_delivery_count),
         T(test_rq__retry_delayed_promote),
+        T(test_rq__retry_waiting_for_a_registry),
         T(test_rq__fail_dead_letters),
         T(test_rq__bad_counter_changes_nothing),
         T(test_rq__operator_pause),
         T(test_rq__budget_acquire_observe_floor),
         T(test_rq__budget_reservations_expire),
         T(test_rq__budget_pause_and_unlimited),
+        T(test_rq__breaker_opens_probes_and_closes),
         T(test_rq__present_sets_and_blobhome),
         T(test_rq__leases_with_tokens),
         T(test_rq__run_bookkeeping),
