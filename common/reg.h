@@ -16,7 +16,9 @@
  *
  * TLS verification is always on; plain HTTP is used only for http:// URLs.
  * Tokens, passwords and Authorization headers never appear in results, logs
- * or hook arguments.
+ * or hook arguments. Credentials go only to the registry's origin and to the
+ * realm its own challenge names: a 401 from another origin (where a redirect
+ * led, e.g. a CDN) completes as REG_UNAUTHORIZED, its challenge unanswered.
  *
  * Blob copies (streaming, cross-repository mounts) are in reg_blob.h. */
 #ifndef HUBSYNC_REG_H

@@ -550,7 +550,12 @@ static void on_done(CURL *easy, CURLcode cc, void *arg)
     struct reg_req *q = arg;
     struct reg_client *c = q->r->c;
     long status = 0;
+    char *where = NULL;
     curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_getinfo(easy, CURLINFO_EFFECTIVE_URL, &where);
+    /* Only the registry's own origin may ask for its credentials: a 401 from
+     * where a redirect led (a CDN) names a realm of its own choosing. */
+    int foreign = !where || !reg_parse_same_origin(where, q->r->url);
     curl_easy_cleanup(easy);
     free_headers(q->hl);
     q->easy = NULL;
@@ -560,6 +565,13 @@ static void on_done(CURL *easy, CURLcode cc, void *arg)
     report_ratelimit(q);
     if (q->cancelled) {
         cancelled(q);
+        return;
+    }
+    if (cc == CURLE_OK && status == 401 && foreign) {
+        reg_http_fail(q, REG_UNAUTHORIZED,
+                      "HTTP 401 from another origin after a redirect (its challenge is not "
+                      "answered)");
+        complete(q);
         return;
     }
     if (cc == CURLE_OK && status == 401 && answer_challenge(q))

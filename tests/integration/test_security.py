@@ -1,5 +1,6 @@
 """Security: credentials never leak, TLS is verified unless the URL says http://, tokens
-never follow a redirect to another host.
+never follow a redirect to another host, and no credentials go to a host that only a job
+payload or another origin's challenge names.
 
 Secrets come from every source hubsync reads them from (environment, docker config with a
 credential helper, a redis:// URL with a password) and are then looked for in every log
@@ -19,8 +20,10 @@ import urllib.parse
 import urllib.request
 
 from harness import BIN, OFFICIAL_IMAGES, RedisServer, Registry
+from harness.fakereg import Challenger
 from harness.standin import Standin
-from harness.mirror import ACCEPT, MirrorCase, catalog, enqueued, head, pushed_tags
+from harness.mirror import (ACCEPT, MirrorCase, Sync, catalog, dead_letters, enqueued, head,
+                            pushed_tags)
 
 REPOS = ["hello-world"]
 ALICE_PW = "S3cretPW-alice-7f1d"
@@ -173,6 +176,38 @@ class SecretsTest(unittest.TestCase):
         self.assertNotEqual(p.returncode, 0)
         self.assertNotIn("Wr0ngRedisPW", p.stdout + p.stderr)
         self.assertIn("127.0.0.1:%d" % self.redis.port, p.stderr)
+
+
+class ForeignChallengeTest(MirrorCase):
+    """Credentials go only to the realm the registry's own challenge names: a blob GET
+    redirected to another origin (a CDN) that answers 401 with a realm of its own is a
+    failure, and that realm gets nothing."""
+
+    REPOS = REPOS
+    HUB_USERS = ["alice:%s:100000" % ALICE_PW]
+
+    def test_cdn_challenge_gets_no_credentials(self):
+        cdn = Challenger().start()
+        self.addCleanup(cdn.stop)
+        self.hub.config(cdn_url=cdn.url)
+        self.addCleanup(self.hub.config, cdn_url="")
+        config_dir = tempfile.mkdtemp(prefix="hubsync-noconfig-")
+        self.addCleanup(shutil.rmtree, config_dir, ignore_errors=True)
+        s = Sync(self.hub, self.redis, self.target, REPOS, workers=1,
+                 worker_extra=["--max-attempts", "1", "--http-retries", "0"],
+                 worker_env={"HUBSYNC_UPSTREAM_USERNAME": "alice",
+                             "HUBSYNC_UPSTREAM_PASSWORD": ALICE_PW,
+                             "DOCKER_CONFIG": config_dir}).run()
+        self.assertNotEqual(s.rc, 0, s.stderr)
+        # The blob GETs did reach the CDN, and the hub's own realm got alice's credentials.
+        self.assertTrue(any("/registry-v2/" in path for _, path, _ in cdn.requests),
+                        cdn.requests)
+        self.assertIn("alice", self.hub.counters()["sources"])
+        self.assertEqual([r for r in cdn.requests if r[2] or r[1].startswith("/token")], [])
+        reasons = [d["reason"] for d in dead_letters(self.redis)]
+        self.assertTrue(reasons)
+        for r in reasons:
+            self.assertIn("401", r)
 
 
 class TlsRegistry(Registry):
