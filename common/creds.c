@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "reg_parse.h"
 #include "xalloc.h"
 
 extern char **environ;
@@ -514,10 +515,11 @@ out:
     return rc;
 }
 
-int creds_lookup(const char *env_prefix, const char *registry_url, struct creds *out,
-                 struct err *e)
+int creds_lookup(const char *env_prefix, const char *env_registry, const char *registry_url,
+                 struct creds *out, struct err *e)
 {
-    int rc = creds_from_env(env_prefix, out, e);
+    int bound = env_registry && reg_parse_same_origin(registry_url, env_registry);
+    int rc = creds_from_env(bound ? env_prefix : NULL, out, e);
     if (rc != 0)
         return rc;
     return creds_from_docker_config(registry_url, out, e);

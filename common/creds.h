@@ -6,7 +6,9 @@
  *      (a file holding the password, e.g. a compose secret; one trailing
  *      newline is dropped). hubsync uses HUBSYNC_UPSTREAM for the registry
  *      it copies from and HUBSYNC_TARGET for the one it writes to. A
- *      username without a password (or the reverse) is an error.
+ *      username without a password (or the reverse) is an error. These
+ *      are bound to the registry the program is configured with for the
+ *      role: a registry on another scheme, host or port never gets them.
  *   2. docker's config: $DOCKER_CONFIG/config.json, else
  *      $HOME/.docker/config.json. A missing file means no credentials.
  *      - credHelpers[<host>]: run `docker-credential-<helper> get` with the
@@ -30,13 +32,15 @@ struct creds {
     char *password; /* owned secret */
 };
 
-/* Credentials for registry_url (e.g. "https://registry-1.docker.io" or
- * "127.0.0.1:5000") under env_prefix (may be NULL to skip the environment).
- * Returns 1 and fills out (free with creds_clear), 0 when none are
- * configured (out zeroed), -1 on a broken configuration (unreadable or
- * invalid config.json, failing helper, half-set environment). */
-int creds_lookup(const char *env_prefix, const char *registry_url, struct creds *out,
-                 struct err *e);
+/* Credentials for registry_url (e.g. "https://registry-1.docker.io"):
+ * the environment under env_prefix when registry_url has the scheme, host
+ * and port of env_registry (the registry configured for that role; either
+ * NULL skips the environment), else docker's config. Returns 1 and fills out
+ * (free with creds_clear), 0 when none are configured (out zeroed), -1 on a
+ * broken configuration (unreadable or invalid config.json, failing helper,
+ * half-set environment). */
+int creds_lookup(const char *env_prefix, const char *env_registry, const char *registry_url,
+                 struct creds *out, struct err *e);
 
 /* The two sources separately, same return convention. */
 int creds_from_env(const char *env_prefix, struct creds *out, struct err *e);

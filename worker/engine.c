@@ -19,6 +19,7 @@
 #include "log.h"
 #include "manifest.h"
 #include "reg_blob.h"
+#include "reg_parse.h"
 #include "xalloc.h"
 
 /* A 429 without Retry-After: wait this long before the job comes back. */
@@ -64,7 +65,8 @@ struct engine {
     struct ev_loop *loop;
     struct reg_client *client;
     struct engine_ops ops;
-    struct engine_opts opts;
+    struct engine_opts opts;  /* upstream and target point at the copies below */
+    char *upstream, *target;
     struct regent *regs;
     size_t nregs;
     int jobs;
@@ -226,8 +228,8 @@ static struct reg_registry *engine_registry(struct engine *en, const char *url, 
         if (en->regs[i].role == role && strcmp(en->regs[i].url, url) == 0)
             return en->regs[i].r;
     struct creds cr = {NULL, NULL};
-    int found = creds_lookup(role == ROLE_UPSTREAM ? "HUBSYNC_UPSTREAM" : "HUBSYNC_TARGET", url,
-                             &cr, e);
+    int found = creds_lookup(role == ROLE_UPSTREAM ? "HUBSYNC_UPSTREAM" : "HUBSYNC_TARGET",
+                             role == ROLE_UPSTREAM ? en->upstream : en->target, url, &cr, e);
     if (found < 0)
         return NULL;
     struct reg_registry *r = reg_registry_new(en->client, url, found ? &cr : NULL, e);
@@ -908,6 +910,7 @@ void engine_opts_default(struct engine_opts *o)
     o->blob_concurrency = 8;
     o->lock_poll_s = 0.25;
     o->lock_wait_max_s = 1800;
+    o->upstream = o->target = NULL;
 }
 
 struct engine *engine_new(struct ev_loop *loop, struct reg_client *client,
@@ -917,7 +920,7 @@ struct engine *engine_new(struct ev_loop *loop, struct reg_client *client,
     if (!loop || !client || !ops || !ops->budget_acquire || !ops->budget_done || !ops->present ||
         !ops->mark_present ||
         !ops->blob_home || !ops->lock || !ops->unlock || !ops->manifest_cached ||
-        !ops->manifest_keep) {
+        !ops->manifest_keep || !opts || !opts->upstream || !opts->target) {
         err_set(e, "engine: incomplete arguments");
         return NULL;
     }
@@ -925,10 +928,9 @@ struct engine *engine_new(struct ev_loop *loop, struct reg_client *client,
     en->loop = loop;
     en->client = client;
     en->ops = *ops;
-    if (opts)
-        en->opts = *opts;
-    else
-        engine_opts_default(&en->opts);
+    en->opts = *opts;
+    en->opts.upstream = en->upstream = xstrdup(opts->upstream);
+    en->opts.target = en->target = xstrdup(opts->target);
     if (en->opts.blob_concurrency < 1)
         en->opts.blob_concurrency = 1;
     return en;
@@ -943,6 +945,8 @@ void engine_free(struct engine *en)
         free(en->regs[i].url);
     }
     free(en->regs);
+    free(en->upstream);
+    free(en->target);
     free(en);
 }
 
@@ -967,6 +971,19 @@ static void early_fire(struct ev_loop *loop, ev_timer *w, int revents)
     ej_finish(ej);
 }
 
+int engine_job_allowed(const struct engine *en, const struct job *j, struct err *e)
+{
+    if (!reg_parse_same_registry(j->upstream, en->upstream))
+        return err_set(e, "upstream %.200s is not this worker's (%.200s): set --upstream "
+                          "(HUBSYNC_UPSTREAM) to copy from it",
+                       j->upstream, en->upstream);
+    if (!reg_parse_same_registry(j->target, en->target))
+        return err_set(e, "target %.200s is not this worker's (%.200s): set --target "
+                          "(HUBSYNC_TARGET) to copy to it",
+                       j->target, en->target);
+    return 0;
+}
+
 struct engine_job *engine_start(struct engine *en, const struct job *j, engine_done_fn done,
                                 void *arg)
 {
@@ -980,6 +997,10 @@ struct engine_job *engine_start(struct engine *en, const struct job *j, engine_d
     char *text = job_encode(j, &e);
     if (!text || job_decode(&ej->job, text, strlen(text), &e) < 0) {
         ej_error(ej, ENGINE_FAILED, 0, "invalid job: %s", e.msg);
+        goto early;
+    }
+    if (engine_job_allowed(en, &ej->job, &e) < 0) {
+        ej_error(ej, ENGINE_FAILED, 0, "%s", e.msg);
         goto early;
     }
     ej->ntags = ej->job.ntags;

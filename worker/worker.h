@@ -21,6 +21,8 @@
 struct worker_opts {
     const char *redis_url;
     const char *redis_prefix;
+    const char *upstream;     /* the registries jobs may name (engine_opts) */
+    const char *target;
     const char *id;           /* consumer name; NULL: <hostname>:<pid> */
     int concurrency;          /* jobs at once */
     int blob_concurrency;     /* blob copies at once */

@@ -80,8 +80,9 @@ class Sync:
             self.cmd += ["--ref", ref]
         self.redis = redis
         self.workers = workers
-        self.worker_cmd = [BIN + "/hubsync-worker", "--redis", redis.url, "--exit-when-idle",
-                           "--log-level", "warn"] + list(worker_extra)
+        self.worker_cmd = [BIN + "/hubsync-worker", "--redis", redis.url, "--upstream", hub.url,
+                           "--target", target.url, "--exit-when-idle", "--log-level",
+                           "warn"] + list(worker_extra)
         self.worker_env = None if worker_env is None else dict(os.environ, **worker_env)
 
     def run(self, timeout=300):

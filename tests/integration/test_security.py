@@ -21,6 +21,7 @@ import urllib.request
 
 from harness import BIN, OFFICIAL_IMAGES, RedisServer, Registry
 from harness.fakereg import Challenger
+from harness.redisq import QueueTool
 from harness.standin import Standin
 from harness.mirror import (ACCEPT, MirrorCase, Sync, catalog, dead_letters, enqueued, head,
                             pushed_tags)
@@ -109,6 +110,7 @@ class SecretsTest(unittest.TestCase):
             time.sleep(0.05)
         with self.log_file("worker") as out:
             w = subprocess.Popen([BIN + "/hubsync-worker", "--redis", self.redis.url,
+                                  "--upstream", self.hub.url, "--target", self.target.url,
                                   "--exit-when-idle", "--log-level", "debug"] +
                                  list(worker_extra), stdout=out, stderr=subprocess.STDOUT,
                                  env=env)
@@ -176,6 +178,48 @@ class SecretsTest(unittest.TestCase):
         self.assertNotEqual(p.returncode, 0)
         self.assertNotIn("Wr0ngRedisPW", p.stdout + p.stderr)
         self.assertIn("127.0.0.1:%d" % self.redis.port, p.stderr)
+
+
+class ForeignRegistryJobTest(MirrorCase):
+    """Jobs name registries, the worker's own configuration decides: a job naming another
+    upstream or target is dead-lettered with a reason naming that URL and the option to set,
+    and that host gets no request at all, let alone the credentials of the environment."""
+
+    REPOS = REPOS
+
+    def job(self, upstream, target):
+        return json.dumps({"v": 1, "run": "r1", "key": "k", "upstream": upstream,
+                           "source_repo": "library/hello-world", "target": target,
+                           "target_repo": "library/hello-world", "tags": ["latest"],
+                           "platforms": [], "platform_policy": "all", "reason": "check",
+                           "attempt": 0})
+
+    def test_job_naming_another_registry_is_refused(self):
+        other = Challenger().start()
+        self.addCleanup(other.stop)
+        q = QueueTool(self.redis.url, "hubsync:")
+        q.one("enqueue", "other-upstream", self.job(other.url, self.target.url))
+        q.one("enqueue", "other-target", self.job(self.hub.url, other.url + "/"))
+        config_dir = tempfile.mkdtemp(prefix="hubsync-noconfig-")
+        self.addCleanup(shutil.rmtree, config_dir, ignore_errors=True)
+        env = dict(os.environ, HUBSYNC_UPSTREAM_USERNAME="alice",
+                   HUBSYNC_UPSTREAM_PASSWORD=ALICE_PW, HUBSYNC_TARGET_USERNAME="bob",
+                   HUBSYNC_TARGET_PASSWORD=HELPER_PW, DOCKER_CONFIG=config_dir)
+        w = subprocess.run([BIN + "/hubsync-worker", "--redis", self.redis.url, "--upstream",
+                            self.hub.url, "--target", self.target.url, "--exit-when-idle",
+                            "--max-attempts", "1", "--http-retries", "0"],
+                           capture_output=True, text=True, env=env, timeout=120)
+        self.assertEqual(w.returncode, 0, w.stderr[-2000:])
+        self.assertEqual(other.requests, [])
+        dead = {d["key"]: d["reason"] for d in dead_letters(self.redis)}
+        self.assertEqual(set(dead), {"other-upstream", "other-target"})
+        self.assertIn("upstream %s is not this worker's" % other.url, dead["other-upstream"])
+        self.assertIn("--upstream", dead["other-upstream"])
+        self.assertIn("target %s/ is not this worker's" % other.url, dead["other-target"])
+        self.assertIn("--target", dead["other-target"])
+        for text in list(dead.values()) + [w.stderr]:
+            self.assertNotIn(ALICE_PW, text)
+            self.assertNotIn(HELPER_PW, text)
 
 
 class ForeignChallengeTest(MirrorCase):
@@ -247,6 +291,7 @@ class TlsTest(MirrorCase):
         while time.time() < deadline and coord.poll() is None and not enqueued(self.redis):
             time.sleep(0.05)
         w = subprocess.run([BIN + "/hubsync-worker", "--redis", self.redis.url,
+                            "--upstream", self.hub.url, "--target", self.target.url,
                             "--exit-when-idle", "--max-attempts", "1", "--http-retries", "0"] +
                            list(worker_extra), stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True, timeout=300)

@@ -115,16 +115,33 @@ static void test_creds__environment(void **state)
     assert_int_equal(creds_from_env("HS_T", &c, &e), -1); /* password without user */
     unsetenv("HS_T_PASSWORD_FILE");
     free(pf);
-    /* environment comes first in creds_lookup */
+    /* environment comes first in creds_lookup, for its own registry only */
     setenv("HS_T_USERNAME", "env-user", 1);
     setenv("HS_T_PASSWORD", "env-pw", 1);
     config(fx, "{\"auths\":{\"reg.example\":{\"auth\":\"Y2ZnOmNmZw==\"}}}");
-    assert_int_equal(creds_lookup("HS_T", "https://reg.example", &c, &e), 1);
+    const char *own = "https://reg.example";
+    assert_int_equal(creds_lookup("HS_T", own, "https://reg.example", &c, &e), 1);
     assert_string_equal(c.username, "env-user");
     creds_clear(&c);
-    assert_int_equal(creds_lookup(NULL, "https://reg.example", &c, &e), 1);
+    assert_int_equal(creds_lookup("HS_T", own, "https://REG.example:443/v2/", &c, &e), 1);
+    assert_string_equal(c.username, "env-user");
+    creds_clear(&c);
+    assert_int_equal(creds_lookup(NULL, own, "https://reg.example", &c, &e), 1);
     assert_string_equal(c.username, "cfg");
     creds_clear(&c);
+    assert_int_equal(creds_lookup("HS_T", NULL, "https://reg.example", &c, &e), 1);
+    assert_string_equal(c.username, "cfg");
+    creds_clear(&c);
+    /* another scheme, port or host: docker's config for that host, never the environment */
+    assert_int_equal(creds_lookup("HS_T", own, "http://reg.example", &c, &e), 1);
+    assert_string_equal(c.username, "cfg");
+    creds_clear(&c);
+    assert_int_equal(creds_lookup("HS_T", own, "https://reg.example:5000", &c, &e), 0);
+    assert_null(c.username);
+    assert_int_equal(creds_lookup("HS_T", own, "https://evil.example", &c, &e), 0);
+    assert_null(c.username);
+    assert_int_equal(creds_lookup("HS_T", own, "https://reg.example.evil.example", &c, &e), 0);
+    assert_null(c.username);
     unsetenv("HS_T_USERNAME");
     unsetenv("HS_T_PASSWORD");
 }
