@@ -145,6 +145,12 @@ struct reg_registry *reg_registry_new(struct reg_client *c, const char *base_url
 void reg_registry_free(struct reg_registry *r);
 /* The normalised base URL (borrowed). */
 const char *reg_registry_url(const struct reg_registry *r);
+/* Replace r's credentials (cr NULL: anonymous), e.g. a credential helper's
+ * newer answer; tokens already fetched are used until they expire. */
+void reg_registry_set_creds(struct reg_registry *r, const struct creds *cr);
+/* 1 once a 401 answered a request that carried r's credentials (the token
+ * realm's, or the registry's for Basic), until reg_registry_set_creds. */
+int reg_registry_creds_refused(const struct reg_registry *r);
 
 /* GET /v2/: 200 (or 401 answered by authenticating) is REG_OK. */
 void reg_ping(struct reg_registry *r, reg_done_fn done, void *arg);

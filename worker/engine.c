@@ -53,10 +53,19 @@ const char *engine_status_name(enum engine_status s)
 
 enum role { ROLE_UPSTREAM, ROLE_TARGET };
 
+/* A registry as one role; its credentials come from the environment or
+ * config.json once, or from a credential helper asked again when its answer
+ * is older than helper_ttl_s or was refused. */
 struct regent {
+    struct engine *en;
     char *url;
     enum role role;
     struct reg_registry *r;
+    char *helper;              /* docker-credential-<helper>, or NULL */
+    double fresh_until;        /* ev_time() until which its answer is used */
+    struct creds_ask *asking;  /* the helper is running */
+    struct engine_job **waiting; /* jobs waiting for its answer */
+    size_t nwaiting;
 };
 
 struct node;
@@ -67,14 +76,14 @@ struct engine {
     struct engine_ops ops;
     struct engine_opts opts;  /* upstream and target point at the copies below */
     char *upstream, *target;
-    struct regent *regs;
+    struct regent **regs;
     size_t nregs;
     int jobs;
     int blobs_active;
     struct node *blob_head, *blob_tail; /* nodes waiting for a blob copy slot */
 };
 
-enum phase { PH_HEADS, PH_VERIFY, PH_ROOTS };
+enum phase { PH_CREDS, PH_HEADS, PH_VERIFY, PH_ROOTS };
 
 struct tagst {
     char *tag;
@@ -221,24 +230,75 @@ static void ej_finish(struct engine_job *ej)
 
 /* ---- registries ------------------------------------------------------------------ */
 
-static struct reg_registry *engine_registry(struct engine *en, const char *url, enum role role,
-                                            struct err *e)
+static const char *role_name(enum role role)
+{
+    return role == ROLE_UPSTREAM ? "upstream" : "target";
+}
+
+static struct regent *engine_registry(struct engine *en, const char *url, enum role role,
+                                      struct err *e)
 {
     for (size_t i = 0; i < en->nregs; i++)
-        if (en->regs[i].role == role && strcmp(en->regs[i].url, url) == 0)
-            return en->regs[i].r;
+        if (en->regs[i]->role == role && strcmp(en->regs[i]->url, url) == 0)
+            return en->regs[i];
     struct creds cr = {NULL, NULL};
-    int found = creds_lookup(role == ROLE_UPSTREAM ? "HUBSYNC_UPSTREAM" : "HUBSYNC_TARGET",
-                             role == ROLE_UPSTREAM ? en->upstream : en->target, url, &cr, e);
+    char *helper = NULL;
+    int found = creds_find(role == ROLE_UPSTREAM ? "HUBSYNC_UPSTREAM" : "HUBSYNC_TARGET",
+                           role == ROLE_UPSTREAM ? en->upstream : en->target, url, &cr, &helper,
+                           e);
     if (found < 0)
         return NULL;
-    struct reg_registry *r = reg_registry_new(en->client, url, found ? &cr : NULL, e);
+    struct reg_registry *r = reg_registry_new(en->client, url, found == 1 ? &cr : NULL, e);
     creds_clear(&cr);
-    if (!r)
+    if (!r) {
+        free(helper);
         return NULL;
+    }
+    struct regent *re = xcalloc(1, sizeof(*re));
+    *re = (struct regent){.en = en, .url = xstrdup(url), .role = role, .r = r, .helper = helper};
     en->regs = xrealloc(en->regs, (en->nregs + 1) * sizeof(*en->regs));
-    en->regs[en->nregs++] = (struct regent){xstrdup(url), role, r};
-    return r;
+    en->regs[en->nregs++] = re;
+    return re;
+}
+
+static void regent_answer(int rc, const struct creds *cr, const struct err *e, void *arg)
+{
+    struct regent *re = arg;
+    re->asking = NULL;
+    if (rc >= 0) {
+        reg_registry_set_creds(re->r, rc == 1 ? cr : NULL);
+        re->fresh_until = ev_time() + re->en->opts.helper_ttl_s;
+    }
+    /* Detached first: a job finishing here may start the next one on re. */
+    struct engine_job **waiting = re->waiting;
+    size_t n = re->nwaiting;
+    re->waiting = NULL;
+    re->nwaiting = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (rc < 0) {
+            waiting[i]->stop_gets = 1;
+            ej_error(waiting[i], ENGINE_FAILED, 0, "%s %s: %s", role_name(re->role), re->url,
+                     e->msg);
+        }
+        ej_release(waiting[i]);
+    }
+    free(waiting);
+}
+
+/* Hold ej until re has credentials it may use: a helper's answer is asked
+ * (from the loop, never blocking it) when there is none yet, it is older
+ * than helper_ttl_s, or a 401 refused it. */
+static void regent_ready(struct regent *re, struct engine_job *ej)
+{
+    if (!re->helper)
+        return;
+    if (!re->asking && ev_time() < re->fresh_until && !reg_registry_creds_refused(re->r))
+        return;
+    if (!re->asking)
+        re->asking = creds_ask_start(re->en->loop, re->helper, re->url, regent_answer, re);
+    re->waiting = xrealloc(re->waiting, (re->nwaiting + 1) * sizeof(*re->waiting));
+    re->waiting[re->nwaiting++] = ej;
+    ej_hold(ej);
 }
 
 /* ---- nodes: one manifest or blob ensured on the target ---------------------------- */
@@ -882,6 +942,12 @@ static void start_heads(struct engine_job *ej)
 static void ej_advance(struct engine_job *ej)
 {
     switch (ej->phase) {
+    case PH_CREDS:
+        if (ej->stop_gets)
+            ej_finish(ej);
+        else
+            start_heads(ej);
+        return;
     case PH_HEADS:
         if (ej->stop_gets) {
             ej_finish(ej);
@@ -911,6 +977,7 @@ void engine_opts_default(struct engine_opts *o)
     o->lock_poll_s = 0.25;
     o->lock_wait_max_s = 1800;
     o->upstream = o->target = NULL;
+    o->helper_ttl_s = 300;
 }
 
 struct engine *engine_new(struct ev_loop *loop, struct reg_client *client,
@@ -941,8 +1008,13 @@ void engine_free(struct engine *en)
     if (!en)
         return;
     for (size_t i = 0; i < en->nregs; i++) {
-        reg_registry_free(en->regs[i].r);
-        free(en->regs[i].url);
+        struct regent *re = en->regs[i];
+        creds_ask_cancel(re->asking);
+        reg_registry_free(re->r);
+        free(re->url);
+        free(re->helper);
+        free(re->waiting);
+        free(re);
     }
     free(en->regs);
     free(en->upstream);
@@ -1008,18 +1080,24 @@ struct engine_job *engine_start(struct engine *en, const struct job *j, engine_d
     ej->tags = xcalloc(ej->ntags, sizeof(*ej->tags));
     for (size_t i = 0; i < ej->ntags; i++)
         ej->tags[i].tag = xstrdup(ej->job.tags[i]);
-    ej->up = engine_registry(en, ej->job.upstream, ROLE_UPSTREAM, &e);
-    if (!ej->up) {
+    struct regent *up = engine_registry(en, ej->job.upstream, ROLE_UPSTREAM, &e);
+    if (!up) {
         ej_error(ej, ENGINE_FAILED, 0, "upstream %s: %s", ej->job.upstream, e.msg);
         goto early;
     }
-    ej->dst = engine_registry(en, ej->job.target, ROLE_TARGET, &e);
-    if (!ej->dst) {
+    struct regent *dst = engine_registry(en, ej->job.target, ROLE_TARGET, &e);
+    if (!dst) {
         ej_error(ej, ENGINE_FAILED, 0, "target %s: %s", ej->job.target, e.msg);
         goto early;
     }
     free(text);
-    start_heads(ej);
+    ej->up = up->r;
+    ej->dst = dst->r;
+    ej->phase = PH_CREDS;
+    ej_hold(ej);
+    regent_ready(up, ej);
+    regent_ready(dst, ej);
+    ej_release(ej);
     return ej;
 early:
     free(text);

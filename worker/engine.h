@@ -116,6 +116,9 @@ struct engine_opts {
      * HUBSYNC_TARGET_* credentials go to these only. */
     const char *upstream;
     const char *target;
+    /* A credential helper's answer is used this long, then asked again (or
+     * at once after a 401 refused it); default 300. */
+    double helper_ttl_s;
 };
 
 void engine_opts_default(struct engine_opts *o);

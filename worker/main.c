@@ -34,6 +34,10 @@ static const struct cfg_opt opts[] = {
      "retries of one HTTP request (5xx, resets) before the job is retried", 0},
     {"ca-file", "HUBSYNC_CA_FILE", CFG_STR, NULL, 0, 0,
      "PEM file of CA certificates for HTTPS registries [default: system store]", 0},
+    {"cred-helper-ttl", "HUBSYNC_CRED_HELPER_TTL", CFG_INT, "300", 0, 86400,
+     "seconds a credential helper's answer is used before it is asked again (at once after "
+     "a 401)",
+     0},
     {"exit-when-idle", "HUBSYNC_EXIT_WHEN_IDLE", CFG_BOOL, "false", 0, 0,
      "drain the queue, then exit (batch runs, CI runners)", 0},
     {"idle-grace", "HUBSYNC_IDLE_GRACE", CFG_INT, "2", 0, 3600,
@@ -118,6 +122,7 @@ int main(int argc, char **argv)
         .idle_grace_s = (double)cfg_int(&c, "idle-grace"),
         .stop_grace_s = (double)cfg_int(&c, "stop-grace"),
         .ca_file = cfg_str(&c, "ca-file"),
+        .cred_helper_ttl_s = (double)cfg_int(&c, "cred-helper-ttl"),
         .http_retries = (int)cfg_int(&c, "http-retries"),
     };
     rc = worker_run(&o);

@@ -549,6 +549,7 @@ static int worker_init(struct worker *w, const struct worker_opts *o, struct err
     eo.blob_concurrency = o->blob_concurrency;
     eo.upstream = o->upstream;
     eo.target = o->target;
+    eo.helper_ttl_s = o->cred_helper_ttl_s;
     w->engine = engine_new(w->loop, w->client, &ops, &eo, e);
     return w->engine ? 0 : -1;
 }

@@ -36,6 +36,7 @@ struct worker_opts {
     double idle_grace_s;      /* ... after it stayed empty this long */
     double stop_grace_s;      /* on SIGTERM, time to finish before handing back */
     const char *ca_file;
+    double cred_helper_ttl_s; /* engine_opts.helper_ttl_s */
     int http_retries;
 };
 
