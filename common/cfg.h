@@ -63,6 +63,14 @@ void cfg_usage(FILE *f, const struct cfg_opt *opts, int nopts);
 #define CFG_OPT_LOG_FORMAT                                                                         \
     {"log-format", "HUBSYNC_LOG_FORMAT", CFG_STR, "text", 0, 0, "text or json", 0}
 #define CFG_OPT_HELP {"help", NULL, CFG_BOOL, "false", 0, 0, "show this help", 0}
+/* The two registries: the coordinator writes them into jobs, workers serve
+ * jobs naming them and refuse others. */
+#define CFG_OPT_UPSTREAM                                                                           \
+    {"upstream", "HUBSYNC_UPSTREAM", CFG_STR, "https://registry-1.docker.io", 0, 0,                \
+     "registry to copy from", 0}
+#define CFG_OPT_TARGET                                                                             \
+    {"target", "HUBSYNC_TARGET", CFG_STR, NULL, 0, 0,                                              \
+     "registry to copy to, e.g. http://registry:5000 (required)", 0}
 
 /* Apply --log-level and --log-format (both must be in the table) for role
  * ("coordinator", "worker"); -1 with a message naming the flag. */

@@ -4,6 +4,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ev.h>
 #include <jansson.h>
 #include <poll.h>
 #include <signal.h>
@@ -16,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "reg_parse.h"
 #include "xalloc.h"
 
 extern char **environ;
@@ -297,15 +299,33 @@ static int helper_name_ok(const char *helper)
     return 1;
 }
 
-static int run_helper(const char *helper, const char *server, struct creds *out, struct err *e)
+/* The key docker itself hands helpers for a registry: Docker Hub's, else
+ * host[:port]. NULL if the URL has no host. */
+static char *helper_server(const char *registry_url)
 {
-    char *prog = xasprintf("docker-credential-%s", helper);
+    char *host = creds_host_key(registry_url);
+    if (host && strcmp(host, HUB_HOST) == 0) {
+        free(host);
+        return xstrdup(HUB_KEY);
+    }
+    return host;
+}
+
+/* Start `prog get` with the server key of registry_url on its stdin; its
+ * stdout is *out_fd (close-on-exec, non-blocking). 0 ok, -1 error. */
+static int helper_spawn(const char *prog, const char *registry_url, pid_t *pid, int *out_fd,
+                        struct err *e)
+{
     int in[2] = {-1, -1}, outp[2] = {-1, -1};
-    pid_t pid = -1;
-    int rc = -1, status = 0;
-    struct buf b = BUF_INIT(HELPER_OUT_MAX);
+    int rc = -1;
     posix_spawn_file_actions_t fa;
     int fa_ok = 0;
+    char *server = helper_server(registry_url);
+    *pid = -1;
+    if (!server) {
+        err_set(e, "registry \"%.200s\" has no host name", registry_url);
+        goto out;
+    }
     if (pipe2(in, O_CLOEXEC) != 0 || pipe2(outp, O_CLOEXEC) != 0) {
         err_set(e, "%s: pipe: %s", prog, strerror(errno));
         goto out;
@@ -317,23 +337,99 @@ static int run_helper(const char *helper, const char *server, struct creds *out,
     fa_ok = 1;
     posix_spawn_file_actions_adddup2(&fa, in[0], 0);
     posix_spawn_file_actions_adddup2(&fa, outp[1], 1);
-    char *argv[] = {prog, (char *)"get", NULL};
-    int sr = posix_spawnp(&pid, prog, &fa, NULL, argv, environ);
+    char *argv[] = {(char *)prog, (char *)"get", NULL};
+    int sr = posix_spawnp(pid, prog, &fa, NULL, argv, environ);
     if (sr != 0) {
-        pid = -1;
+        *pid = -1;
         err_set(e, "credential helper %s: %s", prog, strerror(sr));
         goto out;
     }
-    close(in[0]);
-    close(outp[1]);
-    in[0] = outp[1] = -1;
+    /* The URL is far below a pipe's buffer: this write never waits for the helper. */
     size_t sl = strlen(server);
     if (write(in[1], server, sl) != (ssize_t)sl) {
         err_set(e, "credential helper %s: cannot write the server URL", prog);
         goto out;
     }
-    close(in[1]);
-    in[1] = -1;
+    if (fcntl(outp[0], F_SETFL, fcntl(outp[0], F_GETFL) | O_NONBLOCK) != 0) {
+        err_set(e, "credential helper %s: %s", prog, strerror(errno));
+        goto out;
+    }
+    *out_fd = outp[0];
+    outp[0] = -1;
+    rc = 0;
+out:
+    if (rc != 0 && *pid > 0) {
+        kill(*pid, SIGKILL);
+        while (waitpid(*pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+        *pid = -1;
+    }
+    for (int i = 0; i < 2; i++) {
+        if (in[i] >= 0)
+            close(in[i]);
+        if (outp[i] >= 0)
+            close(outp[i]);
+    }
+    if (fa_ok)
+        posix_spawn_file_actions_destroy(&fa);
+    free(server);
+    return rc;
+}
+
+/* What a helper that exited with status after writing b means. */
+static int helper_verdict(int status, const struct buf *b, const char *prog, struct creds *out,
+                          struct err *e)
+{
+    memset(out, 0, sizeof(*out));
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        /* docker's helpers say "credentials not found" on stdout and exit 1. */
+        if (b->data && strstr(b->data, "credentials not found"))
+            return 0;
+        return err_set(e, "credential helper %s failed (exit status %d)", prog,
+                       WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    }
+    return creds_parse_helper_answer(b->data ? b->data : "", b->len, prog, out, e);
+}
+
+/* Read what fd has now into b; 1 at end of file, 0 for more later, -1 error. */
+static int helper_read(int fd, struct buf *b, const char *prog, struct err *e)
+{
+    for (;;) {
+        char chunk[4096];
+        ssize_t r = read(fd, chunk, sizeof(chunk));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return 0;
+        if (r < 0)
+            return err_set(e, "credential helper %s: %s", prog, strerror(errno));
+        if (r == 0)
+            return 1;
+        int over = buf_append(b, chunk, (size_t)r) != 0;
+        explicit_bzero(chunk, sizeof(chunk));
+        if (over)
+            return err_set(e, "credential helper %s: answer larger than %ld bytes", prog,
+                           HELPER_OUT_MAX);
+    }
+}
+
+static void wipe_buf(struct buf *b)
+{
+    if (b->data)
+        explicit_bzero(b->data, b->len);
+    buf_free(b);
+}
+
+/* Run docker-credential-<helper> get for registry_url, blocking. */
+static int run_helper(const char *helper, const char *registry_url, struct creds *out,
+                      struct err *e)
+{
+    char *prog = xasprintf("docker-credential-%s", helper);
+    pid_t pid = -1;
+    int fd = -1, rc = -1, status = 0;
+    struct buf b = BUF_INIT(HELPER_OUT_MAX);
+    if (helper_spawn(prog, registry_url, &pid, &fd, e) != 0)
+        goto out;
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (;;) {
@@ -345,59 +441,157 @@ static int run_helper(const char *helper, const char *server, struct creds *out,
                     HELPER_TIMEOUT_MS / 1000);
             goto out;
         }
-        struct pollfd pfd = {outp[0], POLLIN, 0};
+        struct pollfd pfd = {fd, POLLIN, 0};
         int pr = poll(&pfd, 1, (int)(HELPER_TIMEOUT_MS - waited));
-        if (pr < 0 && errno == EINTR)
-            continue;
         if (pr <= 0)
             continue;
-        char chunk[4096];
-        ssize_t r = read(outp[0], chunk, sizeof(chunk));
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        if (buf_append(&b, chunk, (size_t)r) != 0) {
-            explicit_bzero(chunk, sizeof(chunk));
-            err_set(e, "credential helper %s: answer larger than %ld bytes", prog,
-                    HELPER_OUT_MAX);
+        int r = helper_read(fd, &b, prog, e);
+        if (r < 0)
             goto out;
-        }
-        explicit_bzero(chunk, sizeof(chunk));
+        if (r == 1)
+            break;
     }
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
         ;
     pid = -1;
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        /* docker's helpers say "credentials not found" on stdout and exit 1. */
-        if (b.data && strstr(b.data, "credentials not found")) {
-            rc = 0;
-            goto out;
-        }
-        err_set(e, "credential helper %s failed (exit status %d)", prog,
-                WIFEXITED(status) ? WEXITSTATUS(status) : -1);
-        goto out;
-    }
-    rc = creds_parse_helper_answer(b.data ? b.data : "", b.len, prog, out, e);
+    rc = helper_verdict(status, &b, prog, out, e);
 out:
     if (pid > 0) {
         kill(pid, SIGKILL);
         while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
             ;
     }
-    for (int i = 0; i < 2; i++) {
-        if (in[i] >= 0)
-            close(in[i]);
-        if (outp[i] >= 0)
-            close(outp[i]);
-    }
-    if (fa_ok)
-        posix_spawn_file_actions_destroy(&fa);
-    if (b.data)
-        explicit_bzero(b.data, b.len);
-    buf_free(&b);
+    if (fd >= 0)
+        close(fd);
+    wipe_buf(&b);
     free(prog);
     return rc;
+}
+
+/* ---- asking a helper from a libev loop ---- */
+
+struct creds_ask {
+    struct ev_loop *loop;
+    char *prog;
+    pid_t pid;
+    int fd;
+    int eof, exited, status;
+    struct buf b;
+    ev_io io;
+    ev_child child;
+    ev_timer timer;  /* the timeout, or at once for a helper that could not start */
+    struct err e;    /* the failure to report, when failed */
+    int failed;
+    creds_ask_fn cb;
+    void *arg;
+};
+
+/* Report once and free a. */
+static void ask_finish(struct creds_ask *a)
+{
+    struct creds cr = {NULL, NULL};
+    int rc = -1;
+    ev_io_stop(a->loop, &a->io);
+    ev_child_stop(a->loop, &a->child);
+    ev_timer_stop(a->loop, &a->timer);
+    if (!a->failed)
+        rc = helper_verdict(a->status, &a->b, a->prog, &cr, &a->e);
+    a->cb(rc, &cr, &a->e, a->arg);
+    creds_clear(&cr);
+    creds_ask_cancel(a);
+}
+
+static void ask_fail(struct creds_ask *a)
+{
+    a->failed = 1;
+    ask_finish(a);
+}
+
+static void ask_output(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct creds_ask *a = w->data;
+    int r = helper_read(a->fd, &a->b, a->prog, &a->e);
+    if (r < 0) {
+        ask_fail(a);
+        return;
+    }
+    if (r == 0)
+        return;
+    a->eof = 1;
+    ev_io_stop(a->loop, &a->io);
+    if (a->exited)
+        ask_finish(a);
+}
+
+static void ask_exited(struct ev_loop *loop, ev_child *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct creds_ask *a = w->data;
+    a->exited = 1;
+    a->status = w->rstatus;
+    ev_child_stop(a->loop, &a->child);
+    if (a->eof)
+        ask_finish(a);
+}
+
+static void ask_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct creds_ask *a = w->data;
+    if (!a->failed)
+        err_set(&a->e, "credential helper %s: no answer within %d s", a->prog,
+                HELPER_TIMEOUT_MS / 1000);
+    ask_fail(a);
+}
+
+struct creds_ask *creds_ask_start(struct ev_loop *loop, const char *helper,
+                                  const char *registry_url, creds_ask_fn cb, void *arg)
+{
+    struct creds_ask *a = xcalloc(1, sizeof(*a));
+    a->loop = loop;
+    a->prog = xasprintf("docker-credential-%s", helper);
+    a->pid = -1;
+    a->fd = -1;
+    a->cb = cb;
+    a->arg = arg;
+    buf_init(&a->b, HELPER_OUT_MAX);
+    ev_init(&a->io, ask_output);
+    ev_init(&a->child, ask_exited);
+    ev_init(&a->timer, ask_timeout);
+    a->io.data = a->child.data = a->timer.data = a;
+    if (helper_spawn(a->prog, registry_url, &a->pid, &a->fd, &a->e) != 0) {
+        a->failed = 1;
+    } else {
+        /* Watched before the loop runs again, so its exit cannot be missed. */
+        ev_child_set(&a->child, a->pid, 0);
+        ev_child_start(loop, &a->child);
+        ev_io_set(&a->io, a->fd, EV_READ);
+        ev_io_start(loop, &a->io);
+    }
+    ev_timer_set(&a->timer, a->failed ? 0. : HELPER_TIMEOUT_MS / 1000.0, 0.);
+    ev_timer_start(loop, &a->timer);
+    return a;
+}
+
+void creds_ask_cancel(struct creds_ask *a)
+{
+    if (!a)
+        return;
+    ev_io_stop(a->loop, &a->io);
+    ev_child_stop(a->loop, &a->child);
+    ev_timer_stop(a->loop, &a->timer);
+    /* libev reaps every child of the default loop, this one too once killed. */
+    if (a->pid > 0 && !a->exited)
+        kill(a->pid, SIGKILL);
+    if (a->fd >= 0)
+        close(a->fd);
+    wipe_buf(&a->b);
+    free(a->prog);
+    free(a);
 }
 
 /* An auths entry: 1 found, 0 empty, -1 error. */
@@ -480,10 +674,14 @@ out:
     return rc;
 }
 
-int creds_from_docker_config(const char *registry_url, struct creds *out, struct err *e)
+/* docker's config for registry_url without running a helper: as
+ * creds_parse_config, *helper set for CREDS_HELPER. */
+static int from_docker_config(const char *registry_url, struct creds *out, char **helper,
+                              struct err *e)
 {
     memset(out, 0, sizeof(*out));
-    char *owned = NULL, *data = NULL, *host = NULL, *helper = NULL;
+    *helper = NULL;
+    char *owned = NULL, *data = NULL, *host = NULL;
     size_t len = 0;
     int rc = -1;
     const char *path = config_dir_path(&owned);
@@ -499,26 +697,40 @@ int creds_from_docker_config(const char *registry_url, struct creds *out, struct
     rc = read_small_file(path, CONFIG_MAX, &data, &len, e);
     if (rc <= 0)
         goto out;
-    rc = creds_parse_config(data, len, path, host, out, &helper, e);
-    /* Helpers are handed the key docker itself uses. */
-    if (rc == CREDS_HELPER)
-        rc = run_helper(helper, strcmp(host, HUB_HOST) == 0 ? HUB_KEY : host, out, e);
+    rc = creds_parse_config(data, len, path, host, out, helper, e);
 out:
     if (data) {
         explicit_bzero(data, len);
         free(data);
     }
-    free(helper);
     free(host);
     free(owned);
     return rc;
 }
 
-int creds_lookup(const char *env_prefix, const char *registry_url, struct creds *out,
-                 struct err *e)
+int creds_from_docker_config(const char *registry_url, struct creds *out, struct err *e)
 {
-    int rc = creds_from_env(env_prefix, out, e);
+    return creds_lookup(NULL, NULL, registry_url, out, e);
+}
+
+int creds_find(const char *env_prefix, const char *env_registry, const char *registry_url,
+               struct creds *out, char **helper, struct err *e)
+{
+    *helper = NULL;
+    int bound = env_registry && reg_parse_same_origin(registry_url, env_registry);
+    int rc = creds_from_env(bound ? env_prefix : NULL, out, e);
     if (rc != 0)
         return rc;
-    return creds_from_docker_config(registry_url, out, e);
+    return from_docker_config(registry_url, out, helper, e);
+}
+
+int creds_lookup(const char *env_prefix, const char *env_registry, const char *registry_url,
+                 struct creds *out, struct err *e)
+{
+    char *helper = NULL;
+    int rc = creds_find(env_prefix, env_registry, registry_url, out, &helper, e);
+    if (rc == CREDS_HELPER)
+        rc = run_helper(helper, registry_url, out, e);
+    free(helper);
+    return rc;
 }

@@ -6,7 +6,9 @@
  *      (a file holding the password, e.g. a compose secret; one trailing
  *      newline is dropped). hubsync uses HUBSYNC_UPSTREAM for the registry
  *      it copies from and HUBSYNC_TARGET for the one it writes to. A
- *      username without a password (or the reverse) is an error.
+ *      username without a password (or the reverse) is an error. These
+ *      are bound to the registry the program is configured with for the
+ *      role: a registry on another scheme, host or port never gets them.
  *   2. docker's config: $DOCKER_CONFIG/config.json, else
  *      $HOME/.docker/config.json. A missing file means no credentials.
  *      - credHelpers[<host>]: run `docker-credential-<helper> get` with the
@@ -21,6 +23,7 @@
 #ifndef HUBSYNC_CREDS_H
 #define HUBSYNC_CREDS_H
 
+#include <ev.h>
 #include <stddef.h>
 
 #include "err.h"
@@ -30,13 +33,36 @@ struct creds {
     char *password; /* owned secret */
 };
 
-/* Credentials for registry_url (e.g. "https://registry-1.docker.io" or
- * "127.0.0.1:5000") under env_prefix (may be NULL to skip the environment).
- * Returns 1 and fills out (free with creds_clear), 0 when none are
- * configured (out zeroed), -1 on a broken configuration (unreadable or
- * invalid config.json, failing helper, half-set environment). */
-int creds_lookup(const char *env_prefix, const char *registry_url, struct creds *out,
-                 struct err *e);
+/* Credentials for registry_url (e.g. "https://registry-1.docker.io"):
+ * the environment under env_prefix when registry_url has the scheme, host
+ * and port of env_registry (the registry configured for that role; either
+ * NULL skips the environment), else docker's config. Returns 1 and fills out
+ * (free with creds_clear), 0 when none are configured (out zeroed), -1 on a
+ * broken configuration (unreadable or invalid config.json, failing helper,
+ * half-set environment). */
+int creds_lookup(const char *env_prefix, const char *env_registry, const char *registry_url,
+                 struct creds *out, struct err *e);
+
+/* creds_lookup without running a helper: when docker's config names a
+ * credential helper for the registry, CREDS_HELPER with *helper (caller
+ * frees) the name to give creds_ask_start; else as creds_lookup. */
+int creds_find(const char *env_prefix, const char *env_registry, const char *registry_url,
+               struct creds *out, char **helper, struct err *e);
+
+/* Asking docker-credential-<helper> without blocking a libev loop: the
+ * helper is a child process watched by the loop, with creds_lookup's bounds
+ * (64 KiB answer, killed after 15 s). rc 1: cr holds the answer (borrowed
+ * for the call); 0: the helper has none for the registry; -1: it failed, e
+ * says why (never quoting a secret). */
+struct creds_ask;
+typedef void (*creds_ask_fn)(int rc, const struct creds *cr, const struct err *e, void *arg);
+/* loop must be libev's default loop (child watchers). cb runs exactly once,
+ * later, from the loop (also when the helper cannot start), unless
+ * creds_ask_cancel comes first; a is gone after cb. */
+struct creds_ask *creds_ask_start(struct ev_loop *loop, const char *helper,
+                                  const char *registry_url, creds_ask_fn cb, void *arg);
+/* Kill the helper and free a; cb never runs. NULL is a no-op. */
+void creds_ask_cancel(struct creds_ask *a);
 
 /* The two sources separately, same return convention. */
 int creds_from_env(const char *env_prefix, struct creds *out, struct err *e);

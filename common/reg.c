@@ -186,6 +186,18 @@ const char *reg_registry_url(const struct reg_registry *r)
     return r->url;
 }
 
+void reg_registry_set_creds(struct reg_registry *r, const struct creds *cr)
+{
+    creds_clear(&r->cr);
+    creds_copy(&r->cr, cr);
+    r->creds_refused = 0;
+}
+
+int reg_registry_creds_refused(const struct reg_registry *r)
+{
+    return r->creds_refused;
+}
+
 /* ---- single-request operations ---- */
 
 enum kind {

@@ -16,7 +16,9 @@
  *
  * TLS verification is always on; plain HTTP is used only for http:// URLs.
  * Tokens, passwords and Authorization headers never appear in results, logs
- * or hook arguments.
+ * or hook arguments. Credentials go only to the registry's origin and to the
+ * realm its own challenge names: a 401 from another origin (where a redirect
+ * led, e.g. a CDN) completes as REG_UNAUTHORIZED, its challenge unanswered.
  *
  * Blob copies (streaming, cross-repository mounts) are in reg_blob.h. */
 #ifndef HUBSYNC_REG_H
@@ -145,6 +147,12 @@ struct reg_registry *reg_registry_new(struct reg_client *c, const char *base_url
 void reg_registry_free(struct reg_registry *r);
 /* The normalised base URL (borrowed). */
 const char *reg_registry_url(const struct reg_registry *r);
+/* Replace r's credentials (cr NULL: anonymous), e.g. a credential helper's
+ * newer answer; tokens already fetched are used until they expire. */
+void reg_registry_set_creds(struct reg_registry *r, const struct creds *cr);
+/* 1 once a 401 answered a request that carried r's credentials (the token
+ * realm's, or the registry's for Basic), until reg_registry_set_creds. */
+int reg_registry_creds_refused(const struct reg_registry *r);
 
 /* GET /v2/: 200 (or 401 answered by authenticating) is REG_OK. */
 void reg_ping(struct reg_registry *r, reg_done_fn done, void *arg);

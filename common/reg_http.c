@@ -353,6 +353,7 @@ static void send_now(struct reg_req *q)
     /* Credentials only for the registry's own origin: a Location or Link on
      * another host gets none (libcurl would drop them on redirects too). */
     int same = reg_parse_same_origin(q->url, r->url);
+    q->sent_basic = 0;
     if (q->token && same) {
         char *ah = xasprintf("Authorization: Bearer %s", q->token);
         hl = curl_slist_append(hl, ah);
@@ -362,6 +363,7 @@ static void send_now(struct reg_req *q)
         curl_easy_setopt(easy, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
         curl_easy_setopt(easy, CURLOPT_USERNAME, r->cr.username);
         curl_easy_setopt(easy, CURLOPT_PASSWORD, r->cr.password);
+        q->sent_basic = 1;
     }
     curl_easy_setopt(easy, CURLOPT_HTTPHEADER, hl);
 
@@ -420,6 +422,8 @@ static void on_token(const struct auth_outcome *out, void *arg)
     /* The token endpoint failed: its status tells the story. */
     q->status = out->status;
     q->cc = out->curl;
+    if (out->status == 401 && q->r->cr.username)
+        q->r->creds_refused = 1;
     enum reg_class cls = REG_UNAUTHORIZED;
     if (out->curl != CURLE_OK)
         cls = reg_http_curl_class(out->curl);
@@ -566,7 +570,12 @@ static void on_done(CURL *easy, CURLcode cc, void *arg)
     struct reg_req *q = arg;
     struct reg_client *c = q->r->c;
     long status = 0;
+    char *where = NULL;
     curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_getinfo(easy, CURLINFO_EFFECTIVE_URL, &where);
+    /* Only the registry's own origin may ask for its credentials: a 401 from
+     * where a redirect led (a CDN) names a realm of its own choosing. */
+    int foreign = !where || !reg_parse_same_origin(where, q->r->url);
     curl_easy_cleanup(easy);
     free_headers(q->hl);
     q->easy = NULL;
@@ -578,8 +587,17 @@ static void on_done(CURL *easy, CURLcode cc, void *arg)
         cancelled(q);
         return;
     }
+    if (cc == CURLE_OK && status == 401 && foreign) {
+        reg_http_fail(q, REG_UNAUTHORIZED,
+                      "HTTP 401 from another origin after a redirect (its challenge is not "
+                      "answered)");
+        complete(q);
+        return;
+    }
     if (cc == CURLE_OK && status == 401 && answer_challenge(q))
         return;
+    if (cc == CURLE_OK && status == 401 && q->sent_basic)
+        q->r->creds_refused = 1;
     /* 429 is a budget event for the caller, never retried here. */
     if (status != 429 && reg_http_retryable(status, cc) && q->attempts <= c->o.max_retries &&
         (!q->may_retry || q->may_retry(q, q->arg))) {

@@ -45,6 +45,7 @@ struct reg_registry {
     int plain;     /* http:// */
     int bearer;    /* the registry answered with a Bearer challenge */
     int basic;     /* the registry answered with a Basic challenge */
+    int creds_refused; /* a 401 answered a request that carried cr */
     char *realm, *service; /* of the Bearer challenge */
 };
 
@@ -107,6 +108,7 @@ struct reg_req {
     struct curl_slist *hl;
     char *token;              /* token sent with the current attempt (secret) */
     int auth_tries;
+    int sent_basic;           /* the current attempt carries the registry's Basic credentials */
     int insufficient_scope;
     int cancelled;
     ev_timer timer;

@@ -297,3 +297,30 @@ int reg_parse_same_origin(const char *a, const char *b)
         return 0;
     return strcmp(oa, ob) == 0;
 }
+
+/* The path prefix of a base URL, without trailing "/" and "/v2": *len bytes. */
+static const char *base_path(const char *u, size_t *len)
+{
+    const char *p = u + scheme_len(u);
+    p += strcspn(p, "/?#");
+    size_t n = strcspn(p, "?#");
+    for (;;) {
+        while (n && p[n - 1] == '/')
+            n--;
+        if (n >= 3 && strncmp(p + n - 3, "/v2", 3) == 0)
+            n -= 3;
+        else
+            break;
+    }
+    *len = n;
+    return p;
+}
+
+int reg_parse_same_registry(const char *a, const char *b)
+{
+    if (!reg_parse_same_origin(a, b))
+        return 0;
+    size_t la, lb;
+    const char *pa = base_path(a, &la), *pb = base_path(b, &lb);
+    return la == lb && memcmp(pa, pb, la) == 0;
+}

@@ -42,4 +42,9 @@ int reg_parse_resolve_url(const char *base, const char *ref, char **out, struct 
  * ports made explicit, host compared case-insensitively). */
 int reg_parse_same_origin(const char *a, const char *b);
 
+/* 1 if two registry base URLs name the same registry: the same origin and
+ * the same path prefix, trailing "/" and "/v2" ignored (as reg_registry_new
+ * drops them). */
+int reg_parse_same_registry(const char *a, const char *b);
+
 #endif

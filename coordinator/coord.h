@@ -37,10 +37,8 @@ enum {
      "official-images revision to sync (default: the source's HEAD, else master)", 0}
 /* ... the two registries ... */
 #define COORD_OPTS_REGISTRIES                                                                      \
-    {"upstream", "HUBSYNC_UPSTREAM", CFG_STR, "https://registry-1.docker.io", 0, 0,                \
-     "registry to copy from", 0},                                                                  \
-    {"target", "HUBSYNC_TARGET", CFG_STR, NULL, 0, 0,                                              \
-     "registry to copy to, e.g. http://registry:5000 (required)", 0},                              \
+    CFG_OPT_UPSTREAM,                                                                              \
+    CFG_OPT_TARGET,                                                                                \
     {"target-prefix", "HUBSYNC_TARGET_PREFIX", CFG_STR, "library/", 0, 0,                          \
      "repository prefix on the target ('library/' serves docker.io mirror clients)", 0}
 /* ... and which repositories, tags and platforms (read by coord_selection_init). */

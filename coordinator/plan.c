@@ -333,7 +333,7 @@ static struct reg_registry *registry(struct plan_ctx *p, const char *url, const 
                                      struct err *e)
 {
     struct creds cr = {NULL, NULL};
-    int found = creds_lookup(env_prefix, url, &cr, e);
+    int found = creds_lookup(env_prefix, url, url, &cr, e);
     if (found < 0)
         return NULL;
     struct reg_registry *r = reg_registry_new(p->client, url, found ? &cr : NULL, e);

@@ -156,7 +156,7 @@ json_t *coord_prune(const char *target_url, const char *target_prefix, json_t *r
     reg_client_opts_default(&o);
     if (!loop || !(client = reg_client_new(loop, &o, e)))
         goto out;
-    int found = creds_lookup("HUBSYNC_TARGET", target_url, &cr, e);
+    int found = creds_lookup("HUBSYNC_TARGET", target_url, target_url, &cr, e);
     if (found < 0 || !(dst = reg_registry_new(client, target_url, found ? &cr : NULL, e)))
         goto out;
     out = json_array();

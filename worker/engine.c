@@ -20,6 +20,7 @@
 #include "log.h"
 #include "manifest.h"
 #include "reg_blob.h"
+#include "reg_parse.h"
 #include "xalloc.h"
 
 /* A 429 without Retry-After: wait this long before the job comes back. */
@@ -53,10 +54,19 @@ const char *engine_status_name(enum engine_status s)
 
 enum role { ROLE_UPSTREAM, ROLE_TARGET };
 
+/* A registry as one role; its credentials come from the environment or
+ * config.json once, or from a credential helper asked again when its answer
+ * is older than helper_ttl_s or was refused. */
 struct regent {
+    struct engine *en;
     char *url;
     enum role role;
     struct reg_registry *r;
+    char *helper;              /* docker-credential-<helper>, or NULL */
+    double fresh_until;        /* ev_time() until which its answer is used */
+    struct creds_ask *asking;  /* the helper is running */
+    struct engine_job **waiting; /* jobs waiting for its answer */
+    size_t nwaiting;
 };
 
 struct node;
@@ -65,15 +75,16 @@ struct engine {
     struct ev_loop *loop;
     struct reg_client *client;
     struct engine_ops ops;
-    struct engine_opts opts;
-    struct regent *regs;
+    struct engine_opts opts;  /* upstream and target point at the copies below */
+    char *upstream, *target;
+    struct regent **regs;
     size_t nregs;
     int jobs;
     int blobs_active;
     struct node *blob_head, *blob_tail; /* nodes waiting for a blob copy slot */
 };
 
-enum phase { PH_HEADS, PH_VERIFY, PH_ROOTS };
+enum phase { PH_CREDS, PH_HEADS, PH_VERIFY, PH_ROOTS };
 
 struct tagst {
     char *tag;
@@ -237,24 +248,75 @@ static void ej_finish(struct engine_job *ej)
 
 /* ---- registries ------------------------------------------------------------------ */
 
-static struct reg_registry *engine_registry(struct engine *en, const char *url, enum role role,
-                                            struct err *e)
+static const char *role_name(enum role role)
+{
+    return role == ROLE_UPSTREAM ? "upstream" : "target";
+}
+
+static struct regent *engine_registry(struct engine *en, const char *url, enum role role,
+                                      struct err *e)
 {
     for (size_t i = 0; i < en->nregs; i++)
-        if (en->regs[i].role == role && strcmp(en->regs[i].url, url) == 0)
-            return en->regs[i].r;
+        if (en->regs[i]->role == role && strcmp(en->regs[i]->url, url) == 0)
+            return en->regs[i];
     struct creds cr = {NULL, NULL};
-    int found = creds_lookup(role == ROLE_UPSTREAM ? "HUBSYNC_UPSTREAM" : "HUBSYNC_TARGET", url,
-                             &cr, e);
+    char *helper = NULL;
+    int found = creds_find(role == ROLE_UPSTREAM ? "HUBSYNC_UPSTREAM" : "HUBSYNC_TARGET",
+                           role == ROLE_UPSTREAM ? en->upstream : en->target, url, &cr, &helper,
+                           e);
     if (found < 0)
         return NULL;
-    struct reg_registry *r = reg_registry_new(en->client, url, found ? &cr : NULL, e);
+    struct reg_registry *r = reg_registry_new(en->client, url, found == 1 ? &cr : NULL, e);
     creds_clear(&cr);
-    if (!r)
+    if (!r) {
+        free(helper);
         return NULL;
+    }
+    struct regent *re = xcalloc(1, sizeof(*re));
+    *re = (struct regent){.en = en, .url = xstrdup(url), .role = role, .r = r, .helper = helper};
     en->regs = xrealloc(en->regs, (en->nregs + 1) * sizeof(*en->regs));
-    en->regs[en->nregs++] = (struct regent){xstrdup(url), role, r};
-    return r;
+    en->regs[en->nregs++] = re;
+    return re;
+}
+
+static void regent_answer(int rc, const struct creds *cr, const struct err *e, void *arg)
+{
+    struct regent *re = arg;
+    re->asking = NULL;
+    if (rc >= 0) {
+        reg_registry_set_creds(re->r, rc == 1 ? cr : NULL);
+        re->fresh_until = ev_time() + re->en->opts.helper_ttl_s;
+    }
+    /* Detached first: a job finishing here may start the next one on re. */
+    struct engine_job **waiting = re->waiting;
+    size_t n = re->nwaiting;
+    re->waiting = NULL;
+    re->nwaiting = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (rc < 0) {
+            waiting[i]->stop_gets = 1;
+            ej_error(waiting[i], ENGINE_FAILED, 0, "%s %s: %s", role_name(re->role), re->url,
+                     e->msg);
+        }
+        ej_release(waiting[i]);
+    }
+    free(waiting);
+}
+
+/* Hold ej until re has credentials it may use: a helper's answer is asked
+ * (from the loop, never blocking it) when there is none yet, it is older
+ * than helper_ttl_s, or a 401 refused it. */
+static void regent_ready(struct regent *re, struct engine_job *ej)
+{
+    if (!re->helper)
+        return;
+    if (!re->asking && ev_time() < re->fresh_until && !reg_registry_creds_refused(re->r))
+        return;
+    if (!re->asking)
+        re->asking = creds_ask_start(re->en->loop, re->helper, re->url, regent_answer, re);
+    re->waiting = xrealloc(re->waiting, (re->nwaiting + 1) * sizeof(*re->waiting));
+    re->waiting[re->nwaiting++] = ej;
+    ej_hold(ej);
 }
 
 /* ---- nodes: one manifest or blob ensured on the target ---------------------------- */
@@ -916,6 +978,12 @@ static void start_heads(struct engine_job *ej)
 static void ej_advance(struct engine_job *ej)
 {
     switch (ej->phase) {
+    case PH_CREDS:
+        if (ej->stop_gets)
+            ej_finish(ej);
+        else
+            start_heads(ej);
+        return;
     case PH_HEADS:
         if (ej->stop_gets) {
             ej_finish(ej);
@@ -944,6 +1012,8 @@ void engine_opts_default(struct engine_opts *o)
     o->blob_concurrency = 8;
     o->lock_poll_s = 0.25;
     o->lock_wait_max_s = 1800;
+    o->upstream = o->target = NULL;
+    o->helper_ttl_s = 300;
 }
 
 struct engine *engine_new(struct ev_loop *loop, struct reg_client *client,
@@ -953,7 +1023,7 @@ struct engine *engine_new(struct ev_loop *loop, struct reg_client *client,
     if (!loop || !client || !ops || !ops->budget_acquire || !ops->budget_done || !ops->present ||
         !ops->mark_present ||
         !ops->blob_home || !ops->lock || !ops->unlock || !ops->manifest_cached ||
-        !ops->manifest_keep || !ops->still_held) {
+        !ops->manifest_keep || !ops->still_held || !opts || !opts->upstream || !opts->target) {
         err_set(e, "engine: incomplete arguments");
         return NULL;
     }
@@ -961,10 +1031,9 @@ struct engine *engine_new(struct ev_loop *loop, struct reg_client *client,
     en->loop = loop;
     en->client = client;
     en->ops = *ops;
-    if (opts)
-        en->opts = *opts;
-    else
-        engine_opts_default(&en->opts);
+    en->opts = *opts;
+    en->opts.upstream = en->upstream = xstrdup(opts->upstream);
+    en->opts.target = en->target = xstrdup(opts->target);
     if (en->opts.blob_concurrency < 1)
         en->opts.blob_concurrency = 1;
     return en;
@@ -975,10 +1044,17 @@ void engine_free(struct engine *en)
     if (!en)
         return;
     for (size_t i = 0; i < en->nregs; i++) {
-        reg_registry_free(en->regs[i].r);
-        free(en->regs[i].url);
+        struct regent *re = en->regs[i];
+        creds_ask_cancel(re->asking);
+        reg_registry_free(re->r);
+        free(re->url);
+        free(re->helper);
+        free(re->waiting);
+        free(re);
     }
     free(en->regs);
+    free(en->upstream);
+    free(en->target);
     free(en);
 }
 
@@ -1003,6 +1079,19 @@ static void early_fire(struct ev_loop *loop, ev_timer *w, int revents)
     ej_finish(ej);
 }
 
+int engine_job_allowed(const struct engine *en, const struct job *j, struct err *e)
+{
+    if (!reg_parse_same_registry(j->upstream, en->upstream))
+        return err_set(e, "upstream %.200s is not this worker's (%.200s): set --upstream "
+                          "(HUBSYNC_UPSTREAM) to copy from it",
+                       j->upstream, en->upstream);
+    if (!reg_parse_same_registry(j->target, en->target))
+        return err_set(e, "target %.200s is not this worker's (%.200s): set --target "
+                          "(HUBSYNC_TARGET) to copy to it",
+                       j->target, en->target);
+    return 0;
+}
+
 struct engine_job *engine_start(struct engine *en, const struct job *j, engine_done_fn done,
                                 void *arg)
 {
@@ -1018,23 +1107,33 @@ struct engine_job *engine_start(struct engine *en, const struct job *j, engine_d
         ej_error(ej, ENGINE_FAILED, 0, "invalid job: %s", e.msg);
         goto early;
     }
+    if (engine_job_allowed(en, &ej->job, &e) < 0) {
+        ej_error(ej, ENGINE_FAILED, 0, "%s", e.msg);
+        goto early;
+    }
     ej->ntags = ej->job.ntags;
     ej->out.n.tags_total = (long long)ej->ntags;
     ej->tags = xcalloc(ej->ntags, sizeof(*ej->tags));
     for (size_t i = 0; i < ej->ntags; i++)
         ej->tags[i].tag = xstrdup(ej->job.tags[i]);
-    ej->up = engine_registry(en, ej->job.upstream, ROLE_UPSTREAM, &e);
-    if (!ej->up) {
+    struct regent *up = engine_registry(en, ej->job.upstream, ROLE_UPSTREAM, &e);
+    if (!up) {
         ej_error(ej, ENGINE_FAILED, 0, "upstream %s: %s", ej->job.upstream, e.msg);
         goto early;
     }
-    ej->dst = engine_registry(en, ej->job.target, ROLE_TARGET, &e);
-    if (!ej->dst) {
+    struct regent *dst = engine_registry(en, ej->job.target, ROLE_TARGET, &e);
+    if (!dst) {
         ej_error(ej, ENGINE_FAILED, 0, "target %s: %s", ej->job.target, e.msg);
         goto early;
     }
     free(text);
-    start_heads(ej);
+    ej->up = up->r;
+    ej->dst = dst->r;
+    ej->phase = PH_CREDS;
+    ej_hold(ej);
+    regent_ready(up, ej);
+    regent_ready(dst, ej);
+    ej_release(ej);
     return ej;
 early:
     free(text);

@@ -131,6 +131,14 @@ struct engine_opts {
     int blob_concurrency;  /* blob copies at once per engine; default 8 */
     double lock_poll_s;    /* how often a busy lock is looked at again; default 0.25 */
     double lock_wait_max_s;/* give up (retry later) after waiting this long; default 1800 */
+    /* The registries served (copied; required): a job naming others is
+     * refused before any request, and the HUBSYNC_UPSTREAM_* and
+     * HUBSYNC_TARGET_* credentials go to these only. */
+    const char *upstream;
+    const char *target;
+    /* A credential helper's answer is used this long, then asked again (or
+     * at once after a 401 refused it); default 300. */
+    double helper_ttl_s;
 };
 
 void engine_opts_default(struct engine_opts *o);
@@ -140,7 +148,7 @@ struct engine_job;
 typedef void (*engine_done_fn)(const struct engine_outcome *out, void *arg);
 
 /* The loop and client are borrowed and must outlive the engine; ops and
- * opts are copied. */
+ * opts (required: upstream and target) are copied. */
 struct engine *engine_new(struct ev_loop *loop, struct reg_client *client,
                           const struct engine_ops *ops, const struct engine_opts *opts,
                           struct err *e);
@@ -148,6 +156,10 @@ struct engine *engine_new(struct ev_loop *loop, struct reg_client *client,
 void engine_free(struct engine *en);
 /* Jobs started and not yet done. */
 int engine_busy(const struct engine *en);
+
+/* 0 if j names the upstream and target en serves (reg_parse_same_registry),
+ * else -1 with a message naming the job's URL and the option to set. */
+int engine_job_allowed(const struct engine *en, const struct job *j, struct err *e);
 
 /* Start copying j (copied). done runs exactly once, later, from the loop.
  * The handle is valid until done runs. */

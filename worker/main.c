@@ -4,12 +4,15 @@
 #include <stdlib.h>
 
 #include "cfg.h"
+#include "job.h"
 #include "log.h"
 #include "worker.h"
 
 static const struct cfg_opt opts[] = {
     CFG_OPT_REDIS,
     CFG_OPT_REDIS_PREFIX,
+    CFG_OPT_UPSTREAM,
+    CFG_OPT_TARGET,
     {"id", "HUBSYNC_WORKER_ID", CFG_STR, NULL, 0, 0,
      "consumer name in the queue [default: <hostname>:<pid>]", 0},
     {"concurrency", "HUBSYNC_CONCURRENCY", CFG_INT, "8", 1, 256, "jobs copied at once", 0},
@@ -40,6 +43,10 @@ static const struct cfg_opt opts[] = {
      "retries of one HTTP request (5xx, resets) before the job is retried", 0},
     {"ca-file", "HUBSYNC_CA_FILE", CFG_STR, NULL, 0, 0,
      "PEM file of CA certificates for HTTPS registries [default: system store]", 0},
+    {"cred-helper-ttl", "HUBSYNC_CRED_HELPER_TTL", CFG_INT, "300", 0, 86400,
+     "seconds a credential helper's answer is used before it is asked again (at once after "
+     "a 401)",
+     0},
     {"exit-when-idle", "HUBSYNC_EXIT_WHEN_IDLE", CFG_BOOL, "false", 0, 0,
      "drain the queue, then exit (batch runs, CI runners)", 0},
     {"idle-grace", "HUBSYNC_IDLE_GRACE", CFG_INT, "2", 0, 3600,
@@ -70,11 +77,15 @@ int main(int argc, char **argv)
                "Takes copy jobs from the Redis queue and copies images upstream -> target.\n"
                "options:\n");
         cfg_usage(stdout, opts, NOPTS);
-        printf("credentials (never in flags, logs or Redis):\n"
+        printf("A job naming another upstream or target than --upstream and --target (give\n"
+               "the workers the coordinator's) is dead-lettered without a request to it.\n"
+               "credentials (never in flags, logs or Redis):\n"
                "  HUBSYNC_UPSTREAM_USERNAME with HUBSYNC_UPSTREAM_PASSWORD or "
                "HUBSYNC_UPSTREAM_PASSWORD_FILE\n"
+               "    (sent to the --upstream registry only)\n"
                "  HUBSYNC_TARGET_USERNAME with HUBSYNC_TARGET_PASSWORD or "
                "HUBSYNC_TARGET_PASSWORD_FILE\n"
+               "    (sent to the --target registry only)\n"
                "  otherwise docker's config.json ($DOCKER_CONFIG or ~/.docker): auths, "
                "credHelpers, credsStore\n");
         rc = 0;
@@ -92,9 +103,21 @@ int main(int argc, char **argv)
         rc = worker_health(cfg_str(&c, "redis"), cfg_str(&c, "redis-prefix"), cfg_str(&c, "id"));
         goto out;
     }
+    if (!cfg_str(&c, "target")) {
+        fprintf(stderr, "hubsync-worker: --target is required (the coordinator's, e.g. "
+                        "http://127.0.0.1:5000)\n");
+        goto out;
+    }
+    if (!job_url_valid(cfg_str(&c, "target")) || !job_url_valid(cfg_str(&c, "upstream"))) {
+        fprintf(stderr, "hubsync-worker: --upstream and --target must be http(s)://host[:port] "
+                        "URLs\n");
+        goto out;
+    }
     struct worker_opts o = {
         .redis_url = cfg_str(&c, "redis"),
         .redis_prefix = cfg_str(&c, "redis-prefix"),
+        .upstream = cfg_str(&c, "upstream"),
+        .target = cfg_str(&c, "target"),
         .id = cfg_str(&c, "id"),
         .concurrency = (int)cfg_int(&c, "concurrency"),
         .blob_concurrency = (int)cfg_int(&c, "blob-concurrency"),
@@ -111,6 +134,7 @@ int main(int argc, char **argv)
         .idle_grace_s = (double)cfg_int(&c, "idle-grace"),
         .stop_grace_s = (double)cfg_int(&c, "stop-grace"),
         .ca_file = cfg_str(&c, "ca-file"),
+        .cred_helper_ttl_s = (double)cfg_int(&c, "cred-helper-ttl"),
         .http_retries = (int)cfg_int(&c, "http-retries"),
     };
     rc = worker_run(&o);

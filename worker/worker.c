@@ -376,10 +376,13 @@ static void start_job(struct worker *w, struct rq_res *res)
         w->jobs->prev = j;
     w->jobs = j;
     w->in_hand++;
-    if (job_decode(&j->job, res->json, strlen(res->json), &e) < 0) {
-        char *reason = xasprintf("invalid job payload: %s", e.msg);
+    int valid = job_decode(&j->job, res->json, strlen(res->json), &e) == 0;
+    /* Refused before the engine sees it: another registry gets no request at all. */
+    if (!valid || engine_job_allowed(w->engine, &j->job, &e) < 0) {
+        char *reason = xasprintf("%s: %s", valid ? "refused" : "invalid job payload", e.msg);
         log_error("job=%s id=%s: %s", j->key, j->id, reason);
-        settle(w, rq_cmd_fail(&w->q, w->id, j->id, j->key, reason, NULL, NULL, 0));
+        settle(w, rq_cmd_fail(&w->q, w->id, j->id, j->key, reason, valid ? j->job.run : NULL,
+                              NULL, 0));
         free(reason);
         wjob_free(j);
         return;
@@ -776,6 +779,9 @@ static int worker_init(struct worker *w, const struct worker_opts *o, struct err
     ops.still_held = still_held;
     engine_opts_default(&eo);
     eo.blob_concurrency = o->blob_concurrency;
+    eo.upstream = o->upstream;
+    eo.target = o->target;
+    eo.helper_ttl_s = o->cred_helper_ttl_s;
     w->engine = engine_new(w->loop, w->client, &ops, &eo, e);
     return w->engine ? 0 : -1;
 }

@@ -24,6 +24,8 @@
 struct worker_opts {
     const char *redis_url;
     const char *redis_prefix;
+    const char *upstream;     /* the registries jobs may name (engine_opts) */
+    const char *target;
     const char *id;           /* consumer name; NULL: <hostname>:<pid> */
     int concurrency;          /* jobs at once */
     int blob_concurrency;     /* blob copies at once */
@@ -40,6 +42,7 @@ struct worker_opts {
     double idle_grace_s;      /* ... after it stayed empty this long */
     double stop_grace_s;      /* on SIGTERM, time to finish before handing back */
     const char *ca_file;
+    double cred_helper_ttl_s; /* engine_opts.helper_ttl_s */
     int http_retries;
 };
 

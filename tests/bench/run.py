@@ -157,7 +157,8 @@ class Hubsync:
                 coord.kill()
                 raise BenchError("%s: the coordinator enqueued nothing in 120 s" % self.name)
             time.sleep(0.02)
-        ws = [timed([BIN + "/hubsync-worker", "--redis", self.redis.url, "--exit-when-idle",
+        ws = [timed([BIN + "/hubsync-worker", "--redis", self.redis.url, "--upstream",
+                     ctx.hub.url, "--target", ctx.target.url, "--exit-when-idle",
                      "--log-level", "warn"] + self.extra, ctx.tmp)
               for _ in range(self.workers)]
         out, err = coord.communicate(timeout=ctx.timeout)

@@ -77,7 +77,8 @@ class Rig:
         if log is not None:
             out = open(os.path.join(self.dir, log), "w")
         try:
-            p = subprocess.Popen([WORKER, "--redis", self.redis.url] + list(extra),
+            p = subprocess.Popen([WORKER, "--redis", self.redis.url, "--upstream", self.hub.url,
+                                  "--target", self.target.url] + list(extra),
                                  stdout=out, stderr=out,
                                  env=None if env is None else dict(os.environ, **env))
         finally:

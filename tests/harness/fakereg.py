@@ -10,6 +10,8 @@ can switch behaviour and read counters directly. Python standard library only.
   listener that records Authorization headers, corrupted or truncated blob
   bodies, Link/last tag pagination. Blobs can be generated deterministically
   chunk by chunk, so multi-GiB blobs are never held in memory.
+- Challenger: a host that answers everything with a Bearer challenge for a realm on
+  itself and records what it receives (credentials sent where they must not go).
 - AuthProxy: Bearer-token auth in front of a real docker-registry (the
   target side of copies with credentials); request bodies stream through,
   answers (small, from a target) are relayed whole.
@@ -420,6 +422,27 @@ class FakeCDN(_Base):
         if not blob:
             return self.send(h, 404, b"no such blob")
         stream_blob(self, h, blob, self.registry.blob_fault)
+
+
+class Challenger(_Base):
+    """A host that wants credentials: every request is recorded in `requests` as (method,
+    path, Authorization header or None) and answered 401 with a Bearer challenge whose realm
+    is its own /token, which hands out a token to anyone. Security tests point hubsync at
+    it (as a job's registry, as a CDN) and check that it got no credentials."""
+
+    def __init__(self):
+        super().__init__()
+        self.requests = []
+
+    def handle(self, h):
+        with self.lock:
+            self.requests.append((h.command, h.path, h.headers.get("Authorization")))
+        head = h.command == "HEAD"
+        if h.path.startswith("/token"):
+            return self.send(h, 200, b'{"token": "stolen", "expires_in": 300}',
+                             {"Content-Type": "application/json"}, head=head)
+        self.send(h, 401, b"", {"WWW-Authenticate": 'Bearer realm="%s/token",service="elsewhere"'
+                                % self.url}, head=head)
 
 
 class AuthProxy(_Base):

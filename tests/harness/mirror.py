@@ -3,6 +3,7 @@ what the stand-in serves, what a registry holds (HEAD with every manifest type a
 one sync run (coordinator plus --exit-when-idle workers), and a TestCase with a stand-in
 per class and a fresh Redis and target registry per test (StackCase without the stand-in)."""
 import json
+import os
 import subprocess
 import time
 import unittest
@@ -71,7 +72,7 @@ class Sync:
     """One sync run: coordinator --once --wait plus workers with --exit-when-idle."""
 
     def __init__(self, hub, redis, target, repos, source=OFFICIAL_IMAGES, ref=None,
-                 workers=2, extra=()):
+                 workers=2, extra=(), worker_extra=(), worker_env=None):
         self.cmd = [BIN + "/hubsync-coordinator", "sync", "--once", "--wait", "--json",
                     "--redis", redis.url, "--official-images", source, "--upstream", hub.url,
                     "--target", target.url, "--repos", ",".join(repos)] + list(extra)
@@ -79,6 +80,10 @@ class Sync:
             self.cmd += ["--ref", ref]
         self.redis = redis
         self.workers = workers
+        self.worker_cmd = [BIN + "/hubsync-worker", "--redis", redis.url, "--upstream", hub.url,
+                           "--target", target.url, "--exit-when-idle", "--log-level",
+                           "warn"] + list(worker_extra)
+        self.worker_env = None if worker_env is None else dict(os.environ, **worker_env)
 
     def run(self, timeout=300):
         coord = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -88,8 +93,7 @@ class Sync:
         deadline = time.time() + 60
         while time.time() < deadline and coord.poll() is None and not enqueued(self.redis):
             time.sleep(0.05)
-        ws = [subprocess.Popen([BIN + "/hubsync-worker", "--redis", self.redis.url,
-                                "--exit-when-idle", "--log-level", "warn"])
+        ws = [subprocess.Popen(self.worker_cmd, env=self.worker_env)
               for _ in range(self.workers)]
         out, err = coord.communicate(timeout=timeout)
         for w in ws:
@@ -128,11 +132,12 @@ class MirrorCase(StackCase):
 
     REPOS = ["hello-world", "busybox", "alpine"]
     HUB_LIMIT = 100000
+    HUB_USERS = ()
 
     @classmethod
     def setUpClass(cls):
         cls.catalog = catalog(cls.REPOS)
-        cls.hub = Standin(limit=cls.HUB_LIMIT).start()
+        cls.hub = Standin(limit=cls.HUB_LIMIT, users=cls.HUB_USERS).start()
         try:
             cls.pushed = cls.hub.load(cls.catalog)
         except BaseException:

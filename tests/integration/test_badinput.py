@@ -37,7 +37,12 @@ class FlagsTest(unittest.TestCase):
         self.one_line_error(run([WORKER], env={"HUBSYNC_CONCURRENCY": "many"}),
                             "HUBSYNC_CONCURRENCY", "not an integer")
         self.one_line_error(run([WORKER, "--exit-when-idle=perhaps"]), "--exit-when-idle")
-        self.one_line_error(run([WORKER, "--redis", "http://127.0.0.1:6379"]), "redis")
+        self.one_line_error(run([WORKER, "--redis", "http://127.0.0.1:6379", "--target",
+                                 "http://127.0.0.1:5000"]), "redis")
+        self.one_line_error(run([WORKER]), "--target")
+        self.one_line_error(run([WORKER, "--target", "ftp://127.0.0.1:5000"]), "--target")
+        self.one_line_error(run([WORKER, "--target", "http://127.0.0.1:5000"],
+                                env={"HUBSYNC_UPSTREAM": "registry-1.docker.io"}), "--upstream")
         self.one_line_error(run([WORKER, "--log-format", "yaml"]), "--log-format")
 
     def test_coordinator_flags_sources_and_refs(self):
@@ -215,7 +220,8 @@ class QueuePayloadTest(MirrorCase):
             subprocess.run(["redis-cli", "-p", str(self.redis.port), "-x", "XADD",
                             "hubsync:jobs", "*", "key", "garbage:" + key, "job"],
                            input=payload, text=True, check=True, capture_output=True)
-        worker = subprocess.Popen([WORKER, "--redis", self.redis.url, "--exit-when-idle"],
+        worker = subprocess.Popen([WORKER, "--redis", self.redis.url, "--upstream", self.hub.url,
+                                   "--target", self.target.url, "--exit-when-idle"],
                                   stderr=subprocess.PIPE, text=True)
         self.procs.append(worker)
         out, err = coord.communicate(timeout=300)

@@ -195,6 +195,17 @@ class ComposeTest(unittest.TestCase):
         self.assertEqual(w["environment"]["HUBSYNC_REDIS"], "redis://redis:6379")
         self.assertEqual(w["depends_on"]["redis"]["condition"], "service_healthy")
 
+    def test_workers_serve_the_coordinators_registries(self):
+        # A worker refuses jobs that name another upstream or target than its own.
+        mine = "HUBSYNC_UPSTREAM=https://mirror.example\nHUBSYNC_TARGET=https://reg.example:5443\n"
+        for env_text in (None, "", mine):
+            cfg = self.effective(env_text=env_text)
+            coord = cfg["services"]["coordinator"]["environment"]
+            worker = cfg["services"]["worker"]["environment"]
+            for v in ("HUBSYNC_UPSTREAM", "HUBSYNC_TARGET"):
+                self.assertEqual(worker[v], coord[v], (v, env_text))
+        self.assertEqual(worker["HUBSYNC_TARGET"], "https://reg.example:5443")
+
     def test_programs_are_built_from_the_dockerfile(self):
         cfg = self.effective()
         for name in ("coordinator", "worker"):
@@ -365,7 +376,8 @@ class WorkflowTest(unittest.TestCase):
             # GitHub expressions are the runner's; here they become the test's values.
             if "${{" not in v:
                 env[k] = v
-        env.update(HUBSYNC_REDIS=rig.redis.url, HUBSYNC_WORKER_ID="gha-test-1",
+        env.update(HUBSYNC_REDIS=rig.redis.url, HUBSYNC_TARGET=rig.target.url,
+                   HUBSYNC_UPSTREAM=rig.hub.url, HUBSYNC_WORKER_ID="gha-test-1",
                    HUBSYNC_IDLE_GRACE="3")
         p = subprocess.run(["bash", "-e", "-c", step["run"]], cwd=ROOT, env=env,
                            capture_output=True, text=True, timeout=300)

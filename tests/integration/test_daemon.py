@@ -34,6 +34,7 @@ class DaemonTest(MirrorCase):
 
     def worker(self, *extra):
         p = subprocess.Popen([BIN + "/hubsync-worker", "--redis", self.redis.url,
+                              "--upstream", self.hub.url, "--target", self.target.url,
                               "--log-level", "info"] + list(extra),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.procs.append(p)

@@ -116,11 +116,11 @@ class VariablesTest(unittest.TestCase):
         cls.known = set()
         for argv in programs().values():
             cls.known.update(v for v, _ in help_options(run_help(argv)).values() if v)
-        # The workers read credentials per registry role under these prefixes (creds_lookup);
+        # The workers read credentials per registry role under these prefixes (creds_find);
         # creds.h documents the suffixes.
         with open(ENGINE_C) as f:
             engine = f.read()
-        call = engine[engine.index("creds_lookup("):]
+        call = engine[engine.index("creds_find("):]
         prefixes = re.findall(r'"(HUBSYNC_[A-Z]+)"', call[:200])
         with open(CREDS_H) as f:
             creds_doc = f.read()

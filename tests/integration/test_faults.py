@@ -180,6 +180,7 @@ class Stack:
     def start_worker(self, extra=()):
         out = self._log("worker")
         w = subprocess.Popen([BIN + "/hubsync-worker", "--redis", self.redis.url,
+                              "--upstream", self.hub.url, "--target", self.target.url,
                               "--log-level", "info"] + self.worker_args + list(extra),
                              stdout=out, stderr=subprocess.STDOUT, env=self.env)
         if out is not subprocess.DEVNULL:

@@ -39,6 +39,7 @@ class MemcheckTest(MirrorCase):
             time.sleep(0.1)
         worker = subprocess.Popen(
             memcheck(wlog) + [BIN + "/hubsync-worker", "--redis", self.redis.url,
+                              "--upstream", self.hub.url, "--target", self.target.url,
                               "--exit-when-idle", "--log-level", "warn"],
             stderr=subprocess.PIPE, text=True)
         self.procs.append(worker)

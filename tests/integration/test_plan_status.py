@@ -88,6 +88,7 @@ class Base(MirrorCase):
 
     def workers(self, n, *extra):
         return [subprocess.Popen([os.path.join(BIN, "hubsync-worker"), "--redis", self.redis.url,
+                                  "--upstream", self.hub.url, "--target", self.target.url,
                                   "--exit-when-idle"] + list(extra),
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 for _ in range(n)]

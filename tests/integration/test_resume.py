@@ -68,6 +68,7 @@ class CoordinatorKillTest(StackCase):
                 time.sleep(0.05)
             run = self.current_run()
             worker = subprocess.Popen([BIN + "/hubsync-worker", "--redis", self.redis.url,
+                                       "--upstream", hub.url, "--target", self.target.url,
                                        "--exit-when-idle", "--log-level", "warn"])
             time.sleep(0.5)
             p.send_signal(signal.SIGKILL)

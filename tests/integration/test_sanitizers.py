@@ -67,7 +67,8 @@ class SanitizerTest(MirrorCase):
                            ",".join(self.REPOS)] + list(extra))
 
     def worker(self, *extra):
-        return self.start([WORKER, "--redis", self.redis.url, "--log-level", "warn"] + RETRY +
+        return self.start([WORKER, "--redis", self.redis.url, "--upstream", self.hub.url,
+                           "--target", self.target.url, "--log-level", "warn"] + RETRY +
                           list(extra))
 
     def wait_enqueued(self, coord):
@@ -176,7 +177,9 @@ class SanitizerTest(MirrorCase):
 
     def test_bad_input(self):
         for argv in ([WORKER, "--concurrency", "0"], [WORKER, "--concurency", "4"],
-                     [WORKER, "--redis", "http://127.0.0.1:6379"],
+                     [WORKER, "--redis", "http://127.0.0.1:6379", "--target",
+                      "http://127.0.0.1:5000"],
+                     [WORKER, "--target", "ftp://127.0.0.1:5000"],
                      [COORD, "sync", "--once", "--redis", self.redis.url],
                      [COORD, "catalog", "--official-images", "/nonexistent/oi.git"],
                      [COORD, "catalog", "--official-images", OFFICIAL_IMAGES, "--ref",

@@ -1,5 +1,6 @@
 """Security: credentials never leak, TLS is verified unless the URL says http://, tokens
-never follow a redirect to another host.
+never follow a redirect to another host, and no credentials go to a host that only a job
+payload or another origin's challenge names.
 
 Secrets come from every source hubsync reads them from (environment, docker config with a
 credential helper, a redis:// URL with a password) and are then looked for in every log
@@ -19,8 +20,11 @@ import urllib.parse
 import urllib.request
 
 from harness import BIN, OFFICIAL_IMAGES, RedisServer, Registry
+from harness.fakereg import Challenger
+from harness.redisq import QueueTool
 from harness.standin import Standin
-from harness.mirror import ACCEPT, MirrorCase, catalog, enqueued, head, pushed_tags
+from harness.mirror import (ACCEPT, MirrorCase, Sync, catalog, dead_letters, enqueued, head,
+                            pushed_tags)
 
 REPOS = ["hello-world"]
 ALICE_PW = "S3cretPW-alice-7f1d"
@@ -106,6 +110,7 @@ class SecretsTest(unittest.TestCase):
             time.sleep(0.05)
         with self.log_file("worker") as out:
             w = subprocess.Popen([BIN + "/hubsync-worker", "--redis", self.redis.url,
+                                  "--upstream", self.hub.url, "--target", self.target.url,
                                   "--exit-when-idle", "--log-level", "debug"] +
                                  list(worker_extra), stdout=out, stderr=subprocess.STDOUT,
                                  env=env)
@@ -175,6 +180,206 @@ class SecretsTest(unittest.TestCase):
         self.assertIn("127.0.0.1:%d" % self.redis.port, p.stderr)
 
 
+class ForeignRegistryJobTest(MirrorCase):
+    """Jobs name registries, the worker's own configuration decides: a job naming another
+    upstream or target is dead-lettered with a reason naming that URL and the option to set,
+    and that host gets no request at all, let alone the credentials of the environment."""
+
+    REPOS = REPOS
+
+    def job(self, upstream, target):
+        return json.dumps({"v": 1, "run": "r1", "key": "k", "upstream": upstream,
+                           "source_repo": "library/hello-world", "target": target,
+                           "target_repo": "library/hello-world", "tags": ["latest"],
+                           "platforms": [], "platform_policy": "all", "reason": "check",
+                           "attempt": 0})
+
+    def test_job_naming_another_registry_is_refused(self):
+        other = Challenger().start()
+        self.addCleanup(other.stop)
+        q = QueueTool(self.redis.url, "hubsync:")
+        q.one("enqueue", "other-upstream", self.job(other.url, self.target.url))
+        q.one("enqueue", "other-target", self.job(self.hub.url, other.url + "/"))
+        config_dir = tempfile.mkdtemp(prefix="hubsync-noconfig-")
+        self.addCleanup(shutil.rmtree, config_dir, ignore_errors=True)
+        env = dict(os.environ, HUBSYNC_UPSTREAM_USERNAME="alice",
+                   HUBSYNC_UPSTREAM_PASSWORD=ALICE_PW, HUBSYNC_TARGET_USERNAME="bob",
+                   HUBSYNC_TARGET_PASSWORD=HELPER_PW, DOCKER_CONFIG=config_dir)
+        w = subprocess.run([BIN + "/hubsync-worker", "--redis", self.redis.url, "--upstream",
+                            self.hub.url, "--target", self.target.url, "--exit-when-idle",
+                            "--max-attempts", "1", "--http-retries", "0"],
+                           capture_output=True, text=True, env=env, timeout=120)
+        self.assertEqual(w.returncode, 0, w.stderr[-2000:])
+        self.assertEqual(other.requests, [])
+        dead = {d["key"]: d["reason"] for d in dead_letters(self.redis)}
+        self.assertEqual(set(dead), {"other-upstream", "other-target"})
+        self.assertIn("upstream %s is not this worker's" % other.url, dead["other-upstream"])
+        self.assertIn("--upstream", dead["other-upstream"])
+        self.assertIn("target %s/ is not this worker's" % other.url, dead["other-target"])
+        self.assertIn("--target", dead["other-target"])
+        for text in list(dead.values()) + [w.stderr]:
+            self.assertNotIn(ALICE_PW, text)
+            self.assertNotIn(HELPER_PW, text)
+
+
+class ForeignChallengeTest(MirrorCase):
+    """Credentials go only to the realm the registry's own challenge names: a blob GET
+    redirected to another origin (a CDN) that answers 401 with a realm of its own is a
+    failure, and that realm gets nothing."""
+
+    REPOS = REPOS
+    HUB_USERS = ["alice:%s:100000" % ALICE_PW]
+
+    def test_cdn_challenge_gets_no_credentials(self):
+        cdn = Challenger().start()
+        self.addCleanup(cdn.stop)
+        self.hub.config(cdn_url=cdn.url)
+        self.addCleanup(self.hub.config, cdn_url="")
+        config_dir = tempfile.mkdtemp(prefix="hubsync-noconfig-")
+        self.addCleanup(shutil.rmtree, config_dir, ignore_errors=True)
+        s = Sync(self.hub, self.redis, self.target, REPOS, workers=1,
+                 worker_extra=["--max-attempts", "1", "--http-retries", "0"],
+                 worker_env={"HUBSYNC_UPSTREAM_USERNAME": "alice",
+                             "HUBSYNC_UPSTREAM_PASSWORD": ALICE_PW,
+                             "DOCKER_CONFIG": config_dir}).run()
+        self.assertNotEqual(s.rc, 0, s.stderr)
+        # The blob GETs did reach the CDN, and the hub's own realm got alice's credentials.
+        self.assertTrue(any("/registry-v2/" in path for _, path, _ in cdn.requests),
+                        cdn.requests)
+        self.assertIn("alice", self.hub.counters()["sources"])
+        self.assertEqual([r for r in cdn.requests if r[2] or r[1].startswith("/token")], [])
+        reasons = [d["reason"] for d in dead_letters(self.redis)]
+        self.assertTrue(reasons)
+        for r in reasons:
+            self.assertIn("401", r)
+
+
+# docker-credential-hubsynctest for HelperCacheTest: answers bob's credentials for the
+# stand-in and logs each call (one JSON line). HELPER_MODE "slow": every call but the first
+# sleeps 3.5 s and counts the requests the stand-in received meanwhile; "wrong-first": the
+# first answer has a wrong password.
+HELPER = r"""#!/usr/bin/env python3
+import json, os, sys, time, urllib.request
+
+def received():
+    with urllib.request.urlopen(os.environ["HELPER_HUB"] + "/_standin/counters") as r:
+        return json.load(r)["requests"]
+
+server = sys.stdin.readline().strip()
+log = os.environ["HELPER_LOG"]
+calls = len(open(log).readlines()) if os.path.exists(log) else 0
+entry = {"server": server, "start": time.time()}
+if os.environ["HELPER_MODE"] == "slow" and calls > 0:
+    time.sleep(0.5)
+    entry["before"] = received()
+    time.sleep(3)
+    entry["after"] = received()
+secret = os.environ["HELPER_SECRET"]
+if os.environ["HELPER_MODE"] == "wrong-first" and calls == 0:
+    secret = "wrong-" + secret
+entry["end"] = time.time()
+with open(log, "a") as f:
+    f.write(json.dumps(entry) + "\n")
+print(json.dumps({"ServerURL": server, "Username": "bob", "Secret": secret}))
+"""
+
+
+class HelperCacheTest(MirrorCase):
+    """A credential helper runs beside the transfers, never in their way, and its answer is
+    asked again once older than --cred-helper-ttl, or at once after a 401 refused it."""
+
+    REPOS = ["hello-world", "busybox"]
+    HUB_USERS = ["bob:%s:100000" % HELPER_PW]
+
+    def setUp(self):
+        super().setUp()
+        self.tmp = tempfile.mkdtemp(prefix="hubsync-helper-")
+        self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
+        bindir = os.path.join(self.tmp, "bin")
+        os.makedirs(bindir)
+        helper = os.path.join(bindir, "docker-credential-hubsynctest")
+        with open(helper, "w") as f:
+            f.write(HELPER)
+        os.chmod(helper, stat.S_IRWXU)
+        with open(os.path.join(self.tmp, "config.json"), "w") as f:
+            json.dump({"credHelpers": {self.hub.host: "hubsynctest"}}, f)
+        self.log = os.path.join(self.tmp, "helper.log")
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("HUBSYNC_")}
+        self.env.update(DOCKER_CONFIG=self.tmp, PATH=bindir + os.pathsep + os.environ["PATH"],
+                        HELPER_LOG=self.log, HELPER_HUB=self.hub.url, HELPER_SECRET=HELPER_PW)
+        self.queue = QueueTool(self.redis.url, "hubsync:")
+
+    def calls(self):
+        if not os.path.exists(self.log):
+            return []
+        with open(self.log) as f:
+            return [json.loads(line) for line in f]
+
+    def enqueue(self, repo, group):
+        """One job for a tag group of the stand-in; its tags, to check on the target."""
+        tags = group["tags"]
+        self.queue.one("enqueue", "%s:%s" % (repo, tags[0]), json.dumps({
+            "v": 1, "run": "r1", "key": "%s:%s" % (repo, tags[0]), "upstream": self.hub.url,
+            "source_repo": "library/" + repo, "target": self.target.url,
+            "target_repo": "library/" + repo, "tags": tags, "platforms": [],
+            "platform_policy": "all", "reason": "changed", "attempt": 0}))
+        return [(repo, t) for t in tags]
+
+    def groups(self, repo):
+        return next(r["groups"] for r in self.pushed["repositories"]
+                    if r["name"] == "library/" + repo)
+
+    def worker(self, mode, *extra):
+        p = subprocess.Popen([BIN + "/hubsync-worker", "--redis", self.redis.url, "--upstream",
+                              self.hub.url, "--target", self.target.url, "--exit-when-idle",
+                              "--log-level", "warn"] + list(extra),
+                             stderr=subprocess.PIPE, text=True, env=dict(self.env,
+                                                                        HELPER_MODE=mode))
+        self.procs.append(p)
+        return p
+
+    def assert_copied(self, worker, tags):
+        err = worker.communicate(timeout=180)[1]
+        self.assertEqual(worker.returncode, 0, err[-2000:])
+        self.assertEqual(dead_letters(self.redis), [])
+        want = pushed_tags(self.pushed, self.REPOS)
+        for repo, tag in tags:
+            self.assertEqual(head(self.target.url, "library/" + repo, tag), want[(repo, tag)])
+        self.assertIn("bob", self.hub.counters()["sources"])
+
+    def test_slow_helper_leaves_other_transfers_going_and_is_asked_again(self):
+        # Every stand-in request takes 1 s: the busybox job is still copying when the helper
+        # is asked again for the next job.
+        self.hub.config(latency_ms=1000)
+        self.addCleanup(self.hub.config, latency_ms=0)
+        busy = max(self.groups("busybox"), key=lambda g: len(g["children"]))
+        tags = self.enqueue("busybox", busy)
+        w = self.worker("slow", "--cred-helper-ttl", "1")
+        deadline = time.time() + 60
+        while not self.calls():
+            self.assertLess(time.time(), deadline, "the helper was never asked")
+            self.assertIsNone(w.poll(), w.stderr.read() if w.poll() is not None else "")
+            time.sleep(0.05)
+        # Past the first answer's cache time, a job that needs the credentials comes in.
+        while time.time() < self.calls()[0]["end"] + 1.2:
+            time.sleep(0.05)
+        tags += self.enqueue("hello-world", self.groups("hello-world")[0])
+        self.assert_copied(w, tags)
+        calls = self.calls()
+        self.assertGreaterEqual(len(calls), 2, "the helper's answer was never asked again")
+        again = calls[1]
+        self.assertGreater(again["after"], again["before"],
+                           "no request reached the stand-in while the helper ran: %r" % again)
+
+    def test_refused_answer_is_asked_again_at_once(self):
+        tags = self.enqueue("hello-world", self.groups("hello-world")[0])
+        w = self.worker("wrong-first", "--max-attempts", "3", "--backoff-ms", "100",
+                        "--http-retries", "0")
+        self.assert_copied(w, tags)
+        self.assertEqual(len(self.calls()), 2)
+        self.assertGreater(self.hub.counters()["token_denied"], 0)
+
+
 class TlsRegistry(Registry):
     """docker-registry serving HTTPS with a self-signed certificate for 127.0.0.1."""
 
@@ -212,6 +417,7 @@ class TlsTest(MirrorCase):
         while time.time() < deadline and coord.poll() is None and not enqueued(self.redis):
             time.sleep(0.05)
         w = subprocess.run([BIN + "/hubsync-worker", "--redis", self.redis.url,
+                            "--upstream", self.hub.url, "--target", self.target.url,
                             "--exit-when-idle", "--max-attempts", "1", "--http-retries", "0"] +
                            list(worker_extra), stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True, timeout=300)

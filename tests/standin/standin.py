@@ -80,6 +80,8 @@ CONFIG = [
                                        "real one (a lying registry or proxy; \"\": the real one)"),
     ("redirect_loop_rate", float, 0.0, "fraction of blob GETs redirected back to themselves, "
                                        "again on every hop (a redirect loop)"),
+    ("cdn_url", str, "", "base URL blob GETs are redirected to instead of the CDN listener "
+                         "(a CDN of the test's own; \"\": the listener)"),
 ]
 CONFIG_TYPES = {name: typ for name, typ, _, _ in CONFIG}
 FAULTS = ("error", "reset", "truncate", "corrupt", "burst", "content_type", "redirect_loop")
@@ -723,7 +725,7 @@ class RegistryHandler(Handler):
         sig = _b64(hmac.new(hub.secret, ("%d|%s|%s" % (exp, name, digest)).encode(),
                             hashlib.sha256).digest()[:16])
         location = "%s/registry-v2/docker/registry/v2/blobs/sha256/%s/%s/data?verify=%d-%s" \
-                   "&repo=%s" % (hub.cdn_base, hexd[:2], hexd, exp, sig, quote(name, safe=""))
+                   "&repo=%s" % (hub.cfg("cdn_url") or hub.cdn_base, hexd[:2], hexd, exp, sig, quote(name, safe=""))
         self.reply(307, b"", headers=self.api_headers() + [("Location", location)],
                    ctype="text/html; charset=utf-8")
 

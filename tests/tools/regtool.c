@@ -173,7 +173,7 @@ static int load_creds(const char *prefix, const char *url, struct creds *cr, str
     memset(cr, 0, sizeof(*cr));
     if (!prefix)
         return 0;
-    return creds_lookup(prefix, url, cr, e) < 0 ? -1 : 0;
+    return creds_lookup(prefix, url, url, cr, e) < 0 ? -1 : 0;
 }
 
 static char *read_file(const char *path, size_t *len, struct err *e)

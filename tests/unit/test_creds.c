@@ -12,6 +12,8 @@
 
 #include <cmocka.h>
 
+#include <ev.h>
+
 #include "creds.h"
 #include "xalloc.h"
 
@@ -57,6 +59,8 @@ static int setup(void **state)
                0755);
     write_file(fx->dir, "docker-credential-broken", "#!/bin/sh\necho '{not json'\n", 0755);
     write_file(fx->dir, "docker-credential-crash", "#!/bin/sh\nexit 7\n", 0755);
+    write_file(fx->dir, "docker-credential-huge", "#!/bin/sh\nhead -c 70000 /dev/zero\n", 0755);
+    write_file(fx->dir, "docker-credential-slow", "#!/bin/sh\nexec sleep 30\n", 0755);
     *state = fx;
     return 0;
 }
@@ -115,16 +119,33 @@ static void test_creds__environment(void **state)
     assert_int_equal(creds_from_env("HS_T", &c, &e), -1); /* password without user */
     unsetenv("HS_T_PASSWORD_FILE");
     free(pf);
-    /* environment comes first in creds_lookup */
+    /* environment comes first in creds_lookup, for its own registry only */
     setenv("HS_T_USERNAME", "env-user", 1);
     setenv("HS_T_PASSWORD", "env-pw", 1);
     config(fx, "{\"auths\":{\"reg.example\":{\"auth\":\"Y2ZnOmNmZw==\"}}}");
-    assert_int_equal(creds_lookup("HS_T", "https://reg.example", &c, &e), 1);
+    const char *own = "https://reg.example";
+    assert_int_equal(creds_lookup("HS_T", own, "https://reg.example", &c, &e), 1);
     assert_string_equal(c.username, "env-user");
     creds_clear(&c);
-    assert_int_equal(creds_lookup(NULL, "https://reg.example", &c, &e), 1);
+    assert_int_equal(creds_lookup("HS_T", own, "https://REG.example:443/v2/", &c, &e), 1);
+    assert_string_equal(c.username, "env-user");
+    creds_clear(&c);
+    assert_int_equal(creds_lookup(NULL, own, "https://reg.example", &c, &e), 1);
     assert_string_equal(c.username, "cfg");
     creds_clear(&c);
+    assert_int_equal(creds_lookup("HS_T", NULL, "https://reg.example", &c, &e), 1);
+    assert_string_equal(c.username, "cfg");
+    creds_clear(&c);
+    /* another scheme, port or host: docker's config for that host, never the environment */
+    assert_int_equal(creds_lookup("HS_T", own, "http://reg.example", &c, &e), 1);
+    assert_string_equal(c.username, "cfg");
+    creds_clear(&c);
+    assert_int_equal(creds_lookup("HS_T", own, "https://reg.example:5000", &c, &e), 0);
+    assert_null(c.username);
+    assert_int_equal(creds_lookup("HS_T", own, "https://evil.example", &c, &e), 0);
+    assert_null(c.username);
+    assert_int_equal(creds_lookup("HS_T", own, "https://reg.example.evil.example", &c, &e), 0);
+    assert_null(c.username);
     unsetenv("HS_T_USERNAME");
     unsetenv("HS_T_PASSWORD");
 }
@@ -245,6 +266,77 @@ static void test_creds__helpers(void **state)
     free(asked);
 }
 
+struct answer {
+    int calls;
+    int rc;
+    char user[64];
+    char msg[ERR_MSG_MAX];
+};
+
+static void on_answer(int rc, const struct creds *cr, const struct err *e, void *arg)
+{
+    struct answer *a = arg;
+    a->calls++;
+    a->rc = rc;
+    snprintf(a->user, sizeof(a->user), "%s", rc == 1 ? cr->username : "");
+    snprintf(a->msg, sizeof(a->msg), "%s", rc < 0 ? e->msg : "");
+}
+
+/* Ask helper for url from the default loop; the answer comes later, once. */
+static struct answer ask(const char *helper, const char *url)
+{
+    struct ev_loop *loop = ev_default_loop(0);
+    struct answer a = {0, 0, "", ""};
+    creds_ask_start(loop, helper, url, on_answer, &a);
+    assert_int_equal(a.calls, 0);
+    ev_run(loop, 0);
+    assert_int_equal(a.calls, 1);
+    return a;
+}
+
+/* The helper as a child process of a libev loop, as the worker asks it. */
+static void test_creds__ask_from_the_loop(void **state)
+{
+    struct fixture *fx = *state;
+    struct creds c;
+    struct err e;
+    char *helper = NULL;
+    config(fx, "{\"credHelpers\":{\"helped.example\":\"fake\"}}");
+    assert_int_equal(creds_find("HS_T", "https://other.example", "https://helped.example", &c,
+                                &helper, &e),
+                     CREDS_HELPER);
+    assert_string_equal(helper, "fake");
+    assert_null(c.username);
+    free(helper);
+    struct answer a = ask("fake", "https://helped.example");
+    assert_int_equal(a.rc, 1);
+    assert_string_equal(a.user, "hub-user");
+    a = ask("fake", "https://registry-1.docker.io/");
+    assert_int_equal(a.rc, 1);
+    assert_int_equal(ask("fake", "https://other.example").rc, 0);
+    static const char *const failing[][2] = {
+        {"crash", "exit status 7"},
+        {"nosuchhelper", "docker-credential-nosuchhelper"},
+        {"huge", "larger than"},
+        {"broken", "not {\"Username\""},
+    };
+    for (size_t i = 0; i < sizeof(failing) / sizeof(failing[0]); i++) {
+        a = ask(failing[i][0], "https://helped.example");
+        assert_int_equal(a.rc, -1);
+        assert_non_null(strstr(a.msg, failing[i][1]));
+    }
+    /* Cancelled: the helper is killed, the callback never runs, nothing is left to wait for. */
+    struct answer none = {0, 0, "", ""};
+    creds_ask_cancel(creds_ask_start(ev_default_loop(0), "slow", "https://helped.example",
+                                     on_answer, &none));
+    ev_run(ev_default_loop(0), 0);
+    assert_int_equal(none.calls, 0);
+    /* The blocking path has the same bound. */
+    config(fx, "{\"credHelpers\":{\"huge.example\":\"huge\"}}");
+    assert_int_equal(creds_from_docker_config("https://huge.example", &c, &e), -1);
+    assert_non_null(strstr(e.msg, "larger than"));
+}
+
 /* The parsers alone: no file, no process. */
 static void test_creds__parsers(void **state)
 {
@@ -300,6 +392,7 @@ int main(void)
         cmocka_unit_test(test_creds__host_keys),
         cmocka_unit_test_setup_teardown(test_creds__config_auths, setup, teardown),
         cmocka_unit_test_setup_teardown(test_creds__helpers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_creds__ask_from_the_loop, setup, teardown),
         cmocka_unit_test(test_creds__parsers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -142,6 +142,21 @@ static void test_reg_parse__same_origin(void **state)
     assert_false(reg_parse_same_origin("nope", "nope"));
 }
 
+static void test_reg_parse__same_registry(void **state)
+{
+    (void)state;
+    assert_true(reg_parse_same_registry("https://registry-1.docker.io",
+                                        "https://Registry-1.docker.io:443/"));
+    assert_true(reg_parse_same_registry("http://127.0.0.1:5000/v2/", "http://127.0.0.1:5000"));
+    assert_true(reg_parse_same_registry("https://h/mirror/v2", "https://h/mirror/"));
+    assert_false(reg_parse_same_registry("https://h/mirror", "https://h"));
+    assert_false(reg_parse_same_registry("https://h/a", "https://h/b"));
+    assert_false(reg_parse_same_registry("http://h", "https://h"));
+    assert_false(reg_parse_same_registry("https://h:5000", "https://h"));
+    assert_false(reg_parse_same_registry("https://h.evil", "https://h"));
+    assert_false(reg_parse_same_registry("nope", "nope"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -150,6 +165,7 @@ int main(void)
         cmocka_unit_test(test_reg_parse__tags),
         cmocka_unit_test(test_reg_parse__resolve),
         cmocka_unit_test(test_reg_parse__same_origin),
+        cmocka_unit_test(test_reg_parse__same_registry),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
