@@ -955,10 +955,19 @@ static void head_done(struct reg_result *res, void *arg)
     ej_release(ej);
 }
 
+static void target_checked(void *arg)
+{
+    ej_release(arg);
+}
+
+/* The tags' HEADs, and meanwhile the check of what the shared state says
+ * about the target. */
 static void start_heads(struct engine_job *ej)
 {
     ej->phase = PH_HEADS;
     ej_hold(ej);
+    ej_hold(ej);
+    ej->en->ops.check_target(ej->en->ops.ctx, ej->dst, ej->job.target_repo, target_checked, ej);
     for (size_t i = 0; i < ej->ntags; i++) {
         for (int up = 1; up >= 0; up--) {
             struct head *h = xmalloc(sizeof(*h));
@@ -1020,10 +1029,10 @@ struct engine *engine_new(struct ev_loop *loop, struct reg_client *client,
                           const struct engine_ops *ops, const struct engine_opts *opts,
                           struct err *e)
 {
-    if (!loop || !client || !ops || !ops->budget_acquire || !ops->budget_done || !ops->present ||
-        !ops->mark_present ||
-        !ops->blob_home || !ops->lock || !ops->unlock || !ops->manifest_cached ||
-        !ops->manifest_keep || !ops->still_held || !opts || !opts->upstream || !opts->target) {
+    if (!loop || !client || !ops || !ops->budget_acquire || !ops->budget_done ||
+        !ops->check_target || !ops->present || !ops->mark_present || !ops->blob_home ||
+        !ops->lock || !ops->unlock || !ops->manifest_cached || !ops->manifest_keep ||
+        !ops->still_held || !opts || !opts->upstream || !opts->target) {
         err_set(e, "engine: incomplete arguments");
         return NULL;
     }

@@ -82,6 +82,7 @@ typedef void (*engine_flag_fn)(int yes, void *arg);
 /* grant (may be NULL) goes back to budget_done once the GET has an answer. */
 typedef void (*engine_budget_fn)(int granted, long wait_ms, void *grant, void *arg);
 typedef void (*engine_home_fn)(const char *repo, void *arg);
+typedef void (*engine_ready_fn)(void *arg);
 /* body (len bytes) and its media type, borrowed for the call; NULL: none. */
 typedef void (*engine_bytes_fn)(const char *body, size_t len, const char *media_type,
                                 void *arg);
@@ -100,6 +101,13 @@ struct engine_ops {
      * reservation is settled. Called once per grant. */
     void (*budget_done)(void *ctx, struct reg_registry *up, void *grant,
                         const struct reg_result *res);
+    /* Bring what present and blob_home answer for dst up to date with the
+     * storage dst has now (a target wiped or replaced behind the same URL
+     * must not be answered from what the old one held). repo: a repository
+     * of dst the job writes to, where the ops may write a marker blob. Called
+     * once per job before anything is asked about the target. */
+    void (*check_target)(void *ctx, struct reg_registry *dst, const char *repo,
+                         engine_ready_fn cb, void *arg);
     /* Is digest known to be in repo of target? */
     void (*present)(void *ctx, const char *target, const char *repo, const char *digest,
                     engine_flag_fn cb, void *arg);
