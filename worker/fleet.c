@@ -11,7 +11,8 @@
  * recreated, another registry at the same address, a GC of unreferenced
  * blobs) and a new marker starts a new epoch, leaving the old sets to
  * expire. A worker HEADs the marker at most every FLEET_EPOCH_CHECK_S per
- * target. Without a known epoch no hint is used. */
+ * target; between checks a 404 for anything the sets list still corrects
+ * them (the engine forgets it). Without a known epoch no hint is used. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -585,6 +586,14 @@ static void ops_mark_present(void *ctx, const char *target, const char *repo, co
         fleet_exec(f, rq_cmd_present_mark(f->q, target, epoch, repo, &digest, 1), NULL, NULL);
 }
 
+static void ops_forget(void *ctx, const char *target, const char *repo, const char *digest)
+{
+    struct fleet *f = ctx;
+    const char *epoch = epoch_of(f, target);
+    if (epoch)
+        fleet_exec(f, rq_cmd_present_forget(f->q, target, epoch, repo, &digest, 1), NULL, NULL);
+}
+
 struct home_req {
     engine_home_fn cb;
     void *arg;
@@ -765,6 +774,7 @@ void fleet_engine_ops(struct fleet *f, struct engine_ops *out)
     out->mark_present = ops_mark_present;
     out->blob_home = ops_blob_home;
     out->check_target = ops_check_target;
+    out->forget = ops_forget;
     out->lock = ops_lock;
     out->unlock = ops_unlock;
     out->manifest_cached = ops_manifest_cached;
