@@ -40,28 +40,23 @@ static void put_part(struct buf *b, struct part part)
     }
 }
 
-/* prefix + name, then ":" and each part (s NULL: no part). The buffer limit
- * is only the allocator's: key parts come from validated jobs and headers. */
-static char *build(const struct keys *k, const char *name, struct part p1, struct part p2)
+/* prefix + name, then ":" and each of the n parts. The buffer limit is only
+ * the allocator's: key parts come from validated jobs and headers. */
+static char *build(const struct keys *k, const char *name, const struct part *parts, size_t n)
 {
     struct buf b = BUF_INIT((size_t)-1 / 2);
     buf_puts(&b, k->prefix);
     buf_puts(&b, name);
-    if (p1.s) {
+    for (size_t i = 0; i < n; i++) {
         buf_puts(&b, ":");
-        put_part(&b, p1);
-    }
-    if (p2.s) {
-        buf_puts(&b, ":");
-        put_part(&b, p2);
+        put_part(&b, parts[i]);
     }
     return buf_steal(&b);
 }
 
 static char *fixed(const struct keys *k, const char *name)
 {
-    struct part none = {NULL, 0};
-    return build(k, name, none, none);
+    return build(k, name, NULL, 0);
 }
 
 int keys_init(struct keys *k, const char *prefix, struct err *e)
@@ -104,10 +99,12 @@ void keys_free(struct keys *k)
     }
 }
 
-char *keys_target_id(const char *target_url)
+/* The authority of a URL (after the scheme, before the path), its length and
+ * where it starts, credentials skipped. */
+static const char *url_authority(const char *url, size_t *len)
 {
-    const char *p = strstr(target_url, "://");
-    p = p ? p + 3 : target_url;
+    const char *p = strstr(url, "://");
+    p = p ? p + 3 : url;
     size_t end = strcspn(p, "/?#");
     /* Credentials never go into a key name. */
     const char *at = memchr(p, '@', end);
@@ -115,16 +112,59 @@ char *keys_target_id(const char *target_url)
         end -= (size_t)(at + 1 - p);
         p = at + 1;
     }
-    char *id = xstrndup(p, end);
-    for (char *c = id; *c; c++)
-        *c = (char)tolower((unsigned char)*c);
+    *len = end;
+    return p;
+}
+
+static void lower(char *s)
+{
+    for (; *s; s++)
+        *s = (char)tolower((unsigned char)*s);
+}
+
+char *keys_host_port(const char *url)
+{
+    size_t n;
+    const char *p = url_authority(url, &n);
+    char *id = xstrndup(p, n);
+    lower(id);
+    return id;
+}
+
+char *keys_target_id(const char *target_url)
+{
+    const char *sep = strstr(target_url, "://");
+    char *scheme = sep ? xstrndup(target_url, (size_t)(sep - target_url)) : xstrdup("");
+    lower(scheme);
+    size_t n;
+    const char *auth = url_authority(target_url, &n);
+    char *host = xstrndup(auth, n);
+    lower(host);
+    /* The port is explicit, so that https://r and https://r:443 are one target. */
+    const char *bracket = strrchr(host, ']');
+    int has_port = strchr(bracket ? bracket : host, ':') != NULL;
+    const char *port = has_port || !*host ? ""
+                       : strcmp(scheme, "https") == 0 ? ":443"
+                       : strcmp(scheme, "http") == 0  ? ":80"
+                                                      : "";
+    /* The path as reg_registry_new keeps it: no query or fragment, no trailing
+     * slashes, no trailing /v2. */
+    const char *path = auth + n;
+    size_t pl = strcspn(path, "?#");
+    while (pl > 0 && path[pl - 1] == '/')
+        pl--;
+    if (pl >= 3 && strncmp(path + pl - 3, "/v2", 3) == 0)
+        pl -= 3;
+    char *id = xasprintf("%s%s%s%s%.*s", scheme, *scheme ? "://" : "", host, port, (int)pl, path);
+    free(scheme);
+    free(host);
     return id;
 }
 
 char *keys_run(const struct keys *k, const char *run_id)
 {
-    struct part id = {run_id, 0}, none = {NULL, 0};
-    return build(k, "run", id, none);
+    struct part id = {run_id, 0};
+    return build(k, "run", &id, 1);
 }
 
 char *keys_run_keys(const struct keys *k, const char *run_id)
@@ -135,45 +175,52 @@ char *keys_run_keys(const struct keys *k, const char *run_id)
     return s;
 }
 
-/* name:<target id>[:part]: target-scoped keys. */
+static const struct part no_part = {NULL, 0};
+
+/* name:<target id>[:p2[:p3]]: target-scoped keys (p.s NULL: no such part). */
 static char *target_key(const struct keys *k, const char *name, const char *target_url,
-                        struct part p2)
+                        struct part p2, struct part p3)
 {
     char *t = keys_target_id(target_url);
-    struct part tp = {t, 1};
-    char *key = build(k, name, tp, p2);
+    struct part parts[3] = {{t, 1}, p2, p3};
+    char *key = build(k, name, parts, !p2.s ? 1 : !p3.s ? 2 : 3);
     free(t);
     return key;
 }
 
-char *keys_present(const struct keys *k, const char *target_url, const char *repo)
+char *keys_target(const struct keys *k, const char *target_url)
 {
-    struct part rp = {repo, 0};
-    return target_key(k, "present", target_url, rp);
+    return target_key(k, "target", target_url, no_part, no_part);
 }
 
-char *keys_blobhome(const struct keys *k, const char *target_url)
+char *keys_present(const struct keys *k, const char *target_url, const char *epoch,
+                   const char *repo)
 {
-    struct part none = {NULL, 0};
-    return target_key(k, "blobhome", target_url, none);
+    struct part ep = {epoch, 0}, rp = {repo, 0};
+    return target_key(k, "present", target_url, ep, rp);
+}
+
+char *keys_blobhome(const struct keys *k, const char *target_url, const char *epoch)
+{
+    struct part ep = {epoch, 0};
+    return target_key(k, "blobhome", target_url, ep, no_part);
 }
 
 char *keys_breaker(const struct keys *k, const char *registry_url)
 {
-    struct part none = {NULL, 0};
-    return target_key(k, "breaker", registry_url, none);
+    return target_key(k, "breaker", registry_url, no_part, no_part);
 }
 
 char *keys_blob_lock(const struct keys *k, const char *target_url, const char *digest)
 {
     struct part dp = {digest, 1};
-    return target_key(k, "lock:blob", target_url, dp);
+    return target_key(k, "lock:blob", target_url, dp, no_part);
 }
 
 char *keys_budget(const struct keys *k, const char *source)
 {
-    struct part sp = {source, 0}, none = {NULL, 0};
-    return build(k, "budget", sp, none);
+    struct part sp = {source, 0};
+    return build(k, "budget", &sp, 1);
 }
 
 char *keys_budget_inflight(const struct keys *k, const char *source)
@@ -186,12 +233,12 @@ char *keys_budget_inflight(const struct keys *k, const char *source)
 
 char *keys_manifest(const struct keys *k, const char *digest)
 {
-    struct part dp = {digest, 1}, none = {NULL, 0};
-    return build(k, "manifest", dp, none);
+    struct part dp = {digest, 1};
+    return build(k, "manifest", &dp, 1);
 }
 
 char *keys_worker(const struct keys *k, const char *worker_id)
 {
-    struct part wp = {worker_id, 1}, none = {NULL, 0};
-    return build(k, "worker", wp, none);
+    struct part wp = {worker_id, 1};
+    return build(k, "worker", &wp, 1);
 }

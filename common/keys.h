@@ -6,7 +6,8 @@
  * Variable parts (run ids, target registries, repositories, digests, budget
  * sources, worker ids) are percent-encoded outside [A-Za-z0-9._/@+=-], so no
  * input can make a malformed or colliding key; ':' stays readable only where
- * it is the usual notation (target host:port, digest algorithm, worker id).
+ * it is the usual notation (target URL, digest algorithm, worker id), and the
+ * parts after a target URL (epoch, repository) never hold one.
  *
  * Key                                   type    meaning
  * <p>jobs                               stream  one entry per job, fields `key` (job key, e.g.
@@ -30,9 +31,16 @@
  * <p>runs                               zset    run id scored by start (ms)
  * <p>runs:current                       string  id of the run in progress
  * <p>synced-commit                      string  last official-images commit fully synced
- * <p>present:<target>:<repo>            set     digests (blobs, manifests) known present in
- *                                               that repository of the target registry
- * <p>blobhome:<target>                  hash    digest -> a target repository that has it
+ * <p>target:<target>                    hash    the target's storage epoch: marker (digest of
+ *                                               a small blob the workers wrote into it), repo
+ *                                               (where), epoch (the marker's first 12 hex
+ *                                               digits), since_ms; a new epoch starts when
+ *                                               the marker is gone (storage wiped, replaced,
+ *                                               garbage-collected)
+ * <p>present:<target>:<epoch>:<repo>    set     digests (blobs, manifests) known present in
+ *                                               that repository of the target registry, a
+ *                                               hint (a 404 forgets a digest)
+ * <p>blobhome:<target>:<epoch>          hash    digest -> a target repository that has it
  *                                               (cross-repository mount source)
  * <p>lock:blob:<target>:<digest>        string  upload lock: holder token, PX expiry
  * <p>breaker:<target>                   hash    circuit breaker of a registry (upstream or
@@ -54,7 +62,10 @@
  * <p>ctl:paused                         string  operator switch: while it exists no job is
  *                                               taken
  *
- * <target> is a registry's host[:port], lowercased, from its URL. */
+ * <target> is a registry's URL: scheme://host:port[/path], scheme and host
+ * lowercased, the port explicit (keys_target_id). The target record, present
+ * sets and blobhome expire RQ_PRESENT_TTL_MS after their last use, so those of
+ * an old epoch or a gone target do not stay. */
 #ifndef HUBSYNC_KEYS_H
 #define HUBSYNC_KEYS_H
 
@@ -90,8 +101,10 @@ void keys_free(struct keys *k);
 /* Keys with a variable part; each returns a new string the caller frees. */
 char *keys_run(const struct keys *k, const char *run_id);
 char *keys_run_keys(const struct keys *k, const char *run_id);
-char *keys_present(const struct keys *k, const char *target_url, const char *repo);
-char *keys_blobhome(const struct keys *k, const char *target_url);
+char *keys_target(const struct keys *k, const char *target_url);
+char *keys_present(const struct keys *k, const char *target_url, const char *epoch,
+                   const char *repo);
+char *keys_blobhome(const struct keys *k, const char *target_url, const char *epoch);
 char *keys_breaker(const struct keys *k, const char *registry_url);
 char *keys_blob_lock(const struct keys *k, const char *target_url, const char *digest);
 char *keys_budget(const struct keys *k, const char *source);
@@ -99,8 +112,12 @@ char *keys_budget_inflight(const struct keys *k, const char *source);
 char *keys_worker(const struct keys *k, const char *worker_id);
 char *keys_manifest(const struct keys *k, const char *digest);
 
-/* The registry part of a target URL as used in key names: host[:port],
- * lowercased, without scheme, credentials or path. Caller frees. */
+/* A target registry's identity as used in key names: scheme://host:port[/path]
+ * with scheme and host lowercased, the scheme's default port made explicit,
+ * the path as reg_registry_new keeps it, no credentials, query or fragment.
+ * Caller frees. */
 char *keys_target_id(const char *target_url);
+/* host[:port] of a URL, lowercased, nothing else. Caller frees. */
+char *keys_host_port(const char *url);
 
 #endif

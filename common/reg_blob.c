@@ -283,16 +283,24 @@ static char *with_query(const char *url, const char *param)
 static void on_up(struct reg_req *q, void *arg);
 static void on_fin(struct reg_req *q, void *arg);
 
-static struct reg_req *dst_req(struct copy *cp, const char *method, char *url, const char *what,
-                               reg_req_fn done)
+/* A request that writes blob digest into repo of dst (url taken over). */
+static struct reg_req *push_req(struct reg_registry *dst, const char *repo, const char *digest,
+                                const char *method, char *url, const char *what, reg_req_fn done,
+                                void *arg)
 {
-    char *scope = reg_http_scope(cp->dst_repo, "pull,push");
-    char *w = xasprintf("%s %s@%s", what, cp->dst_repo, cp->digest);
-    struct reg_req *q = reg_http_new(cp->dst, method, url, scope, w, done, cp);
+    char *scope = reg_http_scope(repo, "pull,push");
+    char *w = xasprintf("%s %s@%s", what, repo, digest);
+    struct reg_req *q = reg_http_new(dst, method, url, scope, w, done, arg);
     free(scope);
     free(w);
     q->max_body = ERROR_BODY_MAX;
     return q;
+}
+
+static struct reg_req *dst_req(struct copy *cp, const char *method, char *url, const char *what,
+                               reg_req_fn done)
+{
+    return push_req(cp->dst, cp->dst_repo, cp->digest, method, url, what, done, cp);
 }
 
 static void start_upload(struct copy *cp)
@@ -620,4 +628,101 @@ void reg_mount_blob(struct reg_registry *dst, const char *repo, const char *dige
 {
     struct reg_blob_spec spec = {NULL, NULL, dst, repo, digest, 0, from};
     reg_copy_blob(&spec, done, arg);
+}
+
+/* ---- small blobs from memory ---- */
+
+struct put {
+    struct reg_op base;
+    struct reg_registry *dst;
+    char *repo;
+    char *body;
+    size_t len;
+    char digest[DIGEST_STR_SIZE];
+    struct reg_req *q;
+};
+
+static void put_free(void *p)
+{
+    struct put *pt = p;
+    reg_http_free(pt->q);
+    free(pt->repo);
+    free(pt->body);
+    free(pt);
+}
+
+static void put_finish(struct put *pt)
+{
+    reg_http_op_result(&pt->base, pt->q);
+    if (pt->base.res.cls == REG_OK) {
+        pt->base.res.digest = pt->digest;
+        pt->base.res.length = (long long)pt->len;
+    }
+    reg_http_op_finish(&pt->base);
+    put_free(pt);
+}
+
+static void on_put(struct reg_req *q, void *arg)
+{
+    struct put *pt = arg;
+    if (q->cls == REG_OK && q->h.digest[0] && strcmp(q->h.digest, pt->digest) != 0)
+        reg_http_fail(q, REG_DIGEST_MISMATCH, "the registry stored %s", q->h.digest);
+    put_finish(pt);
+}
+
+static struct reg_req *put_req(struct put *pt, const char *method, char *url, const char *what,
+                               reg_req_fn done)
+{
+    struct reg_req *q = push_req(pt->dst, pt->repo, pt->digest, method, url, what, done, pt);
+    q->has_body = 1;
+    return q;
+}
+
+static void on_put_post(struct reg_req *q, void *arg)
+{
+    struct put *pt = arg;
+    char *loc = NULL;
+    struct err e;
+    if (q->cls == REG_OK && !q->h.location)
+        reg_http_fail(q, REG_PROTOCOL, "HTTP %ld without Location", q->status);
+    else if (q->cls == REG_OK && reg_parse_resolve_url(q->url, q->h.location, &loc, &e) != 0)
+        reg_http_fail(q, REG_PROTOCOL, "Location: %s", e.msg);
+    if (q->cls != REG_OK) {
+        put_finish(pt);
+        return;
+    }
+    char *d = xasprintf("digest=%s", pt->digest);
+    struct reg_req *put = put_req(pt, "PUT", with_query(loc, d), "PUT blob", on_put);
+    free(d);
+    free(loc);
+    put->content_type = "application/octet-stream";
+    put->body = pt->body;
+    put->body_len = pt->len;
+    put->ok_status[0] = 201;
+    reg_http_free(pt->q);
+    pt->q = put;
+    reg_http_start(put);
+}
+
+void reg_put_blob(struct reg_registry *dst, const char *repo, const void *body, size_t len,
+                  reg_done_fn done, void *arg)
+{
+    struct put *pt = xcalloc(1, sizeof(*pt));
+    reg_http_op_init(&pt->base, dst->c, done, arg);
+    pt->dst = dst;
+    pt->repo = dup_or_null(repo);
+    if (!ref_repo_valid(repo) || !body || len > (size_t)REG_MANIFEST_MAX) {
+        reg_http_op_fail_later(&pt->base, REG_INVALID, put_free, pt,
+                               "PUT blob to %s/%.100s: invalid repository name or size",
+                               dst->url, repo ? repo : "");
+        return;
+    }
+    pt->body = xmalloc(len ? len : 1);
+    memcpy(pt->body, body, len);
+    pt->len = len;
+    digest_of(body, len, pt->digest);
+    pt->q = put_req(pt, "POST", reg_http_url(dst, repo, "blobs/uploads/", NULL),
+                    "POST blob upload", on_put_post);
+    pt->q->ok_status[0] = 202;
+    reg_http_start(pt->q);
 }

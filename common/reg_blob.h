@@ -43,4 +43,11 @@ void reg_copy_blob(const struct reg_blob_spec *spec, reg_done_fn done, void *arg
 void reg_mount_blob(struct reg_registry *dst, const char *repo, const char *digest,
                     const char *from, reg_done_fn done, void *arg);
 
+/* Upload len bytes (copied; at most REG_MANIFEST_MAX) as a blob of repo: POST
+ * an upload session, then one PUT <location>?digest= with the bytes. Meant
+ * for small blobs made here (the target's epoch marker); res->digest is the
+ * digest of the bytes. An abandoned session is left to the registry's purge. */
+void reg_put_blob(struct reg_registry *dst, const char *repo, const void *body, size_t len,
+                  reg_done_fn done, void *arg);
+
 #endif

@@ -404,48 +404,76 @@ struct rq_cmd *rq_cmd_breaker_report(const struct rq *q, const char *url, int ok
     return c;
 }
 
-/* FCALL fn on a repository's present set and the target's blobhome hash. */
+/* FCALL fn on a repository's present set and the epoch's blobhome hash. */
 static struct rq_cmd *present_call(const struct rq *q, const char *fn, const char *target,
-                                   const char *repo, const char *const *digests, size_t n)
+                                   const char *epoch, const char *repo)
 {
-    char *present = keys_present(&q->keys, target, repo);
-    char *home = keys_blobhome(&q->keys, target);
+    char *present = keys_present(&q->keys, target, epoch, repo);
+    char *home = keys_blobhome(&q->keys, target, epoch);
     struct rq_cmd *c = fcall(K_INT, fn, 2, present, home);
     free(present);
     free(home);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_present_check(const struct rq *q, const char *target, const char *epoch,
+                                    const char *repo, const char *const *digests, size_t n)
+{
+    char *present = keys_present(&q->keys, target, epoch, repo);
+    struct rq_cmd *c = fcall(K_FLAGS, "hubsync_present_check", 1, present);
+    free(present);
+    arg_ll(c, RQ_PRESENT_TTL_MS);
+    arg_list(c, digests, n);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_present_mark(const struct rq *q, const char *target, const char *epoch,
+                                   const char *repo, const char *const *digests, size_t n)
+{
+    struct rq_cmd *c = present_call(q, "hubsync_present_mark", target, epoch, repo);
+    arg_ll(c, RQ_PRESENT_TTL_MS);
     arg(c, repo);
     arg_list(c, digests, n);
     return c;
 }
 
-struct rq_cmd *rq_cmd_present_check(const struct rq *q, const char *target, const char *repo,
-                                    const char *const *digests, size_t n)
+struct rq_cmd *rq_cmd_present_forget(const struct rq *q, const char *target, const char *epoch,
+                                     const char *repo, const char *const *digests, size_t n)
 {
-    struct rq_cmd *c = cmd_new(K_FLAGS);
-    arg(c, "SMISMEMBER");
-    arg_own(c, keys_present(&q->keys, target, repo));
+    struct rq_cmd *c = present_call(q, "hubsync_present_forget", target, epoch, repo);
+    arg(c, repo);
     arg_list(c, digests, n);
     return c;
 }
 
-struct rq_cmd *rq_cmd_present_mark(const struct rq *q, const char *target, const char *repo,
-                                   const char *const *digests, size_t n)
-{
-    return present_call(q, "hubsync_present_mark", target, repo, digests, n);
-}
-
-struct rq_cmd *rq_cmd_present_forget(const struct rq *q, const char *target, const char *repo,
-                                     const char *const *digests, size_t n)
-{
-    return present_call(q, "hubsync_present_forget", target, repo, digests, n);
-}
-
-struct rq_cmd *rq_cmd_blobhome(const struct rq *q, const char *target, const char *digest)
+struct rq_cmd *rq_cmd_blobhome(const struct rq *q, const char *target, const char *epoch,
+                               const char *digest)
 {
     struct rq_cmd *c = cmd_new(K_STRING);
     arg(c, "HGET");
-    arg_own(c, keys_blobhome(&q->keys, target));
+    arg_own(c, keys_blobhome(&q->keys, target, epoch));
     arg(c, digest);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_target_get(const struct rq *q, const char *target)
+{
+    struct rq_cmd *c = cmd_new(K_HASH);
+    arg(c, "HGETALL");
+    arg_own(c, keys_target(&q->keys, target));
+    return c;
+}
+
+struct rq_cmd *rq_cmd_target_epoch(const struct rq *q, const char *target, const char *old,
+                                   const char *marker, const char *repo)
+{
+    char *key = keys_target(&q->keys, target);
+    struct rq_cmd *c = fcall(K_HASH, "hubsync_target_epoch", 1, key);
+    free(key);
+    arg(c, old ? old : "");
+    arg(c, marker);
+    arg(c, repo);
+    arg_ll(c, RQ_PRESENT_TTL_MS);
     return c;
 }
 

@@ -199,19 +199,39 @@ struct rq_cmd *rq_cmd_breaker_check(const struct rq *q, const char *const *urls,
 struct rq_cmd *rq_cmd_breaker_report(const struct rq *q, const char *url, int ok, int threshold,
                                      long long cooldown_ms, const char *error);
 
-/* --- blob and manifest dedupe, per target registry and repository --- */
+/* --- blob and manifest dedupe, per target registry, epoch and repository ---
+ *
+ * A hint, never the truth: what a target held when it was last looked at.
+ * The sets belong to one epoch of the target's storage (see keys.h: a marker
+ * blob in the target, recorded in its target record); a target whose marker
+ * is gone starts a new epoch and the old sets are left to expire. Sets, the
+ * blobhome hash and the record live RQ_PRESENT_TTL_MS after their last use. */
+
+#define RQ_PRESENT_TTL_MS (14LL * 24 * 3600 * 1000)
 
 /* RQ_VALUE flags[i] = digests[i] known present. */
-struct rq_cmd *rq_cmd_present_check(const struct rq *q, const char *target, const char *repo,
-                                    const char *const *digests, size_t n);
+struct rq_cmd *rq_cmd_present_check(const struct rq *q, const char *target, const char *epoch,
+                                    const char *repo, const char *const *digests, size_t n);
 /* Mark present and remember repo as their mount source. RQ_VALUE n = new. */
-struct rq_cmd *rq_cmd_present_mark(const struct rq *q, const char *target, const char *repo,
-                                   const char *const *digests, size_t n);
-/* Forget (the target said it lacks them). RQ_VALUE n = removed. */
-struct rq_cmd *rq_cmd_present_forget(const struct rq *q, const char *target, const char *repo,
-                                     const char *const *digests, size_t n);
+struct rq_cmd *rq_cmd_present_mark(const struct rq *q, const char *target, const char *epoch,
+                                   const char *repo, const char *const *digests, size_t n);
+/* Forget (the target said repo lacks them), and repo as their mount source.
+ * RQ_VALUE n = removed. */
+struct rq_cmd *rq_cmd_present_forget(const struct rq *q, const char *target, const char *epoch,
+                                     const char *repo, const char *const *digests, size_t n);
 /* A repository of target holding digest. RQ_VALUE str | RQ_EMPTY. */
-struct rq_cmd *rq_cmd_blobhome(const struct rq *q, const char *target, const char *digest);
+struct rq_cmd *rq_cmd_blobhome(const struct rq *q, const char *target, const char *epoch,
+                               const char *digest);
+/* The target record: RQ_VALUE items "marker", "epoch", "repo", "since_ms" |
+ * RQ_EMPTY (no epoch yet). */
+struct rq_cmd *rq_cmd_target_get(const struct rq *q, const char *target);
+/* marker (a blob digest in repo of target) becomes the target's epoch if the
+ * record still names old (NULL or "": no record); otherwise the record stands
+ * (another worker started the new epoch first). With old = marker it only
+ * says the marker was found: the record lives on. RQ_VALUE items: the record
+ * now. */
+struct rq_cmd *rq_cmd_target_epoch(const struct rq *q, const char *target, const char *old,
+                                   const char *marker, const char *repo);
 
 /* --- manifests fetched upstream whose job was cut short (budget, failure) --- */
 

@@ -458,12 +458,29 @@ redis.register_function('hubsync_breaker_report', function(keys, args)
   return false
 end)
 
--- KEYS present blobhome; ARGV repo digest... -> digests newly added
+-- Present sets, blobhome and the target record live ttl_ms after their last
+-- use: those of an old epoch or of a gone target expire by themselves.
+
+-- KEYS present; ARGV ttl_ms digest... -> {1|0 per digest}
+redis.register_function('hubsync_present_check', function(keys, args)
+  local ttl = int(args[1], 'ttl_ms')
+  local flags = {}
+  for i = 2, #args do flags[i - 1] = redis.call('SISMEMBER', keys[1], args[i]) end
+  redis.call('PEXPIRE', keys[1], ttl)
+  return flags
+end)
+
+-- KEYS present blobhome; ARGV ttl_ms repo digest... -> digests newly added
 redis.register_function('hubsync_present_mark', function(keys, args)
+  local ttl = int(args[1], 'ttl_ms')
   local added = 0
-  for i = 2, #args do
+  for i = 3, #args do
     added = added + redis.call('SADD', keys[1], args[i])
-    redis.call('HSET', keys[2], args[i], args[1])
+    redis.call('HSET', keys[2], args[i], args[2])
+  end
+  if #args > 2 then
+    redis.call('PEXPIRE', keys[1], ttl)
+    redis.call('PEXPIRE', keys[2], ttl)
   end
   return added
 end)
@@ -478,6 +495,23 @@ redis.register_function('hubsync_present_forget', function(keys, args)
     end
   end
   return removed
+end)
+
+-- KEYS target; ARGV old marker repo ttl_ms -> the record (field, value, ...).
+-- marker becomes the target's epoch only while the record still names old
+-- ('' for none): of two workers that found the old marker gone, the first
+-- one's new marker stands. old = marker only renews the record.
+redis.register_function('hubsync_target_epoch', function(keys, args)
+  local old, marker, repo = args[1], args[2], args[3]
+  local ttl = int(args[4], 'ttl_ms')
+  if not string.match(marker, '^sha256:[0-9a-f]+$') then fail('marker is not a digest') end
+  local cur = redis.call('HGET', keys[1], 'marker') or ''
+  if cur == old and cur ~= marker then
+    redis.call('HSET', keys[1], 'marker', marker, 'epoch', string.sub(marker, 8, 19),
+               'repo', repo, 'since_ms', now_ms())
+  end
+  redis.call('PEXPIRE', keys[1], ttl)
+  return redis.call('HGETALL', keys[1])
 end)
 
 -- KEYS manifest; ARGV type body ttl_ms -> 1

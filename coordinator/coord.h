@@ -154,9 +154,12 @@ int coord_sync_main(int argc, char **argv);
  * run report's [{"repository": name, "tags": [...]}]; the answer (new
  * reference) lists per target repository the tags "deleted" and those
  * "kept" because a supported tag shares their manifest, and an "error" if
- * one occurred. NULL with a message if the target cannot be reached. */
-json_t *coord_prune(const char *target_url, const char *target_prefix, json_t *removed,
-                    struct err *e);
+ * one occurred. The deleted manifests leave the present sets (rc, q). NULL
+ * with a message if the target cannot be reached. */
+struct rconn;
+struct rq;
+json_t *coord_prune(struct rconn *rc, const struct rq *q, const char *target_url,
+                    const char *target_prefix, json_t *removed, struct err *e);
 int coord_plan_main(int argc, char **argv);
 int coord_status_main(int argc, char **argv);
 

@@ -4,7 +4,9 @@
  * that points at it. So a removed tag's manifest is deleted only when every
  * tag the target holds for that digest left the catalog too; otherwise the
  * tag stays and the report says which supported tag keeps it. The target must
- * allow deletes (docker-registry: storage.delete.enabled). */
+ * allow deletes (docker-registry: storage.delete.enabled). What is deleted
+ * leaves the workers' present sets too, so that no later job takes it as
+ * there. */
 #include <ev.h>
 #include <jansson.h>
 #include <stdlib.h>
@@ -12,7 +14,9 @@
 
 #include "coord.h"
 #include "digest.h"
+#include "log.h"
 #include "reg.h"
+#include "rq.h"
 #include "xalloc.h"
 
 #define PRUNE_MAX_TAGS 100000
@@ -31,6 +35,8 @@ struct prune {
     int pending;
     char err[512];     /* first failure */
     json_t *deleted;   /* tags gone with their manifest */
+    char **gone;       /* manifests deleted (or found gone) */
+    size_t ngone;
 };
 
 struct pcall {
@@ -80,6 +86,9 @@ static void deleted(struct reg_result *res, void *arg)
         for (size_t i = 0; i < p->ntags; i++)
             if (strcmp(p->tags[i].digest, c->digest) == 0)
                 json_array_append_new(p->deleted, json_string(p->tags[i].tag));
+        p->gone = xrealloc(p->gone, (p->ngone + 1) * sizeof(*p->gone));
+        p->gone[p->ngone++] = c->digest;
+        c->digest = NULL;
     } else {
         fail_once(p, res);
     }
@@ -144,8 +153,37 @@ static json_t *prune_repo(struct prune *p, json_t *removed)
     return kept;
 }
 
-json_t *coord_prune(const char *target_url, const char *target_prefix, json_t *removed,
-                    struct err *e)
+/* The target's epoch in Redis (see rq.h), into epoch; "" when it has none. */
+static void prune_epoch(struct rconn *rc, const struct rq *q, const char *target_url,
+                        char *epoch, size_t n)
+{
+    struct rq_res res;
+    struct err e;
+    epoch[0] = '\0';
+    if (rq_exec(rc, rq_cmd_target_get(q, target_url), &res, &e) < 0)
+        log_warn("delete removed tags: %s (the present sets keep what is deleted)", e.msg);
+    else if (res.status == RQ_VALUE && rq_res_field(&res, "epoch"))
+        snprintf(epoch, n, "%s", rq_res_field(&res, "epoch"));
+    rq_res_free(&res);
+}
+
+static void prune_forget(struct rconn *rc, const struct rq *q, const char *target_url,
+                         const char *epoch, const struct prune *p)
+{
+    struct rq_res res;
+    struct err e;
+    if (!epoch[0] || p->ngone == 0)
+        return;
+    if (rq_exec(rc, rq_cmd_present_forget(q, target_url, epoch, p->repo,
+                                          (const char *const *)p->gone, p->ngone),
+                &res, &e) < 0)
+        log_warn("delete removed tags: %s: %s (the present set keeps what is deleted)", p->repo,
+                 e.msg);
+    rq_res_free(&res);
+}
+
+json_t *coord_prune(struct rconn *rc, const struct rq *q, const char *target_url,
+                    const char *target_prefix, json_t *removed, struct err *e)
 {
     json_t *out = NULL;
     struct reg_client *client = NULL;
@@ -159,6 +197,8 @@ json_t *coord_prune(const char *target_url, const char *target_prefix, json_t *r
     int found = creds_lookup("HUBSYNC_TARGET", target_url, target_url, &cr, e);
     if (found < 0 || !(dst = reg_registry_new(client, target_url, found ? &cr : NULL, e)))
         goto out;
+    char epoch[DIGEST_STR_SIZE];
+    prune_epoch(rc, q, target_url, epoch, sizeof(epoch));
     out = json_array();
     size_t i;
     json_t *r;
@@ -166,8 +206,9 @@ json_t *coord_prune(const char *target_url, const char *target_prefix, json_t *r
     {
         char *repo = xasprintf("%s%s", target_prefix,
                                json_string_value(json_object_get(r, "repository")));
-        struct prune p = {loop, dst, repo, NULL, 0, 0, "", json_array()};
+        struct prune p = {loop, dst, repo, NULL, 0, 0, "", json_array(), NULL, 0};
         json_t *kept = prune_repo(&p, json_object_get(r, "tags"));
+        prune_forget(rc, q, target_url, epoch, &p);
         json_t *entry = json_pack("{s:s, s:o, s:o}", "repository", repo, "deleted", p.deleted,
                                   "kept", kept);
         if (p.err[0])
@@ -176,6 +217,9 @@ json_t *coord_prune(const char *target_url, const char *target_prefix, json_t *r
         for (size_t k = 0; k < p.ntags; k++)
             free(p.tags[k].tag);
         free(p.tags);
+        for (size_t k = 0; k < p.ngone; k++)
+            free(p.gone[k]);
+        free(p.gone);
         free(repo);
     }
 out:

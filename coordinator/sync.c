@@ -703,8 +703,8 @@ static int one_run(struct sync_ctx *s, int wait, int as_json, enum run_end *end_
     }
     json_t *removed = json_object_get(o, "removed_tags");
     if (cfg_bool(s->c, "delete-removed") && end == RUN_COMPLETE && json_array_size(removed)) {
-        json_t *pruned = coord_prune(cfg_str(s->c, "target"), cfg_str(s->c, "target-prefix"),
-                                     removed, &e);
+        json_t *pruned = coord_prune(&s->rc, &s->q, cfg_str(s->c, "target"),
+                                     cfg_str(s->c, "target-prefix"), removed, &e);
         if (!pruned)
             log_error("delete removed tags: %s", e.msg);
         else

@@ -120,6 +120,10 @@ struct node {
     int locked;
     int failed;
     int children_left;
+    int verify;       /* ask the target, never the present set (a re-check) */
+    int trusted;      /* settled on the present set's word alone */
+    int trusted_kids; /* children that did */
+    int rechecked;    /* the children were asked about again after a refused PUT */
     char digest[DIGEST_STR_SIZE];
     char root_up[DIGEST_STR_SIZE]; /* roots: the upstream digest whose tags they write */
     long long size;
@@ -371,6 +375,8 @@ static void node_finish(struct node *n, int ok)
         struct node *p = n->parent;
         if (!ok)
             p->failed = 1;
+        else if (n->trusted)
+            p->trusted_kids++;
         node_destroy(n);
         if (--p->children_left == 0)
             node_children_done(p);
@@ -383,6 +389,33 @@ static const char *node_repo(const struct node *n)
     return n->ej->job.target_repo;
 }
 
+static void node_fetch_upstream(struct node *n);
+static void node_copy_blob(struct node *n);
+
+/* The target lacks it: copy it, under the lock if this node holds it already. */
+static void node_copy(struct node *n)
+{
+    if (n->ej->cancelled)
+        node_finish(n, 0);
+    else if (!n->locked)
+        node_lock(n);
+    else if (n->is_blob)
+        node_copy_blob(n);
+    else
+        node_fetch_upstream(n);
+}
+
+/* The present set listed what the target lacks (wiped, restored, garbage-
+ * collected): it was a stale hint, forget it. */
+static void node_forget(struct node *n)
+{
+    struct engine_job *ej = n->ej;
+    log_debug("job=%s %s %s: listed present in %s, but the target lacks it", ej->job.key,
+              n->is_blob ? "blob" : "manifest", n->digest, node_repo(n));
+    ej->en->ops.forget(ej->en->ops.ctx, ej->job.target, node_repo(n), n->digest);
+    n->trusted = 0;
+}
+
 static void node_got_target_body(struct reg_result *res, void *arg)
 {
     struct node *n = arg;
@@ -392,7 +425,8 @@ static void node_got_target_body(struct reg_result *res, void *arg)
         n->media_type = res->content_type ? xstrdup(res->content_type) : NULL;
         node_finish(n, 1);
     } else if (res->cls == REG_NOT_FOUND) {
-        node_lock(n); /* the present set was stale */
+        node_forget(n);
+        node_copy(n);
     } else {
         ej_reg_error(n->ej, ENGINE_TARGET, res);
         node_finish(n, 0);
@@ -422,28 +456,35 @@ static void node_target_head(struct reg_result *res, void *arg)
                                  n->is_blob);
         node_have(n);
     } else if (res->cls == REG_NOT_FOUND) {
-        if (ej->cancelled)
-            node_finish(n, 0);
-        else
-            node_lock(n);
+        if (n->verify)
+            node_forget(n); /* the set may list it: that is why it is asked again */
+        node_copy(n);
     } else {
         ej_reg_error(ej, ENGINE_TARGET, res);
         node_finish(n, 0);
     }
 }
 
+/* Ask the target itself. */
+static void node_head_target(struct node *n)
+{
+    struct engine_job *ej = n->ej;
+    if (ej->cancelled)
+        node_finish(n, 0);
+    else if (n->is_blob)
+        reg_head_blob(ej->dst, node_repo(n), n->digest, node_target_head, n);
+    else
+        reg_head_manifest(ej->dst, node_repo(n), n->digest, node_target_head, n);
+}
+
 static void node_present(int yes, void *arg)
 {
     struct node *n = arg;
-    struct engine_job *ej = n->ej;
     if (yes) {
+        n->trusted = 1;
         node_have(n);
-    } else if (ej->cancelled) {
-        node_finish(n, 0);
-    } else if (n->is_blob) {
-        reg_head_blob(ej->dst, node_repo(n), n->digest, node_target_head, n);
     } else {
-        reg_head_manifest(ej->dst, node_repo(n), n->digest, node_target_head, n);
+        node_head_target(n);
     }
 }
 
@@ -459,6 +500,10 @@ static void node_start(struct node *n)
         node_lock(n);
         return;
     }
+    if (n->verify) {
+        node_head_target(n);
+        return;
+    }
     ej->en->ops.present(ej->en->ops.ctx, ej->job.target, node_repo(n), n->digest, node_present, n);
 }
 
@@ -467,12 +512,14 @@ static void node_start(struct node *n)
 static void node_poll_present(int yes, void *arg)
 {
     struct node *n = arg;
-    if (yes && !n->rewrite)
+    if (yes && !n->rewrite && !n->verify) {
+        n->trusted = 1;
         node_have(n);
-    else if (n->ej->cancelled)
+    } else if (n->ej->cancelled) {
         node_finish(n, 0);
-    else
+    } else {
         node_lock(n);
+    }
 }
 
 static void node_poll_fire(struct ev_loop *loop, ev_timer *w, int revents)
@@ -485,18 +532,15 @@ static void node_poll_fire(struct ev_loop *loop, ev_timer *w, int revents)
                         node_poll_present, n);
 }
 
-static void node_fetch_upstream(struct node *n);
-static void node_copy_blob(struct node *n);
-
 static void node_present_locked(int yes, void *arg)
 {
     struct node *n = arg;
-    if (yes)
+    if (yes) {
+        n->trusted = 1;
         node_have(n); /* node_finish releases the lock */
-    else if (n->is_blob)
-        node_copy_blob(n);
-    else
-        node_fetch_upstream(n);
+    } else {
+        node_copy(n);
+    }
 }
 
 static void node_locked(int yes, void *arg)
@@ -527,6 +571,8 @@ static void node_locked(int yes, void *arg)
     n->locked = 1;
     if (n->rewrite)
         node_fetch_upstream(n);
+    else if (n->verify) /* the previous holder may have copied it: the target says */
+        node_head_target(n);
     else /* the previous holder may have finished between our HEAD and the lock */
         en->ops.present(en->ops.ctx, ej->job.target, node_repo(n), n->digest, node_present_locked,
                         n);
@@ -540,11 +586,38 @@ static void node_lock(struct node *n)
 
 /* -- manifests: one counted GET upstream, children, then the PUT -- */
 
+static void node_add_children(struct node *n, const struct manifest *m, int verify);
+
+/* A PUT the target refused because it lacks something the manifest
+ * references (MANIFEST_BLOB_UNKNOWN, BLOB_UNKNOWN, MANIFEST_UNKNOWN: a 400 or
+ * 404 depending on the registry) after some children were taken from the
+ * present set: the set was stale. Ask the target about every child, copy
+ * what it lacks, PUT again; once. 1 if the re-check started. */
+static int node_recheck(struct node *n, const struct reg_result *res)
+{
+    struct engine_job *ej = n->ej;
+    struct manifest m;
+    struct err e;
+    if (n->rechecked || n->trusted_kids == 0 || ej->cancelled ||
+        (res->cls != REG_PROTOCOL && res->cls != REG_NOT_FOUND) ||
+        manifest_parse(&m, n->body, n->body_len, n->media_type, &e) < 0)
+        return 0;
+    log_info("job=%s manifest %s refused (%s) after %d children were taken as present: "
+             "asking the target about each", ej->job.key, n->digest, res->msg, n->trusted_kids);
+    n->rechecked = 1;
+    n->trusted_kids = 0;
+    node_add_children(n, &m, 1);
+    manifest_free(&m);
+    return 1;
+}
+
 static void node_put_done(struct reg_result *res, void *arg)
 {
     struct node *n = arg;
     struct engine_job *ej = n->ej;
     if (res->cls != REG_OK) {
+        if (node_recheck(n, res))
+            return;
         ej_reg_error(ej, ENGINE_TARGET, res);
         node_finish(n, 0);
         return;
@@ -581,6 +654,7 @@ static void node_push(struct node *n)
         n->body = text;
         n->body_len = len;
         n->paid = 0;
+        n->rewrite = 0;
         digest_of(text, len, n->digest);
     }
     reg_put_manifest(ej->dst, node_repo(n), n->digest, n->media_type, n->body, n->body_len,
@@ -595,7 +669,7 @@ static void node_children_done(struct node *n)
         node_push(n);
 }
 
-static void node_add_children(struct node *n, const struct manifest *m)
+static void node_add_children(struct node *n, const struct manifest *m, int verify)
 {
     struct engine_job *ej = n->ej;
     int filter = ej->job.policy != JOB_POLICY_ALL;
@@ -609,6 +683,7 @@ static void node_add_children(struct node *n, const struct manifest *m)
         if (!m->is_index && d->foreign)
             continue; /* non-distributable: clients fetch it from its urls */
         struct node *c = node_new(ej, n, !m->is_index, d->digest, d->size, d->media_type);
+        c->verify = verify;
         node_start(c);
     }
     if (--n->children_left == 0)
@@ -640,7 +715,7 @@ static void node_have_upstream(struct node *n, const char *content_type)
         node_finish(n, 0);
         return;
     }
-    node_add_children(n, &m);
+    node_add_children(n, &m, 0);
     manifest_free(&m);
 }
 
@@ -723,6 +798,10 @@ static void node_blob_copied(struct reg_result *res, void *arg)
         } else {
             ej->out.n.blobs_copied++;
             ej->out.n.blob_bytes_copied += res->length > 0 ? res->length : 0;
+            /* The registry opened an upload instead of mounting: the mount source
+             * lacks the blob (or cannot lend it); it is no source any more. */
+            if (n->mount_from)
+                en->ops.forget(en->ops.ctx, ej->job.target, n->mount_from, n->digest);
         }
         en->ops.mark_present(en->ops.ctx, ej->job.target, node_repo(n), n->digest, 1);
         node_finish(n, 1);
@@ -955,10 +1034,19 @@ static void head_done(struct reg_result *res, void *arg)
     ej_release(ej);
 }
 
+static void target_checked(void *arg)
+{
+    ej_release(arg);
+}
+
+/* The tags' HEADs, and meanwhile the check of what the shared state says
+ * about the target. */
 static void start_heads(struct engine_job *ej)
 {
     ej->phase = PH_HEADS;
     ej_hold(ej);
+    ej_hold(ej);
+    ej->en->ops.check_target(ej->en->ops.ctx, ej->dst, ej->job.target_repo, target_checked, ej);
     for (size_t i = 0; i < ej->ntags; i++) {
         for (int up = 1; up >= 0; up--) {
             struct head *h = xmalloc(sizeof(*h));
@@ -1020,8 +1108,8 @@ struct engine *engine_new(struct ev_loop *loop, struct reg_client *client,
                           const struct engine_ops *ops, const struct engine_opts *opts,
                           struct err *e)
 {
-    if (!loop || !client || !ops || !ops->budget_acquire || !ops->budget_done || !ops->present ||
-        !ops->mark_present ||
+    if (!loop || !client || !ops || !ops->budget_acquire || !ops->budget_done ||
+        !ops->check_target || !ops->present || !ops->mark_present || !ops->forget ||
         !ops->blob_home || !ops->lock || !ops->unlock || !ops->manifest_cached ||
         !ops->manifest_keep || !ops->still_held || !opts || !opts->upstream || !opts->target) {
         err_set(e, "engine: incomplete arguments");

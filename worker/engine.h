@@ -7,7 +7,10 @@
  * target when the target has it (free), else GET once from upstream (one
  * counted pull, reserved from the shared budget first). Children of an index
  * and blobs of an image are copied only when the target lacks them: a shared
- * "present" set and a target HEAD say so, a lock keeps two workers from
+ * "present" set and a target HEAD say so (the set is a hint: what the target
+ * turns out to lack is forgotten and copied in the same job, and a manifest
+ * PUT refused for a missing reference after children were taken from the
+ * set has them asked about again), a lock keeps two workers from
  * copying the same thing at once, blobs are mounted from another target
  * repository when one has them, else streamed upstream -> target through a
  * SHA-256 check. Children are pushed before their index, and the tags last,
@@ -82,6 +85,7 @@ typedef void (*engine_flag_fn)(int yes, void *arg);
 /* grant (may be NULL) goes back to budget_done once the GET has an answer. */
 typedef void (*engine_budget_fn)(int granted, long wait_ms, void *grant, void *arg);
 typedef void (*engine_home_fn)(const char *repo, void *arg);
+typedef void (*engine_ready_fn)(void *arg);
 /* body (len bytes) and its media type, borrowed for the call; NULL: none. */
 typedef void (*engine_bytes_fn)(const char *body, size_t len, const char *media_type,
                                 void *arg);
@@ -100,12 +104,23 @@ struct engine_ops {
      * reservation is settled. Called once per grant. */
     void (*budget_done)(void *ctx, struct reg_registry *up, void *grant,
                         const struct reg_result *res);
-    /* Is digest known to be in repo of target? */
+    /* Bring what present and blob_home answer for dst up to date with the
+     * storage dst has now (a target wiped or replaced behind the same URL
+     * must not be answered from what the old one held). repo: a repository
+     * of dst the job writes to, where the ops may write a marker blob. Called
+     * once per job before anything is asked about the target. */
+    void (*check_target)(void *ctx, struct reg_registry *dst, const char *repo,
+                         engine_ready_fn cb, void *arg);
+    /* Is digest known to be in repo of target? A hint: the engine forgets
+     * what the target then turns out to lack. */
     void (*present)(void *ctx, const char *target, const char *repo, const char *digest,
                     engine_flag_fn cb, void *arg);
     /* digest (a blob if `blob`, else a manifest) is now in repo of target. */
     void (*mark_present)(void *ctx, const char *target, const char *repo, const char *digest,
                          int blob);
+    /* repo of target lacks digest after all: no longer present there, nor
+     * repo its mount source. */
+    void (*forget)(void *ctx, const char *target, const char *repo, const char *digest);
     /* Another repository of target known to hold blob digest, or NULL. */
     void (*blob_home)(void *ctx, const char *target, const char *digest, engine_home_fn cb,
                       void *arg);

@@ -2,12 +2,24 @@
  *
  * Every answer the engine gets when Redis cannot be reached is the safe one:
  * not present, no mount source, lock taken (locks only save work), budget
- * denied. */
+ * denied.
+ *
+ * Present sets and mount sources belong to an epoch of the target's storage
+ * (rq.h). The epoch is a small marker blob the workers write once into the
+ * target, its digest recorded in Redis: while a HEAD finds it, the sets
+ * describe this storage; when it answers 404 the storage is new (wiped,
+ * recreated, another registry at the same address, a GC of unreferenced
+ * blobs) and a new marker starts a new epoch, leaving the old sets to
+ * expire. A worker HEADs the marker at most every FLEET_EPOCH_CHECK_S per
+ * target; between checks a 404 for anything the sets list still corrects
+ * them (the engine forgets it). Without a known epoch no hint is used. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "digest.h"
 #include "log.h"
+#include "reg_blob.h"
 #include "worker.h"
 #include "xalloc.h"
 
@@ -20,6 +32,9 @@
 #define FLEET_REDIS_WAIT_S 600.0
 /* Manifests fetched by a job that was cut short are kept this long. */
 #define FLEET_KEEP_MS (3LL * 24 * 3600 * 1000)
+/* A marker found on a target is trusted this long before it is HEADed again;
+ * a marker that could not be written is not tried again sooner. */
+#define FLEET_EPOCH_CHECK_S 60.0
 
 struct held_lock {
     char *key;
@@ -30,6 +45,30 @@ struct held_lock {
 struct source_of {
     struct reg_registry *r;
     char source[RATELIMIT_SOURCE_MAX];
+};
+
+struct epoch_wait {
+    engine_ready_fn cb;
+    void *arg;
+    struct epoch_wait *next;
+};
+
+/* What this worker knows of one target's storage epoch. */
+struct target_epoch {
+    char *id;                         /* keys_target_id */
+    char *url;                        /* the registry URL of its first check */
+    char marker[DIGEST_STR_SIZE];     /* "": no epoch known, no hint used */
+    char epoch[DIGEST_STR_SIZE];
+    double found_at;                  /* ev_now() of the last HEAD that found it; 0 never */
+    double failed_at;                 /* ev_now() of the last marker that could not be written */
+    /* the check in flight (busy) */
+    int busy;
+    struct reg_registry *dst;
+    char *repo;                       /* where a new marker goes */
+    char seen[DIGEST_STR_SIZE], seen_epoch[DIGEST_STR_SIZE]; /* the record's marker */
+    char *seen_repo;
+    struct epoch_wait *waiting;
+    struct target_epoch *next;
 };
 
 struct fleet {
@@ -43,6 +82,7 @@ struct fleet {
     struct held_lock *locks;
     struct source_of *srcs;
     size_t nsrcs;
+    struct target_epoch *targets;
 };
 
 /* ---- plumbing ---------------------------------------------------------------------- */
@@ -76,19 +116,33 @@ static void call_later(struct ev_loop *loop, ev_timer *w, int revents)
     free(c);
 }
 
-/* Run cmd; fn gets the answer, or NULL if Redis could not be asked. */
-static void fleet_exec(struct fleet *f, struct rq_cmd *cmd, fleet_answer_fn *fn, void *arg)
+static struct call *call_new(struct fleet *f, fleet_answer_fn *fn, void *arg)
 {
     struct call *c = xcalloc(1, sizeof(*c));
-    struct err e;
     c->f = f;
     c->fn = fn;
     c->arg = arg;
-    if (rq_exec_async(f->ra, cmd, call_reply, c, &e) == 0)
-        return;
+    return c;
+}
+
+/* fn gets NULL from the loop: the answer when Redis is not asked. */
+static void fleet_no_answer(struct fleet *f, fleet_answer_fn *fn, void *arg)
+{
+    struct call *c = call_new(f, fn, arg);
     ev_timer_init(&c->later, call_later, 0., 0.);
     c->later.data = c;
     ev_timer_start(f->loop, &c->later);
+}
+
+/* Run cmd; fn gets the answer, or NULL if Redis could not be asked. */
+static void fleet_exec(struct fleet *f, struct rq_cmd *cmd, fleet_answer_fn *fn, void *arg)
+{
+    struct call *c = call_new(f, fn, arg);
+    struct err e;
+    if (rq_exec_async(f->ra, cmd, call_reply, c, &e) == 0)
+        return;
+    free(c);
+    fleet_no_answer(f, fn, arg);
 }
 
 static char *fleet_token(struct fleet *f)
@@ -106,7 +160,7 @@ static const char *source_of(struct fleet *f, struct reg_registry *r, char *fall
     for (size_t i = 0; i < f->nsrcs; i++)
         if (f->srcs[i].r == r && f->srcs[i].source[0])
             return f->srcs[i].source;
-    char *host = keys_target_id(reg_registry_url(r));
+    char *host = keys_host_port(reg_registry_url(r));
     snprintf(fallback, n, "%s", host ? host : "upstream");
     free(host);
     return fallback;
@@ -307,6 +361,191 @@ static void ops_budget_acquire(void *ctx, struct reg_registry *up, const char *r
     budget_ask(ctx, b);
 }
 
+/* ---- the target's storage epoch ---------------------------------------------------- */
+
+static struct target_epoch *target_find(struct fleet *f, const char *url, int create)
+{
+    char *id = keys_target_id(url);
+    struct target_epoch *t = f->targets;
+    while (t && strcmp(t->id, id) != 0)
+        t = t->next;
+    if (t || !create) {
+        free(id);
+        return t;
+    }
+    t = xcalloc(1, sizeof(*t));
+    t->id = id;
+    t->url = xstrdup(url);
+    t->next = f->targets;
+    f->targets = t;
+    return t;
+}
+
+/* The epoch whose sets describe target now, or NULL: use no hint. */
+static const char *epoch_of(struct fleet *f, const char *target)
+{
+    struct target_epoch *t = target_find(f, target, 0);
+    return t && t->epoch[0] ? t->epoch : NULL;
+}
+
+/* Take the record's marker and epoch as the target's (both checked: they
+ * become key names). */
+static void epoch_adopt(struct target_epoch *t, const char *marker, const char *epoch)
+{
+    t->marker[0] = t->epoch[0] = '\0';
+    if (!marker || !epoch || !digest_valid(marker) || strlen(epoch) != 12 ||
+        strspn(epoch, "0123456789abcdef") != 12)
+        return;
+    snprintf(t->marker, sizeof(t->marker), "%s", marker);
+    snprintf(t->epoch, sizeof(t->epoch), "%s", epoch);
+}
+
+/* The check is over: every job waiting for it goes on. */
+static void epoch_done(struct target_epoch *t)
+{
+    struct epoch_wait *w = t->waiting;
+    t->waiting = NULL;
+    t->busy = 0;
+    t->dst = NULL;
+    free(t->repo);
+    free(t->seen_repo);
+    t->repo = t->seen_repo = NULL;
+    while (w) {
+        struct epoch_wait *next = w->next;
+        w->cb(w->arg);
+        free(w);
+        w = next;
+    }
+}
+
+struct epoch_call {
+    struct fleet *f;
+    struct target_epoch *t;
+    char marker[DIGEST_STR_SIZE]; /* the marker written */
+};
+
+static void epoch_recorded(struct fleet *f, struct rq_res *res, void *arg)
+{
+    struct epoch_call *c = arg;
+    struct target_epoch *t = c->t;
+    if (res && res->status == RQ_VALUE) {
+        epoch_adopt(t, rq_res_field(res, "marker"), rq_res_field(res, "epoch"));
+        /* Another worker's new marker may have won: it is found at its next check. */
+        t->found_at = strcmp(t->marker, c->marker) == 0 ? ev_now(f->loop) : 0;
+        if (t->found_at > 0)
+            log_info("target %s: new storage epoch %s (marker %s in %s)", t->id, t->epoch,
+                     t->marker, rq_res_field(res, "repo"));
+    } else {
+        epoch_adopt(t, NULL, NULL);
+    }
+    free(c);
+    epoch_done(t);
+}
+
+static void epoch_written(struct reg_result *res, void *arg)
+{
+    struct epoch_call *c = arg;
+    struct fleet *f = c->f;
+    struct target_epoch *t = c->t;
+    if (res->cls != REG_OK) {
+        log_warn("target %s: cannot write the epoch marker (%s); no present hints for it until "
+                 "one is written", t->id, res->msg);
+        t->failed_at = ev_now(f->loop);
+        free(c);
+        epoch_done(t);
+        return;
+    }
+    snprintf(c->marker, sizeof(c->marker), "%s", res->digest);
+    fleet_exec(f, rq_cmd_target_epoch(f->q, t->url, t->seen, c->marker, t->repo), epoch_recorded,
+               c);
+}
+
+/* No usable marker: nothing the sets say can be trusted. Write a new one,
+ * unique to this worker and moment, and offer it as the next epoch. */
+static void epoch_make(struct fleet *f, struct target_epoch *t)
+{
+    epoch_adopt(t, NULL, NULL);
+    if (t->failed_at > 0 && ev_now(f->loop) - t->failed_at < FLEET_EPOCH_CHECK_S) {
+        epoch_done(t);
+        return;
+    }
+    struct epoch_call *c = xcalloc(1, sizeof(*c));
+    c->f = f;
+    c->t = t;
+    char *token = fleet_token(f);
+    char *body = xasprintf("hubsync storage epoch marker\ntarget %s\nwritten by %s at %.6f\n",
+                           t->id, token, ev_time());
+    reg_put_blob(t->dst, t->repo, body, strlen(body), epoch_written, c);
+    free(token);
+    free(body);
+}
+
+static void epoch_headed(struct reg_result *res, void *arg)
+{
+    struct epoch_call *c = arg;
+    struct fleet *f = c->f;
+    struct target_epoch *t = c->t;
+    free(c);
+    if (res->cls == REG_NOT_FOUND) {
+        log_info("target %s: epoch marker %s is gone (new or wiped storage)", t->id, t->seen);
+        epoch_make(f, t);
+        return;
+    }
+    epoch_adopt(t, t->seen, t->seen_epoch);
+    if (res->cls == REG_OK) {
+        t->found_at = ev_now(f->loop);
+        fleet_exec(f, rq_cmd_target_epoch(f->q, t->url, t->seen, t->seen, t->seen_repo), NULL,
+                   NULL);
+    }
+    /* Otherwise the target cannot be asked now; the job finds out for itself. */
+    epoch_done(t);
+}
+
+static void epoch_got(struct fleet *f, struct rq_res *res, void *arg)
+{
+    struct target_epoch *t = arg;
+    if (!res) {
+        epoch_done(t); /* Redis down: what this worker knew stands */
+        return;
+    }
+    const char *marker = res->status == RQ_VALUE ? rq_res_field(res, "marker") : NULL;
+    const char *repo = res->status == RQ_VALUE ? rq_res_field(res, "repo") : NULL;
+    const char *epoch = res->status == RQ_VALUE ? rq_res_field(res, "epoch") : NULL;
+    t->seen[0] = t->seen_epoch[0] = '\0';
+    if (!marker || !digest_valid(marker) || !repo || !epoch) {
+        epoch_make(f, t);
+        return;
+    }
+    snprintf(t->seen, sizeof(t->seen), "%s", marker);
+    snprintf(t->seen_epoch, sizeof(t->seen_epoch), "%s", epoch);
+    if (strcmp(marker, t->marker) == 0 && t->found_at > 0 &&
+        ev_now(f->loop) - t->found_at < FLEET_EPOCH_CHECK_S) {
+        epoch_done(t);
+        return;
+    }
+    t->seen_repo = xstrdup(repo);
+    struct epoch_call *c = xcalloc(1, sizeof(*c));
+    c->f = f;
+    c->t = t;
+    reg_head_blob(t->dst, repo, marker, epoch_headed, c);
+}
+
+static void ops_check_target(void *ctx, struct reg_registry *dst, const char *repo,
+                             engine_ready_fn cb, void *arg)
+{
+    struct fleet *f = ctx;
+    struct target_epoch *t = target_find(f, reg_registry_url(dst), 1);
+    struct epoch_wait *w = xmalloc(sizeof(*w));
+    *w = (struct epoch_wait){cb, arg, t->waiting};
+    t->waiting = w;
+    if (t->busy)
+        return; /* one check per target at a time; its answer serves every job */
+    t->busy = 1;
+    t->dst = dst;
+    t->repo = xstrdup(repo);
+    fleet_exec(f, rq_cmd_target_get(f->q, t->url), epoch_got, t);
+}
+
 /* ---- present sets, mount sources ---------------------------------------------------- */
 
 struct flag_req {
@@ -329,7 +568,12 @@ static void ops_present(void *ctx, const char *target, const char *repo, const c
     struct flag_req *r = xmalloc(sizeof(*r));
     r->cb = cb;
     r->arg = arg;
-    fleet_exec(f, rq_cmd_present_check(f->q, target, repo, &digest, 1), present_answer, r);
+    const char *epoch = epoch_of(f, target);
+    if (epoch)
+        fleet_exec(f, rq_cmd_present_check(f->q, target, epoch, repo, &digest, 1),
+                   present_answer, r);
+    else
+        fleet_no_answer(f, present_answer, r);
 }
 
 static void ops_mark_present(void *ctx, const char *target, const char *repo, const char *digest,
@@ -337,7 +581,17 @@ static void ops_mark_present(void *ctx, const char *target, const char *repo, co
 {
     struct fleet *f = ctx;
     (void)blob; /* manifests are remembered too: a later job skips their HEAD */
-    fleet_exec(f, rq_cmd_present_mark(f->q, target, repo, &digest, 1), NULL, NULL);
+    const char *epoch = epoch_of(f, target);
+    if (epoch)
+        fleet_exec(f, rq_cmd_present_mark(f->q, target, epoch, repo, &digest, 1), NULL, NULL);
+}
+
+static void ops_forget(void *ctx, const char *target, const char *repo, const char *digest)
+{
+    struct fleet *f = ctx;
+    const char *epoch = epoch_of(f, target);
+    if (epoch)
+        fleet_exec(f, rq_cmd_present_forget(f->q, target, epoch, repo, &digest, 1), NULL, NULL);
 }
 
 struct home_req {
@@ -360,7 +614,11 @@ static void ops_blob_home(void *ctx, const char *target, const char *digest, eng
     struct home_req *r = xmalloc(sizeof(*r));
     r->cb = cb;
     r->arg = arg;
-    fleet_exec(f, rq_cmd_blobhome(f->q, target, digest), home_answer, r);
+    const char *epoch = epoch_of(f, target);
+    if (epoch)
+        fleet_exec(f, rq_cmd_blobhome(f->q, target, epoch, digest), home_answer, r);
+    else
+        fleet_no_answer(f, home_answer, r);
 }
 
 /* ---- copy locks ------------------------------------------------------------------------- */
@@ -493,6 +751,15 @@ void fleet_free(struct fleet *f)
         free(h->token);
         free(h);
     }
+    while (f->targets) {
+        struct target_epoch *t = f->targets;
+        f->targets = t->next;
+        free(t->id);
+        free(t->url);
+        free(t->repo);
+        free(t->seen_repo);
+        free(t);
+    }
     free(f->srcs);
     free(f->worker_id);
     free(f);
@@ -506,6 +773,8 @@ void fleet_engine_ops(struct fleet *f, struct engine_ops *out)
     out->present = ops_present;
     out->mark_present = ops_mark_present;
     out->blob_home = ops_blob_home;
+    out->check_target = ops_check_target;
+    out->forget = ops_forget;
     out->lock = ops_lock;
     out->unlock = ops_unlock;
     out->manifest_cached = ops_manifest_cached;

@@ -144,7 +144,8 @@ class Demo:
         run = self.rcli("ZREVRANGE", PREFIX + "runs", "0", "0")
         budgets = [k for k in self.rcli("--scan", "--pattern", PREFIX + "budget:*").split()
                    if not k.endswith(":inflight")]
-        target_id = self.rig.target_host
+        target_id = self.rig.target.url
+        epoch = self.rcli("HGET", "%starget:%s" % (PREFIX, target_id), "epoch")
         image_repo = self.a.image.split(":")[0]
         recipes = [
             ("queue: jobs in the stream (waiting or being copied)", ["XLEN", PREFIX + "jobs"]),
@@ -156,7 +157,7 @@ class Demo:
             ("the last run", ["HGETALL", PREFIX + "run:" + run]),
             ("the official-images commit fully synced", ["GET", PREFIX + "synced-commit"]),
             ("digests known present in one target repository",
-             ["SCARD", "%spresent:%s:library/%s" % (PREFIX, target_id, image_repo)]),
+             ["SCARD", "%spresent:%s:%s:library/%s" % (PREFIX, target_id, epoch, image_repo)]),
             ("the shared pull budget (source = the stand-in's docker-ratelimit-source)",
              ["HGETALL", budgets[0] if budgets else PREFIX + "budget:<source>"]),
             ("lifetime counters", ["HGETALL", PREFIX + "stats"]),

@@ -95,9 +95,16 @@ class Sync:
             time.sleep(0.05)
         ws = [subprocess.Popen(self.worker_cmd, env=self.worker_env)
               for _ in range(self.workers)]
-        out, err = coord.communicate(timeout=timeout)
-        for w in ws:
-            w.wait(timeout=60)
+        try:
+            out, err = coord.communicate(timeout=timeout)
+            for w in ws:
+                w.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            # A run past its bound is a failure; its programs must not outlive the test.
+            for p in [coord] + ws:
+                p.kill()
+                p.wait()
+            raise
         self.rc = coord.returncode
         self.stderr = err
         self.report = json.loads(out) if out.strip() else None

@@ -184,14 +184,17 @@ class RedisRecipesTest(unittest.TestCase):
         cli = rig.redis.cli_raw
         source = [k for k in cli("--scan", "--pattern", "hubsync:budget:*").split()
                   if not k.endswith(":inflight")][0][len("hubsync:budget:"):]
+        target = rig.target.url
+        epoch = cli("HGET", "hubsync:target:" + target, "epoch").strip()
         values = {
-            "<target>": rig.target_host,
+            "<target>": target,
+            "<epoch>": epoch,
             "<source>": source,
             "<run>": cli("ZREVRANGE", "hubsync:runs", "0", "0").strip(),
             "<worker>": "recipe-worker",
             "<entry>": "0-1",
-            "<digest>": cli("SRANDMEMBER", "hubsync:present:%s:library/hello-world"
-                            % rig.target_host).strip(),
+            "<digest>": cli("SRANDMEMBER", "hubsync:present:%s:%s:library/hello-world"
+                            % (target, epoch)).strip(),
         }
         cmds = self.commands()
         self.assertGreater(len(cmds), 25)
@@ -209,8 +212,9 @@ class RedisRecipesTest(unittest.TestCase):
         self.assertIn("remaining", outputs["HGETALL hubsync:budget:<source>"])
         self.assertIn('"pid"', outputs["GET hubsync:worker:<worker>"])
         self.assertRegex(outputs["GET hubsync:synced-commit"], r"^[0-9a-f]{40}\n")
-        self.assertEqual(outputs["SISMEMBER hubsync:present:<target>:library/alpine"].strip(),
-                         "0")
+        self.assertEqual(outputs["SISMEMBER hubsync:present:<target>:<epoch>:library/alpine"]
+                         .strip(), "0")
+        self.assertIn("marker", outputs["HGETALL hubsync:target:<target>"])
         self.assertEqual(cli("EXISTS", "hubsync:ctl:paused").strip(), "0")
 
 

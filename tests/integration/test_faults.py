@@ -634,7 +634,7 @@ class TargetOutageTest(FaultBase):
 
         def watch_breaker(st):
             # The breaker is a hash in Redis that redis-cli shows.
-            key = "hubsync:breaker:127.0.0.1:%d" % self.target.port
+            key = "hubsync:breaker:" + self.target.url
             deadline = time.time() + self.OUTAGE_S
             while time.time() < deadline and "open" not in states:
                 states.append(self.redis.cli_raw("HGET", key, "state").strip())
@@ -656,7 +656,7 @@ class TargetOutageTest(FaultBase):
         self.assertLessEqual(len(probes), self.OUTAGE_S // cooldown_s + 2, probes)
         self.assertTrue(log_lines(logs, r"breaker open"))
         self.assertTrue(log_lines(logs, r"breaker closed"))
-        key = "hubsync:breaker:127.0.0.1:%d" % self.target.port
+        key = "hubsync:breaker:" + self.target.url
         self.assertEqual(self.redis.cli_raw("HGET", key, "state").strip(), "closed")
 
 

@@ -180,6 +180,21 @@ class RealRegistryTest(unittest.TestCase):
         self.assertEqual((rc, out["class"], out["mounted"]), (1, "not_found", False))
         self.assertEqual(blob_status(self.reg.url, "lib/m4", self.layer_digest), 404)
 
+    def test_put_small_blob_from_memory(self):
+        data = b"hubsync storage epoch marker\n" + os.urandom(16)
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        with tempfile.NamedTemporaryFile() as f:
+            f.write(data)
+            f.flush()
+            rc, out, _ = self.tool.run("put-blob", self.reg.url + "/lib/marker", f.name)
+            self.assertEqual((rc, out["class"], out["status"]), (0, "ok", 201))
+            self.assertEqual((out["digest"], out["length"]), (digest, len(data)))
+            self.assertEqual(out["stats"]["requests"], 2)  # POST uploads/, PUT ?digest=
+            rc, out, _ = self.tool.run("put-blob", self.reg.url + "/Bad/Repo", f.name)
+            self.assertEqual((rc, out["class"], out["stats"]["requests"]), (1, "invalid", 0))
+        rc, out, _ = self.tool.run("head-blob", self.reg.url + "/lib/marker", digest)
+        self.assertEqual((rc, out["class"], out["length"]), (0, "ok", len(data)))
+
     def test_chunked_upload(self):
         rc, out, _ = self.tool.run("copy-blob", "--chunk-threshold", "1000000", "--chunk-bytes", "1000000",
                                    self.reg.url + "/lib/src", self.reg.url + "/lib/chunked",

@@ -46,6 +46,12 @@ def blob_exists(registry_url, repo, digest):
         raise
 
 
+def present_members(redis, repo):
+    """{present set key: its digests} of every set of repo in Redis."""
+    keys = redis.cli_raw("--scan", "--pattern", "hubsync:present:*:" + repo).split()
+    return {k: set(redis.cli_raw("SMEMBERS", k).split()) for k in keys}
+
+
 def tags_on(registry_url, repo):
     try:
         with urllib.request.urlopen("%s/v2/%s/tags/list" % (registry_url, repo), timeout=30) as r:
@@ -259,6 +265,10 @@ class RefForwardTest(unittest.TestCase):
                 [BIN + "/hubsync-coordinator", "diff", "--official-images", src, "--from",
                  self.OLD, "--to", self.NEW, "--json"]))
             before = hub.counters()["manifest_get"]
+            old_tags = {t for g in old_cat["repositories"][0]["groups"] for t in g["tags"]}
+            new_tags = {t for g in new_cat["repositories"][0]["groups"] for t in g["tags"]}
+            old_digests = {t: head(target.url, "library/alpine", t) for t in old_tags - new_tags}
+            listed = set().union(*present_members(redis, "library/alpine").values())
             s2 = Sync(hub, redis, target, repos, source=src, ref=self.NEW,
                       extra=["--delete-removed"] if delete_removed else []).run()
             self.assertEqual(s2.rc, 0, s2.stderr)
@@ -268,8 +278,6 @@ class RefForwardTest(unittest.TestCase):
             self.assertEqual(redis.cli_raw("GET", "hubsync:synced-commit").strip(),
                              new_cat["commit"])
             # Only tags whose content moved are written; the rest are HEADed and left alone.
-            old_tags = {t for g in old_cat["repositories"][0]["groups"] for t in g["tags"]}
-            new_tags = {t for g in new_cat["repositories"][0]["groups"] for t in g["tags"]}
             self.assertGreater(r["tags_written"], 0)
             self.assertLess(r["tags_written"], len(new_tags))
             self.assertGreater(r["tags_unchanged"], 0)
@@ -293,6 +301,11 @@ class RefForwardTest(unittest.TestCase):
             if delete_removed:
                 pruned = {t for x in r["pruned"] for t in x["deleted"]}
                 self.assertEqual(pruned, removed)
+                # What was deleted leaves the present sets: no later job takes it as there.
+                gone = {old_digests[t] for t in pruned}
+                self.assertLessEqual(gone, listed)
+                for key, members in present_members(redis, "library/alpine").items():
+                    self.assertFalse(gone & members, key)
             else:
                 self.assertNotIn("pruned", r)
             for t in new_tags:

@@ -13,6 +13,7 @@
  *   regtool head-blob URL/REPO DIGEST
  *   regtool copy-blob SRC_URL/REPO DST_URL/REPO DIGEST SIZE [--from REPO]
  *   regtool mount-blob URL/REPO DIGEST FROM_REPO
+ *   regtool put-blob URL/REPO FILE
  *   regtool tags URL/REPO [--page-size N] [--max-tags N]
  *
  * --parallel N starts N identical operations at once (one client, so they
@@ -223,6 +224,8 @@ static int start_op(struct tool *t, const struct cfg *cfg, const struct ops *o)
         reg_copy_blob(&sp, on_done, t);
     } else if (strcmp(cmd, "mount-blob") == 0) {
         reg_mount_blob(o->r1, o->repo1, cfg->args[2], cfg->args[3], on_done, t);
+    } else if (strcmp(cmd, "put-blob") == 0) {
+        reg_put_blob(o->r1, o->repo1, o->body, o->body_len, on_done, t);
     } else if (strcmp(cmd, "tags") == 0) {
         reg_list_tags(o->r1, o->repo1, (int)cfg_int(cfg, "page-size"),
                       (size_t)cfg_int(cfg, "max-tags"), on_done, t);
@@ -236,7 +239,7 @@ static int start_op(struct tool *t, const struct cfg *cfg, const struct ops *o)
 static void usage(void)
 {
     fprintf(stderr, "usage: regtool [flags] ping|head|get|put-manifest|head-blob|copy-blob|"
-                    "mount-blob|tags ARGS...\n");
+                    "mount-blob|put-blob|tags ARGS...\n");
     cfg_usage(stderr, opts, NOPTS);
 }
 
@@ -310,13 +313,14 @@ int main(int argc, char **argv)
                : strcmp(cmd, "copy-blob") == 0  ? 5
                : strcmp(cmd, "mount-blob") == 0 ? 4
                : strcmp(cmd, "head-blob") == 0  ? 3
+               : strcmp(cmd, "put-blob") == 0   ? 3
                                                 : 2;
     if (cfg.nargs != need) {
         usage();
         goto out;
     }
-    if (strcmp(cmd, "put-manifest") == 0) {
-        body = read_file(cfg.args[3], &body_len, &e);
+    if (strcmp(cmd, "put-manifest") == 0 || strcmp(cmd, "put-blob") == 0) {
+        body = read_file(cfg.args[cfg.nargs - 1], &body_len, &e);
         if (!body) {
             fprintf(stderr, "regtool: %s\n", e.msg);
             goto out;

@@ -47,17 +47,20 @@ static void test_keys__variable_keys(void **state)
     s = keys_run_keys(&k, "20261129T020000Z");
     assert_string_equal(s, "t1:run:20261129T020000Z:keys");
     free(s);
-    s = keys_present(&k, "http://127.0.0.1:5000", "library/debian");
-    assert_string_equal(s, "t1:present:127.0.0.1:5000:library/debian");
+    s = keys_target(&k, "http://127.0.0.1:5000");
+    assert_string_equal(s, "t1:target:http://127.0.0.1:5000");
     free(s);
-    s = keys_blobhome(&k, "https://Registry.Example:443/");
-    assert_string_equal(s, "t1:blobhome:registry.example:443");
+    s = keys_present(&k, "http://127.0.0.1:5000", "0123456789ab", "library/debian");
+    assert_string_equal(s, "t1:present:http://127.0.0.1:5000:0123456789ab:library/debian");
+    free(s);
+    s = keys_blobhome(&k, "https://Registry.Example:443/", "0123456789ab");
+    assert_string_equal(s, "t1:blobhome:https://registry.example:443:0123456789ab");
     free(s);
     s = keys_breaker(&k, "https://Registry.Example:443/v2/");
-    assert_string_equal(s, "t1:breaker:registry.example:443");
+    assert_string_equal(s, "t1:breaker:https://registry.example:443");
     free(s);
     s = keys_blob_lock(&k, "http://127.0.0.1:5000", "sha256:abcd");
-    assert_string_equal(s, "t1:lock:blob:127.0.0.1:5000:sha256:abcd");
+    assert_string_equal(s, "t1:lock:blob:http://127.0.0.1:5000:sha256:abcd");
     free(s);
     s = keys_budget(&k, "192.0.2.1");
     assert_string_equal(s, "t1:budget:192.0.2.1");
@@ -97,14 +100,52 @@ static void test_keys__target_id_drops_credentials(void **state)
 {
     (void)state;
     char *t = keys_target_id("https://user:secret@Reg.Example:5000/v2/x?y");
-    assert_string_equal(t, "reg.example:5000");
-    free(t);
-    t = keys_target_id("127.0.0.1:5000");
-    assert_string_equal(t, "127.0.0.1:5000");
+    assert_string_equal(t, "https://reg.example:5000/v2/x");
     free(t);
     t = keys_target_id("");
     assert_string_equal(t, "");
     free(t);
+    t = keys_host_port("https://user:secret@Reg.Example:5000/v2/x?y");
+    assert_string_equal(t, "reg.example:5000");
+    free(t);
+    t = keys_host_port("127.0.0.1:5000");
+    assert_string_equal(t, "127.0.0.1:5000");
+    free(t);
+}
+
+/* One target is one identity however its URL is written; scheme, port and
+ * path make different targets. */
+static void test_keys__target_id_is_the_whole_identity(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *url, *id;
+    } cases[] = {
+        {"https://Registry.Example", "https://registry.example:443"},
+        {"https://registry.example:443/", "https://registry.example:443"},
+        {"https://registry.example/v2/", "https://registry.example:443"},
+        {"HTTP://registry.example", "http://registry.example:80"},
+        {"http://registry.example:5000", "http://registry.example:5000"},
+        {"https://registry.example/Mirror/", "https://registry.example:443/Mirror"},
+        {"https://registry.example/mirror/v2", "https://registry.example:443/mirror"},
+        {"http://[::1]:5000/", "http://[::1]:5000"},
+        {"https://[::1]", "https://[::1]:443"},
+        {"http://127.0.0.1:5000#x", "http://127.0.0.1:5000"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *t = keys_target_id(cases[i].url);
+        assert_string_equal(t, cases[i].id);
+        free(t);
+    }
+    /* IPv6 brackets are encoded in a key; the epoch and repository parts
+     * never hold a ':', so the key still splits from the right. */
+    struct keys k;
+    struct err e;
+    assert_int_equal(keys_init(&k, NULL, &e), 0);
+    char *s = keys_present(&k, "http://[::1]:5000", "0123456789ab", "a:b");
+    assert_string_equal(s, "hubsync:present:http://%5B::1%5D:5000:0123456789ab:a%3Ab");
+    free(s);
+    keys_free(&k);
 }
 
 static void test_keys__bad_prefix(void **state)
@@ -130,6 +171,7 @@ int main(void)
         cmocka_unit_test(test_keys__variable_keys),
         cmocka_unit_test(test_keys__parts_are_encoded),
         cmocka_unit_test(test_keys__target_id_drops_credentials),
+        cmocka_unit_test(test_keys__target_id_is_the_whole_identity),
         cmocka_unit_test(test_keys__bad_prefix),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

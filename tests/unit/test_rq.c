@@ -797,37 +797,127 @@ static void test_rq__breaker_opens_probes_and_closes(void **state)
 static void test_rq__present_sets_and_blobhome(void **state)
 {
     struct fixture *f = *state;
-    const char *target = "http://127.0.0.1:5000";
+    const char *target = "http://127.0.0.1:5000", *ep = "0123456789ab";
     const char *d[] = {"sha256:aaa", "sha256:bbb", "sha256:ccc"};
     struct rq_res res;
-    run(f, rq_cmd_present_check(&f->q, target, "library/debian", d, 3), &res);
+    run(f, rq_cmd_present_check(&f->q, target, ep, "library/debian", d, 3), &res);
     assert_int_equal(res.nflags, 3);
     assert_int_equal(res.flags[0] + res.flags[1] + res.flags[2], 0);
     rq_res_free(&res);
-    run(f, rq_cmd_present_mark(&f->q, target, "library/debian", d, 2), &res);
+    run(f, rq_cmd_present_mark(&f->q, target, ep, "library/debian", d, 2), &res);
     assert_int_equal(res.n, 2);
     rq_res_free(&res);
-    run(f, rq_cmd_present_check(&f->q, target, "library/debian", d, 3), &res);
+    run(f, rq_cmd_present_check(&f->q, target, ep, "library/debian", d, 3), &res);
     assert_int_equal(res.flags[0], 1);
     assert_int_equal(res.flags[1], 1);
     assert_int_equal(res.flags[2], 0);
     rq_res_free(&res);
     /* Per repository: another repository has not got them. */
-    run(f, rq_cmd_present_check(&f->q, target, "library/ubuntu", d, 1), &res);
+    run(f, rq_cmd_present_check(&f->q, target, ep, "library/ubuntu", d, 1), &res);
     assert_int_equal(res.flags[0], 0);
     rq_res_free(&res);
-    run(f, rq_cmd_blobhome(&f->q, target, "sha256:aaa"), &res);
+    /* Per epoch: a new storage behind the same URL has nothing. */
+    run(f, rq_cmd_present_check(&f->q, target, "ba9876543210", "library/debian", d, 1), &res);
+    assert_int_equal(res.flags[0], 0);
+    rq_res_free(&res);
+    assert_int_equal(status_of(f, rq_cmd_blobhome(&f->q, target, "ba9876543210", "sha256:aaa")),
+                     RQ_EMPTY);
+    run(f, rq_cmd_blobhome(&f->q, target, ep, "sha256:aaa"), &res);
     assert_int_equal(res.status, RQ_VALUE);
     assert_string_equal(res.str, "library/debian");
     rq_res_free(&res);
-    run(f, rq_cmd_present_forget(&f->q, target, "library/debian", d, 1), &res);
+    run(f, rq_cmd_present_forget(&f->q, target, ep, "library/debian", d, 1), &res);
     assert_int_equal(res.n, 1);
     rq_res_free(&res);
-    run(f, rq_cmd_present_check(&f->q, target, "library/debian", d, 2), &res);
+    run(f, rq_cmd_present_check(&f->q, target, ep, "library/debian", d, 2), &res);
     assert_int_equal(res.flags[0], 0);
     assert_int_equal(res.flags[1], 1);
     rq_res_free(&res);
-    assert_int_equal(status_of(f, rq_cmd_blobhome(&f->q, target, "sha256:aaa")), RQ_EMPTY);
+    assert_int_equal(status_of(f, rq_cmd_blobhome(&f->q, target, ep, "sha256:aaa")), RQ_EMPTY);
+    /* Forgetting in another repository leaves the mount source alone. */
+    run(f, rq_cmd_present_forget(&f->q, target, ep, "library/ubuntu", d + 1, 1), &res);
+    assert_int_equal(res.n, 0);
+    rq_res_free(&res);
+    run(f, rq_cmd_blobhome(&f->q, target, ep, "sha256:bbb"), &res);
+    assert_string_equal(res.str, "library/debian");
+    rq_res_free(&res);
+}
+
+static void test_rq__present_sets_expire_unless_used(void **state)
+{
+    struct fixture *f = *state;
+    const char *target = "http://127.0.0.1:5000", *ep = "0123456789ab";
+    const char *d[] = {"sha256:aaa"};
+    char *set = keys_present(&f->q.keys, target, ep, "library/debian");
+    char *home = keys_blobhome(&f->q.keys, target, ep);
+    assert_int_equal(status_of(f, rq_cmd_present_mark(&f->q, target, ep, "library/debian", d,
+                                                      1)),
+                     RQ_VALUE);
+    assert_true(raw_int(f, "PTTL %s", set) > RQ_PRESENT_TTL_MS - 60000);
+    assert_true(raw_int(f, "PTTL %s", home) > RQ_PRESENT_TTL_MS - 60000);
+    /* A check is a use: the set's life starts again. */
+    raw_int(f, "PEXPIRE %s 5000", set);
+    assert_int_equal(status_of(f, rq_cmd_present_check(&f->q, target, ep, "library/debian", d,
+                                                       1)),
+                     RQ_VALUE);
+    assert_true(raw_int(f, "PTTL %s", set) > RQ_PRESENT_TTL_MS - 60000);
+    /* A check of a set that does not exist creates nothing. */
+    assert_int_equal(status_of(f, rq_cmd_present_check(&f->q, target, ep, "library/none", d,
+                                                       1)),
+                     RQ_VALUE);
+    char *none = keys_present(&f->q.keys, target, ep, "library/none");
+    assert_int_equal(raw_int(f, "EXISTS %s", none), 0);
+    free(none);
+    free(set);
+    free(home);
+}
+
+static void test_rq__target_epoch_first_marker_wins(void **state)
+{
+    struct fixture *f = *state;
+    const char *target = "http://127.0.0.1:5000";
+    const char *m1 = "sha256:1111111111111111aaaa", *m2 = "sha256:2222222222222222bbbb",
+               *m3 = "sha256:3333333333333333cccc";
+    struct rq_res res;
+    assert_int_equal(status_of(f, rq_cmd_target_get(&f->q, target)), RQ_EMPTY);
+    /* The first marker starts the first epoch. */
+    run(f, rq_cmd_target_epoch(&f->q, target, NULL, m1, "library/debian"), &res);
+    assert_int_equal(res.status, RQ_VALUE);
+    assert_string_equal(rq_res_field(&res, "marker"), m1);
+    assert_string_equal(rq_res_field(&res, "epoch"), "111111111111");
+    assert_string_equal(rq_res_field(&res, "repo"), "library/debian");
+    assert_true(rq_res_field_int(&res, "since_ms", 0) > 0);
+    rq_res_free(&res);
+    /* A second worker that saw no record either gets the first one's. */
+    run(f, rq_cmd_target_epoch(&f->q, target, "", m2, "library/ubuntu"), &res);
+    assert_string_equal(rq_res_field(&res, "marker"), m1);
+    rq_res_free(&res);
+    /* m1 gone: two workers replace it, the first wins. */
+    run(f, rq_cmd_target_epoch(&f->q, target, m1, m2, "library/ubuntu"), &res);
+    assert_string_equal(rq_res_field(&res, "epoch"), "222222222222");
+    assert_string_equal(rq_res_field(&res, "repo"), "library/ubuntu");
+    rq_res_free(&res);
+    run(f, rq_cmd_target_epoch(&f->q, target, m1, m3, "library/debian"), &res);
+    assert_string_equal(rq_res_field(&res, "marker"), m2);
+    rq_res_free(&res);
+    /* Found again: the record lives on, unchanged. */
+    char *key = keys_target(&f->q.keys, target);
+    raw_int(f, "PEXPIRE %s 5000", key);
+    run(f, rq_cmd_target_epoch(&f->q, target, m2, m2, "library/debian"), &res);
+    assert_string_equal(rq_res_field(&res, "repo"), "library/ubuntu");
+    rq_res_free(&res);
+    assert_true(raw_int(f, "PTTL %s", key) > RQ_PRESENT_TTL_MS - 60000);
+    run(f, rq_cmd_target_get(&f->q, target), &res);
+    assert_string_equal(rq_res_field(&res, "marker"), m2);
+    rq_res_free(&res);
+    /* Only a digest can be a marker. */
+    struct err e;
+    assert_int_equal(rq_exec(&f->rc, rq_cmd_target_epoch(&f->q, target, m2, "nope", "r"), &res,
+                             &e),
+                     -1);
+    rq_res_free(&res);
+    assert_non_null(strstr(e.msg, "marker is not a digest"));
+    free(key);
 }
 
 static void test_rq__leases_with_tokens(void **state)
@@ -1413,6 +1503,8 @@ int main(void)
         T(test_rq__budget_pause_and_unlimited),
         T(test_rq__breaker_opens_probes_and_closes),
         T(test_rq__present_sets_and_blobhome),
+        T(test_rq__present_sets_expire_unless_used),
+        T(test_rq__target_epoch_first_marker_wins),
         T(test_rq__leases_with_tokens),
         T(test_rq__run_bookkeeping),
         T(test_rq__run_enqueue_counts_each_key_once),
