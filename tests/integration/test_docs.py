@@ -55,6 +55,13 @@ def section(text, heading):
     return text[start:end if end >= 0 else len(text)]
 
 
+def recipe_commands(recipes):
+    """argv of every redis-cli command of the README's recipes section (its text)."""
+    block = recipes.split("```sh\n", 1)[1].split("```", 1)[0]
+    return [shlex.split(line, comments=True) for line in block.splitlines()
+            if line.startswith("redis-cli ")]
+
+
 def subsections(text):
     """{### title: body} of a section."""
     parts = re.split(r"^### (.+)$", text, flags=re.M)
@@ -164,9 +171,7 @@ class RedisRecipesTest(unittest.TestCase):
                                        + "$") for n in names]
 
     def commands(self):
-        block = self.recipes.split("```sh\n", 1)[1].split("```", 1)[0]
-        return [shlex.split(line, comments=True) for line in block.splitlines()
-                if line.startswith("redis-cli ")]
+        return recipe_commands(self.recipes)
 
     def test_every_key_named_is_a_hubsync_key(self):
         self.assertGreater(len(self.key_patterns), 20)
