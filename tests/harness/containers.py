@@ -1,14 +1,17 @@
-"""A container engine for the compose tests, with no Docker engine and no internet: a rootful
-podman with a private configuration that serves the Docker API to docker-compose, and the
-images the stack runs, built locally from Debian packages and cached between test runs.
+"""Container engines for the compose tests, with no registry to pull from: Debian's podman 4.3
+and Docker Engine 20.10 (docker.io), each rootful with a private configuration and store,
+serving the Docker API on a socket of its own to docker-compose; and the images the stack
+runs, built locally from Debian packages and cached between test runs.
 
-    engine = Engine().start()              # podman system service on a private socket
-    imgs = build_images(engine)            # {"hubsync": ..., "redis": ..., "registry": ...}
-    env = dict(os.environ, DOCKER_HOST=engine.docker_host)   # for docker-compose
-    engine.check_health("myproject")       # what the engine's timer would do (see below)
-    engine.stop()
+    podman = Podman().start()              # podman system service on a private socket
+    imgs = build_images(podman)            # {"base", "hubsync", "redis", "registry": ref}
+    docker = Docker().start()              # a private dockerd
+    docker.load(podman, imgs.values())     # the same images, copied over
+    env = dict(os.environ, DOCKER_HOST=podman.docker_host)    # for docker-compose
+    podman.check_health("myproject")       # what podman's systemd timer would do
+    podman.stop(); docker.stop()
 
-The configuration (containers.conf, storage.conf) is the test's own, given to podman through
+Podman's configuration (containers.conf, storage.conf) is the test's own, given through
 CONTAINERS_CONF and CONTAINERS_STORAGE_CONF; the machine's is not read or changed. It holds
 what podman 4.3 needs on hosts like the CI machines (cgroups v1/hybrid, no systemd, a
 setrlimit-restricted sandbox): the runc runtime (crun refuses hybrid cgroups), the cgroupfs
@@ -22,14 +25,15 @@ Images, all on one Debian 12 base made with debootstrap from the Debian mirror a
 registry: hubsync's from compose/Dockerfile, and stand-ins for the official redis and
 registry images from Debian's redis-server and docker-registry packages. Builds use the host
 network (apt inside reaches the same mirror). Each image is tagged with a key hashed from
-what goes into it; an image whose key is in the store is not built again. The store lives in
-HUBSYNC_IMAGE_CACHE (default ~/.cache/hubsync/podman).
+what goes into it; an image whose key is in the store is not built (or loaded) again. The
+stores live in HUBSYNC_IMAGE_CACHE (default ~/.cache/hubsync), podman/ and docker/.
 Python standard library only.
 """
 import hashlib
 import http.client
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -40,7 +44,7 @@ import urllib.parse
 from harness import ROOT
 
 CACHE = os.environ.get("HUBSYNC_IMAGE_CACHE") or os.path.join(
-    os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "hubsync", "podman")
+    os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "hubsync")
 SUITE = "bookworm"
 LIBPOD = "/v4.0.0/libpod"  # podman's own API, beside the Docker one
 BASE_TAG = "docker.io/library/debian:12"
@@ -119,48 +123,36 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
 
 
 class Engine:
-    """Rootful podman with the configuration above (store in `cache`), serving the Docker API
-    on a socket of its own while started."""
+    """A container engine serving the Docker API on a socket of its own while started: Podman
+    or Docker below. What the tests do through it is plain Docker API, which both serve."""
+
+    name = "engine"
+    programs = ()
 
     def __init__(self, cache=CACHE):
         if os.geteuid() != 0:
-            raise EngineError("the compose tests run rootful podman: run them as root")
-        for prog in ("podman", "runc", "catatonit", "debootstrap", "docker-compose"):
+            raise EngineError("the compose tests run a rootful %s: run them as root" % self.name)
+        for prog in self.programs:
             if shutil.which(prog) is None:
                 raise EngineError("%s is missing (.ci/deps installs the test packages)" % prog)
         self.cache = cache
         os.makedirs(cache, exist_ok=True)
-        self.dir = tempfile.mkdtemp(prefix="hubsync-engine-")
-        confs = {}
-        for name, text in (("containers.conf", CONTAINERS_CONF),
-                           ("storage.conf", STORAGE_CONF)):
-            confs[name] = os.path.join(self.dir, name)
-            with open(confs[name], "w") as f:
-                f.write(text.format(cache=cache))
-        self.env = dict(os.environ, CONTAINERS_CONF=confs["containers.conf"],
-                        CONTAINERS_STORAGE_CONF=confs["storage.conf"])
-        self.socket = os.path.join(self.dir, "podman.sock")
+        self.dir = tempfile.mkdtemp(prefix="hubsync-%s-" % self.name)
+        self.socket = os.path.join(self.dir, "api.sock")
         self.log_path = os.path.join(self.dir, "service.log")
+        self.env = dict(os.environ)
         self.service = None
 
     @property
     def docker_host(self):
         return "unix://" + self.socket
 
-    def podman(self, *args, timeout=600, stdin=None):
-        """Run podman with this configuration; stdout, or EngineError with its stderr."""
-        p = subprocess.run(["podman"] + list(args), env=self.env, stdin=stdin,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
-        if p.returncode != 0:
-            raise EngineError("podman %s: exit %d\n%s" % (" ".join(args[:3]), p.returncode,
-                                                          p.stderr.decode(errors="replace")
-                                                          [-3000:]))
-        return p.stdout.decode(errors="replace")
+    def service_command(self):
+        raise NotImplementedError
 
     def start(self, timeout=60):
         log = open(self.log_path, "wb")
-        self.service = subprocess.Popen(["podman", "system", "service", "--time", "0",
-                                         self.docker_host], env=self.env, stdout=log,
+        self.service = subprocess.Popen(self.service_command(), env=self.env, stdout=log,
                                         stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         deadline = time.time() + timeout
@@ -171,8 +163,9 @@ class Engine:
             except OSError:
                 pass
             if self.service.poll() is not None or time.time() > deadline:
-                raise EngineError("podman system service did not answer; log:\n%s"
-                                  % open(self.log_path, errors="replace").read()[-3000:])
+                raise EngineError("%s did not answer on %s; log:\n%s"
+                                  % (self.name, self.socket,
+                                     open(self.log_path, errors="replace").read()[-3000:]))
             time.sleep(0.1)
 
     def stop(self):
@@ -187,7 +180,7 @@ class Engine:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def api(self, method, path, body=None, timeout=60):
-        """(status, decoded JSON or None) of one request to the engine's API."""
+        """(status, decoded JSON or text) of one request to the engine's API."""
         conn = _UnixHTTPConnection(self.socket, timeout)
         try:
             data = None if body is None else json.dumps(body).encode()
@@ -202,17 +195,92 @@ class Engine:
         except ValueError:
             return r.status, raw.decode(errors="replace")
 
+    def call(self, method, path, body=None, ok=(200, 201, 204)):
+        status, out = self.api(method, path, body)
+        if status not in ok:
+            raise EngineError("%s %s %s: %s %s" % (self.name, method, path, status, out))
+        return out
+
     def containers(self, project, service=None, all=False):
-        """The Docker API's container list for a compose project (and service)."""
+        """The container list of a compose project (and service)."""
         labels = ["com.docker.compose.project=" + project]
         if service:
             labels.append("com.docker.compose.service=" + service)
-        query = urllib.parse.urlencode({"all": "true" if all else "false",
-                                        "filters": json.dumps({"label": labels})})
-        status, out = self.api("GET", "/containers/json?" + query)
-        if status != 200:
-            raise EngineError("container list: %s %s" % (status, out))
-        return out
+        return self.call("GET", "/containers/json?" + urllib.parse.urlencode(
+            {"all": "1" if all else "0", "filters": json.dumps({"label": labels})}))
+
+    def check_health(self, project):
+        """Run the health checks the engine does not run by itself (see Podman)."""
+
+    def create_network(self, name, image):
+        """A bridge network (compose's default kind) kept up by an idle container of `image`
+        (podman's netavark brings the bridge and its gateway address up only while a
+        container is attached); returns the gateway address."""
+        self.call("POST", "/networks/create", {"Name": name, "Driver": "bridge"})
+        c = self.call("POST", "/containers/create?name=%s-keeper" % name,
+                      {"Image": image, "Cmd": ["sleep", "infinity"],
+                       "HostConfig": {"NetworkMode": name, "Init": True}})
+        self.call("POST", "/containers/%s/start" % c["Id"])
+        return self.call("GET", "/networks/" + name)["IPAM"]["Config"][0]["Gateway"]
+
+    def remove_network(self, name):
+        self.api("DELETE", "/containers/%s-keeper?force=1" % name)
+        self.api("DELETE", "/networks/" + name)
+
+    def remove_leftovers(self, pattern):
+        """Remove the containers, volumes and networks whose name matches pattern, a regular
+        expression whose group 1 is a process id, when that process is gone."""
+        def gone(name):
+            m = re.match(pattern, name.lstrip("/"))
+            return m and not os.path.exists("/proc/" + m.group(1))
+        for c in self.call("GET", "/containers/json?all=1"):
+            if any(gone(n) for n in c["Names"]):
+                self.api("DELETE", "/containers/%s?force=1&v=1" % c["Id"])
+        for v in self.call("GET", "/volumes")["Volumes"] or []:
+            if gone(v["Name"]):
+                self.api("DELETE", "/volumes/%s?force=1" % v["Name"])
+        for n in self.call("GET", "/networks"):
+            if gone(n["Name"]):
+                self.api("DELETE", "/networks/" + n["Name"])
+
+    def has_image(self, ref):
+        return self.api("GET", "/images/%s/json" % ref)[0] == 200
+
+    def tag(self, ref, repo, tag):
+        self.call("POST", "/images/%s/tag?%s" % (ref, urllib.parse.urlencode(
+            {"repo": repo, "tag": tag})))
+
+
+class Podman(Engine):
+    """Rootful podman 4.3 with the configuration above (its store in `cache`), serving the
+    Docker API with `podman system service`. It builds every image (build_images)."""
+
+    name = "podman"
+    programs = ("podman", "runc", "catatonit", "debootstrap", "docker-compose")
+
+    def __init__(self, cache=CACHE):
+        super().__init__(os.path.join(cache, "podman"))
+        confs = {}
+        for name, text in (("containers.conf", CONTAINERS_CONF),
+                           ("storage.conf", STORAGE_CONF)):
+            confs[name] = os.path.join(self.dir, name)
+            with open(confs[name], "w") as f:
+                f.write(text.format(cache=self.cache))
+        self.env.update(CONTAINERS_CONF=confs["containers.conf"],
+                        CONTAINERS_STORAGE_CONF=confs["storage.conf"])
+
+    def service_command(self):
+        return ["podman", "system", "service", "--time", "0", self.docker_host]
+
+    def podman(self, *args, timeout=600, stdin=None):
+        """Run podman with this configuration; stdout, or EngineError with its stderr."""
+        p = subprocess.run(["podman"] + list(args), env=self.env, stdin=stdin,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+        if p.returncode != 0:
+            raise EngineError("podman %s: exit %d\n%s" % (" ".join(args[:3]), p.returncode,
+                                                          p.stderr.decode(errors="replace")
+                                                          [-3000:]))
+        return p.stdout.decode(errors="replace")
 
     def check_health(self, project):
         """Run the health check of every running container of the project once, as the
@@ -220,25 +288,53 @@ class Engine:
         for c in self.containers(project):
             self.api("GET", LIBPOD + "/containers/%s/healthcheck" % c["Id"])
 
-    def create_network(self, name):
-        """A bridge network (compose's default kind) kept up by an idle container (netavark
-        brings the bridge and its gateway address up only while a container is attached);
-        returns the gateway address."""
-        status, out = self.api("POST", LIBPOD + "/networks/create",
-                               {"name": name, "driver": "bridge", "dns_enabled": True})
-        if status not in (200, 201):
-            raise EngineError("network create %s: %s %s" % (name, status, out))
-        self.podman("run", "--detach", "--name", name + "-keeper", "--network", name,
-                    "--init", BASE_TAG, "sleep", "infinity")
-        return out["subnets"][0]["gateway"]
 
-    def remove_network(self, name):
-        self.api("DELETE", "/containers/%s-keeper?force=true" % urllib.parse.quote(name))
-        self.api("DELETE", LIBPOD + "/networks/%s?force=true" % urllib.parse.quote(name))
+class Docker(Engine):
+    """Debian's Docker Engine 20.10 (docker.io): a dockerd of its own with its store in
+    `cache`, no default bridge and no iptables rules (the tests' networks are user-defined
+    bridges, and published ports go through docker-proxy), so the host's network setup is
+    left alone. It runs health checks itself. Images come from Podman (load)."""
 
-    def has_image(self, ref):
-        return self.api("GET", LIBPOD + "/images/%s/exists" % urllib.parse.quote(ref, safe=""))[0] \
-            == 204
+    name = "docker"
+    programs = ("dockerd", "containerd", "docker-compose")
+
+    def __init__(self, cache=CACHE):
+        super().__init__(os.path.join(cache, "docker"))
+
+    def service_command(self):
+        return ["dockerd", "--data-root", self.cache, "--exec-root",
+                os.path.join(self.dir, "exec"), "--pidfile", os.path.join(self.dir, "pid"),
+                "--host", self.docker_host, "--bridge", "none", "--iptables=false",
+                "--ip-masq=false", "--exec-opt", "native.cgroupdriver=cgroupfs"]
+
+    def load(self, podman, refs):
+        """Copy the images it lacks from podman's store (podman save | POST /images/load)."""
+        for ref in refs:
+            if self.has_image(ref):
+                continue
+            save = subprocess.Popen(["podman", "save", ref], env=podman.env,
+                                    stdout=subprocess.PIPE)
+            conn = _UnixHTTPConnection(self.socket, 600)
+            try:
+                conn.request("POST", "/images/load?quiet=1", body=save.stdout,
+                             headers={"Content-Type": "application/x-tar"},
+                             encode_chunked=True)
+                r = conn.getresponse()
+                out = r.read().decode(errors="replace")
+            finally:
+                conn.close()
+                save.stdout.close()
+            if save.wait() != 0 or r.status != 200 or not self.has_image(ref):
+                raise EngineError("docker could not load %s from podman: %s %s"
+                                  % (ref, r.status, out[-2000:]))
+            # Older loads of the same image go.
+            repo = ref.rsplit(":", 1)[0]
+            for image in self.call("GET", "/images/json?" + urllib.parse.urlencode(
+                    {"filters": json.dumps({"reference": [repo]})})):
+                for old in image["RepoTags"] or []:
+                    if old != ref:
+                        self.api("DELETE", "/images/" + old)
+        self.api("POST", "/images/prune")
 
 
 def _digest_paths(h, paths):
@@ -326,8 +422,8 @@ def _build(engine, tag, context, dockerfile):
 
 
 def build_images(engine, say=lambda text: None):
-    """Build what is missing; returns {"hubsync", "redis", "registry": image reference} and
-    says what it built or found, with the time taken."""
+    """Build with podman what is missing; returns {"base", "hubsync", "redis", "registry":
+    image reference} and says what it built, with the time taken."""
     mirror, sources, apt_conf = debian_sources()
     base_key = _key(SUITE, mirror, *sources, *apt_conf)
     base = "localhost/hubsync-test-base:" + base_key
@@ -345,7 +441,7 @@ def build_images(engine, say=lambda text: None):
         say("base %s: debootstrap and import %.0fs" % (base, time.time() - t0))
     # FROM debian:12 in every Dockerfile is this base.
     engine.podman("tag", base, BASE_TAG)
-    out = {}
+    out = {"base": base}
     for name, (tag, context, dockerfile) in images.items():
         out[name] = tag
         if engine.has_image(tag):

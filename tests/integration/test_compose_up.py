@@ -1,8 +1,9 @@
-"""compose/ on a real container engine, driven with docker-compose only, as an operator would.
+"""compose/ on real container engines, driven with docker-compose only, as an operator would.
 
-The engine is Debian's podman 4.3 serving the Docker API (harness/containers.py: its
-settings for hosts like these, the images built locally on a debootstrapped Debian 12 and
-cached). The stack is compose/docker-compose.yml with credentials.yml, a .env made from
+The engines are Debian's podman 4.3 serving the Docker API and Debian's Docker Engine 20.10
+(harness/containers.py: podman's settings for hosts like these, a private dockerd, the
+images built locally on a debootstrapped Debian 12 and cached); every scenario runs on
+each. The stack is compose/docker-compose.yml with credentials.yml, a .env made from
 .env.example, and a test override with two changes: the stack's network is one the test
 creates (so the Docker Hub stand-in can listen on its gateway, an address the containers
 reach, before the stack starts and across `down`), and the coordinator's official-images
@@ -13,7 +14,8 @@ workers log in to the stand-in with a token given as the compose secret.
 - `up -d --scale worker=3`: every health check turns healthy, the coordinator's first run
   completes, every tag on the target has the upstream digest, counted GETs are the minimum,
   podman pulls through the published registry port as a docker.io mirror and gets the
-  upstream digest; the README's redis-cli recipes run through `exec redis redis-cli`;
+  upstream digest; the README's redis-cli recipes run through `exec redis redis-cli` (on
+  podman);
   `down` (volumes kept) and `up` again: the next run costs 0 GETs and writes nothing.
 - A worker process killed with SIGKILL and `docker-compose restart redis`, both mid-run: the
   run converges, nothing lost or doubled, Redis comes back from the AOF on its volume.
@@ -32,9 +34,9 @@ import threading
 import time
 import unittest
 
-from demo.mirror import Podman, registries_conf
+from demo.mirror import Podman as PodmanClient, registries_conf
 from harness import OFFICIAL_IMAGES, ROOT, free_port
-from harness.containers import Engine, build_images
+from harness.containers import Docker, Podman, build_images
 from harness.mirror import catalog, head, pushed_tags
 from harness.standin import Standin
 from integration.test_docs import README, RECIPES, recipe_commands, section
@@ -52,34 +54,32 @@ UPSTREAM_COUNTERS = ("token_requests", "manifest_get", "manifest_head", "blob_ge
 _module = {}
 
 
-def remove_leftovers(engine):
-    """Containers, volumes and networks of earlier test processes that are gone (killed
-    before their cleanup): everything here is named hubsync-test-<pid>..."""
-    for kind, fmt in (("container", "{{.Names}}"), ("volume", "{{.Name}}"),
-                      ("network", "{{.Name}}")):
-        cmd = ["ps", "--all"] if kind == "container" else [kind, "ls"]
-        for name in engine.podman(*cmd, "--format", fmt).split():
-            m = re.match(r"hubsync-test-(\d+)\b", name)
-            if m and not os.path.exists("/proc/" + m.group(1)):
-                engine.podman(kind, "rm", "--force", name)
-
-
 def setUpModule():
-    engine = Engine()
-    engine.start()
+    """Both engines, with the images: podman builds them (or finds them cached), docker gets
+    a copy; in each, hubsync's image is also hubsync:latest, the name docker-compose.yml
+    gives it (so compose runs it instead of building one)."""
     try:
-        remove_leftovers(engine)
+        podman = _module["podman"] = Podman().start()
         t0 = time.time()
-        _module["images"] = build_images(engine, say=lambda t: print("  " + t, flush=True))
-        print("  images: %.1fs (cache %s)" % (time.time() - t0, engine.cache), flush=True)
+        images = _module["images"] = build_images(podman, say=lambda t: print("  " + t,
+                                                                             flush=True))
+        docker = _module["docker"] = Docker().start()
+        t1 = time.time()
+        docker.load(podman, images.values())
+        print("  images: %.1fs in podman (%s), %.1fs more in docker"
+              % (t1 - t0, podman.cache, time.time() - t1), flush=True)
+        for engine in (podman, docker):
+            engine.remove_leftovers(r"hubsync-test-(\d+)\b")
+            engine.tag(images["hubsync"], "hubsync", "latest")
     except BaseException:
-        engine.stop()
+        tearDownModule()
         raise
-    _module["engine"] = engine
 
 
 def tearDownModule():
-    _module.pop("engine").stop()
+    for name in ("docker", "podman"):
+        if name in _module:
+            _module.pop(name).stop()
 
 
 def wait_for(what, check, timeout=240, interval=0.5):
@@ -227,13 +227,17 @@ class Stack:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-class ComposeUpTest(unittest.TestCase):
+class ComposeUp:
+    """The scenarios, on the engine ENGINE (a TestCase below for each)."""
+
+    ENGINE = None
+
     @classmethod
     def setUpClass(cls):
-        cls.engine = _module["engine"]
+        cls.engine = _module[cls.ENGINE]
         cls.tmp = tempfile.mkdtemp(prefix="hubsync-compose-up-")
-        cls.network = "hubsync-test-%d" % os.getpid()
-        gateway = cls.engine.create_network(cls.network)
+        cls.network = "hubsync-test-%d-%s" % (os.getpid(), cls.ENGINE)
+        gateway = cls.engine.create_network(cls.network, _module["images"]["base"])
         cls.catalog = catalog(REPOS)
         cls.hub = Standin(host=gateway, limit=100000, users=["%s:%s:100000" % (USER, TOKEN)])
         try:
@@ -260,13 +264,14 @@ class ComposeUpTest(unittest.TestCase):
         cls.engine.remove_network(cls.network)
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
-    def stack(self, **settings):
-        name = "hubsync-test-%d-%s" % (os.getpid(), self._testMethodName.split("_")[1])
+    def stack(self):
+        name = "%s-%s" % (self.network, self._testMethodName.split("_")[1])
         # Short leases and stop grace: the kill and scale-down tests finish in seconds.
         env = {"HUBSYNC_UPSTREAM": self.hub.url, "HUBSYNC_LEASE_MS": "5000",
                "HUBSYNC_STOP_GRACE": "1", "HUBSYNC_LOG_LEVEL": "info"}
-        env.update(settings)
         s = Stack(self.engine, name, self.network, self.official_images, self.token_file, env)
+        t0 = time.time()
+        self.addCleanup(lambda: print("  %s %.0fs" % (name, time.time() - t0), flush=True))
         self.addCleanup(s.stop)
         return s
 
@@ -337,7 +342,7 @@ class ComposeUpTest(unittest.TestCase):
                          WORKER_SCALE)
 
         # A client: podman with the published registry port as its docker.io mirror.
-        with Podman(registries_conf(self.hub.host, "127.0.0.1:%d" % stack.registry_port)) as p:
+        with PodmanClient(registries_conf(self.hub.host, "127.0.0.1:%d" % stack.registry_port)) as p:
             before = self.hub.counters()
             p.pull("docker.io/library/hello-world:latest")
             after = self.hub.counters()
@@ -345,7 +350,9 @@ class ComposeUpTest(unittest.TestCase):
                              pushed_tags(self.pushed, REPOS)[("hello-world", "latest")])
         self.assertEqual(sum(after[c] - before[c] for c in UPSTREAM_COUNTERS), 0)
 
-        self.recipes_run_through_compose_exec(stack, first)
+        if self.ENGINE == "podman":
+            # The same redis-cli on either engine: once is enough (30 execs, ~40 s).
+            self.recipes_run_through_compose_exec(stack, first)
 
         stack.compose("down")
         self.assertEqual(stack.containers(all=True), [])
@@ -448,6 +455,14 @@ class ComposeUpTest(unittest.TestCase):
             self.assertTrue(any(re.search(r"stopped \(done \d+, failed 0", line)
                                 for line in mine), mine)
         self.assert_token_nowhere(stack)
+
+
+class PodmanTest(ComposeUp, unittest.TestCase):
+    ENGINE = "podman"
+
+
+class DockerTest(ComposeUp, unittest.TestCase):
+    ENGINE = "docker"
 
 
 if __name__ == "__main__":
