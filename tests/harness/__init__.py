@@ -105,24 +105,25 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_port(port, timeout=15.0, proc=None):
+def wait_port(port, timeout=15.0, proc=None, host="127.0.0.1"):
     deadline = time.time() + timeout * TIMEOUT_FACTOR
     while time.time() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError("process exited with %s before listening on %d"
                                % (proc.returncode, port))
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            with socket.create_connection((host, port), timeout=0.5):
                 return
         except OSError:
             time.sleep(0.05)
-    raise RuntimeError("nothing listens on 127.0.0.1:%d after %.0fs" % (port, timeout))
+    raise RuntimeError("nothing listens on %s:%d after %.0fs" % (host, port, timeout))
 
 
 class Server:
     """A child process with a work directory and a log file."""
 
     name = "server"
+    host = "127.0.0.1"  # the address it listens on
 
     def __init__(self, workdir=None):
         self.dir = workdir or tempfile.mkdtemp(prefix="hubsync-%s-" % self.name)
@@ -141,7 +142,7 @@ class Server:
         self.proc = subprocess.Popen(self.command(), cwd=self.dir, stdout=log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
-        wait_port(self.port, proc=self.proc)
+        wait_port(self.port, proc=self.proc, host=self.host)
         return self
 
     def kill(self, sig=signal.SIGKILL):

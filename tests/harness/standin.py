@@ -40,27 +40,30 @@ class _Front(Server):
 
     name = "standin"
 
-    def __init__(self, workdir, backend, cdn_port, args):
+    def __init__(self, workdir, backend, host, cdn_host, args):
         super().__init__(workdir)
         self.backend = backend
-        self.cdn_port = cdn_port
+        self.host = host
+        self.cdn_host = cdn_host
+        self.cdn_port = free_port_on(cdn_host)
         self.args = args
 
     def command(self):
-        return [sys.executable, STANDIN, "--port", str(self.port), "--cdn-host", CDN_HOST,
-                "--cdn-port", str(self.cdn_port), "--backend", self.backend] + self.args
+        return [sys.executable, STANDIN, "--host", self.host, "--port", str(self.port),
+                "--cdn-host", self.cdn_host, "--cdn-port", str(self.cdn_port),
+                "--backend", self.backend] + self.args
 
     def start(self, port=None):
-        super().start(port)
+        super().start(port or self.port or free_port_on(self.host))
         deadline = time.time() + 15
         while True:
             try:
-                with socket.create_connection((CDN_HOST, self.cdn_port), timeout=0.5):
+                with socket.create_connection((self.cdn_host, self.cdn_port), timeout=0.5):
                     return self
             except OSError:
                 if time.time() > deadline or self.proc.poll() is not None:
                     raise RuntimeError("stand-in CDN not listening on %s:%d; log:\n%s"
-                                       % (CDN_HOST, self.cdn_port, self.log()))
+                                       % (self.cdn_host, self.cdn_port, self.log()))
                 time.sleep(0.05)
 
 
@@ -69,9 +72,10 @@ class Standin:
     (limit=3 -> --limit 3, verbose=True -> --verbose); users are NAME:PASSWORD[:LIMIT]
     strings. The registry's
     storage goes to /dev/shm when it exists (docker-registry is several times faster on
-    tmpfs) unless workdir says where."""
+    tmpfs) unless workdir says where. It listens on 127.0.0.1 with its CDN on 127.0.0.2, or
+    with both on `host` (an address containers reach, e.g. their network's gateway)."""
 
-    def __init__(self, users=(), workdir=None, **flags):
+    def __init__(self, users=(), workdir=None, host=None, **flags):
         base = workdir
         if base is None:
             base = tempfile.mkdtemp(prefix="hubsync-standin-",
@@ -87,6 +91,7 @@ class Standin:
             elif v is not False:
                 args += ["--" + k.replace("_", "-"), str(v)]
         self._args = args
+        self._hosts = (host, host) if host else ("127.0.0.1", CDN_HOST)
         self.registry = Registry(workdir=os.path.join(base, "registry"))
         self.front = None
         self.loader = None
@@ -98,7 +103,7 @@ class Standin:
         self.registry.start()
         front_dir = os.path.join(self.dir, "front")
         os.makedirs(front_dir, exist_ok=True)
-        self.front = _Front(front_dir, self.registry.url, free_port_on(CDN_HOST), self._args)
+        self.front = _Front(front_dir, self.registry.url, *self._hosts, self._args)
         self.front.start()
         return self
 
@@ -122,15 +127,15 @@ class Standin:
     @property
     def host(self):
         """host:port as image references want it: f"{hub.host}/library/alpine:3"."""
-        return "127.0.0.1:%d" % self.front.port
+        return "%s:%d" % (self.front.host, self.front.port)
 
     @property
     def url(self):
-        return "http://127.0.0.1:%d" % self.front.port
+        return "http://%s:%d" % (self.front.host, self.front.port)
 
     @property
     def cdn(self):
-        return "http://%s:%d" % (CDN_HOST, self.front.cdn_port)
+        return "http://%s:%d" % (self.front.cdn_host, self.front.cdn_port)
 
     @property
     def storage(self):

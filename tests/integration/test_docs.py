@@ -56,6 +56,13 @@ def read(path):
         return f.read()
 
 
+def recipe_commands(recipes):
+    """argv of every redis-cli command of the recipes (the text of docs/redis-cli.md)."""
+    block = recipes.split("```sh\n", 1)[1].split("```", 1)[0]
+    return [shlex.split(line, comments=True) for line in block.splitlines()
+            if line.startswith("redis-cli ")]
+
+
 def subsections(text):
     """{## title: body} of a document."""
     parts = re.split(r"^## (.+)$", text, flags=re.M)
@@ -161,9 +168,7 @@ class RedisRecipesTest(unittest.TestCase):
                                        + "$") for n in names]
 
     def commands(self):
-        block = self.recipes.split("```sh\n", 1)[1].split("```", 1)[0]
-        return [shlex.split(line, comments=True) for line in block.splitlines()
-                if line.startswith("redis-cli ")]
+        return recipe_commands(self.recipes)
 
     def test_every_key_named_is_a_hubsync_key(self):
         self.assertGreater(len(self.key_patterns), 20)
