@@ -51,11 +51,33 @@ void rq_free(struct rq *q)
     q->run_prefix = NULL;
 }
 
+int rq_lua_version(void)
+{
+    const char *v = strstr(rq_lua_source, "\nlocal VERSION = ");
+    return v ? atoi(v + strlen("\nlocal VERSION = ")) : 0;
+}
+
+#define RQ_NO_FUNCTION "ERR Function not found"
+
+/* The answer to hubsync_version says Redis has no library, one from before
+ * versions or an older one. */
+static int library_outdated(const redisReply *r)
+{
+    if (r && r->type == REDIS_REPLY_INTEGER)
+        return r->integer < rq_lua_version();
+    return !r || r->type == REDIS_REPLY_ERROR;
+}
+
 void rq_setup(const struct rq *q, struct rconn_setup *out)
 {
     memset(out, 0, sizeof(*out));
+    /* Two programs of different versions may run side by side (a rolling
+     * update): the newer library stays. Two that connect at the same moment
+     * may both find it outdated; the later load wins. */
+    const char *version[] = {"FCALL", "hubsync_version", "0"};
+    rconn_setup_add(out, 3, version, NULL, RQ_NO_FUNCTION);
     const char *load[] = {"FUNCTION", "LOAD", "REPLACE", rq_lua_source};
-    rconn_setup_add(out, 4, load, NULL, NULL);
+    rconn_setup_add_if(out, library_outdated, 4, load, NULL, NULL);
     const char *group[] = {"XGROUP", "CREATE", q->keys.jobs, KEYS_GROUP, "0", "MKSTREAM"};
     rconn_setup_add(out, 6, group, NULL, "BUSYGROUP");
 }
@@ -867,7 +889,7 @@ static int parse(const struct rq_cmd *c, const redisReply *r, struct rq_res *res
  * restart without persistence, FLUSHALL): setup again and retry once. */
 static int needs_setup(const redisReply *r)
 {
-    static const char *const prefixes[] = {"NOGROUP", "ERR Function not found", "UNBLOCKED"};
+    static const char *const prefixes[] = {"NOGROUP", RQ_NO_FUNCTION, "UNBLOCKED"};
     if (r->type != REDIS_REPLY_ERROR)
         return 0;
     for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++)
@@ -917,6 +939,27 @@ static int call_send(struct rconn_async *ra, struct call *c, struct err *e)
                                c->cmd->block_ms, call_reply, c, e);
 }
 
+/* Answer the caller (res NULL: e says why) and forget the call. */
+static void call_end(struct call *c, struct rq_res *res, const struct err *e)
+{
+    if (c->cb)
+        c->cb(res, res ? NULL : e, c->privdata);
+    rq_cmd_free(c->cmd);
+    free(c);
+}
+
+/* The setup ran again after the call found something missing: once more. */
+static void call_resetup_done(struct rconn_async *ra, void *privdata)
+{
+    struct call *c = privdata;
+    struct err e;
+    if (!ra)
+        err_set(&e, "redis: closed before %s was sent again", cmd_name(c->cmd));
+    else if (call_send(ra, c, &e) == 0)
+        return; /* answered again later */
+    call_end(c, NULL, &e);
+}
+
 static void call_reply(struct rconn_async *ra, redisReply *r, void *privdata)
 {
     struct call *c = privdata;
@@ -929,17 +972,14 @@ static void call_reply(struct rconn_async *ra, redisReply *r, void *privdata)
                 rconn_async_where(ra), cmd_name(c->cmd));
     } else if (needs_setup(r) && !c->retried && ra) {
         c->retried = 1;
-        rconn_async_resetup(ra);
-        if (call_send(ra, c, &e) == 0)
-            return; /* answered again later */
+        if (rconn_async_resetup(ra, call_resetup_done, c) == 0)
+            return;
+        err_set(&e, "redis %s: %s", rconn_async_where(ra), r->str);
     } else {
         ok = parse(c->cmd, r, &res, &e) == 0;
     }
-    if (c->cb)
-        c->cb(ok ? &res : NULL, ok ? NULL : &e, c->privdata);
+    call_end(c, ok ? &res : NULL, &e);
     rq_res_free(&res);
-    rq_cmd_free(c->cmd);
-    free(c);
 }
 
 int rq_exec_async(struct rconn_async *ra, struct rq_cmd *cmd, rq_cb *cb, void *privdata,

@@ -2,9 +2,11 @@
  * dedupe, leases and run bookkeeping.
  *
  * Multi-key steps are functions of one Redis 7.0 Functions library
- * ("hubsync", source in common/rq.lua), loaded with FUNCTION LOAD REPLACE by the
- * connection setup (rq_setup) and again whenever Redis answers "Function not
- * found"; the consumer group is created the same way (and after NOGROUP).
+ * ("hubsync", source in common/rq.lua), loaded by the connection setup
+ * (rq_setup) and again whenever Redis answers "Function not found", unless
+ * Redis has it at the same or a newer version (an older program never
+ * replaces a newer library); the consumer group is created the same way (and
+ * after NOGROUP).
  * Every time is Redis TIME, never the caller's clock. Key names come from
  * keys.h.
  *
@@ -42,14 +44,17 @@ struct rq {
 int rq_init(struct rq *q, const char *prefix, struct err *e);
 void rq_free(struct rq *q);
 
-/* The connection setup every holder runs: FUNCTION LOAD REPLACE of the
- * library, XGROUP CREATE <jobs> workers 0 MKSTREAM (BUSYGROUP is fine).
+/* The connection setup every holder runs: hubsync_version, FUNCTION LOAD
+ * REPLACE of the library only when that says none or an older one, XGROUP
+ * CREATE <jobs> workers 0 MKSTREAM (BUSYGROUP is fine).
  * Group id 0, not $: jobs enqueued before the group existed (after Redis came
  * back empty) must still be delivered. Owned by the caller: rconn_setup_free. */
 void rq_setup(const struct rq *q, struct rconn_setup *out);
 
 /* The library source, as loaded: common/rq.lua, made into C by the Makefile. */
 extern const char rq_lua_source[];
+/* Its VERSION (hubsync_version answers the one Redis has). */
+int rq_lua_version(void);
 
 enum rq_status {
     RQ_DONE = 1,  /* took effect */

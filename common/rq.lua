@@ -1,9 +1,13 @@
 #!lua name=hubsync
 -- hubsync's queue, pull budget and bookkeeping (see common/rq.h). The programs
--- load it themselves; by hand: redis-cli -x FUNCTION LOAD REPLACE < common/rq.lua
+-- load it themselves when Redis has none or an older VERSION; by hand:
+-- redis-cli -x FUNCTION LOAD REPLACE < common/rq.lua
 -- Every key arrives in KEYS, named by common/keys.c; every time is Redis TIME.
 -- Scripts are atomic but not transactional: arguments are checked before the
 -- first write.
+
+-- Bump with every change: a program loads this library only over an older one.
+local VERSION = 2
 
 local function fail(msg)
   error({err = 'ERR hubsync: ' .. msg})
@@ -569,6 +573,10 @@ redis.register_function('hubsync_run_finish', function(keys, args)
   end
   return 1
 end)
+
+-- -> the library's VERSION (a program loads its own only over an older one).
+redis.register_function{function_name = 'hubsync_version', flags = {'no-writes'},
+                        callback = function() return VERSION end}
 
 -- KEYS worker workers; ARGV id json ttl_s. Workers silent for a day are
 -- dropped from the zset.

@@ -1483,6 +1483,64 @@ static void test_rq__auth_and_select(void **state)
     server_destroy(&s);
 }
 
+/* rq.lua with its VERSION replaced by version (caller frees). */
+static char *lua_with_version(int version)
+{
+    const char *v = strstr(rq_lua_source, "local VERSION = ");
+    assert_non_null(v);
+    const char *eol = strchr(v, '\n');
+    return xasprintf("%.*slocal VERSION = %d%s", (int)(v - rq_lua_source), rq_lua_source,
+                     version, eol);
+}
+
+/* Load the library text `loaded`, connect with the usual setup (sync, or
+ * both async holders) and say which version Redis then has. */
+static long long version_after_connect(struct own *o, const char *loaded, int async)
+{
+    struct rconn rc;
+    struct actx a;
+    struct err e;
+    redisContext *c = redisConnect("127.0.0.1", o->s.port);
+    assert_non_null(c);
+    redisReply *r = redisCommand(c, "FUNCTION LOAD REPLACE %s", loaded);
+    assert_int_equal(r->type, REDIS_REPLY_STRING);
+    freeReplyObject(r);
+    if (async) {
+        actx_open(&a, &o->q, &o->setup, o->s.url, 2000);
+        run_until(&a, &a.ups, 2, 10);
+        actx_close(&a);
+    } else {
+        assert_int_equal(rconn_open(&rc, o->s.url, NULL, &o->setup, &e), 0);
+        rconn_close(&rc);
+    }
+    r = redisCommand(c, "FCALL hubsync_version 0");
+    assert_int_equal(r->type, REDIS_REPLY_INTEGER);
+    long long v = r->integer;
+    freeReplyObject(r);
+    redisFree(c);
+    return v;
+}
+
+static void test_rq__library_loads_only_over_an_older_one(void **state)
+{
+    (void)state;
+    struct own o;
+    own_new(&o, 0);
+    int mine = rq_lua_version();
+    assert_true(mine > 1);
+    for (int async = 0; async < 2; async++) {
+        /* A newer worker loaded its library: an older program's connection keeps it. */
+        char *lib = lua_with_version(mine + 1);
+        assert_int_equal(version_after_connect(&o, lib, async), mine + 1);
+        free(lib);
+        /* An older library is replaced. */
+        lib = lua_with_version(mine - 1);
+        assert_int_equal(version_after_connect(&o, lib, async), mine);
+        free(lib);
+    }
+    own_free(&o);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -1519,6 +1577,7 @@ int main(void)
         T(test_rq__async_reconnects_after_restart),
         T(test_rq__async_deadline_drops_stuck_server),
         T(test_rq__async_free_answers_pending),
+        T(test_rq__library_loads_only_over_an_older_one),
 #undef T
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
