@@ -34,7 +34,8 @@
  * <p>run:<id>:settled                   hash    job key -> how it ended in the run (done,
  *                                               failed, dead): counted once, never enqueued
  *                                               again by the run; gone when it finishes
- * <p>runs                               zset    run id scored by start (ms)
+ * <p>runs                               zset    run id scored by start (ms); the newest
+ *                                               --keep-runs are kept, with their records
  * <p>runs:current                       string  id of the run in progress
  * <p>synced-commit                      string  last official-images commit fully synced
  * <p>target:<target>                    hash    the target's storage epoch: marker (digest of

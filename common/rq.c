@@ -530,7 +530,8 @@ struct rq_cmd *rq_cmd_lease_release(const char *key, const char *token)
     return c;
 }
 
-struct rq_cmd *rq_cmd_run_create(const struct rq *q, const char *run_id, const char *commit)
+struct rq_cmd *rq_cmd_run_create(const struct rq *q, const char *run_id, const char *commit,
+                                 int keep)
 {
     char *run = keys_run(&q->keys, run_id);
     struct rq_cmd *c =
@@ -538,6 +539,8 @@ struct rq_cmd *rq_cmd_run_create(const struct rq *q, const char *run_id, const c
     free(run);
     arg(c, run_id);
     arg(c, commit);
+    arg(c, q->run_prefix);
+    arg_ll(c, keep);
     return c;
 }
 

@@ -268,8 +268,10 @@ struct rq_cmd *rq_cmd_lease_release(const char *key, const char *token);
 
 /* --- runs --- */
 
-/* RQ_DONE n = start ms; sets the current run | RQ_DUPLICATE (run exists). */
-struct rq_cmd *rq_cmd_run_create(const struct rq *q, const char *run_id, const char *commit);
+/* RQ_DONE n = start ms; sets the current run | RQ_DUPLICATE (run exists).
+ * Only the newest keep (>= 1) runs keep their records. */
+struct rq_cmd *rq_cmd_run_create(const struct rq *q, const char *run_id, const char *commit,
+                                 int keep);
 /* Enqueue a job of the run, counting the key once in its jobs_total (a
  * resumed run enqueues its jobs again). A key settled in the run is not
  * enqueued again: RQ_SETTLED. A key pending for this run: RQ_DUPLICATE id.

@@ -447,6 +447,10 @@ redis.register_function('hubsync_budget_acquire', function(keys, args)
   return {'denied', wait}
 end)
 
+-- A source not heard from for a week (an address that changed) is forgotten;
+-- an unknown budget is probed again with a free HEAD.
+local BUDGET_KEEP_MS = 7 * 86400000
+
 local function unreserve(inflight, resv)
   if resv == '' then return end
   if redis.call('ZREM', inflight, resv) == 0 then return end
@@ -468,6 +472,7 @@ redis.register_function('hubsync_budget_observe', function(keys, args)
   if mode == 'unlimited' then
     unreserve(inflight, resv)
     redis.call('HSET', budget, 'unlimited', 1, 'observed_ms', now)
+    redis.call('PEXPIRE', budget, BUDGET_KEEP_MS)
     return -1
   end
   if mode ~= 'limited' then fail('mode must be limited, unlimited or none') end
@@ -486,6 +491,7 @@ redis.register_function('hubsync_budget_observe', function(keys, args)
   if resv ~= '' then redis.call('HSET', budget, 'get_ms', now) end
   redis.call('HSET', budget, 'limit', limit, 'remaining', remaining, 'window_s', window,
              'observed_ms', now, 'unlimited', 0)
+  redis.call('PEXPIRE', budget, BUDGET_KEEP_MS)
   return remaining
 end)
 -- KEYS budget stats; ARGV duration_ms -> pause in force (ms). After a 429
@@ -498,6 +504,7 @@ redis.register_function('hubsync_budget_pause', function(keys, args)
   if cur > untl then untl = cur end
   redis.call('HSET', budget, 'paused_until_ms', untl, 'remaining', 0, 'unlimited', 0)
   redis.call('HINCRBY', budget, 'http_429', 1)
+  redis.call('PEXPIRE', budget, BUDGET_KEEP_MS)
   redis.call('HINCRBY', stats, 'http_429', 1)
   return untl - now
 end)
@@ -652,9 +659,13 @@ redis.register_function('hubsync_lease_release', function(keys, args)
   return 1
 end)
 
--- KEYS run runs current; ARGV id commit -> start ms | 0 if the run exists
+-- KEYS run runs current; ARGV id commit run_prefix keep -> start ms | 0 if the
+-- run exists. Only the newest `keep` runs keep their records: older ones (all
+-- finished: a run is created only when none is current) are dropped.
 redis.register_function('hubsync_run_create', function(keys, args)
   local run, runs, current = keys[1], keys[2], keys[3]
+  local keep = int(args[4], 'keep')
+  if keep < 1 then fail('keep must be positive') end
   if redis.call('EXISTS', run) == 1 then return 0 end
   local now = now_ms()
   redis.call('HSET', run, 'id', args[1], 'state', 'running', 'commit', args[2],
@@ -662,6 +673,11 @@ redis.register_function('hubsync_run_create', function(keys, args)
              'jobs_retried', 0, 'jobs_dead', 0)
   redis.call('ZADD', runs, now, args[1])
   redis.call('SET', current, args[1])
+  for _, old in ipairs(redis.call('ZRANGE', runs, 0, -keep - 1)) do
+    local r = run_keys(args[3], old)
+    if r then redis.call('DEL', r.rec, r.keys, r.settled) end
+    redis.call('ZREM', runs, old)
+  end
   return now
 end)
 

@@ -54,6 +54,8 @@ static const struct cfg_opt sync_opts[] = {
      "daemon: up to this many seconds added to each interval at random", 0},
     {"deferred-interval", "HUBSYNC_DEFERRED_INTERVAL", CFG_INT, "1800", 10, 86400,
      "daemon: seconds before the next run after one deferred by the pull budget", 0},
+    {"keep-runs", "HUBSYNC_KEEP_RUNS", CFG_INT, "100", 1, 1000000,
+     "keep the records of this many newest runs in Redis (older ones go when a run starts)", 0},
     {"delete-removed", "HUBSYNC_DELETE_REMOVED", CFG_BOOL, "false", 0, 0,
      "after a complete run, delete from the target the tags that left the catalog (a manifest "
      "still tagged with a supported tag is kept; the target must allow deletes)",
@@ -634,7 +636,7 @@ static int start_run(struct sync_ctx *s, struct catalog *cat, struct err *e)
             goto out;
         rq_res_free(&res);
         new_run_id(s->run);
-        if (exec(s, rq_cmd_run_create(&s->q, s->run, commit), &res, e) < 0)
+        if (exec(s, rq_cmd_run_create(&s->q, s->run, commit, (int)cfg_int(s->c, "keep-runs")), &res, e) < 0)
             goto out;
         if (res.status != RQ_DONE) {
             err_set(e, "run %s exists already", s->run);

@@ -190,7 +190,7 @@ static int sync_main(const struct cfg *c, char **args, int nargs)
                                        (int)cfg_int(c, "max-deliveries")),
                            cmd);
     else if (strcmp(cmd, "run-create") == 0 && nargs == 3)
-        failed = run_print(&t, rq_cmd_run_create(&t.q, args[1], args[2]), cmd);
+        failed = run_print(&t, rq_cmd_run_create(&t.q, args[1], args[2], 100), cmd);
     else if (strcmp(cmd, "run-get") == 0 && nargs == 2)
         failed = run_print(&t, rq_cmd_run_get(&t.q, args[1]), cmd);
     else if (strcmp(cmd, "stats") == 0 && nargs == 1)

@@ -379,7 +379,7 @@ static void test_rq__take_renew_ack_owner_checks(void **state)
 static void test_rq__reclaim_after_lease_and_zombie_ack(void **state)
 {
     struct fixture *f = *state;
-    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r1", "abc123")), RQ_DONE);
+    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r1", "abc123", 10)), RQ_DONE);
     char *id = run_enqueue_and_take(f, "r1", "redis:7", JOB_JSON("redis:7", "r1"), "w1", 500, 5);
     struct rq_res res;
     run(f, rq_cmd_take(&f->q, "w2", 500, 5), &res);
@@ -410,7 +410,7 @@ static void test_rq__reclaim_after_lease_and_zombie_ack(void **state)
 static void test_rq__dead_letter_after_max_deliveries(void **state)
 {
     struct fixture *f = *state;
-    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r9", "c9")), RQ_DONE);
+    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r9", "c9", 10)), RQ_DONE);
     char *id = run_enqueue_and_take(f, "r9", "poison:1", JOB_JSON("poison:1", "r9"), "w1", 50, 2);
     struct rq_res res;
     sleep_ms(80);
@@ -478,7 +478,7 @@ static void test_rq__handback_keeps_delivery_count(void **state)
 static void test_rq__retry_delayed_promote(void **state)
 {
     struct fixture *f = *state;
-    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r2", "c2")), RQ_DONE);
+    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r2", "c2", 10)), RQ_DONE);
     char *id = enqueue_and_take(f, "golang:1", JOB_JSON("golang:1", "r2"), "w1", 60000, 3);
     const char *again = "{\"v\":1,\"run\":\"r2\",\"key\":\"golang:1\",\"attempt\":1}";
     assert_int_equal(status_of(f, rq_cmd_retry(&f->q, "w2", id, "golang:1", again, 300,
@@ -527,7 +527,7 @@ static void test_rq__retry_delayed_promote(void **state)
 static void test_rq__retry_waiting_for_a_registry(void **state)
 {
     struct fixture *f = *state;
-    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r4", "c4")), RQ_DONE);
+    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r4", "c4", 10)), RQ_DONE);
     char *id = enqueue_and_take(f, "nginx:2", JOB_JSON("nginx:2", "r4"), "w1", 60000, 3);
     struct rq_res res;
     struct err e;
@@ -553,7 +553,7 @@ static void test_rq__retry_waiting_for_a_registry(void **state)
 static void test_rq__fail_dead_letters(void **state)
 {
     struct fixture *f = *state;
-    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r3", "c3")), RQ_DONE);
+    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r3", "c3", 10)), RQ_DONE);
     char *id = run_enqueue_and_take(f, "r3", "bad:1", JOB_JSON("bad:1", "r3"), "w1", 60000, 3);
     struct rq_counter c[] = {{"manifests_missing", 1}};
     assert_int_equal(status_of(f, rq_cmd_fail(&f->q, "w1", id, "bad:1",
@@ -986,11 +986,11 @@ static void test_rq__run_bookkeeping(void **state)
     struct rq_res res;
     assert_int_equal(status_of(f, rq_cmd_synced_commit(&f->q)), RQ_EMPTY);
     assert_int_equal(status_of(f, rq_cmd_run_get(&f->q, "r5")), RQ_EMPTY);
-    run(f, rq_cmd_run_create(&f->q, "r5", "deadbeef"), &res);
+    run(f, rq_cmd_run_create(&f->q, "r5", "deadbeef", 10), &res);
     assert_int_equal(res.status, RQ_DONE);
     assert_true(res.n > 1700000000000LL);
     rq_res_free(&res);
-    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r5", "other")), RQ_DUPLICATE);
+    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r5", "other", 10)), RQ_DUPLICATE);
     char *cur = raw_str(f, "GET %s", f->q.keys.run_current);
     assert_string_equal(cur, "r5");
     free(cur);
@@ -1015,7 +1015,7 @@ static void test_rq__run_bookkeeping(void **state)
     assert_int_equal(raw_int(f, "EXISTS %s", f->q.keys.run_current), 0);
     assert_true(run_field(f, "r5", "finished_ms") > 0);
     /* A failed run never moves the marker. */
-    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r6", "cafe")), RQ_DONE);
+    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r6", "cafe", 10)), RQ_DONE);
     assert_int_equal(status_of(f, rq_cmd_run_finish(&f->q, "r6", "failed", 1)), RQ_DONE);
     run(f, rq_cmd_synced_commit(&f->q), &res);
     assert_string_equal(res.str, "deadbeef");
@@ -1033,7 +1033,7 @@ static void test_rq__run_enqueue_counts_each_key_once(void **state)
                      -1);
     rq_res_free(&res);
     assert_non_null(strstr(e.msg, "no such run"));
-    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r7", "abc")), RQ_DONE);
+    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r7", "abc", 10)), RQ_DONE);
     run(f, rq_cmd_run_current(&f->q), &res);
     assert_string_equal(res.str, "r7");
     rq_res_free(&res);
@@ -1118,7 +1118,7 @@ static void test_rq__resumed_run_enqueues_only_unsettled_keys(void **state)
     static const char *const jobs[] = {JOB_JSON("a:1", "r1"), JOB_JSON("b:1", "r1"),
                                        JOB_JSON("c:1", "r1"), JOB_JSON("d:1", "r1"),
                                        JOB_JSON("e:1", "r1")};
-    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r1", "c1")), RQ_DONE);
+    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r1", "c1", 10)), RQ_DONE);
     for (int i = 0; i < 5; i++)
         free(run_enqueue(f, "r1", keys[i], jobs[i], RQ_ADDED));
     for (int i = 0; i < 4; i++)
@@ -1138,7 +1138,7 @@ static void test_rq__duplicate_delivery_settles_once(void **state)
 {
     struct fixture *f = *state;
     const char *json = JOB_JSON("dup:1", "r1");
-    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r1", "c1")), RQ_DONE);
+    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r1", "c1", 10)), RQ_DONE);
     free(run_enqueue(f, "r1", "dup:1", json, RQ_ADDED));
     free(run_enqueue(f, "r1", "dup:1", json, RQ_DUPLICATE));
     /* The dedupe entry is lost (a partly restored AOF): the key gets a second entry. */
@@ -1162,13 +1162,13 @@ static void test_rq__duplicate_delivery_settles_once(void **state)
 static void test_rq__new_run_takes_over_old_runs_leftovers(void **state)
 {
     struct fixture *f = *state;
-    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r1", "c1")), RQ_DONE);
+    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r1", "c1", 10)), RQ_DONE);
     free(run_enqueue(f, "r1", "held:1", JOB_JSON("held:1", "r1"), RQ_ADDED));
     free(run_enqueue(f, "r1", "wait:1", JOB_JSON("wait:1", "r1"), RQ_ADDED));
     char *held = take_key(f, "w1", "held:1");
     /* r1 ended with a job waiting and one held by a worker. */
     assert_int_equal(status_of(f, rq_cmd_run_finish(&f->q, "r1", "failed", 0)), RQ_DONE);
-    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r2", "c2")), RQ_DONE);
+    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r2", "c2", 10)), RQ_DONE);
     /* The waiting one is replaced by r2's job; the held one is followed by it. */
     free(run_enqueue(f, "r2", "wait:1", JOB_JSON("wait:1", "r2"), RQ_ADDED));
     free(run_enqueue(f, "r2", "held:1", JOB_JSON("held:1", "r2"), RQ_DUPLICATE));
@@ -1188,7 +1188,7 @@ static void test_rq__new_run_takes_over_old_runs_leftovers(void **state)
 static void test_rq__invalid_payload_counts_in_its_run(void **state)
 {
     struct fixture *f = *state;
-    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r1", "c1")), RQ_DONE);
+    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r1", "c1", 10)), RQ_DONE);
     /* A payload the worker cannot decode, but that names its run. */
     const char *named = "{\"v\":99,\"run\":\"r1\",\"key\":\"bad:1\"}";
     free(run_enqueue(f, "r1", "bad:1", named, RQ_ADDED));
@@ -1220,7 +1220,7 @@ static void test_rq__invalid_payload_counts_in_its_run(void **state)
 static void test_rq__run_check_finds_lost_jobs(void **state)
 {
     struct fixture *f = *state;
-    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r1", "c1")), RQ_DONE);
+    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r1", "c1", 10)), RQ_DONE);
     char *gone = run_enqueue(f, "r1", "gone:1", JOB_JSON("gone:1", "r1"), RQ_ADDED);
     free(run_enqueue(f, "r1", "held:1", JOB_JSON("held:1", "r1"), RQ_ADDED));
     free(run_enqueue(f, "r1", "done:1", JOB_JSON("done:1", "r1"), RQ_ADDED));
@@ -1249,6 +1249,38 @@ static void test_rq__run_check_finds_lost_jobs(void **state)
     run(f, rq_cmd_run_check(&f->q, "r1", "0", 100), &res);
     assert_int_equal(res.nitems, 0);
     rq_res_free(&res);
+}
+
+static void test_rq__old_runs_are_dropped(void **state)
+{
+    struct fixture *f = *state;
+    char id[8];
+    for (int i = 1; i <= 4; i++) {
+        snprintf(id, sizeof(id), "r%d", i);
+        assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, id, "c", 2)), RQ_DONE);
+        assert_int_equal(status_of(f, rq_cmd_run_finish(&f->q, id, "done", 0)), RQ_DONE);
+        sleep_ms(2); /* runs are ordered by their start (ms) */
+    }
+    assert_int_equal(raw_int(f, "ZCARD %s", f->q.keys.runs), 2);
+    assert_int_equal(status_of(f, rq_cmd_run_get(&f->q, "r1")), RQ_EMPTY);
+    assert_int_equal(status_of(f, rq_cmd_run_get(&f->q, "r2")), RQ_EMPTY);
+    assert_int_equal(status_of(f, rq_cmd_run_get(&f->q, "r3")), RQ_VALUE);
+    assert_int_equal(status_of(f, rq_cmd_run_get(&f->q, "r4")), RQ_VALUE);
+}
+
+static void test_rq__budget_sources_expire(void **state)
+{
+    struct fixture *f = *state;
+    struct ratelimit_info rl = {0};
+    rl.has_limit = rl.has_remaining = 1;
+    rl.limit = 100;
+    rl.remaining = 90;
+    rl.limit_window = 21600;
+    assert_int_equal(status_of(f, rq_cmd_budget_observe(&f->q, "1.2.3.4", &rl, NULL)), RQ_VALUE);
+    char *budget = keys_budget(&f->q.keys, "1.2.3.4");
+    long long ttl = raw_int(f, "PTTL %s", budget);
+    assert_true(ttl > 86400000LL && ttl <= 7 * 86400000LL);
+    free(budget);
 }
 
 /* ---- recovery ----------------------------------------------------------- */
@@ -1756,6 +1788,8 @@ int main(void)
         T(test_rq__new_run_takes_over_old_runs_leftovers),
         T(test_rq__invalid_payload_counts_in_its_run),
         T(test_rq__run_check_finds_lost_jobs),
+        T(test_rq__old_runs_are_dropped),
+        T(test_rq__budget_sources_expire),
         T(test_rq__worker_heartbeat),
         T(test_rq__repairs_missing_function_and_group),
         T(test_rq__prune_consumers_keeps_pending),
