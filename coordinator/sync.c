@@ -82,6 +82,7 @@ struct sync_ctx {
     struct coord_selection sel;
     char token[96];
     char run[JOB_RUN_MAX + 1];
+    time_t last_renew; /* of the lease, while the source is fetched */
 };
 
 /* ---- Redis helpers -------------------------------------------------------------------------- */
@@ -646,6 +647,10 @@ static int start_run(struct sync_ctx *s, struct catalog *cat, struct err *e)
             goto out;
         log_info("run %s: %.12s -> %.12s", s->run, from[0] ? from : "(first run)", commit);
     }
+    if (lease_renew(s, e) == 0) {
+        err_set(e, "lost the coordinator lease while fetching official-images");
+        goto out;
+    }
     if (plan_run(s, cat, commit, from, &p, e) < 0)
         goto out;
     char tags[32];
@@ -664,13 +669,28 @@ out:
     return rc;
 }
 
+/* catalog_fetch tick: the lease stays ours while official-images is fetched. */
+static int fetch_tick(void *arg)
+{
+    struct sync_ctx *s = arg;
+    struct err e;
+    time_t now = time(NULL);
+    if (sync_stop)
+        return -1;
+    if (now - s->last_renew < SYNC_LEASE_MS / 3000)
+        return 0;
+    s->last_renew = now;
+    return lease_renew(s, &e) == 0 ? -1 : 0; /* Redis trouble: the next tick tries again */
+}
+
 /* One run from start to report. Returns the exit code. */
 static int one_run(struct sync_ctx *s, int wait, int as_json, enum run_end *end_out)
 {
     struct err e;
     struct catalog *cat = NULL;
     int code = 1;
-    if (catalog_open(&cat, cfg_str(s->c, "official-images"), cfg_str(s->c, "workdir"), &e) < 0) {
+    s->last_renew = time(NULL);
+    if (coord_catalog_open(&cat, s->c, fetch_tick, s, &e) < 0) {
         coord_fail("sync", e.msg);
         return COORD_EXIT_USAGE;
     }

@@ -1,8 +1,12 @@
 """kill -9 of the coordinator: a restarted coordinator resumes the same run, no group is lost
-and none is enqueued twice."""
+and none is enqueued twice; the coordinator keeps its lease while official-images is
+fetched."""
 import json
 import signal
+import socket
 import subprocess
+import tempfile
+import threading
 import time
 import unittest
 
@@ -89,6 +93,75 @@ class CoordinatorKillTest(StackCase):
                              report["upstream_manifest_gets"])
         finally:
             hub.stop()
+
+
+def wait_for(what, cond, timeout=60):
+    deadline = time.time() + timeout
+    while not cond():
+        if time.time() > deadline:
+            raise AssertionError("timed out waiting for " + what)
+        time.sleep(0.05)
+
+
+class HangingServer:
+    """Accepts connections and never answers (an official-images remote that hangs)."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                self.conns.append(self.sock.accept()[0])
+            except OSError:
+                return
+
+    def close(self):
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+class FetchLeaseTest(StackCase):
+    def test_lease_held_while_official_images_is_fetched(self):
+        remote = HangingServer()
+        self.addCleanup(remote.close)
+        workdir = tempfile.mkdtemp(prefix="hubsync-oi-")
+        self.addCleanup(lambda: subprocess.run(["rm", "-rf", workdir]))
+        cmd = [BIN + "/hubsync-coordinator", "sync", "--once", "--redis", self.redis.url,
+               "--official-images", "http://127.0.0.1:%d/oi.git" % remote.port,
+               "--workdir", workdir, "--upstream", "http://127.0.0.1:9",
+               "--target", self.target.url]
+        p = subprocess.Popen(cmd + ["--fetch-timeout", "120"], stderr=subprocess.PIPE,
+                             text=True)
+        self.procs.append(p)
+
+        def lease():
+            return self.redis.cli_raw("GET", "hubsync:coordinator").strip()
+
+        wait_for("the coordinator lease", lease)
+        holder = lease()
+        # Past the lease's 30 s, the fetch still hanging: the lease is still this one's.
+        t0 = time.time()
+        while time.time() - t0 < 35:
+            self.assertEqual(lease(), holder, "lease lost after %.0fs" % (time.time() - t0))
+            time.sleep(0.5)
+        p.send_signal(signal.SIGTERM)
+        p.communicate(timeout=30)
+        self.assertNotEqual(p.returncode, 0)
+        # A fetch longer than --fetch-timeout is given up, with no run left behind.
+        t0 = time.time()
+        r = subprocess.run(cmd + ["--fetch-timeout", "5"], capture_output=True, text=True,
+                           timeout=60)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("took longer than 5 s", r.stderr)
+        self.assertLess(time.time() - t0, 30)
+        self.assertEqual(self.redis.cli_raw("EXISTS", "hubsync:runs:current").strip(), "0")
 
 
 if __name__ == "__main__":
