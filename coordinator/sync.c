@@ -74,6 +74,8 @@ static void on_stop_signal(int sig)
     sync_stop = sig;
 }
 
+struct plan;
+
 struct sync_ctx {
     struct cfg *c;
     struct rq q;
@@ -82,6 +84,7 @@ struct sync_ctx {
     struct coord_selection sel;
     char token[96];
     char run[JOB_RUN_MAX + 1];
+    struct plan *plan;  /* the run's jobs, while it is started and waited for */
     time_t last_renew; /* of the lease, while the source is fetched */
 };
 
@@ -213,6 +216,7 @@ struct plan {
     size_t n;
     size_t tags;
     json_t *removed; /* [{"repository":..,"tags":[..]}] */
+    json_t *errors;  /* [{"repository":..,"error":..}]: repositories (partly) not synced */
 };
 
 static void plan_free(struct plan *p)
@@ -223,24 +227,37 @@ static void plan_free(struct plan *p)
     }
     free(p->jobs);
     json_decref(p->removed);
+    json_decref(p->errors);
     memset(p, 0, sizeof(*p));
 }
 
-/* Turn the run's groups into jobs, in coord_groups_list() order. */
-static int plan_build(struct sync_ctx *s, const struct coord_view *v, struct plan *p,
-                      struct err *e)
+/* A repository left out of the run, or part of it: logged and listed once. */
+static void plan_error(struct plan *p, const char *repo, const char *msg)
+{
+    for (size_t i = 0; i < json_array_size(p->errors); i++) {
+        json_t *x = json_object_get(json_array_get(p->errors, i), "repository");
+        if (strcmp(json_string_value(x), repo) == 0)
+            return;
+    }
+    log_warn("catalog: library/%s: %s (its groups are not synced this run)", repo, msg);
+    json_array_append_new(p->errors, json_pack("{s:s, s:s}", "repository", repo, "error", msg));
+}
+
+/* Turn the run's groups into jobs, in coord_groups_list() order. A group
+ * that makes no valid job (a library file name that is no repository name)
+ * is left out and its repository listed in p->errors: the others go on. */
+static void plan_build(struct sync_ctx *s, const struct coord_view *v, struct plan *p)
 {
     const struct cfg *c = s->c;
     const char *prefix = cfg_str(c, "target-prefix");
     struct coord_group *groups = NULL;
     size_t ngroups = 0;
-    int rc = -1;
-    memset(p, 0, sizeof(*p));
     coord_groups_list(&s->sel, v, &groups, &ngroups);
     p->jobs = xcalloc(ngroups ? ngroups : 1, sizeof(*p->jobs));
     for (size_t i = 0; i < ngroups; i++) {
         const struct coord_group *g = &groups[i];
         struct job j = {0};
+        struct err e;
         j.version = JOB_VERSION;
         j.run = s->run;
         j.upstream = (char *)cfg_str(c, "upstream");
@@ -254,55 +271,36 @@ static int plan_build(struct sync_ctx *s, const struct coord_view *v, struct pla
         j.policy = s->sel.policy;
         j.key = g->key;
         j.reason = g->changed ? JOB_REASON_CHANGED : JOB_REASON_CHECK;
-        char *json = job_encode(&j, e);
+        char *json = job_encode(&j, &e);
         free(j.source_repo);
         free(j.target_repo);
         if (!json) {
-            err_prefix(e, "job %s", g->key);
-            goto out;
+            err_prefix(&e, "job %s", g->key);
+            plan_error(p, g->repo->name, e.msg);
+            continue;
         }
         p->jobs[p->n++] = (struct planned){xstrdup(g->key), json, g->changed};
         p->tags += g->ntags;
     }
     p->removed = coord_removed_tags(&s->sel, v);
-    rc = 0;
-out:
     coord_groups_free(groups, ngroups);
-    if (rc < 0)
-        plan_free(p);
-    return rc;
 }
 
-/* Read the catalog of the run's commit and the changes since `from`. */
+/* Read the catalog of the run's commit and the changes since `from`. Nothing
+ * is written anywhere: a plan that cannot be made leaves no run behind. */
 static int plan_run(struct sync_ctx *s, struct catalog *cat, const char *commit, const char *from,
                     struct plan *p, struct err *e)
 {
-    int rc = -1;
     struct coord_view v;
-    if (coord_view_read(cat, &s->sel, commit, from, &v, e) < 0)
-        goto out;
-    const struct catalog_snapshot *snap = v.snap;
-    for (size_t i = 0; i < snap->nerrors; i++)
-        log_warn("catalog: library/%s: %s (its groups are not synced this run)",
-                 snap->errors[i].repo, snap->errors[i].msg);
-    if (plan_build(s, &v, p, e) < 0)
-        goto out;
-    if (snap->nerrors) {
+    memset(p, 0, sizeof(*p));
+    p->errors = json_array();
+    int rc = coord_view_read(cat, &s->sel, commit, from, &v, e);
+    if (rc == 0) {
         /* A broken library file keeps the run from completing: its groups are unknown. */
-        json_t *errs = json_array();
-        for (size_t i = 0; i < snap->nerrors; i++)
-            json_array_append_new(errs, json_pack("{s:s, s:s}", "repository",
-                                                  snap->errors[i].repo, "error",
-                                                  snap->errors[i].msg));
-        char *text = json_dumps(errs, JSON_COMPACT);
-        json_decref(errs);
-        int src = run_set(s, s->run, "catalog_errors", text, e);
-        free(text);
-        if (src < 0)
-            goto out;
+        for (size_t i = 0; i < v.snap->nerrors; i++)
+            plan_error(p, v.snap->errors[i].repo, v.snap->errors[i].msg);
+        plan_build(s, &v, p);
     }
-    rc = 0;
-out:
     coord_view_free(&v);
     return rc;
 }
@@ -592,13 +590,40 @@ static int finish_run(struct sync_ctx *s, enum run_end end, struct err *e)
     return rc;
 }
 
-/* Open the source and resolve the commit to sync; resume an unfinished run.
- * -2 when the selection names a repository official-images lacks (a usage
- * error, found before a new run is created). */
+/* A resumed run whose plan cannot be made (its commit is gone, ...) would fail the
+ * same way in every later run: it ends as failed, saying why. */
+static void give_up_resumed(struct sync_ctx *s, const char *why)
+{
+    struct err e;
+    log_error("run %s: %s; the run ends as failed and the next one starts afresh", s->run, why);
+    if (run_set(s, s->run, "error", why, &e) < 0 || finish_run(s, RUN_FAILED, &e) < 0)
+        log_warn("run %s: %s", s->run, e.msg);
+}
+
+/* The run's record before its jobs go out: what it covers and what it cannot. */
+static int describe_run(struct sync_ctx *s, const struct plan *p, struct err *e)
+{
+    char tags[32];
+    snprintf(tags, sizeof(tags), "%zu", p->tags);
+    char *removed = json_dumps(p->removed, JSON_COMPACT);
+    char *errors = json_array_size(p->errors) ? json_dumps(p->errors, JSON_COMPACT) : NULL;
+    int rc = 0;
+    if (run_set(s, s->run, "tags_total", tags, e) < 0 ||
+        run_set(s, s->run, "removed_tags", removed, e) < 0 ||
+        (errors && run_set(s, s->run, "catalog_errors", errors, e) < 0))
+        rc = -1;
+    free(removed);
+    free(errors);
+    return rc;
+}
+
+/* Resolve the commit to sync (or resume the unfinished run), plan the run into
+ * s->plan, and only then create it and enqueue its jobs: a plan that cannot be
+ * made creates no run. -2 when the selection names a repository
+ * official-images lacks (a usage error, found before a new run is created). */
 static int start_run(struct sync_ctx *s, struct catalog *cat, struct err *e)
 {
     int rc = -1;
-    struct plan p = {0};
     char commit[CATALOG_SHA_LEN + 1], from[CATALOG_SHA_LEN + 1] = "";
     json_t *cur = NULL;
     struct rq_res res;
@@ -606,38 +631,48 @@ static int start_run(struct sync_ctx *s, struct catalog *cat, struct err *e)
 
     if (exec(s, rq_cmd_run_current(&s->q), &res, e) < 0)
         goto out;
-    if (res.status == RQ_VALUE && res.str) {
+    int resumed = res.status == RQ_VALUE && res.str;
+    if (resumed) {
         snprintf(s->run, sizeof(s->run), "%s", res.str);
         cur = run_record(s, s->run, e);
         if (!cur)
             goto out;
         snprintf(commit, sizeof(commit), "%s",
                  str_or(json_string_value(json_object_get(cur, "commit")), ""));
-        snprintf(from, sizeof(from), "%s", str_or(json_string_value(json_object_get(cur, "from")), ""));
+        snprintf(from, sizeof(from), "%s",
+                 str_or(json_string_value(json_object_get(cur, "from")), ""));
         log_info("resuming run %s at %.12s", s->run, commit);
-        if (coord_repos_check(cat, commit, &s->sel.repos, &s->sel.exclude, e) < 0) {
-            rc = -2;
-            goto out;
-        }
     } else {
-        rq_res_free(&res);
         if (catalog_resolve(cat, cfg_str(s->c, "ref"), commit, e) < 0)
             goto out;
-        if (coord_repos_check(cat, commit, &s->sel.repos, &s->sel.exclude, e) < 0) {
-            rc = -2;
-            goto out;
-        }
+        rq_res_free(&res);
         if (exec(s, rq_cmd_synced_commit(&s->q), &res, e) < 0)
             goto out;
         if (res.status == RQ_VALUE && res.str)
             snprintf(from, sizeof(from), "%s", res.str);
-        rq_res_free(&res);
+        new_run_id(s->run);
+    }
+    rq_res_free(&res);
+    if (coord_repos_check(cat, commit, &s->sel.repos, &s->sel.exclude, e) < 0) {
+        rc = -2;
+        goto out;
+    }
+    if (lease_renew(s, e) == 0) {
+        err_set(e, "lost the coordinator lease while fetching official-images");
+        goto out;
+    }
+    if (plan_run(s, cat, commit, from, s->plan, e) < 0) {
+        if (resumed)
+            give_up_resumed(s, e->msg);
+        goto out;
+    }
+    if (!resumed) {
         /* Leftovers of an earlier run waiting for the budget are planned again. */
         if (exec(s, rq_cmd_purge_delayed(&s->q, NULL), &res, e) < 0)
             goto out;
         rq_res_free(&res);
-        new_run_id(s->run);
-        if (exec(s, rq_cmd_run_create(&s->q, s->run, commit, (int)cfg_int(s->c, "keep-runs")), &res, e) < 0)
+        if (exec(s, rq_cmd_run_create(&s->q, s->run, commit, (int)cfg_int(s->c, "keep-runs")),
+                 &res, e) < 0)
             goto out;
         if (res.status != RQ_DONE) {
             err_set(e, "run %s exists already", s->run);
@@ -647,25 +682,12 @@ static int start_run(struct sync_ctx *s, struct catalog *cat, struct err *e)
             goto out;
         log_info("run %s: %.12s -> %.12s", s->run, from[0] ? from : "(first run)", commit);
     }
-    if (lease_renew(s, e) == 0) {
-        err_set(e, "lost the coordinator lease while fetching official-images");
-        goto out;
-    }
-    if (plan_run(s, cat, commit, from, &p, e) < 0)
-        goto out;
-    char tags[32];
-    snprintf(tags, sizeof(tags), "%zu", p.tags);
-    char *removed = json_dumps(p.removed, JSON_COMPACT);
-    int src = run_set(s, s->run, "tags_total", tags, e) < 0 ||
-              run_set(s, s->run, "removed_tags", removed, e) < 0;
-    free(removed);
-    if (src || enqueue_all(s, &p, e) < 0)
+    if (describe_run(s, s->plan, e) < 0 || enqueue_all(s, s->plan, e) < 0)
         goto out;
     rc = 0;
 out:
     rq_res_free(&res);
     json_decref(cur);
-    plan_free(&p);
     return rc;
 }
 
@@ -688,11 +710,14 @@ static int one_run(struct sync_ctx *s, int wait, int as_json, enum run_end *end_
 {
     struct err e;
     struct catalog *cat = NULL;
+    struct plan plan = {0};
     int code = 1;
+    s->plan = &plan;
     s->last_renew = time(NULL);
     if (coord_catalog_open(&cat, s->c, fetch_tick, s, &e) < 0) {
         coord_fail("sync", e.msg);
-        return COORD_EXIT_USAGE;
+        code = COORD_EXIT_USAGE;
+        goto out;
     }
     int started = start_run(s, cat, &e);
     if (started < 0) {
@@ -739,6 +764,8 @@ static int one_run(struct sync_ctx *s, int wait, int as_json, enum run_end *end_
     code = end == RUN_COMPLETE ? 0 : end == RUN_DEFERRED ? COORD_EXIT_DEFERRED : 1;
 out:
     catalog_close(cat);
+    plan_free(&plan);
+    s->plan = NULL;
     return code;
 }
 
