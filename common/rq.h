@@ -287,6 +287,8 @@ struct rq_cmd *rq_cmd_run_enqueue(const struct rq *q, const char *run_id, const 
  * RQ_VALUE items = the keys, str = next cursor ("0": scan complete). */
 struct rq_cmd *rq_cmd_run_check(const struct rq *q, const char *run_id, const char *cursor,
                                 int count);
+/* A count for it that keeps each call short (about 5 ms of Redis). */
+#define RQ_RUN_CHECK_COUNT 250
 /* Take the jobs of run_id (NULL: of every run) off the delayed set, where
  * they wait for the pull budget or a backoff. RQ_VALUE n = removed. */
 struct rq_cmd *rq_cmd_purge_delayed(const struct rq *q, const char *run_id);

@@ -175,11 +175,13 @@ int coord_status_main(int argc, char **argv);
 /* "42s", "3m07s", "2h05m", "1d03h" (negative counts as 0) into out. */
 void coord_status_duration(long long ms, char *out, size_t n);
 
-/* The --health rule: 1 when a coordinator holds the lease, or when the
- * newest finished run (last_finished_ms, 0: none) ended less than 2 x
- * interval_s before now_ms; else 0. why gets one line saying which. */
-int coord_status_health(int lease_held, long long last_finished_ms, long long now_ms,
-                        long long interval_s, char *why, size_t n);
+/* The --health rule: 0 when the current run has lost jobs (stalled: jobs
+ * that no job in the queue would settle); else 1 when a coordinator holds
+ * the lease, or when the newest finished run (last_finished_ms, 0: none)
+ * ended less than 2 x interval_s before now_ms; else 0. why gets one line
+ * saying which. */
+int coord_status_health(long long stalled, int lease_held, long long last_finished_ms,
+                        long long now_ms, long long interval_s, char *why, size_t n);
 
 /* ---- plan's arithmetic (plan.c) ---- */
 

@@ -5,14 +5,19 @@
  * and enqueue one job per selected tag group: first the changed ones, then
  * every other one as a cheap check (a worker HEADs its tags, which is free,
  * and copies only what differs, so upstream rebuilds are found on every
- * run). The run's record in Redis counts what workers report; the marker
- * moves to the run's commit only when every job of the run succeeded.
+ * run). The run is planned before it is created (a plan that cannot be
+ * made leaves no run; a repository that makes no valid job is reported and
+ * the others go on). The run's record in Redis counts what workers report,
+ * once per job; the marker moves to the run's commit only when every job of
+ * the run is done.
  *
  * Only one run is active at a time: a coordinator that starts while a run is
- * unfinished resumes it (enqueueing again is idempotent), and only one
- * coordinator holds the lease. Without --once the coordinator is a daemon
- * that starts a run every --interval seconds (with jitter) and stands by
- * while another coordinator holds the lease. */
+ * unfinished resumes it (only its jobs not settled yet are enqueued again),
+ * and only one coordinator holds the lease, also while official-images is
+ * fetched. While it waits it enqueues again the jobs of the run that nothing
+ * would settle (lost) and keeps the queue's bookkeeping tidy. Without --once
+ * the coordinator is a daemon that starts a run every --interval seconds
+ * (with jitter) and stands by while another coordinator holds the lease. */
 #include <errno.h>
 #include <jansson.h>
 #include <limits.h>
@@ -36,6 +41,10 @@
 #define SYNC_POLL_MAX_BACKOFF_S 16u
 #define SYNC_POLL_MS 100
 #define SYNC_PLAIN_PROGRESS_S 5
+#define SYNC_CHECK_S 5        /* a look for lost jobs while waiting */
+#define SYNC_REPAIR_S 60      /* dedupe index and consumer housekeeping while waiting */
+#define SYNC_QUIET_S 600      /* no job settled this long: say so */
+#define SYNC_CONSUMER_IDLE_MS 3600000LL /* consumers with nothing pending pruned after */
 
 static const struct cfg_opt sync_opts[] = {
     CFG_OPT_REDIS,
@@ -231,6 +240,15 @@ static void plan_free(struct plan *p)
     memset(p, 0, sizeof(*p));
 }
 
+/* The planned job of key, or NULL. */
+static const struct planned *plan_find(const struct plan *p, const char *key)
+{
+    for (size_t i = 0; i < p->n; i++)
+        if (strcmp(p->jobs[i].key, key) == 0)
+            return &p->jobs[i];
+    return NULL;
+}
+
 /* A repository left out of the run, or part of it: logged and listed once. */
 static void plan_error(struct plan *p, const char *repo, const char *msg)
 {
@@ -319,7 +337,7 @@ static void new_run_id(char out[JOB_RUN_MAX + 1])
 
 static int enqueue_all(struct sync_ctx *s, const struct plan *p, struct err *e)
 {
-    long long added = 0, dup = 0;
+    long long added = 0, dup = 0, settled = 0;
     for (size_t i = 0; i < p->n; i++) {
         struct rq_res res;
         if (exec(s, rq_cmd_run_enqueue(&s->q, s->run, p->jobs[i].key, p->jobs[i].json), &res,
@@ -327,15 +345,15 @@ static int enqueue_all(struct sync_ctx *s, const struct plan *p, struct err *e)
             rq_res_free(&res);
             return err_prefix(e, "enqueue %s", p->jobs[i].key);
         }
-        if (res.status == RQ_ADDED)
-            added++;
-        else
-            dup++;
+        added += res.status == RQ_ADDED;
+        dup += res.status == RQ_DUPLICATE;
+        settled += res.status == RQ_SETTLED;
         rq_res_free(&res);
         if ((i & 63) == 0 && lease_renew(s, e) == 0)
             return err_set(e, "lost the coordinator lease while enqueueing");
     }
-    log_info("run %s: %zu jobs (%lld enqueued, %lld already pending)", s->run, p->n, added, dup);
+    log_info("run %s: %zu jobs (%lld enqueued, %lld already pending, %lld settled before)", s->run,
+             p->n, added, dup, settled);
     return run_set(s, s->run, "enqueued", "1", e);
 }
 
@@ -404,10 +422,127 @@ static void progress(struct sync_ctx *s, json_t *rec, long long deferred, time_t
 
 enum run_end { RUN_COMPLETE, RUN_DEFERRED, RUN_FAILED };
 
+/* What waiting for a run keeps from one look to the next. */
+struct waiting {
+    time_t started, last_plain, last_chores, last_check, last_repair;
+    time_t last_change, last_quiet; /* of the settled count; of the warning about it */
+    long long settled;
+    char cursor[32]; /* of the dedupe index housekeeping */
+};
+
+/* Jobs of the run that nothing would ever settle (no job of the run queued,
+ * held, delayed or handed over: one deleted by hand, lost with part of an
+ * AOF, or a leftover of another run that had the key) are enqueued again
+ * from the plan. 0 | -1 a lost job is not in the plan (the selection
+ * changed since the run started): the run cannot complete | -2 Redis. */
+static int requeue_lost(struct sync_ctx *s, struct err *e)
+{
+    char cursor[32] = "0", first[128] = "";
+    long long again = 0, missing = 0;
+    do {
+        struct rq_res res;
+        if (exec(s, rq_cmd_run_check(&s->q, s->run, cursor, RQ_RUN_CHECK_COUNT), &res, e) < 0) {
+            rq_res_free(&res);
+            return -2;
+        }
+        snprintf(cursor, sizeof(cursor), "%s", res.str);
+        for (size_t i = 0; i < res.nitems; i++) {
+            const struct planned *pj = plan_find(s->plan, res.items[i]);
+            struct rq_res r2;
+            if (!pj) {
+                if (!missing++)
+                    snprintf(first, sizeof(first), "%s", res.items[i]);
+                continue;
+            }
+            int rc = exec(s, rq_cmd_run_enqueue(&s->q, s->run, pj->key, pj->json), &r2, e);
+            rq_res_free(&r2);
+            if (rc < 0) {
+                rq_res_free(&res);
+                return -2;
+            }
+            again++;
+        }
+        rq_res_free(&res);
+    } while (strcmp(cursor, "0") != 0);
+    if (again)
+        log_warn("run %s: %lld jobs had no job queued for the run (lost); enqueued them again",
+                 s->run, again);
+    if (missing)
+        return err_set(e, "%lld jobs of the run have no job queued and are not in this "
+                          "coordinator's plan (e.g. %s): was the selection changed?",
+                       missing, first);
+    return 0;
+}
+
+/* Housekeeping while a run goes on: dedupe entries whose job is gone (a
+ * chunk of the index each time) and consumers of workers long gone. */
+static void repairs(struct sync_ctx *s, struct waiting *w)
+{
+    struct rq_res res;
+    struct err e;
+    if (exec(s, rq_cmd_repair_index(&s->q, w->cursor, 1000), &res, &e) == 0) {
+        if (res.n)
+            log_warn("released %lld dedupe entries whose job was gone", res.n);
+        snprintf(w->cursor, sizeof(w->cursor), "%s", res.str);
+    } else {
+        log_warn("dedupe index housekeeping: %s", e.msg);
+    }
+    rq_res_free(&res);
+    if (exec(s, rq_cmd_prune_consumers(&s->q, SYNC_CONSUMER_IDLE_MS), &res, &e) == 0) {
+        if (res.n)
+            log_info("pruned %lld consumers idle with nothing pending", res.n);
+    } else {
+        log_warn("consumer housekeeping: %s", e.msg);
+    }
+    rq_res_free(&res);
+}
+
+/* The once-a-second part of a look: the lease, due delayed jobs, lost jobs,
+ * housekeeping. As wait_round; 1 only for a run that cannot complete. */
+static int chores(struct sync_ctx *s, struct waiting *w, time_t now, enum run_end *end,
+                  struct err *e)
+{
+    int held = lease_renew(s, e);
+    if (held == 0) {
+        err_set(e, "lost the coordinator lease");
+        return -1;
+    }
+    struct rq_res res;
+    int rc = exec(s, rq_cmd_promote(&s->q, 100), &res, e);
+    rq_res_free(&res);
+    if (rc < 0)
+        return -2;
+    if (now - w->last_repair >= SYNC_REPAIR_S) {
+        w->last_repair = now;
+        repairs(s, w);
+    }
+    if (now - w->last_check >= SYNC_CHECK_S) {
+        w->last_check = now;
+        rc = requeue_lost(s, e);
+        if (rc == -1) {
+            struct err e2;
+            log_error("run %s: %s", s->run, e->msg);
+            if (run_set(s, s->run, "error", e->msg, &e2) < 0)
+                log_warn("run %s: %s", s->run, e2.msg);
+            *end = RUN_FAILED;
+            return 1;
+        }
+        if (rc < 0)
+            return rc;
+    }
+    if (now - w->last_change >= SYNC_QUIET_S && now - w->last_quiet >= SYNC_QUIET_S) {
+        w->last_quiet = now;
+        log_warn("run %s: no job settled for %lds (no worker running? a registry down? "
+                 "hubsync-coordinator status shows the queue and the workers)",
+                 s->run, (long)(now - w->last_change));
+    }
+    return 0;
+}
+
 /* One look at the run: 1 settled (end and deferred set), 0 not yet, -1 stopped or
  * the lease lost, -2 Redis did not answer (worth another try). */
-static int wait_round(struct sync_ctx *s, enum run_end *end, long long *deferred_out,
-                      time_t started, time_t *last_plain, time_t *last_chores, struct err *e)
+static int wait_round(struct sync_ctx *s, struct waiting *w, enum run_end *end,
+                      long long *deferred_out, struct err *e)
 {
     int tty = isatty(2);
     json_t *rec = run_record(s, s->run, e);
@@ -424,17 +559,22 @@ static int wait_round(struct sync_ctx *s, enum run_end *end, long long *deferred
     time_t now = time(NULL);
     int over = enqueued && done + failed + deferred >= total;
     /* A terminal's line is redrawn once a second and at the end, plain lines every few. */
-    if (tty ? now != *last_plain || over : now - *last_plain >= SYNC_PLAIN_PROGRESS_S) {
-        progress(s, rec, deferred, started, tty);
-        *last_plain = now;
+    if (tty ? now != w->last_plain || over : now - w->last_plain >= SYNC_PLAIN_PROGRESS_S) {
+        progress(s, rec, deferred, w->started, tty);
+        w->last_plain = now;
     }
     int errors = json_object_get(rec, "catalog_errors") != NULL;
     json_decref(rec);
+    if (done + failed + deferred != w->settled) {
+        w->settled = done + failed + deferred;
+        w->last_change = now;
+    }
+    *deferred_out = deferred;
     if (over) {
         if (tty)
             fputc('\n', stderr);
-        *deferred_out = deferred;
-        *end = failed || errors ? RUN_FAILED : deferred ? RUN_DEFERRED : RUN_COMPLETE;
+        /* Complete only when every job of the run is done. */
+        *end = failed || errors ? RUN_FAILED : done == total ? RUN_COMPLETE : RUN_DEFERRED;
         return 1;
     }
     if (sync_stop) {
@@ -443,19 +583,11 @@ static int wait_round(struct sync_ctx *s, enum run_end *end, long long *deferred
         return -1;
     }
     /* The run record is read every SYNC_POLL_MS (a run ends as soon as its last job
-     * does); the lease and the delayed jobs need a look once a second. */
-    if (now == *last_chores)
+     * does); the rest needs a look once a second. */
+    if (now == w->last_chores)
         return 0;
-    *last_chores = now;
-    int held = lease_renew(s, e);
-    if (held == 0) {
-        err_set(e, "lost the coordinator lease");
-        return -1;
-    }
-    struct rq_res res;
-    int rc = exec(s, rq_cmd_promote(&s->q, 100), &res, e);
-    rq_res_free(&res);
-    return rc < 0 ? -2 : 0;
+    w->last_chores = now;
+    return chores(s, w, now, end, e);
 }
 
 /* Wait until every job of the run is settled or waits for the pull budget. A Redis
@@ -463,10 +595,12 @@ static int wait_round(struct sync_ctx *s, enum run_end *end, long long *deferred
  * lost by waiting), up to SYNC_REDIS_OUTAGE_S. */
 static int wait_run(struct sync_ctx *s, enum run_end *end, long long *deferred_out, struct err *e)
 {
-    time_t started = time(NULL), last_plain = 0, last_chores = 0, down_since = 0;
+    struct waiting w = {.cursor = "0"};
+    time_t down_since = 0;
     unsigned delay = 1;
+    w.started = w.last_check = w.last_change = time(NULL);
     for (;;) {
-        int rc = wait_round(s, end, deferred_out, started, &last_plain, &last_chores, e);
+        int rc = wait_round(s, &w, end, deferred_out, e);
         if (rc == 1)
             return 0;
         if (rc == -1)
@@ -513,6 +647,8 @@ static json_t *report(struct sync_ctx *s, enum run_end end, long long deferred, 
                               NULL);
     json_object_set_new(o, "catalog_errors", cerr ? cerr : json_array());
     json_object_set_new(o, "started_ms", json_integer(jint(rec, "started_ms")));
+    if (json_is_string(json_object_get(rec, "error")))
+        json_object_set(o, "error", json_object_get(rec, "error"));
     json_decref(rec);
     return o;
 }
@@ -571,6 +707,8 @@ static void print_report(json_t *o, int as_json)
     json_array_foreach(cerr, i, r) printf("  catalog error: %s: %s\n",
                                           json_string_value(json_object_get(r, "repository")),
                                           json_string_value(json_object_get(r, "error")));
+    if (json_object_get(o, "error"))
+        printf("  error: %s\n", json_string_value(json_object_get(o, "error")));
 }
 
 /* Settle the run: record its end, move the marker if it is complete, and take
