@@ -4,10 +4,14 @@
 #include <errno.h>
 #include <ftw.h>
 #include <git2.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -125,7 +129,76 @@ out:
     return rc;
 }
 
-int catalog_open(struct catalog **out, const char *source, const char *workdir, struct err *e)
+/* open_clone in a child process, so that a transfer that hangs can be cut
+ * off and the caller's tick runs meanwhile; the parent then opens the clone
+ * the child left in dir. The child's only output is its error message. */
+static int clone_in_child(git_repository **repo, const char *url, const char *dir,
+                          const struct catalog_fetch *f, struct err *e)
+{
+    static const struct catalog_fetch none = {0, NULL, NULL};
+    char msg[ERR_MSG_MAX] = "";
+    size_t len = 0;
+    int fds[2], status = 0, cut = 0;
+    if (!f)
+        f = &none;
+    if (pipe(fds) < 0)
+        return err_set(e, "official-images clone: pipe: %s", strerror(errno));
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return err_set(e, "official-images clone: fork: %s", strerror(errno));
+    }
+    if (pid == 0) {
+        struct err ce = {""};
+        git_repository *r = NULL;
+        close(fds[0]);
+        int rc = open_clone(&r, url, dir, &ce);
+        if (rc < 0 && write(fds[1], ce.msg, strlen(ce.msg)) < 0)
+            rc = -1;
+        _exit(rc < 0 ? 1 : 0); /* nothing of the parent's is flushed or freed twice */
+    }
+    close(fds[1]);
+    time_t start = time(NULL);
+    for (;;) {
+        struct pollfd p = {fds[0], POLLIN, 0};
+        int n = poll(&p, 1, 1000);
+        if (n > 0) {
+            ssize_t got = read(fds[0], msg + len, sizeof(msg) - 1 - len);
+            if (got <= 0)
+                break; /* the child is gone (or said all it may) */
+            len += (size_t)got;
+            continue;
+        }
+        if (n < 0 && errno != EINTR)
+            break;
+        if (f->timeout_s > 0 && time(NULL) - start >= f->timeout_s)
+            cut = 1;
+        else if (f->tick && f->tick(f->arg) < 0)
+            cut = 2;
+        if (cut) {
+            kill(pid, SIGKILL);
+            break;
+        }
+    }
+    close(fds[0]);
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    msg[len] = '\0';
+    if (cut == 1)
+        return err_set(e, "official-images clone: the fetch took longer than %d s; cut off",
+                       f->timeout_s);
+    if (cut == 2)
+        return err_set(e, "official-images clone: fetch stopped");
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        return err_set(e, "%s", msg[0] ? msg : "official-images clone: the fetch process failed");
+    if (git_repository_open_bare(repo, dir) < 0)
+        return err_set(e, "workdir '%s': cannot open the clone: %s", dir, git_msg());
+    return 0;
+}
+
+int catalog_open(struct catalog **out, const char *source, const char *workdir,
+                 const struct catalog_fetch *fetch, struct err *e)
 {
     int rc = -1;
     struct catalog *c = xcalloc(1, sizeof(*c));
@@ -173,7 +246,7 @@ int catalog_open(struct catalog **out, const char *source, const char *workdir, 
         c->tmpdir = xstrdup(tmpl);
         workdir = c->tmpdir;
     }
-    if (open_clone(&c->repo, url, workdir, e) < 0)
+    if (clone_in_child(&c->repo, url, workdir, fetch, e) < 0)
         goto out;
     rc = 0;
 out:

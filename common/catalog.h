@@ -18,13 +18,24 @@
 
 struct catalog; /* an opened source */
 
+/* How a clone or fetch runs: in a child process (libgit2 1.5 has no network
+ * timeout), cut off after timeout_s (0: never) or when tick(arg), called
+ * about once a second meanwhile (e.g. to renew a lease), returns -1. */
+struct catalog_fetch {
+    int timeout_s;
+    int (*tick)(void *arg); /* may be NULL */
+    void *arg;
+};
+
 /* Open `source`. Without a workdir a local path is read in place and a URL
  * (anything with "://") is cloned into a temporary folder that
  * catalog_close() removes. With a workdir, a bare clone of the source is
  * kept there: created on the first open, fetched on every later one (the
- * clone's HEAD follows the source's default branch). A missing path or an
- * unreachable URL is one clear error. Caller closes with catalog_close(). */
-int catalog_open(struct catalog **out, const char *source, const char *workdir, struct err *e);
+ * clone's HEAD follows the source's default branch). fetch may be NULL (no
+ * timeout, no tick). A missing path, an unreachable URL or a fetch cut off
+ * is one clear error. Caller closes with catalog_close(). */
+int catalog_open(struct catalog **out, const char *source, const char *workdir,
+                 const struct catalog_fetch *fetch, struct err *e);
 void catalog_close(struct catalog *c);
 
 /* Resolve a revision (branch, tag, full or short sha, "HEAD~3", ...; NULL

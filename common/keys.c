@@ -77,6 +77,7 @@ int keys_init(struct keys *k, const char *prefix, struct err *e)
     k->jobs_delayed = fixed(k, "jobs:delayed");
     k->jobs_delayed_payload = fixed(k, "jobs:delayed:payload");
     k->jobs_dead = fixed(k, "jobs:dead");
+    k->jobs_handover = fixed(k, "jobs:handover");
     k->runs = fixed(k, "runs");
     k->run_current = fixed(k, "runs:current");
     k->synced_commit = fixed(k, "synced-commit");
@@ -90,9 +91,9 @@ int keys_init(struct keys *k, const char *prefix, struct err *e)
 void keys_free(struct keys *k)
 {
     char **all[] = {&k->prefix, &k->jobs, &k->jobs_index, &k->jobs_delayed,
-                    &k->jobs_delayed_payload, &k->jobs_dead, &k->runs, &k->run_current,
-                    &k->synced_commit, &k->workers, &k->coordinator, &k->stats,
-                    &k->ctl_paused};
+                    &k->jobs_delayed_payload, &k->jobs_dead, &k->jobs_handover, &k->runs,
+                    &k->run_current, &k->synced_commit, &k->workers, &k->coordinator,
+                    &k->stats, &k->ctl_paused};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
         free(*all[i]);
         *all[i] = NULL;
@@ -167,12 +168,24 @@ char *keys_run(const struct keys *k, const char *run_id)
     return build(k, "run", &id, 1);
 }
 
-char *keys_run_keys(const struct keys *k, const char *run_id)
+/* A run's own keys: its record's name and a suffix (rq.lua builds them the
+ * same way from the record's prefix). */
+static char *run_sub(const struct keys *k, const char *run_id, const char *suffix)
 {
     char *run = keys_run(k, run_id);
-    char *s = xasprintf("%s:keys", run);
+    char *s = xasprintf("%s:%s", run, suffix);
     free(run);
     return s;
+}
+
+char *keys_run_keys(const struct keys *k, const char *run_id)
+{
+    return run_sub(k, run_id, "keys");
+}
+
+char *keys_run_settled(const struct keys *k, const char *run_id)
+{
+    return run_sub(k, run_id, "settled");
 }
 
 static const struct part no_part = {NULL, 0};

@@ -21,6 +21,9 @@
  *                                               "due_ms":..,"job":{..}}
  * <p>jobs:dead                          stream  dead letters: id, key, job, reason, deliveries,
  *                                               ts (ms); capped with MAXLEN ~
+ * <p>jobs:handover                      hash    job key -> job (JSON) a newer run enqueued
+ *                                               while a worker held its key's job of an
+ *                                               ended run: enqueued once that one settles
  * <p>run:<id>                           hash    run record: id, state, commit, started_ms,
  *                                               finished_ms, jobs_total, jobs_done, jobs_failed,
  *                                               jobs_retried, jobs_dead, registry_waits and
@@ -28,7 +31,11 @@
  * <p>run:<id>:keys                      set     job keys the run enqueued (each counted once
  *                                               in jobs_total, also when re-enqueued); gone
  *                                               when the run finishes
- * <p>runs                               zset    run id scored by start (ms)
+ * <p>run:<id>:settled                   hash    job key -> how it ended in the run (done,
+ *                                               failed, dead): counted once, never enqueued
+ *                                               again by the run; gone when it finishes
+ * <p>runs                               zset    run id scored by start (ms); the newest
+ *                                               --keep-runs are kept, with their records
  * <p>runs:current                       string  id of the run in progress
  * <p>synced-commit                      string  last official-images commit fully synced
  * <p>target:<target>                    hash    the target's storage epoch: marker (digest of
@@ -84,6 +91,7 @@ struct keys {
     char *jobs_delayed;
     char *jobs_delayed_payload;
     char *jobs_dead;
+    char *jobs_handover;
     char *runs;
     char *run_current;
     char *synced_commit;
@@ -101,6 +109,7 @@ void keys_free(struct keys *k);
 /* Keys with a variable part; each returns a new string the caller frees. */
 char *keys_run(const struct keys *k, const char *run_id);
 char *keys_run_keys(const struct keys *k, const char *run_id);
+char *keys_run_settled(const struct keys *k, const char *run_id);
 char *keys_target(const struct keys *k, const char *target_url);
 char *keys_present(const struct keys *k, const char *target_url, const char *epoch,
                    const char *repo);

@@ -159,8 +159,15 @@ void rconn_url_free(struct rconn_url *u)
 void rconn_setup_add(struct rconn_setup *s, int argc, const char *const *argv,
                      const size_t *len, const char *ok_error)
 {
+    rconn_setup_add_if(s, NULL, argc, argv, len, ok_error);
+}
+
+void rconn_setup_add_if(struct rconn_setup *s, rconn_step_if *only_if, int argc,
+                        const char *const *argv, const size_t *len, const char *ok_error)
+{
     s->steps = xrealloc(s->steps, (s->n + 1) * sizeof(*s->steps));
     struct rconn_step *st = &s->steps[s->n++];
+    st->only_if = only_if;
     st->argc = argc;
     st->argv = xcalloc((size_t)argc, sizeof(char *));
     st->len = xcalloc((size_t)argc, sizeof(size_t));
@@ -212,8 +219,9 @@ static void build_steps(struct rconn_setup *out, const struct rconn_url *u,
         rconn_setup_add(out, 2, argv, NULL, NULL);
     }
     for (size_t i = 0; setup && i < setup->n; i++)
-        rconn_setup_add(out, setup->steps[i].argc, (const char *const *)setup->steps[i].argv,
-                        setup->steps[i].len, setup->steps[i].ok_error);
+        rconn_setup_add_if(out, setup->steps[i].only_if, setup->steps[i].argc,
+                           (const char *const *)setup->steps[i].argv, setup->steps[i].len,
+                           setup->steps[i].ok_error);
     if (ping) {
         const char *argv[1] = {"PING"};
         rconn_setup_add(out, 1, argv, NULL, NULL);
@@ -234,15 +242,31 @@ static struct timeval tv_ms(long long ms)
 }
 
 /* Run one step; only the command name ever reaches a message. */
-static int run_step(struct rconn *rc, const struct rconn_step *st, struct err *e)
+static int run_step(struct rconn *rc, const struct rconn_step *st, redisReply **out,
+                    struct err *e)
 {
-    redisReply *r = redisCommandArgv(rc->c, st->argc, (const char **)st->argv, st->len);
-    if (!r)
+    *out = redisCommandArgv(rc->c, st->argc, (const char **)st->argv, st->len);
+    if (!*out)
         return err_set(e, "redis %s: %s: %s", rc->url.where, st->argv[0], rc->c->errstr);
+    if ((*out)->type == REDIS_REPLY_ERROR && !step_error_ok(st, (*out)->str))
+        return err_set(e, "redis %s: %s failed: %s", rc->url.where, st->argv[0], (*out)->str);
+    return 0;
+}
+
+/* Run the steps in order, each that its only_if allows. */
+static int run_steps(struct rconn *rc, const struct rconn_setup *steps, struct err *e)
+{
     int ret = 0;
-    if (r->type == REDIS_REPLY_ERROR && !step_error_ok(st, r->str))
-        ret = err_set(e, "redis %s: %s failed: %s", rc->url.where, st->argv[0], r->str);
-    freeReplyObject(r);
+    redisReply *prev = NULL;
+    for (size_t i = 0; steps && i < steps->n && ret == 0; i++) {
+        const struct rconn_step *st = &steps->steps[i];
+        redisReply *r = NULL;
+        if (!st->only_if || st->only_if(prev))
+            ret = run_step(rc, st, &r, e);
+        freeReplyObject(prev);
+        prev = r;
+    }
+    freeReplyObject(prev);
     return ret;
 }
 
@@ -273,9 +297,8 @@ static int sync_connect(struct rconn *rc, struct err *e)
         err_set(e, "redis %s: socket options: %s", rc->url.where, rc->c->errstr);
         goto out;
     }
-    for (size_t i = 0; i < steps.n; i++)
-        if (run_step(rc, &steps.steps[i], e) < 0)
-            goto out;
+    if (run_steps(rc, &steps, e) < 0)
+        goto out;
     ret = 0;
 out:
     if (ret < 0)
@@ -334,12 +357,10 @@ int rconn_resetup(struct rconn *rc, struct err *e)
 {
     if (!rc->c)
         return sync_connect(rc, e);
-    for (size_t i = 0; rc->setup && i < rc->setup->n; i++) {
-        if (run_step(rc, &rc->setup->steps[i], e) < 0) {
-            if (rc->c->err)
-                sync_drop(rc);
-            return -1;
-        }
+    if (run_steps(rc, rc->setup, e) < 0) {
+        if (rc->c->err)
+            sync_drop(rc);
+        return -1;
     }
     return 0;
 }
@@ -368,8 +389,6 @@ struct rconn_async {
     redisAsyncContext *ac;             /* NULL while down */
     enum ra_state state;
     int announced;                     /* owner was told "up" and not yet "down" */
-    size_t steps_left;
-    int steps_failed;
     long backoff_ms;
     ev_timer retry;                    /* reconnect backoff */
     ev_timer deadline;                 /* oldest request's deadline */
@@ -494,21 +513,17 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     went_down(ra);
 }
 
-static void step_reply(struct rconn_async *ra, redisReply *r, void *privdata)
+/* A setup list running on ra, one step after the other. */
+struct stepper {
+    const struct rconn_setup *steps;
+    size_t next;
+    int connect;         /* the connection's own setup: its end brings ra up */
+    rconn_done_fn *done; /* a resetup's */
+    void *arg;
+};
+
+static void went_up(struct rconn_async *ra)
 {
-    const struct rconn_step *st = privdata;
-    if (!ra || !r || ra->state != RA_CONNECTING)
-        return;
-    if (r->type == REDIS_REPLY_ERROR && !step_error_ok(st, r->str)) {
-        log_warn("redis %s: %s failed: %s", ra->url.where, st->argv[0], r->str);
-        ra->steps_failed = 1;
-    }
-    if (--ra->steps_left > 0)
-        return;
-    if (ra->steps_failed) {
-        drop(ra, "connection setup failed");
-        return;
-    }
     ra->state = RA_UP;
     ra->backoff_ms = ra->opts.backoff_min_ms;
     ra->announced = 1;
@@ -517,11 +532,68 @@ static void step_reply(struct rconn_async *ra, redisReply *r, void *privdata)
         ra->on_state(ra, 1, ra->arg);
 }
 
-static void resetup_reply(struct rconn_async *ra, redisReply *r, void *privdata)
+/* The list ended (ok: every step ran or was skipped). */
+static void stepper_end(struct rconn_async *ra, struct stepper *sp, int ok)
 {
-    const struct rconn_step *st = privdata;
-    if (ra && r && r->type == REDIS_REPLY_ERROR && !step_error_ok(st, r->str))
+    int connect = sp->connect;
+    rconn_done_fn *done = sp->done;
+    void *arg = sp->arg;
+    free(sp);
+    if (!connect)
+        done(ra, arg);
+    else if (ok)
+        went_up(ra);
+}
+
+static void stepper_reply(struct rconn_async *ra, redisReply *r, void *privdata);
+
+/* Send the next step that may run, after the answer prev to the one before. */
+static void stepper_send(struct rconn_async *ra, struct stepper *sp, const redisReply *prev)
+{
+    /* Commands queue until the socket connects, so the connect time counts
+     * toward the connection's setup answers. */
+    long long timeout = ra->opts.cmd_timeout_ms + (sp->connect ? ra->opts.connect_timeout_ms : 0);
+    while (sp->next < sp->steps->n) {
+        const struct rconn_step *st = &sp->steps->steps[sp->next++];
+        if (st->only_if && !st->only_if(prev)) {
+            prev = NULL;
+            continue;
+        }
+        if (send_req(ra, st->argc, (const char **)st->argv, st->len, timeout, stepper_reply, sp) ==
+            0)
+            return;
+        if (sp->connect) {
+            free(sp);
+            drop(ra, "cannot queue connection setup");
+        } else {
+            stepper_end(ra, sp, 0);
+        }
+        return;
+    }
+    stepper_end(ra, sp, 1);
+}
+
+static void stepper_reply(struct rconn_async *ra, redisReply *r, void *privdata)
+{
+    struct stepper *sp = privdata;
+    /* Without ra the steps may be gone with it. */
+    if (!ra || !r || (sp->connect && ra->state != RA_CONNECTING)) {
+        if (sp->connect)
+            free(sp); /* the connection went down, which says so */
+        else
+            stepper_end(ra, sp, 0);
+        return;
+    }
+    const struct rconn_step *st = &sp->steps->steps[sp->next - 1];
+    if (r->type == REDIS_REPLY_ERROR && !step_error_ok(st, r->str)) {
         log_warn("redis %s: %s failed: %s", ra->url.where, st->argv[0], r->str);
+        if (sp->connect) {
+            free(sp);
+            drop(ra, "connection setup failed");
+            return;
+        }
+    }
+    stepper_send(ra, sp, r);
 }
 
 static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -558,19 +630,10 @@ static void connect_now(struct rconn_async *ra)
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     ra->ac = ac;
     ra->state = RA_CONNECTING;
-    ra->steps_left = ra->connect_steps.n;
-    ra->steps_failed = 0;
-    /* Commands queue until the socket connects, so the connect time counts
-     * toward the first answers' deadline. */
-    long long timeout = ra->opts.connect_timeout_ms + ra->opts.cmd_timeout_ms;
-    for (size_t i = 0; i < ra->connect_steps.n; i++) {
-        struct rconn_step *st = &ra->connect_steps.steps[i];
-        if (send_req(ra, st->argc, (const char **)st->argv, st->len, timeout, step_reply, st) <
-            0) {
-            drop(ra, "cannot queue connection setup");
-            return;
-        }
-    }
+    struct stepper *sp = xcalloc(1, sizeof(*sp));
+    sp->steps = &ra->connect_steps;
+    sp->connect = 1;
+    stepper_send(ra, sp, NULL);
 }
 
 struct rconn_async *rconn_async_new(struct ev_loop *loop, const char *url,
@@ -619,15 +682,17 @@ int rconn_async_command(struct rconn_async *ra, int argc, const char **argv, con
     return 0;
 }
 
-void rconn_async_resetup(struct rconn_async *ra)
+int rconn_async_resetup(struct rconn_async *ra, rconn_done_fn *done, void *arg)
 {
+    static const struct rconn_setup none = {NULL, 0};
     if (!rconn_async_is_up(ra))
-        return;
-    for (size_t i = 0; ra->setup && i < ra->setup->n; i++) {
-        struct rconn_step *st = &ra->setup->steps[i];
-        send_req(ra, st->argc, (const char **)st->argv, st->len, ra->opts.cmd_timeout_ms,
-                 resetup_reply, st);
-    }
+        return -1;
+    struct stepper *sp = xcalloc(1, sizeof(*sp));
+    sp->steps = ra->setup ? ra->setup : &none;
+    sp->done = done;
+    sp->arg = arg;
+    stepper_send(ra, sp, NULL);
+    return 0;
 }
 
 void rconn_async_free(struct rconn_async *ra)

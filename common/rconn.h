@@ -7,7 +7,8 @@
  *
  * After every (re)connect a holder runs AUTH, SELECT and then a setup list
  * (struct rconn_setup, e.g. FUNCTION LOAD and XGROUP CREATE from rq), so a
- * Redis that restarted empty is usable again without the owner's help.
+ * Redis that restarted empty is usable again without the owner's help. The
+ * steps run one after the other: a step may depend on the answer before it.
  *
  * struct rconn (synchronous, coordinator and tools) reconnects lazily on the
  * next command after an I/O error. struct rconn_async (worker) lives on a
@@ -40,13 +41,18 @@ struct rconn_url {
 int rconn_url_parse(struct rconn_url *u, const char *url, struct err *e);
 void rconn_url_free(struct rconn_url *u);
 
+/* Whether a step runs, from the answer to the step before it (NULL when that
+ * one did not run). */
+typedef int rconn_step_if(const redisReply *prev);
+
 /* One setup command; an error reply starting with ok_error (e.g. "BUSYGROUP")
  * counts as success. */
 struct rconn_step {
     int argc;
     char **argv;
     size_t *len;
-    char *ok_error; /* may be NULL */
+    char *ok_error;         /* may be NULL */
+    rconn_step_if *only_if; /* NULL: always runs */
 };
 
 /* Commands run in order after each connect; owned, rconn_setup_free. */
@@ -57,6 +63,9 @@ struct rconn_setup {
 
 void rconn_setup_add(struct rconn_setup *s, int argc, const char *const *argv,
                      const size_t *len, const char *ok_error);
+/* A step that runs only when only_if(answer to the step before) says so. */
+void rconn_setup_add_if(struct rconn_setup *s, rconn_step_if *only_if, int argc,
+                        const char *const *argv, const size_t *len, const char *ok_error);
 void rconn_setup_free(struct rconn_setup *s);
 
 struct rconn_opts {
@@ -120,8 +129,14 @@ const char *rconn_async_where(const struct rconn_async *ra);
 int rconn_async_command(struct rconn_async *ra, int argc, const char **argv, const size_t *len,
                         long long extra_ms, rconn_reply_fn *fn, void *privdata, struct err *e);
 
-/* Queue the setup list again ahead of whatever is sent next. */
-void rconn_async_resetup(struct rconn_async *ra);
+/* Told that a setup list run again ended (ra NULL: the holder was freed). */
+typedef void rconn_done_fn(struct rconn_async *ra, void *arg);
+
+/* Run the setup list again (after NOGROUP or a missing function); send what
+ * needs it from done. 0: done is called exactly once, possibly before this
+ * returns; a failed step is logged and the list goes on. -1: the holder is
+ * not up; done is not called. */
+int rconn_async_resetup(struct rconn_async *ra, rconn_done_fn *done, void *arg);
 
 /* Close at once: pending requests are answered with NULL (and ra NULL).
  * Safe from inside any callback. NULL is a no-op. */

@@ -23,6 +23,7 @@ enum kind {
     K_HASH,       /* field, value, ... */
     K_RUN_CREATE, /* 0 | start ms */
     K_CURSOR,     /* {cursor, n} */
+    K_KEYSCAN,    /* {cursor, {key...}} */
     K_OK,         /* anything but an error */
 };
 
@@ -51,11 +52,33 @@ void rq_free(struct rq *q)
     q->run_prefix = NULL;
 }
 
+int rq_lua_version(void)
+{
+    const char *v = strstr(rq_lua_source, "\nlocal VERSION = ");
+    return v ? atoi(v + strlen("\nlocal VERSION = ")) : 0;
+}
+
+#define RQ_NO_FUNCTION "ERR Function not found"
+
+/* The answer to hubsync_version says Redis has no library, one from before
+ * versions or an older one. */
+static int library_outdated(const redisReply *r)
+{
+    if (r && r->type == REDIS_REPLY_INTEGER)
+        return r->integer < rq_lua_version();
+    return !r || r->type == REDIS_REPLY_ERROR;
+}
+
 void rq_setup(const struct rq *q, struct rconn_setup *out)
 {
     memset(out, 0, sizeof(*out));
+    /* Two programs of different versions may run side by side (a rolling
+     * update): the newer library stays. Two that connect at the same moment
+     * may both find it outdated; the later load wins. */
+    const char *version[] = {"FCALL", "hubsync_version", "0"};
+    rconn_setup_add(out, 3, version, NULL, RQ_NO_FUNCTION);
     const char *load[] = {"FUNCTION", "LOAD", "REPLACE", rq_lua_source};
-    rconn_setup_add(out, 4, load, NULL, NULL);
+    rconn_setup_add_if(out, library_outdated, 4, load, NULL, NULL);
     const char *group[] = {"XGROUP", "CREATE", q->keys.jobs, KEYS_GROUP, "0", "MKSTREAM"};
     rconn_setup_add(out, 6, group, NULL, "BUSYGROUP");
 }
@@ -103,6 +126,7 @@ const char *rq_status_name(enum rq_status s)
     static const char *const names[] = {
         "?",     "done",    "added",   "duplicate", "job",     "empty",   "paused",
         "gone",  "stolen",  "granted", "unlimited", "denied",  "unknown", "value",
+        "settled",
     };
     return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "?";
 }
@@ -187,7 +211,8 @@ static void arg_list(struct rq_cmd *c, const char *const *v, size_t n)
 struct rq_cmd *rq_cmd_enqueue(const struct rq *q, const char *key, const char *json)
 {
     const struct keys *k = &q->keys;
-    struct rq_cmd *c = fcall(K_ENQUEUE, "hubsync_enqueue", 3, k->jobs, k->jobs_index, k->stats);
+    struct rq_cmd *c =
+        fcall(K_ENQUEUE, "hubsync_enqueue", 4, k->jobs, k->jobs_index, k->stats, k->jobs_delayed);
     arg(c, key);
     arg(c, json);
     return c;
@@ -197,8 +222,8 @@ struct rq_cmd *rq_cmd_take(const struct rq *q, const char *consumer, long long l
                            int max_deliveries)
 {
     const struct keys *k = &q->keys;
-    struct rq_cmd *c = fcall(K_TAKE, "hubsync_take", 5, k->jobs, k->jobs_dead, k->jobs_index,
-                             k->stats, k->ctl_paused);
+    struct rq_cmd *c = fcall(K_TAKE, "hubsync_take", 7, k->jobs, k->jobs_dead, k->jobs_index,
+                             k->stats, k->ctl_paused, k->run_current, k->jobs_handover);
     arg(c, KEYS_GROUP);
     arg(c, consumer);
     arg_ll(c, lease_ms);
@@ -230,20 +255,24 @@ struct rq_cmd *rq_cmd_renew(const struct rq *q, const char *consumer, const char
     return c;
 }
 
-/* FCALL fn for settling a held job: the fixed keys plus the run's record
- * when run_id is given, then group, consumer, id and job key. */
+/* FCALL fn for settling a held job: the keys every settle needs, then the
+ * function's own; group, consumer, id, job key, the run key prefix and the
+ * run ("" when unknown: the function finds it from the payload). */
 static struct rq_cmd *settle(const struct rq *q, const char *fn, const char *run_id, int nkeys,
                              const char *const *keys, const char *consumer, const char *id,
                              const char *key)
 {
-    struct rq_cmd *c = fcall_begin(K_HELD, fn, nkeys + (run_id ? 1 : 0));
+    const struct keys *k = &q->keys;
+    const char *common[] = {k->jobs, k->jobs_index, k->stats, k->run_current, k->jobs_handover};
+    struct rq_cmd *c = fcall_begin(K_HELD, fn, 5 + nkeys);
+    arg_list(c, common, 5);
     arg_list(c, keys, (size_t)nkeys);
-    if (run_id)
-        arg_own(c, keys_run(&q->keys, run_id));
     arg(c, KEYS_GROUP);
     arg(c, consumer);
     arg(c, id);
     arg(c, key);
+    arg(c, q->run_prefix);
+    arg(c, run_id ? run_id : "");
     return c;
 }
 
@@ -251,9 +280,7 @@ struct rq_cmd *rq_cmd_ack(const struct rq *q, const char *consumer, const char *
                           const char *key, const char *run_id, const struct rq_counter *counters,
                           size_t ncounters)
 {
-    const struct keys *k = &q->keys;
-    const char *keys[] = {k->jobs, k->jobs_index, k->stats};
-    struct rq_cmd *c = settle(q, "hubsync_ack", run_id, 3, keys, consumer, id, key);
+    struct rq_cmd *c = settle(q, "hubsync_ack", run_id, 0, NULL, consumer, id, key);
     arg_counters(c, counters, ncounters);
     return c;
 }
@@ -264,9 +291,8 @@ struct rq_cmd *rq_cmd_retry(const struct rq *q, const char *consumer, const char
                             const struct rq_counter *counters, size_t ncounters)
 {
     const struct keys *k = &q->keys;
-    const char *keys[] = {k->jobs, k->jobs_index, k->jobs_delayed, k->jobs_delayed_payload,
-                          k->stats};
-    struct rq_cmd *c = settle(q, "hubsync_retry", run_id, 5, keys, consumer, id, key);
+    const char *keys[] = {k->jobs_delayed, k->jobs_delayed_payload};
+    struct rq_cmd *c = settle(q, "hubsync_retry", run_id, 2, keys, consumer, id, key);
     arg(c, json);
     arg_ll(c, delay_ms);
     arg(c, why);
@@ -279,8 +305,8 @@ struct rq_cmd *rq_cmd_fail(const struct rq *q, const char *consumer, const char 
                            const struct rq_counter *counters, size_t ncounters)
 {
     const struct keys *k = &q->keys;
-    const char *keys[] = {k->jobs, k->jobs_dead, k->jobs_index, k->stats};
-    struct rq_cmd *c = settle(q, "hubsync_fail", run_id, 4, keys, consumer, id, key);
+    const char *keys[] = {k->jobs_dead};
+    struct rq_cmd *c = settle(q, "hubsync_fail", run_id, 1, keys, consumer, id, key);
     arg(c, reason);
     arg_ll(c, RQ_DEAD_CAP);
     arg_counters(c, counters, ncounters);
@@ -318,8 +344,8 @@ struct rq_cmd *rq_cmd_prune_consumers(const struct rq *q, long long min_idle_ms)
 struct rq_cmd *rq_cmd_repair_index(const struct rq *q, const char *cursor, int count)
 {
     const struct keys *k = &q->keys;
-    struct rq_cmd *c = fcall(K_CURSOR, "hubsync_repair_index", 4, k->jobs_index, k->jobs,
-                             k->jobs_delayed, k->stats);
+    struct rq_cmd *c = fcall(K_CURSOR, "hubsync_repair_index", 5, k->jobs_index, k->jobs,
+                             k->jobs_delayed, k->stats, k->jobs_handover);
     arg(c, cursor);
     arg_ll(c, count);
     return c;
@@ -504,7 +530,8 @@ struct rq_cmd *rq_cmd_lease_release(const char *key, const char *token)
     return c;
 }
 
-struct rq_cmd *rq_cmd_run_create(const struct rq *q, const char *run_id, const char *commit)
+struct rq_cmd *rq_cmd_run_create(const struct rq *q, const char *run_id, const char *commit,
+                                 int keep)
 {
     char *run = keys_run(&q->keys, run_id);
     struct rq_cmd *c =
@@ -512,6 +539,8 @@ struct rq_cmd *rq_cmd_run_create(const struct rq *q, const char *run_id, const c
     free(run);
     arg(c, run_id);
     arg(c, commit);
+    arg(c, q->run_prefix);
+    arg_ll(c, keep);
     return c;
 }
 
@@ -520,12 +549,37 @@ struct rq_cmd *rq_cmd_run_enqueue(const struct rq *q, const char *run_id, const 
 {
     const struct keys *k = &q->keys;
     char *run = keys_run(k, run_id), *runkeys = keys_run_keys(k, run_id);
-    struct rq_cmd *c = fcall(K_ENQUEUE, "hubsync_run_enqueue", 5, k->jobs, k->jobs_index,
-                             k->stats, run, runkeys);
+    char *settled = keys_run_settled(k, run_id);
+    struct rq_cmd *c = fcall(K_ENQUEUE, "hubsync_run_enqueue", 9, k->jobs, k->jobs_index,
+                             k->stats, run, runkeys, settled, k->jobs_delayed,
+                             k->jobs_delayed_payload, k->jobs_handover);
     free(run);
     free(runkeys);
+    free(settled);
     arg(c, key);
     arg(c, json);
+    arg(c, run_id);
+    arg(c, KEYS_GROUP);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_run_check(const struct rq *q, const char *run_id, const char *cursor,
+                                int count)
+{
+    const struct keys *k = &q->keys;
+    char *runkeys = keys_run_keys(k, run_id), *settled = keys_run_settled(k, run_id);
+    struct rq_cmd *c = cmd_new(K_KEYSCAN);
+    const char *keys[] = {runkeys, settled, k->jobs, k->jobs_index, k->jobs_delayed,
+                          k->jobs_delayed_payload, k->jobs_handover};
+    arg(c, "FCALL_RO"); /* a read: status may call it */
+    arg(c, "hubsync_run_check");
+    arg_ll(c, 7);
+    arg_list(c, keys, 7);
+    free(runkeys);
+    free(settled);
+    arg(c, run_id);
+    arg(c, cursor);
+    arg_ll(c, count);
     return c;
 }
 
@@ -546,16 +600,6 @@ struct rq_cmd *rq_cmd_run_current(const struct rq *q)
     return c;
 }
 
-struct rq_cmd *rq_cmd_run_add_total(const struct rq *q, const char *run_id, long long n)
-{
-    struct rq_cmd *c = cmd_new(K_INT);
-    arg(c, "HINCRBY");
-    arg_own(c, keys_run(&q->keys, run_id));
-    arg(c, "jobs_total");
-    arg_ll(c, n);
-    return c;
-}
-
 struct rq_cmd *rq_cmd_run_get(const struct rq *q, const char *run_id)
 {
     struct rq_cmd *c = cmd_new(K_HASH);
@@ -568,10 +612,12 @@ struct rq_cmd *rq_cmd_run_finish(const struct rq *q, const char *run_id, const c
                                  int advance)
 {
     char *run = keys_run(&q->keys, run_id), *runkeys = keys_run_keys(&q->keys, run_id);
-    struct rq_cmd *c = fcall(K_HELD, "hubsync_run_finish", 4, run, q->keys.run_current,
-                             q->keys.synced_commit, runkeys);
+    char *settled = keys_run_settled(&q->keys, run_id);
+    struct rq_cmd *c = fcall(K_HELD, "hubsync_run_finish", 6, run, q->keys.run_current,
+                             q->keys.synced_commit, runkeys, settled, q->keys.jobs_handover);
     free(run);
     free(runkeys);
+    free(settled);
     arg(c, run_id);
     arg(c, state);
     arg(c, advance ? "1" : "0");
@@ -639,7 +685,7 @@ struct rq_cmd *rq_cmd_worker_gone(const struct rq *q, const char *worker_id)
 
 static const char *cmd_name(const struct rq_cmd *c)
 {
-    return strcmp(c->argv[0], "FCALL") == 0 ? c->argv[1] : c->argv[0];
+    return strncmp(c->argv[0], "FCALL", 5) == 0 ? c->argv[1] : c->argv[0];
 }
 
 static int bad_reply(const struct rq_cmd *c, struct err *e, const char *what)
@@ -792,8 +838,18 @@ static int parse_simple(const struct rq_cmd *c, const redisReply *r, struct rq_r
     case K_ENQUEUE:
         if (!is_array(r, 2) || !is_int(r->element[0]) || !is_str(r->element[1]))
             return bad_reply(c, e, "unexpected shape");
-        res->status = r->element[0]->integer ? RQ_ADDED : RQ_DUPLICATE;
+        res->status = r->element[0]->integer == 2   ? RQ_SETTLED
+                      : r->element[0]->integer == 1 ? RQ_ADDED
+                                                    : RQ_DUPLICATE;
         res->id = dup_str(r->element[1]);
+        return 0;
+    case K_KEYSCAN:
+        if (!is_array(r, 2) || !is_str(r->element[0]) ||
+            str_array(r->element[1], &res->items, &res->nitems) < 0)
+            return bad_reply(c, e, "unexpected shape");
+        res->status = RQ_VALUE;
+        res->str = dup_str(r->element[0]);
+        res->n = (long long)res->nitems;
         return 0;
     case K_CURSOR:
         if (!is_array(r, 2) || !is_str(r->element[0]) || !is_int(r->element[1]))
@@ -867,7 +923,7 @@ static int parse(const struct rq_cmd *c, const redisReply *r, struct rq_res *res
  * restart without persistence, FLUSHALL): setup again and retry once. */
 static int needs_setup(const redisReply *r)
 {
-    static const char *const prefixes[] = {"NOGROUP", "ERR Function not found", "UNBLOCKED"};
+    static const char *const prefixes[] = {"NOGROUP", RQ_NO_FUNCTION, "UNBLOCKED"};
     if (r->type != REDIS_REPLY_ERROR)
         return 0;
     for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++)
@@ -917,6 +973,27 @@ static int call_send(struct rconn_async *ra, struct call *c, struct err *e)
                                c->cmd->block_ms, call_reply, c, e);
 }
 
+/* Answer the caller (res NULL: e says why) and forget the call. */
+static void call_end(struct call *c, struct rq_res *res, const struct err *e)
+{
+    if (c->cb)
+        c->cb(res, res ? NULL : e, c->privdata);
+    rq_cmd_free(c->cmd);
+    free(c);
+}
+
+/* The setup ran again after the call found something missing: once more. */
+static void call_resetup_done(struct rconn_async *ra, void *privdata)
+{
+    struct call *c = privdata;
+    struct err e;
+    if (!ra)
+        err_set(&e, "redis: closed before %s was sent again", cmd_name(c->cmd));
+    else if (call_send(ra, c, &e) == 0)
+        return; /* answered again later */
+    call_end(c, NULL, &e);
+}
+
 static void call_reply(struct rconn_async *ra, redisReply *r, void *privdata)
 {
     struct call *c = privdata;
@@ -929,17 +1006,14 @@ static void call_reply(struct rconn_async *ra, redisReply *r, void *privdata)
                 rconn_async_where(ra), cmd_name(c->cmd));
     } else if (needs_setup(r) && !c->retried && ra) {
         c->retried = 1;
-        rconn_async_resetup(ra);
-        if (call_send(ra, c, &e) == 0)
-            return; /* answered again later */
+        if (rconn_async_resetup(ra, call_resetup_done, c) == 0)
+            return;
+        err_set(&e, "redis %s: %s", rconn_async_where(ra), r->str);
     } else {
         ok = parse(c->cmd, r, &res, &e) == 0;
     }
-    if (c->cb)
-        c->cb(ok ? &res : NULL, ok ? NULL : &e, c->privdata);
+    call_end(c, ok ? &res : NULL, &e);
     rq_res_free(&res);
-    rq_cmd_free(c->cmd);
-    free(c);
 }
 
 int rq_exec_async(struct rconn_async *ra, struct rq_cmd *cmd, rq_cb *cb, void *privdata,

@@ -2,9 +2,11 @@
  * dedupe, leases and run bookkeeping.
  *
  * Multi-key steps are functions of one Redis 7.0 Functions library
- * ("hubsync", source in common/rq.lua), loaded with FUNCTION LOAD REPLACE by the
- * connection setup (rq_setup) and again whenever Redis answers "Function not
- * found"; the consumer group is created the same way (and after NOGROUP).
+ * ("hubsync", source in common/rq.lua), loaded by the connection setup
+ * (rq_setup) and again whenever Redis answers "Function not found", unless
+ * Redis has it at the same or a newer version (an older program never
+ * replaces a newer library); the consumer group is created the same way (and
+ * after NOGROUP).
  * Every time is Redis TIME, never the caller's clock. Key names come from
  * keys.h.
  *
@@ -42,14 +44,17 @@ struct rq {
 int rq_init(struct rq *q, const char *prefix, struct err *e);
 void rq_free(struct rq *q);
 
-/* The connection setup every holder runs: FUNCTION LOAD REPLACE of the
- * library, XGROUP CREATE <jobs> workers 0 MKSTREAM (BUSYGROUP is fine).
+/* The connection setup every holder runs: hubsync_version, FUNCTION LOAD
+ * REPLACE of the library only when that says none or an older one, XGROUP
+ * CREATE <jobs> workers 0 MKSTREAM (BUSYGROUP is fine).
  * Group id 0, not $: jobs enqueued before the group existed (after Redis came
  * back empty) must still be delivered. Owned by the caller: rconn_setup_free. */
 void rq_setup(const struct rq *q, struct rconn_setup *out);
 
 /* The library source, as loaded: common/rq.lua, made into C by the Makefile. */
 extern const char rq_lua_source[];
+/* Its VERSION (hubsync_version answers the one Redis has). */
+int rq_lua_version(void);
 
 enum rq_status {
     RQ_DONE = 1,  /* took effect */
@@ -65,6 +70,7 @@ enum rq_status {
     RQ_DENIED,    /* budget: n = ms to wait, then probe with a HEAD */
     RQ_UNKNOWN,   /* budget: never seen (or stale): probe with a free HEAD first */
     RQ_VALUE,     /* a value in n, str, items or flags */
+    RQ_SETTLED,   /* run enqueue: the key settled in the run already (id: done|failed|dead) */
 };
 
 /* An answer. Strings and arrays are owned; rq_res_free releases them. In a
@@ -101,8 +107,8 @@ struct rq_counter {
 
 /* --- queue --- */
 
-/* Add a job unless its key is pending (queued, taken or delayed).
- * RQ_ADDED id | RQ_DUPLICATE id. */
+/* Add a job unless its key is pending (queued, taken or delayed; a dedupe
+ * entry whose job is gone does not count). RQ_ADDED id | RQ_DUPLICATE id. */
 struct rq_cmd *rq_cmd_enqueue(const struct rq *q, const char *key, const char *json);
 
 /* Take one job without blocking: first a job idle for lease_ms (its delivery
@@ -121,24 +127,33 @@ struct rq_cmd *rq_cmd_read_new(const struct rq *q, const char *consumer, long lo
  * holds it). On GONE or STOLEN the worker stops and must not ack. */
 struct rq_cmd *rq_cmd_renew(const struct rq *q, const char *consumer, const char *id);
 
-/* Finish a job: remove it, release its dedupe entry, add jobs_done and the
- * counters to run_id's record (run_id may be NULL). RQ_DONE | RQ_GONE |
- * RQ_STOLEN; the last two count ack_stale in stats and add nothing. */
+/* Settling a job (ack, retry, fail) counts in its run while that runs: run_id
+ * (NULL: the one the payload names, else the current run if the key is one
+ * of its jobs). The counters add up on every settle; the outcome (done,
+ * failed, dead) counts once per job key of the run, the first one. A job
+ * another run handed over for the key (rq_cmd_run_enqueue) is enqueued when
+ * the key's job leaves the stream. */
+
+/* Finish a job: remove it, release its dedupe entry, add the counters and
+ * (once per key) jobs_done to the run. RQ_DONE | RQ_GONE | RQ_STOLEN; the
+ * last two count ack_stale in stats and add nothing. */
 struct rq_cmd *rq_cmd_ack(const struct rq *q, const char *consumer, const char *id,
                           const char *key, const char *run_id, const struct rq_counter *counters,
                           size_t ncounters);
 
 /* Take a job off the stream and bring json back after delay_ms (why:
  * "backoff", "budget", or "registry": waiting for a registry that is down);
- * its key stays pending as "delayed". Adds jobs_retried (registry_waits for
- * "registry") and the counters to the run. RQ_DONE | RQ_GONE | RQ_STOLEN. */
+ * its key stays pending as "delayed" (unless a newer job for the key
+ * supersedes it). Adds jobs_retried (registry_waits for "registry") and the
+ * counters to the run. RQ_DONE | RQ_GONE | RQ_STOLEN. */
 struct rq_cmd *rq_cmd_retry(const struct rq *q, const char *consumer, const char *id,
                             const char *key, const char *json, long long delay_ms,
                             const char *why, const char *run_id,
                             const struct rq_counter *counters, size_t ncounters);
 
 /* Give up on a job: dead-letter stream (with reason), dedupe entry released,
- * jobs_failed and the counters added to the run. RQ_DONE | RQ_GONE |
+ * the counters and (once per key) jobs_failed added to the run. A job
+ * dead-lettered by take counts as jobs_dead the same way. RQ_DONE | RQ_GONE |
  * RQ_STOLEN. */
 struct rq_cmd *rq_cmd_fail(const struct rq *q, const char *consumer, const char *id,
                            const char *key, const char *reason, const char *run_id,
@@ -157,8 +172,9 @@ struct rq_cmd *rq_cmd_promote(const struct rq *q, int max);
 struct rq_cmd *rq_cmd_prune_consumers(const struct rq *q, long long min_idle_ms);
 
 /* Housekeeping: check up to about count dedupe entries from cursor ("0" to
- * start) and release those whose job no longer exists. RQ_VALUE n =
- * released, str = next cursor ("0" when the scan is complete). */
+ * start) and release those whose job no longer exists (a job handed over
+ * for the key is enqueued instead). RQ_VALUE n = released, str = next cursor
+ * ("0" when the scan is complete). */
 struct rq_cmd *rq_cmd_repair_index(const struct rq *q, const char *cursor, int count);
 
 /* --- pull budget, per docker-ratelimit-source --- */
@@ -252,24 +268,37 @@ struct rq_cmd *rq_cmd_lease_release(const char *key, const char *token);
 
 /* --- runs --- */
 
-/* RQ_DONE n = start ms; sets the current run | RQ_DUPLICATE (run exists). */
-struct rq_cmd *rq_cmd_run_create(const struct rq *q, const char *run_id, const char *commit);
-/* Enqueue as rq_cmd_enqueue, counting the key once in the run's jobs_total
- * (a resumed run enqueues its jobs again). RQ_ADDED id | RQ_DUPLICATE id. */
+/* RQ_DONE n = start ms; sets the current run | RQ_DUPLICATE (run exists).
+ * Only the newest keep (>= 1) runs keep their records. */
+struct rq_cmd *rq_cmd_run_create(const struct rq *q, const char *run_id, const char *commit,
+                                 int keep);
+/* Enqueue a job of the run, counting the key once in its jobs_total (a
+ * resumed run enqueues its jobs again). A key settled in the run is not
+ * enqueued again: RQ_SETTLED. A key pending for this run: RQ_DUPLICATE id.
+ * A job of another run (one that ended) pending for the key is replaced by
+ * this one (RQ_ADDED) or, while a worker holds it, followed by it
+ * (RQ_DUPLICATE: handed over, enqueued when that job settles). Else
+ * RQ_ADDED id. */
 struct rq_cmd *rq_cmd_run_enqueue(const struct rq *q, const char *run_id, const char *key,
                                   const char *json);
+/* The run's lost jobs among about count of its keys from cursor ("0" to
+ * start): not settled, and no job of the run queued, held, delayed or handed
+ * over for them, so nothing would ever settle them. A read (FCALL_RO).
+ * RQ_VALUE items = the keys, str = next cursor ("0": scan complete). */
+struct rq_cmd *rq_cmd_run_check(const struct rq *q, const char *run_id, const char *cursor,
+                                int count);
+/* A count for it that keeps each call short (about 5 ms of Redis). */
+#define RQ_RUN_CHECK_COUNT 250
 /* Take the jobs of run_id (NULL: of every run) off the delayed set, where
  * they wait for the pull budget or a backoff. RQ_VALUE n = removed. */
 struct rq_cmd *rq_cmd_purge_delayed(const struct rq *q, const char *run_id);
 /* Id of the run in progress. RQ_VALUE str | RQ_EMPTY. */
 struct rq_cmd *rq_cmd_run_current(const struct rq *q);
-/* Add n to jobs_total. RQ_VALUE n = new total. */
-struct rq_cmd *rq_cmd_run_add_total(const struct rq *q, const char *run_id, long long n);
 /* The run record as items (field, value, ...). RQ_VALUE | RQ_EMPTY. */
 struct rq_cmd *rq_cmd_run_get(const struct rq *q, const char *run_id);
 /* state: done|deferred|failed|aborted. advance: with done, the synced-commit
- * marker moves to the run's commit. Drops the run's key set. RQ_DONE |
- * RQ_GONE. */
+ * marker moves to the run's commit. Drops the run's key and settled sets and
+ * the jobs it handed over. RQ_DONE | RQ_GONE. */
 struct rq_cmd *rq_cmd_run_finish(const struct rq *q, const char *run_id, const char *state,
                                  int advance);
 /* RQ_VALUE str | RQ_EMPTY. */

@@ -1,9 +1,16 @@
 #!lua name=hubsync
 -- hubsync's queue, pull budget and bookkeeping (see common/rq.h). The programs
--- load it themselves; by hand: redis-cli -x FUNCTION LOAD REPLACE < common/rq.lua
--- Every key arrives in KEYS, named by common/keys.c; every time is Redis TIME.
--- Scripts are atomic but not transactional: arguments are checked before the
--- first write.
+-- load it themselves when Redis has none or an older VERSION; by hand:
+-- redis-cli -x FUNCTION LOAD REPLACE < common/rq.lua
+-- Every key arrives in KEYS, named by common/keys.c, except a run's own keys:
+-- a job names its run in its payload, so they are found from the run key
+-- prefix passed in (keys_run with an empty id) as keys.c builds them:
+-- <prefix><id>, <prefix><id>:keys, <prefix><id>:settled. Every time is Redis
+-- TIME. Scripts are atomic but not transactional: arguments are checked
+-- before the first write.
+
+-- Bump with every change: a program loads this library only over an older one.
+local VERSION = 2
 
 local function fail(msg)
   error({err = 'ERR hubsync: ' .. msg})
@@ -50,64 +57,160 @@ local function check_counters(args, first)
   end
 end
 
-local function count_run(run, own, args, first)
-  if not run or redis.call('EXISTS', run) == 0 then return end
-  redis.call('HINCRBY', run, own, 1)
-  for i = first, #args, 2 do redis.call('HINCRBY', run, args[i], args[i + 1]) end
+-- The payload of stream entry id, or nil.
+local function entry_job(jobs, id)
+  local e = redis.call('XRANGE', jobs, id, id)[1]
+  return e and fields(e[2]).job
 end
 
--- Release the enqueue dedupe entry only if it still points at this entry.
-local function release(index, key, id)
-  if key and redis.call('HGET', index, key) == id then redis.call('HDEL', index, key) end
-end
-
-local function remove(jobs, group, index, key, id)
-  redis.call('XACK', jobs, group, id)
-  redis.call('XDEL', jobs, id)
-  release(index, key, id)
-end
-
-local function bury(jobs, dead, group, index, id, key, job, reason, deliveries, cap)
-  redis.call('XADD', dead, 'MAXLEN', '~', cap, '*', 'id', id, 'key', key or '',
-             'job', job or '', 'reason', reason, 'deliveries', deliveries, 'ts', now_ms())
-  remove(jobs, group, index, key, id)
-end
-
--- A job dead-lettered by take counts in its run, found from the payload.
-local function count_dead_in_run(run_prefix, job)
+-- The run named in a job payload (JSON text), or nil.
+local function payload_run(job)
   local ok, j = pcall(cjson.decode, job or '')
-  if ok and type(j) == 'table' and type(j.run) == 'string'
-     and string.match(j.run, '^[A-Za-z0-9._-]+$') then
-    count_run(run_prefix .. j.run, 'jobs_dead', {}, 1)
+  if ok and type(j) == 'table' then return j.run end
+  return nil
+end
+
+-- A run's keys from its id; nil unless the id is one keys.c leaves as it is.
+local function run_keys(prefix, id)
+  if type(id) ~= 'string' or not string.match(id, '^[A-Za-z0-9._-]+$') then return nil end
+  local rec = prefix .. id
+  return {id = id, rec = rec, keys = rec .. ':keys', settled = rec .. ':settled'}
+end
+
+-- The run a job's end counts in: the one the caller names (the worker read
+-- it from the payload), else the payload's, else the current run if its key
+-- set holds the key (a payload too broken to name its run).
+local function job_run(prefix, current, named, job, key)
+  local r = run_keys(prefix, named) or run_keys(prefix, payload_run(job))
+  if r then return r end
+  r = run_keys(prefix, redis.call('GET', current))
+  if r and key and redis.call('SISMEMBER', r.keys, key) == 1 then return r end
+  return nil
+end
+
+-- Count a job's end in run r while it runs (a finished run's record is
+-- final): the caller's counters on every end (work done), and an outcome: a
+-- retry counts in its counter (jobs_retried, registry_waits) every time; done,
+-- failed or dead once per job key of the run: the first end settles the key,
+-- a later one (a duplicate delivery) counts no job.
+local function count_end(r, key, outcome, args, first)
+  if not r or redis.call('HGET', r.rec, 'state') ~= 'running' then return end
+  for i = first, #args, 2 do redis.call('HINCRBY', r.rec, args[i], args[i + 1]) end
+  if outcome ~= 'done' and outcome ~= 'failed' and outcome ~= 'dead' then
+    redis.call('HINCRBY', r.rec, outcome, 1)
+  elseif key and redis.call('SISMEMBER', r.keys, key) == 1
+         and redis.call('HSETNX', r.settled, key, outcome) == 1 then
+    redis.call('HINCRBY', r.rec, 'jobs_' .. outcome, 1)
   end
 end
 
-local function enqueue(jobs, index, stats, key, job)
+-- The job of key is gone: the key is free again, unless a newer run handed
+-- over a job for it while that one was held: this job is enqueued instead.
+local function vacate(jobs, index, handover, key)
+  local heir = redis.call('HGET', handover, key)
+  if heir then
+    redis.call('HDEL', handover, key)
+    redis.call('HSET', index, key, redis.call('XADD', jobs, '*', 'key', key, 'job', heir))
+  else
+    redis.call('HDEL', index, key)
+  end
+end
+
+-- Take entry id off the stream; its key's dedupe entry goes only if it still
+-- points at this entry.
+local function remove(jobs, group, index, handover, key, id)
+  redis.call('XACK', jobs, group, id)
+  redis.call('XDEL', jobs, id)
+  if key and redis.call('HGET', index, key) == id then vacate(jobs, index, handover, key) end
+end
+
+local function bury(jobs, dead, group, index, handover, id, key, job, reason, deliveries, cap)
+  redis.call('XADD', dead, 'MAXLEN', '~', cap, '*', 'id', id, 'key', key or '',
+             'job', job or '', 'reason', reason, 'deliveries', deliveries, 'ts', now_ms())
+  remove(jobs, group, index, handover, key, id)
+end
+
+-- Whether the dedupe entry cur of key names a job that still exists (one
+-- deleted by hand or lost with part of an AOF does not).
+local function alive(jobs, delayed, key, cur)
+  if cur == 'delayed' then return redis.call('ZSCORE', delayed, key) ~= false end
+  return string.match(cur, '^%d+%-%d+$') ~= nil and #redis.call('XRANGE', jobs, cur, cur) > 0
+end
+
+-- The key's dedupe entry if its job exists, else false; a dead one is
+-- released so it cannot dedupe the key forever.
+local function live_entry(jobs, index, delayed, stats, key)
   local cur = redis.call('HGET', index, key)
+  if not cur or alive(jobs, delayed, key, cur) then return cur end
+  redis.call('HDEL', index, key)
+  redis.call('HINCRBY', stats, 'index_repaired', 1)
+  return false
+end
+
+-- The run named by the job pending for key (dedupe entry cur), or nil.
+local function pending_run(jobs, payload, key, cur)
+  if cur ~= 'delayed' then return payload_run(entry_job(jobs, cur)) end
+  local ok, p = pcall(cjson.decode, redis.call('HGET', payload, key) or '')
+  if ok and type(p) == 'table' and type(p.job) == 'table' then return p.job.run end
+  return nil
+end
+
+local function add(jobs, index, stats, key, job)
+  local id = redis.call('XADD', jobs, '*', 'key', key, 'job', job)
+  redis.call('HSET', index, key, id)
+  redis.call('HINCRBY', stats, 'enqueued', 1)
+  return id
+end
+
+-- KEYS jobs index stats delayed; ARGV key job -> {1, id} | {0, id or "delayed"}
+redis.register_function('hubsync_enqueue', function(keys, args)
+  local jobs, index, stats, delayed = keys[1], keys[2], keys[3], keys[4]
+  local cur = live_entry(jobs, index, delayed, stats, args[1])
   if cur then
     redis.call('HINCRBY', stats, 'enqueue_dedup', 1)
     return {0, cur}
   end
-  local id = redis.call('XADD', jobs, '*', 'key', key, 'job', job)
-  redis.call('HSET', index, key, id)
-  redis.call('HINCRBY', stats, 'enqueued', 1)
-  return {1, id}
-end
-
--- KEYS jobs index stats; ARGV key job -> {1, id} | {0, id or "delayed"}
-redis.register_function('hubsync_enqueue', function(keys, args)
-  return enqueue(keys[1], keys[2], keys[3], args[1], args[2])
+  return {1, add(jobs, index, stats, args[1], args[2])}
 end)
 
--- KEYS jobs index stats run runkeys; ARGV key job -> as hubsync_enqueue. The job
--- counts once in the run's jobs_total, however often a resumed run enqueues it.
+-- KEYS jobs index stats run runkeys settled delayed payload handover; ARGV key
+-- job run_id group -> {1, id} added | {0, id or "delayed"} pending | {2,
+-- outcome} settled in this run already (a resumed run enqueues only the rest).
+-- The key counts once in the run's jobs_total. A job left pending by another
+-- run (one that ended) is this run's no more: waiting or delayed, this run's
+-- job replaces it; held by a worker, this run's job follows it (handover).
 redis.register_function('hubsync_run_enqueue', function(keys, args)
-  local run, runkeys = keys[4], keys[5]
+  local jobs, index, stats, run = keys[1], keys[2], keys[3], keys[4]
+  local runkeys, settled, delayed, payload = keys[5], keys[6], keys[7], keys[8]
+  local handover = keys[9]
+  local key, job, id, group = args[1], args[2], args[3], args[4]
   if redis.call('EXISTS', run) == 0 then fail('no such run') end
-  if redis.call('SADD', runkeys, args[1]) == 1 then
+  local outcome = redis.call('HGET', settled, key)
+  if outcome then return {2, outcome} end
+  if redis.call('SADD', runkeys, key) == 1 then
     redis.call('HINCRBY', run, 'jobs_total', 1)
   end
-  return enqueue(keys[1], keys[2], keys[3], args[1], args[2])
+  local cur = live_entry(jobs, index, delayed, stats, key)
+  if not cur then
+    redis.call('HDEL', handover, key)
+    return {1, add(jobs, index, stats, key, job)}
+  end
+  if pending_run(jobs, payload, key, cur) == id then
+    redis.call('HINCRBY', stats, 'enqueue_dedup', 1)
+    return {0, cur}
+  end
+  if cur == 'delayed' then
+    redis.call('ZREM', delayed, key)
+    redis.call('HDEL', payload, key)
+  elseif not pending(jobs, group, cur) then
+    redis.call('XDEL', jobs, cur)
+  else
+    redis.call('HSET', handover, key, job)
+    redis.call('HINCRBY', stats, 'handed_over', 1)
+    return {0, cur}
+  end
+  redis.call('HINCRBY', stats, 'taken_over', 1)
+  return {1, add(jobs, index, stats, key, job)}
 end)
 -- KEYS index delayed payload stats; ARGV run ('' for every run) -> jobs removed.
 -- Jobs waiting for the pull budget when a run ends are planned again by the next.
@@ -129,17 +232,26 @@ redis.register_function('hubsync_purge_delayed', function(keys, args)
   return removed
 end)
 
--- KEYS jobs dead index stats paused; ARGV group consumer lease_ms max_deliveries
--- dead_cap run_prefix -> {'job', id, key, job, deliveries, dead} | {'none', dead}
--- | {'paused'}; dead lists the job keys dead-lettered on the way.
+-- KEYS jobs dead index stats paused current handover; ARGV group consumer
+-- lease_ms max_deliveries dead_cap run_prefix -> {'job', id, key, job,
+-- deliveries, dead} | {'none', dead} | {'paused'}; dead lists the job keys
+-- dead-lettered on the way, each counted in its run (job_run).
 redis.register_function('hubsync_take', function(keys, args)
   local jobs, dead, index, stats, paused = keys[1], keys[2], keys[3], keys[4], keys[5]
+  local current, handover = keys[6], keys[7]
   local group, consumer, run_prefix = args[1], args[2], args[6]
   local lease, max = int(args[3], 'lease'), int(args[4], 'max_deliveries')
   local cap = int(args[5], 'dead_cap')
   if lease < 1 or max < 1 then fail('lease and max_deliveries must be positive') end
   if redis.call('EXISTS', paused) == 1 then return {'paused'} end
   local buried = {}
+  local function dead_letter(id, f, why, n)
+    local r = job_run(run_prefix, current, nil, f.job, f.key)
+    bury(jobs, dead, group, index, handover, id, f.key, f.job, why, n, cap)
+    redis.call('HINCRBY', stats, 'dead', 1)
+    count_end(r, f.key, 'dead', {}, 1)
+    table.insert(buried, f.key or id)
+  end
   -- Reclaim first: a job idle past its lease lost its worker. The scan is
   -- bounded (100 x 10 pending entries) to keep the script short.
   local cursor = '0-0'
@@ -154,11 +266,7 @@ redis.register_function('hubsync_take', function(keys, args)
         redis.call('HINCRBY', stats, 'reclaimed', 1)
         return {'job', e[1], f.key, f.job, n, buried}
       end
-      local why = (f.key and f.job) and 'max deliveries' or 'malformed entry'
-      bury(jobs, dead, group, index, e[1], f.key, f.job, why, n, cap)
-      redis.call('HINCRBY', stats, 'dead', 1)
-      count_dead_in_run(run_prefix, f.job)
-      table.insert(buried, f.key or e[1])
+      dead_letter(e[1], f, (f.key and f.job) and 'max deliveries' or 'malformed entry', n)
     end
     if cursor == '0-0' then break end
   end
@@ -169,9 +277,7 @@ redis.register_function('hubsync_take', function(keys, args)
     local e = r[1][2][1]
     local f = fields(e[2])
     if f.key and f.job then return {'job', e[1], f.key, f.job, 1, buried} end
-    bury(jobs, dead, group, index, e[1], f.key, f.job, 'malformed entry', 1, cap)
-    redis.call('HINCRBY', stats, 'dead', 1)
-    table.insert(buried, f.key or e[1])
+    dead_letter(e[1], f, 'malformed entry', 1)
   end
   return {'none', buried}
 end)
@@ -185,38 +291,46 @@ redis.register_function('hubsync_renew', function(keys, args)
   return 1
 end)
 
--- KEYS jobs index stats [run]; ARGV group consumer id key [counter delta]...
+-- Settling a held job (ack, retry, fail) -> 1 | 0 gone | -1 held by another.
+-- KEYS jobs index stats current handover, then the function's own; ARGV group
+-- consumer id key run_prefix run ('' when the caller cannot tell: job_run
+-- finds it), then the function's own.
+
+-- ack: ARGV ... [counter delta]...
 redis.register_function('hubsync_ack', function(keys, args)
-  local jobs, index, stats, run = keys[1], keys[2], keys[3], keys[4]
+  local jobs, index, stats, current, handover = keys[1], keys[2], keys[3], keys[4], keys[5]
   local group, consumer, id, key = args[1], args[2], args[3], args[4]
-  check_counters(args, 5)
+  check_counters(args, 7)
   local held = holds(jobs, stats, group, consumer, id)
   if held ~= 1 then return held end
-  remove(jobs, group, index, key, id)
+  local r = job_run(args[5], current, args[6], entry_job(jobs, id), key)
+  remove(jobs, group, index, handover, key, id)
   redis.call('HINCRBY', stats, 'done', 1)
-  count_run(run, 'jobs_done', args, 5)
+  count_end(r, key, 'done', args, 7)
   return 1
 end)
 
--- KEYS jobs index delayed payload stats [run]; ARGV group consumer id key job
--- delay_ms why [counter delta]... A job waiting for a registry counts in the run's
--- registry_waits, any other retry in its jobs_retried.
+-- retry: KEYS ... delayed payload; ARGV ... job delay_ms why [counter delta]...
+-- A job waiting for a registry counts in the run's registry_waits, any other
+-- retry in its jobs_retried.
 redis.register_function('hubsync_retry', function(keys, args)
-  local jobs, index, delayed, payload, stats, run =
-    keys[1], keys[2], keys[3], keys[4], keys[5], keys[6]
+  local jobs, index, stats, current, handover = keys[1], keys[2], keys[3], keys[4], keys[5]
+  local delayed, payload = keys[6], keys[7]
   local group, consumer, id, key = args[1], args[2], args[3], args[4]
-  local job, why = args[5], args[7]
-  local delay = int(args[6], 'delay_ms')
+  local job, why = args[7], args[9]
+  local delay = int(args[8], 'delay_ms')
   if delay < 0 then fail('delay_ms must not be negative') end
   if why ~= 'backoff' and why ~= 'budget' and why ~= 'registry' then
     fail('why must be backoff, budget or registry')
   end
-  check_counters(args, 8)
+  check_counters(args, 10)
   local held = holds(jobs, stats, group, consumer, id)
   if held ~= 1 then return held end
+  local r = job_run(args[5], current, args[6], entry_job(jobs, id), key)
   local cur = redis.call('HGET', index, key)
-  remove(jobs, group, index, key, id)
-  if cur and cur ~= id then
+  local heir = cur == id and redis.call('HGET', handover, key)
+  remove(jobs, group, index, handover, key, id)
+  if (cur and cur ~= id) or heir then
     -- A newer job for this key is pending; it supersedes this one.
     redis.call('HINCRBY', stats, 'retry_superseded', 1)
   else
@@ -227,24 +341,25 @@ redis.register_function('hubsync_retry', function(keys, args)
     redis.call('HSET', index, key, 'delayed')
     redis.call('HINCRBY', stats, 'retried_' .. why, 1)
   end
-  count_run(run, why == 'registry' and 'registry_waits' or 'jobs_retried', args, 8)
+  count_end(r, key, why == 'registry' and 'registry_waits' or 'jobs_retried', args, 10)
   return 1
 end)
 
--- KEYS jobs dead index stats [run]; ARGV group consumer id key reason dead_cap
--- [counter delta]...
+-- fail: KEYS ... dead; ARGV ... reason dead_cap [counter delta]...
 redis.register_function('hubsync_fail', function(keys, args)
-  local jobs, dead, index, stats, run = keys[1], keys[2], keys[3], keys[4], keys[5]
-  local group, consumer, id, key, reason = args[1], args[2], args[3], args[4], args[5]
-  local cap = int(args[6], 'dead_cap')
-  check_counters(args, 7)
+  local jobs, index, stats, current, handover = keys[1], keys[2], keys[3], keys[4], keys[5]
+  local dead = keys[6]
+  local group, consumer, id, key, reason = args[1], args[2], args[3], args[4], args[7]
+  local cap = int(args[8], 'dead_cap')
+  check_counters(args, 9)
   local held = holds(jobs, stats, group, consumer, id)
   if held ~= 1 then return held end
   local _, n = pending(jobs, group, id)
-  local e = redis.call('XRANGE', jobs, id, id)[1]
-  bury(jobs, dead, group, index, id, key, e and fields(e[2]).job, reason, n, cap)
+  local job = entry_job(jobs, id)
+  local r = job_run(args[5], current, args[6], job, key)
+  bury(jobs, dead, group, index, handover, id, key, job, reason, n, cap)
   redis.call('HINCRBY', stats, 'failed', 1)
-  count_run(run, 'jobs_failed', args, 7)
+  count_end(r, key, 'failed', args, 9)
   return 1
 end)
 
@@ -332,6 +447,10 @@ redis.register_function('hubsync_budget_acquire', function(keys, args)
   return {'denied', wait}
 end)
 
+-- A source not heard from for a week (an address that changed) is forgotten;
+-- an unknown budget is probed again with a free HEAD.
+local BUDGET_KEEP_MS = 7 * 86400000
+
 local function unreserve(inflight, resv)
   if resv == '' then return end
   if redis.call('ZREM', inflight, resv) == 0 then return end
@@ -353,6 +472,7 @@ redis.register_function('hubsync_budget_observe', function(keys, args)
   if mode == 'unlimited' then
     unreserve(inflight, resv)
     redis.call('HSET', budget, 'unlimited', 1, 'observed_ms', now)
+    redis.call('PEXPIRE', budget, BUDGET_KEEP_MS)
     return -1
   end
   if mode ~= 'limited' then fail('mode must be limited, unlimited or none') end
@@ -371,6 +491,7 @@ redis.register_function('hubsync_budget_observe', function(keys, args)
   if resv ~= '' then redis.call('HSET', budget, 'get_ms', now) end
   redis.call('HSET', budget, 'limit', limit, 'remaining', remaining, 'window_s', window,
              'observed_ms', now, 'unlimited', 0)
+  redis.call('PEXPIRE', budget, BUDGET_KEEP_MS)
   return remaining
 end)
 -- KEYS budget stats; ARGV duration_ms -> pause in force (ms). After a 429
@@ -383,6 +504,7 @@ redis.register_function('hubsync_budget_pause', function(keys, args)
   if cur > untl then untl = cur end
   redis.call('HSET', budget, 'paused_until_ms', untl, 'remaining', 0, 'unlimited', 0)
   redis.call('HINCRBY', budget, 'http_429', 1)
+  redis.call('PEXPIRE', budget, BUDGET_KEEP_MS)
   redis.call('HINCRBY', stats, 'http_429', 1)
   return untl - now
 end)
@@ -537,9 +659,13 @@ redis.register_function('hubsync_lease_release', function(keys, args)
   return 1
 end)
 
--- KEYS run runs current; ARGV id commit -> start ms | 0 if the run exists
+-- KEYS run runs current; ARGV id commit run_prefix keep -> start ms | 0 if the
+-- run exists. Only the newest `keep` runs keep their records: older ones (all
+-- finished: a run is created only when none is current) are dropped.
 redis.register_function('hubsync_run_create', function(keys, args)
   local run, runs, current = keys[1], keys[2], keys[3]
+  local keep = int(args[4], 'keep')
+  if keep < 1 then fail('keep must be positive') end
   if redis.call('EXISTS', run) == 1 then return 0 end
   local now = now_ms()
   redis.call('HSET', run, 'id', args[1], 'state', 'running', 'commit', args[2],
@@ -547,14 +673,21 @@ redis.register_function('hubsync_run_create', function(keys, args)
              'jobs_retried', 0, 'jobs_dead', 0)
   redis.call('ZADD', runs, now, args[1])
   redis.call('SET', current, args[1])
+  for _, old in ipairs(redis.call('ZRANGE', runs, 0, -keep - 1)) do
+    local r = run_keys(args[3], old)
+    if r then redis.call('DEL', r.rec, r.keys, r.settled) end
+    redis.call('ZREM', runs, old)
+  end
   return now
 end)
 
--- KEYS run current synced runkeys; ARGV id state advance -> 1 | 0 no such run.
--- advance=1 with state done moves the synced marker to the run's commit.
--- The run's key set only serves a resumed run: a finished one drops it.
+-- KEYS run current synced runkeys settled handover; ARGV id state advance -> 1
+-- | 0 no such run. advance=1 with state done moves the synced marker to the
+-- run's commit. The run's key and settled sets only serve a resumed run, and
+-- its handed-over jobs only its own count: a finished run drops them.
 redis.register_function('hubsync_run_finish', function(keys, args)
   local run, current, synced, runkeys = keys[1], keys[2], keys[3], keys[4]
+  local settled, handover = keys[5], keys[6]
   local id, state = args[1], args[2]
   if state ~= 'done' and state ~= 'deferred' and state ~= 'failed'
      and state ~= 'aborted' then
@@ -562,13 +695,44 @@ redis.register_function('hubsync_run_finish', function(keys, args)
   end
   if redis.call('EXISTS', run) == 0 then return 0 end
   redis.call('HSET', run, 'state', state, 'finished_ms', now_ms())
-  redis.call('DEL', runkeys)
+  redis.call('DEL', runkeys, settled)
+  local h = redis.call('HGETALL', handover)
+  for i = 1, #h, 2 do
+    if payload_run(h[i + 1]) == id then redis.call('HDEL', handover, h[i]) end
+  end
   if redis.call('GET', current) == id then redis.call('DEL', current) end
   if args[3] == '1' and state == 'done' then
     redis.call('SET', synced, redis.call('HGET', run, 'commit'))
   end
   return 1
 end)
+
+-- KEYS runkeys settled jobs index delayed payload handover; ARGV run_id cursor
+-- count -> {next cursor, lost}: of about count keys of the run from cursor
+-- ("0" to start), those not settled that have no job of this run queued,
+-- held, delayed or handed over: nothing would ever settle them.
+redis.register_function{function_name = 'hubsync_run_check', flags = {'no-writes'},
+                        callback = function(keys, args)
+  local runkeys, settled, jobs, index = keys[1], keys[2], keys[3], keys[4]
+  local delayed, payload, handover = keys[5], keys[6], keys[7]
+  local id = args[1]
+  local r = redis.call('SSCAN', runkeys, args[2], 'COUNT', int(args[3], 'count'))
+  local lost = {}
+  for _, key in ipairs(r[2]) do
+    if redis.call('HEXISTS', settled, key) == 0 then
+      local cur = redis.call('HGET', index, key)
+      local queued = cur and alive(jobs, delayed, key, cur)
+                     and (pending_run(jobs, payload, key, cur) == id
+                          or payload_run(redis.call('HGET', handover, key)) == id)
+      if not queued then table.insert(lost, key) end
+    end
+  end
+  return {r[1], lost}
+end}
+
+-- -> the library's VERSION (a program loads its own only over an older one).
+redis.register_function{function_name = 'hubsync_version', flags = {'no-writes'},
+                        callback = function() return VERSION end}
 
 -- KEYS worker workers; ARGV id json ttl_s. Workers silent for a day are
 -- dropped from the zset.
@@ -604,23 +768,19 @@ redis.register_function('hubsync_prune_consumers', function(keys, args)
   return n
 end)
 
--- KEYS index jobs delayed stats; ARGV cursor count -> {next cursor, released}.
--- Releases dedupe entries whose job is gone (an entry deleted by hand, a
--- partly lost AOF): such a key could otherwise never be enqueued again.
+-- KEYS index jobs delayed stats handover; ARGV cursor count -> {next cursor,
+-- released}. Releases dedupe entries whose job is gone (an entry deleted by
+-- hand, a partly lost AOF): such a key would otherwise wait for enqueue to
+-- find it dead. A job handed over for the key is enqueued in its place.
 redis.register_function('hubsync_repair_index', function(keys, args)
   local index, jobs, delayed, stats = keys[1], keys[2], keys[3], keys[4]
+  local handover = keys[5]
   local r = redis.call('HSCAN', index, args[1], 'COUNT', int(args[2], 'count'))
   local released = 0
   for i = 1, #r[2], 2 do
     local key, v = r[2][i], r[2][i + 1]
-    local alive
-    if v == 'delayed' then
-      alive = redis.call('ZSCORE', delayed, key)
-    else
-      alive = string.match(v, '^%d+%-%d+$') and #redis.call('XRANGE', jobs, v, v) > 0
-    end
-    if not alive then
-      redis.call('HDEL', index, key)
+    if not alive(jobs, delayed, key, v) then
+      vacate(jobs, index, handover, key)
       released = released + 1
     end
   end

@@ -162,7 +162,7 @@ int coord_catalog_main(int argc, char **argv)
         goto out;
     }
     if (coord_repo_list("--repos", cfg_str(&c, "repos"), &only, &e) < 0 ||
-        catalog_open(&cat, cfg_str(&c, "official-images"), cfg_str(&c, "workdir"), &e) < 0 ||
+        catalog_open(&cat, cfg_str(&c, "official-images"), cfg_str(&c, "workdir"), NULL, &e) < 0 ||
         coord_repos_check(cat, cfg_str(&c, "ref"), &only, NULL, &e) < 0 ||
         catalog_read(cat, cfg_str(&c, "ref"), &only, &snap, &e) < 0) {
         coord_fail(argv[0], e.msg);
@@ -269,7 +269,7 @@ int coord_diff_main(int argc, char **argv)
                             "required");
         goto out;
     }
-    if (catalog_open(&cat, cfg_str(&c, "official-images"), cfg_str(&c, "workdir"), &e) < 0 ||
+    if (catalog_open(&cat, cfg_str(&c, "official-images"), cfg_str(&c, "workdir"), NULL, &e) < 0 ||
         catalog_diff(cat, cfg_str(&c, "from"), cfg_str(&c, "to"), &d, &e) < 0) {
         coord_fail(argv[0], e.msg);
         goto out;

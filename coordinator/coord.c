@@ -39,6 +39,13 @@ int coord_parse_args(struct cfg *c, const struct cfg_opt *opts, int nopts, int a
     return 0;
 }
 
+int coord_catalog_open(struct catalog **out, const struct cfg *c, int (*tick)(void *arg),
+                       void *arg, struct err *e)
+{
+    struct catalog_fetch f = {(int)cfg_int(c, "fetch-timeout"), tick, arg};
+    return catalog_open(out, cfg_str(c, "official-images"), cfg_str(c, "workdir"), &f, e);
+}
+
 void coord_split_list(const char *s, struct oi_strv *out)
 {
     while (s && *s) {

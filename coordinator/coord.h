@@ -34,7 +34,9 @@ enum {
      "place, clone a URL into a temporary folder)",                                                \
      0},                                                                                           \
     {"ref", "HUBSYNC_REF", CFG_STR, NULL, 0, 0,                                                    \
-     "official-images revision to sync (default: the source's HEAD, else master)", 0}
+     "official-images revision to sync (default: the source's HEAD, else master)", 0},             \
+    {"fetch-timeout", "HUBSYNC_FETCH_TIMEOUT", CFG_INT, "600", 5, 86400,                           \
+     "seconds a clone or fetch of the official-images source may take", 0}
 /* ... the two registries ... */
 #define COORD_OPTS_REGISTRIES                                                                      \
     CFG_OPT_UPSTREAM,                                                                              \
@@ -69,6 +71,11 @@ int coord_parse_args(struct cfg *c, const struct cfg_opt *opts, int nopts, int a
 /* Append the items of a comma-separated list ("a, b,c"), trimmed, empty
  * items dropped. */
 void coord_split_list(const char *s, struct oi_strv *out);
+
+/* catalog_open() with the COORD_OPTS_SOURCE flags; tick as in struct
+ * catalog_fetch (may be NULL). */
+int coord_catalog_open(struct catalog **out, const struct cfg *c, int (*tick)(void *arg),
+                       void *arg, struct err *e);
 
 /* Print "hubsync-coordinator <cmd>: <msg>" on stderr. */
 void coord_fail(const char *cmd, const char *msg);
@@ -168,11 +175,13 @@ int coord_status_main(int argc, char **argv);
 /* "42s", "3m07s", "2h05m", "1d03h" (negative counts as 0) into out. */
 void coord_status_duration(long long ms, char *out, size_t n);
 
-/* The --health rule: 1 when a coordinator holds the lease, or when the
- * newest finished run (last_finished_ms, 0: none) ended less than 2 x
- * interval_s before now_ms; else 0. why gets one line saying which. */
-int coord_status_health(int lease_held, long long last_finished_ms, long long now_ms,
-                        long long interval_s, char *why, size_t n);
+/* The --health rule: 0 when the current run has lost jobs (stalled: jobs
+ * that no job in the queue would settle); else 1 when a coordinator holds
+ * the lease, or when the newest finished run (last_finished_ms, 0: none)
+ * ended less than 2 x interval_s before now_ms; else 0. why gets one line
+ * saying which. */
+int coord_status_health(long long stalled, int lease_held, long long last_finished_ms,
+                        long long now_ms, long long interval_s, char *why, size_t n);
 
 /* ---- plan's arithmetic (plan.c) ---- */
 

@@ -797,7 +797,7 @@ int coord_plan_main(int argc, char **argv)
         coord_fail("plan", "--upstream and --target must be http(s)://host[:port] URLs");
         goto out;
     }
-    if (catalog_open(&cat, cfg_str(&c, "official-images"), cfg_str(&c, "workdir"), &e) < 0 ||
+    if (coord_catalog_open(&cat, &c, NULL, NULL, &e) < 0 ||
         load(&p, cat, &m, commit, &v, &e) < 0) {
         coord_fail("plan", e.msg);
         goto out;

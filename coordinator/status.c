@@ -8,9 +8,13 @@
  * consumer group would be writes), so looking never changes anything. Times
  * are Redis TIME, like every time hubsync stores.
  *
- * Exit 0 when Redis answers; with --health also only when a coordinator
- * holds the lease or the newest finished run ended less than 2 x --interval
- * ago (coord_status_health); 1 otherwise. */
+ * The current run's lost jobs (not settled, no job of the run queued, held,
+ * delayed or handed over: hubsync_run_check, a read) say it is stalled.
+ *
+ * Exit 0 when Redis answers; with --health also only when the current run
+ * is not stalled and a coordinator holds the lease or the newest finished
+ * run ended less than 2 x --interval ago (coord_status_health); 1
+ * otherwise. */
 #include <errno.h>
 #include <jansson.h>
 #include <stdarg.h>
@@ -22,6 +26,7 @@
 #include "coord.h"
 #include "keys.h"
 #include "rconn.h"
+#include "rq.h"
 #include "xalloc.h"
 
 #define STATUS_DEAD_SHOWN 5
@@ -33,8 +38,8 @@ static const struct cfg_opt status_opts[] = {
     CFG_OPT_REDIS_PREFIX,
     {"json", NULL, CFG_BOOL, "false", 0, 0, "print JSON (shape above)", 0},
     {"health", NULL, CFG_BOOL, "false", 0, 0,
-     "exit 1 unless a coordinator holds the lease or the last run finished less than 2 x "
-     "--interval ago",
+     "exit 1 if the current run is stalled, or unless a coordinator holds the lease or the last "
+     "run finished less than 2 x --interval ago",
      0},
     {"interval", "HUBSYNC_INTERVAL", CFG_INT, "21600", 60, 31536000,
      "the coordinators' --interval (seconds between runs), for --health", 0},
@@ -49,7 +54,8 @@ static const char status_usage[] =
     "\n"
     "Shows the queue, the workers, the pull budget, the current and last runs, the synced\n"
     "marker, the pause switch and the coordinator lease, reading Redis only. Exit 0 when\n"
-    "Redis answers, 1 when it does not; with --health also 1 unless a coordinator holds the\n"
+    "Redis answers, 1 when it does not; with --health also 1 when the current run is stalled\n"
+    "(jobs of it that no job in the queue would settle), or unless a coordinator holds the\n"
     "lease (a daemon, or sync --once while it runs) or the newest finished run ended less\n"
     "than 2 x --interval ago (coordinators run from cron).\n"
     "\n"
@@ -62,7 +68,8 @@ static const char status_usage[] =
     "              jobs_done, jobs_failed, jobs_retried, bytes, stopping}], workers_silent,\n"
     "   budget: [{source, limit, remaining, window_s, observed_age_ms, reserved,\n"
     "             paused_for_ms, http_429, unlimited}],\n"
-    "   current_run: {<run record>, deferred, elapsed_ms} | null,\n"
+    "   current_run: {<run record>, deferred, lost, elapsed_ms} | null (lost: jobs that\n"
+    "                no job in the queue would settle, null if Redis cannot tell),\n"
     "   runs: [{id, state, commit, started_ms, finished_ms, duration_ms, jobs_total,\n"
     "           jobs_done, jobs_failed, tags_written, upstream_manifest_gets}],\n"
     "   stats: {<lifetime counters>}, health: {ok, reason}}";
@@ -83,10 +90,17 @@ void coord_status_duration(long long ms, char *out, size_t n)
         snprintf(out, n, "%lldd%02lldh", s / 86400, s % 86400 / 3600);
 }
 
-int coord_status_health(int lease_held, long long last_finished_ms, long long now_ms,
-                        long long interval_s, char *why, size_t n)
+int coord_status_health(long long stalled, int lease_held, long long last_finished_ms,
+                        long long now_ms, long long interval_s, char *why, size_t n)
 {
     char age[32];
+    if (stalled > 0) {
+        snprintf(why, n,
+                 "%lld jobs of the current run have no job queued (stalled; a coordinator "
+                 "waiting for the run enqueues them again)",
+                 stalled);
+        return 0;
+    }
     if (lease_held) {
         snprintf(why, n, "a coordinator holds the lease");
         return 1;
@@ -491,8 +505,39 @@ static json_t *runs_json(struct status_ctx *s, long long *last_finished_ms)
     return a;
 }
 
-static json_t *current_json(struct status_ctx *s, const char *run, long long deferred)
+/* The run's lost jobs (rq_cmd_run_check), or -1 when Redis cannot tell (a
+ * library from before it; s->down when Redis did not answer). */
+static long long lost_jobs(struct status_ctx *s, const char *run)
 {
+    struct rq q;
+    struct err e;
+    char cursor[32] = "0";
+    long long n = 0;
+    if (rq_init(&q, s->k.prefix, &e) < 0)
+        return -1;
+    do {
+        struct rq_res res;
+        if (rq_exec(&s->rc, rq_cmd_run_check(&q, run, cursor, RQ_RUN_CHECK_COUNT), &res, &e) < 0) {
+            if (!s->rc.c && !s->down) {
+                s->down = 1;
+                s->e = e;
+            }
+            rq_res_free(&res);
+            n = -1;
+            break;
+        }
+        n += (long long)res.nitems;
+        snprintf(cursor, sizeof(cursor), "%s", res.str);
+        rq_res_free(&res);
+    } while (strcmp(cursor, "0") != 0);
+    rq_free(&q);
+    return n;
+}
+
+static json_t *current_json(struct status_ctx *s, const char *run, long long deferred,
+                            long long *lost)
+{
+    *lost = 0;
     if (!run)
         return json_null();
     json_t *rec = run_json(s, run);
@@ -500,8 +545,10 @@ static json_t *current_json(struct status_ctx *s, const char *run, long long def
         json_decref(rec);
         return json_null(); /* runs:current names a run without a record */
     }
+    *lost = lost_jobs(s, run);
     json_object_set_new(rec, "id", json_string(run));
     json_object_set_new(rec, "deferred", json_integer(deferred));
+    json_object_set_new(rec, "lost", *lost >= 0 ? json_integer(*lost) : json_null());
     json_object_set_new(rec, "elapsed_ms", json_integer(s->now_ms - ji(rec, "started_ms")));
     return rec;
 }
@@ -528,18 +575,20 @@ static json_t *gather(struct status_ctx *s, const struct cfg *c)
     json_t *coord = coordinator_json(s);
     json_object_set_new(o, "coordinator", coord);
     json_t *cur = query_str(s, "GET", s->k.run_current);
-    long long deferred = 0, silent = 0, last_finished = 0;
+    long long deferred = 0, silent = 0, last_finished = 0, lost = 0;
     json_object_set_new(o, "queue", queue_json(s, json_string_value(cur), &deferred));
     json_object_set_new(o, "workers", workers_json(s, &silent));
     json_object_set_new(o, "workers_silent", json_integer(silent));
     json_object_set_new(o, "budget", budget_json(s));
-    json_object_set_new(o, "current_run", current_json(s, json_string_value(cur), deferred));
+    json_object_set_new(o, "current_run",
+                        current_json(s, json_string_value(cur), deferred, &lost));
     json_decref(cur);
     json_object_set_new(o, "runs", runs_json(s, &last_finished));
     json_object_set_new(o, "stats", query_hash(s, s->k.stats));
     char why[256];
-    int ok = coord_status_health(json_is_true(json_object_get(coord, "held")), last_finished,
-                                 s->now_ms, cfg_int(c, "interval"), why, sizeof(why));
+    int ok = coord_status_health(lost, json_is_true(json_object_get(coord, "held")),
+                                 last_finished, s->now_ms, cfg_int(c, "interval"), why,
+                                 sizeof(why));
     json_object_set_new(o, "health", json_pack("{s:b, s:s}", "ok", ok, "reason", why));
     if (s->down) {
         json_decref(o);
@@ -687,6 +736,12 @@ static void print_current(json_t *r)
            "written %lld, pulls %lld, %s, running %s%s\n",
            js(r, "id", "?"), js(r, "commit", "?"), js(r, "state", "?"), done, total, failed,
            deferred, ji(r, "tags_written"), ji(r, "upstream_manifest_gets"), bytes, el, eta);
+    if (ji(r, "lost") > 0)
+        printf("  STALLED: %lld jobs of the run have no job queued; a coordinator waiting for "
+               "the run (sync --wait, the daemon) enqueues them again\n",
+               ji(r, "lost"));
+    if (json_is_string(json_object_get(r, "error")))
+        printf("  error: %s\n", js(r, "error", "?"));
 }
 
 static void print_runs(json_t *runs)

@@ -5,14 +5,19 @@
  * and enqueue one job per selected tag group: first the changed ones, then
  * every other one as a cheap check (a worker HEADs its tags, which is free,
  * and copies only what differs, so upstream rebuilds are found on every
- * run). The run's record in Redis counts what workers report; the marker
- * moves to the run's commit only when every job of the run succeeded.
+ * run). The run is planned before it is created (a plan that cannot be
+ * made leaves no run; a repository that makes no valid job is reported and
+ * the others go on). The run's record in Redis counts what workers report,
+ * once per job; the marker moves to the run's commit only when every job of
+ * the run is done.
  *
  * Only one run is active at a time: a coordinator that starts while a run is
- * unfinished resumes it (enqueueing again is idempotent), and only one
- * coordinator holds the lease. Without --once the coordinator is a daemon
- * that starts a run every --interval seconds (with jitter) and stands by
- * while another coordinator holds the lease. */
+ * unfinished resumes it (only its jobs not settled yet are enqueued again),
+ * and only one coordinator holds the lease, also while official-images is
+ * fetched. While it waits it enqueues again the jobs of the run that nothing
+ * would settle (lost) and keeps the queue's bookkeeping tidy. Without --once
+ * the coordinator is a daemon that starts a run every --interval seconds
+ * (with jitter) and stands by while another coordinator holds the lease. */
 #include <errno.h>
 #include <jansson.h>
 #include <limits.h>
@@ -36,6 +41,10 @@
 #define SYNC_POLL_MAX_BACKOFF_S 16u
 #define SYNC_POLL_MS 100
 #define SYNC_PLAIN_PROGRESS_S 5
+#define SYNC_CHECK_S 5        /* a look for lost jobs while waiting */
+#define SYNC_REPAIR_S 60      /* dedupe index and consumer housekeeping while waiting */
+#define SYNC_QUIET_S 600      /* no job settled this long: say so */
+#define SYNC_CONSUMER_IDLE_MS 3600000LL /* consumers with nothing pending pruned after */
 
 static const struct cfg_opt sync_opts[] = {
     CFG_OPT_REDIS,
@@ -54,6 +63,8 @@ static const struct cfg_opt sync_opts[] = {
      "daemon: up to this many seconds added to each interval at random", 0},
     {"deferred-interval", "HUBSYNC_DEFERRED_INTERVAL", CFG_INT, "1800", 10, 86400,
      "daemon: seconds before the next run after one deferred by the pull budget", 0},
+    {"keep-runs", "HUBSYNC_KEEP_RUNS", CFG_INT, "100", 1, 1000000,
+     "keep the records of this many newest runs in Redis (older ones go when a run starts)", 0},
     {"delete-removed", "HUBSYNC_DELETE_REMOVED", CFG_BOOL, "false", 0, 0,
      "after a complete run, delete from the target the tags that left the catalog (a manifest "
      "still tagged with a supported tag is kept; the target must allow deletes)",
@@ -72,6 +83,8 @@ static void on_stop_signal(int sig)
     sync_stop = sig;
 }
 
+struct plan;
+
 struct sync_ctx {
     struct cfg *c;
     struct rq q;
@@ -80,6 +93,8 @@ struct sync_ctx {
     struct coord_selection sel;
     char token[96];
     char run[JOB_RUN_MAX + 1];
+    struct plan *plan;  /* the run's jobs, while it is started and waited for */
+    time_t last_renew; /* of the lease, while the source is fetched */
 };
 
 /* ---- Redis helpers -------------------------------------------------------------------------- */
@@ -210,6 +225,7 @@ struct plan {
     size_t n;
     size_t tags;
     json_t *removed; /* [{"repository":..,"tags":[..]}] */
+    json_t *errors;  /* [{"repository":..,"error":..}]: repositories (partly) not synced */
 };
 
 static void plan_free(struct plan *p)
@@ -220,24 +236,46 @@ static void plan_free(struct plan *p)
     }
     free(p->jobs);
     json_decref(p->removed);
+    json_decref(p->errors);
     memset(p, 0, sizeof(*p));
 }
 
-/* Turn the run's groups into jobs, in coord_groups_list() order. */
-static int plan_build(struct sync_ctx *s, const struct coord_view *v, struct plan *p,
-                      struct err *e)
+/* The planned job of key, or NULL. */
+static const struct planned *plan_find(const struct plan *p, const char *key)
+{
+    for (size_t i = 0; i < p->n; i++)
+        if (strcmp(p->jobs[i].key, key) == 0)
+            return &p->jobs[i];
+    return NULL;
+}
+
+/* A repository left out of the run, or part of it: logged and listed once. */
+static void plan_error(struct plan *p, const char *repo, const char *msg)
+{
+    for (size_t i = 0; i < json_array_size(p->errors); i++) {
+        json_t *x = json_object_get(json_array_get(p->errors, i), "repository");
+        if (strcmp(json_string_value(x), repo) == 0)
+            return;
+    }
+    log_warn("catalog: library/%s: %s (its groups are not synced this run)", repo, msg);
+    json_array_append_new(p->errors, json_pack("{s:s, s:s}", "repository", repo, "error", msg));
+}
+
+/* Turn the run's groups into jobs, in coord_groups_list() order. A group
+ * that makes no valid job (a library file name that is no repository name)
+ * is left out and its repository listed in p->errors: the others go on. */
+static void plan_build(struct sync_ctx *s, const struct coord_view *v, struct plan *p)
 {
     const struct cfg *c = s->c;
     const char *prefix = cfg_str(c, "target-prefix");
     struct coord_group *groups = NULL;
     size_t ngroups = 0;
-    int rc = -1;
-    memset(p, 0, sizeof(*p));
     coord_groups_list(&s->sel, v, &groups, &ngroups);
     p->jobs = xcalloc(ngroups ? ngroups : 1, sizeof(*p->jobs));
     for (size_t i = 0; i < ngroups; i++) {
         const struct coord_group *g = &groups[i];
         struct job j = {0};
+        struct err e;
         j.version = JOB_VERSION;
         j.run = s->run;
         j.upstream = (char *)cfg_str(c, "upstream");
@@ -251,55 +289,36 @@ static int plan_build(struct sync_ctx *s, const struct coord_view *v, struct pla
         j.policy = s->sel.policy;
         j.key = g->key;
         j.reason = g->changed ? JOB_REASON_CHANGED : JOB_REASON_CHECK;
-        char *json = job_encode(&j, e);
+        char *json = job_encode(&j, &e);
         free(j.source_repo);
         free(j.target_repo);
         if (!json) {
-            err_prefix(e, "job %s", g->key);
-            goto out;
+            err_prefix(&e, "job %s", g->key);
+            plan_error(p, g->repo->name, e.msg);
+            continue;
         }
         p->jobs[p->n++] = (struct planned){xstrdup(g->key), json, g->changed};
         p->tags += g->ntags;
     }
     p->removed = coord_removed_tags(&s->sel, v);
-    rc = 0;
-out:
     coord_groups_free(groups, ngroups);
-    if (rc < 0)
-        plan_free(p);
-    return rc;
 }
 
-/* Read the catalog of the run's commit and the changes since `from`. */
+/* Read the catalog of the run's commit and the changes since `from`. Nothing
+ * is written anywhere: a plan that cannot be made leaves no run behind. */
 static int plan_run(struct sync_ctx *s, struct catalog *cat, const char *commit, const char *from,
                     struct plan *p, struct err *e)
 {
-    int rc = -1;
     struct coord_view v;
-    if (coord_view_read(cat, &s->sel, commit, from, &v, e) < 0)
-        goto out;
-    const struct catalog_snapshot *snap = v.snap;
-    for (size_t i = 0; i < snap->nerrors; i++)
-        log_warn("catalog: library/%s: %s (its groups are not synced this run)",
-                 snap->errors[i].repo, snap->errors[i].msg);
-    if (plan_build(s, &v, p, e) < 0)
-        goto out;
-    if (snap->nerrors) {
+    memset(p, 0, sizeof(*p));
+    p->errors = json_array();
+    int rc = coord_view_read(cat, &s->sel, commit, from, &v, e);
+    if (rc == 0) {
         /* A broken library file keeps the run from completing: its groups are unknown. */
-        json_t *errs = json_array();
-        for (size_t i = 0; i < snap->nerrors; i++)
-            json_array_append_new(errs, json_pack("{s:s, s:s}", "repository",
-                                                  snap->errors[i].repo, "error",
-                                                  snap->errors[i].msg));
-        char *text = json_dumps(errs, JSON_COMPACT);
-        json_decref(errs);
-        int src = run_set(s, s->run, "catalog_errors", text, e);
-        free(text);
-        if (src < 0)
-            goto out;
+        for (size_t i = 0; i < v.snap->nerrors; i++)
+            plan_error(p, v.snap->errors[i].repo, v.snap->errors[i].msg);
+        plan_build(s, &v, p);
     }
-    rc = 0;
-out:
     coord_view_free(&v);
     return rc;
 }
@@ -318,7 +337,7 @@ static void new_run_id(char out[JOB_RUN_MAX + 1])
 
 static int enqueue_all(struct sync_ctx *s, const struct plan *p, struct err *e)
 {
-    long long added = 0, dup = 0;
+    long long added = 0, dup = 0, settled = 0;
     for (size_t i = 0; i < p->n; i++) {
         struct rq_res res;
         if (exec(s, rq_cmd_run_enqueue(&s->q, s->run, p->jobs[i].key, p->jobs[i].json), &res,
@@ -326,15 +345,15 @@ static int enqueue_all(struct sync_ctx *s, const struct plan *p, struct err *e)
             rq_res_free(&res);
             return err_prefix(e, "enqueue %s", p->jobs[i].key);
         }
-        if (res.status == RQ_ADDED)
-            added++;
-        else
-            dup++;
+        added += res.status == RQ_ADDED;
+        dup += res.status == RQ_DUPLICATE;
+        settled += res.status == RQ_SETTLED;
         rq_res_free(&res);
         if ((i & 63) == 0 && lease_renew(s, e) == 0)
             return err_set(e, "lost the coordinator lease while enqueueing");
     }
-    log_info("run %s: %zu jobs (%lld enqueued, %lld already pending)", s->run, p->n, added, dup);
+    log_info("run %s: %zu jobs (%lld enqueued, %lld already pending, %lld settled before)", s->run,
+             p->n, added, dup, settled);
     return run_set(s, s->run, "enqueued", "1", e);
 }
 
@@ -403,10 +422,127 @@ static void progress(struct sync_ctx *s, json_t *rec, long long deferred, time_t
 
 enum run_end { RUN_COMPLETE, RUN_DEFERRED, RUN_FAILED };
 
+/* What waiting for a run keeps from one look to the next. */
+struct waiting {
+    time_t started, last_plain, last_chores, last_check, last_repair;
+    time_t last_change, last_quiet; /* of the settled count; of the warning about it */
+    long long settled;
+    char cursor[32]; /* of the dedupe index housekeeping */
+};
+
+/* Jobs of the run that nothing would ever settle (no job of the run queued,
+ * held, delayed or handed over: one deleted by hand, lost with part of an
+ * AOF, or a leftover of another run that had the key) are enqueued again
+ * from the plan. 0 | -1 a lost job is not in the plan (the selection
+ * changed since the run started): the run cannot complete | -2 Redis. */
+static int requeue_lost(struct sync_ctx *s, struct err *e)
+{
+    char cursor[32] = "0", first[128] = "";
+    long long again = 0, missing = 0;
+    do {
+        struct rq_res res;
+        if (exec(s, rq_cmd_run_check(&s->q, s->run, cursor, RQ_RUN_CHECK_COUNT), &res, e) < 0) {
+            rq_res_free(&res);
+            return -2;
+        }
+        snprintf(cursor, sizeof(cursor), "%s", res.str);
+        for (size_t i = 0; i < res.nitems; i++) {
+            const struct planned *pj = plan_find(s->plan, res.items[i]);
+            struct rq_res r2;
+            if (!pj) {
+                if (!missing++)
+                    snprintf(first, sizeof(first), "%s", res.items[i]);
+                continue;
+            }
+            int rc = exec(s, rq_cmd_run_enqueue(&s->q, s->run, pj->key, pj->json), &r2, e);
+            rq_res_free(&r2);
+            if (rc < 0) {
+                rq_res_free(&res);
+                return -2;
+            }
+            again++;
+        }
+        rq_res_free(&res);
+    } while (strcmp(cursor, "0") != 0);
+    if (again)
+        log_warn("run %s: %lld jobs had no job queued for the run (lost); enqueued them again",
+                 s->run, again);
+    if (missing)
+        return err_set(e, "%lld jobs of the run have no job queued and are not in this "
+                          "coordinator's plan (e.g. %s): was the selection changed?",
+                       missing, first);
+    return 0;
+}
+
+/* Housekeeping while a run goes on: dedupe entries whose job is gone (a
+ * chunk of the index each time) and consumers of workers long gone. */
+static void repairs(struct sync_ctx *s, struct waiting *w)
+{
+    struct rq_res res;
+    struct err e;
+    if (exec(s, rq_cmd_repair_index(&s->q, w->cursor, 1000), &res, &e) == 0) {
+        if (res.n)
+            log_warn("released %lld dedupe entries whose job was gone", res.n);
+        snprintf(w->cursor, sizeof(w->cursor), "%s", res.str);
+    } else {
+        log_warn("dedupe index housekeeping: %s", e.msg);
+    }
+    rq_res_free(&res);
+    if (exec(s, rq_cmd_prune_consumers(&s->q, SYNC_CONSUMER_IDLE_MS), &res, &e) == 0) {
+        if (res.n)
+            log_info("pruned %lld consumers idle with nothing pending", res.n);
+    } else {
+        log_warn("consumer housekeeping: %s", e.msg);
+    }
+    rq_res_free(&res);
+}
+
+/* The once-a-second part of a look: the lease, due delayed jobs, lost jobs,
+ * housekeeping. As wait_round; 1 only for a run that cannot complete. */
+static int chores(struct sync_ctx *s, struct waiting *w, time_t now, enum run_end *end,
+                  struct err *e)
+{
+    int held = lease_renew(s, e);
+    if (held == 0) {
+        err_set(e, "lost the coordinator lease");
+        return -1;
+    }
+    struct rq_res res;
+    int rc = exec(s, rq_cmd_promote(&s->q, 100), &res, e);
+    rq_res_free(&res);
+    if (rc < 0)
+        return -2;
+    if (now - w->last_repair >= SYNC_REPAIR_S) {
+        w->last_repair = now;
+        repairs(s, w);
+    }
+    if (now - w->last_check >= SYNC_CHECK_S) {
+        w->last_check = now;
+        rc = requeue_lost(s, e);
+        if (rc == -1) {
+            struct err e2;
+            log_error("run %s: %s", s->run, e->msg);
+            if (run_set(s, s->run, "error", e->msg, &e2) < 0)
+                log_warn("run %s: %s", s->run, e2.msg);
+            *end = RUN_FAILED;
+            return 1;
+        }
+        if (rc < 0)
+            return rc;
+    }
+    if (now - w->last_change >= SYNC_QUIET_S && now - w->last_quiet >= SYNC_QUIET_S) {
+        w->last_quiet = now;
+        log_warn("run %s: no job settled for %lds (no worker running? a registry down? "
+                 "hubsync-coordinator status shows the queue and the workers)",
+                 s->run, (long)(now - w->last_change));
+    }
+    return 0;
+}
+
 /* One look at the run: 1 settled (end and deferred set), 0 not yet, -1 stopped or
  * the lease lost, -2 Redis did not answer (worth another try). */
-static int wait_round(struct sync_ctx *s, enum run_end *end, long long *deferred_out,
-                      time_t started, time_t *last_plain, time_t *last_chores, struct err *e)
+static int wait_round(struct sync_ctx *s, struct waiting *w, enum run_end *end,
+                      long long *deferred_out, struct err *e)
 {
     int tty = isatty(2);
     json_t *rec = run_record(s, s->run, e);
@@ -423,17 +559,22 @@ static int wait_round(struct sync_ctx *s, enum run_end *end, long long *deferred
     time_t now = time(NULL);
     int over = enqueued && done + failed + deferred >= total;
     /* A terminal's line is redrawn once a second and at the end, plain lines every few. */
-    if (tty ? now != *last_plain || over : now - *last_plain >= SYNC_PLAIN_PROGRESS_S) {
-        progress(s, rec, deferred, started, tty);
-        *last_plain = now;
+    if (tty ? now != w->last_plain || over : now - w->last_plain >= SYNC_PLAIN_PROGRESS_S) {
+        progress(s, rec, deferred, w->started, tty);
+        w->last_plain = now;
     }
     int errors = json_object_get(rec, "catalog_errors") != NULL;
     json_decref(rec);
+    if (done + failed + deferred != w->settled) {
+        w->settled = done + failed + deferred;
+        w->last_change = now;
+    }
+    *deferred_out = deferred;
     if (over) {
         if (tty)
             fputc('\n', stderr);
-        *deferred_out = deferred;
-        *end = failed || errors ? RUN_FAILED : deferred ? RUN_DEFERRED : RUN_COMPLETE;
+        /* Complete only when every job of the run is done. */
+        *end = failed || errors ? RUN_FAILED : done == total ? RUN_COMPLETE : RUN_DEFERRED;
         return 1;
     }
     if (sync_stop) {
@@ -442,19 +583,11 @@ static int wait_round(struct sync_ctx *s, enum run_end *end, long long *deferred
         return -1;
     }
     /* The run record is read every SYNC_POLL_MS (a run ends as soon as its last job
-     * does); the lease and the delayed jobs need a look once a second. */
-    if (now == *last_chores)
+     * does); the rest needs a look once a second. */
+    if (now == w->last_chores)
         return 0;
-    *last_chores = now;
-    int held = lease_renew(s, e);
-    if (held == 0) {
-        err_set(e, "lost the coordinator lease");
-        return -1;
-    }
-    struct rq_res res;
-    int rc = exec(s, rq_cmd_promote(&s->q, 100), &res, e);
-    rq_res_free(&res);
-    return rc < 0 ? -2 : 0;
+    w->last_chores = now;
+    return chores(s, w, now, end, e);
 }
 
 /* Wait until every job of the run is settled or waits for the pull budget. A Redis
@@ -462,10 +595,12 @@ static int wait_round(struct sync_ctx *s, enum run_end *end, long long *deferred
  * lost by waiting), up to SYNC_REDIS_OUTAGE_S. */
 static int wait_run(struct sync_ctx *s, enum run_end *end, long long *deferred_out, struct err *e)
 {
-    time_t started = time(NULL), last_plain = 0, last_chores = 0, down_since = 0;
+    struct waiting w = {.cursor = "0"};
+    time_t down_since = 0;
     unsigned delay = 1;
+    w.started = w.last_check = w.last_change = time(NULL);
     for (;;) {
-        int rc = wait_round(s, end, deferred_out, started, &last_plain, &last_chores, e);
+        int rc = wait_round(s, &w, end, deferred_out, e);
         if (rc == 1)
             return 0;
         if (rc == -1)
@@ -512,6 +647,8 @@ static json_t *report(struct sync_ctx *s, enum run_end end, long long deferred, 
                               NULL);
     json_object_set_new(o, "catalog_errors", cerr ? cerr : json_array());
     json_object_set_new(o, "started_ms", json_integer(jint(rec, "started_ms")));
+    if (json_is_string(json_object_get(rec, "error")))
+        json_object_set(o, "error", json_object_get(rec, "error"));
     json_decref(rec);
     return o;
 }
@@ -570,6 +707,8 @@ static void print_report(json_t *o, int as_json)
     json_array_foreach(cerr, i, r) printf("  catalog error: %s: %s\n",
                                           json_string_value(json_object_get(r, "repository")),
                                           json_string_value(json_object_get(r, "error")));
+    if (json_object_get(o, "error"))
+        printf("  error: %s\n", json_string_value(json_object_get(o, "error")));
 }
 
 /* Settle the run: record its end, move the marker if it is complete, and take
@@ -589,13 +728,40 @@ static int finish_run(struct sync_ctx *s, enum run_end end, struct err *e)
     return rc;
 }
 
-/* Open the source and resolve the commit to sync; resume an unfinished run.
- * -2 when the selection names a repository official-images lacks (a usage
- * error, found before a new run is created). */
+/* A resumed run whose plan cannot be made (its commit is gone, ...) would fail the
+ * same way in every later run: it ends as failed, saying why. */
+static void give_up_resumed(struct sync_ctx *s, const char *why)
+{
+    struct err e;
+    log_error("run %s: %s; the run ends as failed and the next one starts afresh", s->run, why);
+    if (run_set(s, s->run, "error", why, &e) < 0 || finish_run(s, RUN_FAILED, &e) < 0)
+        log_warn("run %s: %s", s->run, e.msg);
+}
+
+/* The run's record before its jobs go out: what it covers and what it cannot. */
+static int describe_run(struct sync_ctx *s, const struct plan *p, struct err *e)
+{
+    char tags[32];
+    snprintf(tags, sizeof(tags), "%zu", p->tags);
+    char *removed = json_dumps(p->removed, JSON_COMPACT);
+    char *errors = json_array_size(p->errors) ? json_dumps(p->errors, JSON_COMPACT) : NULL;
+    int rc = 0;
+    if (run_set(s, s->run, "tags_total", tags, e) < 0 ||
+        run_set(s, s->run, "removed_tags", removed, e) < 0 ||
+        (errors && run_set(s, s->run, "catalog_errors", errors, e) < 0))
+        rc = -1;
+    free(removed);
+    free(errors);
+    return rc;
+}
+
+/* Resolve the commit to sync (or resume the unfinished run), plan the run into
+ * s->plan, and only then create it and enqueue its jobs: a plan that cannot be
+ * made creates no run. -2 when the selection names a repository
+ * official-images lacks (a usage error, found before a new run is created). */
 static int start_run(struct sync_ctx *s, struct catalog *cat, struct err *e)
 {
     int rc = -1;
-    struct plan p = {0};
     char commit[CATALOG_SHA_LEN + 1], from[CATALOG_SHA_LEN + 1] = "";
     json_t *cur = NULL;
     struct rq_res res;
@@ -603,38 +769,48 @@ static int start_run(struct sync_ctx *s, struct catalog *cat, struct err *e)
 
     if (exec(s, rq_cmd_run_current(&s->q), &res, e) < 0)
         goto out;
-    if (res.status == RQ_VALUE && res.str) {
+    int resumed = res.status == RQ_VALUE && res.str;
+    if (resumed) {
         snprintf(s->run, sizeof(s->run), "%s", res.str);
         cur = run_record(s, s->run, e);
         if (!cur)
             goto out;
         snprintf(commit, sizeof(commit), "%s",
                  str_or(json_string_value(json_object_get(cur, "commit")), ""));
-        snprintf(from, sizeof(from), "%s", str_or(json_string_value(json_object_get(cur, "from")), ""));
+        snprintf(from, sizeof(from), "%s",
+                 str_or(json_string_value(json_object_get(cur, "from")), ""));
         log_info("resuming run %s at %.12s", s->run, commit);
-        if (coord_repos_check(cat, commit, &s->sel.repos, &s->sel.exclude, e) < 0) {
-            rc = -2;
-            goto out;
-        }
     } else {
-        rq_res_free(&res);
         if (catalog_resolve(cat, cfg_str(s->c, "ref"), commit, e) < 0)
             goto out;
-        if (coord_repos_check(cat, commit, &s->sel.repos, &s->sel.exclude, e) < 0) {
-            rc = -2;
-            goto out;
-        }
+        rq_res_free(&res);
         if (exec(s, rq_cmd_synced_commit(&s->q), &res, e) < 0)
             goto out;
         if (res.status == RQ_VALUE && res.str)
             snprintf(from, sizeof(from), "%s", res.str);
-        rq_res_free(&res);
+        new_run_id(s->run);
+    }
+    rq_res_free(&res);
+    if (coord_repos_check(cat, commit, &s->sel.repos, &s->sel.exclude, e) < 0) {
+        rc = -2;
+        goto out;
+    }
+    if (lease_renew(s, e) == 0) {
+        err_set(e, "lost the coordinator lease while fetching official-images");
+        goto out;
+    }
+    if (plan_run(s, cat, commit, from, s->plan, e) < 0) {
+        if (resumed)
+            give_up_resumed(s, e->msg);
+        goto out;
+    }
+    if (!resumed) {
         /* Leftovers of an earlier run waiting for the budget are planned again. */
         if (exec(s, rq_cmd_purge_delayed(&s->q, NULL), &res, e) < 0)
             goto out;
         rq_res_free(&res);
-        new_run_id(s->run);
-        if (exec(s, rq_cmd_run_create(&s->q, s->run, commit), &res, e) < 0)
+        if (exec(s, rq_cmd_run_create(&s->q, s->run, commit, (int)cfg_int(s->c, "keep-runs")),
+                 &res, e) < 0)
             goto out;
         if (res.status != RQ_DONE) {
             err_set(e, "run %s exists already", s->run);
@@ -644,22 +820,27 @@ static int start_run(struct sync_ctx *s, struct catalog *cat, struct err *e)
             goto out;
         log_info("run %s: %.12s -> %.12s", s->run, from[0] ? from : "(first run)", commit);
     }
-    if (plan_run(s, cat, commit, from, &p, e) < 0)
-        goto out;
-    char tags[32];
-    snprintf(tags, sizeof(tags), "%zu", p.tags);
-    char *removed = json_dumps(p.removed, JSON_COMPACT);
-    int src = run_set(s, s->run, "tags_total", tags, e) < 0 ||
-              run_set(s, s->run, "removed_tags", removed, e) < 0;
-    free(removed);
-    if (src || enqueue_all(s, &p, e) < 0)
+    if (describe_run(s, s->plan, e) < 0 || enqueue_all(s, s->plan, e) < 0)
         goto out;
     rc = 0;
 out:
     rq_res_free(&res);
     json_decref(cur);
-    plan_free(&p);
     return rc;
+}
+
+/* catalog_fetch tick: the lease stays ours while official-images is fetched. */
+static int fetch_tick(void *arg)
+{
+    struct sync_ctx *s = arg;
+    struct err e;
+    time_t now = time(NULL);
+    if (sync_stop)
+        return -1;
+    if (now - s->last_renew < SYNC_LEASE_MS / 3000)
+        return 0;
+    s->last_renew = now;
+    return lease_renew(s, &e) == 0 ? -1 : 0; /* Redis trouble: the next tick tries again */
 }
 
 /* One run from start to report. Returns the exit code. */
@@ -667,10 +848,14 @@ static int one_run(struct sync_ctx *s, int wait, int as_json, enum run_end *end_
 {
     struct err e;
     struct catalog *cat = NULL;
+    struct plan plan = {0};
     int code = 1;
-    if (catalog_open(&cat, cfg_str(s->c, "official-images"), cfg_str(s->c, "workdir"), &e) < 0) {
+    s->plan = &plan;
+    s->last_renew = time(NULL);
+    if (coord_catalog_open(&cat, s->c, fetch_tick, s, &e) < 0) {
         coord_fail("sync", e.msg);
-        return COORD_EXIT_USAGE;
+        code = COORD_EXIT_USAGE;
+        goto out;
     }
     int started = start_run(s, cat, &e);
     if (started < 0) {
@@ -717,6 +902,8 @@ static int one_run(struct sync_ctx *s, int wait, int as_json, enum run_end *end_
     code = end == RUN_COMPLETE ? 0 : end == RUN_DEFERRED ? COORD_EXIT_DEFERRED : 1;
 out:
     catalog_close(cat);
+    plan_free(&plan);
+    s->plan = NULL;
     return code;
 }
 

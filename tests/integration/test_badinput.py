@@ -4,7 +4,9 @@ sources and refs, and garbage or oversized job payloads put straight into the Re
 import json
 import os
 import re
+import shutil
 import subprocess
+import tempfile
 import threading
 import time
 import unittest
@@ -237,6 +239,48 @@ class QueuePayloadTest(MirrorCase):
         for key, reason in dead.items():
             self.assertIn("invalid job payload", reason, key)
         self.assertIn("upstream", dead["garbage:bad-url"])
+
+
+class BadLibraryFileTest(MirrorCase):
+    """A library file whose name is no repository name (library/Hello_World) is reported for
+    its repository; the others are synced; the run does not count as complete."""
+
+    REPOS = ["hello-world", "busybox"]
+
+    def setUp(self):
+        super().setUp()
+        self.src = tempfile.mkdtemp(prefix="hubsync-oi-")
+        self.addCleanup(shutil.rmtree, self.src, True)
+        subprocess.run(["git", "clone", "-q", OFFICIAL_IMAGES, self.src], check=True)
+        shutil.copy(os.path.join(self.src, "library", "hello-world"),
+                    os.path.join(self.src, "library", "Hello_World"))
+        git = ["git", "-C", self.src, "-c", "user.name=t", "-c", "user.email=t@example.org"]
+        subprocess.run(git + ["add", "library/Hello_World"], check=True)
+        subprocess.run(git + ["commit", "-q", "-m", "a file named Hello_World"], check=True)
+
+    def sync(self):
+        others = [n for n in os.listdir(os.path.join(self.src, "library"))
+                  if n not in self.REPOS and n != "Hello_World"]
+        return Sync(self.hub, self.redis, self.target, [], source=self.src,
+                    extra=["--exclude-repos", ",".join(others)]).run()
+
+    def test_other_repositories_sync_and_the_marker_stays(self):
+        for attempt in (1, 2):
+            s = self.sync()
+            self.assertEqual(s.rc, 1, s.stderr[-3000:])
+            r = s.report
+            self.assertNotIn("resuming", s.stderr)  # every run starts afresh
+            self.assertEqual(r["status"], "failed")
+            self.assertEqual([e["repository"] for e in r["catalog_errors"]], ["Hello_World"])
+            self.assertIn("not a valid repository name", r["catalog_errors"][0]["error"])
+            groups = sum(len(x["groups"]) for x in self.catalog["repositories"])
+            self.assertEqual((r["jobs_total"], r["jobs_done"]), (groups, groups))
+            for (repo, tag), digest in pushed_tags(self.pushed, self.REPOS).items():
+                self.assertEqual(head(self.target.url, "library/" + repo, tag), digest)
+            self.assertEqual(self.redis.cli_raw("EXISTS", "hubsync:synced-commit").strip(),
+                             "0")
+            self.assertEqual(self.redis.cli_raw("EXISTS", "hubsync:runs:current").strip(),
+                             "0")
 
 
 if __name__ == "__main__":

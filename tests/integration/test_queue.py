@@ -97,7 +97,7 @@ class QueueTest(unittest.TestCase):
     def test_poison_job_is_dead_lettered(self):
         self.qt.one("run-create", "r1", "c0ffee")
         job = '{"v":1,"run":"r1","key":"poison:1"}'
-        self.qt.one("enqueue", "poison:1", job)
+        self.qt.one("run-enqueue", "r1", "poison:1", job)
         self.qt.one("enqueue-jobs", 1, "r1", "http://127.0.0.1:5000")
         opts = ("--crash-on", "poison:1", "--lease-ms", 300, "--max-deliveries", 2,
                 "--sleep-ms", 10, "--idle-exit-ms", 1500)
@@ -119,6 +119,7 @@ class QueueTest(unittest.TestCase):
         self.assertEqual(self.cli("HEXISTS", self.key("jobs:index"), "poison:1").strip(), "0")
 
     def test_sigterm_hands_the_job_back(self):
+        self.qt.one("run-create", "r1", "c0ffee")
         self.qt.one("enqueue-jobs", 1, "r1", "http://127.0.0.1:5000")
         slow = self.qt.start_worker("slow", "--sleep-ms", 60000, "--lease-ms", 60000)
         took = slow.wait_event("took")

@@ -1,15 +1,23 @@
 """kill -9 of the coordinator: a restarted coordinator resumes the same run, no group is lost
-and none is enqueued twice."""
+and none is enqueued twice; a run counts each of its jobs exactly once, also when it resumes,
+when it takes over jobs an ended run left behind, and when one of its jobs is lost; the
+coordinator keeps its lease while official-images is fetched."""
 import json
+import os
 import signal
+import socket
 import subprocess
+import tempfile
+import threading
 import time
 import unittest
 
 from harness import BIN, OFFICIAL_IMAGES
 from harness.standin import Standin
-from harness.mirror import StackCase, catalog, enqueued, head, pushed_tags
+from harness.mirror import MirrorCase, StackCase, Sync, catalog, enqueued, head, pushed_tags
 from integration.test_sync import REPOS
+
+WORKER = BIN + "/hubsync-worker"
 
 
 def sync_cmd(redis, upstream, target, repos=None, wait=True):
@@ -89,6 +97,184 @@ class CoordinatorKillTest(StackCase):
                              report["upstream_manifest_gets"])
         finally:
             hub.stop()
+
+
+def wait_for(what, cond, timeout=60):
+    deadline = time.time() + timeout
+    while not cond():
+        if time.time() > deadline:
+            raise AssertionError("timed out waiting for " + what)
+        time.sleep(0.05)
+
+
+class RunAccountingTest(MirrorCase):
+    """The run's numbers are per job: each job of the run settles once."""
+
+    REPOS = ["hello-world", "busybox"]
+
+    def field(self, run, name):
+        return int(self.redis.cli_raw("HGET", "hubsync:run:" + run, name).strip() or 0)
+
+    def current_run(self):
+        return self.redis.cli_raw("GET", "hubsync:runs:current").strip()
+
+    def groups(self):
+        return sum(len(r["groups"]) for r in self.catalog["repositories"])
+
+    def worker(self, *opts):
+        w = subprocess.Popen([WORKER, "--redis", self.redis.url, "--upstream", self.hub.url,
+                              "--target", self.target.url, "--log-level", "warn"] + list(opts))
+        self.procs.append(w)
+        return w
+
+    def assert_exact(self, report, run=None):
+        if run:
+            self.assertEqual(report["run"], run)
+        self.assertEqual(report["status"], "complete", report)
+        self.assertEqual(report["jobs_total"], self.groups())
+        self.assertEqual(report["jobs_done"], report["jobs_total"])
+        self.assertEqual(report["jobs_failed"], 0)
+        self.assertEqual(self.redis.cli_raw("XLEN", "hubsync:jobs").strip(), "0")
+        self.assertEqual(self.redis.cli_raw("HLEN", "hubsync:jobs:index").strip(), "0")
+        self.assertEqual(self.redis.cli_raw("GET", "hubsync:synced-commit").strip(),
+                         report["commit"])
+        for (repo, tag), digest in pushed_tags(self.pushed, self.REPOS).items():
+            self.assertEqual(head(self.target.url, "library/" + repo, tag), digest)
+
+    def test_killed_at_k_of_n_then_resumed_counts_n_of_n(self):
+        cmd = sync_cmd(self.redis, self.hub.url, self.target.url, self.REPOS)
+        first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.procs.append(first)
+        wait_for("the run's jobs", lambda: enqueued(self.redis))
+        run = self.current_run()
+        w = self.worker("--concurrency", "1")
+        wait_for("3 jobs done", lambda: self.field(run, "jobs_done") >= 3)
+        first.kill()
+        first.wait()
+        w.send_signal(signal.SIGTERM)
+        w.wait(timeout=60)
+        done = self.field(run, "jobs_done")
+        self.assertLess(done, self.groups(), "the kill came too late: every job was done")
+        # The dead coordinator's lease, as if it had run out.
+        self.redis.cli_raw("DEL", "hubsync:coordinator")
+        self.worker()
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        self.assertEqual(r.returncode, 0, r.stderr[-3000:])
+        self.assertIn("resuming run " + run, r.stderr)
+        self.assert_exact(json.loads(r.stdout), run)
+        self.assertIn("%d settled before" % done, r.stderr)  # not enqueued again
+
+    def test_new_run_counts_the_jobs_an_ended_run_left(self):
+        p = subprocess.run(sync_cmd(self.redis, self.hub.url, self.target.url, self.REPOS,
+                                    wait=False), capture_output=True, text=True, timeout=120)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        old = self.current_run()
+        # The run ends with its jobs still queued (as one that failed while jobs waited).
+        self.redis.cli_raw("HSET", "hubsync:run:" + old, "state", "failed")
+        self.redis.cli_raw("DEL", "hubsync:runs:current")
+        s = Sync(self.hub, self.redis, self.target, self.REPOS).run(timeout=180)
+        self.assertEqual(s.rc, 0, s.stderr[-3000:])
+        self.assertNotEqual(s.report["run"], old)
+        self.assert_exact(s.report)
+        self.assertEqual(self.field(old, "jobs_done"), 0)  # an ended run's record stays
+
+    def test_stalled_run_is_shown_and_recovers(self):
+        cmd = sync_cmd(self.redis, self.hub.url, self.target.url, self.REPOS)
+        p = subprocess.run(cmd[:cmd.index("--wait")], capture_output=True, text=True,
+                           timeout=120)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        run = self.current_run()
+
+        def entries():
+            out = self.redis.cli_raw("XRANGE", "hubsync:jobs", "-", "+").splitlines()
+            return [(out[i], out[i + 2]) for i in range(0, len(out), 5)]
+
+        # A job deleted by hand: nothing would ever settle it.
+        lost_id, lost_key = entries()[0]
+        self.redis.cli_raw("XDEL", "hubsync:jobs", lost_id)
+        status = [BIN + "/hubsync-coordinator", "status", "--redis", self.redis.url]
+        st = json.loads(subprocess.check_output(status + ["--json"], text=True))
+        self.assertEqual(st["current_run"]["lost"], 1)
+        self.assertFalse(st["health"]["ok"])
+        h = subprocess.run(status + ["--health"], capture_output=True, text=True)
+        self.assertEqual(h.returncode, 1)
+        self.assertIn("STALLED: 1 jobs", h.stdout)
+        # A coordinator waiting for the run enqueues lost jobs again: the one lost before it
+        # resumed, and one lost while it waits.
+        with tempfile.NamedTemporaryFile("w+") as log:
+            coord = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
+            self.procs.append(coord)
+            wait_for("the resumed run's jobs", lambda: "settled before" in open(log.name).read())
+            lost_id, lost_key = entries()[0]
+            self.redis.cli_raw("XDEL", "hubsync:jobs", lost_id)
+            wait_for("the lost job enqueued again",
+                     lambda: lost_key in [k for _, k in entries()], timeout=30)
+            self.assertIn("(lost); enqueued them again", open(log.name).read())
+            self.worker("--exit-when-idle")
+            out = coord.communicate(timeout=300)[0]
+            self.assertEqual(coord.returncode, 0, open(log.name).read()[-3000:])
+        self.assert_exact(json.loads(out), run)
+
+
+class HangingServer:
+    """Accepts connections and never answers (an official-images remote that hangs)."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                self.conns.append(self.sock.accept()[0])
+            except OSError:
+                return
+
+    def close(self):
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+class FetchLeaseTest(StackCase):
+    def test_lease_held_while_official_images_is_fetched(self):
+        remote = HangingServer()
+        self.addCleanup(remote.close)
+        workdir = tempfile.mkdtemp(prefix="hubsync-oi-")
+        self.addCleanup(lambda: subprocess.run(["rm", "-rf", workdir]))
+        cmd = [BIN + "/hubsync-coordinator", "sync", "--once", "--redis", self.redis.url,
+               "--official-images", "http://127.0.0.1:%d/oi.git" % remote.port,
+               "--workdir", workdir, "--upstream", "http://127.0.0.1:9",
+               "--target", self.target.url]
+        p = subprocess.Popen(cmd + ["--fetch-timeout", "120"], stderr=subprocess.PIPE,
+                             text=True)
+        self.procs.append(p)
+
+        def lease():
+            return self.redis.cli_raw("GET", "hubsync:coordinator").strip()
+
+        wait_for("the coordinator lease", lease)
+        holder = lease()
+        # Past the lease's 30 s, the fetch still hanging: the lease is still this one's.
+        t0 = time.time()
+        while time.time() - t0 < 35:
+            self.assertEqual(lease(), holder, "lease lost after %.0fs" % (time.time() - t0))
+            time.sleep(0.5)
+        p.send_signal(signal.SIGTERM)
+        p.communicate(timeout=30)
+        self.assertNotEqual(p.returncode, 0)
+        # A fetch longer than --fetch-timeout is given up, with no run left behind.
+        t0 = time.time()
+        r = subprocess.run(cmd + ["--fetch-timeout", "5"], capture_output=True, text=True,
+                           timeout=60)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("took longer than 5 s", r.stderr)
+        self.assertLess(time.time() - t0, 30)
+        self.assertEqual(self.redis.cli_raw("EXISTS", "hubsync:runs:current").strip(), "0")
 
 
 if __name__ == "__main__":

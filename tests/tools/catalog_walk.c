@@ -31,7 +31,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: catalog_walk SRC [REV]\n");
         return 2;
     }
-    if (catalog_open(&c, argv[1], NULL, &e) < 0 ||
+    if (catalog_open(&c, argv[1], NULL, NULL, &e) < 0 ||
         catalog_log(c, argc == 3 ? argv[2] : NULL, &commits, &e) < 0) {
         fprintf(stderr, "catalog_walk: %s\n", e.msg);
         goto out;

@@ -4,7 +4,8 @@
  * on success, 1 when an operation failed, 2 on usage errors.
  *
  *   queuetool enqueue KEY JSON            {"status":"added|duplicate","id":..}
- *   queuetool enqueue-jobs N RUN TARGET   N valid jobs "repoI:tag" for RUN
+ *   queuetool run-enqueue RUN KEY JSON    the same as a job of RUN (created first)
+ *   queuetool enqueue-jobs N RUN TARGET   N valid jobs "repoI:tag" of RUN
  *   queuetool take CONSUMER               {"status":..,"id":..,"key":..,"deliveries":n}
  *   queuetool run-create RUN COMMIT       {"status":..}
  *   queuetool run-get RUN / stats         {"field":"value",...}
@@ -102,7 +103,8 @@ static int run_print(struct sync_tool *t, struct rq_cmd *cmd, const char *what)
     return rc < 0;
 }
 
-/* n valid jobs "repo<i>:tag" of run for target, encoded by job_encode. */
+/* n valid jobs "repo<i>:tag" of run (which exists) for target, encoded by
+ * job_encode. */
 static int enqueue_jobs(struct sync_tool *t, long n, const char *run, const char *target)
 {
     int failed = 0;
@@ -123,7 +125,7 @@ static int enqueue_jobs(struct sync_tool *t, long n, const char *run, const char
         if (!json) {
             emit_error("encode", e.msg);
             failed = 1;
-        } else if (rq_exec(&t->rc, rq_cmd_enqueue(&t->q, key, json), &res, &e) < 0) {
+        } else if (rq_exec(&t->rc, rq_cmd_run_enqueue(&t->q, run, key, json), &res, &e) < 0) {
             emit_error("enqueue", e.msg);
             failed = 1;
         }
@@ -178,6 +180,8 @@ static int sync_main(const struct cfg *c, char **args, int nargs)
     }
     if (strcmp(cmd, "enqueue") == 0 && nargs == 3)
         failed = run_print(&t, rq_cmd_enqueue(&t.q, args[1], args[2]), cmd);
+    else if (strcmp(cmd, "run-enqueue") == 0 && nargs == 4)
+        failed = run_print(&t, rq_cmd_run_enqueue(&t.q, args[1], args[2], args[3]), cmd);
     else if (strcmp(cmd, "enqueue-jobs") == 0 && nargs == 4)
         failed = enqueue_jobs(&t, atol(args[1]), args[2], args[3]);
     else if (strcmp(cmd, "take") == 0 && nargs == 2)
@@ -186,7 +190,7 @@ static int sync_main(const struct cfg *c, char **args, int nargs)
                                        (int)cfg_int(c, "max-deliveries")),
                            cmd);
     else if (strcmp(cmd, "run-create") == 0 && nargs == 3)
-        failed = run_print(&t, rq_cmd_run_create(&t.q, args[1], args[2]), cmd);
+        failed = run_print(&t, rq_cmd_run_create(&t.q, args[1], args[2], 100), cmd);
     else if (strcmp(cmd, "run-get") == 0 && nargs == 2)
         failed = run_print(&t, rq_cmd_run_get(&t.q, args[1]), cmd);
     else if (strcmp(cmd, "stats") == 0 && nargs == 1)

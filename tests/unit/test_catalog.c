@@ -225,7 +225,7 @@ static int open_data(void **state)
     struct err e;
     char *path = data_path();
     struct catalog *c = NULL;
-    int rc = catalog_open(&c, path, NULL, &e);
+    int rc = catalog_open(&c, path, NULL, NULL, &e);
     if (rc < 0)
         print_error("cannot open %s: %s\n", path, e.msg);
     free(path);
@@ -366,17 +366,17 @@ static void test_catalog__open_errors(void **state)
     (void)state;
     struct err e;
     struct catalog *c = NULL;
-    assert_int_equal(catalog_open(&c, "/nonexistent/official-images", NULL, &e), -1);
+    assert_int_equal(catalog_open(&c, "/nonexistent/official-images", NULL, NULL, &e), -1);
     assert_null(c);
     assert_string_equal(e.msg,
                         "official-images source '/nonexistent/official-images': No such file or "
                         "directory");
     char tmp[] = "/tmp/hubsync-test-catalog-XXXXXX";
     assert_non_null(mkdtemp(tmp));
-    assert_int_equal(catalog_open(&c, tmp, NULL, &e), -1);
+    assert_int_equal(catalog_open(&c, tmp, NULL, NULL, &e), -1);
     assert_non_null(strstr(e.msg, "is not a git repository"));
     assert_int_equal(rmdir(tmp), 0);
-    assert_int_equal(catalog_open(&c, "", NULL, &e), -1);
+    assert_int_equal(catalog_open(&c, "", NULL, NULL, &e), -1);
 }
 
 static void test_catalog__workdir_clone(void **state)
@@ -393,7 +393,7 @@ static void test_catalog__workdir_clone(void **state)
     for (int round = 0; round < 2; round++) {
         char sha[CATALOG_SHA_LEN + 1];
         struct catalog_snapshot *s = NULL;
-        assert_int_equal(catalog_open(&c, path, dir, &e), 0);
+        assert_int_equal(catalog_open(&c, path, dir, NULL, &e), 0);
         assert_int_equal(catalog_resolve(c, NULL, sha, &e), 0);
         assert_int_equal(catalog_read(c, "HEAD~3", NULL, &s, &e), 0);
         assert_true(s->nrepos > 140);

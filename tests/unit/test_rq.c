@@ -270,6 +270,28 @@ static long long run_field(struct fixture *f, const char *run_id, const char *na
 
 #define JOB_JSON(key, run) "{\"v\":1,\"run\":\"" run "\",\"key\":\"" key "\"}"
 
+/* Take a job as consumer, expecting key (and json unless NULL); returns its
+ * entry id (caller frees). */
+static char *take_as(struct fixture *f, const char *consumer, long long lease, int max,
+                     const char *key, const char *json)
+{
+    struct rq_res res;
+    run(f, rq_cmd_take(&f->q, consumer, lease, max), &res);
+    assert_int_equal(res.status, RQ_JOB);
+    assert_string_equal(res.key, key);
+    if (json)
+        assert_string_equal(res.json, json);
+    char *id = res.id;
+    res.id = NULL;
+    rq_res_free(&res);
+    return id;
+}
+
+static char *take_key(struct fixture *f, const char *consumer, const char *key)
+{
+    return take_as(f, consumer, 60000, 5, key, NULL);
+}
+
 /* Enqueue key and take it as consumer; returns the entry id (caller frees). */
 static char *enqueue_and_take(struct fixture *f, const char *key, const char *json,
                               const char *consumer, long long lease, int max)
@@ -278,14 +300,29 @@ static char *enqueue_and_take(struct fixture *f, const char *key, const char *js
     run(f, rq_cmd_enqueue(&f->q, key, json), &res);
     assert_int_equal(res.status, RQ_ADDED);
     rq_res_free(&res);
-    run(f, rq_cmd_take(&f->q, consumer, lease, max), &res);
-    assert_int_equal(res.status, RQ_JOB);
-    assert_string_equal(res.key, key);
-    assert_string_equal(res.json, json);
+    return take_as(f, consumer, lease, max, key, json);
+}
+
+/* run_enqueue key as run_id, expecting want; the answer's id (caller frees). */
+static char *run_enqueue(struct fixture *f, const char *run_id, const char *key,
+                         const char *json, enum rq_status want)
+{
+    struct rq_res res;
+    run(f, rq_cmd_run_enqueue(&f->q, run_id, key, json), &res);
+    assert_int_equal(res.status, want);
     char *id = res.id;
     res.id = NULL;
     rq_res_free(&res);
     return id;
+}
+
+/* A new job of run_id (existing), taken as consumer. */
+static char *run_enqueue_and_take(struct fixture *f, const char *run_id, const char *key,
+                                  const char *json, const char *consumer, long long lease,
+                                  int max)
+{
+    free(run_enqueue(f, run_id, key, json, RQ_ADDED));
+    return take_as(f, consumer, lease, max, key, json);
 }
 
 /* ---- queue -------------------------------------------------------------- */
@@ -342,8 +379,8 @@ static void test_rq__take_renew_ack_owner_checks(void **state)
 static void test_rq__reclaim_after_lease_and_zombie_ack(void **state)
 {
     struct fixture *f = *state;
-    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r1", "abc123")), RQ_DONE);
-    char *id = enqueue_and_take(f, "redis:7", JOB_JSON("redis:7", "r1"), "w1", 500, 5);
+    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r1", "abc123", 10)), RQ_DONE);
+    char *id = run_enqueue_and_take(f, "r1", "redis:7", JOB_JSON("redis:7", "r1"), "w1", 500, 5);
     struct rq_res res;
     run(f, rq_cmd_take(&f->q, "w2", 500, 5), &res);
     assert_int_equal(res.status, RQ_EMPTY); /* the lease has not run out */
@@ -373,8 +410,8 @@ static void test_rq__reclaim_after_lease_and_zombie_ack(void **state)
 static void test_rq__dead_letter_after_max_deliveries(void **state)
 {
     struct fixture *f = *state;
-    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r9", "c9")), RQ_DONE);
-    char *id = enqueue_and_take(f, "poison:1", JOB_JSON("poison:1", "r9"), "w1", 50, 2);
+    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r9", "c9", 10)), RQ_DONE);
+    char *id = run_enqueue_and_take(f, "r9", "poison:1", JOB_JSON("poison:1", "r9"), "w1", 50, 2);
     struct rq_res res;
     sleep_ms(80);
     run(f, rq_cmd_take(&f->q, "w2", 50, 2), &res);
@@ -441,7 +478,7 @@ static void test_rq__handback_keeps_delivery_count(void **state)
 static void test_rq__retry_delayed_promote(void **state)
 {
     struct fixture *f = *state;
-    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r2", "c2")), RQ_DONE);
+    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r2", "c2", 10)), RQ_DONE);
     char *id = enqueue_and_take(f, "golang:1", JOB_JSON("golang:1", "r2"), "w1", 60000, 3);
     const char *again = "{\"v\":1,\"run\":\"r2\",\"key\":\"golang:1\",\"attempt\":1}";
     assert_int_equal(status_of(f, rq_cmd_retry(&f->q, "w2", id, "golang:1", again, 300,
@@ -490,7 +527,7 @@ static void test_rq__retry_delayed_promote(void **state)
 static void test_rq__retry_waiting_for_a_registry(void **state)
 {
     struct fixture *f = *state;
-    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r4", "c4")), RQ_DONE);
+    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r4", "c4", 10)), RQ_DONE);
     char *id = enqueue_and_take(f, "nginx:2", JOB_JSON("nginx:2", "r4"), "w1", 60000, 3);
     struct rq_res res;
     struct err e;
@@ -516,8 +553,8 @@ static void test_rq__retry_waiting_for_a_registry(void **state)
 static void test_rq__fail_dead_letters(void **state)
 {
     struct fixture *f = *state;
-    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r3", "c3")), RQ_DONE);
-    char *id = enqueue_and_take(f, "bad:1", JOB_JSON("bad:1", "r3"), "w1", 60000, 3);
+    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r3", "c3", 10)), RQ_DONE);
+    char *id = run_enqueue_and_take(f, "r3", "bad:1", JOB_JSON("bad:1", "r3"), "w1", 60000, 3);
     struct rq_counter c[] = {{"manifests_missing", 1}};
     assert_int_equal(status_of(f, rq_cmd_fail(&f->q, "w1", id, "bad:1",
                                               "manifest unknown upstream", "r3", c, 1)),
@@ -949,21 +986,18 @@ static void test_rq__run_bookkeeping(void **state)
     struct rq_res res;
     assert_int_equal(status_of(f, rq_cmd_synced_commit(&f->q)), RQ_EMPTY);
     assert_int_equal(status_of(f, rq_cmd_run_get(&f->q, "r5")), RQ_EMPTY);
-    run(f, rq_cmd_run_create(&f->q, "r5", "deadbeef"), &res);
+    run(f, rq_cmd_run_create(&f->q, "r5", "deadbeef", 10), &res);
     assert_int_equal(res.status, RQ_DONE);
     assert_true(res.n > 1700000000000LL);
     rq_res_free(&res);
-    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r5", "other")), RQ_DUPLICATE);
+    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r5", "other", 10)), RQ_DUPLICATE);
     char *cur = raw_str(f, "GET %s", f->q.keys.run_current);
     assert_string_equal(cur, "r5");
     free(cur);
-    run(f, rq_cmd_run_add_total(&f->q, "r5", 2), &res);
-    assert_int_equal(res.n, 2);
-    rq_res_free(&res);
     for (int i = 0; i < 2; i++) {
         char key[16];
         snprintf(key, sizeof(key), "k:%d", i);
-        char *id = enqueue_and_take(f, key, JOB_JSON("k", "r5"), "w1", 60000, 3);
+        char *id = run_enqueue_and_take(f, "r5", key, JOB_JSON("k", "r5"), "w1", 60000, 3);
         assert_int_equal(status_of(f, rq_cmd_ack(&f->q, "w1", id, key, "r5", NULL, 0)),
                          RQ_DONE);
         free(id);
@@ -981,7 +1015,7 @@ static void test_rq__run_bookkeeping(void **state)
     assert_int_equal(raw_int(f, "EXISTS %s", f->q.keys.run_current), 0);
     assert_true(run_field(f, "r5", "finished_ms") > 0);
     /* A failed run never moves the marker. */
-    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r6", "cafe")), RQ_DONE);
+    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r6", "cafe", 10)), RQ_DONE);
     assert_int_equal(status_of(f, rq_cmd_run_finish(&f->q, "r6", "failed", 1)), RQ_DONE);
     run(f, rq_cmd_synced_commit(&f->q), &res);
     assert_string_equal(res.str, "deadbeef");
@@ -999,14 +1033,14 @@ static void test_rq__run_enqueue_counts_each_key_once(void **state)
                      -1);
     rq_res_free(&res);
     assert_non_null(strstr(e.msg, "no such run"));
-    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r7", "abc")), RQ_DONE);
+    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r7", "abc", 10)), RQ_DONE);
     run(f, rq_cmd_run_current(&f->q), &res);
     assert_string_equal(res.str, "r7");
     rq_res_free(&res);
-    assert_int_equal(status_of(f, rq_cmd_run_enqueue(&f->q, "r7", "k:1", "{}")), RQ_ADDED);
-    assert_int_equal(status_of(f, rq_cmd_run_enqueue(&f->q, "r7", "k:2", "{}")), RQ_ADDED);
+    free(run_enqueue(f, "r7", "k:1", JOB_JSON("k:1", "r7"), RQ_ADDED));
+    free(run_enqueue(f, "r7", "k:2", JOB_JSON("k:2", "r7"), RQ_ADDED));
     /* A resumed run enqueues again: deduplicated, and not counted twice. */
-    assert_int_equal(status_of(f, rq_cmd_run_enqueue(&f->q, "r7", "k:1", "{}")), RQ_DUPLICATE);
+    free(run_enqueue(f, "r7", "k:1", JOB_JSON("k:1", "r7"), RQ_DUPLICATE));
     assert_int_equal(run_field(f, "r7", "jobs_total"), 2);
     char *runkeys = keys_run_keys(&f->q.keys, "r7");
     assert_int_equal(raw_int(f, "SCARD %s", runkeys), 2);
@@ -1064,6 +1098,189 @@ static void test_rq__worker_heartbeat(void **state)
     assert_int_equal(raw_int(f, "EXISTS %s", w), 0);
     assert_int_equal(raw_int(f, "ZCARD %s", f->q.keys.workers), 0);
     free(w);
+}
+
+/* ---- run accounting ----------------------------------------------------- */
+
+/* Take the next job (key, and json unless NULL) as w1 and ack it for run_id. */
+static void take_and_ack(struct fixture *f, const char *key, const char *json,
+                         const char *run_id)
+{
+    char *id = take_as(f, "w1", 60000, 5, key, json);
+    assert_int_equal(status_of(f, rq_cmd_ack(&f->q, "w1", id, key, run_id, NULL, 0)), RQ_DONE);
+    free(id);
+}
+
+static void test_rq__resumed_run_enqueues_only_unsettled_keys(void **state)
+{
+    struct fixture *f = *state;
+    static const char *const keys[] = {"a:1", "b:1", "c:1", "d:1", "e:1"};
+    static const char *const jobs[] = {JOB_JSON("a:1", "r1"), JOB_JSON("b:1", "r1"),
+                                       JOB_JSON("c:1", "r1"), JOB_JSON("d:1", "r1"),
+                                       JOB_JSON("e:1", "r1")};
+    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r1", "c1", 10)), RQ_DONE);
+    for (int i = 0; i < 5; i++)
+        free(run_enqueue(f, "r1", keys[i], jobs[i], RQ_ADDED));
+    for (int i = 0; i < 4; i++)
+        take_and_ack(f, keys[i], NULL, "r1");
+    /* The coordinator died at 4/5 done; the resumed run enqueues every key again. */
+    for (int i = 0; i < 5; i++)
+        free(run_enqueue(f, "r1", keys[i], jobs[i], i < 4 ? RQ_SETTLED : RQ_DUPLICATE));
+    assert_int_equal(raw_int(f, "XLEN %s", f->q.keys.jobs), 1);
+    assert_int_equal(run_field(f, "r1", "jobs_total"), 5);
+    assert_int_equal(run_field(f, "r1", "jobs_done"), 4);
+    take_and_ack(f, "e:1", NULL, "r1");
+    assert_int_equal(run_field(f, "r1", "jobs_done"), 5);
+    assert_int_equal(raw_int(f, "XLEN %s", f->q.keys.jobs), 0);
+}
+
+static void test_rq__duplicate_delivery_settles_once(void **state)
+{
+    struct fixture *f = *state;
+    const char *json = JOB_JSON("dup:1", "r1");
+    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r1", "c1", 10)), RQ_DONE);
+    free(run_enqueue(f, "r1", "dup:1", json, RQ_ADDED));
+    free(run_enqueue(f, "r1", "dup:1", json, RQ_DUPLICATE));
+    /* The dedupe entry is lost (a partly restored AOF): the key gets a second entry. */
+    raw_int(f, "HDEL %s dup:1", f->q.keys.jobs_index);
+    free(run_enqueue(f, "r1", "dup:1", json, RQ_ADDED));
+    assert_int_equal(raw_int(f, "XLEN %s", f->q.keys.jobs), 2);
+    char *a = take_key(f, "w1", "dup:1"), *b = take_key(f, "w2", "dup:1");
+    struct rq_counter c[] = {{"tags_written", 1}};
+    assert_int_equal(status_of(f, rq_cmd_ack(&f->q, "w1", a, "dup:1", "r1", c, 1)), RQ_DONE);
+    assert_int_equal(status_of(f, rq_cmd_fail(&f->q, "w2", b, "dup:1", "boom", "r1", c, 1)),
+                     RQ_DONE);
+    /* One key, one outcome: the first; the work of both deliveries counts. */
+    assert_int_equal(run_field(f, "r1", "jobs_total"), 1);
+    assert_int_equal(run_field(f, "r1", "jobs_done"), 1);
+    assert_int_equal(run_field(f, "r1", "jobs_failed"), 0);
+    assert_int_equal(run_field(f, "r1", "tags_written"), 2);
+    free(a);
+    free(b);
+}
+
+static void test_rq__new_run_takes_over_old_runs_leftovers(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r1", "c1", 10)), RQ_DONE);
+    free(run_enqueue(f, "r1", "held:1", JOB_JSON("held:1", "r1"), RQ_ADDED));
+    free(run_enqueue(f, "r1", "wait:1", JOB_JSON("wait:1", "r1"), RQ_ADDED));
+    char *held = take_key(f, "w1", "held:1");
+    /* r1 ended with a job waiting and one held by a worker. */
+    assert_int_equal(status_of(f, rq_cmd_run_finish(&f->q, "r1", "failed", 0)), RQ_DONE);
+    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r2", "c2", 10)), RQ_DONE);
+    /* The waiting one is replaced by r2's job; the held one is followed by it. */
+    free(run_enqueue(f, "r2", "wait:1", JOB_JSON("wait:1", "r2"), RQ_ADDED));
+    free(run_enqueue(f, "r2", "held:1", JOB_JSON("held:1", "r2"), RQ_DUPLICATE));
+    assert_int_equal(run_field(f, "r2", "jobs_total"), 2);
+    take_and_ack(f, "wait:1", JOB_JSON("wait:1", "r2"), "r2");
+    /* The held job of r1 settles (in r1, which ended: its record stays as it was)... */
+    assert_int_equal(status_of(f, rq_cmd_ack(&f->q, "w1", held, "held:1", "r1", NULL, 0)),
+                     RQ_DONE);
+    assert_int_equal(run_field(f, "r1", "jobs_done"), 0);
+    /* ... and r2's job for the key comes next. */
+    take_and_ack(f, "held:1", JOB_JSON("held:1", "r2"), "r2");
+    assert_int_equal(run_field(f, "r2", "jobs_done"), 2);
+    assert_int_equal(raw_int(f, "XLEN %s", f->q.keys.jobs), 0);
+    free(held);
+}
+
+static void test_rq__invalid_payload_counts_in_its_run(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r1", "c1", 10)), RQ_DONE);
+    /* A payload the worker cannot decode, but that names its run. */
+    const char *named = "{\"v\":99,\"run\":\"r1\",\"key\":\"bad:1\"}";
+    free(run_enqueue(f, "r1", "bad:1", named, RQ_ADDED));
+    /* Not JSON at all: the current run holds the key. */
+    free(run_enqueue(f, "r1", "bad:2", "{not json", RQ_ADDED));
+    for (int i = 1; i <= 2; i++) {
+        char key[16];
+        snprintf(key, sizeof(key), "bad:%d", i);
+        char *id = take_key(f, "w1", key);
+        assert_int_equal(status_of(f, rq_cmd_fail(&f->q, "w1", id, key, "invalid job payload",
+                                                  NULL, NULL, 0)),
+                         RQ_DONE);
+        free(id);
+    }
+    assert_int_equal(run_field(f, "r1", "jobs_failed"), 2);
+    /* An entry without a job field, dead-lettered by take, counts too. */
+    free(run_enqueue(f, "r1", "bad:3", "{}", RQ_ADDED));
+    raw_int(f, "XTRIM %s MAXLEN 0", f->q.keys.jobs);
+    raw_int(f, "XADD %s * key bad:3", f->q.keys.jobs);
+    struct rq_res res;
+    run(f, rq_cmd_take(&f->q, "w1", 60000, 5), &res);
+    assert_int_equal(res.status, RQ_EMPTY);
+    assert_int_equal(res.nitems, 1);
+    rq_res_free(&res);
+    assert_int_equal(run_field(f, "r1", "jobs_dead"), 1);
+    assert_int_equal(raw_int(f, "XLEN %s", f->q.keys.jobs_dead), 3);
+}
+
+static void test_rq__run_check_finds_lost_jobs(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r1", "c1", 10)), RQ_DONE);
+    char *gone = run_enqueue(f, "r1", "gone:1", JOB_JSON("gone:1", "r1"), RQ_ADDED);
+    free(run_enqueue(f, "r1", "held:1", JOB_JSON("held:1", "r1"), RQ_ADDED));
+    free(run_enqueue(f, "r1", "done:1", JOB_JSON("done:1", "r1"), RQ_ADDED));
+    free(run_enqueue(f, "r1", "late:1", JOB_JSON("late:1", "r1"), RQ_ADDED));
+    free(run_enqueue(f, "r1", "wait:1", JOB_JSON("wait:1", "r1"), RQ_ADDED));
+    /* gone:1's entry was deleted by hand; held:1 is held, done:1 settled, late:1
+     * waits for the budget, wait:1 waits in the stream. */
+    raw_int(f, "XDEL %s %s", f->q.keys.jobs, gone);
+    free(gone);
+    free(take_key(f, "w1", "held:1"));
+    take_and_ack(f, "done:1", NULL, "r1");
+    char *id = take_key(f, "w1", "late:1");
+    assert_int_equal(status_of(f, rq_cmd_retry(&f->q, "w1", id, "late:1",
+                                               JOB_JSON("late:1", "r1"), 600000, "budget", "r1",
+                                               NULL, 0)),
+                     RQ_DONE);
+    free(id);
+    struct rq_res res;
+    run(f, rq_cmd_run_check(&f->q, "r1", "0", 100), &res);
+    assert_string_equal(res.str, "0");
+    assert_int_equal(res.nitems, 1);
+    assert_string_equal(res.items[0], "gone:1");
+    rq_res_free(&res);
+    /* Enqueued again (its dead dedupe entry does not hold it up), it is not lost. */
+    free(run_enqueue(f, "r1", "gone:1", JOB_JSON("gone:1", "r1"), RQ_ADDED));
+    run(f, rq_cmd_run_check(&f->q, "r1", "0", 100), &res);
+    assert_int_equal(res.nitems, 0);
+    rq_res_free(&res);
+}
+
+static void test_rq__old_runs_are_dropped(void **state)
+{
+    struct fixture *f = *state;
+    char id[8];
+    for (int i = 1; i <= 4; i++) {
+        snprintf(id, sizeof(id), "r%d", i);
+        assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, id, "c", 2)), RQ_DONE);
+        assert_int_equal(status_of(f, rq_cmd_run_finish(&f->q, id, "done", 0)), RQ_DONE);
+        sleep_ms(2); /* runs are ordered by their start (ms) */
+    }
+    assert_int_equal(raw_int(f, "ZCARD %s", f->q.keys.runs), 2);
+    assert_int_equal(status_of(f, rq_cmd_run_get(&f->q, "r1")), RQ_EMPTY);
+    assert_int_equal(status_of(f, rq_cmd_run_get(&f->q, "r2")), RQ_EMPTY);
+    assert_int_equal(status_of(f, rq_cmd_run_get(&f->q, "r3")), RQ_VALUE);
+    assert_int_equal(status_of(f, rq_cmd_run_get(&f->q, "r4")), RQ_VALUE);
+}
+
+static void test_rq__budget_sources_expire(void **state)
+{
+    struct fixture *f = *state;
+    struct ratelimit_info rl = {0};
+    rl.has_limit = rl.has_remaining = 1;
+    rl.limit = 100;
+    rl.remaining = 90;
+    rl.limit_window = 21600;
+    assert_int_equal(status_of(f, rq_cmd_budget_observe(&f->q, "1.2.3.4", &rl, NULL)), RQ_VALUE);
+    char *budget = keys_budget(&f->q.keys, "1.2.3.4");
+    long long ttl = raw_int(f, "PTTL %s", budget);
+    assert_true(ttl > 86400000LL && ttl <= 7 * 86400000LL);
+    free(budget);
 }
 
 /* ---- recovery ----------------------------------------------------------- */
@@ -1126,7 +1343,6 @@ static void test_rq__repair_index_releases_leaks(void **state)
     freeReplyObject(redisCommand(f->rc.c, "XDEL %s %s", f->q.keys.jobs, a.id));
     freeReplyObject(redisCommand(f->rc.c, "HSET %s ghost delayed junk x", f->q.keys.jobs_index));
     rq_res_free(&a);
-    assert_int_equal(status_of(f, rq_cmd_enqueue(&f->q, "r:1", "{}")), RQ_DUPLICATE);
     struct rq_res res;
     run(f, rq_cmd_repair_index(&f->q, "0", 100), &res);
     assert_int_equal(res.n, 3);
@@ -1483,6 +1699,64 @@ static void test_rq__auth_and_select(void **state)
     server_destroy(&s);
 }
 
+/* rq.lua with its VERSION replaced by version (caller frees). */
+static char *lua_with_version(int version)
+{
+    const char *v = strstr(rq_lua_source, "local VERSION = ");
+    assert_non_null(v);
+    const char *eol = strchr(v, '\n');
+    return xasprintf("%.*slocal VERSION = %d%s", (int)(v - rq_lua_source), rq_lua_source,
+                     version, eol);
+}
+
+/* Load the library text `loaded`, connect with the usual setup (sync, or
+ * both async holders) and say which version Redis then has. */
+static long long version_after_connect(struct own *o, const char *loaded, int async)
+{
+    struct rconn rc;
+    struct actx a;
+    struct err e;
+    redisContext *c = redisConnect("127.0.0.1", o->s.port);
+    assert_non_null(c);
+    redisReply *r = redisCommand(c, "FUNCTION LOAD REPLACE %s", loaded);
+    assert_int_equal(r->type, REDIS_REPLY_STRING);
+    freeReplyObject(r);
+    if (async) {
+        actx_open(&a, &o->q, &o->setup, o->s.url, 2000);
+        run_until(&a, &a.ups, 2, 10);
+        actx_close(&a);
+    } else {
+        assert_int_equal(rconn_open(&rc, o->s.url, NULL, &o->setup, &e), 0);
+        rconn_close(&rc);
+    }
+    r = redisCommand(c, "FCALL hubsync_version 0");
+    assert_int_equal(r->type, REDIS_REPLY_INTEGER);
+    long long v = r->integer;
+    freeReplyObject(r);
+    redisFree(c);
+    return v;
+}
+
+static void test_rq__library_loads_only_over_an_older_one(void **state)
+{
+    (void)state;
+    struct own o;
+    own_new(&o, 0);
+    int mine = rq_lua_version();
+    assert_true(mine > 1);
+    for (int async = 0; async < 2; async++) {
+        /* A newer worker loaded its library: an older program's connection keeps it. */
+        char *lib = lua_with_version(mine + 1);
+        assert_int_equal(version_after_connect(&o, lib, async), mine + 1);
+        free(lib);
+        /* An older library is replaced. */
+        lib = lua_with_version(mine - 1);
+        assert_int_equal(version_after_connect(&o, lib, async), mine);
+        free(lib);
+    }
+    own_free(&o);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -1509,6 +1783,13 @@ int main(void)
         T(test_rq__run_bookkeeping),
         T(test_rq__run_enqueue_counts_each_key_once),
         T(test_rq__purge_delayed_by_run),
+        T(test_rq__resumed_run_enqueues_only_unsettled_keys),
+        T(test_rq__duplicate_delivery_settles_once),
+        T(test_rq__new_run_takes_over_old_runs_leftovers),
+        T(test_rq__invalid_payload_counts_in_its_run),
+        T(test_rq__run_check_finds_lost_jobs),
+        T(test_rq__old_runs_are_dropped),
+        T(test_rq__budget_sources_expire),
         T(test_rq__worker_heartbeat),
         T(test_rq__repairs_missing_function_and_group),
         T(test_rq__prune_consumers_keeps_pending),
@@ -1519,6 +1800,7 @@ int main(void)
         T(test_rq__async_reconnects_after_restart),
         T(test_rq__async_deadline_drops_stuck_server),
         T(test_rq__async_free_answers_pending),
+        T(test_rq__library_loads_only_over_an_older_one),
 #undef T
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -35,17 +35,20 @@ static void test_status__health(void **state)
     (void)state;
     char why[256];
     const long long now = 1800000000000LL, interval = 21600;
-    assert_true(coord_status_health(1, 0, now, interval, why, sizeof(why)));
+    assert_true(coord_status_health(0, 1, 0, now, interval, why, sizeof(why)));
     assert_non_null(strstr(why, "holds the lease"));
-    assert_false(coord_status_health(0, 0, now, interval, why, sizeof(why)));
+    assert_false(coord_status_health(0, 0, 0, now, interval, why, sizeof(why)));
     assert_non_null(strstr(why, "no run has finished"));
     /* Finished 11h59m ago with a 6h interval: within 2 x interval. */
-    assert_true(coord_status_health(0, now - 43140000, now, interval, why, sizeof(why)));
+    assert_true(coord_status_health(0, 0, now - 43140000, now, interval, why, sizeof(why)));
     assert_non_null(strstr(why, "11h59m ago"));
-    assert_false(coord_status_health(0, now - 43200000, now, interval, why, sizeof(why)));
+    assert_false(coord_status_health(0, 0, now - 43200000, now, interval, why, sizeof(why)));
     assert_non_null(strstr(why, "more than 2 x --interval"));
     /* A lease beats an old run. */
-    assert_true(coord_status_health(1, now - 99 * 43200000LL, now, interval, why, sizeof(why)));
+    assert_true(coord_status_health(0, 1, now - 99 * 43200000LL, now, interval, why, sizeof(why)));
+    /* A stalled run is not healthy, lease or not. */
+    assert_false(coord_status_health(3, 1, now - 1000, now, interval, why, sizeof(why)));
+    assert_non_null(strstr(why, "3 jobs of the current run have no job queued"));
 }
 
 int main(void)
