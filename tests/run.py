@@ -182,7 +182,7 @@ def main():
         if missing:
             print("tests: " + missing, file=sys.stderr)
             return 2
-        os.environ["HUBSYNC_OFFICIAL_IMAGES"] = harness.OFFICIAL_IMAGES
+        os.environ["HUBSYNC_TEST_OFFICIAL_IMAGES"] = harness.OFFICIAL_IMAGES
     tally = Tally()
     if a.what in ("unit", "all"):
         run_unit(build, tally, a.valgrind)

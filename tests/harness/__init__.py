@@ -18,18 +18,26 @@ ROOT = os.environ.get("HUBSYNC_ROOT") or os.path.dirname(
 BIN = os.environ.get("HUBSYNC_BIN") or os.path.join(ROOT, "bin")
 TOOLS = os.environ.get("HUBSYNC_TOOLS") or os.path.join(ROOT, "build", "default", "tools")
 # Where the official-images data for the demo and the tests comes from, in this order: the
-# HUBSYNC_OFFICIAL_IMAGES environment variable (the demo's --official-images sets it too);
-# the project's ../shared copy beside the checkout; otherwise a clone of upstream into
-# build/, made by ensure_official_images() (the demo and tests/run.py call it first).
+# HUBSYNC_OFFICIAL_IMAGES environment variable; the project's ../shared copy beside the
+# checkout; otherwise a clone of upstream into build/, made by ensure_official_images() (the
+# demo and tests/run.py call it first). The variable is also the coordinator's own, so it is
+# taken out of the environment here: the programs the tests start are given their source
+# as a flag. tests/run.py hands what it found to every test process (the unit tests too) as
+# HUBSYNC_TEST_OFFICIAL_IMAGES.
 OFFICIAL_IMAGES_URL = "https://github.com/docker-library/official-images.git"
 SHARED_OFFICIAL_IMAGES = os.path.normpath(
     os.path.join(ROOT, "..", "shared", "official-images", "official-images.git"))
 CLONED_OFFICIAL_IMAGES = os.path.join(ROOT, "build", "official-images.git")
 
 
+GIVEN_OFFICIAL_IMAGES = os.environ.pop("HUBSYNC_OFFICIAL_IMAGES", "")
+
+
 def _official_images():
-    if os.environ.get("HUBSYNC_OFFICIAL_IMAGES"):
-        return os.environ["HUBSYNC_OFFICIAL_IMAGES"]
+    if GIVEN_OFFICIAL_IMAGES:
+        return GIVEN_OFFICIAL_IMAGES
+    if os.environ.get("HUBSYNC_TEST_OFFICIAL_IMAGES"):
+        return os.environ["HUBSYNC_TEST_OFFICIAL_IMAGES"]
     if os.path.isdir(SHARED_OFFICIAL_IMAGES):
         return SHARED_OFFICIAL_IMAGES
     return CLONED_OFFICIAL_IMAGES
@@ -45,7 +53,7 @@ def ensure_official_images(timeout=600):
     if "://" in OFFICIAL_IMAGES or os.path.isdir(OFFICIAL_IMAGES):
         return None
     tried = []
-    if os.environ.get("HUBSYNC_OFFICIAL_IMAGES"):
+    if GIVEN_OFFICIAL_IMAGES:
         tried.append("HUBSYNC_OFFICIAL_IMAGES=%s (no such directory)" % OFFICIAL_IMAGES)
     else:
         tried.append("%s (not there)" % SHARED_OFFICIAL_IMAGES)

@@ -153,7 +153,8 @@ class OfficialImagesSourceTest(unittest.TestCase):
                 "harness.OFFICIAL_IMAGES = %r; "
                 "print(json.dumps(harness.ensure_official_images()))"
                 % (os.path.join(tmp, "no-shared"), url, os.path.join(tmp, "build", "oi.git")))
-        env = {k: v for k, v in os.environ.items() if k != "HUBSYNC_OFFICIAL_IMAGES"}
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("HUBSYNC_OFFICIAL_IMAGES", "HUBSYNC_TEST_OFFICIAL_IMAGES")}
         p = subprocess.run([sys.executable, "-c", code], cwd=os.path.join(ROOT, "tests"),
                            env=env, capture_output=True, text=True, timeout=300, check=True)
         return json.loads(p.stdout), os.path.join(tmp, "build", "oi.git")

@@ -216,8 +216,8 @@ static void test_catalog__shared_group_entries_change(void **state)
  * passes it here. */
 static char *data_path(void)
 {
-    const char *env = getenv("HUBSYNC_OFFICIAL_IMAGES");
-    return strdup(env && *env ? env : "(HUBSYNC_OFFICIAL_IMAGES unset: run tests/run.py)");
+    const char *env = getenv("HUBSYNC_TEST_OFFICIAL_IMAGES");
+    return strdup(env && *env ? env : "(HUBSYNC_TEST_OFFICIAL_IMAGES unset: run tests/run.py)");
 }
 
 static int open_data(void **state)
