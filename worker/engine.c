@@ -75,6 +75,7 @@ struct engine {
     struct ev_loop *loop;
     struct reg_client *client;
     struct engine_ops ops;
+    struct engine_reg_ops reg;
     struct engine_opts opts;  /* upstream and target point at the copies below */
     char *upstream, *target;
     struct regent **regs;
@@ -441,7 +442,7 @@ static void node_have(struct node *n)
         ej->out.n.blobs_skipped++;
         node_finish(n, 1);
     } else if (n->need_bytes) {
-        reg_get_manifest(ej->dst, node_repo(n), n->digest, node_got_target_body, n);
+        ej->en->reg.get_manifest(ej->dst, node_repo(n), n->digest, node_got_target_body, n);
     } else {
         node_finish(n, 1);
     }
@@ -472,9 +473,9 @@ static void node_head_target(struct node *n)
     if (ej->cancelled)
         node_finish(n, 0);
     else if (n->is_blob)
-        reg_head_blob(ej->dst, node_repo(n), n->digest, node_target_head, n);
+        ej->en->reg.head_blob(ej->dst, node_repo(n), n->digest, node_target_head, n);
     else
-        reg_head_manifest(ej->dst, node_repo(n), n->digest, node_target_head, n);
+        ej->en->reg.head_manifest(ej->dst, node_repo(n), n->digest, node_target_head, n);
 }
 
 static void node_present(int yes, void *arg)
@@ -657,8 +658,8 @@ static void node_push(struct node *n)
         n->rewrite = 0;
         digest_of(text, len, n->digest);
     }
-    reg_put_manifest(ej->dst, node_repo(n), n->digest, n->media_type, n->body, n->body_len,
-                     node_put_done, n);
+    ej->en->reg.put_manifest(ej->dst, node_repo(n), n->digest, n->media_type, n->body,
+                             n->body_len, node_put_done, n);
 }
 
 static void node_children_done(struct node *n)
@@ -753,7 +754,7 @@ static void node_budget(int granted, long wait_ms, void *grant, void *arg)
     }
     n->grant = grant;
     ej->out.n.upstream_manifest_gets++;
-    reg_get_manifest(ej->up, ej->job.source_repo, n->digest, node_got_upstream, n);
+    ej->en->reg.get_manifest(ej->up, ej->job.source_repo, n->digest, node_got_upstream, n);
 }
 
 static void node_cached(const char *body, size_t len, const char *media_type, void *arg)
@@ -831,7 +832,7 @@ static void blob_slot_run(struct node *n)
     };
     log_debug("job=%s blob %s copy (mount from %s)", ej->job.key, n->digest,
               n->mount_from ? n->mount_from : "-");
-    reg_copy_blob(&spec, node_blob_copied, n);
+    ej->en->reg.copy_blob(&spec, node_blob_copied, n);
 }
 
 static void blob_slot_next(struct engine *en)
@@ -889,8 +890,8 @@ static void root_held(int yes, void *arg)
         if (!t->write || strcmp(t->up, n->root_up) != 0)
             continue;
         ej_hold(ej);
-        reg_put_manifest(ej->dst, ej->job.target_repo, t->tag, n->media_type, n->body,
-                         n->body_len, tag_put_done, ej);
+        ej->en->reg.put_manifest(ej->dst, ej->job.target_repo, t->tag, n->media_type, n->body,
+                                 n->body_len, tag_put_done, ej);
     }
     node_destroy(n);
     ej_release(ej);
@@ -986,7 +987,7 @@ static void verify_rewrites(struct engine_job *ej)
         v->ej = ej;
         v->t = t;
         ej_hold(ej);
-        reg_get_manifest(ej->dst, ej->job.target_repo, t->dst, verify_done, v);
+        ej->en->reg.get_manifest(ej->dst, ej->job.target_repo, t->dst, verify_done, v);
     }
     ej_release(ej);
 }
@@ -1054,9 +1055,11 @@ static void start_heads(struct engine_job *ej)
             ej_hold(ej);
             if (up) {
                 ej->out.n.upstream_manifest_heads++;
-                reg_head_manifest(ej->up, ej->job.source_repo, ej->tags[i].tag, head_done, h);
+                ej->en->reg.head_manifest(ej->up, ej->job.source_repo, ej->tags[i].tag,
+                                          head_done, h);
             } else {
-                reg_head_manifest(ej->dst, ej->job.target_repo, ej->tags[i].tag, head_done, h);
+                ej->en->reg.head_manifest(ej->dst, ej->job.target_repo, ej->tags[i].tag,
+                                          head_done, h);
             }
         }
     }
@@ -1102,7 +1105,12 @@ void engine_opts_default(struct engine_opts *o)
     o->lock_wait_max_s = 1800;
     o->upstream = o->target = NULL;
     o->helper_ttl_s = 300;
+    o->reg = NULL;
 }
+
+static const struct engine_reg_ops engine_reg_client = {
+    reg_head_manifest, reg_get_manifest, reg_put_manifest, reg_head_blob, reg_copy_blob,
+};
 
 struct engine *engine_new(struct ev_loop *loop, struct reg_client *client,
                           const struct engine_ops *ops, const struct engine_opts *opts,
@@ -1111,7 +1119,10 @@ struct engine *engine_new(struct ev_loop *loop, struct reg_client *client,
     if (!loop || !client || !ops || !ops->budget_acquire || !ops->budget_done ||
         !ops->check_target || !ops->present || !ops->mark_present || !ops->forget ||
         !ops->blob_home || !ops->lock || !ops->unlock || !ops->manifest_cached ||
-        !ops->manifest_keep || !ops->still_held || !opts || !opts->upstream || !opts->target) {
+        !ops->manifest_keep || !ops->still_held || !opts || !opts->upstream || !opts->target ||
+        (opts->reg && (!opts->reg->head_manifest || !opts->reg->get_manifest ||
+                       !opts->reg->put_manifest || !opts->reg->head_blob ||
+                       !opts->reg->copy_blob))) {
         err_set(e, "engine: incomplete arguments");
         return NULL;
     }
@@ -1119,7 +1130,9 @@ struct engine *engine_new(struct ev_loop *loop, struct reg_client *client,
     en->loop = loop;
     en->client = client;
     en->ops = *ops;
+    en->reg = opts->reg ? *opts->reg : engine_reg_client;
     en->opts = *opts;
+    en->opts.reg = &en->reg;
     en->opts.upstream = en->upstream = xstrdup(opts->upstream);
     en->opts.target = en->target = xstrdup(opts->target);
     if (en->opts.blob_concurrency < 1)

@@ -19,7 +19,8 @@
  *
  * The fleet's shared state (budget, present sets, locks, mount sources) is
  * reached through struct engine_ops, so the engine itself knows nothing of
- * Redis and can be tested against plain registries. */
+ * Redis; its registry requests go through struct engine_reg_ops, so unit
+ * tests drive it against in-memory registries. */
 #ifndef HUBSYNC_ENGINE_H
 #define HUBSYNC_ENGINE_H
 
@@ -142,6 +143,24 @@ struct engine_ops {
     void (*still_held)(void *ctx, void *job_arg, engine_flag_fn cb, void *arg);
 };
 
+/* The registry requests the engine sends, with the contracts of reg.h and
+ * reg_blob.h (each callback exactly once, later, from the loop). The real
+ * client's functions by default; unit tests drive the engine against an
+ * in-memory registry through these. */
+struct reg_blob_spec;
+struct engine_reg_ops {
+    void (*head_manifest)(struct reg_registry *r, const char *repo, const char *ref,
+                          reg_done_fn done, void *arg);
+    void (*get_manifest)(struct reg_registry *r, const char *repo, const char *ref,
+                         reg_done_fn done, void *arg);
+    void (*put_manifest)(struct reg_registry *r, const char *repo, const char *ref,
+                         const char *media_type, const void *body, size_t len, reg_done_fn done,
+                         void *arg);
+    void (*head_blob)(struct reg_registry *r, const char *repo, const char *digest,
+                      reg_done_fn done, void *arg);
+    void (*copy_blob)(const struct reg_blob_spec *spec, reg_done_fn done, void *arg);
+};
+
 struct engine_opts {
     int blob_concurrency;  /* blob copies at once per engine; default 8 */
     double lock_poll_s;    /* how often a busy lock is looked at again; default 0.25 */
@@ -154,6 +173,8 @@ struct engine_opts {
     /* A credential helper's answer is used this long, then asked again (or
      * at once after a 401 refused it); default 300. */
     double helper_ttl_s;
+    /* NULL (the default): reg_head_manifest, reg_get_manifest, ... (copied). */
+    const struct engine_reg_ops *reg;
 };
 
 void engine_opts_default(struct engine_opts *o);
