@@ -288,6 +288,18 @@ static char *enqueue_and_take(struct fixture *f, const char *key, const char *js
     return id;
 }
 
+/* The lease of consumer's job id ran out: the entry is made idle for an hour (XCLAIM IDLE
+ * JUSTID keeps its owner and delivery count), so a test need not sleep past a lease. */
+static void lease_run_out(struct fixture *f, const char *consumer, const char *id)
+{
+    redisReply *r = redisCommand(f->rc.c, "XCLAIM %s %s %s 0 %s IDLE 3600000 JUSTID",
+                                 f->q.keys.jobs, KEYS_GROUP, consumer, id);
+    assert_non_null(r);
+    assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+    assert_int_equal(r->elements, 1);
+    freeReplyObject(r);
+}
+
 /* ---- queue -------------------------------------------------------------- */
 
 static void test_rq__enqueue_dedupe(void **state)
@@ -343,13 +355,13 @@ static void test_rq__reclaim_after_lease_and_zombie_ack(void **state)
 {
     struct fixture *f = *state;
     assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r1", "abc123")), RQ_DONE);
-    char *id = enqueue_and_take(f, "redis:7", JOB_JSON("redis:7", "r1"), "w1", 500, 5);
+    char *id = enqueue_and_take(f, "redis:7", JOB_JSON("redis:7", "r1"), "w1", 60000, 5);
     struct rq_res res;
-    run(f, rq_cmd_take(&f->q, "w2", 500, 5), &res);
+    run(f, rq_cmd_take(&f->q, "w2", 60000, 5), &res);
     assert_int_equal(res.status, RQ_EMPTY); /* the lease has not run out */
     rq_res_free(&res);
-    sleep_ms(600);
-    run(f, rq_cmd_take(&f->q, "w2", 500, 5), &res);
+    lease_run_out(f, "w1", id);
+    run(f, rq_cmd_take(&f->q, "w2", 60000, 5), &res);
     assert_int_equal(res.status, RQ_JOB);
     assert_string_equal(res.id, id);
     assert_int_equal(res.n, 2); /* the redelivery counts */
@@ -374,16 +386,16 @@ static void test_rq__dead_letter_after_max_deliveries(void **state)
 {
     struct fixture *f = *state;
     assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r9", "c9")), RQ_DONE);
-    char *id = enqueue_and_take(f, "poison:1", JOB_JSON("poison:1", "r9"), "w1", 50, 2);
+    char *id = enqueue_and_take(f, "poison:1", JOB_JSON("poison:1", "r9"), "w1", 60000, 2);
     struct rq_res res;
-    sleep_ms(80);
-    run(f, rq_cmd_take(&f->q, "w2", 50, 2), &res);
+    lease_run_out(f, "w1", id);
+    run(f, rq_cmd_take(&f->q, "w2", 60000, 2), &res);
     assert_int_equal(res.status, RQ_JOB);
     assert_int_equal(res.n, 2);
     rq_res_free(&res);
-    sleep_ms(80);
+    lease_run_out(f, "w2", id);
     /* Third delivery would pass max 2: dead-lettered, and nothing else to take. */
-    run(f, rq_cmd_take(&f->q, "w3", 50, 2), &res);
+    run(f, rq_cmd_take(&f->q, "w3", 60000, 2), &res);
     assert_int_equal(res.status, RQ_EMPTY);
     assert_int_equal(res.nitems, 1);
     assert_string_equal(res.items[0], "poison:1");
@@ -444,10 +456,10 @@ static void test_rq__retry_delayed_promote(void **state)
     assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r2", "c2")), RQ_DONE);
     char *id = enqueue_and_take(f, "golang:1", JOB_JSON("golang:1", "r2"), "w1", 60000, 3);
     const char *again = "{\"v\":1,\"run\":\"r2\",\"key\":\"golang:1\",\"attempt\":1}";
-    assert_int_equal(status_of(f, rq_cmd_retry(&f->q, "w2", id, "golang:1", again, 300,
+    assert_int_equal(status_of(f, rq_cmd_retry(&f->q, "w2", id, "golang:1", again, 60000,
                                                "backoff", "r2", NULL, 0)),
                      RQ_STOLEN);
-    assert_int_equal(status_of(f, rq_cmd_retry(&f->q, "w1", id, "golang:1", again, 300,
+    assert_int_equal(status_of(f, rq_cmd_retry(&f->q, "w1", id, "golang:1", again, 60000,
                                                "backoff", "r2", NULL, 0)),
                      RQ_DONE);
     assert_int_equal(raw_int(f, "XLEN %s", f->q.keys.jobs), 0);
@@ -467,7 +479,8 @@ static void test_rq__retry_delayed_promote(void **state)
     run(f, rq_cmd_promote(&f->q, 10), &res);
     assert_int_equal(res.n, 0); /* not due yet */
     rq_res_free(&res);
-    sleep_ms(350);
+    /* Its time came (a due time in the past, without waiting for one). */
+    assert_int_equal(raw_int(f, "ZADD %s XX 1 golang:1", f->q.keys.jobs_delayed), 0);
     run(f, rq_cmd_promote(&f->q, 10), &res);
     assert_int_equal(res.n, 1);
     rq_res_free(&res);
@@ -931,9 +944,12 @@ static void test_rq__leases_with_tokens(void **state)
     assert_int_equal(status_of(f, rq_cmd_lease_renew(lock, "tokA", 90000)), RQ_DONE);
     assert_true(raw_int(f, "PTTL %s", lock) > 60000);
     assert_int_equal(status_of(f, rq_cmd_lease_release(lock, "tokA")), RQ_DONE);
-    assert_int_equal(status_of(f, rq_cmd_lease_acquire(lock, "tokB", 100)), RQ_DONE);
-    sleep_ms(150); /* expired by itself */
-    assert_int_equal(status_of(f, rq_cmd_lease_acquire(lock, "tokC", 100)), RQ_DONE);
+    assert_int_equal(status_of(f, rq_cmd_lease_acquire(lock, "tokB", 60000)), RQ_DONE);
+    long long pttl = raw_int(f, "PTTL %s", lock);
+    assert_true(pttl > 0 && pttl <= 60000);
+    /* Its time ran out (an expiry in the past, without waiting for one). */
+    assert_int_equal(raw_int(f, "PEXPIREAT %s 1", lock), 1);
+    assert_int_equal(status_of(f, rq_cmd_lease_acquire(lock, "tokC", 60000)), RQ_DONE);
     free(lock);
     assert_int_equal(status_of(f, rq_cmd_lease_acquire(f->q.keys.coordinator, "c1", 5000)),
                      RQ_DONE);
