@@ -133,7 +133,8 @@ struct node {
     size_t body_len;
     char *mount_from;
     void *grant;     /* budget reservation of the upstream GET in flight */
-    int paid;        /* body came from upstream (a pull) and is not on the target yet */
+    char kept[DIGEST_STR_SIZE]; /* the fleet keeps body under this digest until it is
+                                 * pushed: "" if it came from the target */
     ev_timer poll;
     double waited;
 };
@@ -367,9 +368,6 @@ static void node_finish(struct node *n, int ok)
         en->ops.unlock(en->ops.ctx, ej->job.target, n->digest);
     n->locked = 0;
     n->failed = !ok;
-    if (!ok && n->paid && n->body)
-        en->ops.manifest_keep(en->ops.ctx, n->digest, n->media_type ? n->media_type : "",
-                              n->body, n->body_len);
     if (n->is_root) {
         root_done(n);
     } else {
@@ -624,7 +622,9 @@ static void node_put_done(struct reg_result *res, void *arg)
         return;
     }
     ej->out.n.manifests_pushed++;
-    n->paid = 0;
+    if (n->kept[0])
+        ej->en->ops.manifest_drop(ej->en->ops.ctx, n->kept);
+    n->kept[0] = '\0';
     ej->en->ops.mark_present(ej->en->ops.ctx, ej->job.target, node_repo(n), n->digest, 0);
     node_finish(n, 1);
 }
@@ -654,7 +654,6 @@ static void node_push(struct node *n)
         free(n->body);
         n->body = text;
         n->body_len = len;
-        n->paid = 0;
         n->rewrite = 0;
         digest_of(text, len, n->digest);
     }
@@ -691,12 +690,12 @@ static void node_add_children(struct node *n, const struct manifest *m, int veri
         node_children_done(n);
 }
 
-/* The manifest's bytes are in n->body (from upstream or kept from a cut-short
- * attempt): its children come next. */
+/* The manifest's bytes are in n->body (fetched upstream, now or by an earlier
+ * attempt, and kept by the fleet until pushed): its children come next. */
 static void node_have_upstream(struct node *n, const char *content_type)
 {
     struct engine_job *ej = n->ej;
-    n->paid = 1;
+    snprintf(n->kept, sizeof(n->kept), "%s", n->digest);
     struct manifest m;
     struct err e;
     if (manifest_parse(&m, n->body, n->body_len, content_type, &e) < 0) {
@@ -732,6 +731,10 @@ static void node_got_upstream(struct reg_result *res, void *arg)
         return;
     }
     n->body = reg_result_take_body(res, &n->body_len);
+    /* Kept at once: a worker killed from now on leaves the bytes to the one that
+     * takes its job over, so a kill costs only the GETs it had in flight. */
+    ej->en->ops.manifest_keep(ej->en->ops.ctx, n->digest,
+                              res->content_type ? res->content_type : "", n->body, n->body_len);
     node_have_upstream(n, res->content_type);
 }
 
@@ -1119,7 +1122,8 @@ struct engine *engine_new(struct ev_loop *loop, struct reg_client *client,
     if (!loop || !client || !ops || !ops->budget_acquire || !ops->budget_done ||
         !ops->check_target || !ops->present || !ops->mark_present || !ops->forget ||
         !ops->blob_home || !ops->lock || !ops->unlock || !ops->manifest_cached ||
-        !ops->manifest_keep || !ops->still_held || !opts || !opts->upstream || !opts->target ||
+        !ops->manifest_keep || !ops->manifest_drop || !ops->still_held || !opts ||
+        !opts->upstream || !opts->target ||
         (opts->reg && (!opts->reg->head_manifest || !opts->reg->get_manifest ||
                        !opts->reg->put_manifest || !opts->reg->head_blob ||
                        !opts->reg->copy_blob))) {

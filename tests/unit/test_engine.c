@@ -284,6 +284,15 @@ static void fk_body_set(struct fk_bodies *bs, const char *digest, const char *ty
     b->len = len;
 }
 
+static void fk_body_unset(struct fk_bodies *bs, const char *digest)
+{
+    struct fk_body *b = fk_body(bs, digest);
+    if (b) {
+        free(b->body);
+        *b = bs->v[--bs->n];
+    }
+}
+
 static void fk_bodies_free(struct fk_bodies *bs)
 {
     for (size_t i = 0; i < bs->n; i++)
@@ -614,6 +623,14 @@ static void fk_manifest_keep(void *ctx, const char *digest, const char *media_ty
     fk_body_set(&fk->kept, digest, media_type, body, len);
 }
 
+static void fk_manifest_drop(void *ctx, const char *digest)
+{
+    struct fk *fk = ctx;
+    fk_log(fk, "DROP %s", digest);
+    assert_non_null(fk_body(&fk->kept, digest));
+    fk_body_unset(&fk->kept, digest);
+}
+
 static void fk_still_held(void *ctx, void *job_arg, engine_flag_fn cb, void *arg)
 {
     struct fk *fk = ctx;
@@ -652,6 +669,7 @@ static struct fk *fk_new(void)
         .unlock = fk_unlock,
         .manifest_cached = fk_manifest_cached,
         .manifest_keep = fk_manifest_keep,
+        .manifest_drop = fk_manifest_drop,
         .still_held = fk_still_held,
     };
     struct engine_opts o;
@@ -787,11 +805,11 @@ static const char *bb_tag_of(struct fk *fk, const char *tag)
     return r ? r->digest : "";
 }
 
-/* Position of the first log line "what a b", -1 if none. */
+/* Position of the first log line "what a b" ("what a" if b is ""), -1 if none. */
 static int fk_line(const struct fk *fk, const char *what, const char *a, const char *b)
 {
     char line[160];
-    snprintf(line, sizeof(line), "%s %s %s", what, a, b);
+    snprintf(line, sizeof(line), "%s %s%s%s", what, a, *b ? " " : "", b);
     return fk_pos(fk, line);
 }
 
@@ -972,6 +990,37 @@ static void test_engine__not_held_writes_no_tag(void **state)
     fk_free(fk);
 }
 
+/* Every manifest fetched upstream is kept by the time its GET's answer has been taken (a
+ * worker killed from then on costs no second GET), until it is on the target; what a
+ * cut-short attempt fetched, the next one takes from the fleet instead of upstream. */
+static void test_engine__fetched_manifests_kept_until_pushed(void **state)
+{
+    (void)state;
+    struct fk *fk = fk_new();
+    struct bb b;
+    bb_load(fk, &b);
+    fk_fault_add(fk, FK_COPY, b.only_arm64, REG_DIGEST_MISMATCH);
+    fk_run(fk, bb_tags, BB_NTAGS);
+    assert_int_equal(fk->out.status, ENGINE_RETRY);
+    assert_int_equal(fk_count(fk, "GET "), 3);
+    assert_int_equal(fk->unkept, 0);
+    assert_true(fk_line(fk, "KEEP", b.index, "") < fk_line(fk, "GET", b.amd64, ""));
+    /* The amd64 image reached the target: let go once it was there. The rest waits. */
+    assert_true(fk_line(fk, "DROP", b.amd64, "") > fk_line(fk, "PUT", REPO, b.amd64));
+    assert_int_equal(fk->kept.n, 2);
+    assert_non_null(fk_body(&fk->kept, b.index));
+    assert_non_null(fk_body(&fk->kept, b.arm64));
+
+    fk->nfaults = 0;
+    fk_run(fk, bb_tags, BB_NTAGS);
+    assert_int_equal(fk->out.status, ENGINE_DONE);
+    assert_int_equal(fk_count(fk, "GET "), 0);
+    assert_int_equal(fk->out.n.upstream_manifest_gets, 0);
+    assert_int_equal(fk_tag_puts(fk), BB_NTAGS);
+    assert_int_equal(fk->kept.n, 0);
+    fk_free(fk);
+}
+
 /* A registry that does not answer, or answers 5xx, is an outage, named by the job. */
 static void test_engine__unavailable_registry(void **state)
 {
@@ -1016,6 +1065,7 @@ int main(void)
         cmocka_unit_test(test_engine__stale_present_forgotten_and_copied),
         cmocka_unit_test(test_engine__not_held_writes_no_tag),
         cmocka_unit_test(test_engine__unavailable_registry),
+        cmocka_unit_test(test_engine__fetched_manifests_kept_until_pushed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

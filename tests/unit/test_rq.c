@@ -933,6 +933,75 @@ static void test_rq__target_epoch_first_marker_wins(void **state)
     free(key);
 }
 
+/* Body of the manifest kept for digest, or NULL (caller frees). */
+static char *manifest_kept(struct fixture *f, const char *digest)
+{
+    struct rq_res res;
+    run(f, rq_cmd_manifest_cached(&f->q, digest), &res);
+    char *body = NULL;
+    if (res.status == RQ_VALUE) {
+        assert_string_equal(rq_res_field(&res, "type"), "application/json");
+        body = xstrdup(rq_res_field(&res, "body"));
+    } else {
+        assert_int_equal(res.status, RQ_EMPTY);
+    }
+    rq_res_free(&res);
+    return body;
+}
+
+/* Kept manifests expire, go once dropped, and stay under the byte cap plus one body: a
+ * keep lets the oldest go past it. */
+static void test_rq__manifests_kept_under_a_byte_cap(void **state)
+{
+    struct fixture *f = *state;
+    char body[101], digest[4][16];
+    memset(body, 'x', 100);
+    body[100] = '\0';
+    for (int i = 0; i < 4; i++) {
+        snprintf(digest[i], sizeof(digest[i]), "sha256:%d", i);
+        assert_int_equal(status_of(f, rq_cmd_manifest_keep(&f->q, digest[i], "application/json",
+                                                            body, 60000, 250)),
+                         RQ_DONE);
+    }
+    /* 400 bytes kept so far: the first 100 are more than 250 back. */
+    char *kept = manifest_kept(f, digest[0]);
+    assert_null(kept);
+    for (int i = 1; i < 4; i++) {
+        kept = manifest_kept(f, digest[i]);
+        assert_string_equal(kept, body);
+        free(kept);
+    }
+    assert_int_equal(raw_int(f, "ZCARD %s", f->q.keys.manifests), 3);
+    char *key = keys_manifest(&f->q.keys, digest[1]);
+    long long pttl = raw_int(f, "PTTL %s", key);
+    assert_true(pttl > 0 && pttl <= 60000);
+    pttl = raw_int(f, "PTTL %s", f->q.keys.manifests);
+    assert_true(pttl > 0 && pttl <= 60000);
+    free(key);
+    /* On the target now: no longer kept. */
+    assert_int_equal(status_of(f, rq_cmd_manifest_drop(&f->q, digest[3])), RQ_DONE);
+    assert_null(manifest_kept(f, digest[3]));
+    assert_int_equal(raw_int(f, "ZCARD %s", f->q.keys.manifests), 2);
+    assert_int_equal(status_of(f, rq_cmd_manifest_drop(&f->q, digest[3])), RQ_DONE);
+    /* Dropping the newest shortens the log: the next keep still keeps the two before. */
+    assert_int_equal(status_of(f, rq_cmd_manifest_keep(&f->q, digest[0], "application/json",
+                                                        body, 60000, 250)),
+                     RQ_DONE);
+    for (int i = 0; i < 3; i++) {
+        kept = manifest_kept(f, digest[i]);
+        assert_non_null(kept);
+        free(kept);
+    }
+    struct rq_res res;
+    struct err e;
+    assert_int_equal(rq_exec(&f->rc, rq_cmd_manifest_keep(&f->q, digest[0], "application/json",
+                                                          body, 60000, 0),
+                             &res, &e),
+                     -1);
+    rq_res_free(&res);
+    assert_non_null(strstr(e.msg, "max_bytes must be positive"));
+}
+
 static void test_rq__leases_with_tokens(void **state)
 {
     struct fixture *f = *state;
@@ -1522,6 +1591,7 @@ int main(void)
         T(test_rq__present_sets_expire_unless_used),
         T(test_rq__target_epoch_first_marker_wins),
         T(test_rq__leases_with_tokens),
+        T(test_rq__manifests_kept_under_a_byte_cap),
         T(test_rq__run_bookkeeping),
         T(test_rq__run_enqueue_counts_each_key_once),
         T(test_rq__purge_delayed_by_run),
