@@ -85,6 +85,7 @@ int keys_init(struct keys *k, const char *prefix, struct err *e)
     k->coordinator = fixed(k, "coordinator");
     k->stats = fixed(k, "stats");
     k->ctl_paused = fixed(k, "ctl:paused");
+    k->manifests = fixed(k, "manifests");
     return 0;
 }
 
@@ -93,7 +94,7 @@ void keys_free(struct keys *k)
     char **all[] = {&k->prefix, &k->jobs, &k->jobs_index, &k->jobs_delayed,
                     &k->jobs_delayed_payload, &k->jobs_dead, &k->jobs_handover, &k->runs,
                     &k->run_current, &k->synced_commit, &k->workers, &k->coordinator,
-                    &k->stats, &k->ctl_paused};
+                    &k->stats, &k->ctl_paused, &k->manifests};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
         free(*all[i]);
         *all[i] = NULL;

@@ -54,9 +54,14 @@
  *                                               target): state (closed, open, half_open),
  *                                               failures (in a row), until_ms, opened_ms,
  *                                               probes, registry, error, failed_ms
- * <p>manifest:<digest>                   hash    type, body: a manifest fetched upstream whose
- *                                               job was cut short before it reached the target;
- *                                               kept a few days so the retry pays no pull again
+ * <p>manifest:<digest>                   hash    type, body: a manifest fetched upstream and
+ *                                               not yet on the target, kept from the moment it
+ *                                               arrives until it is pushed (or a few days), so a
+ *                                               retry or the worker taking over a killed one's
+ *                                               job pays no pull again
+ * <p>manifests                          zset    the manifest:<digest> keys kept, each scored by
+ *                                               the bytes kept up to it: a keep deletes those
+ *                                               more than a byte cap back
  * <p>budget:<source>                    hash    pull budget per docker-ratelimit-source:
  *                                               limit, window_s, remaining, observed_ms,
  *                                               paused_until_ms, http_429, unlimited
@@ -99,6 +104,7 @@ struct keys {
     char *coordinator;
     char *stats;
     char *ctl_paused;
+    char *manifests;
 };
 
 /* Build the fixed names. prefix NULL means KEYS_PREFIX_DEFAULT; otherwise

@@ -641,14 +641,16 @@ struct rq_cmd *rq_cmd_stats(const struct rq *q)
 }
 
 struct rq_cmd *rq_cmd_manifest_keep(const struct rq *q, const char *digest,
-                                    const char *media_type, const char *body, long long ttl_ms)
+                                    const char *media_type, const char *body, long long ttl_ms,
+                                    long long max_bytes)
 {
     char *key = keys_manifest(&q->keys, digest);
-    struct rq_cmd *c = fcall(K_OK, "hubsync_manifest_keep", 1, key);
+    struct rq_cmd *c = fcall(K_OK, "hubsync_manifest_keep", 2, key, q->keys.manifests);
     free(key);
     arg(c, media_type);
     arg(c, body);
     arg_ll(c, ttl_ms);
+    arg_ll(c, max_bytes);
     return c;
 }
 
@@ -657,6 +659,14 @@ struct rq_cmd *rq_cmd_manifest_cached(const struct rq *q, const char *digest)
     struct rq_cmd *c = cmd_new(K_HASH);
     arg(c, "HGETALL");
     arg_own(c, keys_manifest(&q->keys, digest));
+    return c;
+}
+
+struct rq_cmd *rq_cmd_manifest_drop(const struct rq *q, const char *digest)
+{
+    char *key = keys_manifest(&q->keys, digest);
+    struct rq_cmd *c = fcall(K_OK, "hubsync_manifest_drop", 2, key, q->keys.manifests);
+    free(key);
     return c;
 }
 

@@ -249,13 +249,18 @@ struct rq_cmd *rq_cmd_target_get(const struct rq *q, const char *target);
 struct rq_cmd *rq_cmd_target_epoch(const struct rq *q, const char *target, const char *old,
                                    const char *marker, const char *repo);
 
-/* --- manifests fetched upstream whose job was cut short (budget, failure) --- */
+/* --- manifests fetched upstream and not yet on the target --- */
 
-/* Keep a manifest (text) for ttl_ms so a retry need not pull it again. RQ_DONE. */
+/* Keep a manifest (text) for ttl_ms so a retry, or the worker taking over a
+ * killed one's job, need not pull it again. The bytes kept stay under
+ * max_bytes plus one body: each keep drops the oldest past that. RQ_DONE. */
 struct rq_cmd *rq_cmd_manifest_keep(const struct rq *q, const char *digest,
-                                    const char *media_type, const char *body, long long ttl_ms);
+                                    const char *media_type, const char *body, long long ttl_ms,
+                                    long long max_bytes);
 /* RQ_VALUE items "type", "body" | RQ_EMPTY. The caller verifies the digest. */
 struct rq_cmd *rq_cmd_manifest_cached(const struct rq *q, const char *digest);
+/* The manifest is on the target: no longer kept. RQ_DONE. */
+struct rq_cmd *rq_cmd_manifest_drop(const struct rq *q, const char *digest);
 
 /* --- leases (blob upload locks, the coordinator lease): any key from
  * keys.h, holder token, PX expiry --- */

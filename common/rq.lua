@@ -10,7 +10,7 @@
 -- before the first write.
 
 -- Bump with every change: a program loads this library only over an older one.
-local VERSION = 2
+local VERSION = 3
 
 local function fail(msg)
   error({err = 'ERR hubsync: ' .. msg})
@@ -636,11 +636,32 @@ redis.register_function('hubsync_target_epoch', function(keys, args)
   return redis.call('HGETALL', keys[1])
 end)
 
--- KEYS manifest; ARGV type body ttl_ms -> 1
+-- KEYS manifest manifests; ARGV type body ttl_ms max_bytes -> 1.
+-- The kept manifests are a log of bytes: manifests scores each manifest key by
+-- the log's length once it was added (the top score is the length), and a keep
+-- deletes those more than max_bytes back. What is kept thus stays under
+-- max_bytes plus one body, whatever expired or was dropped meanwhile. (The
+-- keys deleted are not in KEYS: they are members of manifests.)
 redis.register_function('hubsync_manifest_keep', function(keys, args)
-  local ttl = int(args[3], 'ttl_ms')
-  redis.call('HSET', keys[1], 'type', args[1], 'body', args[2])
-  redis.call('PEXPIRE', keys[1], ttl)
+  local manifest, manifests = keys[1], keys[2]
+  local ttl, max = int(args[3], 'ttl_ms'), int(args[4], 'max_bytes')
+  if ttl < 1 or max < 1 then fail('ttl_ms and max_bytes must be positive') end
+  local top = redis.call('ZRANGE', manifests, -1, -1, 'WITHSCORES')
+  local length = (tonumber(top[2]) or 0) + #args[2]
+  redis.call('HSET', manifest, 'type', args[1], 'body', args[2])
+  redis.call('PEXPIRE', manifest, ttl)
+  redis.call('ZADD', manifests, length, manifest)
+  local old = redis.call('ZRANGE', manifests, '-inf', length - max, 'BYSCORE')
+  for _, key in ipairs(old) do redis.call('DEL', key) end
+  redis.call('ZREMRANGEBYSCORE', manifests, '-inf', length - max)
+  redis.call('PEXPIRE', manifests, ttl)
+  return 1
+end)
+
+-- KEYS manifest manifests -> 1
+redis.register_function('hubsync_manifest_drop', function(keys, args)
+  redis.call('DEL', keys[1])
+  redis.call('ZREM', keys[2], keys[1])
   return 1
 end)
 

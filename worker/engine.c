@@ -75,6 +75,7 @@ struct engine {
     struct ev_loop *loop;
     struct reg_client *client;
     struct engine_ops ops;
+    struct engine_reg_ops reg;
     struct engine_opts opts;  /* upstream and target point at the copies below */
     char *upstream, *target;
     struct regent **regs;
@@ -132,7 +133,8 @@ struct node {
     size_t body_len;
     char *mount_from;
     void *grant;     /* budget reservation of the upstream GET in flight */
-    int paid;        /* body came from upstream (a pull) and is not on the target yet */
+    char kept[DIGEST_STR_SIZE]; /* the fleet keeps body under this digest until it is
+                                 * pushed: "" if it came from the target */
     ev_timer poll;
     double waited;
 };
@@ -366,9 +368,6 @@ static void node_finish(struct node *n, int ok)
         en->ops.unlock(en->ops.ctx, ej->job.target, n->digest);
     n->locked = 0;
     n->failed = !ok;
-    if (!ok && n->paid && n->body)
-        en->ops.manifest_keep(en->ops.ctx, n->digest, n->media_type ? n->media_type : "",
-                              n->body, n->body_len);
     if (n->is_root) {
         root_done(n);
     } else {
@@ -441,7 +440,7 @@ static void node_have(struct node *n)
         ej->out.n.blobs_skipped++;
         node_finish(n, 1);
     } else if (n->need_bytes) {
-        reg_get_manifest(ej->dst, node_repo(n), n->digest, node_got_target_body, n);
+        ej->en->reg.get_manifest(ej->dst, node_repo(n), n->digest, node_got_target_body, n);
     } else {
         node_finish(n, 1);
     }
@@ -472,9 +471,9 @@ static void node_head_target(struct node *n)
     if (ej->cancelled)
         node_finish(n, 0);
     else if (n->is_blob)
-        reg_head_blob(ej->dst, node_repo(n), n->digest, node_target_head, n);
+        ej->en->reg.head_blob(ej->dst, node_repo(n), n->digest, node_target_head, n);
     else
-        reg_head_manifest(ej->dst, node_repo(n), n->digest, node_target_head, n);
+        ej->en->reg.head_manifest(ej->dst, node_repo(n), n->digest, node_target_head, n);
 }
 
 static void node_present(int yes, void *arg)
@@ -623,7 +622,9 @@ static void node_put_done(struct reg_result *res, void *arg)
         return;
     }
     ej->out.n.manifests_pushed++;
-    n->paid = 0;
+    if (n->kept[0])
+        ej->en->ops.manifest_drop(ej->en->ops.ctx, n->kept);
+    n->kept[0] = '\0';
     ej->en->ops.mark_present(ej->en->ops.ctx, ej->job.target, node_repo(n), n->digest, 0);
     node_finish(n, 1);
 }
@@ -653,12 +654,11 @@ static void node_push(struct node *n)
         free(n->body);
         n->body = text;
         n->body_len = len;
-        n->paid = 0;
         n->rewrite = 0;
         digest_of(text, len, n->digest);
     }
-    reg_put_manifest(ej->dst, node_repo(n), n->digest, n->media_type, n->body, n->body_len,
-                     node_put_done, n);
+    ej->en->reg.put_manifest(ej->dst, node_repo(n), n->digest, n->media_type, n->body,
+                             n->body_len, node_put_done, n);
 }
 
 static void node_children_done(struct node *n)
@@ -690,12 +690,12 @@ static void node_add_children(struct node *n, const struct manifest *m, int veri
         node_children_done(n);
 }
 
-/* The manifest's bytes are in n->body (from upstream or kept from a cut-short
- * attempt): its children come next. */
+/* The manifest's bytes are in n->body (fetched upstream, now or by an earlier
+ * attempt, and kept by the fleet until pushed): its children come next. */
 static void node_have_upstream(struct node *n, const char *content_type)
 {
     struct engine_job *ej = n->ej;
-    n->paid = 1;
+    snprintf(n->kept, sizeof(n->kept), "%s", n->digest);
     struct manifest m;
     struct err e;
     if (manifest_parse(&m, n->body, n->body_len, content_type, &e) < 0) {
@@ -731,6 +731,10 @@ static void node_got_upstream(struct reg_result *res, void *arg)
         return;
     }
     n->body = reg_result_take_body(res, &n->body_len);
+    /* Kept at once: a worker killed from now on leaves the bytes to the one that
+     * takes its job over, so a kill costs only the GETs it had in flight. */
+    ej->en->ops.manifest_keep(ej->en->ops.ctx, n->digest,
+                              res->content_type ? res->content_type : "", n->body, n->body_len);
     node_have_upstream(n, res->content_type);
 }
 
@@ -753,7 +757,7 @@ static void node_budget(int granted, long wait_ms, void *grant, void *arg)
     }
     n->grant = grant;
     ej->out.n.upstream_manifest_gets++;
-    reg_get_manifest(ej->up, ej->job.source_repo, n->digest, node_got_upstream, n);
+    ej->en->reg.get_manifest(ej->up, ej->job.source_repo, n->digest, node_got_upstream, n);
 }
 
 static void node_cached(const char *body, size_t len, const char *media_type, void *arg)
@@ -831,7 +835,7 @@ static void blob_slot_run(struct node *n)
     };
     log_debug("job=%s blob %s copy (mount from %s)", ej->job.key, n->digest,
               n->mount_from ? n->mount_from : "-");
-    reg_copy_blob(&spec, node_blob_copied, n);
+    ej->en->reg.copy_blob(&spec, node_blob_copied, n);
 }
 
 static void blob_slot_next(struct engine *en)
@@ -889,8 +893,8 @@ static void root_held(int yes, void *arg)
         if (!t->write || strcmp(t->up, n->root_up) != 0)
             continue;
         ej_hold(ej);
-        reg_put_manifest(ej->dst, ej->job.target_repo, t->tag, n->media_type, n->body,
-                         n->body_len, tag_put_done, ej);
+        ej->en->reg.put_manifest(ej->dst, ej->job.target_repo, t->tag, n->media_type, n->body,
+                                 n->body_len, tag_put_done, ej);
     }
     node_destroy(n);
     ej_release(ej);
@@ -986,7 +990,7 @@ static void verify_rewrites(struct engine_job *ej)
         v->ej = ej;
         v->t = t;
         ej_hold(ej);
-        reg_get_manifest(ej->dst, ej->job.target_repo, t->dst, verify_done, v);
+        ej->en->reg.get_manifest(ej->dst, ej->job.target_repo, t->dst, verify_done, v);
     }
     ej_release(ej);
 }
@@ -1054,9 +1058,11 @@ static void start_heads(struct engine_job *ej)
             ej_hold(ej);
             if (up) {
                 ej->out.n.upstream_manifest_heads++;
-                reg_head_manifest(ej->up, ej->job.source_repo, ej->tags[i].tag, head_done, h);
+                ej->en->reg.head_manifest(ej->up, ej->job.source_repo, ej->tags[i].tag,
+                                          head_done, h);
             } else {
-                reg_head_manifest(ej->dst, ej->job.target_repo, ej->tags[i].tag, head_done, h);
+                ej->en->reg.head_manifest(ej->dst, ej->job.target_repo, ej->tags[i].tag,
+                                          head_done, h);
             }
         }
     }
@@ -1102,7 +1108,12 @@ void engine_opts_default(struct engine_opts *o)
     o->lock_wait_max_s = 1800;
     o->upstream = o->target = NULL;
     o->helper_ttl_s = 300;
+    o->reg = NULL;
 }
+
+static const struct engine_reg_ops engine_reg_client = {
+    reg_head_manifest, reg_get_manifest, reg_put_manifest, reg_head_blob, reg_copy_blob,
+};
 
 struct engine *engine_new(struct ev_loop *loop, struct reg_client *client,
                           const struct engine_ops *ops, const struct engine_opts *opts,
@@ -1111,7 +1122,11 @@ struct engine *engine_new(struct ev_loop *loop, struct reg_client *client,
     if (!loop || !client || !ops || !ops->budget_acquire || !ops->budget_done ||
         !ops->check_target || !ops->present || !ops->mark_present || !ops->forget ||
         !ops->blob_home || !ops->lock || !ops->unlock || !ops->manifest_cached ||
-        !ops->manifest_keep || !ops->still_held || !opts || !opts->upstream || !opts->target) {
+        !ops->manifest_keep || !ops->manifest_drop || !ops->still_held || !opts ||
+        !opts->upstream || !opts->target ||
+        (opts->reg && (!opts->reg->head_manifest || !opts->reg->get_manifest ||
+                       !opts->reg->put_manifest || !opts->reg->head_blob ||
+                       !opts->reg->copy_blob))) {
         err_set(e, "engine: incomplete arguments");
         return NULL;
     }
@@ -1119,7 +1134,9 @@ struct engine *engine_new(struct ev_loop *loop, struct reg_client *client,
     en->loop = loop;
     en->client = client;
     en->ops = *ops;
+    en->reg = opts->reg ? *opts->reg : engine_reg_client;
     en->opts = *opts;
+    en->opts.reg = &en->reg;
     en->opts.upstream = en->upstream = xstrdup(opts->upstream);
     en->opts.target = en->target = xstrdup(opts->target);
     if (en->opts.blob_concurrency < 1)

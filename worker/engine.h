@@ -4,8 +4,10 @@
  * For a job the engine HEADs every tag upstream (free on Docker Hub) and on
  * the target; tags whose digests already match are left alone. Each distinct
  * upstream digest still needed becomes a root: its manifest is taken from the
- * target when the target has it (free), else GET once from upstream (one
- * counted pull, reserved from the shared budget first). Children of an index
+ * target when the target has it (free), else from the fleet when an earlier
+ * attempt or a killed worker fetched it, else GET once from upstream (one
+ * counted pull, reserved from the shared budget first; the fleet keeps the
+ * bytes from their arrival until they are on the target). Children of an index
  * and blobs of an image are copied only when the target lacks them: a shared
  * "present" set and a target HEAD say so (the set is a hint: what the target
  * turns out to lack is forgotten and copied in the same job, and a manifest
@@ -19,7 +21,8 @@
  *
  * The fleet's shared state (budget, present sets, locks, mount sources) is
  * reached through struct engine_ops, so the engine itself knows nothing of
- * Redis and can be tested against plain registries. */
+ * Redis; its registry requests go through struct engine_reg_ops, so unit
+ * tests drive it against in-memory registries. */
 #ifndef HUBSYNC_ENGINE_H
 #define HUBSYNC_ENGINE_H
 
@@ -129,17 +132,40 @@ struct engine_ops {
     void (*lock)(void *ctx, const char *target, const char *digest, engine_flag_fn cb,
                  void *arg);
     void (*unlock)(void *ctx, const char *target, const char *digest);
-    /* A manifest an earlier, cut-short attempt fetched upstream (the engine
-     * verifies its digest), so that a retry pays no pull again ... */
+    /* A manifest fetched upstream by an earlier attempt or by a worker that
+     * was killed (the engine verifies its digest), so that the retry, or the
+     * worker taking over the job, pays no pull again ... */
     void (*manifest_cached)(void *ctx, const char *digest, engine_bytes_fn cb, void *arg);
-    /* ... and keeping one that was fetched but did not reach the target. */
+    /* ... keeping each one as soon as it arrives, before anything else is
+     * done with it ... */
     void (*manifest_keep)(void *ctx, const char *digest, const char *media_type,
                           const char *body, size_t len);
+    /* ... and no longer once it (or, under the rewrite policy, the index made
+     * from it) is on the target. */
+    void (*manifest_drop)(void *ctx, const char *digest);
     /* Is the job still ours? Asked before each root's tag writes, since another
      * worker may have taken the job over while it copied; no (or no answer)
      * cancels the job, and no tag is written. job_arg is the arg engine_start
      * got for the job. */
     void (*still_held)(void *ctx, void *job_arg, engine_flag_fn cb, void *arg);
+};
+
+/* The registry requests the engine sends, with the contracts of reg.h and
+ * reg_blob.h (each callback exactly once, later, from the loop). The real
+ * client's functions by default; unit tests drive the engine against an
+ * in-memory registry through these. */
+struct reg_blob_spec;
+struct engine_reg_ops {
+    void (*head_manifest)(struct reg_registry *r, const char *repo, const char *ref,
+                          reg_done_fn done, void *arg);
+    void (*get_manifest)(struct reg_registry *r, const char *repo, const char *ref,
+                         reg_done_fn done, void *arg);
+    void (*put_manifest)(struct reg_registry *r, const char *repo, const char *ref,
+                         const char *media_type, const void *body, size_t len, reg_done_fn done,
+                         void *arg);
+    void (*head_blob)(struct reg_registry *r, const char *repo, const char *digest,
+                      reg_done_fn done, void *arg);
+    void (*copy_blob)(const struct reg_blob_spec *spec, reg_done_fn done, void *arg);
 };
 
 struct engine_opts {
@@ -154,6 +180,8 @@ struct engine_opts {
     /* A credential helper's answer is used this long, then asked again (or
      * at once after a 401 refused it); default 300. */
     double helper_ttl_s;
+    /* NULL (the default): reg_head_manifest, reg_get_manifest, ... (copied). */
+    const struct engine_reg_ops *reg;
 };
 
 void engine_opts_default(struct engine_opts *o);

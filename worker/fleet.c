@@ -30,8 +30,14 @@
 #define FLEET_UNKNOWN_WAIT_MS 10000L
 /* How long a budget request waits for an unreachable Redis before the job is deferred. */
 #define FLEET_REDIS_WAIT_S 600.0
-/* Manifests fetched by a job that was cut short are kept this long. */
+/* Manifests fetched upstream are kept in Redis until they are on the target, at
+ * most this long (a deferred job may wait for the next budget window) ... */
 #define FLEET_KEEP_MS (3LL * 24 * 3600 * 1000)
+/* ... and at most this many bytes of them fleet-wide, the oldest going first
+ * (what a fleet has fetched and not yet pushed is a few MiB) ... */
+#define FLEET_KEEP_MAX_BYTES (64LL << 20)
+/* ... of bodies up to this size (an image manifest or index is a few KiB). */
+#define FLEET_KEEP_BODY_MAX (1L << 20)
 /* A marker found on a target is trusted this long before it is HEADed again;
  * a marker that could not be written is not tried again sooner. */
 #define FLEET_EPOCH_CHECK_S 60.0
@@ -688,7 +694,7 @@ void fleet_tick(struct fleet *f)
         fleet_exec(f, rq_cmd_lease_renew(h->key, h->token, f->lock_ttl_ms), NULL, NULL);
 }
 
-/* ---- manifests kept from cut-short attempts ----------------------------------------- */
+/* ---- manifests kept until they are on the target ------------------------------------ */
 
 struct bytes_req {
     engine_bytes_fn cb;
@@ -719,10 +725,17 @@ static void ops_manifest_keep(void *ctx, const char *digest, const char *media_t
 {
     struct fleet *f = ctx;
     /* Manifests are JSON text; anything with a NUL byte is not worth keeping. */
-    if (strlen(body) != len)
+    if (len > FLEET_KEEP_BODY_MAX || strlen(body) != len)
         return;
-    fleet_exec(f, rq_cmd_manifest_keep(f->q, digest, media_type, body, FLEET_KEEP_MS), NULL,
-               NULL);
+    fleet_exec(f, rq_cmd_manifest_keep(f->q, digest, media_type, body, FLEET_KEEP_MS,
+                                       FLEET_KEEP_MAX_BYTES),
+               NULL, NULL);
+}
+
+static void ops_manifest_drop(void *ctx, const char *digest)
+{
+    struct fleet *f = ctx;
+    fleet_exec(f, rq_cmd_manifest_drop(f->q, digest), NULL, NULL);
 }
 
 /* ---- life cycle ----------------------------------------------------------------------- */
@@ -779,4 +792,5 @@ void fleet_engine_ops(struct fleet *f, struct engine_ops *out)
     out->unlock = ops_unlock;
     out->manifest_cached = ops_manifest_cached;
     out->manifest_keep = ops_manifest_keep;
+    out->manifest_drop = ops_manifest_drop;
 }

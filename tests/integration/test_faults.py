@@ -8,6 +8,8 @@ clean run's, no tag on the target ever points at a missing manifest or blob (che
 continuously while the run goes), every blob on the target hashes to its digest, and the
 stand-in never saw a token sent to its CDN host.
 
+KillCostTest checks what kills cost: no manifest a killed worker had fetched is paid for again.
+
 HUBSYNC_FULL=1 (`make reliability`) runs 20 kill trials instead of 3.
 """
 import hashlib
@@ -329,6 +331,97 @@ class WorkerKillTest(FaultBase):
                       % (seed, kills, report["run"], time.time() - t0), flush=True)
         self.assertGreater(total_kills, 0)
         print("worker kill trials: %d, workers killed: %d" % (len(seeds), total_kills))
+
+
+KILL_COST_REPOS = ["busybox", "hello-world", "memcached"]
+KILL_COST_KILLS = 4
+# A manifest the stand-in answered this shortly before a kill may not have reached the
+# killed worker's keeping yet: it counts as in flight.
+IN_FLIGHT_S = 0.05
+
+
+class KillCostTest(StackCase):
+    """A killed worker's work is not paid for twice: the manifests it fetched are found by
+    the worker that takes its jobs over, so a sync with SIGKILLs at random points costs the
+    minimum (one counted GET per distinct manifest) plus only the GETs the killed workers
+    had in flight. Each worker pulls as its own stand-in user, so the stand-in's request log
+    says which GETs were the victim's and when their answers went out."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.users = ["w%d" % i for i in range(2 + KILL_COST_KILLS)]
+        cls.hub = Standin(users=["%s:pw-%s:unlimited" % (u, u) for u in cls.users]).start()
+        cls.pushed = cls.hub.load(catalog(KILL_COST_REPOS))
+        # Blobs take a while (as from Hub's CDN), manifests do not: a worker is killed while
+        # it copies the blobs of manifests it has fetched.
+        cls.hub.config(bandwidth=1024)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.hub.stop()
+
+    def start_worker(self, st, users, owner):
+        """A worker pulling as the next unused user; owner maps it to its user."""
+        user = users.pop(0)
+        st.env = dict(os.environ, HUBSYNC_UPSTREAM_USERNAME=user,
+                      HUBSYNC_UPSTREAM_PASSWORD="pw-" + user)
+        owner[st.start_worker()] = user
+
+    def gets_of(self, user):
+        return self.hub.counters()["sources"].get(user, {}).get("used", 0)
+
+    def in_flight(self, user, killed_at):
+        """The victim's counted GETs not answered IN_FLIGHT_S before it was killed."""
+        return sum(1 for e in self.hub.requests()
+                   if e["counted"] and e["source"] == user
+                   and e["t"] + e["ms"] / 1000.0 > killed_at - IN_FLIGHT_S)
+
+    def test_killed_workers_fetches_are_not_paid_again(self):
+        rng = random.Random(int(os.environ.get("HUBSYNC_SEED", "1000")))
+        self.hub.reset_counters()
+        # Fewer jobs at once than there are: workers take jobs (and pay) all along the run.
+        st = Stack(self.hub, self.redis, self.target, repos=KILL_COST_REPOS,
+                   worker_args=["--concurrency", "1"])
+        users = list(self.users)
+        owner = {}
+        st.start_coordinator()
+        st.wait_enqueued()
+        for _ in range(2):
+            self.start_worker(st, users, owner)
+        kills = []
+        try:
+            while len(kills) < KILL_COST_KILLS and st.coord.poll() is None:
+                # A worker is killed at a random moment after it paid for a few more
+                # manifests: mid-work. One that pays for none for a while has no work.
+                victim = rng.choice([w for w in owner if w.poll() is None])
+                gets = self.gets_of(owner[victim]) + rng.randint(1, 10)
+                deadline = time.time() + 5
+                while self.gets_of(owner[victim]) < gets and time.time() < deadline:
+                    time.sleep(0.005)
+                if self.gets_of(owner[victim]) < gets:
+                    continue
+                time.sleep(rng.uniform(0, 0.5))
+                victim.send_signal(signal.SIGKILL)
+                kills.append((owner[victim], time.time()))
+                victim.wait()
+                self.start_worker(st, users, owner)
+            rc, report = st.report()
+        finally:
+            st.stop_workers()
+        self.assertEqual(rc, 0, report)
+        self.assertEqual(report["status"], "complete", report)
+        got = snapshot(self.target.url, KILL_COST_REPOS)
+        for (repo, tag), digest in pushed_tags(self.pushed, KILL_COST_REPOS).items():
+            self.assertEqual(got["tags"].get("%s:%s" % (repo, tag)), digest)
+        minimum = len(got["manifests"])
+        total = self.hub.counters()["manifest_get"]
+        in_flight = sum(self.in_flight(u, t) for u, t in kills)
+        print("  %d workers killed: %d counted GETs for a minimum of %d, %d in flight at the "
+              "kills; %s manifests still kept in Redis"
+              % (len(kills), total, minimum, in_flight,
+                 self.redis.cli_raw("ZCARD", "hubsync:manifests").strip()), flush=True)
+        self.assertEqual(len(kills), KILL_COST_KILLS)
+        self.assertLessEqual(total, minimum + in_flight)
 
 
 class RedisRestartTest(FaultBase):

@@ -1,14 +1,24 @@
-/* Unit tests for worker/engine's names, which reports, logs and dead letters use, and for
- * what a registry's answer means for a job. */
+/* Unit tests for worker/engine: its names and what a registry's answer means for a job, and
+ * engine_start driven on a real libev loop against an in-memory registry (engine_reg_ops)
+ * and an in-memory fleet (engine_ops): the fewest-GETs algorithm, the order of the target's
+ * writes, and what a failure, a spent budget, a stale present set or a lost lease leave. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
+#include <ev.h>
 
+#include "digest.h"
 #include "engine.h"
+#include "log.h"
+#include "manifest.h"
+#include "reg_blob.h"
+#include "xalloc.h"
 
 static void test_engine__status_names(void **state)
 {
@@ -67,12 +77,995 @@ static void test_engine__status_of_registry_answers(void **state)
     }
 }
 
+/* ---- an in-memory registry pair and fleet -------------------------------------------- */
+
+#define UP_URL "http://up.test"
+#define DST_URL "http://dst.test"
+#define REPO "library/busybox"
+#define FK_MAX 64
+#define FK_LOG 256
+
+/* Something in a repository: a manifest by tag or digest (ref), or a blob (ref = digest). */
+struct fk_ref {
+    char repo[32];
+    char ref[DIGEST_STR_SIZE];
+    char digest[DIGEST_STR_SIZE];
+};
+
+struct fk_refs {
+    struct fk_ref v[FK_MAX];
+    size_t n;
+};
+
+/* A manifest's bytes, by digest. */
+struct fk_body {
+    char digest[DIGEST_STR_SIZE];
+    char type[64];
+    char *body;
+    size_t len;
+};
+
+struct fk_bodies {
+    struct fk_body v[FK_MAX];
+    size_t n;
+};
+
+enum fk_op { FK_HEAD_UP, FK_GET_UP, FK_PUT, FK_COPY };
+
+/* Requests that fail: op on ref (a tag or digest) answers cls. */
+struct fk_fault {
+    enum fk_op op;
+    char ref[DIGEST_STR_SIZE];
+    enum reg_class cls;
+};
+
+/* A callback owed to the engine, run later from the loop, in the order owed. */
+enum fk_kind { FK_REG, FK_FLAG, FK_BUDGET, FK_HOME, FK_READY, FK_BYTES };
+struct fk_call {
+    struct fk_call *next;
+    enum fk_kind kind;
+    void *arg;
+    reg_done_fn done;
+    struct reg_result res; /* FK_REG; FK_BYTES: body, body_len */
+    char digest[DIGEST_STR_SIZE];
+    char type[64];
+    int upstream_get;
+    engine_flag_fn flag;
+    engine_budget_fn budget;
+    engine_home_fn home;
+    engine_ready_fn ready;
+    engine_bytes_fn bytes;
+    int yes;
+    char repo[32]; /* FK_HOME: "" for none */
+};
+
+struct fk {
+    struct ev_loop *loop;
+    ev_idle idle;
+    struct fk_call *head, *tail;
+    struct reg_client *client;
+    struct engine *en;
+    /* the registries */
+    struct fk_bodies bodies; /* every manifest either registry has */
+    struct fk_refs up_tags;  /* upstream tags (of REPO) */
+    struct fk_refs dst;      /* the target's manifests, by tag and by digest */
+    struct fk_refs blobs;    /* the target's blobs */
+    struct fk_fault faults[4];
+    size_t nfaults;
+    int refused;             /* manifest PUTs refused for a missing reference */
+    int tag_first;           /* tags PUT before their manifest was PUT by digest */
+    int unkept;              /* upstream GETs whose bytes were not kept when answered */
+    /* the fleet */
+    int grants;              /* budget grants left; -1: unlimited */
+    int granted, settled;
+    int held;                /* still_held's answer */
+    struct fk_refs present;
+    struct fk_refs homes;    /* repo has blob digest */
+    struct fk_refs locks;    /* ref = digest */
+    struct fk_bodies kept;
+    /* what the engine did, in order */
+    char log[FK_LOG][160];
+    size_t nlog;
+    int finished;
+    struct engine_outcome out;
+};
+
+/* The world the registry functions (which take no context, as reg.h's) answer from. */
+static struct fk *fk_now;
+
+static void fk_log(struct fk *fk, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void fk_log(struct fk *fk, const char *fmt, ...)
+{
+    assert_true(fk->nlog < FK_LOG);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(fk->log[fk->nlog++], sizeof(fk->log[0]), fmt, ap);
+    va_end(ap);
+}
+
+/* Position of the first log line equal to line, -1 if none. */
+static int fk_pos(const struct fk *fk, const char *line)
+{
+    for (size_t i = 0; i < fk->nlog; i++)
+        if (strcmp(fk->log[i], line) == 0)
+            return (int)i;
+    return -1;
+}
+
+static int fk_count(const struct fk *fk, const char *prefix)
+{
+    int n = 0;
+    for (size_t i = 0; i < fk->nlog; i++)
+        n += strncmp(fk->log[i], prefix, strlen(prefix)) == 0;
+    return n;
+}
+
+static int fk_count_of(const struct fk *fk, const char *what, const char *digest)
+{
+    char line[160];
+    snprintf(line, sizeof(line), "%s %s", what, digest);
+    return fk_count(fk, line);
+}
+
+static int fk_is_tag_put(const char *line)
+{
+    return strncmp(line, "PUT ", 4) == 0 && !strstr(line, " sha256:");
+}
+
+static int fk_tag_puts(const struct fk *fk)
+{
+    int n = 0;
+    for (size_t i = 0; i < fk->nlog; i++)
+        n += fk_is_tag_put(fk->log[i]);
+    return n;
+}
+
+/* 1 if no manifest PUT by digest comes after a tag PUT. */
+static int fk_tags_last(const struct fk *fk)
+{
+    int tag_seen = 0;
+    for (size_t i = 0; i < fk->nlog; i++) {
+        if (fk_is_tag_put(fk->log[i]))
+            tag_seen = 1;
+        else if (tag_seen && strncmp(fk->log[i], "PUT ", 4) == 0)
+            return 0;
+    }
+    return 1;
+}
+
+static struct fk_ref *fk_find(struct fk_refs *rs, const char *repo, const char *ref)
+{
+    for (size_t i = 0; i < rs->n; i++)
+        if ((!repo || strcmp(rs->v[i].repo, repo) == 0) && strcmp(rs->v[i].ref, ref) == 0)
+            return &rs->v[i];
+    return NULL;
+}
+
+/* repo:ref names digest (replacing what it named). */
+static void fk_set(struct fk_refs *rs, const char *repo, const char *ref, const char *digest)
+{
+    struct fk_ref *r = fk_find(rs, repo, ref);
+    if (!r) {
+        assert_true(rs->n < FK_MAX);
+        r = &rs->v[rs->n++];
+    }
+    snprintf(r->repo, sizeof(r->repo), "%s", repo);
+    snprintf(r->ref, sizeof(r->ref), "%s", ref);
+    snprintf(r->digest, sizeof(r->digest), "%s", digest);
+}
+
+static void fk_unset(struct fk_refs *rs, const char *repo, const char *ref)
+{
+    struct fk_ref *r = fk_find(rs, repo, ref);
+    if (r)
+        *r = rs->v[--rs->n];
+}
+
+static struct fk_body *fk_body(struct fk_bodies *bs, const char *digest)
+{
+    for (size_t i = 0; i < bs->n; i++)
+        if (strcmp(bs->v[i].digest, digest) == 0)
+            return &bs->v[i];
+    return NULL;
+}
+
+static void fk_body_set(struct fk_bodies *bs, const char *digest, const char *type,
+                        const char *body, size_t len)
+{
+    struct fk_body *b = fk_body(bs, digest);
+    if (!b) {
+        assert_true(bs->n < FK_MAX);
+        b = &bs->v[bs->n++];
+    }
+    free(b->body);
+    snprintf(b->digest, sizeof(b->digest), "%s", digest);
+    snprintf(b->type, sizeof(b->type), "%s", type);
+    b->body = xstrndup(body, len);
+    b->len = len;
+}
+
+static void fk_body_unset(struct fk_bodies *bs, const char *digest)
+{
+    struct fk_body *b = fk_body(bs, digest);
+    if (b) {
+        free(b->body);
+        *b = bs->v[--bs->n];
+    }
+}
+
+static void fk_bodies_free(struct fk_bodies *bs)
+{
+    for (size_t i = 0; i < bs->n; i++)
+        free(bs->v[i].body);
+    bs->n = 0;
+}
+
+static struct fk_call *fk_call_new(struct fk *fk, enum fk_kind kind, void *arg)
+{
+    struct fk_call *c = xcalloc(1, sizeof(*c));
+    c->kind = kind;
+    c->arg = arg;
+    c->res.retry_after = -1;
+    c->res.length = -1;
+    if (fk->tail)
+        fk->tail->next = c;
+    else
+        fk->head = c;
+    fk->tail = c;
+    ev_idle_start(fk->loop, &fk->idle);
+    return c;
+}
+
+static void fk_fire(struct ev_loop *loop, ev_idle *w, int revents)
+{
+    (void)revents;
+    struct fk *fk = w->data;
+    struct fk_call *c = fk->head;
+    fk->head = c->next;
+    if (!fk->head) {
+        fk->tail = NULL;
+        ev_idle_stop(loop, w);
+    }
+    switch (c->kind) {
+    case FK_REG:
+        c->done(&c->res, c->arg);
+        if (c->upstream_get && c->res.cls == REG_OK && !fk_body(&fk->kept, c->digest))
+            fk->unkept++;
+        break;
+    case FK_FLAG: c->flag(c->yes, c->arg); break;
+    case FK_BUDGET: c->budget(c->yes, c->yes ? 0 : 60000, c->yes ? fk : NULL, c->arg); break;
+    case FK_HOME: c->home(c->repo[0] ? c->repo : NULL, c->arg); break;
+    case FK_READY: c->ready(c->arg); break;
+    case FK_BYTES:
+        c->bytes(c->res.body, c->res.body_len, c->res.body ? c->type : NULL, c->arg);
+        break;
+    }
+    free(c->res.body);
+    free(c);
+}
+
+/* -- the registries (engine_reg_ops) -- */
+
+static int fk_upstream(struct reg_registry *r)
+{
+    return strcmp(reg_registry_url(r), UP_URL) == 0;
+}
+
+static struct fk_call *fk_reg_call(reg_done_fn done, void *arg)
+{
+    struct fk_call *c = fk_call_new(fk_now, FK_REG, arg);
+    c->done = done;
+    return c;
+}
+
+/* 1 (c answered with the fault) if op on ref is to fail. */
+static int fk_faulty(struct fk_call *c, enum fk_op op, const char *ref)
+{
+    for (size_t i = 0; i < fk_now->nfaults; i++) {
+        const struct fk_fault *f = &fk_now->faults[i];
+        if (f->op == op && strcmp(f->ref, ref) == 0) {
+            c->res.cls = f->cls;
+            c->res.status = f->cls == REG_NOT_FOUND ? 404 : f->cls == REG_SERVER ? 503 : 400;
+            snprintf(c->res.msg, sizeof(c->res.msg), "fake: %s refused", ref);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void fk_answer(struct fk_call *c, const struct fk_body *b)
+{
+    if (!b) {
+        c->res.cls = REG_NOT_FOUND;
+        c->res.status = 404;
+        snprintf(c->res.msg, sizeof(c->res.msg), "fake: not found");
+        return;
+    }
+    c->res.status = 200;
+    snprintf(c->digest, sizeof(c->digest), "%s", b->digest);
+    snprintf(c->type, sizeof(c->type), "%s", b->type);
+    c->res.digest = c->digest;
+    c->res.content_type = c->type;
+    c->res.length = (long long)b->len;
+}
+
+/* What ref names in repo of r, or NULL. */
+static struct fk_body *fk_lookup(struct reg_registry *r, const char *repo, const char *ref)
+{
+    struct fk *fk = fk_now;
+    if (fk_upstream(r)) {
+        struct fk_ref *t = fk_find(&fk->up_tags, repo, ref);
+        return fk_body(&fk->bodies, t ? t->digest : ref);
+    }
+    struct fk_ref *m = fk_find(&fk->dst, repo, ref);
+    return m ? fk_body(&fk->bodies, m->digest) : NULL;
+}
+
+static void fk_head_manifest(struct reg_registry *r, const char *repo, const char *ref,
+                             reg_done_fn done, void *arg)
+{
+    struct fk_call *c = fk_reg_call(done, arg);
+    if (!(fk_upstream(r) && fk_faulty(c, FK_HEAD_UP, ref)))
+        fk_answer(c, fk_lookup(r, repo, ref));
+}
+
+static void fk_get_manifest(struct reg_registry *r, const char *repo, const char *ref,
+                            reg_done_fn done, void *arg)
+{
+    struct fk_call *c = fk_reg_call(done, arg);
+    if (fk_upstream(r)) {
+        fk_log(fk_now, "GET %s", ref); /* counted, whatever the answer */
+        if (fk_faulty(c, FK_GET_UP, ref))
+            return;
+        c->upstream_get = 1;
+    }
+    struct fk_body *b = fk_lookup(r, repo, ref);
+    fk_answer(c, b);
+    if (b) {
+        c->res.body = xstrndup(b->body, b->len);
+        c->res.body_len = b->len;
+    }
+}
+
+/* A registry refuses a manifest that references what the repository lacks. */
+static int fk_references_present(const char *repo, const char *body, size_t len,
+                                 const char *type)
+{
+    struct manifest m;
+    struct err e;
+    assert_int_equal(manifest_parse(&m, body, len, type, &e), 0);
+    int ok = 1;
+    for (size_t i = 0; i < m.nitems; i++)
+        if (!fk_find(m.is_index ? &fk_now->dst : &fk_now->blobs, repo, m.items[i].digest))
+            ok = 0;
+    manifest_free(&m);
+    return ok;
+}
+
+static void fk_put_manifest(struct reg_registry *r, const char *repo, const char *ref,
+                            const char *media_type, const void *body, size_t len,
+                            reg_done_fn done, void *arg)
+{
+    struct fk *fk = fk_now;
+    struct fk_call *c = fk_reg_call(done, arg);
+    assert_false(fk_upstream(r));
+    fk_log(fk, "PUT %s %s", repo, ref);
+    if (fk_faulty(c, FK_PUT, ref))
+        return;
+    char d[DIGEST_STR_SIZE];
+    digest_of(body, len, d);
+    if (strncmp(ref, "sha256:", 7) == 0)
+        assert_string_equal(ref, d); /* the exact bytes, by their digest */
+    if (!fk_references_present(repo, body, len, media_type)) {
+        fk->refused++;
+        c->res.cls = REG_PROTOCOL;
+        c->res.status = 400;
+        snprintf(c->res.msg, sizeof(c->res.msg), "fake: MANIFEST_BLOB_UNKNOWN");
+        return;
+    }
+    if (!fk_body(&fk->bodies, d))
+        fk_body_set(&fk->bodies, d, media_type, body, len);
+    if (!fk_find(&fk->dst, repo, d))
+        fk->tag_first += strcmp(ref, d) != 0;
+    fk_set(&fk->dst, repo, d, d);
+    fk_set(&fk->dst, repo, ref, d);
+    fk_answer(c, fk_body(&fk->bodies, d));
+}
+
+static void fk_head_blob(struct reg_registry *r, const char *repo, const char *digest,
+                         reg_done_fn done, void *arg)
+{
+    struct fk_call *c = fk_reg_call(done, arg);
+    assert_false(fk_upstream(r));
+    if (fk_find(&fk_now->blobs, repo, digest)) {
+        c->res.status = 200;
+        c->res.length = 1;
+    } else {
+        c->res.cls = REG_NOT_FOUND;
+        c->res.status = 404;
+    }
+}
+
+static void fk_copy_blob(const struct reg_blob_spec *spec, reg_done_fn done, void *arg)
+{
+    struct fk *fk = fk_now;
+    struct fk_call *c = fk_reg_call(done, arg);
+    fk_log(fk, "COPY %s %s", spec->digest, spec->mount_from ? spec->mount_from : "-");
+    if (fk_faulty(c, FK_COPY, spec->digest))
+        return;
+    c->res.status = 201;
+    c->res.mounted = spec->mount_from && fk_find(&fk->blobs, spec->mount_from, spec->digest);
+    c->res.length = c->res.mounted ? 0 : spec->size;
+    fk_set(&fk->blobs, spec->dst_repo, spec->digest, spec->digest);
+}
+
+/* -- the fleet (engine_ops) -- */
+
+static struct fk_call *fk_flag_call(struct fk *fk, engine_flag_fn cb, void *arg, int yes)
+{
+    struct fk_call *c = fk_call_new(fk, FK_FLAG, arg);
+    c->flag = cb;
+    c->yes = yes;
+    return c;
+}
+
+static void fk_budget_acquire(void *ctx, struct reg_registry *up, const char *repo,
+                              const char *ref, engine_budget_fn cb, void *arg)
+{
+    struct fk *fk = ctx;
+    (void)up;
+    (void)repo;
+    (void)ref;
+    struct fk_call *c = fk_call_new(fk, FK_BUDGET, arg);
+    c->budget = cb;
+    c->yes = fk->grants != 0;
+    if (c->yes) {
+        fk->granted++;
+        if (fk->grants > 0)
+            fk->grants--;
+    }
+}
+
+static void fk_budget_done(void *ctx, struct reg_registry *up, void *grant,
+                           const struct reg_result *res)
+{
+    struct fk *fk = ctx;
+    (void)up;
+    (void)res;
+    assert_ptr_equal(grant, fk);
+    fk->settled++;
+}
+
+static void fk_check_target(void *ctx, struct reg_registry *dst, const char *repo,
+                            engine_ready_fn cb, void *arg)
+{
+    (void)dst;
+    (void)repo;
+    struct fk_call *c = fk_call_new(ctx, FK_READY, arg);
+    c->ready = cb;
+}
+
+static void fk_present(void *ctx, const char *target, const char *repo, const char *digest,
+                       engine_flag_fn cb, void *arg)
+{
+    struct fk *fk = ctx;
+    assert_string_equal(target, DST_URL);
+    fk_flag_call(fk, cb, arg, fk_find(&fk->present, repo, digest) != NULL);
+}
+
+static void fk_mark_present(void *ctx, const char *target, const char *repo,
+                            const char *digest, int blob)
+{
+    struct fk *fk = ctx;
+    (void)target;
+    (void)blob;
+    fk_set(&fk->present, repo, digest, digest);
+}
+
+static void fk_forget(void *ctx, const char *target, const char *repo, const char *digest)
+{
+    struct fk *fk = ctx;
+    (void)target;
+    fk_log(fk, "FORGET %s %s", repo, digest);
+    fk_unset(&fk->present, repo, digest);
+    fk_unset(&fk->homes, repo, digest);
+}
+
+static void fk_blob_home(void *ctx, const char *target, const char *digest, engine_home_fn cb,
+                         void *arg)
+{
+    struct fk *fk = ctx;
+    (void)target;
+    struct fk_call *c = fk_call_new(fk, FK_HOME, arg);
+    c->home = cb;
+    for (size_t i = 0; i < fk->homes.n && !c->repo[0]; i++)
+        if (strcmp(fk->homes.v[i].digest, digest) == 0)
+            snprintf(c->repo, sizeof(c->repo), "%s", fk->homes.v[i].repo);
+}
+
+static void fk_lock(void *ctx, const char *target, const char *digest, engine_flag_fn cb,
+                    void *arg)
+{
+    struct fk *fk = ctx;
+    (void)target;
+    int free_now = !fk_find(&fk->locks, NULL, digest);
+    if (free_now)
+        fk_set(&fk->locks, "", digest, digest);
+    fk_flag_call(fk, cb, arg, free_now);
+}
+
+static void fk_unlock(void *ctx, const char *target, const char *digest)
+{
+    struct fk *fk = ctx;
+    (void)target;
+    assert_non_null(fk_find(&fk->locks, NULL, digest));
+    fk_unset(&fk->locks, "", digest);
+}
+
+static void fk_manifest_cached(void *ctx, const char *digest, engine_bytes_fn cb, void *arg)
+{
+    struct fk *fk = ctx;
+    struct fk_call *c = fk_call_new(fk, FK_BYTES, arg);
+    c->bytes = cb;
+    const struct fk_body *b = fk_body(&fk->kept, digest);
+    if (b) {
+        c->res.body = xstrndup(b->body, b->len);
+        c->res.body_len = b->len;
+        snprintf(c->type, sizeof(c->type), "%s", b->type);
+    }
+}
+
+static void fk_manifest_keep(void *ctx, const char *digest, const char *media_type,
+                             const char *body, size_t len)
+{
+    struct fk *fk = ctx;
+    fk_log(fk, "KEEP %s", digest);
+    fk_body_set(&fk->kept, digest, media_type, body, len);
+}
+
+static void fk_manifest_drop(void *ctx, const char *digest)
+{
+    struct fk *fk = ctx;
+    fk_log(fk, "DROP %s", digest);
+    assert_non_null(fk_body(&fk->kept, digest));
+    fk_body_unset(&fk->kept, digest);
+}
+
+static void fk_still_held(void *ctx, void *job_arg, engine_flag_fn cb, void *arg)
+{
+    struct fk *fk = ctx;
+    assert_ptr_equal(job_arg, fk);
+    fk_flag_call(fk, cb, arg, fk->held);
+}
+
+static const struct engine_reg_ops fk_reg_ops = {
+    fk_head_manifest, fk_get_manifest, fk_put_manifest, fk_head_blob, fk_copy_blob,
+};
+
+static struct fk *fk_new(void)
+{
+    struct fk *fk = xcalloc(1, sizeof(*fk));
+    struct err e;
+    fk->loop = ev_loop_new(EVFLAG_AUTO);
+    assert_non_null(fk->loop);
+    ev_idle_init(&fk->idle, fk_fire);
+    fk->idle.data = fk;
+    struct reg_client_opts co;
+    reg_client_opts_default(&co);
+    fk->client = reg_client_new(fk->loop, &co, &e);
+    assert_non_null(fk->client);
+    fk->grants = -1;
+    fk->held = 1;
+    struct engine_ops ops = {
+        .ctx = fk,
+        .budget_acquire = fk_budget_acquire,
+        .budget_done = fk_budget_done,
+        .check_target = fk_check_target,
+        .present = fk_present,
+        .mark_present = fk_mark_present,
+        .forget = fk_forget,
+        .blob_home = fk_blob_home,
+        .lock = fk_lock,
+        .unlock = fk_unlock,
+        .manifest_cached = fk_manifest_cached,
+        .manifest_keep = fk_manifest_keep,
+        .manifest_drop = fk_manifest_drop,
+        .still_held = fk_still_held,
+    };
+    struct engine_opts o;
+    engine_opts_default(&o);
+    o.upstream = UP_URL;
+    o.target = DST_URL;
+    o.blob_concurrency = 2; /* blobs wait for a slot too */
+    o.lock_poll_s = 0.001;
+    o.reg = &fk_reg_ops;
+    fk->en = engine_new(fk->loop, fk->client, &ops, &o, &e);
+    assert_non_null(fk->en);
+    fk_now = fk;
+    return fk;
+}
+
+static void fk_free(struct fk *fk)
+{
+    assert_null(fk->head);
+    engine_free(fk->en);
+    reg_client_free(fk->client);
+    ev_loop_destroy(fk->loop);
+    fk_bodies_free(&fk->bodies);
+    fk_bodies_free(&fk->kept);
+    free(fk);
+    fk_now = NULL;
+}
+
+static void fk_fault_add(struct fk *fk, enum fk_op op, const char *ref, enum reg_class cls)
+{
+    assert_true(fk->nfaults < sizeof(fk->faults) / sizeof(fk->faults[0]));
+    struct fk_fault *f = &fk->faults[fk->nfaults++];
+    f->op = op;
+    snprintf(f->ref, sizeof(f->ref), "%s", ref);
+    f->cls = cls;
+}
+
+static void fk_done(const struct engine_outcome *out, void *arg)
+{
+    struct fk *fk = arg;
+    fk->out = *out;
+    fk->finished = 1;
+}
+
+/* One job copying tags of REPO, run until the engine reports it. */
+static void fk_run(struct fk *fk, const char *const *tags, size_t ntags)
+{
+    char run[] = "r1", key[] = "busybox:1", up[] = UP_URL, dst[] = DST_URL, repo[] = REPO;
+    char *tagv[8];
+    assert_true(ntags <= 8);
+    for (size_t i = 0; i < ntags; i++)
+        tagv[i] = (char *)tags[i];
+    struct job j = {
+        .version = JOB_VERSION, .run = run, .key = key, .upstream = up, .source_repo = repo,
+        .target = dst, .target_repo = repo, .tags = tagv, .ntags = ntags,
+        .policy = JOB_POLICY_ALL, .reason = JOB_REASON_CHANGED,
+    };
+    fk->finished = 0;
+    fk->nlog = 0;
+    engine_start(fk->en, &j, fk_done, fk);
+    for (int i = 0; !fk->finished; i++) {
+        if (i > 100000)
+            fail_msg("the engine never reported the job");
+        ev_run(fk->loop, EVRUN_ONCE);
+    }
+    assert_int_equal(engine_busy(fk->en), 0);
+    assert_int_equal(fk->locks.n, 0);              /* every lock released */
+    assert_int_equal(fk->settled, fk->granted);    /* every grant settled */
+    assert_int_equal(fk->tag_first, 0);            /* a manifest before its tags */
+}
+
+/* -- content: an index of two images sharing a layer ------------------------------------ */
+
+struct bb {
+    char index[DIGEST_STR_SIZE], amd64[DIGEST_STR_SIZE], arm64[DIGEST_STR_SIZE];
+    char cfg_amd64[DIGEST_STR_SIZE], cfg_arm64[DIGEST_STR_SIZE];
+    char shared[DIGEST_STR_SIZE], only_amd64[DIGEST_STR_SIZE], only_arm64[DIGEST_STR_SIZE];
+};
+
+static const char *const bb_tags[] = {"1.36", "1", "latest"};
+#define BB_NTAGS 3
+
+static void fk_upstream_add(struct fk *fk, const char *type, const char *body,
+                            char digest[DIGEST_STR_SIZE])
+{
+    digest_of(body, strlen(body), digest);
+    fk_body_set(&fk->bodies, digest, type, body, strlen(body));
+}
+
+static void fk_image(struct fk *fk, const char *config, const char *l1, const char *l2,
+                     char digest[DIGEST_STR_SIZE])
+{
+    char body[1024];
+    snprintf(body, sizeof(body),
+             "{\"schemaVersion\":2,\"mediaType\":\"" REG_MT_OCI_MANIFEST "\","
+             "\"config\":{\"mediaType\":\"application/vnd.oci.image.config.v1+json\","
+             "\"digest\":\"%s\",\"size\":100},\"layers\":["
+             "{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\","
+             "\"digest\":\"%s\",\"size\":1000},"
+             "{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\","
+             "\"digest\":\"%s\",\"size\":2000}]}",
+             config, l1, l2);
+    fk_upstream_add(fk, REG_MT_OCI_MANIFEST, body, digest);
+}
+
+/* Upstream REPO: tags 1.36, 1 and latest name an index of an amd64 and an arm64 image,
+ * which share a layer. */
+static void bb_load(struct fk *fk, struct bb *b)
+{
+    digest_of("config amd64", 12, b->cfg_amd64);
+    digest_of("config arm64", 12, b->cfg_arm64);
+    digest_of("shared layer", 12, b->shared);
+    digest_of("amd64 layer", 11, b->only_amd64);
+    digest_of("arm64 layer", 11, b->only_arm64);
+    fk_image(fk, b->cfg_amd64, b->shared, b->only_amd64, b->amd64);
+    fk_image(fk, b->cfg_arm64, b->shared, b->only_arm64, b->arm64);
+    char body[1024];
+    snprintf(body, sizeof(body),
+             "{\"schemaVersion\":2,\"mediaType\":\"" REG_MT_OCI_INDEX "\",\"manifests\":["
+             "{\"mediaType\":\"" REG_MT_OCI_MANIFEST "\",\"digest\":\"%s\",\"size\":%zu,"
+             "\"platform\":{\"architecture\":\"amd64\",\"os\":\"linux\"}},"
+             "{\"mediaType\":\"" REG_MT_OCI_MANIFEST "\",\"digest\":\"%s\",\"size\":%zu,"
+             "\"platform\":{\"architecture\":\"arm64\",\"os\":\"linux\",\"variant\":\"v8\"}}]}",
+             b->amd64, fk_body(&fk->bodies, b->amd64)->len, b->arm64,
+             fk_body(&fk->bodies, b->arm64)->len);
+    fk_upstream_add(fk, REG_MT_OCI_INDEX, body, b->index);
+    for (size_t i = 0; i < BB_NTAGS; i++)
+        fk_set(&fk->up_tags, REPO, bb_tags[i], b->index);
+}
+
+static const char *bb_tag_of(struct fk *fk, const char *tag)
+{
+    struct fk_ref *r = fk_find(&fk->dst, REPO, tag);
+    return r ? r->digest : "";
+}
+
+/* Position of the first log line "what a b" ("what a" if b is ""), -1 if none. */
+static int fk_line(const struct fk *fk, const char *what, const char *a, const char *b)
+{
+    char line[160];
+    snprintf(line, sizeof(line), "%s %s%s%s", what, a, *b ? " " : "", b);
+    return fk_pos(fk, line);
+}
+
+/* ---- engine_start against the fakes ----------------------------------------------------- */
+
+/* Each distinct digest is fetched once (also one that is a root and a child of another root
+ * at once), each blob copied once (a layer two images share too), every manifest pushed
+ * after what it references, and the tags last. */
+static void test_engine__each_digest_once_children_first_tags_last(void **state)
+{
+    (void)state;
+    struct fk *fk = fk_new();
+    struct bb b;
+    bb_load(fk, &b);
+    fk_set(&fk->up_tags, REPO, "amd64", b.amd64); /* a root that is also the index's child */
+    const char *tags[] = {"1.36", "amd64", "1", "latest"};
+    fk_run(fk, tags, 4);
+
+    assert_int_equal(fk->out.status, ENGINE_DONE);
+    const char *manifests[] = {b.index, b.amd64, b.arm64};
+    for (size_t i = 0; i < 3; i++)
+        assert_int_equal(fk_count_of(fk, "GET", manifests[i]), 1);
+    assert_int_equal(fk_count(fk, "GET "), 3);
+    assert_int_equal(fk->out.n.upstream_manifest_gets, 3);
+    assert_int_equal(fk->out.n.upstream_manifest_heads, 4);
+    const char *blobs[] = {b.cfg_amd64, b.cfg_arm64, b.shared, b.only_amd64, b.only_arm64};
+    for (size_t i = 0; i < 5; i++)
+        assert_int_equal(fk_count_of(fk, "COPY", blobs[i]), 1);
+    assert_int_equal(fk->out.n.blobs_copied, 5);
+    assert_int_equal(fk->out.n.blob_bytes_copied, 2 * 100 + 1000 + 2 * 2000);
+    assert_int_equal(fk->out.n.manifests_pushed, 3);
+
+    /* Children before their index, blobs before their image: the fake refuses the others. */
+    assert_int_equal(fk->refused, 0);
+    int put_index = fk_line(fk, "PUT", REPO, b.index);
+    assert_true(put_index > fk_line(fk, "PUT", REPO, b.amd64));
+    assert_true(put_index > fk_line(fk, "PUT", REPO, b.arm64));
+    assert_true(fk_line(fk, "PUT", REPO, b.arm64) > fk_line(fk, "COPY", b.only_arm64, "-"));
+    assert_true(fk_line(fk, "PUT", REPO, b.arm64) > fk_line(fk, "COPY", b.shared, "-"));
+    /* Each root's tags after every manifest of the root, each once, from the same bytes. */
+    assert_int_equal(fk_tag_puts(fk), 4);
+    assert_int_equal(fk->out.n.tags_written, 4);
+    for (size_t i = 0; i < BB_NTAGS; i++)
+        assert_true(fk_line(fk, "PUT", REPO, bb_tags[i]) > put_index);
+    assert_true(fk_line(fk, "PUT", REPO, "amd64") > fk_line(fk, "PUT", REPO, b.amd64));
+    for (size_t i = 0; i < BB_NTAGS; i++)
+        assert_string_equal(bb_tag_of(fk, bb_tags[i]), b.index);
+    assert_string_equal(bb_tag_of(fk, "amd64"), b.amd64);
+
+    /* Run again: every tag is current; nothing is fetched or written. */
+    fk_run(fk, tags, 4);
+    assert_int_equal(fk->out.status, ENGINE_DONE);
+    assert_int_equal(fk->out.n.tags_unchanged, 4);
+    assert_int_equal(fk_count(fk, "GET "), 0);
+    assert_int_equal(fk_count(fk, "PUT "), 0);
+    assert_int_equal(fk_count(fk, "COPY "), 0);
+    fk_free(fk);
+}
+
+/* A child that cannot be copied (its blob, its manifest, its PUT) leaves its index off the
+ * target, and no tag is written. */
+static void test_engine__failed_child_writes_no_tag(void **state)
+{
+    (void)state;
+    static const struct {
+        enum fk_op op;
+        int what; /* 0: arm64's own layer, 1: the arm64 manifest */
+        enum reg_class cls;
+        enum engine_status want;
+    } cases[] = {
+        {FK_COPY, 0, REG_DIGEST_MISMATCH, ENGINE_RETRY},
+        {FK_GET_UP, 1, REG_NOT_FOUND, ENGINE_FAILED},
+        {FK_PUT, 1, REG_DENIED, ENGINE_FAILED},
+    };
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        struct fk *fk = fk_new();
+        struct bb b;
+        bb_load(fk, &b);
+        fk_fault_add(fk, cases[k].op, cases[k].what ? b.arm64 : b.only_arm64, cases[k].cls);
+        fk_run(fk, bb_tags, BB_NTAGS);
+        assert_int_equal(fk->out.status, cases[k].want);
+        assert_non_null(strstr(fk->out.msg, "fake: "));
+        assert_int_equal(fk_tag_puts(fk), 0);
+        assert_int_equal(fk->out.n.tags_written, 0);
+        assert_int_equal(fk_line(fk, "PUT", REPO, b.index), -1);
+        assert_null(fk_find(&fk->dst, REPO, b.index));
+        assert_int_equal(fk_count_of(fk, "GET", b.index), 1);
+        assert_true(fk_count_of(fk, "GET", b.arm64) <= 1);
+        fk_free(fk);
+    }
+}
+
+/* No budget: no GET, nothing written, the job waits for the budget. A budget spent after the
+ * index: its children are not fetched, and still no tag. */
+static void test_engine__budget_denied(void **state)
+{
+    (void)state;
+    for (int grants = 0; grants <= 1; grants++) {
+        struct fk *fk = fk_new();
+        struct bb b;
+        bb_load(fk, &b);
+        fk->grants = grants;
+        fk_run(fk, bb_tags, BB_NTAGS);
+        assert_int_equal(fk->out.status, ENGINE_DEFERRED);
+        assert_int_equal(fk->out.wait_ms, 60000);
+        assert_non_null(strstr(fk->out.msg, "pull budget spent"));
+        assert_int_equal(fk_count(fk, "GET "), grants);
+        assert_int_equal(fk->out.n.upstream_manifest_gets, grants);
+        assert_int_equal(fk_count(fk, "PUT "), 0);
+        assert_int_equal(fk_count(fk, "COPY "), 0);
+        fk_free(fk);
+    }
+}
+
+/* A blob another repository of the target holds is mounted from there; the others are
+ * copied; a mount source that turns out to lack its blob is forgotten. */
+static void test_engine__mount_preferred_over_copy(void **state)
+{
+    (void)state;
+    struct fk *fk = fk_new();
+    struct bb b;
+    bb_load(fk, &b);
+    fk_set(&fk->blobs, "library/other", b.shared, b.shared);
+    fk_set(&fk->homes, "library/other", b.shared, b.shared);
+    fk_set(&fk->homes, "library/gone", b.only_amd64, b.only_amd64);
+    fk_run(fk, bb_tags, BB_NTAGS);
+    assert_int_equal(fk->out.status, ENGINE_DONE);
+    assert_true(fk_line(fk, "COPY", b.shared, "library/other") >= 0);
+    assert_int_equal(fk_count_of(fk, "COPY", b.shared), 1);
+    assert_true(fk_line(fk, "COPY", b.cfg_amd64, "-") >= 0);
+    assert_true(fk_line(fk, "COPY", b.only_amd64, "library/gone") >= 0);
+    assert_true(fk_line(fk, "FORGET", "library/gone", b.only_amd64) >= 0);
+    assert_int_equal(fk->out.n.blobs_mounted, 1);
+    assert_int_equal(fk->out.n.blobs_copied, 4);
+    assert_int_equal(fk_tag_puts(fk), BB_NTAGS);
+    assert_true(fk_tags_last(fk));
+    fk_free(fk);
+}
+
+/* The present set lists what the target lacks (wiped behind the workers' back): the
+ * index is forgotten and copied in the same attempt, and a layer taken from the set is
+ * asked about again once the target refuses its image, then copied. */
+static void test_engine__stale_present_forgotten_and_copied(void **state)
+{
+    (void)state;
+    struct fk *fk = fk_new();
+    struct bb b;
+    bb_load(fk, &b);
+    fk_set(&fk->present, REPO, b.index, b.index);
+    fk_set(&fk->present, REPO, b.only_amd64, b.only_amd64);
+    fk_run(fk, bb_tags, BB_NTAGS);
+    assert_int_equal(fk->out.status, ENGINE_DONE);
+    assert_true(fk_line(fk, "FORGET", REPO, b.index) >= 0);
+    assert_true(fk_line(fk, "FORGET", REPO, b.only_amd64) >= 0);
+    assert_int_equal(fk->refused, 1); /* the amd64 image, once */
+    assert_int_equal(fk_count_of(fk, "COPY", b.only_amd64), 1);
+    assert_int_equal(fk_count_of(fk, "GET", b.index), 1);
+    assert_int_equal(fk_count(fk, "GET "), 3);
+    assert_int_equal(fk_tag_puts(fk), BB_NTAGS);
+    assert_true(fk_tags_last(fk));
+    assert_string_equal(bb_tag_of(fk, "latest"), b.index);
+    fk_free(fk);
+}
+
+/* Another worker took the job over while it copied: the manifests are there, no tag is. */
+static void test_engine__not_held_writes_no_tag(void **state)
+{
+    (void)state;
+    struct fk *fk = fk_new();
+    struct bb b;
+    bb_load(fk, &b);
+    fk->held = 0;
+    fk_run(fk, bb_tags, BB_NTAGS);
+    assert_int_equal(fk->out.status, ENGINE_CANCELLED);
+    assert_non_null(fk_find(&fk->dst, REPO, b.index));
+    assert_int_equal(fk_tag_puts(fk), 0);
+    assert_int_equal(fk->out.n.tags_written, 0);
+    fk_free(fk);
+}
+
+/* Every manifest fetched upstream is kept by the time its GET's answer has been taken (a
+ * worker killed from then on costs no second GET), until it is on the target; what a
+ * cut-short attempt fetched, the next one takes from the fleet instead of upstream. */
+static void test_engine__fetched_manifests_kept_until_pushed(void **state)
+{
+    (void)state;
+    struct fk *fk = fk_new();
+    struct bb b;
+    bb_load(fk, &b);
+    fk_fault_add(fk, FK_COPY, b.only_arm64, REG_DIGEST_MISMATCH);
+    fk_run(fk, bb_tags, BB_NTAGS);
+    assert_int_equal(fk->out.status, ENGINE_RETRY);
+    assert_int_equal(fk_count(fk, "GET "), 3);
+    assert_int_equal(fk->unkept, 0);
+    assert_true(fk_line(fk, "KEEP", b.index, "") < fk_line(fk, "GET", b.amd64, ""));
+    /* The amd64 image reached the target: let go once it was there. The rest waits. */
+    assert_true(fk_line(fk, "DROP", b.amd64, "") > fk_line(fk, "PUT", REPO, b.amd64));
+    assert_int_equal(fk->kept.n, 2);
+    assert_non_null(fk_body(&fk->kept, b.index));
+    assert_non_null(fk_body(&fk->kept, b.arm64));
+
+    fk->nfaults = 0;
+    fk_run(fk, bb_tags, BB_NTAGS);
+    assert_int_equal(fk->out.status, ENGINE_DONE);
+    assert_int_equal(fk_count(fk, "GET "), 0);
+    assert_int_equal(fk->out.n.upstream_manifest_gets, 0);
+    assert_int_equal(fk_tag_puts(fk), BB_NTAGS);
+    assert_int_equal(fk->kept.n, 0);
+    fk_free(fk);
+}
+
+/* A registry that does not answer, or answers 5xx, is an outage, named by the job. */
+static void test_engine__unavailable_registry(void **state)
+{
+    (void)state;
+    static const struct {
+        enum fk_op op;
+        int what; /* 0: a tag, 1: the arm64 manifest */
+        int registry;
+    } cases[] = {
+        {FK_HEAD_UP, 0, ENGINE_UPSTREAM},
+        {FK_GET_UP, 1, ENGINE_UPSTREAM},
+        {FK_PUT, 1, ENGINE_TARGET},
+    };
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        for (int cls = 0; cls < 2; cls++) {
+            struct fk *fk = fk_new();
+            struct bb b;
+            bb_load(fk, &b);
+            fk_fault_add(fk, cases[k].op, cases[k].what ? b.arm64 : "1",
+                         cls ? REG_SERVER : REG_NETWORK);
+            fk_run(fk, bb_tags, BB_NTAGS);
+            assert_int_equal(fk->out.status, ENGINE_UNAVAILABLE);
+            assert_int_equal(fk->out.unavailable, cases[k].registry);
+            assert_int_equal(fk_tag_puts(fk), 0);
+            fk_free(fk);
+        }
+    }
+}
+
 int main(void)
 {
+    /* No docker config.json of the machine's: the fake registries take no credentials. */
+    setenv("DOCKER_CONFIG", "/nonexistent/hubsync-test-engine", 1);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_engine__status_names),
         cmocka_unit_test(test_engine__counters_by_name),
         cmocka_unit_test(test_engine__status_of_registry_answers),
+        cmocka_unit_test(test_engine__each_digest_once_children_first_tags_last),
+        cmocka_unit_test(test_engine__failed_child_writes_no_tag),
+        cmocka_unit_test(test_engine__budget_denied),
+        cmocka_unit_test(test_engine__mount_preferred_over_copy),
+        cmocka_unit_test(test_engine__stale_present_forgotten_and_copied),
+        cmocka_unit_test(test_engine__not_held_writes_no_tag),
+        cmocka_unit_test(test_engine__unavailable_registry),
+        cmocka_unit_test(test_engine__fetched_manifests_kept_until_pushed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

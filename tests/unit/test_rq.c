@@ -325,6 +325,18 @@ static char *run_enqueue_and_take(struct fixture *f, const char *run_id, const c
     return take_as(f, consumer, lease, max, key, json);
 }
 
+/* The lease of consumer's job id ran out: the entry is made idle for an hour (XCLAIM IDLE
+ * JUSTID keeps its owner and delivery count), so a test need not sleep past a lease. */
+static void lease_run_out(struct fixture *f, const char *consumer, const char *id)
+{
+    redisReply *r = redisCommand(f->rc.c, "XCLAIM %s %s %s 0 %s IDLE 3600000 JUSTID",
+                                 f->q.keys.jobs, KEYS_GROUP, consumer, id);
+    assert_non_null(r);
+    assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+    assert_int_equal(r->elements, 1);
+    freeReplyObject(r);
+}
+
 /* ---- queue -------------------------------------------------------------- */
 
 static void test_rq__enqueue_dedupe(void **state)
@@ -380,13 +392,14 @@ static void test_rq__reclaim_after_lease_and_zombie_ack(void **state)
 {
     struct fixture *f = *state;
     assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r1", "abc123", 10)), RQ_DONE);
-    char *id = run_enqueue_and_take(f, "r1", "redis:7", JOB_JSON("redis:7", "r1"), "w1", 500, 5);
+    char *id =
+        run_enqueue_and_take(f, "r1", "redis:7", JOB_JSON("redis:7", "r1"), "w1", 60000, 5);
     struct rq_res res;
-    run(f, rq_cmd_take(&f->q, "w2", 500, 5), &res);
+    run(f, rq_cmd_take(&f->q, "w2", 60000, 5), &res);
     assert_int_equal(res.status, RQ_EMPTY); /* the lease has not run out */
     rq_res_free(&res);
-    sleep_ms(600);
-    run(f, rq_cmd_take(&f->q, "w2", 500, 5), &res);
+    lease_run_out(f, "w1", id);
+    run(f, rq_cmd_take(&f->q, "w2", 60000, 5), &res);
     assert_int_equal(res.status, RQ_JOB);
     assert_string_equal(res.id, id);
     assert_int_equal(res.n, 2); /* the redelivery counts */
@@ -411,16 +424,17 @@ static void test_rq__dead_letter_after_max_deliveries(void **state)
 {
     struct fixture *f = *state;
     assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r9", "c9", 10)), RQ_DONE);
-    char *id = run_enqueue_and_take(f, "r9", "poison:1", JOB_JSON("poison:1", "r9"), "w1", 50, 2);
+    char *id =
+        run_enqueue_and_take(f, "r9", "poison:1", JOB_JSON("poison:1", "r9"), "w1", 60000, 2);
     struct rq_res res;
-    sleep_ms(80);
-    run(f, rq_cmd_take(&f->q, "w2", 50, 2), &res);
+    lease_run_out(f, "w1", id);
+    run(f, rq_cmd_take(&f->q, "w2", 60000, 2), &res);
     assert_int_equal(res.status, RQ_JOB);
     assert_int_equal(res.n, 2);
     rq_res_free(&res);
-    sleep_ms(80);
+    lease_run_out(f, "w2", id);
     /* Third delivery would pass max 2: dead-lettered, and nothing else to take. */
-    run(f, rq_cmd_take(&f->q, "w3", 50, 2), &res);
+    run(f, rq_cmd_take(&f->q, "w3", 60000, 2), &res);
     assert_int_equal(res.status, RQ_EMPTY);
     assert_int_equal(res.nitems, 1);
     assert_string_equal(res.items[0], "poison:1");
@@ -481,10 +495,10 @@ static void test_rq__retry_delayed_promote(void **state)
     assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r2", "c2", 10)), RQ_DONE);
     char *id = enqueue_and_take(f, "golang:1", JOB_JSON("golang:1", "r2"), "w1", 60000, 3);
     const char *again = "{\"v\":1,\"run\":\"r2\",\"key\":\"golang:1\",\"attempt\":1}";
-    assert_int_equal(status_of(f, rq_cmd_retry(&f->q, "w2", id, "golang:1", again, 300,
+    assert_int_equal(status_of(f, rq_cmd_retry(&f->q, "w2", id, "golang:1", again, 60000,
                                                "backoff", "r2", NULL, 0)),
                      RQ_STOLEN);
-    assert_int_equal(status_of(f, rq_cmd_retry(&f->q, "w1", id, "golang:1", again, 300,
+    assert_int_equal(status_of(f, rq_cmd_retry(&f->q, "w1", id, "golang:1", again, 60000,
                                                "backoff", "r2", NULL, 0)),
                      RQ_DONE);
     assert_int_equal(raw_int(f, "XLEN %s", f->q.keys.jobs), 0);
@@ -504,7 +518,8 @@ static void test_rq__retry_delayed_promote(void **state)
     run(f, rq_cmd_promote(&f->q, 10), &res);
     assert_int_equal(res.n, 0); /* not due yet */
     rq_res_free(&res);
-    sleep_ms(350);
+    /* Its time came (a due time in the past, without waiting for one). */
+    assert_int_equal(raw_int(f, "ZADD %s XX 1 golang:1", f->q.keys.jobs_delayed), 0);
     run(f, rq_cmd_promote(&f->q, 10), &res);
     assert_int_equal(res.n, 1);
     rq_res_free(&res);
@@ -957,6 +972,75 @@ static void test_rq__target_epoch_first_marker_wins(void **state)
     free(key);
 }
 
+/* Body of the manifest kept for digest, or NULL (caller frees). */
+static char *manifest_kept(struct fixture *f, const char *digest)
+{
+    struct rq_res res;
+    run(f, rq_cmd_manifest_cached(&f->q, digest), &res);
+    char *body = NULL;
+    if (res.status == RQ_VALUE) {
+        assert_string_equal(rq_res_field(&res, "type"), "application/json");
+        body = xstrdup(rq_res_field(&res, "body"));
+    } else {
+        assert_int_equal(res.status, RQ_EMPTY);
+    }
+    rq_res_free(&res);
+    return body;
+}
+
+/* Kept manifests expire, go once dropped, and stay under the byte cap plus one body: a
+ * keep lets the oldest go past it. */
+static void test_rq__manifests_kept_under_a_byte_cap(void **state)
+{
+    struct fixture *f = *state;
+    char body[101], digest[4][16];
+    memset(body, 'x', 100);
+    body[100] = '\0';
+    for (int i = 0; i < 4; i++) {
+        snprintf(digest[i], sizeof(digest[i]), "sha256:%d", i);
+        assert_int_equal(status_of(f, rq_cmd_manifest_keep(&f->q, digest[i], "application/json",
+                                                            body, 60000, 250)),
+                         RQ_DONE);
+    }
+    /* 400 bytes kept so far: the first 100 are more than 250 back. */
+    char *kept = manifest_kept(f, digest[0]);
+    assert_null(kept);
+    for (int i = 1; i < 4; i++) {
+        kept = manifest_kept(f, digest[i]);
+        assert_string_equal(kept, body);
+        free(kept);
+    }
+    assert_int_equal(raw_int(f, "ZCARD %s", f->q.keys.manifests), 3);
+    char *key = keys_manifest(&f->q.keys, digest[1]);
+    long long pttl = raw_int(f, "PTTL %s", key);
+    assert_true(pttl > 0 && pttl <= 60000);
+    pttl = raw_int(f, "PTTL %s", f->q.keys.manifests);
+    assert_true(pttl > 0 && pttl <= 60000);
+    free(key);
+    /* On the target now: no longer kept. */
+    assert_int_equal(status_of(f, rq_cmd_manifest_drop(&f->q, digest[3])), RQ_DONE);
+    assert_null(manifest_kept(f, digest[3]));
+    assert_int_equal(raw_int(f, "ZCARD %s", f->q.keys.manifests), 2);
+    assert_int_equal(status_of(f, rq_cmd_manifest_drop(&f->q, digest[3])), RQ_DONE);
+    /* Dropping the newest shortens the log: the next keep still keeps the two before. */
+    assert_int_equal(status_of(f, rq_cmd_manifest_keep(&f->q, digest[0], "application/json",
+                                                        body, 60000, 250)),
+                     RQ_DONE);
+    for (int i = 0; i < 3; i++) {
+        kept = manifest_kept(f, digest[i]);
+        assert_non_null(kept);
+        free(kept);
+    }
+    struct rq_res res;
+    struct err e;
+    assert_int_equal(rq_exec(&f->rc, rq_cmd_manifest_keep(&f->q, digest[0], "application/json",
+                                                          body, 60000, 0),
+                             &res, &e),
+                     -1);
+    rq_res_free(&res);
+    assert_non_null(strstr(e.msg, "max_bytes must be positive"));
+}
+
 static void test_rq__leases_with_tokens(void **state)
 {
     struct fixture *f = *state;
@@ -968,9 +1052,12 @@ static void test_rq__leases_with_tokens(void **state)
     assert_int_equal(status_of(f, rq_cmd_lease_renew(lock, "tokA", 90000)), RQ_DONE);
     assert_true(raw_int(f, "PTTL %s", lock) > 60000);
     assert_int_equal(status_of(f, rq_cmd_lease_release(lock, "tokA")), RQ_DONE);
-    assert_int_equal(status_of(f, rq_cmd_lease_acquire(lock, "tokB", 100)), RQ_DONE);
-    sleep_ms(150); /* expired by itself */
-    assert_int_equal(status_of(f, rq_cmd_lease_acquire(lock, "tokC", 100)), RQ_DONE);
+    assert_int_equal(status_of(f, rq_cmd_lease_acquire(lock, "tokB", 60000)), RQ_DONE);
+    long long pttl = raw_int(f, "PTTL %s", lock);
+    assert_true(pttl > 0 && pttl <= 60000);
+    /* Its time ran out (an expiry in the past, without waiting for one). */
+    assert_int_equal(raw_int(f, "PEXPIREAT %s 1", lock), 1);
+    assert_int_equal(status_of(f, rq_cmd_lease_acquire(lock, "tokC", 60000)), RQ_DONE);
     free(lock);
     assert_int_equal(status_of(f, rq_cmd_lease_acquire(f->q.keys.coordinator, "c1", 5000)),
                      RQ_DONE);
@@ -1780,6 +1867,7 @@ int main(void)
         T(test_rq__present_sets_expire_unless_used),
         T(test_rq__target_epoch_first_marker_wins),
         T(test_rq__leases_with_tokens),
+        T(test_rq__manifests_kept_under_a_byte_cap),
         T(test_rq__run_bookkeeping),
         T(test_rq__run_enqueue_counts_each_key_once),
         T(test_rq__purge_delayed_by_run),
