@@ -135,16 +135,18 @@ class StackCase(unittest.TestCase):
 
 
 class MirrorCase(StackCase):
-    """StackCase plus a stand-in holding REPOS (real official-images data) for the class."""
+    """StackCase plus a stand-in holding REPOS (real official-images data) for the class:
+    Standin(limit=HUB_LIMIT, users=HUB_USERS, **HUB_OPTIONS)."""
 
     REPOS = ["hello-world", "busybox", "alpine"]
     HUB_LIMIT = 100000
     HUB_USERS = ()
+    HUB_OPTIONS = {}
 
     @classmethod
     def setUpClass(cls):
         cls.catalog = catalog(cls.REPOS)
-        cls.hub = Standin(limit=cls.HUB_LIMIT, users=cls.HUB_USERS).start()
+        cls.hub = Standin(limit=cls.HUB_LIMIT, users=cls.HUB_USERS, **cls.HUB_OPTIONS).start()
         try:
             cls.pushed = cls.hub.load(cls.catalog)
         except BaseException:

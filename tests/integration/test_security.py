@@ -20,9 +20,8 @@ import urllib.parse
 import urllib.request
 
 from harness import BIN, OFFICIAL_IMAGES, RedisServer, Registry
-from harness.fakereg import Challenger
 from harness.redisq import QueueTool
-from harness.standin import Standin
+from harness.standin import MemoryStandin, Standin
 from harness.mirror import (ACCEPT, MirrorCase, Sync, catalog, dead_letters, enqueued, head,
                             pushed_tags)
 
@@ -195,7 +194,7 @@ class ForeignRegistryJobTest(MirrorCase):
                            "attempt": 0})
 
     def test_job_naming_another_registry_is_refused(self):
-        other = Challenger().start()
+        other = MemoryStandin().start()  # wants credentials, as Docker Hub does
         self.addCleanup(other.stop)
         q = QueueTool(self.redis.url, "hubsync:")
         q.one("enqueue", "other-upstream", self.job(other.url, self.target.url))
@@ -210,7 +209,7 @@ class ForeignRegistryJobTest(MirrorCase):
                             "--max-attempts", "1", "--http-retries", "0"],
                            capture_output=True, text=True, env=env, timeout=120)
         self.assertEqual(w.returncode, 0, w.stderr[-2000:])
-        self.assertEqual(other.requests, [])
+        self.assertEqual(other.requests(), [])
         dead = {d["key"]: d["reason"] for d in dead_letters(self.redis)}
         self.assertEqual(set(dead), {"other-upstream", "other-target"})
         self.assertIn("upstream %s is not this worker's" % other.url, dead["other-upstream"])
@@ -224,17 +223,14 @@ class ForeignRegistryJobTest(MirrorCase):
 
 class ForeignChallengeTest(MirrorCase):
     """Credentials go only to the realm the registry's own challenge names: a blob GET
-    redirected to another origin (a CDN) that answers 401 with a realm of its own is a
-    failure, and that realm gets nothing."""
+    redirected to another origin (a CDN on the same host, another port) that answers 401
+    with a realm of its own is a failure, and that realm gets nothing."""
 
     REPOS = REPOS
     HUB_USERS = ["alice:%s:100000" % ALICE_PW]
+    HUB_OPTIONS = {"host": "127.0.0.1", "cdn_challenge": True}
 
     def test_cdn_challenge_gets_no_credentials(self):
-        cdn = Challenger().start()
-        self.addCleanup(cdn.stop)
-        self.hub.config(cdn_url=cdn.url)
-        self.addCleanup(self.hub.config, cdn_url="")
         config_dir = tempfile.mkdtemp(prefix="hubsync-noconfig-")
         self.addCleanup(shutil.rmtree, config_dir, ignore_errors=True)
         s = Sync(self.hub, self.redis, self.target, REPOS, workers=1,
@@ -244,10 +240,12 @@ class ForeignChallengeTest(MirrorCase):
                              "DOCKER_CONFIG": config_dir}).run()
         self.assertNotEqual(s.rc, 0, s.stderr)
         # The blob GETs did reach the CDN, and the hub's own realm got alice's credentials.
-        self.assertTrue(any("/registry-v2/" in path for _, path, _ in cdn.requests),
-                        cdn.requests)
-        self.assertIn("alice", self.hub.counters()["sources"])
-        self.assertEqual([r for r in cdn.requests if r[2] or r[1].startswith("/token")], [])
+        cdn = [e for e in self.hub.requests() if e["listener"] == "cdn"]
+        self.assertTrue(any(e["path"].startswith("/registry-v2/") for e in cdn), cdn)
+        c = self.hub.counters()
+        self.assertIn("alice", c["sources"])
+        self.assertEqual((c["auth_leaks"], c["auth_leak_details"]), (0, []))
+        self.assertEqual([e for e in cdn if e["path"] == "/token"], [])
         reasons = [d["reason"] for d in dead_letters(self.redis)]
         self.assertTrue(reasons)
         for r in reasons:
