@@ -20,7 +20,7 @@ import time
 import unittest
 from urllib.parse import urlsplit
 
-from harness import BIN, OFFICIAL_IMAGES, ROOT, Registry
+from harness import ROOT, Registry, programs
 from harness.standin import CDN_HOST, MemoryStandin, Standin, free_port_on
 from standin import loader as ld
 from standin.memory import Blob
@@ -776,11 +776,7 @@ class StandinTest(unittest.TestCase):
 
     def test_loader_reads_the_coordinator_catalog(self):
         repos = "alpine,busybox,debian,hello-world,httpd,memcached,nginx,postgres,redis,ubuntu"
-        p = subprocess.run([os.path.join(BIN, "hubsync-coordinator"), "catalog",
-                            "--official-images", OFFICIAL_IMAGES, "--json", "--repos", repos],
-                           capture_output=True, text=True, timeout=120)
-        self.assertEqual(p.returncode, 0, p.stderr)
-        catalog = json.loads(p.stdout)
+        catalog = programs.catalog(repos.split(","))
         hub = Standin().start()
         try:
             t0 = time.time()
