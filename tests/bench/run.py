@@ -35,8 +35,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # tests/: harness, standin
 
 from harness import BIN, OFFICIAL_IMAGES, RedisServer, Registry  # noqa: E402
+from harness.programs import catalog, coordinator  # noqa: E402
+from harness.stack import Stack  # noqa: E402
 from harness.standin import Standin  # noqa: E402
-from harness.mirror import catalog, head  # noqa: E402
+from harness.target import head  # noqa: E402
 from standin.loader import repo_name  # noqa: E402
 
 GNU_TIME = "/usr/bin/time"
@@ -61,8 +63,7 @@ def moved_groups(source, old, new, repos):
     """"repo:tag" of each tag group whose library entry changed between two refs and that
     existed before (new entries are new content anyway)."""
     diff = json.loads(subprocess.check_output(
-        [BIN + "/hubsync-coordinator", "diff", "--official-images", source, "--from", old,
-         "--to", new, "--json"]))
+        coordinator("diff", "--from", old, "--to", new, "--json", official_images=source)))
     return ["%s:%s" % (r["name"], g["tags"][0]) for r in diff["repositories"]
             if r["name"] in repos for g in r["groups"]
             if g["kind"] == "tags" and g["change"] == "changed" and g["key"] == g["old_key"]]
@@ -94,11 +95,12 @@ def mirrored(target, pushed, repos):
                   if head(target.url, k[0], k[1]) != d)
 
 
-def timed(cmd, tmp, **kw):
-    """Popen cmd under GNU time; returns (proc, file that will hold the peak RSS in KiB)."""
+def gnu_time(tmp):
+    """(command prefix that runs a program under GNU time, file that will hold its peak RSS
+    in KiB)."""
     fd, rss = tempfile.mkstemp(prefix="rss-", dir=tmp)
     os.close(fd)
-    return subprocess.Popen([GNU_TIME, "-f", "%M", "-o", rss] + cmd, **kw), rss
+    return [GNU_TIME, "-f", "%M", "-o", rss], rss
 
 
 def peak_kib(path):
@@ -111,7 +113,9 @@ def peak_kib(path):
 
 def run_checked(cmd, tmp, what, timeout):
     """Run one command under GNU time; returns its peak RSS in KiB."""
-    p, rss = timed(cmd, tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    prefix, rss = gnu_time(tmp)
+    p = subprocess.Popen(prefix + cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True)
     out, _ = p.communicate(timeout=timeout)
     if p.returncode != 0:
         raise BenchError("%s failed (exit %d): %s" % (what, p.returncode, out[-2000:]))
@@ -137,43 +141,36 @@ class Hubsync:
             self.redis.stop()
             self.redis = None
 
-    def _enqueued(self):
-        run = self.redis.cli_raw("GET", "hubsync:runs:current").strip()
-        return bool(run) and self.redis.cli_raw("HGET", "hubsync:run:" + run,
-                                                "enqueued").strip() == "1"
-
     def sync(self, ctx):
-        cmd = [BIN + "/hubsync-coordinator", "sync", "--once", "--wait", "--json",
-               "--log-level", "warn", "--redis", self.redis.url,
-               "--official-images", ctx.source, "--ref", ctx.ref, "--upstream", ctx.hub.url,
-               "--target", ctx.target.url, "--repos", ",".join(ctx.repos)]
-        coord = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 text=True)
-        # Workers join once the run's jobs are queued: an --exit-when-idle worker leaves a
-        # queue that stays empty for 2 s.
-        deadline = time.time() + 120
-        while coord.poll() is None and not self._enqueued():
-            if time.time() > deadline:
-                coord.kill()
+        st = Stack(ctx.repos, hub=ctx.hub, redis=self.redis, target=ctx.target,
+                   source=ctx.source, ref=ctx.ref, log_level="warn", worker_args=self.extra)
+        try:
+            st.coordinator()
+            # Workers join once the run's jobs are queued: an --exit-when-idle worker leaves
+            # a queue that stays empty for 2 s.
+            try:
+                st.wait_enqueued(timeout=120)
+            except AssertionError:
                 raise BenchError("%s: the coordinator enqueued nothing in 120 s" % self.name)
-            time.sleep(0.02)
-        ws = [timed([BIN + "/hubsync-worker", "--redis", self.redis.url, "--upstream",
-                     ctx.hub.url, "--target", ctx.target.url, "--exit-when-idle",
-                     "--log-level", "warn"] + self.extra, ctx.tmp)
-              for _ in range(self.workers)]
-        out, err = coord.communicate(timeout=ctx.timeout)
-        # The sync is over when the coordinator reports; workers then wait out their idle
-        # grace (batch mode only), which is not part of the sync.
-        end = time.monotonic()
-        for w, _ in ws:
-            w.wait(timeout=60)
-        if coord.returncode != 0:
-            raise BenchError("%s: coordinator exit %d: %s" % (self.name, coord.returncode,
-                                                             err[-2000:]))
-        report = json.loads(out)
-        if report.get("status") != "complete":
-            raise BenchError("%s: run %s" % (self.name, report.get("status")))
-        return max(peak_kib(rss) for _, rss in ws), end
+            rss = []
+            for _ in range(self.workers):
+                prefix, path = gnu_time(ctx.tmp)
+                st.worker("--exit-when-idle", wrap=prefix)
+                rss.append(path)
+            run = st.report(timeout=ctx.timeout)
+            # The sync is over when the coordinator reports; workers then wait out their
+            # idle grace (batch mode only), which is not part of the sync.
+            end = time.monotonic()
+            for w in st.workers:
+                w.wait(timeout=60)
+        finally:
+            st.stop()
+        if run.rc != 0:
+            raise BenchError("%s: coordinator exit %d: %s" % (self.name, run.rc,
+                                                             run.stderr[-2000:]))
+        if run.report.get("status") != "complete":
+            raise BenchError("%s: run %s" % (self.name, run.report.get("status")))
+        return max(peak_kib(p) for p in rss), end
 
 
 class Peer:

@@ -1,1 +1,1 @@
-"""The local demo (demo.py) and what it shares with its tests (mirror.py)."""
+"""The local demo (demo.py); what it runs on is the test harness (tests/harness)."""

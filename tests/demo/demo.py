@@ -23,14 +23,13 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from demo.mirror import Podman, PodmanError, registries_conf  # noqa: E402
-from demo.rig import Rig, RigError  # noqa: E402
 import harness  # noqa: E402
+from harness.podman import Podman, PodmanError, registries_conf  # noqa: E402
+from harness.stack import PREFIX, Stack, StackError  # noqa: E402
 
 DEFAULT_REPOS = "hello-world,alpine,memcached,registry"
 # What a client asking Docker Hub would show in the stand-in's counters.
 UPSTREAM_COUNTERS = ("token_requests", "manifest_get", "manifest_head", "blob_get", "blob_head")
-PREFIX = "hubsync:"
 EXIT_DEFERRED = 75
 
 
@@ -70,38 +69,38 @@ def parse_args(argv):
 class Demo:
     def __init__(self, args):
         self.a = args
-        self.rig = Rig(args.repos, limit=args.limit, official_images=args.official_images)
+        self.stack = Stack(args.repos, limit=args.limit, source=args.official_images)
         self.worker_logs = []
         self.deferred = False
 
     # -- set-up -------------------------------------------------------------------------
     def start(self):
         step("Reading official-images with the coordinator and starting the servers")
-        rig = self.rig.start()
-        cat = rig.catalog
+        st = self.stack.start()
+        cat = st.catalog
         groups = sum(len(r["groups"]) for r in cat["repositories"])
         tags = sum(len(g["tags"]) for r in cat["repositories"] for g in r["groups"])
-        t = rig.pushed["totals"]
+        t = st.pushed["totals"]
         say("    official-images   %s at %.12s" % (self.a.official_images, cat["commit"]))
         say("    to sync           %s: %d tag groups (one job each), %d tags"
             % (self.a.repos, groups, tags))
-        say("    Redis             %s" % rig.redis.url)
-        say("    target registry   %s   (docker-registry, empty)" % rig.target.url)
+        say("    Redis             %s" % st.redis.url)
+        say("    target registry   %s   (docker-registry, empty)" % st.target.url)
         say("    Docker Hub        %s   (stand-in: %d indexes, %d manifests, %d blobs; "
-            "%d pulls per window)" % (rig.hub.url, t["indexes"], t["manifests"], t["blobs"],
+            "%d pulls per window)" % (st.hub.url, t["indexes"], t["manifests"], t["blobs"],
                                       self.a.limit))
 
     def start_workers(self):
         step("Starting %d workers (they wait for jobs; logs in %s)"
-             % (self.a.workers, self.rig.dir))
+             % (self.a.workers, self.stack.dir))
         for i in range(self.a.workers):
             name = "worker-%d.log" % (i + 1)
-            self.rig.worker("--id", "demo-worker-%d" % (i + 1), log=name)
-            self.worker_logs.append(self.rig.log_path(name))
+            self.stack.worker("--id", "demo-worker-%d" % (i + 1), log=name)
+            self.worker_logs.append(self.stack.log_path(name))
 
     # -- the run ------------------------------------------------------------------------
     def sync(self):
-        cmd = self.rig.sync_command()
+        cmd = self.stack.sync_argv(json_report=False)
         step("Syncing: " + " ".join(shlex.quote(c) for c in
                                      ["hubsync-coordinator"] + cmd[1:]))
         # Progress goes to our stderr as is (an updating line on a terminal); the report is
@@ -130,7 +129,7 @@ class Demo:
                 say("    " + line)
 
     def rcli(self, *args):
-        return self.rig.redis.cli_raw(*args).strip()
+        return self.stack.redis.cli_raw(*args).strip()
 
     def shown(self, cmd):
         """One line of redis-cli output: hashes as field=value."""
@@ -140,11 +139,11 @@ class Demo:
         return " ".join(lines) or "(empty)"
 
     def show_redis(self):
-        port = self.rig.redis.port
+        port = self.stack.redis.port
         run = self.rcli("ZREVRANGE", PREFIX + "runs", "0", "0")
         budgets = [k for k in self.rcli("--scan", "--pattern", PREFIX + "budget:*").split()
                    if not k.endswith(":inflight")]
-        target_id = self.rig.target.url
+        target_id = self.stack.target.url
         epoch = self.rcli("HGET", "%starget:%s" % (PREFIX, target_id), "epoch")
         image_repo = self.a.image.split(":")[0]
         recipes = [
@@ -177,12 +176,12 @@ class Demo:
     def podman_pull(self):
         ref = "docker.io/library/" + self.a.image
         step("A client: podman pulls %s with the target as its docker.io mirror" % ref)
-        hub = self.rig.hub
-        conf = registries_conf(hub.host, self.rig.target_host)
+        hub = self.stack.hub
+        conf = registries_conf(hub.host, self.stack.target_host)
         say("    registries.conf (CONTAINERS_REGISTRIES_CONF; Docker Hub is the stand-in here):")
         say(indent(conf, "      "))
         repo, tag = self.a.image.split(":")
-        if self.rig.target_digest(repo, tag) is None:
+        if self.stack.target_digest(repo, tag) is None:
             if self.deferred:
                 # podman would fall back to a Docker Hub whose budget is spent as well.
                 say("    skipped: the deferred run did not reach library/%s:%s, and the "
@@ -201,7 +200,7 @@ class Demo:
             after = hub.counters()
             say(indent(progress, "    podman: "))
             got = podman.digest(ref)
-        want = self.rig.upstream_digest(repo, tag)
+        want = self.stack.upstream_digest(repo, tag)
         asked = sum(after[c] - before[c] for c in UPSTREAM_COUNTERS)
         say("    image id          %s" % image_id)
         say("    pulled digest     %s" % got)
@@ -245,19 +244,19 @@ def main(argv=None):
             step("Everything keeps running: press Enter to stop and clean up")
             sys.stdin.readline()
         step("Cleaning up: workers stop on SIGTERM, servers stop, temporary files go")
-        d.rig.stop_workers()
+        d.stack.stop_workers()
         for path in d.worker_logs:
             with open(path, errors="replace") as f:
                 last = [line for line in f if "stopped" in line]
             say("    " + (last[-1].rstrip("\n") if last else "%s: no stop line" % path))
-    except (RigError, PodmanError) as e:
+    except (StackError, PodmanError) as e:
         say("demo failed: %s" % e)
         return 1
     except KeyboardInterrupt:
         say("\ninterrupted: everything stopped and removed")
         return 130
     finally:
-        d.rig.stop()
+        d.stack.stop()
     say("\ndemo finished in %.1fs" % (time.time() - started))
     return 0 if same else 1
 

@@ -1,4 +1,15 @@
-"""Test harness: real servers on free loopback ports, for integration tests.
+"""Test harness: real servers on free loopback ports, for the integration tests, the demo
+and the benchmark.
+
+    harness             RedisServer, Registry (here); paths, official-images, sanitizer env
+    harness.programs    the programs' command lines, built in this one place
+    harness.stack       Stack: hubsync over Redis, a target and the stand-in (the one
+                        launcher); StackCase, MirrorCase
+    harness.standin     the Docker Hub stand-in (tests/standin), as a server or in memory
+    harness.target      what a registry holds: digests, tags, snapshots, a Watcher
+    harness.podman      a throw-away podman pulling through a registries.conf mirror
+    harness.redisq      queuetool (common/rq from the command line)
+    harness.containers  podman and Docker engines for the compose tests
 
 Every server runs as a child process in a private temporary directory and is
 stopped (and its directory removed) by stop(), or at interpreter exit.

@@ -1,11 +1,17 @@
-"""Docker Hub stand-in for integration tests: a backing docker-registry plus
-tests/standin/standin.py in front of it, on free loopback ports, and the loader that fills it.
+"""Docker Hub stand-in for integration tests, on free loopback ports: Standin runs
+tests/standin/standin.py in front of a backing docker-registry, filled by the loader;
+MemoryStandin runs the same stand-in inside the test process over in-memory content
+(tests/standin/memory.py) that the test adds itself.
 
     hub = Standin(limit=100, users=["alice:secret:200"]).start()
     pushed = hub.load(catalog)            # Docker-Hub-shaped content (standin.loader)
     ... point the code under test at hub.url (registry) ...
     hub.counters()["manifest_get"]        # pulls spent
     hub.stop()
+
+    up = MemoryStandin(auth="basic", users=["carol:pw"]).start()
+    up.add_manifest("library/x", "latest", media_type, body)
+    blob = up.add_blob(Blob(size=1 << 30, seed=7))    # generated as it is read
 
 See tests/standin/README.md for the flags, the control API and the loader.
 """
@@ -23,7 +29,9 @@ import urllib.error
 import urllib.request
 
 from harness import ROOT, Registry, Server
+from standin import standin as server
 from standin.loader import Loader
+from standin.memory import Memory
 
 STANDIN = os.path.join(ROOT, "tests", "standin", "standin.py")
 CDN_HOST = "127.0.0.2"
@@ -33,6 +41,11 @@ def free_port_on(host):
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def _hosts(host):
+    """(registry host, CDN host): 127.0.0.1 and 127.0.0.2, or both on `host`."""
+    return (host, host) if host else ("127.0.0.1", CDN_HOST)
 
 
 class _Front(Server):
@@ -67,7 +80,93 @@ class _Front(Server):
                 time.sleep(0.05)
 
 
-class Standin:
+def _flags(users, flags):
+    """standin.py arguments: users as --user, keyword arguments as flags (limit=3 -> --limit 3,
+    push=True -> --push true, verbose=True -> --verbose)."""
+    args = []
+    for u in users:
+        args += ["--user", u]
+    for k, v in flags.items():
+        flag = "--" + k.replace("_", "-")
+        if k in server.CONFIG_TYPES:
+            args += [flag, str(v).lower() if isinstance(v, bool) else str(v)]
+        elif v is True:
+            args.append(flag)
+        elif v is not False:
+            args += [flag, str(v)]
+    return args
+
+
+class _Control:
+    """What both stand-ins offer a test: addresses and the control API (subclasses set
+    self._registry = (host, port) and self._cdn = (host, port))."""
+
+    @property
+    def port(self):
+        return self._registry[1]
+
+    @property
+    def host(self):
+        """host:port as image references want it: f"{hub.host}/library/alpine:3"."""
+        return "%s:%d" % self._registry
+
+    @property
+    def url(self):
+        return "http://%s:%d" % self._registry
+
+    @property
+    def cdn(self):
+        return "http://%s:%d" % self._cdn
+
+    def control(self, method, what, body=None):
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + "/_standin/" + what, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return json.load(r)
+        except urllib.error.HTTPError as e:
+            raise RuntimeError("stand-in %s %s: %d %s" % (method, what, e.code,
+                                                          e.read().decode(errors="replace")))
+
+    def counters(self):
+        return self.control("GET", "counters")
+
+    def reset_counters(self):
+        return self.control("POST", "reset-counters")
+
+    def config(self, **changes):
+        """Change run-time settings (see standin.py CONFIG); returns the whole config."""
+        return self.control("POST", "config", changes)
+
+    def reset_window(self, source=None, used=0):
+        """Start a new rate-limit window now (for one source, `used` pulls already spent in
+        it; or for all)."""
+        body = {} if source is None else {"source": source, "used": used}
+        return self.control("POST", "reset-window", body)
+
+    def requests(self, since=0):
+        return self.control("GET", "requests?since=%d" % since)["requests"]
+
+    def token_requests(self):
+        """[(user or None, [scope, ...])] of every token request answered, in order."""
+        return [(e["user"], e.get("query", {}).get("scope", [])) for e in self.requests()
+                if e["listener"] == "registry" and e["path"] == "/token" and e["status"] == 200]
+
+    def token(self, *repos, user=None, password=None):
+        """A pull token for library/<repo> names (or full names), as a client gets it."""
+        scopes = "&".join("scope=repository:%s:pull" % (r if "/" in r else "library/" + r)
+                          for r in repos)
+        req = urllib.request.Request("%s/token?service=registry.docker.io&%s"
+                                     % (self.url, scopes))
+        if user is not None:
+            cred = base64.b64encode(("%s:%s" % (user, password)).encode()).decode()
+            req.add_header("Authorization", "Basic " + cred)
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.load(r)["token"]
+
+
+class Standin(_Control):
     """Backing registry + stand-in. Keyword arguments become standin.py flags
     (limit=3 -> --limit 3, verbose=True -> --verbose); users are NAME:PASSWORD[:LIMIT]
     strings. The registry's
@@ -82,16 +181,8 @@ class Standin:
                                     dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
         self.dir = base
         self._own_dir = workdir is None
-        args = []
-        for u in users:
-            args += ["--user", u]
-        for k, v in flags.items():
-            if v is True:
-                args.append("--" + k.replace("_", "-"))
-            elif v is not False:
-                args += ["--" + k.replace("_", "-"), str(v)]
-        self._args = args
-        self._hosts = (host, host) if host else ("127.0.0.1", CDN_HOST)
+        self._args = _flags(users, flags)
+        self._hosts = _hosts(host)
         self.registry = Registry(workdir=os.path.join(base, "registry"))
         self.front = None
         self.loader = None
@@ -121,21 +212,12 @@ class Standin:
         self.front.start(self.front.port)
 
     @property
-    def port(self):
-        return self.front.port
+    def _registry(self):
+        return self.front.host, self.front.port
 
     @property
-    def host(self):
-        """host:port as image references want it: f"{hub.host}/library/alpine:3"."""
-        return "%s:%d" % (self.front.host, self.front.port)
-
-    @property
-    def url(self):
-        return "http://%s:%d" % (self.front.host, self.front.port)
-
-    @property
-    def cdn(self):
-        return "http://%s:%d" % (self.front.cdn_host, self.front.cdn_port)
+    def _cdn(self):
+        return self.front.cdn_host, self.front.cdn_port
 
     @property
     def storage(self):
@@ -144,48 +226,6 @@ class Standin:
 
     def log(self):
         return self.front.log()
-
-    # -- control API --------------------------------------------------------------
-    def control(self, method, what, body=None):
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.url + "/_standin/" + what, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=30) as r:
-                return json.load(r)
-        except urllib.error.HTTPError as e:
-            raise RuntimeError("stand-in %s %s: %d %s" % (method, what, e.code,
-                                                          e.read().decode(errors="replace")))
-
-    def counters(self):
-        return self.control("GET", "counters")
-
-    def reset_counters(self):
-        return self.control("POST", "reset-counters")
-
-    def config(self, **changes):
-        """Change run-time settings (see standin.py CONFIG); returns the whole config."""
-        return self.control("POST", "config", changes)
-
-    def reset_window(self, source=None):
-        """Start a new rate-limit window now (for one source, or all)."""
-        return self.control("POST", "reset-window", {} if source is None else
-                            {"source": source})
-
-    def requests(self, since=0):
-        return self.control("GET", "requests?since=%d" % since)["requests"]
-
-    def token(self, *repos, user=None, password=None):
-        """A pull token for library/<repo> names (or full names), as a client gets it."""
-        scopes = "&".join("scope=repository:%s:pull" % (r if "/" in r else "library/" + r)
-                          for r in repos)
-        req = urllib.request.Request("%s/token?service=registry.docker.io&%s"
-                                     % (self.url, scopes))
-        if user is not None:
-            cred = base64.b64encode(("%s:%s" % (user, password)).encode()).decode()
-            req.add_header("Authorization", "Basic " + cred)
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return json.load(r)["token"]
 
     # -- content ------------------------------------------------------------------
     def load(self, catalog, repos=None, seed=1, layer_size=512, jobs=8):
@@ -201,3 +241,39 @@ class Standin:
         """Rebuild groups by "repo:tag" (see Loader.rebuild); returns the pushed manifest
         with "changed"."""
         return self.loader.rebuild(list(refs))
+
+
+class MemoryStandin(_Control):
+    """The stand-in on threads of this process over in-memory content (standin.memory):
+    for what no registry would hold (a manifest that is not JSON) or could (a blob of GiBs,
+    generated as it is read). Keyword arguments are config keys (auth="basic", push=...;
+    see standin.py CONFIG); users are NAME:PASSWORD[:LIMIT] strings."""
+
+    def __init__(self, users=(), host=None, **config):
+        self.content = Memory()
+        self._users = [server.parse_user(u) for u in users]
+        self._config = config
+        self._hosts = _hosts(host)
+        self._servers = []
+
+    def start(self):
+        registry_host, cdn_host = self._hosts
+        _, self._servers = server.start(registry_host, 0, cdn_host, 0, self.content,
+                                        self._config, self._users)
+        self._registry, self._cdn = (s.server_address[:2] for s in self._servers)
+        return self
+
+    def stop(self):
+        for s in self._servers:
+            s.shutdown()
+            s.server_close()
+        self._servers = []
+
+    def add_blob(self, blob):
+        """Serve a standin.memory.Blob (under every repository); returns it."""
+        return self.content.add_blob(blob)
+
+    def add_manifest(self, repo, tag, media_type, body):
+        """Serve body as repo's manifest under its digest and tag (None: the digest only);
+        returns the digest."""
+        return self.content.add_manifest(repo, tag, media_type, body)

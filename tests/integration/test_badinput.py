@@ -11,11 +11,9 @@ import threading
 import time
 import unittest
 
-from harness import BIN, OFFICIAL_IMAGES, RedisServer
-from harness.mirror import MirrorCase, Sync, dead_letters, head, pushed_tags
-
-COORD = BIN + "/hubsync-coordinator"
-WORKER = BIN + "/hubsync-worker"
+from harness import OFFICIAL_IMAGES, RedisServer, programs
+from harness.stack import MirrorCase, dead_letters
+from harness.target import head, pushed_tags
 
 
 def run(cmd, env=None, timeout=60):
@@ -34,22 +32,23 @@ class FlagsTest(unittest.TestCase):
         self.assertNotIn("Segmentation", p.stderr)
 
     def test_worker_flags_and_environment(self):
-        self.one_line_error(run([WORKER, "--concurrency", "0"]), "--concurrency", "out of range")
-        self.one_line_error(run([WORKER, "--concurency", "4"]), "--concurency")
-        self.one_line_error(run([WORKER], env={"HUBSYNC_CONCURRENCY": "many"}),
+        self.one_line_error(run(programs.worker("--concurrency", "0")), "--concurrency",
+                            "out of range")
+        self.one_line_error(run(programs.worker("--concurency", "4")), "--concurency")
+        self.one_line_error(run(programs.worker(), env={"HUBSYNC_CONCURRENCY": "many"}),
                             "HUBSYNC_CONCURRENCY", "not an integer")
-        self.one_line_error(run([WORKER, "--exit-when-idle=perhaps"]), "--exit-when-idle")
-        self.one_line_error(run([WORKER, "--redis", "http://127.0.0.1:6379", "--target",
-                                 "http://127.0.0.1:5000"]), "redis")
-        self.one_line_error(run([WORKER]), "--target")
-        self.one_line_error(run([WORKER, "--target", "ftp://127.0.0.1:5000"]), "--target")
-        self.one_line_error(run([WORKER, "--target", "http://127.0.0.1:5000"],
+        self.one_line_error(run(programs.worker("--exit-when-idle=perhaps")), "--exit-when-idle")
+        self.one_line_error(run(programs.worker(redis="http://127.0.0.1:6379",
+                                                target="http://127.0.0.1:5000")), "redis")
+        self.one_line_error(run(programs.worker()), "--target")
+        self.one_line_error(run(programs.worker(target="ftp://127.0.0.1:5000")), "--target")
+        self.one_line_error(run(programs.worker(target="http://127.0.0.1:5000"),
                                 env={"HUBSYNC_UPSTREAM": "registry-1.docker.io"}), "--upstream")
-        self.one_line_error(run([WORKER, "--log-format", "yaml"]), "--log-format")
+        self.one_line_error(run(programs.worker(log_format="yaml")), "--log-format")
 
     def test_coordinator_flags_sources_and_refs(self):
-        base = [COORD, "sync", "--once", "--redis", "redis://127.0.0.1:9",
-                "--official-images", OFFICIAL_IMAGES]
+        base = programs.sync(wait=False, json_report=False, redis="redis://127.0.0.1:9",
+                             official_images=OFFICIAL_IMAGES)
         self.one_line_error(run(base), "--target")
         self.one_line_error(run(base + ["--target", "ftp://example/x"]), "--target")
         self.one_line_error(run(base + ["--target", "http://127.0.0.1:5000",
@@ -57,11 +56,11 @@ class FlagsTest(unittest.TestCase):
         self.one_line_error(run(base + ["--target", "http://127.0.0.1:5000",
                                         "--platforms", "linux", "--platform-policy",
                                         "rewrite"]), "--platforms")
-        self.one_line_error(run([COORD, "catalog", "--official-images",
-                                 "/nonexistent/official-images.git"]), "/nonexistent")
-        self.one_line_error(run([COORD, "catalog", "--official-images", OFFICIAL_IMAGES,
-                                 "--ref", "no-such-ref"]), "no-such-ref")
-        self.one_line_error(run([COORD, "catalog", "--bogus"]), "--bogus")
+        self.one_line_error(run(programs.coordinator(
+            "catalog", official_images="/nonexistent/official-images.git")), "/nonexistent")
+        self.one_line_error(run(programs.coordinator(
+            "catalog", official_images=OFFICIAL_IMAGES, ref="no-such-ref")), "no-such-ref")
+        self.one_line_error(run(programs.coordinator("catalog", "--bogus")), "--bogus")
 
 
 class ReferenceTest(unittest.TestCase):
@@ -77,9 +76,10 @@ class ReferenceTest(unittest.TestCase):
     ]
 
     def plan(self, *args):
-        return run([COORD, "plan", "--official-images", OFFICIAL_IMAGES, "--json",
-                    "--target", "http://127.0.0.1:1", "--upstream", "http://127.0.0.1:1"]
-                   + list(args))
+        return run(programs.coordinator("plan", "--json", *args,
+                                        official_images=OFFICIAL_IMAGES,
+                                        target="http://127.0.0.1:1",
+                                        upstream="http://127.0.0.1:1"))
 
     def planned(self, *args):
         p = self.plan(*args)
@@ -110,14 +110,14 @@ class ReferenceTest(unittest.TestCase):
         self.assertIn("--exclude-repos: 'nosuch' is not in official-images", p.stderr)
 
     def test_catalog(self):
-        p = run([COORD, "catalog", "--official-images", OFFICIAL_IMAGES, "--json",
-                 "--repos", "docker.io/library/alpine,library/hello-world"])
+        p = run(programs.coordinator("catalog", "--json", official_images=OFFICIAL_IMAGES,
+                                     repos="docker.io/library/alpine,library/hello-world"))
         self.assertEqual(p.returncode, 0, p.stderr)
         names = [r["name"] for r in json.loads(p.stdout)["repositories"]]
         self.assertEqual(names, ["alpine", "hello-world"])
         for form, text in self.REFUSED:
-            self.one_line_error(run([COORD, "catalog", "--official-images", OFFICIAL_IMAGES,
-                                     "--repos", form]), text)
+            self.one_line_error(run(programs.coordinator(
+                "catalog", official_images=OFFICIAL_IMAGES, repos=form)), text)
 
     def test_sync_once(self):
         redis = RedisServer().start()
@@ -137,9 +137,9 @@ class ReferenceTest(unittest.TestCase):
             return [json.loads(fields[3]) for _, fields in json.loads(out)]
 
         try:
-            base = [COORD, "sync", "--once", "--redis", redis.url, "--official-images",
-                    OFFICIAL_IMAGES, "--target", "http://127.0.0.1:1", "--upstream",
-                    "http://127.0.0.1:1"]
+            base = programs.sync(wait=False, json_report=False, redis=redis,
+                                 official_images=OFFICIAL_IMAGES, target="http://127.0.0.1:1",
+                                 upstream="http://127.0.0.1:1")
             for form, text in self.REFUSED:
                 self.one_line_error(run(base + ["--repos", form]), text)
                 self.assertEqual(redis.cli_raw("KEYS", "hubsync:run*").strip(), "")
@@ -165,9 +165,10 @@ class ReferenceTest(unittest.TestCase):
     def test_daemon_reports_once_per_interval(self):
         redis = RedisServer().start()
         try:
-            d = subprocess.Popen([COORD, "sync", "--redis", redis.url, "--official-images",
-                                  OFFICIAL_IMAGES, "--target", "http://127.0.0.1:1",
-                                  "--upstream", "http://127.0.0.1:1", "--repos", "nosuch"],
+            d = subprocess.Popen(programs.sync(once=False, wait=False, json_report=False,
+                                               redis=redis, official_images=OFFICIAL_IMAGES,
+                                               target="http://127.0.0.1:1",
+                                               upstream="http://127.0.0.1:1", repos="nosuch"),
                                  stderr=subprocess.PIPE, text=True)
             # Read up to the line announcing the next run: the daemon then sleeps.
             seen, killer = [], threading.Timer(60, d.kill)
@@ -200,10 +201,8 @@ class QueuePayloadTest(MirrorCase):
 
     def test_garbage_and_oversized_jobs(self):
         # The queue exists once a coordinator ran; enqueue the real run first.
-        s = Sync(self.hub, self.redis, self.target, self.REPOS, workers=0)
-        coord = subprocess.Popen(s.cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 text=True)
-        self.procs.append(coord)
+        st = self.stack(worker_log_level=None)
+        coord = st.coordinator()
         deadline = time.time() + 60
         while time.time() < deadline and \
                 self.redis.cli_raw("EXISTS", "hubsync:jobs").strip() != "1":
@@ -222,10 +221,7 @@ class QueuePayloadTest(MirrorCase):
             subprocess.run(["redis-cli", "-p", str(self.redis.port), "-x", "XADD",
                             "hubsync:jobs", "*", "key", "garbage:" + key, "job"],
                            input=payload, text=True, check=True, capture_output=True)
-        worker = subprocess.Popen([WORKER, "--redis", self.redis.url, "--upstream", self.hub.url,
-                                   "--target", self.target.url, "--exit-when-idle"],
-                                  stderr=subprocess.PIPE, text=True)
-        self.procs.append(worker)
+        worker = st.worker("--exit-when-idle", stderr=subprocess.PIPE, text=True)
         out, err = coord.communicate(timeout=300)
         werr = worker.communicate(timeout=120)[1]
         self.assertEqual(worker.returncode, 0, werr[-2000:])
@@ -261,8 +257,7 @@ class BadLibraryFileTest(MirrorCase):
     def sync(self):
         others = [n for n in os.listdir(os.path.join(self.src, "library"))
                   if n not in self.REPOS and n != "Hello_World"]
-        return Sync(self.hub, self.redis, self.target, [], source=self.src,
-                    extra=["--exclude-repos", ",".join(others)]).run()
+        return self.stack([], source=self.src).run("--exclude-repos", ",".join(others))
 
     def test_other_repositories_sync_and_the_marker_stays(self):
         for attempt in (1, 2):

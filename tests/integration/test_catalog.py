@@ -10,9 +10,9 @@ import tempfile
 import time
 import unittest
 
-from harness import BIN, OFFICIAL_IMAGES, TIMEOUT_FACTOR, TOOLS, free_port
+from harness import OFFICIAL_IMAGES, TIMEOUT_FACTOR, TOOLS, free_port, programs
 
-COORD = os.path.join(BIN, "hubsync-coordinator")
+VALGRIND = ["valgrind", "--leak-check=full", "--error-exitcode=99", "-q"]
 GIT_ENV = dict(os.environ, GIT_AUTHOR_NAME="hubsync test", GIT_AUTHOR_EMAIL="t@example.com",
                GIT_COMMITTER_NAME="hubsync test", GIT_COMMITTER_EMAIL="t@example.com")
 
@@ -22,6 +22,11 @@ def run(*args, env=None, timeout=120):
                           env=env, timeout=timeout)
 
 
+def coordinator(*args, env=None, timeout=120, wrap=()):
+    """Run hubsync-coordinator with these arguments (under the wrap command)."""
+    return run(*wrap, *programs.coordinator(*args), env=env, timeout=timeout)
+
+
 def git(*args, cwd=None):
     p = subprocess.run(["git"] + list(args), cwd=cwd, stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, text=True, env=GIT_ENV, check=True)
@@ -29,12 +34,12 @@ def git(*args, cwd=None):
 
 
 def catalog_json(*extra, src=OFFICIAL_IMAGES):
-    p = run(COORD, "catalog", "--official-images", src, "--json", *extra)
+    p = coordinator("catalog", "--official-images", src, "--json", *extra)
     return p, (json.loads(p.stdout) if p.stdout.strip() else None)
 
 
 def diff_json(src, frm, to):
-    p = run(COORD, "diff", "--official-images", src, "--from", frm, "--to", to, "--json")
+    p = coordinator("diff", "--official-images", src, "--from", frm, "--to", to, "--json")
     return p, (json.loads(p.stdout) if p.stdout.strip() else None)
 
 
@@ -169,11 +174,11 @@ class CatalogCommand(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertEqual([r["name"] for r in doc["repositories"]], ["debian", "hello-world"])
         # A name official-images lacks is a usage error (test_badinput checks more forms).
-        p = run(COORD, "catalog", "--official-images", OFFICIAL_IMAGES, "--repos",
+        p = coordinator("catalog", "--official-images", OFFICIAL_IMAGES, "--repos",
                 "debian,no-such-repo")
         self.assertEqual(p.returncode, 2)
         self.assertIn("--repos: 'no-such-repo' is not in official-images at", p.stderr)
-        p = run(COORD, "catalog", "--official-images", OFFICIAL_IMAGES)
+        p = coordinator("catalog", "--official-images", OFFICIAL_IMAGES)
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("total: 144 repositories, 2247 groups (2121 entries + 126 shared), "
                       "9849 tags, 7935 entry platforms", p.stdout)
@@ -182,7 +187,7 @@ class CatalogCommand(unittest.TestCase):
     def test_ref_and_environment(self):
         head = git("--git-dir", OFFICIAL_IMAGES, "rev-parse", "HEAD~5").strip()
         env = dict(os.environ, HUBSYNC_OFFICIAL_IMAGES=OFFICIAL_IMAGES, HUBSYNC_REF=head[:9])
-        p = run(COORD, "catalog", "--json", env=env)
+        p = coordinator("catalog", "--json", env=env)
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertEqual(json.loads(p.stdout)["commit"], head)
         p, doc = catalog_json("--ref", "master~5")
@@ -199,28 +204,28 @@ class CatalogCommand(unittest.TestCase):
     def test_bad_input_one_line_exit_2(self):
         self.one_line_exit_2(catalog_json("--ref", "no-such-ref")[0],
                              "unknown revision 'no-such-ref'")
-        self.one_line_exit_2(run(COORD, "catalog", "--official-images", "/nonexistent/oi.git"),
+        self.one_line_exit_2(coordinator("catalog", "--official-images", "/nonexistent/oi.git"),
                              "/nonexistent/oi.git", "No such file or directory")
         url = "http://127.0.0.1:%d/x.git" % free_port()
-        self.one_line_exit_2(run(COORD, "catalog", "--official-images", url), url,
+        self.one_line_exit_2(coordinator("catalog", "--official-images", url), url,
                              "fetch failed")
         # credentials in a URL never appear in a message
         port = free_port()
-        p = run(COORD, "catalog", "--official-images",
+        p = coordinator("catalog", "--official-images",
                 "http://user:s3cret@127.0.0.1:%d/x.git" % port)
         self.one_line_exit_2(p, "'http://***@127.0.0.1:%d/x.git'" % port)
         self.assertNotIn("s3cret", p.stderr)
-        self.one_line_exit_2(run(COORD, "catalog", "--official-images", OFFICIAL_IMAGES,
+        self.one_line_exit_2(coordinator("catalog", "--official-images", OFFICIAL_IMAGES,
                                  "--bogus"), "unknown flag '--bogus'")
-        self.one_line_exit_2(run(COORD, "catalog"), "--official-images")
-        self.one_line_exit_2(run(COORD, "diff", "--official-images", OFFICIAL_IMAGES,
+        self.one_line_exit_2(coordinator("catalog"), "--official-images")
+        self.one_line_exit_2(coordinator("diff", "--official-images", OFFICIAL_IMAGES,
                                  "--from", "nope"), "unknown revision 'nope'")
-        self.one_line_exit_2(run(COORD, "diff", "--official-images", OFFICIAL_IMAGES),
+        self.one_line_exit_2(coordinator("diff", "--official-images", OFFICIAL_IMAGES),
                              "--from")
-        p = run(COORD, "nosuchcommand")
+        p = coordinator("nosuchcommand")
         self.assertEqual(p.returncode, 2)
         self.assertIn("unknown command 'nosuchcommand'", p.stderr)
-        p = run(COORD, "diff", "--help")
+        p = coordinator("diff", "--help")
         self.assertEqual(p.returncode, 0)
         self.assertIn("--from", p.stdout)
         self.assertIn("HUBSYNC_OFFICIAL_IMAGES", p.stdout)
@@ -235,8 +240,8 @@ class CatalogCommand(unittest.TestCase):
         self.assertEqual([d for d in after - before if d.startswith("hubsync-official")], [])
 
     def test_valgrind_full_catalog_no_leak(self):
-        p = run("valgrind", "--leak-check=full", "--error-exitcode=99", "-q", COORD, "catalog",
-                "--official-images", OFFICIAL_IMAGES, "--json", timeout=300)
+        p = coordinator("catalog", "--official-images", OFFICIAL_IMAGES, "--json",
+                        wrap=VALGRIND, timeout=300)
         self.assertEqual(p.returncode, 0, p.stderr[-3000:])
         self.assertEqual(json.loads(p.stdout)["totals"]["groups"], 2247)
 
@@ -281,7 +286,7 @@ class Diff(unittest.TestCase):
                     ["repositories"][0]["groups"] for t in g["tags"]}
         reported = {t for g in deb["groups"] for t in g["removed_tags"]}
         self.assertEqual(reported, old_tags - new_tags)
-        p = run(COORD, "diff", "--official-images", OFFICIAL_IMAGES, "--from", shas[1],
+        p = coordinator("diff", "--official-images", OFFICIAL_IMAGES, "--from", shas[1],
                 "--to", shas[0])
         self.assertEqual(p.returncode, 0)
         self.assertIn("debian (changed)", p.stdout)
@@ -384,9 +389,8 @@ class TempClone(unittest.TestCase):
                            "key": "debian:bookworm-backports", "tags": ["bookworm-backports"],
                            "platforms": repos["debian"]["groups"][0]["platforms"],
                            "removed_tags": ["bookworm-backports"]}])
-        p = run("valgrind", "--leak-check=full", "--error-exitcode=99", "-q", COORD, "diff",
-                "--official-images", self.src, "--from", "HEAD~1", "--to", "HEAD", "--json",
-                timeout=300)
+        p = coordinator("diff", "--official-images", self.src, "--from", "HEAD~1", "--to",
+                        "HEAD", "--json", wrap=VALGRIND, timeout=300)
         self.assertEqual(p.returncode, 0, p.stderr[-3000:])
 
 

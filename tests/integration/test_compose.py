@@ -20,8 +20,8 @@ import tempfile
 import time
 import unittest
 
-from demo.rig import Rig
 from harness import BIN, ROOT
+from harness.stack import Stack
 
 COMPOSE_DIR = os.path.join(ROOT, "compose")
 COMPOSE_FILE = os.path.join(COMPOSE_DIR, "docker-compose.yml")
@@ -361,13 +361,13 @@ class WorkflowTest(unittest.TestCase):
                          'bin/hubsync-worker --redis "$HUBSYNC_REDIS" --exit-when-idle')
 
     def test_worker_command_joins_a_running_sync(self):
-        rig = Rig("hello-world").start()
-        self.addCleanup(rig.stop)
-        sync = subprocess.Popen(rig.sync_command("--json"), stdout=subprocess.PIPE,
+        stack = Stack("hello-world").start()
+        self.addCleanup(stack.stop)
+        sync = subprocess.Popen(stack.sync_argv(), stdout=subprocess.PIPE,
                                 stderr=subprocess.DEVNULL, text=True)
         self.addCleanup(sync.kill)
         deadline = time.time() + 60
-        while rig.redis.cli_raw("XLEN", "hubsync:jobs").strip() in ("", "0"):
+        while stack.redis.cli_raw("XLEN", "hubsync:jobs").strip() in ("", "0"):
             self.assertLess(time.time(), deadline, "the coordinator enqueued nothing")
             time.sleep(0.2)
         step = self.worker_step()
@@ -376,8 +376,8 @@ class WorkflowTest(unittest.TestCase):
             # GitHub expressions are the runner's; here they become the test's values.
             if "${{" not in v:
                 env[k] = v
-        env.update(HUBSYNC_REDIS=rig.redis.url, HUBSYNC_TARGET=rig.target.url,
-                   HUBSYNC_UPSTREAM=rig.hub.url, HUBSYNC_WORKER_ID="gha-test-1",
+        env.update(HUBSYNC_REDIS=stack.redis.url, HUBSYNC_TARGET=stack.target.url,
+                   HUBSYNC_UPSTREAM=stack.hub.url, HUBSYNC_WORKER_ID="gha-test-1",
                    HUBSYNC_IDLE_GRACE="3")
         p = subprocess.run(["bash", "-e", "-c", step["run"]], cwd=ROOT, env=env,
                            capture_output=True, text=True, timeout=300)

@@ -34,11 +34,12 @@ import threading
 import time
 import unittest
 
-from demo.mirror import Podman as PodmanClient, registries_conf
 from harness import OFFICIAL_IMAGES, ROOT, free_port
 from harness.containers import Docker, Podman, build_images
-from harness.mirror import catalog, head, pushed_tags
+from harness.podman import Podman as PodmanClient, registries_conf
+from harness.programs import catalog
 from harness.standin import Standin
+from harness.target import head, pushed_tags
 from integration.test_docs import RECIPES, read, recipe_commands
 from standin.loader import totals
 

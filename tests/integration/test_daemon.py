@@ -6,8 +6,9 @@ import subprocess
 import time
 import unittest
 
-from harness import BIN, OFFICIAL_IMAGES
-from harness.mirror import MirrorCase, Sync, head, pushed_tags
+from harness import programs
+from harness.stack import MirrorCase
+from harness.target import head, pushed_tags
 
 REPOS = MirrorCase.REPOS
 
@@ -23,22 +24,18 @@ def wait_for(pred, timeout=60, step=0.1):
 
 
 class DaemonTest(MirrorCase):
+    def setUp(self):
+        super().setUp()
+        self.st = self.stack(REPOS, worker_log_level="info")
+
     def coordinator(self, *extra):
-        p = subprocess.Popen([BIN + "/hubsync-coordinator", "sync", "--redis", self.redis.url,
-                              "--official-images", OFFICIAL_IMAGES, "--upstream", self.hub.url,
-                              "--target", self.target.url, "--repos", ",".join(REPOS),
-                              "--interval", "60", "--jitter", "0"] + list(extra),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.procs.append(p)
-        return p
+        """The coordinator as a daemon (no --once)."""
+        return self.st.coordinator("--interval", "60", "--jitter", "0", *extra, once=False,
+                                   wait=False, json_report=False)
 
     def worker(self, *extra):
-        p = subprocess.Popen([BIN + "/hubsync-worker", "--redis", self.redis.url,
-                              "--upstream", self.hub.url, "--target", self.target.url,
-                              "--log-level", "info"] + list(extra),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.procs.append(p)
-        return p
+        return self.st.worker(*extra, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
 
     def pending(self):
         """Jobs delivered to a worker and not yet settled."""
@@ -69,7 +66,7 @@ class DaemonTest(MirrorCase):
             self.assertEqual(p.wait(timeout=30), 0)
         self.assertIn("standing by", second.stderr.read())
         self.assertEqual(self.redis.cli_raw("EXISTS", "hubsync:coordinator").strip(), "0")
-        health = [BIN + "/hubsync-worker", "--health", "--redis", self.redis.url]
+        health = programs.worker("--health", redis=self.redis)
         wait_for(lambda: subprocess.run(health, capture_output=True).returncode == 0)
         for w in workers:
             w.send_signal(signal.SIGTERM)
@@ -84,10 +81,7 @@ class DaemonTest(MirrorCase):
         # Slow upstream: jobs take long enough to be caught in hand.
         self.hub.config(latency_ms=150)
         try:
-            s = Sync(self.hub, self.redis, self.target, REPOS, workers=0)
-            coord = subprocess.Popen(s.cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True)
-            self.procs.append(coord)
+            coord = self.st.coordinator()
             w1 = self.worker("--stop-grace", "0", "--concurrency", "4")
             # SIGTERM while it holds jobs.
             wait_for(lambda: self.pending() > 0)

@@ -16,9 +16,9 @@ import threading
 import time
 import unittest
 
-from demo.mirror import Podman, registries_conf
-from demo.rig import Rig
 from harness import OFFICIAL_IMAGES, ROOT
+from harness.podman import Podman, registries_conf
+from harness.stack import Stack
 
 DEMO = os.path.join(ROOT, "tests", "demo", "demo.py")
 DEMO_REPOS = "hello-world,alpine,memcached,registry"
@@ -182,21 +182,21 @@ class MirrorPullTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.rig = Rig("hello-world", hub_repos="hello-world,busybox").start()
-        w = cls.rig.worker("--exit-when-idle", "--idle-grace", "3", log="worker.log")
-        p = subprocess.run(cls.rig.sync_command("--json"), stdout=subprocess.PIPE,
+        cls.stack = Stack("hello-world", hub_repos="hello-world,busybox").start()
+        w = cls.stack.worker("--exit-when-idle", "--idle-grace", "3", log="worker.log")
+        p = subprocess.run(cls.stack.sync_argv(), stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True, timeout=180)
         w.wait(timeout=60)
         assert p.returncode == 0, p.stdout
-        cls.podman = Podman(registries_conf(cls.rig.hub.host, cls.rig.target_host))
+        cls.podman = Podman(registries_conf(cls.stack.hub.host, cls.stack.target_host))
 
     @classmethod
     def tearDownClass(cls):
         cls.podman.close()
-        cls.rig.stop()
+        cls.stack.stop()
 
     def upstream_requests(self):
-        c = self.rig.hub.counters()
+        c = self.stack.hub.counters()
         return {k: c[k] for k in ("token_requests", "manifest_get", "manifest_head",
                                   "blob_get", "blob_head")}
 
@@ -206,30 +206,30 @@ class MirrorPullTest(unittest.TestCase):
         self.assertRegex(image_id, r"^[0-9a-f]{64}$")
         self.assertEqual(self.upstream_requests(), before)
         self.assertEqual(self.podman.digest("docker.io/library/hello-world:linux"),
-                         self.rig.upstream_digest("hello-world", "linux"))
+                         self.stack.upstream_digest("hello-world", "linux"))
         # A short name resolves through unqualified-search-registries to the same place
         # (the same amd64 image, now also known by the "latest" index digest).
         self.podman.pull("hello-world:latest")
         self.assertEqual(self.upstream_requests(), before)
-        self.assertIn(self.rig.upstream_digest("hello-world", "latest"),
+        self.assertIn(self.stack.upstream_digest("hello-world", "latest"),
                       self.podman.repo_digests("docker.io/library/hello-world:latest"))
 
     def test_image_the_target_lacks_falls_back_to_docker_hub(self):
-        before = self.rig.hub.counters()["manifest_get"]
+        before = self.stack.hub.counters()["manifest_get"]
         self.podman.pull("docker.io/library/busybox:latest")
-        self.assertGreater(self.rig.hub.counters()["manifest_get"], before)
+        self.assertGreater(self.stack.hub.counters()["manifest_get"], before)
         self.assertEqual(self.podman.digest("docker.io/library/busybox:latest"),
-                         self.rig.upstream_digest("busybox", "latest"))
+                         self.stack.upstream_digest("busybox", "latest"))
 
     def test_podman_sees_only_our_registries_conf_and_keeps_its_state(self):
-        conf = registries_conf(self.rig.hub.host, self.rig.target_host)
+        conf = registries_conf(self.stack.hub.host, self.stack.target_host)
         probe = Podman(conf)
         regs = json.loads(probe.run("info", "--format", "{{json .Registries}}").stdout)
         self.assertEqual(set(regs), {"docker.io", "search"})
         self.assertEqual(regs["search"], ["docker.io"])
-        self.assertEqual(regs["docker.io"]["Location"], self.rig.hub.host)
+        self.assertEqual(regs["docker.io"]["Location"], self.stack.hub.host)
         self.assertEqual([m["Location"] for m in regs["docker.io"]["Mirrors"]],
-                         [self.rig.target_host])
+                         [self.stack.target_host])
         self.assertTrue(os.path.isdir(os.path.join(probe.dir, "root")))
         pdir = probe.dir
         probe.close()
@@ -253,8 +253,8 @@ class OperatingTest(unittest.TestCase):
     """Progress and logs as an operator sees them."""
 
     def setUp(self):
-        self.rig = Rig("hello-world").start()
-        self.addCleanup(self.rig.stop)
+        self.stack = Stack("hello-world").start()
+        self.addCleanup(self.stack.stop)
 
     def json_lines(self, text, role):
         lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
@@ -266,12 +266,12 @@ class OperatingTest(unittest.TestCase):
         return lines
 
     def start_workers_later(self, delay, *workers):
-        """Start workers (argument tuples for Rig.worker) after delay seconds: the run then
+        """Start workers (argument tuples for Stack.worker) after delay seconds: the run then
         shows that many seconds of progress whatever the machine's speed."""
         def later():
             time.sleep(delay)
             for args, kw in workers:
-                self.rig.worker(*args, **kw)
+                self.stack.worker(*args, **kw)
         t = threading.Thread(target=later)
         t.start()
         self.addCleanup(t.join)
@@ -284,7 +284,7 @@ class OperatingTest(unittest.TestCase):
         reader = threading.Thread(target=read_pty, args=(master, chunks, stop))
         reader.start()
         try:
-            p = subprocess.run(self.rig.sync_command("--json", "--log-format", "json"),
+            p = subprocess.run(self.stack.sync_argv("--log-format", "json"),
                                stdout=subprocess.PIPE, stderr=slave, text=True, timeout=180)
         finally:
             os.close(slave)
@@ -305,10 +305,10 @@ class OperatingTest(unittest.TestCase):
         logs = self.json_lines(tty, "coordinator")
         self.assertTrue(any("jobs (" in o["msg"] for o in logs), tty)
         self.assertEqual(json.loads(p.stdout)["status"], "complete")
-        self.assertEqual(self.rig.stop_workers(), [0, 0])
+        self.assertEqual(self.stack.stop_workers(), [0, 0])
         jobs = 0
         for name in ("w1.log", "w2.log"):
-            with open(self.rig.log_path(name)) as f:
+            with open(self.stack.log_path(name)) as f:
                 text = f.read()
             self.assertTrue(text.strip())
             lines = self.json_lines(text, "worker")
@@ -319,7 +319,7 @@ class OperatingTest(unittest.TestCase):
 
     def test_plain_progress_every_few_seconds_without_a_terminal(self):
         self.start_workers_later(7, ((), {"log": "w.log"}))
-        proc = subprocess.Popen(self.rig.sync_command(), stdout=subprocess.PIPE,
+        proc = subprocess.Popen(self.stack.sync_argv(json_report=False), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         seen = []
         for line in proc.stderr:

@@ -11,8 +11,8 @@ import shlex
 import subprocess
 import unittest
 
-from demo.rig import COORDINATOR, WORKER, Rig
-from harness import ROOT
+from harness import ROOT, programs
+from harness.stack import Stack
 
 README = os.path.join(ROOT, "README.md")
 DOCS = os.path.join(ROOT, "docs")
@@ -41,13 +41,13 @@ def help_options(text):
     return opts
 
 
-def programs():
+def program_argvs():
     """{README heading: argv} for the worker and every coordinator subcommand."""
-    progs = {"hubsync-worker": [WORKER]}
-    top = run_help([COORDINATOR])
+    progs = {"hubsync-worker": programs.worker()}
+    top = run_help(programs.coordinator())
     commands = top.split("commands:", 1)[1]
     for m in re.finditer(r"^  ([a-z]+)\s{2,}", commands, re.M):
-        progs["hubsync-coordinator " + m.group(1)] = [COORDINATOR, m.group(1)]
+        progs["hubsync-coordinator " + m.group(1)] = programs.coordinator(m.group(1))
     return progs
 
 
@@ -84,7 +84,7 @@ class ReferenceTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.reference = subsections(read(REFERENCE))
-        cls.progs = programs()
+        cls.progs = program_argvs()
         cls.helps = {name: run_help(argv) for name, argv in cls.progs.items()}
 
     def test_every_command_has_a_reference_table(self):
@@ -121,7 +121,7 @@ class VariablesTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.known = set()
-        for argv in programs().values():
+        for argv in program_argvs().values():
             cls.known.update(v for v, _ in help_options(run_help(argv)).values() if v)
         # The workers read credentials per registry role under these prefixes (creds_find);
         # creds.h documents the suffixes.
@@ -180,16 +180,15 @@ class RedisRecipesTest(unittest.TestCase):
                             "docs/redis-cli.md names %s, which common/keys.h does not list" % key)
 
     def test_recipes_run_against_a_real_sync(self):
-        rig = Rig("hello-world").start()
-        self.addCleanup(rig.stop)
-        rig.worker("--id", "recipe-worker", log="worker.log")
-        p = subprocess.run(rig.sync_command("--json"), capture_output=True, text=True,
-                           timeout=180)
+        stack = Stack("hello-world").start()
+        self.addCleanup(stack.stop)
+        stack.worker("--id", "recipe-worker", log="worker.log")
+        p = subprocess.run(stack.sync_argv(), capture_output=True, text=True, timeout=180)
         self.assertEqual(p.returncode, 0, p.stderr[-2000:])
-        cli = rig.redis.cli_raw
+        cli = stack.redis.cli_raw
         source = [k for k in cli("--scan", "--pattern", "hubsync:budget:*").split()
                   if not k.endswith(":inflight")][0][len("hubsync:budget:"):]
-        target = rig.target.url
+        target = stack.target.url
         epoch = cli("HGET", "hubsync:target:" + target, "epoch").strip()
         values = {
             "<target>": target,
@@ -207,7 +206,7 @@ class RedisRecipesTest(unittest.TestCase):
         for argv in cmds:
             self.assertEqual(argv[0], "redis-cli")
             args = [re.sub(r"<[a-z]+>", lambda m: values[m.group(0)], a) for a in argv[1:]]
-            out = subprocess.run(["redis-cli", "-p", str(rig.redis.port)] + args,
+            out = subprocess.run(["redis-cli", "-p", str(stack.redis.port)] + args,
                                  capture_output=True, text=True, timeout=30)
             text = out.stdout + out.stderr
             self.assertEqual(out.returncode, 0, (args, text))

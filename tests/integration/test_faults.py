@@ -12,214 +12,39 @@ KillCostTest checks what kills cost: no manifest a killed worker had fetched is 
 
 HUBSYNC_FULL=1 (`make reliability`) runs 20 kill trials instead of 3.
 """
-import hashlib
 import json
 import os
 import random
 import re
-import shutil
 import signal
 import subprocess
-import tempfile
-import threading
 import time
 import unittest
-import urllib.error
-import urllib.request
 
-from harness import BIN, OFFICIAL_IMAGES, RedisServer, Registry
+from harness import RedisServer, Registry, programs
+from harness.stack import Stack, StackCase, dead_letters
 from harness.standin import Standin
-from harness.mirror import ACCEPT, StackCase, catalog, dead_letters, enqueued, pushed_tags
+from harness.target import pushed_tags, request, snapshot, tags
 
 REPOS = ["hello-world", "registry"]
 FULL = os.environ.get("HUBSYNC_FULL") == "1"
 KILL_TRIALS = 20 if FULL else 3
 LEASE_MS = 3000
+# Every worker here: a short lease and quick retries, so that faults resolve within a test.
+WORKER_ARGS = ["--lease-ms", str(LEASE_MS), "--backoff-ms", "200", "--backoff-max-ms", "1000"]
 
 
-def _get(url, method="GET", accept=ACCEPT):
-    req = urllib.request.Request(url, method=method, headers={"Accept": accept})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, r.headers, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.headers, b""
+def fault_stack(hub, redis, target, repos=REPOS, worker_args=()):
+    """A Stack whose workers log at info level and whose programs all log to files."""
+    return Stack(repos, hub=hub, redis=redis, target=target, logs=True,
+                 worker_log_level="info", worker_args=WORKER_ARGS + list(worker_args))
 
 
-def target_tags(url, repo):
-    code, _, body = _get("%s/v2/%s/tags/list" % (url, repo))
-    if code == 404:
-        return []
-    if code != 200:
-        raise AssertionError("tags/list %s: %d" % (repo, code))
-    return json.loads(body).get("tags") or []
-
-
-def snapshot(url, repos, verify_blobs=False):
-    """What the target holds for repos, as {"tags": {repo:tag: digest}, "manifests": set,
-    "blobs": set}, reached from the tags. Raises AssertionError naming the first tag that
-    points at a missing manifest or blob. verify_blobs also GETs every blob and checks it
-    hashes to its digest."""
-    tags, manifests, blobs = {}, set(), set()
-    for short in repos:
-        repo = "library/" + short
-        for tag in target_tags(url, repo):
-            code, h, body = _get("%s/v2/%s/manifests/%s" % (url, repo, tag))
-            if code != 200:
-                raise AssertionError("%s:%s listed but its manifest answers %d"
-                                     % (repo, tag, code))
-            digest = "sha256:" + hashlib.sha256(body).hexdigest()
-            if h.get("Docker-Content-Digest") != digest:
-                raise AssertionError("%s:%s manifest bytes do not hash to its digest" %
-                                     (repo, tag))
-            tags["%s:%s" % (short, tag)] = digest
-            m = json.loads(body)
-            todo = [(digest, m)]
-            for c in m.get("manifests", []):
-                code, _, cbody = _get("%s/v2/%s/manifests/%s" % (url, repo, c["digest"]))
-                if code != 200:
-                    raise AssertionError("%s:%s child manifest %s missing (%d)"
-                                         % (repo, tag, c["digest"], code))
-                todo.append((c["digest"], json.loads(cbody)))
-            for d, doc in todo:
-                manifests.add(d)
-                for b in ([doc["config"]] if "config" in doc else []) + doc.get("layers", []):
-                    if (repo, b["digest"]) in blobs:
-                        continue
-                    if verify_blobs:
-                        code, _, data = _get("%s/v2/%s/blobs/%s" % (url, repo, b["digest"]),
-                                             accept="*/*")
-                        ok = code == 200 and \
-                            "sha256:" + hashlib.sha256(data).hexdigest() == b["digest"]
-                        what = "is corrupt" if code == 200 else "missing (%d)" % code
-                    else:
-                        code, _, _ = _get("%s/v2/%s/blobs/%s" % (url, repo, b["digest"]),
-                                          method="HEAD", accept="*/*")
-                        ok, what = code == 200, "missing (%d)" % code
-                    if not ok:
-                        raise AssertionError("%s:%s blob %s %s" % (repo, tag, b["digest"], what))
-                    blobs.add((repo, b["digest"]))
-    return {"tags": tags, "manifests": manifests, "blobs": blobs}
-
-
-class Watcher(threading.Thread):
-    """Polls the target while a run goes and records every inconsistency it sees."""
-
-    def __init__(self, url, repos):
-        super().__init__(daemon=True)
-        self.url, self.repos = url, repos
-        self.problems, self.polls = [], 0
-        self._halt = threading.Event()
-
-    def run(self):
-        while not self._halt.is_set():
-            try:
-                snapshot(self.url, self.repos)
-                self.polls += 1
-            except AssertionError as e:
-                # docker-registry lists a tag a moment before its link file exists (its own
-                # tag write is not atomic): only what is still wrong half a second later is
-                # a dangling tag.
-                time.sleep(0.5)
-                try:
-                    snapshot(self.url, self.repos)
-                except AssertionError as again:
-                    if str(again) == str(e):
-                        self.problems.append(str(e))
-                except (OSError, ValueError):
-                    pass
-            except (OSError, ValueError):
-                pass  # the target is being restarted on purpose
-            self._halt.wait(0.2)
-
-    def finish(self):
-        self._halt.set()
-        self.join(timeout=60)
-        return self.problems
-
-
-class Stack:
-    """One coordinator and a pool of workers that a test may kill and replace."""
-
-    def __init__(self, hub, redis, target, repos=REPOS, worker_args=(), coord_args=(),
-                 env=None, logdir=None):
-        self.hub, self.redis, self.target, self.repos = hub, redis, target, repos
-        self.worker_args = ["--lease-ms", str(LEASE_MS), "--backoff-ms", "200",
-                            "--backoff-max-ms", "1000"] + list(worker_args)
-        self.coord_args = list(coord_args)
-        self.env = env
-        self.workers, self.coord = [], None
-        self.logdir = logdir
-        self.logs = []
-
-    def _log(self, name):
-        if self.logdir is None:
-            return subprocess.DEVNULL
-        path = os.path.join(self.logdir, "%s-%d.log" % (name, len(self.logs)))
-        self.logs.append(path)
-        return open(path, "w")
-
-    def start_coordinator(self):
-        cmd = [BIN + "/hubsync-coordinator", "sync", "--once", "--wait", "--json",
-               "--redis", self.redis.url, "--official-images", OFFICIAL_IMAGES,
-               "--upstream", self.hub.url, "--target", self.target.url,
-               "--repos", ",".join(self.repos)] + self.coord_args
-        err = self._log("coordinator")
-        self.coord = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True,
-                                      env=self.env)
-        if err is not subprocess.DEVNULL:
-            err.close()
-        return self.coord
-
-    def wait_enqueued(self, timeout=60):
-        deadline = time.time() + timeout
-        while time.time() < deadline and not enqueued(self.redis):
-            if self.coord is not None and self.coord.poll() is not None:
-                raise AssertionError("coordinator exited %d before enqueueing"
-                                     % self.coord.returncode)
-            time.sleep(0.02)
-
-    def start_worker(self, extra=()):
-        out = self._log("worker")
-        w = subprocess.Popen([BIN + "/hubsync-worker", "--redis", self.redis.url,
-                              "--upstream", self.hub.url, "--target", self.target.url,
-                              "--log-level", "info"] + self.worker_args + list(extra),
-                             stdout=out, stderr=subprocess.STDOUT, env=self.env)
-        if out is not subprocess.DEVNULL:
-            out.close()
-        self.workers.append(w)
-        return w
-
-    def start_watched(self, workers=2):
-        """Start workers and a Watcher of the target while they run: the watcher."""
-        for _ in range(workers):
-            self.start_worker()
-        watcher = Watcher(self.target.url, self.repos)
-        watcher.start()
-        return watcher
-
-    def run(self, workers=1, worker_extra=()):
-        """Start the coordinator, wait for its jobs, start workers: (exit code, report)."""
-        self.start_coordinator()
-        self.wait_enqueued()
-        for _ in range(workers):
-            self.start_worker(worker_extra)
-        return self.report()
-
-    def report(self, timeout=240):
-        out, _ = self.coord.communicate(timeout=timeout)
-        return self.coord.returncode, (json.loads(out) if out.strip() else None)
-
-    def stop_workers(self):
-        for w in self.workers:
-            if w.poll() is None:
-                w.send_signal(signal.SIGTERM)
-        for w in self.workers:
-            try:
-                w.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                w.kill()
-                w.wait()
+def watched(st, workers=2):
+    """Start workers and a Watcher of the target while they run: the watcher."""
+    for _ in range(workers):
+        st.worker()
+    return st.watch()
 
 
 _hub = {}
@@ -227,7 +52,7 @@ _hub = {}
 
 def setUpModule():
     _hub["hub"] = Standin(limit=1000000).start()
-    _hub["pushed"] = _hub["hub"].load(catalog(REPOS))
+    _hub["pushed"] = _hub["hub"].load(programs.catalog(REPOS))
 
 
 def tearDownModule():
@@ -251,17 +76,23 @@ class FaultBase(StackCase):
     def clean_snapshot(self):
         """The target after an undisturbed run (computed once per class)."""
         if FaultBase._clean is None:
-            redis, target = RedisServer().start(), Registry().start()
+            st = fault_stack(self.hub, None, None).start()
             try:
-                st = Stack(self.hub, redis, target)
-                rc, rep = st.run(worker_extra=["--exit-when-idle"])
+                st.coordinator()
+                st.wait_enqueued()
+                st.worker("--exit-when-idle")
+                run = st.report()
                 st.stop_workers()
-                self.assertEqual(rc, 0, rep)
-                FaultBase._clean = snapshot(target.url, REPOS)
+                self.assertEqual(run.rc, 0, run.report)
+                FaultBase._clean = snapshot(st.target.url, REPOS)
             finally:
-                redis.stop()
-                target.stop()
+                st.stop()
         return FaultBase._clean
+
+    def stack(self, repos=REPOS, worker_args=()):
+        st = fault_stack(self.hub, self.redis, self.target, repos, worker_args)
+        self.addCleanup(st.stop)
+        return st
 
     def assert_converged(self, rc, report, watcher=None, verify_blobs=False):
         self.assertEqual(rc, 0, report)
@@ -286,10 +117,10 @@ class WorkerKillTest(FaultBase):
 
     def trial(self, seed):
         rng = random.Random(seed)
-        st = Stack(self.hub, self.redis, self.target)
-        st.start_coordinator()
+        st = self.stack()
+        st.coordinator()
         st.wait_enqueued()
-        watcher = st.start_watched()
+        watcher = watched(st)
         kills = 0
         try:
             for _ in range(rng.randint(1, 3)):
@@ -307,8 +138,9 @@ class WorkerKillTest(FaultBase):
                                               "hubsync:lock:blob:*").split():
                     pttl = int(self.redis.cli_raw("PTTL", key).strip())
                     self.assertLessEqual(pttl, LEASE_MS, key)
-                st.start_worker()
-            rc, report = st.report()
+                st.worker()
+            run = st.report()
+            rc, report = run.rc, run.report
         finally:
             st.stop_workers()
         self.assert_converged(rc, report, watcher)
@@ -429,17 +261,18 @@ class RedisRestartTest(FaultBase):
     coordinator rides out the outage with backoff, and the run completes."""
 
     def test_redis_killed_and_restarted_while_coordinator_waits(self):
-        st = Stack(self.hub, self.redis, self.target)
-        st.start_coordinator()
+        st = self.stack()
+        st.coordinator()
         st.wait_enqueued()
         time.sleep(1.5)  # everysec AOF: let the enqueued run reach the disk
         self.redis.kill(signal.SIGKILL)
         time.sleep(3.0)  # the coordinator sees it gone and backs off
         self.assertIsNone(st.coord.poll(), "the coordinator gave up during the outage")
         self.redis.start(self.redis.port)
-        watcher = st.start_watched()
+        watcher = watched(st)
         try:
-            rc, report = st.report()
+            run = st.report()
+            rc, report = run.rc, run.report
         finally:
             st.stop_workers()
         self.assert_converged(rc, report, watcher)
@@ -448,16 +281,17 @@ class RedisRestartTest(FaultBase):
     def test_redis_killed_and_restarted_while_workers_copy(self):
         self.hub.config(latency_ms=40)  # slow enough for the kill to land mid-copy
         try:
-            st = Stack(self.hub, self.redis, self.target, worker_args=["--lease-ms", "3000"])
-            st.start_coordinator()
+            st = self.stack(worker_args=["--lease-ms", "3000"])
+            st.coordinator()
             st.wait_enqueued()
-            watcher = st.start_watched()
+            watcher = watched(st)
             time.sleep(2.0)
             self.redis.kill(signal.SIGKILL)
             time.sleep(2.0)
             self.redis.start(self.redis.port)
             try:
-                rc, report = st.report()
+                run = st.report()
+                rc, report = run.rc, run.report
             finally:
                 st.stop_workers()
         finally:
@@ -484,12 +318,13 @@ class RedisLostTest(FaultBase):
         return out, {k: after[k] - before[k] for k in ("manifest_get", "blob_bytes")}
 
     def sync(self):
-        st = Stack(self.hub, self.redis, self.target)
-        st.start_coordinator()
+        st = self.stack()
+        st.coordinator()
         st.wait_enqueued()
-        st.start_worker(["--exit-when-idle"])
+        st.worker("--exit-when-idle")
         try:
-            return st.report()
+            run = st.report()
+            return run.rc, run.report
         finally:
             st.stop_workers()
 
@@ -504,10 +339,10 @@ class RedisLostTest(FaultBase):
 
     def test_lost_mid_run(self):
         clean = self.clean_snapshot()
-        st = Stack(self.hub, self.redis, self.target)
-        st.start_coordinator()
+        st = self.stack()
+        st.coordinator()
         st.wait_enqueued()
-        st.start_worker()
+        st.worker()
         deadline = time.time() + 60
         while time.time() < deadline:
             try:
@@ -522,7 +357,7 @@ class RedisLostTest(FaultBase):
         st.stop_workers()
         # What is already there (content of finished groups and of groups cut short).
         have = {d for d in clean["manifests"] for short in REPOS
-                if _get("%s/v2/library/%s/manifests/%s" % (self.target.url, short, d),
+                if request("%s/v2/library/%s/manifests/%s" % (self.target.url, short, d),
                         method="HEAD")[0] == 200}
         self.assertTrue(have)
         self.fresh_redis()
@@ -550,12 +385,13 @@ class UpstreamFaultTest(FaultBase):
         self.clean_snapshot()
         self.hub.config(seed=7, **self.FAULTS)
         before = self.hub.counters()
-        st = Stack(self.hub, self.redis, self.target, worker_args=["--max-attempts", "8"])
-        st.start_coordinator()
+        st = self.stack(worker_args=["--max-attempts", "8"])
+        st.coordinator()
         st.wait_enqueued()
-        watcher = st.start_watched()
+        watcher = watched(st)
         try:
-            rc, report = st.report()
+            run = st.report()
+            rc, report = run.rc, run.report
         finally:
             st.stop_workers()
         after = self.hub.counters()
@@ -574,10 +410,14 @@ class UpstreamFaultTest(FaultBase):
         reason matching the regex, after no retry beyond what the worker allows, and no
         tag is written."""
         self.hub.config(seed=3, **faults)
-        st = Stack(self.hub, self.redis, self.target, repos=["hello-world"],
-                   worker_args=["--max-attempts", "2", "--http-retries", "1"])
+        st = self.stack(repos=["hello-world"],
+                        worker_args=["--max-attempts", "2", "--http-retries", "1"])
         try:
-            rc, report = st.run(worker_extra=["--exit-when-idle"])
+            st.coordinator()
+            st.wait_enqueued()
+            st.worker("--exit-when-idle")
+            run = st.report()
+            rc, report = run.rc, run.report
         finally:
             st.stop_workers()
             self.hub.config(**self.OFF)
@@ -630,18 +470,19 @@ class TargetRestartTest(FaultBase):
 
     def test_target_restarted_mid_run(self):
         self.clean_snapshot()
-        st = Stack(self.hub, self.redis, self.target)
-        st.start_coordinator()
+        st = self.stack()
+        st.coordinator()
         st.wait_enqueued()
-        st.start_worker()
-        st.start_worker()
+        st.worker()
+        st.worker()
         try:
             time.sleep(1.0)
             self.assertIsNone(st.coord.poll(), "the run ended before the target restarted")
             self.target.kill(signal.SIGKILL)
             time.sleep(1.0)
             self.target.start(self.target.port)
-            rc, report = st.report()
+            run = st.report()
+            rc, report = run.rc, run.report
         finally:
             st.stop_workers()
         self.assert_converged(rc, report, verify_blobs=True)
@@ -669,17 +510,14 @@ class TargetOutageTest(FaultBase):
         """A run whose target is down from before the workers start until OUTAGE_S later:
         (exit code, report, worker log paths). during(stack) runs while it is down."""
         self.clean_snapshot()
-        logdir = tempfile.mkdtemp(prefix="hubsync-outage-")
-        self.addCleanup(shutil.rmtree, logdir, True)
-        st = Stack(self.hub, self.redis, self.target, logdir=logdir,
-                   worker_args=self.WORKER_ARGS + worker_args)
+        st = self.stack(worker_args=self.WORKER_ARGS + worker_args)
         try:
-            st.start_coordinator()
+            st.coordinator()
             st.wait_enqueued()
             self.target.kill(signal.SIGKILL)
             down = time.time()
-            st.start_worker()
-            st.start_worker()
+            st.worker()
+            st.worker()
             if during is not None:
                 during(st)
             time.sleep(max(0.0, down + self.OUTAGE_S - time.time()))
@@ -687,7 +525,8 @@ class TargetOutageTest(FaultBase):
                 self.fail("the run ended while the target was down: %s" % st.coord.stdout.read())
             self.assertEqual(dead_letters(self.redis), [])
             self.target.start(self.target.port)
-            rc, report = st.report()
+            run = st.report()
+            rc, report = run.rc, run.report
         finally:
             st.stop_workers()
             if st.coord.poll() is None:
@@ -703,8 +542,8 @@ class TargetOutageTest(FaultBase):
             deadline = time.time() + self.OUTAGE_S
             while time.time() < deadline and not seen:
                 s = json.loads(subprocess.run(
-                    [BIN + "/hubsync-coordinator", "status", "--json", "--redis",
-                     self.redis.url], stdout=subprocess.PIPE, text=True, timeout=30).stdout)
+                    programs.coordinator("status", "--json", redis=self.redis),
+                    stdout=subprocess.PIPE, text=True, timeout=30).stdout)
                 if s["queue"]["delayed_by_why"]["registry"] > 0:
                     seen.update(s)
                 time.sleep(0.2)
@@ -758,21 +597,19 @@ class LeaseLostTest(FaultBase):
     before its tag writes and writes none (the new holder writes them)."""
 
     def test_no_tag_written_after_the_lease_is_taken(self):
-        logdir = tempfile.mkdtemp(prefix="hubsync-lease-")
-        self.addCleanup(shutil.rmtree, logdir, True)
         # A long lease: the worker's periodic renewal (every lease/3) does not come round
         # while the jobs run, so only a check before the tags can notice the theft.
-        st = Stack(self.hub, self.redis, self.target, repos=["hello-world"], logdir=logdir,
-                   worker_args=["--lease-ms", "60000", "--id", "victim"])
+        st = self.stack(repos=["hello-world"],
+                        worker_args=["--lease-ms", "60000", "--id", "victim"])
         self.hub.config(latency_ms=300)  # jobs take seconds: the theft lands mid-copy
         try:
-            st.start_worker()
+            st.worker()
             # Its first tick has renewed (nothing) and beaten: the next renewal is 20 s off.
             deadline = time.time() + 30
             while time.time() < deadline and not self.redis.cli_raw(
                     "EXISTS", "hubsync:worker:victim").strip() == "1":
                 time.sleep(0.05)
-            st.start_coordinator()
+            st.coordinator()
             st.wait_enqueued()
             total = int(self.redis.cli_raw("HGET", "hubsync:run:" + self.redis.cli_raw(
                 "GET", "hubsync:runs:current").strip(), "jobs_total"))
@@ -799,7 +636,7 @@ class LeaseLostTest(FaultBase):
         for line in done:
             self.assertIn(" written=0 ", line)
         self.assertEqual(len(log_lines([log], r"lease lost")), total)
-        self.assertEqual(target_tags(self.target.url, "library/hello-world"), [])
+        self.assertEqual(tags(self.target.url, "library/hello-world"), [])
         # The thief still holds every job: the worker settled none of them.
         self.assertEqual(self.redis.cli_raw("XPENDING", "hubsync:jobs", "workers", "-", "+",
                                             "100", "thief").split()[0::4], ids)

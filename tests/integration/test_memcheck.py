@@ -5,11 +5,10 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 import unittest
 
-from harness import BIN, OFFICIAL_IMAGES
-from harness.mirror import MirrorCase, enqueued, head, pushed_tags
+from harness.stack import MirrorCase
+from harness.target import head, pushed_tags
 
 REPOS = ["hello-world"]
 
@@ -27,22 +26,11 @@ class MemcheckTest(MirrorCase):
         logs = tempfile.mkdtemp(prefix="hubsync-memcheck-")
         self.addCleanup(shutil.rmtree, logs, ignore_errors=True)
         clog, wlog = os.path.join(logs, "coordinator.log"), os.path.join(logs, "worker.log")
-        coord = subprocess.Popen(
-            memcheck(clog) + [BIN + "/hubsync-coordinator", "sync", "--once", "--wait",
-                              "--json", "--redis", self.redis.url, "--official-images",
-                              OFFICIAL_IMAGES, "--upstream", self.hub.url, "--target",
-                              self.target.url, "--repos", ",".join(REPOS)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.procs.append(coord)
-        deadline = time.time() + 120
-        while time.time() < deadline and coord.poll() is None and not enqueued(self.redis):
-            time.sleep(0.1)
-        worker = subprocess.Popen(
-            memcheck(wlog) + [BIN + "/hubsync-worker", "--redis", self.redis.url,
-                              "--upstream", self.hub.url, "--target", self.target.url,
-                              "--exit-when-idle", "--log-level", "warn"],
-            stderr=subprocess.PIPE, text=True)
-        self.procs.append(worker)
+        st = self.stack()
+        coord = st.coordinator(wrap=memcheck(clog))
+        st.wait_enqueued(timeout=120)
+        worker = st.worker("--exit-when-idle", wrap=memcheck(wlog), stderr=subprocess.PIPE,
+                           text=True)
         out, err = coord.communicate(timeout=600)
         werr = worker.communicate(timeout=300)[1]
         for name, path in (("coordinator", clog), ("worker", wlog)):

@@ -9,22 +9,22 @@ letters), the pause switch and budget pauses as documented in common/keys.h, --j
 --health and the exit codes, Redis down.
 """
 import json
-import os
 import subprocess
 import time
 import unittest
 
-from harness import BIN, OFFICIAL_IMAGES, free_port
-from harness.mirror import MirrorCase
+from harness import OFFICIAL_IMAGES, free_port, programs
+from harness.stack import MirrorCase
 from standin.loader import totals
 
 REPOS = ["hello-world", "busybox"]
-COORD = os.path.join(BIN, "hubsync-coordinator")
 
 
-def coordinator(*args, timeout=120):
-    return subprocess.run([COORD] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True, timeout=timeout)
+def coordinator(command, *args, timeout=120, **options):
+    """Run `hubsync-coordinator command` (options as for programs.coordinator)."""
+    return subprocess.run(programs.coordinator(command, *args, **options),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          timeout=timeout)
 
 
 def snapshot(redis):
@@ -52,46 +52,37 @@ class Base(MirrorCase):
     HUB_LIMIT = 10000
 
     def common(self, repos=REPOS, hub=None):
-        return ["--official-images", OFFICIAL_IMAGES, "--upstream", (hub or self.hub).url,
-                "--target", self.target.url, "--repos", ",".join(repos)]
+        return dict(official_images=OFFICIAL_IMAGES, upstream=hub or self.hub,
+                    target=self.target, repos=repos)
 
     def plan(self, *extra, repos=REPOS, hub=None, rc=0):
         """plan --json; asserts that it spent no pull and wrote nothing to Redis."""
         hub = hub or self.hub
         before, keys = hub.counters()["manifest_get"], snapshot(self.redis)
-        p = coordinator("plan", "--json", "--redis", self.redis.url,
-                        *(self.common(repos, hub) + list(extra)))
+        p = coordinator("plan", "--json", *extra, redis=self.redis, **self.common(repos, hub))
         self.assertEqual(p.returncode, rc, p.stderr)
         self.assertEqual(hub.counters()["manifest_get"], before, "plan sent a counted GET")
         self.assertEqual(snapshot(self.redis), keys, "plan changed Redis")
         return json.loads(p.stdout)
 
     def status(self, *extra, rc=0):
-        s = coordinator("status", "--json", "--redis", self.redis.url, *extra)
+        s = coordinator("status", "--json", *extra, redis=self.redis)
         self.assertEqual(s.returncode, rc, s.stderr)
         return json.loads(s.stdout)
 
-    def start_sync(self, repos=REPOS, hub=None):
-        return subprocess.Popen([COORD, "sync", "--once", "--wait", "--json", "--redis",
-                                 self.redis.url] + self.common(repos, hub),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def start_sync(self, *extra, repos=REPOS):
+        """`sync --once --wait --json` over a Stack that self.workers() then joins."""
+        self.st = self.stack(repos, worker_log_level=None)
+        return self.st.coordinator(*extra)
 
-    def wait_enqueued(self, sync):
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            run = self.redis.cli_raw("GET", "hubsync:runs:current").strip()
-            if run and self.redis.cli_raw("HGET", "hubsync:run:" + run, "enqueued").strip():
-                return run
-            self.assertIsNone(sync.poll(), "sync ended before enqueueing")
-            time.sleep(0.05)
-        self.fail("the run was not enqueued within 60 s")
+    def wait_enqueued(self):
+        run = self.st.wait_enqueued()
+        self.assertIsNotNone(run, "sync ended before enqueueing")
+        return run
 
     def workers(self, n, *extra):
-        return [subprocess.Popen([os.path.join(BIN, "hubsync-worker"), "--redis", self.redis.url,
-                                  "--upstream", self.hub.url, "--target", self.target.url,
-                                  "--exit-when-idle"] + list(extra),
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                for _ in range(n)]
+        return [self.st.worker("--exit-when-idle", *extra, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL) for _ in range(n)]
 
     def finish(self, sync, workers):
         out, err = sync.communicate(timeout=180)
@@ -137,7 +128,7 @@ class PlanThenSyncTest(Base):
         self.assertLessEqual(b["remaining"], 10000)
 
         # The readable form says the same.
-        r = coordinator("plan", *self.common())
+        r = coordinator("plan", **self.common())
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("first run, every group counts as changed", r.stdout)
         self.assertIn("at least %d, at most %d" % (t["gets_min"], t["gets_max"]), r.stdout)
@@ -148,7 +139,7 @@ class PlanThenSyncTest(Base):
         gets_before = self.hub.counters()["manifest_get"]
         try:
             sync = self.start_sync()
-            run = self.wait_enqueued(sync)
+            run = self.wait_enqueued()
             workers = self.workers(2)
             seen_worker = seen_budget = None
             deadline = time.time() + 120
@@ -166,11 +157,10 @@ class PlanThenSyncTest(Base):
                         seen_budget = s["budget"][0]
                     if seen_worker and seen_budget:
                         # A sync started now would resume this run; plan says so.
-                        r = coordinator("plan", "--json", "--redis", self.redis.url,
-                                        *self.common())
+                        r = coordinator("plan", "--json", redis=self.redis, **self.common())
                         self.assertEqual(r.returncode, 0, r.stderr)
                         self.assertEqual(json.loads(r.stdout)["resumes_run"], run)
-                        h = coordinator("status", "--health", "--redis", self.redis.url)
+                        h = coordinator("status", "--health", redis=self.redis)
                         self.assertEqual(h.returncode, 0, h.stdout + h.stderr)
                         self.assertIn("lease held by", h.stdout)
                         self.assertIn("current run  %s" % run, h.stdout)
@@ -227,7 +217,7 @@ class PlanThenSyncTest(Base):
         self.assertEqual(p["from"], self.catalog["commit"])
         self.assertEqual((t["unchanged"], t["to_write"], t["digests_to_fetch"]), (tags, 0, 0))
         self.assertEqual((t["gets_min"], t["gets_max"], t["groups_changed"]), (0, 0, 0))
-        r = coordinator("plan", "--redis", self.redis.url, *self.common())
+        r = coordinator("plan", redis=self.redis, **self.common())
         self.assertIn("already synced, every group is a check", r.stdout)
         self.assertIn("at least 0, at most 0", r.stdout)
 
@@ -254,10 +244,8 @@ class PlanThenSyncTest(Base):
         self.assertGreater(t["to_write"], 0)
         # One platform: an index, at most one image and one attestation each.
         self.assertEqual(t["gets_max"], 3 * t["digests_to_fetch"])
-        sync = subprocess.Popen([COORD, "sync", "--once", "--wait", "--json", "--redis",
-                                 self.redis.url] + self.common() + sel,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.wait_enqueued(sync)
+        sync = self.start_sync(*sel)
+        self.wait_enqueued()
         rc, report, err = self.finish(sync, self.workers(2))
         self.assertEqual(rc, 0, err)
         self.assertEqual(report["tags_written"], t["to_write"])
@@ -288,7 +276,7 @@ class StatusTest(Base):
         self.assertFalse(s["health"]["ok"])
         # Without --health a live Redis is enough; with it, nothing runs: exit 1.
         self.status("--health", rc=1)
-        r = coordinator("status", "--redis", self.redis.url)
+        r = coordinator("status", redis=self.redis)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("no coordinator holds the lease", r.stdout)
         self.assertIn("never (no run has completed)", r.stdout)
@@ -297,20 +285,20 @@ class StatusTest(Base):
 
     def test_redis_down(self):
         port = free_port()
-        r = coordinator("status", "--redis", "redis://127.0.0.1:%d" % port)
+        r = coordinator("status", redis="redis://127.0.0.1:%d" % port)
         self.assertEqual(r.returncode, 1)
         self.assertEqual(r.stdout, "")
         lines = r.stderr.strip().splitlines()
         self.assertEqual(len(lines), 1, r.stderr)
         self.assertIn("hubsync-coordinator status: redis 127.0.0.1:%d/0" % port, lines[0])
         self.assertIn("refused", lines[0])
-        r = coordinator("status", "--health", "--json", "--redis",
-                        "redis://:secret@127.0.0.1:%d" % port)
+        r = coordinator("status", "--health", "--json",
+                        redis="redis://:secret@127.0.0.1:%d" % port)
         self.assertEqual(r.returncode, 1)
         self.assertNotIn("secret", r.stderr)
         # plan goes on without the marker, and says so.
-        p = coordinator("plan", "--json", "--redis", "redis://127.0.0.1:%d" % port,
-                        *self.common(["hello-world"]))
+        p = coordinator("plan", "--json", redis="redis://127.0.0.1:%d" % port,
+                        **self.common(["hello-world"]))
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertEqual(json.loads(p.stdout)["marker"], "unreachable")
         self.assertIn("planning as a first run", p.stderr)
@@ -322,8 +310,8 @@ class StatusTest(Base):
         alpine = [g for g in p["groups"] if g["repository"] == "alpine"]
         self.assertTrue(alpine)
         self.assertEqual(p["totals"]["missing_upstream"], sum(g["tags"] for g in alpine))
-        sync = self.start_sync(repos)
-        run = self.wait_enqueued(sync)
+        sync = self.start_sync(repos=repos)
+        run = self.wait_enqueued()
         workers = self.workers(1, "--max-attempts", "2", "--backoff-ms", "4000")
         seen_backoff = None
         deadline = time.time() + 60
@@ -350,7 +338,7 @@ class StatusTest(Base):
         self.assertEqual((last["id"], last["state"]), (run, "failed"))
         self.assertEqual(last["jobs_failed"], len(alpine))
         self.assertIsNone(s["synced_commit"])  # a failed run never moves the marker
-        r = coordinator("status", "--redis", self.redis.url)
+        r = coordinator("status", redis=self.redis)
         self.assertIn("%d dead" % len(alpine), r.stdout)
         self.assertIn("failed after 2 attempts", r.stdout)
 
@@ -404,7 +392,7 @@ class StatusTest(Base):
         self.assertGreaterEqual(cur["elapsed_ms"], 90000)
         self.assertEqual(s["runs"][0]["jobs_failed"], 2)  # failed + dead, as sync reports
         self.assertIsNone(s["runs"][0]["duration_ms"])
-        r = coordinator("status", "--redis", self.redis.url)
+        r = coordinator("status", redis=self.redis)
         self.assertEqual(r.returncode, 0, r.stderr)
         for text in ("PAUSED", "lease held by box:42", "2001:db8::1", "unlimited",
                      "jobs 4/10 (failed 2, deferred 1)", "2.5 MB",
@@ -432,10 +420,10 @@ class StatusTest(Base):
         self.assertEqual(r.returncode, 0)
         self.assertIn("gets_min", r.stdout)
         self.assertEqual(coordinator("status", "stray").returncode, 2)
-        r = coordinator("plan", "--official-images", OFFICIAL_IMAGES)
+        r = coordinator("plan", official_images=OFFICIAL_IMAGES)
         self.assertEqual(r.returncode, 2)
         self.assertIn("--target is required", r.stderr)
-        r = coordinator("plan", "--platforms", "linux/amd64", "--target", self.target.url)
+        r = coordinator("plan", "--platforms", "linux/amd64", target=self.target)
         self.assertEqual(r.returncode, 2)
         self.assertIn("--platform-policy", r.stderr)
 

@@ -1,10 +1,12 @@
 """Integration tests of the registry client (common/reg*) through regtool.
 
 Real docker-registry processes (harness.Registry) are the targets and, where
-they can show the behaviour, the sources; tests/harness/fakereg.py provides
+they can show the behaviour, the sources; the Docker Hub stand-in provides
 what a real registry cannot: Docker Hub's auth flow and rate-limit headers,
-429s, 5xx bursts, a CDN redirect, corrupted and truncated blobs, a blob of
-hundreds of MiB generated on the fly.
+429s, 5xx bursts, a CDN redirect, corrupted and truncated blobs (in its
+in-memory mode, MemoryStandin: manifests no registry takes, a blob of hundreds
+of MiB generated on the fly), and token auth with push scopes in front of a
+real registry as a target.
 
 HUBSYNC_BIG_BLOB_MIB sets the size of the flat-memory copy (default 256;
 2048 for the 2 GiB figure).
@@ -21,7 +23,8 @@ import urllib.error
 import urllib.request
 
 from harness import TOOLS, Registry
-from harness.fakereg import AuthProxy, Blob, FakeRegistry
+from harness.standin import MemoryStandin, Standin
+from standin.memory import Blob
 
 REGTOOL = os.path.join(TOOLS, "regtool")
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -224,54 +227,55 @@ class RealRegistryTest(unittest.TestCase):
 
 
 class AuthTest(unittest.TestCase):
-    """Docker Hub's auth flow, as the fake registry plays it."""
+    """Docker Hub's auth flow, as the stand-in plays it."""
 
     def setUp(self):
         self.tool = Tool()
-        self.fakes = []
+        self.hubs = []
 
     def tearDown(self):
-        for f in self.fakes:
+        for f in self.hubs:
             f.stop()
         self.tool.close()
 
-    def fake(self, **kw):
-        f = FakeRegistry(**kw).start()
+    def hub(self, **kw):
+        f = MemoryStandin(**kw).start()
         f.add_manifest("library/x", "latest", OCI_INDEX, b'{"schemaVersion":2,"manifests":[]}')
-        self.fakes.append(f)
+        self.hubs.append(f)
         return f
 
     def test_anonymous_bearer_fetches_one_token_and_reuses_it(self):
-        f = self.fake(auth="bearer")
+        f = self.hub()
         rc, out, _ = self.tool.run("head", f.url + "/library/x:latest", "--repeat", "3")
         self.assertEqual((rc, out["class"]), (0, "ok"))
         self.assertEqual(out["stats"]["token_fetches"], 1)
-        self.assertEqual(f.tokens.requests, [(None, ["repository:library/x:pull"])])
-        self.assertEqual(f.counts["401"], 1)          # only the very first request
-        self.assertEqual(f.counts["manifest_head"], 3)  # answered ones (the 401 is not)
+        self.assertEqual(f.token_requests(), [(None, ["repository:library/x:pull"])])
+        c = f.counters()
+        self.assertEqual(c["unauthorized_401"], 1)  # only the very first request
+        self.assertEqual(c["manifest_head"], 3)     # answered ones (the 401 is not)
         self.assertEqual(out["results"][0]["attempts"], 2)
         self.assertEqual(out["results"][2]["attempts"], 1)
         rc, out, _ = self.tool.run("ping", f.url)
         self.assertEqual((rc, out["class"]), (0, "ok"))
 
     def test_concurrent_requests_share_one_token_fetch(self):
-        f = self.fake(auth="bearer")
+        f = self.hub()
         # all 20 start before anything is known: 20 answers of 401, one fetch
         rc, out, _ = self.tool.run("get", f.url + "/library/x:latest", "--parallel", "20")
         self.assertEqual(rc, 0)
         self.assertEqual(len(out["results"]), 20)
         self.assertTrue(all(r["class"] == "ok" for r in out["results"]))
         self.assertEqual(out["stats"]["token_fetches"], 1)
-        self.assertEqual(len(f.tokens.requests), 1)
+        self.assertEqual(len(f.token_requests()), 1)
         self.assertEqual(out["manifest_get_hook_calls"], out["stats"]["manifest_gets"])
 
     def test_bearer_with_credentials(self):
-        f = self.fake(auth="bearer", users={"alice": "s3cret-pw"}, anonymous=False)
+        f = self.hub(users=["alice:s3cret-pw"], anonymous=False)
         env = {"HS_SRC_USERNAME": "alice", "HS_SRC_PASSWORD": "s3cret-pw"}
         rc, out, err = self.tool.run("head", f.url + "/library/x:latest", "--src-creds-env", "HS_SRC",
                                      env=env)
         self.assertEqual((rc, out["class"]), (0, "ok"))
-        self.assertEqual(f.tokens.requests, [("alice", ["repository:library/x:pull"])])
+        self.assertEqual(f.token_requests(), [("alice", ["repository:library/x:pull"])])
         env["HS_SRC_PASSWORD"] = "wrong-pw"
         rc, out, err = self.tool.run("head", f.url + "/library/x:latest", "--src-creds-env", "HS_SRC",
                                      env=env)
@@ -283,23 +287,24 @@ class AuthTest(unittest.TestCase):
         self.assertEqual((rc, out["class"]), (1, "unauthorized"))
 
     def test_credentials_from_docker_config(self):
-        f = self.fake(auth="bearer", users={"bob": "pw-from-config"}, anonymous=False)
+        f = self.hub(users=["bob:pw-from-config"], anonymous=False)
         host = f.url[len("http://"):]
         auth = __import__("base64").b64encode(b"bob:pw-from-config").decode()
         with open(os.path.join(self.tool.dir, "config.json"), "w") as c:
             json.dump({"auths": {host: {"auth": auth}}}, c)
         rc, out, err = self.tool.run("head", f.url + "/library/x:latest", "--src-creds-env", "HS_NONE")
         self.assertEqual((rc, out["class"]), (0, "ok"))
-        self.assertEqual(f.tokens.requests[0][0], "bob")
+        self.assertEqual(f.token_requests()[0][0], "bob")
 
     def test_basic(self):
-        f = self.fake(auth="basic", users={"carol": "basic-pw"})
+        f = self.hub(auth="basic", users=["carol:basic-pw"])
         env = {"HS_SRC_USERNAME": "carol", "HS_SRC_PASSWORD": "basic-pw"}
         rc, out, _ = self.tool.run("get", f.url + "/library/x:latest", "--src-creds-env", "HS_SRC",
                                    "--repeat", "2", env=env)
         self.assertEqual((rc, out["class"]), (0, "ok"))
         self.assertEqual(out["stats"]["token_fetches"], 0)
-        self.assertEqual(f.counts["401"], 1)  # once learnt, Basic goes with every request
+        # once learnt, Basic goes with every request
+        self.assertEqual(f.counters()["unauthorized_401"], 1)
         env["HS_SRC_PASSWORD"] = "bad-basic-pw"
         rc, out, err = self.tool.run("get", f.url + "/library/x:latest", "--src-creds-env", "HS_SRC",
                                      env=env)
@@ -309,22 +314,23 @@ class AuthTest(unittest.TestCase):
         self.assertEqual((rc, out["class"]), (1, "unauthorized"))
 
     def test_token_refreshed_before_it_expires(self):
-        f = self.fake(auth="bearer", token_ttl=2)
+        f = self.hub(token_ttl=2)
         rc, out, _ = self.tool.run("head", f.url + "/library/x:latest", "--repeat", "2",
                                    "--interval-ms", "1500")
         self.assertEqual((rc, out["class"]), (0, "ok"))
         self.assertEqual(out["stats"]["token_fetches"], 2)
-        self.assertEqual(f.counts["401"], 1)  # the refresh came before the server refused
+        # the refresh came before the server refused
+        self.assertEqual(f.counters()["unauthorized_401"], 1)
 
     def test_token_refused_by_the_server_is_refetched(self):
         # The answer says 300 s, the server expires it after 1 s.
-        f = self.fake(auth="bearer", token_ttl=300, token_real_ttl=1)
+        f = self.hub(token_ttl=1, token_expires_in=300)
         rc, out, _ = self.tool.run("head", f.url + "/library/x:latest", "--repeat", "2",
                                    "--interval-ms", "1500")
         self.assertEqual((rc, out["class"]), (0, "ok"))
         self.assertTrue(all(r["class"] == "ok" for r in out["results"]))
         self.assertEqual(out["stats"]["token_fetches"], 2)
-        self.assertEqual(f.counts["401"], 2)
+        self.assertEqual(f.counters()["unauthorized_401"], 2)
         self.assertEqual(out["results"][1]["attempts"], 2)
 
 
@@ -334,12 +340,14 @@ class UpstreamBehaviourTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tool = Tool()
-        cls.f = FakeRegistry(auth="bearer").start()
+        cls.f = MemoryStandin().start()
         cls.body = b'{"schemaVersion":2,"mediaType":"%s","manifests":[]}' % OCI_INDEX.encode()
         cls.digest = cls.f.add_manifest("library/x", "latest", OCI_INDEX, cls.body)
         for i in range(7):
             cls.f.add_manifest("library/many", "v%02d" % i, OCI_INDEX, cls.body)
+        cls.f.add_manifest("library/nothing", None, OCI_INDEX, cls.body)  # no tag
         cls.f.add_manifest("library/big", "huge", OCI_INDEX, b" " * (5 << 20))
+        cls.defaults = cls.f.control("GET", "config")
 
     @classmethod
     def tearDownClass(cls):
@@ -347,46 +355,39 @@ class UpstreamBehaviourTest(unittest.TestCase):
         cls.tool.close()
 
     def setUp(self):
-        f = self.f
-        f.ratelimit = None
-        f.x_ratelimit = False
-        f.limited = None
-        f.fail_next = 0
-        f.fail_match = None
-        f.manifest_fault = None
-        f.page_mode = "link"
-        for k in f.counts:
-            f.counts[k] = 0
-        f.log.clear()
+        self.f.config(**self.defaults)
+        self.f.reset_window()
+        self.f.reset_counters()
 
     def test_ratelimit_headers_reach_the_hook(self):
-        self.f.ratelimit = (100, 76, 21600, "192.0.2.1")
+        self.f.reset_window("127.0.0.1", used=24)  # of the 100 anonymous pulls
         rc, out, _ = self.tool.run("head", self.f.url + "/library/x:latest")
         self.assertEqual(out["ratelimit"], {"limit": 100, "limit_window": 21600, "remaining": 76,
-                                            "remaining_window": 21600, "source": "192.0.2.1"})
+                                            "remaining_window": 21600, "source": "127.0.0.1"})
         self.assertGreaterEqual(out["ratelimit_hook_calls"], 1)
         self.assertEqual(out["last_ratelimit"]["remaining"], 76)
-        self.f.x_ratelimit = True
-        self.f.ratelimit = (100, 5, 3600, "192.0.2.1")
+        self.f.config(ratelimit_prefix="x-", window=3600)
+        self.f.reset_window("127.0.0.1", used=95)
         rc, out, _ = self.tool.run("head", self.f.url + "/library/x:latest")
         self.assertEqual((out["ratelimit"]["remaining"], out["ratelimit"]["remaining_window"]), (5, 3600))
 
     def test_429_is_a_budget_event_and_not_retried(self):
-        self.f.ratelimit = (100, 0, 21600, "192.0.2.1")
-        self.f.limited = 120
+        self.f.reset_window("127.0.0.1", used=100)
+        self.f.config(retry_after=120)
         rc, out, _ = self.tool.run("get", self.f.url + "/library/x:latest", *FAST)
         self.assertEqual(rc, 1)
         self.assertEqual((out["class"], out["status"], out["retry_after"]), ("rate_limited", 429, 120))
         self.assertIn("TOOMANYREQUESTS", out["msg"])
         self.assertEqual(out["stats"]["retries"], 0)
-        self.assertEqual(self.f.counts["429"], 1)
+        self.assertEqual(self.f.counters()["denied_429"], 1)
         # every manifest GET sent is reported: the 401 one and the 429 one
-        sent = sum(1 for m, p, _ in self.f.log if m == "GET" and "/manifests/" in p)
+        sent = sum(1 for e in self.f.requests()
+                   if e["method"] == "GET" and "/manifests/" in e["path"])
         self.assertEqual(sent, 2)
         self.assertEqual(out["stats"]["manifest_gets"], sent)
         self.assertEqual(out["manifest_get_hook_calls"], sent)
         self.assertEqual(out["ratelimit"]["remaining"], 0)
-        self.f.limited = 0  # no Retry-After, as Docker Hub
+        self.f.config(retry_after=0)  # no Retry-After, as Docker Hub
         rc, out, _ = self.tool.run("get", self.f.url + "/library/x:latest", *FAST)
         self.assertEqual((out["class"], out["retry_after"]), ("rate_limited", -1))
         # HEAD is still free
@@ -394,35 +395,34 @@ class UpstreamBehaviourTest(unittest.TestCase):
         self.assertEqual(out["class"], "ok")
 
     def test_5xx_retried_then_ok(self):
-        self.f.fail_next = 2
-        self.f.fail_match = "manifests"
+        self.f.config(error_next=2)
         rc, out, _ = self.tool.run("head", self.f.url + "/library/x:latest", *FAST)
         self.assertEqual((rc, out["class"]), (0, "ok"))
         self.assertEqual(out["stats"]["retries"], 2)
-        self.assertEqual(self.f.counts["5xx"], 2)
+        self.assertEqual(self.f.counters()["faults"]["error"], 2)
 
     def test_5xx_retries_are_bounded_with_backoff(self):
-        self.f.fail_next = 1000
+        self.f.config(error_next=1000)
         t0 = time.time()
         rc, out, _ = self.tool.run("get", self.f.url + "/library/x:latest", "--retries", "3",
                                    "--retry-base-ms", "100", "--retry-max-ms", "400")
         took = time.time() - t0
         self.assertEqual((rc, out["class"], out["status"]), (1, "server", 503))
-        self.assertEqual(self.f.counts["5xx"], 4)
+        self.assertEqual(self.f.counters()["faults"]["error"], 4)
         self.assertEqual(out["stats"]["retries"], 3)
         # backoff 100, 200, 400 ms with equal jitter: at least 350 ms, well under 5 s
         self.assertGreater(took, 0.35)
         self.assertLess(took, 5)
 
     def test_digest_checks(self):
-        self.f.manifest_fault = "wrong_digest_header"
+        self.f.config(manifest_fault="digest_header")
         rc, out, _ = self.tool.run("get", self.f.url + "/library/x:latest")
         self.assertEqual((rc, out["class"]), (1, "digest_mismatch"))
         self.assertEqual(out["digest"], self.digest)  # what the bytes really hash to
-        self.f.manifest_fault = "wrong_bytes"
+        self.f.config(manifest_fault="extra_byte")
         rc, out, _ = self.tool.run("get", self.f.url + "/library/x@" + self.digest)
         self.assertEqual((rc, out["class"]), (1, "digest_mismatch"))
-        self.f.manifest_fault = None
+        self.f.config(manifest_fault="")
         rc, out, _ = self.tool.run("get", self.f.url + "/library/x@" + self.digest)
         self.assertEqual((rc, out["class"], out["digest"]), (0, "ok", self.digest))
 
@@ -433,24 +433,24 @@ class UpstreamBehaviourTest(unittest.TestCase):
     def test_pagination_link_last_and_unpaged(self):
         want = ["v%02d" % i for i in range(7)]
         for mode, pages in (("link", 3), ("last", 3), ("all", 1)):
-            self.f.page_mode = mode
-            self.f.counts["tag_pages"] = 0
+            self.f.config(tags_paging=mode)
+            before = self.f.counters()["tags_list"]
             rc, out, _ = self.tool.run("tags", self.f.url + "/library/many", "--page-size", "3")
             self.assertEqual((rc, out["class"]), (0, "ok"), mode)
             self.assertEqual(out["tags"], want, mode)
-            self.assertEqual(self.f.counts["tag_pages"], pages, mode)
+            self.assertEqual(self.f.counters()["tags_list"] - before, pages, mode)
         rc, out, _ = self.tool.run("tags", self.f.url + "/library/nothing")
         self.assertEqual((rc, out["class"], out["tags"]), (0, "ok", []))
 
 
 class BlobCopyTest(unittest.TestCase):
-    """Streaming copies from the fake upstream (Bearer auth, CDN redirect)
-    into a real registry: nothing unverified may ever land there."""
+    """Streaming copies from the stand-in (Bearer auth, CDN redirect) into a real
+    registry: nothing unverified may ever land there."""
 
     @classmethod
     def setUpClass(cls):
         cls.tool = Tool()
-        cls.up = FakeRegistry(auth="bearer", cdn=True).start()
+        cls.up = MemoryStandin().start()
         cls.target = Registry().start()
         cls.blob = cls.up.add_blob(Blob(os.urandom(5 * 1000 * 1000 + 3)))
 
@@ -461,9 +461,8 @@ class BlobCopyTest(unittest.TestCase):
         cls.tool.close()
 
     def setUp(self):
-        self.up.blob_fault = None
-        self.up.counts["blob_get"] = 0
-        self.up.cdn.auth_seen.clear()
+        self.up.config(corrupt_rate=0, truncate_rate=0)
+        self.up.reset_counters()
 
     def copy(self, repo, size=None, *extra):
         return self.tool.run("copy-blob", *FAST, *extra, self.up.url + "/library/src",
@@ -474,29 +473,32 @@ class BlobCopyTest(unittest.TestCase):
         rc, out, _ = self.copy("lib/redirected")
         self.assertEqual((rc, out["class"]), (0, "ok"))
         self.assertEqual(blob_status(self.target.url, "lib/redirected", self.blob.digest), 200)
-        self.assertEqual(self.up.cdn.auth_seen, [])
-        self.assertGreaterEqual(self.up.cdn.gets, 1)
-        # the registry itself did get the token with the blob GET
-        gets = [a for m, p, a in self.up.log if m == "GET" and "/blobs/" in p]
-        self.assertTrue(gets[-1])
+        c = self.up.counters()
+        self.assertEqual((c["auth_leaks"], c["auth_leak_details"]), (0, []))
+        self.assertGreaterEqual(c["cdn_get"], 1)
+        # the registry itself did get the token with the blob GET: only a request with a
+        # valid token is redirected
+        gets = [e for e in self.up.requests() if e["listener"] == "registry" and
+                e["method"] == "GET" and "/blobs/" in e["path"]]
+        self.assertEqual(gets[-1]["status"], 307)
 
     def test_corrupted_blob_is_rejected_and_not_committed(self):
-        self.up.blob_fault = "corrupt"
+        self.up.config(corrupt_rate=1.0)
         rc, out, _ = self.copy("lib/corrupt")
         self.assertEqual((rc, out["class"]), (1, "digest_mismatch"))
         self.assertNotEqual(out["digest"], self.blob.digest)
-        self.assertEqual(self.up.counts["blob_get"], 1)  # a mismatch is not retried
+        self.assertEqual(self.up.counters()["blob_get"], 1)  # a mismatch is not retried
         self.assertEqual(blob_status(self.target.url, "lib/corrupt", self.blob.digest), 404)
 
     def test_truncated_blob_is_retried_then_rejected(self):
-        self.up.blob_fault = "truncate"
+        self.up.config(truncate_rate=1.0)
         rc, out, _ = self.copy("lib/truncated", None, "--retries", "2")
         self.assertEqual((rc, out["class"]), (1, "network"))
-        self.assertEqual(self.up.counts["blob_get"], 3)
+        self.assertEqual(self.up.counters()["blob_get"], 3)
         self.assertEqual(out["stats"]["retries"], 2)
         self.assertEqual(blob_status(self.target.url, "lib/truncated", self.blob.digest), 404)
         # a fault that clears: the retry succeeds
-        self.up.blob_fault = None
+        self.up.config(truncate_rate=0)
         rc, out, _ = self.copy("lib/truncated")
         self.assertEqual((rc, out["class"]), (0, "ok"))
 
@@ -515,14 +517,15 @@ class BlobCopyTest(unittest.TestCase):
 
 
 class TargetAuthTest(unittest.TestCase):
-    """Pushing to a registry that wants Bearer tokens with push scope."""
+    """Pushing to a registry that wants Bearer tokens with push scope: the stand-in in push
+    mode in front of a real registry."""
 
     @classmethod
     def setUpClass(cls):
         cls.tool = Tool()
-        cls.reg = Registry().start()
-        cls.proxy = AuthProxy(cls.reg.port, users={"pusher": "push-pw"}).start()
-        cls.up = FakeRegistry(auth="bearer").start()
+        cls.proxy = Standin(users=["pusher:push-pw"], anonymous=False, push=True).start()
+        cls.reg = cls.proxy.registry
+        cls.up = MemoryStandin().start()
         cls.blob = cls.up.add_blob(Blob(os.urandom(200 * 1000)))
         cls.env = {"HS_DST_USERNAME": "pusher", "HS_DST_PASSWORD": "push-pw"}
 
@@ -530,7 +533,6 @@ class TargetAuthTest(unittest.TestCase):
     def tearDownClass(cls):
         cls.up.stop()
         cls.proxy.stop()
-        cls.reg.stop()
         cls.tool.close()
 
     def test_copy_and_mount_ask_for_the_right_scopes(self):
@@ -538,13 +540,14 @@ class TargetAuthTest(unittest.TestCase):
                                      self.proxy.url + "/lib/one", self.blob.digest, self.blob.size,
                                      "--dst-creds-env", "HS_DST", env=self.env)
         self.assertEqual((rc, out["class"]), (0, "ok"), err)
-        scopes = [s for u, ss in self.proxy.tokens.requests for s in ss]
+        tokens = self.proxy.token_requests()
+        scopes = [s for u, ss in tokens for s in ss]
         self.assertIn("repository:lib/one:pull,push", scopes)
-        self.assertTrue(all(u == "pusher" for u, _ in self.proxy.tokens.requests))
+        self.assertTrue(all(u == "pusher" for u, _ in tokens))
         rc, out, err = self.tool.run("mount-blob", self.proxy.url + "/lib/two", self.blob.digest,
                                      "lib/one", "--src-creds-env", "HS_DST", env=self.env)
         self.assertEqual((rc, out["class"], out["mounted"]), (0, "ok", True), err)
-        last = self.proxy.tokens.requests[-1][1]
+        last = self.proxy.token_requests()[-1][1]
         self.assertEqual(sorted(last), ["repository:lib/one:pull", "repository:lib/two:pull,push"])
         self.assertEqual(blob_status(self.reg.url, "lib/two", self.blob.digest), 200)
 
@@ -613,7 +616,7 @@ class BigBlobTest(unittest.TestCase):
     def test_big_blob_flat_memory(self):
         mib = int(os.environ.get("HUBSYNC_BIG_BLOB_MIB", "256"))
         tool = Tool()
-        up = FakeRegistry(auth="bearer", cdn=True).start()
+        up = MemoryStandin().start()
         target = Registry().start()
         try:
             blob = up.add_blob(Blob(size=mib << 20, seed=7))

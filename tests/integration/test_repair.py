@@ -12,7 +12,8 @@ import signal
 import time
 
 from harness import TIMEOUT_FACTOR
-from harness.mirror import MirrorCase, Sync, dead_letters, head, pushed_tags
+from harness.stack import MirrorCase, dead_letters
+from harness.target import head, pushed_tags
 
 # Both runs of a test take a few seconds on loopback; a run that stalls on a stale hint (the
 # failure this module guards against) waits 30 minutes per lock, so this bound catches it.
@@ -25,8 +26,7 @@ class RepairTest(MirrorCase):
     def sync(self, repos=None, extra=()):
         """One run that must end within RUN_TIMEOUT: (report, seconds)."""
         t0 = time.time()
-        s = Sync(self.hub, self.redis, self.target, repos or self.REPOS, extra=extra).run(
-            timeout=RUN_TIMEOUT)
+        s = self.stack(repos).run(*extra, timeout=RUN_TIMEOUT)
         self.assertEqual(s.rc, 0, s.stderr[-3000:])
         return s.report, time.time() - t0
 

@@ -3,7 +3,6 @@ and none is enqueued twice; a run counts each of its jobs exactly once, also whe
 when it takes over jobs an ended run left behind, and when one of its jobs is lost; the
 coordinator keeps its lease while official-images is fetched."""
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -12,22 +11,13 @@ import threading
 import time
 import unittest
 
-from harness import BIN, OFFICIAL_IMAGES
-from harness.standin import Standin
-from harness.mirror import MirrorCase, StackCase, Sync, catalog, enqueued, head, pushed_tags
+from harness import OFFICIAL_IMAGES, programs
+from harness.stack import MirrorCase, StackCase, enqueued
+from harness.target import head, pushed_tags
 from integration.test_sync import REPOS
 
-WORKER = BIN + "/hubsync-worker"
-
-
-def sync_cmd(redis, upstream, target, repos=None, wait=True):
-    cmd = [BIN + "/hubsync-coordinator", "sync", "--once", "--redis", redis.url,
-           "--official-images", OFFICIAL_IMAGES, "--upstream", upstream, "--target", target]
-    if repos:
-        cmd += ["--repos", ",".join(repos)]
-    if wait:
-        cmd += ["--wait", "--json"]
-    return cmd
+NO_UPSTREAM = "http://127.0.0.1:9"
+ENQUEUE_ONLY = {"wait": False, "json_report": False}  # sync --once without --wait
 
 
 class CoordinatorKillTest(StackCase):
@@ -38,11 +28,10 @@ class CoordinatorKillTest(StackCase):
     def test_killed_mid_enqueue(self):
         # The whole catalog: thousands of jobs, so the kill lands while enqueueing.
         cat = json.loads(subprocess.check_output(
-            [BIN + "/hubsync-coordinator", "catalog", "--official-images", OFFICIAL_IMAGES,
-             "--json"]))
+            programs.coordinator("catalog", "--json", official_images=OFFICIAL_IMAGES)))
         groups = sum(len(r["groups"]) for r in cat["repositories"])
-        cmd = sync_cmd(self.redis, "http://127.0.0.1:9", self.target.url, wait=False)
-        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        st = self.stack(hub=NO_UPSTREAM)
+        p = st.coordinator(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **ENQUEUE_ONLY)
         deadline = time.time() + 60
         while time.time() < deadline:
             n = int(self.redis.cli_raw("XLEN", "hubsync:jobs").strip() or 0)
@@ -56,7 +45,8 @@ class CoordinatorKillTest(StackCase):
         rec = self.redis.cli_raw("HGET", "hubsync:run:" + run, "enqueued").strip()
         self.assertNotEqual(rec, "1", "the kill came too late to test a half-done enqueue")
         # The restart waits out the dead coordinator's lease, then resumes the same run.
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        r = subprocess.run(st.sync_argv(**ENQUEUE_ONLY), capture_output=True, text=True,
+                           timeout=120)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("resuming run " + run, r.stderr)
         self.assertEqual(self.current_run(), run)
@@ -66,37 +56,26 @@ class CoordinatorKillTest(StackCase):
         self.assertEqual(int(self.redis.cli_raw("HLEN", "hubsync:jobs:index").strip()), groups)
 
     def test_killed_mid_wait(self):
-        hub = Standin(limit=100000).start()
-        try:
-            pushed = hub.load(catalog(REPOS))
-            cmd = sync_cmd(self.redis, hub.url, self.target.url, REPOS)
-            p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-            deadline = time.time() + 60
-            while time.time() < deadline and not enqueued(self.redis):
-                time.sleep(0.05)
-            run = self.current_run()
-            worker = subprocess.Popen([BIN + "/hubsync-worker", "--redis", self.redis.url,
-                                       "--upstream", hub.url, "--target", self.target.url,
-                                       "--exit-when-idle", "--log-level", "warn"])
-            time.sleep(0.5)
-            p.send_signal(signal.SIGKILL)
-            p.wait()
-            r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-            worker.wait(timeout=120)
-            self.assertEqual(r.returncode, 0, r.stderr)
-            report = json.loads(r.stdout)
-            self.assertEqual(report["run"], run)
-            self.assertEqual(report["status"], "complete")
-            self.assertEqual(report["jobs_done"], report["jobs_total"])
-            self.assertEqual(report["jobs_total"],
-                             sum(len(x["groups"]) for x in catalog(REPOS)["repositories"]))
-            for (repo, tag), digest in pushed_tags(pushed, REPOS).items():
-                self.assertEqual(head(self.target.url, "library/" + repo, tag), digest)
-            # At-least-once, never more than once per manifest: nothing fetched twice.
-            self.assertEqual(hub.counters()["manifest_get"],
-                             report["upstream_manifest_gets"])
-        finally:
-            hub.stop()
+        st = self.stack(REPOS, worker_log_level="warn").start()  # a stand-in of its own
+        p = st.coordinator(stderr=subprocess.DEVNULL)
+        run = st.wait_enqueued()
+        worker = st.worker("--exit-when-idle")
+        time.sleep(0.5)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        r = subprocess.run(st.sync_argv(), capture_output=True, text=True, timeout=300)
+        worker.wait(timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        report = json.loads(r.stdout)
+        self.assertEqual(report["run"], run)
+        self.assertEqual(report["status"], "complete")
+        self.assertEqual(report["jobs_done"], report["jobs_total"])
+        self.assertEqual(report["jobs_total"],
+                         sum(len(x["groups"]) for x in st.catalog["repositories"]))
+        for (repo, tag), digest in pushed_tags(st.pushed, REPOS).items():
+            self.assertEqual(head(self.target.url, "library/" + repo, tag), digest)
+        # At-least-once, never more than once per manifest: nothing fetched twice.
+        self.assertEqual(st.hub.counters()["manifest_get"], report["upstream_manifest_gets"])
 
 
 def wait_for(what, cond, timeout=60):
@@ -112,6 +91,10 @@ class RunAccountingTest(MirrorCase):
 
     REPOS = ["hello-world", "busybox"]
 
+    def setUp(self):
+        super().setUp()
+        self.st = self.stack()
+
     def field(self, run, name):
         return int(self.redis.cli_raw("HGET", "hubsync:run:" + run, name).strip() or 0)
 
@@ -122,10 +105,7 @@ class RunAccountingTest(MirrorCase):
         return sum(len(r["groups"]) for r in self.catalog["repositories"])
 
     def worker(self, *opts):
-        w = subprocess.Popen([WORKER, "--redis", self.redis.url, "--upstream", self.hub.url,
-                              "--target", self.target.url, "--log-level", "warn"] + list(opts))
-        self.procs.append(w)
-        return w
+        return self.st.worker(*opts)
 
     def assert_exact(self, report, run=None):
         if run:
@@ -142,9 +122,7 @@ class RunAccountingTest(MirrorCase):
             self.assertEqual(head(self.target.url, "library/" + repo, tag), digest)
 
     def test_killed_at_k_of_n_then_resumed_counts_n_of_n(self):
-        cmd = sync_cmd(self.redis, self.hub.url, self.target.url, self.REPOS)
-        first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.procs.append(first)
+        first = self.st.coordinator(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for("the run's jobs", lambda: enqueued(self.redis))
         run = self.current_run()
         w = self.worker("--concurrency", "1")
@@ -158,29 +136,28 @@ class RunAccountingTest(MirrorCase):
         # The dead coordinator's lease, as if it had run out.
         self.redis.cli_raw("DEL", "hubsync:coordinator")
         self.worker()
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        r = subprocess.run(self.st.sync_argv(), capture_output=True, text=True, timeout=300)
         self.assertEqual(r.returncode, 0, r.stderr[-3000:])
         self.assertIn("resuming run " + run, r.stderr)
         self.assert_exact(json.loads(r.stdout), run)
         self.assertIn("%d settled before" % done, r.stderr)  # not enqueued again
 
     def test_new_run_counts_the_jobs_an_ended_run_left(self):
-        p = subprocess.run(sync_cmd(self.redis, self.hub.url, self.target.url, self.REPOS,
-                                    wait=False), capture_output=True, text=True, timeout=120)
+        p = subprocess.run(self.st.sync_argv(**ENQUEUE_ONLY), capture_output=True, text=True,
+                           timeout=120)
         self.assertEqual(p.returncode, 0, p.stderr)
         old = self.current_run()
         # The run ends with its jobs still queued (as one that failed while jobs waited).
         self.redis.cli_raw("HSET", "hubsync:run:" + old, "state", "failed")
         self.redis.cli_raw("DEL", "hubsync:runs:current")
-        s = Sync(self.hub, self.redis, self.target, self.REPOS).run(timeout=180)
+        s = self.st.run(timeout=180)
         self.assertEqual(s.rc, 0, s.stderr[-3000:])
         self.assertNotEqual(s.report["run"], old)
         self.assert_exact(s.report)
         self.assertEqual(self.field(old, "jobs_done"), 0)  # an ended run's record stays
 
     def test_stalled_run_is_shown_and_recovers(self):
-        cmd = sync_cmd(self.redis, self.hub.url, self.target.url, self.REPOS)
-        p = subprocess.run(cmd[:cmd.index("--wait")], capture_output=True, text=True,
+        p = subprocess.run(self.st.sync_argv(**ENQUEUE_ONLY), capture_output=True, text=True,
                            timeout=120)
         self.assertEqual(p.returncode, 0, p.stderr)
         run = self.current_run()
@@ -192,7 +169,7 @@ class RunAccountingTest(MirrorCase):
         # A job deleted by hand: nothing would ever settle it.
         lost_id, lost_key = entries()[0]
         self.redis.cli_raw("XDEL", "hubsync:jobs", lost_id)
-        status = [BIN + "/hubsync-coordinator", "status", "--redis", self.redis.url]
+        status = programs.coordinator("status", redis=self.redis)
         st = json.loads(subprocess.check_output(status + ["--json"], text=True))
         self.assertEqual(st["current_run"]["lost"], 1)
         self.assertFalse(st["health"]["ok"])
@@ -202,8 +179,7 @@ class RunAccountingTest(MirrorCase):
         # A coordinator waiting for the run enqueues lost jobs again: the one lost before it
         # resumed, and one lost while it waits.
         with tempfile.NamedTemporaryFile("w+") as log:
-            coord = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
-            self.procs.append(coord)
+            coord = self.st.coordinator(stderr=log)
             wait_for("the resumed run's jobs", lambda: "settled before" in open(log.name).read())
             lost_id, lost_key = entries()[0]
             self.redis.cli_raw("XDEL", "hubsync:jobs", lost_id)
@@ -246,13 +222,9 @@ class FetchLeaseTest(StackCase):
         self.addCleanup(remote.close)
         workdir = tempfile.mkdtemp(prefix="hubsync-oi-")
         self.addCleanup(lambda: subprocess.run(["rm", "-rf", workdir]))
-        cmd = [BIN + "/hubsync-coordinator", "sync", "--once", "--redis", self.redis.url,
-               "--official-images", "http://127.0.0.1:%d/oi.git" % remote.port,
-               "--workdir", workdir, "--upstream", "http://127.0.0.1:9",
-               "--target", self.target.url]
-        p = subprocess.Popen(cmd + ["--fetch-timeout", "120"], stderr=subprocess.PIPE,
-                             text=True)
-        self.procs.append(p)
+        st = self.stack(hub=NO_UPSTREAM, source="http://127.0.0.1:%d/oi.git" % remote.port)
+        p = st.coordinator("--workdir", workdir, "--fetch-timeout", "120", stdout=None,
+                           **ENQUEUE_ONLY)
 
         def lease():
             return self.redis.cli_raw("GET", "hubsync:coordinator").strip()
@@ -269,7 +241,8 @@ class FetchLeaseTest(StackCase):
         self.assertNotEqual(p.returncode, 0)
         # A fetch longer than --fetch-timeout is given up, with no run left behind.
         t0 = time.time()
-        r = subprocess.run(cmd + ["--fetch-timeout", "5"], capture_output=True, text=True,
+        r = subprocess.run(st.sync_argv("--workdir", workdir, "--fetch-timeout", "5",
+                                        **ENQUEUE_ONLY), capture_output=True, text=True,
                            timeout=60)
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("took longer than 5 s", r.stderr)

@@ -13,10 +13,12 @@ import subprocess
 import tempfile
 import time
 import unittest
+from functools import partial
 
-from harness import (OFFICIAL_IMAGES, ROOT, SANITIZER_EXIT, sanitizer_env,
+from harness import (OFFICIAL_IMAGES, ROOT, SANITIZER_EXIT, programs, sanitizer_env,
                      sanitizer_reports)
-from harness.mirror import MirrorCase, enqueued, head, pushed_tags
+from harness.stack import MirrorCase
+from harness.target import head, pushed_tags
 
 ASAN_BIN = os.environ.get("HUBSYNC_ASAN_BIN") or os.path.join(ROOT, "build", "asan", "bin")
 COORD = os.path.join(ASAN_BIN, "hubsync-coordinator")
@@ -41,43 +43,30 @@ class SanitizerTest(MirrorCase):
         super().setUp()
         self.reports = tempfile.mkdtemp(prefix="hubsync-sanitizers-")
         self.env = dict(os.environ, **sanitizer_env(self.reports))
+        self.st = self.stack(bin=ASAN_BIN, env=self.env, worker_args=RETRY)
 
     def tearDown(self):
         # Runs before the cleanups: every program must be gone before reports are read.
-        self.kill_procs()
+        self.st.kill()
         reports = sanitizer_reports(self.reports)
         shutil.rmtree(self.reports, ignore_errors=True)
         self.assertEqual(reports, [], "sanitizer reports (leaks count too)")
 
     # -- programs -------------------------------------------------------------------------
-    def start(self, argv, **kw):
-        p = subprocess.Popen(argv, env=self.env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, **kw)
-        self.procs.append(p)
-        return p
-
     def run_prog(self, argv, timeout=120):
         return subprocess.run(argv, env=self.env, capture_output=True, text=True,
                               timeout=timeout)
 
     def coordinator(self, *extra):
-        return self.start([COORD, "sync", "--once", "--wait", "--json", "--redis",
-                           self.redis.url, "--official-images", OFFICIAL_IMAGES, "--upstream",
-                           self.hub.url, "--target", self.target.url, "--repos",
-                           ",".join(self.REPOS)] + list(extra))
+        return self.st.coordinator(*extra)
 
     def worker(self, *extra):
-        return self.start([WORKER, "--redis", self.redis.url, "--upstream", self.hub.url,
-                           "--target", self.target.url, "--log-level", "warn"] + RETRY +
-                          list(extra))
+        return self.st.worker(*extra, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
 
     def wait_enqueued(self, coord):
-        deadline = time.time() + 120
-        while not enqueued(self.redis):
-            if coord.poll() is not None:
-                self.fail("coordinator ended before enqueuing: %s" % coord.stderr.read()[-2000:])
-            self.assertLess(time.time(), deadline, "the coordinator enqueued nothing")
-            time.sleep(0.05)
+        if self.st.wait_enqueued(timeout=120) is None:
+            self.fail("coordinator ended before enqueuing: %s" % coord.stderr.read()[-2000:])
 
     def sync(self, workers=2):
         """A whole run with workers that leave through --exit-when-idle; returns the report."""
@@ -108,7 +97,8 @@ class SanitizerTest(MirrorCase):
         self.addCleanup(shutil.rmtree, elsewhere, True)
         env = dict(os.environ, **sanitizer_env(elsewhere))
         env["ASAN_OPTIONS"] += ":hard_rss_limit_mb=1"
-        p = subprocess.run([COORD, "catalog", "--official-images", OFFICIAL_IMAGES, "--json"],
+        p = subprocess.run(programs.coordinator("catalog", "--json", bin=ASAN_BIN,
+                                                official_images=OFFICIAL_IMAGES),
                            env=env, capture_output=True, text=True, timeout=120)
         self.assertEqual(p.returncode, SANITIZER_EXIT, p.stderr[-2000:])
         reports = sanitizer_reports(elsewhere)
@@ -125,12 +115,13 @@ class SanitizerTest(MirrorCase):
         self.assertEqual(again["status"], "complete")
         self.assertEqual(again["tags_written"], 0)
         self.assertEqual(again["upstream_manifest_gets"], 0)
-        p = self.run_prog([COORD, "plan", "--json", "--redis", self.redis.url,
-                           "--official-images", OFFICIAL_IMAGES, "--upstream", self.hub.url,
-                           "--target", self.target.url, "--repos", ",".join(self.REPOS)])
+        p = self.run_prog(programs.coordinator(
+            "plan", "--json", bin=ASAN_BIN, redis=self.redis, official_images=OFFICIAL_IMAGES,
+            upstream=self.hub, target=self.target, repos=self.REPOS))
         self.assertEqual(p.returncode, 0, p.stderr[-2000:])
         self.assertEqual(json.loads(p.stdout)["totals"]["to_write"], 0)
-        p = self.run_prog([COORD, "status", "--json", "--redis", self.redis.url])
+        p = self.run_prog(programs.coordinator("status", "--json", bin=ASAN_BIN,
+                                               redis=self.redis))
         self.assertEqual(p.returncode, 0, p.stderr[-2000:])
         status = json.loads(p.stdout)
         self.assertEqual(status["runs"][0]["state"], "done")
@@ -176,15 +167,15 @@ class SanitizerTest(MirrorCase):
             self.assertGreater(faults.get(kind, 0), before.get(kind, 0), faults)
 
     def test_bad_input(self):
-        for argv in ([WORKER, "--concurrency", "0"], [WORKER, "--concurency", "4"],
-                     [WORKER, "--redis", "http://127.0.0.1:6379", "--target",
-                      "http://127.0.0.1:5000"],
-                     [WORKER, "--target", "ftp://127.0.0.1:5000"],
-                     [COORD, "sync", "--once", "--redis", self.redis.url],
-                     [COORD, "catalog", "--official-images", "/nonexistent/oi.git"],
-                     [COORD, "catalog", "--official-images", OFFICIAL_IMAGES, "--ref",
-                      "no-such-ref"],
-                     [COORD, "bogus-command"]):
+        worker, coordinator = (partial(f, bin=ASAN_BIN)
+                               for f in (programs.worker, programs.coordinator))
+        for argv in (worker("--concurrency", "0"), worker("--concurency", "4"),
+                     worker(redis="http://127.0.0.1:6379", target="http://127.0.0.1:5000"),
+                     worker(target="ftp://127.0.0.1:5000"),
+                     coordinator("sync", "--once", redis=self.redis),
+                     coordinator("catalog", official_images="/nonexistent/oi.git"),
+                     coordinator("catalog", official_images=OFFICIAL_IMAGES, ref="no-such-ref"),
+                     coordinator("bogus-command")):
             p = self.run_prog(argv)
             self.assertEqual(p.returncode, 2, "%s: %s" % (argv, p.stderr))
         # Garbage payloads next to a real run: dead-lettered, the run completes.

@@ -19,12 +19,11 @@ import unittest
 import urllib.parse
 import urllib.request
 
-from harness import BIN, OFFICIAL_IMAGES, RedisServer, Registry
-from harness.fakereg import Challenger
+from harness import OFFICIAL_IMAGES, RedisServer, Registry, programs
 from harness.redisq import QueueTool
-from harness.standin import Standin
-from harness.mirror import (ACCEPT, MirrorCase, Sync, catalog, dead_letters, enqueued, head,
-                            pushed_tags)
+from harness.stack import MirrorCase, Stack, dead_letters
+from harness.standin import MemoryStandin, Standin
+from harness.target import ACCEPT, head, pushed_tags
 
 REPOS = ["hello-world"]
 ALICE_PW = "S3cretPW-alice-7f1d"
@@ -81,7 +80,7 @@ class SecretsTest(unittest.TestCase):
         self.tmp = tempfile.mkdtemp(prefix="hubsync-secrets-")
         self.hub = Standin(limit=1000, users=["alice:%s:100000" % ALICE_PW,
                                               "bob:%s:100000" % HELPER_PW]).start()
-        self.pushed = self.hub.load(catalog(REPOS))
+        self.pushed = self.hub.load(programs.catalog(REPOS))
         self.redis = SecretRedis().start()
         self.target = Registry().start()
         self.logs = []
@@ -92,36 +91,21 @@ class SecretsTest(unittest.TestCase):
         self.hub.stop()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def log_file(self, name):
-        path = os.path.join(self.tmp, "%s-%d.log" % (name, len(self.logs)))
-        self.logs.append(path)
-        return open(path, "w")
-
-    def sync(self, env, worker_extra=()):
-        cmd = [BIN + "/hubsync-coordinator", "sync", "--once", "--wait", "--json",
-               "--log-level", "debug", "--redis", self.redis.url, "--official-images",
-               OFFICIAL_IMAGES, "--upstream", self.hub.url, "--target", self.target.url,
-               "--repos", ",".join(REPOS)]
-        with self.log_file("coordinator") as err:
-            coord = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True,
-                                     env=env)
-        deadline = time.time() + 60
-        while time.time() < deadline and coord.poll() is None and not enqueued(self.redis):
-            time.sleep(0.05)
-        with self.log_file("worker") as out:
-            w = subprocess.Popen([BIN + "/hubsync-worker", "--redis", self.redis.url,
-                                  "--upstream", self.hub.url, "--target", self.target.url,
-                                  "--exit-when-idle", "--log-level", "debug"] +
-                                 list(worker_extra), stdout=out, stderr=subprocess.STDOUT,
-                                 env=env)
-        report, _ = coord.communicate(timeout=300)
-        w.wait(timeout=60)
-        with self.log_file("report") as f:
-            f.write(report)
-        self.assertEqual(coord.returncode, 0, report)
+    def sync(self, env):
+        """One run, every program logging at debug level to a file in self.logs, the
+        report too."""
+        st = Stack(REPOS, hub=self.hub, redis=self.redis, target=self.target, env=env,
+                   logs=True, log_level="debug")
+        self.addCleanup(st.stop)
+        run = st.run(workers=1)
+        self.logs += st.logs
+        self.logs.append(st.log_path("report"))
+        with open(self.logs[-1], "w") as f:
+            f.write(run.stdout)
+        self.assertEqual(run.rc, 0, run.stdout)
         for (repo, tag), digest in pushed_tags(self.pushed, REPOS).items():
             self.assertEqual(head(self.target.url, "library/" + repo, tag), digest)
-        return json.loads(report)
+        return run.report
 
     def assert_nowhere(self, secrets):
         keys, redis_text = self.redis.dump_all()
@@ -170,9 +154,9 @@ class SecretsTest(unittest.TestCase):
 
     def test_wrong_redis_password_not_echoed(self):
         bad = "redis://:%s@127.0.0.1:%d" % ("Wr0ngRedisPW", self.redis.port)
-        p = subprocess.run([BIN + "/hubsync-coordinator", "sync", "--once", "--redis", bad,
-                            "--official-images", OFFICIAL_IMAGES, "--upstream", self.hub.url,
-                            "--target", self.target.url, "--repos", "hello-world"],
+        p = subprocess.run(programs.sync(wait=False, json_report=False, redis=bad,
+                                         official_images=OFFICIAL_IMAGES, upstream=self.hub,
+                                         target=self.target, repos="hello-world"),
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            timeout=120)
         self.assertNotEqual(p.returncode, 0)
@@ -195,7 +179,7 @@ class ForeignRegistryJobTest(MirrorCase):
                            "attempt": 0})
 
     def test_job_naming_another_registry_is_refused(self):
-        other = Challenger().start()
+        other = MemoryStandin().start()  # wants credentials, as Docker Hub does
         self.addCleanup(other.stop)
         q = QueueTool(self.redis.url, "hubsync:")
         q.one("enqueue", "other-upstream", self.job(other.url, self.target.url))
@@ -205,12 +189,12 @@ class ForeignRegistryJobTest(MirrorCase):
         env = dict(os.environ, HUBSYNC_UPSTREAM_USERNAME="alice",
                    HUBSYNC_UPSTREAM_PASSWORD=ALICE_PW, HUBSYNC_TARGET_USERNAME="bob",
                    HUBSYNC_TARGET_PASSWORD=HELPER_PW, DOCKER_CONFIG=config_dir)
-        w = subprocess.run([BIN + "/hubsync-worker", "--redis", self.redis.url, "--upstream",
-                            self.hub.url, "--target", self.target.url, "--exit-when-idle",
-                            "--max-attempts", "1", "--http-retries", "0"],
+        w = subprocess.run(programs.worker("--exit-when-idle", "--max-attempts", "1",
+                                           "--http-retries", "0", redis=self.redis,
+                                           upstream=self.hub, target=self.target),
                            capture_output=True, text=True, env=env, timeout=120)
         self.assertEqual(w.returncode, 0, w.stderr[-2000:])
-        self.assertEqual(other.requests, [])
+        self.assertEqual(other.requests(), [])
         dead = {d["key"]: d["reason"] for d in dead_letters(self.redis)}
         self.assertEqual(set(dead), {"other-upstream", "other-target"})
         self.assertIn("upstream %s is not this worker's" % other.url, dead["other-upstream"])
@@ -224,30 +208,28 @@ class ForeignRegistryJobTest(MirrorCase):
 
 class ForeignChallengeTest(MirrorCase):
     """Credentials go only to the realm the registry's own challenge names: a blob GET
-    redirected to another origin (a CDN) that answers 401 with a realm of its own is a
-    failure, and that realm gets nothing."""
+    redirected to another origin (a CDN on the same host, another port) that answers 401
+    with a realm of its own is a failure, and that realm gets nothing."""
 
     REPOS = REPOS
     HUB_USERS = ["alice:%s:100000" % ALICE_PW]
+    HUB_OPTIONS = {"host": "127.0.0.1", "cdn_challenge": True}
 
     def test_cdn_challenge_gets_no_credentials(self):
-        cdn = Challenger().start()
-        self.addCleanup(cdn.stop)
-        self.hub.config(cdn_url=cdn.url)
-        self.addCleanup(self.hub.config, cdn_url="")
         config_dir = tempfile.mkdtemp(prefix="hubsync-noconfig-")
         self.addCleanup(shutil.rmtree, config_dir, ignore_errors=True)
-        s = Sync(self.hub, self.redis, self.target, REPOS, workers=1,
-                 worker_extra=["--max-attempts", "1", "--http-retries", "0"],
-                 worker_env={"HUBSYNC_UPSTREAM_USERNAME": "alice",
-                             "HUBSYNC_UPSTREAM_PASSWORD": ALICE_PW,
-                             "DOCKER_CONFIG": config_dir}).run()
+        s = self.stack().run(workers=1, worker_extra=["--max-attempts", "1", "--http-retries", "0"],
+                             worker_env={"HUBSYNC_UPSTREAM_USERNAME": "alice",
+                                         "HUBSYNC_UPSTREAM_PASSWORD": ALICE_PW,
+                                         "DOCKER_CONFIG": config_dir})
         self.assertNotEqual(s.rc, 0, s.stderr)
         # The blob GETs did reach the CDN, and the hub's own realm got alice's credentials.
-        self.assertTrue(any("/registry-v2/" in path for _, path, _ in cdn.requests),
-                        cdn.requests)
-        self.assertIn("alice", self.hub.counters()["sources"])
-        self.assertEqual([r for r in cdn.requests if r[2] or r[1].startswith("/token")], [])
+        cdn = [e for e in self.hub.requests() if e["listener"] == "cdn"]
+        self.assertTrue(any(e["path"].startswith("/registry-v2/") for e in cdn), cdn)
+        c = self.hub.counters()
+        self.assertIn("alice", c["sources"])
+        self.assertEqual((c["auth_leaks"], c["auth_leak_details"]), (0, []))
+        self.assertEqual([e for e in cdn if e["path"] == "/token"], [])
         reasons = [d["reason"] for d in dead_letters(self.redis)]
         self.assertTrue(reasons)
         for r in reasons:
@@ -308,6 +290,7 @@ class HelperCacheTest(MirrorCase):
         self.env.update(DOCKER_CONFIG=self.tmp, PATH=bindir + os.pathsep + os.environ["PATH"],
                         HELPER_LOG=self.log, HELPER_HUB=self.hub.url, HELPER_SECRET=HELPER_PW)
         self.queue = QueueTool(self.redis.url, "hubsync:")
+        self.workers = self.stack(env=self.env)
 
     def calls(self):
         if not os.path.exists(self.log):
@@ -330,13 +313,8 @@ class HelperCacheTest(MirrorCase):
                     if r["name"] == "library/" + repo)
 
     def worker(self, mode, *extra):
-        p = subprocess.Popen([BIN + "/hubsync-worker", "--redis", self.redis.url, "--upstream",
-                              self.hub.url, "--target", self.target.url, "--exit-when-idle",
-                              "--log-level", "warn"] + list(extra),
-                             stderr=subprocess.PIPE, text=True, env=dict(self.env,
-                                                                        HELPER_MODE=mode))
-        self.procs.append(p)
-        return p
+        return self.workers.worker("--exit-when-idle", *extra, stderr=subprocess.PIPE,
+                                   text=True, env={"HELPER_MODE": mode})
 
     def assert_copied(self, worker, tags):
         err = worker.communicate(timeout=180)[1]
@@ -408,21 +386,15 @@ class TlsTest(MirrorCase):
     TARGET = TlsRegistry
 
     def sync(self, worker_extra):
-        coord = subprocess.Popen(
-            [BIN + "/hubsync-coordinator", "sync", "--once", "--wait", "--json", "--redis",
-             self.redis.url, "--official-images", OFFICIAL_IMAGES, "--upstream", self.hub.url,
-             "--target", self.target.url, "--repos", ",".join(REPOS)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 60
-        while time.time() < deadline and coord.poll() is None and not enqueued(self.redis):
-            time.sleep(0.05)
-        w = subprocess.run([BIN + "/hubsync-worker", "--redis", self.redis.url,
-                            "--upstream", self.hub.url, "--target", self.target.url,
-                            "--exit-when-idle", "--max-attempts", "1", "--http-retries", "0"] +
-                           list(worker_extra), stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True, timeout=300)
-        out, err = coord.communicate(timeout=120)
-        return coord.returncode, json.loads(out), w.stdout
+        st = self.stack(worker_log_level=None)
+        st.coordinator()
+        st.wait_enqueued()
+        w = st.worker("--exit-when-idle", "--max-attempts", "1", "--http-retries", "0",
+                      *worker_extra, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                      text=True)
+        log = w.communicate(timeout=300)[0]
+        run = st.report(timeout=120)
+        return run.rc, run.report, log
 
     def test_self_signed_refused_then_accepted_with_ca_file(self):
         rc, report, log = self.sync([])

@@ -1,6 +1,8 @@
 """The Docker Hub stand-in itself: token flow, pull accounting, 429s, CDN redirect and
-leak detection, every fault switch, the loader's content, and a real client (skopeo)
-whose manifest GETs the stand-in must count exactly."""
+leak detection, every fault switch, Basic auth and push mode, the in-memory mode, the
+loader's content, and a real client (skopeo) whose manifest GETs the stand-in must count
+exactly."""
+import base64
 import gzip
 import hashlib
 import http.client
@@ -18,9 +20,10 @@ import time
 import unittest
 from urllib.parse import urlsplit
 
-from harness import BIN, OFFICIAL_IMAGES, ROOT, Registry
-from harness.standin import CDN_HOST, Standin, free_port_on
+from harness import ROOT, Registry, programs
+from harness.standin import CDN_HOST, MemoryStandin, Standin, free_port_on
 from standin import loader as ld
+from standin.memory import Blob
 
 TOKEN_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 ANON_429 = ("You have reached your unauthenticated pull rate limit. "
@@ -67,6 +70,11 @@ def request(method, url, headers=None):
 
 def sha(data):
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def basic(user, password):
+    return {"Authorization": "Basic " + base64.b64encode(
+        ("%s:%s" % (user, password)).encode()).decode()}
 
 
 class StandinTest(unittest.TestCase):
@@ -274,6 +282,110 @@ class StandinTest(unittest.TestCase):
         entry = self.hub.requests()[-1]
         self.assertEqual((entry["query"], entry["counted"]), ({"ns": ["docker.io"]}, True))
 
+    def test_token_announced_longer_than_it_lives(self):
+        self.hub.config(token_ttl=1, token_expires_in=300)
+        status, _, body = request("GET", self.hub.url + "/token?scope=repository:library/"
+                                  "alpine:pull")
+        tok = json.loads(body)
+        self.assertEqual(tok["expires_in"], 300)
+        claims = json.loads(base64.urlsafe_b64decode(tok["token"].split(".")[1] + "=="))
+        self.assertEqual(claims["exp"] - claims["iat"], 1)
+
+    def test_credentials_required_when_anonymous_is_off(self):
+        self.hub.config(anonymous=False)
+        with self.assertRaises(Exception) as cm:
+            self.hub.token("alpine")
+        self.assertEqual(cm.exception.code, 401)
+        self.hub.token("alpine", user="alice", password="wonderland")
+        c = self.hub.counters()
+        self.assertEqual((c["token_requests"], c["token_denied"]), (2, 1))
+        self.assertEqual(self.hub.token_requests(),
+                         [("alice", ["repository:library/alpine:pull"])])
+
+    def test_basic_auth_instead_of_tokens(self):
+        self.hub.config(auth="basic")
+        status, headers, _ = self.get("GET", "/v2/library/alpine/manifests/3.22")
+        self.assertEqual((status, headers["WWW-Authenticate"]),
+                         (401, 'Basic realm="registry.docker.io"'))
+        status, headers, _ = self.get("GET", "/v2/library/alpine/manifests/3.22",
+                                      headers=basic("alice", "wonderland"))
+        self.assertEqual((status, headers["docker-ratelimit-source"]), (200, "alice"))
+        self.assertEqual(self.get("GET", "/v2/", headers=basic("alice", "wrong"))[0], 401)
+        # A token is no credential then.
+        self.assertEqual(self.manifest("alpine", "3.22", self.hub.token("alpine"))[0], 401)
+        c = self.hub.counters()
+        self.assertEqual((c["unauthorized_401"], c["sources"]["alice"]["used"]), (3, 1))
+        self.assertEqual([e["user"] for e in self.hub.requests() if e["path"].startswith("/v2")],
+                         [None, "alice", None, None])
+
+    def test_retry_after_and_a_window_started_with_pulls_used(self):
+        self.hub.config(retry_after=120)
+        self.hub.reset_window("127.0.0.1", used=99)
+        tok = self.hub.token("alpine")
+        status, headers, _ = self.manifest("alpine", "3.22", tok, "HEAD")
+        self.assertEqual(headers["ratelimit-remaining"], "1;w=21600")
+        self.assertEqual(self.manifest("alpine", "3.22", tok)[0], 200)
+        status, headers, _ = self.manifest("alpine", "3.22", tok)
+        self.assertEqual((status, headers["Retry-After"]), (429, "120"))
+        self.assertEqual(self.hub.counters()["sources"]["127.0.0.1"],
+                         {"used": 100, "limit": 100, "remaining": 0})
+        with self.assertRaises(RuntimeError) as cm:
+            self.hub.control("POST", "reset-window", {"used": 3})
+        self.assertIn("400", str(cm.exception))
+
+    def test_tag_list_pages(self):
+        tok = self.hub.token("alpine")
+        tags = sorted(t for r in self.pushed["repositories"] if r["name"] == "library/alpine"
+                      for t in r["tags"])
+        self.assertEqual(len(tags), 6)
+        path = "/v2/library/alpine/tags/list?n=4"
+        status, headers, body = self.get("GET", path, tok)
+        self.assertEqual((status, json.loads(body)["tags"]), (200, tags[:4]))
+        self.assertEqual(headers["Link"], '</v2/library/alpine/tags/list?n=4&last=%s>; '
+                         'rel="next"' % tags[3])
+        status, headers, body = self.get("GET", headers["Link"][1:].split(">")[0], tok)
+        self.assertEqual((json.loads(body)["tags"], headers["Link"]), (tags[4:], None))
+        self.hub.config(tags_paging="last")
+        status, headers, body = self.get("GET", path, tok)
+        self.assertEqual((json.loads(body)["tags"], headers["Link"]), (tags[:4], None))
+        self.hub.config(tags_paging="all")
+        self.assertEqual(json.loads(self.get("GET", path, tok)[2])["tags"], tags)
+        self.assertEqual(self.hub.counters()["tags_list"], 4)
+
+    def test_push_mode_takes_writes_with_push_scope(self):
+        self.hub.config(push=True)
+        layer = self.a_layer()
+        scopes = "scope=repository:scratch/one:pull,push&scope=repository:library/alpine:pull"
+        anon = json.loads(request("GET", self.hub.url + "/token?" + scopes)[2])["token"]
+        status, headers, _ = self.get("POST", "/v2/scratch/one/blobs/uploads/", anon)
+        self.assertEqual(status, 401)  # anonymous tokens never push
+        self.assertIn('scope="repository:scratch/one:pull,push",error="insufficient_scope"',
+                      headers["WWW-Authenticate"])
+        tok = json.loads(request("GET", self.hub.url + "/token?" + scopes,
+                                 basic("alice", "wonderland"))[2])["token"]
+        status, headers, _ = self.get("POST", "/v2/scratch/one/blobs/uploads/", tok)
+        self.assertEqual(status, 202)
+        loc = headers["Location"]
+        self.assertTrue(loc.startswith(self.hub.url + "/v2/scratch/one/blobs/uploads/"), loc)
+        data = os.urandom(300000)
+        u = urlsplit(loc)
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+        try:
+            conn.request("PUT", "%s?%s&digest=%s" % (u.path, u.query, sha(data)), body=data,
+                         headers={"Authorization": "Bearer " + tok,
+                                  "Content-Type": "application/octet-stream"})
+            self.assertEqual(conn.getresponse().status, 201)
+        finally:
+            conn.close()
+        backend = self.hub.registry.url + "/v2/scratch/one/blobs/"
+        self.assertEqual(request("HEAD", backend + sha(data))[0], 200)
+        # A mount needs pull on its source too.
+        mount = "/v2/scratch/one/blobs/uploads/?mount=%s&from=" % layer["digest"]
+        self.assertEqual(self.get("POST", mount + "library/redis", tok)[0], 401)
+        self.assertEqual(self.get("POST", mount + "library/alpine", tok)[0], 201)
+        self.assertEqual(request("HEAD", backend + layer["digest"])[0], 200)
+        self.assertEqual(self.hub.counters()["manifest_get"], 0)
+
     # -- blobs and the CDN ---------------------------------------------------------------
     def test_blob_get_redirects_to_cdn_on_another_host(self):
         tok = self.hub.token("alpine")
@@ -430,9 +542,46 @@ class StandinTest(unittest.TestCase):
         self.assertEqual(self.get("GET", path, tok)[0], 307)  # to the CDN again
         self.assertEqual(self.hub.counters()["faults"]["redirect_loop"], 1)
 
+    def test_error_next_answers_before_auth_then_stops(self):
+        self.hub.config(error_next=2, error_status=502)
+        self.assertEqual([self.get("GET", "/v2/")[0] for _ in range(3)], [502, 502, 401])
+        self.assertEqual(self.hub.control("GET", "config")["error_next"], 0)
+        self.assertEqual(self.hub.counters()["faults"]["error"], 2)
+
+    def test_manifest_digest_faults(self):
+        tok = self.hub.token("alpine")
+        index = self.group("alpine", "3.22")["index"]
+        self.hub.config(manifest_fault="digest_header")
+        status, headers, body = self.manifest("alpine", "3.22", tok)
+        self.assertEqual(status, 200)
+        self.assertEqual(headers["Docker-Content-Digest"], "sha256:" + "0" * 64)
+        self.assertEqual(sha(body), index["digest"])
+        self.hub.config(manifest_fault="extra_byte")
+        status, headers, body = self.manifest("alpine", index["digest"], tok)
+        self.assertEqual(headers["Docker-Content-Digest"], index["digest"])
+        self.assertEqual((len(body), int(headers["Content-Length"])),
+                         (index["size"] + 1, index["size"] + 1))
+        faults = self.hub.counters()["faults"]
+        self.assertEqual((faults["digest_header"], faults["extra_byte"]), (1, 1))
+
+    def test_cdn_that_wants_credentials(self):
+        tok = self.hub.token("alpine")
+        loc = self.blob_location("alpine", self.a_layer()["digest"], tok)
+        self.hub.config(cdn_challenge=True)
+        status, headers, _ = request("GET", loc)
+        self.assertEqual(status, 401)
+        self.assertEqual(headers["WWW-Authenticate"],
+                         'Bearer realm="%s/token",service="cdn"' % self.hub.cdn)
+        self.assertEqual(request("GET", self.hub.cdn + "/token?service=cdn")[0], 200)
+        self.assertEqual(self.hub.counters()["faults"]["cdn_challenge"], 2)
+        self.assertEqual([(e["path"], e["status"]) for e in self.hub.requests()
+                          if e["listener"] == "cdn"], [(urlsplit(loc).path, 401), ("/token", 200)])
+
     def test_control_api_rejects_bad_config(self):
         for bad, word in (({"no_such_knob": 1}, "no_such_knob"), ({"error_rate": 2}, "error_rate"),
-                          ({"limit": "many"}, "limit")):
+                          ({"limit": "many"}, "limit"), ({"auth": "digest"}, "auth"),
+                          ({"anonymous": "maybe"}, "anonymous"),
+                          ({"tags_paging": "pages"}, "tags_paging")):
             with self.assertRaises(RuntimeError) as cm:
                 self.hub.config(**bad)
             self.assertIn(word, str(cm.exception))
@@ -627,11 +776,7 @@ class StandinTest(unittest.TestCase):
 
     def test_loader_reads_the_coordinator_catalog(self):
         repos = "alpine,busybox,debian,hello-world,httpd,memcached,nginx,postgres,redis,ubuntu"
-        p = subprocess.run([os.path.join(BIN, "hubsync-coordinator"), "catalog",
-                            "--official-images", OFFICIAL_IMAGES, "--json", "--repos", repos],
-                           capture_output=True, text=True, timeout=120)
-        self.assertEqual(p.returncode, 0, p.stderr)
-        catalog = json.loads(p.stdout)
+        catalog = programs.catalog(repos.split(","))
         hub = Standin().start()
         try:
             t0 = time.time()
@@ -836,6 +981,54 @@ class StandinTest(unittest.TestCase):
     def test_loading_is_fast(self):
         # 3 repositories, 18 tags: the whole class fixture loads in well under a few seconds.
         self.assertLess(self.load_seconds, 10.0)
+
+
+class MemoryStandinTest(unittest.TestCase):
+    """The stand-in over in-memory content the test adds itself: what no registry would
+    take (bytes that are no manifest) or hold (a blob generated as it is read), behind the
+    same token flow, pull accounting and CDN."""
+
+    def setUp(self):
+        self.hub = MemoryStandin().start()
+        self.addCleanup(self.hub.stop)
+
+    def get(self, path, token, method="GET"):
+        return request(method, self.hub.url + path, {"Authorization": "Bearer " + token})
+
+    def test_manifests_by_tag_and_digest(self):
+        body = b" " * 1000  # a registry would refuse it: it is not JSON
+        digest = self.hub.add_manifest("library/x", "v1", ld.OCI_INDEX, body)
+        self.assertEqual(digest, sha(body))
+        untagged = self.hub.add_manifest("library/x", None, ld.OCI_INDEX, b"{}")
+        tok = self.hub.token("x")
+        for ref in ("v1", digest):
+            status, headers, got = self.get("/v2/library/x/manifests/" + ref, tok)
+            self.assertEqual((status, got, headers["Docker-Content-Digest"],
+                              headers["Content-Type"]), (200, body, digest, ld.OCI_INDEX))
+        self.assertEqual(self.get("/v2/library/x/manifests/" + untagged, tok)[:3:2], (200, b"{}"))
+        status, _, got = self.get("/v2/library/x/manifests/v2", tok)
+        self.assertEqual((status, json.loads(got)["errors"][0]["code"]), (404, "MANIFEST_UNKNOWN"))
+        self.assertEqual(json.loads(self.get("/v2/library/x/tags/list", tok)[2])["tags"], ["v1"])
+        self.assertEqual(self.get("/v2/library/y/tags/list", self.hub.token("y"))[0], 404)
+        c = self.hub.counters()
+        self.assertEqual((c["manifest_get"], c["sources"]["127.0.0.1"]["used"]), (4, 4))
+
+    def test_generated_blob_streams_through_the_cdn(self):
+        size = (3 << 20) + 5
+        blob = self.hub.add_blob(Blob(size=size, seed=3))
+        self.assertEqual(blob.digest, Blob(size=size, seed=3).digest)  # the seed decides
+        self.assertNotEqual(blob.digest, Blob(size=size, seed=4).digest)
+        tok = self.hub.token("any/repo")  # a blob is served under every repository
+        status, headers, _ = self.get("/v2/any/repo/blobs/" + blob.digest, tok)
+        self.assertEqual(status, 307)
+        self.assertEqual(urlsplit(headers["Location"]).hostname, CDN_HOST)
+        status, _, data = request("GET", headers["Location"])
+        self.assertEqual((status, len(data), sha(data)), (200, size, blob.digest))
+        status, headers, _ = self.get("/v2/any/repo/blobs/" + blob.digest, tok, "HEAD")
+        self.assertEqual((status, int(headers["Content-Length"])), (200, size))
+        self.assertEqual(self.get("/v2/any/repo/blobs/sha256:" + "0" * 64, tok)[0], 404)
+        c = self.hub.counters()
+        self.assertEqual((c["blob_get"], c["cdn_get"], c["blob_bytes"]), (2, 1, size))
 
 
 if __name__ == "__main__":

@@ -15,9 +15,11 @@ import time
 import unittest
 import urllib.request
 
-from harness import BIN, OFFICIAL_IMAGES, RedisServer, Registry
-from harness.mirror import ACCEPT, MirrorCase, Sync, catalog, head, pushed_tags
+from harness import OFFICIAL_IMAGES
+from harness.programs import catalog, coordinator
+from harness.stack import MirrorCase, Stack
 from harness.standin import Standin
+from harness.target import ACCEPT, head, pushed_tags, tags
 from standin.loader import totals
 
 REPOS = MirrorCase.REPOS
@@ -52,16 +54,6 @@ def present_members(redis, repo):
     return {k: set(redis.cli_raw("SMEMBERS", k).split()) for k in keys}
 
 
-def tags_on(registry_url, repo):
-    try:
-        with urllib.request.urlopen("%s/v2/%s/tags/list" % (registry_url, repo), timeout=30) as r:
-            return json.load(r).get("tags") or []
-    except urllib.error.HTTPError as e:
-        if e.code == 404:
-            return []
-        raise
-
-
 def assert_complete_content(test, registry_url, repo, tag):
     """The tag's index and every child and blob it references are on the target."""
     index = get_manifest(registry_url, repo, tag)
@@ -84,9 +76,9 @@ class SyncTest(MirrorCase):
         super().setUpClass()
         cls.min = totals(cls.pushed, REPOS)
 
-    def sync(self, **kw):
+    def sync(self):
         before = self.hub.counters()
-        s = Sync(self.hub, self.redis, self.target, kw.pop("repos", REPOS), **kw).run()
+        s = self.stack().run()
         after = self.hub.counters()
         s.gets = after["manifest_get"] - before["manifest_get"]
         s.heads = after["manifest_head"] - before["manifest_head"]
@@ -139,7 +131,7 @@ class SyncTest(MirrorCase):
         hub = Standin(limit=100000).start()
         try:
             pushed = hub.load(self.catalog)
-            first = Sync(hub, self.redis, self.target, REPOS).run()
+            first = self.stack(hub=hub).run()
             self.assertEqual(first.rc, 0, first.stderr)
             old_children = children_of(pushed)
             rebuilt = hub.rebuild("busybox:1.38.0-musl", "alpine:3.24")
@@ -148,7 +140,7 @@ class SyncTest(MirrorCase):
             new_children = children_of(rebuilt) - old_children
             self.assertTrue(new_children)
             before = hub.counters()["manifest_get"]
-            s = Sync(hub, self.redis, self.target, REPOS).run()
+            s = self.stack(hub=hub).run()
             self.assertEqual(s.rc, 0, s.stderr)
             self.assertEqual(s.report["status"], "complete")
             # Exactly the rebuilt groups were fetched: their new indexes and new children.
@@ -165,22 +157,22 @@ class SyncTest(MirrorCase):
     def test_one_and_four_workers_agree(self):
         results = []
         for n in (1, 4):
-            redis, target = RedisServer().start(), Registry().start()
+            st = Stack(REPOS, hub=self.hub, worker_log_level="warn").start()
             try:
                 before = self.hub.counters()
-                s = Sync(self.hub, redis, target, REPOS, workers=n).run()
+                s = st.run(workers=n)
                 after = self.hub.counters()
                 self.assertEqual(s.rc, 0, s.stderr)
+                target = st.target
                 state = {(repo, tag): head(target.url, "library/" + repo, tag)
-                         for repo in REPOS for tag in tags_on(target.url, "library/" + repo)}
+                         for repo in REPOS for tag in tags(target.url, "library/" + repo)}
                 keys = ["upstream_manifest_gets", "blob_bytes_copied", "blobs_copied",
                         "manifests_pushed", "tags_written"]
                 results.append((state, {k: s.report[k] for k in keys},
                                 after["manifest_get"] - before["manifest_get"],
                                 after["blob_bytes"] - before["blob_bytes"]))
             finally:
-                redis.stop()
-                target.stop()
+                st.stop()
         self.assertEqual(results[0][0], results[1][0])
         self.assertEqual(results[0][1], results[1][1])
         self.assertEqual(results[0][2:], results[1][2:])
@@ -193,14 +185,13 @@ class QuotaTest(unittest.TestCase):
     def test_quota_smaller_than_work(self):
         repos = ["hello-world", "busybox"]
         quota = 100
-        hub = Standin(limit=quota).start()
-        redis, target = RedisServer().start(), Registry().start()
+        st = Stack(repos, limit=quota, worker_log_level="warn").start()
+        hub, redis, target, pushed = st.hub, st.redis, st.target, st.pushed
         try:
-            pushed = hub.load(catalog(repos))
             need = totals(pushed, repos)["manifest_gets_min"]
             self.assertGreater(need, quota)
             self.assertLess(need, 2 * quota)
-            s = Sync(hub, redis, target, repos).run()
+            s = st.run()
             c = hub.counters()
             self.assertEqual(s.rc, 75, s.stderr)
             self.assertEqual(s.report["status"], "deferred")
@@ -209,7 +200,7 @@ class QuotaTest(unittest.TestCase):
             self.assertEqual(c["denied_429"], 0)
             # Nothing half-copied is visible: every tag there points at complete content.
             for repo in repos:
-                for tag in tags_on(target.url, "library/" + repo):
+                for tag in tags(target.url, "library/" + repo):
                     assert_complete_content(self, target.url, "library/" + repo, tag)
             self.assertEqual(redis.cli_raw("GET", "hubsync:synced-commit").strip(), "")
             hub.reset_window()
@@ -217,7 +208,7 @@ class QuotaTest(unittest.TestCase):
             # believes a higher count only once GETs have been quiet for 3 s (answers to
             # concurrent GETs arrive out of order).
             time.sleep(3.5)
-            s2 = Sync(hub, redis, target, repos).run()
+            s2 = st.run()
             self.assertEqual(s2.rc, 0, s2.stderr)
             self.assertEqual(s2.report["status"], "complete")
             # Manifests fetched by jobs the budget cut short were kept, so the two windows
@@ -228,9 +219,7 @@ class QuotaTest(unittest.TestCase):
             for (repo, tag), digest in pushed_tags(pushed, repos).items():
                 self.assertEqual(head(target.url, "library/" + repo, tag), digest)
         finally:
-            redis.stop()
-            target.stop()
-            hub.stop()
+            st.stop()
 
 
 class RefForwardTest(unittest.TestCase):
@@ -246,31 +235,28 @@ class RefForwardTest(unittest.TestCase):
 
     def ref_forward(self, delete_removed):
         work = tempfile.mkdtemp(prefix="hubsync-oi-")
-        hub = Standin(limit=100000).start()
-        redis, target = RedisServer().start(), Registry().start()
+        src = os.path.join(work, "official-images")
+        subprocess.check_call(["git", "clone", "-q", "--bare", OFFICIAL_IMAGES, src])
+        repos = ["alpine"]
+        st = Stack(repos, source=src, ref=self.OLD, worker_log_level="warn").start()
+        hub, redis, target, old_cat = st.hub, st.redis, st.target, st.catalog
         try:
-            src = os.path.join(work, "official-images")
-            subprocess.check_call(["git", "clone", "-q", "--bare", OFFICIAL_IMAGES, src])
-            repos = ["alpine"]
-            old_cat = catalog(repos, self.OLD, src)
-            hub.load(old_cat)
-            s1 = Sync(hub, redis, target, repos, source=src, ref=self.OLD).run()
+            s1 = st.run()
             self.assertEqual(s1.rc, 0, s1.stderr)
             self.assertEqual(redis.cli_raw("GET", "hubsync:synced-commit").strip(),
                              old_cat["commit"])
             new_cat = catalog(repos, self.NEW, src)
             self.assertNotEqual(new_cat["commit"], old_cat["commit"])
             pushed = hub.load(new_cat)
-            diff = json.loads(subprocess.check_output(
-                [BIN + "/hubsync-coordinator", "diff", "--official-images", src, "--from",
-                 self.OLD, "--to", self.NEW, "--json"]))
+            diff = json.loads(subprocess.check_output(coordinator(
+                "diff", "--from", self.OLD, "--to", self.NEW, "--json", official_images=src)))
             before = hub.counters()["manifest_get"]
             old_tags = {t for g in old_cat["repositories"][0]["groups"] for t in g["tags"]}
             new_tags = {t for g in new_cat["repositories"][0]["groups"] for t in g["tags"]}
             old_digests = {t: head(target.url, "library/alpine", t) for t in old_tags - new_tags}
             listed = set().union(*present_members(redis, "library/alpine").values())
-            s2 = Sync(hub, redis, target, repos, source=src, ref=self.NEW,
-                      extra=["--delete-removed"] if delete_removed else []).run()
+            st.ref = self.NEW
+            s2 = st.run(*(["--delete-removed"] if delete_removed else []))
             self.assertEqual(s2.rc, 0, s2.stderr)
             r = s2.report
             self.assertEqual(r["from"], old_cat["commit"])
@@ -311,9 +297,7 @@ class RefForwardTest(unittest.TestCase):
             for t in new_tags:
                 self.assertIsNotNone(head(target.url, "library/alpine", t), t)
         finally:
-            redis.stop()
-            target.stop()
-            hub.stop()
+            st.stop()
             shutil.rmtree(work, ignore_errors=True)
 
 

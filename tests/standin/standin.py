@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Docker Hub stand-in: a registry front that behaves like registry-1.docker.io on the wire.
 
-It sits in front of a real docker-registry (the "backend", which holds the content) and adds
-what Docker Hub adds: the Bearer token flow (anonymous and user tokens, scopes, expiry), pull
-accounting (every manifest GET counts, HEAD is free, a quota per source and window, the
+It sits in front of a real docker-registry (the "backend", which holds the content; or, in a
+test's own process, the in-memory backend of memory.py) and adds what Docker Hub adds: the
+Bearer token flow (anonymous and user tokens, scopes, expiry; HTTP Basic instead on request),
+pull accounting (every manifest GET counts, HEAD is free, a quota per source and window, the
 ratelimit-* headers, Docker's 429 body), blob GETs redirected to a "CDN" listener on another
-host, and switchable shaping and faults (latency, bandwidth, 5xx, resets, truncated or corrupted
-blobs, 429 bursts) that are deterministic from a seed. A control API under /_standin/ exposes
+host, pushes with push scopes when asked, and switchable shaping and faults (latency,
+bandwidth, 5xx, resets, truncated or corrupted blobs, 429 bursts, lying headers) that are
+deterministic from a seed. A control API under /_standin/ exposes
 counters, a request log and run-time configuration. See README.md next to this file.
 
 Python 3 standard library only.
@@ -45,6 +47,7 @@ DIGEST_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
 MANIFEST_RE = re.compile(r"^/v2/(.+)/manifests/([^/]+)$")
 BLOB_RE = re.compile(r"^/v2/(.+)/blobs/([^/]+)$")
 TAGS_RE = re.compile(r"^/v2/(.+)/tags/list$")
+WRITE_RE = re.compile(r"^/v2/(.+?)/(?:manifests|blobs)/")
 CDN_RE = re.compile(r"^/registry-v2/docker/registry/v2/blobs/sha256/([a-f0-9]{2})/"
                     r"([a-f0-9]{64})/data$")
 VERIFY_RE = re.compile(r"verify=[^&\s\"]*")
@@ -53,6 +56,17 @@ ANON_429 = ("You have reached your unauthenticated pull rate limit. "
 USER_429 = ("You have reached your pull rate limit. You may increase the limit by "
             "authenticating and upgrading: https://www.docker.com/increase-rate-limit")
 
+
+
+def boolean(value):
+    """A config switch: true/false, 1/0, yes/no."""
+    if value in (True, "true", "1", "yes"):
+        return True
+    if value in (False, "false", "0", "no"):
+        return False
+    raise ValueError("not a boolean: %r" % (value,))
+
+
 # Run-time configuration: (name, type, default, help). Each is a command-line flag
 # (--name-with-dashes) and a key of POST /_standin/config.
 CONFIG = [
@@ -60,6 +74,15 @@ CONFIG = [
     ("user_limit", int, 200, "pulls per window for users given without their own limit"),
     ("window", float, 21600.0, "rate-limit window in seconds (the w= of the headers)"),
     ("token_ttl", float, 300.0, "token lifetime in seconds (expires_in)"),
+    ("token_expires_in", float, 0.0, "expires_in the token answer announces (0: token_ttl; "
+                                     "more plays a server that ends tokens before it said)"),
+    ("auth", str, "bearer", 'how clients authenticate: "bearer" (the token flow) or "basic" '
+                            "(HTTP Basic with a --user on every request, no token)"),
+    ("anonymous", boolean, True, "the token endpoint hands out anonymous tokens (false: "
+                                 "credentials required)"),
+    ("push", boolean, False, "user tokens may grant push and writes go to the backend (Hub "
+                             "for its users; a target with token auth); false: read-only"),
+    ("retry_after", int, 0, "Retry-After of the quota 429s (0: none, as Docker Hub)"),
     ("ratelimit_prefix", str, "", 'prefix of the ratelimit-* header names ("" or "x-")'),
     ("seed", int, 0, "seed of every random fault decision"),
     ("latency_ms", float, 0.0, "added latency per request (registry, token and CDN)"),
@@ -69,6 +92,9 @@ CONFIG = [
     ("bandwidth", int, 0, "bytes per second per blob response (0: unlimited)"),
     ("error_rate", float, 0.0, "fraction of manifest, blob and CDN requests answered 5xx"),
     ("error_status", int, 503, "status of those answers"),
+    ("error_next", int, 0, "the next N GET and HEAD requests under /v2/ answered error_status "
+                           "before anything else, auth included (an outage in front of the "
+                           "registry; counts down)"),
     ("reset_rate", float, 0.0, "fraction of manifest and blob GETs whose connection is "
                                "reset half-way through the body"),
     ("truncate_rate", float, 0.0, "fraction of CDN blob bodies cut short (then closed)"),
@@ -80,11 +106,21 @@ CONFIG = [
                                        "real one (a lying registry or proxy; \"\": the real one)"),
     ("redirect_loop_rate", float, 0.0, "fraction of blob GETs redirected back to themselves, "
                                        "again on every hop (a redirect loop)"),
-    ("cdn_url", str, "", "base URL blob GETs are redirected to instead of the CDN listener "
-                         "(a CDN of the test's own; \"\": the listener)"),
+    ("manifest_fault", str, "", '"digest_header": manifest answers name another digest; '
+                                '"extra_byte": one byte more in the body than the digest '
+                                'names; "": none'),
+    ("cdn_challenge", boolean, False, "the CDN answers 401 with a Bearer challenge for a realm "
+                                      "of its own (a CDN that wants credentials)"),
+    ("tags_paging", str, "link", 'tag lists: "link" (n honoured, a Link header to the next '
+                                 'page, as Docker Hub), "last" (n honoured, no Link), "all" '
+                                 "(n ignored, as docker-registry 2.8)"),
 ]
+CHOICES = {"ratelimit_prefix": ("", "x-"), "auth": ("bearer", "basic"),
+           "manifest_fault": ("", "digest_header", "extra_byte"),
+           "tags_paging": ("link", "last", "all")}
 CONFIG_TYPES = {name: typ for name, typ, _, _ in CONFIG}
-FAULTS = ("error", "reset", "truncate", "corrupt", "burst", "content_type", "redirect_loop")
+FAULTS = ("error", "reset", "truncate", "corrupt", "burst", "content_type", "redirect_loop",
+          "digest_header", "extra_byte", "cdn_challenge")
 ALL_MANIFESTS = {"Accept": ", ".join([OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST,
                                       DOCKER_SCHEMA1, "*/*"])}
 
@@ -138,8 +174,10 @@ def checked_config(base, changes):
             raise ValueError("config %s: %r is not in [0, 1]" % (key, value))
         if typ is not str and new[key] < 0:
             raise ValueError("config %s: %r is negative" % (key, value))
-    if new["ratelimit_prefix"] not in ("", "x-"):
-        raise ValueError('config ratelimit_prefix must be "" or "x-"')
+    for key, allowed in CHOICES.items():
+        if new[key] not in allowed:
+            raise ValueError("config %s must be one of %s"
+                             % (key, ", ".join(json.dumps(a) for a in allowed)))
     return new
 
 
@@ -151,10 +189,17 @@ class Hub:
     """Shared state of both listeners: configuration, tokens, quotas, counters, request log."""
 
     def __init__(self, backend, config, users, log_size):
-        u = urlsplit(backend)
-        if u.scheme != "http" or not u.hostname or not u.port:
-            raise ValueError("--backend must be http://HOST:PORT, got %r" % backend)
-        self.backend = KeepAlive(u.hostname, u.port)
+        """backend: a registry's URL http://HOST:PORT, or an object with KeepAlive's
+        request() and drop() and a url (memory.Memory)."""
+        if isinstance(backend, str):
+            u = urlsplit(backend)
+            if u.scheme != "http" or not u.hostname or not u.port:
+                raise ValueError("--backend must be http://HOST:PORT, got %r" % backend)
+            self.backend = KeepAlive(u.hostname, u.port)
+            self.backend_url = backend
+        else:
+            self.backend = backend
+            self.backend_url = backend.url
         self.config = checked_config(default_config(), config)
         self.users = {name: (password, limit) for name, password, limit in users}
         self.secret = os.urandom(32)
@@ -242,6 +287,14 @@ class Hub:
         rate = self.config[rate_key]
         return rate > 0 and self.roll(kind) < rate
 
+    def outage(self):
+        """True for each of the next error_next requests (counting it down)."""
+        with self.lock:
+            if self.config["error_next"] > 0:
+                self.config["error_next"] -= 1
+                return True
+        return False
+
     def delay(self):
         c = self.config
         ms = c["latency_ms"]
@@ -265,17 +318,19 @@ class Hub:
         return False
 
     # -- tokens -----------------------------------------------------------------------
-    def issue_token(self, user, repos):
+    def issue_token(self, user, access):
+        """A signed token for user ("" anonymous) granting access ({repository: set of
+        actions}); returns (token, the expires_in to announce, now)."""
         now = time.time()
         ttl = self.config["token_ttl"]
         header = {"alg": "HS256", "typ": "JWT"}
         claims = {"iss": "standin", "aud": SERVICE, "sub": user or "", "iat": now,
                   "exp": now + ttl, "jti": _b64(os.urandom(12)),
-                  "access": [{"type": "repository", "name": r, "actions": ["pull"]}
-                             for r in sorted(repos)]}
+                  "access": [{"type": "repository", "name": r, "actions": sorted(access[r])}
+                             for r in sorted(access)]}
         signing = _b64(_json(header)) + "." + _b64(_json(claims))
         sig = hmac.new(self.secret, signing.encode(), hashlib.sha256).digest()
-        return signing + "." + _b64(sig), ttl, now
+        return signing + "." + _b64(sig), self.config["token_expires_in"] or ttl, now
 
     def verify_token(self, token):
         """Claims of a valid, unexpired token we issued, else None."""
@@ -292,7 +347,8 @@ class Hub:
             return None
         if claims.get("exp", 0) <= time.time():
             return None
-        claims["repos"] = {a["name"] for a in claims.get("access", [])}
+        claims["allowed"] = {(a["name"], act) for a in claims.get("access", [])
+                             for act in a["actions"]}
         return claims
 
     def check_user(self, name, password):
@@ -320,10 +376,17 @@ class Hub:
             self.sources[source] = (start, used, limit)
             return allowed, None if limit < 0 else max(limit - used, 0)
 
-    def reset_window(self, source=None):
+    def reset_window(self, source=None, used=0):
+        """Start a new window now for one source (with `used` pulls already spent in it),
+        or for all."""
+        if used and source is None:
+            raise ValueError("reset-window: used needs a source")
         with self.lock:
             if source is None:
                 self.sources.clear()
+            elif used:
+                self.sources[source] = (time.monotonic(), used, self.limit_for(
+                    source if source in self.users else ""))
             else:
                 self.sources.pop(source, None)
 
@@ -456,6 +519,7 @@ class Handler(BaseHTTPRequestHandler):
         self._fault = None
         self._counted = False
         self._source = None
+        self._user = None
         self._t0 = time.time()
         super().handle_one_request()
 
@@ -466,7 +530,7 @@ class Handler(BaseHTTPRequestHandler):
         query = {k: v for k, v in parse_qs(u.query).items() if k != "verify"}
         entry = {"t": self._t0, "listener": listener, "method": self.command, "path": u.path,
                  "status": self._status, "bytes": self._sent, "counted": self._counted,
-                 "source": self._source, "fault": self._fault,
+                 "source": self._source, "user": self._user, "fault": self._fault,
                  "ms": round((time.time() - self._t0) * 1000.0, 2)}
         if query:
             entry["query"] = query
@@ -505,14 +569,21 @@ class RegistryHandler(Handler):
     def route(self, path, query):
         hub = self.hub
         hub.count("requests")
-        self.read_body()
+        write = self.command not in ("GET", "HEAD")
+        forward = write and hub.cfg("push") and path.startswith("/v2/")
+        if not forward:  # a forwarded body streams through to the backend
+            self.read_body()
         hub.delay()
         if path == "/token":
             self.token(parse_qs(query))
         elif not path.startswith("/v2"):
             self.reply(404, _errors("NOT_FOUND", "not found"))
-        elif self.command not in ("GET", "HEAD"):
+        elif forward:
+            self.write(path, query)
+        elif write:
             self.reply(405, _errors("UNSUPPORTED", "the stand-in is read-only"))
+        elif hub.outage():
+            self.error_answer()
         elif hub.burst():
             hub.count("burst_429")
             hub.count_in("faults", "burst")
@@ -528,6 +599,12 @@ class RegistryHandler(Handler):
     def api_headers(self):
         return [("Docker-Distribution-Api-Version", "registry/2.0")]
 
+    def error_answer(self):
+        self.hub.count_in("faults", "error")
+        self._fault = "error"
+        self.reply(self.hub.cfg("error_status"), _errors("UNAVAILABLE", "service unavailable"),
+                   headers=self.api_headers())
+
     # -- token endpoint ----------------------------------------------------------------
     def token(self, query):
         hub = self.hub
@@ -535,19 +612,19 @@ class RegistryHandler(Handler):
         user = ""
         auth = self.headers.get("Authorization", "")
         if auth:
-            name, password = None, None
-            if auth[:6].lower() == "basic ":
-                try:
-                    name, _, password = base64.b64decode(auth[6:].strip(),
-                                                         validate=True).decode().partition(":")
-                except (ValueError, UnicodeDecodeError):
-                    name = None
-            if name is None or not hub.check_user(name, password):
+            name = self.basic_user(auth)
+            if name is None:
                 hub.count("token_denied")
                 self.reply(401, _json({"details": "incorrect username or password"}))
                 return
             user = name
-        repos = set()
+        elif not hub.cfg("anonymous"):
+            hub.count("token_denied")
+            self.reply(401, _json({"details": "authentication required"}))
+            return
+        # Pull for anyone; push only for a user, and only when the stand-in takes writes.
+        grantable = {"pull", "push"} if user and hub.cfg("push") else {"pull"}
+        access = {}
         for scope in query.get("scope", []):
             for item in scope.split(" "):
                 kind, _, rest = item.partition(":")
@@ -556,38 +633,66 @@ class RegistryHandler(Handler):
                     hub.count("token_denied")
                     self.reply(400, _json({"details": "invalid scope %r" % item}))
                     return
-                if "pull" in actions.split(","):
-                    repos.add(name)
-        token, ttl, now = hub.issue_token(user, repos)
+                granted = grantable & set(actions.split(","))
+                if granted:
+                    access.setdefault(name, set()).update(granted)
+        token, ttl, now = hub.issue_token(user, access)
         issued = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + (
             ".%06dZ" % int((now % 1) * 1e6))
         self._source = user or self.client_address[0]
+        self._user = user or None
         self.reply(200, _json({"token": token, "access_token": token,
                                "expires_in": int(ttl) if ttl == int(ttl) else ttl,
                                "issued_at": issued}))
 
-    def auth(self, name):
-        """Token claims when the request may read repository `name` (None: any valid
-        token), else answer 401 with Docker Hub's challenge and return None."""
+    def auth(self, name, actions=("pull",)):
+        """Claims ({"sub": user or ""}) when the request may do actions on repository `name`
+        (None: any valid credentials), else answer 401 with the challenge (Docker Hub's, or
+        Basic with auth=basic) and return None."""
         hub = self.hub
         header = self.headers.get("Authorization", "")
         claims = None
-        if header[:7].lower() == "bearer ":
+        if hub.cfg("auth") == "basic":
+            user = self.basic_user(header)
+            if user is not None:
+                claims = {"sub": user}
+        elif header[:7].lower() == "bearer ":
             claims = hub.verify_token(header[7:].strip())
-        if claims is not None and (name is None or name in claims["repos"]):
+            if claims is not None and name is not None and \
+                    not all((name, a) in claims["allowed"] for a in actions):
+                claims["insufficient"] = True
+        if claims is not None and not claims.get("insufficient"):
             self._source = claims["sub"] or self.client_address[0]
+            self._user = claims["sub"] or None
             return claims
         hub.count("unauthorized_401")
-        challenge = 'Bearer realm="%s",service="%s"' % (hub.realm, SERVICE)
+        if hub.cfg("auth") == "basic":
+            challenge = 'Basic realm="%s"' % SERVICE
+        else:
+            challenge = 'Bearer realm="%s",service="%s"' % (hub.realm, SERVICE)
         detail = None
-        if name is not None:
-            challenge += ',scope="repository:%s:pull"' % name
-            detail = [{"Type": "repository", "Class": "", "Name": name, "Action": "pull"}]
+        if name is not None and hub.cfg("auth") == "bearer":
+            challenge += ',scope="repository:%s:%s"' % (name, ",".join(actions))
+            detail = [{"Type": "repository", "Class": "", "Name": name, "Action": a}
+                      for a in actions]
         if claims is not None:
             challenge += ',error="insufficient_scope"'
+        # A request body may follow that nobody reads.
+        self.close_connection = self.command not in ("GET", "HEAD")
         self.reply(401, _errors("UNAUTHORIZED", "authentication required", detail),
                    headers=self.api_headers() + [("WWW-Authenticate", challenge)])
         return None
+
+    def basic_user(self, header):
+        """The user HTTP Basic credentials name when they are right, else None."""
+        if header[:6].lower() != "basic ":
+            return None
+        try:
+            name, _, password = base64.b64decode(header[6:].strip(),
+                                                 validate=True).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return name if self.hub.check_user(name, password) else None
 
     # -- /v2/<name>/... ---------------------------------------------------------------
     def v2(self, path, query):
@@ -608,18 +713,14 @@ class RegistryHandler(Handler):
         if claims is None:
             return
         if what != "tags" and hub.chance("error", "error_rate"):
-            hub.count_in("faults", "error")
-            self._fault = "error"
-            self.reply(hub.cfg("error_status"), _errors("UNAVAILABLE", "service unavailable"),
-                       headers=self.api_headers())
+            self.error_answer()
             return
         if what == "manifest":
             self.manifest(name, m.group(2), claims)
         elif what == "blob":
             self.blob(name, m.group(2), query)
         else:
-            hub.count("tags_list")
-            self.proxy("GET", path + ("?" + query if query else ""))
+            self.tags(name, query)
 
     def ratelimit_headers(self, limit, remaining):
         hub = self.hub
@@ -641,6 +742,8 @@ class RegistryHandler(Handler):
         if get and not allowed:
             hub.count("denied_429")
             msg = USER_429 if claims["sub"] else ANON_429
+            if hub.cfg("retry_after"):
+                rl.append(("Retry-After", str(hub.cfg("retry_after"))))
             self.reply(429, _errors("TOOMANYREQUESTS", msg), headers=self.api_headers() + rl)
             return
         key = "%s%s%s" % (name, "@" if DIGEST_RE.match(ref) else ":", ref)
@@ -658,6 +761,15 @@ class RegistryHandler(Handler):
             hub.count_in("faults", "content_type")
             self._fault = "content_type"
             headers = [(k, lie if k == "Content-Type" else v) for k, v in headers]
+        fault = hub.cfg("manifest_fault")
+        if fault and status == 200:
+            hub.count_in("faults", fault)
+            self._fault = fault
+            if fault == "digest_header":
+                headers = [(k, "sha256:" + "0" * 64 if k == "Docker-Content-Digest" else v)
+                           for k, v in headers]
+            else:
+                body += b" "
         self.send_response(status)
         for k, v in headers + rl + self.api_headers():
             self.send_header(k, v)
@@ -725,9 +837,82 @@ class RegistryHandler(Handler):
         sig = _b64(hmac.new(hub.secret, ("%d|%s|%s" % (exp, name, digest)).encode(),
                             hashlib.sha256).digest()[:16])
         location = "%s/registry-v2/docker/registry/v2/blobs/sha256/%s/%s/data?verify=%d-%s" \
-                   "&repo=%s" % (hub.cfg("cdn_url") or hub.cdn_base, hexd[:2], hexd, exp, sig, quote(name, safe=""))
+                   "&repo=%s" % (hub.cdn_base, hexd[:2], hexd, exp, sig, quote(name, safe=""))
         self.reply(307, b"", headers=self.api_headers() + [("Location", location)],
                    ctype="text/html; charset=utf-8")
+
+    def tags(self, name, query):
+        """The backend's tag list, sorted, paged by n and last as tags_paging says."""
+        hub = self.hub
+        hub.count("tags_list")
+        resp = hub.backend.request("GET", "/v2/%s/tags/list" % name)
+        body = resp.read()
+        if resp.status != 200:
+            self.reply(resp.status, body, headers=self.api_headers(),
+                       ctype=resp.getheader("Content-Type") or "application/json")
+            return
+        q = parse_qs(query)
+        n = q.get("n", ["0"])[0]
+        if not n.isdigit():
+            raise BadRequest("bad n %r" % n[:40])
+        n = int(n)
+        tags = sorted(json.loads(body).get("tags") or [])
+        last = q.get("last", [None])[0]
+        if last is not None:
+            tags = [t for t in tags if t > last]
+        headers = self.api_headers()
+        mode = hub.cfg("tags_paging")
+        if mode != "all" and 0 < n < len(tags):
+            tags = tags[:n]
+            if mode == "link":
+                headers.append(("Link", '</v2/%s/tags/list?n=%d&last=%s>; rel="next"'
+                                % (name, n, quote(tags[-1]))))
+        self.reply(200, _json({"name": name, "tags": tags}), headers=headers)
+
+    def write(self, path, query):
+        """A write (push mode): allowed with push on the repository (and pull on a mount's
+        source), then streamed to the backend, which builds its Location headers on the
+        stand-in's address, and its answer relayed."""
+        hub = self.hub
+        m = WRITE_RE.match(path)
+        if m is None or not NAME_RE.match(m.group(1)):
+            self.close_connection = True
+            self.reply(404, _errors("NOT_FOUND", "unknown endpoint"), headers=self.api_headers())
+            return
+        if self.auth(m.group(1), ("pull", "push")) is None:
+            return
+        source = parse_qs(query).get("from", [None])[0]
+        if source is not None and self.auth(source) is None:
+            return
+        text = self.headers.get("Content-Length") or "0"
+        if not text.isdigit():
+            raise BadRequest("bad Content-Length %r" % text[:40])
+        left = int(text)
+        headers = {k: v for k, v in self.headers.items()
+                   if k.lower() not in ("authorization", "connection", "expect")}
+
+        def body():
+            nonlocal left
+            while left > 0:
+                data = self.rfile.read(min(left, CHUNK))
+                if not data:
+                    raise BadRequest("the request body ended early")
+                left -= len(data)
+                yield data
+
+        hub.backend.drop()  # a fresh connection: a streamed body cannot be sent twice
+        resp = hub.backend.request(self.command, path + ("?" + query if query else ""),
+                                   body=body() if left else None, headers=headers)
+        data = resp.read()
+        self.send_response(resp.status)
+        for k, v in resp.getheaders():
+            if k.lower() not in ("connection", "transfer-encoding", "content-length"):
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+            self._sent += len(data)
 
     def proxy(self, method, path):
         """Forward to the backend and relay status, the headers clients use, and body."""
@@ -768,14 +953,14 @@ class RegistryHandler(Handler):
             elif what == "config" and self.command == "POST":
                 out = hub.set_config(args)
             elif what == "reset-window" and self.command == "POST":
-                hub.reset_window(args.get("source"))
+                hub.reset_window(args.get("source"), int(args.get("used", 0)))
                 out = {"ok": True}
             elif what == "requests" and self.command == "GET":
                 since = int(query.get("since", ["0"])[0])
                 out = {"requests": hub.requests_since(since)}
             elif what == "info" and self.command == "GET":
                 out = {"registry": hub.realm[:-len("/token")], "cdn": hub.cdn_base,
-                       "backend": "http://%s:%d" % hub.backend.addr}
+                       "backend": hub.backend_url}
             else:
                 self.reply(404, _json({"error": "no control endpoint %s %s"
                                        % (self.command, what)}))
@@ -811,6 +996,15 @@ class CdnHandler(Handler):
                     {"method": self.command, "path": u.path, "scheme": scheme,
                      "length": len(auth)})
         hub.delay()
+        if hub.cfg("cdn_challenge"):
+            hub.count_in("faults", "cdn_challenge")
+            self._fault = "cdn_challenge"
+            if u.path == "/token":  # the realm hands a token to anyone, as a trap would
+                self.reply(200, _json({"token": "cdn-token", "expires_in": 300}))
+            else:
+                self.reply(401, b"", ctype="text/plain", headers=[(
+                    "WWW-Authenticate", 'Bearer realm="%s/token",service="cdn"' % hub.cdn_base)])
+            return
         m = CDN_RE.match(u.path)
         q = parse_qs(u.query)
         verify = q.get("verify", [""])[0]
