@@ -22,7 +22,7 @@ import time
 import unittest
 
 from harness import RedisServer, Registry, programs
-from harness.stack import Stack, StackCase, dead_letters
+from harness.stack import MirrorCase, Stack, StackCase, dead_letters
 from harness.standin import Standin
 from harness.target import pushed_tags, request, snapshot, tags
 
@@ -172,32 +172,29 @@ KILL_COST_KILLS = 4
 IN_FLIGHT_S = 0.05
 
 
-class KillCostTest(StackCase):
+class KillCostTest(MirrorCase):
     """A killed worker's work is not paid for twice: the manifests it fetched are found by
     the worker that takes its jobs over, so a sync with SIGKILLs at random points costs the
     minimum (one counted GET per distinct manifest) plus only the GETs the killed workers
     had in flight. Each worker pulls as its own stand-in user, so the stand-in's request log
     says which GETs were the victim's and when their answers went out."""
 
+    REPOS = KILL_COST_REPOS
+    USERS = ["w%d" % i for i in range(2 + KILL_COST_KILLS)]
+    HUB_USERS = ["%s:pw-%s:unlimited" % (u, u) for u in USERS]
+
     @classmethod
     def setUpClass(cls):
-        cls.users = ["w%d" % i for i in range(2 + KILL_COST_KILLS)]
-        cls.hub = Standin(users=["%s:pw-%s:unlimited" % (u, u) for u in cls.users]).start()
-        cls.pushed = cls.hub.load(catalog(KILL_COST_REPOS))
+        super().setUpClass()
         # Blobs take a while (as from Hub's CDN), manifests do not: a worker is killed while
         # it copies the blobs of manifests it has fetched.
         cls.hub.config(bandwidth=1024)
 
-    @classmethod
-    def tearDownClass(cls):
-        cls.hub.stop()
-
     def start_worker(self, st, users, owner):
         """A worker pulling as the next unused user; owner maps it to its user."""
         user = users.pop(0)
-        st.env = dict(os.environ, HUBSYNC_UPSTREAM_USERNAME=user,
-                      HUBSYNC_UPSTREAM_PASSWORD="pw-" + user)
-        owner[st.start_worker()] = user
+        owner[st.worker(log=True, env={"HUBSYNC_UPSTREAM_USERNAME": user,
+                                       "HUBSYNC_UPSTREAM_PASSWORD": "pw-" + user})] = user
 
     def gets_of(self, user):
         return self.hub.counters()["sources"].get(user, {}).get("used", 0)
@@ -212,11 +209,10 @@ class KillCostTest(StackCase):
         rng = random.Random(int(os.environ.get("HUBSYNC_SEED", "1000")))
         self.hub.reset_counters()
         # Fewer jobs at once than there are: workers take jobs (and pay) all along the run.
-        st = Stack(self.hub, self.redis, self.target, repos=KILL_COST_REPOS,
-                   worker_args=["--concurrency", "1"])
-        users = list(self.users)
+        st = self.stack(worker_args=["--concurrency", "1"])
+        users = list(self.USERS)
         owner = {}
-        st.start_coordinator()
+        st.coordinator()
         st.wait_enqueued()
         for _ in range(2):
             self.start_worker(st, users, owner)
@@ -237,11 +233,11 @@ class KillCostTest(StackCase):
                 kills.append((owner[victim], time.time()))
                 victim.wait()
                 self.start_worker(st, users, owner)
-            rc, report = st.report()
+            run = st.report()
         finally:
             st.stop_workers()
-        self.assertEqual(rc, 0, report)
-        self.assertEqual(report["status"], "complete", report)
+        self.assertEqual(run.rc, 0, run.stderr[-3000:])
+        self.assertEqual(run.report["status"], "complete", run.report)
         got = snapshot(self.target.url, KILL_COST_REPOS)
         for (repo, tag), digest in pushed_tags(self.pushed, KILL_COST_REPOS).items():
             self.assertEqual(got["tags"].get("%s:%s" % (repo, tag)), digest)
