@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "ref.h"
+#include "strv.h"
 #include "xalloc.h"
 
 #define PLATFORM_PART_MAX 32
@@ -409,13 +410,6 @@ out:
     return rc;
 }
 
-static void free_list(char **v, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        free(v[i]);
-    free(v);
-}
-
 void job_free(struct job *j)
 {
     if (!j)
@@ -426,7 +420,7 @@ void job_free(struct job *j)
     free(j->source_repo);
     free(j->target);
     free(j->target_repo);
-    free_list(j->tags, j->ntags);
-    free_list(j->platforms, j->nplatforms);
+    strv_free_array(j->tags, j->ntags);
+    strv_free_array(j->platforms, j->nplatforms);
     memset(j, 0, sizeof(*j));
 }

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "strv.h"
 #include "xalloc.h"
 
 /* How to read the reply of a command. */
@@ -85,20 +86,13 @@ void rq_setup(const struct rq *q, struct rconn_setup *out)
 
 /* ---- results ------------------------------------------------------------ */
 
-static void free_strv(char **v, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        free(v[i]);
-    free(v);
-}
-
 void rq_res_free(struct rq_res *r)
 {
     free(r->id);
     free(r->key);
     free(r->json);
     free(r->str);
-    free_strv(r->items, r->nitems);
+    strv_free_array(r->items, r->nitems);
     free(r->flags);
     memset(r, 0, sizeof(*r));
 }

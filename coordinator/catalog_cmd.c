@@ -61,7 +61,7 @@ static json_t *jstr(const char *s)
     return j;
 }
 
-static json_t *jstrv(const struct oi_strv *s)
+static json_t *jstrv(const struct strv *s)
 {
     json_t *a = json_array();
     for (size_t i = 0; i < s->n; i++)
@@ -149,7 +149,7 @@ int coord_catalog_main(int argc, char **argv)
     struct err e;
     struct catalog *cat = NULL;
     struct catalog_snapshot *snap = NULL;
-    struct oi_strv only = {NULL, 0};
+    struct strv only = {NULL, 0};
 
     if (coord_parse_args(&c, catalog_opts, NOPTS(catalog_opts), argc, argv,
                          "catalog --official-images SRC [--ref REV] [--workdir DIR] "
@@ -184,7 +184,7 @@ int coord_catalog_main(int argc, char **argv)
 out:
     catalog_snapshot_free(snap);
     catalog_close(cat);
-    oi_strv_free(&only);
+    strv_free(&only);
     cfg_free(&c);
     return code;
 }
@@ -218,7 +218,7 @@ static json_t *diff_json(const struct catalog_diff *d, const size_t counts[3])
         (json_int_t)counts[CATALOG_REMOVED], "changed", (json_int_t)counts[CATALOG_CHANGED]);
 }
 
-static void print_list(const char *label, const struct oi_strv *s)
+static void print_list(const char *label, const struct strv *s)
 {
     printf(" %s ", label);
     for (size_t i = 0; i < s->n; i++)

@@ -46,7 +46,7 @@ int coord_catalog_open(struct catalog **out, const struct cfg *c, int (*tick)(vo
     return catalog_open(out, cfg_str(c, "official-images"), cfg_str(c, "workdir"), &f, e);
 }
 
-void coord_split_list(const char *s, struct oi_strv *out)
+void coord_split_list(const char *s, struct strv *out)
 {
     while (s && *s) {
         size_t n = strcspn(s, ",");
@@ -57,7 +57,7 @@ void coord_split_list(const char *s, struct oi_strv *out)
         while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
             len--;
         if (len > 0)
-            oi_strv_push(out, xstrndup(p, len));
+            strv_push(out, xstrndup(p, len));
         s += n + (s[n] == ',');
     }
 }

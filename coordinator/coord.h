@@ -70,7 +70,7 @@ int coord_parse_args(struct cfg *c, const struct cfg_opt *opts, int nopts, int a
 
 /* Append the items of a comma-separated list ("a, b,c"), trimmed, empty
  * items dropped. */
-void coord_split_list(const char *s, struct oi_strv *out);
+void coord_split_list(const char *s, struct strv *out);
 
 /* catalog_open() with the COORD_OPTS_SOURCE flags; tick as in struct
  * catalog_fetch (may be NULL). */
@@ -87,7 +87,7 @@ void coord_human_bytes(long long bytes, char *out, size_t n);
 
 /* The parsed COORD_OPTS_SELECTION flags. */
 struct coord_selection {
-    struct oi_strv repos, exclude, tags, skip, platforms;
+    struct strv repos, exclude, tags, skip, platforms;
     enum job_policy policy;
 };
 
@@ -102,18 +102,18 @@ int coord_repo_selected(const struct coord_selection *sel, const char *name);
 int coord_tag_selected(const struct coord_selection *sel, const char *repo, const char *tag);
 /* Selected platforms among have (all of them without --platforms); arm64
  * and arm64/v8 are the same. */
-size_t coord_platforms_selected(const struct coord_selection *sel, const struct oi_strv *have);
+size_t coord_platforms_selected(const struct coord_selection *sel, const struct strv *have);
 
 /* Append each item of a comma-separated list of references to out as an
  * official-images name (ref_official_repo); -1 with a message starting with
  * flag. */
-int coord_repo_list(const char *flag, const char *list, struct oi_strv *out, struct err *e);
+int coord_repo_list(const char *flag, const char *list, struct strv *out, struct err *e);
 
 /* Every name of repos must have a library file at rev (NULL: the default):
  * -1 with "--repos: 'x' is not in official-images at <commit>" otherwise; an
  * unknown name of exclude (may be NULL) is only logged. */
-int coord_repos_check(struct catalog *cat, const char *rev, const struct oi_strv *repos,
-                      const struct oi_strv *exclude, struct err *e);
+int coord_repos_check(struct catalog *cat, const char *rev, const struct strv *repos,
+                      const struct strv *exclude, struct err *e);
 
 /* The catalog at a run's commit and what changed since the synced one. */
 struct coord_view {
