@@ -2,12 +2,14 @@
  * struct rq_res; rq_exec and rq_exec_async share both. */
 #include "rq.h"
 
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "strv.h"
+#include "text.h"
 #include "xalloc.h"
 
 /* How to read the reply of a command. */
@@ -56,7 +58,14 @@ void rq_free(struct rq *q)
 int rq_lua_version(void)
 {
     const char *v = strstr(rq_lua_source, "\nlocal VERSION = ");
-    return v ? atoi(v + strlen("\nlocal VERSION = ")) : 0;
+    long long n = 0;
+    if (!v)
+        return 0;
+    v += strlen("\nlocal VERSION = ");
+    char *line = xstrndup(v, strcspn(v, "\n"));
+    int ok = text_ll(line, &n) == 0 && n > 0 && n <= INT_MAX;
+    free(line);
+    return ok ? (int)n : 0;
 }
 
 #define RQ_NO_FUNCTION "ERR Function not found"
@@ -107,12 +116,8 @@ const char *rq_res_field(const struct rq_res *r, const char *name)
 
 long long rq_res_field_int(const struct rq_res *r, const char *name, long long def)
 {
-    const char *v = rq_res_field(r, name);
-    char *end;
-    if (!v || !*v)
-        return def;
-    long long n = strtoll(v, &end, 10);
-    return *end ? def : n;
+    long long n;
+    return text_ll(rq_res_field(r, name), &n) == 0 ? n : def;
 }
 
 const char *rq_status_name(enum rq_status s)

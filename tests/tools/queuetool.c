@@ -30,6 +30,7 @@
 #include "job.h"
 #include "log.h"
 #include "rq.h"
+#include "text.h"
 #include "xalloc.h"
 
 static const struct cfg_opt opts[] = {
@@ -163,9 +164,19 @@ static int drain(struct sync_tool *t, const char *source)
     return 0;
 }
 
+/* args[from..from+n) as integers into out: 0, or -1 if one is not. */
+static int numbers(char **args, int from, int n, long long *out)
+{
+    for (int i = 0; i < n; i++)
+        if (text_ll(args[from + i], &out[i]) < 0)
+            return -1;
+    return 0;
+}
+
 static int sync_main(const struct cfg *c, char **args, int nargs)
 {
     struct sync_tool t = {.cfg = c};
+    long long num[3];
     struct err e;
     int failed = 1;
     const char *cmd = args[0];
@@ -182,8 +193,8 @@ static int sync_main(const struct cfg *c, char **args, int nargs)
         failed = run_print(&t, rq_cmd_enqueue(&t.q, args[1], args[2]), cmd);
     else if (strcmp(cmd, "run-enqueue") == 0 && nargs == 4)
         failed = run_print(&t, rq_cmd_run_enqueue(&t.q, args[1], args[2], args[3]), cmd);
-    else if (strcmp(cmd, "enqueue-jobs") == 0 && nargs == 4)
-        failed = enqueue_jobs(&t, atol(args[1]), args[2], args[3]);
+    else if (strcmp(cmd, "enqueue-jobs") == 0 && nargs == 4 && numbers(args, 1, 1, num) == 0)
+        failed = enqueue_jobs(&t, (long)num[0], args[2], args[3]);
     else if (strcmp(cmd, "take") == 0 && nargs == 2)
         failed = run_print(&t,
                            rq_cmd_take(&t.q, args[1], cfg_int(c, "lease-ms"),
@@ -195,18 +206,18 @@ static int sync_main(const struct cfg *c, char **args, int nargs)
         failed = run_print(&t, rq_cmd_run_get(&t.q, args[1]), cmd);
     else if (strcmp(cmd, "stats") == 0 && nargs == 1)
         failed = run_print(&t, rq_cmd_stats(&t.q), cmd);
-    else if (strcmp(cmd, "observe") == 0 && nargs == 5) {
+    else if (strcmp(cmd, "observe") == 0 && nargs == 5 && numbers(args, 2, 3, num) == 0) {
         struct ratelimit_info rl;
         ratelimit_init(&rl);
         rl.has_limit = rl.has_remaining = 2;
-        rl.limit = atol(args[2]);
-        rl.remaining = atol(args[3]);
-        rl.limit_window = rl.remaining_window = atol(args[4]);
+        rl.limit = (long)num[0];
+        rl.remaining = (long)num[1];
+        rl.limit_window = rl.remaining_window = (long)num[2];
         failed = run_print(&t, rq_cmd_budget_observe(&t.q, args[1], &rl, NULL), cmd);
     } else if (strcmp(cmd, "drain") == 0 && nargs == 2)
         failed = drain(&t, args[1]);
     else {
-        emit_error("usage", "unknown command or wrong argument count");
+        emit_error("usage", "unknown command, wrong argument count or a number that is none");
         failed = 2;
     }
     rconn_close(&t.rc);

@@ -36,6 +36,7 @@
 #include "log.h"
 #include "reg.h"
 #include "reg_blob.h"
+#include "text.h"
 #include "xalloc.h"
 
 static const struct cfg_opt opts[] = {
@@ -202,6 +203,7 @@ struct ops {
     const char *repo1, *ref1, *repo2;
     const char *body;
     size_t body_len;
+    long long blob_size; /* copy-blob */
 };
 
 static int start_op(struct tool *t, const struct cfg *cfg, const struct ops *o)
@@ -220,7 +222,7 @@ static int start_op(struct tool *t, const struct cfg *cfg, const struct ops *o)
         reg_head_blob(o->r1, o->repo1, cfg->args[2], on_done, t);
     } else if (strcmp(cmd, "copy-blob") == 0) {
         struct reg_blob_spec sp = {o->r1, o->repo1, o->r2, o->repo2, cfg->args[3],
-                                   strtoll(cfg->args[4], NULL, 10), cfg_str(cfg, "from")};
+                                   o->blob_size, cfg_str(cfg, "from")};
         reg_copy_blob(&sp, on_done, t);
     } else if (strcmp(cmd, "mount-blob") == 0) {
         reg_mount_blob(o->r1, o->repo1, cfg->args[2], cfg->args[3], on_done, t);
@@ -326,7 +328,12 @@ int main(int argc, char **argv)
             goto out;
         }
     }
+    long long blob_size = 0;
     if (strcmp(cmd, "copy-blob") == 0) {
+        if (text_ll(cfg.args[4], &blob_size) < 0 || blob_size < 0) {
+            fprintf(stderr, "regtool: copy-blob: SIZE '%s' is not a byte count\n", cfg.args[4]);
+            goto out;
+        }
         if (split_ref(cfg.args[2], &url2, &repo2, &ref2, &e) != 0) {
             fprintf(stderr, "regtool: %s\n", e.msg);
             goto out;
@@ -341,7 +348,7 @@ int main(int argc, char **argv)
             goto out;
         }
     }
-    struct ops ops = {cmd, r1, r2, repo1, ref1, repo2, body, body_len};
+    struct ops ops = {cmd, r1, r2, repo1, ref1, repo2, body, body_len, blob_size};
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     int repeat = (int)cfg_int(&cfg, "repeat");
