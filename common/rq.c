@@ -30,6 +30,9 @@ enum kind {
     K_OK,         /* anything but an error */
 };
 
+#define RQ_RUN_COUNTER_NAME(name) #name,
+const char *const rq_run_counter_names[RQ_NRUN_COUNTERS] = {RQ_RUN_COUNTERS(RQ_RUN_COUNTER_NAME)};
+
 struct rq_cmd {
     enum kind kind;
     int argc;

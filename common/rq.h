@@ -105,6 +105,27 @@ struct rq_counter {
     long long delta;
 };
 
+/* The work counters of a run record, the one list of their names (the
+ * engine counts them per job, workers add them to the run, sync reports
+ * them): X(name) for each, in report order. tags_total is the
+ * coordinator's (it counts the tags of jobs that never ran); workers add
+ * the rest. */
+#define RQ_RUN_COUNTERS(X)                                                                         \
+    X(tags_total)                                                                                  \
+    X(tags_unchanged)                                                                              \
+    X(tags_written)                                                                                \
+    X(manifests_pushed)                                                                            \
+    X(upstream_manifest_gets)                                                                      \
+    X(upstream_manifest_heads)                                                                     \
+    X(blobs_copied)                                                                                \
+    X(blob_bytes_copied)                                                                           \
+    X(blobs_mounted)                                                                               \
+    X(blobs_skipped)
+/* Their indexes in the list: RQ_RUN_tags_total, ... */
+#define RQ_RUN_COUNTER_ID(name) RQ_RUN_##name,
+enum rq_run_counter { RQ_RUN_COUNTERS(RQ_RUN_COUNTER_ID) RQ_NRUN_COUNTERS };
+extern const char *const rq_run_counter_names[RQ_NRUN_COUNTERS];
+
 /* --- queue --- */
 
 /* Add a job unless its key is pending (queued, taken or delayed; a dedupe

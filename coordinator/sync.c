@@ -357,13 +357,6 @@ static int enqueue_all(struct sync_ctx *s, const struct plan *p, struct err *e)
     return run_set(s, s->run, "enqueued", "1", e);
 }
 
-static const char *const report_counters[] = {
-    "tags_unchanged",  "tags_written",      "manifests_pushed", "upstream_manifest_gets",
-    "upstream_manifest_heads", "blobs_copied", "blob_bytes_copied", "blobs_mounted",
-    "blobs_skipped",
-};
-#define NREPORT ((int)(sizeof(report_counters) / sizeof(report_counters[0])))
-
 /* The lowest pull budget any source reports: remaining, limit (-1: none). */
 static void budget_view(struct sync_ctx *s, long long *remaining, long long *limit)
 {
@@ -637,9 +630,9 @@ static json_t *report(struct sync_ctx *s, enum run_end end, long long deferred, 
                         json_integer(jint(rec, "jobs_failed") + jint(rec, "jobs_dead")));
     json_object_set_new(o, "jobs_deferred", json_integer(deferred));
     json_object_set_new(o, "jobs_retried", json_integer(jint(rec, "jobs_retried")));
-    json_object_set_new(o, "tags_total", json_integer(jint(rec, "tags_total")));
-    for (int i = 0; i < NREPORT; i++)
-        json_object_set_new(o, report_counters[i], json_integer(jint(rec, report_counters[i])));
+    for (int i = 0; i < RQ_NRUN_COUNTERS; i++)
+        json_object_set_new(o, rq_run_counter_names[i],
+                            json_integer(jint(rec, rq_run_counter_names[i])));
     json_t *removed = json_loads(str_or(json_string_value(json_object_get(rec, "removed_tags")), "[]"),
                                  0, NULL);
     json_object_set_new(o, "removed_tags", removed ? removed : json_array());
