@@ -1,10 +1,11 @@
-/* coord: option handling shared by the coordinator's subcommands. */
+/* coord: option handling and report helpers shared by the coordinator's subcommands. */
 #include "coord.h"
 #include "log.h"
 
 #include <stdio.h>
 #include <string.h>
 
+#include "text.h"
 #include "xalloc.h"
 
 void coord_fail(const char *cmd, const char *msg)
@@ -70,4 +71,23 @@ void coord_human_bytes(long long bytes, char *out, size_t n)
     while (v >= 1000 && i < 4)
         v /= 1000, i++;
     snprintf(out, n, i ? "%.1f %s" : "%.0f %s", v, u[i]);
+}
+
+long long coord_json_int(const json_t *o, const char *k)
+{
+    return json_integer_value(json_object_get(o, k));
+}
+
+json_t *coord_json_value(const char *v)
+{
+    long long n;
+    return text_ll(v, &n) == 0 ? json_integer(n) : json_string(v);
+}
+
+json_t *coord_json_fields(char *const *items, size_t n)
+{
+    json_t *o = json_object();
+    for (size_t i = 0; i + 1 < n; i += 2)
+        json_object_set_new(o, items[i], coord_json_value(items[i + 1]));
+    return o;
 }

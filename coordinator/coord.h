@@ -83,6 +83,17 @@ void coord_fail(const char *cmd, const char *msg);
 /* "1.2 MB" (powers of 1000) into out. */
 void coord_human_bytes(long long bytes, char *out, size_t n);
 
+/* ---- JSON of the reports (plan, status, sync) ---- */
+
+/* The integer at key k of o; 0 when absent or not an integer. */
+long long coord_json_int(const json_t *o, const char *k);
+/* A value read from Redis: a JSON integer when the text is a whole one,
+ * else a string. New reference. */
+json_t *coord_json_value(const char *v);
+/* field, value, ... (a hash as rq answers it) as an object of
+ * coord_json_value's. New reference. */
+json_t *coord_json_fields(char *const *items, size_t n);
+
 /* ---- what a run covers (select.c), shared by sync and plan ---- */
 
 /* The parsed COORD_OPTS_SELECTION flags. */

@@ -624,18 +624,16 @@ static json_t *report(const struct plan_ctx *p, const struct coord_view *v, cons
     return o;
 }
 
-static long long ji(json_t *o, const char *k)
-{
-    return json_integer_value(json_object_get(o, k));
-}
-
 static void print_row(const char *name, json_t *o)
 {
     char gets[48];
-    snprintf(gets, sizeof(gets), "%lld..%lld", ji(o, "gets_min"), ji(o, "gets_max"));
-    printf("%-24s %6lld %7lld %6lld %9lld %8lld %7lld %7lld %12s\n", name, ji(o, "groups"),
-           ji(o, "groups_changed"), ji(o, "tags"), ji(o, "unchanged"), ji(o, "to_write"),
-           ji(o, "missing_upstream") + ji(o, "errors"), ji(o, "digests_to_fetch"), gets);
+    snprintf(gets, sizeof(gets), "%lld..%lld", coord_json_int(o, "gets_min"),
+             coord_json_int(o, "gets_max"));
+    printf("%-24s %6lld %7lld %6lld %9lld %8lld %7lld %7lld %12s\n", name,
+           coord_json_int(o, "groups"), coord_json_int(o, "groups_changed"),
+           coord_json_int(o, "tags"), coord_json_int(o, "unchanged"), coord_json_int(o, "to_write"),
+           coord_json_int(o, "missing_upstream") + coord_json_int(o, "errors"),
+           coord_json_int(o, "digests_to_fetch"), gets);
 }
 
 static void print_readable(json_t *o, int per_group)
@@ -673,8 +671,9 @@ static void print_readable(json_t *o, int per_group)
                        "%lld..%lld\n",
                        json_string_value(json_object_get(g, "key")),
                        json_is_true(json_object_get(g, "changed")) ? "changed" : "check",
-                       ji(g, "tags"), ji(g, "unchanged"), ji(g, "to_write"),
-                       ji(g, "digests_to_fetch"), ji(g, "gets_min"), ji(g, "gets_max"));
+                       coord_json_int(g, "tags"), coord_json_int(g, "unchanged"),
+                       coord_json_int(g, "to_write"), coord_json_int(g, "digests_to_fetch"),
+                       coord_json_int(g, "gets_min"), coord_json_int(g, "gets_max"));
             size_t n;
             json_t *msg;
             json_array_foreach(json_object_get(g, "problems"), n, msg) {
@@ -689,20 +688,21 @@ static void print_readable(json_t *o, int per_group)
                shown - PLAN_PROBLEMS_SHOWN);
     json_t *t = json_object_get(o, "totals");
     print_row("total", t);
-    if (ji(t, "missing_upstream"))
-        printf("  %lld tags missing upstream (the worker fails them)\n", ji(t, "missing_upstream"));
+    if (coord_json_int(t, "missing_upstream"))
+        printf("  %lld tags missing upstream (the worker fails them)\n",
+               coord_json_int(t, "missing_upstream"));
     printf("counted GETs (Docker Hub pulls): at least %lld, at most %lld\n"
            "  each index the target lacks costs 1, plus up to 2 per platform for its image and\n"
            "  attestation manifests the target lacks; digests it has cost 0; HEADs are free\n",
-           ji(t, "gets_min"), ji(t, "gets_max"));
+           coord_json_int(t, "gets_min"), coord_json_int(t, "gets_max"));
     json_t *b = json_object_get(o, "budget");
     const char *verdict = json_string_value(json_object_get(b, "verdict"));
     char window[32] = "?";
     if (json_is_integer(json_object_get(b, "window_s")))
-        coord_status_duration(ji(b, "window_s") * 1000, window, sizeof(window));
+        coord_status_duration(coord_json_int(b, "window_s") * 1000, window, sizeof(window));
     if (json_is_integer(json_object_get(b, "remaining")))
         printf("budget: %lld of %lld pulls left per %s window (source %s): %s\n",
-               ji(b, "remaining"), ji(b, "limit"), window,
+               coord_json_int(b, "remaining"), coord_json_int(b, "limit"), window,
                json_is_string(json_object_get(b, "source"))
                    ? json_string_value(json_object_get(b, "source"))
                    : "?",
@@ -826,8 +826,8 @@ int coord_plan_main(int argc, char **argv)
         print_readable(o, cfg_bool(&c, "groups"));
     }
     json_t *t = json_object_get(o, "totals");
-    code =
-        ji(t, "errors") || p.digest_errors || v.snap->nerrors ? COORD_EXIT_PARTIAL : COORD_EXIT_OK;
+    code = coord_json_int(t, "errors") || p.digest_errors || v.snap->nerrors ? COORD_EXIT_PARTIAL
+                                                                             : COORD_EXIT_OK;
     json_decref(o);
 out:
     plan_free(&p);
