@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "buf.h"
 #include "reg_parse.h"
 #include "xalloc.h"
 

@@ -8,6 +8,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "buf.h"
 #include "log.h"
 #include "reg_parse.h"
 

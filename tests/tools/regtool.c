@@ -31,6 +31,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "buf.h"
 #include "cfg.h"
 #include "creds.h"
 #include "log.h"

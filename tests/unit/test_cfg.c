@@ -123,22 +123,6 @@ static void test_cfg__secret_never_echoed(void **state)
     assert_string_equal(e.msg, "--concurrency: '--3' is not an integer");
 }
 
-static void test_buf__bounded(void **state)
-{
-    (void)state;
-    struct buf b = BUF_INIT(8);
-    assert_int_equal(buf_puts(&b, "abcd"), 0);
-    assert_int_equal(buf_printf(&b, "%d", 1234), 0);
-    assert_string_equal(b.data, "abcd1234");
-    assert_int_equal(buf_append(&b, "x", 1), -1);
-    assert_int_equal(b.len, 8);
-    char *s = buf_steal(&b);
-    assert_string_equal(s, "abcd1234");
-    assert_null(b.data);
-    free(s);
-    buf_free(&b);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -147,7 +131,6 @@ int main(void)
         cmocka_unit_test(test_cfg__empty_env_is_unset),
         cmocka_unit_test(test_cfg__errors_name_the_source),
         cmocka_unit_test(test_cfg__secret_never_echoed),
-        cmocka_unit_test(test_buf__bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
