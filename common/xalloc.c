@@ -1,6 +1,7 @@
 /* xalloc: see xalloc.h. */
 #include "xalloc.h"
 
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,4 +70,9 @@ char *xasprintf(const char *fmt, ...)
     char *p = xvasprintf(fmt, ap);
     va_end(ap);
     return p;
+}
+
+void xalloc_libraries(void)
+{
+    json_set_alloc_funcs(xmalloc, free);
 }

@@ -7,6 +7,7 @@
 #include "job.h"
 #include "log.h"
 #include "worker.h"
+#include "xalloc.h"
 
 static const struct cfg_opt opts[] = {
     CFG_OPT_REDIS,
@@ -67,6 +68,7 @@ int main(int argc, char **argv)
 {
     struct cfg c;
     struct err e;
+    xalloc_libraries();
     if (cfg_parse(&c, opts, NOPTS, argc - 1, argv + 1, &e) < 0) {
         fprintf(stderr, "hubsync-worker: %s\n", e.msg);
         return 2;
