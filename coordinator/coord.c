@@ -91,3 +91,11 @@ json_t *coord_json_fields(char *const *items, size_t n)
         json_object_set_new(o, items[i], coord_json_value(items[i + 1]));
     return o;
 }
+
+char *coord_json_text(const json_t *v, struct err *e)
+{
+    char *text = v ? json_dumps(v, JSON_COMPACT) : NULL;
+    if (!text)
+        err_set(e, "jansson cannot write it as JSON");
+    return text;
+}

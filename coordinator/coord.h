@@ -93,6 +93,9 @@ json_t *coord_json_value(const char *v);
 /* field, value, ... (a hash as rq answers it) as an object of
  * coord_json_value's. New reference. */
 json_t *coord_json_fields(char *const *items, size_t n);
+/* v (an object or array) as compact JSON text, which the caller frees; NULL
+ * with a message when jansson cannot write it. */
+char *coord_json_text(const json_t *v, struct err *e);
 
 /* ---- what a run covers (select.c), shared by sync and plan ---- */
 

@@ -159,6 +159,17 @@ static int run_note(struct sync_ctx *s, const char *field, const char *value, st
     return rc;
 }
 
+/* Note field = the JSON text of v. */
+static int run_note_json(struct sync_ctx *s, const char *field, const json_t *v, struct err *e)
+{
+    char *text = coord_json_text(v, e);
+    if (!text)
+        return err_prefix(e, "run %s: %s", s->run, field);
+    int rc = run_note(s, field, text, e);
+    free(text);
+    return rc;
+}
+
 /* ---- planning -------------------------------------------------------------------------------- */
 
 struct planned {
@@ -679,16 +690,10 @@ static int describe_run(struct sync_ctx *s, const struct plan *p, struct err *e)
 {
     char tags[32];
     snprintf(tags, sizeof(tags), "%zu", p->tags);
-    char *removed = json_dumps(p->removed, JSON_COMPACT);
-    char *errors = json_array_size(p->errors) ? json_dumps(p->errors, JSON_COMPACT) : NULL;
-    int rc = 0;
     if (run_note(s, RQ_RUN_NAME(tags_total), tags, e) < 0 ||
-        run_note(s, "removed_tags", removed, e) < 0 ||
-        (errors && run_note(s, "catalog_errors", errors, e) < 0))
-        rc = -1;
-    free(removed);
-    free(errors);
-    return rc;
+        run_note_json(s, "removed_tags", p->removed, e) < 0)
+        return -1;
+    return json_array_size(p->errors) ? run_note_json(s, "catalog_errors", p->errors, e) : 0;
 }
 
 /* Resolve the commit to sync (or resume the unfinished run), plan the run into

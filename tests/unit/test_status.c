@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -72,12 +73,40 @@ static void test_status__json_of_redis_fields(void **state)
     json_decref(o);
 }
 
+static void *no_memory(size_t n)
+{
+    (void)n;
+    return NULL;
+}
+
+/* JSON text for Redis, or an error: never NULL passed on as a value. */
+static void test_status__json_text_or_error(void **state)
+{
+    (void)state;
+    struct err e;
+    json_t *o = json_pack("{s:[s]}", "repository", "alpine");
+    char *t = coord_json_text(o, &e);
+    assert_string_equal(t, "{\"repository\":[\"alpine\"]}");
+    free(t);
+    json_malloc_t m;
+    json_free_t f;
+    json_get_alloc_funcs(&m, &f);
+    json_set_alloc_funcs(no_memory, f);
+    t = coord_json_text(o, &e);
+    json_set_alloc_funcs(m, f);
+    assert_null(t);
+    assert_string_equal(e.msg, "jansson cannot write it as JSON");
+    assert_null(coord_json_text(NULL, &e));
+    json_decref(o);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_status__duration),
         cmocka_unit_test(test_status__health),
         cmocka_unit_test(test_status__json_of_redis_fields),
+        cmocka_unit_test(test_status__json_text_or_error),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
