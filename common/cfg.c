@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "job.h"
 #include "log.h"
 #include "xalloc.h"
 
@@ -206,5 +207,15 @@ int cfg_setup_log(const struct cfg *c, const char *role, struct err *e)
     if (log_parse_format(cfg_str(c, "log-format"), &fmt) < 0)
         return err_set(e, "--log-format: '%s' is not text or json", cfg_str(c, "log-format"));
     log_setup(role, lvl, fmt);
+    return 0;
+}
+
+int cfg_registries_check(const struct cfg *c, struct err *e)
+{
+    const char *target = cfg_str(c, "target"), *upstream = cfg_str(c, "upstream");
+    if (!target)
+        return err_set(e, "--target is required (e.g. http://127.0.0.1:5000)");
+    if (!job_url_valid(target) || !upstream || !job_url_valid(upstream))
+        return err_set(e, "--upstream and --target must be http(s)://host[:port] URLs");
     return 0;
 }

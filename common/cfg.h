@@ -72,6 +72,10 @@ void cfg_usage(FILE *f, const struct cfg_opt *opts, int nopts);
     {"target", "HUBSYNC_TARGET", CFG_STR, NULL, 0, 0,                                              \
      "registry to copy to, e.g. http://registry:5000 (required)", 0}
 
+/* --target is given and both --upstream and --target are http(s)://host[:port]
+ * URLs (both rows must be in the table); -1 with a message naming the flags. */
+int cfg_registries_check(const struct cfg *c, struct err *e);
+
 /* Apply --log-level and --log-format (both must be in the table) for role
  * ("coordinator", "worker"); -1 with a message naming the flag. */
 int cfg_setup_log(const struct cfg *c, const char *role, struct err *e);

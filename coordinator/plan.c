@@ -789,12 +789,8 @@ int coord_plan_main(int argc, char **argv)
         coord_fail("plan", e.msg);
         goto out;
     }
-    if (!cfg_str(&c, "target")) {
-        coord_fail("plan", "--target is required (e.g. http://127.0.0.1:5000)");
-        goto out;
-    }
-    if (!job_url_valid(cfg_str(&c, "target")) || !job_url_valid(cfg_str(&c, "upstream"))) {
-        coord_fail("plan", "--upstream and --target must be http(s)://host[:port] URLs");
+    if (cfg_registries_check(&c, &e) < 0) {
+        coord_fail("plan", e.msg);
         goto out;
     }
     if (coord_catalog_open(&cat, &c, NULL, NULL, &e) < 0 ||

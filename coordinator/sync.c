@@ -904,12 +904,8 @@ int coord_sync_main(int argc, char **argv)
         coord_fail("sync", e.msg);
         goto out;
     }
-    if (!cfg_str(&c, "target")) {
-        coord_fail("sync", "--target is required (e.g. http://127.0.0.1:5000)");
-        goto out;
-    }
-    if (!job_url_valid(cfg_str(&c, "target")) || !job_url_valid(cfg_str(&c, "upstream"))) {
-        coord_fail("sync", "--upstream and --target must be http(s)://host[:port] URLs");
+    if (cfg_registries_check(&c, &e) < 0) {
+        coord_fail("sync", e.msg);
         goto out;
     }
     if (cfg_bool(&c, "wait") && !cfg_bool(&c, "once")) {

@@ -4,7 +4,6 @@
 #include <stdlib.h>
 
 #include "cfg.h"
-#include "job.h"
 #include "log.h"
 #include "worker.h"
 #include "xalloc.h"
@@ -105,14 +104,8 @@ int main(int argc, char **argv)
         rc = worker_health(cfg_str(&c, "redis"), cfg_str(&c, "redis-prefix"), cfg_str(&c, "id"));
         goto out;
     }
-    if (!cfg_str(&c, "target")) {
-        fprintf(stderr, "hubsync-worker: --target is required (the coordinator's, e.g. "
-                        "http://127.0.0.1:5000)\n");
-        goto out;
-    }
-    if (!job_url_valid(cfg_str(&c, "target")) || !job_url_valid(cfg_str(&c, "upstream"))) {
-        fprintf(stderr, "hubsync-worker: --upstream and --target must be http(s)://host[:port] "
-                        "URLs\n");
+    if (cfg_registries_check(&c, &e) < 0) {
+        fprintf(stderr, "hubsync-worker: %s; workers take the coordinator's\n", e.msg);
         goto out;
     }
     struct worker_opts o = {

@@ -1,4 +1,4 @@
-/* Unit tests for common/cfg and common/xalloc. */
+/* Unit tests for common/cfg. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -123,6 +123,45 @@ static void test_cfg__secret_never_echoed(void **state)
     assert_string_equal(e.msg, "--concurrency: '--3' is not an integer");
 }
 
+/* The registries every program takes: --target required, both http(s) URLs. */
+static void test_cfg__registries_check(void **state)
+{
+    (void)state;
+    static const struct cfg_opt ropts[] = {CFG_OPT_UPSTREAM, CFG_OPT_TARGET};
+    static const struct {
+        const char *target, *upstream, *want;
+    } cases[] = {
+        {NULL, NULL, "--target is required (e.g. http://127.0.0.1:5000)"},
+        {"http://127.0.0.1:5000", NULL, ""},
+        {"http://127.0.0.1:5000", "https://hub.example:8443", ""},
+        {"ftp://127.0.0.1", NULL, "--upstream and --target must be http(s)://host[:port] URLs"},
+        {"http://127.0.0.1:5000", "registry-1.docker.io",
+         "--upstream and --target must be http(s)://host[:port] URLs"},
+    };
+    unsetenv("HUBSYNC_UPSTREAM");
+    unsetenv("HUBSYNC_TARGET");
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct cfg c;
+        struct err e = {""};
+        char t[128], u[128];
+        char *argv[2];
+        int argc = 0;
+        if (cases[i].target) {
+            snprintf(t, sizeof(t), "--target=%s", cases[i].target);
+            argv[argc++] = t;
+        }
+        if (cases[i].upstream) {
+            snprintf(u, sizeof(u), "--upstream=%s", cases[i].upstream);
+            argv[argc++] = u;
+        }
+        assert_int_equal(cfg_parse(&c, ropts, 2, argc, argv, &e), 0);
+        assert_int_equal(cfg_registries_check(&c, &e), cases[i].want[0] ? -1 : 0);
+        if (cases[i].want[0])
+            assert_string_equal(e.msg, cases[i].want);
+        cfg_free(&c);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -131,6 +170,7 @@ int main(void)
         cmocka_unit_test(test_cfg__empty_env_is_unset),
         cmocka_unit_test(test_cfg__errors_name_the_source),
         cmocka_unit_test(test_cfg__secret_never_echoed),
+        cmocka_unit_test(test_cfg__registries_check),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
