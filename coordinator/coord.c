@@ -22,7 +22,7 @@ int coord_parse_args(struct cfg *c, const struct cfg_opt *opts, int nopts, int a
         *exit_code = COORD_EXIT_USAGE;
         return -1;
     }
-    if (cfg_bool(c, "help")) {
+    if (cfg_bool(c, CFG_ID_HELP)) {
         printf("usage: hubsync-coordinator %s\noptions:\n", usage);
         cfg_usage(stdout, opts, nopts);
         *exit_code = COORD_EXIT_OK;
@@ -43,8 +43,9 @@ int coord_parse_args(struct cfg *c, const struct cfg_opt *opts, int nopts, int a
 int coord_catalog_open(struct catalog **out, const struct cfg *c, int (*tick)(void *arg),
                        void *arg, struct err *e)
 {
-    struct catalog_fetch f = {(int)cfg_int(c, "fetch-timeout"), tick, arg};
-    return catalog_open(out, cfg_str(c, "official-images"), cfg_str(c, "workdir"), &f, e);
+    struct catalog_fetch f = {(int)cfg_int(c, COORD_ID_FETCH_TIMEOUT), tick, arg};
+    return catalog_open(out, cfg_str(c, COORD_ID_OFFICIAL_IMAGES), cfg_str(c, COORD_ID_WORKDIR), &f,
+                        e);
 }
 
 void coord_split_list(const char *s, struct strv *out)

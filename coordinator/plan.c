@@ -29,7 +29,7 @@
 #define PLAN_PROBLEMS_SHOWN 20 /* readable output: the rest are in --json */
 
 static const struct cfg_opt plan_opts[] = {
-    {"redis", "HUBSYNC_REDIS", CFG_STR, NULL, 0, 0,
+    {CFG_ID_REDIS, "redis", "HUBSYNC_REDIS", CFG_STR, NULL, 0, 0,
      "Redis URL to read the synced marker from, read only (default: none; every group then "
      "counts as changed)",
      0},
@@ -37,10 +37,11 @@ static const struct cfg_opt plan_opts[] = {
     COORD_OPTS_SOURCE,
     COORD_OPTS_REGISTRIES,
     COORD_OPTS_SELECTION,
-    {"concurrency", "HUBSYNC_PLAN_CONCURRENCY", CFG_INT, "16", 1, 256,
+    {COORD_ID_CONCURRENCY, "concurrency", "HUBSYNC_PLAN_CONCURRENCY", CFG_INT, "16", 1, 256,
      "HEAD requests in flight at once", 0},
-    {"groups", NULL, CFG_BOOL, "false", 0, 0, "readable output: a line per group too", 0},
-    {"json", NULL, CFG_BOOL, "false", 0, 0, "print JSON (shape above)", 0},
+    {COORD_ID_GROUPS, "groups", NULL, CFG_BOOL, "false", 0, 0,
+     "readable output: a line per group too", 0},
+    {COORD_ID_JSON, "json", NULL, CFG_BOOL, "false", 0, 0, "print JSON (shape above)", 0},
     CFG_OPT_LOG_LEVEL,
     CFG_OPT_LOG_FORMAT,
     CFG_OPT_HELP,
@@ -343,7 +344,7 @@ static struct reg_registry *registry(struct plan_ctx *p, const char *url, const 
 
 static void groups_init(struct plan_ctx *p)
 {
-    const char *prefix = cfg_str(p->c, "target-prefix");
+    const char *prefix = cfg_str(p->c, COORD_ID_TARGET_PREFIX);
     p->groups = xcalloc(p->ncgroups ? p->ncgroups : 1, sizeof(*p->groups));
     p->ngroups = p->ncgroups;
     for (size_t i = 0; i < p->ngroups; i++) {
@@ -467,10 +468,10 @@ static int read_marker(const struct cfg *c, struct marker *m, struct err *e)
     struct rconn_opts ro = RCONN_OPTS_DEFAULT;
     int ret = -1;
     memset(&res, 0, sizeof(res));
-    if (rq_init(&q, cfg_str(c, "redis-prefix"), e) < 0)
+    if (rq_init(&q, cfg_str(c, CFG_ID_REDIS_PREFIX), e) < 0)
         return -1;
     /* No setup: loading functions or creating the group would be writes. */
-    if (rconn_open(&rc, cfg_str(c, "redis"), &ro, NULL, e) < 0)
+    if (rconn_open(&rc, cfg_str(c, CFG_ID_REDIS), &ro, NULL, e) < 0)
         goto out_q;
     if (rq_exec(&rc, rq_cmd_run_current(&q), &res, e) < 0)
         goto out;
@@ -593,8 +594,8 @@ static json_t *report(const struct plan_ctx *p, const struct coord_view *v, cons
     json_object_set_new(o, "first_run", json_boolean(v->first));
     json_object_set_new(o, "marker", json_string(m->source));
     json_object_set_new(o, "resumes_run", opt_str(m->resume));
-    json_object_set_new(o, "upstream", json_string(cfg_str(p->c, "upstream")));
-    json_object_set_new(o, "target", json_string(cfg_str(p->c, "target")));
+    json_object_set_new(o, "upstream", json_string(cfg_str(p->c, CFG_ID_UPSTREAM)));
+    json_object_set_new(o, "target", json_string(cfg_str(p->c, CFG_ID_TARGET)));
     json_object_set_new(o, "platform_policy", json_string(job_policy_name(p->sel.policy)));
     json_t *totals = sum_groups(p, 0, p->ngroups, NULL);
     json_object_set_new(totals, "digests", json_integer((json_int_t)p->ndigests));
@@ -751,7 +752,7 @@ static int load(struct plan_ctx *p, struct catalog *cat, struct marker *m, char 
                 struct coord_view *v, struct err *e)
 {
     m->source = "none";
-    if (cfg_str(p->c, "redis")) {
+    if (cfg_str(p->c, CFG_ID_REDIS)) {
         struct err re;
         if (read_marker(p->c, m, &re) < 0) {
             m->source = "unreachable";
@@ -761,7 +762,7 @@ static int load(struct plan_ctx *p, struct catalog *cat, struct marker *m, char 
     }
     if (m->resume[0])
         snprintf(commit, CATALOG_SHA_LEN + 1, "%s", m->commit);
-    else if (catalog_resolve(cat, cfg_str(p->c, "ref"), commit, e) < 0)
+    else if (catalog_resolve(cat, cfg_str(p->c, COORD_ID_REF), commit, e) < 0)
         return -1;
     if (coord_repos_check(cat, commit, &p->sel.repos, &p->sel.exclude, e) < 0)
         return -1;
@@ -801,25 +802,25 @@ int coord_plan_main(int argc, char **argv)
     code = 1;
     coord_groups_list(&p.sel, &v, &p.cgroups, &p.ncgroups);
     groups_init(&p);
-    p.max_inflight = (int)cfg_int(&c, "concurrency");
+    p.max_inflight = (int)cfg_int(&c, COORD_ID_CONCURRENCY);
     p.loop = ev_loop_new(EVFLAG_AUTO);
     struct reg_client_opts ro;
     reg_client_opts_default(&ro);
     ro.hooks.on_ratelimit = on_ratelimit;
     ro.hooks.arg = &p;
     if (!p.loop || !(p.client = reg_client_new(p.loop, &ro, &e)) ||
-        !(p.up = registry(&p, cfg_str(&c, "upstream"), "HUBSYNC_UPSTREAM", &e)) ||
-        !(p.dst = registry(&p, cfg_str(&c, "target"), "HUBSYNC_TARGET", &e))) {
+        !(p.up = registry(&p, cfg_str(&c, CFG_ID_UPSTREAM), "HUBSYNC_UPSTREAM", &e)) ||
+        !(p.dst = registry(&p, cfg_str(&c, CFG_ID_TARGET), "HUBSYNC_TARGET", &e))) {
         coord_fail("plan", p.loop ? e.msg : "cannot create an event loop");
         goto out;
     }
     probe(&p);
     json_t *o = report(&p, &v, commit, &m);
-    if (cfg_bool(&c, "json")) {
+    if (cfg_bool(&c, COORD_ID_JSON)) {
         json_dumpf(o, stdout, JSON_COMPACT);
         fputc('\n', stdout);
     } else {
-        print_readable(o, cfg_bool(&c, "groups"));
+        print_readable(o, cfg_bool(&c, COORD_ID_GROUPS));
     }
     json_t *t = json_object_get(o, "totals");
     code = coord_json_int(t, "errors") || p.digest_errors || v.snap->nerrors ? COORD_EXIT_PARTIAL

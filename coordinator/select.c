@@ -63,11 +63,12 @@ out:
 int coord_selection_init(struct coord_selection *sel, const struct cfg *c, struct err *e)
 {
     memset(sel, 0, sizeof(*sel));
-    if (coord_repo_list("--repos", cfg_str(c, "repos"), &sel->repos, e) < 0 ||
-        coord_repo_list("--exclude-repos", cfg_str(c, "exclude-repos"), &sel->exclude, e) < 0)
+    if (coord_repo_list("--repos", cfg_str(c, COORD_ID_REPOS), &sel->repos, e) < 0 ||
+        coord_repo_list("--exclude-repos", cfg_str(c, COORD_ID_EXCLUDE_REPOS), &sel->exclude, e) <
+            0)
         return -1;
-    coord_split_list(cfg_str(c, "tags"), &sel->tags);
-    coord_split_list(cfg_str(c, "skip"), &sel->skip);
+    coord_split_list(cfg_str(c, COORD_ID_TAGS), &sel->tags);
+    coord_split_list(cfg_str(c, COORD_ID_SKIP), &sel->skip);
     for (size_t i = 0; i < sel->skip.n; i++) {
         char *pat;
         if (skip_pattern(sel->skip.v[i], &pat, e) < 0)
@@ -75,8 +76,8 @@ int coord_selection_init(struct coord_selection *sel, const struct cfg *c, struc
         free(sel->skip.v[i]);
         sel->skip.v[i] = pat;
     }
-    coord_split_list(cfg_str(c, "platforms"), &sel->platforms);
-    const char *pol = cfg_str(c, "platform-policy");
+    coord_split_list(cfg_str(c, COORD_ID_PLATFORMS), &sel->platforms);
+    const char *pol = cfg_str(c, COORD_ID_PLATFORM_POLICY);
     sel->policy = JOB_POLICY_ALL;
     if (sel->platforms.n && !pol)
         return err_set(e, "--platforms needs --platform-policy sparse|rewrite (the digest of a "

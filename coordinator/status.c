@@ -34,12 +34,12 @@
 static const struct cfg_opt status_opts[] = {
     CFG_OPT_REDIS,
     CFG_OPT_REDIS_PREFIX,
-    {"json", NULL, CFG_BOOL, "false", 0, 0, "print JSON (shape above)", 0},
-    {"health", NULL, CFG_BOOL, "false", 0, 0,
+    {COORD_ID_JSON, "json", NULL, CFG_BOOL, "false", 0, 0, "print JSON (shape above)", 0},
+    {COORD_ID_HEALTH, "health", NULL, CFG_BOOL, "false", 0, 0,
      "exit 1 if the current run is stalled, or unless a coordinator holds the lease or the last "
      "run finished less than 2 x --interval ago",
      0},
-    {"interval", "HUBSYNC_INTERVAL", CFG_INT, "21600", 60, 31536000,
+    {COORD_ID_INTERVAL, "interval", "HUBSYNC_INTERVAL", CFG_INT, "21600", 60, 31536000,
      "the coordinators' --interval (seconds between runs), for --health", 0},
     CFG_OPT_LOG_LEVEL,
     CFG_OPT_LOG_FORMAT,
@@ -481,7 +481,7 @@ static json_t *gather(struct status_ctx *s, const struct cfg *c)
     json_object_set_new(o, "stats", ask_hash(s, rq_cmd_stats(&s->q)));
     char why[256];
     int ok = coord_status_health(lost, json_is_true(json_object_get(coord, "held")),
-                                 last_finished, s->now_ms, cfg_int(c, "interval"), why,
+                                 last_finished, s->now_ms, cfg_int(c, COORD_ID_INTERVAL), why,
                                  sizeof(why));
     json_object_set_new(o, "health", json_pack("{s:b, s:s}", "ok", ok, "reason", why));
     if (s->down) {
@@ -704,14 +704,14 @@ int coord_status_main(int argc, char **argv)
         return code;
     code = COORD_EXIT_USAGE;
     if (cfg_setup_log(&c, "coordinator", &s.e) < 0 ||
-        rq_init(&s.q, cfg_str(&c, "redis-prefix"), &s.e) < 0) {
+        rq_init(&s.q, cfg_str(&c, CFG_ID_REDIS_PREFIX), &s.e) < 0) {
         coord_fail("status", s.e.msg);
         goto out;
     }
     code = 1;
     struct rconn_opts ro = RCONN_OPTS_DEFAULT;
     /* No setup list: loading functions or creating the group would be writes. */
-    if (rconn_open(&s.rc, cfg_str(&c, "redis"), &ro, NULL, &s.e) < 0) {
+    if (rconn_open(&s.rc, cfg_str(&c, CFG_ID_REDIS), &ro, NULL, &s.e) < 0) {
         coord_fail("status", s.e.msg);
         goto out_q;
     }
@@ -720,14 +720,14 @@ int coord_status_main(int argc, char **argv)
         coord_fail("status", s.e.msg);
         goto out_rc;
     }
-    if (cfg_bool(&c, "json")) {
+    if (cfg_bool(&c, COORD_ID_JSON)) {
         json_dumpf(o, stdout, JSON_COMPACT);
         fputc('\n', stdout);
     } else {
         print_status(o);
     }
     int healthy = json_is_true(json_object_get(json_object_get(o, "health"), "ok"));
-    code = !cfg_bool(&c, "health") || healthy ? COORD_EXIT_OK : 1;
+    code = !cfg_bool(&c, COORD_ID_HEALTH) || healthy ? COORD_EXIT_OK : 1;
     json_decref(o);
 out_rc:
     rconn_close(&s.rc);

@@ -51,20 +51,20 @@ static const struct cfg_opt sync_opts[] = {
     COORD_OPTS_SOURCE,
     COORD_OPTS_REGISTRIES,
     COORD_OPTS_SELECTION,
-    {"once", "HUBSYNC_ONCE", CFG_BOOL, "false", 0, 0, "run one sync and exit (default: daemon)",
-     0},
-    {"wait", "HUBSYNC_WAIT", CFG_BOOL, "false", 0, 0,
+    {COORD_ID_ONCE, "once", "HUBSYNC_ONCE", CFG_BOOL, "false", 0, 0,
+     "run one sync and exit (default: daemon)", 0},
+    {COORD_ID_WAIT, "wait", "HUBSYNC_WAIT", CFG_BOOL, "false", 0, 0,
      "with --once: wait for the run to finish and print its report", 0},
-    {"json", NULL, CFG_BOOL, "false", 0, 0, "print the report as JSON", 0},
-    {"interval", "HUBSYNC_INTERVAL", CFG_INT, "21600", 60, 31536000,
+    {COORD_ID_JSON, "json", NULL, CFG_BOOL, "false", 0, 0, "print the report as JSON", 0},
+    {COORD_ID_INTERVAL, "interval", "HUBSYNC_INTERVAL", CFG_INT, "21600", 60, 31536000,
      "daemon: seconds between runs", 0},
-    {"jitter", "HUBSYNC_JITTER", CFG_INT, "600", 0, 86400,
+    {COORD_ID_JITTER, "jitter", "HUBSYNC_JITTER", CFG_INT, "600", 0, 86400,
      "daemon: up to this many seconds added to each interval at random", 0},
-    {"deferred-interval", "HUBSYNC_DEFERRED_INTERVAL", CFG_INT, "1800", 10, 86400,
-     "daemon: seconds before the next run after one deferred by the pull budget", 0},
-    {"keep-runs", "HUBSYNC_KEEP_RUNS", CFG_INT, "100", 1, 1000000,
+    {COORD_ID_DEFERRED_INTERVAL, "deferred-interval", "HUBSYNC_DEFERRED_INTERVAL", CFG_INT, "1800",
+     10, 86400, "daemon: seconds before the next run after one deferred by the pull budget", 0},
+    {COORD_ID_KEEP_RUNS, "keep-runs", "HUBSYNC_KEEP_RUNS", CFG_INT, "100", 1, 1000000,
      "keep the records of this many newest runs in Redis (older ones go when a run starts)", 0},
-    {"delete-removed", "HUBSYNC_DELETE_REMOVED", CFG_BOOL, "false", 0, 0,
+    {COORD_ID_DELETE_REMOVED, "delete-removed", "HUBSYNC_DELETE_REMOVED", CFG_BOOL, "false", 0, 0,
      "after a complete run, delete from the target the tags that left the catalog (a manifest "
      "still tagged with a supported tag is kept; the target must allow deletes)",
      0},
@@ -225,7 +225,7 @@ static void plan_error(struct plan *p, const char *repo, const char *msg)
 static void plan_build(struct sync_ctx *s, const struct coord_view *v, struct plan *p)
 {
     const struct cfg *c = s->c;
-    const char *prefix = cfg_str(c, "target-prefix");
+    const char *prefix = cfg_str(c, COORD_ID_TARGET_PREFIX);
     struct coord_group *groups = NULL;
     size_t ngroups = 0;
     coord_groups_list(&s->sel, v, &groups, &ngroups);
@@ -236,8 +236,8 @@ static void plan_build(struct sync_ctx *s, const struct coord_view *v, struct pl
         struct err e;
         j.version = JOB_VERSION;
         j.run = s->run;
-        j.upstream = (char *)cfg_str(c, "upstream");
-        j.target = (char *)cfg_str(c, "target");
+        j.upstream = (char *)cfg_str(c, CFG_ID_UPSTREAM);
+        j.target = (char *)cfg_str(c, CFG_ID_TARGET);
         j.source_repo = xasprintf("library/%s", g->repo->name);
         j.target_repo = xasprintf("%s%s", prefix, g->repo->name);
         j.tags = g->tags;
@@ -722,7 +722,7 @@ static int start_run(struct sync_ctx *s, struct catalog *cat, struct err *e)
                  str_or(json_string_value(json_object_get(cur, "from")), ""));
         log_info("resuming run %s at %.12s", s->run, commit);
     } else {
-        if (catalog_resolve(cat, cfg_str(s->c, "ref"), commit, e) < 0)
+        if (catalog_resolve(cat, cfg_str(s->c, COORD_ID_REF), commit, e) < 0)
             goto out;
         rq_res_free(&res);
         if (exec(s, rq_cmd_synced_commit(&s->q), &res, e) < 0)
@@ -750,7 +750,8 @@ static int start_run(struct sync_ctx *s, struct catalog *cat, struct err *e)
         if (exec(s, rq_cmd_purge_delayed(&s->q, NULL), &res, e) < 0)
             goto out;
         rq_res_free(&res);
-        if (exec(s, rq_cmd_run_create(&s->q, s->run, commit, (int)cfg_int(s->c, "keep-runs")),
+        if (exec(s,
+                 rq_cmd_run_create(&s->q, s->run, commit, (int)cfg_int(s->c, COORD_ID_KEEP_RUNS)),
                  &res, e) < 0)
             goto out;
         if (res.status != RQ_DONE) {
@@ -828,9 +829,10 @@ static int one_run(struct sync_ctx *s, int wait, int as_json, enum run_end *end_
         goto out;
     }
     json_t *removed = json_object_get(o, "removed_tags");
-    if (cfg_bool(s->c, "delete-removed") && end == RUN_COMPLETE && json_array_size(removed)) {
-        json_t *pruned = coord_prune(&s->rc, &s->q, cfg_str(s->c, "target"),
-                                     cfg_str(s->c, "target-prefix"), removed, &e);
+    if (cfg_bool(s->c, COORD_ID_DELETE_REMOVED) && end == RUN_COMPLETE &&
+        json_array_size(removed)) {
+        json_t *pruned = coord_prune(&s->rc, &s->q, cfg_str(s->c, CFG_ID_TARGET),
+                                     cfg_str(s->c, COORD_ID_TARGET_PREFIX), removed, &e);
         if (!pruned)
             log_error("delete removed tags: %s", e.msg);
         else
@@ -858,7 +860,8 @@ static void nap(long secs)
 static int daemon_loop(struct sync_ctx *s)
 {
     struct err e;
-    long interval = (long)cfg_int(s->c, "interval"), jitter = (long)cfg_int(s->c, "jitter");
+    long interval = (long)cfg_int(s->c, COORD_ID_INTERVAL),
+         jitter = (long)cfg_int(s->c, COORD_ID_JITTER);
     log_info("daemon: a run every %lds (+ up to %lds jitter)", interval, jitter);
     while (!sync_stop) {
         int held = lease_take(s, &e);
@@ -871,10 +874,10 @@ static int daemon_loop(struct sync_ctx *s)
             continue;
         }
         enum run_end end = RUN_FAILED;
-        int code = one_run(s, 1, cfg_bool(s->c, "json"), &end);
+        int code = one_run(s, 1, cfg_bool(s->c, COORD_ID_JSON), &end);
         if (sync_stop)
             break;
-        long next = code == COORD_EXIT_DEFERRED ? (long)cfg_int(s->c, "deferred-interval")
+        long next = code == COORD_EXIT_DEFERRED ? (long)cfg_int(s->c, COORD_ID_DEFERRED_INTERVAL)
                                                 : interval + (jitter ? rand() % (jitter + 1) : 0);
         log_info("next run in %lds", next);
         /* Keep the lease while sleeping so a standby does not start a run. */
@@ -908,7 +911,7 @@ int coord_sync_main(int argc, char **argv)
         coord_fail("sync", e.msg);
         goto out;
     }
-    if (cfg_bool(&c, "wait") && !cfg_bool(&c, "once")) {
+    if (cfg_bool(&c, COORD_ID_WAIT) && !cfg_bool(&c, COORD_ID_ONCE)) {
         coord_fail("sync", "--wait goes with --once (the daemon always waits)");
         goto out;
     }
@@ -916,13 +919,13 @@ int coord_sync_main(int argc, char **argv)
     char host[HOST_NAME_MAX + 1] = "";
     gethostname(host, sizeof(host) - 1);
     snprintf(s.token, sizeof(s.token), "%.60s:%d:%x", host, (int)getpid(), (unsigned)rand());
-    if (rq_init(&s.q, cfg_str(&c, "redis-prefix"), &e) < 0) {
+    if (rq_init(&s.q, cfg_str(&c, CFG_ID_REDIS_PREFIX), &e) < 0) {
         coord_fail("sync", e.msg);
         goto out;
     }
     rq_setup(&s.q, &s.setup);
     struct rconn_opts ro = RCONN_OPTS_DEFAULT;
-    if (rconn_open(&s.rc, cfg_str(&c, "redis"), &ro, &s.setup, &e) < 0) {
+    if (rconn_open(&s.rc, cfg_str(&c, CFG_ID_REDIS), &ro, &s.setup, &e) < 0) {
         coord_fail("sync", e.msg);
         goto out_q;
     }
@@ -931,7 +934,7 @@ int coord_sync_main(int argc, char **argv)
     sa.sa_handler = on_stop_signal;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
-    if (!cfg_bool(&c, "once")) {
+    if (!cfg_bool(&c, COORD_ID_ONCE)) {
         code = daemon_loop(&s);
     } else {
         /* A coordinator that died keeps the lease until it expires: wait that long
@@ -951,7 +954,7 @@ int coord_sync_main(int argc, char **argv)
                                           "later or stop it");
             code = 1;
         } else {
-            code = one_run(&s, cfg_bool(&c, "wait"), cfg_bool(&c, "json"), NULL);
+            code = one_run(&s, cfg_bool(&c, COORD_ID_WAIT), cfg_bool(&c, COORD_ID_JSON), NULL);
             lease_drop(&s);
         }
     }
