@@ -1,12 +1,12 @@
 /* cfg: see cfg.h. */
 #include "cfg.h"
 
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "job.h"
 #include "log.h"
+#include "text.h"
 #include "xalloc.h"
 
 static int find_opt(const struct cfg_opt *opts, int nopts, const char *name, size_t len)
@@ -39,17 +39,6 @@ static int parse_bool(const char *s, int *out)
     return -1;
 }
 
-static int parse_int(const char *s, long long *out)
-{
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || end == s || *end != '\0')
-        return -1;
-    *out = v;
-    return 0;
-}
-
 /* Validate a value for opt; `where` names its origin for the message. */
 static int check_value(const struct cfg_opt *o, const char *v, const char *where, struct err *e)
 {
@@ -60,7 +49,7 @@ static int check_value(const struct cfg_opt *o, const char *v, const char *where
             return err_set(e, "%s: '%s' is not a boolean (true/false)", where, shown);
     } else if (o->type == CFG_INT) {
         long long n;
-        if (parse_int(v, &n) < 0)
+        if (text_ll(v, &n) < 0)
             return err_set(e, "%s: '%s' is not an integer", where, shown);
         if (n < o->min || n > o->max)
             return err_set(e, "%s: %lld is out of range [%lld, %lld]", where, n, o->min, o->max);
@@ -170,7 +159,7 @@ long long cfg_int(const struct cfg *c, int id)
     const char *v = c->vals[opt_index(c, id)];
     long long n = 0;
     if (v)
-        parse_int(v, &n);
+        text_ll(v, &n);
     return n;
 }
 
