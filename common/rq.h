@@ -168,7 +168,9 @@ struct rq_cmd *rq_cmd_ack(const struct rq *q, const char *consumer, const char *
  * "backoff", "budget", or "registry": waiting for a registry that is down);
  * its key stays pending as "delayed" (unless a newer job for the key
  * supersedes it). Adds jobs_retried (registry_waits for "registry") and the
- * counters to the run. RQ_DONE | RQ_GONE | RQ_STOLEN. */
+ * counters to the run; a job waiting for the budget counts in the run's
+ * jobs_deferred while it waits (rq_cmd_delayed_counts counts every why).
+ * RQ_DONE | RQ_GONE | RQ_STOLEN. */
 struct rq_cmd *rq_cmd_retry(const struct rq *q, const char *consumer, const char *id,
                             const char *key, const char *json, long long delay_ms,
                             const char *why, const char *run_id,
@@ -313,7 +315,8 @@ struct rq_cmd *rq_cmd_run_check(const struct rq *q, const char *run_id, const ch
 /* A count for it that keeps each call short (about 5 ms of Redis). */
 #define RQ_RUN_CHECK_COUNT 250
 /* Take the jobs of run_id (NULL: of every run) off the delayed set, where
- * they wait for the pull budget or a backoff. RQ_VALUE n = removed. */
+ * they wait for the pull budget or a backoff; the run's jobs_deferred stays
+ * as it was (how many waited when it ended). RQ_VALUE n = removed. */
 struct rq_cmd *rq_cmd_purge_delayed(const struct rq *q, const char *run_id);
 /* Set field of the run record to value (what the coordinator notes: from,
  * enqueued, tags_total, removed_tags, catalog_errors, error). RQ_DONE. */
