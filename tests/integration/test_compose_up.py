@@ -2,8 +2,8 @@
 
 The engines are Debian's podman 4.3 serving the Docker API and Debian's Docker Engine 20.10
 (harness/containers.py: podman's settings for hosts like these, a private dockerd, the
-images built locally on a debootstrapped Debian 12 and cached); every scenario runs on
-each. The stack is compose/docker-compose.yml with credentials.yml, a .env made from
+images built locally on a debootstrapped Debian 12 and cached); the first scenario runs on
+each, the two fault scenarios one on each (they test hubsync, not the engine). The stack is compose/docker-compose.yml with credentials.yml, a .env made from
 .env.example, and a test override with two changes: the stack's network is one the test
 creates (so the Docker Hub stand-in can listen on its gateway, an address the containers
 reach, before the stack starts and across `down`), and the coordinator's official-images
@@ -396,6 +396,10 @@ class ComposeUp:
             self.assertNotRegex(text, r"^(\(error\) )?(ERR|WRONGTYPE)", (args, text))
         self.assertIn("remaining", cli("HGETALL", "hubsync:budget:" + USER))
 
+
+class KillRestartScenario:
+    """A worker killed and Redis restarted mid-run (a ComposeUp mixin)."""
+
     def test_2_worker_killed_and_redis_restarted_mid_run(self):
         stack = self.stack()
         self.slow_upstream(120)
@@ -430,6 +434,10 @@ class ComposeUp:
         self.assert_converged(stack, done)
         self.assert_token_nowhere(stack)
 
+
+class ScaleDownScenario:
+    """Workers scaled down mid-run (a ComposeUp mixin)."""
+
     def test_3_scale_down_mid_run_hands_jobs_back(self):
         stack = self.stack()
         self.slow_upstream(150)
@@ -460,11 +468,11 @@ class ComposeUp:
         self.assert_token_nowhere(stack)
 
 
-class PodmanTest(ComposeUp, unittest.TestCase):
+class PodmanTest(ComposeUp, KillRestartScenario, unittest.TestCase):
     ENGINE = "podman"
 
 
-class DockerTest(ComposeUp, unittest.TestCase):
+class DockerTest(ComposeUp, ScaleDownScenario, unittest.TestCase):
     ENGINE = "docker"
 
 
