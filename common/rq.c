@@ -31,7 +31,7 @@ enum kind {
     K_LIST,       /* strings */
     K_TIME,       /* {seconds, microseconds} */
     K_HELD_SUM,   /* XPENDING summary: {n, min, max, {{consumer, n}...}} */
-    K_FIRST,      /* ZRANGE 0 0 WITHSCORES: {} | {member, score} */
+    K_FIRST,      /* ZRANGE 0 0 WITHSCORES: {} | {member, score}: str, n */
     K_DEAD,       /* XREVRANGE: {{id, {field, value...}}...} */
 };
 
@@ -816,6 +816,77 @@ struct rq_cmd *rq_cmd_manifest_drop(const struct rq *q, const char *digest)
     return c;
 }
 
+struct rq_cmd *rq_cmd_export_last(const struct rq *q)
+{
+    struct rq_cmd *c = read_cmd(K_FIRST, "ZRANGE", q->keys.exports);
+    const char *rest[] = {"0", "0", "REV", "WITHSCORES"};
+    arg_list(c, rest, 4);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_export_known(const struct rq *q, const char *commit)
+{
+    struct rq_cmd *c = cmd_new(K_STRING);
+    arg(c, "ZSCORE");
+    arg(c, q->keys.exports);
+    arg(c, commit);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_export_check(const struct rq *q, const char *commit,
+                                   const char *const *digests, size_t n)
+{
+    struct rq_cmd *c = cmd_new(K_FLAGS);
+    arg(c, "SMISMEMBER");
+    arg_own(c, keys_export(&q->keys, commit));
+    arg_list(c, digests, n);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_export_add(const struct rq *q, const char *commit, int first,
+                                 const char *const *digests, size_t n)
+{
+    char *key = keys_export_new(&q->keys, commit);
+    struct rq_cmd *c = fcall(K_OK, "hubsync_export_add", 1, key);
+    free(key);
+    arg(c, first ? "1" : "0");
+    arg_list(c, digests, n);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_export_record(const struct rq *q, const char *commit)
+{
+    char *fresh = keys_export_new(&q->keys, commit), *set = keys_export(&q->keys, commit);
+    char *prefix = keys_export(&q->keys, "");
+    struct rq_cmd *c = fcall(K_OK, "hubsync_export_record", 3, fresh, set, q->keys.exports);
+    free(fresh);
+    free(set);
+    arg(c, commit);
+    arg(c, prefix);
+    arg_ll(c, RQ_EXPORTS_KEEP);
+    free(prefix);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_site_get(const struct rq *q, const char *target)
+{
+    struct rq_cmd *c = cmd_new(K_HASH);
+    arg(c, "HGETALL");
+    arg_own(c, keys_site(&q->keys, target));
+    return c;
+}
+
+struct rq_cmd *rq_cmd_site_record(const struct rq *q, const char *target, const char *commit,
+                                  const char *base)
+{
+    char *key = keys_site(&q->keys, target);
+    struct rq_cmd *c = fcall(K_OK, "hubsync_site_record", 1, key);
+    free(key);
+    arg(c, commit);
+    arg(c, base);
+    return c;
+}
+
 struct rq_cmd *rq_cmd_worker_beat(const struct rq *q, const char *worker_id, const char *json,
                                   int ttl_s)
 {
@@ -1076,9 +1147,11 @@ static int parse_simple(const struct rq_cmd *c, const redisReply *r, struct rq_r
             res->status = RQ_EMPTY;
             return 0;
         }
-        if (r->elements != 2 || !is_str(r->element[1]) || text_ll(r->element[1]->str, &res->n) < 0)
+        if (r->elements != 2 || !is_str(r->element[0]) || !is_str(r->element[1]) ||
+            text_ll(r->element[1]->str, &res->n) < 0)
             return bad_reply(c, e, "not a member and its score");
         res->status = RQ_VALUE;
+        res->str = dup_str(r->element[0]);
         return 0;
     case K_KEYSCAN:
         if (!is_array(r, 2) || !is_str(r->element[0]) ||

@@ -341,6 +341,32 @@ struct rq_cmd *rq_cmd_synced_commit(const struct rq *q);
 /* Lifetime counters as items. RQ_VALUE | RQ_EMPTY. */
 struct rq_cmd *rq_cmd_stats(const struct rq *q);
 
+/* --- air-gapped bundles (coordinator export and import) --- */
+
+#define RQ_EXPORTS_KEEP 10 /* export records kept (the newest) */
+
+/* The newest commit exported. RQ_VALUE str (n: its time, ms) | RQ_EMPTY. */
+struct rq_cmd *rq_cmd_export_last(const struct rq *q);
+/* Whether an export at commit is recorded. RQ_VALUE (str: its time, ms) |
+ * RQ_EMPTY. */
+struct rq_cmd *rq_cmd_export_known(const struct rq *q, const char *commit);
+/* RQ_VALUE flags[i] = digests[i] was in the state exported at commit. */
+struct rq_cmd *rq_cmd_export_check(const struct rq *q, const char *commit,
+                                   const char *const *digests, size_t n);
+/* Add digests to the set an export at commit is writing (export:<commit>:new,
+ * which lives a day unless recorded). first: start the set anew. RQ_DONE. */
+struct rq_cmd *rq_cmd_export_add(const struct rq *q, const char *commit, int first,
+                                 const char *const *digests, size_t n);
+/* The export at commit is complete: its set becomes export:<commit>, the
+ * commit the newest in exports; only the newest RQ_EXPORTS_KEEP stay. RQ_DONE. */
+struct rq_cmd *rq_cmd_export_record(const struct rq *q, const char *commit);
+/* What bundles brought target to: RQ_VALUE items "commit", "base",
+ * "imported_ms" | RQ_EMPTY. */
+struct rq_cmd *rq_cmd_site_get(const struct rq *q, const char *target);
+/* An import brought target from base ("" for a full bundle) to commit. RQ_DONE. */
+struct rq_cmd *rq_cmd_site_record(const struct rq *q, const char *target, const char *commit,
+                                  const char *base);
+
 /* --- workers --- */
 
 /* Heartbeat: worker:<id> = json for ttl_s, last beat in the workers zset. RQ_DONE. */
