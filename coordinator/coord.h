@@ -268,6 +268,29 @@ void coord_bundle_db_close(struct coord_bundle_db *db);
 
 /* ---- status's helpers (status.c) ---- */
 
+/* What status shows, read again and again (the coordinator's metrics): a
+ * read-only connection of its own. */
+struct coord_status;
+struct coord_status *coord_status_open(const char *redis_url, const char *prefix, struct err *e);
+/* status --json's object; NULL when Redis did not answer (e says why). */
+json_t *coord_status_read(struct coord_status *st, long long interval_s, struct err *e);
+void coord_status_close(struct coord_status *st);
+
+/* ---- the coordinator's metrics (observe.c) ---- */
+
+struct metrics_server;
+struct coord_observe {
+    struct metrics_server *srv; /* NULL: no --metrics-listen, every call does nothing */
+    struct coord_status *st;
+    long long interval_s;
+    double last; /* monotonic seconds of the last read */
+};
+/* Serve --metrics-listen (c has it and --redis, --redis-prefix, --interval). */
+int coord_observe_start(struct coord_observe *ob, const struct cfg *c, struct err *e);
+/* Read and publish again, when a second passed since the last time. */
+void coord_observe_tick(struct coord_observe *ob);
+void coord_observe_stop(struct coord_observe *ob);
+
 /* "42s", "3m07s", "2h05m", "1d03h" (negative counts as 0) into out. */
 void coord_status_duration(long long ms, char *out, size_t n);
 

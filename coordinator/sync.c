@@ -68,6 +68,7 @@ static const struct cfg_opt sync_opts[] = {
      "after a complete run, delete from the target the tags that left the catalog (a manifest "
      "still tagged with a supported tag is kept; the target must allow deletes)",
      0},
+    CFG_OPT_METRICS_LISTEN,
     CFG_OPT_LOG_LEVEL,
     CFG_OPT_LOG_FORMAT,
     CFG_OPT_HELP,
@@ -94,6 +95,7 @@ struct sync_ctx {
     char run[JOB_RUN_MAX + 1];
     struct plan *plan;  /* the run's jobs, while it is started and waited for */
     time_t last_renew; /* of the lease, while the source is fetched */
+    struct coord_observe obs;
 };
 
 /* ---- Redis helpers -------------------------------------------------------------------------- */
@@ -559,6 +561,7 @@ static int wait_run(struct sync_ctx *s, enum run_end *end, long long *deferred_o
         }
         down_since = 0;
         delay = 1;
+        coord_observe_tick(&s->obs);
         usleep(SYNC_POLL_MS * 1000);
     }
 }
@@ -850,11 +853,13 @@ out:
     return code;
 }
 
-/* Sleep up to secs, waking early on a signal. */
-static void nap(long secs)
+/* Sleep up to secs, waking early on a signal; the metrics stay fresh. */
+static void nap(struct sync_ctx *s, long secs)
 {
-    for (long i = 0; i < secs && !sync_stop; i++)
+    for (long i = 0; i < secs && !sync_stop; i++) {
+        coord_observe_tick(&s->obs);
         sleep(1);
+    }
 }
 
 static int daemon_loop(struct sync_ctx *s)
@@ -870,7 +875,7 @@ static int daemon_loop(struct sync_ctx *s)
                 log_warn("redis: %s", e.msg);
             else
                 log_info("standing by: another coordinator holds the lease");
-            nap(SYNC_LEASE_MS / 1000);
+            nap(s, SYNC_LEASE_MS / 1000);
             continue;
         }
         enum run_end end = RUN_FAILED;
@@ -884,7 +889,7 @@ static int daemon_loop(struct sync_ctx *s)
         for (long t = 0; t < next && !sync_stop; t += SYNC_LEASE_MS / 3000) {
             if (lease_renew(s, &e) == 0)
                 break;
-            nap(SYNC_LEASE_MS / 3000);
+            nap(s, SYNC_LEASE_MS / 3000);
         }
     }
     lease_drop(s);
@@ -929,6 +934,10 @@ int coord_sync_main(int argc, char **argv)
         coord_fail("sync", e.msg);
         goto out_q;
     }
+    if (coord_observe_start(&s.obs, &c, &e) < 0) {
+        coord_fail("sync", e.msg);
+        goto out_rc;
+    }
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_stop_signal;
@@ -958,6 +967,8 @@ int coord_sync_main(int argc, char **argv)
             lease_drop(&s);
         }
     }
+    coord_observe_stop(&s.obs);
+out_rc:
     rconn_close(&s.rc);
 out_q:
     rconn_setup_free(&s.setup);

@@ -63,6 +63,7 @@ enum engine_status {
     ENGINE_UNAVAILABLE, /* a registry did not answer or answered 5xx (after the client's own
                          * retries): not the job's fault, try again once it is back */
 };
+#define ENGINE_NSTATUS (ENGINE_UNAVAILABLE + 1)
 
 const char *engine_status_name(enum engine_status s);
 

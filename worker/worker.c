@@ -17,6 +17,7 @@
 #include <jansson.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "retry.h"
 #include "worker.h"
 #include "xalloc.h"
@@ -74,10 +75,63 @@ struct worker {
     ev_timer tick;
     ev_timer stop_deadline;
     ev_timer pause;
+    /* --metrics-listen: the server and what it shows, since the start */
+    struct metrics_server *metrics;
+    long long totals[ENGINE_NCOUNTERS];
+    long long by_status[ENGINE_NSTATUS];
+    struct metrics_hist durations;
 };
 
 static void fetch_more(struct worker *w);
 static void maybe_quit(struct worker *w);
+
+/* ---- metrics ------------------------------------------------------------------------- */
+
+/* Help of the engine counters as metrics. */
+static const char *const counter_help[ENGINE_NCOUNTERS] = {
+    [RQ_RUN_tags_total] = "tags in the jobs taken",
+    [RQ_RUN_tags_unchanged] = "tags found right on the target already",
+    [RQ_RUN_tags_written] = "tags written (tag PUTs) on the target",
+    [RQ_RUN_manifests_pushed] = "manifests PUT by digest on the target (children and indexes)",
+    [RQ_RUN_upstream_manifest_gets] = "manifest GETs from the upstream: pulls counted against "
+                                      "the budget",
+    [RQ_RUN_upstream_manifest_heads] = "manifest HEADs on the upstream (free)",
+    [RQ_RUN_blobs_copied] = "blobs copied upstream to target",
+    [RQ_RUN_blob_bytes_copied] = "bytes of the blobs copied",
+    [RQ_RUN_blobs_mounted] = "blobs mounted from another repository of the target (no bytes "
+                             "moved)",
+    [RQ_RUN_blobs_skipped] = "blobs the target had already",
+};
+
+/* The exposition text of what this worker did, to the server. */
+static void metrics_publish(struct worker *w)
+{
+    if (!w->metrics)
+        return;
+    struct buf b = BUF_INIT(METRICS_TEXT_MAX);
+    char name[96];
+    for (int i = 0; i < ENGINE_NCOUNTERS; i++) {
+        /* tags_total is a counter already named so. */
+        const char *n = engine_counter_names[i];
+        size_t len = strlen(n);
+        snprintf(name, sizeof(name), "hubsync_worker_%s%s", n,
+                 len > 6 && strcmp(n + len - 6, "_total") == 0 ? "" : "_total");
+        metrics_family(&b, name, "counter", counter_help[i]);
+        metrics_sample(&b, name, NULL, NULL, (double)w->totals[i]);
+    }
+    metrics_family(&b, "hubsync_worker_jobs_total", "counter",
+                   "jobs this worker ran, by how they ended");
+    for (int s = 0; s < ENGINE_NSTATUS; s++)
+        metrics_sample(&b, "hubsync_worker_jobs_total", "status",
+                       engine_status_name((enum engine_status)s), (double)w->by_status[s]);
+    metrics_family(&b, "hubsync_worker_jobs_in_hand", "gauge", "jobs held right now");
+    metrics_sample(&b, "hubsync_worker_jobs_in_hand", NULL, NULL, w->in_hand);
+    metrics_family(&b, "hubsync_worker_job_duration_seconds", "histogram",
+                   "how long a job (a tag group's copy) took");
+    metrics_hist_write(&b, "hubsync_worker_job_duration_seconds", &w->durations);
+    metrics_server_publish(w->metrics, b.data ? b.data : "", b.len);
+    buf_free(&b);
+}
 
 /* ---- settling a job ------------------------------------------------------------------- */
 
@@ -218,6 +272,11 @@ static void job_done(const struct engine_outcome *out, void *arg)
     }
     w->bytes += out->n.blob_bytes_copied;
     double secs = ev_now(w->loop) - j->started;
+    for (int i = 0; i < ENGINE_NCOUNTERS; i++)
+        w->totals[i] += engine_counter_get(&out->n, i);
+    if ((unsigned)out->status < ENGINE_NSTATUS)
+        w->by_status[out->status]++;
+    metrics_hist_observe(&w->durations, secs);
     log_info("job=%s run=%s status=%s tags=%lld unchanged=%lld written=%lld gets=%lld "
              "heads=%lld manifests=%lld blobs=%lld bytes=%lld mounted=%lld skipped=%lld "
              "secs=%.2f%s%s",
@@ -240,6 +299,7 @@ static void job_done(const struct engine_outcome *out, void *arg)
                                    ENGINE_NCOUNTERS - 1);
     }
     wjob_free(j);
+    metrics_publish(w);
     fetch_more(w);
     maybe_quit(w);
 }
@@ -777,11 +837,17 @@ static int worker_init(struct worker *w, const struct worker_opts *o, struct err
     eo.target = o->target;
     eo.helper_ttl_s = o->cred_helper_ttl_s;
     w->engine = engine_new(w->loop, w->client, &ops, &eo, e);
-    return w->engine ? 0 : -1;
+    if (!w->engine)
+        return -1;
+    if (o->metrics_listen && metrics_server_start(&w->metrics, o->metrics_listen, e) < 0)
+        return -1;
+    metrics_publish(w);
+    return 0;
 }
 
 static void worker_fini(struct worker *w)
 {
+    metrics_server_stop(w->metrics);
     engine_free(w->engine);
     for (size_t i = 0; i < w->nprobes; i++) {
         reg_registry_free(w->probes[i].r);
