@@ -90,6 +90,8 @@ int keys_init(struct keys *k, const char *prefix, struct err *e)
     k->ctl_paused = fixed(k, "ctl:paused");
     k->manifests = fixed(k, "manifests");
     k->exports = fixed(k, "exports");
+    k->events = fixed(k, "events");
+    k->events_delivered = fixed(k, "events:delivered");
     return 0;
 }
 
@@ -99,7 +101,8 @@ void keys_free(struct keys *k)
                     &k->jobs_delayed_payload, &k->jobs_delayed_count, &k->jobs_dead,
                     &k->jobs_handover, &k->runs, &k->run_current, &k->synced_commit,
                     &k->budgets, &k->workers, &k->coordinator, &k->stats, &k->ctl_paused,
-                    &k->manifests, &k->exports};
+                    &k->manifests, &k->exports, &k->events,
+                    &k->events_delivered};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
         free(*all[i]);
         *all[i] = NULL;

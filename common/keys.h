@@ -82,6 +82,11 @@
  * <p>stats                              hash    lifetime counters (enqueued, done, dead, ...)
  * <p>ctl:paused                         string  operator switch: while it exists no job is
  *                                               taken
+ * <p>events                             stream  what happened, for operators and the webhook:
+ *                                               fields type (tag.written, tag.moved,
+ *                                               tag.removed, run.finished) and data (JSON);
+ *                                               about the newest RQ_EVENTS_KEEP kept
+ * <p>events:delivered                   string  the id of the last event the webhook took
  * <p>exports                            zset    official-images commits exported as bundles,
  *                                               scored by the export's time (ms); the newest
  *                                               RQ_EXPORTS_KEEP are kept, with their sets
@@ -127,6 +132,8 @@ struct keys {
     char *ctl_paused;
     char *manifests;
     char *exports;
+    char *events;
+    char *events_delivered;
 };
 
 /* Build the fixed names. prefix NULL means KEYS_PREFIX_DEFAULT; otherwise

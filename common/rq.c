@@ -33,6 +33,7 @@ enum kind {
     K_HELD_SUM,   /* XPENDING summary: {n, min, max, {{consumer, n}...}} */
     K_FIRST,      /* ZRANGE 0 0 WITHSCORES: {} | {member, score}: str, n */
     K_DEAD,       /* XREVRANGE: {{id, {field, value...}}...} */
+    K_EVENTS,     /* XRANGE: {{id, {field, value...}}...} */
 };
 
 #define RQ_RUN_COUNTER_NAME(name) #name,
@@ -887,6 +888,39 @@ struct rq_cmd *rq_cmd_site_record(const struct rq *q, const char *target, const 
     return c;
 }
 
+struct rq_cmd *rq_cmd_event_add(const struct rq *q, const char *type, const char *data)
+{
+    struct rq_cmd *c = read_cmd(K_STRING, "XADD", q->keys.events);
+    const char *rest[] = {"MAXLEN", "~"};
+    arg_list(c, rest, 2);
+    arg_ll(c, RQ_EVENTS_KEEP);
+    const char *fields[] = {"*", "type", type, "data", data};
+    arg_list(c, fields, 5);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_events_after(const struct rq *q, const char *after, int count)
+{
+    struct rq_cmd *c = read_cmd(K_EVENTS, "XRANGE", q->keys.events);
+    arg_own(c, xasprintf("(%s", after));
+    const char *rest[] = {"+", "COUNT"};
+    arg_list(c, rest, 2);
+    arg_ll(c, count);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_events_delivered(const struct rq *q)
+{
+    return read_cmd(K_STRING, "GET", q->keys.events_delivered);
+}
+
+struct rq_cmd *rq_cmd_events_delivered_set(const struct rq *q, const char *id)
+{
+    struct rq_cmd *c = read_cmd(K_OK, "SET", q->keys.events_delivered);
+    arg(c, id);
+    return c;
+}
+
 struct rq_cmd *rq_cmd_worker_beat(const struct rq *q, const char *worker_id, const char *json,
                                   int ttl_s)
 {
@@ -1045,11 +1079,11 @@ static int parse_held(const struct rq_cmd *c, const redisReply *r, struct rq_res
 }
 
 /* Dead letters {{entry id, {field, value...}}...}: RQ_DEAD_FIELDS per letter. */
-static int parse_dead(const struct rq_cmd *c, const redisReply *r, struct rq_res *res,
-                      struct err *e)
+/* Stream entries: per entry its id when with_id, then the wanted fields'
+ * values ("" for a missing one). */
+static int parse_entries(const struct rq_cmd *c, const redisReply *r, struct rq_res *res,
+                         struct err *e, const char *const *wanted, size_t nwanted, int with_id)
 {
-    static const char *const wanted[RQ_DEAD_FIELDS] = {"id", "key", "reason", "deliveries",
-                                                       "ts"};
     if (!is_array(r, 0))
         return bad_reply(c, e, "not an array");
     struct strv v = {NULL, 0};
@@ -1059,8 +1093,14 @@ static int parse_dead(const struct rq_cmd *c, const redisReply *r, struct rq_res
             strv_free(&v);
             return bad_reply(c, e, "unexpected stream entry");
         }
+        if (with_id && !is_str(en->element[0])) {
+            strv_free(&v);
+            return bad_reply(c, e, "unexpected stream entry id");
+        }
+        if (with_id)
+            strv_push(&v, xstrdup(en->element[0]->str));
         const redisReply *f = en->element[1];
-        for (size_t w = 0; w < RQ_DEAD_FIELDS; w++) {
+        for (size_t w = 0; w < nwanted; w++) {
             const char *val = "";
             for (size_t k = 0; k + 1 < f->elements; k += 2)
                 if (is_str(f->element[k]) && is_str(f->element[k + 1]) &&
@@ -1074,6 +1114,21 @@ static int parse_dead(const struct rq_cmd *c, const redisReply *r, struct rq_res
     res->n = (long long)r->elements;
     res->status = RQ_VALUE;
     return 0;
+}
+
+static int parse_dead(const struct rq_cmd *c, const redisReply *r, struct rq_res *res,
+                      struct err *e)
+{
+    static const char *const wanted[RQ_DEAD_FIELDS] = {"id", "key", "reason", "deliveries",
+                                                       "ts"};
+    return parse_entries(c, r, res, e, wanted, RQ_DEAD_FIELDS, 0);
+}
+
+static int parse_events(const struct rq_cmd *c, const redisReply *r, struct rq_res *res,
+                        struct err *e)
+{
+    static const char *const wanted[RQ_EVENT_FIELDS - 1] = {"type", "data"};
+    return parse_entries(c, r, res, e, wanted, RQ_EVENT_FIELDS - 1, 1);
 }
 
 static int parse_budget(const struct rq_cmd *c, const redisReply *r, struct rq_res *res,
@@ -1228,6 +1283,8 @@ static int parse(const struct rq_cmd *c, const redisReply *r, struct rq_res *res
         return parse_held(c, r, res, e);
     case K_DEAD:
         return parse_dead(c, r, res, e);
+    case K_EVENTS:
+        return parse_events(c, r, res, e);
     default:
         return parse_simple(c, r, res, e);
     }

@@ -367,6 +367,22 @@ struct rq_cmd *rq_cmd_site_get(const struct rq *q, const char *target);
 struct rq_cmd *rq_cmd_site_record(const struct rq *q, const char *target, const char *commit,
                                   const char *base);
 
+/* --- events (the events stream) --- */
+
+#define RQ_EVENTS_KEEP 100000 /* entries kept, about (XADD MAXLEN ~) */
+#define RQ_EVENT_FIELDS 3     /* an event read: stream id, type, data */
+
+/* Append an event: type ("tag.written", ...) and data (JSON text). RQ_VALUE
+ * str: its stream id. */
+struct rq_cmd *rq_cmd_event_add(const struct rq *q, const char *type, const char *data);
+/* Up to count events after the stream id after ("0": from the first), oldest
+ * first. RQ_VALUE items: RQ_EVENT_FIELDS strings per event, n events. */
+struct rq_cmd *rq_cmd_events_after(const struct rq *q, const char *after, int count);
+/* The id of the last event the webhook took. RQ_VALUE str | RQ_EMPTY. */
+struct rq_cmd *rq_cmd_events_delivered(const struct rq *q);
+/* The webhook took the events up to id. RQ_DONE. */
+struct rq_cmd *rq_cmd_events_delivered_set(const struct rq *q, const char *id);
+
 /* --- workers --- */
 
 /* Heartbeat: worker:<id> = json for ttl_s, last beat in the workers zset. RQ_DONE. */

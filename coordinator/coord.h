@@ -53,6 +53,7 @@ enum coord_opt {
     COORD_ID_TO,
     COORD_ID_SINCE,
     COORD_ID_FULL,
+    COORD_ID_WEBHOOK,
 };
 
 /* Options of the commands that read the catalog and look at registries
@@ -290,6 +291,28 @@ int coord_observe_start(struct coord_observe *ob, const struct cfg *c, struct er
 /* Read and publish again, when a second passed since the last time. */
 void coord_observe_tick(struct coord_observe *ob);
 void coord_observe_stop(struct coord_observe *ob);
+
+/* ---- events and the webhook (events.c) ---- */
+
+/* The events of a run's end: a tag.removed per tag its report says pruned,
+ * then run.finished. Not recorded (Redis down): logged, the run goes on. */
+void coord_events_run_end(struct rconn *rc, const struct rq *q, json_t *report);
+
+struct coord_webhook {
+    const char *url; /* NULL: no --webhook, every call does nothing */
+    void *easy;      /* CURL * */
+    char after[64];  /* the last event delivered ("": not read from Redis yet) */
+    double next_try; /* monotonic seconds: backoff after a failed delivery */
+    double backoff;
+};
+/* --webhook from c (COORD_ID_WEBHOOK). */
+int coord_webhook_init(struct coord_webhook *wh, const struct cfg *c, struct err *e);
+/* Deliver the events not delivered yet, in order, until one fails (then
+ * back off: 1 s, doubled up to a minute). Blocks for the POSTs only. */
+void coord_webhook_tick(struct coord_webhook *wh, struct rconn *rc, const struct rq *q);
+/* 1 while some event is not delivered. */
+int coord_webhook_pending(const struct coord_webhook *wh, struct rconn *rc, const struct rq *q);
+void coord_webhook_free(struct coord_webhook *wh);
 
 /* "42s", "3m07s", "2h05m", "1d03h" (negative counts as 0) into out. */
 void coord_status_duration(long long ms, char *out, size_t n);

@@ -39,6 +39,7 @@
 #define SYNC_REDIS_OUTAGE_S 600
 #define SYNC_POLL_MAX_BACKOFF_S 16u
 #define SYNC_POLL_MS 100
+#define SYNC_WEBHOOK_FLUSH_S 30 /* --once: the longest wait for the webhook at the end */
 #define SYNC_PLAIN_PROGRESS_S 5
 #define SYNC_CHECK_S 5        /* a look for lost jobs while waiting */
 #define SYNC_REPAIR_S 60      /* dedupe index and consumer housekeeping while waiting */
@@ -68,6 +69,10 @@ static const struct cfg_opt sync_opts[] = {
      "after a complete run, delete from the target the tags that left the catalog (a manifest "
      "still tagged with a supported tag is kept; the target must allow deletes)",
      0},
+    {COORD_ID_WEBHOOK, "webhook", "HUBSYNC_WEBHOOK", CFG_STR, NULL, 0, 0,
+     "POST every event (tags written, moved, removed; runs' ends) to this URL as CloudEvents "
+     "JSON, in order, retried with backoff (default: the events stream only)",
+     0},
     CFG_OPT_METRICS_LISTEN,
     CFG_OPT_LOG_LEVEL,
     CFG_OPT_LOG_FORMAT,
@@ -96,6 +101,7 @@ struct sync_ctx {
     struct plan *plan;  /* the run's jobs, while it is started and waited for */
     time_t last_renew; /* of the lease, while the source is fetched */
     struct coord_observe obs;
+    struct coord_webhook wh;
 };
 
 /* ---- Redis helpers -------------------------------------------------------------------------- */
@@ -562,6 +568,7 @@ static int wait_run(struct sync_ctx *s, enum run_end *end, long long *deferred_o
         down_since = 0;
         delay = 1;
         coord_observe_tick(&s->obs);
+        coord_webhook_tick(&s->wh, &s->rc, &s->q);
         usleep(SYNC_POLL_MS * 1000);
     }
 }
@@ -841,6 +848,8 @@ static int one_run(struct sync_ctx *s, int wait, int as_json, enum run_end *end_
         else
             json_object_set_new(o, "pruned", pruned);
     }
+    coord_events_run_end(&s->rc, &s->q, o);
+    coord_webhook_tick(&s->wh, &s->rc, &s->q);
     print_report(o, as_json);
     json_decref(o);
     if (end_out)
@@ -858,7 +867,19 @@ static void nap(struct sync_ctx *s, long secs)
 {
     for (long i = 0; i < secs && !sync_stop; i++) {
         coord_observe_tick(&s->obs);
+        coord_webhook_tick(&s->wh, &s->rc, &s->q);
         sleep(1);
+    }
+}
+
+/* One run and out: the webhook gets the run's events first, for up to
+ * SYNC_WEBHOOK_FLUSH_S (they stay in the stream for the next coordinator). */
+static void webhook_flush(struct sync_ctx *s)
+{
+    time_t end = time(NULL) + SYNC_WEBHOOK_FLUSH_S;
+    while (!sync_stop && time(NULL) < end && coord_webhook_pending(&s->wh, &s->rc, &s->q)) {
+        coord_webhook_tick(&s->wh, &s->rc, &s->q);
+        usleep(SYNC_POLL_MS * 1000);
     }
 }
 
@@ -934,8 +955,9 @@ int coord_sync_main(int argc, char **argv)
         coord_fail("sync", e.msg);
         goto out_q;
     }
-    if (coord_observe_start(&s.obs, &c, &e) < 0) {
+    if (coord_observe_start(&s.obs, &c, &e) < 0 || coord_webhook_init(&s.wh, &c, &e) < 0) {
         coord_fail("sync", e.msg);
+        coord_observe_stop(&s.obs);
         goto out_rc;
     }
     struct sigaction sa;
@@ -965,9 +987,11 @@ int coord_sync_main(int argc, char **argv)
         } else {
             code = one_run(&s, cfg_bool(&c, COORD_ID_WAIT), cfg_bool(&c, COORD_ID_JSON), NULL);
             lease_drop(&s);
+            webhook_flush(&s);
         }
     }
     coord_observe_stop(&s.obs);
+    coord_webhook_free(&s.wh);
 out_rc:
     rconn_close(&s.rc);
 out_q:

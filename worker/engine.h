@@ -150,6 +150,10 @@ struct engine_ops {
      * cancels the job, and no tag is written. job_arg is the arg engine_start
      * got for the job. */
     void (*still_held)(void *ctx, void *job_arg, engine_flag_fn cb, void *arg);
+    /* Told after each tag written: tag of repo on the target is digest now,
+     * and was previous ("" when the target lacked it). May be NULL. */
+    void (*tag_written)(void *ctx, void *job_arg, const char *repo, const char *tag,
+                        const char *previous, const char *digest);
 };
 
 /* The registry requests the engine sends, with the contracts of reg.h and

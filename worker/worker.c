@@ -676,6 +676,38 @@ static void ignore_answer(struct rq_res *res, const struct err *e, void *privdat
         log_debug("redis: %s", e ? e->msg : "no answer");
 }
 
+/* An event lost is logged: the copy goes on whatever Redis answers. */
+static void event_answer(struct rq_res *res, const struct err *e, void *privdata)
+{
+    (void)privdata;
+    if (!res)
+        log_warn("event not recorded: %s", e ? e->msg : "no answer");
+}
+
+/* A tag written: an event in the events stream (the coordinator's webhook
+ * delivers it from there). */
+static void tag_written(void *ctx, void *job_arg, const char *repo, const char *tag,
+                        const char *previous, const char *digest)
+{
+    struct wjob *j = job_arg;
+    struct worker *w = j->w;
+    struct err e;
+    (void)ctx;
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s}", "run", j->job.run ? j->job.run : "",
+                          "repository", repo, "tag", tag, "digest", digest, "previous",
+                          previous);
+    char *data = o ? json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(o);
+    if (!data) {
+        log_warn("event not recorded: %s:%s is not JSON text", repo, tag);
+        return;
+    }
+    struct rq_cmd *c = rq_cmd_event_add(&w->q, previous[0] ? "tag.moved" : "tag.written", data);
+    free(data);
+    if (rq_exec_async(w->cmd, c, event_answer, NULL, &e) < 0)
+        log_warn("event not recorded: %s", e.msg);
+}
+
 static void beat(struct worker *w)
 {
     json_t *jobs = json_array();
@@ -831,6 +863,7 @@ static int worker_init(struct worker *w, const struct worker_opts *o, struct err
     struct engine_opts eo;
     fleet_engine_ops(w->fleet, &ops);
     ops.still_held = still_held;
+    ops.tag_written = tag_written;
     engine_opts_default(&eo);
     eo.blob_concurrency = o->blob_concurrency;
     eo.upstream = o->upstream;
