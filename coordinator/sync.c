@@ -862,22 +862,27 @@ out:
     return code;
 }
 
-/* Sleep up to secs, waking early on a signal; the metrics stay fresh. */
-static void nap(struct sync_ctx *s, long secs)
+/* Sleep up to secs, waking early on a signal; the metrics stay fresh, and
+ * the lease holder (only: one sender keeps the order) delivers events. */
+static void nap(struct sync_ctx *s, long secs, int holder)
 {
     for (long i = 0; i < secs && !sync_stop; i++) {
         coord_observe_tick(&s->obs);
-        coord_webhook_tick(&s->wh, &s->rc, &s->q);
+        if (holder)
+            coord_webhook_tick(&s->wh, &s->rc, &s->q);
         sleep(1);
     }
 }
 
 /* One run and out: the webhook gets the run's events first, for up to
- * SYNC_WEBHOOK_FLUSH_S (they stay in the stream for the next coordinator). */
+ * SYNC_WEBHOOK_FLUSH_S and while the lease stays ours (they stay in the
+ * stream for the next coordinator). */
 static void webhook_flush(struct sync_ctx *s)
 {
+    struct err e;
     time_t end = time(NULL) + SYNC_WEBHOOK_FLUSH_S;
-    while (!sync_stop && time(NULL) < end && coord_webhook_pending(&s->wh, &s->rc, &s->q)) {
+    while (!sync_stop && time(NULL) < end && coord_webhook_pending(&s->wh, &s->rc, &s->q) &&
+           lease_renew(s, &e) == 1) {
         coord_webhook_tick(&s->wh, &s->rc, &s->q);
         usleep(SYNC_POLL_MS * 1000);
     }
@@ -896,7 +901,7 @@ static int daemon_loop(struct sync_ctx *s)
                 log_warn("redis: %s", e.msg);
             else
                 log_info("standing by: another coordinator holds the lease");
-            nap(s, SYNC_LEASE_MS / 1000);
+            nap(s, SYNC_LEASE_MS / 1000, 0);
             continue;
         }
         enum run_end end = RUN_FAILED;
@@ -910,7 +915,7 @@ static int daemon_loop(struct sync_ctx *s)
         for (long t = 0; t < next && !sync_stop; t += SYNC_LEASE_MS / 3000) {
             if (lease_renew(s, &e) == 0)
                 break;
-            nap(s, SYNC_LEASE_MS / 3000);
+            nap(s, SYNC_LEASE_MS / 3000, 1);
         }
     }
     lease_drop(s);
@@ -986,8 +991,8 @@ int coord_sync_main(int argc, char **argv)
             code = 1;
         } else {
             code = one_run(&s, cfg_bool(&c, COORD_ID_WAIT), cfg_bool(&c, COORD_ID_JSON), NULL);
-            lease_drop(&s);
             webhook_flush(&s);
+            lease_drop(&s);
         }
     }
     coord_observe_stop(&s.obs);

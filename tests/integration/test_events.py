@@ -4,9 +4,12 @@ receiver as CloudEvents JSON, in the stream's order, each once, the receiver's f
 retried."""
 import http.server
 import json
+import subprocess
 import threading
+import time
 import unittest
 
+from harness import TIMEOUT_FACTOR
 from harness.programs import catalog
 from harness.stack import PREFIX, Stack
 from harness.target import head, tags
@@ -25,10 +28,11 @@ def snapshot_tags(url, repos):
 
 
 class Receiver(http.server.HTTPServer):
-    """Takes CloudEvents; answers 503 to the first POST (the sender must retry it)."""
+    """Takes CloudEvents; answers 503 to the first POST (the sender must retry it), or to
+    every one (refuse=True)."""
 
-    def __init__(self):
-        self.events, self.posts = [], 0
+    def __init__(self, refuse=False):
+        self.events, self.posts, self.refuse = [], 0, refuse
         super().__init__(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
@@ -41,7 +45,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.server.posts += 1
-        ok = self.server.posts > 1
+        ok = self.server.posts > 1 and not self.server.refuse
         if ok:
             assert self.headers["Content-Type"] == "application/cloudevents+json"
             self.server.events.append(json.loads(body))
@@ -113,6 +117,38 @@ class EventsTest(unittest.TestCase):
             if e["type"] == "io.hubsync.tag.moved":
                 key = (e["data"]["repository"], e["data"]["tag"])
                 self.assertEqual(e["data"]["previous"], state1[key])
+
+    def test_only_the_lease_holder_delivers(self):
+        st = self.st
+        run = st.run()  # events in the stream, none delivered
+        self.assertEqual(run.rc, 0, run.stderr)
+        refusing = Receiver(refuse=True)
+        self.addCleanup(refusing.server_close)
+        self.addCleanup(refusing.shutdown)
+
+        def daemon(url, log):
+            path = st.log_path(log)
+            with open(path, "w") as f:
+                st.coordinator("--webhook", url, "--interval", "3600", once=False, wait=False,
+                               json_report=False, stdout=subprocess.DEVNULL, stderr=f)
+            return path
+
+        daemon(refusing.url, "holder.log")
+        self.wait_until(lambda: refusing.posts >= 1, "the lease holder delivering")
+        standby = daemon(self.rx.url, "standby.log")
+        self.wait_until(lambda: "standing by" in open(standby).read(),
+                        "the standby (%s)" % standby)
+        # The holder goes on trying (1 s, then 2 s apart) while the standby naps.
+        seen = refusing.posts
+        self.wait_until(lambda: refusing.posts >= seen + 2, "the holder trying again")
+        self.assertEqual(self.rx.posts, 0, "the standby delivered events")
+
+    def wait_until(self, cond, what, timeout=60):
+        deadline = time.time() + timeout * TIMEOUT_FACTOR
+        while not cond():
+            if time.time() > deadline:
+                raise AssertionError("%s: not within %ds" % (what, timeout))
+            time.sleep(0.1)
 
 
 if __name__ == "__main__":

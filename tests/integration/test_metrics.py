@@ -82,9 +82,10 @@ class MetricsTest(unittest.TestCase):
         cport, wports = free_port(), [free_port(), free_port()]
         pport = self.prometheus([cport] + wports)
         # The daemon: its first run starts at once, then it waits, still serving.
-        st.coordinator("--metrics-listen", "127.0.0.1:%d" % cport, "--interval", "3600",
-                       once=False, wait=False, json_report=False, env=self.env,
-                       log="coordinator.log", stdout=subprocess.DEVNULL)
+        with open(st.log_path("coordinator.log"), "w") as log:
+            st.coordinator("--metrics-listen", "127.0.0.1:%d" % cport, "--interval", "3600",
+                           once=False, wait=False, json_report=False, env=self.env,
+                           stdout=subprocess.DEVNULL, stderr=log)
         self.assertIsNotNone(st.wait_enqueued())
         # Prometheus sees the run in progress before any worker takes a job.
         wait_for(lambda: [v for _, v in self.query(pport, "hubsync_run_in_progress") if v == 1],
