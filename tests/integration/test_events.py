@@ -4,6 +4,7 @@ receiver as CloudEvents JSON, in the stream's order, each once, the receiver's f
 retried."""
 import http.server
 import json
+import signal
 import subprocess
 import threading
 import time
@@ -60,7 +61,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
 class EventsTest(unittest.TestCase):
 
     def setUp(self):
-        self.st = Stack(REPOS, ref=OLD, worker_log_level="warn").start()
+        # A short lease: a killed worker's jobs are taken over within the test.
+        self.st = Stack(REPOS, ref=OLD, worker_log_level="warn",
+                        worker_args=["--lease-ms", "3000", "--backoff-ms", "200"]).start()
         self.addCleanup(self.st.stop)
         self.rx = Receiver()
         self.addCleanup(self.rx.server_close)
@@ -117,6 +120,29 @@ class EventsTest(unittest.TestCase):
             if e["type"] == "io.hubsync.tag.moved":
                 key = (e["data"]["repository"], e["data"]["tag"])
                 self.assertEqual(e["data"]["previous"], state1[key])
+
+    def test_each_tag_once_across_a_worker_kill(self):
+        st = self.st
+        st.coordinator("--webhook", self.rx.url)
+        self.assertIsNotNone(st.wait_enqueued())
+        first, second = st.worker(), st.worker()
+        # Killed once it wrote a tag, with more jobs in hand; a new worker takes them over.
+        self.wait_until(lambda: int(st.redis.cli_raw("XLEN", PREFIX + "events")) > 0 and
+                        ":%d" % first.pid in st.redis.cli_raw("XPENDING", PREFIX + "jobs",
+                                                              "workers"),
+                        "a tag written while the first worker holds jobs")
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        st.worker()
+        run = st.report()
+        self.assertEqual(run.rc, 0, run.stderr)
+        evs = self.new_events(0)
+        written = self.tag_events(evs, "written")
+        self.assertEqual(len(written), len(set(written)), "a tag event twice")
+        self.assertEqual(set(written), {(r, t, d) for (r, t), d in
+                                        snapshot_tags(st.target.url, REPOS).items()})
+        self.assertEqual(self.tag_events(evs, "moved"), [])
+        self.assertIsNone(second.poll())
 
     def test_only_the_lease_holder_delivers(self):
         st = self.st
