@@ -92,6 +92,7 @@ int keys_init(struct keys *k, const char *prefix, struct err *e)
     k->exports = fixed(k, "exports");
     k->events = fixed(k, "events");
     k->events_delivered = fixed(k, "events:delivered");
+    k->behind = fixed(k, "behind");
     return 0;
 }
 
@@ -102,7 +103,7 @@ void keys_free(struct keys *k)
                     &k->jobs_handover, &k->runs, &k->run_current, &k->synced_commit,
                     &k->budgets, &k->workers, &k->coordinator, &k->stats, &k->ctl_paused,
                     &k->manifests, &k->exports, &k->events,
-                    &k->events_delivered};
+                    &k->events_delivered, &k->behind};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
         free(*all[i]);
         *all[i] = NULL;

@@ -82,6 +82,10 @@
  * <p>stats                              hash    lifetime counters (enqueued, done, dead, ...)
  * <p>ctl:paused                         string  operator switch: while it exists no job is
  *                                               taken
+ * <p>behind                             hash    repository -> since when (ms) the target
+ *                                               lacks upstream's newest: the time of the
+ *                                               first official-images commit that changed it
+ *                                               after the last complete run
  * <p>events                             stream  what happened, for operators and the webhook:
  *                                               fields type (tag.written, tag.moved,
  *                                               tag.removed, run.finished) and data (JSON);
@@ -134,6 +138,7 @@ struct keys {
     char *exports;
     char *events;
     char *events_delivered;
+    char *behind;
 };
 
 /* Build the fixed names. prefix NULL means KEYS_PREFIX_DEFAULT; otherwise

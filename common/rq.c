@@ -888,6 +888,26 @@ struct rq_cmd *rq_cmd_site_record(const struct rq *q, const char *target, const 
     return c;
 }
 
+struct rq_cmd *rq_cmd_behind_mark(const struct rq *q, const char *repo, long long since_ms)
+{
+    struct rq_cmd *c = read_cmd(K_OK, "HSETNX", q->keys.behind);
+    arg(c, repo);
+    arg_ll(c, since_ms);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_behind_clear(const struct rq *q, const char *repo)
+{
+    struct rq_cmd *c = read_cmd(K_OK, "HDEL", q->keys.behind);
+    arg(c, repo);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_behind(const struct rq *q)
+{
+    return read_cmd(K_HASH, "HGETALL", q->keys.behind);
+}
+
 struct rq_cmd *rq_cmd_event_add(const struct rq *q, const char *type, const char *data)
 {
     struct rq_cmd *c = read_cmd(K_STRING, "XADD", q->keys.events);

@@ -367,6 +367,15 @@ struct rq_cmd *rq_cmd_site_get(const struct rq *q, const char *target);
 struct rq_cmd *rq_cmd_site_record(const struct rq *q, const char *target, const char *commit,
                                   const char *base);
 
+/* --- how far behind upstream each repository is (the behind hash) --- */
+
+/* repo is behind since since_ms, unless it is behind already. RQ_DONE. */
+struct rq_cmd *rq_cmd_behind_mark(const struct rq *q, const char *repo, long long since_ms);
+/* repo caught up (a complete run covered it). RQ_DONE. */
+struct rq_cmd *rq_cmd_behind_clear(const struct rq *q, const char *repo);
+/* The repositories behind: RQ_VALUE items repo, since_ms, ... | RQ_EMPTY. */
+struct rq_cmd *rq_cmd_behind(const struct rq *q);
+
 /* --- events (the events stream) --- */
 
 #define RQ_EVENTS_KEEP 100000 /* entries kept, about (XADD MAXLEN ~) */

@@ -122,6 +122,18 @@ static void render(struct buf *b, json_t *o)
           json_is_true(json_object_get(o, "paused")));
     budget_metrics(b, json_object_get(o, "budget"));
     run_metrics(b, json_object_get(o, "current_run"), json_object_get(o, "runs"));
+    metrics_family(b, "hubsync_repository_behind_seconds", "gauge",
+                   "for each repository the target lacks upstream's newest of: how long since "
+                   "the official-images commit that changed it (caught up: absent)");
+    double now_ms = num(o, "now_ms");
+    const char *repo;
+    json_t *since;
+    json_object_foreach(json_object_get(o, "behind_since_ms"), repo, since)
+    {
+        if (json_is_number(since))
+            metrics_sample(b, "hubsync_repository_behind_seconds", "repository", repo,
+                           (now_ms - json_number_value(since)) / 1e3);
+    }
     json_t *stats = json_object_get(o, "stats");
     const char *k;
     json_t *v;

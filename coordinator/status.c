@@ -481,6 +481,7 @@ static json_t *gather(struct status_ctx *s, long long interval_s)
     json_decref(cur);
     json_object_set_new(o, "runs", runs_json(s, &last_finished));
     json_object_set_new(o, "stats", ask_hash(s, rq_cmd_stats(&s->q)));
+    json_object_set_new(o, "behind_since_ms", ask_hash(s, rq_cmd_behind(&s->q)));
     char why[256];
     int ok = coord_status_health(lost, json_is_true(json_object_get(coord, "held")),
                                  last_finished, s->now_ms, interval_s, why,

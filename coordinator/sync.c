@@ -32,6 +32,7 @@
 #include "job.h"
 #include "log.h"
 #include "rq.h"
+#include "strv.h"
 #include "xalloc.h"
 
 #define SYNC_LEASE_MS 30000LL
@@ -192,6 +193,8 @@ struct plan {
     size_t tags;
     json_t *removed; /* [{"repository":..,"tags":[..]}] */
     json_t *errors;  /* [{"repository":..,"error":..}]: repositories (partly) not synced */
+    struct strv repos;   /* the repositories of the jobs */
+    struct strv changed; /* ... and those whose groups changed since the run's from */
 };
 
 static void plan_free(struct plan *p)
@@ -203,6 +206,8 @@ static void plan_free(struct plan *p)
     free(p->jobs);
     json_decref(p->removed);
     json_decref(p->errors);
+    strv_free(&p->repos);
+    strv_free(&p->changed);
     memset(p, 0, sizeof(*p));
 }
 
@@ -265,6 +270,10 @@ static void plan_build(struct sync_ctx *s, const struct coord_view *v, struct pl
         }
         p->jobs[p->n++] = (struct planned){xstrdup(g->key), json, g->changed};
         p->tags += g->ntags;
+        if (!strv_has(&p->repos, g->repo->name))
+            strv_push(&p->repos, xstrdup(g->repo->name));
+        if (g->changed && !strv_has(&p->changed, g->repo->name))
+            strv_push(&p->changed, xstrdup(g->repo->name));
     }
     p->removed = coord_removed_tags(&s->sel, v);
     coord_groups_free(groups, ngroups);
@@ -299,6 +308,37 @@ static void new_run_id(char out[JOB_RUN_MAX + 1])
     char when[32];
     strftime(when, sizeof(when), "%Y%m%dT%H%M%SZ", &tm);
     snprintf(out, JOB_RUN_MAX + 1, "%s-%04x", when, (unsigned)(rand() & 0xffff));
+}
+
+/* The repositories the run changes are behind upstream since the commit
+ * changing them was made, unless they were already (an earlier run that did
+ * not complete): metrics show how long. */
+static int mark_behind(struct sync_ctx *s, struct catalog *cat, const char *commit,
+                       const struct plan *p, struct err *e)
+{
+    long long made_s;
+    if (catalog_commit_time(cat, commit, &made_s, e) < 0)
+        return -1;
+    for (size_t i = 0; i < p->changed.n; i++) {
+        struct rq_res res;
+        int rc = exec(s, rq_cmd_behind_mark(&s->q, p->changed.v[i], made_s * 1000), &res, e);
+        rq_res_free(&res);
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* A complete run: every repository it covered holds upstream's newest. */
+static void clear_behind(struct sync_ctx *s, const struct plan *p)
+{
+    for (size_t i = 0; i < p->repos.n; i++) {
+        struct rq_res res;
+        struct err e;
+        if (exec(s, rq_cmd_behind_clear(&s->q, p->repos.v[i]), &res, &e) < 0)
+            log_warn("run %s: %s", s->run, e.msg);
+        rq_res_free(&res);
+    }
 }
 
 static int enqueue_all(struct sync_ctx *s, const struct plan *p, struct err *e)
@@ -772,7 +812,8 @@ static int start_run(struct sync_ctx *s, struct catalog *cat, struct err *e)
             goto out;
         log_info("run %s: %.12s -> %.12s", s->run, from[0] ? from : "(first run)", commit);
     }
-    if (describe_run(s, s->plan, e) < 0 || enqueue_all(s, s->plan, e) < 0)
+    if (mark_behind(s, cat, commit, s->plan, e) < 0 || describe_run(s, s->plan, e) < 0 ||
+        enqueue_all(s, s->plan, e) < 0)
         goto out;
     rc = 0;
 out:
@@ -833,6 +874,8 @@ static int one_run(struct sync_ctx *s, int wait, int as_json, enum run_end *end_
         coord_fail("sync", e.msg);
         goto out;
     }
+    if (end == RUN_COMPLETE)
+        clear_behind(s, s->plan);
     json_t *o = report(s, end, deferred, &e);
     if (!o) {
         coord_fail("sync", e.msg);

@@ -10,7 +10,7 @@ import threading
 import time
 import unittest
 
-from harness import TIMEOUT_FACTOR
+from harness import OFFICIAL_IMAGES, TIMEOUT_FACTOR
 from harness.programs import catalog
 from harness.stack import PREFIX, Stack
 from harness.target import head, tags
@@ -107,7 +107,19 @@ class EventsTest(unittest.TestCase):
         # The ref moves forward: moved tags say so, with the digest they had.
         st.hub.load(catalog(REPOS, NEW))
         st.ref = NEW
-        self.run_sync()
+        self.assertEqual(st.redis.cli_raw("HGETALL", PREFIX + "behind").split(), [])
+        st.coordinator("--webhook", self.rx.url)
+        self.assertIsNotNone(st.wait_enqueued())
+        # Only the repository the commit changed is behind, since that commit was made.
+        made = subprocess.run(["git", "-C", OFFICIAL_IMAGES, "log", "-1", "--format=%ct", NEW],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        self.assertEqual(st.redis.cli_raw("HGETALL", PREFIX + "behind").split(),
+                         ["alpine", made + "000"])
+        for _ in range(2):
+            st.worker("--exit-when-idle")
+        run = st.report()
+        self.assertEqual(run.rc, 0, run.stderr)
+        self.assertEqual(st.redis.cli_raw("HGETALL", PREFIX + "behind").split(), [])
         second = self.new_events(len(first))
         state2 = snapshot_tags(st.target.url, REPOS)
         moved = self.tag_events(second, "moved")

@@ -14,7 +14,7 @@ import unittest
 import urllib.parse
 import urllib.request
 
-from harness import TIMEOUT_FACTOR, free_port, wait_port
+from harness import OFFICIAL_IMAGES, TIMEOUT_FACTOR, free_port, wait_port
 from harness.stack import PREFIX, Stack
 
 REPOS = ["hello-world", "alpine"]
@@ -92,6 +92,16 @@ class MetricsTest(unittest.TestCase):
                  "the coordinator's run in progress, scraped")
         queued = self.query(pport, 'hubsync_queue_jobs{state="waiting"}')
         self.assertGreater(queued[0][1], 0)
+        # Each repository is behind upstream since the official-images commit changed it
+        # (a first run: every one, since the commit synced).
+        made = int(subprocess.run(["git", "-C", OFFICIAL_IMAGES, "log", "-1", "--format=%ct",
+                                   "HEAD"], capture_output=True, text=True,
+                                  check=True).stdout)
+        behind = dict((m["repository"], v) for m, v in
+                      self.query(pport, "hubsync_repository_behind_seconds"))
+        self.assertEqual(set(behind), set(REPOS))
+        for v in behind.values():
+            self.assertAlmostEqual(v, time.time() - made, delta=120)
         for p in wports:
             st.worker("--metrics-listen", "127.0.0.1:%d" % p, env=self.env)
         wait_for(lambda: st.redis.cli_raw("GET", PREFIX + "synced-commit").strip(),
@@ -103,6 +113,8 @@ class MetricsTest(unittest.TestCase):
             "prometheus answering the stand-in's %d GETs" % gets)
         wait_for(lambda: [v for _, v in self.query(pport, "hubsync_run_in_progress") if v == 0],
                  "the run's end, scraped")
+        wait_for(lambda: not self.query(pport, "hubsync_repository_behind_seconds"),
+                 "every repository caught up, scraped")
         durations = self.query(pport, "hubsync_last_run_duration_seconds")
         self.assertGreater(durations[0][1], 0)
 
