@@ -681,6 +681,26 @@ static void test_rq__exports_and_sites(void **state)
     rq_res_free(&res);
 }
 
+/* A repository stays behind since it first was, until cleared. */
+static void test_rq__behind_marked_once_until_cleared(void **state)
+{
+    struct fixture *f = *state;
+    struct rq_res res;
+    assert_int_equal(status_of(f, rq_cmd_behind(&f->q)), RQ_EMPTY);
+    assert_int_equal(status_of(f, rq_cmd_behind_mark(&f->q, "alpine", 1000)), RQ_DONE);
+    assert_int_equal(status_of(f, rq_cmd_behind_mark(&f->q, "alpine", 2000)), RQ_DONE);
+    assert_int_equal(status_of(f, rq_cmd_behind_mark(&f->q, "debian", 3000)), RQ_DONE);
+    run(f, rq_cmd_behind(&f->q), &res);
+    assert_string_equal(rq_res_field(&res, "alpine"), "1000");
+    assert_string_equal(rq_res_field(&res, "debian"), "3000");
+    rq_res_free(&res);
+    assert_int_equal(status_of(f, rq_cmd_behind_clear(&f->q, "alpine")), RQ_DONE);
+    run(f, rq_cmd_behind(&f->q), &res);
+    assert_null(rq_res_field(&res, "alpine"));
+    assert_int_equal(res.nitems, 2);
+    rq_res_free(&res);
+}
+
 /* ---- budget ------------------------------------------------------------- */
 
 static void acquire(struct fixture *f, const char *source, int cost, int floor, long long ttl,
@@ -2153,6 +2173,7 @@ int main(void)
         T(test_rq__operator_pause),
         T(test_rq__events_after),
         T(test_rq__exports_and_sites),
+        T(test_rq__behind_marked_once_until_cleared),
         T(test_rq__budget_acquire_observe_floor),
         T(test_rq__budget_reservations_expire),
         T(test_rq__budget_pause_and_unlimited),
