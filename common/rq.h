@@ -120,6 +120,7 @@ struct rq_counter {
     X(blobs_copied)                                                                                \
     X(blob_bytes_copied)                                                                           \
     X(blobs_mounted)                                                                               \
+    X(blob_bytes_mounted)                                                                          \
     X(blobs_skipped)
 /* Their indexes in the list: RQ_RUN_tags_total, ... */
 #define RQ_RUN_COUNTER_ID(name) RQ_RUN_##name,

@@ -793,6 +793,7 @@ static void node_blob_copied(struct reg_result *res, void *arg)
     if (res->cls == REG_OK) {
         if (res->mounted) {
             ej->out.n.blobs_mounted++;
+            ej->out.n.blob_bytes_mounted += n->size > 0 ? n->size : 0;
         } else {
             ej->out.n.blobs_copied++;
             ej->out.n.blob_bytes_copied += res->length > 0 ? res->length : 0;

@@ -43,6 +43,7 @@ struct engine_counters {
     long long blobs_copied;
     long long blob_bytes_copied;
     long long blobs_mounted;
+    long long blob_bytes_mounted; /* sizes of the blobs mounted (no byte moved) */
     long long blobs_skipped;    /* the target had them already */
 };
 

@@ -100,6 +100,7 @@ static const char *const counter_help[ENGINE_NCOUNTERS] = {
     [RQ_RUN_blob_bytes_copied] = "bytes of the blobs copied",
     [RQ_RUN_blobs_mounted] = "blobs mounted from another repository of the target (no bytes "
                              "moved)",
+    [RQ_RUN_blob_bytes_mounted] = "bytes of the blobs mounted",
     [RQ_RUN_blobs_skipped] = "blobs the target had already",
 };
 
