@@ -298,6 +298,16 @@ int catalog_resolve(struct catalog *c, const char *rev, char sha[CATALOG_SHA_LEN
     return 0;
 }
 
+int catalog_commit_time(struct catalog *c, const char *rev, long long *unix_s, struct err *e)
+{
+    git_commit *commit = NULL;
+    if (lookup_commit(c, rev, &commit, e) < 0)
+        return -1;
+    *unix_s = (long long)git_commit_time(commit);
+    git_commit_free(commit);
+    return 0;
+}
+
 int catalog_log(struct catalog *c, const char *rev, struct strv *out, struct err *e)
 {
     int rc = -1;

@@ -43,6 +43,9 @@ void catalog_close(struct catalog *c);
 int catalog_resolve(struct catalog *c, const char *rev, char sha[CATALOG_SHA_LEN + 1],
                     struct err *e);
 
+/* When the commit rev was made (its committer time), in Unix seconds. */
+int catalog_commit_time(struct catalog *c, const char *rev, long long *unix_s, struct err *e);
+
 /* The commits reachable from rev (NULL: the default), newest first, as full
  * hex shas appended to out (caller frees with strv_free). */
 int catalog_log(struct catalog *c, const char *rev, struct strv *out, struct err *e);

@@ -49,6 +49,7 @@ enum cfg_id {
     CFG_ID_HELP,
     CFG_ID_UPSTREAM,
     CFG_ID_TARGET,
+    CFG_ID_METRICS_LISTEN,
     CFG_ID_OWN, /* a program's own ids start here */
 };
 
@@ -91,6 +92,11 @@ void cfg_usage(FILE *f, const struct cfg_opt *opts, int nopts);
 #define CFG_OPT_TARGET                                                                             \
     {CFG_ID_TARGET, "target", "HUBSYNC_TARGET", CFG_STR, NULL, 0, 0,                               \
      "registry to copy to, e.g. http://registry:5000 (required)", 0}
+
+/* The Prometheus endpoint (metrics.h), off unless given. */
+#define CFG_OPT_METRICS_LISTEN                                                                     \
+    {CFG_ID_METRICS_LISTEN, "metrics-listen", "HUBSYNC_METRICS_LISTEN", CFG_STR, NULL, 0, 0,       \
+     "serve Prometheus metrics on HOST:PORT at /metrics (e.g. 0.0.0.0:9100; default: off)", 0}
 
 /* --target is given and both --upstream and --target are http(s)://host[:port]
  * URLs (both rows must be in the table); -1 with a message naming the flags. */

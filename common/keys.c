@@ -89,6 +89,10 @@ int keys_init(struct keys *k, const char *prefix, struct err *e)
     k->stats = fixed(k, "stats");
     k->ctl_paused = fixed(k, "ctl:paused");
     k->manifests = fixed(k, "manifests");
+    k->exports = fixed(k, "exports");
+    k->events = fixed(k, "events");
+    k->events_delivered = fixed(k, "events:delivered");
+    k->behind = fixed(k, "behind");
     return 0;
 }
 
@@ -98,7 +102,8 @@ void keys_free(struct keys *k)
                     &k->jobs_delayed_payload, &k->jobs_delayed_count, &k->jobs_dead,
                     &k->jobs_handover, &k->runs, &k->run_current, &k->synced_commit,
                     &k->budgets, &k->workers, &k->coordinator, &k->stats, &k->ctl_paused,
-                    &k->manifests};
+                    &k->manifests, &k->exports, &k->events,
+                    &k->events_delivered, &k->behind};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
         free(*all[i]);
         *all[i] = NULL;
@@ -259,4 +264,23 @@ char *keys_worker(const struct keys *k, const char *worker_id)
 {
     struct part wp = {worker_id, 1};
     return build(k, "worker", &wp, 1);
+}
+
+char *keys_export(const struct keys *k, const char *commit)
+{
+    struct part cp = {commit, 0};
+    return build(k, "export", &cp, 1);
+}
+
+char *keys_export_new(const struct keys *k, const char *commit)
+{
+    char *base = keys_export(k, commit);
+    char *key = xasprintf("%s:new", base);
+    free(base);
+    return key;
+}
+
+char *keys_site(const struct keys *k, const char *target_url)
+{
+    return target_key(k, "site", target_url, no_part, no_part);
 }

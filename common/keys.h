@@ -82,6 +82,25 @@
  * <p>stats                              hash    lifetime counters (enqueued, done, dead, ...)
  * <p>ctl:paused                         string  operator switch: while it exists no job is
  *                                               taken
+ * <p>behind                             hash    repository -> since when (ms) the target
+ *                                               lacks upstream's newest: the time of the
+ *                                               first official-images commit that changed it
+ *                                               after the last complete run
+ * <p>events                             stream  what happened, for operators and the webhook:
+ *                                               fields type (tag.written, tag.moved,
+ *                                               tag.removed, run.finished) and data (JSON);
+ *                                               about the newest RQ_EVENTS_KEEP kept
+ * <p>events:delivered                   string  the id of the last event the webhook took
+ * <p>exports                            zset    official-images commits exported as bundles,
+ *                                               scored by the export's time (ms); the newest
+ *                                               RQ_EXPORTS_KEEP are kept, with their sets
+ * <p>export:<commit>                    set     digests (manifests, blobs) of the full state
+ *                                               the export at that commit covered: what a
+ *                                               site holds once it imported that bundle
+ * <p>export:<commit>:new                set     an export's set while it is written (renamed
+ *                                               into export:<commit> when it is complete)
+ * <p>site:<target>                      hash    what bundles brought a registry to (import):
+ *                                               commit, base, imported_ms
  *
  * <target> is a registry's URL: scheme://host:port[/path], scheme and host
  * lowercased, the port explicit (keys_target_id). The target record, present
@@ -116,6 +135,10 @@ struct keys {
     char *stats;
     char *ctl_paused;
     char *manifests;
+    char *exports;
+    char *events;
+    char *events_delivered;
+    char *behind;
 };
 
 /* Build the fixed names. prefix NULL means KEYS_PREFIX_DEFAULT; otherwise
@@ -137,6 +160,9 @@ char *keys_budget(const struct keys *k, const char *source);
 char *keys_budget_inflight(const struct keys *k, const char *source);
 char *keys_worker(const struct keys *k, const char *worker_id);
 char *keys_manifest(const struct keys *k, const char *digest);
+char *keys_export(const struct keys *k, const char *commit);
+char *keys_export_new(const struct keys *k, const char *commit);
+char *keys_site(const struct keys *k, const char *target_url);
 
 /* A target registry's identity as used in key names: scheme://host:port[/path]
  * with scheme and host lowercased, the scheme's default port made explicit,

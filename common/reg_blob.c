@@ -16,10 +16,12 @@
  * CURL_READFUNC_ABORT. */
 #include "reg_blob.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "buf.h"
 #include "log.h"
@@ -36,6 +38,7 @@ struct copy {
     char *src_repo, *dst_repo, *digest, *mount_from;
     long long size;
     int mount_only;
+    int src_fd;         /* reg_upload_blob: the file read instead of a source GET, else -1 */
     int attempt;        /* whole-copy attempts started */
     /* requests of the current attempt */
     struct reg_req *post, *dl, *up, *fin; /* fin: closing PUT or DELETE */
@@ -223,12 +226,43 @@ static void on_dl(struct reg_req *q, void *arg)
 
 /* ---- upload side ---- */
 
+/* reg_upload_blob's source: the file, hashed as it is read; the chunk that
+ * holds the last byte is released only once the whole file hashed right. */
+static size_t file_read(struct copy *cp, char *p, size_t want)
+{
+    if ((long long)want > cp->req_end - cp->sent)
+        want = (size_t)(cp->req_end - cp->sent);
+    if (want == 0)
+        return 0;
+    ssize_t n = pread(cp->src_fd, p, want, (off_t)cp->sent);
+    if (n <= 0) {
+        fail(cp, REG_DIGEST_MISMATCH, 0, "upload blob %s@%s from file: %s after %lld of %lld "
+             "bytes", cp->dst_repo, cp->digest, n < 0 ? strerror(errno) : "ended", cp->sent,
+             cp->size);
+        return CURL_READFUNC_ABORT;
+    }
+    digest_update(cp->sha, p, (size_t)n);
+    cp->sent += n;
+    if (cp->sent == cp->size) {
+        digest_final(cp->sha, cp->computed);
+        if (strcmp(cp->computed, cp->digest) != 0) {
+            fail(cp, REG_DIGEST_MISMATCH, 0, "upload blob %s@%s from file: the %lld bytes hash "
+                 "to %s", cp->dst_repo, cp->digest, cp->size, cp->computed);
+            return CURL_READFUNC_ABORT;
+        }
+        cp->verified = 1;
+    }
+    return (size_t)n;
+}
+
 static size_t up_read(char *p, size_t sz, size_t nm, void *arg)
 {
     struct copy *cp = arg;
     if (cp->failed)
         return CURL_READFUNC_ABORT;
     size_t want = sz * nm;
+    if (cp->src_fd >= 0)
+        return file_read(cp, p, want);
     size_t avail = cp->used;
     if ((long long)avail > cp->req_end - cp->sent)
         avail = (size_t)(cp->req_end - cp->sent);
@@ -422,6 +456,18 @@ static void on_fin(struct reg_req *q, void *arg)
 
 static void begin_stream(struct copy *cp)
 {
+    if (cp->src_fd >= 0) {
+        if (cp->size == 0) {
+            digest_final(cp->sha, cp->computed);
+            if (strcmp(cp->computed, cp->digest) != 0) {
+                fail(cp, REG_DIGEST_MISMATCH, 0, "upload blob %s@%s from file: empty, which "
+                     "hashes to %s", cp->dst_repo, cp->digest, cp->computed);
+                return;
+            }
+        }
+        start_upload(cp);
+        return;
+    }
     char *url = reg_http_url(cp->src, cp->src_repo, "blobs", cp->digest);
     char *scope = reg_http_scope(cp->src_repo, "pull");
     char *what = xasprintf("GET blob %s@%s", cp->src_repo, cp->digest);
@@ -564,6 +610,7 @@ static struct copy *copy_new(struct reg_registry *dst, reg_done_fn done, void *a
 {
     struct copy *cp = xcalloc(1, sizeof(*cp));
     cp->fail_retry_after = -1;
+    cp->src_fd = -1;
     cp->c = dst->c;
     cp->dst = dst;
     reg_http_op_init(&cp->base, cp->c, done, arg);
@@ -620,6 +667,25 @@ void reg_copy_blob(const struct reg_blob_spec *spec, reg_done_fn done, void *arg
     if (!cp->mount_only) {
         cp->cap = cp->c->o.ring_bytes;
         cp->ring = xmalloc(cp->cap);
+    }
+    start_attempt(cp);
+}
+
+void reg_upload_blob(struct reg_registry *dst, const char *repo, const char *digest,
+                     long long size, int fd, const char *mount_from, reg_done_fn done, void *arg)
+{
+    struct copy *cp = copy_new(dst, done, arg);
+    cp->src_fd = fd;
+    cp->dst_repo = dup_or_null(repo);
+    cp->digest = dup_or_null(digest);
+    cp->mount_from = dup_or_null(mount_from);
+    cp->size = size;
+    if (copy_check(cp) != 0)
+        return;
+    if (fd < 0) {
+        reg_http_op_fail_later(&cp->base, REG_INVALID, copy_free, cp,
+                               "upload blob %s to %s: no file", cp->digest, dst->url);
+        return;
     }
     start_attempt(cp);
 }
@@ -726,4 +792,160 @@ void reg_put_blob(struct reg_registry *dst, const char *repo, const void *body, 
                     "POST blob upload", on_put_post);
     pt->q->ok_status[0] = 202;
     reg_http_start(pt->q);
+}
+
+/* ---- blobs into files ---- */
+
+struct fetch {
+    struct reg_op base;
+    struct reg_registry *src;
+    char *repo, *digest;
+    long long size, received;
+    int fd;
+    struct digest_ctx *sha;
+    char computed[DIGEST_STR_SIZE];
+    int failed;
+    enum reg_class fail_cls;
+    char fail_msg[REG_MSG_MAX];
+    struct reg_req *q;
+};
+
+static void fetch_free(void *p)
+{
+    struct fetch *f = p;
+    reg_http_free(f->q);
+    free(f->repo);
+    free(f->digest);
+    digest_free(f->sha);
+    free(f);
+}
+
+static void fetch_fail(struct fetch *f, enum reg_class cls, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void fetch_fail(struct fetch *f, enum reg_class cls, const char *fmt, ...)
+{
+    if (f->failed)
+        return;
+    f->failed = 1;
+    f->fail_cls = cls;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(f->fail_msg, sizeof(f->fail_msg), fmt, ap);
+    va_end(ap);
+}
+
+static size_t fetch_write(char *p, size_t sz, size_t nm, void *arg)
+{
+    struct fetch *f = arg;
+    size_t n = sz * nm;
+    long status = 0;
+    curl_easy_getinfo(f->q->easy, CURLINFO_RESPONSE_CODE, &status);
+    if (status < 200 || status > 299) {
+        buf_append(&f->q->resp, p, n < ERROR_BODY_MAX - f->q->resp.len
+                                        ? n
+                                        : ERROR_BODY_MAX - f->q->resp.len);
+        return n;
+    }
+    if (f->failed)
+        return 0;
+    if ((long long)n > f->size - f->received) {
+        fetch_fail(f, REG_DIGEST_MISMATCH, "GET blob %s@%s at %s: more than the %lld bytes of "
+                   "the descriptor", f->repo, f->digest, f->src->url, f->size);
+        return 0;
+    }
+    for (size_t off = 0; off < n;) {
+        ssize_t w = write(f->fd, p + off, n - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            fetch_fail(f, REG_INVALID, "GET blob %s@%s at %s: writing the file: %s", f->repo,
+                       f->digest, f->src->url, strerror(errno));
+            return 0;
+        }
+        off += (size_t)w;
+    }
+    digest_update(f->sha, p, n);
+    f->received += (long long)n;
+    return n;
+}
+
+static void fetch_setup(struct reg_req *q, CURL *easy, void *arg)
+{
+    (void)q;
+    curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, fetch_write);
+    curl_easy_setopt(easy, CURLOPT_WRITEDATA, arg);
+}
+
+/* A retry starts the file again: nothing of a failed answer is kept. */
+static int fetch_may_retry(struct reg_req *q, void *arg)
+{
+    (void)q;
+    struct fetch *f = arg;
+    if (f->failed || ftruncate(f->fd, 0) != 0 || lseek(f->fd, 0, SEEK_SET) != 0)
+        return 0;
+    f->received = 0;
+    digest_reset(f->sha);
+    return 1;
+}
+
+static void on_fetch(struct reg_req *q, void *arg)
+{
+    struct fetch *f = arg;
+    if (q->cls != REG_OK) {
+        if (!f->failed)
+            fetch_fail(f, q->cls, "%s", q->msg);
+    } else if (!f->failed && f->received != f->size) {
+        fetch_fail(f, REG_NETWORK, "GET blob %s@%s at %s: body ended after %lld of %lld bytes",
+                   f->repo, f->digest, f->src->url, f->received, f->size);
+    } else if (!f->failed) {
+        digest_final(f->sha, f->computed);
+        if (strcmp(f->computed, f->digest) != 0)
+            fetch_fail(f, REG_DIGEST_MISMATCH, "GET blob %s@%s at %s: the %lld bytes hash to %s",
+                       f->repo, f->digest, f->src->url, f->size, f->computed);
+    }
+    reg_http_op_result(&f->base, q);
+    struct reg_result *res = &f->base.res;
+    if (f->failed) {
+        res->cls = f->fail_cls;
+        snprintf(res->msg, sizeof(res->msg), "%s", f->fail_msg);
+    } else {
+        res->cls = REG_OK;
+        res->msg[0] = '\0';
+        res->digest = f->digest;
+    }
+    res->length = f->received;
+    reg_http_op_finish(&f->base);
+    fetch_free(f);
+}
+
+void reg_fetch_blob(struct reg_registry *src, const char *repo, const char *digest,
+                    long long size, int fd, reg_done_fn done, void *arg)
+{
+    struct fetch *f = xcalloc(1, sizeof(*f));
+    reg_http_op_init(&f->base, src->c, done, arg);
+    f->src = src;
+    f->repo = dup_or_null(repo);
+    f->digest = dup_or_null(digest);
+    f->size = size;
+    f->fd = fd;
+    f->sha = digest_new();
+    if (!ref_repo_valid(repo) || !digest_valid(digest) || size < 0 || fd < 0) {
+        reg_http_op_fail_later(&f->base, REG_INVALID, fetch_free, f,
+                               "GET blob %.80s from %s/%.100s: invalid repository, digest, size "
+                               "or file", digest ? digest : "", src->url, repo ? repo : "");
+        return;
+    }
+    char *url = reg_http_url(src, repo, "blobs", digest);
+    char *scope = reg_http_scope(repo, "pull");
+    char *what = xasprintf("GET blob %s@%s", repo, digest);
+    f->q = reg_http_new(src, "GET", url, scope, what, on_fetch, f);
+    free(scope);
+    free(what);
+    f->q->follow = 1;
+    f->q->blob = 1;
+    f->q->max_body = ERROR_BODY_MAX;
+    f->q->setup = fetch_setup;
+    f->q->may_retry = fetch_may_retry;
+    reg_http_start(f->q);
 }

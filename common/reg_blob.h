@@ -43,6 +43,23 @@ void reg_copy_blob(const struct reg_blob_spec *spec, reg_done_fn done, void *arg
 void reg_mount_blob(struct reg_registry *dst, const char *repo, const char *digest,
                     const char *from, reg_done_fn done, void *arg);
 
+/* Upload the blob digest (size bytes) from the file fd (read with pread from
+ * offset 0; fd stays the caller's, open until the callback) into repo of
+ * dst, first as a mount from mount_from (may be NULL) as reg_copy_blob
+ * does. The file is hashed as it is read and the last byte is sent only if
+ * the whole hashes to digest: a changed or short file aborts the upload
+ * (REG_DIGEST_MISMATCH) and nothing is committed. */
+void reg_upload_blob(struct reg_registry *dst, const char *repo, const char *digest,
+                     long long size, int fd, const char *mount_from, reg_done_fn done, void *arg);
+
+/* GET the blob digest (size bytes, as its descriptor says) of repo on src
+ * into the file fd (written from its current offset, which must be 0 of an
+ * empty file: a retry truncates it and starts again), hashed as it arrives.
+ * REG_OK only when exactly size bytes hashing to digest were written; the
+ * caller then makes the file visible (a rename), else discards it. */
+void reg_fetch_blob(struct reg_registry *src, const char *repo, const char *digest,
+                    long long size, int fd, reg_done_fn done, void *arg);
+
 /* Upload len bytes (copied; at most REG_MANIFEST_MAX) as a blob of repo: POST
  * an upload session, then one PUT <location>?digest= with the bytes. Meant
  * for small blobs made here (the target's epoch marker); res->digest is the

@@ -31,8 +31,9 @@ enum kind {
     K_LIST,       /* strings */
     K_TIME,       /* {seconds, microseconds} */
     K_HELD_SUM,   /* XPENDING summary: {n, min, max, {{consumer, n}...}} */
-    K_FIRST,      /* ZRANGE 0 0 WITHSCORES: {} | {member, score} */
+    K_FIRST,      /* ZRANGE 0 0 WITHSCORES: {} | {member, score}: str, n */
     K_DEAD,       /* XREVRANGE: {{id, {field, value...}}...} */
+    K_EVENTS,     /* XRANGE: {{id, {field, value...}}...} */
 };
 
 #define RQ_RUN_COUNTER_NAME(name) #name,
@@ -816,6 +817,130 @@ struct rq_cmd *rq_cmd_manifest_drop(const struct rq *q, const char *digest)
     return c;
 }
 
+struct rq_cmd *rq_cmd_export_last(const struct rq *q)
+{
+    struct rq_cmd *c = read_cmd(K_FIRST, "ZRANGE", q->keys.exports);
+    const char *rest[] = {"0", "0", "REV", "WITHSCORES"};
+    arg_list(c, rest, 4);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_export_known(const struct rq *q, const char *commit)
+{
+    struct rq_cmd *c = cmd_new(K_STRING);
+    arg(c, "ZSCORE");
+    arg(c, q->keys.exports);
+    arg(c, commit);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_export_check(const struct rq *q, const char *commit,
+                                   const char *const *digests, size_t n)
+{
+    struct rq_cmd *c = cmd_new(K_FLAGS);
+    arg(c, "SMISMEMBER");
+    arg_own(c, keys_export(&q->keys, commit));
+    arg_list(c, digests, n);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_export_add(const struct rq *q, const char *commit, int first,
+                                 const char *const *digests, size_t n)
+{
+    char *key = keys_export_new(&q->keys, commit);
+    struct rq_cmd *c = fcall(K_OK, "hubsync_export_add", 1, key);
+    free(key);
+    arg(c, first ? "1" : "0");
+    arg_list(c, digests, n);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_export_record(const struct rq *q, const char *commit)
+{
+    char *fresh = keys_export_new(&q->keys, commit), *set = keys_export(&q->keys, commit);
+    char *prefix = keys_export(&q->keys, "");
+    struct rq_cmd *c = fcall(K_OK, "hubsync_export_record", 3, fresh, set, q->keys.exports);
+    free(fresh);
+    free(set);
+    arg(c, commit);
+    arg(c, prefix);
+    arg_ll(c, RQ_EXPORTS_KEEP);
+    free(prefix);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_site_get(const struct rq *q, const char *target)
+{
+    struct rq_cmd *c = cmd_new(K_HASH);
+    arg(c, "HGETALL");
+    arg_own(c, keys_site(&q->keys, target));
+    return c;
+}
+
+struct rq_cmd *rq_cmd_site_record(const struct rq *q, const char *target, const char *commit,
+                                  const char *base)
+{
+    char *key = keys_site(&q->keys, target);
+    struct rq_cmd *c = fcall(K_OK, "hubsync_site_record", 1, key);
+    free(key);
+    arg(c, commit);
+    arg(c, base);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_behind_mark(const struct rq *q, const char *repo, long long since_ms)
+{
+    struct rq_cmd *c = read_cmd(K_OK, "HSETNX", q->keys.behind);
+    arg(c, repo);
+    arg_ll(c, since_ms);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_behind_clear(const struct rq *q, const char *repo)
+{
+    struct rq_cmd *c = read_cmd(K_OK, "HDEL", q->keys.behind);
+    arg(c, repo);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_behind(const struct rq *q)
+{
+    return read_cmd(K_HASH, "HGETALL", q->keys.behind);
+}
+
+struct rq_cmd *rq_cmd_event_add(const struct rq *q, const char *type, const char *data)
+{
+    struct rq_cmd *c = read_cmd(K_STRING, "XADD", q->keys.events);
+    const char *rest[] = {"MAXLEN", "~"};
+    arg_list(c, rest, 2);
+    arg_ll(c, RQ_EVENTS_KEEP);
+    const char *fields[] = {"*", "type", type, "data", data};
+    arg_list(c, fields, 5);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_events_after(const struct rq *q, const char *after, int count)
+{
+    struct rq_cmd *c = read_cmd(K_EVENTS, "XRANGE", q->keys.events);
+    arg_own(c, xasprintf("(%s", after));
+    const char *rest[] = {"+", "COUNT"};
+    arg_list(c, rest, 2);
+    arg_ll(c, count);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_events_delivered(const struct rq *q)
+{
+    return read_cmd(K_STRING, "GET", q->keys.events_delivered);
+}
+
+struct rq_cmd *rq_cmd_events_delivered_set(const struct rq *q, const char *id)
+{
+    struct rq_cmd *c = read_cmd(K_OK, "SET", q->keys.events_delivered);
+    arg(c, id);
+    return c;
+}
+
 struct rq_cmd *rq_cmd_worker_beat(const struct rq *q, const char *worker_id, const char *json,
                                   int ttl_s)
 {
@@ -974,11 +1099,11 @@ static int parse_held(const struct rq_cmd *c, const redisReply *r, struct rq_res
 }
 
 /* Dead letters {{entry id, {field, value...}}...}: RQ_DEAD_FIELDS per letter. */
-static int parse_dead(const struct rq_cmd *c, const redisReply *r, struct rq_res *res,
-                      struct err *e)
+/* Stream entries: per entry its id when with_id, then the wanted fields'
+ * values ("" for a missing one). */
+static int parse_entries(const struct rq_cmd *c, const redisReply *r, struct rq_res *res,
+                         struct err *e, const char *const *wanted, size_t nwanted, int with_id)
 {
-    static const char *const wanted[RQ_DEAD_FIELDS] = {"id", "key", "reason", "deliveries",
-                                                       "ts"};
     if (!is_array(r, 0))
         return bad_reply(c, e, "not an array");
     struct strv v = {NULL, 0};
@@ -988,8 +1113,14 @@ static int parse_dead(const struct rq_cmd *c, const redisReply *r, struct rq_res
             strv_free(&v);
             return bad_reply(c, e, "unexpected stream entry");
         }
+        if (with_id && !is_str(en->element[0])) {
+            strv_free(&v);
+            return bad_reply(c, e, "unexpected stream entry id");
+        }
+        if (with_id)
+            strv_push(&v, xstrdup(en->element[0]->str));
         const redisReply *f = en->element[1];
-        for (size_t w = 0; w < RQ_DEAD_FIELDS; w++) {
+        for (size_t w = 0; w < nwanted; w++) {
             const char *val = "";
             for (size_t k = 0; k + 1 < f->elements; k += 2)
                 if (is_str(f->element[k]) && is_str(f->element[k + 1]) &&
@@ -1003,6 +1134,21 @@ static int parse_dead(const struct rq_cmd *c, const redisReply *r, struct rq_res
     res->n = (long long)r->elements;
     res->status = RQ_VALUE;
     return 0;
+}
+
+static int parse_dead(const struct rq_cmd *c, const redisReply *r, struct rq_res *res,
+                      struct err *e)
+{
+    static const char *const wanted[RQ_DEAD_FIELDS] = {"id", "key", "reason", "deliveries",
+                                                       "ts"};
+    return parse_entries(c, r, res, e, wanted, RQ_DEAD_FIELDS, 0);
+}
+
+static int parse_events(const struct rq_cmd *c, const redisReply *r, struct rq_res *res,
+                        struct err *e)
+{
+    static const char *const wanted[RQ_EVENT_FIELDS - 1] = {"type", "data"};
+    return parse_entries(c, r, res, e, wanted, RQ_EVENT_FIELDS - 1, 1);
 }
 
 static int parse_budget(const struct rq_cmd *c, const redisReply *r, struct rq_res *res,
@@ -1076,9 +1222,11 @@ static int parse_simple(const struct rq_cmd *c, const redisReply *r, struct rq_r
             res->status = RQ_EMPTY;
             return 0;
         }
-        if (r->elements != 2 || !is_str(r->element[1]) || text_ll(r->element[1]->str, &res->n) < 0)
+        if (r->elements != 2 || !is_str(r->element[0]) || !is_str(r->element[1]) ||
+            text_ll(r->element[1]->str, &res->n) < 0)
             return bad_reply(c, e, "not a member and its score");
         res->status = RQ_VALUE;
+        res->str = dup_str(r->element[0]);
         return 0;
     case K_KEYSCAN:
         if (!is_array(r, 2) || !is_str(r->element[0]) ||
@@ -1155,6 +1303,8 @@ static int parse(const struct rq_cmd *c, const redisReply *r, struct rq_res *res
         return parse_held(c, r, res, e);
     case K_DEAD:
         return parse_dead(c, r, res, e);
+    case K_EVENTS:
+        return parse_events(c, r, res, e);
     default:
         return parse_simple(c, r, res, e);
     }

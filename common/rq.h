@@ -120,6 +120,7 @@ struct rq_counter {
     X(blobs_copied)                                                                                \
     X(blob_bytes_copied)                                                                           \
     X(blobs_mounted)                                                                               \
+    X(blob_bytes_mounted)                                                                          \
     X(blobs_skipped)
 /* Their indexes in the list: RQ_RUN_tags_total, ... */
 #define RQ_RUN_COUNTER_ID(name) RQ_RUN_##name,
@@ -340,6 +341,57 @@ struct rq_cmd *rq_cmd_run_finish(const struct rq *q, const char *run_id, const c
 struct rq_cmd *rq_cmd_synced_commit(const struct rq *q);
 /* Lifetime counters as items. RQ_VALUE | RQ_EMPTY. */
 struct rq_cmd *rq_cmd_stats(const struct rq *q);
+
+/* --- air-gapped bundles (coordinator export and import) --- */
+
+#define RQ_EXPORTS_KEEP 10 /* export records kept (the newest) */
+
+/* The newest commit exported. RQ_VALUE str (n: its time, ms) | RQ_EMPTY. */
+struct rq_cmd *rq_cmd_export_last(const struct rq *q);
+/* Whether an export at commit is recorded. RQ_VALUE (str: its time, ms) |
+ * RQ_EMPTY. */
+struct rq_cmd *rq_cmd_export_known(const struct rq *q, const char *commit);
+/* RQ_VALUE flags[i] = digests[i] was in the state exported at commit. */
+struct rq_cmd *rq_cmd_export_check(const struct rq *q, const char *commit,
+                                   const char *const *digests, size_t n);
+/* Add digests to the set an export at commit is writing (export:<commit>:new,
+ * which lives a day unless recorded). first: start the set anew. RQ_DONE. */
+struct rq_cmd *rq_cmd_export_add(const struct rq *q, const char *commit, int first,
+                                 const char *const *digests, size_t n);
+/* The export at commit is complete: its set becomes export:<commit>, the
+ * commit the newest in exports; only the newest RQ_EXPORTS_KEEP stay. RQ_DONE. */
+struct rq_cmd *rq_cmd_export_record(const struct rq *q, const char *commit);
+/* What bundles brought target to: RQ_VALUE items "commit", "base",
+ * "imported_ms" | RQ_EMPTY. */
+struct rq_cmd *rq_cmd_site_get(const struct rq *q, const char *target);
+/* An import brought target from base ("" for a full bundle) to commit. RQ_DONE. */
+struct rq_cmd *rq_cmd_site_record(const struct rq *q, const char *target, const char *commit,
+                                  const char *base);
+
+/* --- how far behind upstream each repository is (the behind hash) --- */
+
+/* repo is behind since since_ms, unless it is behind already. RQ_DONE. */
+struct rq_cmd *rq_cmd_behind_mark(const struct rq *q, const char *repo, long long since_ms);
+/* repo caught up (a complete run covered it). RQ_DONE. */
+struct rq_cmd *rq_cmd_behind_clear(const struct rq *q, const char *repo);
+/* The repositories behind: RQ_VALUE items repo, since_ms, ... | RQ_EMPTY. */
+struct rq_cmd *rq_cmd_behind(const struct rq *q);
+
+/* --- events (the events stream) --- */
+
+#define RQ_EVENTS_KEEP 100000 /* entries kept, about (XADD MAXLEN ~) */
+#define RQ_EVENT_FIELDS 3     /* an event read: stream id, type, data */
+
+/* Append an event: type ("tag.written", ...) and data (JSON text). RQ_VALUE
+ * str: its stream id. */
+struct rq_cmd *rq_cmd_event_add(const struct rq *q, const char *type, const char *data);
+/* Up to count events after the stream id after ("0": from the first), oldest
+ * first. RQ_VALUE items: RQ_EVENT_FIELDS strings per event, n events. */
+struct rq_cmd *rq_cmd_events_after(const struct rq *q, const char *after, int count);
+/* The id of the last event the webhook took. RQ_VALUE str | RQ_EMPTY. */
+struct rq_cmd *rq_cmd_events_delivered(const struct rq *q);
+/* The webhook took the events up to id. RQ_DONE. */
+struct rq_cmd *rq_cmd_events_delivered_set(const struct rq *q, const char *id);
 
 /* --- workers --- */
 

@@ -10,7 +10,7 @@
 -- before the first write.
 
 -- Bump with every change: a program loads this library only over an older one.
-local VERSION = 4
+local VERSION = 5
 
 local function fail(msg)
   error({err = 'ERR hubsync: ' .. msg})
@@ -862,4 +862,41 @@ redis.register_function('hubsync_repair_index', function(keys, args)
   end
   if released > 0 then redis.call('HINCRBY', stats, 'index_repaired', released) end
   return {r[1], released}
+end)
+
+-- KEYS new; ARGV first digest... Digests of an export in progress: the set
+-- starts anew with first = 1 and lives a day unless recorded.
+redis.register_function('hubsync_export_add', function(keys, args)
+  if args[1] == '1' then redis.call('DEL', keys[1]) end
+  for i = 2, #args, 5000 do
+    redis.call('SADD', keys[1], unpack(args, i, math.min(i + 4999, #args)))
+  end
+  redis.call('PEXPIRE', keys[1], 86400000)
+  return 1
+end)
+
+-- KEYS new set exports; ARGV commit set_prefix keep. The export at commit is
+-- complete: its set replaces any older one of the commit, the commit is the
+-- newest export, and only the newest keep exports stay, with their sets.
+redis.register_function('hubsync_export_record', function(keys, args)
+  local keep = int(args[3], 'keep')
+  if keep < 1 then fail('keep must be >= 1') end
+  redis.call('DEL', keys[2])
+  if redis.call('EXISTS', keys[1]) == 1 then
+    redis.call('RENAME', keys[1], keys[2])
+    redis.call('PERSIST', keys[2])
+  end
+  redis.call('ZADD', keys[3], now_ms(), args[1])
+  for _, old in ipairs(redis.call('ZRANGE', keys[3], 0, -keep - 1)) do
+    redis.call('DEL', args[2] .. old)
+    redis.call('ZREM', keys[3], old)
+  end
+  return 1
+end)
+
+-- KEYS site; ARGV commit base: an import brought the site (a target
+-- registry) from base ('' for a full bundle) to commit.
+redis.register_function('hubsync_site_record', function(keys, args)
+  redis.call('HSET', keys[1], 'commit', args[1], 'base', args[2], 'imported_ms', now_ms())
+  return 1
 end)

@@ -13,8 +13,8 @@ void coord_fail(const char *cmd, const char *msg)
     fprintf(stderr, "hubsync-coordinator %s: %s\n", cmd, msg);
 }
 
-int coord_parse_args(struct cfg *c, const struct cfg_opt *opts, int nopts, int argc, char **argv,
-                     const char *usage, int *exit_code)
+static int parse_args(struct cfg *c, const struct cfg_opt *opts, int nopts, int argc,
+                      char **argv, const char *usage, int nargs, int *exit_code)
 {
     struct err e;
     if (cfg_parse(c, opts, nopts, argc - 1, argv + 1, &e) < 0) {
@@ -29,15 +29,31 @@ int coord_parse_args(struct cfg *c, const struct cfg_opt *opts, int nopts, int a
         cfg_free(c);
         return -1;
     }
-    if (c->nargs > 0) {
+    if (c->nargs != nargs) {
         char msg[256];
-        snprintf(msg, sizeof(msg), "unexpected argument '%s' (see --help)", c->args[0]);
+        if (c->nargs > nargs)
+            snprintf(msg, sizeof(msg), "unexpected argument '%s' (see --help)",
+                     c->args[nargs]);
+        else
+            snprintf(msg, sizeof(msg), "a directory is required (see --help)");
         coord_fail(argv[0], msg);
         *exit_code = COORD_EXIT_USAGE;
         cfg_free(c);
         return -1;
     }
     return 0;
+}
+
+int coord_parse_args(struct cfg *c, const struct cfg_opt *opts, int nopts, int argc, char **argv,
+                     const char *usage, int *exit_code)
+{
+    return parse_args(c, opts, nopts, argc, argv, usage, 0, exit_code);
+}
+
+int coord_parse_args_dir(struct cfg *c, const struct cfg_opt *opts, int nopts, int argc,
+                         char **argv, const char *usage, int *exit_code)
+{
+    return parse_args(c, opts, nopts, argc, argv, usage, 1, exit_code);
 }
 
 int coord_catalog_open(struct catalog **out, const struct cfg *c, int (*tick)(void *arg),

@@ -14,6 +14,7 @@
 #include "cfg.h"
 #include "job.h"
 #include "oi.h"
+#include "rq.h"
 
 /* Exit codes of every subcommand. */
 enum {
@@ -50,11 +51,15 @@ enum coord_opt {
     COORD_ID_GROUPS,
     COORD_ID_FROM,
     COORD_ID_TO,
+    COORD_ID_SINCE,
+    COORD_ID_FULL,
+    COORD_ID_WEBHOOK,
 };
 
 /* Options of the commands that read the catalog and look at registries
- * (sync, plan): where the catalog comes from ... */
-#define COORD_OPTS_SOURCE                                                                          \
+ * (sync, plan): where the catalog comes from (export: at the synced commit,
+ * without --ref) ... */
+#define COORD_OPTS_CATALOG                                                                         \
     {COORD_ID_OFFICIAL_IMAGES, "official-images", "HUBSYNC_OFFICIAL_IMAGES", CFG_STR,              \
      "https://github.com/docker-library/official-images.git", 0, 0,                                \
      "official-images source: a URL or a local repository", 0},                                    \
@@ -62,16 +67,17 @@ enum coord_opt {
      "keep a clone of the source here, fetched on every run (default: read a local source in "     \
      "place, clone a URL into a temporary folder)",                                                \
      0},                                                                                           \
-    {COORD_ID_REF, "ref", "HUBSYNC_REF", CFG_STR, NULL, 0, 0,                                      \
-     "official-images revision to sync (default: the source's HEAD, else master)", 0},             \
     {COORD_ID_FETCH_TIMEOUT, "fetch-timeout", "HUBSYNC_FETCH_TIMEOUT", CFG_INT, "600", 5, 86400,   \
      "seconds a clone or fetch of the official-images source may take", 0}
+#define COORD_OPTS_SOURCE                                                                          \
+    COORD_OPTS_CATALOG,                                                                            \
+    {COORD_ID_REF, "ref", "HUBSYNC_REF", CFG_STR, NULL, 0, 0,                                      \
+     "official-images revision to sync (default: the source's HEAD, else master)", 0}
 /* ... the two registries ... */
-#define COORD_OPTS_REGISTRIES                                                                      \
-    CFG_OPT_UPSTREAM,                                                                              \
-    CFG_OPT_TARGET,                                                                                \
+#define COORD_OPT_TARGET_PREFIX                                                                    \
     {COORD_ID_TARGET_PREFIX, "target-prefix", "HUBSYNC_TARGET_PREFIX", CFG_STR, "library/", 0, 0,  \
      "repository prefix on the target ('library/' serves docker.io mirror clients)", 0}
+#define COORD_OPTS_REGISTRIES CFG_OPT_UPSTREAM, CFG_OPT_TARGET, COORD_OPT_TARGET_PREFIX
 /* ... and which repositories, tags and platforms (read by coord_selection_init). */
 #define COORD_OPTS_SELECTION                                                                       \
     {COORD_ID_REPOS, "repos", "HUBSYNC_REPOS", CFG_STR, NULL, 0, 0,                                \
@@ -96,6 +102,10 @@ enum coord_opt {
  * with cfg_free(). `usage` is the one-line synopsis. */
 int coord_parse_args(struct cfg *c, const struct cfg_opt *opts, int nopts, int argc, char **argv,
                      const char *usage, int *exit_code);
+/* The same for a subcommand that takes one positional argument (a
+ * directory): a missing or second one is bad usage. */
+int coord_parse_args_dir(struct cfg *c, const struct cfg_opt *opts, int nopts, int argc,
+                         char **argv, const char *usage, int *exit_code);
 
 /* Append the items of a comma-separated list ("a, b,c"), trimmed, empty
  * items dropped. */
@@ -212,8 +222,97 @@ json_t *coord_prune(struct rconn *rc, const struct rq *q, const char *target_url
                     const char *target_prefix, json_t *removed, struct err *e);
 int coord_plan_main(int argc, char **argv);
 int coord_status_main(int argc, char **argv);
+int coord_export_main(int argc, char **argv);
+int coord_import_main(int argc, char **argv);
+
+/* ---- what export and import share (bundle.c) ---- */
+
+/* The last options of both. */
+#define COORD_OPTS_BUNDLE                                                                          \
+    {COORD_ID_CONCURRENCY, "concurrency", "HUBSYNC_BUNDLE_CONCURRENCY", CFG_INT, "8", 1, 64,       \
+     "registry requests in flight at once", 0},                                                    \
+    {COORD_ID_JSON, "json", NULL, CFG_BOOL, "false", 0, 0, "print the report as JSON", 0},         \
+    CFG_OPT_LOG_LEVEL, CFG_OPT_LOG_FORMAT, CFG_OPT_HELP
+
+struct ev_loop;
+struct reg_client;
+struct reg_registry;
+
+/* A registry client on a new loop, with the target's credentials
+ * (HUBSYNC_TARGET_*, docker's config). Free with coord_bundle_close. */
+struct coord_bundle_io {
+    struct ev_loop *loop;
+    struct reg_client *client;
+    struct reg_registry *dst;
+    int inflight; /* operations started and not answered */
+    char err[ERR_MSG_MAX]; /* the first failure of an operation, "" while none */
+};
+int coord_bundle_open(struct coord_bundle_io *io, const char *target_url, struct err *e);
+void coord_bundle_close(struct coord_bundle_io *io);
+/* Keep the first failure in io->err. */
+void coord_bundle_fail(struct coord_bundle_io *io, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Seconds on a monotonic clock. */
+double coord_bundle_now(void);
+/* Run the loop until fewer than max operations are in flight (max 1: none). */
+void coord_bundle_wait(struct coord_bundle_io *io, int max);
+/* A connection to Redis (--redis, --redis-prefix) with hubsync's functions
+ * loaded. Free with coord_bundle_db_close, also after -1. */
+struct coord_bundle_db {
+    struct rq q;
+    struct rconn rc;
+    struct rconn_setup setup;
+    int open;
+};
+int coord_bundle_db_open(struct coord_bundle_db *db, const struct cfg *c, struct err *e);
+void coord_bundle_db_close(struct coord_bundle_db *db);
 
 /* ---- status's helpers (status.c) ---- */
+
+/* What status shows, read again and again (the coordinator's metrics): a
+ * read-only connection of its own. */
+struct coord_status;
+struct coord_status *coord_status_open(const char *redis_url, const char *prefix, struct err *e);
+/* status --json's object; NULL when Redis did not answer (e says why). */
+json_t *coord_status_read(struct coord_status *st, long long interval_s, struct err *e);
+void coord_status_close(struct coord_status *st);
+
+/* ---- the coordinator's metrics (observe.c) ---- */
+
+struct metrics_server;
+struct coord_observe {
+    struct metrics_server *srv; /* NULL: no --metrics-listen, every call does nothing */
+    struct coord_status *st;
+    long long interval_s;
+    double last; /* monotonic seconds of the last read */
+};
+/* Serve --metrics-listen (c has it and --redis, --redis-prefix, --interval). */
+int coord_observe_start(struct coord_observe *ob, const struct cfg *c, struct err *e);
+/* Read and publish again, when a second passed since the last time. */
+void coord_observe_tick(struct coord_observe *ob);
+void coord_observe_stop(struct coord_observe *ob);
+
+/* ---- events and the webhook (events.c) ---- */
+
+/* The events of a run's end: a tag.removed per tag its report says pruned,
+ * then run.finished. Not recorded (Redis down): logged, the run goes on. */
+void coord_events_run_end(struct rconn *rc, const struct rq *q, json_t *report);
+
+struct coord_webhook {
+    const char *url; /* NULL: no --webhook, every call does nothing */
+    void *easy;      /* CURL * */
+    char after[64];  /* the last event delivered ("": not read from Redis yet) */
+    double next_try; /* monotonic seconds: backoff after a failed delivery */
+    double backoff;
+};
+/* --webhook from c (COORD_ID_WEBHOOK). */
+int coord_webhook_init(struct coord_webhook *wh, const struct cfg *c, struct err *e);
+/* Deliver the events not delivered yet, in order, until one fails (then
+ * back off: 1 s, doubled up to a minute). Blocks for the POSTs only. */
+void coord_webhook_tick(struct coord_webhook *wh, struct rconn *rc, const struct rq *q);
+/* 1 while some event is not delivered. */
+int coord_webhook_pending(const struct coord_webhook *wh, struct rconn *rc, const struct rq *q);
+void coord_webhook_free(struct coord_webhook *wh);
 
 /* "42s", "3m07s", "2h05m", "1d03h" (negative counts as 0) into out. */
 void coord_status_duration(long long ms, char *out, size_t n);

@@ -17,6 +17,8 @@ static const struct {
     {"sync", "enqueue a sync run (daemon, or --once) and follow it", coord_sync_main},
     {"plan", "what a sync would do and cost in pulls, writing nothing", coord_plan_main},
     {"status", "queue, workers, pull budget and runs, from Redis", coord_status_main},
+    {"export", "write what the target holds as a bundle for an air-gapped site", coord_export_main},
+    {"import", "push a bundle into the registry of an air-gapped site", coord_import_main},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 

@@ -452,7 +452,7 @@ static json_t *current_json(struct status_ctx *s, const char *run, long long *lo
 }
 
 /* Everything, or NULL when Redis stopped answering (s->e says why). */
-static json_t *gather(struct status_ctx *s, const struct cfg *c)
+static json_t *gather(struct status_ctx *s, long long interval_s)
 {
     struct rq_res t;
     if (ask(s, rq_cmd_time(), &t) < 0) {
@@ -481,9 +481,10 @@ static json_t *gather(struct status_ctx *s, const struct cfg *c)
     json_decref(cur);
     json_object_set_new(o, "runs", runs_json(s, &last_finished));
     json_object_set_new(o, "stats", ask_hash(s, rq_cmd_stats(&s->q)));
+    json_object_set_new(o, "behind_since_ms", ask_hash(s, rq_cmd_behind(&s->q)));
     char why[256];
     int ok = coord_status_health(lost, json_is_true(json_object_get(coord, "held")),
-                                 last_finished, s->now_ms, cfg_int(c, COORD_ID_INTERVAL), why,
+                                 last_finished, s->now_ms, interval_s, why,
                                  sizeof(why));
     json_object_set_new(o, "health", json_pack("{s:b, s:s}", "ok", ok, "reason", why));
     if (s->down) {
@@ -491,6 +492,45 @@ static json_t *gather(struct status_ctx *s, const struct cfg *c)
         return NULL;
     }
     return o;
+}
+
+struct coord_status {
+    struct status_ctx s;
+};
+
+struct coord_status *coord_status_open(const char *redis_url, const char *prefix, struct err *e)
+{
+    struct coord_status *st = xcalloc(1, sizeof(*st));
+    struct rconn_opts ro = RCONN_OPTS_DEFAULT;
+    if (rq_init(&st->s.q, prefix, e) < 0) {
+        free(st);
+        return NULL;
+    }
+    /* No setup list: reads only, as for status. */
+    if (rconn_open(&st->s.rc, redis_url, &ro, NULL, e) < 0) {
+        rq_free(&st->s.q);
+        free(st);
+        return NULL;
+    }
+    return st;
+}
+
+json_t *coord_status_read(struct coord_status *st, long long interval_s, struct err *e)
+{
+    st->s.down = 0;
+    json_t *o = gather(&st->s, interval_s);
+    if (!o)
+        *e = st->s.e;
+    return o;
+}
+
+void coord_status_close(struct coord_status *st)
+{
+    if (!st)
+        return;
+    rconn_close(&st->s.rc);
+    rq_free(&st->s.q);
+    free(st);
 }
 
 /* ---- readable output ---------------------------------------------------------------------------
@@ -717,7 +757,7 @@ int coord_status_main(int argc, char **argv)
         coord_fail("status", s.e.msg);
         goto out_q;
     }
-    json_t *o = gather(&s, &c);
+    json_t *o = gather(&s, cfg_int(&c, COORD_ID_INTERVAL));
     if (!o) {
         coord_fail("status", s.e.msg);
         goto out_rc;

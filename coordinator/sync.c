@@ -32,6 +32,7 @@
 #include "job.h"
 #include "log.h"
 #include "rq.h"
+#include "strv.h"
 #include "xalloc.h"
 
 #define SYNC_LEASE_MS 30000LL
@@ -39,6 +40,7 @@
 #define SYNC_REDIS_OUTAGE_S 600
 #define SYNC_POLL_MAX_BACKOFF_S 16u
 #define SYNC_POLL_MS 100
+#define SYNC_WEBHOOK_FLUSH_S 30 /* --once: the longest wait for the webhook at the end */
 #define SYNC_PLAIN_PROGRESS_S 5
 #define SYNC_CHECK_S 5        /* a look for lost jobs while waiting */
 #define SYNC_REPAIR_S 60      /* dedupe index and consumer housekeeping while waiting */
@@ -68,6 +70,11 @@ static const struct cfg_opt sync_opts[] = {
      "after a complete run, delete from the target the tags that left the catalog (a manifest "
      "still tagged with a supported tag is kept; the target must allow deletes)",
      0},
+    {COORD_ID_WEBHOOK, "webhook", "HUBSYNC_WEBHOOK", CFG_STR, NULL, 0, 0,
+     "POST every event (tags written, moved, removed; runs' ends) to this URL as CloudEvents "
+     "JSON, in order, retried with backoff (default: the events stream only)",
+     0},
+    CFG_OPT_METRICS_LISTEN,
     CFG_OPT_LOG_LEVEL,
     CFG_OPT_LOG_FORMAT,
     CFG_OPT_HELP,
@@ -94,6 +101,8 @@ struct sync_ctx {
     char run[JOB_RUN_MAX + 1];
     struct plan *plan;  /* the run's jobs, while it is started and waited for */
     time_t last_renew; /* of the lease, while the source is fetched */
+    struct coord_observe obs;
+    struct coord_webhook wh;
 };
 
 /* ---- Redis helpers -------------------------------------------------------------------------- */
@@ -184,6 +193,8 @@ struct plan {
     size_t tags;
     json_t *removed; /* [{"repository":..,"tags":[..]}] */
     json_t *errors;  /* [{"repository":..,"error":..}]: repositories (partly) not synced */
+    struct strv repos;   /* the repositories of the jobs */
+    struct strv changed; /* ... and those whose groups changed since the run's from */
 };
 
 static void plan_free(struct plan *p)
@@ -195,6 +206,8 @@ static void plan_free(struct plan *p)
     free(p->jobs);
     json_decref(p->removed);
     json_decref(p->errors);
+    strv_free(&p->repos);
+    strv_free(&p->changed);
     memset(p, 0, sizeof(*p));
 }
 
@@ -257,6 +270,10 @@ static void plan_build(struct sync_ctx *s, const struct coord_view *v, struct pl
         }
         p->jobs[p->n++] = (struct planned){xstrdup(g->key), json, g->changed};
         p->tags += g->ntags;
+        if (!strv_has(&p->repos, g->repo->name))
+            strv_push(&p->repos, xstrdup(g->repo->name));
+        if (g->changed && !strv_has(&p->changed, g->repo->name))
+            strv_push(&p->changed, xstrdup(g->repo->name));
     }
     p->removed = coord_removed_tags(&s->sel, v);
     coord_groups_free(groups, ngroups);
@@ -291,6 +308,37 @@ static void new_run_id(char out[JOB_RUN_MAX + 1])
     char when[32];
     strftime(when, sizeof(when), "%Y%m%dT%H%M%SZ", &tm);
     snprintf(out, JOB_RUN_MAX + 1, "%s-%04x", when, (unsigned)(rand() & 0xffff));
+}
+
+/* The repositories the run changes are behind upstream since the commit
+ * changing them was made, unless they were already (an earlier run that did
+ * not complete): metrics show how long. */
+static int mark_behind(struct sync_ctx *s, struct catalog *cat, const char *commit,
+                       const struct plan *p, struct err *e)
+{
+    long long made_s;
+    if (catalog_commit_time(cat, commit, &made_s, e) < 0)
+        return -1;
+    for (size_t i = 0; i < p->changed.n; i++) {
+        struct rq_res res;
+        int rc = exec(s, rq_cmd_behind_mark(&s->q, p->changed.v[i], made_s * 1000), &res, e);
+        rq_res_free(&res);
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* A complete run: every repository it covered holds upstream's newest. */
+static void clear_behind(struct sync_ctx *s, const struct plan *p)
+{
+    for (size_t i = 0; i < p->repos.n; i++) {
+        struct rq_res res;
+        struct err e;
+        if (exec(s, rq_cmd_behind_clear(&s->q, p->repos.v[i]), &res, &e) < 0)
+            log_warn("run %s: %s", s->run, e.msg);
+        rq_res_free(&res);
+    }
 }
 
 static int enqueue_all(struct sync_ctx *s, const struct plan *p, struct err *e)
@@ -559,6 +607,8 @@ static int wait_run(struct sync_ctx *s, enum run_end *end, long long *deferred_o
         }
         down_since = 0;
         delay = 1;
+        coord_observe_tick(&s->obs);
+        coord_webhook_tick(&s->wh, &s->rc, &s->q);
         usleep(SYNC_POLL_MS * 1000);
     }
 }
@@ -762,7 +812,8 @@ static int start_run(struct sync_ctx *s, struct catalog *cat, struct err *e)
             goto out;
         log_info("run %s: %.12s -> %.12s", s->run, from[0] ? from : "(first run)", commit);
     }
-    if (describe_run(s, s->plan, e) < 0 || enqueue_all(s, s->plan, e) < 0)
+    if (mark_behind(s, cat, commit, s->plan, e) < 0 || describe_run(s, s->plan, e) < 0 ||
+        enqueue_all(s, s->plan, e) < 0)
         goto out;
     rc = 0;
 out:
@@ -823,6 +874,8 @@ static int one_run(struct sync_ctx *s, int wait, int as_json, enum run_end *end_
         coord_fail("sync", e.msg);
         goto out;
     }
+    if (end == RUN_COMPLETE)
+        clear_behind(s, s->plan);
     json_t *o = report(s, end, deferred, &e);
     if (!o) {
         coord_fail("sync", e.msg);
@@ -838,6 +891,8 @@ static int one_run(struct sync_ctx *s, int wait, int as_json, enum run_end *end_
         else
             json_object_set_new(o, "pruned", pruned);
     }
+    coord_events_run_end(&s->rc, &s->q, o);
+    coord_webhook_tick(&s->wh, &s->rc, &s->q);
     print_report(o, as_json);
     json_decref(o);
     if (end_out)
@@ -850,11 +905,30 @@ out:
     return code;
 }
 
-/* Sleep up to secs, waking early on a signal. */
-static void nap(long secs)
+/* Sleep up to secs, waking early on a signal; the metrics stay fresh, and
+ * the lease holder (only: one sender keeps the order) delivers events. */
+static void nap(struct sync_ctx *s, long secs, int holder)
 {
-    for (long i = 0; i < secs && !sync_stop; i++)
+    for (long i = 0; i < secs && !sync_stop; i++) {
+        coord_observe_tick(&s->obs);
+        if (holder)
+            coord_webhook_tick(&s->wh, &s->rc, &s->q);
         sleep(1);
+    }
+}
+
+/* One run and out: the webhook gets the run's events first, for up to
+ * SYNC_WEBHOOK_FLUSH_S and while the lease stays ours (they stay in the
+ * stream for the next coordinator). */
+static void webhook_flush(struct sync_ctx *s)
+{
+    struct err e;
+    time_t end = time(NULL) + SYNC_WEBHOOK_FLUSH_S;
+    while (!sync_stop && time(NULL) < end && coord_webhook_pending(&s->wh, &s->rc, &s->q) &&
+           lease_renew(s, &e) == 1) {
+        coord_webhook_tick(&s->wh, &s->rc, &s->q);
+        usleep(SYNC_POLL_MS * 1000);
+    }
 }
 
 static int daemon_loop(struct sync_ctx *s)
@@ -870,7 +944,7 @@ static int daemon_loop(struct sync_ctx *s)
                 log_warn("redis: %s", e.msg);
             else
                 log_info("standing by: another coordinator holds the lease");
-            nap(SYNC_LEASE_MS / 1000);
+            nap(s, SYNC_LEASE_MS / 1000, 0);
             continue;
         }
         enum run_end end = RUN_FAILED;
@@ -884,7 +958,7 @@ static int daemon_loop(struct sync_ctx *s)
         for (long t = 0; t < next && !sync_stop; t += SYNC_LEASE_MS / 3000) {
             if (lease_renew(s, &e) == 0)
                 break;
-            nap(SYNC_LEASE_MS / 3000);
+            nap(s, SYNC_LEASE_MS / 3000, 1);
         }
     }
     lease_drop(s);
@@ -929,6 +1003,11 @@ int coord_sync_main(int argc, char **argv)
         coord_fail("sync", e.msg);
         goto out_q;
     }
+    if (coord_observe_start(&s.obs, &c, &e) < 0 || coord_webhook_init(&s.wh, &c, &e) < 0) {
+        coord_fail("sync", e.msg);
+        coord_observe_stop(&s.obs);
+        goto out_rc;
+    }
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_stop_signal;
@@ -955,9 +1034,13 @@ int coord_sync_main(int argc, char **argv)
             code = 1;
         } else {
             code = one_run(&s, cfg_bool(&c, COORD_ID_WAIT), cfg_bool(&c, COORD_ID_JSON), NULL);
+            webhook_flush(&s);
             lease_drop(&s);
         }
     }
+    coord_observe_stop(&s.obs);
+    coord_webhook_free(&s.wh);
+out_rc:
     rconn_close(&s.rc);
 out_q:
     rconn_setup_free(&s.setup);

@@ -793,6 +793,7 @@ static void node_blob_copied(struct reg_result *res, void *arg)
     if (res->cls == REG_OK) {
         if (res->mounted) {
             ej->out.n.blobs_mounted++;
+            ej->out.n.blob_bytes_mounted += n->size > 0 ? n->size : 0;
         } else {
             ej->out.n.blobs_copied++;
             ej->out.n.blob_bytes_copied += res->length > 0 ? res->length : 0;
@@ -866,13 +867,26 @@ static void node_copy_blob(struct node *n)
 
 /* ---- roots and tags ----------------------------------------------------------------- */
 
+/* One tag PUT in flight: which tag. */
+struct tag_put {
+    struct engine_job *ej;
+    size_t i;
+};
+
 static void tag_put_done(struct reg_result *res, void *arg)
 {
-    struct engine_job *ej = arg;
-    if (res->cls == REG_OK)
+    struct tag_put *tp = arg;
+    struct engine_job *ej = tp->ej;
+    const struct tagst *t = &ej->tags[tp->i];
+    if (res->cls == REG_OK) {
         ej->out.n.tags_written++;
-    else
+        if (ej->en->ops.tag_written)
+            ej->en->ops.tag_written(ej->en->ops.ctx, ej->arg, ej->job.target_repo, t->tag,
+                                    t->dst, res->digest ? res->digest : t->up);
+    } else {
         ej_reg_error(ej, ENGINE_TARGET, res);
+    }
+    free(tp);
     ej_release(ej);
 }
 
@@ -886,9 +900,12 @@ static void root_held(int yes, void *arg)
         struct tagst *t = &ej->tags[i];
         if (!t->write || strcmp(t->up, n->root_up) != 0)
             continue;
+        struct tag_put *tp = xcalloc(1, sizeof(*tp));
+        tp->ej = ej;
+        tp->i = i;
         ej_hold(ej);
         ej->en->reg.put_manifest(ej->dst, ej->job.target_repo, t->tag, n->media_type, n->body,
-                                 n->body_len, tag_put_done, ej);
+                                 n->body_len, tag_put_done, tp);
     }
     node_destroy(n);
     ej_release(ej);

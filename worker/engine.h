@@ -43,6 +43,7 @@ struct engine_counters {
     long long blobs_copied;
     long long blob_bytes_copied;
     long long blobs_mounted;
+    long long blob_bytes_mounted; /* sizes of the blobs mounted (no byte moved) */
     long long blobs_skipped;    /* the target had them already */
 };
 
@@ -63,6 +64,7 @@ enum engine_status {
     ENGINE_UNAVAILABLE, /* a registry did not answer or answered 5xx (after the client's own
                          * retries): not the job's fault, try again once it is back */
 };
+#define ENGINE_NSTATUS (ENGINE_UNAVAILABLE + 1)
 
 const char *engine_status_name(enum engine_status s);
 
@@ -149,6 +151,10 @@ struct engine_ops {
      * cancels the job, and no tag is written. job_arg is the arg engine_start
      * got for the job. */
     void (*still_held)(void *ctx, void *job_arg, engine_flag_fn cb, void *arg);
+    /* Told after each tag written: tag of repo on the target is digest now,
+     * and was previous ("" when the target lacked it). May be NULL. */
+    void (*tag_written)(void *ctx, void *job_arg, const char *repo, const char *tag,
+                        const char *previous, const char *digest);
 };
 
 /* The registry requests the engine sends, with the contracts of reg.h and

@@ -86,6 +86,7 @@ static const struct cfg_opt opts[] = {
      "exit 0 if a worker of this host sent a heartbeat in the last 30 s, else 1 (container "
      "health checks), and do nothing else",
      0},
+    CFG_OPT_METRICS_LISTEN,
     CFG_OPT_LOG_LEVEL,
     CFG_OPT_LOG_FORMAT,
     CFG_OPT_HELP,
@@ -161,6 +162,7 @@ int main(int argc, char **argv)
         .ca_file = cfg_str(&c, OPT_CA_FILE),
         .cred_helper_ttl_s = (double)cfg_int(&c, OPT_CRED_HELPER_TTL),
         .http_retries = (int)cfg_int(&c, OPT_HTTP_RETRIES),
+        .metrics_listen = cfg_str(&c, CFG_ID_METRICS_LISTEN),
     };
     rc = worker_run(&o);
 out:

@@ -17,6 +17,7 @@
 #include <jansson.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "retry.h"
 #include "worker.h"
 #include "xalloc.h"
@@ -74,10 +75,64 @@ struct worker {
     ev_timer tick;
     ev_timer stop_deadline;
     ev_timer pause;
+    /* --metrics-listen: the server and what it shows, since the start */
+    struct metrics_server *metrics;
+    long long totals[ENGINE_NCOUNTERS];
+    long long by_status[ENGINE_NSTATUS];
+    struct metrics_hist durations;
 };
 
 static void fetch_more(struct worker *w);
 static void maybe_quit(struct worker *w);
+
+/* ---- metrics ------------------------------------------------------------------------- */
+
+/* Help of the engine counters as metrics. */
+static const char *const counter_help[ENGINE_NCOUNTERS] = {
+    [RQ_RUN_tags_total] = "tags in the jobs taken",
+    [RQ_RUN_tags_unchanged] = "tags found right on the target already",
+    [RQ_RUN_tags_written] = "tags written (tag PUTs) on the target",
+    [RQ_RUN_manifests_pushed] = "manifests PUT by digest on the target (children and indexes)",
+    [RQ_RUN_upstream_manifest_gets] = "manifest GETs from the upstream: pulls counted against "
+                                      "the budget",
+    [RQ_RUN_upstream_manifest_heads] = "manifest HEADs on the upstream (free)",
+    [RQ_RUN_blobs_copied] = "blobs copied upstream to target",
+    [RQ_RUN_blob_bytes_copied] = "bytes of the blobs copied",
+    [RQ_RUN_blobs_mounted] = "blobs mounted from another repository of the target (no bytes "
+                             "moved)",
+    [RQ_RUN_blob_bytes_mounted] = "bytes of the blobs mounted",
+    [RQ_RUN_blobs_skipped] = "blobs the target had already",
+};
+
+/* The exposition text of what this worker did, to the server. */
+static void metrics_publish(struct worker *w)
+{
+    if (!w->metrics)
+        return;
+    struct buf b = BUF_INIT(METRICS_TEXT_MAX);
+    char name[96];
+    for (int i = 0; i < ENGINE_NCOUNTERS; i++) {
+        /* tags_total is a counter already named so. */
+        const char *n = engine_counter_names[i];
+        size_t len = strlen(n);
+        snprintf(name, sizeof(name), "hubsync_worker_%s%s", n,
+                 len > 6 && strcmp(n + len - 6, "_total") == 0 ? "" : "_total");
+        metrics_family(&b, name, "counter", counter_help[i]);
+        metrics_sample(&b, name, NULL, NULL, (double)w->totals[i]);
+    }
+    metrics_family(&b, "hubsync_worker_jobs_total", "counter",
+                   "jobs this worker ran, by how they ended");
+    for (int s = 0; s < ENGINE_NSTATUS; s++)
+        metrics_sample(&b, "hubsync_worker_jobs_total", "status",
+                       engine_status_name((enum engine_status)s), (double)w->by_status[s]);
+    metrics_family(&b, "hubsync_worker_jobs_in_hand", "gauge", "jobs held right now");
+    metrics_sample(&b, "hubsync_worker_jobs_in_hand", NULL, NULL, w->in_hand);
+    metrics_family(&b, "hubsync_worker_job_duration_seconds", "histogram",
+                   "how long a job (a tag group's copy) took");
+    metrics_hist_write(&b, "hubsync_worker_job_duration_seconds", &w->durations);
+    metrics_server_publish(w->metrics, b.data ? b.data : "", b.len);
+    buf_free(&b);
+}
 
 /* ---- settling a job ------------------------------------------------------------------- */
 
@@ -218,6 +273,11 @@ static void job_done(const struct engine_outcome *out, void *arg)
     }
     w->bytes += out->n.blob_bytes_copied;
     double secs = ev_now(w->loop) - j->started;
+    for (int i = 0; i < ENGINE_NCOUNTERS; i++)
+        w->totals[i] += engine_counter_get(&out->n, i);
+    if ((unsigned)out->status < ENGINE_NSTATUS)
+        w->by_status[out->status]++;
+    metrics_hist_observe(&w->durations, secs);
     log_info("job=%s run=%s status=%s tags=%lld unchanged=%lld written=%lld gets=%lld "
              "heads=%lld manifests=%lld blobs=%lld bytes=%lld mounted=%lld skipped=%lld "
              "secs=%.2f%s%s",
@@ -240,6 +300,7 @@ static void job_done(const struct engine_outcome *out, void *arg)
                                    ENGINE_NCOUNTERS - 1);
     }
     wjob_free(j);
+    metrics_publish(w);
     fetch_more(w);
     maybe_quit(w);
 }
@@ -616,6 +677,38 @@ static void ignore_answer(struct rq_res *res, const struct err *e, void *privdat
         log_debug("redis: %s", e ? e->msg : "no answer");
 }
 
+/* An event lost is logged: the copy goes on whatever Redis answers. */
+static void event_answer(struct rq_res *res, const struct err *e, void *privdata)
+{
+    (void)privdata;
+    if (!res)
+        log_warn("event not recorded: %s", e ? e->msg : "no answer");
+}
+
+/* A tag written: an event in the events stream (the coordinator's webhook
+ * delivers it from there). */
+static void tag_written(void *ctx, void *job_arg, const char *repo, const char *tag,
+                        const char *previous, const char *digest)
+{
+    struct wjob *j = job_arg;
+    struct worker *w = j->w;
+    struct err e;
+    (void)ctx;
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s}", "run", j->job.run ? j->job.run : "",
+                          "repository", repo, "tag", tag, "digest", digest, "previous",
+                          previous);
+    char *data = o ? json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(o);
+    if (!data) {
+        log_warn("event not recorded: %s:%s is not JSON text", repo, tag);
+        return;
+    }
+    struct rq_cmd *c = rq_cmd_event_add(&w->q, previous[0] ? "tag.moved" : "tag.written", data);
+    free(data);
+    if (rq_exec_async(w->cmd, c, event_answer, NULL, &e) < 0)
+        log_warn("event not recorded: %s", e.msg);
+}
+
 static void beat(struct worker *w)
 {
     json_t *jobs = json_array();
@@ -771,17 +864,24 @@ static int worker_init(struct worker *w, const struct worker_opts *o, struct err
     struct engine_opts eo;
     fleet_engine_ops(w->fleet, &ops);
     ops.still_held = still_held;
+    ops.tag_written = tag_written;
     engine_opts_default(&eo);
     eo.blob_concurrency = o->blob_concurrency;
     eo.upstream = o->upstream;
     eo.target = o->target;
     eo.helper_ttl_s = o->cred_helper_ttl_s;
     w->engine = engine_new(w->loop, w->client, &ops, &eo, e);
-    return w->engine ? 0 : -1;
+    if (!w->engine)
+        return -1;
+    if (o->metrics_listen && metrics_server_start(&w->metrics, o->metrics_listen, e) < 0)
+        return -1;
+    metrics_publish(w);
+    return 0;
 }
 
 static void worker_fini(struct worker *w)
 {
+    metrics_server_stop(w->metrics);
     engine_free(w->engine);
     for (size_t i = 0; i < w->nprobes; i++) {
         reg_registry_free(w->probes[i].r);

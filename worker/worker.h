@@ -44,6 +44,7 @@ struct worker_opts {
     const char *ca_file;
     double cred_helper_ttl_s; /* engine_opts.helper_ttl_s */
     int http_retries;
+    const char *metrics_listen; /* HOST:PORT of the Prometheus endpoint; NULL: none */
 };
 
 struct worker;

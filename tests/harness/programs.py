@@ -48,6 +48,11 @@ def sync(*extra, once=True, wait=True, json_report=True, **options):
     return coordinator("sync", *(flags + list(extra)), **options)
 
 
+def bundle(command, directory, *extra, **options):
+    """argv of `hubsync-coordinator export DIR` or `import DIR` (command), with --json."""
+    return coordinator(command, directory, "--json", *extra, **options)
+
+
 def worker(*extra, bin=BIN, redis=None, upstream=None, target=None, log_level=None,
            log_format=None):
     """argv of hubsync-worker."""

@@ -118,9 +118,30 @@ class ComposeTest(unittest.TestCase):
 
     def test_validates_with_the_example_env(self):
         cfg = self.effective()
-        self.assertEqual(set(cfg["services"]), {"redis", "registry", "coordinator", "worker"})
+        self.assertEqual(set(cfg["services"]), {"redis", "registry", "coordinator", "worker",
+                                                "prometheus"})
         self.assertEqual(set(cfg["volumes"]), {"redis-data", "registry-data",
-                                               "coordinator-work"})
+                                               "coordinator-work", "prometheus-data"})
+
+    def test_prometheus_is_an_optional_profile_scraping_both_programs(self):
+        cfg = self.effective(env_text="HUBSYNC_METRICS_LISTEN=0.0.0.0:9100\n")
+        prom = cfg["services"]["prometheus"]
+        self.assertEqual(prom["profiles"], ["metrics"])  # `up` without the profile skips it
+        for name in ("coordinator", "worker"):
+            self.assertNotIn("profiles", cfg["services"][name])
+            self.assertEqual(cfg["services"][name]["environment"]["HUBSYNC_METRICS_LISTEN"],
+                             "0.0.0.0:9100")
+        config = os.path.join(COMPOSE_DIR, "prometheus.yml")
+        self.assertIn(config + ":/etc/prometheus/prometheus.yml:ro", prom["volumes"])
+        p = subprocess.run(["promtool", "check", "config", config], capture_output=True,
+                           text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        with open(config) as f:
+            jobs = {j["job_name"]: j for j in load_yaml(f.read())["scrape_configs"]}
+        self.assertEqual(jobs["hubsync-coordinator"]["static_configs"][0]["targets"],
+                         ["coordinator:9100"])
+        self.assertEqual(jobs["hubsync-worker"]["dns_sd_configs"][0],
+                         {"names": ["worker"], "type": "A", "port": 9100})
 
     def test_validates_without_any_setting(self):
         cfg = self.effective(env_text="")

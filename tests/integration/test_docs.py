@@ -197,6 +197,7 @@ class RedisRecipesTest(unittest.TestCase):
             "<run>": cli("ZREVRANGE", "hubsync:runs", "0", "0").strip(),
             "<worker>": "recipe-worker",
             "<entry>": "0-1",
+            "<commit>": cli("GET", "hubsync:synced-commit").strip(),
             "<digest>": cli("SRANDMEMBER", "hubsync:present:%s:%s:library/hello-world"
                             % (target, epoch)).strip(),
         }

@@ -36,7 +36,7 @@ static void test_engine__status_names(void **state)
 static void test_engine__counters_by_name(void **state)
 {
     (void)state;
-    struct engine_counters c = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+    struct engine_counters c = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11};
     for (int i = 0; i < ENGINE_NCOUNTERS; i++)
         assert_int_equal(engine_counter_get(&c, i), i + 1);
     assert_string_equal(engine_counter_names[0], "tags_total");
@@ -943,6 +943,7 @@ static void test_engine__mount_preferred_over_copy(void **state)
     assert_true(fk_line(fk, "COPY", b.only_amd64, "library/gone") >= 0);
     assert_true(fk_line(fk, "FORGET", "library/gone", b.only_amd64) >= 0);
     assert_int_equal(fk->out.n.blobs_mounted, 1);
+    assert_int_equal(fk->out.n.blob_bytes_mounted, 1000); /* its descriptor's size */
     assert_int_equal(fk->out.n.blobs_copied, 4);
     assert_int_equal(fk_tag_puts(fk), BB_NTAGS);
     assert_true(fk_tags_last(fk));

@@ -617,6 +617,90 @@ static void test_rq__operator_pause(void **state)
     assert_int_equal(status_of(f, rq_cmd_take(&f->q, "w1", 60000, 3)), RQ_JOB);
 }
 
+/* ---- events and exports --------------------------------------------------- */
+
+/* Events read back in order after an id, with their type and data; the
+ * webhook's mark is kept. */
+static void test_rq__events_after(void **state)
+{
+    struct fixture *f = *state;
+    struct rq_res res;
+    char first[64];
+    run(f, rq_cmd_event_add(&f->q, "tag.written", "{\"tag\":\"a\"}"), &res);
+    assert_int_equal(res.status, RQ_VALUE);
+    snprintf(first, sizeof(first), "%s", res.str);
+    rq_res_free(&res);
+    assert_int_equal(status_of(f, rq_cmd_event_add(&f->q, "run.finished", "{}")), RQ_VALUE);
+    run(f, rq_cmd_events_after(&f->q, "0", 10), &res);
+    assert_int_equal(res.n, 2);
+    assert_int_equal(res.nitems, 2 * RQ_EVENT_FIELDS);
+    assert_string_equal(res.items[0], first);
+    assert_string_equal(res.items[1], "tag.written");
+    assert_string_equal(res.items[2], "{\"tag\":\"a\"}");
+    assert_string_equal(res.items[4], "run.finished");
+    rq_res_free(&res);
+    run(f, rq_cmd_events_after(&f->q, first, 10), &res); /* after: exclusive */
+    assert_int_equal(res.n, 1);
+    assert_string_equal(res.items[1], "run.finished");
+    rq_res_free(&res);
+    assert_int_equal(status_of(f, rq_cmd_events_delivered(&f->q)), RQ_EMPTY);
+    assert_int_equal(status_of(f, rq_cmd_events_delivered_set(&f->q, first)), RQ_DONE);
+    run(f, rq_cmd_events_delivered(&f->q), &res);
+    assert_string_equal(res.str, first);
+    rq_res_free(&res);
+}
+
+/* An export's set counts only once recorded; the newest export is the last
+ * recorded; a site records the commit an import brought it to. */
+static void test_rq__exports_and_sites(void **state)
+{
+    struct fixture *f = *state;
+    struct rq_res res;
+    const char *d[] = {"sha256:aa", "sha256:bb"}, *probe[] = {"sha256:aa", "sha256:cc"};
+    assert_int_equal(status_of(f, rq_cmd_export_last(&f->q)), RQ_EMPTY);
+    assert_int_equal(status_of(f, rq_cmd_export_add(&f->q, "c1", 1, d, 2)), RQ_DONE);
+    assert_int_equal(status_of(f, rq_cmd_export_known(&f->q, "c1")), RQ_EMPTY);
+    assert_int_equal(status_of(f, rq_cmd_export_record(&f->q, "c1")), RQ_DONE);
+    run(f, rq_cmd_export_check(&f->q, "c1", probe, 2), &res);
+    assert_int_equal(res.nflags, 2);
+    assert_true(res.flags[0]);
+    assert_false(res.flags[1]);
+    rq_res_free(&res);
+    assert_int_equal(status_of(f, rq_cmd_export_add(&f->q, "c2", 1, probe, 1)), RQ_DONE);
+    assert_int_equal(status_of(f, rq_cmd_export_record(&f->q, "c2")), RQ_DONE);
+    run(f, rq_cmd_export_last(&f->q), &res);
+    assert_string_equal(res.str, "c2");
+    assert_true(res.n > 0);
+    rq_res_free(&res);
+    assert_int_equal(status_of(f, rq_cmd_site_get(&f->q, "http://far:5000")), RQ_EMPTY);
+    assert_int_equal(status_of(f, rq_cmd_site_record(&f->q, "http://far:5000", "c2", "c1")),
+                     RQ_DONE);
+    run(f, rq_cmd_site_get(&f->q, "http://far:5000"), &res);
+    assert_string_equal(rq_res_field(&res, "commit"), "c2");
+    assert_string_equal(rq_res_field(&res, "base"), "c1");
+    rq_res_free(&res);
+}
+
+/* A repository stays behind since it first was, until cleared. */
+static void test_rq__behind_marked_once_until_cleared(void **state)
+{
+    struct fixture *f = *state;
+    struct rq_res res;
+    assert_int_equal(status_of(f, rq_cmd_behind(&f->q)), RQ_EMPTY);
+    assert_int_equal(status_of(f, rq_cmd_behind_mark(&f->q, "alpine", 1000)), RQ_DONE);
+    assert_int_equal(status_of(f, rq_cmd_behind_mark(&f->q, "alpine", 2000)), RQ_DONE);
+    assert_int_equal(status_of(f, rq_cmd_behind_mark(&f->q, "debian", 3000)), RQ_DONE);
+    run(f, rq_cmd_behind(&f->q), &res);
+    assert_string_equal(rq_res_field(&res, "alpine"), "1000");
+    assert_string_equal(rq_res_field(&res, "debian"), "3000");
+    rq_res_free(&res);
+    assert_int_equal(status_of(f, rq_cmd_behind_clear(&f->q, "alpine")), RQ_DONE);
+    run(f, rq_cmd_behind(&f->q), &res);
+    assert_null(rq_res_field(&res, "alpine"));
+    assert_int_equal(res.nitems, 2);
+    rq_res_free(&res);
+}
+
 /* ---- budget ------------------------------------------------------------- */
 
 static void acquire(struct fixture *f, const char *source, int cost, int floor, long long ttl,
@@ -2087,6 +2171,9 @@ int main(void)
         T(test_rq__fail_dead_letters),
         T(test_rq__bad_counter_changes_nothing),
         T(test_rq__operator_pause),
+        T(test_rq__events_after),
+        T(test_rq__exports_and_sites),
+        T(test_rq__behind_marked_once_until_cleared),
         T(test_rq__budget_acquire_observe_floor),
         T(test_rq__budget_reservations_expire),
         T(test_rq__budget_pause_and_unlimited),

@@ -1,0 +1,671 @@
+/* export: `hubsync-coordinator export DIR` writes what the target holds for a
+ * selection, at the synced official-images commit, as a bundle (an OCI image
+ * layout, see ocilayout.h) to carry into an air-gapped site.
+ *
+ * The catalog at the synced-commit marker gives the selected tags; each is
+ * read from the target (manifests by tag, then their children by digest:
+ * target GETs are no Docker Hub pulls) and walked down to its blobs. With a
+ * base (--since, else the newest export recorded in Redis), the objects of
+ * the state exported at the base are left out: an incremental bundle holds
+ * only the new manifests and blobs, and an index.json of the full state.
+ *
+ * Every byte is verified on the way: manifests against their digest by the
+ * registry client, blobs streamed from the target into a temporary file
+ * through a SHA-256 and renamed only when they hash right, so memory stays
+ * constant whatever the blob size. A killed export is resumed by running it
+ * again: files already written under their final name are hashed again and
+ * kept, and hubsync-bundle.json, written last, marks a complete bundle. The
+ * state exported is recorded in Redis (export:<commit>) for the next
+ * incremental bundle. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "coord.h"
+#include "log.h"
+#include "manifest.h"
+#include "ocilayout.h"
+#include "reg.h"
+#include "reg_blob.h"
+#include "strv.h"
+#include "xalloc.h"
+
+#define EXPORT_REDIS_BATCH 1000
+
+static const struct cfg_opt export_opts[] = {
+    CFG_OPT_REDIS,
+    CFG_OPT_REDIS_PREFIX,
+    COORD_OPTS_CATALOG,
+    CFG_OPT_TARGET,
+    COORD_OPT_TARGET_PREFIX,
+    COORD_OPTS_SELECTION,
+    {COORD_ID_SINCE, "since", NULL, CFG_STR, NULL, 0, 0,
+     "write only what is new since the export at this official-images commit (default: since "
+     "the newest export recorded in Redis)",
+     0},
+    {COORD_ID_FULL, "full", NULL, CFG_BOOL, "false", 0, 0,
+     "write every object, whatever was exported before", 0},
+    COORD_OPTS_BUNDLE,
+};
+#define NEXPORT_OPTS ((int)(sizeof(export_opts) / sizeof(export_opts[0])))
+
+static const char export_usage[] =
+    "export DIR --target URL [selection options] [--since COMMIT | --full]\n"
+    "\n"
+    "Writes what the target holds for the selection, at the synced official-images commit\n"
+    "(the synced-commit marker in Redis), into DIR as an OCI image layout that skopeo\n"
+    "(oci:DIR:alpine:3.20), podman and regctl read, plus hubsync-bundle.json for import.\n"
+    "Incremental unless --full: only the manifests and blobs that the state exported at the\n"
+    "base commit (--since, else the newest export recorded in Redis) lacks; index.json always\n"
+    "names every tag. DIR must not hold a complete bundle; an interrupted export into it is\n"
+    "resumed. Exit 0, 1 when the bundle could not be written (nothing is marked complete),\n"
+    "2 on bad usage.";
+
+struct xobj {
+    char digest[DIGEST_STR_SIZE];
+    long long size;
+    char *media_type;
+    int level;            /* enum ocilayout_level */
+    int in_base;          /* in the state exported at the base: not in the bundle */
+    int walked;           /* manifest: read and its children listed */
+    int queued;           /* manifest: a GET by digest is planned or in flight */
+    char *home;           /* target repository to read it from */
+    struct strv repos; /* official-images repositories that reach it */
+    size_t *children;
+    size_t nchildren;
+};
+
+struct exporter {
+    const struct cfg *c;
+    struct coord_selection sel;
+    struct coord_bundle_io io;
+    struct coord_bundle_db db;
+    const char *dir, *prefix;
+    char commit[CATALOG_SHA_LEN + 1];
+    char base[CATALOG_SHA_LEN + 1]; /* "" for a full bundle */
+    struct xobj *objs;
+    size_t nobjs, cap;
+    json_t *by_digest; /* digest -> index in objs */
+    struct ocilayout_ref *refs;
+    size_t nrefs;
+    size_t *wants; /* manifests to GET by digest, in order */
+    size_t nwants, wants_cap;
+    long long files_written, files_reused, bytes_written;
+};
+
+struct xcall {
+    struct exporter *x;
+    size_t i;  /* ref (root GET) or object */
+    int fd;    /* blob GET: the temporary file */
+    char *tmp; /* its name */
+};
+
+/* ---- the state: objects by digest ---------------------------------------------------------- */
+
+static int in_base(struct exporter *x, const char *digest)
+{
+    struct rq_res res;
+    struct err e;
+    int in = 0;
+    if (!x->base[0])
+        return 0;
+    if (rq_exec(&x->db.rc, rq_cmd_export_check(&x->db.q, x->base, &digest, 1), &res, &e) < 0)
+        coord_bundle_fail(&x->io, "%s", e.msg);
+    else
+        in = res.nflags == 1 && res.flags[0];
+    rq_res_free(&res);
+    return in;
+}
+
+static size_t obj_get(struct exporter *x, const char *digest, long long size,
+                      const char *media_type, int level, const char *home)
+{
+    json_t *have = json_object_get(x->by_digest, digest);
+    if (have)
+        return (size_t)json_integer_value(have);
+    if (x->nobjs == x->cap) {
+        x->cap = x->cap ? 2 * x->cap : 256;
+        x->objs = xrealloc(x->objs, x->cap * sizeof(*x->objs));
+    }
+    struct xobj *o = &x->objs[x->nobjs];
+    memset(o, 0, sizeof(*o));
+    snprintf(o->digest, sizeof(o->digest), "%s", digest);
+    o->size = size;
+    o->media_type = media_type ? xstrdup(media_type) : NULL;
+    o->level = level;
+    o->home = xstrdup(home);
+    o->in_base = in_base(x, digest);
+    json_object_set_new(x->by_digest, digest, json_integer((json_int_t)x->nobjs));
+    return x->nobjs++;
+}
+
+/* repo reaches object i, and so everything i references. */
+static void obj_reach(struct exporter *x, size_t i, const char *repo)
+{
+    struct xobj *o = &x->objs[i];
+    for (size_t k = 0; k < o->repos.n; k++)
+        if (strcmp(o->repos.v[k], repo) == 0)
+            return;
+    strv_push(&o->repos, xstrdup(repo));
+    for (size_t k = 0; k < o->nchildren; k++)
+        obj_reach(x, o->children[k], repo);
+}
+
+static void want(struct exporter *x, size_t i)
+{
+    if (x->objs[i].queued || x->objs[i].walked)
+        return;
+    x->objs[i].queued = 1;
+    if (x->nwants == x->wants_cap) {
+        x->wants_cap = x->wants_cap ? 2 * x->wants_cap : 64;
+        x->wants = xrealloc(x->wants, x->wants_cap * sizeof(*x->wants));
+    }
+    x->wants[x->nwants++] = i;
+}
+
+static int is_index_type(const char *mt)
+{
+    return mt && (strcmp(mt, REG_MT_OCI_INDEX) == 0 || strcmp(mt, REG_MT_DOCKER_LIST) == 0);
+}
+
+/* Write a manifest of the bundle under its digest, unless a verified copy
+ * is there already (an interrupted export). */
+static void write_manifest(struct exporter *x, const struct xobj *o, const char *body, size_t len)
+{
+    char why[ERR_MSG_MAX];
+    struct err e;
+    char *path = ocilayout_blob_path(x->dir, o->digest);
+    if (ocilayout_file_matches(path, o->digest, o->size, why, sizeof(why)) == 1) {
+        x->files_reused++;
+    } else if (ocilayout_write_file(path, body, len, &e) < 0) {
+        coord_bundle_fail(&x->io, "%s", e.msg);
+    } else {
+        x->files_written++;
+        x->bytes_written += (long long)len;
+    }
+    free(path);
+}
+
+/* A manifest read from the target: record it and list what it references. */
+static void walk(struct exporter *x, size_t i, const char *body, size_t len, const char *ctype)
+{
+    struct manifest m;
+    struct err e;
+    struct xobj *o = &x->objs[i];
+    if (manifest_parse(&m, body, len, ctype, &e) < 0) {
+        coord_bundle_fail(&x->io, "%s@%s on the target: %s", o->home, o->digest, e.msg);
+        return;
+    }
+    free(o->media_type);
+    o->media_type = xstrdup(m.media_type);
+    o->level = m.is_index ? OCILAYOUT_INDEX : OCILAYOUT_IMAGE;
+    o->walked = 1;
+    if (!o->in_base)
+        write_manifest(x, o, body, len);
+    o->children = xcalloc(m.nitems + 1, sizeof(size_t));
+    int sparse = x->sel.policy == JOB_POLICY_SPARSE;
+    for (size_t k = 0; k < m.nitems; k++) {
+        const struct manifest_desc *d = &m.items[k];
+        if (d->foreign || (m.is_index && sparse &&
+                           !manifest_child_wanted(&m, k, x->sel.platforms.v, x->sel.platforms.n)))
+            continue; /* never on the target */
+        int level = !m.is_index ? OCILAYOUT_BLOB
+                    : is_index_type(d->media_type) ? OCILAYOUT_INDEX
+                                                   : OCILAYOUT_IMAGE;
+        /* obj_get may move objs: o is looked up again below. */
+        size_t c = obj_get(x, d->digest, d->size, m.is_index ? d->media_type : NULL, level,
+                           x->objs[i].home);
+        o = &x->objs[i];
+        o->children[o->nchildren++] = c;
+        if (level != OCILAYOUT_BLOB)
+            want(x, c);
+    }
+    for (size_t r = 0; r < o->repos.n; r++)
+        for (size_t k = 0; k < o->nchildren; k++)
+            obj_reach(x, o->children[k], o->repos.v[r]);
+    manifest_free(&m);
+}
+
+/* ---- reading the target ------------------------------------------------------------------ */
+
+static char *target_repo(const struct exporter *x, const char *name)
+{
+    return xasprintf("%s%s", x->prefix, name);
+}
+
+static void on_root(struct reg_result *res, void *arg)
+{
+    struct xcall *call = arg;
+    struct exporter *x = call->x;
+    struct ocilayout_ref *r = &x->refs[call->i];
+    x->io.inflight--;
+    if (res->cls != REG_OK) {
+        coord_bundle_fail(&x->io, "%s:%s: %s", r->repo, r->tag, res->msg);
+    } else {
+        char *home = target_repo(x, r->repo);
+        snprintf(r->digest, sizeof(r->digest), "%s", res->digest);
+        r->size = (long long)res->body_len;
+        size_t i = obj_get(x, res->digest, r->size, res->content_type,
+                           is_index_type(res->content_type) ? OCILAYOUT_INDEX : OCILAYOUT_IMAGE,
+                           home);
+        if (!x->objs[i].walked)
+            walk(x, i, res->body, res->body_len, res->content_type);
+        r->media_type = xstrdup(x->objs[i].media_type ? x->objs[i].media_type : "");
+        obj_reach(x, i, r->repo);
+        free(home);
+    }
+    free(call);
+}
+
+static void on_child(struct reg_result *res, void *arg)
+{
+    struct xcall *call = arg;
+    struct exporter *x = call->x;
+    x->io.inflight--;
+    if (res->cls != REG_OK)
+        coord_bundle_fail(&x->io, "%s", res->msg);
+    else
+        walk(x, call->i, res->body, res->body_len, res->content_type);
+    free(call);
+}
+
+static struct xcall *xcall_new(struct exporter *x, size_t i)
+{
+    struct xcall *call = xcalloc(1, sizeof(*call));
+    call->x = x;
+    call->i = i;
+    call->fd = -1;
+    x->io.inflight++;
+    return call;
+}
+
+/* Every selected tag, then every manifest they reach. */
+static void read_manifests(struct exporter *x, const struct coord_group *g, size_t ng)
+{
+    int conc = (int)cfg_int(x->c, COORD_ID_CONCURRENCY);
+    for (size_t k = 0; k < ng; k++)
+        x->nrefs += g[k].ntags;
+    x->refs = xcalloc(x->nrefs + 1, sizeof(*x->refs));
+    size_t n = 0;
+    for (size_t k = 0; k < ng && !x->io.err[0]; k++) {
+        char *repo = target_repo(x, g[k].repo->name);
+        for (size_t t = 0; t < g[k].ntags && !x->io.err[0]; t++, n++) {
+            x->refs[n].repo = xstrdup(g[k].repo->name);
+            x->refs[n].tag = xstrdup(g[k].tags[t]);
+            coord_bundle_wait(&x->io, conc);
+            reg_get_manifest(x->io.dst, repo, g[k].tags[t], on_root, xcall_new(x, n));
+        }
+        free(repo);
+    }
+    size_t next = 0;
+    while (!x->io.err[0] && (next < x->nwants || x->io.inflight > 0)) {
+        if (next < x->nwants && x->io.inflight < conc) {
+            size_t i = x->wants[next++];
+            reg_get_manifest(x->io.dst, x->objs[i].home, x->objs[i].digest, on_child,
+                             xcall_new(x, i));
+        } else {
+            coord_bundle_wait(&x->io, x->io.inflight);
+        }
+    }
+    coord_bundle_wait(&x->io, 1);
+}
+
+static void on_blob(struct reg_result *res, void *arg)
+{
+    struct xcall *call = arg;
+    struct exporter *x = call->x;
+    const struct xobj *o = &x->objs[call->i];
+    x->io.inflight--;
+    int ok = res->cls == REG_OK;
+    if (!ok)
+        coord_bundle_fail(&x->io, "%s", res->msg);
+    if (ok && fsync(call->fd) != 0) {
+        coord_bundle_fail(&x->io, "%s: %s", call->tmp, strerror(errno));
+        ok = 0;
+    }
+    if (close(call->fd) != 0 && ok) {
+        coord_bundle_fail(&x->io, "%s: %s", call->tmp, strerror(errno));
+        ok = 0;
+    }
+    char *path = ocilayout_blob_path(x->dir, o->digest);
+    if (ok && rename(call->tmp, path) != 0) {
+        coord_bundle_fail(&x->io, "%s: %s", path, strerror(errno));
+        ok = 0;
+    }
+    if (ok) {
+        x->files_written++;
+        x->bytes_written += o->size;
+    } else {
+        unlink(call->tmp);
+    }
+    free(path);
+    free(call->tmp);
+    free(call);
+}
+
+/* The blobs of the bundle, streamed from the target into files. */
+static void read_blobs(struct exporter *x)
+{
+    int conc = (int)cfg_int(x->c, COORD_ID_CONCURRENCY);
+    for (size_t i = 0; i < x->nobjs && !x->io.err[0]; i++) {
+        const struct xobj *o = &x->objs[i];
+        if (o->level != OCILAYOUT_BLOB || o->in_base)
+            continue;
+        char why[ERR_MSG_MAX];
+        char *path = ocilayout_blob_path(x->dir, o->digest);
+        int have = ocilayout_file_matches(path, o->digest, o->size, why, sizeof(why));
+        if (have == 1) {
+            x->files_reused++;
+            free(path);
+            continue;
+        }
+        char *tmp = xasprintf("%s.part", path);
+        free(path);
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (fd < 0) {
+            coord_bundle_fail(&x->io, "%s: %s", tmp, strerror(errno));
+            free(tmp);
+            break;
+        }
+        coord_bundle_wait(&x->io, conc);
+        struct xcall *call = xcall_new(x, i);
+        call->fd = fd;
+        call->tmp = tmp;
+        reg_fetch_blob(x->io.dst, o->home, o->digest, o->size, fd, on_blob, call);
+    }
+    coord_bundle_wait(&x->io, 1);
+}
+
+/* ---- the bundle's files ------------------------------------------------------------------ */
+
+static int in_bundle(const struct exporter *x, const char *digest)
+{
+    json_t *i = json_object_get(x->by_digest, digest);
+    return i && !x->objs[json_integer_value(i)].in_base;
+}
+
+/* Files of blobs/sha256 that are not the bundle's: leftovers of an
+ * interrupted export (temporary files, objects of another selection). */
+static int drop_strays(const struct exporter *x, struct err *e)
+{
+    char *sha = xasprintf("%s/blobs/sha256", x->dir);
+    DIR *d = opendir(sha);
+    int ret = 0;
+    if (!d) {
+        ret = err_set(e, "%s: %s", sha, strerror(errno));
+        goto out;
+    }
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.')
+            continue;
+        char *digest = xasprintf("sha256:%s", de->d_name);
+        if (!in_bundle(x, digest)) {
+            char *path = xasprintf("%s/%s", sha, de->d_name);
+            if (unlink(path) != 0)
+                ret = err_set(e, "%s: %s", path, strerror(errno));
+            free(path);
+        }
+        free(digest);
+    }
+    closedir(d);
+out:
+    free(sha);
+    return ret;
+}
+
+/* The objects in push order: blobs, image manifests, indexes. */
+static void bundle_objects(const struct exporter *x, struct ocilayout_bundle *b)
+{
+    b->objects = xcalloc(x->nobjs + 1, sizeof(*b->objects));
+    for (int level = OCILAYOUT_BLOB; level <= OCILAYOUT_INDEX; level++) {
+        for (size_t i = 0; i < x->nobjs; i++) {
+            const struct xobj *o = &x->objs[i];
+            if (o->level != level)
+                continue;
+            struct ocilayout_object *bo = &b->objects[b->nobjects++];
+            snprintf(bo->digest, sizeof(bo->digest), "%s", o->digest);
+            bo->size = o->size;
+            bo->media_type = o->media_type; /* borrowed: b's objects are not freed */
+            bo->level = level;
+            bo->in_bundle = !o->in_base;
+            bo->repos = o->repos.v;
+            bo->nrepos = o->repos.n;
+        }
+    }
+}
+
+static int write_bundle(struct exporter *x, struct err *e)
+{
+    int ret = -1;
+    size_t ilen, blen;
+    char *marker = xasprintf("%s/oci-layout", x->dir), *index = xasprintf("%s/index.json", x->dir);
+    char *bpath = xasprintf("%s/%s", x->dir, OCILAYOUT_BUNDLE_FILE);
+    char *ibody = ocilayout_index_dump(x->refs, x->nrefs, x->commit, x->base[0] ? x->base : NULL,
+                                       &ilen);
+    char *bbody = NULL;
+    struct ocilayout_bundle b;
+    memset(&b, 0, sizeof(b));
+    b.commit = x->commit;
+    b.base = x->base[0] ? x->base : NULL;
+    digest_of(ibody, ilen, b.index_digest);
+    b.index_size = (long long)ilen;
+    bundle_objects(x, &b);
+    bbody = ocilayout_bundle_dump(&b, &blen);
+    if (drop_strays(x, e) < 0 ||
+        ocilayout_write_file(marker, ocilayout_marker, strlen(ocilayout_marker), e) < 0 ||
+        ocilayout_write_file(index, ibody, ilen, e) < 0 ||
+        ocilayout_write_file(bpath, bbody, blen, e) < 0)
+        goto out;
+    ret = 0;
+out:
+    free(b.objects);
+    free(marker);
+    free(index);
+    free(bpath);
+    free(ibody);
+    free(bbody);
+    return ret;
+}
+
+/* The state exported at the commit, for the next incremental bundle. */
+static int record(struct exporter *x, struct err *e)
+{
+    const char **batch = xcalloc(EXPORT_REDIS_BATCH, sizeof(char *));
+    struct rq_res res;
+    int ret = 0;
+    for (size_t i = 0; i < x->nobjs && ret == 0; i += EXPORT_REDIS_BATCH) {
+        size_t n = 0;
+        for (size_t k = i; k < x->nobjs && n < EXPORT_REDIS_BATCH; k++)
+            batch[n++] = x->objs[k].digest;
+        ret = rq_exec(&x->db.rc, rq_cmd_export_add(&x->db.q, x->commit, i == 0, batch, n), &res,
+                      e);
+        rq_res_free(&res);
+    }
+    free(batch);
+    if (ret == 0) {
+        ret = rq_exec(&x->db.rc, rq_cmd_export_record(&x->db.q, x->commit), &res, e);
+        rq_res_free(&res);
+    }
+    return ret;
+}
+
+/* ---- the command ------------------------------------------------------------------------- */
+
+/* The synced commit, no run in progress, and the base. */
+static int resolve_commits(struct exporter *x, struct catalog *cat, struct err *e)
+{
+    struct rq_res res;
+    int ret = -1;
+    if (rq_exec(&x->db.rc, rq_cmd_run_current(&x->db.q), &res, e) < 0)
+        goto out;
+    if (res.status == RQ_VALUE) {
+        err_set(e, "run %s is in progress: export once it has finished (the target holds a mix "
+                "of two commits meanwhile)", res.str);
+        goto out;
+    }
+    rq_res_free(&res);
+    if (rq_exec(&x->db.rc, rq_cmd_synced_commit(&x->db.q), &res, e) < 0)
+        goto out;
+    if (res.status != RQ_VALUE) {
+        err_set(e, "nothing is synced yet (no synced-commit in Redis): run a sync first");
+        goto out;
+    }
+    snprintf(x->commit, sizeof(x->commit), "%s", res.str);
+    rq_res_free(&res);
+    const char *since = cfg_str(x->c, COORD_ID_SINCE);
+    if (cfg_bool(x->c, COORD_ID_FULL)) {
+        ret = 0;
+    } else if (since) {
+        if (catalog_resolve(cat, since, x->base, e) < 0 ||
+            rq_exec(&x->db.rc, rq_cmd_export_known(&x->db.q, x->base), &res, e) < 0)
+            goto out;
+        if (res.status != RQ_VALUE) {
+            err_set(e, "--since: no export at %.12s is recorded in Redis (the newest %d are "
+                    "kept): use --full", x->base, RQ_EXPORTS_KEEP);
+            goto out;
+        }
+        ret = 0;
+    } else {
+        if (rq_exec(&x->db.rc, rq_cmd_export_last(&x->db.q), &res, e) < 0)
+            goto out;
+        if (res.status == RQ_VALUE)
+            snprintf(x->base, sizeof(x->base), "%s", res.str);
+        ret = 0;
+    }
+out:
+    rq_res_free(&res);
+    return ret;
+}
+
+static void report(const struct exporter *x, double seconds)
+{
+    long long manifests = 0, blobs = 0, bytes = 0;
+    for (size_t i = 0; i < x->nobjs; i++) {
+        if (x->objs[i].in_base)
+            continue;
+        if (x->objs[i].level == OCILAYOUT_BLOB)
+            blobs++;
+        else
+            manifests++;
+        bytes += x->objs[i].size;
+    }
+    if (cfg_bool(x->c, COORD_ID_JSON)) {
+        json_t *o = json_pack("{s:s, s:s, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f}",
+                              "dir", x->dir, "commit", x->commit, "base",
+                              x->base[0] ? json_string(x->base) : json_null(), "tags",
+                              (json_int_t)x->nrefs, "objects", (json_int_t)x->nobjs,
+                              "manifests", (json_int_t)manifests, "blobs", (json_int_t)blobs,
+                              "bytes", (json_int_t)bytes, "files_written",
+                              (json_int_t)x->files_written, "files_reused",
+                              (json_int_t)x->files_reused, "bytes_written",
+                              (json_int_t)x->bytes_written, "seconds", seconds);
+        json_dumpf(o, stdout, JSON_COMPACT);
+        fputc('\n', stdout);
+        json_decref(o);
+        return;
+    }
+    char hb[32];
+    coord_human_bytes(bytes, hb, sizeof(hb));
+    printf("bundle %s: commit %.12s, %s%.12s\n", x->dir, x->commit,
+           x->base[0] ? "incremental since " : "full", x->base);
+    printf("  tags      %zu\n", x->nrefs);
+    printf("  objects   %zu in the state, %lld in the bundle (%lld manifests, %lld blobs, %s)\n",
+           x->nobjs, manifests + blobs, manifests, blobs, hb);
+    printf("  files     %lld written, %lld kept from an interrupted export\n", x->files_written,
+           x->files_reused);
+    printf("  time      %.1f s\n", seconds);
+}
+
+static void exporter_free(struct exporter *x)
+{
+    coord_bundle_close(&x->io);
+    coord_bundle_db_close(&x->db);
+    coord_selection_free(&x->sel);
+    for (size_t i = 0; i < x->nobjs; i++) {
+        free(x->objs[i].media_type);
+        free(x->objs[i].home);
+        free(x->objs[i].children);
+        strv_free(&x->objs[i].repos);
+    }
+    free(x->objs);
+    free(x->wants);
+    ocilayout_refs_free(x->refs, x->nrefs);
+    json_decref(x->by_digest);
+}
+
+int coord_export_main(int argc, char **argv)
+{
+    struct cfg c;
+    struct exporter x;
+    struct err e;
+    struct catalog *cat = NULL;
+    struct coord_view v;
+    struct coord_group *groups = NULL;
+    size_t ngroups = 0;
+    int code;
+    memset(&x, 0, sizeof(x));
+    memset(&v, 0, sizeof(v));
+    if (coord_parse_args_dir(&c, export_opts, NEXPORT_OPTS, argc, argv, export_usage, &code) < 0)
+        return code;
+    double t0 = coord_bundle_now();
+    x.c = &c;
+    x.dir = c.args[0];
+    x.prefix = cfg_str(&c, COORD_ID_TARGET_PREFIX);
+    x.by_digest = json_object();
+    code = COORD_EXIT_USAGE;
+    char *done = xasprintf("%s/%s", x.dir, OCILAYOUT_BUNDLE_FILE);
+    if (cfg_setup_log(&c, "coordinator", &e) < 0 || coord_selection_init(&x.sel, &c, &e) < 0)
+        goto fail;
+    if (!cfg_str(&c, CFG_ID_TARGET) || !job_url_valid(cfg_str(&c, CFG_ID_TARGET))) {
+        err_set(&e, "--target must be an http(s)://host[:port] URL (required)");
+        goto fail;
+    }
+    if (cfg_str(&c, COORD_ID_SINCE) && cfg_bool(&c, COORD_ID_FULL)) {
+        err_set(&e, "--since and --full exclude each other");
+        goto fail;
+    }
+    if (access(done, F_OK) == 0) {
+        err_set(&e, "%s holds a complete bundle already: export into a new directory", x.dir);
+        goto fail;
+    }
+    code = COORD_EXIT_PARTIAL;
+    if (coord_bundle_db_open(&x.db, &c, &e) < 0 ||
+        coord_catalog_open(&cat, &c, NULL, NULL, &e) < 0 ||
+        resolve_commits(&x, cat, &e) < 0 ||
+        coord_repos_check(cat, x.commit, &x.sel.repos, &x.sel.exclude, &e) < 0 ||
+        coord_view_read(cat, &x.sel, x.commit, NULL, &v, &e) < 0 ||
+        ocilayout_mkdirs(x.dir, &e) < 0 ||
+        coord_bundle_open(&x.io, cfg_str(&c, CFG_ID_TARGET), &e) < 0)
+        goto fail;
+    coord_groups_list(&x.sel, &v, &groups, &ngroups);
+    read_manifests(&x, groups, ngroups);
+    if (!x.io.err[0])
+        read_blobs(&x);
+    if (x.io.err[0]) {
+        err_set(&e, "%s", x.io.err);
+        goto fail;
+    }
+    if (write_bundle(&x, &e) < 0 || record(&x, &e) < 0)
+        goto fail;
+    report(&x, coord_bundle_now() - t0);
+    code = COORD_EXIT_OK;
+    goto out;
+fail:
+    coord_fail("export", e.msg);
+out:
+    free(done);
+    coord_groups_free(groups, ngroups);
+    coord_view_free(&v);
+    catalog_close(cat);
+    exporter_free(&x);
+    cfg_free(&c);
+    return code;
+}
