@@ -104,11 +104,12 @@ class EventsTest(unittest.TestCase):
         self.assertEqual([i for i in stream if i in set(ids)], ids)
         self.assertEqual(self.rx.posts, len(first) + 1)
 
-        # The ref moves forward: moved tags say so, with the digest they had.
+        # The ref moves forward: moved tags say so, with the digest they had; tags that left
+        # the catalog are deleted (--delete-removed) and say so.
         st.hub.load(catalog(REPOS, NEW))
         st.ref = NEW
         self.assertEqual(st.redis.cli_raw("HGETALL", PREFIX + "behind").split(), [])
-        st.coordinator("--webhook", self.rx.url)
+        st.coordinator("--webhook", self.rx.url, "--delete-removed")
         self.assertIsNotNone(st.wait_enqueued())
         # Only the repository the commit changed is behind, since that commit was made.
         made = subprocess.run(["git", "-C", OFFICIAL_IMAGES, "log", "-1", "--format=%ct", NEW],
@@ -128,6 +129,14 @@ class EventsTest(unittest.TestCase):
                                       if (r, t) in state1 and state1[(r, t)] != d})
         self.assertEqual(set(self.tag_events(second, "written")),
                          {(r, t, d) for (r, t), d in state2.items() if (r, t) not in state1})
+        removed = [(e["data"]["repository"], e["data"]["tag"]) for e in second
+                   if e["type"] == "io.hubsync.tag.removed"]
+        self.assertTrue(removed)
+        self.assertEqual(len(removed), len(set(removed)), "a tag removed twice")
+        self.assertEqual(set(removed), set(state1) - set(state2))
+        self.assertEqual({e["data"]["run"] for e in second if e["type"] in
+                          ("io.hubsync.tag.removed", "io.hubsync.run.finished")},
+                         {second[-1]["data"]["run"]})
         for e in second:
             if e["type"] == "io.hubsync.tag.moved":
                 key = (e["data"]["repository"], e["data"]["tag"])
