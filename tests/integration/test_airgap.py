@@ -2,7 +2,8 @@
 image layout keyed to the synced official-images commit, `import` pushes it into another
 registry. A full bundle reads with skopeo; an incremental one after the ref moves forward
 holds only the new objects; importing the full then the incremental bundle into an empty
-registry ends identical to the target; a tampered or truncated bundle is refused naming the
+registry ends with the target's state, the tags sync --delete-removed took off the target
+between the two commits left on the site (an import deletes nothing); a tampered or truncated bundle is refused naming the
 file, with nothing written."""
 import json
 import os
@@ -77,12 +78,16 @@ class AirgapTest(unittest.TestCase):
         self.assertGreater(imp["blobs_uploaded"], 0)
         self.assertEqual(snapshot(self.far.url, REPOS), snapshot(st.target.url, REPOS))
 
-        # The ref moves forward: the next bundle holds only what the first lacks.
+        # The ref moves forward, tags that left the catalog deleted from the target: the next
+        # bundle holds only what the first lacks.
         new_cat = catalog(REPOS, NEW)
         st.hub.load(new_cat)
         st.ref = NEW
-        run = st.run()
+        run = st.run("--delete-removed")
         self.assertEqual(run.rc, 0, run.stderr)
+        removed = {"%s:%s" % (x["repository"].split("/", 1)[1], t)
+                   for x in run.report["pruned"] for t in x["deleted"]}
+        self.assertTrue(removed)
         incr, r2 = self.export("incremental")
         self.assertEqual(r2["base"], self.old_commit)
         self.assertNotEqual(r2["commit"], self.old_commit)
@@ -100,6 +105,8 @@ class AirgapTest(unittest.TestCase):
                      for m in json.load(f)["manifests"]}
         self.assertEqual(names, {"%s:%s" % (r["name"], t) for r in new_cat["repositories"]
                                  for g in r["groups"] for t in g["tags"]})
+        self.assertFalse(names & removed)
+        self.assertEqual(set(new_state["tags"]), names)
 
         # A changed or a truncated bundle is refused, naming the file, and writes nothing.
         victim = sorted(files)[0]
@@ -134,7 +141,15 @@ class AirgapTest(unittest.TestCase):
 
         rc, imp2, err = self.coordinator("import", incr, target=self.far)
         self.assertEqual(rc, 0, err)
-        self.assertEqual(snapshot(self.far.url, REPOS), new_state)
+        # The site gets every tag of the new state; like sync without --delete-removed, an
+        # import deletes nothing: the removed tags stay where they were.
+        far_state = snapshot(self.far.url, REPOS)
+        self.assertEqual({t: d for t, d in far_state["tags"].items() if t in names},
+                         new_state["tags"])
+        self.assertEqual({t: d for t, d in far_state["tags"].items() if t not in names},
+                         {t: old_state["tags"][t] for t in removed})
+        self.assertLessEqual(new_state["manifests"], far_state["manifests"])
+        self.assertLessEqual(new_state["blobs"], far_state["blobs"])
 
 
 if __name__ == "__main__":
