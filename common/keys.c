@@ -89,6 +89,7 @@ int keys_init(struct keys *k, const char *prefix, struct err *e)
     k->stats = fixed(k, "stats");
     k->ctl_paused = fixed(k, "ctl:paused");
     k->manifests = fixed(k, "manifests");
+    k->worker_budgets = fixed(k, "workers:budget");
     return 0;
 }
 
@@ -98,7 +99,7 @@ void keys_free(struct keys *k)
                     &k->jobs_delayed_payload, &k->jobs_delayed_count, &k->jobs_dead,
                     &k->jobs_handover, &k->runs, &k->run_current, &k->synced_commit,
                     &k->budgets, &k->workers, &k->coordinator, &k->stats, &k->ctl_paused,
-                    &k->manifests};
+                    &k->manifests, &k->worker_budgets};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
         free(*all[i]);
         *all[i] = NULL;

@@ -15,8 +15,8 @@ import time
 import unittest
 import urllib.request
 
-from harness import OFFICIAL_IMAGES
-from harness.programs import catalog, coordinator
+from harness import OFFICIAL_IMAGES, RedisServer
+from harness.programs import catalog, coordinator, worker
 from harness.stack import MirrorCase, Stack
 from harness.standin import Standin
 from harness.target import ACCEPT, head, pushed_tags, tags
@@ -125,6 +125,14 @@ class SyncTest(MirrorCase):
         self.assertEqual(again.report["tags_unchanged"], self.min["tags"])
         self.assertEqual(again.report["tags_written"], 0)
         self.assertEqual(again.report["manifests_pushed"], 0)
+
+    def test_batch_workers_leave_with_the_run(self):
+        # --exit-when-idle workers with a long idle grace: once the run they worked for has
+        # all its jobs queued and the queue is drained, they leave at once instead of waiting
+        # the grace out (Stack.run gives them 60 s to exit).
+        s = self.stack(["hello-world"]).run(worker_extra=["--idle-grace", "600"])
+        self.assertEqual(s.rc, 0, s.stderr)
+        self.assertEqual(s.report["status"], "complete")
 
     def test_upstream_rebuild_is_found(self):
         # A stand-in of its own: the rebuild changes what it serves.
@@ -237,41 +245,78 @@ class ProductionRedisTest(unittest.TestCase):
     without KEYS and HVALS."""
 
     def test_deferred_run_status_and_health_without_keys_and_hvals(self):
+        redis = NoWalkRedis().start()
+        self.addCleanup(redis.stop)
+        st = Stack(["hello-world", "busybox"], redis=redis, limit=100,
+                   worker_log_level="warn").start()
+        self.addCleanup(st.stop)
+        self.assertIn("unknown command", redis.cli("KEYS", "*"))
+        s = st.run(timeout=120)
+        self.assertEqual(s.rc, 75, s.stderr)
+        self.assertEqual(s.report["status"], "deferred")
+        self.assertGreater(s.report["jobs_deferred"], 0)
+        # The run's record keeps how many of its jobs waited for the budget.
+        self.assertEqual(int(redis.cli_raw("HGET", "hubsync:run:" + s.report["run"],
+                                           "jobs_deferred")), s.report["jobs_deferred"])
+        st_json = json.loads(subprocess.check_output(
+            coordinator("status", "--json", redis=redis)))
+        self.assertEqual([b["limit"] for b in st_json["budget"]], [100])
+        self.assertEqual(st_json["queue"]["delayed"], 0)  # purged when the run ended
+        self.assertEqual(st_json["queue"]["delayed_by_why"],
+                         {"budget": 0, "backoff": 0, "registry": 0})
+        health = worker("--health", redis=redis)
+        self.assertEqual(subprocess.run(health, capture_output=True).returncode, 1)
+        st.worker(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 30
+        while subprocess.run(health, capture_output=True).returncode != 0:
+            self.assertLess(time.time(), deadline, "the worker's heartbeat never showed")
+            time.sleep(0.1)
+
+
+class SourcesTest(unittest.TestCase):
+    """Workers on other machines: each sends from its own address (--source-address), which
+    the stand-in, as Hub, treats as a client with a pull budget of its own. The fleet uses
+    every source's budget and overruns none; a run one source could not finish completes
+    once a second source joins, at no more GETs than the minimum."""
+
+    def wait_workers(self, redis, n):
+        deadline = time.time() + 30
+        while int(redis.cli_raw("ZCARD", "hubsync:workers").strip() or 0) < n:
+            self.assertLess(time.time(), deadline, "%d workers never sent a heartbeat" % n)
+            time.sleep(0.05)
+
+    def test_second_source_finishes_what_one_could_not(self):
         repos = ["hello-world", "busybox"]
-        hub = Standin(limit=100).start()
-        redis, target = NoWalkRedis().start(), Registry().start()
-        worker = None
-        try:
-            self.assertIn("unknown command", redis.cli("KEYS", "*"))
-            hub.load(catalog(repos))
-            s = Sync(hub, redis, target, repos).run(timeout=120)
-            self.assertEqual(s.rc, 75, s.stderr)
-            self.assertEqual(s.report["status"], "deferred")
-            self.assertGreater(s.report["jobs_deferred"], 0)
-            # The run's record keeps how many of its jobs waited for the budget.
-            self.assertEqual(int(redis.cli_raw("HGET", "hubsync:run:" + s.report["run"],
-                                               "jobs_deferred")), s.report["jobs_deferred"])
-            st = json.loads(subprocess.check_output(
-                [BIN + "/hubsync-coordinator", "status", "--json", "--redis", redis.url]))
-            self.assertEqual([b["limit"] for b in st["budget"]], [100])
-            self.assertEqual(st["queue"]["delayed"], 0)  # purged when the run ended
-            self.assertEqual(st["queue"]["delayed_by_why"],
-                             {"budget": 0, "backoff": 0, "registry": 0})
-            health = [BIN + "/hubsync-worker", "--health", "--redis", redis.url]
-            self.assertEqual(subprocess.run(health, capture_output=True).returncode, 1)
-            worker = subprocess.Popen([BIN + "/hubsync-worker", "--redis", redis.url,
-                                       "--upstream", hub.url, "--target", target.url])
-            deadline = time.time() + 30
-            while subprocess.run(health, capture_output=True).returncode != 0:
-                self.assertLess(time.time(), deadline, "the worker's heartbeat never showed")
-                time.sleep(0.1)
-        finally:
-            if worker:
-                worker.terminate()
-                worker.wait(timeout=30)
-            redis.stop()
-            target.stop()
-            hub.stop()
+        quota = 100
+        st = Stack(repos, limit=quota, worker_log_level="warn").start()
+        self.addCleanup(st.stop)
+        hub, redis = st.hub, st.redis
+        need = totals(st.pushed, repos)["manifest_gets_min"]
+        self.assertGreater(need, quota)
+        self.assertLess(need, 2 * quota)
+        st.worker("--source-address", "127.0.0.3")
+        self.wait_workers(redis, 1)
+        s = st.run(workers=0)
+        self.assertEqual(s.rc, 75, s.stderr)
+        c = hub.counters()
+        self.assertEqual(c["sources"]["127.0.0.3"]["used"], quota)
+        self.assertEqual(c["denied_429"], 0)
+        # A second machine joins; the first one's budget is still spent. The first, waiting
+        # on the stream longest, takes jobs first: each one it cannot pull for goes back to
+        # the stream for the second instead of waiting for the first one's window.
+        st.worker("--source-address", "127.0.0.4")
+        self.wait_workers(redis, 2)
+        s2 = st.run(workers=0)
+        self.assertEqual(s2.rc, 0, s2.stderr)
+        self.assertEqual(s2.report["status"], "complete")
+        self.assertGreater(int(redis.cli_raw("HGET", "hubsync:stats", "requeued_spent")), 0)
+        c = hub.counters()
+        self.assertEqual(c["sources"]["127.0.0.3"]["used"], quota)
+        self.assertEqual(c["sources"]["127.0.0.4"]["used"], need - quota)
+        self.assertEqual(c["manifest_get"], need)
+        self.assertEqual(c["denied_429"], 0)
+        for (repo, tag), digest in pushed_tags(st.pushed, repos).items():
+            self.assertEqual(head(st.target.url, "library/" + repo, tag), digest)
 
 
 class RefForwardTest(unittest.TestCase):
