@@ -101,6 +101,10 @@ local function count_end(r, key, outcome, args, first)
   elseif key and redis.call('SISMEMBER', r.keys, key) == 1
          and redis.call('HSETNX', r.settled, key, outcome) == 1 then
     redis.call('HINCRBY', r.rec, 'jobs_' .. outcome, 1)
+    -- When the run's first and latest jobs settled: its phases (coord_run_phases).
+    local now = now_ms()
+    redis.call('HSETNX', r.rec, 'first_settled_ms', now)
+    redis.call('HSET', r.rec, 'last_settled_ms', now)
   end
 end
 

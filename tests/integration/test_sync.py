@@ -121,6 +121,16 @@ class SyncTest(MirrorCase):
         self.assertEqual(again.rc, 0, again.stderr)
         self.assertEqual(again.report["status"], "complete")
         self.assertEqual(again.gets, 0)
+        # The report and status show where the run's time went, each phase in ms.
+        phases = again.report["phases"]
+        self.assertEqual(sorted(phases), ["catalog", "end", "enqueue", "first_job", "work"])
+        for name, ms in phases.items():
+            self.assertIsInstance(ms, int, name)
+            self.assertGreaterEqual(ms, 0, name)
+        self.assertGreaterEqual(phases["work"], phases["first_job"])
+        st = json.loads(subprocess.check_output(
+            coordinator("status", "--json", redis=self.redis)))
+        self.assertEqual(st["runs"][0]["phases"], phases)
         self.assertEqual(again.blob_bytes, 0)
         self.assertEqual(again.report["tags_unchanged"], self.min["tags"])
         self.assertEqual(again.report["tags_written"], 0)

@@ -412,8 +412,13 @@ static void test_rq__reclaim_after_lease_and_zombie_ack(void **state)
                      RQ_STOLEN);
     assert_int_equal(run_field(f, "r1", "jobs_done"), 0);
     assert_int_equal(run_field(f, "r1", "blobs_copied"), -1);
+    assert_int_equal(run_field(f, "r1", "first_settled_ms"), -1); /* a lost ack settles none */
     assert_int_equal(status_of(f, rq_cmd_ack(&f->q, "w2", id, "redis:7", "r1", c, 2)), RQ_DONE);
     assert_int_equal(run_field(f, "r1", "jobs_done"), 1);
+    /* When the run's first and latest jobs settled (its phases), on Redis's clock. */
+    long long settled = run_field(f, "r1", "first_settled_ms");
+    assert_true(settled > 0);
+    assert_int_equal(run_field(f, "r1", "last_settled_ms"), settled);
     assert_int_equal(run_field(f, "r1", "blobs_copied"), 3);
     assert_int_equal(run_field(f, "r1", "bytes_copied"), 1000);
     assert_int_equal(stat_of(f, "ack_stale"), 1);
