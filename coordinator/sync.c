@@ -38,7 +38,7 @@
 /* --wait rides out a Redis outage this long, retrying with backoff up to the max. */
 #define SYNC_REDIS_OUTAGE_S 600
 #define SYNC_POLL_MAX_BACKOFF_S 16u
-#define SYNC_POLL_MS 100
+#define SYNC_POLL_MS 25
 #define SYNC_PLAIN_PROGRESS_S 5
 #define SYNC_CHECK_S 5        /* a look for lost jobs while waiting */
 #define SYNC_REPAIR_S 60      /* dedupe index and consumer housekeeping while waiting */

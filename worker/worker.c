@@ -25,6 +25,9 @@
 #define WORKER_BEAT_TTL_S 30
 #define WORKER_BEAT_EVERY_S 10
 #define WORKER_PROMOTE_MAX 100
+/* A batch worker whose queue holds only other workers' jobs looks again this
+ * often: it leaves within this of the run's last job. */
+#define WORKER_IDLE_LOOK_S 0.05
 
 struct wjob {
     struct worker *w;
@@ -538,7 +541,7 @@ static void idle_answer(struct rq_res *res, const struct err *e, void *privdata)
         w->in_hand) {
         /* Jobs exist but are held by others, or wait: they may come back. */
         w->idle_since = 0;
-        retry_fetch_later(w, 0.25);
+        retry_fetch_later(w, WORKER_IDLE_LOOK_S);
         return;
     }
     if (!w->idle_since)
