@@ -330,7 +330,7 @@ struct entry {
 
 struct auth_cache {
     struct evcurl *ec;
-    char *user_agent, *ca_file;
+    char *user_agent, *ca_file, *interface;
     long connect_timeout_ms, timeout_ms;
     struct entry *entries;
     unsigned long fetches;
@@ -342,6 +342,7 @@ struct auth_cache *auth_cache_new(struct evcurl *ec, const struct auth_http_opts
     c->ec = ec;
     c->user_agent = xstrdup(o && o->user_agent ? o->user_agent : "hubsync/1");
     c->ca_file = o && o->ca_file ? xstrdup(o->ca_file) : NULL;
+    c->interface = o && o->interface ? xstrdup(o->interface) : NULL;
     c->connect_timeout_ms = o && o->connect_timeout_ms > 0 ? o->connect_timeout_ms : 10000;
     c->timeout_ms = o && o->timeout_ms > 0 ? o->timeout_ms : 60000;
     return c;
@@ -367,6 +368,7 @@ void auth_cache_free(struct auth_cache *c)
     }
     free(c->user_agent);
     free(c->ca_file);
+    free(c->interface);
     free(c);
 }
 
@@ -520,6 +522,8 @@ int auth_cache_fetch(struct auth_cache *c, const char *key, const struct auth_ch
     curl_easy_setopt(easy, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1); /* as reg_http.c */
     if (c->ca_file)
         curl_easy_setopt(easy, CURLOPT_CAINFO, c->ca_file);
+    if (c->interface)
+        curl_easy_setopt(easy, CURLOPT_INTERFACE, c->interface);
     if (has_creds) {
         curl_easy_setopt(easy, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
         curl_easy_setopt(easy, CURLOPT_USERNAME, cr->username);

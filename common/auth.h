@@ -68,6 +68,7 @@ struct auth_cache;
 struct auth_http_opts {
     const char *user_agent; /* copied */
     const char *ca_file;    /* copied; NULL: system store */
+    const char *interface;  /* copied; CURLOPT_INTERFACE, NULL: none */
     long connect_timeout_ms;
     long timeout_ms;
 };

@@ -93,6 +93,7 @@ int keys_init(struct keys *k, const char *prefix, struct err *e)
     k->events = fixed(k, "events");
     k->events_delivered = fixed(k, "events:delivered");
     k->behind = fixed(k, "behind");
+    k->worker_budgets = fixed(k, "workers:budget");
     return 0;
 }
 
@@ -103,7 +104,7 @@ void keys_free(struct keys *k)
                     &k->jobs_handover, &k->runs, &k->run_current, &k->synced_commit,
                     &k->budgets, &k->workers, &k->coordinator, &k->stats, &k->ctl_paused,
                     &k->manifests, &k->exports, &k->events,
-                    &k->events_delivered, &k->behind};
+                    &k->events_delivered, &k->behind, &k->worker_budgets};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
         free(*all[i]);
         *all[i] = NULL;

@@ -78,6 +78,8 @@
  * <p>workers                            zset    worker id -> last heartbeat (ms)
  * <p>worker:<id>                        string  heartbeat JSON (host, pid, started, jobs,
  *                                               bytes), EX 30
+ * <p>workers:budget                     hash    worker id -> the budget:<source> key its
+ *                                               latest pull request was counted against
  * <p>coordinator                        string  coordinator lease: holder token, PX expiry
  * <p>stats                              hash    lifetime counters (enqueued, done, dead, ...)
  * <p>ctl:paused                         string  operator switch: while it exists no job is
@@ -139,6 +141,7 @@ struct keys {
     char *events;
     char *events_delivered;
     char *behind;
+    char *worker_budgets;
 };
 
 /* Build the fixed names. prefix NULL means KEYS_PREFIX_DEFAULT; otherwise

@@ -3,6 +3,7 @@
  * authenticates and retries; reg_blob.c streams blobs. */
 #include "reg.h"
 
+#include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -79,6 +80,14 @@ struct reg_client *reg_client_new(struct ev_loop *loop, const struct reg_client_
         err_set(e, "registry client: invalid options (retries, timeouts, chunk size)");
         return NULL;
     }
+    unsigned char addr[sizeof(struct in6_addr)];
+    if (o->source_address && inet_pton(AF_INET, o->source_address, addr) != 1 &&
+        inet_pton(AF_INET6, o->source_address, addr) != 1) {
+        /* A host or interface name would make libcurl resolve it, blocking the loop. */
+        err_set(e, "source address %.100s is not a numeric IPv4 or IPv6 address",
+                o->source_address);
+        return NULL;
+    }
     struct evcurl_opts eo = {o->max_total_conns, o->max_host_conns};
     struct evcurl *ec = evcurl_new(loop, &eo, e);
     if (!ec)
@@ -91,9 +100,11 @@ struct reg_client *reg_client_new(struct ev_loop *loop, const struct reg_client_
     c->ca_file = o->ca_file ? xstrdup(o->ca_file) : NULL;
     c->o.user_agent = c->user_agent;
     c->o.ca_file = c->ca_file;
+    c->interface = o->source_address ? xasprintf("host!%s", o->source_address) : NULL;
+    c->o.source_address = NULL; /* only c->interface is kept */
     if (c->o.ring_bytes < (64 << 10))
         c->o.ring_bytes = 64 << 10;
-    struct auth_http_opts ao = {c->user_agent, c->ca_file, o->connect_timeout_ms,
+    struct auth_http_opts ao = {c->user_agent, c->ca_file, c->interface, o->connect_timeout_ms,
                                 o->request_timeout_ms};
     c->auth = auth_cache_new(ec, &ao);
     c->rng = ((unsigned long long)time(NULL) << 20) ^ (unsigned long long)getpid() ^
@@ -114,6 +125,7 @@ void reg_client_free(struct reg_client *c)
     evcurl_free(c->ec);
     free(c->user_agent);
     free(c->ca_file);
+    free(c->interface);
     free(c);
 }
 

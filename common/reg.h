@@ -113,6 +113,9 @@ struct reg_client_opts {
     long long chunk_threshold;   /* blobs larger use chunked PATCH uploads; default -1: never */
     long long chunk_bytes;       /* PATCH size; default 64 MiB */
     int max_tag_pages;           /* tag listing bound on pages; default 1000 */
+    const char *source_address;  /* numeric IPv4 or IPv6 address every request (token
+                                  * fetches too) is sent from, as a second machine would;
+                                  * NULL: the system's choice */
     struct reg_hooks hooks;
 };
 

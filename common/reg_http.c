@@ -375,6 +375,8 @@ static void send_now(struct reg_req *q)
     }
     if (c->ca_file)
         curl_easy_setopt(easy, CURLOPT_CAINFO, c->ca_file);
+    if (c->interface)
+        curl_easy_setopt(easy, CURLOPT_INTERFACE, c->interface);
     curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(easy, CURLOPT_HEADERDATA, q);
     curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, on_body);

@@ -33,6 +33,7 @@ struct reg_client {
     struct auth_cache *auth;
     struct reg_client_opts o; /* strings below are owned copies */
     char *user_agent, *ca_file;
+    char *interface; /* CURLOPT_INTERFACE ("host!<source_address>"), or NULL */
     struct reg_stats stats;
     int busy;        /* operations in flight */
     int registries;  /* registries alive */

@@ -321,6 +321,15 @@ struct rq_cmd *rq_cmd_fail(const struct rq *q, const char *consumer, const char 
     return c;
 }
 
+struct rq_cmd *rq_cmd_idle(const struct rq *q)
+{
+    const struct keys *k = &q->keys;
+    struct rq_cmd *c =
+        fcall(K_HASH, "hubsync_idle", 3, k->jobs, k->jobs_delayed_count, k->run_current);
+    arg(c, q->run_prefix);
+    return c;
+}
+
 struct rq_cmd *rq_cmd_handback(const struct rq *q, const char *consumer, const char *id,
                                long long lease_ms)
 {
@@ -361,36 +370,32 @@ struct rq_cmd *rq_cmd_repair_index(const struct rq *q, const char *cursor, int c
     return c;
 }
 
-/* FCALL fn with the budget hash and its reservations as the first keys. */
-static struct rq_cmd *budget_call(const struct rq *q, enum kind kind, const char *fn,
-                                  const char *source, const char *third)
+struct rq_cmd *rq_cmd_budget_acquire(const struct rq *q, const char *worker_id,
+                                     const char *source, int cost, int floor, long long ttl_ms,
+                                     const char *resv)
 {
     char *budget = keys_budget(&q->keys, source);
     char *inflight = keys_budget_inflight(&q->keys, source);
-    struct rq_cmd *c = third ? fcall(kind, fn, 3, budget, inflight, third)
-                             : fcall(kind, fn, 2, budget, inflight);
+    struct rq_cmd *c = fcall(K_BUDGET, "hubsync_budget_acquire", 4, budget, inflight,
+                             q->keys.stats, q->keys.worker_budgets);
     free(budget);
     free(inflight);
-    return c;
-}
-
-struct rq_cmd *rq_cmd_budget_acquire(const struct rq *q, const char *source, int cost,
-                                     int floor, long long ttl_ms, const char *resv)
-{
-    struct rq_cmd *c =
-        budget_call(q, K_BUDGET, "hubsync_budget_acquire", source, q->keys.stats);
     arg_ll(c, cost);
     arg_ll(c, floor);
     arg_ll(c, ttl_ms);
     arg(c, resv);
+    arg(c, worker_id ? worker_id : "");
     return c;
 }
 
 struct rq_cmd *rq_cmd_budget_observe(const struct rq *q, const char *source,
                                      const struct ratelimit_info *rl, const char *resv)
 {
-    struct rq_cmd *c =
-        budget_call(q, K_INT, "hubsync_budget_observe", source, q->keys.budgets);
+    char *budget = keys_budget(&q->keys, source);
+    char *inflight = keys_budget_inflight(&q->keys, source);
+    struct rq_cmd *c = fcall(K_INT, "hubsync_budget_observe", 3, budget, inflight, q->keys.budgets);
+    free(budget);
+    free(inflight);
     if (rl && rl->has_remaining) {
         arg(c, "limited");
         arg_ll(c, rl->has_limit ? rl->limit : 0);
@@ -405,6 +410,19 @@ struct rq_cmd *rq_cmd_budget_observe(const struct rq *q, const char *source,
     }
     arg(c, resv ? resv : "");
     arg(c, source);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_budget_elsewhere(const struct rq *q, const char *worker_id,
+                                       const char *source, int floor, long long live_ms)
+{
+    char *budget = keys_budget(&q->keys, source);
+    struct rq_cmd *c = fcall(K_INT, "hubsync_budget_elsewhere", 3, q->keys.workers,
+                             q->keys.worker_budgets, budget);
+    free(budget);
+    arg(c, worker_id);
+    arg_ll(c, floor);
+    arg_ll(c, live_ms);
     return c;
 }
 
@@ -945,7 +963,8 @@ struct rq_cmd *rq_cmd_worker_beat(const struct rq *q, const char *worker_id, con
                                   int ttl_s)
 {
     char *worker = keys_worker(&q->keys, worker_id);
-    struct rq_cmd *c = fcall(K_OK, "hubsync_worker_beat", 2, worker, q->keys.workers);
+    struct rq_cmd *c = fcall(K_OK, "hubsync_worker_beat", 3, worker, q->keys.workers,
+                             q->keys.worker_budgets);
     free(worker);
     arg(c, worker_id);
     arg(c, json);
@@ -956,7 +975,8 @@ struct rq_cmd *rq_cmd_worker_beat(const struct rq *q, const char *worker_id, con
 struct rq_cmd *rq_cmd_worker_gone(const struct rq *q, const char *worker_id)
 {
     char *worker = keys_worker(&q->keys, worker_id);
-    struct rq_cmd *c = fcall(K_OK, "hubsync_worker_gone", 2, worker, q->keys.workers);
+    struct rq_cmd *c = fcall(K_OK, "hubsync_worker_gone", 3, worker, q->keys.workers,
+                             q->keys.worker_budgets);
     free(worker);
     arg(c, worker_id);
     return c;

@@ -168,10 +168,11 @@ struct rq_cmd *rq_cmd_ack(const struct rq *q, const char *consumer, const char *
 /* Take a job off the stream and bring json back after delay_ms (why:
  * "backoff", "budget", or "registry": waiting for a registry that is down);
  * its key stays pending as "delayed" (unless a newer job for the key
- * supersedes it). Adds jobs_retried (registry_waits for "registry") and the
- * counters to the run; a job waiting for the budget counts in the run's
- * jobs_deferred while it waits (rq_cmd_delayed_counts counts every why).
- * RQ_DONE | RQ_GONE | RQ_STOLEN. */
+ * supersedes it). Why "spent" puts json straight back into the stream,
+ * delay_ms unused: this worker's pull budget is spent, another's is not. Adds
+ * jobs_retried (registry_waits for "registry") and the counters to the run; a
+ * job waiting for the budget counts in the run's jobs_deferred while it waits
+ * (rq_cmd_delayed_counts counts every why). RQ_DONE | RQ_GONE | RQ_STOLEN. */
 struct rq_cmd *rq_cmd_retry(const struct rq *q, const char *consumer, const char *id,
                             const char *key, const char *json, long long delay_ms,
                             const char *why, const char *run_id,
@@ -190,6 +191,12 @@ struct rq_cmd *rq_cmd_fail(const struct rq *q, const char *consumer, const char 
 struct rq_cmd *rq_cmd_handback(const struct rq *q, const char *consumer, const char *id,
                                long long lease_ms);
 
+/* What a worker that leaves once the queue is drained looks at. RQ_VALUE
+ * items "queued" (the stream's length, held jobs included), "waiting" (delayed
+ * jobs waiting for anything but the pull budget) and "run" (the current run:
+ * "none", "filling" while its jobs are enqueued, "enqueued"). A read. */
+struct rq_cmd *rq_cmd_idle(const struct rq *q);
+
 /* Move up to max due delayed jobs back to the stream. RQ_VALUE n = moved. */
 struct rq_cmd *rq_cmd_promote(const struct rq *q, int max);
 
@@ -207,10 +214,12 @@ struct rq_cmd *rq_cmd_repair_index(const struct rq *q, const char *cursor, int c
 
 /* Reserve cost pulls, keeping floor in reserve. The reservation (id resv,
  * unique per call) expires after ttl_ms by itself, so a crashed worker never
- * leaks budget. RQ_GRANTED n | RQ_UNLIMITED | RQ_DENIED n = wait ms |
- * RQ_UNKNOWN. */
-struct rq_cmd *rq_cmd_budget_acquire(const struct rq *q, const char *source, int cost,
-                                     int floor, long long ttl_ms, const char *resv);
+ * leaks budget. worker_id (NULL: none) is the worker asking: it pulls from
+ * source's budget from now on (rq_cmd_budget_elsewhere). RQ_GRANTED n |
+ * RQ_UNLIMITED | RQ_DENIED n = wait ms | RQ_UNKNOWN. */
+struct rq_cmd *rq_cmd_budget_acquire(const struct rq *q, const char *worker_id,
+                                     const char *source, int cost, int floor, long long ttl_ms,
+                                     const char *resv);
 
 /* Apply what one response said (rl from ratelimit.h) and release
  * reservation resv (NULL: none, as for a HEAD probe). rl NULL, or with no
@@ -219,6 +228,14 @@ struct rq_cmd *rq_cmd_budget_acquire(const struct rq *q, const char *source, int
  * RQ_VALUE n = remaining | -1 unlimited | -2 nothing applied. */
 struct rq_cmd *rq_cmd_budget_observe(const struct rq *q, const char *source,
                                      const struct ratelimit_info *rl, const char *resv);
+
+/* May a live worker other than worker_id (a heartbeat in the last live_ms)
+ * pull from a budget other than source's now: it has not asked for a pull
+ * yet, or its budget is unknown, unlimited or above floor? A worker whose own source is
+ * spent hands its job over to such a worker rather than defer it. A read.
+ * RQ_VALUE n = 1 yes | 0 no. */
+struct rq_cmd *rq_cmd_budget_elsewhere(const struct rq *q, const char *worker_id,
+                                       const char *source, int floor, long long live_ms);
 
 /* After a 429: no pulls fleet-wide for duration_ms (longer pauses win),
  * remaining = 0, the 429 counted. RQ_VALUE n = pause in force (ms). */
@@ -395,7 +412,8 @@ struct rq_cmd *rq_cmd_events_delivered_set(const struct rq *q, const char *id);
 
 /* --- workers --- */
 
-/* Heartbeat: worker:<id> = json for ttl_s, last beat in the workers zset. RQ_DONE. */
+/* Heartbeat: worker:<id> = json for ttl_s, last beat in the workers zset.
+ * RQ_DONE. */
 struct rq_cmd *rq_cmd_worker_beat(const struct rq *q, const char *worker_id, const char *json,
                                   int ttl_s);
 /* Clean exit. RQ_DONE. */

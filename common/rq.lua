@@ -10,7 +10,7 @@
 -- before the first write.
 
 -- Bump with every change: a program loads this library only over an older one.
-local VERSION = 5
+local VERSION = 6
 
 local function fail(msg)
   error({err = 'ERR hubsync: ' .. msg})
@@ -101,6 +101,10 @@ local function count_end(r, key, outcome, args, first)
   elseif key and redis.call('SISMEMBER', r.keys, key) == 1
          and redis.call('HSETNX', r.settled, key, outcome) == 1 then
     redis.call('HINCRBY', r.rec, 'jobs_' .. outcome, 1)
+    -- When the run's first and latest jobs settled: its phases (coord_run_phases).
+    local now = now_ms()
+    redis.call('HSETNX', r.rec, 'first_settled_ms', now)
+    redis.call('HSET', r.rec, 'last_settled_ms', now)
   end
 end
 
@@ -324,6 +328,25 @@ redis.register_function('hubsync_take', function(keys, args)
   return {'none', buried}
 end)
 
+-- KEYS jobs count current; ARGV run_prefix -> {'queued', n, 'waiting', n,
+-- 'run', state}: the stream's length (held jobs included), the delayed jobs
+-- that wait for anything but the pull budget (the delayed set's counts per
+-- why), and the current run: 'none', 'filling' (its jobs are being enqueued)
+-- or 'enqueued'. What a worker that leaves once the queue is drained looks at.
+redis.register_function{function_name = 'hubsync_idle', flags = {'no-writes'},
+                        callback = function(keys, args)
+  local waiting = 0
+  for why, n in pairs(fields(redis.call('HGETALL', keys[2]))) do
+    if why ~= 'budget' then waiting = waiting + (tonumber(n) or 0) end
+  end
+  local run, r = 'none', run_keys(args[1], redis.call('GET', keys[3]))
+  if r and redis.call('EXISTS', r.rec) == 1 then
+    run = redis.call('HGET', r.rec, 'enqueued') == '1' and 'enqueued' or 'filling'
+  end
+  return {'queued', tostring(redis.call('XLEN', keys[1])), 'waiting', tostring(waiting),
+          'run', run}
+end}
+
 -- KEYS jobs; ARGV group consumer id -> 1 held (lease renewed) | 0 gone | -1 other
 redis.register_function('hubsync_renew', function(keys, args)
   local owner = pending(keys[1], args[1], args[3])
@@ -355,7 +378,9 @@ end)
 -- retry: KEYS ... delayed payload count; ARGV ... job delay_ms why [counter
 -- delta]... A job waiting for a registry counts in the run's registry_waits,
 -- any other retry in its jobs_retried; one waiting for the pull budget in its
--- jobs_deferred too, until it leaves the delayed set.
+-- jobs_deferred too, until it leaves the delayed set. Why 'spent' puts it
+-- straight back into the stream, delay_ms unused (a worker whose pull budget
+-- is spent leaves it to one whose is not).
 redis.register_function('hubsync_retry', function(keys, args)
   local jobs, index, stats, current, handover = keys[1], keys[2], keys[3], keys[4], keys[5]
   local delayed, payload, count = keys[6], keys[7], keys[8]
@@ -363,8 +388,8 @@ redis.register_function('hubsync_retry', function(keys, args)
   local job, why = args[7], args[9]
   local delay = int(args[8], 'delay_ms')
   if delay < 0 then fail('delay_ms must not be negative') end
-  if why ~= 'backoff' and why ~= 'budget' and why ~= 'registry' then
-    fail('why must be backoff, budget or registry')
+  if why ~= 'backoff' and why ~= 'budget' and why ~= 'registry' and why ~= 'spent' then
+    fail('why must be backoff, budget, registry or spent')
   end
   check_counters(args, 10)
   local held = holds(jobs, stats, group, consumer, id)
@@ -376,6 +401,9 @@ redis.register_function('hubsync_retry', function(keys, args)
   if (cur and cur ~= id) or heir then
     -- A newer job for this key is pending; it supersedes this one.
     redis.call('HINCRBY', stats, 'retry_superseded', 1)
+  elseif why == 'spent' then
+    redis.call('HSET', index, key, redis.call('XADD', jobs, '*', 'key', key, 'job', job))
+    redis.call('HINCRBY', stats, 'requeued_spent', 1)
   else
     local due = now_ms() + delay
     delayed_enter(delayed, payload, count, args[5], key, due,
@@ -444,34 +472,44 @@ redis.register_function('hubsync_promote', function(keys, args)
   return moved
 end)
 
--- KEYS budget inflight stats; ARGV cost floor ttl_ms reservation
--- -> {'granted', remaining} | {'unlimited', 0} | {'denied', wait_ms} | {'unknown', 0}
+-- What budget hash b (its fields) and its reservations allow now: 'paused',
+-- 'unknown' (never seen, or seen longer ago than Hub's window: only a probe
+-- can tell), 'unlimited', else 'limited' with the pulls available.
+local function budget_state(b, inflight, now)
+  if (tonumber(b.paused_until_ms) or 0) > now then return 'paused', 0 end
+  local observed = tonumber(b.observed_ms)
+  local window = (tonumber(b.window_s) or 0) * 1000
+  if not observed or (window > 0 and now - observed > window) then return 'unknown', 0 end
+  if b.unlimited == '1' then return 'unlimited', 0 end
+  return 'limited', (tonumber(b.remaining) or 0) - redis.call('ZCARD', inflight)
+end
+
+-- KEYS budget inflight stats worker_budgets; ARGV cost floor ttl_ms
+-- reservation worker -> {'granted', remaining} | {'unlimited', 0} | {'denied',
+-- wait_ms} | {'unknown', 0}. The worker asking ('' none) pulls from this
+-- budget from now on (worker_budgets).
 redis.register_function('hubsync_budget_acquire', function(keys, args)
-  local budget, inflight, stats = keys[1], keys[2], keys[3]
+  local budget, inflight, stats, worker_budgets = keys[1], keys[2], keys[3], keys[4]
   local cost, floor = int(args[1], 'cost'), int(args[2], 'floor')
   local ttl = int(args[3], 'ttl_ms')
   local resv = args[4]
   if cost < 1 or cost > 100 then fail('cost must be 1..100') end
   if ttl < 1 then fail('ttl_ms must be positive') end
   local now = now_ms()
+  if args[5] ~= '' then redis.call('HSET', worker_budgets, args[5], budget) end
   redis.call('ZREMRANGEBYSCORE', inflight, '-inf', now)
   local b = fields(redis.call('HGETALL', budget))
-  local paused = tonumber(b.paused_until_ms) or 0
-  if paused > now then
+  local state, avail = budget_state(b, inflight, now)
+  if state == 'paused' then
     redis.call('HINCRBY', stats, 'pulls_denied', 1)
-    return {'denied', paused - now}
+    return {'denied', tonumber(b.paused_until_ms) - now}
   end
-  local observed = tonumber(b.observed_ms)
-  local window = (tonumber(b.window_s) or 0) * 1000
-  -- Never seen, or seen longer ago than Hub's window: only a probe can tell.
-  if not observed or (window > 0 and now - observed > window) then
-    return {'unknown', 0}
-  end
-  if b.unlimited == '1' then
+  if state == 'unknown' then return {'unknown', 0} end
+  if state == 'unlimited' then
     redis.call('HINCRBY', stats, 'pulls_granted', cost)
     return {'unlimited', 0}
   end
-  local avail = (tonumber(b.remaining) or 0) - redis.call('ZCARD', inflight)
+  local window = (tonumber(b.window_s) or 0) * 1000
   if avail - cost >= floor then
     local expiry = now + ttl
     redis.call('ZADD', inflight, expiry, resv)
@@ -548,6 +586,32 @@ redis.register_function('hubsync_budget_observe', function(keys, args)
   budget_heard(keys[3], args[6], now)
   return remaining
 end)
+-- KEYS workers worker_budgets budget; ARGV id floor live_ms -> 1 if a worker
+-- other than id, alive (a heartbeat in the last live_ms), may pull from a
+-- budget other than this one now: it has not asked for a pull yet, or its
+-- budget is unknown, unlimited or above floor. Else 0. A worker whose own
+-- source is spent hands its job to such a worker rather than defer it. The
+-- other budgets and their reservations (<budget>:inflight, as keys.c names
+-- them) are values of worker_budgets, not in KEYS.
+redis.register_function{function_name = 'hubsync_budget_elsewhere', flags = {'no-writes'},
+                        callback = function(keys, args)
+  local workers, worker_budgets, mine = keys[1], keys[2], keys[3]
+  local floor, live = int(args[2], 'floor'), int(args[3], 'live_ms')
+  local now = now_ms()
+  for _, id in ipairs(redis.call('ZRANGE', workers, now - live, '+inf', 'BYSCORE')) do
+    if id ~= args[1] then
+      local other = redis.call('HGET', worker_budgets, id)
+      if not other then return 1 end
+      if other ~= mine then
+        local state, avail = budget_state(fields(redis.call('HGETALL', other)),
+                                          other .. ':inflight', now)
+        if state ~= 'paused' and (state ~= 'limited' or avail > floor) then return 1 end
+      end
+    end
+  end
+  return 0
+end}
+
 -- KEYS budget stats budgets; ARGV duration_ms source -> pause in force (ms). After a 429
 -- no worker pulls until the pause ends and a probe shows budget.
 redis.register_function('hubsync_budget_pause', function(keys, args)
@@ -810,21 +874,26 @@ end}
 redis.register_function{function_name = 'hubsync_version', flags = {'no-writes'},
                         callback = function() return VERSION end}
 
--- KEYS worker workers; ARGV id json ttl_s. Workers silent for a day are
--- dropped from the zset.
+-- KEYS worker workers worker_budgets; ARGV id json ttl_s. Workers silent for
+-- a day are dropped.
 redis.register_function('hubsync_worker_beat', function(keys, args)
+  local workers, worker_budgets = keys[2], keys[3]
   local ttl = int(args[3], 'ttl_s')
   local now = now_ms()
   redis.call('SET', keys[1], args[2], 'EX', ttl)
-  redis.call('ZADD', keys[2], now, args[1])
-  redis.call('ZREMRANGEBYSCORE', keys[2], '-inf', now - 86400000)
+  redis.call('ZADD', workers, now, args[1])
+  for _, old in ipairs(redis.call('ZRANGE', workers, '-inf', now - 86400000, 'BYSCORE')) do
+    redis.call('HDEL', worker_budgets, old)
+  end
+  redis.call('ZREMRANGEBYSCORE', workers, '-inf', now - 86400000)
   return 1
 end)
 
--- KEYS worker workers; ARGV id
+-- KEYS worker workers worker_budgets; ARGV id
 redis.register_function('hubsync_worker_gone', function(keys, args)
   redis.call('DEL', keys[1])
   redis.call('ZREM', keys[2], args[1])
+  redis.call('HDEL', keys[3], args[1])
   return 1
 end)
 

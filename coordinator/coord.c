@@ -116,3 +116,46 @@ char *coord_json_text(const json_t *v, struct err *e)
         err_set(e, "jansson cannot write it as JSON");
     return text;
 }
+
+/* b - a of two fields of rec, both positive integers; else null. */
+static json_t *span(const json_t *rec, const char *a, const char *b)
+{
+    long long from = coord_json_int(rec, a), to = coord_json_int(rec, b);
+    return from > 0 && to >= from ? json_integer(to - from) : json_null();
+}
+
+/* Field k of rec when a whole number of ms; else null. */
+static json_t *ms_or_null(const json_t *rec, const char *k)
+{
+    json_t *v = json_object_get(rec, k);
+    return json_is_integer(v) && json_integer_value(v) >= 0 ? json_integer(json_integer_value(v))
+                                                            : json_null();
+}
+
+static const char *const phase_names[] = {"catalog", "enqueue", "first_job", "work", "end"};
+
+json_t *coord_run_phases(const json_t *rec)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "catalog", ms_or_null(rec, "catalog_ms"));
+    json_object_set_new(o, "enqueue", ms_or_null(rec, "enqueue_ms"));
+    json_object_set_new(o, "first_job", span(rec, "enqueued_ms", "first_settled_ms"));
+    json_object_set_new(o, "work", span(rec, "enqueued_ms", "last_settled_ms"));
+    json_object_set_new(o, "end", span(rec, "last_settled_ms", "finished_ms"));
+    return o;
+}
+
+void coord_phases_text(const json_t *phases, char *out, size_t n)
+{
+    size_t len = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < sizeof(phase_names) / sizeof(phase_names[0]); i++) {
+        json_t *v = json_object_get(phases, phase_names[i]);
+        if (!json_is_integer(v) || len >= n)
+            continue;
+        int w = snprintf(out + len, n - len, "%s%s %.2f s", len ? ", " : "", phase_names[i],
+                         (double)json_integer_value(v) / 1000.0);
+        if (w > 0)
+            len += (size_t)w;
+    }
+}

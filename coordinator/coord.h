@@ -136,6 +136,18 @@ json_t *coord_json_fields(char *const *items, size_t n);
  * with a message when jansson cannot write it. */
 char *coord_json_text(const json_t *v, struct err *e);
 
+/* The phases of a run from its record (rec, as coord_json_fields reads it), in
+ * ms: catalog (the coordinator's start to its plan: official-images fetched
+ * and read), enqueue (the run created and its jobs queued), first_job (from
+ * queued to the first job settled: workers starting and taking), work (from
+ * queued to the last job settled), end (from the last job settled to the run's
+ * end: the coordinator noticing). A phase the record cannot tell (a run
+ * without jobs, one not ended) is null. New reference. */
+json_t *coord_run_phases(const json_t *rec);
+/* "catalog 0.21 s, enqueue 0.03 s, ..." of coord_run_phases' object, the
+ * phases it knows. */
+void coord_phases_text(const json_t *phases, char *out, size_t n);
+
 /* ---- what a run covers (select.c), shared by sync and plan ---- */
 
 /* The parsed COORD_OPTS_SELECTION flags. */

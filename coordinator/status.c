@@ -69,7 +69,8 @@ static const char status_usage[] =
     "   current_run: {<run record>, deferred, lost, elapsed_ms} | null (lost: jobs that\n"
     "                no job in the queue would settle, null if Redis cannot tell),\n"
     "   runs: [{id, state, commit, started_ms, finished_ms, duration_ms, jobs_total,\n"
-    "           jobs_done, jobs_failed, tags_written, upstream_manifest_gets}],\n"
+    "           jobs_done, jobs_failed, tags_written, upstream_manifest_gets,\n"
+    "           phases: {catalog, enqueue, first_job, work, end} (ms)}],\n"
     "   stats: {<lifetime counters>}, health: {ok, reason}}";
 
 /* ---- pure helpers ------------------------------------------------------------------------------
@@ -406,6 +407,7 @@ static json_t *runs_json(struct status_ctx *s, long long *last_finished_ms)
         } else {
             json_object_set_new(o, "duration_ms", json_null());
         }
+        json_object_set_new(o, "phases", coord_run_phases(rec));
         json_decref(rec);
         json_array_append_new(a, o);
     }
@@ -708,6 +710,10 @@ static void print_runs(json_t *runs)
                coord_json_int(r, RQ_RUN_NAME(tags_written)),
                coord_json_int(r, RQ_RUN_NAME(upstream_manifest_gets)));
     }
+    char phases[200];
+    coord_phases_text(json_object_get(json_array_get(runs, 0), "phases"), phases, sizeof(phases));
+    if (phases[0])
+        printf("  phases of the newest: %s\n", phases);
 }
 
 static void print_status(json_t *o)

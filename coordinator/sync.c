@@ -39,7 +39,7 @@
 /* --wait rides out a Redis outage this long, retrying with backoff up to the max. */
 #define SYNC_REDIS_OUTAGE_S 600
 #define SYNC_POLL_MAX_BACKOFF_S 16u
-#define SYNC_POLL_MS 100
+#define SYNC_POLL_MS 25
 #define SYNC_WEBHOOK_FLUSH_S 30 /* --once: the longest wait for the webhook at the end */
 #define SYNC_PLAIN_PROGRESS_S 5
 #define SYNC_CHECK_S 5        /* a look for lost jobs while waiting */
@@ -103,6 +103,7 @@ struct sync_ctx {
     time_t last_renew; /* of the lease, while the source is fetched */
     struct coord_observe obs;
     struct coord_webhook wh;
+    double started, planned; /* this run's start and its plan made (monotonic s) */
 };
 
 /* ---- Redis helpers -------------------------------------------------------------------------- */
@@ -166,6 +167,31 @@ static int run_note(struct sync_ctx *s, const char *field, const char *value, st
     int rc = exec(s, rq_cmd_run_note(&s->q, s->run, field, value), &res, e);
     rq_res_free(&res);
     return rc;
+}
+
+static int run_note_ll(struct sync_ctx *s, const char *field, long long v, struct err *e)
+{
+    char text[32];
+    snprintf(text, sizeof(text), "%lld", v);
+    return run_note(s, field, text, e);
+}
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Note when the run's jobs start to be queued (Redis clock, as the settle
+ * times the functions note): the start of its work (coord_run_phases). */
+static int note_queue_start(struct sync_ctx *s, struct err *e)
+{
+    struct rq_res res;
+    int rc = exec(s, rq_cmd_time(), &res, e);
+    long long now = res.n;
+    rq_res_free(&res);
+    return rc < 0 ? -1 : run_note_ll(s, "enqueued_ms", now, e);
 }
 
 /* Note field = the JSON text of v. */
@@ -639,6 +665,7 @@ static json_t *report(struct sync_ctx *s, enum run_end end, long long deferred, 
         str_or(json_string_value(json_object_get(rec, "catalog_errors")), "[]"), 0, NULL);
     json_object_set_new(o, "catalog_errors", cerr ? cerr : json_array());
     json_object_set_new(o, "started_ms", json_integer(coord_json_int(rec, "started_ms")));
+    json_object_set_new(o, "phases", coord_run_phases(rec));
     if (json_is_string(json_object_get(rec, "error")))
         json_object_set(o, "error", json_object_get(rec, "error"));
     json_decref(rec);
@@ -673,6 +700,10 @@ static void print_report(json_t *o, int as_json)
            coord_json_int(o, RQ_RUN_NAME(blobs_copied)), bytes,
            coord_json_int(o, RQ_RUN_NAME(blobs_mounted)),
            coord_json_int(o, RQ_RUN_NAME(blobs_skipped)));
+    char phases[200];
+    coord_phases_text(json_object_get(o, "phases"), phases, sizeof(phases));
+    if (phases[0])
+        printf("  phases    %s\n", phases);
     json_t *removed = json_object_get(o, "removed_tags");
     size_t i;
     json_t *r;
@@ -795,6 +826,7 @@ static int start_run(struct sync_ctx *s, struct catalog *cat, struct err *e)
             give_up_resumed(s, e->msg);
         goto out;
     }
+    s->planned = mono_s();
     if (!resumed) {
         /* Leftovers of an earlier run waiting for the budget are planned again. */
         if (exec(s, rq_cmd_purge_delayed(&s->q, NULL), &res, e) < 0)
@@ -813,7 +845,11 @@ static int start_run(struct sync_ctx *s, struct catalog *cat, struct err *e)
         log_info("run %s: %.12s -> %.12s", s->run, from[0] ? from : "(first run)", commit);
     }
     if (mark_behind(s, cat, commit, s->plan, e) < 0 || describe_run(s, s->plan, e) < 0 ||
-        enqueue_all(s, s->plan, e) < 0)
+        note_queue_start(s, e) < 0 || enqueue_all(s, s->plan, e) < 0)
+        goto out;
+    double enqueued = mono_s();
+    if (run_note_ll(s, "catalog_ms", (long long)((s->planned - s->started) * 1000), e) < 0 ||
+        run_note_ll(s, "enqueue_ms", (long long)((enqueued - s->planned) * 1000), e) < 0)
         goto out;
     rc = 0;
 out:
@@ -845,6 +881,7 @@ static int one_run(struct sync_ctx *s, int wait, int as_json, enum run_end *end_
     int code = 1;
     s->plan = &plan;
     s->last_renew = time(NULL);
+    s->started = mono_s();
     if (coord_catalog_open(&cat, s->c, fetch_tick, s, &e) < 0) {
         coord_fail("sync", e.msg);
         code = COORD_EXIT_USAGE;

@@ -28,6 +28,8 @@
 #define FLEET_429_PAUSE_MS 60000LL
 /* Budget unknown even after a probe (Redis trouble): ask again this much later. */
 #define FLEET_UNKNOWN_WAIT_MS 10000L
+/* A worker with a heartbeat this recent (its TTL) is alive to take a job. */
+#define FLEET_SOURCE_LIVE_MS 30000LL
 /* How long a budget request waits for an unreachable Redis before the job is deferred. */
 #define FLEET_REDIS_WAIT_S 600.0
 /* Manifests fetched upstream are kept in Redis until they are on the target, at
@@ -88,6 +90,7 @@ struct fleet {
     struct held_lock *locks;
     struct source_of *srcs;
     size_t nsrcs;
+    char source[RATELIMIT_SOURCE_MAX]; /* of the latest pull request, or "" */
     struct target_epoch *targets;
 };
 
@@ -328,10 +331,12 @@ static void budget_ask(struct fleet *f, struct budget_req *b)
 {
     char fb[RATELIMIT_SOURCE_MAX];
     const char *src = source_of(f, b->up, fb, sizeof(fb));
+    snprintf(f->source, sizeof(f->source), "%s", src);
     free(b->resv);
     b->resv = fleet_token(f);
     fleet_exec(f,
-               rq_cmd_budget_acquire(f->q, src, 1, f->keep_pulls, FLEET_RESV_TTL_MS, b->resv),
+               rq_cmd_budget_acquire(f->q, f->worker_id, src, 1, f->keep_pulls,
+                                     FLEET_RESV_TTL_MS, b->resv),
                budget_answer, b);
 }
 
@@ -365,6 +370,33 @@ static void ops_budget_acquire(void *ctx, struct reg_registry *up, const char *r
     b->cb = cb;
     b->arg = arg;
     budget_ask(ctx, b);
+}
+
+struct flag_req {
+    engine_flag_fn cb;
+    void *arg;
+};
+
+static void elsewhere_answer(struct fleet *f, struct rq_res *res, void *arg)
+{
+    (void)f;
+    struct flag_req r = *(struct flag_req *)arg;
+    free(arg);
+    r.cb(res && res->status == RQ_VALUE && res->n == 1, r.arg);
+}
+
+void fleet_budget_elsewhere(struct fleet *f, engine_flag_fn cb, void *arg)
+{
+    struct flag_req *r = xmalloc(sizeof(*r));
+    r->cb = cb;
+    r->arg = arg;
+    if (f->source[0])
+        fleet_exec(f,
+                   rq_cmd_budget_elsewhere(f->q, f->worker_id, f->source, f->keep_pulls,
+                                           FLEET_SOURCE_LIVE_MS),
+                   elsewhere_answer, r);
+    else
+        fleet_no_answer(f, elsewhere_answer, r);
 }
 
 /* ---- the target's storage epoch ---------------------------------------------------- */
@@ -553,11 +585,6 @@ static void ops_check_target(void *ctx, struct reg_registry *dst, const char *re
 }
 
 /* ---- present sets, mount sources ---------------------------------------------------- */
-
-struct flag_req {
-    engine_flag_fn cb;
-    void *arg;
-};
 
 static void present_answer(struct fleet *f, struct rq_res *res, void *arg)
 {

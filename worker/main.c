@@ -23,6 +23,7 @@ enum {
     OPT_BREAKER_FAILURES,
     OPT_BREAKER_COOLDOWN_MS,
     OPT_HTTP_RETRIES,
+    OPT_SOURCE_ADDRESS,
     OPT_CA_FILE,
     OPT_CRED_HELPER_TTL,
     OPT_EXIT_WHEN_IDLE,
@@ -70,6 +71,11 @@ static const struct cfg_opt opts[] = {
      0},
     {OPT_HTTP_RETRIES, "http-retries", "HUBSYNC_HTTP_RETRIES", CFG_INT, "3", 0, 100,
      "retries of one HTTP request (5xx, resets) before the job is retried", 0},
+    {OPT_SOURCE_ADDRESS, "source-address", "HUBSYNC_SOURCE_ADDRESS", CFG_STR, NULL, 0, 0,
+     "numeric IP address this worker's registry requests leave from (one of the machine's "
+     "own; Docker Hub counts anonymous pulls per address, so workers on different addresses "
+     "have budgets of their own) [default: the system's choice]",
+     0},
     {OPT_CA_FILE, "ca-file", "HUBSYNC_CA_FILE", CFG_STR, NULL, 0, 0,
      "PEM file of CA certificates for HTTPS registries [default: system store]", 0},
     {OPT_CRED_HELPER_TTL, "cred-helper-ttl", "HUBSYNC_CRED_HELPER_TTL", CFG_INT, "300", 0, 86400,
@@ -79,7 +85,9 @@ static const struct cfg_opt opts[] = {
     {OPT_EXIT_WHEN_IDLE, "exit-when-idle", "HUBSYNC_EXIT_WHEN_IDLE", CFG_BOOL, "false", 0, 0,
      "drain the queue, then exit (batch runs, CI runners)", 0},
     {OPT_IDLE_GRACE, "idle-grace", "HUBSYNC_IDLE_GRACE", CFG_INT, "2", 0, 3600,
-     "with --exit-when-idle: seconds the queue must stay empty", 0},
+     "with --exit-when-idle: seconds the queue must stay empty while no run is under way (once "
+     "a run has all its jobs queued, or has ended, a drained queue ends the worker at once)",
+     0},
     {OPT_STOP_GRACE, "stop-grace", "HUBSYNC_STOP_GRACE", CFG_INT, "60", 0, 86400,
      "on SIGTERM: seconds to finish jobs in hand before handing them back", 0},
     {OPT_HEALTH, "health", NULL, CFG_BOOL, "false", 0, 0,
@@ -160,6 +168,7 @@ int main(int argc, char **argv)
         .idle_grace_s = (double)cfg_int(&c, OPT_IDLE_GRACE),
         .stop_grace_s = (double)cfg_int(&c, OPT_STOP_GRACE),
         .ca_file = cfg_str(&c, OPT_CA_FILE),
+        .source_address = cfg_str(&c, OPT_SOURCE_ADDRESS),
         .cred_helper_ttl_s = (double)cfg_int(&c, OPT_CRED_HELPER_TTL),
         .http_retries = (int)cfg_int(&c, OPT_HTTP_RETRIES),
         .metrics_listen = cfg_str(&c, CFG_ID_METRICS_LISTEN),

@@ -26,6 +26,9 @@
 #define WORKER_BEAT_TTL_S 30
 #define WORKER_BEAT_EVERY_S 10
 #define WORKER_PROMOTE_MAX 100
+/* A batch worker whose queue holds only other workers' jobs looks again this
+ * often: it leaves within this of the run's last job. */
+#define WORKER_IDLE_LOOK_S 0.05
 
 struct wjob {
     struct worker *w;
@@ -64,6 +67,8 @@ struct worker {
     struct wjob *jobs;
     int in_hand;
     int fetching;
+    int idle_checking; /* exit_when_idle: a look at the queue is on its way */
+    int saw_run;       /* exit_when_idle: a run was under way (a job of it taken, or seen) */
     int settling;      /* settle commands in flight */
     int stopping;
     int exit_code;
@@ -71,6 +76,7 @@ struct worker {
     long long done, failed, retried;
     long long bytes;
     ev_tstamp started, idle_since, last_beat, last_renew;
+    ev_tstamp spent_until; /* this worker's pull budget is spent: no new job till then */
     ev_signal sigterm, sigint;
     ev_timer tick;
     ev_timer stop_deadline;
@@ -261,16 +267,58 @@ static void report_registries(struct wjob *j, const struct engine_outcome *out)
     }
 }
 
-static void job_done(const struct engine_outcome *out, void *arg)
+/* What a job's attempt adds to its run; tags_total is the coordinator's (it
+ * counts the tags of jobs that never ran). */
+static void job_counters(const struct engine_outcome *out, struct rq_counter c[])
 {
-    struct wjob *j = arg;
-    struct worker *w = j->w;
-    /* tags_total is the coordinator's (it counts the tags of jobs that never ran). */
-    struct rq_counter c[ENGINE_NCOUNTERS - 1];
     for (int i = 1; i < ENGINE_NCOUNTERS; i++) {
         c[i - 1].name = engine_counter_names[i];
         c[i - 1].delta = engine_counter_get(&out->n, i);
     }
+}
+
+static void job_dropped(struct wjob *j);
+
+/* A job the pull budget stopped, waiting for the fleet's answer: does another
+ * worker's source still have pulls? */
+struct spent {
+    struct wjob *j;
+    struct engine_outcome out;
+};
+
+static void spent_answer(int elsewhere, void *arg)
+{
+    struct spent *s = arg;
+    struct wjob *j = s->j;
+    struct worker *w = j->w;
+    struct rq_counter c[ENGINE_NCOUNTERS - 1];
+    job_counters(&s->out, c);
+    if (elsewhere) {
+        /* Hand it to a worker that can pull (straight back into the stream) and
+         * take nothing new until this worker's own budget is back. */
+        struct err e;
+        char *json = job_encode(&j->job, &e);
+        log_info("job=%s: this worker's pull budget is spent, another worker's is not: "
+                 "leaving the job to it, taking no job for %lds", j->key, s->out.wait_ms / 1000);
+        w->spent_until = ev_now(w->loop) + s->out.wait_ms / 1000.0;
+        if (json)
+            settle(w, rq_cmd_retry(&w->q, w->id, j->id, j->key, json, 0, "spent", j->job.run,
+                                   c, ENGINE_NCOUNTERS - 1));
+        free(json);
+    } else {
+        w->retried += settle_later(j, s->out.status, s->out.wait_ms, s->out.msg, c,
+                                   ENGINE_NCOUNTERS - 1);
+    }
+    free(s);
+    job_dropped(j);
+}
+
+static void job_done(const struct engine_outcome *out, void *arg)
+{
+    struct wjob *j = arg;
+    struct worker *w = j->w;
+    struct rq_counter c[ENGINE_NCOUNTERS - 1];
+    job_counters(out, c);
     w->bytes += out->n.blob_bytes_copied;
     double secs = ev_now(w->loop) - j->started;
     for (int i = 0; i < ENGINE_NCOUNTERS; i++)
@@ -295,6 +343,11 @@ static void job_done(const struct engine_outcome *out, void *arg)
         settle(w, rq_cmd_ack(&w->q, w->id, j->id, j->key, j->job.run, c, ENGINE_NCOUNTERS - 1));
     } else if (out->status == ENGINE_CANCELLED || j->handing_back) {
         settle(w, rq_cmd_handback(&w->q, w->id, j->id, w->o.lease_ms));
+    } else if (out->status == ENGINE_DEFERRED) {
+        struct spent *s = xmalloc(sizeof(*s));
+        *s = (struct spent){j, *out};
+        fleet_budget_elsewhere(w->fleet, spent_answer, s);
+        return;
     } else {
         w->retried += settle_later(j, out->status, out->wait_ms, out->msg, c,
                                    ENGINE_NCOUNTERS - 1);
@@ -305,7 +358,7 @@ static void job_done(const struct engine_outcome *out, void *arg)
     maybe_quit(w);
 }
 
-/* A job that leaves without the engine. */
+/* A job that leaves without the engine, or settled after it. */
 static void job_dropped(struct wjob *j)
 {
     struct worker *w = j->w;
@@ -449,12 +502,13 @@ static void start_job(struct worker *w, struct rq_res *res)
         return;
     }
     log_debug("job=%s id=%s deliveries=%lld taken", j->key, j->id, j->deliveries);
+    w->saw_run = 1;
     gate(j);
 }
 
 /* ---- taking jobs ------------------------------------------------------------------------ */
 
-static void idle_answer(struct rq_res *res, const struct err *e, void *privdata);
+static void idle_check(struct worker *w);
 
 static void pause_fire(struct ev_loop *loop, ev_timer *w_, int revents)
 {
@@ -474,6 +528,8 @@ static void read_answer(struct rq_res *res, const struct err *e, void *privdata)
 {
     struct worker *w = privdata;
     w->fetching = 0;
+    if (w->quitting)
+        return; /* the connection is being freed */
     if (!res) {
         log_debug("blocking read: %s", e ? e->msg : "no answer");
         retry_fetch_later(w, 0.5);
@@ -507,12 +563,7 @@ static void take_answer(struct rq_res *res, const struct err *e, void *privdata)
     }
     /* Nothing new: wait for one on the blocking connection, unless idle means done. */
     if (w->o.exit_when_idle && w->in_hand == 0 && !w->stopping) {
-        struct err e2;
-        w->fetching = 1;
-        if (rq_exec_async(w->cmd, rq_cmd_queue_len(&w->q), idle_answer, w, &e2) < 0) {
-            w->fetching = 0;
-            retry_fetch_later(w, 0.5);
-        }
+        idle_check(w);
         return;
     }
     struct err e3;
@@ -524,29 +575,39 @@ static void take_answer(struct rq_res *res, const struct err *e, void *privdata)
     }
 }
 
-/* exit_when_idle: the stream is empty (acked and retried jobs leave it), and
- * no retry waits for a backoff or a registry; jobs deferred for the pull
- * budget do not keep a batch worker alive. */
-static void idle_delayed_answer(struct rq_res *res, const struct err *e, void *privdata)
+/* exit_when_idle: the stream is empty (acked and retried jobs leave it; held
+ * ones stay) and no delayed job waits for anything but the pull budget (jobs
+ * deferred for it do not keep a batch worker alive). Once the current run
+ * has all its jobs in the queue, or the run this worker saw has ended, that
+ * is the end of the run's work: leave at once. Before any run (or while one
+ * is being enqueued) the coordinator may be about to enqueue: leave only
+ * after the queue stayed so for the idle grace. */
+static void idle_answer(struct rq_res *res, const struct err *e, void *privdata)
 {
     (void)e;
     struct worker *w = privdata;
-    w->fetching = 0;
-    if (!res) {
+    w->idle_checking = 0;
+    if (w->quitting || w->stopping)
+        return;
+    if (!res || res->status != RQ_VALUE) {
         retry_fetch_later(w, 0.5);
         return;
     }
-    int backoff = rq_res_field_int(res, "backoff", 0) > 0 ||
-                  rq_res_field_int(res, "registry", 0) > 0;
     ev_tstamp now = ev_now(w->loop);
-    if (backoff || w->in_hand) {
+    const char *run = rq_res_field(res, "run");
+    int over = run && (strcmp(run, "enqueued") == 0 || (strcmp(run, "none") == 0 && w->saw_run));
+    if (run && strcmp(run, "none") != 0)
+        w->saw_run = 1; /* even if others hold all its jobs: its end is this worker's too */
+    if (rq_res_field_int(res, "queued", 1) > 0 || rq_res_field_int(res, "waiting", 1) > 0 ||
+        w->in_hand) {
+        /* Jobs exist but are held by others, or wait: they may come back. */
         w->idle_since = 0;
-        retry_fetch_later(w, 0.5);
+        retry_fetch_later(w, WORKER_IDLE_LOOK_S);
         return;
     }
     if (!w->idle_since)
         w->idle_since = now;
-    if (now - w->idle_since >= w->o.idle_grace_s) {
+    if (over || now - w->idle_since >= w->o.idle_grace_s) {
         log_info("queue drained: exiting (--exit-when-idle)");
         w->stopping = 1;
         maybe_quit(w);
@@ -555,33 +616,35 @@ static void idle_delayed_answer(struct rq_res *res, const struct err *e, void *p
     retry_fetch_later(w, 0.25);
 }
 
-static void idle_answer(struct rq_res *res, const struct err *e, void *privdata)
+/* On the command connection, so that it also runs while a blocking read waits. */
+static void idle_check(struct worker *w)
 {
-    (void)e;
-    struct worker *w = privdata;
-    if (!res) {
-        w->fetching = 0;
-        retry_fetch_later(w, 0.5);
+    struct err e;
+    if (w->idle_checking)
         return;
-    }
-    if (res->n > 0) {
-        w->fetching = 0;
-        w->idle_since = 0;
-        retry_fetch_later(w, 0.25); /* jobs exist but are held by others: they may come back */
-        return;
-    }
-    struct err e2;
-    if (rq_exec_async(w->cmd, rq_cmd_delayed_counts(&w->q), idle_delayed_answer, w, &e2) < 0) {
-        w->fetching = 0;
+    w->idle_checking = 1;
+    if (rq_exec_async(w->cmd, rq_cmd_idle(&w->q), idle_answer, w, &e) < 0) {
+        w->idle_checking = 0;
         retry_fetch_later(w, 0.5);
     }
 }
 
 static void fetch_more(struct worker *w)
 {
+    if (w->o.exit_when_idle && w->in_hand == 0 && !w->stopping &&
+        (w->fetching || ev_now(w->loop) < w->spent_until) && rconn_async_is_up(w->cmd)) {
+        /* A blocking read may wait for up to WORKER_BLOCK_MS, and a worker whose pull
+         * budget is spent takes nothing: neither keeps a drained queue's worker. */
+        idle_check(w);
+        return;
+    }
     if (w->stopping || w->fetching || w->in_hand >= w->o.concurrency ||
         !rconn_async_is_up(w->cmd))
         return;
+    if (ev_now(w->loop) < w->spent_until) {
+        retry_fetch_later(w, w->spent_until - ev_now(w->loop));
+        return;
+    }
     struct err e;
     w->fetching = 1;
     if (rq_exec_async(w->cmd, rq_cmd_take(&w->q, w->id, w->o.lease_ms, w->o.max_deliveries),
@@ -724,7 +787,8 @@ static void beat(struct worker *w)
                           "stopping", w->stopping);
     char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
     struct err e;
-    if (text && rq_exec_async(w->cmd, rq_cmd_worker_beat(&w->q, w->id, text, WORKER_BEAT_TTL_S),
+    if (text && rq_exec_async(w->cmd,
+                              rq_cmd_worker_beat(&w->q, w->id, text, WORKER_BEAT_TTL_S),
                               ignore_answer, NULL, &e) < 0)
         log_debug("heartbeat: %s", e.msg);
     free(text);
@@ -854,6 +918,7 @@ static int worker_init(struct worker *w, const struct worker_opts *o, struct err
     struct reg_client_opts co;
     reg_client_opts_default(&co);
     co.ca_file = o->ca_file;
+    co.source_address = o->source_address;
     co.max_retries = o->http_retries;
     co.hooks.on_ratelimit = fleet_on_ratelimit;
     co.hooks.arg = w->fleet;

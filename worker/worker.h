@@ -42,6 +42,7 @@ struct worker_opts {
     double idle_grace_s;      /* ... after it stayed empty this long */
     double stop_grace_s;      /* on SIGTERM, time to finish before handing back */
     const char *ca_file;
+    const char *source_address; /* reg_client_opts.source_address */
     double cred_helper_ttl_s; /* engine_opts.helper_ttl_s */
     int http_retries;
     const char *metrics_listen; /* HOST:PORT of the Prometheus endpoint; NULL: none */
@@ -62,6 +63,10 @@ void fleet_engine_ops(struct fleet *f, struct engine_ops *out);
  * budget, and a 429 pauses the fleet. */
 void fleet_on_ratelimit(struct reg_registry *r, const struct ratelimit_info *rl, long status,
                         void *arg);
+/* cb(1) when another live worker may still pull from another budget source
+ * than this worker's latest pull request (spent): its jobs are better handed
+ * to that worker than deferred. cb(0) otherwise, or when Redis cannot say. */
+void fleet_budget_elsewhere(struct fleet *f, engine_flag_fn cb, void *arg);
 /* Keep held copy locks alive; call every few seconds. */
 void fleet_tick(struct fleet *f);
 

@@ -121,10 +121,28 @@ class SyncTest(MirrorCase):
         self.assertEqual(again.rc, 0, again.stderr)
         self.assertEqual(again.report["status"], "complete")
         self.assertEqual(again.gets, 0)
+        # The report and status show where the run's time went, each phase in ms.
+        phases = again.report["phases"]
+        self.assertEqual(sorted(phases), ["catalog", "end", "enqueue", "first_job", "work"])
+        for name, ms in phases.items():
+            self.assertIsInstance(ms, int, name)
+            self.assertGreaterEqual(ms, 0, name)
+        self.assertGreaterEqual(phases["work"], phases["first_job"])
+        st = json.loads(subprocess.check_output(
+            coordinator("status", "--json", redis=self.redis)))
+        self.assertEqual(st["runs"][0]["phases"], phases)
         self.assertEqual(again.blob_bytes, 0)
         self.assertEqual(again.report["tags_unchanged"], self.min["tags"])
         self.assertEqual(again.report["tags_written"], 0)
         self.assertEqual(again.report["manifests_pushed"], 0)
+
+    def test_batch_workers_leave_with_the_run(self):
+        # --exit-when-idle workers with a long idle grace: once the run they worked for has
+        # all its jobs queued and the queue is drained, they leave at once instead of waiting
+        # the grace out (Stack.run gives them 60 s to exit).
+        s = self.stack(["hello-world"]).run(worker_extra=["--idle-grace", "600"])
+        self.assertEqual(s.rc, 0, s.stderr)
+        self.assertEqual(s.report["status"], "complete")
 
     def test_upstream_rebuild_is_found(self):
         # A stand-in of its own: the rebuild changes what it serves.
@@ -263,6 +281,52 @@ class ProductionRedisTest(unittest.TestCase):
         while subprocess.run(health, capture_output=True).returncode != 0:
             self.assertLess(time.time(), deadline, "the worker's heartbeat never showed")
             time.sleep(0.1)
+
+
+class SourcesTest(unittest.TestCase):
+    """Workers on other machines: each sends from its own address (--source-address), which
+    the stand-in, as Hub, treats as a client with a pull budget of its own. The fleet uses
+    every source's budget and overruns none; a run one source could not finish completes
+    once a second source joins, at no more GETs than the minimum."""
+
+    def wait_workers(self, redis, n):
+        deadline = time.time() + 30
+        while int(redis.cli_raw("ZCARD", "hubsync:workers").strip() or 0) < n:
+            self.assertLess(time.time(), deadline, "%d workers never sent a heartbeat" % n)
+            time.sleep(0.05)
+
+    def test_second_source_finishes_what_one_could_not(self):
+        repos = ["hello-world", "busybox"]
+        quota = 100
+        st = Stack(repos, limit=quota, worker_log_level="warn").start()
+        self.addCleanup(st.stop)
+        hub, redis = st.hub, st.redis
+        need = totals(st.pushed, repos)["manifest_gets_min"]
+        self.assertGreater(need, quota)
+        self.assertLess(need, 2 * quota)
+        st.worker("--source-address", "127.0.0.3")
+        self.wait_workers(redis, 1)
+        s = st.run(workers=0)
+        self.assertEqual(s.rc, 75, s.stderr)
+        c = hub.counters()
+        self.assertEqual(c["sources"]["127.0.0.3"]["used"], quota)
+        self.assertEqual(c["denied_429"], 0)
+        # A second machine joins; the first one's budget is still spent. The first, waiting
+        # on the stream longest, takes jobs first: each one it cannot pull for goes back to
+        # the stream for the second instead of waiting for the first one's window.
+        st.worker("--source-address", "127.0.0.4")
+        self.wait_workers(redis, 2)
+        s2 = st.run(workers=0)
+        self.assertEqual(s2.rc, 0, s2.stderr)
+        self.assertEqual(s2.report["status"], "complete")
+        self.assertGreater(int(redis.cli_raw("HGET", "hubsync:stats", "requeued_spent")), 0)
+        c = hub.counters()
+        self.assertEqual(c["sources"]["127.0.0.3"]["used"], quota)
+        self.assertEqual(c["sources"]["127.0.0.4"]["used"], need - quota)
+        self.assertEqual(c["manifest_get"], need)
+        self.assertEqual(c["denied_429"], 0)
+        for (repo, tag), digest in pushed_tags(st.pushed, repos).items():
+            self.assertEqual(head(st.target.url, "library/" + repo, tag), digest)
 
 
 class RefForwardTest(unittest.TestCase):

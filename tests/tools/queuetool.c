@@ -163,7 +163,7 @@ static int drain(struct sync_tool *t, const char *source)
         char resv[64];
         snprintf(resv, sizeof(resv), "%d-%ld", (int)getpid(), i);
         if (rq_exec(&t->rc,
-                    rq_cmd_budget_acquire(&t->q, source, 1, (int)cfg_int(t->cfg, OPT_FLOOR),
+                    rq_cmd_budget_acquire(&t->q, NULL, source, 1, (int)cfg_int(t->cfg, OPT_FLOOR),
                                           60000, resv),
                     &res, &e) < 0) {
             emit_error("acquire", e.msg);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
+#include <arpa/inet.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -327,6 +328,73 @@ static void test_reg__headers_libcurl_cannot_build(void **state)
     dead_end_close(&d);
 }
 
+/* A listener that notes where each connection comes from and closes it. */
+struct peer_watch {
+    ev_io io;
+    int fd;
+    int accepted;
+    char from[INET_ADDRSTRLEN];
+};
+
+static void peer_accept(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct peer_watch *p = w->data;
+    struct sockaddr_in a;
+    socklen_t l = sizeof(a);
+    int fd = accept(p->fd, (struct sockaddr *)&a, &l);
+    if (fd < 0)
+        return;
+    p->accepted++;
+    inet_ntop(AF_INET, &a.sin_addr, p->from, sizeof(p->from));
+    close(fd);
+}
+
+static void test_reg__source_address(void **state)
+{
+    (void)state;
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    struct reg_client_opts o;
+    struct err e;
+    reg_client_opts_default(&o);
+    /* Names would be resolved by libcurl, blocking the loop: numeric addresses only. */
+    const char *bad[] = {"localhost", "eth0", "127.0.0", "127.0.0.1:80", ""};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        o.source_address = bad[i];
+        assert_null(reg_client_new(loop, &o, &e));
+        assert_non_null(strstr(e.msg, "not a numeric IPv4 or IPv6 address"));
+    }
+    struct peer_watch p = {.fd = socket(AF_INET, SOCK_STREAM, 0)};
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(p.fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(p.fd, 8), 0);
+    socklen_t l = sizeof(a);
+    getsockname(p.fd, (struct sockaddr *)&a, &l);
+    ev_io_init(&p.io, peer_accept, p.fd, EV_READ);
+    p.io.data = &p;
+    ev_io_start(loop, &p.io);
+    o.source_address = "127.0.0.3"; /* any 127/8 address is this machine's own */
+    o.max_retries = 0;
+    struct reg_client *c = reg_client_new(loop, &o, &e);
+    assert_non_null(c);
+    char url[64];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d", ntohs(a.sin_port));
+    struct reg_registry *r = reg_registry_new(c, url, NULL, &e);
+    struct seen s = {0};
+    reg_head_manifest(r, "library/a", "latest", record, &s);
+    while (!s.calls)
+        ev_run(loop, EVRUN_ONCE);
+    assert_int_equal(p.accepted, 1);
+    assert_string_equal(p.from, "127.0.0.3");
+    assert_int_equal(s.cls, REG_NETWORK); /* closed without an answer */
+    ev_io_stop(loop, &p.io);
+    close(p.fd);
+    reg_registry_free(r);
+    reg_client_free(c);
+    ev_loop_destroy(loop);
+}
+
 int main(void)
 {
     if (curl_global_init_mem(CURL_GLOBAL_DEFAULT, t_malloc, t_free, t_realloc, t_strdup,
@@ -340,6 +408,7 @@ int main(void)
         cmocka_unit_test(test_reg__invalid_arguments_complete_later),
         cmocka_unit_test(test_reg__refused_connection_retried_and_bounded),
         cmocka_unit_test(test_reg__headers_libcurl_cannot_build),
+        cmocka_unit_test(test_reg__source_address),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();

@@ -412,8 +412,13 @@ static void test_rq__reclaim_after_lease_and_zombie_ack(void **state)
                      RQ_STOLEN);
     assert_int_equal(run_field(f, "r1", "jobs_done"), 0);
     assert_int_equal(run_field(f, "r1", "blobs_copied"), -1);
+    assert_int_equal(run_field(f, "r1", "first_settled_ms"), -1); /* a lost ack settles none */
     assert_int_equal(status_of(f, rq_cmd_ack(&f->q, "w2", id, "redis:7", "r1", c, 2)), RQ_DONE);
     assert_int_equal(run_field(f, "r1", "jobs_done"), 1);
+    /* When the run's first and latest jobs settled (its phases), on Redis's clock. */
+    long long settled = run_field(f, "r1", "first_settled_ms");
+    assert_true(settled > 0);
+    assert_int_equal(run_field(f, "r1", "last_settled_ms"), settled);
     assert_int_equal(run_field(f, "r1", "blobs_copied"), 3);
     assert_int_equal(run_field(f, "r1", "bytes_copied"), 1000);
     assert_int_equal(stat_of(f, "ack_stale"), 1);
@@ -538,6 +543,33 @@ static void test_rq__retry_delayed_promote(void **state)
     free(id);
 }
 
+/* A retry because this worker's budget is spent goes straight back into the
+ * stream, for any worker: one of another source takes it. */
+static void test_rq__retry_spent_requeues(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r5", "c5", 10)), RQ_DONE);
+    char *id = enqueue_and_take(f, "perl:5", JOB_JSON("perl:5", "r5"), "w1", 60000, 3);
+    const char *again = "{\"v\":1,\"run\":\"r5\",\"key\":\"perl:5\",\"attempt\":0}";
+    struct rq_counter c[] = {{"upstream_manifest_gets", 2}};
+    assert_int_equal(status_of(f, rq_cmd_retry(&f->q, "w1", id, "perl:5", again, 0, "spent",
+                                               "r5", c, 1)),
+                     RQ_DONE);
+    assert_int_equal(raw_int(f, "ZCARD %s", f->q.keys.jobs_delayed), 0);
+    struct rq_res res;
+    run(f, rq_cmd_take(&f->q, "w2", 60000, 3), &res);
+    assert_int_equal(res.status, RQ_JOB);
+    assert_string_equal(res.json, again);
+    assert_int_equal(res.n, 1);
+    char *idx = raw_str(f, "HGET %s perl:5", f->q.keys.jobs_index);
+    assert_string_equal(idx, res.id);
+    free(idx);
+    rq_res_free(&res);
+    assert_int_equal(stat_of(f, "requeued_spent"), 1);
+    assert_int_equal(run_field(f, "r5", "upstream_manifest_gets"), 2);
+    free(id);
+}
+
 /* A job waiting for a registry that is down is no retry of the run: it counts apart. */
 static void test_rq__retry_waiting_for_a_registry(void **state)
 {
@@ -551,7 +583,7 @@ static void test_rq__retry_waiting_for_a_registry(void **state)
                              &res, &e),
                      -1);
     rq_res_free(&res);
-    assert_non_null(strstr(e.msg, "why must be backoff, budget or registry"));
+    assert_non_null(strstr(e.msg, "why must be backoff, budget, registry or spent"));
     assert_int_equal(status_of(f, rq_cmd_retry(&f->q, "w1", id, "nginx:2",
                                                JOB_JSON("nginx:2", "r4"), 60000, "registry",
                                                "r4", NULL, 0)),
@@ -707,7 +739,7 @@ static void acquire(struct fixture *f, const char *source, int cost, int floor, 
                     const char *resv, enum rq_status want, long long *n)
 {
     struct rq_res res;
-    run(f, rq_cmd_budget_acquire(&f->q, source, cost, floor, ttl, resv), &res);
+    run(f, rq_cmd_budget_acquire(&f->q, NULL, source, cost, floor, ttl, resv), &res);
     if (res.status != want)
         fail_msg("acquire %s: %s, want %s", resv, rq_status_name(res.status),
                  rq_status_name(want));
@@ -799,6 +831,74 @@ static void test_rq__budget_reservations_expire(void **state)
     /* A worker that crashed after acquiring never reports; its pulls return. */
     sleep_ms(1100);
     acquire(f, "src-b", 3, 0, 1000, "a4", RQ_GRANTED, NULL);
+}
+
+static long long elsewhere(struct fixture *f, const char *worker, const char *source, int floor)
+{
+    struct rq_res res;
+    run(f, rq_cmd_budget_elsewhere(&f->q, worker, source, floor, 30000), &res);
+    assert_int_equal(res.status, RQ_VALUE);
+    long long n = res.n;
+    rq_res_free(&res);
+    return n;
+}
+
+static void beat(struct fixture *f, const char *worker)
+{
+    assert_int_equal(status_of(f, rq_cmd_worker_beat(&f->q, worker, "{}", 30)), RQ_DONE);
+}
+
+/* worker asks source's budget for a pull (and is answered want). */
+static void ask_pull(struct fixture *f, const char *worker, const char *source,
+                     enum rq_status want)
+{
+    struct rq_res res;
+    run(f, rq_cmd_budget_acquire(&f->q, worker, source, 1, 0, 30000, "x"), &res);
+    assert_int_equal(res.status, want);
+    rq_res_free(&res);
+}
+
+/* A worker whose source is spent learns whether another live worker may still
+ * pull from another source: one that has not asked for a pull yet, or whose
+ * budget is unknown, unlimited or above the floor. */
+static void test_rq__budget_elsewhere(void **state)
+{
+    struct fixture *f = *state;
+    struct ratelimit_info spent = hub(100, 0, 21600), some = hub(100, 3, 21600);
+    struct rq_res res;
+    run(f, rq_cmd_budget_observe(&f->q, "127.0.0.3", &spent, NULL), &res);
+    rq_res_free(&res);
+    beat(f, "a");
+    ask_pull(f, "a", "127.0.0.3", RQ_DENIED);
+    assert_int_equal(elsewhere(f, "a", "127.0.0.3", 0), 0); /* alone */
+    beat(f, "a2");
+    ask_pull(f, "a2", "127.0.0.3", RQ_DENIED);
+    assert_int_equal(elsewhere(f, "a", "127.0.0.3", 0), 0); /* the same source */
+    /* A worker that has not asked for a pull yet may have budget. */
+    beat(f, "b");
+    assert_int_equal(elsewhere(f, "a", "127.0.0.3", 0), 1);
+    ask_pull(f, "b", "127.0.0.4", RQ_UNKNOWN);
+    assert_int_equal(elsewhere(f, "a", "127.0.0.3", 0), 1); /* its budget is not known yet */
+    run(f, rq_cmd_budget_observe(&f->q, "127.0.0.4", &some, NULL), &res);
+    rq_res_free(&res);
+    assert_int_equal(elsewhere(f, "a", "127.0.0.3", 0), 1);
+    assert_int_equal(elsewhere(f, "b", "127.0.0.4", 0), 0); /* 127.0.0.3 has none left */
+    /* Reservations in flight and the floor count against the other source. */
+    acquire(f, "127.0.0.4", 2, 0, 30000, "r1", RQ_GRANTED, NULL);
+    assert_int_equal(elsewhere(f, "a", "127.0.0.3", 0), 1);
+    assert_int_equal(elsewhere(f, "a", "127.0.0.3", 1), 0);
+    /* A 429 pauses it. */
+    run(f, rq_cmd_budget_pause(&f->q, "127.0.0.4", 60000), &res);
+    rq_res_free(&res);
+    assert_int_equal(elsewhere(f, "a", "127.0.0.3", 0), 0);
+    /* A worker silent past its heartbeat is nobody to leave a job to. */
+    beat(f, "c");
+    assert_int_equal(elsewhere(f, "a", "127.0.0.3", 0), 1);
+    raw_int(f, "ZADD %s 1 c", f->q.keys.workers);
+    assert_int_equal(elsewhere(f, "a", "127.0.0.3", 0), 0);
+    /* One that left says so. */
+    assert_int_equal(status_of(f, rq_cmd_worker_gone(&f->q, "b")), RQ_DONE);
+    assert_int_equal(raw_int(f, "HEXISTS %s b", f->q.keys.worker_budgets), 0);
 }
 
 static void test_rq__budget_pause_and_unlimited(void **state)
@@ -1259,6 +1359,7 @@ static void test_rq__worker_heartbeat(void **state)
     assert_int_equal(status_of(f, rq_cmd_worker_beat(&f->q, "host-a:1", "{\"pid\":42}", 30)),
                      RQ_DONE);
     char *w = keys_worker(&f->q.keys, "host-a:1");
+    raw_int(f, "HSET %s host-a:1 b", f->q.keys.worker_budgets);
     char *v = raw_str(f, "GET %s", w);
     assert_string_equal(v, "{\"pid\":42}");
     free(v);
@@ -1268,6 +1369,7 @@ static void test_rq__worker_heartbeat(void **state)
     assert_int_equal(status_of(f, rq_cmd_worker_gone(&f->q, "host-a:1")), RQ_DONE);
     assert_int_equal(raw_int(f, "EXISTS %s", w), 0);
     assert_int_equal(raw_int(f, "ZCARD %s", f->q.keys.workers), 0);
+    assert_int_equal(raw_int(f, "HLEN %s", f->q.keys.worker_budgets), 0);
     free(w);
 }
 
@@ -2168,6 +2270,7 @@ int main(void)
         T(test_rq__handback_keeps_delivery_count),
         T(test_rq__retry_delayed_promote),
         T(test_rq__retry_waiting_for_a_registry),
+        T(test_rq__retry_spent_requeues),
         T(test_rq__fail_dead_letters),
         T(test_rq__bad_counter_changes_nothing),
         T(test_rq__operator_pause),
@@ -2177,6 +2280,7 @@ int main(void)
         T(test_rq__budget_acquire_observe_floor),
         T(test_rq__budget_reservations_expire),
         T(test_rq__budget_pause_and_unlimited),
+        T(test_rq__budget_elsewhere),
         T(test_rq__breaker_opens_probes_and_closes),
         T(test_rq__present_sets_and_blobhome),
         T(test_rq__present_sets_expire_unless_used),

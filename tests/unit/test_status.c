@@ -73,6 +73,47 @@ static void test_status__json_of_redis_fields(void **state)
     json_decref(o);
 }
 
+/* A run's phases from its record: durations the coordinator noted, spans of
+ * the Redis-clock stamps; what the record cannot tell is null, not a
+ * negative or made-up time. */
+static void test_status__run_phases(void **state)
+{
+    (void)state;
+    json_t *rec = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}", "catalog_ms", (json_int_t)210,
+                            "enqueue_ms", (json_int_t)30, "enqueued_ms", (json_int_t)1000000,
+                            "first_settled_ms", (json_int_t)1000100, "last_settled_ms",
+                            (json_int_t)1000400, "finished_ms", (json_int_t)1000450);
+    json_t *p = coord_run_phases(rec);
+    assert_int_equal(coord_json_int(p, "catalog"), 210);
+    assert_int_equal(coord_json_int(p, "enqueue"), 30);
+    assert_int_equal(coord_json_int(p, "first_job"), 100);
+    assert_int_equal(coord_json_int(p, "work"), 400);
+    assert_int_equal(coord_json_int(p, "end"), 50);
+    char text[200];
+    coord_phases_text(p, text, sizeof(text));
+    assert_string_equal(text, "catalog 0.21 s, enqueue 0.03 s, first_job 0.10 s, work 0.40 s, "
+                              "end 0.05 s");
+    json_decref(p);
+    /* A run still going, with no job settled yet: only what the coordinator noted. */
+    json_object_del(rec, "first_settled_ms");
+    json_object_del(rec, "last_settled_ms");
+    json_object_del(rec, "finished_ms");
+    p = coord_run_phases(rec);
+    assert_true(json_is_null(json_object_get(p, "work")));
+    assert_true(json_is_null(json_object_get(p, "end")));
+    coord_phases_text(p, text, sizeof(text));
+    assert_string_equal(text, "catalog 0.21 s, enqueue 0.03 s");
+    json_decref(p);
+    /* A record from before the phases were noted: nothing known, nothing printed. */
+    json_decref(rec);
+    rec = json_pack("{s:I}", "finished_ms", (json_int_t)1000450);
+    p = coord_run_phases(rec);
+    coord_phases_text(p, text, sizeof(text));
+    assert_string_equal(text, "");
+    json_decref(p);
+    json_decref(rec);
+}
+
 static void *no_memory(size_t n)
 {
     (void)n;
@@ -107,6 +148,7 @@ int main(void)
         cmocka_unit_test(test_status__health),
         cmocka_unit_test(test_status__json_of_redis_fields),
         cmocka_unit_test(test_status__json_text_or_error),
+        cmocka_unit_test(test_status__run_phases),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
