@@ -86,10 +86,12 @@ $(BINDIR)/hubsync-worker: $(call obj,worker/main.c) $(LIBWORKER) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-# Unit tests may exercise coordinator and worker modules as well as common/.
+# Unit tests may exercise coordinator and worker modules as well as common/. WRAP_<test>
+# lists the calls a test replaces at link time (ld --wrap; the test defines __wrap_<call>).
+WRAP_test_creds := -Wl,--wrap=poll -Wl,--wrap=posix_spawnp
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(LIBCOORD) $(LIBWORKER) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) $(WRAP_$*) -o $@ $^ $(LDLIBS) -lcmocka
 
 # Small C programs that integration tests drive (tests/tools/*.c).
 $(BUILD)/tools/%: $(BUILD)/tests/tools/%.o $(LIBCOORD) $(LIBWORKER) $(LIBCOMMON)

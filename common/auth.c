@@ -6,6 +6,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "buf.h"
 #include "log.h"
 #include "xalloc.h"
 
@@ -495,16 +496,18 @@ int auth_cache_fetch(struct auth_cache *c, const char *key, const struct auth_ch
                        key, ch->realm);
     }
     CURL *easy = curl_easy_init();
-    if (!easy) {
+    struct curl_slist *headers = easy ? curl_slist_append(NULL, "Accept: application/json") : NULL;
+    if (!headers) {
+        curl_easy_cleanup(easy);
         en->waiters = w->next;
         free(w);
         free(url);
-        return err_set(e, "%s: libcurl cannot create a handle", key);
+        return err_set(e, "%s: libcurl cannot create a request (out of memory)", key);
     }
     free(en->realm_shown);
     en->realm_shown = xstrndup(ch->realm, 200);
     buf_init(&en->body, TOKEN_ANSWER_MAX);
-    en->headers = curl_slist_append(NULL, "Accept: application/json");
+    en->headers = headers;
     curl_easy_setopt(easy, CURLOPT_URL, url);
     curl_easy_setopt(easy, CURLOPT_HTTPHEADER, en->headers);
     curl_easy_setopt(easy, CURLOPT_USERAGENT, c->user_agent);

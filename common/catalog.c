@@ -298,7 +298,7 @@ int catalog_resolve(struct catalog *c, const char *rev, char sha[CATALOG_SHA_LEN
     return 0;
 }
 
-int catalog_log(struct catalog *c, const char *rev, struct oi_strv *out, struct err *e)
+int catalog_log(struct catalog *c, const char *rev, struct strv *out, struct err *e)
 {
     int rc = -1;
     git_commit *commit = NULL;
@@ -314,7 +314,7 @@ int catalog_log(struct catalog *c, const char *rev, struct oi_strv *out, struct 
     }
     while (git_revwalk_next(&oid, walk) == 0) {
         char sha[CATALOG_SHA_LEN + 1];
-        oi_strv_push(out, xstrdup(git_oid_tostr(sha, sizeof(sha), &oid)));
+        strv_push(out, xstrdup(git_oid_tostr(sha, sizeof(sha), &oid)));
     }
     rc = 0;
 out:
@@ -396,7 +396,7 @@ static int has_file(const git_tree *lib, const char *name)
     return te && is_file_entry(te);
 }
 
-static int wanted(const struct oi_strv *only, const char *name)
+static int wanted(const struct strv *only, const char *name)
 {
     if (!only || only->n == 0)
         return 1;
@@ -406,7 +406,7 @@ static int wanted(const struct oi_strv *only, const char *name)
     return 0;
 }
 
-int catalog_read(struct catalog *c, const char *rev, const struct oi_strv *only,
+int catalog_read(struct catalog *c, const char *rev, const struct strv *only,
                  struct catalog_snapshot **out, struct err *e)
 {
     int rc = -1;
@@ -452,8 +452,8 @@ out:
     return rc;
 }
 
-int catalog_missing(struct catalog *c, const char *rev, const struct oi_strv *names,
-                    char sha[CATALOG_SHA_LEN + 1], struct oi_strv *missing, struct err *e)
+int catalog_missing(struct catalog *c, const char *rev, const struct strv *names,
+                    char sha[CATALOG_SHA_LEN + 1], struct strv *missing, struct err *e)
 {
     int rc = -1;
     git_commit *commit = NULL;
@@ -463,7 +463,7 @@ int catalog_missing(struct catalog *c, const char *rev, const struct oi_strv *na
     git_oid_tostr(sha, CATALOG_SHA_LEN + 1, git_commit_id(commit));
     for (size_t i = 0; i < names->n; i++)
         if (!has_file(lib, names->v[i]))
-            oi_strv_push(missing, xstrdup(names->v[i]));
+            strv_push(missing, xstrdup(names->v[i]));
     rc = 0;
 out:
     git_tree_free(lib);
@@ -608,12 +608,6 @@ static int group_changed(const struct oi_repo *o, const struct oi_group *og,
     return changed;
 }
 
-static void copy_strv(struct oi_strv *dst, const struct oi_strv *src)
-{
-    for (size_t i = 0; i < src->n; i++)
-        oi_strv_push(dst, xstrdup(src->v[i]));
-}
-
 static struct catalog_group_change *add_change(struct catalog_repo_diff *out,
                                                enum catalog_change change, const struct oi_repo *r,
                                                const struct oi_group *g)
@@ -624,8 +618,8 @@ static struct catalog_group_change *add_change(struct catalog_repo_diff *out,
     gc->change = change;
     gc->kind = g->kind;
     gc->key = oi_group_key(r, g);
-    copy_strv(&gc->tags, &g->tags);
-    copy_strv(&gc->platforms, &g->platforms);
+    strv_copy(&gc->tags, &g->tags);
+    strv_copy(&gc->platforms, &g->platforms);
     return gc;
 }
 
@@ -636,7 +630,7 @@ static void removed_tags(struct catalog_group_change *gc, const struct oi_group 
     for (size_t t = 0; t < og->tags.n; t++)
         if (!find_tag(new_refs, nnew, OI_GROUP_TAGS, og->tags.v[t]) &&
             !find_tag(new_refs, nnew, OI_GROUP_SHARED, og->tags.v[t]))
-            oi_strv_push(&gc->removed_tags, xstrdup(og->tags.v[t]));
+            strv_push(&gc->removed_tags, xstrdup(og->tags.v[t]));
 }
 
 void catalog_diff_repo(const struct oi_repo *old, const struct oi_repo *new_,
@@ -712,9 +706,9 @@ static void repo_diff_free(struct catalog_repo_diff *rd)
         struct catalog_group_change *gc = &rd->groups[i];
         free(gc->key);
         free(gc->old_key);
-        oi_strv_free(&gc->tags);
-        oi_strv_free(&gc->platforms);
-        oi_strv_free(&gc->removed_tags);
+        strv_free(&gc->tags);
+        strv_free(&gc->platforms);
+        strv_free(&gc->removed_tags);
     }
     free(rd->groups);
     free(rd->name);

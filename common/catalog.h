@@ -44,8 +44,8 @@ int catalog_resolve(struct catalog *c, const char *rev, char sha[CATALOG_SHA_LEN
                     struct err *e);
 
 /* The commits reachable from rev (NULL: the default), newest first, as full
- * hex shas appended to out (caller frees with oi_strv_free). */
-int catalog_log(struct catalog *c, const char *rev, struct oi_strv *out, struct err *e);
+ * hex shas appended to out (caller frees with strv_free). */
+int catalog_log(struct catalog *c, const char *rev, struct strv *out, struct err *e);
 
 /* A library file that could not be read; msg names repository and line. */
 struct catalog_error {
@@ -65,15 +65,15 @@ struct catalog_snapshot {
  * or empty: all), read just those repositories; a name that has no file is
  * an error entry. -1 only when rev does not resolve or the commit has no
  * library/ folder. Caller frees with catalog_snapshot_free(). */
-int catalog_read(struct catalog *c, const char *rev, const struct oi_strv *only,
+int catalog_read(struct catalog *c, const char *rev, const struct strv *only,
                  struct catalog_snapshot **out, struct err *e);
 void catalog_snapshot_free(struct catalog_snapshot *s);
 
 /* Append to missing (caller frees) the names that have no library file at
  * rev (NULL: the default), whose full sha goes to sha. Reads the tree only,
  * no file. -1 as catalog_read(). */
-int catalog_missing(struct catalog *c, const char *rev, const struct oi_strv *names,
-                    char sha[CATALOG_SHA_LEN + 1], struct oi_strv *missing, struct err *e);
+int catalog_missing(struct catalog *c, const char *rev, const struct strv *names,
+                    char sha[CATALOG_SHA_LEN + 1], struct strv *missing, struct err *e);
 
 struct catalog_totals {
     size_t repositories;
@@ -98,9 +98,9 @@ struct catalog_group_change {
     enum oi_group_kind kind;
     char *key;                   /* oi_group_key() of the new group (old one if removed) */
     char *old_key;               /* changed only: the old group's key (may equal key) */
-    struct oi_strv tags;         /* the new group's tags (old ones if removed) */
-    struct oi_strv platforms;    /* likewise */
-    struct oi_strv removed_tags; /* old group's tags that no group of the repository has now */
+    struct strv tags;         /* the new group's tags (old ones if removed) */
+    struct strv platforms;    /* likewise */
+    struct strv removed_tags; /* old group's tags that no group of the repository has now */
 };
 
 struct catalog_repo_diff {

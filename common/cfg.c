@@ -1,11 +1,12 @@
 /* cfg: see cfg.h. */
 #include "cfg.h"
 
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "job.h"
 #include "log.h"
+#include "text.h"
 #include "xalloc.h"
 
 static int find_opt(const struct cfg_opt *opts, int nopts, const char *name, size_t len)
@@ -16,14 +17,13 @@ static int find_opt(const struct cfg_opt *opts, int nopts, const char *name, siz
     return -1;
 }
 
-static int opt_index(const struct cfg *c, const char *name)
+static int opt_index(const struct cfg *c, int id)
 {
-    int i = find_opt(c->opts, c->nopts, name, strlen(name));
-    if (i < 0) {
-        fprintf(stderr, "hubsync: internal error: no option '%s'\n", name);
-        abort();
-    }
-    return i;
+    for (int i = 0; i < c->nopts; i++)
+        if (c->opts[i].id == id)
+            return i;
+    fprintf(stderr, "hubsync: internal error: no option with id %d\n", id);
+    abort();
 }
 
 static int parse_bool(const char *s, int *out)
@@ -39,17 +39,6 @@ static int parse_bool(const char *s, int *out)
     return -1;
 }
 
-static int parse_int(const char *s, long long *out)
-{
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || end == s || *end != '\0')
-        return -1;
-    *out = v;
-    return 0;
-}
-
 /* Validate a value for opt; `where` names its origin for the message. */
 static int check_value(const struct cfg_opt *o, const char *v, const char *where, struct err *e)
 {
@@ -60,7 +49,7 @@ static int check_value(const struct cfg_opt *o, const char *v, const char *where
             return err_set(e, "%s: '%s' is not a boolean (true/false)", where, shown);
     } else if (o->type == CFG_INT) {
         long long n;
-        if (parse_int(v, &n) < 0)
+        if (text_ll(v, &n) < 0)
             return err_set(e, "%s: '%s' is not an integer", where, shown);
         if (n < o->min || n > o->max)
             return err_set(e, "%s: %lld is out of range [%lld, %lld]", where, n, o->min, o->max);
@@ -85,6 +74,14 @@ int cfg_parse(struct cfg *out, const struct cfg_opt *opts, int nopts, int argc, 
     out->vals = xcalloc((size_t)nopts, sizeof(char *));
     out->from = xcalloc((size_t)nopts, sizeof(char *));
     out->args = xcalloc((size_t)argc + 1, sizeof(char *));
+
+    for (int i = 0; i < nopts; i++)
+        for (int j = 0; j < i; j++)
+            if (opts[i].id == opts[j].id) {
+                err_set(e, "internal error: options --%s and --%s share id %d", opts[j].name,
+                        opts[i].name, opts[i].id);
+                goto out;
+            }
 
     for (int i = 0; i < nopts; i++) {
         set_val(out, i, opts[i].def, "default");
@@ -152,32 +149,32 @@ void cfg_free(struct cfg *c)
     memset(c, 0, sizeof(*c));
 }
 
-const char *cfg_str(const struct cfg *c, const char *name)
+const char *cfg_str(const struct cfg *c, int id)
 {
-    return c->vals[opt_index(c, name)];
+    return c->vals[opt_index(c, id)];
 }
 
-long long cfg_int(const struct cfg *c, const char *name)
+long long cfg_int(const struct cfg *c, int id)
 {
-    const char *v = c->vals[opt_index(c, name)];
+    const char *v = c->vals[opt_index(c, id)];
     long long n = 0;
     if (v)
-        parse_int(v, &n);
+        text_ll(v, &n);
     return n;
 }
 
-int cfg_bool(const struct cfg *c, const char *name)
+int cfg_bool(const struct cfg *c, int id)
 {
-    const char *v = c->vals[opt_index(c, name)];
+    const char *v = c->vals[opt_index(c, id)];
     int b = 0;
     if (v)
         parse_bool(v, &b);
     return b;
 }
 
-int cfg_is_set(const struct cfg *c, const char *name)
+int cfg_is_set(const struct cfg *c, int id)
 {
-    return strcmp(c->from[opt_index(c, name)], "default") != 0;
+    return strcmp(c->from[opt_index(c, id)], "default") != 0;
 }
 
 void cfg_usage(FILE *f, const struct cfg_opt *opts, int nopts)
@@ -200,11 +197,21 @@ int cfg_setup_log(const struct cfg *c, const char *role, struct err *e)
 {
     enum log_level lvl;
     enum log_format fmt;
-    if (log_parse_level(cfg_str(c, "log-level"), &lvl) < 0)
+    if (log_parse_level(cfg_str(c, CFG_ID_LOG_LEVEL), &lvl) < 0)
         return err_set(e, "--log-level: '%s' is not debug, info, warn or error",
-                       cfg_str(c, "log-level"));
-    if (log_parse_format(cfg_str(c, "log-format"), &fmt) < 0)
-        return err_set(e, "--log-format: '%s' is not text or json", cfg_str(c, "log-format"));
+                       cfg_str(c, CFG_ID_LOG_LEVEL));
+    if (log_parse_format(cfg_str(c, CFG_ID_LOG_FORMAT), &fmt) < 0)
+        return err_set(e, "--log-format: '%s' is not text or json", cfg_str(c, CFG_ID_LOG_FORMAT));
     log_setup(role, lvl, fmt);
+    return 0;
+}
+
+int cfg_registries_check(const struct cfg *c, struct err *e)
+{
+    const char *target = cfg_str(c, CFG_ID_TARGET), *upstream = cfg_str(c, CFG_ID_UPSTREAM);
+    if (!target)
+        return err_set(e, "--target is required (e.g. http://127.0.0.1:5000)");
+    if (!job_url_valid(target) || !upstream || !job_url_valid(upstream))
+        return err_set(e, "--upstream and --target must be http(s)://host[:port] URLs");
     return 0;
 }

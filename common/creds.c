@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "buf.h"
 #include "reg_parse.h"
 #include "xalloc.h"
 
@@ -312,7 +313,10 @@ static char *helper_server(const char *registry_url)
 }
 
 /* Start `prog get` with the server key of registry_url on its stdin; its
- * stdout is *out_fd (close-on-exec, non-blocking). 0 ok, -1 error. */
+ * stdout is *out_fd (close-on-exec, non-blocking). 0 ok, -1 error.
+ * The key is in the pipe before the helper starts: the parent never writes
+ * to a helper that may have exited without reading (that write would raise
+ * SIGPIPE, which nothing here ignores). */
 static int helper_spawn(const char *prog, const char *registry_url, pid_t *pid, int *out_fd,
                         struct err *e)
 {
@@ -330,6 +334,14 @@ static int helper_spawn(const char *prog, const char *registry_url, pid_t *pid, 
         err_set(e, "%s: pipe: %s", prog, strerror(errno));
         goto out;
     }
+    /* The URL is far below a pipe's buffer: this write never waits. */
+    size_t sl = strlen(server);
+    if (write(in[1], server, sl) != (ssize_t)sl) {
+        err_set(e, "credential helper %s: cannot write the server URL", prog);
+        goto out;
+    }
+    close(in[1]); /* the helper reads the key, then the end of its input */
+    in[1] = -1;
     if (posix_spawn_file_actions_init(&fa) != 0) {
         err_set(e, "%s: cannot prepare spawn", prog);
         goto out;
@@ -342,12 +354,6 @@ static int helper_spawn(const char *prog, const char *registry_url, pid_t *pid, 
     if (sr != 0) {
         *pid = -1;
         err_set(e, "credential helper %s: %s", prog, strerror(sr));
-        goto out;
-    }
-    /* The URL is far below a pipe's buffer: this write never waits for the helper. */
-    size_t sl = strlen(server);
-    if (write(in[1], server, sl) != (ssize_t)sl) {
-        err_set(e, "credential helper %s: cannot write the server URL", prog);
         goto out;
     }
     if (fcntl(outp[0], F_SETFL, fcntl(outp[0], F_GETFL) | O_NONBLOCK) != 0) {
@@ -443,8 +449,12 @@ static int run_helper(const char *helper, const char *registry_url, struct creds
         }
         struct pollfd pfd = {fd, POLLIN, 0};
         int pr = poll(&pfd, 1, (int)(HELPER_TIMEOUT_MS - waited));
+        if (pr < 0 && errno != EINTR) {
+            err_set(e, "credential helper %s: poll: %s", prog, strerror(errno));
+            goto out;
+        }
         if (pr <= 0)
-            continue;
+            continue; /* a signal, or the time is up (checked above) */
         int r = helper_read(fd, &b, prog, e);
         if (r < 0)
             goto out;

@@ -298,7 +298,9 @@ struct evcurl *evcurl_new(struct ev_loop *loop, const struct evcurl_opts *opts, 
         err_set(e, "cannot ignore SIGPIPE");
         return NULL;
     }
-    CURLcode gc = curl_global_init(CURL_GLOBAL_DEFAULT);
+    /* Only the first init sets the allocator; later ones count references. */
+    CURLcode gc = curl_global_init_mem(CURL_GLOBAL_DEFAULT, xmalloc, free, xrealloc, xstrdup,
+                                       xcalloc);
     if (gc != CURLE_OK) {
         err_set(e, "libcurl init: %s", curl_easy_strerror(gc));
         return NULL;

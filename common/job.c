@@ -6,9 +6,12 @@
 #include <string.h>
 
 #include "ref.h"
+#include "strv.h"
+#include "text.h"
 #include "xalloc.h"
 
 #define PLATFORM_PART_MAX 32
+#define SHOWN_MAX 48 /* bytes of a value quoted in a message */
 
 static const char *const policy_names[] = {"all", "sparse", "rewrite"};
 static const char *const reason_names[] = {"changed", "check", "retry"};
@@ -21,20 +24,6 @@ static int lower_or_digit(char c)
 static int alnum(char c)
 {
     return lower_or_digit(c) || (c >= 'A' && c <= 'Z');
-}
-
-/* A value for an error message: at most 48 characters, non-printables as '?'. */
-static const char *shown(const char *s, char out[64])
-{
-    size_t i = 0;
-    for (; s[i] && i < 48; i++)
-        out[i] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
-    if (s[i]) {
-        memcpy(out + i, "...", 3);
-        i += 3;
-    }
-    out[i] = '\0';
-    return out;
 }
 
 const char *job_policy_name(enum job_policy p)
@@ -167,15 +156,15 @@ static int key_valid(const char *s)
 static int check_list(char *const *list, size_t n, const char *field, int (*ok)(const char *),
                       const char *what, struct err *e)
 {
-    char tmp[64];
+    char tmp[TEXT_SHOWN_SIZE(SHOWN_MAX)];
     for (size_t i = 0; i < n; i++) {
         if (!list[i] || !ok(list[i]))
             return err_set(e, "job field '%s'[%zu]: '%s' is not a valid %s", field, i,
-                           list[i] ? shown(list[i], tmp) : "(null)", what);
+                           list[i] ? text_shown(list[i], SHOWN_MAX, tmp) : "(null)", what);
         for (size_t k = 0; k < i; k++)
             if (strcmp(list[k], list[i]) == 0)
                 return err_set(e, "job field '%s'[%zu]: '%s' appears twice", field, i,
-                               shown(list[i], tmp));
+                               text_shown(list[i], SHOWN_MAX, tmp));
     }
     return 0;
 }
@@ -183,12 +172,12 @@ static int check_list(char *const *list, size_t n, const char *field, int (*ok)(
 static int check_str(const char *v, const char *field, int (*ok)(const char *),
                      const char *what, struct err *e)
 {
-    char tmp[64];
+    char tmp[TEXT_SHOWN_SIZE(SHOWN_MAX)];
     if (!v)
         return err_set(e, "job field '%s': missing", field);
     if (!ok(v))
-        return err_set(e, "job field '%s': '%s' is not a valid %s", field, shown(v, tmp),
-                       what);
+        return err_set(e, "job field '%s': '%s' is not a valid %s", field,
+                       text_shown(v, SHOWN_MAX, tmp), what);
     return 0;
 }
 
@@ -343,7 +332,7 @@ static int take_int(json_t *o, const char *name, int required, int lo, int hi, i
 static int take_enum(json_t *o, const char *name, int (*parse)(const char *, void *),
                      void *out, struct err *e)
 {
-    char tmp[64];
+    char tmp[TEXT_SHOWN_SIZE(SHOWN_MAX)];
     json_t *v = json_object_get(o, name);
     if (!v)
         return err_set(e, "job field '%s': missing", name);
@@ -351,7 +340,7 @@ static int take_enum(json_t *o, const char *name, int (*parse)(const char *, voi
         return err_set(e, "job field '%s': not a string", name);
     if (parse(json_string_value(v), out) < 0)
         return err_set(e, "job field '%s': unknown value '%s'", name,
-                       shown(json_string_value(v), tmp));
+                       text_shown(json_string_value(v), SHOWN_MAX, tmp));
     return 0;
 }
 
@@ -409,13 +398,6 @@ out:
     return rc;
 }
 
-static void free_list(char **v, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        free(v[i]);
-    free(v);
-}
-
 void job_free(struct job *j)
 {
     if (!j)
@@ -426,7 +408,7 @@ void job_free(struct job *j)
     free(j->source_repo);
     free(j->target);
     free(j->target_repo);
-    free_list(j->tags, j->ntags);
-    free_list(j->platforms, j->nplatforms);
+    strv_free_array(j->tags, j->ntags);
+    strv_free_array(j->platforms, j->nplatforms);
     memset(j, 0, sizeof(*j));
 }

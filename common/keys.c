@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buf.h"
 #include "xalloc.h"
 
 static int prefix_char_ok(int c)
@@ -76,11 +77,13 @@ int keys_init(struct keys *k, const char *prefix, struct err *e)
     k->jobs_index = fixed(k, "jobs:index");
     k->jobs_delayed = fixed(k, "jobs:delayed");
     k->jobs_delayed_payload = fixed(k, "jobs:delayed:payload");
+    k->jobs_delayed_count = fixed(k, "jobs:delayed:count");
     k->jobs_dead = fixed(k, "jobs:dead");
     k->jobs_handover = fixed(k, "jobs:handover");
     k->runs = fixed(k, "runs");
     k->run_current = fixed(k, "runs:current");
     k->synced_commit = fixed(k, "synced-commit");
+    k->budgets = fixed(k, "budgets");
     k->workers = fixed(k, "workers");
     k->coordinator = fixed(k, "coordinator");
     k->stats = fixed(k, "stats");
@@ -92,9 +95,10 @@ int keys_init(struct keys *k, const char *prefix, struct err *e)
 void keys_free(struct keys *k)
 {
     char **all[] = {&k->prefix, &k->jobs, &k->jobs_index, &k->jobs_delayed,
-                    &k->jobs_delayed_payload, &k->jobs_dead, &k->jobs_handover, &k->runs,
-                    &k->run_current, &k->synced_commit, &k->workers, &k->coordinator,
-                    &k->stats, &k->ctl_paused, &k->manifests};
+                    &k->jobs_delayed_payload, &k->jobs_delayed_count, &k->jobs_dead,
+                    &k->jobs_handover, &k->runs, &k->run_current, &k->synced_commit,
+                    &k->budgets, &k->workers, &k->coordinator, &k->stats, &k->ctl_paused,
+                    &k->manifests};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
         free(*all[i]);
         *all[i] = NULL;

@@ -19,6 +19,8 @@
  * <p>jobs:delayed                       zset    job key scored by due time (ms, Redis clock)
  * <p>jobs:delayed:payload               hash    job key -> {"why":"backoff|budget|registry",
  *                                               "due_ms":..,"job":{..}}
+ * <p>jobs:delayed:count                 hash    why -> delayed jobs waiting for it, kept by
+ *                                               the functions (gone when none waits)
  * <p>jobs:dead                          stream  dead letters: id, key, job, reason, deliveries,
  *                                               ts (ms); capped with MAXLEN ~
  * <p>jobs:handover                      hash    job key -> job (JSON) a newer run enqueued
@@ -26,8 +28,13 @@
  *                                               ended run: enqueued once that one settles
  * <p>run:<id>                           hash    run record: id, state, commit, started_ms,
  *                                               finished_ms, jobs_total, jobs_done, jobs_failed,
- *                                               jobs_retried, jobs_dead, registry_waits and
- *                                               worker counters
+ *                                               jobs_retried, jobs_dead, registry_waits,
+ *                                               jobs_deferred (its jobs waiting for the pull
+ *                                               budget; at its end: those that waited), the
+ *                                               worker counters (RQ_RUN_COUNTERS), and what
+ *                                               the coordinator notes (from, enqueued,
+ *                                               tags_total, removed_tags, catalog_errors,
+ *                                               error)
  * <p>run:<id>:keys                      set     job keys the run enqueued (each counted once
  *                                               in jobs_total, also when re-enqueued); gone
  *                                               when the run finishes
@@ -66,6 +73,8 @@
  *                                               limit, window_s, remaining, observed_ms,
  *                                               paused_until_ms, http_429, unlimited
  * <p>budget:<source>:inflight           zset    budget reservations -> expiry (ms)
+ * <p>budgets                            zset    source -> last heard from (ms), while its
+ *                                               hash lives: the sources for readers
  * <p>workers                            zset    worker id -> last heartbeat (ms)
  * <p>worker:<id>                        string  heartbeat JSON (host, pid, started, jobs,
  *                                               bytes), EX 30
@@ -95,11 +104,13 @@ struct keys {
     char *jobs_index;
     char *jobs_delayed;
     char *jobs_delayed_payload;
+    char *jobs_delayed_count;
     char *jobs_dead;
     char *jobs_handover;
     char *runs;
     char *run_current;
     char *synced_commit;
+    char *budgets;
     char *workers;
     char *coordinator;
     char *stats;

@@ -8,58 +8,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buf.h"
 #include "digest.h"
 #include "xalloc.h"
 
 /* ---- small helpers ---------------------------------------------------- */
 
-void oi_strv_push(struct oi_strv *s, char *owned)
-{
-    /* grow at powers of two: no separate capacity field needed */
-    if ((s->n & (s->n - 1)) == 0)
-        s->v = xrealloc(s->v, (s->n ? 2 * s->n : 1) * sizeof(char *));
-    s->v[s->n++] = owned;
-}
-
-void oi_strv_free(struct oi_strv *s)
-{
-    for (size_t i = 0; i < s->n; i++)
-        free(s->v[i]);
-    free(s->v);
-    s->v = NULL;
-    s->n = 0;
-}
-
-static void strv_copy(struct oi_strv *dst, const struct oi_strv *src)
-{
-    memset(dst, 0, sizeof(*dst));
-    for (size_t i = 0; i < src->n; i++)
-        oi_strv_push(dst, xstrdup(src->v[i]));
-}
-
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* Sort and drop duplicates (Go sort.Strings is byte order, like strcmp). */
-static void strv_sort_uniq(struct oi_strv *s)
-{
-    if (s->n < 2)
-        return;
-    qsort(s->v, s->n, sizeof(char *), cmp_str);
-    size_t w = 1;
-    for (size_t i = 1; i < s->n; i++) {
-        if (strcmp(s->v[i], s->v[w - 1]) == 0)
-            free(s->v[i]);
-        else
-            s->v[w++] = s->v[i];
-    }
-    s->n = w;
-}
-
 /* Drop later duplicates, keeping the order (DeduplicateSharedTags). */
-static void strv_uniq_keep_order(struct oi_strv *s)
+static void strv_uniq_keep_order(struct strv *s)
 {
     size_t w = 0;
     for (size_t i = 0; i < s->n; i++) {
@@ -76,7 +32,7 @@ static void strv_uniq_keep_order(struct oi_strv *s)
 
 /* Append the elements joined by sep. Past b's max the text is cut, which
  * only the bounded message buffers reach, and a cut message is fine. */
-static void strv_join(struct buf *b, const struct oi_strv *s, const char *sep)
+static void strv_join(struct buf *b, const struct strv *s, const char *sep)
 {
     for (size_t i = 0; i < s->n; i++)
         if ((i && buf_puts(b, sep) < 0) || buf_puts(b, s->v[i]) < 0)
@@ -369,7 +325,7 @@ static const char *const field_names[NFIELDS] = {"GitRepo",   "GitFetch", "GitCo
 /* An entry while it is decoded and validated: the global paragraph, or a
  * deep copy of it overlaid with one entry paragraph. */
 struct draft {
-    struct oi_strv maint, tags, shared, arches, constraints;
+    struct strv maint, tags, shared, arches, constraints;
     char *f[NFIELDS];
     struct oi_arch_field *af; /* every "<arch>-<Field>" seen, empty values too */
     size_t naf;
@@ -377,11 +333,11 @@ struct draft {
 
 static void draft_free(struct draft *d)
 {
-    oi_strv_free(&d->maint);
-    oi_strv_free(&d->tags);
-    oi_strv_free(&d->shared);
-    oi_strv_free(&d->arches);
-    oi_strv_free(&d->constraints);
+    strv_free(&d->maint);
+    strv_free(&d->tags);
+    strv_free(&d->shared);
+    strv_free(&d->arches);
+    strv_free(&d->constraints);
     for (int i = 0; i < NFIELDS; i++)
         free(d->f[i]);
     for (size_t i = 0; i < d->naf; i++) {
@@ -431,7 +387,7 @@ static int is_list_strip(char c)
 
 /* go-debian list decoding: split on ',' and trim "\n\r\t " from each
  * element, appending to what is there (an empty value gives one ""). */
-static void list_append(struct oi_strv *s, const char *v)
+static void list_append(struct strv *s, const char *v)
 {
     for (;;) {
         const char *comma = strchr(v, ',');
@@ -441,7 +397,7 @@ static void list_append(struct oi_strv *s, const char *v)
             p++, n--;
         while (n > 0 && is_list_strip(p[n - 1]))
             n--;
-        oi_strv_push(s, xstrndup(p, n));
+        strv_push(s, xstrndup(p, n));
         if (!comma)
             break;
         v = comma + 1;
@@ -489,13 +445,13 @@ static int decode(struct draft *d, const struct para *p, const char *name, struc
     /* SharedTags and Architectures replace the inherited value (reset, then
      * restored when the paragraph does not set them); the other lists
      * append to it. */
-    struct oi_strv shared = d->shared, arches = d->arches;
+    struct strv shared = d->shared, arches = d->arches;
     memset(&d->shared, 0, sizeof(d->shared));
     memset(&d->arches, 0, sizeof(d->arches));
 
     struct {
         const char *key;
-        struct oi_strv *list;
+        struct strv *list;
     } lists[] = {{"Maintainers", &d->maint},
                  {"Tags", &d->tags},
                  {"SharedTags", &d->shared},
@@ -516,11 +472,11 @@ static int decode(struct draft *d, const struct para *p, const char *name, struc
     if (d->shared.n == 0)
         d->shared = shared;
     else
-        oi_strv_free(&shared);
+        strv_free(&shared);
     if (d->arches.n == 0)
         d->arches = arches;
     else
-        oi_strv_free(&arches);
+        strv_free(&arches);
     strv_sort_uniq(&d->arches);
 
     for (size_t i = 0; i < p->nkv; i++)
@@ -653,7 +609,7 @@ static int maintainer_ok(const char *m)
 }
 
 /* Join the invalid elements of a list for a message; caller frees. */
-static char *invalid_list(const struct oi_strv *s, int (*ok)(const char *))
+static char *invalid_list(const struct strv *s, int (*ok)(const char *))
 {
     struct buf b = BUF_INIT(ERR_MSG_MAX);
     int any = 0;
@@ -676,7 +632,7 @@ static int arch_ok(const char *a)
     return oi_arch_platform(a) != NULL;
 }
 
-static char *tags_string(const struct oi_strv *tags)
+static char *tags_string(const struct strv *tags)
 {
     struct buf b = BUF_INIT(ERR_MSG_MAX);
     strv_join(&b, tags, ", ");
@@ -799,7 +755,7 @@ static void entry_from_draft(struct oi_entry *en, struct draft *d, int line)
     free(d->af);
     qsort(en->arch_fields, en->narch_fields, sizeof(*en->arch_fields), cmp_arch_field);
     for (size_t i = 0; i < en->arches.n; i++)
-        oi_strv_push(&en->platforms, xstrdup(oi_arch_platform(en->arches.v[i])));
+        strv_push(&en->platforms, xstrdup(oi_arch_platform(en->arches.v[i])));
     strv_sort_uniq(&en->platforms);
     en->line = line;
     memset(d, 0, sizeof(*d));
@@ -807,12 +763,12 @@ static void entry_from_draft(struct oi_entry *en, struct draft *d, int line)
 
 static void entry_free(struct oi_entry *en)
 {
-    oi_strv_free(&en->tags);
-    oi_strv_free(&en->shared_tags);
-    oi_strv_free(&en->arches);
-    oi_strv_free(&en->platforms);
-    oi_strv_free(&en->maintainers);
-    oi_strv_free(&en->constraints);
+    strv_free(&en->tags);
+    strv_free(&en->shared_tags);
+    strv_free(&en->arches);
+    strv_free(&en->platforms);
+    strv_free(&en->maintainers);
+    strv_free(&en->constraints);
     free(en->git_repo);
     free(en->git_fetch);
     free(en->git_commit);
@@ -1029,9 +985,9 @@ static void add_entry(struct builder *b, struct draft *d, int line)
     if (same) {
         struct oi_entry *into = &r->entries[*same];
         for (size_t i = 0; i < en->tags.n; i++)
-            oi_strv_push(&into->tags, en->tags.v[i]);
+            strv_push(&into->tags, en->tags.v[i]);
         for (size_t i = 0; i < en->shared_tags.n; i++)
-            oi_strv_push(&into->shared_tags, en->shared_tags.v[i]);
+            strv_push(&into->shared_tags, en->shared_tags.v[i]);
         en->tags.n = en->shared_tags.n = 0;
         entry_free(en);
         strv_uniq_keep_order(&into->shared_tags);
@@ -1104,12 +1060,12 @@ static void build_groups(struct oi_repo *r)
                 g->entries = xrealloc(g->entries, (g->nentries + 1) * sizeof(size_t));
                 g->entries[g->nentries++] = ei;
                 for (size_t j = 0; j < r->entries[ei].platforms.n; j++)
-                    oi_strv_push(&g->platforms, xstrdup(r->entries[ei].platforms.v[j]));
+                    strv_push(&g->platforms, xstrdup(r->entries[ei].platforms.v[j]));
                 p = end + 1;
             }
             strv_sort_uniq(&g->platforms);
         }
-        oi_strv_push(&g->tags, xstrdup(stags[k]));
+        strv_push(&g->tags, xstrdup(stags[k]));
     }
     smap_free(&by_key);
     for (size_t k = 0; k < nstags; k++)
@@ -1141,7 +1097,7 @@ int oi_parse(const char *data, size_t len, const char *name, struct oi_repo **ou
     }
 
     /* DefaultManifestEntry */
-    oi_strv_push(&global.arches, xstrdup("amd64"));
+    strv_push(&global.arches, xstrdup("amd64"));
     for (int i = 0; i < NFIELDS; i++)
         global.f[i] = xstrdup(i == F_GITFETCH    ? "refs/heads/master"
                               : i == F_DIRECTORY ? "."
@@ -1178,8 +1134,8 @@ void oi_repo_free(struct oi_repo *r)
         entry_free(&r->entries[i]);
     free(r->entries);
     for (size_t i = 0; i < r->ngroups; i++) {
-        oi_strv_free(&r->groups[i].tags);
-        oi_strv_free(&r->groups[i].platforms);
+        strv_free(&r->groups[i].tags);
+        strv_free(&r->groups[i].platforms);
         free(r->groups[i].entries);
     }
     free(r->groups);

@@ -25,17 +25,7 @@
 #include <stddef.h>
 
 #include "err.h"
-
-/* A list of owned strings. */
-struct oi_strv {
-    char **v;
-    size_t n;
-};
-
-/* Append an owned string; free every element and the array (the list is
- * left empty and reusable). Start from {NULL, 0}. */
-void oi_strv_push(struct oi_strv *s, char *owned);
-void oi_strv_free(struct oi_strv *s);
+#include "strv.h"
 
 /* An architecture-specific field: key "<arch>-<Field>" (Field one of
  * GitRepo, GitFetch, GitCommit, Directory, File, Builder) and its value. */
@@ -51,12 +41,12 @@ struct oi_arch_field {
 #define OI_FINGERPRINT_LEN 64
 
 struct oi_entry {
-    struct oi_strv tags;        /* Tags in file order; tags.v[0] identifies the entry */
-    struct oi_strv shared_tags; /* SharedTags, de-duplicated, file order */
-    struct oi_strv arches;      /* bashbrew architectures, de-duplicated, sorted */
-    struct oi_strv platforms;   /* OCI platforms of arches ("linux/arm64/v8"), sorted */
-    struct oi_strv maintainers; /* global ones first, then the entry's */
-    struct oi_strv constraints; /* global ones first, then the entry's */
+    struct strv tags;        /* Tags in file order; tags.v[0] identifies the entry */
+    struct strv shared_tags; /* SharedTags, de-duplicated, file order */
+    struct strv arches;      /* bashbrew architectures, de-duplicated, sorted */
+    struct strv platforms;   /* OCI platforms of arches ("linux/arm64/v8"), sorted */
+    struct strv maintainers; /* global ones first, then the entry's */
+    struct strv constraints; /* global ones first, then the entry's */
     char *git_repo;
     char *git_fetch;
     char *git_commit;
@@ -73,8 +63,8 @@ enum oi_group_kind { OI_GROUP_TAGS, OI_GROUP_SHARED };
 
 struct oi_group {
     enum oi_group_kind kind;
-    struct oi_strv tags;      /* tags pushed for this index, file order */
-    struct oi_strv platforms; /* sorted, distinct */
+    struct strv tags;      /* tags pushed for this index, file order */
+    struct strv platforms; /* sorted, distinct */
     size_t *entries;          /* indexes into oi_repo.entries (one for a tags group) */
     size_t nentries;
 };

@@ -5,25 +5,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "text.h"
 #include "xalloc.h"
 
-#define QUOTE_MAX 200
+#define QUOTE_MAX 200 /* bytes of the input quoted in a message */
 /* The longest input that can be valid: the name can only grow by normalisation. */
 #define REF_INPUT_MAX (REF_NAME_MAX + 1 + REF_TAG_MAX + 1 + DIGEST_STR_SIZE - 1)
 #define HUB "docker.io"
 #define HUB_LEGACY "index.docker.io"
 #define OFFICIAL "library/"
-
-/* s for a message: at most QUOTE_MAX bytes, unprintable ones as '?'. */
-static void quote(const char *s, char out[QUOTE_MAX + 4])
-{
-    size_t i = 0;
-    for (; s[i] && i < QUOTE_MAX; i++)
-        out[i] = s[i] > 0x20 && s[i] < 0x7f ? s[i] : '?';
-    if (s[i])
-        out[i++] = '.', out[i++] = '.', out[i++] = '.';
-    out[i] = '\0';
-}
 
 static int is_lower_alnum(char c)
 {
@@ -187,10 +177,10 @@ void ref_free(struct ref *r)
 int ref_parse(struct ref *out, const char *s, struct err *e)
 {
     memset(out, 0, sizeof(*out));
-    char q[QUOTE_MAX + 4];
+    char q[TEXT_SHOWN_SIZE(QUOTE_MAX)];
     if (!s || !*s)
         return err_set(e, "reference is empty");
-    quote(s, q);
+    text_shown(s, QUOTE_MAX, q);
     size_t len = strlen(s);
     if (len > REF_INPUT_MAX)
         return err_set(e, "'%s': too long (%zu bytes, at most %d)", q, len, REF_INPUT_MAX);
@@ -271,11 +261,11 @@ int ref_official_repo(const char *s, char **name, struct err *e)
 {
     int rc = -1;
     struct ref r;
-    char q[QUOTE_MAX + 4];
+    char q[TEXT_SHOWN_SIZE(QUOTE_MAX)];
     *name = NULL;
     if (ref_parse(&r, s, e) < 0)
         return -1;
-    quote(s, q);
+    text_shown(s, QUOTE_MAX, q);
     if (strcmp(r.domain, HUB) != 0)
         err_set(e, "'%s' is on %s, not Docker Hub", q, r.domain);
     else if (strncmp(r.path, OFFICIAL, strlen(OFFICIAL)) != 0 ||

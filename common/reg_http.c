@@ -8,6 +8,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "buf.h"
 #include "log.h"
 #include "reg_parse.h"
 
@@ -293,6 +294,50 @@ static void free_headers(struct curl_slist *hl)
     curl_slist_free_all(hl);
 }
 
+/* Append line to *hl. When libcurl cannot (out of memory) the list built so far
+ * is freed, any Authorization line in it wiped, and -1 returned: a lost list
+ * would leak and a shorter one send the request without its headers. */
+static int add_header(struct curl_slist **hl, const char *line)
+{
+    struct curl_slist *longer = curl_slist_append(*hl, line);
+    if (!longer) {
+        free_headers(*hl);
+        *hl = NULL;
+        return -1;
+    }
+    *hl = longer;
+    return 0;
+}
+
+/* The request's header list (owned: free_headers), or NULL when libcurl cannot
+ * build it. A Bearer token goes only with a request to the registry's origin
+ * (same). */
+static struct curl_slist *request_headers(const struct reg_req *q, int same)
+{
+    struct curl_slist *hl = NULL;
+    /* No 100-continue round trip: registries answer early errors anyway. */
+    int rc = add_header(&hl, "Expect:");
+    if (rc == 0 && q->accept) {
+        char *a = xasprintf("Accept: %s", q->accept);
+        rc = add_header(&hl, a);
+        free(a);
+    }
+    if (rc == 0 && q->content_type) {
+        char *ct = xasprintf("Content-Type: %s", q->content_type);
+        rc = add_header(&hl, ct);
+        free(ct);
+    }
+    if (rc == 0 && q->extra_header)
+        rc = add_header(&hl, q->extra_header);
+    if (rc == 0 && q->token && same) {
+        char *ah = xasprintf("Authorization: Bearer %s", q->token);
+        rc = add_header(&hl, ah);
+        explicit_bzero(ah, strlen(ah));
+        free(ah);
+    }
+    return rc == 0 ? hl : NULL;
+}
+
 static void send_now(struct reg_req *q)
 {
     struct reg_client *c = q->r->c;
@@ -335,31 +380,19 @@ static void send_now(struct reg_req *q)
     curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(easy, CURLOPT_WRITEDATA, q);
 
-    struct curl_slist *hl = NULL;
-    /* No 100-continue round trip: registries answer early errors anyway. */
-    hl = curl_slist_append(hl, "Expect:");
-    if (q->accept) {
-        char *a = xasprintf("Accept: %s", q->accept);
-        hl = curl_slist_append(hl, a);
-        free(a);
-    }
-    if (q->content_type) {
-        char *ct = xasprintf("Content-Type: %s", q->content_type);
-        hl = curl_slist_append(hl, ct);
-        free(ct);
-    }
-    if (q->extra_header)
-        hl = curl_slist_append(hl, q->extra_header);
     /* Credentials only for the registry's own origin: a Location or Link on
      * another host gets none (libcurl would drop them on redirects too). */
     int same = reg_parse_same_origin(q->url, r->url);
+    struct curl_slist *hl = request_headers(q, same);
+    if (!hl) {
+        curl_easy_cleanup(easy);
+        reg_http_fail(q, REG_NETWORK,
+                      "libcurl cannot build the request's headers (out of memory)");
+        complete(q);
+        return;
+    }
     q->sent_basic = 0;
-    if (q->token && same) {
-        char *ah = xasprintf("Authorization: Bearer %s", q->token);
-        hl = curl_slist_append(hl, ah);
-        explicit_bzero(ah, strlen(ah));
-        free(ah);
-    } else if (r->basic && r->cr.username && same) {
+    if (!q->token && same && r->basic && r->cr.username) { /* else a Bearer token is in hl */
         curl_easy_setopt(easy, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
         curl_easy_setopt(easy, CURLOPT_USERNAME, r->cr.username);
         curl_easy_setopt(easy, CURLOPT_PASSWORD, r->cr.password);

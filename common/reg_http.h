@@ -17,6 +17,7 @@
 #include <ev.h>
 
 #include "auth.h"
+#include "buf.h"
 #include "digest.h"
 #include "evcurl.h"
 #include "reg.h"

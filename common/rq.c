@@ -2,11 +2,14 @@
  * struct rq_res; rq_exec and rq_exec_async share both. */
 #include "rq.h"
 
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "strv.h"
+#include "text.h"
 #include "xalloc.h"
 
 /* How to read the reply of a command. */
@@ -25,7 +28,15 @@ enum kind {
     K_CURSOR,     /* {cursor, n} */
     K_KEYSCAN,    /* {cursor, {key...}} */
     K_OK,         /* anything but an error */
+    K_LIST,       /* strings */
+    K_TIME,       /* {seconds, microseconds} */
+    K_HELD_SUM,   /* XPENDING summary: {n, min, max, {{consumer, n}...}} */
+    K_FIRST,      /* ZRANGE 0 0 WITHSCORES: {} | {member, score} */
+    K_DEAD,       /* XREVRANGE: {{id, {field, value...}}...} */
 };
+
+#define RQ_RUN_COUNTER_NAME(name) #name,
+const char *const rq_run_counter_names[RQ_NRUN_COUNTERS] = {RQ_RUN_COUNTERS(RQ_RUN_COUNTER_NAME)};
 
 struct rq_cmd {
     enum kind kind;
@@ -55,7 +66,14 @@ void rq_free(struct rq *q)
 int rq_lua_version(void)
 {
     const char *v = strstr(rq_lua_source, "\nlocal VERSION = ");
-    return v ? atoi(v + strlen("\nlocal VERSION = ")) : 0;
+    long long n = 0;
+    if (!v)
+        return 0;
+    v += strlen("\nlocal VERSION = ");
+    char *line = xstrndup(v, strcspn(v, "\n"));
+    int ok = text_ll(line, &n) == 0 && n > 0 && n <= INT_MAX;
+    free(line);
+    return ok ? (int)n : 0;
 }
 
 #define RQ_NO_FUNCTION "ERR Function not found"
@@ -85,20 +103,13 @@ void rq_setup(const struct rq *q, struct rconn_setup *out)
 
 /* ---- results ------------------------------------------------------------ */
 
-static void free_strv(char **v, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        free(v[i]);
-    free(v);
-}
-
 void rq_res_free(struct rq_res *r)
 {
     free(r->id);
     free(r->key);
     free(r->json);
     free(r->str);
-    free_strv(r->items, r->nitems);
+    strv_free_array(r->items, r->nitems);
     free(r->flags);
     memset(r, 0, sizeof(*r));
 }
@@ -113,12 +124,8 @@ const char *rq_res_field(const struct rq_res *r, const char *name)
 
 long long rq_res_field_int(const struct rq_res *r, const char *name, long long def)
 {
-    const char *v = rq_res_field(r, name);
-    char *end;
-    if (!v || !*v)
-        return def;
-    long long n = strtoll(v, &end, 10);
-    return *end ? def : n;
+    long long n;
+    return text_ll(rq_res_field(r, name), &n) == 0 ? n : def;
 }
 
 const char *rq_status_name(enum rq_status s)
@@ -291,8 +298,8 @@ struct rq_cmd *rq_cmd_retry(const struct rq *q, const char *consumer, const char
                             const struct rq_counter *counters, size_t ncounters)
 {
     const struct keys *k = &q->keys;
-    const char *keys[] = {k->jobs_delayed, k->jobs_delayed_payload};
-    struct rq_cmd *c = settle(q, "hubsync_retry", run_id, 2, keys, consumer, id, key);
+    const char *keys[] = {k->jobs_delayed, k->jobs_delayed_payload, k->jobs_delayed_count};
+    struct rq_cmd *c = settle(q, "hubsync_retry", run_id, 3, keys, consumer, id, key);
     arg(c, json);
     arg_ll(c, delay_ms);
     arg(c, why);
@@ -327,9 +334,11 @@ struct rq_cmd *rq_cmd_handback(const struct rq *q, const char *consumer, const c
 struct rq_cmd *rq_cmd_promote(const struct rq *q, int max)
 {
     const struct keys *k = &q->keys;
-    struct rq_cmd *c = fcall(K_INT, "hubsync_promote", 5, k->jobs, k->jobs_index,
-                             k->jobs_delayed, k->jobs_delayed_payload, k->stats);
+    struct rq_cmd *c = fcall(K_INT, "hubsync_promote", 6, k->jobs, k->jobs_index,
+                             k->jobs_delayed, k->jobs_delayed_payload, k->stats,
+                             k->jobs_delayed_count);
     arg_ll(c, max);
+    arg(c, q->run_prefix);
     return c;
 }
 
@@ -379,7 +388,8 @@ struct rq_cmd *rq_cmd_budget_acquire(const struct rq *q, const char *source, int
 struct rq_cmd *rq_cmd_budget_observe(const struct rq *q, const char *source,
                                      const struct ratelimit_info *rl, const char *resv)
 {
-    struct rq_cmd *c = budget_call(q, K_INT, "hubsync_budget_observe", source, NULL);
+    struct rq_cmd *c =
+        budget_call(q, K_INT, "hubsync_budget_observe", source, q->keys.budgets);
     if (rl && rl->has_remaining) {
         arg(c, "limited");
         arg_ll(c, rl->has_limit ? rl->limit : 0);
@@ -393,6 +403,7 @@ struct rq_cmd *rq_cmd_budget_observe(const struct rq *q, const char *source,
         arg(c, "");
     }
     arg(c, resv ? resv : "");
+    arg(c, source);
     return c;
 }
 
@@ -400,9 +411,11 @@ struct rq_cmd *rq_cmd_budget_pause(const struct rq *q, const char *source,
                                    long long duration_ms)
 {
     char *budget = keys_budget(&q->keys, source);
-    struct rq_cmd *c = fcall(K_INT, "hubsync_budget_pause", 2, budget, q->keys.stats);
+    struct rq_cmd *c =
+        fcall(K_INT, "hubsync_budget_pause", 3, budget, q->keys.stats, q->keys.budgets);
     free(budget);
     arg_ll(c, duration_ms);
+    arg(c, source);
     return c;
 }
 
@@ -550,9 +563,9 @@ struct rq_cmd *rq_cmd_run_enqueue(const struct rq *q, const char *run_id, const 
     const struct keys *k = &q->keys;
     char *run = keys_run(k, run_id), *runkeys = keys_run_keys(k, run_id);
     char *settled = keys_run_settled(k, run_id);
-    struct rq_cmd *c = fcall(K_ENQUEUE, "hubsync_run_enqueue", 9, k->jobs, k->jobs_index,
+    struct rq_cmd *c = fcall(K_ENQUEUE, "hubsync_run_enqueue", 10, k->jobs, k->jobs_index,
                              k->stats, run, runkeys, settled, k->jobs_delayed,
-                             k->jobs_delayed_payload, k->jobs_handover);
+                             k->jobs_delayed_payload, k->jobs_handover, k->jobs_delayed_count);
     free(run);
     free(runkeys);
     free(settled);
@@ -560,6 +573,7 @@ struct rq_cmd *rq_cmd_run_enqueue(const struct rq *q, const char *run_id, const 
     arg(c, json);
     arg(c, run_id);
     arg(c, KEYS_GROUP);
+    arg(c, q->run_prefix);
     return c;
 }
 
@@ -586,8 +600,8 @@ struct rq_cmd *rq_cmd_run_check(const struct rq *q, const char *run_id, const ch
 struct rq_cmd *rq_cmd_purge_delayed(const struct rq *q, const char *run_id)
 {
     const struct keys *k = &q->keys;
-    struct rq_cmd *c = fcall(K_INT, "hubsync_purge_delayed", 4, k->jobs_index, k->jobs_delayed,
-                             k->jobs_delayed_payload, k->stats);
+    struct rq_cmd *c = fcall(K_INT, "hubsync_purge_delayed", 5, k->jobs_index, k->jobs_delayed,
+                             k->jobs_delayed_payload, k->stats, k->jobs_delayed_count);
     arg(c, run_id ? run_id : "");
     return c;
 }
@@ -637,6 +651,138 @@ struct rq_cmd *rq_cmd_stats(const struct rq *q)
     struct rq_cmd *c = cmd_new(K_HASH);
     arg(c, "HGETALL");
     arg(c, q->keys.stats);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_run_note(const struct rq *q, const char *run_id, const char *field,
+                               const char *value)
+{
+    struct rq_cmd *c = cmd_new(K_OK);
+    arg(c, "HSET");
+    arg_own(c, keys_run(&q->keys, run_id));
+    arg(c, field);
+    arg(c, value);
+    return c;
+}
+
+/* A read: the command name, then its arguments. */
+static struct rq_cmd *read_cmd(enum kind k, const char *name, const char *key)
+{
+    struct rq_cmd *c = cmd_new(k);
+    arg(c, name);
+    if (key)
+        arg(c, key);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_time(void)
+{
+    return read_cmd(K_TIME, "TIME", NULL);
+}
+
+struct rq_cmd *rq_cmd_paused(const struct rq *q)
+{
+    return read_cmd(K_INT, "EXISTS", q->keys.ctl_paused);
+}
+
+struct rq_cmd *rq_cmd_lease_holder(const char *key)
+{
+    return read_cmd(K_STRING, "GET", key);
+}
+
+struct rq_cmd *rq_cmd_lease_ttl(const char *key)
+{
+    return read_cmd(K_INT, "PTTL", key);
+}
+
+struct rq_cmd *rq_cmd_queue_len(const struct rq *q)
+{
+    return read_cmd(K_INT, "XLEN", q->keys.jobs);
+}
+
+struct rq_cmd *rq_cmd_queue_held(const struct rq *q)
+{
+    struct rq_cmd *c = read_cmd(K_HELD_SUM, "XPENDING", q->keys.jobs);
+    arg(c, KEYS_GROUP);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_delayed_len(const struct rq *q)
+{
+    return read_cmd(K_INT, "ZCARD", q->keys.jobs_delayed);
+}
+
+struct rq_cmd *rq_cmd_delayed_next(const struct rq *q)
+{
+    struct rq_cmd *c = read_cmd(K_FIRST, "ZRANGE", q->keys.jobs_delayed);
+    const char *rest[] = {"0", "0", "WITHSCORES"};
+    arg_list(c, rest, 3);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_delayed_counts(const struct rq *q)
+{
+    return read_cmd(K_HASH, "HGETALL", q->keys.jobs_delayed_count);
+}
+
+struct rq_cmd *rq_cmd_dead_len(const struct rq *q)
+{
+    return read_cmd(K_INT, "XLEN", q->keys.jobs_dead);
+}
+
+struct rq_cmd *rq_cmd_dead_newest(const struct rq *q, int count)
+{
+    struct rq_cmd *c = read_cmd(K_DEAD, "XREVRANGE", q->keys.jobs_dead);
+    const char *rest[] = {"+", "-", "COUNT"};
+    arg_list(c, rest, 3);
+    arg_ll(c, count);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_workers(const struct rq *q)
+{
+    struct rq_cmd *c = read_cmd(K_HASH, "ZRANGE", q->keys.workers);
+    const char *rest[] = {"0", "-1", "WITHSCORES"};
+    arg_list(c, rest, 3);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_worker_get(const struct rq *q, const char *worker_id)
+{
+    struct rq_cmd *c = read_cmd(K_STRING, "GET", NULL);
+    arg_own(c, keys_worker(&q->keys, worker_id));
+    return c;
+}
+
+struct rq_cmd *rq_cmd_budget_sources(const struct rq *q)
+{
+    struct rq_cmd *c = read_cmd(K_LIST, "ZRANGE", q->keys.budgets);
+    arg(c, "0");
+    arg(c, "-1");
+    return c;
+}
+
+struct rq_cmd *rq_cmd_budget_get(const struct rq *q, const char *source)
+{
+    struct rq_cmd *c = read_cmd(K_HASH, "HGETALL", NULL);
+    arg_own(c, keys_budget(&q->keys, source));
+    return c;
+}
+
+struct rq_cmd *rq_cmd_budget_reserved(const struct rq *q, const char *source, long long now_ms)
+{
+    struct rq_cmd *c = read_cmd(K_INT, "ZCOUNT", NULL);
+    arg_own(c, keys_budget_inflight(&q->keys, source));
+    arg_own(c, xasprintf("(%lld", now_ms));
+    arg(c, "+inf");
+    return c;
+}
+
+struct rq_cmd *rq_cmd_runs_newest(const struct rq *q, int count)
+{
+    struct rq_cmd *c = read_cmd(K_LIST, "ZREVRANGE", q->keys.runs);
+    arg(c, "0");
+    arg_ll(c, count - 1);
     return c;
 }
 
@@ -803,6 +949,62 @@ static int parse_read(const struct rq_cmd *c, const redisReply *r, struct rq_res
     return 0;
 }
 
+/* XPENDING's summary: {n, min id, max id, {{consumer, n as text}...} | nil}. */
+static int parse_held(const struct rq_cmd *c, const redisReply *r, struct rq_res *res,
+                      struct err *e)
+{
+    if (!is_array(r, 4) || !is_int(r->element[0]))
+        return bad_reply(c, e, "unexpected shape");
+    const redisReply *per = r->element[3];
+    struct strv v = {NULL, 0};
+    for (size_t i = 0; is_array(per, 0) && i < per->elements; i++) {
+        const redisReply *p = per->element[i];
+        if (!is_array(p, 2) || !is_str(p->element[0]) || !is_str(p->element[1])) {
+            strv_free(&v);
+            return bad_reply(c, e, "unexpected consumer entry");
+        }
+        strv_push(&v, dup_str(p->element[0]));
+        strv_push(&v, dup_str(p->element[1]));
+    }
+    res->items = v.v;
+    res->nitems = v.n;
+    res->n = r->element[0]->integer;
+    res->status = RQ_VALUE;
+    return 0;
+}
+
+/* Dead letters {{entry id, {field, value...}}...}: RQ_DEAD_FIELDS per letter. */
+static int parse_dead(const struct rq_cmd *c, const redisReply *r, struct rq_res *res,
+                      struct err *e)
+{
+    static const char *const wanted[RQ_DEAD_FIELDS] = {"id", "key", "reason", "deliveries",
+                                                       "ts"};
+    if (!is_array(r, 0))
+        return bad_reply(c, e, "not an array");
+    struct strv v = {NULL, 0};
+    for (size_t i = 0; i < r->elements; i++) {
+        const redisReply *en = r->element[i];
+        if (!is_array(en, 2) || !is_array(en->element[1], 0)) {
+            strv_free(&v);
+            return bad_reply(c, e, "unexpected stream entry");
+        }
+        const redisReply *f = en->element[1];
+        for (size_t w = 0; w < RQ_DEAD_FIELDS; w++) {
+            const char *val = "";
+            for (size_t k = 0; k + 1 < f->elements; k += 2)
+                if (is_str(f->element[k]) && is_str(f->element[k + 1]) &&
+                    strcmp(f->element[k]->str, wanted[w]) == 0)
+                    val = f->element[k + 1]->str;
+            strv_push(&v, xstrdup(val));
+        }
+    }
+    res->items = v.v;
+    res->nitems = v.n;
+    res->n = (long long)r->elements;
+    res->status = RQ_VALUE;
+    return 0;
+}
+
 static int parse_budget(const struct rq_cmd *c, const redisReply *r, struct rq_res *res,
                         struct err *e)
 {
@@ -852,6 +1054,31 @@ static int parse_simple(const struct rq_cmd *c, const redisReply *r, struct rq_r
                       : r->element[0]->integer == 1 ? RQ_ADDED
                                                     : RQ_DUPLICATE;
         res->id = dup_str(r->element[1]);
+        return 0;
+    case K_LIST:
+        if (str_array(r, &res->items, &res->nitems) < 0)
+            return bad_reply(c, e, "not a string array");
+        res->status = RQ_VALUE;
+        return 0;
+    case K_TIME: {
+        long long sec, usec;
+        if (!is_array(r, 2) || !is_str(r->element[0]) || !is_str(r->element[1]) ||
+            text_ll(r->element[0]->str, &sec) < 0 || text_ll(r->element[1]->str, &usec) < 0)
+            return bad_reply(c, e, "not a time");
+        res->n = sec * 1000 + usec / 1000;
+        res->status = RQ_VALUE;
+        return 0;
+    }
+    case K_FIRST:
+        if (!is_array(r, 0))
+            return bad_reply(c, e, "not an array");
+        if (r->elements == 0) {
+            res->status = RQ_EMPTY;
+            return 0;
+        }
+        if (r->elements != 2 || !is_str(r->element[1]) || text_ll(r->element[1]->str, &res->n) < 0)
+            return bad_reply(c, e, "not a member and its score");
+        res->status = RQ_VALUE;
         return 0;
     case K_KEYSCAN:
         if (!is_array(r, 2) || !is_str(r->element[0]) ||
@@ -924,6 +1151,10 @@ static int parse(const struct rq_cmd *c, const redisReply *r, struct rq_res *res
         return parse_budget(c, r, res, e);
     case K_FLAGS:
         return parse_flags(c, r, res, e);
+    case K_HELD_SUM:
+        return parse_held(c, r, res, e);
+    case K_DEAD:
+        return parse_dead(c, r, res, e);
     default:
         return parse_simple(c, r, res, e);
     }

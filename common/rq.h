@@ -105,6 +105,29 @@ struct rq_counter {
     long long delta;
 };
 
+/* The work counters of a run record, the one list of their names (the
+ * engine counts them per job, workers add them to the run, sync reports
+ * them): X(name) for each, in report order. tags_total is the
+ * coordinator's (it counts the tags of jobs that never ran); workers add
+ * the rest. */
+#define RQ_RUN_COUNTERS(X)                                                                         \
+    X(tags_total)                                                                                  \
+    X(tags_unchanged)                                                                              \
+    X(tags_written)                                                                                \
+    X(manifests_pushed)                                                                            \
+    X(upstream_manifest_gets)                                                                      \
+    X(upstream_manifest_heads)                                                                     \
+    X(blobs_copied)                                                                                \
+    X(blob_bytes_copied)                                                                           \
+    X(blobs_mounted)                                                                               \
+    X(blobs_skipped)
+/* Their indexes in the list: RQ_RUN_tags_total, ... */
+#define RQ_RUN_COUNTER_ID(name) RQ_RUN_##name,
+enum rq_run_counter { RQ_RUN_COUNTERS(RQ_RUN_COUNTER_ID) RQ_NRUN_COUNTERS };
+extern const char *const rq_run_counter_names[RQ_NRUN_COUNTERS];
+/* A counter's name, checked when compiled: RQ_RUN_NAME(tags_written). */
+#define RQ_RUN_NAME(name) rq_run_counter_names[RQ_RUN_##name]
+
 /* --- queue --- */
 
 /* Add a job unless its key is pending (queued, taken or delayed; a dedupe
@@ -145,7 +168,9 @@ struct rq_cmd *rq_cmd_ack(const struct rq *q, const char *consumer, const char *
  * "backoff", "budget", or "registry": waiting for a registry that is down);
  * its key stays pending as "delayed" (unless a newer job for the key
  * supersedes it). Adds jobs_retried (registry_waits for "registry") and the
- * counters to the run. RQ_DONE | RQ_GONE | RQ_STOLEN. */
+ * counters to the run; a job waiting for the budget counts in the run's
+ * jobs_deferred while it waits (rq_cmd_delayed_counts counts every why).
+ * RQ_DONE | RQ_GONE | RQ_STOLEN. */
 struct rq_cmd *rq_cmd_retry(const struct rq *q, const char *consumer, const char *id,
                             const char *key, const char *json, long long delay_ms,
                             const char *why, const char *run_id,
@@ -295,8 +320,13 @@ struct rq_cmd *rq_cmd_run_check(const struct rq *q, const char *run_id, const ch
 /* A count for it that keeps each call short (about 5 ms of Redis). */
 #define RQ_RUN_CHECK_COUNT 250
 /* Take the jobs of run_id (NULL: of every run) off the delayed set, where
- * they wait for the pull budget or a backoff. RQ_VALUE n = removed. */
+ * they wait for the pull budget or a backoff; the run's jobs_deferred stays
+ * as it was (how many waited when it ended). RQ_VALUE n = removed. */
 struct rq_cmd *rq_cmd_purge_delayed(const struct rq *q, const char *run_id);
+/* Set field of the run record to value (what the coordinator notes: from,
+ * enqueued, tags_total, removed_tags, catalog_errors, error). RQ_DONE. */
+struct rq_cmd *rq_cmd_run_note(const struct rq *q, const char *run_id, const char *field,
+                               const char *value);
 /* Id of the run in progress. RQ_VALUE str | RQ_EMPTY. */
 struct rq_cmd *rq_cmd_run_current(const struct rq *q);
 /* The run record as items (field, value, ...). RQ_VALUE | RQ_EMPTY. */
@@ -318,6 +348,51 @@ struct rq_cmd *rq_cmd_worker_beat(const struct rq *q, const char *worker_id, con
                                   int ttl_s);
 /* Clean exit. RQ_DONE. */
 struct rq_cmd *rq_cmd_worker_gone(const struct rq *q, const char *worker_id);
+
+/* --- reading: plain reads of the layout, needing no function (status
+ * reads a Redis that may lack the library) --- */
+
+/* Redis TIME. RQ_VALUE n = ms. */
+struct rq_cmd *rq_cmd_time(void);
+/* The operator pause switch. RQ_VALUE n = 1 set | 0. */
+struct rq_cmd *rq_cmd_paused(const struct rq *q);
+/* A lease's holder token. RQ_VALUE str | RQ_EMPTY (not held). */
+struct rq_cmd *rq_cmd_lease_holder(const char *key);
+/* ms until a lease expires. RQ_VALUE n (negative: not held, or no expiry). */
+struct rq_cmd *rq_cmd_lease_ttl(const char *key);
+/* Entries in the job stream: the waiting and the taken ones (settled ones
+ * leave it). RQ_VALUE n. */
+struct rq_cmd *rq_cmd_queue_len(const struct rq *q);
+/* Jobs taken and not settled. RQ_VALUE n = all of them, items = consumer,
+ * count, ... */
+struct rq_cmd *rq_cmd_queue_held(const struct rq *q);
+/* Jobs in the delayed set. RQ_VALUE n. */
+struct rq_cmd *rq_cmd_delayed_len(const struct rq *q);
+/* When the next delayed job is due. RQ_VALUE n = ms | RQ_EMPTY (none). */
+struct rq_cmd *rq_cmd_delayed_next(const struct rq *q);
+/* Delayed jobs per why (backoff, budget, registry), as the functions count
+ * them. RQ_VALUE items = why, count, ... | RQ_EMPTY (none). */
+struct rq_cmd *rq_cmd_delayed_counts(const struct rq *q);
+/* Dead letters. RQ_VALUE n. */
+struct rq_cmd *rq_cmd_dead_len(const struct rq *q);
+/* The newest count dead letters, newest first. RQ_VALUE n = letters, items =
+ * RQ_DEAD_FIELDS strings each: job id, key, reason, deliveries, ts (ms); ""
+ * for a missing one. */
+#define RQ_DEAD_FIELDS 5
+struct rq_cmd *rq_cmd_dead_newest(const struct rq *q, int count);
+/* Workers heard from in the last day, oldest beat first. RQ_VALUE items =
+ * id, last beat (ms), ... | RQ_EMPTY. */
+struct rq_cmd *rq_cmd_workers(const struct rq *q);
+/* A worker's heartbeat JSON while it lives. RQ_VALUE str | RQ_EMPTY. */
+struct rq_cmd *rq_cmd_worker_get(const struct rq *q, const char *worker_id);
+/* Pull-budget sources heard from in the last week. RQ_VALUE items. */
+struct rq_cmd *rq_cmd_budget_sources(const struct rq *q);
+/* A source's budget (fields in keys.h). RQ_VALUE items | RQ_EMPTY. */
+struct rq_cmd *rq_cmd_budget_get(const struct rq *q, const char *source);
+/* A source's reservations that expire after now_ms. RQ_VALUE n. */
+struct rq_cmd *rq_cmd_budget_reserved(const struct rq *q, const char *source, long long now_ms);
+/* Ids of the newest count runs, newest first. RQ_VALUE items. */
+struct rq_cmd *rq_cmd_runs_newest(const struct rq *q, int count);
 
 /* --- running commands --- */
 

@@ -10,7 +10,7 @@
 -- before the first write.
 
 -- Bump with every change: a program loads this library only over an older one.
-local VERSION = 3
+local VERSION = 4
 
 local function fail(msg)
   error({err = 'ERR hubsync: ' .. msg})
@@ -155,6 +155,49 @@ local function pending_run(jobs, payload, key, cur)
   return nil
 end
 
+-- The delayed set's bookkeeping, kept as jobs enter and leave it so that no
+-- reader (status, sync --wait, an idle worker) parses every payload: a count
+-- per why (KEYS ...:count, a hash; nil from a caller older than it, during a
+-- rolling update) and, in the record of a running run, jobs_deferred: its
+-- jobs waiting for the pull budget. run_prefix nil: no run counts (a purge:
+-- the ended run's record keeps how many waited). The counts never go below 0
+-- and start afresh whenever the set is empty.
+local function payload_why(p)
+  return p and string.match(p, '^{"why":"(%a+)"')
+end
+
+local function delayed_counts(count, run_prefix, p, delta)
+  local why = payload_why(p)
+  if not why then return end
+  if count and redis.call('HINCRBY', count, why, delta) < 0 then
+    redis.call('HSET', count, why, 0)
+  end
+  if why ~= 'budget' or not run_prefix then return end
+  local ok, d = pcall(cjson.decode, p)
+  local r = ok and type(d) == 'table' and type(d.job) == 'table'
+            and run_keys(run_prefix, d.job.run)
+  if r and redis.call('HGET', r.rec, 'state') == 'running'
+     and redis.call('HINCRBY', r.rec, 'jobs_deferred', delta) < 0 then
+    redis.call('HSET', r.rec, 'jobs_deferred', 0)
+  end
+end
+
+-- key (payload p, read by the caller) leaves the delayed set.
+local function delayed_leave(delayed, payload, count, run_prefix, key, p)
+  redis.call('ZREM', delayed, key)
+  redis.call('HDEL', payload, key)
+  delayed_counts(count, run_prefix, p, -1)
+  if count and redis.call('ZCARD', delayed) == 0 then redis.call('DEL', count) end
+end
+
+-- key waits in the delayed set until due with payload p.
+local function delayed_enter(delayed, payload, count, run_prefix, key, due, p)
+  delayed_counts(count, run_prefix, redis.call('HGET', payload, key), -1)
+  redis.call('ZADD', delayed, due, key)
+  redis.call('HSET', payload, key, p)
+  delayed_counts(count, run_prefix, p, 1)
+end
+
 local function add(jobs, index, stats, key, job)
   local id = redis.call('XADD', jobs, '*', 'key', key, 'job', job)
   redis.call('HSET', index, key, id)
@@ -173,8 +216,8 @@ redis.register_function('hubsync_enqueue', function(keys, args)
   return {1, add(jobs, index, stats, args[1], args[2])}
 end)
 
--- KEYS jobs index stats run runkeys settled delayed payload handover; ARGV key
--- job run_id group -> {1, id} added | {0, id or "delayed"} pending | {2,
+-- KEYS jobs index stats run runkeys settled delayed payload handover count;
+-- ARGV key job run_id group run_prefix -> {1, id} added | {0, id or "delayed"} pending | {2,
 -- outcome} settled in this run already (a resumed run enqueues only the rest).
 -- The key counts once in the run's jobs_total. A job left pending by another
 -- run (one that ended) is this run's no more: waiting or delayed, this run's
@@ -182,8 +225,8 @@ end)
 redis.register_function('hubsync_run_enqueue', function(keys, args)
   local jobs, index, stats, run = keys[1], keys[2], keys[3], keys[4]
   local runkeys, settled, delayed, payload = keys[5], keys[6], keys[7], keys[8]
-  local handover = keys[9]
-  local key, job, id, group = args[1], args[2], args[3], args[4]
+  local handover, count = keys[9], keys[10]
+  local key, job, id, group, run_prefix = args[1], args[2], args[3], args[4], args[5]
   if redis.call('EXISTS', run) == 0 then fail('no such run') end
   local outcome = redis.call('HGET', settled, key)
   if outcome then return {2, outcome} end
@@ -200,8 +243,7 @@ redis.register_function('hubsync_run_enqueue', function(keys, args)
     return {0, cur}
   end
   if cur == 'delayed' then
-    redis.call('ZREM', delayed, key)
-    redis.call('HDEL', payload, key)
+    delayed_leave(delayed, payload, count, run_prefix, key, redis.call('HGET', payload, key))
   elseif not pending(jobs, group, cur) then
     redis.call('XDEL', jobs, cur)
   else
@@ -212,18 +254,18 @@ redis.register_function('hubsync_run_enqueue', function(keys, args)
   redis.call('HINCRBY', stats, 'taken_over', 1)
   return {1, add(jobs, index, stats, key, job)}
 end)
--- KEYS index delayed payload stats; ARGV run ('' for every run) -> jobs removed.
--- Jobs waiting for the pull budget when a run ends are planned again by the next.
+-- KEYS index delayed payload stats count; ARGV run ('' for every run) -> jobs
+-- removed. Jobs waiting for the pull budget when a run ends are planned again
+-- by the next; the run's record keeps its jobs_deferred.
 redis.register_function('hubsync_purge_delayed', function(keys, args)
-  local index, delayed, payload, stats = keys[1], keys[2], keys[3], keys[4]
+  local index, delayed, payload, stats, count = keys[1], keys[2], keys[3], keys[4], keys[5]
   local removed = 0
   for _, key in ipairs(redis.call('ZRANGE', delayed, 0, -1)) do
     local p = redis.call('HGET', payload, key)
     local ok, j = pcall(cjson.decode, p or '')
     local run = ok and type(j) == 'table' and type(j.job) == 'table' and j.job.run
     if args[1] == '' or run == args[1] then
-      redis.call('ZREM', delayed, key)
-      redis.call('HDEL', payload, key)
+      delayed_leave(delayed, payload, count, nil, key, p)
       if redis.call('HGET', index, key) == 'delayed' then redis.call('HDEL', index, key) end
       removed = removed + 1
     end
@@ -310,12 +352,13 @@ redis.register_function('hubsync_ack', function(keys, args)
   return 1
 end)
 
--- retry: KEYS ... delayed payload; ARGV ... job delay_ms why [counter delta]...
--- A job waiting for a registry counts in the run's registry_waits, any other
--- retry in its jobs_retried.
+-- retry: KEYS ... delayed payload count; ARGV ... job delay_ms why [counter
+-- delta]... A job waiting for a registry counts in the run's registry_waits,
+-- any other retry in its jobs_retried; one waiting for the pull budget in its
+-- jobs_deferred too, until it leaves the delayed set.
 redis.register_function('hubsync_retry', function(keys, args)
   local jobs, index, stats, current, handover = keys[1], keys[2], keys[3], keys[4], keys[5]
-  local delayed, payload = keys[6], keys[7]
+  local delayed, payload, count = keys[6], keys[7], keys[8]
   local group, consumer, id, key = args[1], args[2], args[3], args[4]
   local job, why = args[7], args[9]
   local delay = int(args[8], 'delay_ms')
@@ -335,9 +378,8 @@ redis.register_function('hubsync_retry', function(keys, args)
     redis.call('HINCRBY', stats, 'retry_superseded', 1)
   else
     local due = now_ms() + delay
-    redis.call('ZADD', delayed, due, key)
-    redis.call('HSET', payload, key,
-               string.format('{"why":"%s","due_ms":%d,"job":%s}', why, due, job))
+    delayed_enter(delayed, payload, count, args[5], key, due,
+                  string.format('{"why":"%s","due_ms":%d,"job":%s}', why, due, job))
     redis.call('HSET', index, key, 'delayed')
     redis.call('HINCRBY', stats, 'retried_' .. why, 1)
   end
@@ -377,17 +419,18 @@ redis.register_function('hubsync_handback', function(keys, args)
   return 1
 end)
 
--- KEYS jobs index delayed payload stats; ARGV max -> jobs moved back
+-- KEYS jobs index delayed payload stats count; ARGV max run_prefix -> jobs
+-- moved back
 redis.register_function('hubsync_promote', function(keys, args)
   local jobs, index, delayed, payload, stats = keys[1], keys[2], keys[3], keys[4], keys[5]
+  local count, run_prefix = keys[6], args[2]
   local max = int(args[1], 'max')
   local due = redis.call('ZRANGE', delayed, '-inf', now_ms(), 'BYSCORE', 'LIMIT', 0, max)
   local moved = 0
   for _, key in ipairs(due) do
     local p = redis.call('HGET', payload, key)
     local at = p and string.find(p, ',"job":', 1, true)
-    redis.call('ZREM', delayed, key)
-    redis.call('HDEL', payload, key)
+    delayed_leave(delayed, payload, count, run_prefix, key, p)
     if at then
       local id = redis.call('XADD', jobs, '*', 'key', key, 'job', string.sub(p, at + 7, -2))
       redis.call('HSET', index, key, id)
@@ -451,6 +494,14 @@ end)
 -- an unknown budget is probed again with a free HEAD.
 local BUDGET_KEEP_MS = 7 * 86400000
 
+-- The sources heard from, for readers (KEYS budgets: source -> last heard,
+-- ms), as long as their hashes live. nil from a caller older than it.
+local function budget_heard(budgets, source, now)
+  if not budgets or not source or source == '' then return end
+  redis.call('ZADD', budgets, now, source)
+  redis.call('ZREMRANGEBYSCORE', budgets, '-inf', now - BUDGET_KEEP_MS)
+end
+
 local function unreserve(inflight, resv)
   if resv == '' then return end
   if redis.call('ZREM', inflight, resv) == 0 then return end
@@ -458,7 +509,8 @@ local function unreserve(inflight, resv)
   while redis.call('ZREM', inflight, resv .. '#' .. i) == 1 do i = i + 1 end
 end
 
--- KEYS budget inflight; ARGV mode limit remaining window_s reservation.
+-- KEYS budget inflight budgets; ARGV mode limit remaining window_s reservation
+-- source.
 -- mode 'limited' applies Hub's numbers, 'unlimited' (the response had no
 -- ratelimit headers) marks the source not limited, 'none' (unusable headers)
 -- only releases the reservation. -> remaining | -1 unlimited | -2 nothing
@@ -473,6 +525,7 @@ redis.register_function('hubsync_budget_observe', function(keys, args)
     unreserve(inflight, resv)
     redis.call('HSET', budget, 'unlimited', 1, 'observed_ms', now)
     redis.call('PEXPIRE', budget, BUDGET_KEEP_MS)
+    budget_heard(keys[3], args[6], now)
     return -1
   end
   if mode ~= 'limited' then fail('mode must be limited, unlimited or none') end
@@ -492,9 +545,10 @@ redis.register_function('hubsync_budget_observe', function(keys, args)
   redis.call('HSET', budget, 'limit', limit, 'remaining', remaining, 'window_s', window,
              'observed_ms', now, 'unlimited', 0)
   redis.call('PEXPIRE', budget, BUDGET_KEEP_MS)
+  budget_heard(keys[3], args[6], now)
   return remaining
 end)
--- KEYS budget stats; ARGV duration_ms -> pause in force (ms). After a 429
+-- KEYS budget stats budgets; ARGV duration_ms source -> pause in force (ms). After a 429
 -- no worker pulls until the pause ends and a probe shows budget.
 redis.register_function('hubsync_budget_pause', function(keys, args)
   local budget, stats = keys[1], keys[2]
@@ -505,6 +559,7 @@ redis.register_function('hubsync_budget_pause', function(keys, args)
   redis.call('HSET', budget, 'paused_until_ms', untl, 'remaining', 0, 'unlimited', 0)
   redis.call('HINCRBY', budget, 'http_429', 1)
   redis.call('PEXPIRE', budget, BUDGET_KEEP_MS)
+  budget_heard(keys[3], args[2], now)
   redis.call('HINCRBY', stats, 'http_429', 1)
   return untl - now
 end)

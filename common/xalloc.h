@@ -1,10 +1,9 @@
-/* xalloc: allocation that never returns NULL, and a bounded growable buffer.
+/* xalloc: allocation that never returns NULL.
  *
  * Out of memory is not recoverable for hubsync's processes (redis and hiredis
  * make the same choice): x* functions log and abort, so callers need no NULL
- * checks. Everything filled from the network goes through struct buf, whose
- * hard maximum turns an oversized answer into an error instead of a huge
- * allocation. */
+ * checks. jansson and libcurl allocate through them too, so out of memory
+ * has this one policy in the libraries' code as well. */
 #ifndef HUBSYNC_XALLOC_H
 #define HUBSYNC_XALLOC_H
 
@@ -20,24 +19,8 @@ char *xstrndup(const char *s, size_t n);
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 char *xvasprintf(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
 
-/* A byte buffer, always NUL-terminated, that refuses to grow past max. */
-struct buf {
-    char *data;   /* NULL until the first append */
-    size_t len;
-    size_t cap;
-    size_t max;   /* hard limit on len */
-};
-
-#define BUF_INIT(maxlen) {NULL, 0, 0, (maxlen)}
-
-void buf_init(struct buf *b, size_t max);
-/* Append n bytes; -1 (and nothing appended) if len would pass max. */
-int buf_append(struct buf *b, const void *p, size_t n);
-int buf_puts(struct buf *b, const char *s);
-int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void buf_reset(struct buf *b);
-/* Hand the contents to the caller (who frees them) and reset b. Never NULL. */
-char *buf_steal(struct buf *b);
-void buf_free(struct buf *b);
+/* jansson allocates through xmalloc from now on: call first in main. (libcurl
+ * does from its global init, curl_global_init_mem in evcurl_new.) */
+void xalloc_libraries(void);
 
 #endif

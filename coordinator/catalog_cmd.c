@@ -12,21 +12,22 @@
 
 /* Options both subcommands take. */
 #define OPT_SOURCE                                                                                 \
-    {"official-images", "HUBSYNC_OFFICIAL_IMAGES", CFG_STR, NULL, 0, 0,                            \
+    {COORD_ID_OFFICIAL_IMAGES, "official-images", "HUBSYNC_OFFICIAL_IMAGES", CFG_STR, NULL, 0, 0,  \
      "official-images source: a local repository (bare or not) or a URL", 0}
 #define OPT_WORKDIR                                                                                \
-    {"workdir", "HUBSYNC_WORKDIR", CFG_STR, NULL, 0, 0,                                            \
+    {COORD_ID_WORKDIR, "workdir", "HUBSYNC_WORKDIR", CFG_STR, NULL, 0, 0,                          \
      "keep a clone of the source here (fetched on every run); default: read a local source "       \
      "in place, clone a URL into a temporary folder", 0}
-#define OPT_JSON {"json", NULL, CFG_BOOL, "false", 0, 0, "print JSON instead of a summary", 0}
-#define OPT_HELP {"help", NULL, CFG_BOOL, "false", 0, 0, "show this help", 0}
+#define OPT_JSON                                                                                   \
+    {COORD_ID_JSON, "json", NULL, CFG_BOOL, "false", 0, 0, "print JSON instead of a summary", 0}
+#define OPT_HELP {CFG_ID_HELP, "help", NULL, CFG_BOOL, "false", 0, 0, "show this help", 0}
 
 static const struct cfg_opt catalog_opts[] = {
     OPT_SOURCE,
-    {"ref", "HUBSYNC_REF", CFG_STR, NULL, 0, 0,
+    {COORD_ID_REF, "ref", "HUBSYNC_REF", CFG_STR, NULL, 0, 0,
      "commit, branch, tag or short sha to read (default: the source's HEAD, else master)", 0},
     OPT_WORKDIR,
-    {"repos", NULL, CFG_STR, NULL, 0, 0,
+    {COORD_ID_REPOS, "repos", NULL, CFG_STR, NULL, 0, 0,
      "read only these repositories (comma-separated; alpine, library/alpine or "
      "docker.io/library/alpine)",
      0},
@@ -36,8 +37,9 @@ static const struct cfg_opt catalog_opts[] = {
 
 static const struct cfg_opt diff_opts[] = {
     OPT_SOURCE,
-    {"from", NULL, CFG_STR, NULL, 0, 0, "the older commit (any revision)", 0},
-    {"to", NULL, CFG_STR, NULL, 0, 0, "the newer commit (default: the source's HEAD)", 0},
+    {COORD_ID_FROM, "from", NULL, CFG_STR, NULL, 0, 0, "the older commit (any revision)", 0},
+    {COORD_ID_TO, "to", NULL, CFG_STR, NULL, 0, 0, "the newer commit (default: the source's HEAD)",
+     0},
     OPT_WORKDIR,
     OPT_JSON,
     OPT_HELP,
@@ -61,7 +63,7 @@ static json_t *jstr(const char *s)
     return j;
 }
 
-static json_t *jstrv(const struct oi_strv *s)
+static json_t *jstrv(const struct strv *s)
 {
     json_t *a = json_array();
     for (size_t i = 0; i < s->n; i++)
@@ -149,7 +151,7 @@ int coord_catalog_main(int argc, char **argv)
     struct err e;
     struct catalog *cat = NULL;
     struct catalog_snapshot *snap = NULL;
-    struct oi_strv only = {NULL, 0};
+    struct strv only = {NULL, 0};
 
     if (coord_parse_args(&c, catalog_opts, NOPTS(catalog_opts), argc, argv,
                          "catalog --official-images SRC [--ref REV] [--workdir DIR] "
@@ -157,20 +159,21 @@ int coord_catalog_main(int argc, char **argv)
                          &code) < 0)
         return code;
     code = COORD_EXIT_USAGE;
-    if (!cfg_str(&c, "official-images")) {
+    if (!cfg_str(&c, COORD_ID_OFFICIAL_IMAGES)) {
         coord_fail(argv[0], "--official-images (or HUBSYNC_OFFICIAL_IMAGES) is required");
         goto out;
     }
-    if (coord_repo_list("--repos", cfg_str(&c, "repos"), &only, &e) < 0 ||
-        catalog_open(&cat, cfg_str(&c, "official-images"), cfg_str(&c, "workdir"), NULL, &e) < 0 ||
-        coord_repos_check(cat, cfg_str(&c, "ref"), &only, NULL, &e) < 0 ||
-        catalog_read(cat, cfg_str(&c, "ref"), &only, &snap, &e) < 0) {
+    if (coord_repo_list("--repos", cfg_str(&c, COORD_ID_REPOS), &only, &e) < 0 ||
+        catalog_open(&cat, cfg_str(&c, COORD_ID_OFFICIAL_IMAGES), cfg_str(&c, COORD_ID_WORKDIR),
+                     NULL, &e) < 0 ||
+        coord_repos_check(cat, cfg_str(&c, COORD_ID_REF), &only, NULL, &e) < 0 ||
+        catalog_read(cat, cfg_str(&c, COORD_ID_REF), &only, &snap, &e) < 0) {
         coord_fail(argv[0], e.msg);
         goto out;
     }
     struct catalog_totals t;
     catalog_count(snap, &t);
-    if (cfg_bool(&c, "json")) {
+    if (cfg_bool(&c, COORD_ID_JSON)) {
         if (print_json(catalog_json(snap, &t)) < 0) {
             coord_fail(argv[0], "cannot write the JSON output");
             goto out;
@@ -184,7 +187,7 @@ int coord_catalog_main(int argc, char **argv)
 out:
     catalog_snapshot_free(snap);
     catalog_close(cat);
-    oi_strv_free(&only);
+    strv_free(&only);
     cfg_free(&c);
     return code;
 }
@@ -218,7 +221,7 @@ static json_t *diff_json(const struct catalog_diff *d, const size_t counts[3])
         (json_int_t)counts[CATALOG_REMOVED], "changed", (json_int_t)counts[CATALOG_CHANGED]);
 }
 
-static void print_list(const char *label, const struct oi_strv *s)
+static void print_list(const char *label, const struct strv *s)
 {
     printf(" %s ", label);
     for (size_t i = 0; i < s->n; i++)
@@ -264,13 +267,14 @@ int coord_diff_main(int argc, char **argv)
                          &code) < 0)
         return code;
     code = COORD_EXIT_USAGE;
-    if (!cfg_str(&c, "official-images") || !cfg_str(&c, "from")) {
+    if (!cfg_str(&c, COORD_ID_OFFICIAL_IMAGES) || !cfg_str(&c, COORD_ID_FROM)) {
         coord_fail(argv[0], "--official-images (or HUBSYNC_OFFICIAL_IMAGES) and --from are "
                             "required");
         goto out;
     }
-    if (catalog_open(&cat, cfg_str(&c, "official-images"), cfg_str(&c, "workdir"), NULL, &e) < 0 ||
-        catalog_diff(cat, cfg_str(&c, "from"), cfg_str(&c, "to"), &d, &e) < 0) {
+    if (catalog_open(&cat, cfg_str(&c, COORD_ID_OFFICIAL_IMAGES), cfg_str(&c, COORD_ID_WORKDIR),
+                     NULL, &e) < 0 ||
+        catalog_diff(cat, cfg_str(&c, COORD_ID_FROM), cfg_str(&c, COORD_ID_TO), &d, &e) < 0) {
         coord_fail(argv[0], e.msg);
         goto out;
     }
@@ -278,7 +282,7 @@ int coord_diff_main(int argc, char **argv)
     for (size_t i = 0; i < d->nrepos; i++)
         for (size_t g = 0; g < d->repos[i].ngroups; g++)
             counts[d->repos[i].groups[g].change]++;
-    if (cfg_bool(&c, "json")) {
+    if (cfg_bool(&c, COORD_ID_JSON)) {
         if (print_json(diff_json(d, counts)) < 0) {
             coord_fail(argv[0], "cannot write the JSON output");
             goto out;

@@ -1,10 +1,11 @@
-/* coord: option handling shared by the coordinator's subcommands. */
+/* coord: option handling and report helpers shared by the coordinator's subcommands. */
 #include "coord.h"
 #include "log.h"
 
 #include <stdio.h>
 #include <string.h>
 
+#include "text.h"
 #include "xalloc.h"
 
 void coord_fail(const char *cmd, const char *msg)
@@ -21,7 +22,7 @@ int coord_parse_args(struct cfg *c, const struct cfg_opt *opts, int nopts, int a
         *exit_code = COORD_EXIT_USAGE;
         return -1;
     }
-    if (cfg_bool(c, "help")) {
+    if (cfg_bool(c, CFG_ID_HELP)) {
         printf("usage: hubsync-coordinator %s\noptions:\n", usage);
         cfg_usage(stdout, opts, nopts);
         *exit_code = COORD_EXIT_OK;
@@ -42,11 +43,12 @@ int coord_parse_args(struct cfg *c, const struct cfg_opt *opts, int nopts, int a
 int coord_catalog_open(struct catalog **out, const struct cfg *c, int (*tick)(void *arg),
                        void *arg, struct err *e)
 {
-    struct catalog_fetch f = {(int)cfg_int(c, "fetch-timeout"), tick, arg};
-    return catalog_open(out, cfg_str(c, "official-images"), cfg_str(c, "workdir"), &f, e);
+    struct catalog_fetch f = {(int)cfg_int(c, COORD_ID_FETCH_TIMEOUT), tick, arg};
+    return catalog_open(out, cfg_str(c, COORD_ID_OFFICIAL_IMAGES), cfg_str(c, COORD_ID_WORKDIR), &f,
+                        e);
 }
 
-void coord_split_list(const char *s, struct oi_strv *out)
+void coord_split_list(const char *s, struct strv *out)
 {
     while (s && *s) {
         size_t n = strcspn(s, ",");
@@ -57,7 +59,7 @@ void coord_split_list(const char *s, struct oi_strv *out)
         while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
             len--;
         if (len > 0)
-            oi_strv_push(out, xstrndup(p, len));
+            strv_push(out, xstrndup(p, len));
         s += n + (s[n] == ',');
     }
 }
@@ -70,4 +72,31 @@ void coord_human_bytes(long long bytes, char *out, size_t n)
     while (v >= 1000 && i < 4)
         v /= 1000, i++;
     snprintf(out, n, i ? "%.1f %s" : "%.0f %s", v, u[i]);
+}
+
+long long coord_json_int(const json_t *o, const char *k)
+{
+    return json_integer_value(json_object_get(o, k));
+}
+
+json_t *coord_json_value(const char *v)
+{
+    long long n;
+    return text_ll(v, &n) == 0 ? json_integer(n) : json_string(v);
+}
+
+json_t *coord_json_fields(char *const *items, size_t n)
+{
+    json_t *o = json_object();
+    for (size_t i = 0; i + 1 < n; i += 2)
+        json_object_set_new(o, items[i], coord_json_value(items[i + 1]));
+    return o;
+}
+
+char *coord_json_text(const json_t *v, struct err *e)
+{
+    char *text = v ? json_dumps(v, JSON_COMPACT) : NULL;
+    if (!text)
+        err_set(e, "jansson cannot write it as JSON");
+    return text;
 }

@@ -23,39 +23,68 @@ enum {
     COORD_EXIT_DEFERRED = 75, /* sync: the pull budget ran out; the next run goes on (EX_TEMPFAIL) */
 };
 
+/* Ids of the coordinator's own options, one enum for every subcommand's table
+ * (a subcommand's table holds some of them; cfg.h has the shared ones). */
+enum coord_opt {
+    COORD_ID_OFFICIAL_IMAGES = CFG_ID_OWN,
+    COORD_ID_WORKDIR,
+    COORD_ID_REF,
+    COORD_ID_FETCH_TIMEOUT,
+    COORD_ID_TARGET_PREFIX,
+    COORD_ID_REPOS,
+    COORD_ID_EXCLUDE_REPOS,
+    COORD_ID_TAGS,
+    COORD_ID_SKIP,
+    COORD_ID_PLATFORMS,
+    COORD_ID_PLATFORM_POLICY,
+    COORD_ID_ONCE,
+    COORD_ID_WAIT,
+    COORD_ID_JSON,
+    COORD_ID_INTERVAL,
+    COORD_ID_JITTER,
+    COORD_ID_DEFERRED_INTERVAL,
+    COORD_ID_KEEP_RUNS,
+    COORD_ID_DELETE_REMOVED,
+    COORD_ID_HEALTH,
+    COORD_ID_CONCURRENCY,
+    COORD_ID_GROUPS,
+    COORD_ID_FROM,
+    COORD_ID_TO,
+};
+
 /* Options of the commands that read the catalog and look at registries
  * (sync, plan): where the catalog comes from ... */
 #define COORD_OPTS_SOURCE                                                                          \
-    {"official-images", "HUBSYNC_OFFICIAL_IMAGES", CFG_STR,                                        \
+    {COORD_ID_OFFICIAL_IMAGES, "official-images", "HUBSYNC_OFFICIAL_IMAGES", CFG_STR,              \
      "https://github.com/docker-library/official-images.git", 0, 0,                                \
      "official-images source: a URL or a local repository", 0},                                    \
-    {"workdir", "HUBSYNC_WORKDIR", CFG_STR, NULL, 0, 0,                                            \
+    {COORD_ID_WORKDIR, "workdir", "HUBSYNC_WORKDIR", CFG_STR, NULL, 0, 0,                          \
      "keep a clone of the source here, fetched on every run (default: read a local source in "     \
      "place, clone a URL into a temporary folder)",                                                \
      0},                                                                                           \
-    {"ref", "HUBSYNC_REF", CFG_STR, NULL, 0, 0,                                                    \
+    {COORD_ID_REF, "ref", "HUBSYNC_REF", CFG_STR, NULL, 0, 0,                                      \
      "official-images revision to sync (default: the source's HEAD, else master)", 0},             \
-    {"fetch-timeout", "HUBSYNC_FETCH_TIMEOUT", CFG_INT, "600", 5, 86400,                           \
+    {COORD_ID_FETCH_TIMEOUT, "fetch-timeout", "HUBSYNC_FETCH_TIMEOUT", CFG_INT, "600", 5, 86400,   \
      "seconds a clone or fetch of the official-images source may take", 0}
 /* ... the two registries ... */
 #define COORD_OPTS_REGISTRIES                                                                      \
     CFG_OPT_UPSTREAM,                                                                              \
     CFG_OPT_TARGET,                                                                                \
-    {"target-prefix", "HUBSYNC_TARGET_PREFIX", CFG_STR, "library/", 0, 0,                          \
+    {COORD_ID_TARGET_PREFIX, "target-prefix", "HUBSYNC_TARGET_PREFIX", CFG_STR, "library/", 0, 0,  \
      "repository prefix on the target ('library/' serves docker.io mirror clients)", 0}
 /* ... and which repositories, tags and platforms (read by coord_selection_init). */
 #define COORD_OPTS_SELECTION                                                                       \
-    {"repos", "HUBSYNC_REPOS", CFG_STR, NULL, 0, 0,                                                \
+    {COORD_ID_REPOS, "repos", "HUBSYNC_REPOS", CFG_STR, NULL, 0, 0,                                \
      "only these repositories (comma-separated; default: all)", 0},                                \
-    {"exclude-repos", "HUBSYNC_EXCLUDE_REPOS", CFG_STR, NULL, 0, 0,                                \
+    {COORD_ID_EXCLUDE_REPOS, "exclude-repos", "HUBSYNC_EXCLUDE_REPOS", CFG_STR, NULL, 0, 0,        \
      "never these repositories (comma-separated)", 0},                                             \
-    {"tags", "HUBSYNC_TAGS", CFG_STR, NULL, 0, 0,                                                  \
+    {COORD_ID_TAGS, "tags", "HUBSYNC_TAGS", CFG_STR, NULL, 0, 0,                                   \
      "only tags matching one of these glob patterns (comma-separated)", 0},                        \
-    {"skip", "HUBSYNC_SKIP", CFG_STR, NULL, 0, 0,                                                  \
+    {COORD_ID_SKIP, "skip", "HUBSYNC_SKIP", CFG_STR, NULL, 0, 0,                                   \
      "skip these repo:tag glob patterns (comma-separated, e.g. 'python:*windows*')", 0},           \
-    {"platforms", "HUBSYNC_PLATFORMS", CFG_STR, NULL, 0, 0,                                        \
+    {COORD_ID_PLATFORMS, "platforms", "HUBSYNC_PLATFORMS", CFG_STR, NULL, 0, 0,                    \
      "copy only these platforms (e.g. linux/amd64,linux/arm64); needs --platform-policy", 0},      \
-    {"platform-policy", "HUBSYNC_PLATFORM_POLICY", CFG_STR, NULL, 0, 0,                            \
+    {COORD_ID_PLATFORM_POLICY, "platform-policy", "HUBSYNC_PLATFORM_POLICY", CFG_STR, NULL, 0, 0,  \
      "with --platforms: 'sparse' (index bytes kept, only chosen children copied; the target "      \
      "must accept it) or 'rewrite' (a new index of the chosen children: new digest)",              \
      0}
@@ -70,7 +99,7 @@ int coord_parse_args(struct cfg *c, const struct cfg_opt *opts, int nopts, int a
 
 /* Append the items of a comma-separated list ("a, b,c"), trimmed, empty
  * items dropped. */
-void coord_split_list(const char *s, struct oi_strv *out);
+void coord_split_list(const char *s, struct strv *out);
 
 /* catalog_open() with the COORD_OPTS_SOURCE flags; tick as in struct
  * catalog_fetch (may be NULL). */
@@ -83,11 +112,25 @@ void coord_fail(const char *cmd, const char *msg);
 /* "1.2 MB" (powers of 1000) into out. */
 void coord_human_bytes(long long bytes, char *out, size_t n);
 
+/* ---- JSON of the reports (plan, status, sync) ---- */
+
+/* The integer at key k of o; 0 when absent or not an integer. */
+long long coord_json_int(const json_t *o, const char *k);
+/* A value read from Redis: a JSON integer when the text is a whole one,
+ * else a string. New reference. */
+json_t *coord_json_value(const char *v);
+/* field, value, ... (a hash as rq answers it) as an object of
+ * coord_json_value's. New reference. */
+json_t *coord_json_fields(char *const *items, size_t n);
+/* v (an object or array) as compact JSON text, which the caller frees; NULL
+ * with a message when jansson cannot write it. */
+char *coord_json_text(const json_t *v, struct err *e);
+
 /* ---- what a run covers (select.c), shared by sync and plan ---- */
 
 /* The parsed COORD_OPTS_SELECTION flags. */
 struct coord_selection {
-    struct oi_strv repos, exclude, tags, skip, platforms;
+    struct strv repos, exclude, tags, skip, platforms;
     enum job_policy policy;
 };
 
@@ -102,18 +145,18 @@ int coord_repo_selected(const struct coord_selection *sel, const char *name);
 int coord_tag_selected(const struct coord_selection *sel, const char *repo, const char *tag);
 /* Selected platforms among have (all of them without --platforms); arm64
  * and arm64/v8 are the same. */
-size_t coord_platforms_selected(const struct coord_selection *sel, const struct oi_strv *have);
+size_t coord_platforms_selected(const struct coord_selection *sel, const struct strv *have);
 
 /* Append each item of a comma-separated list of references to out as an
  * official-images name (ref_official_repo); -1 with a message starting with
  * flag. */
-int coord_repo_list(const char *flag, const char *list, struct oi_strv *out, struct err *e);
+int coord_repo_list(const char *flag, const char *list, struct strv *out, struct err *e);
 
 /* Every name of repos must have a library file at rev (NULL: the default):
  * -1 with "--repos: 'x' is not in official-images at <commit>" otherwise; an
  * unknown name of exclude (may be NULL) is only logged. */
-int coord_repos_check(struct catalog *cat, const char *rev, const struct oi_strv *repos,
-                      const struct oi_strv *exclude, struct err *e);
+int coord_repos_check(struct catalog *cat, const char *rev, const struct strv *repos,
+                      const struct strv *exclude, struct err *e);
 
 /* The catalog at a run's commit and what changed since the synced one. */
 struct coord_view {

@@ -5,6 +5,7 @@
 
 #include "coord.h"
 #include "log.h"
+#include "xalloc.h"
 
 static const struct {
     const char *name;
@@ -33,6 +34,7 @@ int main(int argc, char **argv)
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? COORD_EXIT_USAGE : COORD_EXIT_OK;
     }
+    xalloc_libraries();
     log_setup("coordinator", LOG_LVL_WARN, LOG_FMT_TEXT);
     for (size_t i = 0; i < NCOMMANDS; i++)
         if (strcmp(argv[1], commands[i].name) == 0)

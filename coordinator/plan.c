@@ -29,7 +29,7 @@
 #define PLAN_PROBLEMS_SHOWN 20 /* readable output: the rest are in --json */
 
 static const struct cfg_opt plan_opts[] = {
-    {"redis", "HUBSYNC_REDIS", CFG_STR, NULL, 0, 0,
+    {CFG_ID_REDIS, "redis", "HUBSYNC_REDIS", CFG_STR, NULL, 0, 0,
      "Redis URL to read the synced marker from, read only (default: none; every group then "
      "counts as changed)",
      0},
@@ -37,10 +37,11 @@ static const struct cfg_opt plan_opts[] = {
     COORD_OPTS_SOURCE,
     COORD_OPTS_REGISTRIES,
     COORD_OPTS_SELECTION,
-    {"concurrency", "HUBSYNC_PLAN_CONCURRENCY", CFG_INT, "16", 1, 256,
+    {COORD_ID_CONCURRENCY, "concurrency", "HUBSYNC_PLAN_CONCURRENCY", CFG_INT, "16", 1, 256,
      "HEAD requests in flight at once", 0},
-    {"groups", NULL, CFG_BOOL, "false", 0, 0, "readable output: a line per group too", 0},
-    {"json", NULL, CFG_BOOL, "false", 0, 0, "print JSON (shape above)", 0},
+    {COORD_ID_GROUPS, "groups", NULL, CFG_BOOL, "false", 0, 0,
+     "readable output: a line per group too", 0},
+    {COORD_ID_JSON, "json", NULL, CFG_BOOL, "false", 0, 0, "print JSON (shape above)", 0},
     CFG_OPT_LOG_LEVEL,
     CFG_OPT_LOG_FORMAT,
     CFG_OPT_HELP,
@@ -343,7 +344,7 @@ static struct reg_registry *registry(struct plan_ctx *p, const char *url, const 
 
 static void groups_init(struct plan_ctx *p)
 {
-    const char *prefix = cfg_str(p->c, "target-prefix");
+    const char *prefix = cfg_str(p->c, COORD_ID_TARGET_PREFIX);
     p->groups = xcalloc(p->ncgroups ? p->ncgroups : 1, sizeof(*p->groups));
     p->ngroups = p->ncgroups;
     for (size_t i = 0; i < p->ngroups; i++) {
@@ -467,10 +468,10 @@ static int read_marker(const struct cfg *c, struct marker *m, struct err *e)
     struct rconn_opts ro = RCONN_OPTS_DEFAULT;
     int ret = -1;
     memset(&res, 0, sizeof(res));
-    if (rq_init(&q, cfg_str(c, "redis-prefix"), e) < 0)
+    if (rq_init(&q, cfg_str(c, CFG_ID_REDIS_PREFIX), e) < 0)
         return -1;
     /* No setup: loading functions or creating the group would be writes. */
-    if (rconn_open(&rc, cfg_str(c, "redis"), &ro, NULL, e) < 0)
+    if (rconn_open(&rc, cfg_str(c, CFG_ID_REDIS), &ro, NULL, e) < 0)
         goto out_q;
     if (rq_exec(&rc, rq_cmd_run_current(&q), &res, e) < 0)
         goto out;
@@ -593,8 +594,8 @@ static json_t *report(const struct plan_ctx *p, const struct coord_view *v, cons
     json_object_set_new(o, "first_run", json_boolean(v->first));
     json_object_set_new(o, "marker", json_string(m->source));
     json_object_set_new(o, "resumes_run", opt_str(m->resume));
-    json_object_set_new(o, "upstream", json_string(cfg_str(p->c, "upstream")));
-    json_object_set_new(o, "target", json_string(cfg_str(p->c, "target")));
+    json_object_set_new(o, "upstream", json_string(cfg_str(p->c, CFG_ID_UPSTREAM)));
+    json_object_set_new(o, "target", json_string(cfg_str(p->c, CFG_ID_TARGET)));
     json_object_set_new(o, "platform_policy", json_string(job_policy_name(p->sel.policy)));
     json_t *totals = sum_groups(p, 0, p->ngroups, NULL);
     json_object_set_new(totals, "digests", json_integer((json_int_t)p->ndigests));
@@ -624,18 +625,16 @@ static json_t *report(const struct plan_ctx *p, const struct coord_view *v, cons
     return o;
 }
 
-static long long ji(json_t *o, const char *k)
-{
-    return json_integer_value(json_object_get(o, k));
-}
-
 static void print_row(const char *name, json_t *o)
 {
     char gets[48];
-    snprintf(gets, sizeof(gets), "%lld..%lld", ji(o, "gets_min"), ji(o, "gets_max"));
-    printf("%-24s %6lld %7lld %6lld %9lld %8lld %7lld %7lld %12s\n", name, ji(o, "groups"),
-           ji(o, "groups_changed"), ji(o, "tags"), ji(o, "unchanged"), ji(o, "to_write"),
-           ji(o, "missing_upstream") + ji(o, "errors"), ji(o, "digests_to_fetch"), gets);
+    snprintf(gets, sizeof(gets), "%lld..%lld", coord_json_int(o, "gets_min"),
+             coord_json_int(o, "gets_max"));
+    printf("%-24s %6lld %7lld %6lld %9lld %8lld %7lld %7lld %12s\n", name,
+           coord_json_int(o, "groups"), coord_json_int(o, "groups_changed"),
+           coord_json_int(o, "tags"), coord_json_int(o, "unchanged"), coord_json_int(o, "to_write"),
+           coord_json_int(o, "missing_upstream") + coord_json_int(o, "errors"),
+           coord_json_int(o, "digests_to_fetch"), gets);
 }
 
 static void print_readable(json_t *o, int per_group)
@@ -673,8 +672,9 @@ static void print_readable(json_t *o, int per_group)
                        "%lld..%lld\n",
                        json_string_value(json_object_get(g, "key")),
                        json_is_true(json_object_get(g, "changed")) ? "changed" : "check",
-                       ji(g, "tags"), ji(g, "unchanged"), ji(g, "to_write"),
-                       ji(g, "digests_to_fetch"), ji(g, "gets_min"), ji(g, "gets_max"));
+                       coord_json_int(g, "tags"), coord_json_int(g, "unchanged"),
+                       coord_json_int(g, "to_write"), coord_json_int(g, "digests_to_fetch"),
+                       coord_json_int(g, "gets_min"), coord_json_int(g, "gets_max"));
             size_t n;
             json_t *msg;
             json_array_foreach(json_object_get(g, "problems"), n, msg) {
@@ -689,20 +689,21 @@ static void print_readable(json_t *o, int per_group)
                shown - PLAN_PROBLEMS_SHOWN);
     json_t *t = json_object_get(o, "totals");
     print_row("total", t);
-    if (ji(t, "missing_upstream"))
-        printf("  %lld tags missing upstream (the worker fails them)\n", ji(t, "missing_upstream"));
+    if (coord_json_int(t, "missing_upstream"))
+        printf("  %lld tags missing upstream (the worker fails them)\n",
+               coord_json_int(t, "missing_upstream"));
     printf("counted GETs (Docker Hub pulls): at least %lld, at most %lld\n"
            "  each index the target lacks costs 1, plus up to 2 per platform for its image and\n"
            "  attestation manifests the target lacks; digests it has cost 0; HEADs are free\n",
-           ji(t, "gets_min"), ji(t, "gets_max"));
+           coord_json_int(t, "gets_min"), coord_json_int(t, "gets_max"));
     json_t *b = json_object_get(o, "budget");
     const char *verdict = json_string_value(json_object_get(b, "verdict"));
     char window[32] = "?";
     if (json_is_integer(json_object_get(b, "window_s")))
-        coord_status_duration(ji(b, "window_s") * 1000, window, sizeof(window));
+        coord_status_duration(coord_json_int(b, "window_s") * 1000, window, sizeof(window));
     if (json_is_integer(json_object_get(b, "remaining")))
         printf("budget: %lld of %lld pulls left per %s window (source %s): %s\n",
-               ji(b, "remaining"), ji(b, "limit"), window,
+               coord_json_int(b, "remaining"), coord_json_int(b, "limit"), window,
                json_is_string(json_object_get(b, "source"))
                    ? json_string_value(json_object_get(b, "source"))
                    : "?",
@@ -751,7 +752,7 @@ static int load(struct plan_ctx *p, struct catalog *cat, struct marker *m, char 
                 struct coord_view *v, struct err *e)
 {
     m->source = "none";
-    if (cfg_str(p->c, "redis")) {
+    if (cfg_str(p->c, CFG_ID_REDIS)) {
         struct err re;
         if (read_marker(p->c, m, &re) < 0) {
             m->source = "unreachable";
@@ -761,7 +762,7 @@ static int load(struct plan_ctx *p, struct catalog *cat, struct marker *m, char 
     }
     if (m->resume[0])
         snprintf(commit, CATALOG_SHA_LEN + 1, "%s", m->commit);
-    else if (catalog_resolve(cat, cfg_str(p->c, "ref"), commit, e) < 0)
+    else if (catalog_resolve(cat, cfg_str(p->c, COORD_ID_REF), commit, e) < 0)
         return -1;
     if (coord_repos_check(cat, commit, &p->sel.repos, &p->sel.exclude, e) < 0)
         return -1;
@@ -789,12 +790,8 @@ int coord_plan_main(int argc, char **argv)
         coord_fail("plan", e.msg);
         goto out;
     }
-    if (!cfg_str(&c, "target")) {
-        coord_fail("plan", "--target is required (e.g. http://127.0.0.1:5000)");
-        goto out;
-    }
-    if (!job_url_valid(cfg_str(&c, "target")) || !job_url_valid(cfg_str(&c, "upstream"))) {
-        coord_fail("plan", "--upstream and --target must be http(s)://host[:port] URLs");
+    if (cfg_registries_check(&c, &e) < 0) {
+        coord_fail("plan", e.msg);
         goto out;
     }
     if (coord_catalog_open(&cat, &c, NULL, NULL, &e) < 0 ||
@@ -805,29 +802,29 @@ int coord_plan_main(int argc, char **argv)
     code = 1;
     coord_groups_list(&p.sel, &v, &p.cgroups, &p.ncgroups);
     groups_init(&p);
-    p.max_inflight = (int)cfg_int(&c, "concurrency");
+    p.max_inflight = (int)cfg_int(&c, COORD_ID_CONCURRENCY);
     p.loop = ev_loop_new(EVFLAG_AUTO);
     struct reg_client_opts ro;
     reg_client_opts_default(&ro);
     ro.hooks.on_ratelimit = on_ratelimit;
     ro.hooks.arg = &p;
     if (!p.loop || !(p.client = reg_client_new(p.loop, &ro, &e)) ||
-        !(p.up = registry(&p, cfg_str(&c, "upstream"), "HUBSYNC_UPSTREAM", &e)) ||
-        !(p.dst = registry(&p, cfg_str(&c, "target"), "HUBSYNC_TARGET", &e))) {
+        !(p.up = registry(&p, cfg_str(&c, CFG_ID_UPSTREAM), "HUBSYNC_UPSTREAM", &e)) ||
+        !(p.dst = registry(&p, cfg_str(&c, CFG_ID_TARGET), "HUBSYNC_TARGET", &e))) {
         coord_fail("plan", p.loop ? e.msg : "cannot create an event loop");
         goto out;
     }
     probe(&p);
     json_t *o = report(&p, &v, commit, &m);
-    if (cfg_bool(&c, "json")) {
+    if (cfg_bool(&c, COORD_ID_JSON)) {
         json_dumpf(o, stdout, JSON_COMPACT);
         fputc('\n', stdout);
     } else {
-        print_readable(o, cfg_bool(&c, "groups"));
+        print_readable(o, cfg_bool(&c, COORD_ID_GROUPS));
     }
     json_t *t = json_object_get(o, "totals");
-    code =
-        ji(t, "errors") || p.digest_errors || v.snap->nerrors ? COORD_EXIT_PARTIAL : COORD_EXIT_OK;
+    code = coord_json_int(t, "errors") || p.digest_errors || v.snap->nerrors ? COORD_EXIT_PARTIAL
+                                                                             : COORD_EXIT_OK;
     json_decref(o);
 out:
     plan_free(&p);

@@ -10,17 +10,9 @@
 #include "ref.h"
 #include "xalloc.h"
 
-static int strv_has(const struct oi_strv *v, const char *s)
+int coord_repo_list(const char *flag, const char *list, struct strv *out, struct err *e)
 {
-    for (size_t i = 0; i < v->n; i++)
-        if (strcmp(v->v[i], s) == 0)
-            return 1;
-    return 0;
-}
-
-int coord_repo_list(const char *flag, const char *list, struct oi_strv *out, struct err *e)
-{
-    struct oi_strv items = {NULL, 0};
+    struct strv items = {NULL, 0};
     int rc = -1;
     coord_split_list(list, &items);
     for (size_t i = 0; i < items.n; i++) {
@@ -29,11 +21,11 @@ int coord_repo_list(const char *flag, const char *list, struct oi_strv *out, str
             err_prefix(e, "%s", flag);
             goto out;
         }
-        oi_strv_push(out, name);
+        strv_push(out, name);
     }
     rc = 0;
 out:
-    oi_strv_free(&items);
+    strv_free(&items);
     return rc;
 }
 
@@ -71,11 +63,12 @@ out:
 int coord_selection_init(struct coord_selection *sel, const struct cfg *c, struct err *e)
 {
     memset(sel, 0, sizeof(*sel));
-    if (coord_repo_list("--repos", cfg_str(c, "repos"), &sel->repos, e) < 0 ||
-        coord_repo_list("--exclude-repos", cfg_str(c, "exclude-repos"), &sel->exclude, e) < 0)
+    if (coord_repo_list("--repos", cfg_str(c, COORD_ID_REPOS), &sel->repos, e) < 0 ||
+        coord_repo_list("--exclude-repos", cfg_str(c, COORD_ID_EXCLUDE_REPOS), &sel->exclude, e) <
+            0)
         return -1;
-    coord_split_list(cfg_str(c, "tags"), &sel->tags);
-    coord_split_list(cfg_str(c, "skip"), &sel->skip);
+    coord_split_list(cfg_str(c, COORD_ID_TAGS), &sel->tags);
+    coord_split_list(cfg_str(c, COORD_ID_SKIP), &sel->skip);
     for (size_t i = 0; i < sel->skip.n; i++) {
         char *pat;
         if (skip_pattern(sel->skip.v[i], &pat, e) < 0)
@@ -83,8 +76,8 @@ int coord_selection_init(struct coord_selection *sel, const struct cfg *c, struc
         free(sel->skip.v[i]);
         sel->skip.v[i] = pat;
     }
-    coord_split_list(cfg_str(c, "platforms"), &sel->platforms);
-    const char *pol = cfg_str(c, "platform-policy");
+    coord_split_list(cfg_str(c, COORD_ID_PLATFORMS), &sel->platforms);
+    const char *pol = cfg_str(c, COORD_ID_PLATFORM_POLICY);
     sel->policy = JOB_POLICY_ALL;
     if (sel->platforms.n && !pol)
         return err_set(e, "--platforms needs --platform-policy sparse|rewrite (the digest of a "
@@ -101,11 +94,11 @@ int coord_selection_init(struct coord_selection *sel, const struct cfg *c, struc
 
 void coord_selection_free(struct coord_selection *sel)
 {
-    oi_strv_free(&sel->repos);
-    oi_strv_free(&sel->exclude);
-    oi_strv_free(&sel->tags);
-    oi_strv_free(&sel->skip);
-    oi_strv_free(&sel->platforms);
+    strv_free(&sel->repos);
+    strv_free(&sel->exclude);
+    strv_free(&sel->tags);
+    strv_free(&sel->skip);
+    strv_free(&sel->platforms);
 }
 
 int coord_repo_selected(const struct coord_selection *sel, const char *name)
@@ -126,7 +119,7 @@ int coord_tag_selected(const struct coord_selection *sel, const char *repo, cons
     return ok;
 }
 
-size_t coord_platforms_selected(const struct coord_selection *sel, const struct oi_strv *have)
+size_t coord_platforms_selected(const struct coord_selection *sel, const struct strv *have)
 {
     if (!sel->platforms.n)
         return have->n;
@@ -146,12 +139,12 @@ size_t coord_platforms_selected(const struct coord_selection *sel, const struct 
 
 /* ---- the catalog of a run ---------------------------------------------------------------- */
 
-int coord_repos_check(struct catalog *cat, const char *rev, const struct oi_strv *repos,
-                      const struct oi_strv *exclude, struct err *e)
+int coord_repos_check(struct catalog *cat, const char *rev, const struct strv *repos,
+                      const struct strv *exclude, struct err *e)
 {
     int rc = -1;
     char sha[CATALOG_SHA_LEN + 1];
-    struct oi_strv gone = {0}, gone_ex = {0};
+    struct strv gone = {0}, gone_ex = {0};
     if (!repos->n && (!exclude || !exclude->n))
         return 0;
     /* A tree lookup per name: a broken file is still there (its errors come
@@ -167,8 +160,8 @@ int coord_repos_check(struct catalog *cat, const char *rev, const struct oi_strv
         log_warn("--exclude-repos: '%s' is not in official-images at %.12s", gone_ex.v[i], sha);
     rc = 0;
 out:
-    oi_strv_free(&gone);
-    oi_strv_free(&gone_ex);
+    strv_free(&gone);
+    strv_free(&gone_ex);
     return rc;
 }
 

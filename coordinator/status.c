@@ -3,10 +3,11 @@
  * Queue depth (stream, taken, delayed by why, dead letters), jobs in flight
  * per worker with their heartbeats, the pull budget per source, the current
  * run with its progress, the last runs, the synced marker, the operator
- * pause switch and the coordinator lease. Only read commands are sent, on a
- * connection without the usual setup (loading functions and creating the
- * consumer group would be writes), so looking never changes anything. Times
- * are Redis TIME, like every time hubsync stores.
+ * pause switch and the coordinator lease. Only rq's reads are sent (no key is
+ * scanned, no payload parsed: the functions keep the counts), on a connection
+ * without the usual setup (loading functions and creating the consumer group
+ * would be writes), so looking never changes anything. Times are Redis TIME,
+ * like every time hubsync stores.
  *
  * The current run's lost jobs (not settled, no job of the run queued, held,
  * delayed or handed over: hubsync_run_check, a read) say it is stalled.
@@ -15,33 +16,30 @@
  * is not stalled and a coordinator holds the lease or the newest finished
  * run ended less than 2 x --interval ago (coord_status_health); 1
  * otherwise. */
-#include <errno.h>
 #include <jansson.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "coord.h"
-#include "keys.h"
 #include "rconn.h"
 #include "rq.h"
+#include "text.h"
 #include "xalloc.h"
 
 #define STATUS_DEAD_SHOWN 5
 #define STATUS_RUNS_SHOWN 5
-#define STATUS_SCAN_MAX 10000 /* budget sources looked at */
 
 static const struct cfg_opt status_opts[] = {
     CFG_OPT_REDIS,
     CFG_OPT_REDIS_PREFIX,
-    {"json", NULL, CFG_BOOL, "false", 0, 0, "print JSON (shape above)", 0},
-    {"health", NULL, CFG_BOOL, "false", 0, 0,
+    {COORD_ID_JSON, "json", NULL, CFG_BOOL, "false", 0, 0, "print JSON (shape above)", 0},
+    {COORD_ID_HEALTH, "health", NULL, CFG_BOOL, "false", 0, 0,
      "exit 1 if the current run is stalled, or unless a coordinator holds the lease or the last "
      "run finished less than 2 x --interval ago",
      0},
-    {"interval", "HUBSYNC_INTERVAL", CFG_INT, "21600", 60, 31536000,
+    {COORD_ID_INTERVAL, "interval", "HUBSYNC_INTERVAL", CFG_INT, "21600", 60, 31536000,
      "the coordinators' --interval (seconds between runs), for --health", 0},
     CFG_OPT_LOG_LEVEL,
     CFG_OPT_LOG_FORMAT,
@@ -127,89 +125,57 @@ int coord_status_health(long long stalled, int lease_held, long long last_finish
 
 struct status_ctx {
     struct rconn rc;
-    struct keys k;
+    struct rq q;
     struct err e;
     int down; /* an I/O error: the answer is incomplete */
     long long now_ms;
 };
 
-/* A read command from NULL-terminated arguments. The reply (caller frees)
- * may be an error reply; NULL when Redis did not answer (s->down set). */
-static redisReply *query(struct status_ctx *s, const char *arg0, ...)
+/* Run read c (consumed) into res, which the caller frees. -1 when there is
+ * no answer: Redis stopped answering (s->down set, s->e says why), or the
+ * key holds something else (that part is left out). */
+static int ask(struct status_ctx *s, struct rq_cmd *c, struct rq_res *res)
 {
-    const char *argv[12];
-    int argc = 0;
-    va_list ap;
-    va_start(ap, arg0);
-    for (const char *a = arg0; a && argc < 12; a = va_arg(ap, const char *))
-        argv[argc++] = a;
-    va_end(ap);
-    redisReply *r = NULL;
-    if (s->down || rconn_command(&s->rc, argc, argv, NULL, 0, &r, &s->e) < 0) {
-        s->down = 1;
-        return NULL;
+    struct err e;
+    if (s->down) {
+        rq_cmd_free(c);
+        memset(res, 0, sizeof(*res));
+        return -1;
     }
-    return r;
+    if (rq_exec(&s->rc, c, res, &e) == 0)
+        return 0;
+    if (!s->rc.c) {
+        s->down = 1;
+        s->e = e;
+    }
+    return -1;
 }
 
-static int is_array(const redisReply *r)
+/* A number read (RQ_VALUE n); 0 without one. */
+static long long ask_n(struct status_ctx *s, struct rq_cmd *c)
 {
-    return r && r->type == REDIS_REPLY_ARRAY;
-}
-
-static const char *reply_str(const redisReply *r)
-{
-    return r && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS) ? r->str : NULL;
-}
-
-static long long reply_int(const redisReply *r)
-{
-    if (r && r->type == REDIS_REPLY_INTEGER)
-        return r->integer;
-    const char *sv = reply_str(r);
-    return sv ? atoll(sv) : 0;
-}
-
-/* A number, or a string when the text is not one. */
-static json_t *scalar(const char *v)
-{
-    char *end;
-    errno = 0;
-    long long n = strtoll(v, &end, 10);
-    return !errno && *v && !*end ? json_integer(n) : json_string(v);
-}
-
-static long long query_int(struct status_ctx *s, const char *cmd, const char *key)
-{
-    redisReply *r = query(s, cmd, key, NULL);
-    long long n = reply_int(r);
-    freeReplyObject(r);
+    struct rq_res res;
+    long long n = ask(s, c, &res) == 0 && res.status == RQ_VALUE ? res.n : 0;
+    rq_res_free(&res);
     return n;
 }
 
-static json_t *query_str(struct status_ctx *s, const char *cmd, const char *key)
+/* A string read as JSON: the string or null. */
+static json_t *ask_str(struct status_ctx *s, struct rq_cmd *c)
 {
-    redisReply *r = query(s, cmd, key, NULL);
-    json_t *v = reply_str(r) ? json_string(reply_str(r)) : json_null();
-    freeReplyObject(r);
+    struct rq_res res;
+    json_t *v = ask(s, c, &res) == 0 && res.str ? json_string(res.str) : json_null();
+    rq_res_free(&res);
     return v;
 }
 
-/* A hash as a JSON object (numbers where numeric). */
-static json_t *query_hash(struct status_ctx *s, const char *key)
+/* A hash read as a JSON object (numbers where numeric); empty without one. */
+static json_t *ask_hash(struct status_ctx *s, struct rq_cmd *c)
 {
-    redisReply *r = query(s, "HGETALL", key, NULL);
-    json_t *o = json_object();
-    for (size_t i = 0; is_array(r) && i + 1 < r->elements; i += 2)
-        if (reply_str(r->element[i]) && reply_str(r->element[i + 1]))
-            json_object_set_new(o, r->element[i]->str, scalar(r->element[i + 1]->str));
-    freeReplyObject(r);
+    struct rq_res res;
+    json_t *o = ask(s, c, &res) == 0 ? coord_json_fields(res.items, res.nitems) : json_object();
+    rq_res_free(&res);
     return o;
-}
-
-static long long ji(json_t *o, const char *k)
-{
-    return json_integer_value(json_object_get(o, k));
 }
 
 static json_t *opt_int(long long v, int present)
@@ -222,8 +188,9 @@ static json_t *opt_int(long long v, int present)
 
 static json_t *coordinator_json(struct status_ctx *s)
 {
-    redisReply *r = query(s, "GET", s->k.coordinator, NULL);
-    const char *holder = reply_str(r);
+    struct rq_res res;
+    int rc = ask(s, rq_cmd_lease_holder(s->q.keys.coordinator), &res);
+    const char *holder = rc == 0 && res.status == RQ_VALUE ? res.str : NULL;
     json_t *o = json_object();
     json_object_set_new(o, "held", json_boolean(holder != NULL));
     /* The token is host:pid:random; the random part is the lease's, not the reader's. */
@@ -233,83 +200,60 @@ static json_t *coordinator_json(struct status_ctx *s)
         *cut = '\0';
     json_object_set_new(o, "holder", who ? json_string(who) : json_null());
     free(who);
-    freeReplyObject(r);
-    long long pttl = holder ? query_int(s, "PTTL", s->k.coordinator) : -1;
+    long long pttl = holder ? ask_n(s, rq_cmd_lease_ttl(s->q.keys.coordinator)) : -1;
+    rq_res_free(&res);
     json_object_set_new(o, "expires_in_ms", opt_int(pttl, pttl >= 0));
     return o;
 }
 
-/* Delayed jobs by why, the next due time, and those of `run` waiting for the budget. */
-static json_t *delayed_json(struct status_ctx *s, const char *run, long long *run_deferred)
+/* Delayed jobs by why, as the functions count them. */
+static json_t *delayed_json(struct status_ctx *s)
 {
-    long long budget = 0, backoff = 0, registry = 0;
-    *run_deferred = 0;
-    redisReply *r = query(s, "HVALS", s->k.jobs_delayed_payload, NULL);
-    for (size_t i = 0; is_array(r) && i < r->elements; i++) {
-        json_t *p = reply_str(r->element[i]) ? json_loads(r->element[i]->str, 0, NULL) : NULL;
-        const char *why = json_string_value(json_object_get(p, "why"));
-        const char *jr = json_string_value(json_object_get(json_object_get(p, "job"), "run"));
-        int is_budget = why && strcmp(why, "budget") == 0;
-        budget += is_budget;
-        backoff += why && strcmp(why, "backoff") == 0;
-        registry += why && strcmp(why, "registry") == 0;
-        if (is_budget && run && jr && strcmp(jr, run) == 0)
-            ++*run_deferred;
-        json_decref(p);
-    }
-    freeReplyObject(r);
+    static const char *const whys[] = {"budget", "backoff", "registry"};
+    json_t *counts = ask_hash(s, rq_cmd_delayed_counts(&s->q));
     json_t *o = json_object();
-    json_object_set_new(o, "budget", json_integer(budget));
-    json_object_set_new(o, "backoff", json_integer(backoff));
-    json_object_set_new(o, "registry", json_integer(registry));
+    for (size_t i = 0; i < sizeof(whys) / sizeof(whys[0]); i++)
+        json_object_set_new(o, whys[i], json_integer(coord_json_int(counts, whys[i])));
+    json_decref(counts);
     return o;
 }
 
 static json_t *dead_json(struct status_ctx *s)
 {
-    char count[16];
-    snprintf(count, sizeof(count), "%d", STATUS_DEAD_SHOWN);
-    redisReply *r = query(s, "XREVRANGE", s->k.jobs_dead, "+", "-", "COUNT", count, NULL);
+    /* The payload is in redis-cli for whoever needs it. */
+    static const char *const names[RQ_DEAD_FIELDS] = {"id", "key", "reason", "deliveries",
+                                                      "ts_ms"};
+    struct rq_res res;
     json_t *a = json_array();
-    for (size_t i = 0; is_array(r) && i < r->elements; i++) {
-        const redisReply *en = r->element[i];
-        if (!is_array(en) || en->elements != 2 || !is_array(en->element[1]))
-            continue;
-        const redisReply *f = en->element[1];
-        json_t *o = json_object();
-        for (size_t k = 0; k + 1 < f->elements; k += 2) {
-            const char *name = reply_str(f->element[k]), *v = reply_str(f->element[k + 1]);
-            if (!name || !v || strcmp(name, "job") == 0)
-                continue; /* the payload is in redis-cli for whoever needs it */
-            json_object_set_new(o, strcmp(name, "ts") == 0 ? "ts_ms" : name, scalar(v));
+    if (ask(s, rq_cmd_dead_newest(&s->q, STATUS_DEAD_SHOWN), &res) == 0) {
+        for (size_t i = 0; i + RQ_DEAD_FIELDS <= res.nitems; i += RQ_DEAD_FIELDS) {
+            json_t *o = json_object();
+            for (size_t k = 0; k < RQ_DEAD_FIELDS; k++)
+                json_object_set_new(o, names[k], coord_json_value(res.items[i + k]));
+            json_array_append_new(a, o);
         }
-        json_array_append_new(a, o);
     }
-    freeReplyObject(r);
+    rq_res_free(&res);
     return a;
 }
 
-static json_t *queue_json(struct status_ctx *s, const char *run, long long *run_deferred)
+static json_t *queue_json(struct status_ctx *s)
 {
     json_t *o = json_object();
-    long long stream = query_int(s, "XLEN", s->k.jobs);
+    long long stream = ask_n(s, rq_cmd_queue_len(&s->q));
     /* Acked entries are deleted, so the stream holds the waiting and the taken ones. */
-    redisReply *r = query(s, "XPENDING", s->k.jobs, KEYS_GROUP, NULL);
-    long long taken = is_array(r) && r->elements >= 1 ? reply_int(r->element[0]) : 0;
-    freeReplyObject(r);
+    long long taken = ask_n(s, rq_cmd_queue_held(&s->q));
     json_object_set_new(o, "stream", json_integer(stream));
     json_object_set_new(o, "waiting", json_integer(stream - taken));
     json_object_set_new(o, "in_flight", json_integer(taken));
-    json_object_set_new(o, "delayed", json_integer(query_int(s, "ZCARD", s->k.jobs_delayed)));
-    json_object_set_new(o, "delayed_by_why", delayed_json(s, run, run_deferred));
-    r = query(s, "ZRANGE", s->k.jobs_delayed, "0", "0", "WITHSCORES", NULL);
-    json_object_set_new(
-        o, "next_due_in_ms",
-        is_array(r) && r->elements == 2
-            ? json_integer(atoll(reply_str(r->element[1]) ? r->element[1]->str : "0") - s->now_ms)
-            : json_null());
-    freeReplyObject(r);
-    json_object_set_new(o, "dead", json_integer(query_int(s, "XLEN", s->k.jobs_dead)));
+    json_object_set_new(o, "delayed", json_integer(ask_n(s, rq_cmd_delayed_len(&s->q))));
+    json_object_set_new(o, "delayed_by_why", delayed_json(s));
+    struct rq_res res;
+    int rc = ask(s, rq_cmd_delayed_next(&s->q), &res);
+    json_object_set_new(o, "next_due_in_ms",
+                        opt_int(res.n - s->now_ms, rc == 0 && res.status == RQ_VALUE));
+    rq_res_free(&res);
+    json_object_set_new(o, "dead", json_integer(ask_n(s, rq_cmd_dead_len(&s->q))));
     json_object_set_new(o, "dead_newest", dead_json(s));
     return o;
 }
@@ -338,91 +282,71 @@ static json_t *worker_add(json_t *workers, const char *id)
 static json_t *workers_json(struct status_ctx *s, long long *silent)
 {
     json_t *workers = json_array();
+    struct rq_res res;
     *silent = 0;
-    redisReply *r = query(s, "ZRANGE", s->k.workers, "0", "-1", "WITHSCORES", NULL);
-    for (size_t i = 0; is_array(r) && i + 1 < r->elements; i += 2) {
-        const char *id = reply_str(r->element[i]);
-        if (!id)
-            continue;
-        char *key = keys_worker(&s->k, id);
-        redisReply *hb = query(s, "GET", key, NULL);
-        free(key);
-        json_t *beat = reply_str(hb) ? json_loads(hb->str, 0, NULL) : NULL;
-        freeReplyObject(hb);
-        if (!json_is_object(beat)) {
+    if (ask(s, rq_cmd_workers(&s->q), &res) == 0) {
+        for (size_t i = 0; i + 1 < res.nitems; i += 2) {
+            const char *id = res.items[i];
+            struct rq_res hb;
+            json_t *beat = NULL;
+            if (ask(s, rq_cmd_worker_get(&s->q, id), &hb) == 0 && hb.str)
+                beat = json_loads(hb.str, 0, NULL);
+            rq_res_free(&hb);
+            if (!json_is_object(beat)) {
+                json_decref(beat);
+                ++*silent;
+                continue;
+            }
+            json_t *w = worker_add(workers, id);
+            json_object_update_missing(w, beat);
             json_decref(beat);
-            ++*silent;
-            continue;
+            long long last = 0;
+            text_ll(res.items[i + 1], &last);
+            json_object_set_new(w, "alive", json_true());
+            json_object_set_new(w, "beat_age_ms", json_integer(s->now_ms - last));
         }
-        json_t *w = worker_add(workers, id);
-        json_object_update_missing(w, beat);
-        json_decref(beat);
-        json_object_set_new(w, "alive", json_true());
-        json_object_set_new(
-            w, "beat_age_ms",
-            json_integer(s->now_ms -
-                         atoll(reply_str(r->element[i + 1]) ? r->element[i + 1]->str : "0")));
     }
-    freeReplyObject(r);
-    r = query(s, "XPENDING", s->k.jobs, KEYS_GROUP, NULL);
-    const redisReply *per = is_array(r) && r->elements == 4 ? r->element[3] : NULL;
-    for (size_t i = 0; is_array(per) && i < per->elements; i++) {
-        const redisReply *c = per->element[i];
-        if (!is_array(c) || c->elements != 2 || !reply_str(c->element[0]))
-            continue;
-        json_t *w = worker_add(workers, c->element[0]->str);
-        if (!json_is_true(json_object_get(w, "alive")))
-            --*silent;
-        json_object_set_new(w, "in_flight", json_integer(reply_int(c->element[1])));
+    rq_res_free(&res);
+    if (ask(s, rq_cmd_queue_held(&s->q), &res) == 0) {
+        for (size_t i = 0; i + 1 < res.nitems; i += 2) {
+            json_t *w = worker_add(workers, res.items[i]);
+            if (!json_is_true(json_object_get(w, "alive")))
+                --*silent;
+            long long n = 0;
+            text_ll(res.items[i + 1], &n);
+            json_object_set_new(w, "in_flight", json_integer(n));
+        }
     }
-    freeReplyObject(r);
+    rq_res_free(&res);
     if (*silent < 0)
         *silent = 0;
     return workers;
 }
 
-/* "%xx" sequences of a key part back to bytes. */
-static char *pct_decode(const char *s)
+/* A source's budget, or NULL when its record is gone (expired). */
+static json_t *budget_source(struct status_ctx *s, const char *source)
 {
-    char *out = xmalloc(strlen(s) + 1), *o = out;
-    while (*s) {
-        unsigned v;
-        if (s[0] == '%' && s[1] && s[2] && sscanf(s + 1, "%2x", &v) == 1) {
-            *o++ = (char)v;
-            s += 3;
-        } else {
-            *o++ = *s++;
-        }
+    json_t *h = ask_hash(s, rq_cmd_budget_get(&s->q, source));
+    if (!json_object_size(h)) {
+        json_decref(h);
+        return NULL;
     }
-    *o = '\0';
-    return out;
-}
-
-static json_t *budget_source(struct status_ctx *s, const char *key, size_t skip)
-{
-    json_t *h = query_hash(s, key);
-    char *source = pct_decode(key + skip);
     json_t *o = json_pack("{s:s}", "source", source);
-    free(source);
     static const char *const copy[] = {"limit", "remaining", "window_s"};
     for (size_t i = 0; i < sizeof(copy) / sizeof(copy[0]); i++) {
         json_t *v = json_object_get(h, copy[i]);
         json_object_set(o, copy[i], json_is_integer(v) ? v : json_null());
     }
     json_object_set_new(o, "http_429",
-                        json_integer(ji(h, "http_429"))); /* a counter: 0 until one */
-    json_object_set_new(o, "unlimited", json_boolean(ji(h, "unlimited") == 1));
+                        json_integer(coord_json_int(h, "http_429"))); /* a counter: 0 until one */
+    json_object_set_new(o, "unlimited", json_boolean(coord_json_int(h, "unlimited") == 1));
     json_t *seen = json_object_get(h, "observed_ms");
-    json_object_set_new(o, "observed_age_ms",
-                        opt_int(s->now_ms - ji(h, "observed_ms"), json_is_integer(seen)));
-    long long paused = ji(h, "paused_until_ms") - s->now_ms;
+    json_object_set_new(o, "observed_age_ms", opt_int(s->now_ms - coord_json_int(h, "observed_ms"),
+                                                      json_is_integer(seen)));
+    long long paused = coord_json_int(h, "paused_until_ms") - s->now_ms;
     json_object_set_new(o, "paused_for_ms", opt_int(paused, paused > 0));
-    char *inflight = xasprintf("%s:inflight", key), now[32];
-    snprintf(now, sizeof(now), "(%lld", s->now_ms);
-    redisReply *r = query(s, "ZCOUNT", inflight, now, "+inf", NULL);
-    json_object_set_new(o, "reserved", json_integer(reply_int(r)));
-    freeReplyObject(r);
-    free(inflight);
+    json_object_set_new(
+        o, "reserved", json_integer(ask_n(s, rq_cmd_budget_reserved(&s->q, source, s->now_ms))));
     json_decref(h);
     return o;
 }
@@ -430,57 +354,37 @@ static json_t *budget_source(struct status_ctx *s, const char *key, size_t skip)
 static json_t *budget_json(struct status_ctx *s)
 {
     json_t *a = json_array();
-    char *pattern = xasprintf("%sbudget:*", s->k.prefix);
-    char *cursor = xstrdup("0");
-    size_t skip = strlen(s->k.prefix) + strlen("budget:"), seen = 0;
-    do {
-        redisReply *r = query(s, "SCAN", cursor, "MATCH", pattern, "COUNT", "1000", NULL);
-        free(cursor);
-        cursor = NULL;
-        if (!is_array(r) || r->elements != 2 || !reply_str(r->element[0])) {
-            freeReplyObject(r);
-            break;
+    struct rq_res res;
+    if (ask(s, rq_cmd_budget_sources(&s->q), &res) == 0) {
+        for (size_t i = 0; i < res.nitems; i++) {
+            json_t *b = budget_source(s, res.items[i]);
+            if (b)
+                json_array_append_new(a, b);
         }
-        cursor = xstrdup(r->element[0]->str);
-        const redisReply *ks = r->element[1];
-        for (size_t i = 0; is_array(ks) && i < ks->elements; i++, seen++) {
-            const char *key = reply_str(ks->element[i]);
-            size_t n = key ? strlen(key) : 0;
-            /* Sources are percent-encoded, so only the reservations end in ":inflight". */
-            if (!key || (n > 9 && strcmp(key + n - 9, ":inflight") == 0))
-                continue;
-            json_array_append_new(a, budget_source(s, key, skip));
-        }
-        freeReplyObject(r);
-    } while (cursor && strcmp(cursor, "0") != 0 && seen < STATUS_SCAN_MAX);
-    free(cursor);
-    free(pattern);
+    }
+    rq_res_free(&res);
     return a;
 }
 
 static json_t *run_json(struct status_ctx *s, const char *id)
 {
-    char *key = keys_run(&s->k, id);
-    json_t *o = query_hash(s, key);
-    free(key);
-    return o;
+    return ask_hash(s, rq_cmd_run_get(&s->q, id));
 }
 
 /* The last runs, newest first, with the fields an operator compares. */
 static json_t *runs_json(struct status_ctx *s, long long *last_finished_ms)
 {
-    static const char *const fields[] = {"state",       "commit",       "started_ms",
-                                         "finished_ms", "jobs_total",   "jobs_done",
-                                         "jobs_failed", "tags_written", "upstream_manifest_gets"};
-    char last[16];
-    snprintf(last, sizeof(last), "%d", STATUS_RUNS_SHOWN - 1);
+    const char *const fields[] = {"state",         "commit",    "started_ms",
+                                  "finished_ms",   "jobs_total", "jobs_done",
+                                  "jobs_failed",   RQ_RUN_NAME(tags_written),
+                                  RQ_RUN_NAME(upstream_manifest_gets)};
     json_t *a = json_array();
+    struct rq_res res;
     *last_finished_ms = 0;
-    redisReply *r = query(s, "ZREVRANGE", s->k.runs, "0", last, NULL);
-    for (size_t i = 0; is_array(r) && i < r->elements; i++) {
-        const char *id = reply_str(r->element[i]);
-        if (!id)
-            continue;
+    if (ask(s, rq_cmd_runs_newest(&s->q, STATUS_RUNS_SHOWN), &res) < 0)
+        res.nitems = 0;
+    for (size_t i = 0; i < res.nitems; i++) {
+        const char *id = res.items[i];
         json_t *rec = run_json(s, id);
         json_t *o = json_pack("{s:s}", "id", id);
         for (size_t k = 0; k < sizeof(fields) / sizeof(fields[0]); k++) {
@@ -489,10 +393,12 @@ static json_t *runs_json(struct status_ctx *s, long long *last_finished_ms)
         }
         /* As sync's report: dead letters are failures too. */
         json_object_set_new(o, "jobs_failed",
-                            json_integer(ji(rec, "jobs_failed") + ji(rec, "jobs_dead")));
+                            json_integer(coord_json_int(rec, "jobs_failed") +
+                                         coord_json_int(rec, "jobs_dead")));
         if (json_is_integer(json_object_get(rec, "finished_ms"))) {
-            long long fin = ji(rec, "finished_ms");
-            json_object_set_new(o, "duration_ms", json_integer(fin - ji(rec, "started_ms")));
+            long long fin = coord_json_int(rec, "finished_ms");
+            json_object_set_new(o, "duration_ms",
+                                json_integer(fin - coord_json_int(rec, "started_ms")));
             if (fin > *last_finished_ms)
                 *last_finished_ms = fin;
         } else {
@@ -501,7 +407,7 @@ static json_t *runs_json(struct status_ctx *s, long long *last_finished_ms)
         json_decref(rec);
         json_array_append_new(a, o);
     }
-    freeReplyObject(r);
+    rq_res_free(&res);
     return a;
 }
 
@@ -509,33 +415,22 @@ static json_t *runs_json(struct status_ctx *s, long long *last_finished_ms)
  * library from before it; s->down when Redis did not answer). */
 static long long lost_jobs(struct status_ctx *s, const char *run)
 {
-    struct rq q;
-    struct err e;
     char cursor[32] = "0";
     long long n = 0;
-    if (rq_init(&q, s->k.prefix, &e) < 0)
-        return -1;
     do {
         struct rq_res res;
-        if (rq_exec(&s->rc, rq_cmd_run_check(&q, run, cursor, RQ_RUN_CHECK_COUNT), &res, &e) < 0) {
-            if (!s->rc.c && !s->down) {
-                s->down = 1;
-                s->e = e;
-            }
+        if (ask(s, rq_cmd_run_check(&s->q, run, cursor, RQ_RUN_CHECK_COUNT), &res) < 0) {
             rq_res_free(&res);
-            n = -1;
-            break;
+            return -1;
         }
         n += (long long)res.nitems;
         snprintf(cursor, sizeof(cursor), "%s", res.str);
         rq_res_free(&res);
     } while (strcmp(cursor, "0") != 0);
-    rq_free(&q);
     return n;
 }
 
-static json_t *current_json(struct status_ctx *s, const char *run, long long deferred,
-                            long long *lost)
+static json_t *current_json(struct status_ctx *s, const char *run, long long *lost)
 {
     *lost = 0;
     if (!run)
@@ -547,47 +442,46 @@ static json_t *current_json(struct status_ctx *s, const char *run, long long def
     }
     *lost = lost_jobs(s, run);
     json_object_set_new(rec, "id", json_string(run));
-    json_object_set_new(rec, "deferred", json_integer(deferred));
+    json_object_set_new(rec, "deferred", json_integer(coord_json_int(rec, "jobs_deferred")));
     json_object_set_new(rec, "lost", *lost >= 0 ? json_integer(*lost) : json_null());
-    json_object_set_new(rec, "elapsed_ms", json_integer(s->now_ms - ji(rec, "started_ms")));
+    json_object_set_new(rec, "elapsed_ms",
+                        json_integer(s->now_ms - coord_json_int(rec, "started_ms")));
     return rec;
 }
 
 /* Everything, or NULL when Redis stopped answering (s->e says why). */
 static json_t *gather(struct status_ctx *s, const struct cfg *c)
 {
-    redisReply *t = query(s, "TIME", NULL);
-    if (!is_array(t) || t->elements != 2 || !reply_str(t->element[0]) ||
-        !reply_str(t->element[1])) {
+    struct rq_res t;
+    if (ask(s, rq_cmd_time(), &t) < 0) {
         if (!s->down)
             err_set(&s->e, "redis %s: TIME gave no time", s->rc.url.where);
-        freeReplyObject(t);
+        rq_res_free(&t);
         return NULL;
     }
-    s->now_ms = atoll(t->element[0]->str) * 1000 + atoll(t->element[1]->str) / 1000;
-    freeReplyObject(t);
+    s->now_ms = t.n;
+    rq_res_free(&t);
     json_t *o = json_object();
     json_object_set_new(o, "redis", json_string(s->rc.url.where));
-    json_object_set_new(o, "prefix", json_string(s->k.prefix));
+    json_object_set_new(o, "prefix", json_string(s->q.keys.prefix));
     json_object_set_new(o, "now_ms", json_integer(s->now_ms));
-    json_object_set_new(o, "paused", json_boolean(query_int(s, "EXISTS", s->k.ctl_paused) == 1));
-    json_object_set_new(o, "synced_commit", query_str(s, "GET", s->k.synced_commit));
+    json_object_set_new(o, "paused", json_boolean(ask_n(s, rq_cmd_paused(&s->q)) == 1));
+    json_object_set_new(o, "synced_commit", ask_str(s, rq_cmd_synced_commit(&s->q)));
     json_t *coord = coordinator_json(s);
     json_object_set_new(o, "coordinator", coord);
-    json_t *cur = query_str(s, "GET", s->k.run_current);
-    long long deferred = 0, silent = 0, last_finished = 0, lost = 0;
-    json_object_set_new(o, "queue", queue_json(s, json_string_value(cur), &deferred));
+    json_t *cur = ask_str(s, rq_cmd_run_current(&s->q));
+    long long silent = 0, last_finished = 0, lost = 0;
+    json_object_set_new(o, "queue", queue_json(s));
     json_object_set_new(o, "workers", workers_json(s, &silent));
     json_object_set_new(o, "workers_silent", json_integer(silent));
     json_object_set_new(o, "budget", budget_json(s));
-    json_object_set_new(o, "current_run",
-                        current_json(s, json_string_value(cur), deferred, &lost));
+    json_object_set_new(o, "current_run", current_json(s, json_string_value(cur), &lost));
     json_decref(cur);
     json_object_set_new(o, "runs", runs_json(s, &last_finished));
-    json_object_set_new(o, "stats", query_hash(s, s->k.stats));
+    json_object_set_new(o, "stats", ask_hash(s, rq_cmd_stats(&s->q)));
     char why[256];
     int ok = coord_status_health(lost, json_is_true(json_object_get(coord, "held")),
-                                 last_finished, s->now_ms, cfg_int(c, "interval"), why,
+                                 last_finished, s->now_ms, cfg_int(c, COORD_ID_INTERVAL), why,
                                  sizeof(why));
     json_object_set_new(o, "health", json_pack("{s:b, s:s}", "ok", ok, "reason", why));
     if (s->down) {
@@ -642,20 +536,22 @@ static void print_queue(json_t *q)
     char due[48] = "";
     if (json_is_integer(json_object_get(q, "next_due_in_ms"))) {
         char d[32];
-        coord_status_duration(ji(q, "next_due_in_ms"), d, sizeof(d));
+        coord_status_duration(coord_json_int(q, "next_due_in_ms"), d, sizeof(d));
         snprintf(due, sizeof(due), "; next due in %s", d);
     }
     printf("queue        %lld waiting, %lld in flight, %lld delayed (budget %lld, backoff "
            "%lld, registry down %lld%s), %lld dead\n",
-           ji(q, "waiting"), ji(q, "in_flight"), ji(q, "delayed"), ji(why, "budget"),
-           ji(why, "backoff"), ji(why, "registry"), due, ji(q, "dead"));
+           coord_json_int(q, "waiting"), coord_json_int(q, "in_flight"),
+           coord_json_int(q, "delayed"), coord_json_int(why, "budget"),
+           coord_json_int(why, "backoff"), coord_json_int(why, "registry"), due,
+           coord_json_int(q, "dead"));
     size_t i;
     json_t *d;
     json_array_foreach(json_object_get(q, "dead_newest"), i, d) {
         char ts[32];
-        when(ji(d, "ts_ms"), ts, sizeof(ts));
+        when(coord_json_int(d, "ts_ms"), ts, sizeof(ts));
         printf("  dead  %s  %-32s %s (%lld deliveries)\n", ts, js(d, "key", "?"),
-               js(d, "reason", "?"), ji(d, "deliveries"));
+               js(d, "reason", "?"), coord_json_int(d, "deliveries"));
     }
 }
 
@@ -673,15 +569,16 @@ static void print_workers(json_t *ws, long long silent)
     json_t *w, *j;
     json_array_foreach(ws, i, w) {
         char bytes[32], beat[32];
-        coord_human_bytes(ji(w, "bytes"), bytes, sizeof(bytes));
+        coord_human_bytes(coord_json_int(w, "bytes"), bytes, sizeof(bytes));
         age_or_dash(w, "beat_age_ms", " ago", beat, sizeof(beat));
         if (!json_is_true(json_object_get(w, "alive"))) {
             printf("  %-32s %9lld  no heartbeat: its jobs come back after the lease\n",
-                   js(w, "id", "?"), ji(w, "in_flight"));
+                   js(w, "id", "?"), coord_json_int(w, "in_flight"));
             continue;
         }
-        printf("  %-32s %9lld %6lld %6lld %7lld %10s %9s ", js(w, "id", "?"), ji(w, "in_flight"),
-               ji(w, "jobs_done"), ji(w, "jobs_failed"), ji(w, "jobs_retried"), bytes, beat);
+        printf("  %-32s %9lld %6lld %6lld %7lld %10s %9s ", js(w, "id", "?"),
+               coord_json_int(w, "in_flight"), coord_json_int(w, "jobs_done"),
+               coord_json_int(w, "jobs_failed"), coord_json_int(w, "jobs_retried"), bytes, beat);
         json_array_foreach(json_object_get(w, "jobs"), k, j)
             printf(" %s", json_string_value(j));
         printf("%s\n", json_is_true(json_object_get(w, "stopping")) ? " (stopping)" : "");
@@ -705,13 +602,13 @@ static void print_budget(json_t *bs)
         age_or_dash(b, "observed_age_ms", " ago", seen, sizeof(seen));
         age_or_dash(b, "paused_for_ms", "", paused, sizeof(paused));
         if (json_is_integer(json_object_get(b, "window_s")))
-            coord_status_duration(ji(b, "window_s") * 1000, win, sizeof(win));
+            coord_status_duration(coord_json_int(b, "window_s") * 1000, win, sizeof(win));
         else
             snprintf(win, sizeof(win), "-");
         if (json_is_true(json_object_get(b, "unlimited")))
             snprintf(left, sizeof(left), "unlimited");
         printf("  %-24s %6s %6s %8lld %8s %10s %10s %5lld\n", js(b, "source", "?"), lim, left,
-               ji(b, "reserved"), win, seen, paused, ji(b, "http_429"));
+               coord_json_int(b, "reserved"), win, seen, paused, coord_json_int(b, "http_429"));
     }
 }
 
@@ -721,25 +618,28 @@ static void print_current(json_t *r)
         printf("current run  none\n");
         return;
     }
-    long long total = ji(r, "jobs_total"), done = ji(r, "jobs_done");
-    long long failed = ji(r, "jobs_failed") + ji(r, "jobs_dead"), deferred = ji(r, "deferred");
+    long long total = coord_json_int(r, "jobs_total"), done = coord_json_int(r, "jobs_done");
+    long long failed = coord_json_int(r, "jobs_failed") + coord_json_int(r, "jobs_dead"),
+              deferred = coord_json_int(r, "deferred");
     char bytes[32], el[32], eta[48] = "";
-    coord_human_bytes(ji(r, "blob_bytes_copied"), bytes, sizeof(bytes));
-    coord_status_duration(ji(r, "elapsed_ms"), el, sizeof(el));
+    coord_human_bytes(coord_json_int(r, RQ_RUN_NAME(blob_bytes_copied)), bytes, sizeof(bytes));
+    coord_status_duration(coord_json_int(r, "elapsed_ms"), el, sizeof(el));
     long long settled = done + failed + deferred;
     if (settled > 0 && settled < total) {
         char d[32];
-        coord_status_duration(ji(r, "elapsed_ms") / settled * (total - settled), d, sizeof(d));
+        coord_status_duration(coord_json_int(r, "elapsed_ms") / settled * (total - settled), d,
+                              sizeof(d));
         snprintf(eta, sizeof(eta), ", ETA %s", d);
     }
     printf("current run  %s at %.12s (%s): jobs %lld/%lld (failed %lld, deferred %lld), tags "
            "written %lld, pulls %lld, %s, running %s%s\n",
            js(r, "id", "?"), js(r, "commit", "?"), js(r, "state", "?"), done, total, failed,
-           deferred, ji(r, "tags_written"), ji(r, "upstream_manifest_gets"), bytes, el, eta);
-    if (ji(r, "lost") > 0)
+           deferred, coord_json_int(r, RQ_RUN_NAME(tags_written)),
+           coord_json_int(r, RQ_RUN_NAME(upstream_manifest_gets)), bytes, el, eta);
+    if (coord_json_int(r, "lost") > 0)
         printf("  STALLED: %lld jobs of the run have no job queued; a coordinator waiting for "
                "the run (sync --wait, the daemon) enqueues them again\n",
-               ji(r, "lost"));
+               coord_json_int(r, "lost"));
     if (json_is_string(json_object_get(r, "error")))
         printf("  error: %s\n", js(r, "error", "?"));
 }
@@ -754,15 +654,17 @@ static void print_runs(json_t *runs)
     json_t *r;
     json_array_foreach(runs, i, r) {
         char started[32], dur[32], jobs[40];
-        when(ji(r, "started_ms"), started, sizeof(started));
+        when(coord_json_int(r, "started_ms"), started, sizeof(started));
         age_or_dash(r, "duration_ms", "", dur, sizeof(dur));
-        snprintf(jobs, sizeof(jobs), "%lld/%lld", ji(r, "jobs_done"), ji(r, "jobs_total"));
-        if (ji(r, "jobs_failed"))
+        snprintf(jobs, sizeof(jobs), "%lld/%lld", coord_json_int(r, "jobs_done"),
+                 coord_json_int(r, "jobs_total"));
+        if (coord_json_int(r, "jobs_failed"))
             snprintf(jobs + strlen(jobs), sizeof(jobs) - strlen(jobs), " %lldF",
-                     ji(r, "jobs_failed"));
+                     coord_json_int(r, "jobs_failed"));
         printf("  %-24s %-9s %-12.12s %-20s %9s %11s %8lld %6lld\n", js(r, "id", "?"),
-               js(r, "state", "?"), js(r, "commit", "?"), started, dur, jobs, ji(r, "tags_written"),
-               ji(r, "upstream_manifest_gets"));
+               js(r, "state", "?"), js(r, "commit", "?"), started, dur, jobs,
+               coord_json_int(r, RQ_RUN_NAME(tags_written)),
+               coord_json_int(r, RQ_RUN_NAME(upstream_manifest_gets)));
     }
 }
 
@@ -783,7 +685,7 @@ static void print_status(json_t *o)
                                     : "yes (no operator pause)");
     printf("synced       %s\n", js(o, "synced_commit", "never (no run has completed)"));
     print_queue(json_object_get(o, "queue"));
-    print_workers(json_object_get(o, "workers"), ji(o, "workers_silent"));
+    print_workers(json_object_get(o, "workers"), coord_json_int(o, "workers_silent"));
     print_budget(json_object_get(o, "budget"));
     print_current(json_object_get(o, "current_run"));
     print_runs(json_object_get(o, "runs"));
@@ -802,35 +704,35 @@ int coord_status_main(int argc, char **argv)
         return code;
     code = COORD_EXIT_USAGE;
     if (cfg_setup_log(&c, "coordinator", &s.e) < 0 ||
-        keys_init(&s.k, cfg_str(&c, "redis-prefix"), &s.e) < 0) {
+        rq_init(&s.q, cfg_str(&c, CFG_ID_REDIS_PREFIX), &s.e) < 0) {
         coord_fail("status", s.e.msg);
         goto out;
     }
     code = 1;
     struct rconn_opts ro = RCONN_OPTS_DEFAULT;
     /* No setup list: loading functions or creating the group would be writes. */
-    if (rconn_open(&s.rc, cfg_str(&c, "redis"), &ro, NULL, &s.e) < 0) {
+    if (rconn_open(&s.rc, cfg_str(&c, CFG_ID_REDIS), &ro, NULL, &s.e) < 0) {
         coord_fail("status", s.e.msg);
-        goto out_keys;
+        goto out_q;
     }
     json_t *o = gather(&s, &c);
     if (!o) {
         coord_fail("status", s.e.msg);
         goto out_rc;
     }
-    if (cfg_bool(&c, "json")) {
+    if (cfg_bool(&c, COORD_ID_JSON)) {
         json_dumpf(o, stdout, JSON_COMPACT);
         fputc('\n', stdout);
     } else {
         print_status(o);
     }
     int healthy = json_is_true(json_object_get(json_object_get(o, "health"), "ok"));
-    code = !cfg_bool(&c, "health") || healthy ? COORD_EXIT_OK : 1;
+    code = !cfg_bool(&c, COORD_ID_HEALTH) || healthy ? COORD_EXIT_OK : 1;
     json_decref(o);
 out_rc:
     rconn_close(&s.rc);
-out_keys:
-    keys_free(&s.k);
+out_q:
+    rq_free(&s.q);
 out:
     cfg_free(&c);
     return code;

@@ -18,7 +18,6 @@
  * would settle (lost) and keeps the queue's bookkeeping tidy. Without --once
  * the coordinator is a daemon that starts a run every --interval seconds
  * (with jitter) and stands by while another coordinator holds the lease. */
-#include <errno.h>
 #include <jansson.h>
 #include <limits.h>
 #include <signal.h>
@@ -52,20 +51,20 @@ static const struct cfg_opt sync_opts[] = {
     COORD_OPTS_SOURCE,
     COORD_OPTS_REGISTRIES,
     COORD_OPTS_SELECTION,
-    {"once", "HUBSYNC_ONCE", CFG_BOOL, "false", 0, 0, "run one sync and exit (default: daemon)",
-     0},
-    {"wait", "HUBSYNC_WAIT", CFG_BOOL, "false", 0, 0,
+    {COORD_ID_ONCE, "once", "HUBSYNC_ONCE", CFG_BOOL, "false", 0, 0,
+     "run one sync and exit (default: daemon)", 0},
+    {COORD_ID_WAIT, "wait", "HUBSYNC_WAIT", CFG_BOOL, "false", 0, 0,
      "with --once: wait for the run to finish and print its report", 0},
-    {"json", NULL, CFG_BOOL, "false", 0, 0, "print the report as JSON", 0},
-    {"interval", "HUBSYNC_INTERVAL", CFG_INT, "21600", 60, 31536000,
+    {COORD_ID_JSON, "json", NULL, CFG_BOOL, "false", 0, 0, "print the report as JSON", 0},
+    {COORD_ID_INTERVAL, "interval", "HUBSYNC_INTERVAL", CFG_INT, "21600", 60, 31536000,
      "daemon: seconds between runs", 0},
-    {"jitter", "HUBSYNC_JITTER", CFG_INT, "600", 0, 86400,
+    {COORD_ID_JITTER, "jitter", "HUBSYNC_JITTER", CFG_INT, "600", 0, 86400,
      "daemon: up to this many seconds added to each interval at random", 0},
-    {"deferred-interval", "HUBSYNC_DEFERRED_INTERVAL", CFG_INT, "1800", 10, 86400,
-     "daemon: seconds before the next run after one deferred by the pull budget", 0},
-    {"keep-runs", "HUBSYNC_KEEP_RUNS", CFG_INT, "100", 1, 1000000,
+    {COORD_ID_DEFERRED_INTERVAL, "deferred-interval", "HUBSYNC_DEFERRED_INTERVAL", CFG_INT, "1800",
+     10, 86400, "daemon: seconds before the next run after one deferred by the pull budget", 0},
+    {COORD_ID_KEEP_RUNS, "keep-runs", "HUBSYNC_KEEP_RUNS", CFG_INT, "100", 1, 1000000,
      "keep the records of this many newest runs in Redis (older ones go when a run starts)", 0},
-    {"delete-removed", "HUBSYNC_DELETE_REMOVED", CFG_BOOL, "false", 0, 0,
+    {COORD_ID_DELETE_REMOVED, "delete-removed", "HUBSYNC_DELETE_REMOVED", CFG_BOOL, "false", 0, 0,
      "after a complete run, delete from the target the tags that left the catalog (a manifest "
      "still tagged with a supported tag is kept; the target must allow deletes)",
      0},
@@ -98,20 +97,6 @@ struct sync_ctx {
 };
 
 /* ---- Redis helpers -------------------------------------------------------------------------- */
-
-/* A plain command; the reply (caller frees) or NULL with a message. */
-static redisReply *cmd(struct sync_ctx *s, struct err *e, int argc, const char **argv)
-{
-    redisReply *r = NULL;
-    if (rconn_command(&s->rc, argc, argv, NULL, 0, &r, e) < 0)
-        return NULL;
-    if (r->type == REDIS_REPLY_ERROR) {
-        err_set(e, "redis: %s", r->str);
-        freeReplyObject(r);
-        return NULL;
-    }
-    return r;
-}
 
 static const char *str_or(const char *s, const char *dflt)
 {
@@ -160,56 +145,29 @@ static json_t *run_record(struct sync_ctx *s, const char *run, struct err *e)
         rq_res_free(&res);
         return NULL;
     }
-    json_t *o = json_object();
-    for (size_t i = 0; i + 1 < res.nitems; i += 2) {
-        char *end;
-        errno = 0;
-        long long v = strtoll(res.items[i + 1], &end, 10);
-        if (!errno && *res.items[i + 1] && !*end)
-            json_object_set_new(o, res.items[i], json_integer(v));
-        else
-            json_object_set_new(o, res.items[i], json_string(res.items[i + 1]));
-    }
+    json_t *o = coord_json_fields(res.items, res.nitems);
     rq_res_free(&res);
     return o;
 }
 
-static long long jint(json_t *o, const char *k)
+/* Note field = value in the run's record. */
+static int run_note(struct sync_ctx *s, const char *field, const char *value, struct err *e)
 {
-    return json_integer_value(json_object_get(o, k));
+    struct rq_res res;
+    int rc = exec(s, rq_cmd_run_note(&s->q, s->run, field, value), &res, e);
+    rq_res_free(&res);
+    return rc;
 }
 
-static int run_set(struct sync_ctx *s, const char *run, const char *field, const char *value,
-                   struct err *e)
+/* Note field = the JSON text of v. */
+static int run_note_json(struct sync_ctx *s, const char *field, const json_t *v, struct err *e)
 {
-    char *key = keys_run(&s->q.keys, run);
-    const char *argv[] = {"HSET", key, field, value};
-    redisReply *r = cmd(s, e, 4, argv);
-    free(key);
-    if (!r)
-        return -1;
-    freeReplyObject(r);
-    return 0;
-}
-
-/* Jobs of `run` waiting in the delayed set for the pull budget. */
-static long long count_deferred(struct sync_ctx *s, const char *run, struct err *e)
-{
-    const char *argv[] = {"HVALS", s->q.keys.jobs_delayed_payload};
-    redisReply *r = cmd(s, e, 2, argv);
-    if (!r)
-        return -1;
-    long long n = 0;
-    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
-        json_t *p = json_loads(r->element[i]->str, 0, NULL);
-        const char *why = json_string_value(json_object_get(p, "why"));
-        const char *jr = json_string_value(json_object_get(json_object_get(p, "job"), "run"));
-        if (why && jr && strcmp(why, "budget") == 0 && strcmp(jr, run) == 0)
-            n++;
-        json_decref(p);
-    }
-    freeReplyObject(r);
-    return n;
+    char *text = coord_json_text(v, e);
+    if (!text)
+        return err_prefix(e, "run %s: %s", s->run, field);
+    int rc = run_note(s, field, text, e);
+    free(text);
+    return rc;
 }
 
 /* ---- planning -------------------------------------------------------------------------------- */
@@ -267,7 +225,7 @@ static void plan_error(struct plan *p, const char *repo, const char *msg)
 static void plan_build(struct sync_ctx *s, const struct coord_view *v, struct plan *p)
 {
     const struct cfg *c = s->c;
-    const char *prefix = cfg_str(c, "target-prefix");
+    const char *prefix = cfg_str(c, COORD_ID_TARGET_PREFIX);
     struct coord_group *groups = NULL;
     size_t ngroups = 0;
     coord_groups_list(&s->sel, v, &groups, &ngroups);
@@ -278,8 +236,8 @@ static void plan_build(struct sync_ctx *s, const struct coord_view *v, struct pl
         struct err e;
         j.version = JOB_VERSION;
         j.run = s->run;
-        j.upstream = (char *)cfg_str(c, "upstream");
-        j.target = (char *)cfg_str(c, "target");
+        j.upstream = (char *)cfg_str(c, CFG_ID_UPSTREAM);
+        j.target = (char *)cfg_str(c, CFG_ID_TARGET);
         j.source_repo = xasprintf("library/%s", g->repo->name);
         j.target_repo = xasprintf("%s%s", prefix, g->repo->name);
         j.tags = g->tags;
@@ -354,55 +312,41 @@ static int enqueue_all(struct sync_ctx *s, const struct plan *p, struct err *e)
     }
     log_info("run %s: %zu jobs (%lld enqueued, %lld already pending, %lld settled before)", s->run,
              p->n, added, dup, settled);
-    return run_set(s, s->run, "enqueued", "1", e);
+    return run_note(s, "enqueued", "1", e);
 }
 
-static const char *const report_counters[] = {
-    "tags_unchanged",  "tags_written",      "manifests_pushed", "upstream_manifest_gets",
-    "upstream_manifest_heads", "blobs_copied", "blob_bytes_copied", "blobs_mounted",
-    "blobs_skipped",
-};
-#define NREPORT ((int)(sizeof(report_counters) / sizeof(report_counters[0])))
-
-/* The lowest pull budget any source reports: remaining, limit (-1: none). */
+/* The lowest pull budget any limited source reports: remaining, limit (-1: none). */
 static void budget_view(struct sync_ctx *s, long long *remaining, long long *limit)
 {
     struct err e;
+    struct rq_res src;
     *remaining = *limit = -1;
-    char *pattern = xasprintf("%sbudget:*", s->q.keys.prefix);
-    const char *argv[] = {"KEYS", pattern};
-    redisReply *r = cmd(s, &e, 2, argv);
-    free(pattern);
-    for (size_t i = 0; r && r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
-        const char *k = r->element[i]->str;
-        if (strstr(k, ":inflight"))
-            continue;
-        const char *hv[] = {"HMGET", k, "remaining", "limit", "unlimited"};
-        redisReply *h = cmd(s, &e, 5, hv);
-        if (h && h->type == REDIS_REPLY_ARRAY && h->elements == 3 && h->element[0]->str &&
-            !(h->element[2]->str && strcmp(h->element[2]->str, "1") == 0)) {
-            long long rem = atoll(h->element[0]->str);
-            if (*remaining < 0 || rem < *remaining) {
-                *remaining = rem;
-                *limit = h->element[1]->str ? atoll(h->element[1]->str) : -1;
+    if (exec(s, rq_cmd_budget_sources(&s->q), &src, &e) == 0) {
+        for (size_t i = 0; i < src.nitems; i++) {
+            struct rq_res b;
+            if (exec(s, rq_cmd_budget_get(&s->q, src.items[i]), &b, &e) == 0 &&
+                rq_res_field_int(&b, "unlimited", 0) != 1) {
+                long long rem = rq_res_field_int(&b, "remaining", -1);
+                if (rem >= 0 && (*remaining < 0 || rem < *remaining)) {
+                    *remaining = rem;
+                    *limit = rq_res_field_int(&b, "limit", -1);
+                }
             }
+            rq_res_free(&b);
         }
-        if (h)
-            freeReplyObject(h);
     }
-    if (r)
-        freeReplyObject(r);
+    rq_res_free(&src);
 }
 
 static void progress(struct sync_ctx *s, json_t *rec, long long deferred, time_t started,
                      int tty)
 {
-    long long total = jint(rec, "jobs_total"), done = jint(rec, "jobs_done");
-    long long failed = jint(rec, "jobs_failed") + jint(rec, "jobs_dead");
+    long long total = coord_json_int(rec, "jobs_total"), done = coord_json_int(rec, "jobs_done");
+    long long failed = coord_json_int(rec, "jobs_failed") + coord_json_int(rec, "jobs_dead");
     long long rem, lim;
     budget_view(s, &rem, &lim);
     char bytes[32], budget[64], eta[32] = "";
-    coord_human_bytes(jint(rec, "blob_bytes_copied"), bytes, sizeof(bytes));
+    coord_human_bytes(coord_json_int(rec, RQ_RUN_NAME(blob_bytes_copied)), bytes, sizeof(bytes));
     if (rem >= 0)
         snprintf(budget, sizeof(budget), "%lld/%lld left", rem, lim);
     else
@@ -415,7 +359,8 @@ static void progress(struct sync_ctx *s, json_t *rec, long long deferred, time_t
             "%srun %s: jobs %lld/%lld (failed %lld, deferred %lld) tags written %lld | "
             "pulls %lld, %s | %s%s%s",
             tty ? "\r\033[K" : "", s->run, done, total, failed, deferred,
-            jint(rec, "tags_written"), jint(rec, "upstream_manifest_gets"), budget, bytes, eta,
+            coord_json_int(rec, RQ_RUN_NAME(tags_written)),
+            coord_json_int(rec, RQ_RUN_NAME(upstream_manifest_gets)), budget, bytes, eta,
             tty ? "" : "\n");
     fflush(stderr);
 }
@@ -522,7 +467,7 @@ static int chores(struct sync_ctx *s, struct waiting *w, time_t now, enum run_en
         if (rc == -1) {
             struct err e2;
             log_error("run %s: %s", s->run, e->msg);
-            if (run_set(s, s->run, "error", e->msg, &e2) < 0)
+            if (run_note(s, "error", e->msg, &e2) < 0)
                 log_warn("run %s: %s", s->run, e2.msg);
             *end = RUN_FAILED;
             return 1;
@@ -548,14 +493,10 @@ static int wait_round(struct sync_ctx *s, struct waiting *w, enum run_end *end,
     json_t *rec = run_record(s, s->run, e);
     if (!rec)
         return -2;
-    long long total = jint(rec, "jobs_total"), done = jint(rec, "jobs_done");
-    long long failed = jint(rec, "jobs_failed") + jint(rec, "jobs_dead");
+    long long total = coord_json_int(rec, "jobs_total"), done = coord_json_int(rec, "jobs_done");
+    long long failed = coord_json_int(rec, "jobs_failed") + coord_json_int(rec, "jobs_dead");
     int enqueued = json_integer_value(json_object_get(rec, "enqueued")) == 1;
-    long long deferred = count_deferred(s, s->run, e);
-    if (deferred < 0) {
-        json_decref(rec);
-        return -2;
-    }
+    long long deferred = coord_json_int(rec, "jobs_deferred");
     time_t now = time(NULL);
     int over = enqueued && done + failed + deferred >= total;
     /* A terminal's line is redrawn once a second and at the end, plain lines every few. */
@@ -631,22 +572,23 @@ static json_t *report(struct sync_ctx *s, enum run_end end, long long deferred, 
     json_t *o = json_pack("{s:s, s:O?, s:O?, s:s}", "run", s->run, "commit",
                           json_object_get(rec, "commit"), "from", json_object_get(rec, "from"),
                           "status", names[end]);
-    json_object_set_new(o, "jobs_total", json_integer(jint(rec, "jobs_total")));
-    json_object_set_new(o, "jobs_done", json_integer(jint(rec, "jobs_done")));
-    json_object_set_new(o, "jobs_failed",
-                        json_integer(jint(rec, "jobs_failed") + jint(rec, "jobs_dead")));
+    json_object_set_new(o, "jobs_total", json_integer(coord_json_int(rec, "jobs_total")));
+    json_object_set_new(o, "jobs_done", json_integer(coord_json_int(rec, "jobs_done")));
+    json_object_set_new(
+        o, "jobs_failed",
+        json_integer(coord_json_int(rec, "jobs_failed") + coord_json_int(rec, "jobs_dead")));
     json_object_set_new(o, "jobs_deferred", json_integer(deferred));
-    json_object_set_new(o, "jobs_retried", json_integer(jint(rec, "jobs_retried")));
-    json_object_set_new(o, "tags_total", json_integer(jint(rec, "tags_total")));
-    for (int i = 0; i < NREPORT; i++)
-        json_object_set_new(o, report_counters[i], json_integer(jint(rec, report_counters[i])));
-    json_t *removed = json_loads(str_or(json_string_value(json_object_get(rec, "removed_tags")), "[]"),
-                                 0, NULL);
+    json_object_set_new(o, "jobs_retried", json_integer(coord_json_int(rec, "jobs_retried")));
+    for (int i = 0; i < RQ_NRUN_COUNTERS; i++)
+        json_object_set_new(o, rq_run_counter_names[i],
+                            json_integer(coord_json_int(rec, rq_run_counter_names[i])));
+    json_t *removed =
+        json_loads(str_or(json_string_value(json_object_get(rec, "removed_tags")), "[]"), 0, NULL);
     json_object_set_new(o, "removed_tags", removed ? removed : json_array());
-    json_t *cerr = json_loads(str_or(json_string_value(json_object_get(rec, "catalog_errors")), "[]"), 0,
-                              NULL);
+    json_t *cerr = json_loads(
+        str_or(json_string_value(json_object_get(rec, "catalog_errors")), "[]"), 0, NULL);
     json_object_set_new(o, "catalog_errors", cerr ? cerr : json_array());
-    json_object_set_new(o, "started_ms", json_integer(jint(rec, "started_ms")));
+    json_object_set_new(o, "started_ms", json_integer(coord_json_int(rec, "started_ms")));
     if (json_is_string(json_object_get(rec, "error")))
         json_object_set(o, "error", json_object_get(rec, "error"));
     json_decref(rec);
@@ -661,21 +603,26 @@ static void print_report(json_t *o, int as_json)
         return;
     }
     char bytes[32];
-    coord_human_bytes(jint(o, "blob_bytes_copied"), bytes, sizeof(bytes));
+    coord_human_bytes(coord_json_int(o, RQ_RUN_NAME(blob_bytes_copied)), bytes, sizeof(bytes));
     printf("run %s (%.12s): %s\n", json_string_value(json_object_get(o, "run")),
            str_or(json_string_value(json_object_get(o, "commit")), "?"),
            json_string_value(json_object_get(o, "status")));
     printf("  jobs      %lld total, %lld done, %lld failed, %lld deferred\n",
-           jint(o, "jobs_total"), jint(o, "jobs_done"), jint(o, "jobs_failed"),
-           jint(o, "jobs_deferred"));
-    printf("  tags      %lld total, %lld unchanged, %lld written\n", jint(o, "tags_total"),
-           jint(o, "tags_unchanged"), jint(o, "tags_written"));
+           coord_json_int(o, "jobs_total"), coord_json_int(o, "jobs_done"),
+           coord_json_int(o, "jobs_failed"), coord_json_int(o, "jobs_deferred"));
+    printf("  tags      %lld total, %lld unchanged, %lld written\n",
+           coord_json_int(o, RQ_RUN_NAME(tags_total)),
+           coord_json_int(o, RQ_RUN_NAME(tags_unchanged)),
+           coord_json_int(o, RQ_RUN_NAME(tags_written)));
     printf("  upstream  %lld manifest GETs (counted pulls), %lld HEADs (free)\n",
-           jint(o, "upstream_manifest_gets"), jint(o, "upstream_manifest_heads"));
+           coord_json_int(o, RQ_RUN_NAME(upstream_manifest_gets)),
+           coord_json_int(o, RQ_RUN_NAME(upstream_manifest_heads)));
     printf("  target    %lld manifests pushed, %lld blobs copied (%s), %lld mounted, %lld "
            "already there\n",
-           jint(o, "manifests_pushed"), jint(o, "blobs_copied"), bytes, jint(o, "blobs_mounted"),
-           jint(o, "blobs_skipped"));
+           coord_json_int(o, RQ_RUN_NAME(manifests_pushed)),
+           coord_json_int(o, RQ_RUN_NAME(blobs_copied)), bytes,
+           coord_json_int(o, RQ_RUN_NAME(blobs_mounted)),
+           coord_json_int(o, RQ_RUN_NAME(blobs_skipped)));
     json_t *removed = json_object_get(o, "removed_tags");
     size_t i;
     json_t *r;
@@ -734,7 +681,7 @@ static void give_up_resumed(struct sync_ctx *s, const char *why)
 {
     struct err e;
     log_error("run %s: %s; the run ends as failed and the next one starts afresh", s->run, why);
-    if (run_set(s, s->run, "error", why, &e) < 0 || finish_run(s, RUN_FAILED, &e) < 0)
+    if (run_note(s, "error", why, &e) < 0 || finish_run(s, RUN_FAILED, &e) < 0)
         log_warn("run %s: %s", s->run, e.msg);
 }
 
@@ -743,16 +690,10 @@ static int describe_run(struct sync_ctx *s, const struct plan *p, struct err *e)
 {
     char tags[32];
     snprintf(tags, sizeof(tags), "%zu", p->tags);
-    char *removed = json_dumps(p->removed, JSON_COMPACT);
-    char *errors = json_array_size(p->errors) ? json_dumps(p->errors, JSON_COMPACT) : NULL;
-    int rc = 0;
-    if (run_set(s, s->run, "tags_total", tags, e) < 0 ||
-        run_set(s, s->run, "removed_tags", removed, e) < 0 ||
-        (errors && run_set(s, s->run, "catalog_errors", errors, e) < 0))
-        rc = -1;
-    free(removed);
-    free(errors);
-    return rc;
+    if (run_note(s, RQ_RUN_NAME(tags_total), tags, e) < 0 ||
+        run_note_json(s, "removed_tags", p->removed, e) < 0)
+        return -1;
+    return json_array_size(p->errors) ? run_note_json(s, "catalog_errors", p->errors, e) : 0;
 }
 
 /* Resolve the commit to sync (or resume the unfinished run), plan the run into
@@ -781,7 +722,7 @@ static int start_run(struct sync_ctx *s, struct catalog *cat, struct err *e)
                  str_or(json_string_value(json_object_get(cur, "from")), ""));
         log_info("resuming run %s at %.12s", s->run, commit);
     } else {
-        if (catalog_resolve(cat, cfg_str(s->c, "ref"), commit, e) < 0)
+        if (catalog_resolve(cat, cfg_str(s->c, COORD_ID_REF), commit, e) < 0)
             goto out;
         rq_res_free(&res);
         if (exec(s, rq_cmd_synced_commit(&s->q), &res, e) < 0)
@@ -809,14 +750,15 @@ static int start_run(struct sync_ctx *s, struct catalog *cat, struct err *e)
         if (exec(s, rq_cmd_purge_delayed(&s->q, NULL), &res, e) < 0)
             goto out;
         rq_res_free(&res);
-        if (exec(s, rq_cmd_run_create(&s->q, s->run, commit, (int)cfg_int(s->c, "keep-runs")),
+        if (exec(s,
+                 rq_cmd_run_create(&s->q, s->run, commit, (int)cfg_int(s->c, COORD_ID_KEEP_RUNS)),
                  &res, e) < 0)
             goto out;
         if (res.status != RQ_DONE) {
             err_set(e, "run %s exists already", s->run);
             goto out;
         }
-        if (run_set(s, s->run, "from", from, e) < 0)
+        if (run_note(s, "from", from, e) < 0)
             goto out;
         log_info("run %s: %.12s -> %.12s", s->run, from[0] ? from : "(first run)", commit);
     }
@@ -887,9 +829,10 @@ static int one_run(struct sync_ctx *s, int wait, int as_json, enum run_end *end_
         goto out;
     }
     json_t *removed = json_object_get(o, "removed_tags");
-    if (cfg_bool(s->c, "delete-removed") && end == RUN_COMPLETE && json_array_size(removed)) {
-        json_t *pruned = coord_prune(&s->rc, &s->q, cfg_str(s->c, "target"),
-                                     cfg_str(s->c, "target-prefix"), removed, &e);
+    if (cfg_bool(s->c, COORD_ID_DELETE_REMOVED) && end == RUN_COMPLETE &&
+        json_array_size(removed)) {
+        json_t *pruned = coord_prune(&s->rc, &s->q, cfg_str(s->c, CFG_ID_TARGET),
+                                     cfg_str(s->c, COORD_ID_TARGET_PREFIX), removed, &e);
         if (!pruned)
             log_error("delete removed tags: %s", e.msg);
         else
@@ -917,7 +860,8 @@ static void nap(long secs)
 static int daemon_loop(struct sync_ctx *s)
 {
     struct err e;
-    long interval = (long)cfg_int(s->c, "interval"), jitter = (long)cfg_int(s->c, "jitter");
+    long interval = (long)cfg_int(s->c, COORD_ID_INTERVAL),
+         jitter = (long)cfg_int(s->c, COORD_ID_JITTER);
     log_info("daemon: a run every %lds (+ up to %lds jitter)", interval, jitter);
     while (!sync_stop) {
         int held = lease_take(s, &e);
@@ -930,10 +874,10 @@ static int daemon_loop(struct sync_ctx *s)
             continue;
         }
         enum run_end end = RUN_FAILED;
-        int code = one_run(s, 1, cfg_bool(s->c, "json"), &end);
+        int code = one_run(s, 1, cfg_bool(s->c, COORD_ID_JSON), &end);
         if (sync_stop)
             break;
-        long next = code == COORD_EXIT_DEFERRED ? (long)cfg_int(s->c, "deferred-interval")
+        long next = code == COORD_EXIT_DEFERRED ? (long)cfg_int(s->c, COORD_ID_DEFERRED_INTERVAL)
                                                 : interval + (jitter ? rand() % (jitter + 1) : 0);
         log_info("next run in %lds", next);
         /* Keep the lease while sleeping so a standby does not start a run. */
@@ -963,15 +907,11 @@ int coord_sync_main(int argc, char **argv)
         coord_fail("sync", e.msg);
         goto out;
     }
-    if (!cfg_str(&c, "target")) {
-        coord_fail("sync", "--target is required (e.g. http://127.0.0.1:5000)");
+    if (cfg_registries_check(&c, &e) < 0) {
+        coord_fail("sync", e.msg);
         goto out;
     }
-    if (!job_url_valid(cfg_str(&c, "target")) || !job_url_valid(cfg_str(&c, "upstream"))) {
-        coord_fail("sync", "--upstream and --target must be http(s)://host[:port] URLs");
-        goto out;
-    }
-    if (cfg_bool(&c, "wait") && !cfg_bool(&c, "once")) {
+    if (cfg_bool(&c, COORD_ID_WAIT) && !cfg_bool(&c, COORD_ID_ONCE)) {
         coord_fail("sync", "--wait goes with --once (the daemon always waits)");
         goto out;
     }
@@ -979,13 +919,13 @@ int coord_sync_main(int argc, char **argv)
     char host[HOST_NAME_MAX + 1] = "";
     gethostname(host, sizeof(host) - 1);
     snprintf(s.token, sizeof(s.token), "%.60s:%d:%x", host, (int)getpid(), (unsigned)rand());
-    if (rq_init(&s.q, cfg_str(&c, "redis-prefix"), &e) < 0) {
+    if (rq_init(&s.q, cfg_str(&c, CFG_ID_REDIS_PREFIX), &e) < 0) {
         coord_fail("sync", e.msg);
         goto out;
     }
     rq_setup(&s.q, &s.setup);
     struct rconn_opts ro = RCONN_OPTS_DEFAULT;
-    if (rconn_open(&s.rc, cfg_str(&c, "redis"), &ro, &s.setup, &e) < 0) {
+    if (rconn_open(&s.rc, cfg_str(&c, CFG_ID_REDIS), &ro, &s.setup, &e) < 0) {
         coord_fail("sync", e.msg);
         goto out_q;
     }
@@ -994,7 +934,7 @@ int coord_sync_main(int argc, char **argv)
     sa.sa_handler = on_stop_signal;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
-    if (!cfg_bool(&c, "once")) {
+    if (!cfg_bool(&c, COORD_ID_ONCE)) {
         code = daemon_loop(&s);
     } else {
         /* A coordinator that died keeps the lease until it expires: wait that long
@@ -1014,7 +954,7 @@ int coord_sync_main(int argc, char **argv)
                                           "later or stop it");
             code = 1;
         } else {
-            code = one_run(&s, cfg_bool(&c, "wait"), cfg_bool(&c, "json"), NULL);
+            code = one_run(&s, cfg_bool(&c, COORD_ID_WAIT), cfg_bool(&c, COORD_ID_JSON), NULL);
             lease_drop(&s);
         }
     }

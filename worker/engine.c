@@ -26,21 +26,15 @@
 /* A 429 without Retry-After: wait this long before the job comes back. */
 #define ENGINE_429_WAIT_MS 300000L
 
-const char *const engine_counter_names[ENGINE_NCOUNTERS] = {
-    "tags_total",        "tags_unchanged",         "tags_written",
-    "manifests_pushed",  "upstream_manifest_gets", "upstream_manifest_heads",
-    "blobs_copied",      "blob_bytes_copied",      "blobs_mounted",
-    "blobs_skipped",
-};
+/* The names are the run record's (RQ_RUN_COUNTERS), each a field of struct
+ * engine_counters: a name that is not one does not compile. */
+const char *const *const engine_counter_names = rq_run_counter_names;
 
 long long engine_counter_get(const struct engine_counters *c, int i)
 {
-    const long long v[ENGINE_NCOUNTERS] = {
-        c->tags_total,       c->tags_unchanged,         c->tags_written,
-        c->manifests_pushed, c->upstream_manifest_gets, c->upstream_manifest_heads,
-        c->blobs_copied,     c->blob_bytes_copied,      c->blobs_mounted,
-        c->blobs_skipped,
-    };
+#define ENGINE_COUNTER_VALUE(name) c->name,
+    const long long v[ENGINE_NCOUNTERS] = {RQ_RUN_COUNTERS(ENGINE_COUNTER_VALUE)};
+#undef ENGINE_COUNTER_VALUE
     return i >= 0 && i < ENGINE_NCOUNTERS ? v[i] : 0;
 }
 

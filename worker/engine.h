@@ -31,6 +31,7 @@
 #include "err.h"
 #include "job.h"
 #include "reg.h"
+#include "rq.h"
 
 struct engine_counters {
     long long tags_total;       /* tags in the job */
@@ -46,9 +47,9 @@ struct engine_counters {
 };
 
 /* Field names of struct engine_counters, in order, as used in reports and
- * in Redis run records. */
-extern const char *const engine_counter_names[];
-#define ENGINE_NCOUNTERS 10
+ * in Redis run records: rq's one list (RQ_RUN_COUNTERS). */
+extern const char *const *const engine_counter_names;
+#define ENGINE_NCOUNTERS RQ_NRUN_COUNTERS
 long long engine_counter_get(const struct engine_counters *c, int i);
 
 enum engine_status {

@@ -393,7 +393,7 @@ static void start_job(struct worker *w, struct rq_res *res)
 
 /* ---- taking jobs ------------------------------------------------------------------------ */
 
-static void idle_answer(struct rconn_async *ra, redisReply *reply, void *privdata);
+static void idle_answer(struct rq_res *res, const struct err *e, void *privdata);
 
 static void pause_fire(struct ev_loop *loop, ev_timer *w_, int revents)
 {
@@ -446,10 +446,9 @@ static void take_answer(struct rq_res *res, const struct err *e, void *privdata)
     }
     /* Nothing new: wait for one on the blocking connection, unless idle means done. */
     if (w->o.exit_when_idle && w->in_hand == 0 && !w->stopping) {
-        const char *argv[] = {"XLEN", w->q.keys.jobs};
         struct err e2;
         w->fetching = 1;
-        if (rconn_async_command(w->cmd, 2, argv, NULL, 0, idle_answer, w, &e2) < 0) {
+        if (rq_exec_async(w->cmd, rq_cmd_queue_len(&w->q), idle_answer, w, &e2) < 0) {
             w->fetching = 0;
             retry_fetch_later(w, 0.5);
         }
@@ -467,21 +466,17 @@ static void take_answer(struct rq_res *res, const struct err *e, void *privdata)
 /* exit_when_idle: the stream is empty (acked and retried jobs leave it), and
  * no retry waits for a backoff or a registry; jobs deferred for the pull
  * budget do not keep a batch worker alive. */
-static void idle_delayed_answer(struct rconn_async *ra, redisReply *reply, void *privdata)
+static void idle_delayed_answer(struct rq_res *res, const struct err *e, void *privdata)
 {
-    (void)ra;
+    (void)e;
     struct worker *w = privdata;
-    int backoff = 0;
     w->fetching = 0;
-    if (!reply || reply->type != REDIS_REPLY_ARRAY) {
+    if (!res) {
         retry_fetch_later(w, 0.5);
         return;
     }
-    for (size_t i = 0; i < reply->elements; i++)
-        if (reply->element[i]->type == REDIS_REPLY_STRING &&
-            (strstr(reply->element[i]->str, "\"why\":\"backoff\"") ||
-             strstr(reply->element[i]->str, "\"why\":\"registry\"")))
-            backoff = 1;
+    int backoff = rq_res_field_int(res, "backoff", 0) > 0 ||
+                  rq_res_field_int(res, "registry", 0) > 0;
     ev_tstamp now = ev_now(w->loop);
     if (backoff || w->in_hand) {
         w->idle_since = 0;
@@ -499,24 +494,23 @@ static void idle_delayed_answer(struct rconn_async *ra, redisReply *reply, void 
     retry_fetch_later(w, 0.25);
 }
 
-static void idle_answer(struct rconn_async *ra, redisReply *reply, void *privdata)
+static void idle_answer(struct rq_res *res, const struct err *e, void *privdata)
 {
-    (void)ra;
+    (void)e;
     struct worker *w = privdata;
-    if (!reply || reply->type != REDIS_REPLY_INTEGER) {
+    if (!res) {
         w->fetching = 0;
         retry_fetch_later(w, 0.5);
         return;
     }
-    if (reply->integer > 0) {
+    if (res->n > 0) {
         w->fetching = 0;
         w->idle_since = 0;
         retry_fetch_later(w, 0.25); /* jobs exist but are held by others: they may come back */
         return;
     }
-    const char *argv[] = {"HVALS", w->q.keys.jobs_delayed_payload};
-    struct err e;
-    if (rconn_async_command(w->cmd, 2, argv, NULL, 0, idle_delayed_answer, w, &e) < 0) {
+    struct err e2;
+    if (rq_exec_async(w->cmd, rq_cmd_delayed_counts(&w->q), idle_delayed_answer, w, &e2) < 0) {
         w->fetching = 0;
         retry_fetch_later(w, 0.5);
     }
@@ -844,6 +838,32 @@ int worker_run(const struct worker_opts *o)
     return w.exit_code;
 }
 
+/* 1 if the heartbeat of worker id lives, 0 if not, -1 with e set if Redis cannot tell. */
+static int beat_lives(struct rconn *rc, const struct rq *q, const char *id, struct err *e)
+{
+    struct rq_res res;
+    int ret = rq_exec(rc, rq_cmd_worker_get(q, id), &res, e);
+    int live = ret == 0 && res.status == RQ_VALUE;
+    rq_res_free(&res);
+    return ret < 0 ? -1 : live;
+}
+
+/* Whether a worker of this host (id "<host>:...") has a live heartbeat:
+ * the workers zset names them, no key is scanned. As beat_lives. */
+static int host_lives(struct rconn *rc, const struct rq *q, const char *host, struct err *e)
+{
+    struct rq_res res;
+    int live = 0;
+    size_t n = strlen(host);
+    if (rq_exec(rc, rq_cmd_workers(q), &res, e) < 0)
+        live = -1;
+    for (size_t i = 0; live == 0 && i + 1 < res.nitems; i += 2)
+        if (strncmp(res.items[i], host, n) == 0 && res.items[i][n] == ':')
+            live = beat_lives(rc, q, res.items[i], e);
+    rq_res_free(&res);
+    return live;
+}
+
 int worker_health(const char *redis_url, const char *prefix, const char *id)
 {
     struct rq q;
@@ -857,31 +877,20 @@ int worker_health(const char *redis_url, const char *prefix, const char *id)
         return 1;
     }
     gethostname(host, sizeof(host) - 1);
-    /* Heartbeat keys expire after WORKER_BEAT_TTL_S: one that exists is live. */
-    char *pattern = id && *id ? keys_worker(&q.keys, id) : NULL;
-    if (!pattern) {
-        char *base = keys_worker(&q.keys, host);
-        pattern = xasprintf("%s:*", base);
-        free(base);
-    }
     if (rconn_open(&rc, redis_url, &ro, NULL, &e) < 0) {
         fprintf(stderr, "hubsync-worker: %s\n", e.msg);
         goto out;
     }
-    const char *argv[] = {"KEYS", pattern};
-    redisReply *r = NULL;
-    if (rconn_command(&rc, 2, argv, NULL, 0, &r, &e) < 0) {
+    /* Heartbeat keys expire after WORKER_BEAT_TTL_S: one that exists is live. */
+    int live = id && *id ? beat_lives(&rc, &q, id, &e) : host_lives(&rc, &q, host, &e);
+    if (live < 0)
         fprintf(stderr, "hubsync-worker: %s\n", e.msg);
-    } else if (r->type == REDIS_REPLY_ARRAY && r->elements > 0) {
-        code = 0;
-    } else {
-        fprintf(stderr, "hubsync-worker: no live heartbeat (%s)\n", pattern);
-    }
-    if (r)
-        freeReplyObject(r);
+    else if (live == 0)
+        fprintf(stderr, "hubsync-worker: no live heartbeat (%s %s)\n",
+                id && *id ? "worker" : "host", id && *id ? id : host);
+    code = live == 1 ? 0 : 1;
     rconn_close(&rc);
 out:
-    free(pattern);
     rq_free(&q);
     return code;
 }

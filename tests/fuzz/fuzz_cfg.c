@@ -14,25 +14,35 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define MAX_ARGS 64
 
+/* What the options are looked up by. */
+enum {
+    OPT_CONCURRENCY = CFG_ID_OWN,
+    OPT_LEASE_MS,
+    OPT_EXIT_WHEN_IDLE,
+    OPT_PASSWORD,
+};
+
 static const struct cfg_opt opts[] = {
-    {"redis", "FUZZ_CFG_REDIS", CFG_STR, "redis://127.0.0.1:6379", 0, 0, "Redis URL", 0},
-    {"concurrency", "FUZZ_CFG_CONCURRENCY", CFG_INT, "8", 1, 256, "jobs at once", 0},
-    {"lease-ms", NULL, CFG_INT, "30000", 1000, 3600000, "lease", 0},
-    {"exit-when-idle", NULL, CFG_BOOL, "false", 0, 0, "exit when idle", 0},
-    {"password", NULL, CFG_STR, NULL, 0, 0, "a secret", 1},
-    {"help", NULL, CFG_BOOL, "false", 0, 0, "show this help", 0},
+    {CFG_ID_REDIS, "redis", "FUZZ_CFG_REDIS", CFG_STR, "redis://127.0.0.1:6379", 0, 0, "Redis URL",
+     0},
+    {OPT_CONCURRENCY, "concurrency", "FUZZ_CFG_CONCURRENCY", CFG_INT, "8", 1, 256, "jobs at once",
+     0},
+    {OPT_LEASE_MS, "lease-ms", NULL, CFG_INT, "30000", 1000, 3600000, "lease", 0},
+    {OPT_EXIT_WHEN_IDLE, "exit-when-idle", NULL, CFG_BOOL, "false", 0, 0, "exit when idle", 0},
+    {OPT_PASSWORD, "password", NULL, CFG_STR, NULL, 0, 0, "a secret", 1},
+    {CFG_ID_HELP, "help", NULL, CFG_BOOL, "false", 0, 0, "show this help", 0},
 };
 #define NOPTS ((int)(sizeof(opts) / sizeof(opts[0])))
 
 static void check_values(const struct cfg *c)
 {
-    long long n = cfg_int(c, "concurrency"), l = cfg_int(c, "lease-ms");
+    long long n = cfg_int(c, OPT_CONCURRENCY), l = cfg_int(c, OPT_LEASE_MS);
     if (n < 1 || n > 256 || l < 1000 || l > 3600000)
         abort();
-    int b = cfg_bool(c, "exit-when-idle");
+    int b = cfg_bool(c, OPT_EXIT_WHEN_IDLE);
     if (b != 0 && b != 1)
         abort();
-    if (!cfg_str(c, "redis"))
+    if (!cfg_str(c, CFG_ID_REDIS))
         abort();
 }
 

@@ -12,7 +12,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static void check_sorted(const struct oi_strv *s)
+static void check_sorted(const struct strv *s)
 {
     for (size_t i = 1; i < s->n; i++)
         if (strcmp(s->v[i - 1], s->v[i]) >= 0)

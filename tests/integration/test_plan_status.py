@@ -356,10 +356,11 @@ class StatusTest(Base):
         cli("ZADD", "hubsync:budget:127.0.0.1:inflight", str(now + 60000), "r1")
         # Sources are percent-encoded in key names (an IPv6 address has colons).
         cli("HSET", "hubsync:budget:2001%3Adb8%3A%3A1", "unlimited", "1", "observed_ms", str(now))
+        cli("ZADD", "hubsync:budgets", str(now - 5000), "127.0.0.1", str(now), "2001:db8::1")
         cli("HSET", "hubsync:run:" + run, "id", run, "state", "running", "commit", "c" * 40,
             "started_ms", str(now - 90000), "jobs_total", "10", "jobs_done", "4",
             "jobs_failed", "1", "jobs_dead", "1", "tags_written", "7",
-            "upstream_manifest_gets", "12", "blob_bytes_copied", "2500000")
+            "upstream_manifest_gets", "12", "blob_bytes_copied", "2500000", "jobs_deferred", "1")
         cli("ZADD", "hubsync:runs", str(now - 90000), run)
         cli("SET", "hubsync:runs:current", run)
         for key, why, r in (("a:1", "budget", run), ("a:2", "budget", "older"),
@@ -368,6 +369,7 @@ class StatusTest(Base):
             cli("HSET", "hubsync:jobs:delayed:payload", key,
                 json.dumps({"why": why, "due_ms": now + 120000,
                             "job": {"run": r, "key": key}}))
+        cli("HSET", "hubsync:jobs:delayed:count", "budget", "2", "backoff", "1", "registry", "1")
         keys = snapshot(self.redis)
         s = self.status("--health")
         self.assertEqual(snapshot(self.redis), keys)

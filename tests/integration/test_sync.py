@@ -222,6 +222,58 @@ class QuotaTest(unittest.TestCase):
             st.stop()
 
 
+class NoWalkRedis(RedisServer):
+    """Redis as production operators often run it: KEYS and HVALS renamed away, since each
+    blocks the server while it walks every key or field."""
+
+    def command(self):
+        return super().command() + ["--rename-command", "KEYS", "",
+                                    "--rename-command", "HVALS", ""]
+
+
+class ProductionRedisTest(unittest.TestCase):
+    """No program walks the keyspace or the delayed jobs' payloads: a run the budget cuts short
+    ends deferred, status lists the budget and the worker health check answers, on a Redis
+    without KEYS and HVALS."""
+
+    def test_deferred_run_status_and_health_without_keys_and_hvals(self):
+        repos = ["hello-world", "busybox"]
+        hub = Standin(limit=100).start()
+        redis, target = NoWalkRedis().start(), Registry().start()
+        worker = None
+        try:
+            self.assertIn("unknown command", redis.cli("KEYS", "*"))
+            hub.load(catalog(repos))
+            s = Sync(hub, redis, target, repos).run(timeout=120)
+            self.assertEqual(s.rc, 75, s.stderr)
+            self.assertEqual(s.report["status"], "deferred")
+            self.assertGreater(s.report["jobs_deferred"], 0)
+            # The run's record keeps how many of its jobs waited for the budget.
+            self.assertEqual(int(redis.cli_raw("HGET", "hubsync:run:" + s.report["run"],
+                                               "jobs_deferred")), s.report["jobs_deferred"])
+            st = json.loads(subprocess.check_output(
+                [BIN + "/hubsync-coordinator", "status", "--json", "--redis", redis.url]))
+            self.assertEqual([b["limit"] for b in st["budget"]], [100])
+            self.assertEqual(st["queue"]["delayed"], 0)  # purged when the run ended
+            self.assertEqual(st["queue"]["delayed_by_why"],
+                             {"budget": 0, "backoff": 0, "registry": 0})
+            health = [BIN + "/hubsync-worker", "--health", "--redis", redis.url]
+            self.assertEqual(subprocess.run(health, capture_output=True).returncode, 1)
+            worker = subprocess.Popen([BIN + "/hubsync-worker", "--redis", redis.url,
+                                       "--upstream", hub.url, "--target", target.url])
+            deadline = time.time() + 30
+            while subprocess.run(health, capture_output=True).returncode != 0:
+                self.assertLess(time.time(), deadline, "the worker's heartbeat never showed")
+                time.sleep(0.1)
+        finally:
+            if worker:
+                worker.terminate()
+                worker.wait(timeout=30)
+            redis.stop()
+            target.stop()
+            hub.stop()
+
+
 class RefForwardTest(unittest.TestCase):
     """Moving the official-images ref forward copies only what changed."""
 

@@ -24,7 +24,7 @@ int main(int argc, char **argv)
     int code = 2;
     struct err e;
     struct catalog *c = NULL;
-    struct oi_strv commits = {NULL, 0};
+    struct strv commits = {NULL, 0};
     size_t nerrors = 0;
 
     if (argc < 2 || argc > 3) {
@@ -57,7 +57,7 @@ int main(int argc, char **argv)
            commits.n ? ms / (double)commits.n : 0.0);
     code = nerrors ? 1 : 0;
 out:
-    oi_strv_free(&commits);
+    strv_free(&commits);
     catalog_close(c);
     return code;
 }

@@ -30,21 +30,38 @@
 #include "job.h"
 #include "log.h"
 #include "rq.h"
+#include "text.h"
 #include "xalloc.h"
 
+/* What the options are looked up by. */
+enum {
+    OPT_PREFIX = CFG_ID_OWN,
+    OPT_LEASE_MS,
+    OPT_MAX_DELIVERIES,
+    OPT_BLOCK_MS,
+    OPT_SLEEP_MS,
+    OPT_COUNT,
+    OPT_IDLE_EXIT_MS,
+    OPT_CRASH_ON,
+    OPT_FLOOR,
+};
+
 static const struct cfg_opt opts[] = {
-    {"help", NULL, CFG_BOOL, "false", 0, 0, "show this help", 0},
-    {"redis", "HUBSYNC_REDIS", CFG_STR, "redis://127.0.0.1:6379", 0, 0, "Redis URL", 1},
-    {"prefix", NULL, CFG_STR, KEYS_PREFIX_DEFAULT, 0, 0, "key prefix", 0},
-    {"lease-ms", NULL, CFG_INT, "60000", 1, 86400000, "job lease", 0},
-    {"max-deliveries", NULL, CFG_INT, "5", 1, 1000, "dead-letter past this", 0},
-    {"block-ms", NULL, CFG_INT, "1000", 1, 60000, "blocking read wait", 0},
-    {"sleep-ms", NULL, CFG_INT, "100", 0, 3600000, "work: time a job takes", 0},
-    {"count", NULL, CFG_INT, "0", 0, 1000000, "work: stop after N jobs (0: no limit)", 0},
-    {"idle-exit-ms", NULL, CFG_INT, "3000", 1, 3600000, "work: stop when idle this long", 0},
-    {"crash-on", NULL, CFG_STR, NULL, 0, 0, "work: exit 3 on taking this job key", 0},
-    {"floor", NULL, CFG_INT, "0", 0, 1000000, "drain: pulls kept in reserve", 0},
-    {"log-level", NULL, CFG_STR, "warn", 0, 0, "debug|info|warn|error", 0},
+    {CFG_ID_HELP, "help", NULL, CFG_BOOL, "false", 0, 0, "show this help", 0},
+    {CFG_ID_REDIS, "redis", "HUBSYNC_REDIS", CFG_STR, "redis://127.0.0.1:6379", 0, 0, "Redis URL",
+     1},
+    {OPT_PREFIX, "prefix", NULL, CFG_STR, KEYS_PREFIX_DEFAULT, 0, 0, "key prefix", 0},
+    {OPT_LEASE_MS, "lease-ms", NULL, CFG_INT, "60000", 1, 86400000, "job lease", 0},
+    {OPT_MAX_DELIVERIES, "max-deliveries", NULL, CFG_INT, "5", 1, 1000, "dead-letter past this", 0},
+    {OPT_BLOCK_MS, "block-ms", NULL, CFG_INT, "1000", 1, 60000, "blocking read wait", 0},
+    {OPT_SLEEP_MS, "sleep-ms", NULL, CFG_INT, "100", 0, 3600000, "work: time a job takes", 0},
+    {OPT_COUNT, "count", NULL, CFG_INT, "0", 0, 1000000, "work: stop after N jobs (0: no limit)",
+     0},
+    {OPT_IDLE_EXIT_MS, "idle-exit-ms", NULL, CFG_INT, "3000", 1, 3600000,
+     "work: stop when idle this long", 0},
+    {OPT_CRASH_ON, "crash-on", NULL, CFG_STR, NULL, 0, 0, "work: exit 3 on taking this job key", 0},
+    {OPT_FLOOR, "floor", NULL, CFG_INT, "0", 0, 1000000, "drain: pulls kept in reserve", 0},
+    {CFG_ID_LOG_LEVEL, "log-level", NULL, CFG_STR, "warn", 0, 0, "debug|info|warn|error", 0},
 };
 #define NOPTS ((int)(sizeof(opts) / sizeof(opts[0])))
 
@@ -146,7 +163,7 @@ static int drain(struct sync_tool *t, const char *source)
         char resv[64];
         snprintf(resv, sizeof(resv), "%d-%ld", (int)getpid(), i);
         if (rq_exec(&t->rc,
-                    rq_cmd_budget_acquire(&t->q, source, 1, (int)cfg_int(t->cfg, "floor"),
+                    rq_cmd_budget_acquire(&t->q, source, 1, (int)cfg_int(t->cfg, OPT_FLOOR),
                                           60000, resv),
                     &res, &e) < 0) {
             emit_error("acquire", e.msg);
@@ -163,18 +180,28 @@ static int drain(struct sync_tool *t, const char *source)
     return 0;
 }
 
+/* args[from..from+n) as integers into out: 0, or -1 if one is not. */
+static int numbers(char **args, int from, int n, long long *out)
+{
+    for (int i = 0; i < n; i++)
+        if (text_ll(args[from + i], &out[i]) < 0)
+            return -1;
+    return 0;
+}
+
 static int sync_main(const struct cfg *c, char **args, int nargs)
 {
     struct sync_tool t = {.cfg = c};
+    long long num[3];
     struct err e;
     int failed = 1;
     const char *cmd = args[0];
-    if (rq_init(&t.q, cfg_str(c, "prefix"), &e) < 0) {
+    if (rq_init(&t.q, cfg_str(c, OPT_PREFIX), &e) < 0) {
         emit_error("init", e.msg);
         return 2;
     }
     rq_setup(&t.q, &t.setup);
-    if (rconn_open(&t.rc, cfg_str(c, "redis"), NULL, &t.setup, &e) < 0) {
+    if (rconn_open(&t.rc, cfg_str(c, CFG_ID_REDIS), NULL, &t.setup, &e) < 0) {
         emit_error("connect", e.msg);
         goto out_setup;
     }
@@ -182,12 +209,12 @@ static int sync_main(const struct cfg *c, char **args, int nargs)
         failed = run_print(&t, rq_cmd_enqueue(&t.q, args[1], args[2]), cmd);
     else if (strcmp(cmd, "run-enqueue") == 0 && nargs == 4)
         failed = run_print(&t, rq_cmd_run_enqueue(&t.q, args[1], args[2], args[3]), cmd);
-    else if (strcmp(cmd, "enqueue-jobs") == 0 && nargs == 4)
-        failed = enqueue_jobs(&t, atol(args[1]), args[2], args[3]);
+    else if (strcmp(cmd, "enqueue-jobs") == 0 && nargs == 4 && numbers(args, 1, 1, num) == 0)
+        failed = enqueue_jobs(&t, (long)num[0], args[2], args[3]);
     else if (strcmp(cmd, "take") == 0 && nargs == 2)
         failed = run_print(&t,
-                           rq_cmd_take(&t.q, args[1], cfg_int(c, "lease-ms"),
-                                       (int)cfg_int(c, "max-deliveries")),
+                           rq_cmd_take(&t.q, args[1], cfg_int(c, OPT_LEASE_MS),
+                                       (int)cfg_int(c, OPT_MAX_DELIVERIES)),
                            cmd);
     else if (strcmp(cmd, "run-create") == 0 && nargs == 3)
         failed = run_print(&t, rq_cmd_run_create(&t.q, args[1], args[2], 100), cmd);
@@ -195,18 +222,18 @@ static int sync_main(const struct cfg *c, char **args, int nargs)
         failed = run_print(&t, rq_cmd_run_get(&t.q, args[1]), cmd);
     else if (strcmp(cmd, "stats") == 0 && nargs == 1)
         failed = run_print(&t, rq_cmd_stats(&t.q), cmd);
-    else if (strcmp(cmd, "observe") == 0 && nargs == 5) {
+    else if (strcmp(cmd, "observe") == 0 && nargs == 5 && numbers(args, 2, 3, num) == 0) {
         struct ratelimit_info rl;
         ratelimit_init(&rl);
         rl.has_limit = rl.has_remaining = 2;
-        rl.limit = atol(args[2]);
-        rl.remaining = atol(args[3]);
-        rl.limit_window = rl.remaining_window = atol(args[4]);
+        rl.limit = (long)num[0];
+        rl.remaining = (long)num[1];
+        rl.limit_window = rl.remaining_window = (long)num[2];
         failed = run_print(&t, rq_cmd_budget_observe(&t.q, args[1], &rl, NULL), cmd);
     } else if (strcmp(cmd, "drain") == 0 && nargs == 2)
         failed = drain(&t, args[1]);
     else {
-        emit_error("usage", "unknown command or wrong argument count");
+        emit_error("usage", "unknown command, wrong argument count or a number that is none");
         failed = 2;
     }
     rconn_close(&t.rc);
@@ -279,7 +306,7 @@ static void hand_back(struct worker *w)
     ev_timer_stop(w->loop, &w->work);
     ev_timer_stop(w->loop, &w->renew);
     if (submit(w, w->cmd,
-               rq_cmd_handback(&w->q, w->consumer, w->id, cfg_int(w->cfg, "lease-ms")),
+               rq_cmd_handback(&w->q, w->consumer, w->id, cfg_int(w->cfg, OPT_LEASE_MS)),
                handed_back) < 0)
         handed_back(NULL, NULL, w);
 }
@@ -295,14 +322,14 @@ static void hold(struct worker *w, struct rq_res *res)
         w->run = xstrdup(j.run);
         job_free(&j);
     }
-    const char *crash = cfg_str(w->cfg, "crash-on");
+    const char *crash = cfg_str(w->cfg, OPT_CRASH_ON);
     if (crash && strcmp(crash, w->key) == 0) {
         event(w, "crash", res->n);
         _exit(3);
     }
     event(w, "took", res->n);
     ev_timer_stop(w->loop, &w->idle);
-    ev_timer_set(&w->work, (ev_tstamp)cfg_int(w->cfg, "sleep-ms") / 1000., 0.);
+    ev_timer_set(&w->work, (ev_tstamp)cfg_int(w->cfg, OPT_SLEEP_MS) / 1000., 0.);
     ev_timer_start(w->loop, &w->work);
     ev_timer_start(w->loop, &w->renew);
     if (w->stopping) /* SIGTERM came while the take was under way */
@@ -316,7 +343,7 @@ static void taken(struct rq_res *res, const struct err *e, void *privdata)
     if (res && res->status == RQ_JOB) {
         hold(w, res);
     } else if (res && res->status == RQ_EMPTY && !w->stopping) {
-        if (submit(w, w->blk, rq_cmd_read_new(&w->q, w->consumer, cfg_int(w->cfg, "block-ms")),
+        if (submit(w, w->blk, rq_cmd_read_new(&w->q, w->consumer, cfg_int(w->cfg, OPT_BLOCK_MS)),
                    taken) < 0)
             ev_timer_start(w->loop, &w->again);
     } else {
@@ -340,7 +367,7 @@ static void acked(struct rq_res *res, const struct err *e, void *privdata)
     (void)e;
     drop_job(w);
     w->jobs++;
-    if (cfg_int(w->cfg, "count") && w->jobs >= cfg_int(w->cfg, "count"))
+    if (cfg_int(w->cfg, OPT_COUNT) && w->jobs >= cfg_int(w->cfg, OPT_COUNT))
         w->stopping = 1;
     step(w);
 }
@@ -380,8 +407,8 @@ static void step(struct worker *w)
     if (w->id || w->in_flight || !rconn_async_is_up(w->cmd) || !rconn_async_is_up(w->blk))
         return;
     if (submit(w, w->cmd,
-               rq_cmd_take(&w->q, w->consumer, cfg_int(w->cfg, "lease-ms"),
-                           (int)cfg_int(w->cfg, "max-deliveries")),
+               rq_cmd_take(&w->q, w->consumer, cfg_int(w->cfg, OPT_LEASE_MS),
+                           (int)cfg_int(w->cfg, OPT_MAX_DELIVERIES)),
                taken) < 0)
         ev_timer_start(w->loop, &w->again);
 }
@@ -452,23 +479,23 @@ static int work_main(const struct cfg *c, const char *consumer)
     struct worker w = {.cfg = c, .consumer = consumer};
     struct err e;
     int rc = 1;
-    if (rq_init(&w.q, cfg_str(c, "prefix"), &e) < 0) {
+    if (rq_init(&w.q, cfg_str(c, OPT_PREFIX), &e) < 0) {
         emit_error("init", e.msg);
         return 2;
     }
     rq_setup(&w.q, &w.setup);
     w.loop = ev_default_loop(0);
-    long lease = cfg_int(c, "lease-ms");
+    long lease = cfg_int(c, OPT_LEASE_MS);
     ev_timer_init(&w.work, work_done, 0., 0.);
     ev_timer_init(&w.renew, renew_tick, (ev_tstamp)lease / 3000., (ev_tstamp)lease / 3000.);
-    ev_timer_init(&w.idle, idle_tick, (ev_tstamp)cfg_int(c, "idle-exit-ms") / 1000., 0.);
+    ev_timer_init(&w.idle, idle_tick, (ev_tstamp)cfg_int(c, OPT_IDLE_EXIT_MS) / 1000., 0.);
     ev_timer_init(&w.again, again_tick, 0.2, 0.);
     ev_signal_init(&w.term, on_term, SIGTERM);
     w.work.data = w.renew.data = w.idle.data = w.again.data = w.term.data = &w;
     ev_signal_start(w.loop, &w.term);
-    w.cmd = rconn_async_new(w.loop, cfg_str(c, "redis"), NULL, &w.setup, on_state, &w, &e);
+    w.cmd = rconn_async_new(w.loop, cfg_str(c, CFG_ID_REDIS), NULL, &w.setup, on_state, &w, &e);
     if (w.cmd)
-        w.blk = rconn_async_new(w.loop, cfg_str(c, "redis"), NULL, &w.setup, on_state, &w, &e);
+        w.blk = rconn_async_new(w.loop, cfg_str(c, CFG_ID_REDIS), NULL, &w.setup, on_state, &w, &e);
     if (!w.blk) {
         emit_error("connect", e.msg);
     } else {
@@ -504,13 +531,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "queuetool: %s\n", e.msg);
         return 2;
     }
-    if (cfg_bool(&c, "help") || c.nargs < 1) {
-        int help = cfg_bool(&c, "help");
+    if (cfg_bool(&c, CFG_ID_HELP) || c.nargs < 1) {
+        int help = cfg_bool(&c, CFG_ID_HELP);
         cfg_usage(help ? stdout : stderr, opts, NOPTS);
         cfg_free(&c);
         return help ? 0 : 2;
     }
-    if (log_parse_level(cfg_str(&c, "log-level"), &level) == 0)
+    if (log_parse_level(cfg_str(&c, CFG_ID_LOG_LEVEL), &level) == 0)
         log_setup("queuetool", level, LOG_FMT_TEXT);
     int rc = strcmp(c.args[0], "work") == 0 && c.nargs == 2 ? work_main(&c, c.args[1])
                                                               : sync_main(&c, c.args, c.nargs);

@@ -31,35 +31,68 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "buf.h"
 #include "cfg.h"
 #include "creds.h"
 #include "log.h"
 #include "reg.h"
 #include "reg_blob.h"
+#include "text.h"
 #include "xalloc.h"
 
+/* What the options are looked up by. */
+enum {
+    OPT_CA_FILE = CFG_ID_OWN,
+    OPT_RETRIES,
+    OPT_RETRY_BASE_MS,
+    OPT_RETRY_MAX_MS,
+    OPT_TIMEOUT_MS,
+    OPT_CONNECT_TIMEOUT_MS,
+    OPT_LOW_SPEED_SECS,
+    OPT_RING_BYTES,
+    OPT_CHUNK_THRESHOLD,
+    OPT_CHUNK_BYTES,
+    OPT_SRC_CREDS_ENV,
+    OPT_DST_CREDS_ENV,
+    OPT_FROM,
+    OPT_OUT,
+    OPT_PAGE_SIZE,
+    OPT_MAX_TAGS,
+    OPT_PARALLEL,
+    OPT_REPEAT,
+    OPT_INTERVAL_MS,
+};
+
 static const struct cfg_opt opts[] = {
-    {"help", NULL, CFG_BOOL, "false", 0, 0, "show this help", 0},
-    {"ca-file", NULL, CFG_STR, NULL, 0, 0, "PEM CA bundle for TLS", 0},
-    {"retries", NULL, CFG_INT, "3", 0, 100, "retries after the first attempt", 0},
-    {"retry-base-ms", NULL, CFG_INT, "500", 1, 600000, "first backoff", 0},
-    {"retry-max-ms", NULL, CFG_INT, "30000", 1, 3600000, "backoff cap", 0},
-    {"timeout-ms", NULL, CFG_INT, "60000", 1, 3600000, "total timeout of small requests", 0},
-    {"connect-timeout-ms", NULL, CFG_INT, "10000", 1, 600000, "connect timeout", 0},
-    {"low-speed-secs", NULL, CFG_INT, "60", 1, 3600, "blob stall timeout", 0},
-    {"ring-bytes", NULL, CFG_INT, "1048576", 65536, 1073741824, "blob copy ring size", 0},
-    {"chunk-threshold", NULL, CFG_INT, "-1", -1, 1LL << 50, "chunked upload above (-1 never)", 0},
-    {"chunk-bytes", NULL, CFG_INT, "67108864", 1, 1LL << 40, "PATCH size", 0},
-    {"src-creds-env", NULL, CFG_STR, NULL, 0, 0, "env prefix for the first registry", 0},
-    {"dst-creds-env", NULL, CFG_STR, NULL, 0, 0, "env prefix for the second registry", 0},
-    {"from", NULL, CFG_STR, NULL, 0, 0, "copy-blob: mount from this target repo first", 0},
-    {"out", NULL, CFG_STR, NULL, 0, 0, "get: write the manifest bytes here", 0},
-    {"page-size", NULL, CFG_INT, "0", 0, 100000, "tags: n= per page (0: none)", 0},
-    {"max-tags", NULL, CFG_INT, "100000", 1, 10000000, "tags: bound", 0},
-    {"parallel", NULL, CFG_INT, "1", 1, 1000, "run the operation N times at once", 0},
-    {"repeat", NULL, CFG_INT, "1", 1, 1000, "run the whole batch N times, one after the other", 0},
-    {"interval-ms", NULL, CFG_INT, "0", 0, 600000, "pause between repeats", 0},
-    {"log-level", NULL, CFG_STR, "warn", 0, 0, "debug|info|warn|error", 0},
+    {CFG_ID_HELP, "help", NULL, CFG_BOOL, "false", 0, 0, "show this help", 0},
+    {OPT_CA_FILE, "ca-file", NULL, CFG_STR, NULL, 0, 0, "PEM CA bundle for TLS", 0},
+    {OPT_RETRIES, "retries", NULL, CFG_INT, "3", 0, 100, "retries after the first attempt", 0},
+    {OPT_RETRY_BASE_MS, "retry-base-ms", NULL, CFG_INT, "500", 1, 600000, "first backoff", 0},
+    {OPT_RETRY_MAX_MS, "retry-max-ms", NULL, CFG_INT, "30000", 1, 3600000, "backoff cap", 0},
+    {OPT_TIMEOUT_MS, "timeout-ms", NULL, CFG_INT, "60000", 1, 3600000,
+     "total timeout of small requests", 0},
+    {OPT_CONNECT_TIMEOUT_MS, "connect-timeout-ms", NULL, CFG_INT, "10000", 1, 600000,
+     "connect timeout", 0},
+    {OPT_LOW_SPEED_SECS, "low-speed-secs", NULL, CFG_INT, "60", 1, 3600, "blob stall timeout", 0},
+    {OPT_RING_BYTES, "ring-bytes", NULL, CFG_INT, "1048576", 65536, 1073741824,
+     "blob copy ring size", 0},
+    {OPT_CHUNK_THRESHOLD, "chunk-threshold", NULL, CFG_INT, "-1", -1, 1LL << 50,
+     "chunked upload above (-1 never)", 0},
+    {OPT_CHUNK_BYTES, "chunk-bytes", NULL, CFG_INT, "67108864", 1, 1LL << 40, "PATCH size", 0},
+    {OPT_SRC_CREDS_ENV, "src-creds-env", NULL, CFG_STR, NULL, 0, 0,
+     "env prefix for the first registry", 0},
+    {OPT_DST_CREDS_ENV, "dst-creds-env", NULL, CFG_STR, NULL, 0, 0,
+     "env prefix for the second registry", 0},
+    {OPT_FROM, "from", NULL, CFG_STR, NULL, 0, 0, "copy-blob: mount from this target repo first",
+     0},
+    {OPT_OUT, "out", NULL, CFG_STR, NULL, 0, 0, "get: write the manifest bytes here", 0},
+    {OPT_PAGE_SIZE, "page-size", NULL, CFG_INT, "0", 0, 100000, "tags: n= per page (0: none)", 0},
+    {OPT_MAX_TAGS, "max-tags", NULL, CFG_INT, "100000", 1, 10000000, "tags: bound", 0},
+    {OPT_PARALLEL, "parallel", NULL, CFG_INT, "1", 1, 1000, "run the operation N times at once", 0},
+    {OPT_REPEAT, "repeat", NULL, CFG_INT, "1", 1, 1000,
+     "run the whole batch N times, one after the other", 0},
+    {OPT_INTERVAL_MS, "interval-ms", NULL, CFG_INT, "0", 0, 600000, "pause between repeats", 0},
+    {CFG_ID_LOG_LEVEL, "log-level", NULL, CFG_STR, "warn", 0, 0, "debug|info|warn|error", 0},
 };
 #define NOPTS ((int)(sizeof(opts) / sizeof(opts[0])))
 
@@ -202,6 +235,7 @@ struct ops {
     const char *repo1, *ref1, *repo2;
     const char *body;
     size_t body_len;
+    long long blob_size; /* copy-blob */
 };
 
 static int start_op(struct tool *t, const struct cfg *cfg, const struct ops *o)
@@ -220,15 +254,15 @@ static int start_op(struct tool *t, const struct cfg *cfg, const struct ops *o)
         reg_head_blob(o->r1, o->repo1, cfg->args[2], on_done, t);
     } else if (strcmp(cmd, "copy-blob") == 0) {
         struct reg_blob_spec sp = {o->r1, o->repo1, o->r2, o->repo2, cfg->args[3],
-                                   strtoll(cfg->args[4], NULL, 10), cfg_str(cfg, "from")};
+                                   o->blob_size, cfg_str(cfg, OPT_FROM)};
         reg_copy_blob(&sp, on_done, t);
     } else if (strcmp(cmd, "mount-blob") == 0) {
         reg_mount_blob(o->r1, o->repo1, cfg->args[2], cfg->args[3], on_done, t);
     } else if (strcmp(cmd, "put-blob") == 0) {
         reg_put_blob(o->r1, o->repo1, o->body, o->body_len, on_done, t);
     } else if (strcmp(cmd, "tags") == 0) {
-        reg_list_tags(o->r1, o->repo1, (int)cfg_int(cfg, "page-size"),
-                      (size_t)cfg_int(cfg, "max-tags"), on_done, t);
+        reg_list_tags(o->r1, o->repo1, (int)cfg_int(cfg, OPT_PAGE_SIZE),
+                      (size_t)cfg_int(cfg, OPT_MAX_TAGS), on_done, t);
     } else {
         t->pending--;
         return -1;
@@ -259,32 +293,32 @@ int main(int argc, char **argv)
         fprintf(stderr, "regtool: %s\n", e.msg);
         return 2;
     }
-    if (cfg_bool(&cfg, "help") || cfg.nargs < 2) {
+    if (cfg_bool(&cfg, CFG_ID_HELP) || cfg.nargs < 2) {
         usage();
         cfg_free(&cfg);
         return 2;
     }
     enum log_level lvl;
-    if (log_parse_level(cfg_str(&cfg, "log-level"), &lvl) != 0)
+    if (log_parse_level(cfg_str(&cfg, CFG_ID_LOG_LEVEL), &lvl) != 0)
         lvl = LOG_LVL_WARN;
     log_setup("regtool", lvl, LOG_FMT_TEXT);
     const char *cmd = cfg.args[0];
     t.loop = ev_loop_new(EVFLAG_AUTO);
     t.results = json_array();
-    t.out_path = cfg_str(&cfg, "out");
+    t.out_path = cfg_str(&cfg, OPT_OUT);
 
     struct reg_client_opts o;
     reg_client_opts_default(&o);
-    o.ca_file = cfg_str(&cfg, "ca-file");
-    o.max_retries = (int)cfg_int(&cfg, "retries");
-    o.retry_base_ms = cfg_int(&cfg, "retry-base-ms");
-    o.retry_max_ms = cfg_int(&cfg, "retry-max-ms");
-    o.request_timeout_ms = cfg_int(&cfg, "timeout-ms");
-    o.connect_timeout_ms = cfg_int(&cfg, "connect-timeout-ms");
-    o.low_speed_secs = cfg_int(&cfg, "low-speed-secs");
-    o.ring_bytes = (size_t)cfg_int(&cfg, "ring-bytes");
-    o.chunk_threshold = cfg_int(&cfg, "chunk-threshold");
-    o.chunk_bytes = cfg_int(&cfg, "chunk-bytes");
+    o.ca_file = cfg_str(&cfg, OPT_CA_FILE);
+    o.max_retries = (int)cfg_int(&cfg, OPT_RETRIES);
+    o.retry_base_ms = cfg_int(&cfg, OPT_RETRY_BASE_MS);
+    o.retry_max_ms = cfg_int(&cfg, OPT_RETRY_MAX_MS);
+    o.request_timeout_ms = cfg_int(&cfg, OPT_TIMEOUT_MS);
+    o.connect_timeout_ms = cfg_int(&cfg, OPT_CONNECT_TIMEOUT_MS);
+    o.low_speed_secs = cfg_int(&cfg, OPT_LOW_SPEED_SECS);
+    o.ring_bytes = (size_t)cfg_int(&cfg, OPT_RING_BYTES);
+    o.chunk_threshold = cfg_int(&cfg, OPT_CHUNK_THRESHOLD);
+    o.chunk_bytes = cfg_int(&cfg, OPT_CHUNK_BYTES);
     o.hooks.on_ratelimit = on_ratelimit;
     o.hooks.on_manifest_get = on_manifest_get;
     o.hooks.arg = &t;
@@ -299,7 +333,7 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "ping") == 0 && !url1)
         url1 = xstrdup(cfg.args[1]);
-    if (load_creds(cfg_str(&cfg, "src-creds-env"), url1, &c1, &e) != 0) {
+    if (load_creds(cfg_str(&cfg, OPT_SRC_CREDS_ENV), url1, &c1, &e) != 0) {
         fprintf(stderr, "regtool: %s\n", e.msg);
         goto out;
     }
@@ -308,7 +342,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "regtool: %s\n", e.msg);
         goto out;
     }
-    int par = (int)cfg_int(&cfg, "parallel");
+    int par = (int)cfg_int(&cfg, OPT_PARALLEL);
     int need = strcmp(cmd, "put-manifest") == 0 ? 4
                : strcmp(cmd, "copy-blob") == 0  ? 5
                : strcmp(cmd, "mount-blob") == 0 ? 4
@@ -326,12 +360,17 @@ int main(int argc, char **argv)
             goto out;
         }
     }
+    long long blob_size = 0;
     if (strcmp(cmd, "copy-blob") == 0) {
+        if (text_ll(cfg.args[4], &blob_size) < 0 || blob_size < 0) {
+            fprintf(stderr, "regtool: copy-blob: SIZE '%s' is not a byte count\n", cfg.args[4]);
+            goto out;
+        }
         if (split_ref(cfg.args[2], &url2, &repo2, &ref2, &e) != 0) {
             fprintf(stderr, "regtool: %s\n", e.msg);
             goto out;
         }
-        if (load_creds(cfg_str(&cfg, "dst-creds-env"), url2, &c2, &e) != 0) {
+        if (load_creds(cfg_str(&cfg, OPT_DST_CREDS_ENV), url2, &c2, &e) != 0) {
             fprintf(stderr, "regtool: %s\n", e.msg);
             goto out;
         }
@@ -341,13 +380,13 @@ int main(int argc, char **argv)
             goto out;
         }
     }
-    struct ops ops = {cmd, r1, r2, repo1, ref1, repo2, body, body_len};
+    struct ops ops = {cmd, r1, r2, repo1, ref1, repo2, body, body_len, blob_size};
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    int repeat = (int)cfg_int(&cfg, "repeat");
+    int repeat = (int)cfg_int(&cfg, OPT_REPEAT);
     for (int rep = 0; rep < repeat; rep++) {
         if (rep > 0)
-            ev_sleep((double)cfg_int(&cfg, "interval-ms") / 1000.0);
+            ev_sleep((double)cfg_int(&cfg, OPT_INTERVAL_MS) / 1000.0);
         for (int i = 0; i < par; i++) {
             t.pending++;
             if (start_op(&t, &cfg, &ops) != 0) {

@@ -45,9 +45,9 @@ static void rd_free(struct catalog_repo_diff *rd)
     for (size_t i = 0; i < rd->ngroups; i++) {
         free(rd->groups[i].key);
         free(rd->groups[i].old_key);
-        oi_strv_free(&rd->groups[i].tags);
-        oi_strv_free(&rd->groups[i].platforms);
-        oi_strv_free(&rd->groups[i].removed_tags);
+        strv_free(&rd->groups[i].tags);
+        strv_free(&rd->groups[i].platforms);
+        strv_free(&rd->groups[i].removed_tags);
     }
     free(rd->groups);
 }
@@ -286,7 +286,7 @@ static void test_catalog__read_only_some(void **state)
     struct catalog_snapshot *s = NULL;
     char hw[] = "hello-world", deb[] = "debian", none[] = "no-such-repo";
     char *names[] = {hw, deb, none};
-    struct oi_strv only = {names, 3};
+    struct strv only = {names, 3};
     assert_int_equal(catalog_read(c, NULL, &only, &s, &e), 0);
     assert_int_equal(s->nrepos, 2);
     assert_string_equal(s->repos[0]->name, "debian");
@@ -304,14 +304,14 @@ static void test_catalog__missing(void **state)
     char head[CATALOG_SHA_LEN + 1], sha[CATALOG_SHA_LEN + 1];
     char hw[] = "hello-world", none[] = "no-such-repo", dir[] = "..", deb[] = "debian";
     char *names[] = {hw, none, dir, deb};
-    struct oi_strv want = {names, 4}, missing = {0};
+    struct strv want = {names, 4}, missing = {0};
     assert_int_equal(catalog_resolve(c, NULL, head, &e), 0);
     assert_int_equal(catalog_missing(c, NULL, &want, sha, &missing, &e), 0);
     assert_string_equal(sha, head);
     assert_int_equal(missing.n, 2);
     assert_string_equal(missing.v[0], "no-such-repo");
     assert_string_equal(missing.v[1], "..");
-    oi_strv_free(&missing);
+    strv_free(&missing);
     assert_int_equal(catalog_missing(c, "no-such-branch", &want, sha, &missing, &e), -1);
     assert_int_equal(missing.n, 0);
 }
@@ -320,13 +320,13 @@ static void test_catalog__log(void **state)
 {
     struct catalog *c = *state;
     struct err e;
-    struct oi_strv commits = {NULL, 0};
+    struct strv commits = {NULL, 0};
     char head[CATALOG_SHA_LEN + 1];
     assert_int_equal(catalog_log(c, NULL, &commits, &e), 0);
     assert_int_equal(catalog_resolve(c, NULL, head, &e), 0);
     assert_int_equal(commits.n, 485);
     assert_string_equal(commits.v[0], head);
-    oi_strv_free(&commits);
+    strv_free(&commits);
     assert_int_equal(catalog_log(c, "nope", &commits, &e), -1);
 }
 
@@ -348,14 +348,14 @@ static void test_catalog__diff_real_history(void **state)
 
     /* the whole history at once: every repository of HEAD that was not in
      * the first commit is "added" */
-    struct oi_strv commits = {NULL, 0};
+    struct strv commits = {NULL, 0};
     assert_int_equal(catalog_log(c, NULL, &commits, &e), 0);
     assert_int_equal(catalog_diff(c, commits.v[commits.n - 1], commits.v[0], &d, &e), 0);
     assert_true(d->nrepos > 100);
     for (size_t i = 0; i < d->nrepos; i++)
         assert_true(d->repos[i].ngroups > 0);
     catalog_diff_free(d);
-    oi_strv_free(&commits);
+    strv_free(&commits);
 
     assert_int_equal(catalog_diff(c, "nope", "HEAD", &d, &e), -1);
     assert_null(d);

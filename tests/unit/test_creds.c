@@ -1,6 +1,12 @@
 /* Unit tests for common/creds: environment, docker config.json, credential
- * helpers (a fake docker-credential-* script on PATH). */
+ * helpers (a fake docker-credential-* script on PATH). The Makefile links this
+ * test with poll and posix_spawnp wrapped (ld --wrap): the seams below make
+ * poll fail and let a helper exit before creds goes on. */
+#include <errno.h>
+#include <poll.h>
 #include <setjmp.h>
+#include <signal.h>
+#include <spawn.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -8,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -287,6 +294,7 @@ static struct answer ask(const char *helper, const char *url)
 {
     struct ev_loop *loop = ev_default_loop(0);
     struct answer a = {0, 0, "", ""};
+    ev_now_update(loop); /* the helper's timeout counts from now, not from the last run */
     creds_ask_start(loop, helper, url, on_answer, &a);
     assert_int_equal(a.calls, 0);
     ev_run(loop, 0);
@@ -385,6 +393,78 @@ static void test_creds__parsers(void **state)
     assert_string_equal(e.msg, "credential helper h: answer is not {\"Username\",\"Secret\"} JSON");
 }
 
+/* ---- link-time seams ---- */
+
+int __real_poll(struct pollfd *fds, nfds_t n, int timeout);
+int __wrap_poll(struct pollfd *fds, nfds_t n, int timeout);
+int __real_posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,
+                        const posix_spawnattr_t *attr, char *const argv[], char *const envp[]);
+int __wrap_posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,
+                        const posix_spawnattr_t *attr, char *const argv[], char *const envp[]);
+
+static int poll_error; /* errno poll fails with; 0: the real poll */
+static int poll_calls;
+static int spawned_exit_first; /* posix_spawnp returns once the helper has exited */
+
+int __wrap_poll(struct pollfd *fds, nfds_t n, int timeout)
+{
+    poll_calls++;
+    if (poll_error) {
+        errno = poll_error;
+        return -1;
+    }
+    return __real_poll(fds, n, timeout);
+}
+
+int __wrap_posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,
+                        const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
+{
+    int rc = __real_posix_spawnp(pid, file, fa, attr, argv, envp);
+    siginfo_t info;
+    /* Exited, not reaped: the caller still waits for it as usual. */
+    if (rc == 0 && spawned_exit_first)
+        while (waitid(P_PID, (id_t)*pid, &info, WEXITED | WNOWAIT) < 0 && errno == EINTR)
+            ;
+    return rc;
+}
+
+/* poll failing for good (not EINTR) ends the blocking ask at once with the
+ * reason; it was retried in a busy loop for the whole 15 s timeout. */
+static void test_creds__poll_error_is_an_error(void **state)
+{
+    struct fixture *fx = *state;
+    struct creds c;
+    struct err e;
+    config(fx, "{\"credHelpers\":{\"helped.example\":\"fake\"}}");
+    poll_error = ENOMEM;
+    poll_calls = 0;
+    int rc = creds_from_docker_config("https://helped.example", &c, &e);
+    poll_error = 0;
+    assert_int_equal(rc, -1);
+    assert_non_null(strstr(e.msg, "credential helper docker-credential-fake: poll:"));
+    assert_int_equal(poll_calls, 1);
+}
+
+/* A helper that exits without reading its input, before the asker goes on:
+ * no write to its closed pipe, so no SIGPIPE (left at its default here, as
+ * in a program that does not ignore it), on either path. */
+static void test_creds__helper_gone_before_its_input(void **state)
+{
+    struct fixture *fx = *state;
+    struct creds c;
+    struct err e;
+    void (*old)(int) = signal(SIGPIPE, SIG_DFL);
+    config(fx, "{\"credHelpers\":{\"crash.example\":\"crash\"}}");
+    spawned_exit_first = 1;
+    assert_int_equal(creds_from_docker_config("https://crash.example", &c, &e), -1);
+    assert_non_null(strstr(e.msg, "exit status 7"));
+    struct answer a = ask("crash", "https://crash.example");
+    spawned_exit_first = 0;
+    signal(SIGPIPE, old);
+    assert_int_equal(a.rc, -1);
+    assert_non_null(strstr(a.msg, "exit status 7"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -394,6 +474,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_creds__helpers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_creds__ask_from_the_loop, setup, teardown),
         cmocka_unit_test(test_creds__parsers),
+        cmocka_unit_test_setup_teardown(test_creds__poll_error_is_an_error, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_creds__helper_gone_before_its_input, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

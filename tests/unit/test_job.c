@@ -9,6 +9,7 @@
 
 #include <cmocka.h>
 
+#include "buf.h"
 #include "job.h"
 #include "xalloc.h"
 

@@ -21,10 +21,12 @@ static void test_keys__default_prefix_layout(void **state)
     assert_string_equal(k.jobs_index, "hubsync:jobs:index");
     assert_string_equal(k.jobs_delayed, "hubsync:jobs:delayed");
     assert_string_equal(k.jobs_delayed_payload, "hubsync:jobs:delayed:payload");
+    assert_string_equal(k.jobs_delayed_count, "hubsync:jobs:delayed:count");
     assert_string_equal(k.jobs_dead, "hubsync:jobs:dead");
     assert_string_equal(k.runs, "hubsync:runs");
     assert_string_equal(k.run_current, "hubsync:runs:current");
     assert_string_equal(k.synced_commit, "hubsync:synced-commit");
+    assert_string_equal(k.budgets, "hubsync:budgets");
     assert_string_equal(k.workers, "hubsync:workers");
     assert_string_equal(k.coordinator, "hubsync:coordinator");
     assert_string_equal(k.stats, "hubsync:stats");

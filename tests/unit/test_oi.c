@@ -43,7 +43,7 @@ static void parse_err(const char *text, const char *part1, const char *part2)
     assert_non_null(strstr(e.msg, "library/test line "));
 }
 
-static void assert_strv(const struct oi_strv *s, const char *const *want, size_t n)
+static void assert_strv(const struct strv *s, const char *const *want, size_t n)
 {
     if (s->n != n) {
         for (size_t i = 0; i < s->n; i++)

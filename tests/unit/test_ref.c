@@ -264,7 +264,7 @@ static void test_ref__empty_and_binary(void **state)
     (void)state;
     refuse("", "reference is empty");
     refuse(NULL, "reference is empty");
-    refuse("al pine", "'al?pine': invalid byte 0x20 at position 3");
+    refuse("al pine", "'al pine': invalid byte 0x20 at position 3");
     refuse("alpine!", "'alpine!': invalid character '!' at position 7");
     refuse("al\x01pine", "'al?pine': invalid byte 0x01 at position 3");
     refuse("al\xffpine", "'al?pine': invalid byte 0xff at position 3");

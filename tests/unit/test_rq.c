@@ -1370,6 +1370,234 @@ static void test_rq__budget_sources_expire(void **state)
     free(budget);
 }
 
+/* ---- the layout's readers and the counts the functions keep -------------- */
+
+/* The delayed set's counts per why and a running run's jobs_deferred follow
+ * jobs in and out (retry, promote, takeover, purge): no reader parses payloads. */
+static void test_rq__delayed_counts_and_run_deferred(void **state)
+{
+    struct fixture *f = *state;
+    struct rq_res res;
+    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "rd", "c", 10)), RQ_DONE);
+    static const struct {
+        const char *key, *why;
+        long long delay_ms;
+    } jobs[] = {{"b:0", "budget", 600000}, {"b:1", "budget", 0}, {"o:0", "backoff", 600000},
+                {"g:0", "registry", 600000}};
+    for (size_t i = 0; i < sizeof(jobs) / sizeof(jobs[0]); i++) {
+        char json[96];
+        snprintf(json, sizeof(json), "{\"v\":1,\"run\":\"rd\",\"key\":\"%s\"}", jobs[i].key);
+        char *id = run_enqueue_and_take(f, "rd", jobs[i].key, json, "w1", 60000, 3);
+        assert_int_equal(status_of(f, rq_cmd_retry(&f->q, "w1", id, jobs[i].key, json,
+                                                   jobs[i].delay_ms, jobs[i].why, NULL, NULL, 0)),
+                         RQ_DONE);
+        free(id);
+    }
+    assert_int_equal(run_field(f, "rd", "jobs_deferred"), 2);
+    run(f, rq_cmd_delayed_counts(&f->q), &res);
+    assert_int_equal(rq_res_field_int(&res, "budget", -1), 2);
+    assert_int_equal(rq_res_field_int(&res, "backoff", -1), 1);
+    assert_int_equal(rq_res_field_int(&res, "registry", -1), 1);
+    rq_res_free(&res);
+    /* b:1 is due at once: back in the queue, no longer deferred. */
+    run(f, rq_cmd_promote(&f->q, 10), &res);
+    assert_int_equal(res.n, 1);
+    rq_res_free(&res);
+    assert_int_equal(run_field(f, "rd", "jobs_deferred"), 1);
+    run(f, rq_cmd_delayed_counts(&f->q), &res);
+    assert_int_equal(rq_res_field_int(&res, "budget", -1), 1);
+    rq_res_free(&res);
+    run(f, rq_cmd_delayed_len(&f->q), &res);
+    assert_int_equal(res.n, 3);
+    rq_res_free(&res);
+    run(f, rq_cmd_delayed_next(&f->q), &res);
+    assert_int_equal(res.status, RQ_VALUE);
+    assert_true(res.n > 1700000000000LL);
+    rq_res_free(&res);
+    /* A newer run takes a deferred job over: it leaves the old run's count. */
+    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "rd2", "c", 10)), RQ_DONE);
+    free(run_enqueue(f, "rd2", "b:0", "{\"v\":1,\"run\":\"rd2\",\"key\":\"b:0\"}", RQ_ADDED));
+    assert_int_equal(run_field(f, "rd", "jobs_deferred"), 0);
+    run(f, rq_cmd_delayed_counts(&f->q), &res);
+    assert_int_equal(rq_res_field_int(&res, "budget", -1), 0);
+    rq_res_free(&res);
+    /* The rest is purged: the counts go with the last delayed job. */
+    run(f, rq_cmd_purge_delayed(&f->q, NULL), &res);
+    assert_int_equal(res.n, 2);
+    rq_res_free(&res);
+    assert_int_equal(status_of(f, rq_cmd_delayed_counts(&f->q)), RQ_EMPTY);
+    assert_int_equal(status_of(f, rq_cmd_delayed_next(&f->q)), RQ_EMPTY);
+}
+
+/* The run that ends keeps how many of its jobs waited for the budget. */
+static void test_rq__ended_run_keeps_its_deferred_count(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "re", "c", 10)), RQ_DONE);
+    const char *json = "{\"v\":1,\"run\":\"re\",\"key\":\"k:0\"}";
+    char *id = run_enqueue_and_take(f, "re", "k:0", json, "w1", 60000, 3);
+    assert_int_equal(status_of(f, rq_cmd_retry(&f->q, "w1", id, "k:0", json, 600000, "budget",
+                                               "re", NULL, 0)),
+                     RQ_DONE);
+    free(id);
+    assert_int_equal(status_of(f, rq_cmd_purge_delayed(&f->q, "re")), RQ_VALUE);
+    assert_int_equal(status_of(f, rq_cmd_run_finish(&f->q, "re", "deferred", 0)), RQ_DONE);
+    assert_int_equal(run_field(f, "re", "jobs_deferred"), 1);
+    assert_int_equal(raw_int(f, "ZCARD %s", f->q.keys.jobs_delayed), 0);
+}
+
+/* Sources are listed from a set the functions keep, never found by scanning keys. */
+static void test_rq__budget_sources_listed(void **state)
+{
+    struct fixture *f = *state;
+    struct rq_res res;
+    struct ratelimit_info rl = hub(100, 40, 21600), none;
+    ratelimit_init(&none);
+    run(f, rq_cmd_budget_sources(&f->q), &res);
+    assert_int_equal(res.nitems, 0);
+    rq_res_free(&res);
+    assert_int_equal(status_of(f, rq_cmd_budget_observe(&f->q, "192.0.2.7", &rl, NULL)),
+                     RQ_VALUE);
+    assert_int_equal(status_of(f, rq_cmd_budget_observe(&f->q, "src u", &none, NULL)), RQ_VALUE);
+    assert_int_equal(status_of(f, rq_cmd_budget_pause(&f->q, "src-p", 1000)), RQ_VALUE);
+    long long left = 0;
+    acquire(f, "192.0.2.7", 1, 0, 60000, "r1", RQ_GRANTED, &left);
+    assert_int_equal(left, 39);
+    run(f, rq_cmd_budget_sources(&f->q), &res);
+    assert_int_equal(res.nitems, 3);
+    rq_res_free(&res);
+    run(f, rq_cmd_budget_get(&f->q, "192.0.2.7"), &res);
+    assert_int_equal(rq_res_field_int(&res, "remaining", -1), 40);
+    assert_int_equal(rq_res_field_int(&res, "limit", -1), 100);
+    rq_res_free(&res);
+    run(f, rq_cmd_budget_get(&f->q, "src u"), &res); /* a name keys.c encodes */
+    assert_int_equal(rq_res_field_int(&res, "unlimited", -1), 1);
+    rq_res_free(&res);
+    run(f, rq_cmd_time(), &res);
+    long long now = res.n;
+    rq_res_free(&res);
+    run(f, rq_cmd_budget_reserved(&f->q, "192.0.2.7", now), &res);
+    assert_int_equal(res.n, 1);
+    rq_res_free(&res);
+    run(f, rq_cmd_budget_reserved(&f->q, "192.0.2.7", now + 120000), &res);
+    assert_int_equal(res.n, 0);
+    rq_res_free(&res);
+}
+
+/* What status reads, each through its named call. */
+static void test_rq__readers(void **state)
+{
+    struct fixture *f = *state;
+    struct rq_res res;
+    run(f, rq_cmd_time(), &res);
+    assert_int_equal(res.status, RQ_VALUE);
+    assert_true(res.n > 1700000000000LL);
+    rq_res_free(&res);
+    run(f, rq_cmd_paused(&f->q), &res);
+    assert_int_equal(res.n, 0);
+    rq_res_free(&res);
+    freeReplyObject(redisCommand(f->rc.c, "SET %s 1", f->q.keys.ctl_paused));
+    run(f, rq_cmd_paused(&f->q), &res);
+    assert_int_equal(res.n, 1);
+    rq_res_free(&res);
+    /* A lease: its holder and what is left of it. */
+    assert_int_equal(status_of(f, rq_cmd_lease_holder(f->q.keys.coordinator)), RQ_EMPTY);
+    assert_int_equal(status_of(f, rq_cmd_lease_acquire(f->q.keys.coordinator, "h:1:x", 30000)),
+                     RQ_DONE);
+    run(f, rq_cmd_lease_holder(f->q.keys.coordinator), &res);
+    assert_string_equal(res.str, "h:1:x");
+    rq_res_free(&res);
+    run(f, rq_cmd_lease_ttl(f->q.keys.coordinator), &res);
+    assert_true(res.n > 0 && res.n <= 30000);
+    rq_res_free(&res);
+    /* The queue: two jobs, one held by w1. */
+    assert_int_equal(status_of(f, rq_cmd_enqueue(&f->q, "q:0", "{}")), RQ_ADDED);
+    assert_int_equal(status_of(f, rq_cmd_enqueue(&f->q, "q:1", "{}")), RQ_ADDED);
+    freeReplyObject(redisCommand(f->rc.c, "DEL %s", f->q.keys.ctl_paused));
+    char *id = take_key(f, "w1", "q:0");
+    run(f, rq_cmd_queue_len(&f->q), &res);
+    assert_int_equal(res.n, 2);
+    rq_res_free(&res);
+    run(f, rq_cmd_queue_held(&f->q), &res);
+    assert_int_equal(res.n, 1);
+    assert_int_equal(res.nitems, 2);
+    assert_string_equal(res.items[0], "w1");
+    assert_string_equal(res.items[1], "1");
+    rq_res_free(&res);
+    /* Dead letters, newest first, without their payloads. */
+    assert_int_equal(status_of(f, rq_cmd_fail(&f->q, "w1", id, "q:0", "no such tag", NULL,
+                                              NULL, 0)),
+                     RQ_DONE);
+    run(f, rq_cmd_dead_len(&f->q), &res);
+    assert_int_equal(res.n, 1);
+    rq_res_free(&res);
+    run(f, rq_cmd_dead_newest(&f->q, 5), &res);
+    assert_int_equal(res.n, 1);
+    assert_int_equal(res.nitems, RQ_DEAD_FIELDS);
+    assert_string_equal(res.items[0], id);
+    assert_string_equal(res.items[1], "q:0");
+    assert_string_equal(res.items[2], "no such tag");
+    assert_string_equal(res.items[3], "1");
+    assert_true(strtoll(res.items[4], NULL, 10) > 1700000000000LL);
+    rq_res_free(&res);
+    free(id);
+    /* Workers and their heartbeats. */
+    assert_int_equal(status_of(f, rq_cmd_workers(&f->q)), RQ_EMPTY);
+    assert_int_equal(status_of(f, rq_cmd_worker_beat(&f->q, "h:7", "{\"pid\":7}", 30)), RQ_DONE);
+    run(f, rq_cmd_workers(&f->q), &res);
+    assert_int_equal(res.nitems, 2);
+    assert_string_equal(res.items[0], "h:7");
+    rq_res_free(&res);
+    run(f, rq_cmd_worker_get(&f->q, "h:7"), &res);
+    assert_string_equal(res.str, "{\"pid\":7}");
+    rq_res_free(&res);
+    assert_int_equal(status_of(f, rq_cmd_worker_get(&f->q, "h:8")), RQ_EMPTY);
+    /* Runs, newest first, and what the coordinator notes in them. */
+    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "ra", "c", 10)), RQ_DONE);
+    assert_int_equal(status_of(f, rq_cmd_run_finish(&f->q, "ra", "done", 0)), RQ_DONE);
+    sleep_ms(2); /* runs are ordered by their start (ms) */
+    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "rb", "c", 10)), RQ_DONE);
+    assert_int_equal(status_of(f, rq_cmd_run_note(&f->q, "rb", "from", "abc")), RQ_DONE);
+    run(f, rq_cmd_runs_newest(&f->q, 1), &res);
+    assert_int_equal(res.nitems, 1);
+    assert_string_equal(res.items[0], "rb");
+    rq_res_free(&res);
+    run(f, rq_cmd_run_get(&f->q, "rb"), &res);
+    assert_string_equal(rq_res_field(&res, "from"), "abc");
+    rq_res_free(&res);
+}
+
+/* During a rolling update an older program calls the newer library with the
+ * keys and arguments it knew: still served, the new bookkeeping skipped. */
+static void test_rq__older_callers_are_served(void **state)
+{
+    struct fixture *f = *state;
+    const struct keys *k = &f->q.keys;
+    char *budget = keys_budget(k, "old");
+    char *inflight = keys_budget_inflight(k, "old");
+    assert_int_equal(raw_int(f, "FCALL hubsync_budget_observe 2 %s %s limited 100 50 21600 x",
+                             budget, inflight),
+                     50);
+    assert_int_equal(raw_int(f, "FCALL hubsync_budget_pause 2 %s %s 1000", budget, k->stats),
+                     1000);
+    const char *json = "{\"v\":1,\"run\":\"ro\",\"key\":\"o:1\"}";
+    char *id = enqueue_and_take(f, "o:1", json, "w1", 60000, 3);
+    assert_int_equal(raw_int(f, "FCALL hubsync_retry 7 %s %s %s %s %s %s %s workers w1 %s o:1 x "
+                                "ro %s 0 budget",
+                             k->jobs, k->jobs_index, k->stats, k->run_current, k->jobs_handover,
+                             k->jobs_delayed, k->jobs_delayed_payload, id, json),
+                     1);
+    assert_int_equal(raw_int(f, "FCALL hubsync_promote 5 %s %s %s %s %s 10", k->jobs,
+                             k->jobs_index, k->jobs_delayed, k->jobs_delayed_payload, k->stats),
+                     1);
+    assert_int_equal(raw_int(f, "FCALL hubsync_purge_delayed 4 %s %s %s %s %s", k->jobs_index,
+                             k->jobs_delayed, k->jobs_delayed_payload, k->stats, ""),
+                     0);
+    free(id);
+    free(budget);
+    free(inflight);
+}
+
 /* ---- recovery ----------------------------------------------------------- */
 
 static void test_rq__repairs_missing_function_and_group(void **state)
@@ -1878,6 +2106,11 @@ int main(void)
         T(test_rq__run_check_finds_lost_jobs),
         T(test_rq__old_runs_are_dropped),
         T(test_rq__budget_sources_expire),
+        T(test_rq__delayed_counts_and_run_deferred),
+        T(test_rq__ended_run_keeps_its_deferred_count),
+        T(test_rq__budget_sources_listed),
+        T(test_rq__readers),
+        T(test_rq__older_callers_are_served),
         T(test_rq__worker_heartbeat),
         T(test_rq__repairs_missing_function_and_group),
         T(test_rq__prune_consumers_keeps_pending),

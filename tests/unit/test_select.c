@@ -200,11 +200,11 @@ static void test_select__platform_names(void **state)
     const char *argv[] = {"--platforms", "linux/arm64/v8,linux/amd64", "--platform-policy",
                           "rewrite"};
     fixture_init(&f, 0, 4, argv);
-    struct oi_strv hv = {NULL, 0};
-    oi_strv_push(&hv, xstrdup("linux/amd64"));
-    oi_strv_push(&hv, xstrdup("linux/arm/v7"));
-    oi_strv_push(&hv, xstrdup("linux/arm64/v8"));
-    oi_strv_push(&hv, xstrdup("windows/amd64"));
+    struct strv hv = {NULL, 0};
+    strv_push(&hv, xstrdup("linux/amd64"));
+    strv_push(&hv, xstrdup("linux/arm/v7"));
+    strv_push(&hv, xstrdup("linux/arm64/v8"));
+    strv_push(&hv, xstrdup("windows/amd64"));
     assert_int_equal(coord_platforms_selected(&f.sel, &hv), 2);
     fixture_free(&f);
     const char *argv2[] = {"--platforms", "linux/arm64", "--platform-policy", "sparse"};
@@ -214,7 +214,7 @@ static void test_select__platform_names(void **state)
     fixture_init(&f, 0, 0, NULL);
     assert_int_equal(coord_platforms_selected(&f.sel, &hv), 4);
     fixture_free(&f);
-    oi_strv_free(&hv);
+    strv_free(&hv);
 }
 
 static void expect_selection_error(int argc, const char *const *argv, const char *part)
@@ -243,7 +243,7 @@ static void test_select__bad_flags(void **state)
     expect_selection_error(4, a4, "'linux' is not os/arch");
 }
 
-static void expect_strv(const struct oi_strv *v, const char *want)
+static void expect_strv(const struct strv *v, const char *want)
 {
     char got[256] = "";
     for (size_t i = 0; i < v->n; i++)
