@@ -25,7 +25,7 @@ struct parse {
     yaml_document_t *doc;
     struct err *e;
     struct syncfile *sf;
-    struct oi_strv default_platforms;
+    struct strv default_platforms;
     enum job_policy default_policy;
     int default_referrers;
 };
@@ -192,7 +192,7 @@ static int boolean(struct parse *p, yaml_node_t *n, const char *where, int *out)
 typedef int list_check_fn(const char *s, const void *ctx, char *why, size_t n);
 
 static int list_of(struct parse *p, yaml_node_t *n, const char *where, size_t max,
-                   const char *what, list_check_fn *check, const void *ctx, struct oi_strv *out)
+                   const char *what, list_check_fn *check, const void *ctx, struct strv *out)
 {
     yaml_node_t **items;
     size_t count;
@@ -215,7 +215,7 @@ static int list_of(struct parse *p, yaml_node_t *n, const char *where, size_t ma
                 fail(p, items[i], where, "'%s' appears twice", s);
                 goto out;
             }
-        oi_strv_push(out, xstrdup(s));
+        strv_push(out, xstrdup(s));
     }
     rc = 0;
 out:
@@ -384,12 +384,12 @@ static int parse_policy(struct parse *p, yaml_node_t *n, const char *where, enum
 
 /* platforms and platform_policy of a mapping (defaults or an entry) over the inherited ones. */
 static int parse_platform_keys(struct parse *p, yaml_node_t *map, const char *where,
-                               struct oi_strv *platforms, enum job_policy *policy)
+                               struct strv *platforms, enum job_policy *policy)
 {
     yaml_node_t *pl = get(p, map, "platforms"), *po = get(p, map, "platform_policy");
     char w[WHERE_MAX + 24];
     if (pl) {
-        oi_strv_free(platforms);
+        strv_free(platforms);
         sub(w, sizeof(w), where, "platforms");
         if (list_of(p, pl, w, JOB_MAX_PLATFORMS, "platforms", platform_check, NULL,
                     platforms) < 0)
@@ -561,7 +561,7 @@ static int parse_source(struct parse *p, struct syncfile_entry *en, yaml_node_t 
             rc = fail(p, n, where, "%s", e.msg);
     }
     if (r.digest[0])
-        oi_strv_push(&en->digests, xstrdup(r.digest));
+        strv_push(&en->digests, xstrdup(r.digest));
     ref_free(&r);
     return rc;
 }
@@ -578,7 +578,7 @@ static int parse_entry(struct parse *p, struct syncfile_entry *en, yaml_node_t *
     en->referrers = p->default_referrers;
     en->policy = p->default_policy;
     for (size_t k = 0; k < p->default_platforms.n; k++)
-        oi_strv_push(&en->platforms, xstrdup(p->default_platforms.v[k]));
+        strv_push(&en->platforms, xstrdup(p->default_platforms.v[k]));
     if (check_keys(p, n, where, keys) < 0)
         return -1;
     yaml_node_t *source = get(p, n, "source");
@@ -737,7 +737,7 @@ out:
         yaml_document_delete(&doc);
     yaml_parser_delete(&parser);
 out_nop:
-    oi_strv_free(&p.default_platforms);
+    strv_free(&p.default_platforms);
     if (!ok) {
         syncfile_free(sf);
         return NULL;
@@ -777,14 +777,14 @@ void syncfile_free(struct syncfile *s)
         free(en->repo);
         free(en->target);
         tagfilter_free(en->tags);
-        oi_strv_free(&en->digests);
-        oi_strv_free(&en->platforms);
+        strv_free(&en->digests);
+        strv_free(&en->platforms);
     }
     free(s->entries);
     for (size_t i = 0; i < s->nregs; i++) {
         free(s->regs[i].name);
         free(s->regs[i].url);
-        oi_strv_free(&s->regs[i].accounts);
+        strv_free(&s->regs[i].accounts);
     }
     free(s->regs);
     free(s->path);

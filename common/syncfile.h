@@ -29,7 +29,7 @@
 
 #include "err.h"
 #include "job.h"
-#include "oi.h"
+#include "strv.h"
 #include "tagfilter.h"
 
 #define SYNCFILE_MAX_BYTES (1L << 20)
@@ -41,7 +41,7 @@
 struct syncfile_registry {
     char *name;               /* "docker.io", "ghcr.io", "localhost:5000" */
     char *url;                /* NULL for docker.io (the --upstream); else http(s) URL */
-    struct oi_strv accounts;  /* environment prefixes, one per account; none: docker's
+    struct strv accounts;  /* environment prefixes, one per account; none: docker's
                                * config.json and credential helpers */
     int line, column;         /* where it was declared (0: only named by a source) */
 };
@@ -55,8 +55,8 @@ struct syncfile_entry {
     char *target;              /* the target repository */
     struct tagfilter *tags;    /* NULL: no tag (digests only) */
     int all_tags;              /* tags is a filter over a listing (not names only) */
-    struct oi_strv digests;    /* pinned digests */
-    struct oi_strv platforms;
+    struct strv digests;    /* pinned digests */
+    struct strv platforms;
     enum job_policy policy;
     int referrers;             /* copy signatures, attestations and other referrers along */
 };

@@ -20,8 +20,8 @@
 
 /* The tags of each repository of REPOS, sorted as tags/list answers. */
 struct lists {
-    struct oi_strv names;
-    struct oi_strv *tags; /* per name */
+    struct strv names;
+    struct strv *tags; /* per name */
 };
 
 static int cmp_str(const void *a, const void *b)
@@ -38,7 +38,7 @@ static int load(void **state)
     struct lists *l = xcalloc(1, sizeof(*l));
     char all[] = REPOS;
     for (char *tok = strtok(all, " "); tok; tok = strtok(NULL, " "))
-        oi_strv_push(&l->names, xstrdup(tok));
+        strv_push(&l->names, xstrdup(tok));
     if (!env || catalog_open(&c, env, NULL, NULL, &e) < 0 ||
         catalog_read(c, NULL, &l->names, &snap, &e) < 0) {
         print_error("official-images data (HUBSYNC_TEST_OFFICIAL_IMAGES=%s): %s\n",
@@ -51,15 +51,15 @@ static int load(void **state)
         size_t i = 0;
         while (strcmp(l->names.v[i], snap->repos[r]->name) != 0)
             i++;
-        struct oi_strv *t = &l->tags[i];
+        struct strv *t = &l->tags[i];
         for (size_t g = 0; g < snap->repos[r]->ngroups; g++) {
-            const struct oi_strv *gt = &snap->repos[r]->groups[g].tags;
+            const struct strv *gt = &snap->repos[r]->groups[g].tags;
             for (size_t k = 0; k < gt->n; k++) {
                 int seen = 0;
                 for (size_t j = 0; j < t->n && !seen; j++)
                     seen = strcmp(t->v[j], gt->v[k]) == 0;
                 if (!seen)
-                    oi_strv_push(t, xstrdup(gt->v[k]));
+                    strv_push(t, xstrdup(gt->v[k]));
             }
         }
         qsort(t->v, t->n, sizeof(char *), cmp_str);
@@ -74,14 +74,14 @@ static int unload(void **state)
 {
     struct lists *l = *state;
     for (size_t i = 0; i < l->names.n; i++)
-        oi_strv_free(&l->tags[i]);
+        strv_free(&l->tags[i]);
     free(l->tags);
-    oi_strv_free(&l->names);
+    strv_free(&l->names);
     free(l);
     return 0;
 }
 
-static const struct oi_strv *tags_of(void **state, const char *repo)
+static const struct strv *tags_of(void **state, const char *repo)
 {
     struct lists *l = *state;
     for (size_t i = 0; i < l->names.n; i++)
@@ -100,7 +100,7 @@ struct item {
 static char *apply(void **state, const char *repo, const struct item *items, int newest,
                    enum tagfilter_order order)
 {
-    const struct oi_strv *t = tags_of(state, repo);
+    const struct strv *t = tags_of(state, repo);
     struct tagfilter *f = tagfilter_new();
     struct err e = {""};
     for (; items && items->text; items++)
@@ -203,7 +203,7 @@ static void test_tagfilter__semver_prerelease_named(void **state)
     /* A range naming a prerelease of 1.30.4 takes that release's variants. */
     const struct item it[] = {{TAGFILTER_SEMVER, ">=1.30.4-a <1.30.5"}, {0, NULL}};
     char *got = apply(state, "nginx", it, 0, 0);
-    const struct oi_strv *all = tags_of(state, "nginx");
+    const struct strv *all = tags_of(state, "nginx");
     char *want = xstrdup("");
     for (size_t i = 0; i < all->n; i++)
         if (strncmp(all->v[i], "1.30.4", 6) == 0) {
