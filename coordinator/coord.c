@@ -40,6 +40,16 @@ int coord_parse_args(struct cfg *c, const struct cfg_opt *opts, int nopts, int a
     return 0;
 }
 
+int coord_sync_file_load(const struct cfg *c, struct syncfile **out, struct err *e)
+{
+    const char *path = cfg_str(c, COORD_ID_SYNC_FILE);
+    *out = NULL;
+    if (!path)
+        return 0;
+    *out = syncfile_load(path, e);
+    return *out ? 0 : err_prefix(e, "--sync-file");
+}
+
 int coord_catalog_open(struct catalog **out, const struct cfg *c, int (*tick)(void *arg),
                        void *arg, struct err *e)
 {

@@ -12,8 +12,10 @@
 
 #include "catalog.h"
 #include "cfg.h"
+#include "digest.h"
 #include "job.h"
 #include "oi.h"
+#include "syncfile.h"
 
 /* Exit codes of every subcommand. */
 enum {
@@ -50,6 +52,7 @@ enum coord_opt {
     COORD_ID_GROUPS,
     COORD_ID_FROM,
     COORD_ID_TO,
+    COORD_ID_SYNC_FILE,
 };
 
 /* Options of the commands that read the catalog and look at registries
@@ -89,6 +92,13 @@ enum coord_opt {
      "must accept it) or 'rewrite' (a new index of the chosen children: new digest)",              \
      0}
 
+/* The sync file: images beyond the official ones (docs/sync-file.md). */
+#define COORD_OPT_SYNC_FILE                                                                        \
+    {COORD_ID_SYNC_FILE, "sync-file", "HUBSYNC_SYNC_FILE", CFG_STR, NULL, 0, 0,                    \
+     "also sync the images this YAML file lists, from any registry (docs/sync-file.md); the "      \
+     "workers need the same file",                                                                 \
+     0}
+
 /* Parse a subcommand's flags (argv[0] is its name) against opts, which must
  * have a CFG_BOOL "help" option. Returns -1 when the caller should exit
  * with *exit_code: after --help (0, usage printed on stdout) or on a bad
@@ -105,6 +115,10 @@ void coord_split_list(const char *s, struct strv *out);
  * catalog_fetch (may be NULL). */
 int coord_catalog_open(struct catalog **out, const struct cfg *c, int (*tick)(void *arg),
                        void *arg, struct err *e);
+
+/* The file --sync-file names, read and checked whole, into *out (NULL
+ * without the flag); -1 with "--sync-file: <path>:<line>:<column>: ..." */
+int coord_sync_file_load(const struct cfg *c, struct syncfile **out, struct err *e);
 
 /* Print "hubsync-coordinator <cmd>: <msg>" on stderr. */
 void coord_fail(const char *cmd, const char *msg);
@@ -195,6 +209,32 @@ void coord_groups_free(struct coord_group *g, size_t n);
 /* Tags of selected repositories that no group has any more:
  * [{"repository": name, "tags": [..]}]. New reference. */
 json_t *coord_removed_tags(const struct coord_selection *sel, const struct coord_view *v);
+
+/* ---- the sync file's entries (sources.c) ---- */
+
+/* The tags of one sync-file entry sharing one digest: one job. */
+struct coord_source_group {
+    const struct syncfile_entry *entry; /* borrowed from the file */
+    const char *upstream;               /* borrowed: the source registry's URL */
+    char digest[DIGEST_STR_SIZE];       /* the tags' digest at the source */
+    char *key;                          /* owned: "<target>@sha256:<16 hex>" */
+    char **tags;                        /* owned, >= 1 */
+    size_t ntags;
+};
+
+struct coord_sources {
+    struct coord_source_group *g; /* in the file's order */
+    size_t n;
+    json_t *errors; /* [{"repository": source, "error": ..}]: entries (partly) left out */
+};
+
+/* List and HEAD the sources of sf's entries (upstream: Docker Hub's URL)
+ * and group their chosen tags by digest. An entry whose registry does not
+ * answer is only listed in out->errors; -1 (with out empty) only when no
+ * request can be made at all. Free with coord_sources_free(). */
+int coord_sources_resolve(const struct syncfile *sf, const char *upstream,
+                          struct coord_sources *out, struct err *e);
+void coord_sources_free(struct coord_sources *s);
 
 int coord_catalog_main(int argc, char **argv);
 int coord_diff_main(int argc, char **argv);

@@ -51,6 +51,7 @@ static const struct cfg_opt sync_opts[] = {
     COORD_OPTS_SOURCE,
     COORD_OPTS_REGISTRIES,
     COORD_OPTS_SELECTION,
+    COORD_OPT_SYNC_FILE,
     {COORD_ID_ONCE, "once", "HUBSYNC_ONCE", CFG_BOOL, "false", 0, 0,
      "run one sync and exit (default: daemon)", 0},
     {COORD_ID_WAIT, "wait", "HUBSYNC_WAIT", CFG_BOOL, "false", 0, 0,
@@ -90,6 +91,7 @@ struct sync_ctx {
     struct rconn_setup setup;
     struct rconn rc;
     struct coord_selection sel;
+    struct syncfile *sources; /* --sync-file, or NULL */
     char token[96];
     char run[JOB_RUN_MAX + 1];
     struct plan *plan;  /* the run's jobs, while it is started and waited for */
@@ -262,6 +264,44 @@ static void plan_build(struct sync_ctx *s, const struct coord_view *v, struct pl
     coord_groups_free(groups, ngroups);
 }
 
+/* The sync file's groups as jobs after the official ones: each is a check
+ * (the worker copies only what differs from the target). */
+static void plan_sources(struct sync_ctx *s, struct plan *p, const struct coord_sources *src)
+{
+    const struct cfg *c = s->c;
+    json_array_extend(p->errors, src->errors);
+    p->jobs = xrealloc(p->jobs, (p->n + src->n + 1) * sizeof(*p->jobs));
+    for (size_t i = 0; i < src->n; i++) {
+        const struct coord_source_group *g = &src->g[i];
+        struct job j = {0};
+        struct err e;
+        j.version = JOB_VERSION;
+        j.run = s->run;
+        j.key = g->key;
+        j.upstream = (char *)g->upstream;
+        j.source_repo = g->entry->repo;
+        j.target = (char *)cfg_str(c, CFG_ID_TARGET);
+        j.target_repo = g->entry->target;
+        j.tags = g->tags;
+        j.ntags = g->ntags;
+        j.platforms = g->entry->platforms.v;
+        j.nplatforms = g->entry->platforms.n;
+        j.policy = g->entry->policy;
+        j.reason = JOB_REASON_CHECK;
+        char *json = job_encode(&j, &e);
+        if (!json) {
+            char *name = syncfile_entry_name(g->entry);
+            log_warn("sync file: %s: job %s: %s (not synced this run)", name, g->key, e.msg);
+            json_array_append_new(p->errors, json_pack("{s:s, s:s+}", "repository", name,
+                                                       "error", "job: ", e.msg));
+            free(name);
+            continue;
+        }
+        p->jobs[p->n++] = (struct planned){xstrdup(g->key), json, 0};
+        p->tags += g->ntags;
+    }
+}
+
 /* Read the catalog of the run's commit and the changes since `from`. Nothing
  * is written anywhere: a plan that cannot be made leaves no run behind. */
 static int plan_run(struct sync_ctx *s, struct catalog *cat, const char *commit, const char *from,
@@ -278,6 +318,13 @@ static int plan_run(struct sync_ctx *s, struct catalog *cat, const char *commit,
         plan_build(s, &v, p);
     }
     coord_view_free(&v);
+    if (rc == 0 && s->sources) {
+        struct coord_sources src;
+        rc = coord_sources_resolve(s->sources, cfg_str(s->c, CFG_ID_UPSTREAM), &src, e);
+        if (rc == 0)
+            plan_sources(s, p, &src);
+        coord_sources_free(&src);
+    }
     return rc;
 }
 
@@ -907,7 +954,7 @@ int coord_sync_main(int argc, char **argv)
         coord_fail("sync", e.msg);
         goto out;
     }
-    if (cfg_registries_check(&c, &e) < 0) {
+    if (cfg_registries_check(&c, &e) < 0 || coord_sync_file_load(&c, &s.sources, &e) < 0) {
         coord_fail("sync", e.msg);
         goto out;
     }
@@ -963,6 +1010,7 @@ out_q:
     rconn_setup_free(&s.setup);
     rq_free(&s.q);
 out:
+    syncfile_free(s.sources);
     coord_selection_free(&s.sel);
     cfg_free(&c);
     return code;

@@ -253,6 +253,16 @@ static const char *role_name(enum role role)
     return role == ROLE_UPSTREAM ? "upstream" : "target";
 }
 
+/* The sync file's registry at url (not docker.io: that is the upstream), or NULL. */
+static const struct syncfile_registry *engine_source(const struct engine *en, const char *url)
+{
+    const struct syncfile *sf = en->opts.sources;
+    for (size_t i = 0; sf && i < sf->nregs; i++)
+        if (sf->regs[i].url && reg_parse_same_registry(url, sf->regs[i].url))
+            return &sf->regs[i];
+    return NULL;
+}
+
 static struct regent *engine_registry(struct engine *en, const char *url, enum role role,
                                       struct err *e)
 {
@@ -261,9 +271,17 @@ static struct regent *engine_registry(struct engine *en, const char *url, enum r
             return en->regs[i];
     struct creds cr = {NULL, NULL};
     char *helper = NULL;
-    int found = creds_find(role == ROLE_UPSTREAM ? "HUBSYNC_UPSTREAM" : "HUBSYNC_TARGET",
-                           role == ROLE_UPSTREAM ? en->upstream : en->target, url, &cr, &helper,
-                           e);
+    const struct syncfile_registry *src =
+        role == ROLE_UPSTREAM && !reg_parse_same_registry(url, en->upstream)
+            ? engine_source(en, url)
+            : NULL;
+    /* A sync file's registry: its own account's environment, bound to its URL;
+     * none: docker's config. */
+    int found = !src ? creds_find(role == ROLE_UPSTREAM ? "HUBSYNC_UPSTREAM" : "HUBSYNC_TARGET",
+                                  role == ROLE_UPSTREAM ? en->upstream : en->target, url, &cr,
+                                  &helper, e)
+                     : creds_find(src->accounts.n ? src->accounts.v[0] : NULL, src->url, url,
+                                  &cr, &helper, e);
     if (found < 0)
         return NULL;
     struct reg_registry *r = reg_registry_new(en->client, url, found == 1 ? &cr : NULL, e);
@@ -1180,9 +1198,10 @@ static void early_fire(struct ev_loop *loop, ev_timer *w, int revents)
 
 int engine_job_allowed(const struct engine *en, const struct job *j, struct err *e)
 {
-    if (!reg_parse_same_registry(j->upstream, en->upstream))
-        return err_set(e, "upstream %.200s is not this worker's (%.200s): set --upstream "
-                          "(HUBSYNC_UPSTREAM) to copy from it",
+    if (!reg_parse_same_registry(j->upstream, en->upstream) && !engine_source(en, j->upstream))
+        return err_set(e, "upstream %.200s is neither this worker's (%.200s) nor in its sync "
+                          "file: set --upstream (HUBSYNC_UPSTREAM) or --sync-file "
+                          "(HUBSYNC_SYNC_FILE) to copy from it",
                        j->upstream, en->upstream);
     if (!reg_parse_same_registry(j->target, en->target))
         return err_set(e, "target %.200s is not this worker's (%.200s): set --target "

@@ -44,6 +44,7 @@ struct worker_opts {
     const char *ca_file;
     double cred_helper_ttl_s; /* engine_opts.helper_ttl_s */
     int http_retries;
+    const struct syncfile *sources; /* engine_opts.sources (borrowed; may be NULL) */
 };
 
 struct worker;

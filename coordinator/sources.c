@@ -1,0 +1,282 @@
+/* sources: the sync file's entries as tag groups, for sync to enqueue beside
+ * the official images.
+ *
+ * On a libev loop with a bounded number of requests in flight: each entry
+ * whose tags are a filter lists its repository (tags/list, paginated by
+ * Link) and keeps the tags the filter takes; entries of plain names take
+ * them as written. Every chosen tag is then HEADed at its source (free on
+ * Docker Hub) and the tags of one entry sharing a digest become one group:
+ * one job, one manifest fetched once. A listing or HEAD that fails leaves
+ * its entry (or that tag) out of the run, listed with the reason. */
+#include <ev.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "coord.h"
+#include "creds.h"
+#include "log.h"
+#include "reg.h"
+#include "xalloc.h"
+
+#define SOURCES_INFLIGHT 8
+#define SOURCES_PAGE 1000
+#define SOURCES_MAX_TAGS 100000
+
+struct stag {
+    struct sentry *se;
+    char *tag;
+    char digest[DIGEST_STR_SIZE]; /* "" until known, or when the HEAD failed */
+};
+
+struct sentry {
+    struct sources_ctx *p;
+    const struct syncfile_entry *en;
+    struct reg_registry *r; /* borrowed from the context */
+    struct stag *tags;
+    size_t ntags;
+    int failed;
+};
+
+struct sources_ctx {
+    struct ev_loop *loop;
+    struct reg_client *client;
+    const struct syncfile *sf;
+    const char *upstream;
+    struct reg_registry **regs; /* one per registry of the file, made when first needed */
+    struct sentry *ents;
+    size_t nents;
+    /* the requests of one round: an entry's listing (tag NULL) or a tag's HEAD */
+    struct sop {
+        struct sentry *se;
+        struct stag *t;
+    } *ops;
+    size_t nops, next;
+    int inflight;
+    json_t *errors;
+};
+
+static void entry_error(struct sentry *se, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Logged and listed as {"repository": <source>, "error": ...}. */
+static void entry_error(struct sentry *se, const char *fmt, ...)
+{
+    char msg[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    char *name = syncfile_entry_name(se->en);
+    log_warn("sync file: %s: %s (not synced this run)", name, msg);
+    json_array_append_new(se->p->errors,
+                          json_pack("{s:s, s:s}", "repository", name, "error", msg));
+    free(name);
+}
+
+static void pump(struct sources_ctx *p);
+
+static void listed(struct reg_result *res, void *arg)
+{
+    struct sentry *se = arg;
+    se->p->inflight--;
+    if (res->cls != REG_OK) {
+        se->failed = 1;
+        entry_error(se, "listing tags: %s", res->msg);
+    } else {
+        const char **keep = xcalloc(res->ntags ? res->ntags : 1, sizeof(*keep));
+        size_t n = tagfilter_apply(se->en->tags, (const char *const *)res->tags, res->ntags, keep);
+        se->tags = xcalloc(n ? n : 1, sizeof(*se->tags));
+        for (size_t i = 0; i < n; i++)
+            se->tags[se->ntags++] = (struct stag){se, xstrdup(keep[i]), ""};
+        free(keep);
+    }
+    pump(se->p);
+}
+
+static void headed(struct reg_result *res, void *arg)
+{
+    struct stag *t = arg;
+    t->se->p->inflight--;
+    if (res->cls == REG_OK && res->digest && digest_valid(res->digest))
+        snprintf(t->digest, sizeof(t->digest), "%s", res->digest);
+    else
+        entry_error(t->se, "tag %s: %s", t->tag,
+                    res->cls == REG_OK ? "the registry sent no digest" : res->msg);
+    pump(t->se->p);
+}
+
+static void pump(struct sources_ctx *p)
+{
+    while (p->inflight < SOURCES_INFLIGHT && p->next < p->nops) {
+        struct sop *o = &p->ops[p->next++];
+        p->inflight++;
+        if (o->t)
+            reg_head_manifest(o->se->r, o->se->en->repo, o->t->tag, headed, o->t);
+        else
+            reg_list_tags(o->se->r, o->se->en->repo, SOURCES_PAGE, SOURCES_MAX_TAGS, listed,
+                          o->se);
+    }
+    if (p->inflight == 0 && p->next == p->nops)
+        ev_break(p->loop, EVBREAK_ALL);
+}
+
+/* Send the queued requests and wait for every answer. */
+static void run_round(struct sources_ctx *p)
+{
+    pump(p);
+    if (p->inflight)
+        ev_run(p->loop, 0);
+    p->nops = p->next = 0;
+}
+
+static void op_add(struct sources_ctx *p, struct sentry *se, struct stag *t)
+{
+    p->ops = xrealloc(p->ops, (p->nops + 1) * sizeof(*p->ops));
+    p->ops[p->nops++] = (struct sop){se, t};
+}
+
+/* The client of r: Docker Hub with the upstream's credentials; another
+ * registry with its first account's, bound to its URL, else docker's config. */
+static struct reg_registry *registry(struct sources_ctx *p, const struct syncfile_registry *r,
+                                     struct err *e)
+{
+    size_t i = (size_t)(r - p->sf->regs);
+    if (p->regs[i])
+        return p->regs[i];
+    const char *url = syncfile_registry_url(r, p->upstream);
+    const char *prefix = r->url ? (r->accounts.n ? r->accounts.v[0] : NULL) : "HUBSYNC_UPSTREAM";
+    struct creds cr = {NULL, NULL};
+    int found = creds_lookup(prefix, url, url, &cr, e);
+    if (found < 0)
+        return NULL;
+    p->regs[i] = reg_registry_new(p->client, url, found ? &cr : NULL, e);
+    creds_clear(&cr);
+    return p->regs[i];
+}
+
+static int cmp_stag(const void *a, const void *b)
+{
+    const struct stag *x = a, *y = b;
+    return strcmp(x->digest, y->digest);
+}
+
+/* The entry's tags with a digest, grouped by it (at most JOB_MAX_TAGS a group). */
+static void entry_groups(struct sentry *se, struct coord_sources *out)
+{
+    /* Stable enough: tags of one digest keep the listing's order by index. */
+    struct stag *sorted = xcalloc(se->ntags ? se->ntags : 1, sizeof(*sorted));
+    size_t n = 0;
+    for (size_t i = 0; i < se->ntags; i++)
+        if (se->tags[i].digest[0])
+            sorted[n++] = se->tags[i];
+    qsort(sorted, n, sizeof(*sorted), cmp_stag);
+    for (size_t i = 0; i < n;) {
+        size_t k = i;
+        while (k < n && k - i < JOB_MAX_TAGS && strcmp(sorted[k].digest, sorted[i].digest) == 0)
+            k++;
+        struct coord_source_group g = {0};
+        g.entry = se->en;
+        g.upstream = syncfile_registry_url(se->en->registry, se->p->upstream);
+        snprintf(g.digest, sizeof(g.digest), "%s", sorted[i].digest);
+        /* A digest with more tags than a job takes goes out in several jobs. */
+        g.key = i > 0 && strcmp(sorted[i - 1].digest, sorted[i].digest) == 0
+                    ? xasprintf("%s@%.23s+%zu", se->en->target, g.digest, i)
+                    : xasprintf("%s@%.23s", se->en->target, g.digest);
+        g.tags = xcalloc(k - i, sizeof(*g.tags));
+        for (size_t j = i; j < k; j++)
+            g.tags[g.ntags++] = xstrdup(sorted[j].tag);
+        out->g = xrealloc(out->g, (out->n + 1) * sizeof(*out->g));
+        out->g[out->n++] = g;
+        i = k;
+    }
+    free(sorted);
+}
+
+int coord_sources_resolve(const struct syncfile *sf, const char *upstream,
+                          struct coord_sources *out, struct err *e)
+{
+    struct sources_ctx p;
+    int rc = -1;
+    memset(&p, 0, sizeof(p));
+    memset(out, 0, sizeof(*out));
+    out->errors = json_array();
+    p.sf = sf;
+    p.upstream = upstream;
+    p.errors = out->errors;
+    p.regs = xcalloc(sf->nregs ? sf->nregs : 1, sizeof(*p.regs));
+    p.ents = xcalloc(sf->nentries ? sf->nentries : 1, sizeof(*p.ents));
+    p.nents = sf->nentries;
+    p.loop = ev_loop_new(EVFLAG_AUTO);
+    if (!p.loop) {
+        err_set(e, "sync file: cannot create an event loop");
+        goto out;
+    }
+    struct reg_client_opts ro;
+    reg_client_opts_default(&ro);
+    if (!(p.client = reg_client_new(p.loop, &ro, e)))
+        goto out;
+    for (size_t i = 0; i < p.nents; i++) {
+        struct sentry *se = &p.ents[i];
+        se->p = &p;
+        se->en = &sf->entries[i];
+        if (!(se->r = registry(&p, se->en->registry, e))) {
+            err_prefix(e, "sync file: registry %s", se->en->registry->name);
+            goto out;
+        }
+        if (se->en->digests.n) {
+            se->failed = 1;
+            entry_error(se, "pinned digests are not synced yet");
+            continue;
+        }
+        if (!se->en->tags)
+            continue;
+        if (!tagfilter_names_only(se->en->tags)) {
+            op_add(&p, se, NULL);
+            continue;
+        }
+        const char *const *names;
+        size_t n = tagfilter_names(se->en->tags, &names);
+        se->tags = xcalloc(n ? n : 1, sizeof(*se->tags));
+        for (size_t k = 0; k < n; k++)
+            se->tags[se->ntags++] = (struct stag){se, xstrdup(names[k]), ""};
+    }
+    run_round(&p); /* the listings */
+    for (size_t i = 0; i < p.nents; i++)
+        for (size_t k = 0; k < p.ents[i].ntags; k++)
+            op_add(&p, &p.ents[i], &p.ents[i].tags[k]);
+    run_round(&p); /* the HEADs */
+    for (size_t i = 0; i < p.nents; i++)
+        if (!p.ents[i].failed)
+            entry_groups(&p.ents[i], out);
+    rc = 0;
+out:
+    for (size_t i = 0; i < p.nents; i++) {
+        for (size_t k = 0; k < p.ents[i].ntags; k++)
+            free(p.ents[i].tags[k].tag);
+        free(p.ents[i].tags);
+    }
+    free(p.ents);
+    for (size_t i = 0; i < sf->nregs; i++)
+        reg_registry_free(p.regs[i]);
+    free(p.regs);
+    free(p.ops);
+    reg_client_free(p.client);
+    if (p.loop)
+        ev_loop_destroy(p.loop);
+    if (rc < 0)
+        coord_sources_free(out);
+    return rc;
+}
+
+void coord_sources_free(struct coord_sources *s)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        free(s->g[i].key);
+        strv_free_array(s->g[i].tags, s->g[i].ntags);
+    }
+    free(s->g);
+    json_decref(s->errors);
+    memset(s, 0, sizeof(*s));
+}
