@@ -218,8 +218,9 @@ struct coord_source_group {
     const char *upstream;               /* borrowed: the source registry's URL */
     char digest[DIGEST_STR_SIZE];       /* the tags' digest at the source */
     char *key;                          /* owned: "<target>@sha256:<16 hex>" */
-    char **tags;                        /* owned, >= 1 */
+    char **tags;                        /* owned, >= 1 unless pinned */
     size_t ntags;
+    int pinned;                         /* a pinned digest no chosen tag has: no tag */
 };
 
 struct coord_sources {

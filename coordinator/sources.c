@@ -162,7 +162,8 @@ static int cmp_stag(const void *a, const void *b)
     return strcmp(x->digest, y->digest);
 }
 
-/* The entry's tags with a digest, grouped by it (at most JOB_MAX_TAGS a group). */
+/* The entry's tags with a digest, grouped by it (at most JOB_MAX_TAGS a group), and
+ * its pinned digests. */
 static void entry_groups(struct sentry *se, struct coord_sources *out)
 {
     /* Stable enough: tags of one digest keep the listing's order by index. */
@@ -172,6 +173,7 @@ static void entry_groups(struct sentry *se, struct coord_sources *out)
         if (se->tags[i].digest[0])
             sorted[n++] = se->tags[i];
     qsort(sorted, n, sizeof(*sorted), cmp_stag);
+    size_t first = out->n;
     for (size_t i = 0; i < n;) {
         size_t k = i;
         while (k < n && k - i < JOB_MAX_TAGS && strcmp(sorted[k].digest, sorted[i].digest) == 0)
@@ -192,6 +194,23 @@ static void entry_groups(struct sentry *se, struct coord_sources *out)
         i = k;
     }
     free(sorted);
+    /* A pinned digest no chosen tag has is a job of its own, with no tag. */
+    for (size_t i = 0; i < se->en->digests.n; i++) {
+        const char *d = se->en->digests.v[i];
+        int tagged = 0;
+        for (size_t k = first; k < out->n && !tagged; k++)
+            tagged = strcmp(out->g[k].digest, d) == 0;
+        if (tagged)
+            continue;
+        struct coord_source_group g = {0};
+        g.entry = se->en;
+        g.upstream = syncfile_registry_url(se->en->registry, se->p->upstream);
+        snprintf(g.digest, sizeof(g.digest), "%s", d);
+        g.pinned = 1;
+        g.key = xasprintf("%s@%.23s", se->en->target, d);
+        out->g = xrealloc(out->g, (out->n + 1) * sizeof(*out->g));
+        out->g[out->n++] = g;
+    }
 }
 
 int coord_sources_resolve(const struct syncfile *sf, const char *upstream,
@@ -224,11 +243,6 @@ int coord_sources_resolve(const struct syncfile *sf, const char *upstream,
         if (!(se->r = registry(&p, se->en->registry, e))) {
             err_prefix(e, "sync file: registry %s", se->en->registry->name);
             goto out;
-        }
-        if (se->en->digests.n) {
-            se->failed = 1;
-            entry_error(se, "pinned digests are not synced yet");
-            continue;
         }
         if (!se->en->tags)
             continue;

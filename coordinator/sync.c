@@ -284,6 +284,9 @@ static void plan_sources(struct sync_ctx *s, struct plan *p, const struct coord_
         j.target_repo = g->entry->target;
         j.tags = g->tags;
         j.ntags = g->ntags;
+        char *pin = (char *)g->digest;
+        j.digests = g->pinned ? &pin : NULL;
+        j.ndigests = g->pinned;
         j.platforms = g->entry->platforms.v;
         j.nplatforms = g->entry->platforms.n;
         j.policy = g->entry->policy;

@@ -87,6 +87,7 @@ struct tagst {
     char *up_type;
     char dst[DIGEST_STR_SIZE]; /* "" when the target lacks the tag */
     int write;                 /* the tag must be (re)written */
+    int pinned;                /* a pinned digest (the "tag" is it): copied, never tagged */
 };
 
 struct engine_job {
@@ -786,7 +787,7 @@ static void node_cached(const char *body, size_t len, const char *media_type, vo
             return;
         }
     }
-    ej->en->ops.budget_acquire(ej->en->ops.ctx, ej->up, ej->job.source_repo, ej->job.tags[0],
+    ej->en->ops.budget_acquire(ej->en->ops.ctx, ej->up, ej->job.source_repo, ej->tags[0].tag,
                                node_budget, n);
 }
 
@@ -902,7 +903,7 @@ static void root_held(int yes, void *arg)
         engine_cancel(ej);
     for (size_t i = 0; i < ej->ntags && !ej->cancelled; i++) {
         struct tagst *t = &ej->tags[i];
-        if (!t->write || strcmp(t->up, n->root_up) != 0)
+        if (!t->write || t->pinned || strcmp(t->up, n->root_up) != 0)
             continue;
         ej_hold(ej);
         ej->en->reg.put_manifest(ej->dst, ej->job.target_repo, t->tag, n->media_type, n->body,
@@ -937,7 +938,7 @@ static void plan_roots(struct engine_job *ej)
         int current = ej->job.policy == JOB_POLICY_REWRITE ? strcmp(t->dst, "") != 0 && t->write == 0
                                                             : strcmp(t->dst, t->up) == 0;
         if (current) {
-            ej->out.n.tags_unchanged++;
+            ej->out.n.tags_unchanged += !t->pinned;
             continue;
         }
         t->write = 1;
@@ -1036,8 +1037,8 @@ static void head_done(struct reg_result *res, void *arg)
                      ej->job.source_repo, t->tag);
         } else if (res->cls == REG_NOT_FOUND) {
             /* Not built yet, or gone: the other tags still go on. */
-            ej_error(ej, ENGINE_FAILED, 0, "%s:%s: tag not found upstream", ej->job.source_repo,
-                     t->tag);
+            ej_error(ej, ENGINE_FAILED, 0, "%s%s%s: %s not found upstream", ej->job.source_repo,
+                     t->pinned ? "@" : ":", t->tag, t->pinned ? "digest" : "tag");
         } else {
             ej_reg_error(ej, ENGINE_UPSTREAM, res);
         }
@@ -1229,11 +1230,15 @@ struct engine_job *engine_start(struct engine *en, const struct job *j, engine_d
         ej_error(ej, ENGINE_FAILED, 0, "%s", e.msg);
         goto early;
     }
-    ej->ntags = ej->job.ntags;
-    ej->out.n.tags_total = (long long)ej->ntags;
+    /* A pinned digest is HEADed and copied as a tag is, by its digest. */
+    ej->ntags = ej->job.ntags + ej->job.ndigests;
+    ej->out.n.tags_total = (long long)ej->job.ntags;
     ej->tags = xcalloc(ej->ntags, sizeof(*ej->tags));
-    for (size_t i = 0; i < ej->ntags; i++)
-        ej->tags[i].tag = xstrdup(ej->job.tags[i]);
+    for (size_t i = 0; i < ej->ntags; i++) {
+        ej->tags[i].pinned = i >= ej->job.ntags;
+        ej->tags[i].tag = xstrdup(ej->tags[i].pinned ? ej->job.digests[i - ej->job.ntags]
+                                                     : ej->job.tags[i]);
+    }
     struct regent *up = engine_registry(en, ej->job.upstream, ROLE_UPSTREAM, &e);
     if (!up) {
         ej_error(ej, ENGINE_FAILED, 0, "upstream %s: %s", ej->job.upstream, e.msg);

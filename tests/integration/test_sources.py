@@ -106,10 +106,12 @@ registries:
 sync:
   - source: bitnami/app
     tags: {semver: ">=1.1.0 <2", names: [latest]}
+    digests: [%s]
   - source: %s/org/tool
     target: mirror/tool
     tags: {regex: "^v[0-9]+$", newest: 2, order: tag}
-""" % (ghcr, self.ghcr.url, ghcr))
+    digests: [%s, %s]
+""" % (ghcr, self.ghcr.url, self.app["1.0.0"], ghcr, self.tool["dev"], self.tool["v10"]))
 
     def test_mixed_sync_file(self):
         path = self.mixed()
@@ -118,10 +120,11 @@ sync:
         run = st.run("--sync-file", path, worker_extra=("--sync-file", path))
         self.assertEqual(run.rc, 0, run.stderr)
         full = self.hub.counters()["manifest_get"] - before
-        # hello-world's manifests plus one per distinct bitnami/app digest taken.
-        minimum = totals(self.pushed, self.REPOS)["manifest_gets_min"] + 2
+        # hello-world's manifests plus one per distinct bitnami/app digest taken (two tagged,
+        # one pinned).
+        minimum = totals(self.pushed, self.REPOS)["manifest_gets_min"] + 3
         self.assertEqual(full, minimum)
-        self.assertEqual(run.report["upstream_manifest_gets"], full + 2)  # + ghcr's two
+        self.assertEqual(run.report["upstream_manifest_gets"], full + 3)  # + ghcr's three
         t = self.target.url
         self.assertEqual(sorted(tags(t, "bitnami/app")), ["1.1.0", "1.2.0", "latest"])
         self.assertEqual(sorted(tags(t, "mirror/tool")), ["v10", "v9"])
@@ -130,6 +133,9 @@ sync:
         self.assertEqual(head(t, "bitnami/app", "latest"), self.app["1.2.0"])
         for tag in ("v9", "v10"):
             self.assertEqual(head(t, "mirror/tool", tag), self.tool[tag])
+        # Pinned digests are there by digest, untagged.
+        self.assertEqual(head(t, "bitnami/app", self.app["1.0.0"]), self.app["1.0.0"])
+        self.assertEqual(head(t, "mirror/tool", self.tool["dev"]), self.tool["dev"])
         raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false",
                               "docker://127.0.0.1:%d/mirror/tool:v10" % self.target.port],
                              stdout=subprocess.PIPE, check=True, timeout=60).stdout
@@ -141,10 +147,11 @@ sync:
         self.assertEqual(self.hub.counters()["manifest_get"] - before, 0)
         self.assertEqual(again.report["upstream_manifest_gets"], 0)
         self.assertEqual(again.report["tags_written"], 0)
-        # Tags sharing a digest were one job: 2 of app's, 2 of tool's beside the official ones.
+        # Tags sharing a digest were one job: 2 of app's, 2 of tool's beside the official
+        # ones; a pinned digest one more unless a chosen tag has it (v10).
         official = st.run()
         self.assertEqual(official.rc, 0, official.stderr)
-        self.assertEqual(run.report["jobs_total"], official.report["jobs_total"] + 4)
+        self.assertEqual(run.report["jobs_total"], official.report["jobs_total"] + 6)
         print("\nsync file: full run %d counted GETs (minimum %d), no-op run 0"
               % (full, minimum))
 

@@ -290,6 +290,7 @@ static void fk_body_unset(struct fk_bodies *bs, const char *digest)
     if (b) {
         free(b->body);
         *b = bs->v[--bs->n];
+        memset(&bs->v[bs->n], 0, sizeof(bs->v[bs->n])); /* its body is b's now */
     }
 }
 
@@ -515,7 +516,7 @@ static void fk_budget_acquire(void *ctx, struct reg_registry *up, const char *re
     struct fk *fk = ctx;
     (void)up;
     (void)repo;
-    (void)ref;
+    assert_true(reg_valid_ref(ref)); /* a ref of the job the ops may HEAD */
     struct fk_call *c = fk_call_new(fk, FK_BUDGET, arg);
     c->budget = cb;
     c->yes = fk->grants != 0;
@@ -714,17 +715,21 @@ static void fk_done(const struct engine_outcome *out, void *arg)
 }
 
 /* One job copying tags of REPO, run until the engine reports it. */
-static void fk_run(struct fk *fk, const char *const *tags, size_t ntags)
+/* A job of tags and pinned digests. */
+static void fk_run_pinned(struct fk *fk, const char *const *tags, size_t ntags,
+                          const char *const *digests, size_t ndigests)
 {
     char run[] = "r1", key[] = "busybox:1", up[] = UP_URL, dst[] = DST_URL, repo[] = REPO;
-    char *tagv[8];
-    assert_true(ntags <= 8);
+    char *tagv[8], *digv[8];
+    assert_true(ntags <= 8 && ndigests <= 8);
     for (size_t i = 0; i < ntags; i++)
         tagv[i] = (char *)tags[i];
+    for (size_t i = 0; i < ndigests; i++)
+        digv[i] = (char *)digests[i];
     struct job j = {
         .version = JOB_VERSION, .run = run, .key = key, .upstream = up, .source_repo = repo,
-        .target = dst, .target_repo = repo, .tags = tagv, .ntags = ntags,
-        .policy = JOB_POLICY_ALL, .reason = JOB_REASON_CHANGED,
+        .target = dst, .target_repo = repo, .tags = tagv, .ntags = ntags, .digests = digv,
+        .ndigests = ndigests, .policy = JOB_POLICY_ALL, .reason = JOB_REASON_CHANGED,
     };
     fk->finished = 0;
     fk->nlog = 0;
@@ -738,6 +743,11 @@ static void fk_run(struct fk *fk, const char *const *tags, size_t ntags)
     assert_int_equal(fk->locks.n, 0);              /* every lock released */
     assert_int_equal(fk->settled, fk->granted);    /* every grant settled */
     assert_int_equal(fk->tag_first, 0);            /* a manifest before its tags */
+}
+
+static void fk_run(struct fk *fk, const char *const *tags, size_t ntags)
+{
+    fk_run_pinned(fk, tags, ntags, NULL, 0);
 }
 
 /* -- content: an index of two images sharing a layer ------------------------------------ */
@@ -866,6 +876,41 @@ static void test_engine__each_digest_once_children_first_tags_last(void **state)
     assert_int_equal(fk_count(fk, "GET "), 0);
     assert_int_equal(fk_count(fk, "PUT "), 0);
     assert_int_equal(fk_count(fk, "COPY "), 0);
+    fk_free(fk);
+}
+
+/* A pinned digest is copied by its digest, once, and never tagged; beside a tag, each goes
+ * its own way. */
+static void test_engine__pinned_digest_copied_untagged(void **state)
+{
+    (void)state;
+    struct fk *fk = fk_new();
+    struct bb b;
+    bb_load(fk, &b);
+    const char *pins[] = {b.arm64};
+    fk_run_pinned(fk, NULL, 0, pins, 1);
+    assert_int_equal(fk->out.status, ENGINE_DONE);
+    assert_int_equal(fk_count(fk, "GET "), 1);
+    assert_int_equal(fk_count_of(fk, "GET", b.arm64), 1);
+    assert_int_equal(fk->out.n.manifests_pushed, 1);
+    assert_int_equal(fk_tag_puts(fk), 0);
+    assert_int_equal(fk->out.n.tags_total, 0);
+    assert_string_equal(bb_tag_of(fk, b.arm64), b.arm64);
+
+    /* With a tag of the index: the index and amd64 are fetched, arm64 is there already. */
+    const char *tags[] = {"latest"};
+    fk_run_pinned(fk, tags, 1, pins, 1);
+    assert_int_equal(fk->out.status, ENGINE_DONE);
+    assert_int_equal(fk_count(fk, "GET "), 2);
+    assert_int_equal(fk_tag_puts(fk), 1);
+    assert_int_equal(fk->out.n.tags_written, 1);
+    assert_string_equal(bb_tag_of(fk, "latest"), b.index);
+
+    /* Again: nothing to do, and only the tag counts as unchanged. */
+    fk_run_pinned(fk, tags, 1, pins, 1);
+    assert_int_equal(fk_count(fk, "GET "), 0);
+    assert_int_equal(fk_count(fk, "PUT "), 0);
+    assert_int_equal(fk->out.n.tags_unchanged, 1);
     fk_free(fk);
 }
 
@@ -1059,6 +1104,7 @@ int main(void)
         cmocka_unit_test(test_engine__counters_by_name),
         cmocka_unit_test(test_engine__status_of_registry_answers),
         cmocka_unit_test(test_engine__each_digest_once_children_first_tags_last),
+        cmocka_unit_test(test_engine__pinned_digest_copied_untagged),
         cmocka_unit_test(test_engine__failed_child_writes_no_tag),
         cmocka_unit_test(test_engine__budget_denied),
         cmocka_unit_test(test_engine__mount_preferred_over_copy),

@@ -126,6 +126,46 @@ static void test_job__registry_wait_round_trips(void **state)
                  "'registry_wait_ms': not an integer");
 }
 
+#define PIN "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+/* Pinned digests: after the tags, only when there are some; with no tag at all too. */
+static void test_job__digests_round_trip(void **state)
+{
+    (void)state;
+    struct job j, back;
+    struct err e;
+    assert_int_equal(job_decode(&j, SAMPLE, strlen(SAMPLE), &e), 0);
+    assert_int_equal(j.ndigests, 0);
+    char *pins[] = {(char *)PIN};
+    char **tags = j.tags;
+    size_t ntags = j.ntags;
+    j.digests = pins;
+    j.ndigests = 1;
+    j.tags = NULL;
+    j.ntags = 0;
+    char *text = job_encode(&j, &e);
+    assert_non_null(text);
+    assert_non_null(strstr(text, "\"tags\":[],\"digests\":[\"" PIN "\"],\"platforms\""));
+    assert_int_equal(job_decode(&back, text, strlen(text), &e), 0);
+    assert_int_equal(back.ntags, 0);
+    assert_int_equal(back.ndigests, 1);
+    assert_string_equal(back.digests[0], PIN);
+    free(text);
+    job_free(&back);
+    j.policy = JOB_POLICY_REWRITE;
+    assert_null(job_encode(&j, &e));
+    assert_non_null(strstr(e.msg, "'digests'"));
+    j.digests = NULL;
+    j.ndigests = 0;
+    j.tags = tags;
+    j.ntags = ntags;
+    job_free(&j);
+    expect_error("\"tags\":[\"bookworm\",\"12\"]", "\"tags\":[],\"digests\":[\"latest\"]",
+                 "'digests'[0]: 'latest' is not a valid digest");
+    expect_error("\"tags\":[\"bookworm\",\"12\"]", "\"tags\":[],\"digests\":[]",
+                 "'tags': 0 tags");
+}
+
 static void test_job__field_errors_name_the_field(void **state)
 {
     (void)state;
@@ -244,6 +284,7 @@ int main(void)
         cmocka_unit_test(test_job__decode_not_nul_terminated),
         cmocka_unit_test(test_job__optional_and_unknown_fields),
         cmocka_unit_test(test_job__registry_wait_round_trips),
+        cmocka_unit_test(test_job__digests_round_trip),
         cmocka_unit_test(test_job__field_errors_name_the_field),
         cmocka_unit_test(test_job__bad_payloads),
         cmocka_unit_test(test_job__encode_validates),
