@@ -13,12 +13,14 @@ import json
 import os
 import subprocess
 import tempfile
+import time
 import unittest
 import urllib.request
 
-from harness import Registry
+from harness import TIMEOUT_FACTOR, Registry
 from harness.programs import coordinator
 from harness.stack import PREFIX, MirrorCase, dead_letters
+from harness.standin import Standin
 from harness.target import head, tags
 from standin.loader import totals
 
@@ -176,6 +178,65 @@ sync:
         self.assertEqual(tags(self.target.url, "mirror/tool"), [])
         # Docker Hub namespaces are the worker's own upstream: copied as before.
         self.assertEqual(sorted(tags(self.target.url, "bitnami/app")), ["1.1.0", "1.2.0", "latest"])
+
+
+class OtherRegistryTest(MirrorCase):
+    """A second stand-in plays ghcr.io with its own token auth and user: its credentials go
+    to it alone, and its abuse 429s (with Retry-After) slow only its own jobs."""
+
+    REPOS = ["hello-world"]
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.gh = Standin(users=["ghuser:ghpw"]).start()
+        try:
+            cls.tool = {t: push_image(cls.gh.registry.url, "org/tool", [t], 20 + i)
+                        for i, t in enumerate(("v1", "v2", "v3"))}
+        except BaseException:
+            cls.gh.stop()
+            super().tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.gh.stop()
+        super().tearDownClass()
+
+    def test_429_burst_throttles_only_its_registry(self):
+        d = tempfile.mkdtemp(prefix="hubsync-syncfile-")
+        self.addCleanup(lambda: subprocess.run(["rm", "-rf", d]))
+        path = os.path.join(d, "sync.yaml")
+        with open(path, "w") as f:
+            f.write("version: 1\nregistries:\n  ghcr.example:\n    url: %s\n"
+                    "    credentials: [GHCR_T]\nsync:\n  - source: ghcr.example/org/tool\n"
+                    "    tags: {glob: 'v*'}\n" % self.gh.url)
+        env = {"GHCR_T_USERNAME": "ghuser", "GHCR_T_PASSWORD": "ghpw"}
+        st = self.stack().start()
+        st.coordinator("--sync-file", path, env=env)
+        self.assertIsNotNone(st.wait_enqueued())
+        self.gh.config(burst_rate=1.0, burst_len=4, burst_retry_after=1)
+        for _ in range(2):
+            st.worker("--exit-when-idle", "--sync-file", path, env=env)
+        deadline = time.time() + 60 * TIMEOUT_FACTOR
+        while self.gh.counters()["burst_429"] == 0:
+            self.assertLess(time.time(), deadline, "no 429 burst")
+            time.sleep(0.02)
+        self.gh.config(burst_rate=0.0)
+        run = st.report()
+        self.assertEqual(run.rc, 0, run.stderr)
+        self.assertEqual(run.report["jobs_done"], run.report["jobs_total"])
+        for t, digest in self.tool.items():
+            self.assertEqual(head(self.target.url, "ghcr.example/org/tool", t), digest)
+        # Docker Hub saw no 429 and its budget was never paused for ghcr's.
+        self.assertEqual(self.hub.counters()["burst_429"], 0)
+        for key in self.redis.cli_raw("--scan", "--pattern", PREFIX + "budget:*").split():
+            if not key.endswith(":inflight"):
+                self.assertEqual(self.redis.cli_raw("HGET", key, "paused_until_ms").strip(), "",
+                                 key)
+        # ghcr's credentials went to ghcr only.
+        self.assertIn("ghuser", [u for u, _ in self.gh.token_requests()])
+        self.assertNotIn("ghuser", [u for u, _ in self.hub.token_requests()])
 
 
 if __name__ == "__main__":
