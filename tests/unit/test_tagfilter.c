@@ -44,6 +44,8 @@ static int load(void **state)
         print_error("official-images data (HUBSYNC_TEST_OFFICIAL_IMAGES=%s): %s\n",
                     env ? env : "unset: run tests/run.py", env ? e.msg : "");
         catalog_close(c);
+        strv_free(&l->names);
+        free(l);
         return -1;
     }
     l->tags = xcalloc(l->names.n, sizeof(*l->tags));
@@ -73,6 +75,8 @@ static int load(void **state)
 static int unload(void **state)
 {
     struct lists *l = *state;
+    if (!l) /* load failed and said why */
+        return 0;
     for (size_t i = 0; i < l->names.n; i++)
         strv_free(&l->tags[i]);
     free(l->tags);
@@ -84,6 +88,8 @@ static int unload(void **state)
 static const struct strv *tags_of(void **state, const char *repo)
 {
     struct lists *l = *state;
+    if (!l) /* load failed and said why */
+        return 0;
     for (size_t i = 0; i < l->names.n; i++)
         if (strcmp(l->names.v[i], repo) == 0)
             return &l->tags[i];
