@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "reg.h"
 #include "text.h"
 #include "xalloc.h"
 
@@ -38,6 +39,14 @@ int coord_parse_args(struct cfg *c, const struct cfg_opt *opts, int nopts, int a
         return -1;
     }
     return 0;
+}
+
+int coord_is_index_type(const char *ct)
+{
+    if (!ct)
+        return 1;
+    return strncmp(ct, REG_MT_OCI_MANIFEST, strlen(REG_MT_OCI_MANIFEST)) != 0 &&
+           strncmp(ct, REG_MT_DOCKER_MANIFEST, strlen(REG_MT_DOCKER_MANIFEST)) != 0;
 }
 
 int coord_sync_file_load(const struct cfg *c, struct syncfile **out, struct err *e)

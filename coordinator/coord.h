@@ -120,6 +120,10 @@ int coord_catalog_open(struct catalog **out, const struct cfg *c, int (*tick)(vo
  * without the flag); -1 with "--sync-file: <path>:<line>:<column>: ..." */
 int coord_sync_file_load(const struct cfg *c, struct syncfile **out, struct err *e);
 
+/* 1 when a manifest's Content-Type is no single image's (an index, or none
+ * told: the dearer kind is assumed). */
+int coord_is_index_type(const char *content_type);
+
 /* Print "hubsync-coordinator <cmd>: <msg>" on stderr. */
 void coord_fail(const char *cmd, const char *msg);
 
@@ -221,6 +225,10 @@ struct coord_source_group {
     char **tags;                        /* owned, >= 1 unless pinned */
     size_t ntags;
     int pinned;                         /* a pinned digest no chosen tag has: no tag */
+    int is_index;                       /* an index, or a type the source did not tell */
+    /* with a target (plan): */
+    size_t current;                     /* tags the target has at digest already */
+    int target_has;                     /* the target repository has digest */
 };
 
 struct coord_sources {
@@ -230,10 +238,11 @@ struct coord_sources {
 };
 
 /* List and HEAD the sources of sf's entries (upstream: Docker Hub's URL)
- * and group their chosen tags by digest. An entry whose registry does not
- * answer is only listed in out->errors; -1 (with out empty) only when no
- * request can be made at all. Free with coord_sources_free(). */
-int coord_sources_resolve(const struct syncfile *sf, const char *upstream,
+ * and group their chosen tags by digest; with a target URL (else NULL),
+ * also HEAD each tag and group digest there. An entry whose registry does
+ * not answer is only listed in out->errors; -1 (with out empty) only when
+ * no request can be made at all. Free with coord_sources_free(). */
+int coord_sources_resolve(const struct syncfile *sf, const char *upstream, const char *target,
                           struct coord_sources *out, struct err *e);
 void coord_sources_free(struct coord_sources *s);
 

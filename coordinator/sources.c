@@ -28,6 +28,8 @@ struct stag {
     struct sentry *se;
     char *tag;
     char digest[DIGEST_STR_SIZE]; /* "" until known, or when the HEAD failed */
+    int is_index;                 /* its type is an index (or was not told) */
+    char dst[DIGEST_STR_SIZE];    /* with a target: the tag's digest there, "" if none */
 };
 
 struct sentry {
@@ -44,13 +46,17 @@ struct sources_ctx {
     struct reg_client *client;
     const struct syncfile *sf;
     const char *upstream;
+    struct reg_registry *dst;   /* the target, when it is looked at too */
     struct reg_registry **regs; /* one per registry of the file, made when first needed */
     struct sentry *ents;
     size_t nents;
-    /* the requests of one round: an entry's listing (tag NULL) or a tag's HEAD */
+    /* the requests of one round: an entry's listing, a tag's HEAD at its source or on
+     * the target, or a group's digest HEAD on the target */
     struct sop {
+        enum { SOP_LIST, SOP_HEAD, SOP_HEAD_DST, SOP_HAS_DST, SOP_PIN_TYPE } kind;
         struct sentry *se;
         struct stag *t;
+        struct coord_source_group *g;
     } *ops;
     size_t nops, next;
     int inflight;
@@ -89,7 +95,7 @@ static void listed(struct reg_result *res, void *arg)
         size_t n = tagfilter_apply(se->en->tags, (const char *const *)res->tags, res->ntags, keep);
         se->tags = xcalloc(n ? n : 1, sizeof(*se->tags));
         for (size_t i = 0; i < n; i++)
-            se->tags[se->ntags++] = (struct stag){se, xstrdup(keep[i]), ""};
+            se->tags[se->ntags++] = (struct stag){.se = se, .tag = xstrdup(keep[i])};
         free(keep);
     }
     pump(se->p);
@@ -99,24 +105,65 @@ static void headed(struct reg_result *res, void *arg)
 {
     struct stag *t = arg;
     t->se->p->inflight--;
-    if (res->cls == REG_OK && res->digest && digest_valid(res->digest))
+    if (res->cls == REG_OK && res->digest && digest_valid(res->digest)) {
         snprintf(t->digest, sizeof(t->digest), "%s", res->digest);
-    else
+        t->is_index = coord_is_index_type(res->content_type);
+    } else
         entry_error(t->se, "tag %s: %s", t->tag,
                     res->cls == REG_OK ? "the registry sent no digest" : res->msg);
     pump(t->se->p);
+}
+
+/* A HEAD on the target: the tag's digest there, or whether it has the group's digest. */
+static void headed_dst(struct reg_result *res, void *arg)
+{
+    struct sop *o = arg;
+    o->se->p->inflight--;
+    if (res->cls == REG_OK && o->t)
+        snprintf(o->t->dst, sizeof(o->t->dst), "%s", res->digest ? res->digest : "");
+    else if (res->cls == REG_OK)
+        o->g->target_has = 1;
+    else if (res->cls != REG_NOT_FOUND)
+        entry_error(o->se, "target: %s", res->msg);
+    pump(o->se->p);
+}
+
+/* A pinned digest's type at its source. */
+static void headed_pin(struct reg_result *res, void *arg)
+{
+    struct sop *o = arg;
+    o->se->p->inflight--;
+    if (res->cls == REG_OK)
+        o->g->is_index = coord_is_index_type(res->content_type);
+    else
+        entry_error(o->se, "digest %s: %s", o->g->digest, res->msg);
+    pump(o->se->p);
 }
 
 static void pump(struct sources_ctx *p)
 {
     while (p->inflight < SOURCES_INFLIGHT && p->next < p->nops) {
         struct sop *o = &p->ops[p->next++];
+        const char *target = o->se->en->target;
         p->inflight++;
-        if (o->t)
-            reg_head_manifest(o->se->r, o->se->en->repo, o->t->tag, headed, o->t);
-        else
+        switch (o->kind) {
+        case SOP_LIST:
             reg_list_tags(o->se->r, o->se->en->repo, SOURCES_PAGE, SOURCES_MAX_TAGS, listed,
                           o->se);
+            break;
+        case SOP_HEAD:
+            reg_head_manifest(o->se->r, o->se->en->repo, o->t->tag, headed, o->t);
+            break;
+        case SOP_HEAD_DST:
+            reg_head_manifest(p->dst, target, o->t->tag, headed_dst, o);
+            break;
+        case SOP_HAS_DST:
+            reg_head_manifest(p->dst, target, o->g->digest, headed_dst, o);
+            break;
+        case SOP_PIN_TYPE:
+            reg_head_manifest(o->se->r, o->se->en->repo, o->g->digest, headed_pin, o);
+            break;
+        }
     }
     if (p->inflight == 0 && p->next == p->nops)
         ev_break(p->loop, EVBREAK_ALL);
@@ -131,10 +178,11 @@ static void run_round(struct sources_ctx *p)
     p->nops = p->next = 0;
 }
 
-static void op_add(struct sources_ctx *p, struct sentry *se, struct stag *t)
+static void op_add(struct sources_ctx *p, int kind, struct sentry *se, struct stag *t,
+                   struct coord_source_group *g)
 {
     p->ops = xrealloc(p->ops, (p->nops + 1) * sizeof(*p->ops));
-    p->ops[p->nops++] = (struct sop){se, t};
+    p->ops[p->nops++] = (struct sop){kind, se, t, g};
 }
 
 /* The client of r: Docker Hub with the upstream's credentials; another
@@ -186,9 +234,12 @@ static void entry_groups(struct sentry *se, struct coord_sources *out)
         g.key = i > 0 && strcmp(sorted[i - 1].digest, sorted[i].digest) == 0
                     ? xasprintf("%s@%.23s+%zu", se->en->target, g.digest, i)
                     : xasprintf("%s@%.23s", se->en->target, g.digest);
+        g.is_index = sorted[i].is_index;
         g.tags = xcalloc(k - i, sizeof(*g.tags));
-        for (size_t j = i; j < k; j++)
+        for (size_t j = i; j < k; j++) {
             g.tags[g.ntags++] = xstrdup(sorted[j].tag);
+            g.current += strcmp(sorted[j].dst, g.digest) == 0;
+        }
         out->g = xrealloc(out->g, (out->n + 1) * sizeof(*out->g));
         out->g[out->n++] = g;
         i = k;
@@ -207,13 +258,14 @@ static void entry_groups(struct sentry *se, struct coord_sources *out)
         g.upstream = syncfile_registry_url(se->en->registry, se->p->upstream);
         snprintf(g.digest, sizeof(g.digest), "%s", d);
         g.pinned = 1;
+        g.is_index = 1; /* not asked: the dearer kind */
         g.key = xasprintf("%s@%.23s", se->en->target, d);
         out->g = xrealloc(out->g, (out->n + 1) * sizeof(*out->g));
         out->g[out->n++] = g;
     }
 }
 
-int coord_sources_resolve(const struct syncfile *sf, const char *upstream,
+int coord_sources_resolve(const struct syncfile *sf, const char *upstream, const char *target,
                           struct coord_sources *out, struct err *e)
 {
     struct sources_ctx p;
@@ -236,6 +288,14 @@ int coord_sources_resolve(const struct syncfile *sf, const char *upstream,
     reg_client_opts_default(&ro);
     if (!(p.client = reg_client_new(p.loop, &ro, e)))
         goto out;
+    if (target) {
+        struct creds cr = {NULL, NULL};
+        int found = creds_lookup("HUBSYNC_TARGET", target, target, &cr, e);
+        p.dst = found < 0 ? NULL : reg_registry_new(p.client, target, found ? &cr : NULL, e);
+        creds_clear(&cr);
+        if (!p.dst)
+            goto out;
+    }
     for (size_t i = 0; i < p.nents; i++) {
         struct sentry *se = &p.ents[i];
         se->p = &p;
@@ -247,23 +307,35 @@ int coord_sources_resolve(const struct syncfile *sf, const char *upstream,
         if (!se->en->tags)
             continue;
         if (!tagfilter_names_only(se->en->tags)) {
-            op_add(&p, se, NULL);
+            op_add(&p, SOP_LIST, se, NULL, NULL);
             continue;
         }
         const char *const *names;
         size_t n = tagfilter_names(se->en->tags, &names);
         se->tags = xcalloc(n ? n : 1, sizeof(*se->tags));
         for (size_t k = 0; k < n; k++)
-            se->tags[se->ntags++] = (struct stag){se, xstrdup(names[k]), ""};
+            se->tags[se->ntags++] = (struct stag){.se = se, .tag = xstrdup(names[k])};
     }
     run_round(&p); /* the listings */
     for (size_t i = 0; i < p.nents; i++)
-        for (size_t k = 0; k < p.ents[i].ntags; k++)
-            op_add(&p, &p.ents[i], &p.ents[i].tags[k]);
+        for (size_t k = 0; k < p.ents[i].ntags; k++) {
+            op_add(&p, SOP_HEAD, &p.ents[i], &p.ents[i].tags[k], NULL);
+            if (p.dst)
+                op_add(&p, SOP_HEAD_DST, &p.ents[i], &p.ents[i].tags[k], NULL);
+        }
     run_round(&p); /* the HEADs */
     for (size_t i = 0; i < p.nents; i++)
         if (!p.ents[i].failed)
             entry_groups(&p.ents[i], out);
+    if (p.dst) {
+        for (size_t i = 0; i < out->n; i++) {
+            struct sentry *se = &p.ents[out->g[i].entry - sf->entries];
+            op_add(&p, SOP_HAS_DST, se, NULL, &out->g[i]);
+            if (out->g[i].pinned)
+                op_add(&p, SOP_PIN_TYPE, se, NULL, &out->g[i]);
+        }
+        run_round(&p); /* does the target have each digest? what are the pinned ones? */
+    }
     rc = 0;
 out:
     for (size_t i = 0; i < p.nents; i++) {
@@ -274,6 +346,7 @@ out:
     free(p.ents);
     for (size_t i = 0; i < sf->nregs; i++)
         reg_registry_free(p.regs[i]);
+    reg_registry_free(p.dst);
     free(p.regs);
     free(p.ops);
     reg_client_free(p.client);

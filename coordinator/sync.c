@@ -323,7 +323,7 @@ static int plan_run(struct sync_ctx *s, struct catalog *cat, const char *commit,
     coord_view_free(&v);
     if (rc == 0 && s->sources) {
         struct coord_sources src;
-        rc = coord_sources_resolve(s->sources, cfg_str(s->c, CFG_ID_UPSTREAM), &src, e);
+        rc = coord_sources_resolve(s->sources, cfg_str(s->c, CFG_ID_UPSTREAM), NULL, &src, e);
         if (rc == 0)
             plan_sources(s, p, &src);
         coord_sources_free(&src);

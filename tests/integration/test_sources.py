@@ -115,9 +115,27 @@ sync:
     digests: [%s, %s]
 """ % (ghcr, self.ghcr.url, self.app["1.0.0"], ghcr, self.tool["dev"], self.tool["v10"]))
 
+    def plan(self, st, path):
+        """`plan --json` of the stack with the sync file: {source: entry}."""
+        p = subprocess.run(coordinator("plan", "--json", "--sync-file", path,
+                                       official_images=st.source, upstream=self.hub,
+                                       target=self.target, repos=self.REPOS),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        return {e["source"]: e for e in json.loads(p.stdout)["sources"]}
+
     def test_mixed_sync_file(self):
         path = self.mixed()
         st = self.stack().start()
+        # plan prices each entry before the run: app's two tagged digests and its pinned one
+        # are counted Docker Hub GETs; tool's are not.
+        plan = self.plan(st, path)
+        app, tool = plan["bitnami/app"], plan["127.0.0.1:%d/org/tool" % self.ghcr.port]
+        self.assertEqual((app["counted"], app["groups"], app["tags"], app["to_write"],
+                          app["digests_to_fetch"], app["gets_min"], app["gets_max"]),
+                         (True, 3, 3, 3, 3, 3, 3))
+        self.assertEqual((tool["counted"], tool["groups"], tool["tags"], tool["to_write"],
+                          tool["gets_min"], tool["gets_max"]), (False, 3, 2, 2, 3, 3))
         before = self.hub.counters()["manifest_get"]
         run = st.run("--sync-file", path, worker_extra=("--sync-file", path))
         self.assertEqual(run.rc, 0, run.stderr)
@@ -149,6 +167,9 @@ sync:
         self.assertEqual(self.hub.counters()["manifest_get"] - before, 0)
         self.assertEqual(again.report["upstream_manifest_gets"], 0)
         self.assertEqual(again.report["tags_written"], 0)
+        for entry in self.plan(st, path).values():
+            self.assertEqual((entry["unchanged"], entry["to_write"], entry["gets_max"]),
+                             (entry["tags"], 0, 0), entry)
         # Tags sharing a digest were one job: 2 of app's, 2 of tool's beside the official
         # ones; a pinned digest one more unless a chosen tag has it (v10).
         official = st.run()
