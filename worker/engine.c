@@ -1200,7 +1200,7 @@ static void early_fire(struct ev_loop *loop, ev_timer *w, int revents)
 int engine_job_allowed(const struct engine *en, const struct job *j, struct err *e)
 {
     if (!reg_parse_same_registry(j->upstream, en->upstream) && !engine_source(en, j->upstream))
-        return err_set(e, "upstream %.200s is neither this worker's (%.200s) nor in its sync "
+        return err_set(e, "upstream %.200s is not this worker's (%.200s) and not in its sync "
                           "file: set --upstream (HUBSYNC_UPSTREAM) or --sync-file "
                           "(HUBSYNC_SYNC_FILE) to copy from it",
                        j->upstream, en->upstream);

@@ -194,7 +194,7 @@ sync:
         run = st.run("--sync-file", path, "--repos", "hello-world")
         self.assertNotEqual(run.rc, 0)
         dead = dead_letters(self.redis)
-        refused = [d for d in dead if "nor in its sync file" in d.get("reason", "")]
+        refused = [d for d in dead if "and not in its sync file" in d.get("reason", "")]
         self.assertTrue(refused, dead)
         self.assertEqual(tags(self.target.url, "mirror/tool"), [])
         # Docker Hub namespaces are the worker's own upstream: copied as before.
