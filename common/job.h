@@ -8,7 +8,8 @@
  *    "tags":["bookworm","12"],"platforms":["linux/amd64"],
  *    "platform_policy":"all","reason":"changed","attempt":0}
  * (a job that waited for a registry ends in ,"registry_wait_ms":<n>; a job of pinned
- * digests has "digests":["sha256:..."] after "tags").
+ * digests has "digests":["sha256:..."] after "tags", one carrying signatures and
+ * attestations "referrers":["sha256-<hex>.sig", ...] after those).
  * Decoding is strict (each error names the field) and bounded; unknown
  * fields are ignored so newer coordinators can add some. */
 #ifndef HUBSYNC_JOB_H
@@ -57,6 +58,10 @@ struct job {
                         * distinct; tags + digests >= 1; not under the rewrite policy
                         * (which makes a new digest) */
     size_t ndigests;
+    char **referrers;  /* tags of referrers (cosign's sha256-<hex>.sig, .att, .sbom):
+                        * copied and tagged before any tag of `tags` is written, which
+                        * waits for them all; 0..JOB_MAX_TAGS, distinct */
+    size_t nreferrers;
     char **platforms;  /* "os/arch[/variant]", 0..JOB_MAX_PLATFORMS, distinct */
     size_t nplatforms;
     enum job_policy policy; /* sparse and rewrite need at least one platform */

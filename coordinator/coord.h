@@ -226,6 +226,8 @@ struct coord_source_group {
     size_t ntags;
     int pinned;                         /* a pinned digest no chosen tag has: no tag */
     int is_index;                       /* an index, or a type the source did not tell */
+    char **referrers;                   /* owned: fallback tags of its referrers found */
+    size_t nreferrers;
     /* with a target (plan): */
     size_t current;                     /* tags the target has at digest already */
     int target_has;                     /* the target repository has digest */

@@ -38,6 +38,7 @@ struct sentry {
     struct reg_registry *r; /* borrowed from the context */
     struct stag *tags;
     size_t ntags;
+    struct strv all; /* the repository's tags, when it was listed */
     int failed;
 };
 
@@ -91,6 +92,10 @@ static void listed(struct reg_result *res, void *arg)
         se->failed = 1;
         entry_error(se, "listing tags: %s", res->msg);
     } else {
+        for (size_t i = 0; i < res->ntags; i++)
+            strv_push(&se->all, xstrdup(res->tags[i]));
+    }
+    if (res->cls == REG_OK && se->en->tags && !tagfilter_names_only(se->en->tags)) {
         const char **keep = xcalloc(res->ntags ? res->ntags : 1, sizeof(*keep));
         size_t n = tagfilter_apply(se->en->tags, (const char *const *)res->tags, res->ntags, keep);
         se->tags = xcalloc(n ? n : 1, sizeof(*se->tags));
@@ -204,6 +209,23 @@ static struct reg_registry *registry(struct sources_ctx *p, const struct syncfil
     return p->regs[i];
 }
 
+/* The fallback tags of digest's signatures, attestations and SBOMs (cosign's and
+ * notation's scheme) the entry's listing has, when the entry takes referrers. */
+static void group_referrers(const struct sentry *se, struct coord_source_group *g)
+{
+    static const char *const kinds[] = {"sig", "att", "sbom"};
+    if (!se->en->referrers)
+        return;
+    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+        char tag[DIGEST_STR_SIZE + 8];
+        snprintf(tag, sizeof(tag), "sha256-%.64s.%s", g->digest + strlen("sha256:"), kinds[i]);
+        if (!strv_has(&se->all, tag))
+            continue;
+        g->referrers = xrealloc(g->referrers, (g->nreferrers + 1) * sizeof(*g->referrers));
+        g->referrers[g->nreferrers++] = xstrdup(tag);
+    }
+}
+
 static int cmp_stag(const void *a, const void *b)
 {
     const struct stag *x = a, *y = b;
@@ -235,6 +257,9 @@ static void entry_groups(struct sentry *se, struct coord_sources *out)
                     ? xasprintf("%s@%.23s+%zu", se->en->target, g.digest, i)
                     : xasprintf("%s@%.23s", se->en->target, g.digest);
         g.is_index = sorted[i].is_index;
+        /* The referrers go with the first job of the digest. */
+        if (!(i > 0 && strcmp(sorted[i - 1].digest, sorted[i].digest) == 0))
+            group_referrers(se, &g);
         g.tags = xcalloc(k - i, sizeof(*g.tags));
         for (size_t j = i; j < k; j++) {
             g.tags[g.ntags++] = xstrdup(sorted[j].tag);
@@ -259,6 +284,7 @@ static void entry_groups(struct sentry *se, struct coord_sources *out)
         snprintf(g.digest, sizeof(g.digest), "%s", d);
         g.pinned = 1;
         g.is_index = 1; /* not asked: the dearer kind */
+        group_referrers(se, &g);
         g.key = xasprintf("%s@%.23s", se->en->target, d);
         out->g = xrealloc(out->g, (out->n + 1) * sizeof(*out->g));
         out->g[out->n++] = g;
@@ -304,12 +330,12 @@ int coord_sources_resolve(const struct syncfile *sf, const char *upstream, const
             err_prefix(e, "sync file: registry %s", se->en->registry->name);
             goto out;
         }
-        if (!se->en->tags)
-            continue;
-        if (!tagfilter_names_only(se->en->tags)) {
+        /* Referrers are found by their tags (sha256-<hex>.sig, ...) in the listing. */
+        int by_name = se->en->tags && tagfilter_names_only(se->en->tags);
+        if (se->en->referrers || (se->en->tags && !by_name))
             op_add(&p, SOP_LIST, se, NULL, NULL);
+        if (!by_name)
             continue;
-        }
         const char *const *names;
         size_t n = tagfilter_names(se->en->tags, &names);
         se->tags = xcalloc(n ? n : 1, sizeof(*se->tags));
@@ -342,6 +368,7 @@ out:
         for (size_t k = 0; k < p.ents[i].ntags; k++)
             free(p.ents[i].tags[k].tag);
         free(p.ents[i].tags);
+        strv_free(&p.ents[i].all);
     }
     free(p.ents);
     for (size_t i = 0; i < sf->nregs; i++)
@@ -362,6 +389,7 @@ void coord_sources_free(struct coord_sources *s)
     for (size_t i = 0; i < s->n; i++) {
         free(s->g[i].key);
         strv_free_array(s->g[i].tags, s->g[i].ntags);
+        strv_free_array(s->g[i].referrers, s->g[i].nreferrers);
     }
     free(s->g);
     json_decref(s->errors);

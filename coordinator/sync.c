@@ -287,6 +287,8 @@ static void plan_sources(struct sync_ctx *s, struct plan *p, const struct coord_
         char *pin = (char *)g->digest;
         j.digests = g->pinned ? &pin : NULL;
         j.ndigests = g->pinned;
+        j.referrers = g->referrers;
+        j.nreferrers = g->nreferrers;
         j.platforms = g->entry->platforms.v;
         j.nplatforms = g->entry->platforms.n;
         j.policy = g->entry->policy;

@@ -88,6 +88,7 @@ struct tagst {
     char dst[DIGEST_STR_SIZE]; /* "" when the target lacks the tag */
     int write;                 /* the tag must be (re)written */
     int pinned;                /* a pinned digest (the "tag" is it): copied, never tagged */
+    int referrer;              /* a referrer's tag: written before any other tag */
 };
 
 struct engine_job {
@@ -103,6 +104,13 @@ struct engine_job {
     int cancelled;
     struct tagst *tags;
     size_t ntags;
+    /* Referrers first: the other roots wait, parked, until every referrer root has
+     * its tags written (or failed: then they write none). */
+    int ref_roots;      /* referrer roots not through root_held yet */
+    int ref_puts;       /* referrer tag PUTs in flight */
+    int ref_failed;
+    struct node **parked;
+    size_t nparked;
 };
 
 struct node {
@@ -229,6 +237,7 @@ static void ej_destroy(struct engine_job *ej)
         free(ej->tags[i].up_type);
     }
     free(ej->tags);
+    free(ej->parked);
     job_free(&ej->job);
     free(ej);
 }
@@ -895,10 +904,56 @@ static void tag_put_done(struct reg_result *res, void *arg)
     ej_release(ej);
 }
 
+/* Is n the root of a referrer tag? */
+static int root_is_referrer(const struct engine_job *ej, const struct node *n)
+{
+    for (size_t i = 0; i < ej->ntags; i++)
+        if (ej->tags[i].referrer && strcmp(ej->tags[i].up, n->root_up) == 0)
+            return 1;
+    return 0;
+}
+
+static void root_held(int yes, void *arg);
+
+/* Every referrer is on the target, or one failed: the parked roots go on. */
+static void unpark(struct engine_job *ej)
+{
+    if (ej->ref_roots > 0 || ej->ref_puts > 0)
+        return;
+    struct node **parked = ej->parked;
+    size_t n = ej->nparked;
+    ej->parked = NULL;
+    ej->nparked = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (ej->ref_failed || ej->cancelled) {
+            node_destroy(parked[i]);
+            ej_release(ej);
+        } else {
+            ej->en->ops.still_held(ej->en->ops.ctx, ej->arg, root_held, parked[i]);
+        }
+    }
+    free(parked);
+}
+
+static void ref_put_done(struct reg_result *res, void *arg)
+{
+    struct engine_job *ej = arg;
+    if (res->cls == REG_OK) {
+        ej->out.n.tags_written++;
+    } else {
+        ej->ref_failed = 1;
+        ej_reg_error(ej, ENGINE_TARGET, res);
+    }
+    ej->ref_puts--;
+    unpark(ej);
+    ej_release(ej);
+}
+
 static void root_held(int yes, void *arg)
 {
     struct node *n = arg;
     struct engine_job *ej = n->ej;
+    int referrer = root_is_referrer(ej, n);
     if (!yes)
         engine_cancel(ej);
     for (size_t i = 0; i < ej->ntags && !ej->cancelled; i++) {
@@ -906,23 +961,40 @@ static void root_held(int yes, void *arg)
         if (!t->write || t->pinned || strcmp(t->up, n->root_up) != 0)
             continue;
         ej_hold(ej);
+        ej->ref_puts += t->referrer;
         ej->en->reg.put_manifest(ej->dst, ej->job.target_repo, t->tag, n->media_type, n->body,
-                                 n->body_len, tag_put_done, ej);
+                                 n->body_len, t->referrer ? ref_put_done : tag_put_done, ej);
     }
     node_destroy(n);
+    if (referrer) {
+        ej->ref_roots--;
+        unpark(ej);
+    }
     ej_release(ej);
 }
 
 /* Tags are written only from a complete root, never after a cancel, and only
- * while the job is still ours (another worker may own it now). */
+ * while the job is still ours (another worker may own it now); a root of the
+ * job's other tags waits for its referrers. */
 static void root_done(struct node *n)
 {
     struct engine_job *ej = n->ej;
-    if (n->failed || ej->cancelled) {
+    int referrer = root_is_referrer(ej, n);
+    if (n->failed || ej->cancelled || (!referrer && ej->ref_failed)) {
         node_destroy(n);
+        if (referrer) {
+            ej->ref_failed = 1;
+            ej->ref_roots--;
+            unpark(ej);
+        }
         return;
     }
     ej_hold(ej);
+    if (!referrer && (ej->ref_roots > 0 || ej->ref_puts > 0)) {
+        ej->parked = xrealloc(ej->parked, (ej->nparked + 1) * sizeof(*ej->parked));
+        ej->parked[ej->nparked++] = n;
+        return;
+    }
     ej->en->ops.still_held(ej->en->ops.ctx, ej->arg, root_held, n);
 }
 
@@ -931,6 +1003,9 @@ static void plan_roots(struct engine_job *ej)
 {
     ej->phase = PH_ROOTS;
     ej_hold(ej);
+    /* A referrer gone upstream leaves the other tags unwritten too. */
+    for (size_t i = 0; i < ej->ntags; i++)
+        ej->ref_failed |= ej->tags[i].referrer && !ej->tags[i].up[0];
     for (size_t i = 0; i < ej->ntags; i++) {
         struct tagst *t = &ej->tags[i];
         if (!t->up[0])
@@ -949,6 +1024,7 @@ static void plan_roots(struct engine_job *ej)
         if (seen || ej->stop_gets)
             continue;
         struct node *n = node_new(ej, NULL, 0, t->up, -1, t->up_type);
+        ej->ref_roots += t->referrer;
         n->is_root = 1;
         n->need_bytes = 1;
         n->rewrite = ej->job.policy == JOB_POLICY_REWRITE;
@@ -1230,14 +1306,19 @@ struct engine_job *engine_start(struct engine *en, const struct job *j, engine_d
         ej_error(ej, ENGINE_FAILED, 0, "%s", e.msg);
         goto early;
     }
-    /* A pinned digest is HEADed and copied as a tag is, by its digest. */
-    ej->ntags = ej->job.ntags + ej->job.ndigests;
-    ej->out.n.tags_total = (long long)ej->job.ntags;
+    /* A pinned digest is HEADed and copied as a tag is, by its digest; referrer tags
+     * as tags, written first. */
+    size_t nt = ej->job.ntags, nd = ej->job.ndigests;
+    ej->ntags = nt + nd + ej->job.nreferrers;
+    ej->out.n.tags_total = (long long)(nt + ej->job.nreferrers);
     ej->tags = xcalloc(ej->ntags, sizeof(*ej->tags));
     for (size_t i = 0; i < ej->ntags; i++) {
-        ej->tags[i].pinned = i >= ej->job.ntags;
-        ej->tags[i].tag = xstrdup(ej->tags[i].pinned ? ej->job.digests[i - ej->job.ntags]
-                                                     : ej->job.tags[i]);
+        struct tagst *t = &ej->tags[i];
+        t->pinned = i >= nt && i < nt + nd;
+        t->referrer = i >= nt + nd;
+        t->tag = xstrdup(i < nt ? ej->job.tags[i]
+                         : t->pinned ? ej->job.digests[i - nt]
+                                     : ej->job.referrers[i - nt - nd]);
     }
     struct regent *up = engine_registry(en, ej->job.upstream, ROLE_UPSTREAM, &e);
     if (!up) {

@@ -78,6 +78,14 @@ class SyncFileTest(MirrorCase):
                         "v9": push_image(g, "org/tool", ["v9"], 6),
                         "v10": push_image(g, "org/tool", ["v10", "stable"], 7),
                         "dev": push_image(g, "org/tool", ["dev"], 8)}
+            # cosign-style signature and attestation of v10 (taken along), and a signature
+            # of app 1.2.0 (left: its entry says referrers: false).
+            cls.v10_refs = {
+                t: push_image(g, "org/tool", [t], 9 + i)
+                for i, t in enumerate(("sha256-%s.sig" % cls.tool["v10"][7:],
+                                       "sha256-%s.att" % cls.tool["v10"][7:]))}
+            cls.app_sig = "sha256-%s.sig" % cls.app["1.2.0"][7:]
+            push_image(hub, "bitnami/app", [cls.app_sig], 11)
         except BaseException:
             cls.ghcr.stop()
             super().tearDownClass()
@@ -109,6 +117,7 @@ sync:
   - source: bitnami/app
     tags: {semver: ">=1.1.0 <2", names: [latest]}
     digests: [%s]
+    referrers: false
   - source: %s/org/tool
     target: mirror/tool
     tags: {regex: "^v[0-9]+$", newest: 2, order: tag}
@@ -144,10 +153,13 @@ sync:
         # one pinned).
         minimum = totals(self.pushed, self.REPOS)["manifest_gets_min"] + 3
         self.assertEqual(full, minimum)
-        self.assertEqual(run.report["upstream_manifest_gets"], full + 3)  # + ghcr's three
+        # + ghcr's three and v10's two referrers
+        self.assertEqual(run.report["upstream_manifest_gets"], full + 3 + 2)
         t = self.target.url
         self.assertEqual(sorted(tags(t, "bitnami/app")), ["1.1.0", "1.2.0", "latest"])
-        self.assertEqual(sorted(tags(t, "mirror/tool")), ["v10", "v9"])
+        self.assertEqual(sorted(tags(t, "mirror/tool")), sorted(["v10", "v9"] + list(self.v10_refs)))
+        for tag, digest in self.v10_refs.items():
+            self.assertEqual(head(t, "mirror/tool", tag), digest)
         for tag in ("1.1.0", "1.2.0"):
             self.assertEqual(head(t, "bitnami/app", tag), self.app[tag])
         self.assertEqual(head(t, "bitnami/app", "latest"), self.app["1.2.0"])

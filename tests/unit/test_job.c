@@ -166,6 +166,33 @@ static void test_job__digests_round_trip(void **state)
                  "'tags': 0 tags");
 }
 
+/* Referrer tags: after the digests, only when there are some, each a tag. */
+static void test_job__referrers_round_trip(void **state)
+{
+    (void)state;
+    struct job j, back;
+    struct err e;
+    assert_int_equal(job_decode(&j, SAMPLE, strlen(SAMPLE), &e), 0);
+    char *refs[] = {(char *)"sha256-0123.sig", (char *)"sha256-0123.att"};
+    j.referrers = refs;
+    j.nreferrers = 2;
+    char *text = job_encode(&j, &e);
+    assert_non_null(text);
+    assert_non_null(strstr(text, "\"tags\":[\"bookworm\",\"12\"],\"referrers\":"
+                                 "[\"sha256-0123.sig\",\"sha256-0123.att\"],\"platforms\""));
+    assert_int_equal(job_decode(&back, text, strlen(text), &e), 0);
+    assert_int_equal(back.nreferrers, 2);
+    assert_string_equal(back.referrers[1], "sha256-0123.att");
+    free(text);
+    job_free(&back);
+    j.referrers = NULL;
+    j.nreferrers = 0;
+    job_free(&j);
+    expect_error("\"tags\":[\"bookworm\",\"12\"]",
+                 "\"tags\":[\"bookworm\"],\"referrers\":[\"a b\"]",
+                 "'referrers'[0]: 'a b' is not a valid tag");
+}
+
 static void test_job__field_errors_name_the_field(void **state)
 {
     (void)state;
@@ -285,6 +312,7 @@ int main(void)
         cmocka_unit_test(test_job__optional_and_unknown_fields),
         cmocka_unit_test(test_job__registry_wait_round_trips),
         cmocka_unit_test(test_job__digests_round_trip),
+        cmocka_unit_test(test_job__referrers_round_trip),
         cmocka_unit_test(test_job__field_errors_name_the_field),
         cmocka_unit_test(test_job__bad_payloads),
         cmocka_unit_test(test_job__encode_validates),
