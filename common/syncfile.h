@@ -34,15 +34,16 @@
 
 #define SYNCFILE_MAX_BYTES (1L << 20)
 #define SYNCFILE_MAX_ENTRIES 10000
-#define SYNCFILE_MAX_ACCOUNTS 16
+#define SYNCFILE_MAX_ACCOUNTS 1 /* an account per registry */
 #define SYNCFILE_HUB "docker.io"
 
 /* A registry entries copy from. */
 struct syncfile_registry {
     char *name;               /* "docker.io", "ghcr.io", "localhost:5000" */
     char *url;                /* NULL for docker.io (the --upstream); else http(s) URL */
-    struct strv accounts;  /* environment prefixes, one per account; none: docker's
-                               * config.json and credential helpers */
+    struct strv accounts;  /* the environment prefix of its account (at most one; none
+                               * for docker.io, which has the programs' HUBSYNC_UPSTREAM);
+                               * none: docker's config.json and credential helpers */
     int line, column;         /* where it was declared (0: only named by a source) */
 };
 

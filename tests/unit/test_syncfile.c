@@ -35,7 +35,7 @@ static const char good[] =
     "    url: http://127.0.0.1:5001\n"
     "    credentials: [HUBSYNC_GHCR]\n"
     "  docker.io:\n"
-    "    credentials: [HUBSYNC_HUB_A, HUBSYNC_HUB_B]\n"
+    "    # its account: the programs' HUBSYNC_UPSTREAM credentials\n"
     "  quay.io:\n"
     "defaults:\n"
     "  platforms: [linux/amd64, linux/arm64]\n"
@@ -75,8 +75,7 @@ static void test_syncfile__good(void **state)
     assert_non_null(hub);
     assert_null(hub->url);
     assert_string_equal(syncfile_registry_url(hub, "http://up"), "http://up");
-    assert_int_equal(hub->accounts.n, 2);
-    assert_string_equal(hub->accounts.v[1], "HUBSYNC_HUB_B");
+    assert_int_equal(hub->accounts.n, 0);
     assert_string_equal(syncfile_registry(sf, "quay.io")->url, "https://quay.io");
     const struct syncfile_registry *k8s = syncfile_registry(sf, "registry.k8s.io");
     assert_string_equal(k8s->url, "https://registry.k8s.io");
@@ -276,6 +275,11 @@ static void test_syncfile__bad_registries(void **state)
     refuse(V "registries:\n  ghcr.io:\n    credentials: [HUBSYNC_UPSTREAM]\n" ONE,
            "sync.yaml:4:19: registries.ghcr.io.credentials: HUBSYNC_UPSTREAM holds the "
            "credentials of --upstream (docker.io) only");
+    refuse(V "registries:\n  docker.io:\n    credentials: [HUBSYNC_HUB_A]\n" ONE,
+           "sync.yaml:4:18: registries.docker.io.credentials: Docker Hub takes the programs' "
+           "HUBSYNC_UPSTREAM credentials (several Docker Hub accounts are not supported yet)");
+    refuse(V "registries:\n  ghcr.io:\n    credentials: [GH_A, GH_B]\n" ONE,
+           "sync.yaml:4:18: registries.ghcr.io.credentials: 2 accounts, more than 1");
     refuse(V "sync:\n  - source: localhost:0/x\n",
            "sync.yaml:3:13: sync[0].source: 'localhost:0/x' makes no registry URL "
            "(https://localhost:0)");
