@@ -21,6 +21,8 @@ BUILD    ?= build/default
 BINDIR   ?= bin
 # Seconds of each fuzz target in `make test` (ten targets; the long runs are by hand).
 FUZZ_SECONDS ?= 10
+# Integration modules run at once by `make test` (each in its own process).
+TEST_JOBS ?= 2
 
 WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
             -Wformat=2 -Wno-format-nonliteral -Wwrite-strings
@@ -116,10 +118,10 @@ demo:
 # under ASan+UBSan), a bounded run of every fuzz target, integration tests.
 test-run: all $(UNIT_BINS) $(TOOL_BINS) fuzz asan-build
 	python3 tests/run.py --build $(BUILD) --asan-build $(ASAN_BUILD) \
-	  --fuzz-seconds $(FUZZ_SECONDS) all
+	  --fuzz-seconds $(FUZZ_SECONDS) --jobs $(TEST_JOBS) all
 
 integration: all $(TOOL_BINS)
-	python3 tests/run.py --build $(BUILD) integration
+	python3 tests/run.py --build $(BUILD) --jobs $(TEST_JOBS) integration
 
 # One sub-make builds the unit tests, both programs and the test tools with sanitizers.
 ASAN_BUILD := build/asan
@@ -141,7 +143,7 @@ ASAN_EXCLUDE := test_memcheck.py test_bench.py \
   integration.test_catalog.TempClone.test_removed_repository_and_group \
   integration.test_compose.DockerfileTest.test_runtime_stage_has_every_linked_library
 asan-integration: all asan-build
-	python3 tests/run.py --build $(ASAN_BUILD) --bin $(ASAN_BUILD)/bin --sanitize \
+	python3 tests/run.py --build $(ASAN_BUILD) --bin $(ASAN_BUILD)/bin --sanitize --jobs $(TEST_JOBS) \
 	  $(addprefix --exclude ,$(ASAN_EXCLUDE)) integration
 
 valgrind: $(UNIT_BINS)

@@ -303,7 +303,9 @@ static json_t *workers_json(struct status_ctx *s, long long *silent)
             long long last = 0;
             text_ll(res.items[i + 1], &last);
             json_object_set_new(w, "alive", json_true());
-            json_object_set_new(w, "beat_age_ms", json_integer(s->now_ms - last));
+            /* now_ms is read before the zset: a beat between the two is "just now". */
+            json_object_set_new(w, "beat_age_ms",
+                                json_integer(last > s->now_ms ? 0 : s->now_ms - last));
         }
     }
     rq_res_free(&res);

@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import unittest
 
@@ -117,11 +118,29 @@ def integration_suite(loader, pattern, excludes):
     return suite
 
 
+class TimedResult(unittest.TextTestResult):
+    """A TextTestResult that adds up the seconds spent in each test module (a test is charged
+    from the end of the one before, so class set-up counts too)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seconds = {}
+        self._last = time.monotonic()
+
+    def stopTest(self, test):
+        super().stopTest(test)
+        module = test.id().rsplit(".", 2)[0]
+        now = time.monotonic()
+        self.seconds[module] = self.seconds.get(module, 0.0) + now - self._last
+        self._last = now
+
+
 def run_integration(build, tally, pattern, excludes=(), sanitize=False):
     os.environ.setdefault("HUBSYNC_ROOT", ROOT)
     os.environ.setdefault("HUBSYNC_BIN", os.path.join(ROOT, "bin"))
     os.environ.setdefault("HUBSYNC_TOOLS", os.path.join(build, "tools"))
-    reports = os.path.join(build, "sanitizer-reports")
+    reports = os.environ.get("HUBSYNC_SANITIZER_REPORTS") or \
+        os.path.join(build, "sanitizer-reports")
     if sanitize:
         os.environ.setdefault("HUBSYNC_TIMEOUT_FACTOR", "3")
     sys.path.insert(0, os.path.join(ROOT, "tests"))
@@ -134,7 +153,11 @@ def run_integration(build, tally, pattern, excludes=(), sanitize=False):
                                                                  reports), flush=True)
     suite = integration_suite(unittest.TestLoader(), pattern, excludes)
     result = unittest.TextTestRunner(stream=sys.stdout, verbosity=2,
-                                     ).run(suite)
+                                     resultclass=TimedResult).run(suite)
+    # Where CI's time goes: the slowest modules, to keep the whole run within its budget.
+    print("integration time by module (s):")
+    for module, secs in sorted(result.seconds.items(), key=lambda kv: -kv[1]):
+        print("  %7.1f  %s" % (secs, module))
     for t, _ in result.failures + result.errors:
         tally.add(False, "integration: %s" % t.id())
     ok = result.testsRun - len(result.failures) - len(result.errors) - len(result.skipped)
@@ -151,6 +174,62 @@ def run_integration(build, tally, pattern, excludes=(), sanitize=False):
             tally.add(False, "sanitizer report: %s" % path)
 
 
+def integration_modules(pattern, excludes):
+    """File names of the integration modules matching pattern and no module --exclude."""
+    names = [os.path.basename(p) for p in
+             sorted(glob.glob(os.path.join(ROOT, "tests", "integration", "test_*.py")))]
+    return [n for n in names if fnmatch.fnmatch(n, pattern)
+            and not any(fnmatch.fnmatch(n, x) for x in excludes)]
+
+
+def run_integration_parallel(build, tally, pattern, excludes, sanitize, jobs):
+    """Each module in its own `run.py integration` child, `jobs` at a time (most of these
+    tests wait on timers and peers, so two share a core well). A child's output is printed
+    whole when it ends; its FAILED lines and closing count go into tally."""
+    pending = integration_modules(pattern, excludes)
+    running = {}  # Popen -> (module, output file, start)
+    seconds = {}
+    if sanitize:
+        shutil.rmtree(os.path.join(build, "sanitizer-reports"), ignore_errors=True)
+    base = [sys.executable, os.path.abspath(__file__), "--build", os.path.relpath(build, ROOT),
+            "integration"] + [a for x in excludes for a in ("--exclude", x)] + \
+        (["--sanitize"] if sanitize else [])
+    while pending or running:
+        while pending and len(running) < jobs:
+            module = pending.pop(0)
+            out = tempfile.TemporaryFile(mode="w+")
+            env = dict(os.environ)
+            if sanitize:
+                env["HUBSYNC_SANITIZER_REPORTS"] = os.path.join(build, "sanitizer-reports",
+                                                                module[:-3])
+            p = subprocess.Popen(base + ["--pattern", module], stdout=out,
+                                 stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+            running[p] = (module, out, time.monotonic())
+        done = [p for p in running if p.poll() is not None]
+        if not done:
+            time.sleep(0.2)
+            continue
+        for p in done:
+            module, out, start = running.pop(p)
+            seconds[module] = time.monotonic() - start
+            out.seek(0)
+            text = out.read()
+            out.close()
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            m = re.search(r"^(\d+) passed, (\d+) failed$", text, re.M)
+            if p.returncode not in (0, 1) or m is None:
+                tally.add(False, "integration: %s exited %d" % (module, p.returncode))
+                continue
+            for _ in range(int(m.group(1))):
+                tally.add(True, "integration")
+            for line in re.findall(r"^FAILED: (.*)$", text, re.M):
+                tally.add(False, line)
+    print("integration time by module (s, %d at a time):" % jobs)
+    for module, secs in sorted(seconds.items(), key=lambda kv: -kv[1]):
+        print("  %7.1f  %s" % (secs, module))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("what", choices=["unit", "fuzz", "integration", "all"])
@@ -159,6 +238,8 @@ def main():
     ap.add_argument("--fuzz-seconds", type=int, default=20)
     ap.add_argument("--valgrind", action="store_true")
     ap.add_argument("--pattern", default="test_*.py")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="integration modules run at once, each in its own process")
     ap.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
                     help="leave out integration modules whose file name, and test cases whose id, "
                     "matches (repeatable)")
@@ -191,7 +272,10 @@ def main():
     if a.what in ("fuzz", "all"):
         run_fuzz(a.fuzz_seconds, tally)
     if a.what in ("integration", "all"):
-        run_integration(build, tally, a.pattern, a.exclude, a.sanitize)
+        if a.jobs > 1:
+            run_integration_parallel(build, tally, a.pattern, a.exclude, a.sanitize, a.jobs)
+        else:
+            run_integration(build, tally, a.pattern, a.exclude, a.sanitize)
     for f in tally.failures:
         print("FAILED: %s" % f)
     print("%d passed, %d failed" % (tally.passed, tally.failed))

@@ -15,8 +15,8 @@ import time
 import unittest
 import urllib.request
 
-from harness import OFFICIAL_IMAGES
-from harness.programs import catalog, coordinator
+from harness import OFFICIAL_IMAGES, RedisServer
+from harness.programs import catalog, coordinator, worker
 from harness.stack import MirrorCase, Stack
 from harness.standin import Standin
 from harness.target import ACCEPT, head, pushed_tags, tags
@@ -237,41 +237,32 @@ class ProductionRedisTest(unittest.TestCase):
     without KEYS and HVALS."""
 
     def test_deferred_run_status_and_health_without_keys_and_hvals(self):
-        repos = ["hello-world", "busybox"]
-        hub = Standin(limit=100).start()
-        redis, target = NoWalkRedis().start(), Registry().start()
-        worker = None
-        try:
-            self.assertIn("unknown command", redis.cli("KEYS", "*"))
-            hub.load(catalog(repos))
-            s = Sync(hub, redis, target, repos).run(timeout=120)
-            self.assertEqual(s.rc, 75, s.stderr)
-            self.assertEqual(s.report["status"], "deferred")
-            self.assertGreater(s.report["jobs_deferred"], 0)
-            # The run's record keeps how many of its jobs waited for the budget.
-            self.assertEqual(int(redis.cli_raw("HGET", "hubsync:run:" + s.report["run"],
-                                               "jobs_deferred")), s.report["jobs_deferred"])
-            st = json.loads(subprocess.check_output(
-                [BIN + "/hubsync-coordinator", "status", "--json", "--redis", redis.url]))
-            self.assertEqual([b["limit"] for b in st["budget"]], [100])
-            self.assertEqual(st["queue"]["delayed"], 0)  # purged when the run ended
-            self.assertEqual(st["queue"]["delayed_by_why"],
-                             {"budget": 0, "backoff": 0, "registry": 0})
-            health = [BIN + "/hubsync-worker", "--health", "--redis", redis.url]
-            self.assertEqual(subprocess.run(health, capture_output=True).returncode, 1)
-            worker = subprocess.Popen([BIN + "/hubsync-worker", "--redis", redis.url,
-                                       "--upstream", hub.url, "--target", target.url])
-            deadline = time.time() + 30
-            while subprocess.run(health, capture_output=True).returncode != 0:
-                self.assertLess(time.time(), deadline, "the worker's heartbeat never showed")
-                time.sleep(0.1)
-        finally:
-            if worker:
-                worker.terminate()
-                worker.wait(timeout=30)
-            redis.stop()
-            target.stop()
-            hub.stop()
+        redis = NoWalkRedis().start()
+        self.addCleanup(redis.stop)
+        st = Stack(["hello-world", "busybox"], redis=redis, limit=100,
+                   worker_log_level="warn").start()
+        self.addCleanup(st.stop)
+        self.assertIn("unknown command", redis.cli("KEYS", "*"))
+        s = st.run(timeout=120)
+        self.assertEqual(s.rc, 75, s.stderr)
+        self.assertEqual(s.report["status"], "deferred")
+        self.assertGreater(s.report["jobs_deferred"], 0)
+        # The run's record keeps how many of its jobs waited for the budget.
+        self.assertEqual(int(redis.cli_raw("HGET", "hubsync:run:" + s.report["run"],
+                                           "jobs_deferred")), s.report["jobs_deferred"])
+        st_json = json.loads(subprocess.check_output(
+            coordinator("status", "--json", redis=redis)))
+        self.assertEqual([b["limit"] for b in st_json["budget"]], [100])
+        self.assertEqual(st_json["queue"]["delayed"], 0)  # purged when the run ended
+        self.assertEqual(st_json["queue"]["delayed_by_why"],
+                         {"budget": 0, "backoff": 0, "registry": 0})
+        health = worker("--health", redis=redis)
+        self.assertEqual(subprocess.run(health, capture_output=True).returncode, 1)
+        st.worker(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 30
+        while subprocess.run(health, capture_output=True).returncode != 0:
+            self.assertLess(time.time(), deadline, "the worker's heartbeat never showed")
+            time.sleep(0.1)
 
 
 class RefForwardTest(unittest.TestCase):
