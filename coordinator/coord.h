@@ -241,11 +241,14 @@ struct coord_sources {
 
 /* List and HEAD the sources of sf's entries (upstream: Docker Hub's URL)
  * and group their chosen tags by digest; with a target URL (else NULL),
- * also HEAD each tag and group digest there. An entry whose registry does
- * not answer is only listed in out->errors; -1 (with out empty) only when
- * no request can be made at all. Free with coord_sources_free(). */
+ * also HEAD each tag and group digest there. tick (may be NULL) is called
+ * every second meanwhile, as catalog_fetch's: -1 stops (no new request; -1
+ * once those in flight end). An entry whose registry does not answer is only
+ * listed in out->errors; -1 (with out empty) only when stopped or when no
+ * request can be made at all. Free with coord_sources_free(). */
 int coord_sources_resolve(const struct syncfile *sf, const char *upstream, const char *target,
-                          struct coord_sources *out, struct err *e);
+                          int (*tick)(void *arg), void *arg, struct coord_sources *out,
+                          struct err *e);
 void coord_sources_free(struct coord_sources *s);
 
 int coord_catalog_main(int argc, char **argv);

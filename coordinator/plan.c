@@ -886,7 +886,7 @@ int coord_plan_main(int argc, char **argv)
     }
     probe(&p);
     if (sf && coord_sources_resolve(sf, cfg_str(&c, CFG_ID_UPSTREAM), cfg_str(&c, CFG_ID_TARGET),
-                                    &src, &e) < 0) {
+                                    NULL, NULL, &src, &e) < 0) {
         coord_fail("plan", e.msg);
         goto out;
     }

@@ -62,6 +62,10 @@ struct sources_ctx {
     size_t nops, next;
     int inflight;
     json_t *errors;
+    int (*tick)(void *arg); /* asked every second; -1: stop */
+    void *tick_arg;
+    ev_timer ticker;
+    int stopped;
 };
 
 static void entry_error(struct sentry *se, const char *fmt, ...)
@@ -147,7 +151,7 @@ static void headed_pin(struct reg_result *res, void *arg)
 
 static void pump(struct sources_ctx *p)
 {
-    while (p->inflight < SOURCES_INFLIGHT && p->next < p->nops) {
+    while (!p->stopped && p->inflight < SOURCES_INFLIGHT && p->next < p->nops) {
         struct sop *o = &p->ops[p->next++];
         const char *target = o->se->en->target;
         p->inflight++;
@@ -170,16 +174,32 @@ static void pump(struct sources_ctx *p)
             break;
         }
     }
-    if (p->inflight == 0 && p->next == p->nops)
+    if (p->inflight == 0 && (p->next == p->nops || p->stopped))
         ev_break(p->loop, EVBREAK_ALL);
+}
+
+/* The caller's tick (the coordinator keeps its lease with it): -1 sends no new request. */
+static void on_tick(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct sources_ctx *p = w->data;
+    (void)loop;
+    (void)revents;
+    if (p->tick(p->tick_arg) < 0) {
+        p->stopped = 1;
+        pump(p);
+    }
 }
 
 /* Send the queued requests and wait for every answer. */
 static void run_round(struct sources_ctx *p)
 {
     pump(p);
-    if (p->inflight)
+    if (p->inflight) {
+        if (p->tick)
+            ev_timer_start(p->loop, &p->ticker);
         ev_run(p->loop, 0);
+        ev_timer_stop(p->loop, &p->ticker);
+    }
     p->nops = p->next = 0;
 }
 
@@ -292,7 +312,8 @@ static void entry_groups(struct sentry *se, struct coord_sources *out)
 }
 
 int coord_sources_resolve(const struct syncfile *sf, const char *upstream, const char *target,
-                          struct coord_sources *out, struct err *e)
+                          int (*tick)(void *arg), void *arg, struct coord_sources *out,
+                          struct err *e)
 {
     struct sources_ctx p;
     int rc = -1;
@@ -302,6 +323,10 @@ int coord_sources_resolve(const struct syncfile *sf, const char *upstream, const
     p.sf = sf;
     p.upstream = upstream;
     p.errors = out->errors;
+    p.tick = tick;
+    p.tick_arg = arg;
+    ev_timer_init(&p.ticker, on_tick, 1., 1.);
+    p.ticker.data = &p;
     p.regs = xcalloc(sf->nregs ? sf->nregs : 1, sizeof(*p.regs));
     p.ents = xcalloc(sf->nentries ? sf->nentries : 1, sizeof(*p.ents));
     p.nents = sf->nentries;
@@ -343,6 +368,8 @@ int coord_sources_resolve(const struct syncfile *sf, const char *upstream, const
             se->tags[se->ntags++] = (struct stag){.se = se, .tag = xstrdup(names[k])};
     }
     run_round(&p); /* the listings */
+    if (p.stopped)
+        goto stopped;
     for (size_t i = 0; i < p.nents; i++)
         for (size_t k = 0; k < p.ents[i].ntags; k++) {
             op_add(&p, SOP_HEAD, &p.ents[i], &p.ents[i].tags[k], NULL);
@@ -350,6 +377,8 @@ int coord_sources_resolve(const struct syncfile *sf, const char *upstream, const
                 op_add(&p, SOP_HEAD_DST, &p.ents[i], &p.ents[i].tags[k], NULL);
         }
     run_round(&p); /* the HEADs */
+    if (p.stopped)
+        goto stopped;
     for (size_t i = 0; i < p.nents; i++)
         if (!p.ents[i].failed)
             entry_groups(&p.ents[i], out);
@@ -362,7 +391,11 @@ int coord_sources_resolve(const struct syncfile *sf, const char *upstream, const
         }
         run_round(&p); /* does the target have each digest? what are the pinned ones? */
     }
-    rc = 0;
+stopped:
+    if (p.stopped)
+        err_set(e, "sync file: stopped while reading the sources");
+    else
+        rc = 0;
 out:
     for (size_t i = 0; i < p.nents; i++) {
         for (size_t k = 0; k < p.ents[i].ntags; k++)

@@ -96,6 +96,7 @@ struct sync_ctx {
     char run[JOB_RUN_MAX + 1];
     struct plan *plan;  /* the run's jobs, while it is started and waited for */
     time_t last_renew; /* of the lease, while the source is fetched */
+    int stopped;       /* fetch_tick stopped a fetch or a read: signal, or the lease lost */
 };
 
 /* ---- Redis helpers -------------------------------------------------------------------------- */
@@ -170,6 +171,27 @@ static int run_note_json(struct sync_ctx *s, const char *field, const json_t *v,
     int rc = run_note(s, field, text, e);
     free(text);
     return rc;
+}
+
+/* catalog_fetch's and coord_sources_resolve's tick: the lease stays ours while
+ * official-images is fetched and the sync file's registries are read. */
+static int fetch_tick(void *arg)
+{
+    struct sync_ctx *s = arg;
+    struct err e;
+    time_t now = time(NULL);
+    if (sync_stop) {
+        s->stopped = 1;
+        return -1;
+    }
+    if (now - s->last_renew < SYNC_LEASE_MS / 3000)
+        return 0;
+    s->last_renew = now;
+    if (lease_renew(s, &e) == 0) {
+        s->stopped = 1;
+        return -1;
+    }
+    return 0; /* renewed, or Redis trouble: the next tick tries again */
 }
 
 /* ---- planning -------------------------------------------------------------------------------- */
@@ -307,8 +329,10 @@ static void plan_sources(struct sync_ctx *s, struct plan *p, const struct coord_
     }
 }
 
-/* Read the catalog of the run's commit and the changes since `from`. Nothing
- * is written anywhere: a plan that cannot be made leaves no run behind. */
+/* Read the catalog of the run's commit and the changes since `from`, and the
+ * sync file's sources. Nothing is written anywhere: a plan that cannot be made
+ * leaves no run behind. -2 when stopped (a signal, the lease lost): another
+ * coordinator may hold the run now. */
 static int plan_run(struct sync_ctx *s, struct catalog *cat, const char *commit, const char *from,
                     struct plan *p, struct err *e)
 {
@@ -325,12 +349,14 @@ static int plan_run(struct sync_ctx *s, struct catalog *cat, const char *commit,
     coord_view_free(&v);
     if (rc == 0 && s->sources) {
         struct coord_sources src;
-        rc = coord_sources_resolve(s->sources, cfg_str(s->c, CFG_ID_UPSTREAM), NULL, &src, e);
+        /* The lease stays ours however long the registries take. */
+        rc = coord_sources_resolve(s->sources, cfg_str(s->c, CFG_ID_UPSTREAM), NULL, fetch_tick,
+                                   s, &src, e);
         if (rc == 0)
             plan_sources(s, p, &src);
         coord_sources_free(&src);
     }
-    return rc;
+    return rc < 0 && s->stopped ? -2 : rc;
 }
 
 /* ---- one run ----------------------------------------------------------------------------------- */
@@ -792,8 +818,9 @@ static int start_run(struct sync_ctx *s, struct catalog *cat, struct err *e)
         err_set(e, "lost the coordinator lease while fetching official-images");
         goto out;
     }
-    if (plan_run(s, cat, commit, from, s->plan, e) < 0) {
-        if (resumed)
+    int planned = plan_run(s, cat, commit, from, s->plan, e);
+    if (planned < 0) {
+        if (resumed && planned == -1)
             give_up_resumed(s, e->msg);
         goto out;
     }
@@ -823,20 +850,6 @@ out:
     return rc;
 }
 
-/* catalog_fetch tick: the lease stays ours while official-images is fetched. */
-static int fetch_tick(void *arg)
-{
-    struct sync_ctx *s = arg;
-    struct err e;
-    time_t now = time(NULL);
-    if (sync_stop)
-        return -1;
-    if (now - s->last_renew < SYNC_LEASE_MS / 3000)
-        return 0;
-    s->last_renew = now;
-    return lease_renew(s, &e) == 0 ? -1 : 0; /* Redis trouble: the next tick tries again */
-}
-
 /* One run from start to report. Returns the exit code. */
 static int one_run(struct sync_ctx *s, int wait, int as_json, enum run_end *end_out)
 {
@@ -846,6 +859,7 @@ static int one_run(struct sync_ctx *s, int wait, int as_json, enum run_end *end_
     int code = 1;
     s->plan = &plan;
     s->last_renew = time(NULL);
+    s->stopped = 0;
     if (coord_catalog_open(&cat, s->c, fetch_tick, s, &e) < 0) {
         coord_fail("sync", e.msg);
         code = COORD_EXIT_USAGE;

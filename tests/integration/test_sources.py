@@ -236,7 +236,7 @@ class OtherRegistryTest(MirrorCase):
         cls.gh.stop()
         super().tearDownClass()
 
-    def test_429_burst_throttles_only_its_registry(self):
+    def sync_file(self):
         d = tempfile.mkdtemp(prefix="hubsync-syncfile-")
         self.addCleanup(lambda: subprocess.run(["rm", "-rf", d]))
         path = os.path.join(d, "sync.yaml")
@@ -244,7 +244,27 @@ class OtherRegistryTest(MirrorCase):
             f.write("version: 1\nregistries:\n  ghcr.example:\n    url: %s\n"
                     "    credentials: [GHCR_T]\nsync:\n  - source: ghcr.example/org/tool\n"
                     "    tags: {glob: 'v*'}\n" % self.gh.url)
-        env = {"GHCR_T_USERNAME": "ghuser", "GHCR_T_PASSWORD": "ghpw"}
+        return path, {"GHCR_T_USERNAME": "ghuser", "GHCR_T_PASSWORD": "ghpw"}
+
+    def test_slow_registry_keeps_the_lease(self):
+        """Reading a slow registry's tags takes longer than the coordinator lease (30 s):
+        the coordinator keeps it meanwhile and the run goes on."""
+        path, env = self.sync_file()
+        self.gh.config(latency_ms=12000)
+        self.addCleanup(lambda: self.gh.config(latency_ms=0))
+        st = self.stack().start()
+        st.coordinator("--sync-file", path, env=env)
+        self.assertIsNotNone(st.wait_enqueued(timeout=180))
+        self.gh.config(latency_ms=0)
+        for _ in range(2):
+            st.worker("--exit-when-idle", "--sync-file", path, env=env)
+        run = st.report()
+        self.assertEqual(run.rc, 0, run.stderr)
+        for t, digest in self.tool.items():
+            self.assertEqual(head(self.target.url, "ghcr.example/org/tool", t), digest)
+
+    def test_429_burst_throttles_only_its_registry(self):
+        path, env = self.sync_file()
         st = self.stack().start()
         st.coordinator("--sync-file", path, env=env)
         self.assertIsNotNone(st.wait_enqueued())
