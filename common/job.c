@@ -193,10 +193,20 @@ int job_validate(const struct job *j, struct err *e)
         check_str(j->target, "target", job_url_valid, "http(s) URL", e) < 0 ||
         check_str(j->target_repo, "target_repo", ref_repo_valid, "repository name", e) < 0)
         return -1;
-    if (j->ntags == 0 || j->ntags > JOB_MAX_TAGS)
-        return err_set(e, "job field 'tags': %zu tags, expected 1..%d", j->ntags, JOB_MAX_TAGS);
-    if (check_list(j->tags, j->ntags, "tags", ref_tag_valid, "tag", e) < 0)
+    if ((j->ntags == 0 && j->ndigests == 0) || j->ntags > JOB_MAX_TAGS)
+        return err_set(e, "job field 'tags': %zu tags, expected 1..%d (0 with digests)",
+                       j->ntags, JOB_MAX_TAGS);
+    if (j->ndigests > JOB_MAX_TAGS || j->nreferrers > JOB_MAX_TAGS)
+        return err_set(e, "job field '%s': %zu items, more than %d",
+                       j->ndigests > JOB_MAX_TAGS ? "digests" : "referrers",
+                       j->ndigests > JOB_MAX_TAGS ? j->ndigests : j->nreferrers, JOB_MAX_TAGS);
+    if (check_list(j->tags, j->ntags, "tags", ref_tag_valid, "tag", e) < 0 ||
+        check_list(j->digests, j->ndigests, "digests", digest_valid, "digest", e) < 0 ||
+        check_list(j->referrers, j->nreferrers, "referrers", ref_tag_valid, "tag", e) < 0)
         return -1;
+    if (j->ndigests && j->policy == JOB_POLICY_REWRITE)
+        return err_set(e, "job field 'digests': a pinned digest cannot be rewritten (policy "
+                          "'rewrite')");
     if (j->nplatforms > JOB_MAX_PLATFORMS)
         return err_set(e, "job field 'platforms': %zu platforms, more than %d", j->nplatforms,
                        JOB_MAX_PLATFORMS);
@@ -243,6 +253,10 @@ char *job_encode(const struct job *j, struct err *e)
     json_object_set_new(o, "target", json_string(j->target));
     json_object_set_new(o, "target_repo", json_string(j->target_repo));
     json_object_set_new(o, "tags", str_array(j->tags, j->ntags));
+    if (j->ndigests)
+        json_object_set_new(o, "digests", str_array(j->digests, j->ndigests));
+    if (j->nreferrers)
+        json_object_set_new(o, "referrers", str_array(j->referrers, j->nreferrers));
     json_object_set_new(o, "platforms", str_array(j->platforms, j->nplatforms));
     json_object_set_new(o, "platform_policy", json_string(job_policy_name(j->policy)));
     json_object_set_new(o, "reason", json_string(job_reason_name(j->reason)));
@@ -381,6 +395,10 @@ int job_decode(struct job *out, const char *data, size_t len, struct err *e)
         take_str(o, "target", &out->target, e) < 0 ||
         take_str(o, "target_repo", &out->target_repo, e) < 0 ||
         take_list(o, "tags", JOB_MAX_TAGS, &out->tags, &out->ntags, e) < 0 ||
+        (json_object_get(o, "digests") &&
+         take_list(o, "digests", JOB_MAX_TAGS, &out->digests, &out->ndigests, e) < 0) ||
+        (json_object_get(o, "referrers") &&
+         take_list(o, "referrers", JOB_MAX_TAGS, &out->referrers, &out->nreferrers, e) < 0) ||
         take_list(o, "platforms", JOB_MAX_PLATFORMS, &out->platforms, &out->nplatforms, e) <
             0 ||
         take_enum(o, "platform_policy", parse_policy, &out->policy, e) < 0 ||
@@ -409,6 +427,8 @@ void job_free(struct job *j)
     free(j->target);
     free(j->target_repo);
     strv_free_array(j->tags, j->ntags);
+    strv_free_array(j->digests, j->ndigests);
+    strv_free_array(j->referrers, j->nreferrers);
     strv_free_array(j->platforms, j->nplatforms);
     memset(j, 0, sizeof(*j));
 }

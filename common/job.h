@@ -7,7 +7,9 @@
  *    "target":"http://127.0.0.1:5000","target_repo":"library/debian",
  *    "tags":["bookworm","12"],"platforms":["linux/amd64"],
  *    "platform_policy":"all","reason":"changed","attempt":0}
- * (a job that waited for a registry ends in ,"registry_wait_ms":<n>).
+ * (a job that waited for a registry ends in ,"registry_wait_ms":<n>; a job of pinned
+ * digests has "digests":["sha256:..."] after "tags", one carrying signatures and
+ * attestations "referrers":["sha256-<hex>.sig", ...] after those).
  * Decoding is strict (each error names the field) and bounded; unknown
  * fields are ignored so newer coordinators can add some. */
 #ifndef HUBSYNC_JOB_H
@@ -50,8 +52,16 @@ struct job {
     char *source_repo; /* repository name (OCI grammar), e.g. "library/debian" */
     char *target;      /* target registry base URL, http(s) */
     char *target_repo;
-    char **tags;       /* ^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$, 1..JOB_MAX_TAGS, distinct */
+    char **tags;       /* ^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$, 0..JOB_MAX_TAGS, distinct */
     size_t ntags;
+    char **digests;    /* pinned digests copied by digest, no tag written: 0..JOB_MAX_TAGS,
+                        * distinct; tags + digests >= 1; not under the rewrite policy
+                        * (which makes a new digest) */
+    size_t ndigests;
+    char **referrers;  /* tags of referrers (cosign's sha256-<hex>.sig, .att, .sbom):
+                        * copied and tagged before any tag of `tags` is written, which
+                        * waits for them all; 0..JOB_MAX_TAGS, distinct */
+    size_t nreferrers;
     char **platforms;  /* "os/arch[/variant]", 0..JOB_MAX_PLATFORMS, distinct */
     size_t nplatforms;
     enum job_policy policy; /* sparse and rewrite need at least one platform */

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "reg.h"
 #include "text.h"
 #include "xalloc.h"
 
@@ -54,6 +55,24 @@ int coord_parse_args_dir(struct cfg *c, const struct cfg_opt *opts, int nopts, i
                          char **argv, const char *usage, int *exit_code)
 {
     return parse_args(c, opts, nopts, argc, argv, usage, 1, exit_code);
+}
+
+int coord_is_index_type(const char *ct)
+{
+    if (!ct)
+        return 1;
+    return strncmp(ct, REG_MT_OCI_MANIFEST, strlen(REG_MT_OCI_MANIFEST)) != 0 &&
+           strncmp(ct, REG_MT_DOCKER_MANIFEST, strlen(REG_MT_DOCKER_MANIFEST)) != 0;
+}
+
+int coord_sync_file_load(const struct cfg *c, struct syncfile **out, struct err *e)
+{
+    const char *path = cfg_str(c, COORD_ID_SYNC_FILE);
+    *out = NULL;
+    if (!path)
+        return 0;
+    *out = syncfile_load(path, e);
+    return *out ? 0 : err_prefix(e, "--sync-file");
 }
 
 int coord_catalog_open(struct catalog **out, const struct cfg *c, int (*tick)(void *arg),

@@ -12,9 +12,11 @@
 
 #include "catalog.h"
 #include "cfg.h"
+#include "digest.h"
 #include "job.h"
 #include "oi.h"
 #include "rq.h"
+#include "syncfile.h"
 
 /* Exit codes of every subcommand. */
 enum {
@@ -54,6 +56,7 @@ enum coord_opt {
     COORD_ID_SINCE,
     COORD_ID_FULL,
     COORD_ID_WEBHOOK,
+    COORD_ID_SYNC_FILE,
 };
 
 /* Options of the commands that read the catalog and look at registries
@@ -95,6 +98,13 @@ enum coord_opt {
      "must accept it) or 'rewrite' (a new index of the chosen children: new digest)",              \
      0}
 
+/* The sync file: images beyond the official ones (docs/sync-file.md). */
+#define COORD_OPT_SYNC_FILE                                                                        \
+    {COORD_ID_SYNC_FILE, "sync-file", "HUBSYNC_SYNC_FILE", CFG_STR, NULL, 0, 0,                    \
+     "also sync the images this YAML file lists, from any registry (docs/sync-file.md); the "      \
+     "workers need the same file",                                                                 \
+     0}
+
 /* Parse a subcommand's flags (argv[0] is its name) against opts, which must
  * have a CFG_BOOL "help" option. Returns -1 when the caller should exit
  * with *exit_code: after --help (0, usage printed on stdout) or on a bad
@@ -115,6 +125,14 @@ void coord_split_list(const char *s, struct strv *out);
  * catalog_fetch (may be NULL). */
 int coord_catalog_open(struct catalog **out, const struct cfg *c, int (*tick)(void *arg),
                        void *arg, struct err *e);
+
+/* The file --sync-file names, read and checked whole, into *out (NULL
+ * without the flag); -1 with "--sync-file: <path>:<line>:<column>: ..." */
+int coord_sync_file_load(const struct cfg *c, struct syncfile **out, struct err *e);
+
+/* 1 when a manifest's Content-Type is no single image's (an index, or none
+ * told: the dearer kind is assumed). */
+int coord_is_index_type(const char *content_type);
 
 /* Print "hubsync-coordinator <cmd>: <msg>" on stderr. */
 void coord_fail(const char *cmd, const char *msg);
@@ -217,6 +235,43 @@ void coord_groups_free(struct coord_group *g, size_t n);
 /* Tags of selected repositories that no group has any more:
  * [{"repository": name, "tags": [..]}]. New reference. */
 json_t *coord_removed_tags(const struct coord_selection *sel, const struct coord_view *v);
+
+/* ---- the sync file's entries (sources.c) ---- */
+
+/* The tags of one sync-file entry sharing one digest: one job. */
+struct coord_source_group {
+    const struct syncfile_entry *entry; /* borrowed from the file */
+    const char *upstream;               /* borrowed: the source registry's URL */
+    char digest[DIGEST_STR_SIZE];       /* the tags' digest at the source */
+    char *key;                          /* owned: "<target>@sha256:<16 hex>" */
+    char **tags;                        /* owned, >= 1 unless pinned */
+    size_t ntags;
+    int pinned;                         /* a pinned digest no chosen tag has: no tag */
+    int is_index;                       /* an index, or a type the source did not tell */
+    char **referrers;                   /* owned: fallback tags of its referrers found */
+    size_t nreferrers;
+    /* with a target (plan): */
+    size_t current;                     /* tags the target has at digest already */
+    int target_has;                     /* the target repository has digest */
+};
+
+struct coord_sources {
+    struct coord_source_group *g; /* in the file's order */
+    size_t n;
+    json_t *errors; /* [{"repository": source, "error": ..}]: entries (partly) left out */
+};
+
+/* List and HEAD the sources of sf's entries (upstream: Docker Hub's URL)
+ * and group their chosen tags by digest; with a target URL (else NULL),
+ * also HEAD each tag and group digest there. tick (may be NULL) is called
+ * every second meanwhile, as catalog_fetch's: -1 stops (no new request; -1
+ * once those in flight end). An entry whose registry does not answer is only
+ * listed in out->errors; -1 (with out empty) only when stopped or when no
+ * request can be made at all. Free with coord_sources_free(). */
+int coord_sources_resolve(const struct syncfile *sf, const char *upstream, const char *target,
+                          int (*tick)(void *arg), void *arg, struct coord_sources *out,
+                          struct err *e);
+void coord_sources_free(struct coord_sources *s);
 
 int coord_catalog_main(int argc, char **argv);
 int coord_diff_main(int argc, char **argv);

@@ -12,6 +12,7 @@
  * No upstream GET is ever sent, so the children of an index are unknown and
  * the cost of a digest the target lacks is a range (coord_plan_gets). */
 #include <ev.h>
+#include <limits.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,6 +38,7 @@ static const struct cfg_opt plan_opts[] = {
     COORD_OPTS_SOURCE,
     COORD_OPTS_REGISTRIES,
     COORD_OPTS_SELECTION,
+    COORD_OPT_SYNC_FILE,
     {COORD_ID_CONCURRENCY, "concurrency", "HUBSYNC_PLAN_CONCURRENCY", CFG_INT, "16", 1, 256,
      "HEAD requests in flight at once", 0},
     {COORD_ID_GROUPS, "groups", NULL, CFG_BOOL, "false", 0, 0,
@@ -71,8 +73,14 @@ static const char plan_usage[] =
     "             problems: [message]}],\n"
     "   budget: {reported, limit, remaining, window_s, source, verdict:\n"
     "            \"fits\"|\"may_exceed\"|\"exceeds\"|\"unlimited\"|\"unknown\"},\n"
-    "   removed_tags: [{repository, tags}], catalog_errors: [{repository, error}]}\n"
-    "  A digest shared by several groups counts once, in the first group needing it.";
+    "   removed_tags: [{repository, tags}], catalog_errors: [{repository, error}],\n"
+    "   sources: [{source, target, counted, groups, tags, unchanged, to_write,\n"
+    "              digests_to_fetch, gets_min, gets_max}]}\n"
+    "  A digest shared by several groups counts once, in the first group needing it.\n"
+    "  sources: each --sync-file entry (listed and HEADed as sync does); counted: its registry\n"
+    "  is Docker Hub, whose GETs count in the budget; gets_max is null for an index of all\n"
+    "  platforms the target lacks (its children are unknown). Entries that cannot be read\n"
+    "  are in catalog_errors.";
 
 /* ---- pure helpers ------------------------------------------------------------------------ */
 
@@ -202,14 +210,6 @@ static void on_ratelimit(struct reg_registry *r, const struct ratelimit_info *rl
     p->rl_seen = 1;
 }
 
-static int is_index_type(const char *ct)
-{
-    if (!ct)
-        return 1; /* unknown: assume the dearer kind */
-    return strncmp(ct, REG_MT_OCI_MANIFEST, strlen(REG_MT_OCI_MANIFEST)) != 0 &&
-           strncmp(ct, REG_MT_DOCKER_MANIFEST, strlen(REG_MT_DOCKER_MANIFEST)) != 0;
-}
-
 static void tag_failed(struct ptag *t, const struct reg_result *res)
 {
     t->state = TAG_ERROR;
@@ -234,7 +234,7 @@ static void op_done(struct reg_result *res, void *arg)
     case OP_HEAD_UP:
         if (res->cls == REG_OK && res->digest && digest_valid(res->digest)) {
             copy_digest(t->up, res->digest);
-            t->up_index = is_index_type(res->content_type);
+            t->up_index = coord_is_index_type(res->content_type);
         } else if (res->cls == REG_OK) {
             t->state = TAG_ERROR;
             problem(t->g, "upstream HEAD of a tag sent no valid Docker-Content-Digest");
@@ -585,8 +585,54 @@ static json_t *budget_json(const struct plan_ctx *p, long long lo, long long hi)
     return o;
 }
 
+/* Each sync-file entry priced as a group is; the counted ones (Docker Hub) added to
+ * *lo and *hi (an unknown maximum makes *hi unbounded). */
+static json_t *sources_json(const struct syncfile *sf, const struct coord_sources *src,
+                            long long *lo, long long *hi)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < sf->nentries; i++) {
+        const struct syncfile_entry *en = &sf->entries[i];
+        long long groups = 0, tags = 0, unchanged = 0, fetch = 0, gmin = 0, gmax = 0;
+        int unknown = 0;
+        for (size_t k = 0; k < src->n; k++) {
+            const struct coord_source_group *g = &src->g[k];
+            if (g->entry != en)
+                continue;
+            groups++;
+            tags += (long long)g->ntags;
+            unchanged += (long long)g->current;
+            if (!g->pinned && g->current == g->ntags)
+                continue;
+            long long mn, mx;
+            coord_plan_gets(g->target_has, g->is_index, en->policy == JOB_POLICY_REWRITE,
+                            en->platforms.n, &mn, &mx);
+            fetch += mn > 0;
+            gmin += mn;
+            gmax += mx;
+            unknown |= mn > 0 && g->is_index && en->platforms.n == 0;
+        }
+        int counted = strcmp(en->registry->name, SYNCFILE_HUB) == 0;
+        if (counted) {
+            *lo += gmin;
+            *hi = unknown || *hi == LLONG_MAX ? LLONG_MAX : *hi + gmax;
+        }
+        char *name = syncfile_entry_name(en);
+        json_array_append_new(
+            a, json_pack("{s:s, s:s, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "source", name,
+                         "target", en->target, "counted", counted, "groups", (json_int_t)groups,
+                         "tags", (json_int_t)tags, "unchanged", (json_int_t)unchanged,
+                         "to_write", (json_int_t)(tags - unchanged), "digests_to_fetch",
+                         (json_int_t)fetch, "gets_min", (json_int_t)gmin, "gets_max",
+                         unknown ? json_null() : json_integer(gmax)));
+        free(name);
+    }
+    return a;
+}
+
 static json_t *report(const struct plan_ctx *p, const struct coord_view *v, const char *commit,
-                      const struct marker *m)
+                      const struct marker *m, const struct syncfile *sf,
+                      const struct coord_sources *src)
 {
     json_t *o = json_object();
     json_object_set_new(o, "commit", json_string(commit));
@@ -613,14 +659,18 @@ static json_t *report(const struct plan_ctx *p, const struct coord_view *v, cons
     json_object_set_new(o, "totals", totals);
     json_object_set_new(o, "repositories", repos);
     json_object_set_new(o, "groups", groups);
-    json_object_set_new(o, "budget",
-                        budget_json(p, json_integer_value(json_object_get(totals, "gets_min")),
-                                    json_integer_value(json_object_get(totals, "gets_max"))));
+    long long lo = json_integer_value(json_object_get(totals, "gets_min")),
+              hi = json_integer_value(json_object_get(totals, "gets_max"));
+    if (sf)
+        json_object_set_new(o, "sources", sources_json(sf, src, &lo, &hi));
+    json_object_set_new(o, "budget", budget_json(p, lo, hi));
     json_object_set_new(o, "removed_tags", coord_removed_tags(&p->sel, v));
     json_t *errs = json_array();
     for (size_t i = 0; i < v->snap->nerrors; i++)
         json_array_append_new(errs, json_pack("{s:s, s:s}", "repository", v->snap->errors[i].repo,
                                               "error", v->snap->errors[i].msg));
+    if (sf)
+        json_array_extend(errs, src->errors);
     json_object_set_new(o, "catalog_errors", errs);
     return o;
 }
@@ -696,6 +746,23 @@ static void print_readable(json_t *o, int per_group)
            "  each index the target lacks costs 1, plus up to 2 per platform for its image and\n"
            "  attestation manifests the target lacks; digests it has cost 0; HEADs are free\n",
            coord_json_int(t, "gets_min"), coord_json_int(t, "gets_max"));
+    json_array_foreach(json_object_get(o, "sources"), i, r) {
+        char gets[48];
+        json_t *mx = json_object_get(r, "gets_max");
+        if (json_is_integer(mx))
+            snprintf(gets, sizeof(gets), "%lld..%lld", coord_json_int(r, "gets_min"),
+                     json_integer_value(mx));
+        else
+            snprintf(gets, sizeof(gets), "%lld..? (an index of all platforms)",
+                     coord_json_int(r, "gets_min"));
+        printf("sync file: %s -> %s: tags %lld, unchanged %lld, write %lld, fetch %lld, GETs "
+               "%s%s\n",
+               json_string_value(json_object_get(r, "source")),
+               json_string_value(json_object_get(r, "target")), coord_json_int(r, "tags"),
+               coord_json_int(r, "unchanged"), coord_json_int(r, "to_write"),
+               coord_json_int(r, "digests_to_fetch"), gets,
+               json_is_true(json_object_get(r, "counted")) ? " (counted)" : "");
+    }
     json_t *b = json_object_get(o, "budget");
     const char *verdict = json_string_value(json_object_get(b, "verdict"));
     char window[32] = "?";
@@ -779,9 +846,12 @@ int coord_plan_main(int argc, char **argv)
     struct marker m;
     char commit[CATALOG_SHA_LEN + 1];
     int code;
+    struct syncfile *sf = NULL;
+    struct coord_sources src;
     memset(&p, 0, sizeof(p));
     memset(&v, 0, sizeof(v));
     memset(&m, 0, sizeof(m));
+    memset(&src, 0, sizeof(src));
     if (coord_parse_args(&c, plan_opts, NPLAN_OPTS, argc, argv, plan_usage, &code) < 0)
         return code;
     p.c = &c;
@@ -790,7 +860,7 @@ int coord_plan_main(int argc, char **argv)
         coord_fail("plan", e.msg);
         goto out;
     }
-    if (cfg_registries_check(&c, &e) < 0) {
+    if (cfg_registries_check(&c, &e) < 0 || coord_sync_file_load(&c, &sf, &e) < 0) {
         coord_fail("plan", e.msg);
         goto out;
     }
@@ -815,7 +885,12 @@ int coord_plan_main(int argc, char **argv)
         goto out;
     }
     probe(&p);
-    json_t *o = report(&p, &v, commit, &m);
+    if (sf && coord_sources_resolve(sf, cfg_str(&c, CFG_ID_UPSTREAM), cfg_str(&c, CFG_ID_TARGET),
+                                    NULL, NULL, &src, &e) < 0) {
+        coord_fail("plan", e.msg);
+        goto out;
+    }
+    json_t *o = report(&p, &v, commit, &m, sf, &src);
     if (cfg_bool(&c, COORD_ID_JSON)) {
         json_dumpf(o, stdout, JSON_COMPACT);
         fputc('\n', stdout);
@@ -823,10 +898,14 @@ int coord_plan_main(int argc, char **argv)
         print_readable(o, cfg_bool(&c, COORD_ID_GROUPS));
     }
     json_t *t = json_object_get(o, "totals");
-    code = coord_json_int(t, "errors") || p.digest_errors || v.snap->nerrors ? COORD_EXIT_PARTIAL
-                                                                             : COORD_EXIT_OK;
+    code = coord_json_int(t, "errors") || p.digest_errors || v.snap->nerrors ||
+                   json_array_size(src.errors)
+               ? COORD_EXIT_PARTIAL
+               : COORD_EXIT_OK;
     json_decref(o);
 out:
+    coord_sources_free(&src);
+    syncfile_free(sf);
     plan_free(&p);
     coord_view_free(&v);
     catalog_close(cat);

@@ -53,6 +53,7 @@ static const struct cfg_opt sync_opts[] = {
     COORD_OPTS_SOURCE,
     COORD_OPTS_REGISTRIES,
     COORD_OPTS_SELECTION,
+    COORD_OPT_SYNC_FILE,
     {COORD_ID_ONCE, "once", "HUBSYNC_ONCE", CFG_BOOL, "false", 0, 0,
      "run one sync and exit (default: daemon)", 0},
     {COORD_ID_WAIT, "wait", "HUBSYNC_WAIT", CFG_BOOL, "false", 0, 0,
@@ -97,6 +98,7 @@ struct sync_ctx {
     struct rconn_setup setup;
     struct rconn rc;
     struct coord_selection sel;
+    struct syncfile *sources; /* --sync-file, or NULL */
     char token[96];
     char run[JOB_RUN_MAX + 1];
     struct plan *plan;  /* the run's jobs, while it is started and waited for */
@@ -104,6 +106,7 @@ struct sync_ctx {
     struct coord_observe obs;
     struct coord_webhook wh;
     double started, planned; /* this run's start and its plan made (monotonic s) */
+    int stopped;       /* fetch_tick stopped a fetch or a read: signal, or the lease lost */
 };
 
 /* ---- Redis helpers -------------------------------------------------------------------------- */
@@ -203,6 +206,27 @@ static int run_note_json(struct sync_ctx *s, const char *field, const json_t *v,
     int rc = run_note(s, field, text, e);
     free(text);
     return rc;
+}
+
+/* catalog_fetch's and coord_sources_resolve's tick: the lease stays ours while
+ * official-images is fetched and the sync file's registries are read. */
+static int fetch_tick(void *arg)
+{
+    struct sync_ctx *s = arg;
+    struct err e;
+    time_t now = time(NULL);
+    if (sync_stop) {
+        s->stopped = 1;
+        return -1;
+    }
+    if (now - s->last_renew < SYNC_LEASE_MS / 3000)
+        return 0;
+    s->last_renew = now;
+    if (lease_renew(s, &e) == 0) {
+        s->stopped = 1;
+        return -1;
+    }
+    return 0; /* renewed, or Redis trouble: the next tick tries again */
 }
 
 /* ---- planning -------------------------------------------------------------------------------- */
@@ -305,8 +329,53 @@ static void plan_build(struct sync_ctx *s, const struct coord_view *v, struct pl
     coord_groups_free(groups, ngroups);
 }
 
-/* Read the catalog of the run's commit and the changes since `from`. Nothing
- * is written anywhere: a plan that cannot be made leaves no run behind. */
+/* The sync file's groups as jobs after the official ones: each is a check
+ * (the worker copies only what differs from the target). */
+static void plan_sources(struct sync_ctx *s, struct plan *p, const struct coord_sources *src)
+{
+    const struct cfg *c = s->c;
+    json_array_extend(p->errors, src->errors);
+    p->jobs = xrealloc(p->jobs, (p->n + src->n + 1) * sizeof(*p->jobs));
+    for (size_t i = 0; i < src->n; i++) {
+        const struct coord_source_group *g = &src->g[i];
+        struct job j = {0};
+        struct err e;
+        j.version = JOB_VERSION;
+        j.run = s->run;
+        j.key = g->key;
+        j.upstream = (char *)g->upstream;
+        j.source_repo = g->entry->repo;
+        j.target = (char *)cfg_str(c, CFG_ID_TARGET);
+        j.target_repo = g->entry->target;
+        j.tags = g->tags;
+        j.ntags = g->ntags;
+        char *pin = (char *)g->digest;
+        j.digests = g->pinned ? &pin : NULL;
+        j.ndigests = g->pinned;
+        j.referrers = g->referrers;
+        j.nreferrers = g->nreferrers;
+        j.platforms = g->entry->platforms.v;
+        j.nplatforms = g->entry->platforms.n;
+        j.policy = g->entry->policy;
+        j.reason = JOB_REASON_CHECK;
+        char *json = job_encode(&j, &e);
+        if (!json) {
+            char *name = syncfile_entry_name(g->entry);
+            log_warn("sync file: %s: job %s: %s (not synced this run)", name, g->key, e.msg);
+            json_array_append_new(p->errors, json_pack("{s:s, s:s+}", "repository", name,
+                                                       "error", "job: ", e.msg));
+            free(name);
+            continue;
+        }
+        p->jobs[p->n++] = (struct planned){xstrdup(g->key), json, 0};
+        p->tags += g->ntags;
+    }
+}
+
+/* Read the catalog of the run's commit and the changes since `from`, and the
+ * sync file's sources. Nothing is written anywhere: a plan that cannot be made
+ * leaves no run behind. -2 when stopped (a signal, the lease lost): another
+ * coordinator may hold the run now. */
 static int plan_run(struct sync_ctx *s, struct catalog *cat, const char *commit, const char *from,
                     struct plan *p, struct err *e)
 {
@@ -321,7 +390,16 @@ static int plan_run(struct sync_ctx *s, struct catalog *cat, const char *commit,
         plan_build(s, &v, p);
     }
     coord_view_free(&v);
-    return rc;
+    if (rc == 0 && s->sources) {
+        struct coord_sources src;
+        /* The lease stays ours however long the registries take. */
+        rc = coord_sources_resolve(s->sources, cfg_str(s->c, CFG_ID_UPSTREAM), NULL, fetch_tick,
+                                   s, &src, e);
+        if (rc == 0)
+            plan_sources(s, p, &src);
+        coord_sources_free(&src);
+    }
+    return rc < 0 && s->stopped ? -2 : rc;
 }
 
 /* ---- one run ----------------------------------------------------------------------------------- */
@@ -821,8 +899,9 @@ static int start_run(struct sync_ctx *s, struct catalog *cat, struct err *e)
         err_set(e, "lost the coordinator lease while fetching official-images");
         goto out;
     }
-    if (plan_run(s, cat, commit, from, s->plan, e) < 0) {
-        if (resumed)
+    int planned = plan_run(s, cat, commit, from, s->plan, e);
+    if (planned < 0) {
+        if (resumed && planned == -1)
             give_up_resumed(s, e->msg);
         goto out;
     }
@@ -858,20 +937,6 @@ out:
     return rc;
 }
 
-/* catalog_fetch tick: the lease stays ours while official-images is fetched. */
-static int fetch_tick(void *arg)
-{
-    struct sync_ctx *s = arg;
-    struct err e;
-    time_t now = time(NULL);
-    if (sync_stop)
-        return -1;
-    if (now - s->last_renew < SYNC_LEASE_MS / 3000)
-        return 0;
-    s->last_renew = now;
-    return lease_renew(s, &e) == 0 ? -1 : 0; /* Redis trouble: the next tick tries again */
-}
-
 /* One run from start to report. Returns the exit code. */
 static int one_run(struct sync_ctx *s, int wait, int as_json, enum run_end *end_out)
 {
@@ -882,6 +947,7 @@ static int one_run(struct sync_ctx *s, int wait, int as_json, enum run_end *end_
     s->plan = &plan;
     s->last_renew = time(NULL);
     s->started = mono_s();
+    s->stopped = 0;
     if (coord_catalog_open(&cat, s->c, fetch_tick, s, &e) < 0) {
         coord_fail("sync", e.msg);
         code = COORD_EXIT_USAGE;
@@ -1018,7 +1084,7 @@ int coord_sync_main(int argc, char **argv)
         coord_fail("sync", e.msg);
         goto out;
     }
-    if (cfg_registries_check(&c, &e) < 0) {
+    if (cfg_registries_check(&c, &e) < 0 || coord_sync_file_load(&c, &s.sources, &e) < 0) {
         coord_fail("sync", e.msg);
         goto out;
     }
@@ -1083,6 +1149,7 @@ out_q:
     rconn_setup_free(&s.setup);
     rq_free(&s.q);
 out:
+    syncfile_free(s.sources);
     coord_selection_free(&s.sel);
     cfg_free(&c);
     return code;

@@ -87,6 +87,8 @@ struct tagst {
     char *up_type;
     char dst[DIGEST_STR_SIZE]; /* "" when the target lacks the tag */
     int write;                 /* the tag must be (re)written */
+    int pinned;                /* a pinned digest (the "tag" is it): copied, never tagged */
+    int referrer;              /* a referrer's tag: written before any other tag */
 };
 
 struct engine_job {
@@ -102,6 +104,13 @@ struct engine_job {
     int cancelled;
     struct tagst *tags;
     size_t ntags;
+    /* Referrers first: the other roots wait, parked, until every referrer root has
+     * its tags written (or failed: then they write none). */
+    int ref_roots;      /* referrer roots not through root_held yet */
+    int ref_puts;       /* referrer tag PUTs in flight */
+    int ref_failed;
+    struct node **parked;
+    size_t nparked;
 };
 
 struct node {
@@ -228,6 +237,7 @@ static void ej_destroy(struct engine_job *ej)
         free(ej->tags[i].up_type);
     }
     free(ej->tags);
+    free(ej->parked);
     job_free(&ej->job);
     free(ej);
 }
@@ -253,6 +263,16 @@ static const char *role_name(enum role role)
     return role == ROLE_UPSTREAM ? "upstream" : "target";
 }
 
+/* The sync file's registry at url (not docker.io: that is the upstream), or NULL. */
+static const struct syncfile_registry *engine_source(const struct engine *en, const char *url)
+{
+    const struct syncfile *sf = en->opts.sources;
+    for (size_t i = 0; sf && i < sf->nregs; i++)
+        if (sf->regs[i].url && reg_parse_same_registry(url, sf->regs[i].url))
+            return &sf->regs[i];
+    return NULL;
+}
+
 static struct regent *engine_registry(struct engine *en, const char *url, enum role role,
                                       struct err *e)
 {
@@ -261,9 +281,17 @@ static struct regent *engine_registry(struct engine *en, const char *url, enum r
             return en->regs[i];
     struct creds cr = {NULL, NULL};
     char *helper = NULL;
-    int found = creds_find(role == ROLE_UPSTREAM ? "HUBSYNC_UPSTREAM" : "HUBSYNC_TARGET",
-                           role == ROLE_UPSTREAM ? en->upstream : en->target, url, &cr, &helper,
-                           e);
+    const struct syncfile_registry *src =
+        role == ROLE_UPSTREAM && !reg_parse_same_registry(url, en->upstream)
+            ? engine_source(en, url)
+            : NULL;
+    /* A sync file's registry: its own account's environment, bound to its URL;
+     * none: docker's config. */
+    int found = !src ? creds_find(role == ROLE_UPSTREAM ? "HUBSYNC_UPSTREAM" : "HUBSYNC_TARGET",
+                                  role == ROLE_UPSTREAM ? en->upstream : en->target, url, &cr,
+                                  &helper, e)
+                     : creds_find(src->accounts.n ? src->accounts.v[0] : NULL, src->url, url,
+                                  &cr, &helper, e);
     if (found < 0)
         return NULL;
     struct reg_registry *r = reg_registry_new(en->client, url, found == 1 ? &cr : NULL, e);
@@ -768,7 +796,7 @@ static void node_cached(const char *body, size_t len, const char *media_type, vo
             return;
         }
     }
-    ej->en->ops.budget_acquire(ej->en->ops.ctx, ej->up, ej->job.source_repo, ej->job.tags[0],
+    ej->en->ops.budget_acquire(ej->en->ops.ctx, ej->up, ej->job.source_repo, ej->tags[0].tag,
                                node_budget, n);
 }
 
@@ -890,37 +918,101 @@ static void tag_put_done(struct reg_result *res, void *arg)
     ej_release(ej);
 }
 
+/* Is n the root of a referrer tag? */
+static int root_is_referrer(const struct engine_job *ej, const struct node *n)
+{
+    for (size_t i = 0; i < ej->ntags; i++)
+        if (ej->tags[i].referrer && strcmp(ej->tags[i].up, n->root_up) == 0)
+            return 1;
+    return 0;
+}
+
+static void root_held(int yes, void *arg);
+
+/* Every referrer is on the target, or one failed: the parked roots go on. */
+static void unpark(struct engine_job *ej)
+{
+    if (ej->ref_roots > 0 || ej->ref_puts > 0)
+        return;
+    struct node **parked = ej->parked;
+    size_t n = ej->nparked;
+    ej->parked = NULL;
+    ej->nparked = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (ej->ref_failed || ej->cancelled) {
+            node_destroy(parked[i]);
+            ej_release(ej);
+        } else {
+            ej->en->ops.still_held(ej->en->ops.ctx, ej->arg, root_held, parked[i]);
+        }
+    }
+    free(parked);
+}
+
+/* A referrer tag's PUT: counted and announced as any tag's; the parked roots go on once the
+ * last one is in. */
+static void ref_put_done(struct reg_result *res, void *arg)
+{
+    struct tag_put *tp = arg;
+    struct engine_job *ej = tp->ej;
+    if (res->cls != REG_OK)
+        ej->ref_failed = 1;
+    ej->ref_puts--;
+    ej_hold(ej); /* tag_put_done releases the PUT's own hold */
+    tag_put_done(res, tp);
+    unpark(ej);
+    ej_release(ej);
+}
+
 static void root_held(int yes, void *arg)
 {
     struct node *n = arg;
     struct engine_job *ej = n->ej;
+    int referrer = root_is_referrer(ej, n);
     if (!yes)
         engine_cancel(ej);
     for (size_t i = 0; i < ej->ntags && !ej->cancelled; i++) {
         struct tagst *t = &ej->tags[i];
-        if (!t->write || strcmp(t->up, n->root_up) != 0)
+        if (!t->write || t->pinned || strcmp(t->up, n->root_up) != 0)
             continue;
         struct tag_put *tp = xcalloc(1, sizeof(*tp));
         tp->ej = ej;
         tp->i = i;
         ej_hold(ej);
+        ej->ref_puts += t->referrer;
         ej->en->reg.put_manifest(ej->dst, ej->job.target_repo, t->tag, n->media_type, n->body,
-                                 n->body_len, tag_put_done, tp);
+                                 n->body_len, t->referrer ? ref_put_done : tag_put_done, tp);
     }
     node_destroy(n);
+    if (referrer) {
+        ej->ref_roots--;
+        unpark(ej);
+    }
     ej_release(ej);
 }
 
 /* Tags are written only from a complete root, never after a cancel, and only
- * while the job is still ours (another worker may own it now). */
+ * while the job is still ours (another worker may own it now); a root of the
+ * job's other tags waits for its referrers. */
 static void root_done(struct node *n)
 {
     struct engine_job *ej = n->ej;
-    if (n->failed || ej->cancelled) {
+    int referrer = root_is_referrer(ej, n);
+    if (n->failed || ej->cancelled || (!referrer && ej->ref_failed)) {
         node_destroy(n);
+        if (referrer) {
+            ej->ref_failed = 1;
+            ej->ref_roots--;
+            unpark(ej);
+        }
         return;
     }
     ej_hold(ej);
+    if (!referrer && (ej->ref_roots > 0 || ej->ref_puts > 0)) {
+        ej->parked = xrealloc(ej->parked, (ej->nparked + 1) * sizeof(*ej->parked));
+        ej->parked[ej->nparked++] = n;
+        return;
+    }
     ej->en->ops.still_held(ej->en->ops.ctx, ej->arg, root_held, n);
 }
 
@@ -929,6 +1021,9 @@ static void plan_roots(struct engine_job *ej)
 {
     ej->phase = PH_ROOTS;
     ej_hold(ej);
+    /* A referrer gone upstream leaves the other tags unwritten too. */
+    for (size_t i = 0; i < ej->ntags; i++)
+        ej->ref_failed |= ej->tags[i].referrer && !ej->tags[i].up[0];
     for (size_t i = 0; i < ej->ntags; i++) {
         struct tagst *t = &ej->tags[i];
         if (!t->up[0])
@@ -936,7 +1031,7 @@ static void plan_roots(struct engine_job *ej)
         int current = ej->job.policy == JOB_POLICY_REWRITE ? strcmp(t->dst, "") != 0 && t->write == 0
                                                             : strcmp(t->dst, t->up) == 0;
         if (current) {
-            ej->out.n.tags_unchanged++;
+            ej->out.n.tags_unchanged += !t->pinned;
             continue;
         }
         t->write = 1;
@@ -947,6 +1042,7 @@ static void plan_roots(struct engine_job *ej)
         if (seen || ej->stop_gets)
             continue;
         struct node *n = node_new(ej, NULL, 0, t->up, -1, t->up_type);
+        ej->ref_roots += t->referrer;
         n->is_root = 1;
         n->need_bytes = 1;
         n->rewrite = ej->job.policy == JOB_POLICY_REWRITE;
@@ -1035,8 +1131,8 @@ static void head_done(struct reg_result *res, void *arg)
                      ej->job.source_repo, t->tag);
         } else if (res->cls == REG_NOT_FOUND) {
             /* Not built yet, or gone: the other tags still go on. */
-            ej_error(ej, ENGINE_FAILED, 0, "%s:%s: tag not found upstream", ej->job.source_repo,
-                     t->tag);
+            ej_error(ej, ENGINE_FAILED, 0, "%s%s%s: %s not found upstream", ej->job.source_repo,
+                     t->pinned ? "@" : ":", t->tag, t->pinned ? "digest" : "tag");
         } else {
             ej_reg_error(ej, ENGINE_UPSTREAM, res);
         }
@@ -1197,9 +1293,10 @@ static void early_fire(struct ev_loop *loop, ev_timer *w, int revents)
 
 int engine_job_allowed(const struct engine *en, const struct job *j, struct err *e)
 {
-    if (!reg_parse_same_registry(j->upstream, en->upstream))
-        return err_set(e, "upstream %.200s is not this worker's (%.200s): set --upstream "
-                          "(HUBSYNC_UPSTREAM) to copy from it",
+    if (!reg_parse_same_registry(j->upstream, en->upstream) && !engine_source(en, j->upstream))
+        return err_set(e, "upstream %.200s is not this worker's (%.200s) and not in its sync "
+                          "file: set --upstream (HUBSYNC_UPSTREAM) or --sync-file "
+                          "(HUBSYNC_SYNC_FILE) to copy from it",
                        j->upstream, en->upstream);
     if (!reg_parse_same_registry(j->target, en->target))
         return err_set(e, "target %.200s is not this worker's (%.200s): set --target "
@@ -1227,11 +1324,20 @@ struct engine_job *engine_start(struct engine *en, const struct job *j, engine_d
         ej_error(ej, ENGINE_FAILED, 0, "%s", e.msg);
         goto early;
     }
-    ej->ntags = ej->job.ntags;
-    ej->out.n.tags_total = (long long)ej->ntags;
+    /* A pinned digest is HEADed and copied as a tag is, by its digest; referrer tags
+     * as tags, written first. */
+    size_t nt = ej->job.ntags, nd = ej->job.ndigests;
+    ej->ntags = nt + nd + ej->job.nreferrers;
+    ej->out.n.tags_total = (long long)(nt + ej->job.nreferrers);
     ej->tags = xcalloc(ej->ntags, sizeof(*ej->tags));
-    for (size_t i = 0; i < ej->ntags; i++)
-        ej->tags[i].tag = xstrdup(ej->job.tags[i]);
+    for (size_t i = 0; i < ej->ntags; i++) {
+        struct tagst *t = &ej->tags[i];
+        t->pinned = i >= nt && i < nt + nd;
+        t->referrer = i >= nt + nd;
+        t->tag = xstrdup(i < nt ? ej->job.tags[i]
+                         : t->pinned ? ej->job.digests[i - nt]
+                                     : ej->job.referrers[i - nt - nd]);
+    }
     struct regent *up = engine_registry(en, ej->job.upstream, ROLE_UPSTREAM, &e);
     if (!up) {
         ej_error(ej, ENGINE_FAILED, 0, "upstream %s: %s", ej->job.upstream, e.msg);

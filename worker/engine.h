@@ -32,6 +32,7 @@
 #include "job.h"
 #include "reg.h"
 #include "rq.h"
+#include "syncfile.h"
 
 struct engine_counters {
     long long tags_total;       /* tags in the job */
@@ -184,6 +185,9 @@ struct engine_opts {
      * HUBSYNC_TARGET_* credentials go to these only. */
     const char *upstream;
     const char *target;
+    /* A sync file (borrowed; may be NULL): jobs may also name its registries
+     * as upstream, each with the credentials the file binds to it. */
+    const struct syncfile *sources;
     /* A credential helper's answer is used this long, then asked again (or
      * at once after a 401 refused it); default 300. */
     double helper_ttl_s;
@@ -207,8 +211,9 @@ void engine_free(struct engine *en);
 /* Jobs started and not yet done. */
 int engine_busy(const struct engine *en);
 
-/* 0 if j names the upstream and target en serves (reg_parse_same_registry),
- * else -1 with a message naming the job's URL and the option to set. */
+/* 0 if j names the target en serves and its upstream or a registry of its
+ * sync file (reg_parse_same_registry), else -1 with a message naming the
+ * job's URL and the option to set. */
 int engine_job_allowed(const struct engine *en, const struct job *j, struct err *e);
 
 /* Start copying j (copied). done runs exactly once, later, from the loop.

@@ -5,6 +5,7 @@
 
 #include "cfg.h"
 #include "log.h"
+#include "syncfile.h"
 #include "worker.h"
 #include "xalloc.h"
 
@@ -30,6 +31,7 @@ enum {
     OPT_IDLE_GRACE,
     OPT_STOP_GRACE,
     OPT_HEALTH,
+    OPT_SYNC_FILE,
 };
 
 static const struct cfg_opt opts[] = {
@@ -37,6 +39,10 @@ static const struct cfg_opt opts[] = {
     CFG_OPT_REDIS_PREFIX,
     CFG_OPT_UPSTREAM,
     CFG_OPT_TARGET,
+    {OPT_SYNC_FILE, "sync-file", "HUBSYNC_SYNC_FILE", CFG_STR, NULL, 0, 0,
+     "the coordinator's sync file: jobs may also copy from its registries, each with the "
+     "credentials the file names for it",
+     0},
     {OPT_ID, "id", "HUBSYNC_WORKER_ID", CFG_STR, NULL, 0, 0,
      "consumer name in the queue [default: <hostname>:<pid>]", 0},
     {OPT_CONCURRENCY, "concurrency", "HUBSYNC_CONCURRENCY", CFG_INT, "8", 1, 256,
@@ -105,6 +111,7 @@ int main(int argc, char **argv)
 {
     struct cfg c;
     struct err e;
+    struct syncfile *sources = NULL;
     xalloc_libraries();
     if (cfg_parse(&c, opts, NOPTS, argc - 1, argv + 1, &e) < 0) {
         fprintf(stderr, "hubsync-worker: %s\n", e.msg);
@@ -117,7 +124,8 @@ int main(int argc, char **argv)
                "options:\n");
         cfg_usage(stdout, opts, NOPTS);
         printf("A job naming another upstream or target than --upstream and --target (give\n"
-               "the workers the coordinator's) is dead-lettered without a request to it.\n"
+               "the workers the coordinator's), or than a registry of --sync-file, is\n"
+               "dead-lettered without a request to it.\n"
                "credentials (never in flags, logs or Redis):\n"
                "  HUBSYNC_UPSTREAM_USERNAME with HUBSYNC_UPSTREAM_PASSWORD or "
                "HUBSYNC_UPSTREAM_PASSWORD_FILE\n"
@@ -125,6 +133,8 @@ int main(int argc, char **argv)
                "  HUBSYNC_TARGET_USERNAME with HUBSYNC_TARGET_PASSWORD or "
                "HUBSYNC_TARGET_PASSWORD_FILE\n"
                "    (sent to the --target registry only)\n"
+               "  <PREFIX>_USERNAME with <PREFIX>_PASSWORD or <PREFIX>_PASSWORD_FILE for a\n"
+               "    --sync-file registry naming credentials [<PREFIX>] (sent to it only)\n"
                "  otherwise docker's config.json ($DOCKER_CONFIG or ~/.docker): auths, "
                "credHelpers, credsStore\n");
         rc = 0;
@@ -145,6 +155,10 @@ int main(int argc, char **argv)
     }
     if (cfg_registries_check(&c, &e) < 0) {
         fprintf(stderr, "hubsync-worker: %s; workers take the coordinator's\n", e.msg);
+        goto out;
+    }
+    if (cfg_str(&c, OPT_SYNC_FILE) && !(sources = syncfile_load(cfg_str(&c, OPT_SYNC_FILE), &e))) {
+        fprintf(stderr, "hubsync-worker: --sync-file: %s\n", e.msg);
         goto out;
     }
     struct worker_opts o = {
@@ -172,9 +186,11 @@ int main(int argc, char **argv)
         .cred_helper_ttl_s = (double)cfg_int(&c, OPT_CRED_HELPER_TTL),
         .http_retries = (int)cfg_int(&c, OPT_HTTP_RETRIES),
         .metrics_listen = cfg_str(&c, CFG_ID_METRICS_LISTEN),
+        .sources = sources,
     };
     rc = worker_run(&o);
 out:
+    syncfile_free(sources);
     cfg_free(&c);
     return rc;
 }

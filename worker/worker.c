@@ -935,6 +935,7 @@ static int worker_init(struct worker *w, const struct worker_opts *o, struct err
     eo.upstream = o->upstream;
     eo.target = o->target;
     eo.helper_ttl_s = o->cred_helper_ttl_s;
+    eo.sources = o->sources;
     w->engine = engine_new(w->loop, w->client, &ops, &eo, e);
     if (!w->engine)
         return -1;

@@ -46,6 +46,7 @@ struct worker_opts {
     double cred_helper_ttl_s; /* engine_opts.helper_ttl_s */
     int http_retries;
     const char *metrics_listen; /* HOST:PORT of the Prometheus endpoint; NULL: none */
+    const struct syncfile *sources; /* engine_opts.sources (borrowed; may be NULL) */
 };
 
 struct worker;

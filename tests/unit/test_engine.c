@@ -17,6 +17,7 @@
 #include "engine.h"
 #include "log.h"
 #include "manifest.h"
+#include "ref.h"
 #include "reg_blob.h"
 #include "xalloc.h"
 
@@ -88,7 +89,7 @@ static void test_engine__status_of_registry_answers(void **state)
 /* Something in a repository: a manifest by tag or digest (ref), or a blob (ref = digest). */
 struct fk_ref {
     char repo[32];
-    char ref[DIGEST_STR_SIZE];
+    char ref[REF_TAG_MAX + 1]; /* a tag or a digest */
     char digest[DIGEST_STR_SIZE];
 };
 
@@ -290,6 +291,7 @@ static void fk_body_unset(struct fk_bodies *bs, const char *digest)
     if (b) {
         free(b->body);
         *b = bs->v[--bs->n];
+        memset(&bs->v[bs->n], 0, sizeof(bs->v[bs->n])); /* its body is b's now */
     }
 }
 
@@ -515,7 +517,7 @@ static void fk_budget_acquire(void *ctx, struct reg_registry *up, const char *re
     struct fk *fk = ctx;
     (void)up;
     (void)repo;
-    (void)ref;
+    assert_true(reg_valid_ref(ref)); /* a ref of the job the ops may HEAD */
     struct fk_call *c = fk_call_new(fk, FK_BUDGET, arg);
     c->budget = cb;
     c->yes = fk->grants != 0;
@@ -714,16 +716,24 @@ static void fk_done(const struct engine_outcome *out, void *arg)
 }
 
 /* One job copying tags of REPO, run until the engine reports it. */
-static void fk_run(struct fk *fk, const char *const *tags, size_t ntags)
+/* A job of tags, pinned digests and referrer tags. */
+static void fk_run_job(struct fk *fk, const char *const *tags, size_t ntags,
+                       const char *const *digests, size_t ndigests, const char *const *refs,
+                       size_t nrefs)
 {
     char run[] = "r1", key[] = "busybox:1", up[] = UP_URL, dst[] = DST_URL, repo[] = REPO;
-    char *tagv[8];
-    assert_true(ntags <= 8);
+    char *tagv[8], *digv[8], *refv[8];
+    assert_true(ntags <= 8 && ndigests <= 8 && nrefs <= 8);
     for (size_t i = 0; i < ntags; i++)
         tagv[i] = (char *)tags[i];
+    for (size_t i = 0; i < ndigests; i++)
+        digv[i] = (char *)digests[i];
+    for (size_t i = 0; i < nrefs; i++)
+        refv[i] = (char *)refs[i];
     struct job j = {
         .version = JOB_VERSION, .run = run, .key = key, .upstream = up, .source_repo = repo,
-        .target = dst, .target_repo = repo, .tags = tagv, .ntags = ntags,
+        .target = dst, .target_repo = repo, .tags = tagv, .ntags = ntags, .digests = digv,
+        .ndigests = ndigests, .referrers = refv, .nreferrers = nrefs,
         .policy = JOB_POLICY_ALL, .reason = JOB_REASON_CHANGED,
     };
     fk->finished = 0;
@@ -738,6 +748,17 @@ static void fk_run(struct fk *fk, const char *const *tags, size_t ntags)
     assert_int_equal(fk->locks.n, 0);              /* every lock released */
     assert_int_equal(fk->settled, fk->granted);    /* every grant settled */
     assert_int_equal(fk->tag_first, 0);            /* a manifest before its tags */
+}
+
+static void fk_run(struct fk *fk, const char *const *tags, size_t ntags)
+{
+    fk_run_job(fk, tags, ntags, NULL, 0, NULL, 0);
+}
+
+static void fk_run_pinned(struct fk *fk, const char *const *tags, size_t ntags,
+                          const char *const *digests, size_t ndigests)
+{
+    fk_run_job(fk, tags, ntags, digests, ndigests, NULL, 0);
 }
 
 /* -- content: an index of two images sharing a layer ------------------------------------ */
@@ -867,6 +888,90 @@ static void test_engine__each_digest_once_children_first_tags_last(void **state)
     assert_int_equal(fk_count(fk, "PUT "), 0);
     assert_int_equal(fk_count(fk, "COPY "), 0);
     fk_free(fk);
+}
+
+/* A pinned digest is copied by its digest, once, and never tagged; beside a tag, each goes
+ * its own way. */
+static void test_engine__pinned_digest_copied_untagged(void **state)
+{
+    (void)state;
+    struct fk *fk = fk_new();
+    struct bb b;
+    bb_load(fk, &b);
+    const char *pins[] = {b.arm64};
+    fk_run_pinned(fk, NULL, 0, pins, 1);
+    assert_int_equal(fk->out.status, ENGINE_DONE);
+    assert_int_equal(fk_count(fk, "GET "), 1);
+    assert_int_equal(fk_count_of(fk, "GET", b.arm64), 1);
+    assert_int_equal(fk->out.n.manifests_pushed, 1);
+    assert_int_equal(fk_tag_puts(fk), 0);
+    assert_int_equal(fk->out.n.tags_total, 0);
+    assert_string_equal(bb_tag_of(fk, b.arm64), b.arm64);
+
+    /* With a tag of the index: the index and amd64 are fetched, arm64 is there already. */
+    const char *tags[] = {"latest"};
+    fk_run_pinned(fk, tags, 1, pins, 1);
+    assert_int_equal(fk->out.status, ENGINE_DONE);
+    assert_int_equal(fk_count(fk, "GET "), 2);
+    assert_int_equal(fk_tag_puts(fk), 1);
+    assert_int_equal(fk->out.n.tags_written, 1);
+    assert_string_equal(bb_tag_of(fk, "latest"), b.index);
+
+    /* Again: nothing to do, and only the tag counts as unchanged. */
+    fk_run_pinned(fk, tags, 1, pins, 1);
+    assert_int_equal(fk_count(fk, "GET "), 0);
+    assert_int_equal(fk_count(fk, "PUT "), 0);
+    assert_int_equal(fk->out.n.tags_unchanged, 1);
+    fk_free(fk);
+}
+
+/* Referrer tags (a cosign-style signature and attestation of the index) are written
+ * before any other tag of the job; a referrer that cannot be copied leaves the others
+ * unwritten. */
+static void test_engine__referrers_tagged_first(void **state)
+{
+    (void)state;
+    for (int fail = 0; fail <= 1; fail++) {
+        struct fk *fk = fk_new();
+        struct bb b;
+        bb_load(fk, &b);
+        char cfg[DIGEST_STR_SIZE], l1[DIGEST_STR_SIZE], l2[DIGEST_STR_SIZE];
+        char sig[DIGEST_STR_SIZE], att[DIGEST_STR_SIZE], sig_tag[DIGEST_STR_SIZE + 8],
+            att_tag[DIGEST_STR_SIZE + 8];
+        digest_of("sig config", 10, cfg);
+        digest_of("sig layer", 9, l1);
+        digest_of("att layer", 9, l2);
+        fk_image(fk, cfg, l1, l1, sig);
+        fk_image(fk, cfg, l1, l2, att);
+        snprintf(sig_tag, sizeof(sig_tag), "sha256-%.64s.sig", b.index + 7);
+        snprintf(att_tag, sizeof(att_tag), "sha256-%.64s.att", b.index + 7);
+        fk_set(&fk->up_tags, REPO, sig_tag, sig);
+        fk_set(&fk->up_tags, REPO, att_tag, att);
+        /* The target has the index already (untagged): its root is done long before the
+         * referrers', which must be fetched and copied. */
+        const char *index[] = {b.index};
+        fk_run_pinned(fk, NULL, 0, index, 1);
+        if (fail)
+            fk_fault_add(fk, FK_GET_UP, att, REG_NOT_FOUND);
+        const char *refs[] = {sig_tag, att_tag};
+        fk_run_job(fk, bb_tags, BB_NTAGS, NULL, 0, refs, 2);
+        if (fail) {
+            assert_int_equal(fk->out.status, ENGINE_FAILED);
+            for (size_t i = 0; i < BB_NTAGS; i++)
+                assert_int_equal(fk_line(fk, "PUT", REPO, bb_tags[i]), -1);
+        } else {
+            assert_int_equal(fk->out.status, ENGINE_DONE);
+            assert_int_equal(fk->out.n.tags_written, BB_NTAGS + 2);
+            int last_ref = fk_line(fk, "PUT", REPO, sig_tag);
+            if (fk_line(fk, "PUT", REPO, att_tag) > last_ref)
+                last_ref = fk_line(fk, "PUT", REPO, att_tag);
+            for (size_t i = 0; i < BB_NTAGS; i++)
+                assert_true(fk_line(fk, "PUT", REPO, bb_tags[i]) > last_ref);
+            assert_string_equal(bb_tag_of(fk, sig_tag), sig);
+            assert_string_equal(bb_tag_of(fk, att_tag), att);
+        }
+        fk_free(fk);
+    }
 }
 
 /* A child that cannot be copied (its blob, its manifest, its PUT) leaves its index off the
@@ -1060,6 +1165,8 @@ int main(void)
         cmocka_unit_test(test_engine__counters_by_name),
         cmocka_unit_test(test_engine__status_of_registry_answers),
         cmocka_unit_test(test_engine__each_digest_once_children_first_tags_last),
+        cmocka_unit_test(test_engine__pinned_digest_copied_untagged),
+        cmocka_unit_test(test_engine__referrers_tagged_first),
         cmocka_unit_test(test_engine__failed_child_writes_no_tag),
         cmocka_unit_test(test_engine__budget_denied),
         cmocka_unit_test(test_engine__mount_preferred_over_copy),

@@ -126,6 +126,73 @@ static void test_job__registry_wait_round_trips(void **state)
                  "'registry_wait_ms': not an integer");
 }
 
+#define PIN "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+/* Pinned digests: after the tags, only when there are some; with no tag at all too. */
+static void test_job__digests_round_trip(void **state)
+{
+    (void)state;
+    struct job j, back;
+    struct err e;
+    assert_int_equal(job_decode(&j, SAMPLE, strlen(SAMPLE), &e), 0);
+    assert_int_equal(j.ndigests, 0);
+    char *pins[] = {(char *)PIN};
+    char **tags = j.tags;
+    size_t ntags = j.ntags;
+    j.digests = pins;
+    j.ndigests = 1;
+    j.tags = NULL;
+    j.ntags = 0;
+    char *text = job_encode(&j, &e);
+    assert_non_null(text);
+    assert_non_null(strstr(text, "\"tags\":[],\"digests\":[\"" PIN "\"],\"platforms\""));
+    assert_int_equal(job_decode(&back, text, strlen(text), &e), 0);
+    assert_int_equal(back.ntags, 0);
+    assert_int_equal(back.ndigests, 1);
+    assert_string_equal(back.digests[0], PIN);
+    free(text);
+    job_free(&back);
+    j.policy = JOB_POLICY_REWRITE;
+    assert_null(job_encode(&j, &e));
+    assert_non_null(strstr(e.msg, "'digests'"));
+    j.digests = NULL;
+    j.ndigests = 0;
+    j.tags = tags;
+    j.ntags = ntags;
+    job_free(&j);
+    expect_error("\"tags\":[\"bookworm\",\"12\"]", "\"tags\":[],\"digests\":[\"latest\"]",
+                 "'digests'[0]: 'latest' is not a valid digest");
+    expect_error("\"tags\":[\"bookworm\",\"12\"]", "\"tags\":[],\"digests\":[]",
+                 "'tags': 0 tags");
+}
+
+/* Referrer tags: after the digests, only when there are some, each a tag. */
+static void test_job__referrers_round_trip(void **state)
+{
+    (void)state;
+    struct job j, back;
+    struct err e;
+    assert_int_equal(job_decode(&j, SAMPLE, strlen(SAMPLE), &e), 0);
+    char *refs[] = {(char *)"sha256-0123.sig", (char *)"sha256-0123.att"};
+    j.referrers = refs;
+    j.nreferrers = 2;
+    char *text = job_encode(&j, &e);
+    assert_non_null(text);
+    assert_non_null(strstr(text, "\"tags\":[\"bookworm\",\"12\"],\"referrers\":"
+                                 "[\"sha256-0123.sig\",\"sha256-0123.att\"],\"platforms\""));
+    assert_int_equal(job_decode(&back, text, strlen(text), &e), 0);
+    assert_int_equal(back.nreferrers, 2);
+    assert_string_equal(back.referrers[1], "sha256-0123.att");
+    free(text);
+    job_free(&back);
+    j.referrers = NULL;
+    j.nreferrers = 0;
+    job_free(&j);
+    expect_error("\"tags\":[\"bookworm\",\"12\"]",
+                 "\"tags\":[\"bookworm\"],\"referrers\":[\"a b\"]",
+                 "'referrers'[0]: 'a b' is not a valid tag");
+}
+
 static void test_job__field_errors_name_the_field(void **state)
 {
     (void)state;
@@ -244,6 +311,8 @@ int main(void)
         cmocka_unit_test(test_job__decode_not_nul_terminated),
         cmocka_unit_test(test_job__optional_and_unknown_fields),
         cmocka_unit_test(test_job__registry_wait_round_trips),
+        cmocka_unit_test(test_job__digests_round_trip),
+        cmocka_unit_test(test_job__referrers_round_trip),
         cmocka_unit_test(test_job__field_errors_name_the_field),
         cmocka_unit_test(test_job__bad_payloads),
         cmocka_unit_test(test_job__encode_validates),

@@ -1,0 +1,296 @@
+"""The sync file end to end: images beyond the official ones, from a second Docker Hub
+namespace on the stand-in and from a second plain docker-registry playing ghcr.io/quay.io,
+beside the official-images catalog, through the same queue and the same workers.
+
+Images are built by the test (a config and a random layer, OCI manifests with their own
+spacing, so they must travel byte for byte). Checks: the filters pick the right tags, the
+target ends digest-exact and skopeo reads it, tags sharing a digest are one job, a full run
+spends exactly the counted GETs the minimum needs and a no-op run none, a bad sync file
+changes nothing, and a worker not given the sync file copies nothing from its registries.
+"""
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+import time
+import unittest
+import urllib.request
+
+from harness import TIMEOUT_FACTOR, Registry
+from harness.programs import coordinator
+from harness.stack import PREFIX, MirrorCase, dead_letters
+from harness.standin import Standin
+from harness.target import head, tags
+from standin.loader import totals
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+def push_blob(reg_url, repo, data):
+    d = "sha256:" + hashlib.sha256(data).hexdigest()
+    r = urllib.request.urlopen(urllib.request.Request(
+        "%s/v2/%s/blobs/uploads/" % (reg_url, repo), method="POST", data=b""), timeout=30)
+    loc = r.headers["Location"]
+    urllib.request.urlopen(urllib.request.Request(
+        loc + ("&" if "?" in loc else "?") + "digest=" + d, method="PUT", data=data,
+        headers={"Content-Type": "application/octet-stream"}), timeout=30)
+    return d
+
+
+def push_image(reg_url, repo, tag_list, seed):
+    """A one-layer image under every tag of tag_list; its manifest digest."""
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": []}, "seed": seed}).encode()
+    layer = hashlib.sha256(b"layer %d" % seed).digest() * 100
+    cd, ld = push_blob(reg_url, repo, config), push_blob(reg_url, repo, layer)
+    body = (json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                   "digest": cd, "size": len(config)},
+                        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                                    "digest": ld, "size": len(layer)}]}, indent=3) + "\n").encode()
+    for t in tag_list:
+        urllib.request.urlopen(urllib.request.Request(
+            "%s/v2/%s/manifests/%s" % (reg_url, repo, t), method="PUT", data=body,
+            headers={"Content-Type": OCI_MANIFEST}), timeout=30)
+    return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+class SyncFileTest(MirrorCase):
+    REPOS = ["hello-world"]
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.ghcr = Registry().start()
+        try:
+            hub = cls.hub.registry.url
+            # bitnami/app on the stand-in: semver picks >=1.1.0 <2 (1.1.0, 1.2.0), not the
+            # release candidate; latest shares 1.2.0's digest but is no version.
+            cls.app = {"1.0.0": push_image(hub, "bitnami/app", ["1.0.0"], 1),
+                       "1.1.0": push_image(hub, "bitnami/app", ["1.1.0"], 2),
+                       "1.2.0": push_image(hub, "bitnami/app", ["1.2.0", "latest"], 3),
+                       "2.0.0-rc1": push_image(hub, "bitnami/app", ["2.0.0-rc1"], 4)}
+            # org/tool on "ghcr": the 2 newest v<N> by tag order (v9, v10; v10 also "stable"),
+            # not dev.
+            g = cls.ghcr.url
+            cls.tool = {"v2": push_image(g, "org/tool", ["v2"], 5),
+                        "v9": push_image(g, "org/tool", ["v9"], 6),
+                        "v10": push_image(g, "org/tool", ["v10", "stable"], 7),
+                        "dev": push_image(g, "org/tool", ["dev"], 8)}
+            # cosign-style signature and attestation of v10 (taken along), and a signature
+            # of app 1.2.0 (left: its entry says referrers: false).
+            cls.v10_refs = {
+                t: push_image(g, "org/tool", [t], 9 + i)
+                for i, t in enumerate(("sha256-%s.sig" % cls.tool["v10"][7:],
+                                       "sha256-%s.att" % cls.tool["v10"][7:]))}
+            cls.app_sig = "sha256-%s.sig" % cls.app["1.2.0"][7:]
+            push_image(hub, "bitnami/app", [cls.app_sig], 11)
+        except BaseException:
+            cls.ghcr.stop()
+            super().tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.ghcr.stop()
+        super().tearDownClass()
+
+    def setUp(self):
+        super().setUp()
+        self.dir = tempfile.mkdtemp(prefix="hubsync-syncfile-")
+        self.addCleanup(lambda: subprocess.run(["rm", "-rf", self.dir]))
+
+    def sync_file(self, text):
+        path = os.path.join(self.dir, "sync.yaml")
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def mixed(self):
+        ghcr = "127.0.0.1:%d" % self.ghcr.port
+        return self.sync_file("""version: 1
+registries:
+  %s:
+    url: %s
+sync:
+  - source: bitnami/app
+    tags: {semver: ">=1.1.0 <2", names: [latest]}
+    digests: [%s]
+    referrers: false
+  - source: %s/org/tool
+    target: mirror/tool
+    tags: {regex: "^v[0-9]+$", newest: 2, order: tag}
+    digests: [%s, %s]
+""" % (ghcr, self.ghcr.url, self.app["1.0.0"], ghcr, self.tool["dev"], self.tool["v10"]))
+
+    def plan(self, st, path):
+        """`plan --json` of the stack with the sync file: {source: entry}."""
+        p = subprocess.run(coordinator("plan", "--json", "--sync-file", path,
+                                       official_images=st.source, upstream=self.hub,
+                                       target=self.target, repos=self.REPOS),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        return {e["source"]: e for e in json.loads(p.stdout)["sources"]}
+
+    def test_mixed_sync_file(self):
+        path = self.mixed()
+        st = self.stack().start()
+        # plan prices each entry before the run: app's two tagged digests and its pinned one
+        # are counted Docker Hub GETs; tool's are not.
+        plan = self.plan(st, path)
+        app, tool = plan["bitnami/app"], plan["127.0.0.1:%d/org/tool" % self.ghcr.port]
+        self.assertEqual((app["counted"], app["groups"], app["tags"], app["to_write"],
+                          app["digests_to_fetch"], app["gets_min"], app["gets_max"]),
+                         (True, 3, 3, 3, 3, 3, 3))
+        self.assertEqual((tool["counted"], tool["groups"], tool["tags"], tool["to_write"],
+                          tool["gets_min"], tool["gets_max"]), (False, 3, 2, 2, 3, 3))
+        before = self.hub.counters()["manifest_get"]
+        run = st.run("--sync-file", path, worker_extra=("--sync-file", path))
+        self.assertEqual(run.rc, 0, run.stderr)
+        full = self.hub.counters()["manifest_get"] - before
+        # hello-world's manifests plus one per distinct bitnami/app digest taken (two tagged,
+        # one pinned).
+        minimum = totals(self.pushed, self.REPOS)["manifest_gets_min"] + 3
+        self.assertEqual(full, minimum)
+        # + ghcr's three and v10's two referrers
+        self.assertEqual(run.report["upstream_manifest_gets"], full + 3 + 2)
+        t = self.target.url
+        self.assertEqual(sorted(tags(t, "bitnami/app")), ["1.1.0", "1.2.0", "latest"])
+        self.assertEqual(sorted(tags(t, "mirror/tool")), sorted(["v10", "v9"] + list(self.v10_refs)))
+        for tag, digest in self.v10_refs.items():
+            self.assertEqual(head(t, "mirror/tool", tag), digest)
+        for tag in ("1.1.0", "1.2.0"):
+            self.assertEqual(head(t, "bitnami/app", tag), self.app[tag])
+        self.assertEqual(head(t, "bitnami/app", "latest"), self.app["1.2.0"])
+        for tag in ("v9", "v10"):
+            self.assertEqual(head(t, "mirror/tool", tag), self.tool[tag])
+        # Pinned digests are there by digest, untagged.
+        self.assertEqual(head(t, "bitnami/app", self.app["1.0.0"]), self.app["1.0.0"])
+        self.assertEqual(head(t, "mirror/tool", self.tool["dev"]), self.tool["dev"])
+        raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false",
+                              "docker://127.0.0.1:%d/mirror/tool:v10" % self.target.port],
+                             stdout=subprocess.PIPE, check=True, timeout=60).stdout
+        self.assertEqual("sha256:" + hashlib.sha256(raw).hexdigest(), self.tool["v10"])
+
+        before = self.hub.counters()["manifest_get"]
+        again = st.run("--sync-file", path, worker_extra=("--sync-file", path))
+        self.assertEqual(again.rc, 0, again.stderr)
+        self.assertEqual(self.hub.counters()["manifest_get"] - before, 0)
+        self.assertEqual(again.report["upstream_manifest_gets"], 0)
+        self.assertEqual(again.report["tags_written"], 0)
+        for entry in self.plan(st, path).values():
+            self.assertEqual((entry["unchanged"], entry["to_write"], entry["gets_max"]),
+                             (entry["tags"], 0, 0), entry)
+        # Tags sharing a digest were one job: 2 of app's, 2 of tool's beside the official
+        # ones; a pinned digest one more unless a chosen tag has it (v10).
+        official = st.run()
+        self.assertEqual(official.rc, 0, official.stderr)
+        self.assertEqual(run.report["jobs_total"], official.report["jobs_total"] + 6)
+        print("\nsync file: full run %d counted GETs (minimum %d), no-op run 0"
+              % (full, minimum))
+
+    def test_bad_sync_file_changes_nothing(self):
+        path = self.sync_file("version: 1\nsync:\n  - source: bitnami/app\n"
+                              "    tags: {regex: '(v'}\n")
+        st = self.stack().start()
+        p = subprocess.run(st.sync_argv("--sync-file", path, wait=False), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, timeout=60)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("--sync-file: %s:4:" % path, p.stderr)
+        self.assertEqual(self.redis.cli_raw("KEYS", PREFIX + "*").split(), [])
+
+    def test_worker_without_the_sync_file_refuses_its_registries(self):
+        path = self.mixed()
+        st = self.stack().start()
+        run = st.run("--sync-file", path, "--repos", "hello-world")
+        self.assertNotEqual(run.rc, 0)
+        dead = dead_letters(self.redis)
+        refused = [d for d in dead if "and not in its sync file" in d.get("reason", "")]
+        self.assertTrue(refused, dead)
+        self.assertEqual(tags(self.target.url, "mirror/tool"), [])
+        # Docker Hub namespaces are the worker's own upstream: copied as before.
+        self.assertEqual(sorted(tags(self.target.url, "bitnami/app")), ["1.1.0", "1.2.0", "latest"])
+
+
+class OtherRegistryTest(MirrorCase):
+    """A second stand-in plays ghcr.io with its own token auth and user: its credentials go
+    to it alone, and its abuse 429s (with Retry-After) slow only its own jobs."""
+
+    REPOS = ["hello-world"]
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.gh = Standin(users=["ghuser:ghpw"]).start()
+        try:
+            cls.tool = {t: push_image(cls.gh.registry.url, "org/tool", [t], 20 + i)
+                        for i, t in enumerate(("v1", "v2", "v3"))}
+        except BaseException:
+            cls.gh.stop()
+            super().tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.gh.stop()
+        super().tearDownClass()
+
+    def sync_file(self):
+        d = tempfile.mkdtemp(prefix="hubsync-syncfile-")
+        self.addCleanup(lambda: subprocess.run(["rm", "-rf", d]))
+        path = os.path.join(d, "sync.yaml")
+        with open(path, "w") as f:
+            f.write("version: 1\nregistries:\n  ghcr.example:\n    url: %s\n"
+                    "    credentials: [GHCR_T]\nsync:\n  - source: ghcr.example/org/tool\n"
+                    "    tags: {glob: 'v*'}\n" % self.gh.url)
+        return path, {"GHCR_T_USERNAME": "ghuser", "GHCR_T_PASSWORD": "ghpw"}
+
+    def test_slow_registry_keeps_the_lease(self):
+        """Reading a slow registry's tags takes longer than the coordinator lease (30 s):
+        the coordinator keeps it meanwhile and the run goes on."""
+        path, env = self.sync_file()
+        self.gh.config(latency_ms=12000)
+        self.addCleanup(lambda: self.gh.config(latency_ms=0))
+        st = self.stack().start()
+        st.coordinator("--sync-file", path, env=env)
+        self.assertIsNotNone(st.wait_enqueued(timeout=180))
+        self.gh.config(latency_ms=0)
+        for _ in range(2):
+            st.worker("--exit-when-idle", "--sync-file", path, env=env)
+        run = st.report()
+        self.assertEqual(run.rc, 0, run.stderr)
+        for t, digest in self.tool.items():
+            self.assertEqual(head(self.target.url, "ghcr.example/org/tool", t), digest)
+
+    def test_429_burst_throttles_only_its_registry(self):
+        path, env = self.sync_file()
+        st = self.stack().start()
+        st.coordinator("--sync-file", path, env=env)
+        self.assertIsNotNone(st.wait_enqueued())
+        self.gh.config(burst_rate=1.0, burst_len=4, burst_retry_after=1)
+        for _ in range(2):
+            st.worker("--exit-when-idle", "--sync-file", path, env=env)
+        deadline = time.time() + 60 * TIMEOUT_FACTOR
+        while self.gh.counters()["burst_429"] == 0:
+            self.assertLess(time.time(), deadline, "no 429 burst")
+            time.sleep(0.02)
+        self.gh.config(burst_rate=0.0)
+        run = st.report()
+        self.assertEqual(run.rc, 0, run.stderr)
+        self.assertEqual(run.report["jobs_done"], run.report["jobs_total"])
+        for t, digest in self.tool.items():
+            self.assertEqual(head(self.target.url, "ghcr.example/org/tool", t), digest)
+        # Docker Hub saw no 429 and its budget was never paused for ghcr's.
+        self.assertEqual(self.hub.counters()["burst_429"], 0)
+        for key in self.redis.cli_raw("--scan", "--pattern", PREFIX + "budget:*").split():
+            if not key.endswith(":inflight"):
+                self.assertEqual(self.redis.cli_raw("HGET", key, "paused_until_ms").strip(), "",
+                                 key)
+        # ghcr's credentials went to ghcr only.
+        self.assertIn("ghuser", [u for u, _ in self.gh.token_requests()])
+        self.assertNotIn("ghuser", [u for u, _ in self.hub.token_requests()])
+
+
+if __name__ == "__main__":
+    unittest.main()
