@@ -220,7 +220,8 @@ enum kind {
     K_PUT_MANIFEST,
     K_DELETE_MANIFEST,
     K_HEAD_BLOB,
-    K_TAGS
+    K_TAGS,
+    K_REFERRERS
 };
 
 struct op {
@@ -466,7 +467,7 @@ static void on_manifest(struct reg_req *q, void *arg)
     op_finish(op);
 }
 
-/* ---- tag listing ---- */
+/* ---- tag and referrer listings ---- */
 
 static void tags_fail(struct op *op, struct reg_req *q, enum reg_class cls, const char *detail)
 {
@@ -489,7 +490,10 @@ static void on_tags(struct reg_req *q, void *arg)
     int too_many;
     struct err e;
     size_t room = op->max_tags - op->ntags;
-    if (reg_parse_tags(q->resp.data, q->resp.len, room, &page, &n, &too_many, &e) != 0) {
+    int bad = op->kind == K_REFERRERS
+                  ? reg_parse_referrers(q->resp.data, q->resp.len, room, &page, &n, &too_many, &e)
+                  : reg_parse_tags(q->resp.data, q->resp.len, room, &page, &n, &too_many, &e);
+    if (bad != 0) {
         tags_fail(op, q, too_many ? REG_TOO_LARGE : REG_PROTOCOL, e.msg);
         return;
     }
@@ -521,7 +525,7 @@ static void on_tags(struct reg_req *q, void *arg)
                 return;
             }
         }
-    } else if (op->page_size > 0 && n == (size_t)op->page_size) {
+    } else if (op->kind == K_TAGS && op->page_size > 0 && n == (size_t)op->page_size) {
         char *base = reg_http_url(op->r, op->repo, "tags/list", NULL);
         next = xasprintf("%s?n=%d&last=%s", base, op->page_size, op->tags[op->ntags - 1]);
         free(base);
@@ -561,5 +565,22 @@ void reg_list_tags(struct reg_registry *r, const char *repo, int page_size, size
     }
     struct reg_req *q = op_req(op, "GET", url, "pull", "GET tags %s%s", on_tags);
     q->max_body = 4 << 20;
+    reg_http_start(q);
+}
+
+void reg_list_referrers(struct reg_registry *r, const char *repo, const char *digest,
+                        size_t max, reg_done_fn done, void *arg)
+{
+    struct op *op = op_new(r, K_REFERRERS, repo, digest, done, arg);
+    if (op_check(op, repo, digest, 1) != 0)
+        return;
+    op->max_tags = max;
+    struct reg_req *q = op_req(op, "GET", reg_http_url(r, repo, "referrers", digest), "pull",
+                               "GET referrers %s@%s", on_tags);
+    q->accept = REG_MT_OCI_INDEX;
+    q->manifest_get = 1; /* a pull on Docker Hub, as a manifest GET */
+    q->hook_repo = op->repo;
+    q->hook_ref = op->ref;
+    q->max_body = REG_MANIFEST_MAX;
     reg_http_start(q);
 }

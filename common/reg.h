@@ -195,6 +195,15 @@ void reg_head_blob(struct reg_registry *r, const char *repo, const char *digest,
 void reg_list_tags(struct reg_registry *r, const char *repo, int page_size, size_t max_tags,
                    reg_done_fn done, void *arg);
 
+/* GET /v2/<repo>/referrers/<digest> (OCI 1.1): the digests of the manifests
+ * whose subject is digest, in res->tags (res->ntags), following Link
+ * rel="next"; REG_TOO_LARGE past max of them or the page bound. REG_NOT_FOUND
+ * is a registry without the API (its referrers are found by their fallback
+ * tags sha256-<hex>.sig, ...). Reported through on_manifest_get and counted
+ * as a manifest GET: Docker Hub counts it as a pull. */
+void reg_list_referrers(struct reg_registry *r, const char *repo, const char *digest,
+                        size_t max, reg_done_fn done, void *arg);
+
 /* A tag (ref_tag_valid) or a sha256 digest. Repository names: ref_repo_valid. */
 int reg_valid_ref(const char *ref);
 

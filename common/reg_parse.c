@@ -6,6 +6,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "digest.h"
 #include "reg.h"
 #include "ref.h"
 #include "xalloc.h"
@@ -162,56 +163,90 @@ void reg_parse_free_tags(char **tags, size_t ntags)
     free(tags);
 }
 
-int reg_parse_tags(const char *body, size_t n, size_t max, char ***tags, size_t *ntags,
-                   int *too_many, struct err *e)
+/* One page of a listing: a JSON object whose array member holds strings (field NULL) or
+ * objects with a string member field, each taken when valid. */
+struct page_spec {
+    const char *what;     /* the answer, in messages: "tag list", "referrers" */
+    const char *member;   /* "tags", "manifests" */
+    const char *field;    /* NULL: the items are the strings; else each item's member */
+    const char *unit;     /* what max counts, in messages: "tags", "descriptors" */
+    const char *bad_item; /* "is not a valid tag" */
+    int (*valid)(const char *s);
+    int optional;         /* a missing or null member is an empty page */
+};
+
+static int parse_page(const struct page_spec *ps, const char *body, size_t n, size_t max,
+                      char ***out, size_t *nout, int *too_many, struct err *e)
 {
-    *tags = NULL;
-    *ntags = 0;
+    *out = NULL;
+    *nout = 0;
     if (too_many)
         *too_many = 0;
     json_error_t je;
     json_t *root = json_loadb(body ? body : "", n, 0, &je);
     int rc = -1;
     if (!json_is_object(root)) {
-        err_set(e, "tag list is not a JSON object%s%.100s", root ? "" : ": ",
+        err_set(e, "%s is not a JSON object%s%.100s", ps->what, root ? "" : ": ",
                 root ? "" : je.text);
         goto out;
     }
-    json_t *arr = json_object_get(root, "tags");
-    if (!arr || json_is_null(arr)) {
-        *tags = xcalloc(1, sizeof(char *));
+    json_t *arr = json_object_get(root, ps->member);
+    if (ps->optional && (!arr || json_is_null(arr))) {
+        *out = xcalloc(1, sizeof(char *));
         rc = 0;
         goto out;
     }
     if (!json_is_array(arr)) {
-        err_set(e, "tag list: \"tags\" is not an array");
+        err_set(e, "%s: \"%s\" is %snot an array", ps->what, ps->member,
+                ps->optional ? "" : "missing or ");
         goto out;
     }
     size_t cnt = json_array_size(arr);
     if (cnt > max) {
         if (too_many)
             *too_many = 1;
-        err_set(e, "tag list: %zu tags in one page, more than the %zu allowed", cnt, max);
+        err_set(e, "%s: %zu %s in one page, more than the %zu allowed", ps->what, cnt, ps->unit,
+                max);
         goto out;
     }
     char **v = xcalloc(cnt + 1, sizeof(char *));
     for (size_t i = 0; i < cnt; i++) {
         json_t *t = json_array_get(arr, i);
+        if (ps->field)
+            t = json_object_get(t, ps->field);
         if (!json_is_string(t) || strlen(json_string_value(t)) != json_string_length(t) ||
-            !ref_tag_valid(json_string_value(t))) {
+            !ps->valid(json_string_value(t))) {
             reg_parse_free_tags(v, i);
-            err_set(e, "tag list: entry %zu is not a valid tag", i);
+            err_set(e, "%s: %s[%zu] %s", ps->what, ps->member, i, ps->bad_item);
             goto out;
         }
         v[i] = xstrdup(json_string_value(t));
     }
-    *tags = v;
-    *ntags = cnt;
+    *out = v;
+    *nout = cnt;
     rc = 0;
 out:
     if (root)
         json_decref(root);
     return rc;
+}
+
+int reg_parse_tags(const char *body, size_t n, size_t max, char ***tags, size_t *ntags,
+                   int *too_many, struct err *e)
+{
+    static const struct page_spec tag_list = {"tag list", "tags", NULL, "tags",
+                                              "is not a valid tag", ref_tag_valid, 1};
+    return parse_page(&tag_list, body, n, max, tags, ntags, too_many, e);
+}
+
+int reg_parse_referrers(const char *body, size_t n, size_t max, char ***digests, size_t *ndigests,
+                        int *too_many, struct err *e)
+{
+    static const struct page_spec referrers = {"referrers", "manifests", "digest",
+                                               "descriptors",
+                                               "has no valid sha256 \"digest\"", digest_valid,
+                                               0};
+    return parse_page(&referrers, body, n, max, digests, ndigests, too_many, e);
 }
 
 static int scheme_len(const char *u)

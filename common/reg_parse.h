@@ -5,6 +5,8 @@
  *   several links per header, rel lists, unquoted rel;
  * - distribution error bodies {"errors":[{"code","message","detail"}]};
  * - tag lists {"name":..,"tags":[..]};
+ * - referrers answers (OCI 1.1: an image index of the descriptors of the
+ *   manifests whose subject is a digest);
  * - Location/Link URL resolution against the request URL, and origin
  *   comparison (an Authorization header only goes to the same origin). */
 #ifndef HUBSYNC_REG_PARSE_H
@@ -32,6 +34,14 @@ int reg_parse_errors(const char *body, size_t n, char *out, size_t outsz, int *t
 int reg_parse_tags(const char *body, size_t n, size_t max, char ***tags, size_t *ntags,
                    int *too_many, struct err *e);
 void reg_parse_free_tags(char **tags, size_t ntags);
+
+/* Parse a referrers answer (an OCI image index). Returns 0 and *digests (an
+ * array of *n owned sha256 digests in index order, free with
+ * reg_parse_free_tags), or -1 with a message naming the bad field. "manifests"
+ * must be an array of descriptors, each with a sha256 "digest"; at most max
+ * are accepted (-1 past it, with *too_many set). */
+int reg_parse_referrers(const char *body, size_t n, size_t max, char ***digests, size_t *ndigests,
+                        int *too_many, struct err *e);
 
 /* Resolve ref (absolute URL, "//host/path", "/path" or relative path)
  * against the absolute http(s) URL base. Returns 0 and *out (caller frees),

@@ -1,14 +1,15 @@
 /* Fuzz target: registry answer parsers (reg_parse) on arbitrary bytes: Link
- * headers, error documents, tag lists, URL resolution and origins.
- * Invariants: a resolved URL is http(s) and free of bytes that could split
- * a request; error summaries stay bounded and printable; tags obey the tag
- * grammar. */
+ * headers, error documents, tag lists, referrers answers, URL resolution and
+ * origins. Invariants: a resolved URL is http(s) and free of bytes that could
+ * split a request; error summaries stay bounded and printable; tags obey the
+ * tag grammar; referrers are sha256 digests, no more than asked for. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#include "digest.h"
 #include "reg.h"
 #include "reg_parse.h"
 #include "ref.h"
@@ -46,6 +47,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (reg_parse_tags(s, size, 1000, &tags, &n, &many, &e) == 0) {
         for (size_t i = 0; i < n; i++)
             if (!ref_tag_valid(tags[i]))
+                abort();
+        reg_parse_free_tags(tags, n);
+    }
+    if (reg_parse_referrers(s, size, 16, &tags, &n, &many, &e) == 0) {
+        if (n > 16)
+            abort();
+        for (size_t i = 0; i < n; i++)
+            if (!digest_valid(tags[i]))
                 abort();
         reg_parse_free_tags(tags, n);
     }

@@ -103,6 +103,58 @@ static void test_reg_parse__tags(void **state)
     assert_int_equal(reg_parse_tags(b, strlen(b), 10, &t, &n, &many, &e), -1);
 }
 
+#define D1 "sha256:1111111111111111111111111111111111111111111111111111111111111111"
+#define D2 "sha256:2222222222222222222222222222222222222222222222222222222222222222"
+
+/* A referrers answer: the descriptors' digests in order; an empty page; each bad field
+ * named. */
+static void test_reg_parse__referrers(void **state)
+{
+    (void)state;
+    char **d;
+    size_t n;
+    int many;
+    struct err e;
+    const char *b =
+        "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.index.v1+json\","
+        "\"manifests\":[{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\","
+        "\"digest\":\"" D1 "\",\"size\":12,\"artifactType\":\"application/vnd.dev.cosign\","
+        "\"annotations\":{\"a\":\"b\"}},{\"digest\":\"" D2 "\",\"size\":3}]}";
+    assert_int_equal(reg_parse_referrers(b, strlen(b), 10, &d, &n, &many, &e), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(d[0], D1);
+    assert_string_equal(d[1], D2);
+    reg_parse_free_tags(d, n);
+    b = "{\"schemaVersion\":2,\"manifests\":[]}";
+    assert_int_equal(reg_parse_referrers(b, strlen(b), 10, &d, &n, &many, &e), 0);
+    assert_int_equal(n, 0);
+    reg_parse_free_tags(d, n);
+    b = "{\"manifests\":[{\"digest\":\"" D1 "\"},{\"digest\":\"" D2 "\"}]}";
+    assert_int_equal(reg_parse_referrers(b, strlen(b), 1, &d, &n, &many, &e), -1);
+    assert_int_equal(many, 1);
+    assert_non_null(strstr(e.msg, "2 descriptors"));
+    static const struct {
+        const char *body, *msg;
+    } bad[] = {
+        {"nope", "not a JSON object"},
+        {"[]", "not a JSON object"},
+        {"{}", "\"manifests\" is missing"},
+        {"{\"manifests\":{}}", "not an array"},
+        {"{\"manifests\":[1]}", "manifests[0] has no valid"},
+        {"{\"manifests\":[{\"digest\":\"" D1 "\"},{\"size\":1}]}", "manifests[1]"},
+        {"{\"manifests\":[{\"digest\":\"sha512:ab\"}]}", "manifests[0]"},
+        {"{\"manifests\":[{\"digest\":\"" D1 "\\u0000\"}]}", "\\u0000 is not allowed"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(reg_parse_referrers(bad[i].body, strlen(bad[i].body), 10, &d, &n, &many,
+                                             &e), -1);
+        assert_int_equal(many, 0);
+        assert_null(d);
+        if (!strstr(e.msg, bad[i].msg))
+            fail_msg("%s: %s", bad[i].body, e.msg);
+    }
+}
+
 static void resolves(const char *base, const char *ref, const char *want)
 {
     char *out = NULL;
@@ -163,6 +215,7 @@ int main(void)
         cmocka_unit_test(test_reg_parse__link_next),
         cmocka_unit_test(test_reg_parse__errors),
         cmocka_unit_test(test_reg_parse__tags),
+        cmocka_unit_test(test_reg_parse__referrers),
         cmocka_unit_test(test_reg_parse__resolve),
         cmocka_unit_test(test_reg_parse__same_origin),
         cmocka_unit_test(test_reg_parse__same_registry),
