@@ -257,6 +257,8 @@ char *job_encode(const struct job *j, struct err *e)
         json_object_set_new(o, "digests", str_array(j->digests, j->ndigests));
     if (j->nreferrers)
         json_object_set_new(o, "referrers", str_array(j->referrers, j->nreferrers));
+    if (j->find_referrers)
+        json_object_set_new(o, "find_referrers", json_true());
     json_object_set_new(o, "platforms", str_array(j->platforms, j->nplatforms));
     json_object_set_new(o, "platform_policy", json_string(job_policy_name(j->policy)));
     json_object_set_new(o, "reason", json_string(job_reason_name(j->reason)));
@@ -290,6 +292,16 @@ static int take_str(json_t *o, const char *name, char **out, struct err *e)
     if (!json_is_string(v))
         return err_set(e, "job field '%s': not a string", name);
     *out = xstrdup(json_string_value(v));
+    return 0;
+}
+
+/* An optional boolean member: absent is 0. */
+static int take_flag(json_t *o, const char *name, int *out, struct err *e)
+{
+    json_t *v = json_object_get(o, name);
+    if (v && !json_is_boolean(v))
+        return err_set(e, "job field '%s': not a boolean", name);
+    *out = json_is_true(v);
     return 0;
 }
 
@@ -399,6 +411,7 @@ int job_decode(struct job *out, const char *data, size_t len, struct err *e)
          take_list(o, "digests", JOB_MAX_TAGS, &out->digests, &out->ndigests, e) < 0) ||
         (json_object_get(o, "referrers") &&
          take_list(o, "referrers", JOB_MAX_TAGS, &out->referrers, &out->nreferrers, e) < 0) ||
+        take_flag(o, "find_referrers", &out->find_referrers, e) < 0 ||
         take_list(o, "platforms", JOB_MAX_PLATFORMS, &out->platforms, &out->nplatforms, e) <
             0 ||
         take_enum(o, "platform_policy", parse_policy, &out->policy, e) < 0 ||

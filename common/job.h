@@ -9,7 +9,8 @@
  *    "platform_policy":"all","reason":"changed","attempt":0}
  * (a job that waited for a registry ends in ,"registry_wait_ms":<n>; a job of pinned
  * digests has "digests":["sha256:..."] after "tags", one carrying signatures and
- * attestations "referrers":["sha256-<hex>.sig", ...] after those).
+ * attestations "referrers":["sha256-<hex>.sig", ...] after those, and
+ * "find_referrers":true after that when the referrers API is to be asked).
  * Decoding is strict (each error names the field) and bounded; unknown
  * fields are ignored so newer coordinators can add some. */
 #ifndef HUBSYNC_JOB_H
@@ -62,6 +63,8 @@ struct job {
                         * copied and tagged before any tag of `tags` is written, which
                         * waits for them all; 0..JOB_MAX_TAGS, distinct */
     size_t nreferrers;
+    int find_referrers; /* also copy, digest-exact and first, the manifests the source's
+                         * referrers API (OCI 1.1) lists for each digest the job copies */
     char **platforms;  /* "os/arch[/variant]", 0..JOB_MAX_PLATFORMS, distinct */
     size_t nplatforms;
     enum job_policy policy; /* sparse and rewrite need at least one platform */

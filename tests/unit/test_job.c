@@ -193,6 +193,30 @@ static void test_job__referrers_round_trip(void **state)
                  "'referrers'[0]: 'a b' is not a valid tag");
 }
 
+/* Asking the referrers API: "find_referrers":true after the referrers, only when set. */
+static void test_job__find_referrers_round_trip(void **state)
+{
+    (void)state;
+    struct job j, back;
+    struct err e;
+    assert_int_equal(job_decode(&j, SAMPLE, strlen(SAMPLE), &e), 0);
+    assert_int_equal(j.find_referrers, 0);
+    char *text = job_encode(&j, &e);
+    assert_null(strstr(text, "find_referrers"));
+    free(text);
+    j.find_referrers = 1;
+    text = job_encode(&j, &e);
+    assert_non_null(strstr(text, "\"tags\":[\"bookworm\",\"12\"],\"find_referrers\":true,"));
+    assert_int_equal(job_decode(&back, text, strlen(text), &e), 0);
+    assert_int_equal(back.find_referrers, 1);
+    free(text);
+    job_free(&back);
+    job_free(&j);
+    expect_error("\"tags\":[\"bookworm\",\"12\"]",
+                 "\"tags\":[\"bookworm\"],\"find_referrers\":1",
+                 "'find_referrers': not a boolean");
+}
+
 static void test_job__field_errors_name_the_field(void **state)
 {
     (void)state;
@@ -313,6 +337,7 @@ int main(void)
         cmocka_unit_test(test_job__registry_wait_round_trips),
         cmocka_unit_test(test_job__digests_round_trip),
         cmocka_unit_test(test_job__referrers_round_trip),
+        cmocka_unit_test(test_job__find_referrers_round_trip),
         cmocka_unit_test(test_job__field_errors_name_the_field),
         cmocka_unit_test(test_job__bad_payloads),
         cmocka_unit_test(test_job__encode_validates),
