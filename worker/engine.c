@@ -79,7 +79,7 @@ struct engine {
     struct node *blob_head, *blob_tail; /* nodes waiting for a blob copy slot */
 };
 
-enum phase { PH_CREDS, PH_HEADS, PH_VERIFY, PH_ROOTS };
+enum phase { PH_CREDS, PH_HEADS, PH_VERIFY, PH_REFERRERS, PH_ROOTS };
 
 struct tagst {
     char *tag;
@@ -1052,6 +1052,104 @@ static void plan_roots(struct engine_job *ej)
     ej_release(ej);
 }
 
+/* -- referrers API: the manifests whose subject is a digest the job copies -- */
+
+/* Bound on the referrers of one digest (signatures, attestations, SBOMs: a few). */
+#define ENGINE_MAX_REFERRERS 64
+
+struct refq {
+    struct engine_job *ej;
+    char digest[DIGEST_STR_SIZE];
+    void *grant;
+};
+
+/* Each referrer not in the job yet joins it as a referrer by digest: copied, digest-exact,
+ * before any other tag is written. A registry without the API (404) has only the
+ * fallback tags, which the job already names. */
+static void referrers_listed(struct reg_result *res, void *arg)
+{
+    struct refq *r = arg;
+    struct engine_job *ej = r->ej;
+    ej->en->ops.budget_done(ej->en->ops.ctx, ej->up, r->grant, res);
+    if (res->cls == REG_OK) {
+        for (size_t i = 0; i < res->ntags; i++) {
+            int have = 0;
+            for (size_t k = 0; k < ej->ntags && !have; k++)
+                have = strcmp(ej->tags[k].up, res->tags[i]) == 0;
+            if (have)
+                continue;
+            ej->tags = xrealloc(ej->tags, (ej->ntags + 1) * sizeof(*ej->tags));
+            struct tagst *t = &ej->tags[ej->ntags++];
+            memset(t, 0, sizeof(*t));
+            t->tag = xstrdup(res->tags[i]);
+            snprintf(t->up, sizeof(t->up), "%s", res->tags[i]);
+            t->pinned = 1;
+            t->referrer = 1;
+        }
+    } else if (res->cls != REG_NOT_FOUND) {
+        ej_reg_error(ej, ENGINE_UPSTREAM, res);
+    }
+    free(r);
+    ej_release(ej);
+}
+
+static void referrers_budget(int granted, long wait_ms, void *grant, void *arg)
+{
+    struct refq *r = arg;
+    struct engine_job *ej = r->ej;
+    if (ej->stop_gets || ej->cancelled || !granted) {
+        if (granted)
+            ej->en->ops.budget_done(ej->en->ops.ctx, ej->up, grant, NULL);
+        else if (!ej->stop_gets) {
+            ej->stop_gets = 1;
+            ej_error(ej, ENGINE_DEFERRED, wait_ms,
+                     "pull budget spent before the referrers of %s@%s", ej->job.source_repo,
+                     r->digest);
+        }
+        free(r);
+        ej_release(ej);
+        return;
+    }
+    r->grant = grant;
+    ej->out.n.upstream_manifest_gets++;
+    ej->en->reg.list_referrers(ej->up, ej->job.source_repo, r->digest, ENGINE_MAX_REFERRERS,
+                               referrers_listed, r);
+}
+
+/* One counted GET for each digest the job copies that the target lacks under the tag
+ * (a tag already current had its referrers copied when it was written). */
+static void find_referrers(struct engine_job *ej)
+{
+    ej->phase = PH_REFERRERS;
+    ej_hold(ej);
+    for (size_t i = 0; i < ej->ntags; i++) {
+        struct tagst *t = &ej->tags[i];
+        if (!t->up[0] || t->referrer || strcmp(t->dst, t->up) == 0)
+            continue;
+        int seen = 0;
+        for (size_t k = 0; k < i && !seen; k++)
+            seen = !ej->tags[k].referrer && strcmp(ej->tags[k].up, t->up) == 0;
+        if (seen)
+            continue;
+        struct refq *r = xcalloc(1, sizeof(*r));
+        r->ej = ej;
+        snprintf(r->digest, sizeof(r->digest), "%s", t->up);
+        ej_hold(ej);
+        ej->en->ops.budget_acquire(ej->en->ops.ctx, ej->up, ej->job.source_repo, t->tag,
+                                   referrers_budget, r);
+    }
+    ej_release(ej);
+}
+
+/* The referrers first, when the job asks for them; then the roots. */
+static void plan_copy(struct engine_job *ej)
+{
+    if (ej->job.find_referrers && ej->phase != PH_REFERRERS)
+        find_referrers(ej);
+    else
+        plan_roots(ej);
+}
+
 /* -- rewrite policy: which upstream digest did the target's index come from? -- */
 
 struct verify {
@@ -1191,14 +1289,15 @@ static void ej_advance(struct engine_job *ej)
         } else if (ej->job.policy == JOB_POLICY_REWRITE) {
             verify_rewrites(ej);
         } else {
-            plan_roots(ej);
+            plan_copy(ej);
         }
         return;
     case PH_VERIFY:
+    case PH_REFERRERS:
         if (ej->stop_gets)
             ej_finish(ej);
         else
-            plan_roots(ej);
+            plan_copy(ej);
         return;
     case PH_ROOTS:
         ej_finish(ej);
@@ -1220,6 +1319,7 @@ void engine_opts_default(struct engine_opts *o)
 
 static const struct engine_reg_ops engine_reg_client = {
     reg_head_manifest, reg_get_manifest, reg_put_manifest, reg_head_blob, reg_copy_blob,
+    reg_list_referrers,
 };
 
 struct engine *engine_new(struct ev_loop *loop, struct reg_client *client,
@@ -1233,7 +1333,7 @@ struct engine *engine_new(struct ev_loop *loop, struct reg_client *client,
         !opts->upstream || !opts->target ||
         (opts->reg && (!opts->reg->head_manifest || !opts->reg->get_manifest ||
                        !opts->reg->put_manifest || !opts->reg->head_blob ||
-                       !opts->reg->copy_blob))) {
+                       !opts->reg->copy_blob || !opts->reg->list_referrers))) {
         err_set(e, "engine: incomplete arguments");
         return NULL;
     }

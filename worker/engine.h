@@ -174,6 +174,8 @@ struct engine_reg_ops {
     void (*head_blob)(struct reg_registry *r, const char *repo, const char *digest,
                       reg_done_fn done, void *arg);
     void (*copy_blob)(const struct reg_blob_spec *spec, reg_done_fn done, void *arg);
+    void (*list_referrers)(struct reg_registry *r, const char *repo, const char *digest,
+                           size_t max, reg_done_fn done, void *arg);
 };
 
 struct engine_opts {

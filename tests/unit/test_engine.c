@@ -111,7 +111,7 @@ struct fk_bodies {
     size_t n;
 };
 
-enum fk_op { FK_HEAD_UP, FK_GET_UP, FK_PUT, FK_COPY };
+enum fk_op { FK_HEAD_UP, FK_GET_UP, FK_PUT, FK_COPY, FK_REFERRERS };
 
 /* Requests that fail: op on ref (a tag or digest) answers cls. */
 struct fk_fault {
@@ -151,6 +151,9 @@ struct fk {
     struct fk_refs up_tags;  /* upstream tags (of REPO) */
     struct fk_refs dst;      /* the target's manifests, by tag and by digest */
     struct fk_refs blobs;    /* the target's blobs */
+    struct fk_refs up_referrers; /* upstream referrers: ref = the referrer, digest = its subject */
+    int no_referrers_api;    /* the upstream answers 404 to the referrers API */
+    int find_referrers;      /* the jobs fk_run_job starts ask for referrers */
     struct fk_fault faults[4];
     size_t nfaults;
     int refused;             /* manifest PUTs refused for a missing reference */
@@ -343,6 +346,7 @@ static void fk_fire(struct ev_loop *loop, ev_idle *w, int revents)
         break;
     }
     free(c->res.body);
+    free(c->res.tags);
     free(c);
 }
 
@@ -501,6 +505,32 @@ static void fk_copy_blob(const struct reg_blob_spec *spec, reg_done_fn done, voi
     fk_set(&fk->blobs, spec->dst_repo, spec->digest, spec->digest);
 }
 
+/* The referrers of subject upstream (res->tags borrow the digests), or a 404 without the
+ * API. */
+static void fk_list_referrers(struct reg_registry *r, const char *repo, const char *subject,
+                              size_t max, reg_done_fn done, void *arg)
+{
+    struct fk *fk = fk_now;
+    struct fk_call *c = fk_reg_call(done, arg);
+    assert_true(fk_upstream(r));
+    fk_log(fk, "REFERRERS %s", subject); /* counted, whatever the answer */
+    if (fk_faulty(c, FK_REFERRERS, subject))
+        return;
+    if (fk->no_referrers_api) {
+        c->res.cls = REG_NOT_FOUND;
+        c->res.status = 404;
+        return;
+    }
+    c->res.status = 200;
+    c->res.tags = xcalloc(FK_MAX, sizeof(char *));
+    for (size_t i = 0; i < fk->up_referrers.n; i++) {
+        struct fk_ref *f = &fk->up_referrers.v[i];
+        if (strcmp(f->repo, repo) == 0 && strcmp(f->digest, subject) == 0)
+            c->res.tags[c->res.ntags++] = f->ref;
+    }
+    assert_true(c->res.ntags <= max);
+}
+
 /* -- the fleet (engine_ops) -- */
 
 static struct fk_call *fk_flag_call(struct fk *fk, engine_flag_fn cb, void *arg, int yes)
@@ -642,6 +672,7 @@ static void fk_still_held(void *ctx, void *job_arg, engine_flag_fn cb, void *arg
 
 static const struct engine_reg_ops fk_reg_ops = {
     fk_head_manifest, fk_get_manifest, fk_put_manifest, fk_head_blob, fk_copy_blob,
+    fk_list_referrers,
 };
 
 static struct fk *fk_new(void)
@@ -734,7 +765,8 @@ static void fk_run_job(struct fk *fk, const char *const *tags, size_t ntags,
         .version = JOB_VERSION, .run = run, .key = key, .upstream = up, .source_repo = repo,
         .target = dst, .target_repo = repo, .tags = tagv, .ntags = ntags, .digests = digv,
         .ndigests = ndigests, .referrers = refv, .nreferrers = nrefs,
-        .policy = JOB_POLICY_ALL, .reason = JOB_REASON_CHANGED,
+        .find_referrers = fk->find_referrers, .policy = JOB_POLICY_ALL,
+        .reason = JOB_REASON_CHANGED,
     };
     fk->finished = 0;
     fk->nlog = 0;
@@ -974,6 +1006,60 @@ static void test_engine__referrers_tagged_first(void **state)
     }
 }
 
+/* Referrers the API lists (a signature of the index, pushed by digest only) are copied
+ * digest-exact, and before any tag of the job is written, at one counted GET of the API for
+ * the digest of three tags; none when the tags are current. A registry without the API
+ * (404) leaves the fallback tags, and the tags go on; a listing that fails writes no tag. */
+static void test_engine__api_referrers_copied_first(void **state)
+{
+    (void)state;
+    for (int mode = 0; mode < 3; mode++) { /* the API, a 404, a failing listing */
+        struct fk *fk = fk_new();
+        struct bb b;
+        bb_load(fk, &b);
+        char cfg[DIGEST_STR_SIZE], l1[DIGEST_STR_SIZE], sig[DIGEST_STR_SIZE];
+        digest_of("sig config", 10, cfg);
+        digest_of("sig layer", 9, l1);
+        fk_image(fk, cfg, l1, l1, sig);
+        fk_set(&fk->up_referrers, REPO, sig, b.index);
+        fk->find_referrers = 1;
+        fk->no_referrers_api = mode == 1;
+        if (mode == 2)
+            fk_fault_add(fk, FK_REFERRERS, b.index, REG_SERVER);
+        fk_run(fk, bb_tags, BB_NTAGS);
+        assert_int_equal(fk_count(fk, "REFERRERS "), 1);
+        assert_int_equal(fk_count_of(fk, "REFERRERS", b.index), 1);
+        if (mode == 2) {
+            assert_int_equal(fk->out.status, ENGINE_UNAVAILABLE);
+            assert_int_equal(fk_tag_puts(fk), 0);
+            assert_int_equal(fk_count(fk, "GET "), 0);
+            fk_free(fk);
+            continue;
+        }
+        assert_int_equal(fk->out.status, ENGINE_DONE);
+        assert_int_equal(fk->out.n.tags_written, BB_NTAGS);
+        if (mode == 1) {
+            assert_int_equal(fk->out.n.upstream_manifest_gets, 4);
+            assert_null(fk_find(&fk->dst, REPO, sig));
+            fk_free(fk);
+            continue;
+        }
+        /* index, amd64, arm64, the signature, and the listing */
+        assert_int_equal(fk->out.n.upstream_manifest_gets, 5);
+        assert_int_equal(fk_count_of(fk, "GET", sig), 1);
+        assert_string_equal(bb_tag_of(fk, sig), sig);
+        int put_sig = fk_line(fk, "PUT", REPO, sig);
+        assert_true(put_sig >= 0);
+        for (size_t i = 0; i < BB_NTAGS; i++)
+            assert_true(fk_line(fk, "PUT", REPO, bb_tags[i]) > put_sig);
+        fk_run(fk, bb_tags, BB_NTAGS);
+        assert_int_equal(fk->out.status, ENGINE_DONE);
+        assert_int_equal(fk_count(fk, "REFERRERS "), 0);
+        assert_int_equal(fk_count(fk, "GET "), 0);
+        fk_free(fk);
+    }
+}
+
 /* A child that cannot be copied (its blob, its manifest, its PUT) leaves its index off the
  * target, and no tag is written. */
 static void test_engine__failed_child_writes_no_tag(void **state)
@@ -1167,6 +1253,7 @@ int main(void)
         cmocka_unit_test(test_engine__each_digest_once_children_first_tags_last),
         cmocka_unit_test(test_engine__pinned_digest_copied_untagged),
         cmocka_unit_test(test_engine__referrers_tagged_first),
+        cmocka_unit_test(test_engine__api_referrers_copied_first),
         cmocka_unit_test(test_engine__failed_child_writes_no_tag),
         cmocka_unit_test(test_engine__budget_denied),
         cmocka_unit_test(test_engine__mount_preferred_over_copy),
