@@ -250,6 +250,7 @@ struct coord_source_group {
     int is_index;                       /* an index, or a type the source did not tell */
     char **referrers;                   /* owned: fallback tags of its referrers found */
     size_t nreferrers;
+    int find_referrers;                 /* its job asks the referrers API too */
     /* with a target (plan): */
     size_t current;                     /* tags the target has at digest already */
     int target_has;                     /* the target repository has digest */

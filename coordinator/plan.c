@@ -78,8 +78,9 @@ static const char plan_usage[] =
     "              digests_to_fetch, gets_min, gets_max}]}\n"
     "  A digest shared by several groups counts once, in the first group needing it.\n"
     "  sources: each --sync-file entry (listed and HEADed as sync does); counted: its registry\n"
-    "  is Docker Hub, whose GETs count in the budget; gets_max is null for an index of all\n"
-    "  platforms the target lacks (its children are unknown). Entries that cannot be read\n"
+    "  is Docker Hub, whose GETs count in the budget (with the referrers API's, one a digest\n"
+    "  of an entry taking referrers); gets_max is null for an index of all platforms the\n"
+    "  target lacks (its children are unknown). Entries that cannot be read\n"
     "  are in catalog_errors.";
 
 /* ---- pure helpers ------------------------------------------------------------------------ */
@@ -607,9 +608,11 @@ static json_t *sources_json(const struct syncfile *sf, const struct coord_source
             long long mn, mx;
             coord_plan_gets(g->target_has, g->is_index, en->policy == JOB_POLICY_REWRITE,
                             en->platforms.n, &mn, &mx);
+            /* and the worker's GET of the referrers API for the digest (one page) */
+            long long ask = g->find_referrers && !(g->pinned && g->target_has);
             fetch += mn > 0;
-            gmin += mn;
-            gmax += mx;
+            gmin += mn + ask;
+            gmax += mx + ask;
             unknown |= mn > 0 && g->is_index && en->platforms.n == 0;
         }
         int counted = strcmp(en->registry->name, SYNCFILE_HUB) == 0;

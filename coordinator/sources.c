@@ -230,12 +230,14 @@ static struct reg_registry *registry(struct sources_ctx *p, const struct syncfil
 }
 
 /* The fallback tags of digest's signatures, attestations and SBOMs (cosign's and
- * notation's scheme) the entry's listing has, when the entry takes referrers. */
+ * notation's scheme) the entry's listing has, when the entry takes referrers; the
+ * worker asks the referrers API for the others (a counted GET, within its budget). */
 static void group_referrers(const struct sentry *se, struct coord_source_group *g)
 {
     static const char *const kinds[] = {"sig", "att", "sbom"};
     if (!se->en->referrers)
         return;
+    g->find_referrers = 1;
     for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
         char tag[DIGEST_STR_SIZE + 8];
         snprintf(tag, sizeof(tag), "sha256-%.64s.%s", g->digest + strlen("sha256:"), kinds[i]);

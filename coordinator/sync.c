@@ -354,6 +354,7 @@ static void plan_sources(struct sync_ctx *s, struct plan *p, const struct coord_
         j.ndigests = g->pinned;
         j.referrers = g->referrers;
         j.nreferrers = g->nreferrers;
+        j.find_referrers = g->find_referrers;
         j.platforms = g->entry->platforms.v;
         j.nplatforms = g->entry->platforms.n;
         j.policy = g->entry->policy;

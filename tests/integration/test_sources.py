@@ -38,8 +38,9 @@ def push_blob(reg_url, repo, data):
     return d
 
 
-def push_image(reg_url, repo, tag_list, seed):
-    """A one-layer image under every tag of tag_list; its manifest digest."""
+def push_image(reg_url, repo, tag_list, seed, extra=None):
+    """A one-layer image under every tag of tag_list (extra: more manifest fields, e.g. a
+    subject); its manifest digest."""
     config = json.dumps({"architecture": "amd64", "os": "linux",
                          "rootfs": {"type": "layers", "diff_ids": []}, "seed": seed}).encode()
     layer = hashlib.sha256(b"layer %d" % seed).digest() * 100
@@ -48,7 +49,8 @@ def push_image(reg_url, repo, tag_list, seed):
                         "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
                                    "digest": cd, "size": len(config)},
                         "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                                    "digest": ld, "size": len(layer)}]}, indent=3) + "\n").encode()
+                                    "digest": ld, "size": len(layer)}], **(extra or {})},
+                       indent=3) + "\n").encode()
     for t in tag_list:
         urllib.request.urlopen(urllib.request.Request(
             "%s/v2/%s/manifests/%s" % (reg_url, repo, t), method="PUT", data=body,
@@ -86,6 +88,21 @@ class SyncFileTest(MirrorCase):
                                        "sha256-%s.att" % cls.tool["v10"][7:]))}
             cls.app_sig = "sha256-%s.sig" % cls.app["1.2.0"][7:]
             push_image(hub, "bitnami/app", [cls.app_sig], 11)
+            # acme/signed 1.0 on the stand-in: a signature and an SBOM the referrers API lists
+            # (pushed with a subject, under tags no entry takes), and a cosign-style signature
+            # by its fallback tag only (no subject).
+            cls.signed = push_image(hub, "acme/signed", ["1.0"], 12)
+            size = len(urllib.request.urlopen(urllib.request.Request(
+                "%s/v2/acme/signed/manifests/1.0" % hub, headers={"Accept": OCI_MANIFEST}),
+                timeout=30).read())
+            subject = {"subject": {"mediaType": OCI_MANIFEST, "digest": cls.signed,
+                                   "size": size}}
+            cls.signed_api = [
+                push_image(hub, "acme/signed", [t], 13 + i, dict(subject, artifactType=k))
+                for i, (t, k) in enumerate((("ref-sig", "application/vnd.dev.cosign.sig"),
+                                            ("ref-sbom", "application/spdx+json")))]
+            cls.signed_fallback = "sha256-%s.sig" % cls.signed[7:]
+            cls.signed_sig = push_image(hub, "acme/signed", [cls.signed_fallback], 15)
         except BaseException:
             cls.ghcr.stop()
             super().tearDownClass()
@@ -137,14 +154,15 @@ sync:
         path = self.mixed()
         st = self.stack().start()
         # plan prices each entry before the run: app's two tagged digests and its pinned one
-        # are counted Docker Hub GETs; tool's are not.
+        # are counted Docker Hub GETs; tool's are not (its three digests and the referrers API
+        # asked for each).
         plan = self.plan(st, path)
         app, tool = plan["bitnami/app"], plan["127.0.0.1:%d/org/tool" % self.ghcr.port]
         self.assertEqual((app["counted"], app["groups"], app["tags"], app["to_write"],
                           app["digests_to_fetch"], app["gets_min"], app["gets_max"]),
                          (True, 3, 3, 3, 3, 3, 3))
         self.assertEqual((tool["counted"], tool["groups"], tool["tags"], tool["to_write"],
-                          tool["gets_min"], tool["gets_max"]), (False, 3, 2, 2, 3, 3))
+                          tool["gets_min"], tool["gets_max"]), (False, 3, 2, 2, 6, 6))
         before = self.hub.counters()["manifest_get"]
         run = st.run("--sync-file", path, worker_extra=("--sync-file", path))
         self.assertEqual(run.rc, 0, run.stderr)
@@ -153,8 +171,9 @@ sync:
         # one pinned).
         minimum = totals(self.pushed, self.REPOS)["manifest_gets_min"] + 3
         self.assertEqual(full, minimum)
-        # + ghcr's three and v10's two referrers
-        self.assertEqual(run.report["upstream_manifest_gets"], full + 3 + 2)
+        # + ghcr's three, v10's two referrers, and the referrers API asked of ghcr for its
+        # three digests (docker-registry 2.8 answers 404: the fallback tags are all there is)
+        self.assertEqual(run.report["upstream_manifest_gets"], full + 3 + 2 + 3)
         t = self.target.url
         self.assertEqual(sorted(tags(t, "bitnami/app")), ["1.1.0", "1.2.0", "latest"])
         self.assertEqual(sorted(tags(t, "mirror/tool")), sorted(["v10", "v9"] + list(self.v10_refs)))
@@ -189,6 +208,50 @@ sync:
         self.assertEqual(run.report["jobs_total"], official.report["jobs_total"] + 6)
         print("\nsync file: full run %d counted GETs (minimum %d), no-op run 0"
               % (full, minimum))
+
+    def run_signed(self, **hub_config):
+        """A run of acme/signed 1.0 with the stand-in set so; the stand-in's counted GETs
+        and referrers GETs it took, beyond hello-world's minimum."""
+        self.hub.config(**hub_config)
+        self.addCleanup(self.hub.config, referrers_api=True, referrers_page=0)
+        path = self.sync_file("version: 1\nsync:\n  - source: acme/signed\n"
+                              "    tags: {names: [\"1.0\"]}\n")
+        st = self.stack().start()
+        before = self.hub.counters()
+        run = st.run("--sync-file", path, worker_extra=("--sync-file", path))
+        self.assertEqual(run.rc, 0, run.stderr)
+        after = self.hub.counters()
+        self.assertEqual(sorted(tags(self.target.url, "acme/signed")),
+                         sorted(["1.0", self.signed_fallback]))
+        self.assertEqual(head(self.target.url, "acme/signed", "1.0"), self.signed)
+        self.assertEqual(head(self.target.url, "acme/signed", self.signed_fallback),
+                         self.signed_sig)
+        base = totals(self.pushed, self.REPOS)["manifest_gets_min"]
+        return (st, path, after["manifest_get"] - before["manifest_get"] - base,
+                after["referrers_get"] - before["referrers_get"])
+
+    def test_referrers_api(self):
+        """The referrers the API lists (two pages of one) are copied digest-exact, at one
+        counted GET each and one per page; the fallback tag too; a no-op run asks nothing."""
+        st, path, gets, pages = self.run_signed(referrers_page=1)
+        # the image, its fallback signature, the two API referrers, the two pages
+        self.assertEqual((gets, pages), (1 + 1 + 2 + 2, 2))
+        for d in self.signed_api:
+            self.assertEqual(head(self.target.url, "acme/signed", d), d)
+        before = self.hub.counters()["manifest_get"]
+        again = st.run("--sync-file", path, worker_extra=("--sync-file", path))
+        self.assertEqual(again.rc, 0, again.stderr)
+        self.assertEqual(self.hub.counters()["manifest_get"] - before, 0)
+        print("\nreferrers API: %d counted GETs (image, fallback signature, 2 referrers, "
+              "2 pages), no-op run 0" % gets)
+
+    def test_referrers_api_missing_falls_back_to_tags(self):
+        """A registry answering 404 to the referrers API: the fallback tags are copied, the
+        image tagged, the referrers only the API lists are not (the 404 is no pull)."""
+        _, _, gets, pages = self.run_signed(referrers_api=False)
+        self.assertEqual((gets, pages), (1 + 1, 0))
+        for d in self.signed_api:
+            self.assertIsNone(head(self.target.url, "acme/signed", d))
 
     def test_bad_sync_file_changes_nothing(self):
         path = self.sync_file("version: 1\nsync:\n  - source: bitnami/app\n"

@@ -47,6 +47,7 @@ DIGEST_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
 MANIFEST_RE = re.compile(r"^/v2/(.+)/manifests/([^/]+)$")
 BLOB_RE = re.compile(r"^/v2/(.+)/blobs/([^/]+)$")
 TAGS_RE = re.compile(r"^/v2/(.+)/tags/list$")
+REFERRERS_RE = re.compile(r"^/v2/(.+)/referrers/([^/]+)$")
 WRITE_RE = re.compile(r"^/v2/(.+?)/(?:manifests|blobs)/")
 CDN_RE = re.compile(r"^/registry-v2/docker/registry/v2/blobs/sha256/([a-f0-9]{2})/"
                     r"([a-f0-9]{64})/data$")
@@ -114,6 +115,11 @@ CONFIG = [
     ("tags_paging", str, "link", 'tag lists: "link" (n honoured, a Link header to the next '
                                  'page, as Docker Hub), "last" (n honoured, no Link), "all" '
                                  "(n ignored, as docker-registry 2.8)"),
+    ("referrers_api", boolean, True, "GET /v2/<name>/referrers/<digest> (OCI 1.1) answers the "
+                                     "repository's tagged manifests whose subject is digest, "
+                                     "a counted pull; false: 404, as docker-registry 2.8"),
+    ("referrers_page", int, 0, "descriptors per referrers answer, with a Link to the next "
+                               "page (0: all in one)"),
 ]
 CHOICES = {"ratelimit_prefix": ("", "x-"), "auth": ("bearer", "basic"),
            "manifest_fault": ("", "digest_header", "extra_byte"),
@@ -233,7 +239,8 @@ class Hub:
                 "manifest_get_by_repo": {}, "manifest_get_by_ref": {},
                 "manifest_head_by_ref": {}, "blob_get": 0, "blob_head": 0, "cdn_get": 0,
                 "blob_bytes": 0, "denied_429": 0, "burst_429": 0, "token_requests": 0,
-                "token_denied": 0, "unauthorized_401": 0, "tags_list": 0, "auth_leaks": 0,
+                "token_denied": 0, "unauthorized_401": 0, "tags_list": 0, "referrers_get": 0,
+                "auth_leaks": 0,
                 "auth_leak_details": [], "faults": {f: 0 for f in FAULTS},
             }
             self.rolls = collections.Counter()
@@ -697,7 +704,8 @@ class RegistryHandler(Handler):
     # -- /v2/<name>/... ---------------------------------------------------------------
     def v2(self, path, query):
         hub = self.hub
-        for regex, what in ((MANIFEST_RE, "manifest"), (BLOB_RE, "blob"), (TAGS_RE, "tags")):
+        for regex, what in ((MANIFEST_RE, "manifest"), (BLOB_RE, "blob"), (TAGS_RE, "tags"),
+                            (REFERRERS_RE, "referrers")):
             m = regex.match(path)
             if m:
                 break
@@ -719,6 +727,8 @@ class RegistryHandler(Handler):
             self.manifest(name, m.group(2), claims)
         elif what == "blob":
             self.blob(name, m.group(2), query)
+        elif what == "referrers":
+            self.referrers(name, m.group(2), query, claims)
         else:
             self.tags(name, query)
 
@@ -733,18 +743,27 @@ class RegistryHandler(Handler):
                         (p + "ratelimit-remaining", "%d;w=%s" % (remaining, w))]
         return headers
 
-    def manifest(self, name, ref, claims):
+    def pull(self, claims, take):
+        """The ratelimit headers of a request (a pull when take), or None once it was
+        answered 429 for a spent quota."""
         hub = self.hub
         limit = hub.limit_for(claims["sub"])
-        get = self.command == "GET"
-        allowed, remaining = hub.quota(self._source, limit, take=get)
+        allowed, remaining = hub.quota(self._source, limit, take=take)
         rl = self.ratelimit_headers(limit, remaining)
-        if get and not allowed:
+        if take and not allowed:
             hub.count("denied_429")
             msg = USER_429 if claims["sub"] else ANON_429
             if hub.cfg("retry_after"):
                 rl.append(("Retry-After", str(hub.cfg("retry_after"))))
             self.reply(429, _errors("TOOMANYREQUESTS", msg), headers=self.api_headers() + rl)
+            return None
+        return rl
+
+    def manifest(self, name, ref, claims):
+        hub = self.hub
+        get = self.command == "GET"
+        rl = self.pull(claims, get)
+        if rl is None:
             return
         key = "%s%s%s" % (name, "@" if DIGEST_RE.match(ref) else ":", ref)
         if get:
@@ -840,6 +859,67 @@ class RegistryHandler(Handler):
                    "&repo=%s" % (hub.cdn_base, hexd[:2], hexd, exp, sig, quote(name, safe=""))
         self.reply(307, b"", headers=self.api_headers() + [("Location", location)],
                    ctype="text/html; charset=utf-8")
+
+    def referrers(self, name, digest, query, claims):
+        """OCI 1.1 referrers: an image index of the descriptors of the repository's tagged
+        manifests whose subject is digest (the backend, docker-registry 2.8, keeps no such
+        index), filtered by artifactType, paged by page= and a Link; each page a pull."""
+        hub = self.hub
+        if not hub.cfg("referrers_api"):
+            self.reply(404, b"404 page not found\n", ctype="text/plain")
+            return
+        if not DIGEST_RE.match(digest):
+            self.reply(400, _errors("DIGEST_INVALID", "invalid digest"), headers=self.api_headers())
+            return
+        get = self.command == "GET"
+        rl = self.pull(claims, get)
+        if rl is None:
+            return
+        if get:
+            self._counted = True
+            hub.count("manifest_get")
+            hub.count("referrers_get")
+            hub.count_in("manifest_get_by_repo", name)
+            hub.count_in("manifest_get_by_ref", "%s/referrers@%s" % (name, digest))
+        resp = hub.backend.request("GET", "/v2/%s/tags/list" % name)
+        body = resp.read()
+        descs, seen = [], set()
+        for tag in sorted(json.loads(body).get("tags") or [] if resp.status == 200 else []):
+            status, headers, mbody = self.fetch_manifest(name, tag)
+            try:
+                m = json.loads(mbody) if status == 200 else None
+            except ValueError:
+                m = None
+            if not isinstance(m, dict) or not isinstance(m.get("subject"), dict) or \
+                    m["subject"].get("digest") != digest:
+                continue
+            d = dict(headers).get("Docker-Content-Digest")
+            if d in seen:
+                continue
+            seen.add(d)
+            desc = {"mediaType": m.get("mediaType", OCI_MANIFEST), "digest": d,
+                    "size": len(mbody)}
+            kind = m.get("artifactType") or (m.get("config") or {}).get("mediaType")
+            if kind:
+                desc["artifactType"] = kind
+            descs.append(desc)
+        q = parse_qs(query)
+        headers = self.api_headers() + rl
+        kind = q.get("artifactType", [None])[0]
+        if kind is not None:
+            descs = [d for d in descs if d.get("artifactType") == kind]
+            headers.append(("OCI-Filters-Applied", "artifactType"))
+        page, size = q.get("page", ["0"])[0], hub.cfg("referrers_page")
+        if not page.isdigit():
+            raise BadRequest("bad page %r" % page[:40])
+        if size > 0:
+            start = int(page) * size
+            if start + size < len(descs):
+                headers.append(("Link", '</v2/%s/referrers/%s?page=%d>; rel="next"'
+                                % (name, digest, int(page) + 1)))
+            descs = descs[start:start + size]
+        self.reply(200, _json({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": descs}),
+                   headers=headers, ctype=OCI_INDEX)
 
     def tags(self, name, query):
         """The backend's tag list, sorted, paged by n and last as tags_paging says."""
