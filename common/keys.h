@@ -69,7 +69,8 @@
  * <p>manifests                          zset    the manifest:<digest> keys kept, each scored by
  *                                               the bytes kept up to it: a keep deletes those
  *                                               more than a byte cap back
- * <p>budget:<source>                    hash    pull budget per docker-ratelimit-source:
+ * <p>budget:<source>                    hash    pull budget per docker-ratelimit-source (or
+ *                                               a pooled Docker Hub account's prefix):
  *                                               limit, window_s, remaining, observed_ms,
  *                                               paused_until_ms, http_429, unlimited
  * <p>budget:<source>:inflight           zset    budget reservations -> expiry (ms)

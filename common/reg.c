@@ -177,7 +177,7 @@ struct reg_registry *reg_registry_new(struct reg_client *c, const char *base_url
     r->c = c;
     r->url = url;
     r->plain = plain;
-    creds_copy(&r->cr, cr);
+    reg_registry_set_creds(r, cr);
     c->registries++;
     return r;
 }
@@ -188,6 +188,7 @@ void reg_registry_free(struct reg_registry *r)
         return;
     r->c->registries--;
     creds_clear(&r->cr);
+    free(r->auth_key);
     free(r->url);
     free(r->realm);
     free(r->service);
@@ -204,6 +205,9 @@ void reg_registry_set_creds(struct reg_registry *r, const struct creds *cr)
     creds_clear(&r->cr);
     creds_copy(&r->cr, cr);
     r->creds_refused = 0;
+    /* Tokens are an account's: two accounts of one registry never share one. */
+    free(r->auth_key);
+    r->auth_key = r->cr.username ? xasprintf("%s %s", r->url, r->cr.username) : xstrdup(r->url);
 }
 
 int reg_registry_creds_refused(const struct reg_registry *r)

@@ -491,7 +491,7 @@ static void authorize(struct reg_req *q)
         send_now(q);
         return;
     }
-    const char *tok = auth_cache_lookup(c->auth, r->url, q->scope);
+    const char *tok = auth_cache_lookup(c->auth, r->auth_key, q->scope);
     if (tok) {
         creds_free_secret(&q->token);
         q->token = xstrdup(tok);
@@ -500,7 +500,7 @@ static void authorize(struct reg_req *q)
     }
     struct auth_challenge ch = {AUTH_SCHEME_BEARER, r->realm, r->service, NULL, NULL};
     struct err e;
-    if (auth_cache_fetch(c->auth, r->url, &ch, q->scope, &r->cr, r->plain, on_token, q, &e) !=
+    if (auth_cache_fetch(c->auth, r->auth_key, &ch, q->scope, &r->cr, r->plain, on_token, q, &e) !=
         0) {
         reg_http_fail(q, REG_UNAUTHORIZED, "%s", e.msg);
         complete(q);
@@ -569,7 +569,7 @@ static int answer_challenge(struct reg_req *q)
         if (ch->error && strcmp(ch->error, "insufficient_scope") == 0)
             q->insufficient_scope = 1;
         if (q->token)
-            auth_cache_invalidate(r->c->auth, r->url, q->scope, q->token);
+            auth_cache_invalidate(r->c->auth, r->auth_key, q->scope, q->token);
         creds_free_secret(&q->token);
         r->bearer = 1;
         free(r->realm);

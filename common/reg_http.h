@@ -44,6 +44,7 @@ struct reg_registry {
     struct reg_client *c;
     char *url;     /* scheme://host[:port][/prefix], no trailing slash */
     struct creds cr;
+    char *auth_key; /* its tokens' key in the cache: the URL, and the account's user */
     int plain;     /* http:// */
     int bearer;    /* the registry answered with a Bearer challenge */
     int basic;     /* the registry answered with a Basic challenge */

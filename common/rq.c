@@ -374,12 +374,22 @@ struct rq_cmd *rq_cmd_budget_acquire(const struct rq *q, const char *worker_id,
                                      const char *source, int cost, int floor, long long ttl_ms,
                                      const char *resv)
 {
-    char *budget = keys_budget(&q->keys, source);
-    char *inflight = keys_budget_inflight(&q->keys, source);
-    struct rq_cmd *c = fcall(K_BUDGET, "hubsync_budget_acquire", 4, budget, inflight,
-                             q->keys.stats, q->keys.worker_budgets);
-    free(budget);
-    free(inflight);
+    return rq_cmd_budget_acquire_any(q, worker_id, &source, 1, cost, floor, ttl_ms, resv);
+}
+
+struct rq_cmd *rq_cmd_budget_acquire_any(const struct rq *q, const char *worker_id,
+                                         const char *const *sources, size_t n, int cost,
+                                         int floor, long long ttl_ms, const char *resv)
+{
+    struct rq_cmd *c = fcall_begin(K_BUDGET, "hubsync_budget_acquire", (int)(2 * n + 2));
+    arg_own(c, keys_budget(&q->keys, sources[0]));
+    arg_own(c, keys_budget_inflight(&q->keys, sources[0]));
+    arg(c, q->keys.stats);
+    arg(c, q->keys.worker_budgets);
+    for (size_t i = 1; i < n; i++) {
+        arg_own(c, keys_budget(&q->keys, sources[i]));
+        arg_own(c, keys_budget_inflight(&q->keys, sources[i]));
+    }
     arg_ll(c, cost);
     arg_ll(c, floor);
     arg_ll(c, ttl_ms);
@@ -1187,6 +1197,9 @@ static int parse_budget(const struct rq_cmd *c, const redisReply *r, struct rq_r
         if (strcmp(r->element[0]->str, map[i].name) == 0) {
             res->status = map[i].status;
             res->n = r->element[1]->integer;
+            /* The account chosen (1-based) of a budget acquire; else 0. */
+            if (r->elements >= 3 && is_int(r->element[2]))
+                res->pick = (size_t)r->element[2]->integer;
             return 0;
         }
     }

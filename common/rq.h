@@ -79,6 +79,7 @@ enum rq_status {
 struct rq_res {
     enum rq_status status;
     long long n;
+    size_t pick;  /* budget acquire: the source chosen, 1-based (0: none) */
     char *id;     /* stream entry id */
     char *key;    /* job key */
     char *json;   /* job payload */
@@ -220,6 +221,13 @@ struct rq_cmd *rq_cmd_repair_index(const struct rq *q, const char *cursor, int c
 struct rq_cmd *rq_cmd_budget_acquire(const struct rq *q, const char *worker_id,
                                      const char *source, int cost, int floor, long long ttl_ms,
                                      const char *resv);
+/* The same over several accounts of one registry, each its own source (n >=
+ * 1): an unknown one first (RQ_UNKNOWN, pick = its index + 1: probe it),
+ * else a reservation from the one with the most pulls left (pick = its
+ * index + 1); RQ_DENIED only when every one is spent, n = the shortest wait. */
+struct rq_cmd *rq_cmd_budget_acquire_any(const struct rq *q, const char *worker_id,
+                                         const char *const *sources, size_t n, int cost,
+                                         int floor, long long ttl_ms, const char *resv);
 
 /* Apply what one response said (rl from ratelimit.h) and release
  * reservation resv (NULL: none, as for a HEAD probe). rl NULL, or with no

@@ -10,7 +10,7 @@
 -- before the first write.
 
 -- Bump with every change: a program loads this library only over an older one.
-local VERSION = 6
+local VERSION = 7
 
 local function fail(msg)
   error({err = 'ERR hubsync: ' .. msg})
@@ -484,48 +484,64 @@ local function budget_state(b, inflight, now)
   return 'limited', (tonumber(b.remaining) or 0) - redis.call('ZCARD', inflight)
 end
 
--- KEYS budget inflight stats worker_budgets; ARGV cost floor ttl_ms
--- reservation worker -> {'granted', remaining} | {'unlimited', 0} | {'denied',
--- wait_ms} | {'unknown', 0}. The worker asking ('' none) pulls from this
--- budget from now on (worker_budgets).
+-- KEYS budget inflight stats worker_budgets [budget inflight]...; ARGV cost
+-- floor ttl_ms reservation worker -> {'granted', remaining, i} | {'unlimited',
+-- 0, i} | {'denied', wait_ms, 0} | {'unknown', 0, i}. Several budget and
+-- inflight pairs are the accounts of one registry (the first pair is i = 1,
+-- the others follow worker_budgets): an unknown one is probed first (i), else
+-- the one with the most pulls left is reserved from, so accounts drain
+-- evenly; denied only when every one is spent or paused, with the shortest
+-- wait. The worker asking ('' none) pulls from the chosen budget from now on
+-- (worker_budgets).
 redis.register_function('hubsync_budget_acquire', function(keys, args)
-  local budget, inflight, stats, worker_budgets = keys[1], keys[2], keys[3], keys[4]
+  local stats, worker_budgets = keys[3], keys[4]
   local cost, floor = int(args[1], 'cost'), int(args[2], 'floor')
   local ttl = int(args[3], 'ttl_ms')
   local resv = args[4]
   if cost < 1 or cost > 100 then fail('cost must be 1..100') end
   if ttl < 1 then fail('ttl_ms must be positive') end
+  if #keys % 2 ~= 0 then fail('budget and inflight keys come in pairs') end
+  local accts = {{keys[1], keys[2]}}
+  for k = 5, #keys, 2 do accts[#accts + 1] = {keys[k], keys[k + 1]} end
   local now = now_ms()
-  if args[5] ~= '' then redis.call('HSET', worker_budgets, args[5], budget) end
-  redis.call('ZREMRANGEBYSCORE', inflight, '-inf', now)
-  local b = fields(redis.call('HGETALL', budget))
-  local state, avail = budget_state(b, inflight, now)
-  if state == 'paused' then
+  local best, best_avail, wait = nil, nil, nil
+  for i, p in ipairs(accts) do
+    local budget, inflight = p[1], p[2]
+    redis.call('ZREMRANGEBYSCORE', inflight, '-inf', now)
+    local b = fields(redis.call('HGETALL', budget))
+    local state, avail = budget_state(b, inflight, now)
+    local w = nil
+    if state == 'unknown' or state == 'unlimited' then
+      if args[5] ~= '' then redis.call('HSET', worker_budgets, args[5], budget) end
+      if state == 'unknown' then return {'unknown', 0, i} end
+      redis.call('HINCRBY', stats, 'pulls_granted', cost)
+      return {'unlimited', 0, i}
+    elseif state == 'paused' then
+      w = tonumber(b.paused_until_ms) - now
+    elseif avail - cost >= floor then
+      if not best or avail > best_avail then best, best_avail = i, avail end
+    else
+      -- Hub's window is rolling: a pull comes back every window/limit ms.
+      local limit, window = tonumber(b.limit) or 0, (tonumber(b.window_s) or 0) * 1000
+      w = 60000
+      if limit > 0 and window > 0 then
+        w = math.min(window, math.ceil(window / limit) * (floor + cost - avail))
+      end
+    end
+    if w and (not wait or w < wait) then wait = w end
+  end
+  local chosen = accts[best or 1]
+  if args[5] ~= '' then redis.call('HSET', worker_budgets, args[5], chosen[1]) end
+  if not best then
     redis.call('HINCRBY', stats, 'pulls_denied', 1)
-    return {'denied', tonumber(b.paused_until_ms) - now}
+    return {'denied', wait, 0}
   end
-  if state == 'unknown' then return {'unknown', 0} end
-  if state == 'unlimited' then
-    redis.call('HINCRBY', stats, 'pulls_granted', cost)
-    return {'unlimited', 0}
-  end
-  local window = (tonumber(b.window_s) or 0) * 1000
-  if avail - cost >= floor then
-    local expiry = now + ttl
-    redis.call('ZADD', inflight, expiry, resv)
-    for i = 2, cost do redis.call('ZADD', inflight, expiry, resv .. '#' .. i) end
-    if redis.call('PTTL', inflight) < ttl then redis.call('PEXPIRE', inflight, ttl) end
-    redis.call('HINCRBY', stats, 'pulls_granted', cost)
-    return {'granted', avail - cost}
-  end
-  -- Hub's window is rolling: a pull comes back every window/limit ms.
-  local limit = tonumber(b.limit) or 0
-  local wait = 60000
-  if limit > 0 and window > 0 then
-    wait = math.min(window, math.ceil(window / limit) * (floor + cost - avail))
-  end
-  redis.call('HINCRBY', stats, 'pulls_denied', 1)
-  return {'denied', wait}
+  local inflight, expiry = chosen[2], now + ttl
+  redis.call('ZADD', inflight, expiry, resv)
+  for i = 2, cost do redis.call('ZADD', inflight, expiry, resv .. '#' .. i) end
+  if redis.call('PTTL', inflight) < ttl then redis.call('PEXPIRE', inflight, ttl) end
+  redis.call('HINCRBY', stats, 'pulls_granted', cost)
+  return {'granted', best_avail - cost, best}
 end)
 
 -- A source not heard from for a week (an address that changed) is forgotten;

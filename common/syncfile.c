@@ -351,13 +351,12 @@ static int parse_registries(struct parse *p, yaml_node_t *n)
         if (cred) {
             char w[WHERE_MAX + 16];
             sub(w, sizeof(w), where, "credentials");
-            /* One budget per registry for now: pooling accounts is not built. */
-            if (strcmp(r->name, SYNCFILE_HUB) == 0)
-                return fail(p, cred, w, "Docker Hub takes the programs' HUBSYNC_UPSTREAM "
-                                        "credentials (several Docker Hub accounts are not "
-                                        "supported yet)");
-            if (list_of(p, cred, w, SYNCFILE_MAX_ACCOUNTS, "accounts", account_check, r,
-                        &r->accounts) < 0)
+            /* Docker Hub's accounts are pooled (a pull budget each); another
+             * registry throttles by its 429s alone, so one account is enough. */
+            int hub = strcmp(r->name, SYNCFILE_HUB) == 0;
+            if (list_of(p, cred, w, hub ? SYNCFILE_MAX_HUB_ACCOUNTS : SYNCFILE_MAX_ACCOUNTS,
+                        hub ? "accounts" : "accounts (only docker.io pools several)",
+                        account_check, r, &r->accounts) < 0)
                 return -1;
         }
     }

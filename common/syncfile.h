@@ -9,6 +9,8 @@
  *     ghcr.io:
  *       url: https://ghcr.io    # default https://<name>
  *       credentials: [HUBSYNC_GHCR]   # accounts: <PREFIX>_USERNAME + _PASSWORD(_FILE)
+ *     docker.io:
+ *       credentials: [HUB_A, HUB_B]   # pooled: each pull from the one with most left
  *   defaults: {referrers: true, platforms: [linux/amd64], platform_policy: sparse}
  *   sync:
  *     - source: ghcr.io/org/app       # [registry/]repository[:tag][@digest]
@@ -34,16 +36,18 @@
 
 #define SYNCFILE_MAX_BYTES (1L << 20)
 #define SYNCFILE_MAX_ENTRIES 10000
-#define SYNCFILE_MAX_ACCOUNTS 1 /* an account per registry */
+#define SYNCFILE_MAX_ACCOUNTS 1 /* an account per registry ... */
+#define SYNCFILE_MAX_HUB_ACCOUNTS 16 /* ... but docker.io's, pooled: a pull budget each */
 #define SYNCFILE_HUB "docker.io"
 
 /* A registry entries copy from. */
 struct syncfile_registry {
     char *name;               /* "docker.io", "ghcr.io", "localhost:5000" */
     char *url;                /* NULL for docker.io (the --upstream); else http(s) URL */
-    struct strv accounts;  /* the environment prefix of its account (at most one; none
-                               * for docker.io, which has the programs' HUBSYNC_UPSTREAM);
-                               * none: docker's config.json and credential helpers */
+    struct strv accounts;  /* the environment prefix of its account (at most one);
+                               * none: docker's config.json and credential helpers.
+                               * docker.io: its pooled accounts, each its own pull
+                               * budget (source: the prefix); none: HUBSYNC_UPSTREAM */
     int line, column;         /* where it was declared (0: only named by a source) */
 };
 

@@ -74,6 +74,9 @@ struct engine {
     char *upstream, *target;
     struct regent **regs;
     size_t nregs;
+    struct engine_account *accounts; /* Docker Hub's pooled accounts (names borrowed
+                                      * from opts.sources) */
+    size_t naccounts;
     int jobs;
     int blobs_active;
     struct node *blob_head, *blob_tail; /* nodes waiting for a blob copy slot */
@@ -760,7 +763,8 @@ static void node_got_upstream(struct reg_result *res, void *arg)
     node_have_upstream(n, res->content_type);
 }
 
-static void node_budget(int granted, long wait_ms, void *grant, void *arg)
+static void node_budget(int granted, long wait_ms, void *grant, struct reg_registry *via,
+                        void *arg)
 {
     struct node *n = arg;
     struct engine_job *ej = n->ej;
@@ -779,7 +783,8 @@ static void node_budget(int granted, long wait_ms, void *grant, void *arg)
     }
     n->grant = grant;
     ej->out.n.upstream_manifest_gets++;
-    ej->en->reg.get_manifest(ej->up, ej->job.source_repo, n->digest, node_got_upstream, n);
+    ej->en->reg.get_manifest(via ? via : ej->up, ej->job.source_repo, n->digest,
+                             node_got_upstream, n);
 }
 
 static void node_cached(const char *body, size_t len, const char *media_type, void *arg)
@@ -796,8 +801,11 @@ static void node_cached(const char *body, size_t len, const char *media_type, vo
             return;
         }
     }
-    ej->en->ops.budget_acquire(ej->en->ops.ctx, ej->up, ej->job.source_repo, ej->tags[0].tag,
-                               node_budget, n);
+    /* Docker Hub's counted GETs go with its pooled accounts, if any. */
+    struct engine *en = ej->en;
+    int pooled = reg_parse_same_registry(ej->job.upstream, en->upstream);
+    en->ops.budget_acquire(en->ops.ctx, ej->up, en->accounts, pooled ? en->naccounts : 0,
+                           ej->job.source_repo, ej->tags[0].tag, node_budget, n);
 }
 
 static void node_fetch_upstream(struct node *n)
@@ -1313,6 +1321,7 @@ void engine_opts_default(struct engine_opts *o)
     o->lock_poll_s = 0.25;
     o->lock_wait_max_s = 1800;
     o->upstream = o->target = NULL;
+    o->sources = NULL;
     o->helper_ttl_s = 300;
     o->reg = NULL;
 }
@@ -1321,6 +1330,31 @@ static const struct engine_reg_ops engine_reg_client = {
     reg_head_manifest, reg_get_manifest, reg_put_manifest, reg_head_blob, reg_copy_blob,
     reg_list_referrers,
 };
+
+/* A registry per pooled Docker Hub account, its credentials from its own
+ * environment prefix (set: the file names it for this). */
+static int engine_accounts(struct engine *en, struct err *e)
+{
+    const struct syncfile_registry *hub =
+        en->opts.sources ? syncfile_registry(en->opts.sources, SYNCFILE_HUB) : NULL;
+    if (!hub || !hub->accounts.n)
+        return 0;
+    en->accounts = xcalloc(hub->accounts.n, sizeof(*en->accounts));
+    for (size_t i = 0; i < hub->accounts.n; i++) {
+        const char *name = hub->accounts.v[i];
+        struct creds cr = {NULL, NULL};
+        int found = creds_from_env(name, &cr, e);
+        if (found == 0)
+            err_set(e, "docker.io account %s: %s_USERNAME is not set", name, name);
+        struct reg_registry *r =
+            found == 1 ? reg_registry_new(en->client, en->upstream, &cr, e) : NULL;
+        creds_clear(&cr);
+        if (!r)
+            return -1;
+        en->accounts[en->naccounts++] = (struct engine_account){.r = r, .name = name};
+    }
+    return 0;
+}
 
 struct engine *engine_new(struct ev_loop *loop, struct reg_client *client,
                           const struct engine_ops *ops, const struct engine_opts *opts,
@@ -1348,6 +1382,10 @@ struct engine *engine_new(struct ev_loop *loop, struct reg_client *client,
     en->opts.target = en->target = xstrdup(opts->target);
     if (en->opts.blob_concurrency < 1)
         en->opts.blob_concurrency = 1;
+    if (engine_accounts(en, e) < 0) {
+        engine_free(en);
+        return NULL;
+    }
     return en;
 }
 
@@ -1365,6 +1403,9 @@ void engine_free(struct engine *en)
         free(re);
     }
     free(en->regs);
+    for (size_t i = 0; i < en->naccounts; i++)
+        reg_registry_free(en->accounts[i].r);
+    free(en->accounts);
     free(en->upstream);
     free(en->target);
     free(en);

@@ -89,8 +89,16 @@ struct engine_outcome {
 };
 
 typedef void (*engine_flag_fn)(int yes, void *arg);
-/* grant (may be NULL) goes back to budget_done once the GET has an answer. */
-typedef void (*engine_budget_fn)(int granted, long wait_ms, void *grant, void *arg);
+/* grant (may be NULL) goes back to budget_done once the GET has an answer;
+ * via: the registry (an account) the granted GET goes with. */
+typedef void (*engine_budget_fn)(int granted, long wait_ms, void *grant,
+                                 struct reg_registry *via, void *arg);
+/* One of Docker Hub's pooled accounts (the sync file's docker.io credentials):
+ * a registry with its own credentials and tokens, and its budget's source. */
+struct engine_account {
+    struct reg_registry *r;
+    const char *name; /* its environment prefix, never a secret */
+};
 typedef void (*engine_home_fn)(const char *repo, void *arg);
 typedef void (*engine_ready_fn)(void *arg);
 /* body (len bytes) and its media type, borrowed for the call; NULL: none. */
@@ -103,10 +111,13 @@ typedef void (*engine_bytes_fn)(const char *body, size_t len, const char *media_
  * budget denied. `target` is the target registry URL. */
 struct engine_ops {
     void *ctx;
-    /* Reserve one counted manifest GET from up's share of the pull budget.
-     * repo:ref is a free HEAD the ops may send first to learn the budget. */
-    void (*budget_acquire)(void *ctx, struct reg_registry *up, const char *repo,
-                           const char *ref, engine_budget_fn cb, void *arg);
+    /* Reserve one counted manifest GET from up's share of the pull budget, or
+     * (naccounts > 0) from the account with the most pulls left, the GET then
+     * going with it (via). repo:ref is a free HEAD the ops may send first to
+     * learn a budget. accounts are borrowed for the call. */
+    void (*budget_acquire)(void *ctx, struct reg_registry *up,
+                           const struct engine_account *accounts, size_t naccounts,
+                           const char *repo, const char *ref, engine_budget_fn cb, void *arg);
     /* The granted GET has its answer (its rate-limit headers in res->rl): the
      * reservation is settled. Called once per grant. */
     void (*budget_done)(void *ctx, struct reg_registry *up, void *grant,

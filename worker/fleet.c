@@ -20,6 +20,7 @@
 #include "digest.h"
 #include "log.h"
 #include "reg_blob.h"
+#include "syncfile.h"
 #include "worker.h"
 #include "xalloc.h"
 
@@ -53,6 +54,7 @@ struct held_lock {
 struct source_of {
     struct reg_registry *r;
     char source[RATELIMIT_SOURCE_MAX];
+    int named; /* a pooled account's: its name, never what Hub's headers call it */
 };
 
 struct epoch_wait {
@@ -175,18 +177,21 @@ static const char *source_of(struct fleet *f, struct reg_registry *r, char *fall
     return fallback;
 }
 
-static void remember_source(struct fleet *f, struct reg_registry *r, const char *source)
+/* named: source is a pooled account's name, kept whatever the headers say. */
+static void remember_source(struct fleet *f, struct reg_registry *r, const char *source,
+                            int named)
 {
-    for (size_t i = 0; i < f->nsrcs; i++) {
-        if (f->srcs[i].r == r) {
-            snprintf(f->srcs[i].source, sizeof(f->srcs[i].source), "%s", source);
-            return;
-        }
+    size_t i = 0;
+    while (i < f->nsrcs && f->srcs[i].r != r)
+        i++;
+    if (i == f->nsrcs) {
+        f->srcs = xrealloc(f->srcs, (f->nsrcs + 1) * sizeof(*f->srcs));
+        f->srcs[f->nsrcs++] = (struct source_of){.r = r};
+    } else if (f->srcs[i].named) {
+        return;
     }
-    f->srcs = xrealloc(f->srcs, (f->nsrcs + 1) * sizeof(*f->srcs));
-    f->srcs[f->nsrcs].r = r;
-    snprintf(f->srcs[f->nsrcs].source, sizeof(f->srcs[f->nsrcs].source), "%s", source);
-    f->nsrcs++;
+    snprintf(f->srcs[i].source, sizeof(f->srcs[i].source), "%s", source);
+    f->srcs[i].named = named;
 }
 
 void fleet_on_ratelimit(struct reg_registry *r, const struct ratelimit_info *rl, long status,
@@ -195,7 +200,7 @@ void fleet_on_ratelimit(struct reg_registry *r, const struct ratelimit_info *rl,
     struct fleet *f = arg;
     char fb[RATELIMIT_SOURCE_MAX];
     if (rl->source[0])
-        remember_source(f, r, rl->source);
+        remember_source(f, r, rl->source, 0);
     const char *src = source_of(f, r, fb, sizeof(fb));
     if (status == 429) {
         /* The pull limit's 429 carries the budget headers; an abuse-limit 429 comes
@@ -210,14 +215,22 @@ void fleet_on_ratelimit(struct reg_registry *r, const struct ratelimit_info *rl,
     }
 }
 
+/* A granted reservation, settled by ops_budget_done. */
+struct grant {
+    char *resv;
+    char source[RATELIMIT_SOURCE_MAX];
+};
+
 struct budget_req {
     struct fleet *f;
-    struct reg_registry *up;
+    struct reg_registry **regs; /* the accounts asked for, or up alone */
+    size_t nregs;
+    struct reg_registry *probing; /* the one a probe HEAD is learning */
     char *repo;
     char *ref;
     engine_budget_fn cb;
     void *arg;
-    int probed;
+    size_t probed; /* probes sent: one per account at most */
     char *resv; /* reservation id of the acquire in flight */
     ev_timer again; /* Redis unreachable: ask again later */
     double delay, waited;
@@ -225,16 +238,19 @@ struct budget_req {
 
 static void budget_ask(struct fleet *f, struct budget_req *b);
 
-/* grant: the reservation id (owned; handed to the engine) or NULL. */
-static void budget_req_done(struct budget_req *b, int granted, long wait_ms, char *grant)
+/* grant: the reservation (owned; handed to the engine) or NULL; via: the
+ * registry (account) the GET goes with. */
+static void budget_req_done(struct budget_req *b, int granted, long wait_ms,
+                            struct grant *grant, struct reg_registry *via)
 {
     engine_budget_fn cb = b->cb;
     void *arg = b->arg;
+    free(b->regs);
     free(b->repo);
     free(b->ref);
     free(b->resv);
     free(b);
-    cb(granted, wait_ms, grant, arg);
+    cb(granted, wait_ms, grant, via, arg);
 }
 
 struct probe {
@@ -258,15 +274,15 @@ static void probe_done(struct reg_result *res, void *arg)
     free(p);
     if (res->cls == REG_RATE_LIMITED) {
         budget_req_done(b, 0, res->retry_after > 0 ? res->retry_after * 1000L
-                                                   : (long)FLEET_429_PAUSE_MS, NULL);
+                                                   : (long)FLEET_429_PAUSE_MS, NULL, NULL);
         return;
     }
     if (res->cls != REG_OK && res->cls != REG_NOT_FOUND) {
-        budget_req_done(b, 0, FLEET_UNKNOWN_WAIT_MS, NULL);
+        budget_req_done(b, 0, FLEET_UNKNOWN_WAIT_MS, NULL, NULL);
         return;
     }
     char fb[RATELIMIT_SOURCE_MAX];
-    const char *src = source_of(f, b->up, fb, sizeof(fb));
+    const char *src = source_of(f, b->probing, fb, sizeof(fb));
     fleet_exec(f, rq_cmd_budget_observe(f->q, src, ratelimit_present(&res->rl) ? &res->rl : NULL,
                                         NULL),
                probe_observed, b);
@@ -287,7 +303,7 @@ static void budget_answer(struct fleet *f, struct rq_res *res, void *arg)
         /* Redis is down or restarting: the budget is unknown, not spent. Wait for
          * Redis (the job's own lease is in Redis too) rather than defer the job. */
         if (b->waited >= FLEET_REDIS_WAIT_S) {
-            budget_req_done(b, 0, FLEET_UNKNOWN_WAIT_MS, NULL);
+            budget_req_done(b, 0, FLEET_UNKNOWN_WAIT_MS, NULL, NULL);
             return;
         }
         b->delay = b->delay ? (b->delay * 2 > 8 ? 8 : b->delay * 2) : 0.25;
@@ -297,46 +313,62 @@ static void budget_answer(struct fleet *f, struct rq_res *res, void *arg)
         ev_timer_start(f->loop, &b->again);
         return;
     }
+    /* The account the answer chose (a single registry: always it). */
+    struct reg_registry *via =
+        res->pick >= 1 && res->pick <= b->nregs ? b->regs[res->pick - 1] : NULL;
+    if (!via && res->status != RQ_DENIED) {
+        budget_req_done(b, 0, FLEET_UNKNOWN_WAIT_MS, NULL, NULL);
+        return;
+    }
+    if (via) {
+        char fb[RATELIMIT_SOURCE_MAX];
+        snprintf(f->source, sizeof(f->source), "%s", source_of(f, via, fb, sizeof(fb)));
+    }
     switch (res->status) {
     case RQ_GRANTED: {
-        char *grant = b->resv;
+        struct grant *g = xmalloc(sizeof(*g));
+        g->resv = b->resv;
         b->resv = NULL;
-        budget_req_done(b, 1, 0, grant);
+        snprintf(g->source, sizeof(g->source), "%s", f->source);
+        budget_req_done(b, 1, 0, g, via);
         return;
     }
     case RQ_UNLIMITED:
-        budget_req_done(b, 1, 0, NULL);
+        budget_req_done(b, 1, 0, NULL, via);
         return;
     case RQ_DENIED:
-        budget_req_done(b, 0, (long)res->n, NULL);
+        budget_req_done(b, 0, (long)res->n, NULL, NULL);
         return;
     case RQ_UNKNOWN:
-        if (!b->probed) {
+        if (b->probed < b->nregs) {
             struct probe *p = xmalloc(sizeof(*p));
             p->f = f;
             p->b = b;
-            b->probed = 1;
-            reg_head_manifest(b->up, b->repo, b->ref, probe_done, p);
+            b->probed++;
+            b->probing = via;
+            reg_head_manifest(via, b->repo, b->ref, probe_done, p);
             return;
         }
-        budget_req_done(b, 0, FLEET_UNKNOWN_WAIT_MS, NULL);
+        budget_req_done(b, 0, FLEET_UNKNOWN_WAIT_MS, NULL, NULL);
         return;
     default:
-        budget_req_done(b, 0, FLEET_UNKNOWN_WAIT_MS, NULL);
+        budget_req_done(b, 0, FLEET_UNKNOWN_WAIT_MS, NULL, NULL);
         return;
     }
 }
 
 static void budget_ask(struct fleet *f, struct budget_req *b)
 {
-    char fb[RATELIMIT_SOURCE_MAX];
-    const char *src = source_of(f, b->up, fb, sizeof(fb));
-    snprintf(f->source, sizeof(f->source), "%s", src);
+    const char *srcs[SYNCFILE_MAX_HUB_ACCOUNTS];
+    char fb[SYNCFILE_MAX_HUB_ACCOUNTS][RATELIMIT_SOURCE_MAX];
+    for (size_t i = 0; i < b->nregs; i++)
+        srcs[i] = source_of(f, b->regs[i], fb[i], sizeof(fb[i]));
+    snprintf(f->source, sizeof(f->source), "%s", srcs[0]);
     free(b->resv);
     b->resv = fleet_token(f);
     fleet_exec(f,
-               rq_cmd_budget_acquire(f->q, f->worker_id, src, 1, f->keep_pulls,
-                                     FLEET_RESV_TTL_MS, b->resv),
+               rq_cmd_budget_acquire_any(f->q, f->worker_id, srcs, b->nregs, 1, f->keep_pulls,
+                                         FLEET_RESV_TTL_MS, b->resv),
                budget_answer, b);
 }
 
@@ -345,26 +377,37 @@ static void ops_budget_done(void *ctx, struct reg_registry *up, void *grant,
                             const struct reg_result *res)
 {
     struct fleet *f = ctx;
-    char *resv = grant;
-    if (!resv)
+    struct grant *g = grant;
+    (void)up;
+    if (!g)
         return;
-    char fb[RATELIMIT_SOURCE_MAX];
-    const char *src = source_of(f, up, fb, sizeof(fb));
     struct ratelimit_info release_only;
     ratelimit_init(&release_only);
     release_only.has_limit = 1; /* headers without a count: release, change nothing */
     const struct ratelimit_info *rl =
         res && res->rl.has_remaining ? &res->rl : &release_only;
-    fleet_exec(f, rq_cmd_budget_observe(f->q, src, rl, resv), NULL, NULL);
-    free(resv);
+    fleet_exec(f, rq_cmd_budget_observe(f->q, g->source, rl, g->resv), NULL, NULL);
+    free(g->resv);
+    free(g);
 }
 
-static void ops_budget_acquire(void *ctx, struct reg_registry *up, const char *repo,
-                               const char *ref, engine_budget_fn cb, void *arg)
+static void ops_budget_acquire(void *ctx, struct reg_registry *up,
+                               const struct engine_account *accounts, size_t naccounts,
+                               const char *repo, const char *ref, engine_budget_fn cb, void *arg)
 {
+    struct fleet *f = ctx;
     struct budget_req *b = xcalloc(1, sizeof(*b));
-    b->f = ctx;
-    b->up = up;
+    b->f = f;
+    if (naccounts > SYNCFILE_MAX_HUB_ACCOUNTS)
+        naccounts = SYNCFILE_MAX_HUB_ACCOUNTS;
+    b->nregs = naccounts ? naccounts : 1;
+    b->regs = xcalloc(b->nregs, sizeof(*b->regs));
+    b->regs[0] = up;
+    for (size_t i = 0; i < naccounts; i++) {
+        /* Each account's budget is kept under its name, whatever Hub calls it. */
+        remember_source(f, accounts[i].r, accounts[i].name, 1);
+        b->regs[i] = accounts[i].r;
+    }
     b->repo = xstrdup(repo);
     b->ref = xstrdup(ref);
     b->cb = cb;

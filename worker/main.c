@@ -134,7 +134,9 @@ int main(int argc, char **argv)
                "HUBSYNC_TARGET_PASSWORD_FILE\n"
                "    (sent to the --target registry only)\n"
                "  <PREFIX>_USERNAME with <PREFIX>_PASSWORD or <PREFIX>_PASSWORD_FILE for a\n"
-               "    --sync-file registry naming credentials [<PREFIX>] (sent to it only)\n"
+               "    --sync-file registry naming credentials [<PREFIX>] (sent to it only;\n"
+               "    docker.io may name several: pooled, each counted GET from the one with\n"
+               "    the most pulls left)\n"
                "  otherwise docker's config.json ($DOCKER_CONFIG or ~/.docker): auths, "
                "credHelpers, credsStore\n");
         rc = 0;

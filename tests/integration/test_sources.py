@@ -58,6 +58,16 @@ def push_image(reg_url, repo, tag_list, seed, extra=None):
     return "sha256:" + hashlib.sha256(body).hexdigest()
 
 
+def write_sync_file(case, text):
+    """text as sync.yaml in a directory removed after the test case; its path."""
+    d = tempfile.mkdtemp(prefix="hubsync-syncfile-")
+    case.addCleanup(lambda: subprocess.run(["rm", "-rf", d]))
+    path = os.path.join(d, "sync.yaml")
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
 class SyncFileTest(MirrorCase):
     REPOS = ["hello-world"]
 
@@ -300,13 +310,10 @@ class OtherRegistryTest(MirrorCase):
         super().tearDownClass()
 
     def sync_file(self):
-        d = tempfile.mkdtemp(prefix="hubsync-syncfile-")
-        self.addCleanup(lambda: subprocess.run(["rm", "-rf", d]))
-        path = os.path.join(d, "sync.yaml")
-        with open(path, "w") as f:
-            f.write("version: 1\nregistries:\n  ghcr.example:\n    url: %s\n"
-                    "    credentials: [GHCR_T]\nsync:\n  - source: ghcr.example/org/tool\n"
-                    "    tags: {glob: 'v*'}\n" % self.gh.url)
+        path = write_sync_file(
+            self, "version: 1\nregistries:\n  ghcr.example:\n    url: %s\n"
+                  "    credentials: [GHCR_T]\nsync:\n  - source: ghcr.example/org/tool\n"
+                  "    tags: {glob: 'v*'}\n" % self.gh.url)
         return path, {"GHCR_T_USERNAME": "ghuser", "GHCR_T_PASSWORD": "ghpw"}
 
     def test_slow_registry_keeps_the_lease(self):
@@ -353,6 +360,64 @@ class OtherRegistryTest(MirrorCase):
         # ghcr's credentials went to ghcr only.
         self.assertIn("ghuser", [u for u, _ in self.gh.token_requests()])
         self.assertNotIn("ghuser", [u for u, _ in self.hub.token_requests()])
+
+
+class PooledHubAccountsTest(MirrorCase):
+    """Two Docker Hub accounts named by the sync file's docker.io credentials, each with a
+    pull budget smaller than the run needs: the run completes using both, each counted GET
+    reserved from the account with the most left, neither past its own budget, no 429."""
+
+    REPOS = ["hello-world"]
+    HUB_USERS = ["hub-a:tok-a:50", "hub-b:tok-b:50"]
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        try:
+            cls.pool = {"1.%d" % i: push_image(cls.hub.registry.url, "team/pool",
+                                               ["1.%d" % i], 30 + i) for i in range(4)}
+        except BaseException:
+            super().tearDownClass()
+            raise
+
+    def test_run_draws_from_both_accounts(self):
+        path = write_sync_file(
+            self, "version: 1\nregistries:\n  docker.io:\n    credentials: [HUB_A, HUB_B]\n"
+                  "sync:\n  - source: team/pool\n    tags: {glob: '1.*'}\n")
+        env = {"HUB_A_USERNAME": "hub-a", "HUB_A_PASSWORD": "tok-a",
+               "HUB_B_USERNAME": "hub-b", "HUB_B_PASSWORD": "tok-b"}
+        minimum = totals(self.pushed, self.REPOS)["manifest_gets_min"] + len(self.pool)
+        # Each account has `share` pulls left in its window: more than half the run, less
+        # than all of it.
+        share = minimum // 2 + 1
+        self.assertLess(share, minimum)
+        for user in ("hub-a", "hub-b"):
+            self.hub.reset_window(user, used=50 - share)
+        before = self.hub.counters()
+        st = self.stack().start()
+        run = st.run("--sync-file", path, worker_extra=("--sync-file", path), worker_env=env)
+        self.assertEqual(run.rc, 0, run.stderr)
+        self.assertEqual(run.report["jobs_done"], run.report["jobs_total"])
+        after = self.hub.counters()
+        self.assertEqual(after["manifest_get"] - before["manifest_get"], minimum)
+        self.assertEqual(after["denied_429"] - before["denied_429"], 0)
+        used = {u: after["sources"][u]["used"] - (50 - share) for u in ("hub-a", "hub-b")}
+        self.assertEqual(sum(used.values()), minimum, used)
+        for user, n in used.items():
+            self.assertGreater(n, 0, used)
+            self.assertLessEqual(n, share, used)
+        for tag, digest in self.pool.items():
+            self.assertEqual(head(self.target.url, "team/pool", tag), digest)
+        # Budgets are kept under the accounts' names; no secret reaches Redis or the logs.
+        self.assertIn(PREFIX + "budget:HUB_A",
+                      self.redis.cli_raw("--scan", "--pattern", PREFIX + "budget:*").split())
+        dump = self.redis.cli_raw("--scan", "--pattern", PREFIX + "*")
+        for secret in ("tok-a", "tok-b"):
+            self.assertNotIn(secret, dump)
+            self.assertNotIn(secret, run.stderr)
+        print("\npooled accounts: %d counted GETs (minimum %d), hub-a %d, hub-b %d of %d each"
+              % (after["manifest_get"] - before["manifest_get"], minimum, used["hub-a"],
+                 used["hub-b"], share))
 
 
 if __name__ == "__main__":

@@ -338,7 +338,7 @@ static void fk_fire(struct ev_loop *loop, ev_idle *w, int revents)
             fk->unkept++;
         break;
     case FK_FLAG: c->flag(c->yes, c->arg); break;
-    case FK_BUDGET: c->budget(c->yes, c->yes ? 0 : 60000, c->yes ? fk : NULL, c->arg); break;
+    case FK_BUDGET: c->budget(c->yes, c->yes ? 0 : 60000, c->yes ? fk : NULL, NULL, c->arg); break;
     case FK_HOME: c->home(c->repo[0] ? c->repo : NULL, c->arg); break;
     case FK_READY: c->ready(c->arg); break;
     case FK_BYTES:
@@ -541,11 +541,14 @@ static struct fk_call *fk_flag_call(struct fk *fk, engine_flag_fn cb, void *arg,
     return c;
 }
 
-static void fk_budget_acquire(void *ctx, struct reg_registry *up, const char *repo,
-                              const char *ref, engine_budget_fn cb, void *arg)
+static void fk_budget_acquire(void *ctx, struct reg_registry *up,
+                              const struct engine_account *accounts, size_t naccounts,
+                              const char *repo, const char *ref, engine_budget_fn cb, void *arg)
 {
     struct fk *fk = ctx;
     (void)up;
+    (void)accounts;
+    assert_int_equal(naccounts, 0);
     (void)repo;
     assert_true(reg_valid_ref(ref)); /* a ref of the job the ops may HEAD */
     struct fk_call *c = fk_call_new(fk, FK_BUDGET, arg);

@@ -761,6 +761,76 @@ static struct ratelimit_info hub(long limit, long remaining, long window)
     return rl;
 }
 
+/* acquire_any over the accounts HUB_A, HUB_B, HUB_C; the 1-based pick. */
+static size_t acquire_any(struct fixture *f, size_t naccounts, const char *resv,
+                          enum rq_status want, long long *n)
+{
+    static const char *const accounts[] = {"HUB_A", "HUB_B", "HUB_C"};
+    struct rq_res res;
+    run(f, rq_cmd_budget_acquire_any(&f->q, "w1", accounts, naccounts, 1, 0, 30000, resv),
+        &res);
+    if (res.status != want)
+        fail_msg("acquire %s: %s, want %s", resv, rq_status_name(res.status),
+                 rq_status_name(want));
+    if (n)
+        *n = res.n;
+    size_t pick = res.pick;
+    rq_res_free(&res);
+    return pick;
+}
+
+static void observe(struct fixture *f, const char *source, long limit, long remaining)
+{
+    struct ratelimit_info rl = hub(limit, remaining, 21600);
+    struct rq_res res;
+    run(f, rq_cmd_budget_observe(&f->q, source, &rl, NULL), &res);
+    rq_res_free(&res);
+}
+
+/* Several accounts of one registry: an unknown one is probed first, then each
+ * pull comes from the account with the most left, none goes past its own
+ * budget, and only all of them spent is a wait (the shortest). */
+static void test_rq__budget_acquire_any_most_left(void **state)
+{
+    struct fixture *f = *state;
+    long long n;
+    assert_int_equal(acquire_any(f, 2, "p0", RQ_UNKNOWN, NULL), 1);
+    observe(f, "HUB_A", 10, 2);
+    assert_int_equal(acquire_any(f, 2, "p1", RQ_UNKNOWN, NULL), 2);
+    observe(f, "HUB_B", 10, 4);
+    size_t picks[6];
+    for (int i = 0; i < 6; i++) {
+        char resv[8];
+        snprintf(resv, sizeof(resv), "g%d", i);
+        picks[i] = acquire_any(f, 2, resv, RQ_GRANTED, &n);
+        assert_int_equal(n, (long long)(i < 2 ? 3 - i : (5 - i) / 2));
+    }
+    /* B has 4, A 2: B twice, then both drain in turn (ties go to the first). */
+    static const size_t want[] = {2, 2, 1, 2, 1, 2};
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(picks[i], want[i]);
+    char *a = keys_budget_inflight(&f->q.keys, "HUB_A");
+    char *b = keys_budget_inflight(&f->q.keys, "HUB_B");
+    assert_int_equal(raw_int(f, "ZCARD %s", a), 2);
+    assert_int_equal(raw_int(f, "ZCARD %s", b), 4);
+    free(a);
+    free(b);
+    /* Every account spent: denied, with the shortest of their waits. */
+    assert_int_equal(acquire_any(f, 2, "g6", RQ_DENIED, &n), 0);
+    assert_int_equal(n, 2160000);
+    /* The worker pulls from the budget it was last given or denied. */
+    char *wb = raw_str(f, "HGET %s w1", f->q.keys.worker_budgets);
+    char *ka = keys_budget(&f->q.keys, "HUB_A");
+    assert_string_equal(wb, ka);
+    free(wb);
+    free(ka);
+    /* A third account, unknown: probed before anything is denied. */
+    assert_int_equal(acquire_any(f, 3, "g7", RQ_UNKNOWN, NULL), 3);
+    observe(f, "HUB_C", 10, 1);
+    assert_int_equal(acquire_any(f, 3, "g8", RQ_GRANTED, &n), 3);
+    assert_int_equal(n, 0);
+}
+
 static void test_rq__budget_acquire_observe_floor(void **state)
 {
     struct fixture *f = *state;
@@ -2278,6 +2348,7 @@ int main(void)
         T(test_rq__exports_and_sites),
         T(test_rq__behind_marked_once_until_cleared),
         T(test_rq__budget_acquire_observe_floor),
+        T(test_rq__budget_acquire_any_most_left),
         T(test_rq__budget_reservations_expire),
         T(test_rq__budget_pause_and_unlimited),
         T(test_rq__budget_elsewhere),

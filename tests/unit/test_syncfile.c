@@ -248,6 +248,27 @@ static void test_syncfile__bad_platforms(void **state)
            "sync.yaml:3:28: defaults.platforms: 'linux/amd64' appears twice");
 }
 
+/* Docker Hub with several accounts: pooled, each its own budget. */
+static void test_syncfile__hub_accounts(void **state)
+{
+    (void)state;
+    struct syncfile *sf = parse("version: 1\n"
+                                "registries:\n"
+                                "  registry-1.docker.io:\n"
+                                "    credentials: [HUB_A, HUBSYNC_UPSTREAM, HUB_C]\n"
+                                "sync:\n"
+                                "  - source: bitnami/redis\n");
+    const struct syncfile_registry *hub = syncfile_registry(sf, "docker.io");
+    assert_non_null(hub);
+    assert_null(hub->url);
+    assert_int_equal(hub->accounts.n, 3);
+    assert_string_equal(hub->accounts.v[0], "HUB_A");
+    assert_string_equal(hub->accounts.v[1], "HUBSYNC_UPSTREAM");
+    assert_string_equal(hub->accounts.v[2], "HUB_C");
+    assert_ptr_equal(sf->entries[0].registry, hub);
+    syncfile_free(sf);
+}
+
 static void test_syncfile__bad_registries(void **state)
 {
     (void)state;
@@ -275,11 +296,22 @@ static void test_syncfile__bad_registries(void **state)
     refuse(V "registries:\n  ghcr.io:\n    credentials: [HUBSYNC_UPSTREAM]\n" ONE,
            "sync.yaml:4:19: registries.ghcr.io.credentials: HUBSYNC_UPSTREAM holds the "
            "credentials of --upstream (docker.io) only");
-    refuse(V "registries:\n  docker.io:\n    credentials: [HUBSYNC_HUB_A]\n" ONE,
-           "sync.yaml:4:18: registries.docker.io.credentials: Docker Hub takes the programs' "
-           "HUBSYNC_UPSTREAM credentials (several Docker Hub accounts are not supported yet)");
     refuse(V "registries:\n  ghcr.io:\n    credentials: [GH_A, GH_B]\n" ONE,
-           "sync.yaml:4:18: registries.ghcr.io.credentials: 2 accounts, more than 1");
+           "sync.yaml:4:18: registries.ghcr.io.credentials: 2 accounts (only docker.io pools "
+           "several), more than 1");
+    /* Docker Hub's pooled accounts: prefixes, each once, at most 16. */
+    refuse(V "registries:\n  docker.io:\n    credentials: [HUB_A, hub_b]\n" ONE,
+           "sync.yaml:4:26: registries.docker.io.credentials: 'hub_b' is not an environment "
+           "prefix ([A-Z_][A-Z0-9_]*, up to 64 characters; the account is <PREFIX>_USERNAME "
+           "with <PREFIX>_PASSWORD or <PREFIX>_PASSWORD_FILE)");
+    refuse(V "registries:\n  docker.io:\n    credentials:\n      - HUB_A\n      - HUB_A\n" ONE,
+           "sync.yaml:6:9: registries.docker.io.credentials: 'HUB_A' appears twice");
+    refuse(V "registries:\n  docker.io:\n    credentials: [HUBSYNC_TARGET, HUB_A]\n" ONE,
+           "sync.yaml:4:19: registries.docker.io.credentials: HUBSYNC_TARGET holds the "
+           "credentials of --target only");
+    refuse(V "registries:\n  docker.io:\n    credentials: [A0, A1, A2, A3, A4, A5, A6, A7, "
+             "A8, A9, B0, B1, B2, B3, B4, B5, B6]\n" ONE,
+           "sync.yaml:4:18: registries.docker.io.credentials: 17 accounts, more than 16");
     refuse(V "sync:\n  - source: localhost:0/x\n",
            "sync.yaml:3:13: sync[0].source: 'localhost:0/x' makes no registry URL "
            "(https://localhost:0)");
@@ -315,6 +347,7 @@ int main(void)
         cmocka_unit_test(test_syncfile__bad_structure),
         cmocka_unit_test(test_syncfile__bad_entries),
         cmocka_unit_test(test_syncfile__bad_platforms),
+        cmocka_unit_test(test_syncfile__hub_accounts),
         cmocka_unit_test(test_syncfile__bad_registries),
         cmocka_unit_test(test_syncfile__load),
     };
