@@ -763,6 +763,17 @@ static void node_got_upstream(struct reg_result *res, void *arg)
     node_have_upstream(n, res->content_type);
 }
 
+/* Reserve one counted GET for ej (ref: a free HEAD the ops may send first). Docker Hub's
+ * counted GETs go with its pooled accounts, if any. */
+static void ej_budget_acquire(struct engine_job *ej, const char *ref, engine_budget_fn cb,
+                              void *arg)
+{
+    struct engine *en = ej->en;
+    int pooled = reg_parse_same_registry(ej->job.upstream, en->upstream);
+    en->ops.budget_acquire(en->ops.ctx, ej->up, en->accounts, pooled ? en->naccounts : 0,
+                           ej->job.source_repo, ref, cb, arg);
+}
+
 static void node_budget(int granted, long wait_ms, void *grant, struct reg_registry *via,
                         void *arg)
 {
@@ -801,11 +812,7 @@ static void node_cached(const char *body, size_t len, const char *media_type, vo
             return;
         }
     }
-    /* Docker Hub's counted GETs go with its pooled accounts, if any. */
-    struct engine *en = ej->en;
-    int pooled = reg_parse_same_registry(ej->job.upstream, en->upstream);
-    en->ops.budget_acquire(en->ops.ctx, ej->up, en->accounts, pooled ? en->naccounts : 0,
-                           ej->job.source_repo, ej->tags[0].tag, node_budget, n);
+    ej_budget_acquire(ej, ej->tags[0].tag, node_budget, n);
 }
 
 static void node_fetch_upstream(struct node *n)
@@ -1101,7 +1108,8 @@ static void referrers_listed(struct reg_result *res, void *arg)
     ej_release(ej);
 }
 
-static void referrers_budget(int granted, long wait_ms, void *grant, void *arg)
+static void referrers_budget(int granted, long wait_ms, void *grant, struct reg_registry *via,
+                             void *arg)
 {
     struct refq *r = arg;
     struct engine_job *ej = r->ej;
@@ -1120,8 +1128,8 @@ static void referrers_budget(int granted, long wait_ms, void *grant, void *arg)
     }
     r->grant = grant;
     ej->out.n.upstream_manifest_gets++;
-    ej->en->reg.list_referrers(ej->up, ej->job.source_repo, r->digest, ENGINE_MAX_REFERRERS,
-                               referrers_listed, r);
+    ej->en->reg.list_referrers(via ? via : ej->up, ej->job.source_repo, r->digest,
+                               ENGINE_MAX_REFERRERS, referrers_listed, r);
 }
 
 /* One counted GET for each digest the job copies that the target lacks under the tag
@@ -1143,8 +1151,7 @@ static void find_referrers(struct engine_job *ej)
         r->ej = ej;
         snprintf(r->digest, sizeof(r->digest), "%s", t->up);
         ej_hold(ej);
-        ej->en->ops.budget_acquire(ej->en->ops.ctx, ej->up, ej->job.source_repo, t->tag,
-                                   referrers_budget, r);
+        ej_budget_acquire(ej, t->tag, referrers_budget, r);
     }
     ej_release(ej);
 }

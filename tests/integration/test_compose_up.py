@@ -25,7 +25,6 @@ workers log in to the stand-in with a token given as the compose secret.
   output, Redis (a dump of every key) or the run reports."""
 import json
 import os
-import re
 import secrets
 import shutil
 import subprocess
@@ -40,7 +39,7 @@ from harness.podman import Podman as PodmanClient, registries_conf
 from harness.programs import catalog
 from harness.standin import Standin
 from harness.target import head, pushed_tags
-from integration.test_docs import RECIPES, read, recipe_commands
+from integration.test_docs import RECIPES, read, recipe_args, recipe_commands, recipe_values
 from standin.loader import totals
 
 COMPOSE_DIR = os.path.join(ROOT, "compose")
@@ -373,23 +372,13 @@ class ComposeUp:
         recipes = read(RECIPES)
         self.assertIn("docker compose exec redis redis-cli", recipes)
         cli = stack.redis_cli
-        target = "http://registry:5000"
-        epoch = cli("HGET", "hubsync:target:" + target, "epoch").strip()
-        values = {
-            "<target>": target,
-            "<epoch>": epoch,
-            "<source>": USER,
-            "<run>": run["id"],
-            "<worker>": cli("ZRANGE", "hubsync:workers", "0", "0").strip(),
-            "<entry>": "0-1",
-            "<digest>": cli("SRANDMEMBER", "hubsync:present:%s:%s:library/hello-world"
-                            % (target, epoch)).strip(),
-        }
+        values = recipe_values(cli, "http://registry:5000", USER, run["id"],
+                               cli("ZRANGE", "hubsync:workers", "0", "0").strip())
         self.assertTrue(values["<worker>"] and values["<epoch>"] and values["<digest>"], values)
         cmds = recipe_commands(recipes)
         self.assertGreater(len(cmds), 25)
         for argv in cmds:
-            args = [re.sub(r"<[a-z]+>", lambda m: values[m.group(0)], a) for a in argv[1:]]
+            args = recipe_args(argv, values)
             p = stack.compose("exec", "-T", "redis", "redis-cli", *args, check=False)
             text = p.stdout + p.stderr
             self.assertEqual(p.returncode, 0, (args, text))

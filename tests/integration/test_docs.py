@@ -63,6 +63,28 @@ def recipe_commands(recipes):
             if line.startswith("redis-cli ")]
 
 
+def recipe_values(cli, target, source, run, worker):
+    """{<placeholder>: value} for the recipes, read with cli(*args) -> text from a Redis
+    after a complete run of hello-world into target."""
+    epoch = cli("HGET", "hubsync:target:" + target, "epoch").strip()
+    return {
+        "<target>": target,
+        "<epoch>": epoch,
+        "<source>": source,
+        "<run>": run,
+        "<worker>": worker,
+        "<entry>": "0-1",
+        "<commit>": cli("GET", "hubsync:synced-commit").strip(),
+        "<digest>": cli("SRANDMEMBER", "hubsync:present:%s:%s:library/hello-world"
+                        % (target, epoch)).strip(),
+    }
+
+
+def recipe_args(argv, values):
+    """A recipe's redis-cli arguments with its placeholders filled from values."""
+    return [re.sub(r"<[a-z]+>", lambda m: values[m.group(0)], a) for a in argv[1:]]
+
+
 def subsections(text):
     """{## title: body} of a document."""
     parts = re.split(r"^## (.+)$", text, flags=re.M)
@@ -188,25 +210,15 @@ class RedisRecipesTest(unittest.TestCase):
         cli = stack.redis.cli_raw
         source = [k for k in cli("--scan", "--pattern", "hubsync:budget:*").split()
                   if not k.endswith(":inflight")][0][len("hubsync:budget:"):]
-        target = stack.target.url
-        epoch = cli("HGET", "hubsync:target:" + target, "epoch").strip()
-        values = {
-            "<target>": target,
-            "<epoch>": epoch,
-            "<source>": source,
-            "<run>": cli("ZREVRANGE", "hubsync:runs", "0", "0").strip(),
-            "<worker>": "recipe-worker",
-            "<entry>": "0-1",
-            "<commit>": cli("GET", "hubsync:synced-commit").strip(),
-            "<digest>": cli("SRANDMEMBER", "hubsync:present:%s:%s:library/hello-world"
-                            % (target, epoch)).strip(),
-        }
+        values = recipe_values(cli, stack.target.url, source,
+                               cli("ZREVRANGE", "hubsync:runs", "0", "0").strip(),
+                               "recipe-worker")
         cmds = self.commands()
         self.assertGreater(len(cmds), 25)
         outputs = {}
         for argv in cmds:
             self.assertEqual(argv[0], "redis-cli")
-            args = [re.sub(r"<[a-z]+>", lambda m: values[m.group(0)], a) for a in argv[1:]]
+            args = recipe_args(argv, values)
             out = subprocess.run(["redis-cli", "-p", str(stack.redis.port)] + args,
                                  capture_output=True, text=True, timeout=30)
             text = out.stdout + out.stderr
