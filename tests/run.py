@@ -97,18 +97,26 @@ def tests_of(suite):
             yield t
 
 
-def integration_suite(loader, pattern, excludes):
-    """The integration modules matching pattern, minus the modules (file name) and test
-    cases (id: integration.<module>.<class>.<test>) matching an --exclude."""
-    top = os.path.join(ROOT, "tests")
-    suite = unittest.TestSuite()
-    for path in sorted(glob.glob(os.path.join(top, "integration", "test_*.py"))):
+def integration_modules(pattern, excludes):
+    """File names of the integration modules matching pattern and no module --exclude."""
+    names = []
+    for path in sorted(glob.glob(os.path.join(ROOT, "tests", "integration", "test_*.py"))):
         name = os.path.basename(path)
         if not fnmatch.fnmatch(name, pattern):
             continue
         if any(fnmatch.fnmatch(name, x) for x in excludes):
             print("integration %s excluded (--exclude)" % name, flush=True)
-            continue
+        else:
+            names.append(name)
+    return names
+
+
+def integration_suite(loader, pattern, excludes):
+    """The integration modules matching pattern, minus the modules (file name) and test
+    cases (id: integration.<module>.<class>.<test>) matching an --exclude."""
+    top = os.path.join(ROOT, "tests")
+    suite = unittest.TestSuite()
+    for name in integration_modules(pattern, excludes):
         for t in tests_of(loader.discover(os.path.join(top, "integration"), pattern=name,
                                           top_level_dir=top)):
             if any(fnmatch.fnmatch(t.id(), x) for x in excludes):
@@ -172,14 +180,6 @@ def run_integration(build, tally, pattern, excludes=(), sanitize=False):
         for path, head in harness.sanitizer_reports(reports):
             print("sanitizer report %s:\n%s" % (path, head), flush=True)
             tally.add(False, "sanitizer report: %s" % path)
-
-
-def integration_modules(pattern, excludes):
-    """File names of the integration modules matching pattern and no module --exclude."""
-    names = [os.path.basename(p) for p in
-             sorted(glob.glob(os.path.join(ROOT, "tests", "integration", "test_*.py")))]
-    return [n for n in names if fnmatch.fnmatch(n, pattern)
-            and not any(fnmatch.fnmatch(n, x) for x in excludes)]
 
 
 def run_integration_parallel(build, tally, pattern, excludes, sanitize, jobs):
