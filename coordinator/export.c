@@ -9,17 +9,14 @@
  * the state exported at the base are left out: an incremental bundle holds
  * only the new manifests and blobs, and an index.json of the full state.
  *
- * Every byte is verified on the way: manifests against their digest by the
- * registry client, blobs streamed from the target into a temporary file
- * through a SHA-256 and renamed only when they hash right, so memory stays
- * constant whatever the blob size. A killed export is resumed by running it
- * again: files already written under their final name are hashed again and
- * kept, and hubsync-bundle.json, written last, marks a complete bundle. The
- * state exported is recorded in Redis (export:<commit>) for the next
- * incremental bundle. */
+ * The files are written by ocifetch once the manifests are walked: every
+ * byte verified on the way, memory constant whatever the blob size. A
+ * killed export is resumed by running it again: files already written under
+ * their final name are hashed again and kept, and hubsync-bundle.json,
+ * written last, marks a complete bundle. The state exported is recorded in
+ * Redis (export:<commit>) for the next incremental bundle. */
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,9 +28,9 @@
 #include "coord.h"
 #include "log.h"
 #include "manifest.h"
+#include "ocifetch.h"
 #include "ocilayout.h"
 #include "reg.h"
-#include "reg_blob.h"
 #include "strv.h"
 #include "xalloc.h"
 
@@ -102,9 +99,7 @@ struct exporter {
 
 struct xcall {
     struct exporter *x;
-    size_t i;  /* ref (root GET) or object */
-    int fd;    /* blob GET: the temporary file */
-    char *tmp; /* its name */
+    size_t i; /* ref (root GET) or object */
 };
 
 /* ---- the state: objects by digest ---------------------------------------------------------- */
@@ -175,24 +170,6 @@ static int is_index_type(const char *mt)
     return mt && (strcmp(mt, REG_MT_OCI_INDEX) == 0 || strcmp(mt, REG_MT_DOCKER_LIST) == 0);
 }
 
-/* Write a manifest of the bundle under its digest, unless a verified copy
- * is there already (an interrupted export). */
-static void write_manifest(struct exporter *x, const struct xobj *o, const char *body, size_t len)
-{
-    char why[ERR_MSG_MAX];
-    struct err e;
-    char *path = ocilayout_blob_path(x->dir, o->digest);
-    if (ocilayout_file_matches(path, o->digest, o->size, why, sizeof(why)) == 1) {
-        x->files_reused++;
-    } else if (ocilayout_write_file(path, body, len, &e) < 0) {
-        coord_bundle_fail(&x->io, "%s", e.msg);
-    } else {
-        x->files_written++;
-        x->bytes_written += (long long)len;
-    }
-    free(path);
-}
-
 /* A manifest read from the target: record it and list what it references. */
 static void walk(struct exporter *x, size_t i, const char *body, size_t len, const char *ctype)
 {
@@ -207,8 +184,6 @@ static void walk(struct exporter *x, size_t i, const char *body, size_t len, con
     o->media_type = xstrdup(m.media_type);
     o->level = m.is_index ? OCILAYOUT_INDEX : OCILAYOUT_IMAGE;
     o->walked = 1;
-    if (!o->in_base)
-        write_manifest(x, o, body, len);
     o->children = xcalloc(m.nitems + 1, sizeof(size_t));
     int sparse = x->sel.policy == JOB_POLICY_SPARSE;
     for (size_t k = 0; k < m.nitems; k++) {
@@ -281,7 +256,6 @@ static struct xcall *xcall_new(struct exporter *x, size_t i)
     struct xcall *call = xcalloc(1, sizeof(*call));
     call->x = x;
     call->i = i;
-    call->fd = -1;
     x->io.inflight++;
     return call;
 }
@@ -317,70 +291,40 @@ static void read_manifests(struct exporter *x, const struct coord_group *g, size
     coord_bundle_wait(&x->io, 1);
 }
 
-static void on_blob(struct reg_result *res, void *arg)
+/* ---- writing the objects ---------------------------------------------------------------- */
+
+static void item_of(const struct xobj *o, struct ocifetch_item *it)
 {
-    struct xcall *call = arg;
-    struct exporter *x = call->x;
-    const struct xobj *o = &x->objs[call->i];
-    x->io.inflight--;
-    int ok = res->cls == REG_OK;
-    if (!ok)
-        coord_bundle_fail(&x->io, "%s", res->msg);
-    if (ok && fsync(call->fd) != 0) {
-        coord_bundle_fail(&x->io, "%s: %s", call->tmp, strerror(errno));
-        ok = 0;
-    }
-    if (close(call->fd) != 0 && ok) {
-        coord_bundle_fail(&x->io, "%s: %s", call->tmp, strerror(errno));
-        ok = 0;
-    }
-    char *path = ocilayout_blob_path(x->dir, o->digest);
-    if (ok && rename(call->tmp, path) != 0) {
-        coord_bundle_fail(&x->io, "%s: %s", path, strerror(errno));
-        ok = 0;
-    }
-    if (ok) {
-        x->files_written++;
-        x->bytes_written += o->size;
-    } else {
-        unlink(call->tmp);
-    }
-    free(path);
-    free(call->tmp);
-    free(call);
+    it->repo = o->home; /* borrowed: ocifetch copies */
+    snprintf(it->digest, sizeof(it->digest), "%s", o->digest);
+    it->size = o->size;
+    it->manifest = o->level != OCILAYOUT_BLOB;
 }
 
-/* The blobs of the bundle, streamed from the target into files. */
-static void read_blobs(struct exporter *x)
+static void fetched(const struct ocifetch_stats *st, const char *error, void *arg)
 {
-    int conc = (int)cfg_int(x->c, COORD_ID_CONCURRENCY);
-    for (size_t i = 0; i < x->nobjs && !x->io.err[0]; i++) {
-        const struct xobj *o = &x->objs[i];
-        if (o->level != OCILAYOUT_BLOB || o->in_base)
-            continue;
-        char why[ERR_MSG_MAX];
-        char *path = ocilayout_blob_path(x->dir, o->digest);
-        int have = ocilayout_file_matches(path, o->digest, o->size, why, sizeof(why));
-        if (have == 1) {
-            x->files_reused++;
-            free(path);
-            continue;
-        }
-        char *tmp = xasprintf("%s.part", path);
-        free(path);
-        int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        if (fd < 0) {
-            coord_bundle_fail(&x->io, "%s: %s", tmp, strerror(errno));
-            free(tmp);
-            break;
-        }
-        coord_bundle_wait(&x->io, conc);
-        struct xcall *call = xcall_new(x, i);
-        call->fd = fd;
-        call->tmp = tmp;
-        reg_fetch_blob(x->io.dst, o->home, o->digest, o->size, fd, on_blob, call);
-    }
+    struct exporter *x = arg;
+    x->io.inflight--;
+    x->files_written += st->written;
+    x->files_reused += st->reused;
+    x->bytes_written += st->bytes;
+    if (error)
+        coord_bundle_fail(&x->io, "%s", error);
+}
+
+/* Every object of the bundle, by this process. */
+static void write_objects(struct exporter *x)
+{
+    struct ocifetch_item *items = xcalloc(x->nobjs + 1, sizeof(*items));
+    size_t n = 0;
+    for (size_t i = 0; i < x->nobjs; i++)
+        if (!x->objs[i].in_base)
+            item_of(&x->objs[i], &items[n++]);
+    x->io.inflight++;
+    ocifetch_start(x->io.loop, x->io.dst, x->dir, items, n,
+                   (int)cfg_int(x->c, COORD_ID_CONCURRENCY), fetched, x);
     coord_bundle_wait(&x->io, 1);
+    free(items);
 }
 
 /* ---- the bundle's files ------------------------------------------------------------------ */
@@ -648,7 +592,7 @@ int coord_export_main(int argc, char **argv)
     coord_groups_list(&x.sel, &v, &groups, &ngroups);
     read_manifests(&x, groups, ngroups);
     if (!x.io.err[0])
-        read_blobs(&x);
+        write_objects(&x);
     if (x.io.err[0]) {
         err_set(&e, "%s", x.io.err);
         goto fail;
