@@ -1,13 +1,99 @@
 /* ocifetch: see ocifetch.h. */
 #include "ocifetch.h"
 
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ocilayout.h"
+#include "ref.h"
 #include "reg_blob.h"
 #include "xalloc.h"
+
+/* ---- the job payload -------------------------------------------------------------------- */
+
+char *ocifetch_job_encode(const char *run, const struct ocifetch_item *items, size_t n)
+{
+    json_t *objs = json_array();
+    for (size_t i = 0; i < n; i++) {
+        const struct ocifetch_item *it = &items[i];
+        json_array_append_new(objs, json_pack("{s:s, s:s, s:I, s:b}", "repo", it->repo,
+                                              "digest", it->digest, "size",
+                                              (json_int_t)it->size, "manifest", it->manifest));
+    }
+    json_t *o = json_pack("{s:s, s:o}", "run", run, "objects", objs);
+    char *text = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return text;
+}
+
+static int decode_item(json_t *o, size_t i, struct ocifetch_item *it, struct err *e)
+{
+    json_t *repo = json_object_get(o, "repo"), *d = json_object_get(o, "digest");
+    json_t *size = json_object_get(o, "size"), *m = json_object_get(o, "manifest");
+    if (!json_is_string(repo) || !ref_repo_valid(json_string_value(repo)))
+        return err_set(e, "objects[%zu]: no valid repo", i);
+    it->repo = xstrdup(json_string_value(repo));
+    if (!json_is_string(d) ||
+        digest_parse(json_string_value(d), json_string_length(d), "digest", it->digest, e) < 0)
+        return err_set(e, "objects[%zu]: no valid sha256 digest", i);
+    if (!json_is_integer(size) || json_integer_value(size) < 0)
+        return err_set(e, "objects[%zu]: no valid size", i);
+    if (!json_is_boolean(m))
+        return err_set(e, "objects[%zu]: manifest is not true or false", i);
+    it->size = json_integer_value(size);
+    it->manifest = json_is_true(m);
+    return 0;
+}
+
+int ocifetch_job_decode(const char *json, size_t len, struct ocifetch_job *out, struct err *e)
+{
+    json_error_t je;
+    int ret = -1;
+    memset(out, 0, sizeof(*out));
+    json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
+    json_t *run = json_object_get(root, "run"), *objs = json_object_get(root, "objects");
+    if (!root || !json_is_object(root)) {
+        err_set(e, "bundle job: not a JSON object");
+        goto out;
+    }
+    if (!json_is_string(run) || !json_is_array(objs)) {
+        err_set(e, "bundle job: run (a string) and objects (an array) are required");
+        goto out;
+    }
+    if (json_array_size(objs) > OCIFETCH_JOB_MAX_OBJECTS) {
+        err_set(e, "bundle job: more than %d objects", OCIFETCH_JOB_MAX_OBJECTS);
+        goto out;
+    }
+    out->run = xstrdup(json_string_value(run));
+    out->items = xcalloc(json_array_size(objs) + 1, sizeof(*out->items));
+    size_t i;
+    json_t *o;
+    json_array_foreach(objs, i, o)
+    {
+        out->nitems = i + 1;
+        if (decode_item(o, i, &out->items[i], e) < 0) {
+            char msg[ERR_MSG_MAX];
+            snprintf(msg, sizeof(msg), "%s", e->msg);
+            err_set(e, "bundle job: %s", msg);
+            goto out;
+        }
+    }
+    ret = 0;
+out:
+    json_decref(root);
+    return ret;
+}
+
+void ocifetch_job_free(struct ocifetch_job *j)
+{
+    for (size_t i = 0; i < j->nitems; i++)
+        free(j->items[i].repo);
+    free(j->items);
+    free(j->run);
+    memset(j, 0, sizeof(*j));
+}
 
 /* ---- fetching ---------------------------------------------------------------------------- */
 
