@@ -724,8 +724,10 @@ static void renew_done(struct rq_res *res, const struct err *e, void *privdata)
     if (res && (res->status == RQ_GONE || res->status == RQ_STOLEN)) {
         for (struct wjob *j = r->w->jobs; j; j = j->next) {
             if (strcmp(j->id, r->id) == 0 && (j->ej || j->gating || j->fetching) && !j->lost) {
-                log_warn("job=%s: lease lost (%s), stopping it", j->key,
-                         rq_status_name(res->status));
+                /* A bundle job's writes are harmless (each file verified and
+                 * renamed whole): they finish, unsettled. */
+                log_warn("job=%s: lease lost (%s), %s", j->key, rq_status_name(res->status),
+                         j->fetching ? "its new holder settles it" : "stopping it");
                 j->lost = 1;
                 if (j->ej)
                     engine_cancel(j->ej);
