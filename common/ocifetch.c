@@ -148,19 +148,32 @@ static void call_end(struct call *call)
     pump(f);
 }
 
+int ocifetch_put(const char *dir, const char *digest, long long size, const char *body,
+                 size_t len, struct ocifetch_stats *st, struct err *e)
+{
+    char why[ERR_MSG_MAX];
+    char *path = ocilayout_blob_path(dir, digest);
+    int ret = 0;
+    if (ocilayout_file_matches(path, digest, size, why, sizeof(why)) == 1) {
+        st->reused++;
+    } else if ((ret = ocilayout_write_file(path, body, len, e)) == 0) {
+        st->written++;
+        st->bytes += (long long)len;
+    }
+    free(path);
+    return ret;
+}
+
 static void on_manifest(struct reg_result *res, void *arg)
 {
     struct call *call = arg;
     struct ocifetch *f = call->f;
     struct err e;
-    if (res->cls != REG_OK) {
+    if (res->cls != REG_OK)
         fail(f, res->msg);
-    } else if (ocilayout_write_file(call->path, res->body, res->body_len, &e) < 0) {
+    else if (ocifetch_put(f->dir, call->it->digest, call->it->size, res->body, res->body_len,
+                          &f->st, &e) < 0)
         fail(f, e.msg);
-    } else {
-        f->st.written++;
-        f->st.bytes += (long long)res->body_len;
-    }
     call_end(call);
 }
 

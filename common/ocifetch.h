@@ -60,6 +60,12 @@ struct ocifetch_stats {
     long long bytes;   /* bytes written */
 };
 
+/* A manifest the caller read (verified by the registry client) into dir,
+ * unless its file is right already: counted in st. -1 with a message naming
+ * the file. */
+int ocifetch_put(const char *dir, const char *digest, long long size, const char *body,
+                 size_t len, struct ocifetch_stats *st, struct err *e);
+
 /* error: NULL when every item is in place, else one line naming the object. */
 typedef void ocifetch_done_fn(const struct ocifetch_stats *st, const char *error, void *arg);
 

@@ -10,7 +10,8 @@
  * only the new manifests and blobs, and an index.json of the full state.
  *
  * The files are written by ocifetch (every byte verified on the way, memory
- * constant whatever the blob size): by this process alone, or with
+ * constant whatever the blob size): by this process alone (the manifests as
+ * they are walked, then the blobs), or with
  * --workers split into one job per tag group (the job keys sync uses) in the
  * bundle queue, for the bundle workers (hubsync-worker --bundle-dir) that
  * share DIR: the export is a run of that queue, its record counting the
@@ -200,6 +201,15 @@ static void walk(struct exporter *x, size_t i, const char *body, size_t len, con
     o->media_type = xstrdup(m.media_type);
     o->level = m.is_index ? OCILAYOUT_INDEX : OCILAYOUT_IMAGE;
     o->walked = 1;
+    if (!o->in_base && !cfg_bool(x->c, COORD_ID_WORKERS)) {
+        /* Alone: written as read, rather than read again with the blobs. */
+        struct ocifetch_stats st = {0, 0, 0};
+        if (ocifetch_put(x->dir, o->digest, o->size, body, len, &st, &e) < 0)
+            coord_bundle_fail(&x->io, "%s", e.msg);
+        x->files_written += st.written;
+        x->files_reused += st.reused;
+        x->bytes_written += st.bytes;
+    }
     o->children = xcalloc(m.nitems + 1, sizeof(size_t));
     int sparse = x->sel.policy == JOB_POLICY_SPARSE;
     for (size_t k = 0; k < m.nitems; k++) {
@@ -328,13 +338,13 @@ static void fetched(const struct ocifetch_stats *st, const char *error, void *ar
         coord_bundle_fail(&x->io, "%s", error);
 }
 
-/* Every object of the bundle, by this process. */
-static void write_objects(struct exporter *x)
+/* The blobs of the bundle, by this process (walk wrote the manifests). */
+static void write_blobs(struct exporter *x)
 {
     struct ocifetch_item *items = xcalloc(x->nobjs + 1, sizeof(*items));
     size_t n = 0;
     for (size_t i = 0; i < x->nobjs; i++)
-        if (!x->objs[i].in_base)
+        if (!x->objs[i].in_base && x->objs[i].level == OCILAYOUT_BLOB)
             item_of(&x->objs[i], &items[n++]);
     x->io.inflight++;
     ocifetch_start(x->io.loop, x->io.dst, x->dir, items, n,
@@ -763,7 +773,7 @@ int coord_export_main(int argc, char **argv)
     coord_groups_list(&x.sel, &v, &groups, &ngroups);
     read_manifests(&x, groups, ngroups);
     if (!x.io.err[0] && !cfg_bool(&c, COORD_ID_WORKERS))
-        write_objects(&x);
+        write_blobs(&x);
     if (x.io.err[0]) {
         err_set(&e, "%s", x.io.err);
         goto fail;
