@@ -508,6 +508,33 @@ static void bundle_done(const struct ocifetch_stats *st, const char *error, void
     job_dropped(j);
 }
 
+/* The export in progress, asked before a bundle job starts: a job of another
+ * export (one that was interrupted, or replaced) would write its objects into
+ * this one's directory, so it is settled without a write. */
+static void bundle_current(struct rq_res *res, const struct err *e, void *privdata)
+{
+    struct wjob *j = privdata;
+    struct worker *w = j->w;
+    j->gating = 0;
+    if (j->lost) {
+        /* Someone else holds the job now. */
+    } else if (!res) {
+        log_warn("job=%s: cannot ask which export is in progress (%s): handing it back", j->key,
+                 e ? e->msg : "no answer");
+        settle(w, rq_cmd_handback(&w->q, w->id, j->id, w->o.lease_ms));
+    } else if (res->status != RQ_VALUE || strcmp(res->str, j->bjob.run) != 0) {
+        log_warn("job=%s: of export %s, not of the one in progress (%s): dropped unwritten",
+                 j->key, j->bjob.run, res->status == RQ_VALUE ? res->str : "none");
+        settle(w, rq_cmd_ack(&w->q, w->id, j->id, j->key, j->bjob.run, NULL, 0));
+    } else {
+        j->fetching = 1;
+        ocifetch_start(w->loop, w->bundle_src, w->o.bundle_dir, j->bjob.items, j->bjob.nitems,
+                       w->o.blob_concurrency, bundle_done, j);
+        return;
+    }
+    job_dropped(j);
+}
+
 /* A bundle worker's job: its objects into the bundle directory. */
 static void start_bundle_job(struct wjob *j, const char *json)
 {
@@ -522,9 +549,13 @@ static void start_bundle_job(struct wjob *j, const char *json)
     }
     log_debug("job=%s id=%s deliveries=%lld taken", j->key, j->id, j->deliveries);
     w->saw_run = 1;
-    j->fetching = 1;
-    ocifetch_start(w->loop, w->bundle_src, w->o.bundle_dir, j->bjob.items, j->bjob.nitems,
-                   w->o.blob_concurrency, bundle_done, j);
+    /* Held (and renewed) while Redis answers. */
+    j->gating = 1;
+    if (rq_exec_async(w->cmd, rq_cmd_run_current(&w->q), bundle_current, j, &e) < 0) {
+        log_warn("job=%s: %s: handing it back", j->key, e.msg);
+        settle(w, rq_cmd_handback(&w->q, w->id, j->id, w->o.lease_ms));
+        wjob_free(j);
+    }
 }
 
 static void start_job(struct worker *w, struct rq_res *res)

@@ -16,7 +16,8 @@
  * and writes their objects, read from its --target, into that directory,
  * which the exporting coordinator and the other bundle workers share. Its
  * jobs are leased, renewed, reclaimed and settled as copy jobs are; one
- * that fails is dead-lettered at once (the export fails, naming it). */
+ * that fails is dead-lettered at once (the export fails, naming it), one of
+ * another export than the one in progress is settled without a write. */
 #ifndef HUBSYNC_WORKER_H
 #define HUBSYNC_WORKER_H
 

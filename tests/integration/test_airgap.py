@@ -225,6 +225,26 @@ class BundleWorkersTest(unittest.TestCase):
         self.assertEqual(report["files_written"] + report["files_reused"],
                          len(blob_files(directory)))
 
+    def test_job_of_another_export_writes_nothing(self):
+        """A job left in the queue by an export that is not the one in progress (interrupted,
+        or replaced) is settled without a write into this one's directory."""
+        st = self.stack
+        shared = os.path.join(self.work, "stale")
+        with open(os.path.join(self.alone, "hubsync-bundle.json")) as f:
+            blob = next(o for o in json.load(f)["objects"] if o["level"] == "blob")
+        job = json.dumps({"run": "old-export", "objects": [{
+            "repo": "library/" + blob["repositories"][0], "digest": blob["digest"],
+            "size": blob["size"], "manifest": False}]})
+        before = self.stats().get("done", 0)
+        st.redis.cli_raw("SET", "hubsync:bundle:current", "new-export")
+        st.redis.cli_raw("XADD", "hubsync:bundle:jobs", "*", "key", "stale:1", "job", job)
+        self.bundle_worker(shared)
+        deadline = time.time() + 120
+        while self.stats().get("done", 0) == before:
+            self.assertLess(time.time(), deadline, "the job was not settled")
+        self.assertEqual(blob_files(shared), set())
+        st.redis.cli_raw("DEL", "hubsync:bundle:current")
+
     def test_two_workers_write_what_one_process_writes(self):
         st = self.stack
         shared = os.path.join(self.work, "two")
@@ -258,6 +278,7 @@ class BundleWorkersTest(unittest.TestCase):
             "repo": "library/" + blob["repositories"][0], "digest": blob["digest"],
             "size": blob["size"], "manifest": False}]})
         before = self.stats().get("done", 0)
+        st.redis.cli_raw("SET", "hubsync:bundle:current", "race")  # the export in progress
         for key in ("race:a", "race:b"):
             st.redis.cli_raw("XADD", "hubsync:bundle:jobs", "*", "key", key, "job", job)
         for _ in range(2):
