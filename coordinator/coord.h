@@ -9,6 +9,7 @@
 #define HUBSYNC_COORD_H
 
 #include <jansson.h>
+#include <time.h>
 
 #include "catalog.h"
 #include "cfg.h"
@@ -337,6 +338,29 @@ int coord_bundle_db_open(struct coord_bundle_db *db, const struct cfg *c, struct
 /* The same on the bundle queue (rq_init_bundle): export's jobs for workers. */
 int coord_bundle_queue_open(struct coord_bundle_db *db, const struct cfg *c, struct err *e);
 void coord_bundle_db_close(struct coord_bundle_db *db);
+
+/* ---- waiting for a run of a queue (runcheck.c) ---- */
+
+/* The JSON of the planned job of key, or NULL when it is not planned. */
+typedef const char *(*coord_planned_fn)(void *arg, const char *key);
+
+/* What the checks keep from one call to the next. */
+struct coord_run_check {
+    time_t last_lost, last_tidy;
+    char cursor[32]; /* of the dedupe index housekeeping */
+};
+void coord_run_check_init(struct coord_run_check *chk, time_t now);
+/* Called about once a second while a coordinator waits for run on q: every
+ * minute (the first call too) the dedupe index's entries whose job is gone
+ * are released, a chunk at a time, and the consumers idle an hour with
+ * nothing pending pruned (failures only logged); every 5 s the jobs of the
+ * run that nothing would ever settle are enqueued again with the JSON
+ * planned gives (what: "run", "export": how the logs name the run). 0 | -1
+ * a lost job that planned does not know: the run cannot complete | -2
+ * Redis did not answer (e says why). */
+int coord_run_check_tick(struct coord_run_check *chk, struct rconn *rc, const struct rq *q,
+                         const char *what, const char *run, coord_planned_fn planned, void *arg,
+                         time_t now, struct err *e);
 
 /* ---- status's helpers (status.c) ---- */
 

@@ -42,10 +42,7 @@
 #define SYNC_POLL_MS 25
 #define SYNC_WEBHOOK_FLUSH_S 30 /* --once: the longest wait for the webhook at the end */
 #define SYNC_PLAIN_PROGRESS_S 5
-#define SYNC_CHECK_S 5        /* a look for lost jobs while waiting */
-#define SYNC_REPAIR_S 60      /* dedupe index and consumer housekeeping while waiting */
 #define SYNC_QUIET_S 600      /* no job settled this long: say so */
-#define SYNC_CONSUMER_IDLE_MS 3600000LL /* consumers with nothing pending pruned after */
 
 static const struct cfg_opt sync_opts[] = {
     CFG_OPT_REDIS,
@@ -522,77 +519,17 @@ enum run_end { RUN_COMPLETE, RUN_DEFERRED, RUN_FAILED };
 
 /* What waiting for a run keeps from one look to the next. */
 struct waiting {
-    time_t started, last_plain, last_chores, last_check, last_repair;
+    time_t started, last_plain, last_chores;
     time_t last_change, last_quiet; /* of the settled count; of the warning about it */
     long long settled;
-    char cursor[32]; /* of the dedupe index housekeeping */
+    struct coord_run_check check; /* lost jobs, housekeeping */
 };
 
-/* Jobs of the run that nothing would ever settle (no job of the run queued,
- * held, delayed or handed over: one deleted by hand, lost with part of an
- * AOF, or a leftover of another run that had the key) are enqueued again
- * from the plan. 0 | -1 a lost job is not in the plan (the selection
- * changed since the run started): the run cannot complete | -2 Redis. */
-static int requeue_lost(struct sync_ctx *s, struct err *e)
+/* The planned job's JSON for coord_run_check_tick. */
+static const char *planned_json(void *arg, const char *key)
 {
-    char cursor[32] = "0", first[128] = "";
-    long long again = 0, missing = 0;
-    do {
-        struct rq_res res;
-        if (exec(s, rq_cmd_run_check(&s->q, s->run, cursor, RQ_RUN_CHECK_COUNT), &res, e) < 0) {
-            rq_res_free(&res);
-            return -2;
-        }
-        snprintf(cursor, sizeof(cursor), "%s", res.str);
-        for (size_t i = 0; i < res.nitems; i++) {
-            const struct planned *pj = plan_find(s->plan, res.items[i]);
-            struct rq_res r2;
-            if (!pj) {
-                if (!missing++)
-                    snprintf(first, sizeof(first), "%s", res.items[i]);
-                continue;
-            }
-            int rc = exec(s, rq_cmd_run_enqueue(&s->q, s->run, pj->key, pj->json), &r2, e);
-            rq_res_free(&r2);
-            if (rc < 0) {
-                rq_res_free(&res);
-                return -2;
-            }
-            again++;
-        }
-        rq_res_free(&res);
-    } while (strcmp(cursor, "0") != 0);
-    if (again)
-        log_warn("run %s: %lld jobs had no job queued for the run (lost); enqueued them again",
-                 s->run, again);
-    if (missing)
-        return err_set(e, "%lld jobs of the run have no job queued and are not in this "
-                          "coordinator's plan (e.g. %s): was the selection changed?",
-                       missing, first);
-    return 0;
-}
-
-/* Housekeeping while a run goes on: dedupe entries whose job is gone (a
- * chunk of the index each time) and consumers of workers long gone. */
-static void repairs(struct sync_ctx *s, struct waiting *w)
-{
-    struct rq_res res;
-    struct err e;
-    if (exec(s, rq_cmd_repair_index(&s->q, w->cursor, 1000), &res, &e) == 0) {
-        if (res.n)
-            log_warn("released %lld dedupe entries whose job was gone", res.n);
-        snprintf(w->cursor, sizeof(w->cursor), "%s", res.str);
-    } else {
-        log_warn("dedupe index housekeeping: %s", e.msg);
-    }
-    rq_res_free(&res);
-    if (exec(s, rq_cmd_prune_consumers(&s->q, SYNC_CONSUMER_IDLE_MS), &res, &e) == 0) {
-        if (res.n)
-            log_info("pruned %lld consumers idle with nothing pending", res.n);
-    } else {
-        log_warn("consumer housekeeping: %s", e.msg);
-    }
-    rq_res_free(&res);
+    const struct planned *pj = plan_find(arg, key);
+    return pj ? pj->json : NULL;
 }
 
 /* The once-a-second part of a look: the lease, due delayed jobs, lost jobs,
@@ -610,24 +547,18 @@ static int chores(struct sync_ctx *s, struct waiting *w, time_t now, enum run_en
     rq_res_free(&res);
     if (rc < 0)
         return -2;
-    if (now - w->last_repair >= SYNC_REPAIR_S) {
-        w->last_repair = now;
-        repairs(s, w);
+    rc = coord_run_check_tick(&w->check, &s->rc, &s->q, "run", s->run, planned_json, s->plan, now,
+                              e);
+    if (rc == -1) {
+        struct err e2;
+        log_error("run %s: %s", s->run, e->msg);
+        if (run_note(s, "error", e->msg, &e2) < 0)
+            log_warn("run %s: %s", s->run, e2.msg);
+        *end = RUN_FAILED;
+        return 1;
     }
-    if (now - w->last_check >= SYNC_CHECK_S) {
-        w->last_check = now;
-        rc = requeue_lost(s, e);
-        if (rc == -1) {
-            struct err e2;
-            log_error("run %s: %s", s->run, e->msg);
-            if (run_note(s, "error", e->msg, &e2) < 0)
-                log_warn("run %s: %s", s->run, e2.msg);
-            *end = RUN_FAILED;
-            return 1;
-        }
-        if (rc < 0)
-            return rc;
-    }
+    if (rc < 0)
+        return rc;
     if (now - w->last_change >= SYNC_QUIET_S && now - w->last_quiet >= SYNC_QUIET_S) {
         w->last_quiet = now;
         log_warn("run %s: no job settled for %lds (no worker running? a registry down? "
@@ -689,10 +620,11 @@ static int wait_round(struct sync_ctx *s, struct waiting *w, enum run_end *end,
  * lost by waiting), up to SYNC_REDIS_OUTAGE_S. */
 static int wait_run(struct sync_ctx *s, enum run_end *end, long long *deferred_out, struct err *e)
 {
-    struct waiting w = {.cursor = "0"};
+    struct waiting w = {0};
     time_t down_since = 0;
     unsigned delay = 1;
-    w.started = w.last_check = w.last_change = time(NULL);
+    w.started = w.last_change = time(NULL);
+    coord_run_check_init(&w.check, w.started);
     for (;;) {
         int rc = wait_round(s, &w, end, deferred_out, e);
         if (rc == 1)
