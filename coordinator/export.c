@@ -78,8 +78,8 @@ static const char export_usage[] =
     "names every tag. DIR must not hold a complete bundle; an interrupted export into it is\n"
     "resumed. With --workers the bundle workers write the objects (one job per tag group;\n"
     "a worker killed mid-job leaves it to another) and this process waits for all of them\n"
-    "before it writes index.json. Exit 0, 1 when the bundle could not be written (nothing\n"
-    "is marked complete), 2 on bad usage.";
+    "before it writes index.json, enqueueing again jobs lost from Redis. Exit 0, 1 when the\n"
+    "bundle could not be written (nothing is marked complete), 2 on bad usage.";
 
 struct xobj {
     char digest[DIGEST_STR_SIZE];
@@ -393,10 +393,9 @@ static int export_id(struct exporter *x, struct coord_bundle_db *bq, char *id, s
  * the objects of the bundle its tags reach first. -1 when one cannot be
  * enqueued. */
 static int enqueue_jobs(struct exporter *x, struct coord_bundle_db *bq, const char *id,
-                        const struct coord_group *g, size_t ng, long long *njobs, struct err *e)
+                        const struct coord_group *g, size_t ng, json_t *planned, struct err *e)
 {
     size_t first = 0;
-    *njobs = 0;
     for (size_t k = 0; k < ng; first += g[k].ntags, k++) {
         struct job_items j = {NULL, 0, 0};
         for (size_t r = first; r < first + g[k].ntags; r++) {
@@ -408,22 +407,34 @@ static int enqueue_jobs(struct exporter *x, struct coord_bundle_db *bq, const ch
             continue; /* all of it in the base, or in an earlier group's job */
         char *json = ocifetch_job_encode(id, j.v, j.n);
         free(j.v);
+        json_object_set_new(planned, g[k].key, json_string(json));
         struct rq_res res;
         int rc = rq_exec(&bq->rc, rq_cmd_run_enqueue(&bq->q, id, g[k].key, json), &res, e);
         rq_res_free(&res);
         free(json);
         if (rc < 0)
             return -1;
-        (*njobs)++;
     }
     return 0;
 }
 
-/* The export's jobs once they have all settled: RQ_VALUE record, or -1. */
-static int wait_jobs(struct coord_bundle_db *bq, const char *id, struct rq_res *rec,
-                     struct err *e)
+/* An enqueued job's JSON for coord_run_check_tick. */
+static const char *planned_json(void *arg, const char *key)
+{
+    return json_string_value(json_object_get(arg, key));
+}
+
+/* The export's jobs once they have all settled: RQ_VALUE record, or -1 (Redis,
+ * or a lost job not enqueued by this export). Lost jobs are enqueued again
+ * from planned (key -> JSON) and the bundle queue kept tidy, as sync does
+ * on its queue. */
+static int wait_jobs(struct coord_bundle_db *bq, const char *id, json_t *planned,
+                     struct rq_res *rec, struct err *e)
 {
     long long seen = -1;
+    time_t last_chores = 0;
+    struct coord_run_check chk;
+    coord_run_check_init(&chk, time(NULL));
     for (;;) {
         if (rq_exec(&bq->rc, rq_cmd_run_get(&bq->q, id), rec, e) < 0)
             return -1;
@@ -437,6 +448,13 @@ static int wait_jobs(struct coord_bundle_db *bq, const char *id, struct rq_res *
             log_info("export %s: %lld of %lld jobs settled", id, settled, total);
         seen = settled;
         rq_res_free(rec);
+        time_t now = time(NULL);
+        if (now != last_chores) { /* lost jobs and housekeeping once a second */
+            last_chores = now;
+            if (coord_run_check_tick(&chk, &bq->rc, &bq->q, "export", id, planned_json, planned,
+                                     now, e) < 0)
+                return -1;
+        }
         usleep(EXPORT_POLL_MS * 1000);
     }
 }
@@ -471,20 +489,22 @@ static int queue_objects(struct exporter *x, const struct coord_group *g, size_t
     struct rq_res res, rec;
     struct err finish_e;
     char id[CATALOG_SHA_LEN + 32];
+    json_t *planned = json_object();
     long long njobs = 0;
     int ret = -1;
     memset(&res, 0, sizeof(res));
     memset(&rec, 0, sizeof(rec));
     if (coord_bundle_queue_open(&bq, x->c, e) < 0 || export_id(x, &bq, id, sizeof(id), e) < 0 ||
-        rq_exec(&bq.rc, rq_cmd_run_create(&bq.q, id, x->commit, RQ_EXPORTS_KEEP), &res, e) < 0 ||
-        enqueue_jobs(x, &bq, id, g, ng, &njobs, e) < 0)
+        rq_exec(&bq.rc, rq_cmd_run_create(&bq.q, id, x->commit, RQ_EXPORTS_KEEP), &res, e) < 0)
         goto out;
     rq_res_free(&res);
-    if (rq_exec(&bq.rc, rq_cmd_run_note(&bq.q, id, "enqueued", "1"), &res, e) < 0)
-        goto out;
+    if (enqueue_jobs(x, &bq, id, g, ng, planned, e) < 0 ||
+        rq_exec(&bq.rc, rq_cmd_run_note(&bq.q, id, "enqueued", "1"), &res, e) < 0)
+        goto finish;
+    njobs = (long long)json_object_size(planned);
     log_info("export %s: %lld jobs queued for the bundle workers", id, njobs);
-    if (wait_jobs(&bq, id, &rec, e) < 0)
-        goto out;
+    if (wait_jobs(&bq, id, planned, &rec, e) < 0)
+        goto finish;
     x->files_written = rq_res_field_int(&rec, "files_written", 0);
     x->files_reused = rq_res_field_int(&rec, "files_reused", 0);
     x->bytes_written = rq_res_field_int(&rec, "bytes_written", 0);
@@ -495,8 +515,10 @@ static int queue_objects(struct exporter *x, const struct coord_group *g, size_t
                 njobs, bq.q.keys.jobs_dead);
     else
         ret = check_objects(x, e);
-    /* The record says how it ended; a failure to note it leaves the export's
-     * own outcome (and message) as it is. */
+finish:
+    /* The record says how it ended (and the export in progress is no more:
+     * workers settle its jobs left in the queue without a write); a failure
+     * to note it leaves the export's own outcome (and message) as it is. */
     rq_res_free(&res);
     if (rq_exec(&bq.rc, rq_cmd_run_finish(&bq.q, id, ret == 0 ? "done" : "failed", 0), &res,
                 ret == 0 ? e : &finish_e) < 0)
@@ -504,6 +526,7 @@ static int queue_objects(struct exporter *x, const struct coord_group *g, size_t
 out:
     rq_res_free(&res);
     rq_res_free(&rec);
+    json_decref(planned);
     coord_bundle_db_close(&bq);
     return ret;
 }

@@ -10,6 +10,7 @@ one of them is killed mid-export."""
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -47,6 +48,14 @@ def bad_files(directory):
         if h.hexdigest() != name:
             bad.append(name)
     return bad
+
+
+def wait_for(what, cond, timeout=60):
+    deadline = time.time() + timeout
+    while not cond():
+        if time.time() > deadline:
+            raise AssertionError("timed out waiting for " + what)
+        time.sleep(0.1)
 
 
 class AirgapTest(unittest.TestCase):
@@ -224,6 +233,63 @@ class BundleWorkersTest(unittest.TestCase):
         self.assertEqual(report["objects"], self.alone_report["objects"])
         self.assertEqual(report["files_written"] + report["files_reused"],
                          len(blob_files(directory)))
+
+    def start_export(self, directory, *extra):
+        """export --workers in the background, its stderr in a file of the test's; (process,
+        the stderr file's path)."""
+        log = os.path.join(self.work, os.path.basename(directory) + ".stderr")
+        f = open(log, "w")
+        self.addCleanup(f.close)
+        p = subprocess.Popen(self.export_argv(directory, "--workers", *extra),
+                             stdout=subprocess.PIPE, stderr=f, text=True)
+        self.addCleanup(lambda: p.poll() is None and p.kill())
+        return p, log
+
+    def export_jobs(self, log):
+        """[(stream id, key)] of the jobs in the bundle queue of the export whose stderr is
+        log, once it has queued them all."""
+        queued = re.compile(r"export (\S+): \d+ jobs queued for the bundle workers")
+        wait_for("the export's jobs queued", lambda: queued.search(read(log).decode()))
+        export = queued.search(read(log).decode()).group(1)
+        out = self.stack.redis.cli_raw("XRANGE", "hubsync:bundle:jobs", "-", "+").splitlines()
+        return [(out[i], out[i + 2]) for i in range(0, len(out) - 4, 5)
+                if json.loads(out[i + 4])["run"] == export]
+
+    def test_lost_bundle_job_enqueued_again(self):
+        """A job of the export deleted from the bundle queue while it waits is enqueued again,
+        and the bundle ends complete."""
+        st = self.stack
+        shared = os.path.join(self.work, "lost")
+        export, log = self.start_export(shared)
+        lost_id, lost_key = self.export_jobs(log)[0]
+        st.redis.cli_raw("XDEL", "hubsync:bundle:jobs", lost_id)
+        wait_for("the lost job enqueued again",
+                 lambda: lost_key in [k for _, k in self.export_jobs(log)], timeout=30)
+        self.bundle_worker(shared)
+        out = export.communicate(timeout=600)[0]
+        self.assertEqual(export.returncode, 0, read(log)[-3000:])
+        self.assertIn(b"(lost); enqueued them again", read(log))
+        self.assert_same_bundle(shared, json.loads(out))
+
+    def test_bundle_consumers_pruned(self):
+        """While an export waits, the bundle queue's consumers idle with nothing pending are
+        pruned, as sync's coordinator does on the job queue."""
+        st = self.stack
+        shared = os.path.join(self.work, "prune")
+        calls = os.path.join(self.work, "prune.monitor")
+        with open(calls, "w") as f:
+            monitor = subprocess.Popen(["redis-cli", "-p", str(st.redis.port), "MONITOR"],
+                                       stdout=f, stderr=subprocess.DEVNULL)
+        self.addCleanup(monitor.wait)
+        self.addCleanup(monitor.kill)
+        export, log = self.start_export(shared)
+        wait_for("the bundle queue's consumers pruned", lambda: any(
+            b'"hubsync_prune_consumers"' in line and b'"hubsync:bundle:jobs"' in line
+            for line in read(calls).splitlines()), timeout=30)
+        self.bundle_worker(shared)
+        out = export.communicate(timeout=600)[0]
+        self.assertEqual(export.returncode, 0, read(log)[-3000:])
+        self.assert_same_bundle(shared, json.loads(out))
 
     def test_job_of_another_export_writes_nothing(self):
         """A job left in the queue by an export that is not the one in progress (interrupted,
