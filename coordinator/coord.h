@@ -59,6 +59,7 @@ enum coord_opt {
     COORD_ID_WEBHOOK,
     COORD_ID_SYNC_FILE,
     COORD_ID_WORKERS,
+    COORD_ID_WAIT_TIMEOUT,
 };
 
 /* Options of the commands that read the catalog and look at registries

@@ -44,6 +44,8 @@
 #define EXPORT_REDIS_BATCH 1000
 /* How often --workers looks at the export's record while its jobs run. */
 #define EXPORT_POLL_MS 100
+/* --workers: no job taken or settled this long: say so (no bundle worker?). */
+#define EXPORT_QUIET_S 60
 
 static const struct cfg_opt export_opts[] = {
     CFG_OPT_REDIS,
@@ -63,6 +65,11 @@ static const struct cfg_opt export_opts[] = {
      "job per tag group in the bundle queue; wait until every job is done (default: write "
      "them in this process)",
      0},
+    {COORD_ID_WAIT_TIMEOUT, "wait-timeout", "HUBSYNC_EXPORT_WAIT_TIMEOUT", CFG_INT, "0", 0,
+     604800,
+     "with --workers: give up (exit 1, no index.json written) when no bundle worker has taken "
+     "or settled a job for this many seconds (0: wait as long as it takes)",
+     0},
     COORD_OPTS_BUNDLE,
 };
 #define NEXPORT_OPTS ((int)(sizeof(export_opts) / sizeof(export_opts[0])))
@@ -78,8 +85,9 @@ static const char export_usage[] =
     "names every tag. DIR must not hold a complete bundle; an interrupted export into it is\n"
     "resumed. With --workers the bundle workers write the objects (one job per tag group;\n"
     "a worker killed mid-job leaves it to another) and this process waits for all of them\n"
-    "before it writes index.json, enqueueing again jobs lost from Redis. Exit 0, 1 when the\n"
-    "bundle could not be written (nothing is marked complete), 2 on bad usage.";
+    "before it writes index.json, enqueueing again jobs lost from Redis; it says on stderr\n"
+    "when no bundle worker takes a job, and gives up after --wait-timeout. Exit 0, 1 when\n"
+    "the bundle could not be written (nothing is marked complete), 2 on bad usage.";
 
 struct xobj {
     char digest[DIGEST_STR_SIZE];
@@ -424,17 +432,17 @@ static const char *planned_json(void *arg, const char *key)
     return json_string_value(json_object_get(arg, key));
 }
 
-/* The export's jobs once they have all settled: RQ_VALUE record, or -1 (Redis,
- * or a lost job not enqueued by this export). Lost jobs are enqueued again
- * from planned (key -> JSON) and the bundle queue kept tidy, as sync does
- * on its queue. */
-static int wait_jobs(struct coord_bundle_db *bq, const char *id, json_t *planned,
-                     struct rq_res *rec, struct err *e)
+/* The export's jobs once they have all settled: RQ_VALUE record, or -1 (Redis;
+ * a lost job not enqueued by this export; none taken or settled for
+ * --wait-timeout). Lost jobs are enqueued again from planned (key -> JSON)
+ * and the bundle queue kept tidy, as sync does on its queue. */
+static int wait_jobs(const struct exporter *x, struct coord_bundle_db *bq, const char *id,
+                     json_t *planned, struct rq_res *rec, struct err *e)
 {
-    long long seen = -1;
-    time_t last_chores = 0;
+    long long timeout = cfg_int(x->c, COORD_ID_WAIT_TIMEOUT), seen = -1, held_seen = -1;
+    time_t now = time(NULL), last_change = now, last_quiet = now, last_chores = 0;
     struct coord_run_check chk;
-    coord_run_check_init(&chk, time(NULL));
+    coord_run_check_init(&chk, now);
     for (;;) {
         if (rq_exec(&bq->rc, rq_cmd_run_get(&bq->q, id), rec, e) < 0)
             return -1;
@@ -444,16 +452,41 @@ static int wait_jobs(struct coord_bundle_db *bq, const char *id, json_t *planned
                             rq_res_field_int(rec, "jobs_dead", 0);
         if (settled >= total)
             return 0;
-        if (settled != seen)
-            log_info("export %s: %lld of %lld jobs settled", id, settled, total);
-        seen = settled;
         rq_res_free(rec);
-        time_t now = time(NULL);
-        if (now != last_chores) { /* lost jobs and housekeeping once a second */
+        now = time(NULL);
+        if (settled != seen) {
+            log_info("export %s: %lld of %lld jobs settled", id, settled, total);
+            seen = settled;
+            last_change = now;
+        }
+        /* The rest once a second: a job taken (the queue's held count moves),
+         * lost jobs, housekeeping, how long nothing moved. */
+        if (now != last_chores) {
+            struct rq_res held;
             last_chores = now;
-            if (coord_run_check_tick(&chk, &bq->rc, &bq->q, "export", id, planned_json, planned,
-                                     now, e) < 0)
+            int rc = rq_exec(&bq->rc, rq_cmd_queue_held(&bq->q), &held, e);
+            if (rc == 0 && held.n != held_seen) {
+                held_seen = held.n;
+                last_change = now;
+            }
+            rq_res_free(&held);
+            if (rc < 0 || coord_run_check_tick(&chk, &bq->rc, &bq->q, "export", id, planned_json,
+                                               planned, now, e) < 0)
                 return -1;
+            long long quiet = (long long)(now - last_change);
+            if (timeout > 0 && quiet >= timeout)
+                return err_set(e, "no bundle worker has taken or settled a job for %llds "
+                                  "(--wait-timeout); "
+                                  "start hubsync-worker --bundle-dir %s (same --redis, --target) "
+                                  "and export again",
+                               quiet, x->dir);
+            if (quiet >= EXPORT_QUIET_S && now - last_quiet >= EXPORT_QUIET_S) {
+                last_quiet = now;
+                log_warn("export %s: no bundle worker has taken or settled a job for %llds; "
+                         "start hubsync-worker --bundle-dir %s (same --redis, --target); "
+                         "hubsync-coordinator status shows the workers",
+                         id, quiet, x->dir);
+            }
         }
         usleep(EXPORT_POLL_MS * 1000);
     }
@@ -503,7 +536,7 @@ static int queue_objects(struct exporter *x, const struct coord_group *g, size_t
         goto finish;
     njobs = (long long)json_object_size(planned);
     log_info("export %s: %lld jobs queued for the bundle workers", id, njobs);
-    if (wait_jobs(&bq, id, planned, &rec, e) < 0)
+    if (wait_jobs(x, &bq, id, planned, &rec, e) < 0)
         goto finish;
     x->files_written = rq_res_field_int(&rec, "files_written", 0);
     x->files_reused = rq_res_field_int(&rec, "files_reused", 0);

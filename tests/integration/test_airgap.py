@@ -255,6 +255,24 @@ class BundleWorkersTest(unittest.TestCase):
         return [(out[i], out[i + 2]) for i in range(0, len(out) - 4, 5)
                 if json.loads(out[i + 4])["run"] == export]
 
+    def test_export_without_bundle_workers_gives_up(self):
+        """No bundle worker: the export says so on stderr and, with --wait-timeout, gives up
+        with nothing written to index.json."""
+        shared = os.path.join(self.work, "nobody")
+        p = subprocess.run(self.export_argv(shared, "--workers", "--wait-timeout", "2"),
+                           capture_output=True, text=True, timeout=600)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertRegex(p.stderr, r"no bundle worker has taken or settled a job for [23]s")
+        self.assertIn("start hubsync-worker --bundle-dir " + shared, p.stderr)
+        self.assertFalse(os.path.exists(os.path.join(shared, "index.json")))
+        self.assertFalse(os.path.exists(os.path.join(shared, "hubsync-bundle.json")))
+        # Its run ended failed: its jobs left in the queue are no export's in progress.
+        export = re.search(r"export (\S+): \d+ jobs queued", p.stderr).group(1)
+        st = self.stack.redis
+        self.assertEqual(st.cli_raw("HGET", "hubsync:bundle:run:" + export, "state").strip(),
+                         "failed")
+        self.assertNotEqual(st.cli_raw("GET", "hubsync:bundle:current").strip(), export)
+
     def test_lost_bundle_job_enqueued_again(self):
         """A job of the export deleted from the bundle queue while it waits is enqueued again,
         and the bundle ends complete."""
