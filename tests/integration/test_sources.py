@@ -2,22 +2,27 @@
 namespace on the stand-in and from a second plain docker-registry playing ghcr.io/quay.io,
 beside the official-images catalog, through the same queue and the same workers.
 
-Images are built by the test (a config and a random layer, OCI manifests with their own
-spacing, so they must travel byte for byte). Checks: the filters pick the right tags, the
-target ends digest-exact and skopeo reads it, tags sharing a digest are one job, a full run
-spends exactly the counted GETs the minimum needs and a no-op run none, a bad sync file
-changes nothing, and a worker not given the sync file copies nothing from its registries.
+Images are built by the test (a config and a gzipped tar layer of random bytes, OCI
+manifests with their own spacing, so they must travel byte for byte). Checks: the filters
+pick the right tags, the target ends digest-exact and skopeo and podman read it, tags
+sharing a digest are one job, a full run spends exactly the counted GETs the minimum needs
+and a no-op run none, a bad sync file changes nothing, and a worker not given the sync file
+copies nothing from its registries.
 """
+import gzip
 import hashlib
+import io
 import json
 import os
 import subprocess
+import tarfile
 import tempfile
 import time
 import unittest
 import urllib.request
 
 from harness import TIMEOUT_FACTOR, Registry
+from harness.podman import Podman, registries_conf
 from harness.programs import coordinator
 from harness.stack import PREFIX, MirrorCase, dead_letters
 from harness.standin import Standin
@@ -40,10 +45,18 @@ def push_blob(reg_url, repo, data):
 
 def push_image(reg_url, repo, tag_list, seed, extra=None):
     """A one-layer image under every tag of tag_list (extra: more manifest fields, e.g. a
-    subject); its manifest digest."""
-    config = json.dumps({"architecture": "amd64", "os": "linux",
-                         "rootfs": {"type": "layers", "diff_ids": []}, "seed": seed}).encode()
-    layer = hashlib.sha256(b"layer %d" % seed).digest() * 100
+    subject); its manifest digest. The layer is a real gzipped tar its config names, so
+    that podman can pull the image."""
+    content = hashlib.sha256(b"layer %d" % seed).digest() * 100
+    tar = io.BytesIO()
+    with tarfile.open(fileobj=tar, mode="w", format=tarfile.USTAR_FORMAT) as t:
+        info = tarfile.TarInfo("seed")
+        info.size = len(content)
+        t.addfile(info, io.BytesIO(content))
+    layer = gzip.compress(tar.getvalue(), mtime=0)
+    config = json.dumps({"architecture": "amd64", "os": "linux", "seed": seed,
+                         "rootfs": {"type": "layers", "diff_ids": [
+                             "sha256:" + hashlib.sha256(tar.getvalue()).hexdigest()]}}).encode()
     cd, ld = push_blob(reg_url, repo, config), push_blob(reg_url, repo, layer)
     body = (json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
                         "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
@@ -201,6 +214,13 @@ sync:
                               "docker://127.0.0.1:%d/mirror/tool:v10" % self.target.port],
                              stdout=subprocess.PIPE, check=True, timeout=60).stdout
         self.assertEqual("sha256:" + hashlib.sha256(raw).hexdigest(), self.tool["v10"])
+        # podman pulls them from the target too: a Docker Hub namespace's image and ghcr's.
+        with Podman(registries_conf(self.hub.host, "127.0.0.1:%d" % self.target.port)) as pm:
+            for ref, digest in (("bitnami/app:1.2.0", self.app["1.2.0"]),
+                                ("mirror/tool:v10", self.tool["v10"])):
+                ref = "127.0.0.1:%d/%s" % (self.target.port, ref)
+                pm.pull(ref, "--tls-verify=false")
+                self.assertEqual(pm.digest(ref), digest)
 
         before = self.hub.counters()["manifest_get"]
         again = st.run("--sync-file", path, worker_extra=("--sync-file", path))
