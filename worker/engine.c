@@ -207,12 +207,26 @@ enum engine_status engine_status_of(const struct reg_result *res, long *wait_ms)
     }
 }
 
+/* Is the job's upstream Docker Hub (the worker's upstream), whose 429 without
+ * Retry-After is its spent pull budget? */
+static int ej_from_hub(const struct engine_job *ej)
+{
+    return reg_parse_same_registry(ej->job.upstream, ej->en->upstream);
+}
+
 /* Map a registry failure to what the queue should do with the job; registry
  * (ENGINE_UPSTREAM, ENGINE_TARGET, or 0 when it may be either) answered res. */
 static void ej_reg_error(struct engine_job *ej, int registry, const struct reg_result *res)
 {
     long wait_ms;
     enum engine_status st = engine_status_of(res, &wait_ms);
+    /* Another registry's 429 spends no pull budget: it throttles that registry's
+     * jobs alone, for its Retry-After or else a backoff growing with the job's
+     * waits (wait_ms 0). */
+    if (res->cls == REG_RATE_LIMITED && (registry == ENGINE_TARGET || !ej_from_hub(ej))) {
+        st = ENGINE_THROTTLED;
+        wait_ms = res->retry_after > 0 ? res->retry_after * 1000L : 0;
+    }
     ej->stop_gets = 1;
     if (st == ENGINE_UNAVAILABLE)
         ej->out.unavailable |= registry;
@@ -769,9 +783,23 @@ static void ej_budget_acquire(struct engine_job *ej, const char *ref, engine_bud
                               void *arg)
 {
     struct engine *en = ej->en;
-    int pooled = reg_parse_same_registry(ej->job.upstream, en->upstream);
-    en->ops.budget_acquire(en->ops.ctx, ej->up, en->accounts, pooled ? en->naccounts : 0,
+    en->ops.budget_acquire(en->ops.ctx, ej->up, en->accounts, ej_from_hub(ej) ? en->naccounts : 0,
                            ej->job.source_repo, ref, cb, arg);
+}
+
+/* No counted GET of what@digest was granted: Docker Hub's budget is spent (the job
+ * waits for it); any other registry has no budget but its 429s (at the free HEAD
+ * the ops sent first): only its jobs wait. */
+static void ej_not_granted(struct engine_job *ej, long wait_ms, const char *what,
+                           const char *digest)
+{
+    ej->stop_gets = 1;
+    if (ej_from_hub(ej))
+        ej_error(ej, ENGINE_DEFERRED, wait_ms, "pull budget spent before %s%s@%s", what,
+                 ej->job.source_repo, digest);
+    else
+        ej_error(ej, ENGINE_THROTTLED, wait_ms, "%s throttles: no GET of %s%s@%s for now",
+                 ej->job.upstream, what, ej->job.source_repo, digest);
 }
 
 static void node_budget(int granted, long wait_ms, void *grant, struct reg_registry *via,
@@ -786,9 +814,7 @@ static void node_budget(int granted, long wait_ms, void *grant, struct reg_regis
         return;
     }
     if (!granted) {
-        ej->stop_gets = 1;
-        ej_error(ej, ENGINE_DEFERRED, wait_ms, "pull budget spent before %s@%s",
-                 ej->job.source_repo, n->digest);
+        ej_not_granted(ej, wait_ms, "", n->digest);
         node_finish(n, 0);
         return;
     }
@@ -1116,12 +1142,8 @@ static void referrers_budget(int granted, long wait_ms, void *grant, struct reg_
     if (ej->stop_gets || ej->cancelled || !granted) {
         if (granted)
             ej->en->ops.budget_done(ej->en->ops.ctx, ej->up, grant, NULL);
-        else if (!ej->stop_gets) {
-            ej->stop_gets = 1;
-            ej_error(ej, ENGINE_DEFERRED, wait_ms,
-                     "pull budget spent before the referrers of %s@%s", ej->job.source_repo,
-                     r->digest);
-        }
+        else if (!ej->stop_gets)
+            ej_not_granted(ej, wait_ms, "the referrers of ", r->digest);
         free(r);
         ej_release(ej);
         return;

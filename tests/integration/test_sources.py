@@ -354,15 +354,27 @@ class OtherRegistryTest(MirrorCase):
             self.assertEqual(head(self.target.url, "ghcr.example/org/tool", t), digest)
 
     def test_429_burst_throttles_only_its_registry(self):
+        self.burst(retry_after=1)
+
+    def test_429_burst_without_retry_after_throttles_only_its_registry(self):
+        """429s that say not how long: ghcr's jobs back off and come back (no pull budget
+        is spent, the run is not deferred)."""
+        self.burst(retry_after=0)
+
+    def burst(self, retry_after):
+        """A burst of 429s from ghcr (Retry-After: retry_after seconds, 0: none) while its
+        jobs run: the run completes, Docker Hub untouched."""
         path, env = self.sync_file()
+        self.addCleanup(self.gh.config, burst_rate=0.0, burst_retry_after=60)
         st = self.stack().start()
         st.coordinator("--sync-file", path, env=env)
         self.assertIsNotNone(st.wait_enqueued())
-        self.gh.config(burst_rate=1.0, burst_len=4, burst_retry_after=1)
+        before = self.gh.counters()["burst_429"]
+        self.gh.config(burst_rate=1.0, burst_len=4, burst_retry_after=retry_after)
         for _ in range(2):
             st.worker("--exit-when-idle", "--sync-file", path, env=env)
         deadline = time.time() + 60 * TIMEOUT_FACTOR
-        while self.gh.counters()["burst_429"] == 0:
+        while self.gh.counters()["burst_429"] == before:
             self.assertLess(time.time(), deadline, "no 429 burst")
             time.sleep(0.02)
         self.gh.config(burst_rate=0.0)
