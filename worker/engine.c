@@ -1095,14 +1095,32 @@ static void plan_roots(struct engine_job *ej)
 
 /* -- referrers API: the manifests whose subject is a digest the job copies -- */
 
-/* Bound on the referrers of one digest (signatures, attestations, SBOMs: a few). */
+/* Bound on the referrers of one digest (signatures, attestations, SBOMs: a few),
+ * and on the pages listing them. */
 #define ENGINE_MAX_REFERRERS 64
+#define ENGINE_MAX_REFERRER_PAGES 16
 
+/* The listing of one digest's referrers, a page at a time, each page reserved from
+ * the budget before its GET. */
 struct refq {
     struct engine_job *ej;
     char digest[DIGEST_STR_SIZE];
+    char *tag;   /* a tag of the digest, for the budget's free HEAD */
+    char *next;  /* the next page's URL; NULL: the first */
+    int pages;   /* pages asked for */
+    size_t found;
     void *grant;
 };
+
+static void refq_free(struct refq *r)
+{
+    free(r->tag);
+    free(r->next);
+    free(r);
+}
+
+static void referrers_budget(int granted, long wait_ms, void *grant, struct reg_registry *via,
+                             void *arg);
 
 /* Each referrer not in the job yet joins it as a referrer by digest: copied, digest-exact,
  * before any other tag is written. A registry without the API (404) has only the
@@ -1113,6 +1131,7 @@ static void referrers_listed(struct reg_result *res, void *arg)
     struct engine_job *ej = r->ej;
     ej->en->ops.budget_done(ej->en->ops.ctx, ej->up, r->grant, res);
     if (res->cls == REG_OK) {
+        r->found += res->ntags;
         for (size_t i = 0; i < res->ntags; i++) {
             int have = 0;
             for (size_t k = 0; k < ej->ntags && !have; k++)
@@ -1127,10 +1146,20 @@ static void referrers_listed(struct reg_result *res, void *arg)
             t->pinned = 1;
             t->referrer = 1;
         }
+        if (res->next && r->pages >= ENGINE_MAX_REFERRER_PAGES) {
+            ej->stop_gets = 1;
+            ej_error(ej, ENGINE_FAILED, 0, "%s@%s: more than %d pages of referrers",
+                     ej->job.source_repo, r->digest, ENGINE_MAX_REFERRER_PAGES);
+        } else if (res->next) {
+            free(r->next);
+            r->next = xstrdup(res->next);
+            ej_budget_acquire(ej, r->tag, referrers_budget, r);
+            return;
+        }
     } else if (res->cls != REG_NOT_FOUND) {
         ej_reg_error(ej, ENGINE_UPSTREAM, res);
     }
-    free(r);
+    refq_free(r);
     ej_release(ej);
 }
 
@@ -1144,14 +1173,15 @@ static void referrers_budget(int granted, long wait_ms, void *grant, struct reg_
             ej->en->ops.budget_done(ej->en->ops.ctx, ej->up, grant, NULL);
         else if (!ej->stop_gets)
             ej_not_granted(ej, wait_ms, "the referrers of ", r->digest);
-        free(r);
+        refq_free(r);
         ej_release(ej);
         return;
     }
     r->grant = grant;
+    r->pages++;
     ej->out.n.upstream_manifest_gets++;
-    ej->en->reg.list_referrers(via ? via : ej->up, ej->job.source_repo, r->digest,
-                               ENGINE_MAX_REFERRERS, referrers_listed, r);
+    ej->en->reg.list_referrers(via ? via : ej->up, ej->job.source_repo, r->digest, r->next,
+                               ENGINE_MAX_REFERRERS - r->found, referrers_listed, r);
 }
 
 /* One counted GET for each digest the job copies that the target lacks under the tag
@@ -1172,8 +1202,9 @@ static void find_referrers(struct engine_job *ej)
         struct refq *r = xcalloc(1, sizeof(*r));
         r->ej = ej;
         snprintf(r->digest, sizeof(r->digest), "%s", t->up);
+        r->tag = xstrdup(t->tag);
         ej_hold(ej);
-        ej_budget_acquire(ej, t->tag, referrers_budget, r);
+        ej_budget_acquire(ej, r->tag, referrers_budget, r);
     }
     ej_release(ej);
 }

@@ -189,7 +189,7 @@ struct engine_reg_ops {
                       reg_done_fn done, void *arg);
     void (*copy_blob)(const struct reg_blob_spec *spec, reg_done_fn done, void *arg);
     void (*list_referrers)(struct reg_registry *r, const char *repo, const char *digest,
-                           size_t max, reg_done_fn done, void *arg);
+                           const char *page, size_t max, reg_done_fn done, void *arg);
 };
 
 struct engine_opts {

@@ -239,13 +239,17 @@ sync:
         print("\nsync file: full run %d counted GETs (minimum %d), no-op run 0"
               % (full, minimum))
 
+    def signed_sync_file(self, **hub_config):
+        """A sync file taking acme/signed 1.0, with the stand-in set so for the test."""
+        self.hub.config(**hub_config)
+        self.addCleanup(self.hub.config, referrers_api=True, referrers_page=0)
+        return self.sync_file("version: 1\nsync:\n  - source: acme/signed\n"
+                              "    tags: {names: [\"1.0\"]}\n")
+
     def run_signed(self, **hub_config):
         """A run of acme/signed 1.0 with the stand-in set so; the stand-in's counted GETs
         and referrers GETs it took, beyond hello-world's minimum."""
-        self.hub.config(**hub_config)
-        self.addCleanup(self.hub.config, referrers_api=True, referrers_page=0)
-        path = self.sync_file("version: 1\nsync:\n  - source: acme/signed\n"
-                              "    tags: {names: [\"1.0\"]}\n")
+        path = self.signed_sync_file(**hub_config)
         st = self.stack().start()
         before = self.hub.counters()
         run = st.run("--sync-file", path, worker_extra=("--sync-file", path))
@@ -274,6 +278,23 @@ sync:
         self.assertEqual(self.hub.counters()["manifest_get"] - before, 0)
         print("\nreferrers API: %d counted GETs (image, fallback signature, 2 referrers, "
               "2 pages), no-op run 0" % gets)
+
+    def test_referrers_pages_reserved_each(self):
+        """Each referrers page's counted GET is reserved from the budget before it is sent
+        (two pages of one here): the pulls the fleet granted are the counted GETs the
+        stand-in saw."""
+        path = self.signed_sync_file(referrers_page=1)
+        st = self.stack().start()
+
+        def granted():
+            return int(self.redis.cli_raw("HGET", PREFIX + "stats", "pulls_granted").strip() or 0)
+
+        before, before_gets = granted(), self.hub.counters()
+        run = st.run("--sync-file", path, worker_extra=("--sync-file", path))
+        self.assertEqual(run.rc, 0, run.stderr)
+        after = self.hub.counters()
+        self.assertEqual(after["referrers_get"] - before_gets["referrers_get"], 2)
+        self.assertEqual(granted() - before, after["manifest_get"] - before_gets["manifest_get"])
 
     def test_referrers_api_missing_falls_back_to_tags(self):
         """A registry answering 404 to the referrers API: the fallback tags are copied, the

@@ -138,6 +138,7 @@ struct fk_call {
     engine_bytes_fn bytes;
     int yes;
     char repo[32]; /* FK_HOME: "" for none */
+    char next_page[192]; /* FK_REG of a referrers page: the next one's URL */
 };
 
 struct fk {
@@ -153,6 +154,7 @@ struct fk {
     struct fk_refs blobs;    /* the target's blobs */
     struct fk_refs up_referrers; /* upstream referrers: ref = the referrer, digest = its subject */
     int no_referrers_api;    /* the upstream answers 404 to the referrers API */
+    size_t referrers_page;   /* referrers per page of the API; 0: all on one */
     int find_referrers;      /* the jobs fk_run_job starts ask for referrers */
     struct fk_fault faults[4];
     size_t nfaults;
@@ -505,15 +507,16 @@ static void fk_copy_blob(const struct reg_blob_spec *spec, reg_done_fn done, voi
     fk_set(&fk->blobs, spec->dst_repo, spec->digest, spec->digest);
 }
 
-/* The referrers of subject upstream (res->tags borrow the digests), or a 404 without the
- * API. */
+/* A page of the referrers of subject upstream (res->tags borrow the digests), or a 404
+ * without the API. */
 static void fk_list_referrers(struct reg_registry *r, const char *repo, const char *subject,
-                              size_t max, reg_done_fn done, void *arg)
+                              const char *page, size_t max, reg_done_fn done, void *arg)
 {
     struct fk *fk = fk_now;
     struct fk_call *c = fk_reg_call(done, arg);
     assert_true(fk_upstream(r));
     fk_log(fk, "REFERRERS %s", subject); /* counted, whatever the answer */
+    size_t first = page ? strtoul(strrchr(page, '=') + 1, NULL, 10) : 0, n = 0;
     if (fk_faulty(c, FK_REFERRERS, subject))
         return;
     if (fk->no_referrers_api) {
@@ -525,8 +528,15 @@ static void fk_list_referrers(struct reg_registry *r, const char *repo, const ch
     c->res.tags = xcalloc(FK_MAX, sizeof(char *));
     for (size_t i = 0; i < fk->up_referrers.n; i++) {
         struct fk_ref *f = &fk->up_referrers.v[i];
-        if (strcmp(f->repo, repo) == 0 && strcmp(f->digest, subject) == 0)
-            c->res.tags[c->res.ntags++] = f->ref;
+        if (strcmp(f->repo, repo) != 0 || strcmp(f->digest, subject) != 0 || n++ < first)
+            continue;
+        if (fk->referrers_page && c->res.ntags == fk->referrers_page) {
+            snprintf(c->next_page, sizeof(c->next_page), UP_URL "/v2/%s/referrers/%s?page=%zu",
+                     repo, subject, first + c->res.ntags);
+            c->res.next = c->next_page;
+            break;
+        }
+        c->res.tags[c->res.ntags++] = f->ref;
     }
     assert_true(c->res.ntags <= max);
 }
@@ -1063,6 +1073,50 @@ static void test_engine__api_referrers_copied_first(void **state)
     }
 }
 
+/* Referrers listed a page at a time: each page's counted GET is reserved before it is sent,
+ * so the job's counted GETs never outnumber its reservations; a budget spent between two
+ * pages stops the listing there and writes no tag. */
+static void test_engine__referrers_pages_reserved_each(void **state)
+{
+    (void)state;
+    for (int spent = 0; spent <= 1; spent++) {
+        struct fk *fk = fk_new();
+        struct bb b;
+        bb_load(fk, &b);
+        char sig[3][DIGEST_STR_SIZE];
+        for (int i = 0; i < 3; i++) {
+            char cfg[DIGEST_STR_SIZE], name[16];
+            snprintf(name, sizeof(name), "sig config %d", i);
+            digest_of(name, strlen(name), cfg);
+            fk_image(fk, cfg, b.shared, b.shared, sig[i]);
+            fk_set(&fk->up_referrers, REPO, sig[i], b.index);
+        }
+        fk->find_referrers = 1;
+        fk->referrers_page = 1;
+        fk->grants = spent ? 1 : -1;
+        fk_run(fk, bb_tags, BB_NTAGS);
+        int gets = fk_count(fk, "GET "), pages = fk_count(fk, "REFERRERS ");
+        assert_int_equal(fk->granted, gets + pages);
+        assert_int_equal(fk->settled, fk->granted);
+        assert_int_equal(fk->out.n.upstream_manifest_gets, gets + pages);
+        if (spent) {
+            assert_int_equal(fk->out.status, ENGINE_DEFERRED);
+            assert_int_equal(pages, 1);
+            assert_int_equal(gets, 0);
+            assert_int_equal(fk_tag_puts(fk), 0);
+            fk_free(fk);
+            continue;
+        }
+        assert_int_equal(fk->out.status, ENGINE_DONE);
+        assert_int_equal(pages, 3);
+        /* index, amd64, arm64, the three signatures */
+        assert_int_equal(gets, 6);
+        for (int i = 0; i < 3; i++)
+            assert_string_equal(bb_tag_of(fk, sig[i]), sig[i]);
+        fk_free(fk);
+    }
+}
+
 /* A child that cannot be copied (its blob, its manifest, its PUT) leaves its index off the
  * target, and no tag is written. */
 static void test_engine__failed_child_writes_no_tag(void **state)
@@ -1257,6 +1311,7 @@ int main(void)
         cmocka_unit_test(test_engine__pinned_digest_copied_untagged),
         cmocka_unit_test(test_engine__referrers_tagged_first),
         cmocka_unit_test(test_engine__api_referrers_copied_first),
+        cmocka_unit_test(test_engine__referrers_pages_reserved_each),
         cmocka_unit_test(test_engine__failed_child_writes_no_tag),
         cmocka_unit_test(test_engine__budget_denied),
         cmocka_unit_test(test_engine__mount_preferred_over_copy),
