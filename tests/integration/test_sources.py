@@ -71,6 +71,14 @@ def push_image(reg_url, repo, tag_list, seed, extra=None):
     return "sha256:" + hashlib.sha256(body).hexdigest()
 
 
+def subject(reg_url, repo, digest):
+    """The manifest fields that make a referrer of repo@digest."""
+    size = len(urllib.request.urlopen(urllib.request.Request(
+        "%s/v2/%s/manifests/%s" % (reg_url, repo, digest), headers={"Accept": OCI_MANIFEST}),
+        timeout=30).read())
+    return {"subject": {"mediaType": OCI_MANIFEST, "digest": digest, "size": size}}
+
+
 def write_sync_file(case, text):
     """text as sync.yaml in a directory removed after the test case; its path."""
     d = tempfile.mkdtemp(prefix="hubsync-syncfile-")
@@ -115,17 +123,23 @@ class SyncFileTest(MirrorCase):
             # (pushed with a subject, under tags no entry takes), and a cosign-style signature
             # by its fallback tag only (no subject).
             cls.signed = push_image(hub, "acme/signed", ["1.0"], 12)
-            size = len(urllib.request.urlopen(urllib.request.Request(
-                "%s/v2/acme/signed/manifests/1.0" % hub, headers={"Accept": OCI_MANIFEST}),
-                timeout=30).read())
-            subject = {"subject": {"mediaType": OCI_MANIFEST, "digest": cls.signed,
-                                   "size": size}}
+            of = subject(hub, "acme/signed", cls.signed)
             cls.signed_api = [
-                push_image(hub, "acme/signed", [t], 13 + i, dict(subject, artifactType=k))
+                push_image(hub, "acme/signed", [t], 13 + i, dict(of, artifactType=k))
                 for i, (t, k) in enumerate((("ref-sig", "application/vnd.dev.cosign.sig"),
                                             ("ref-sbom", "application/spdx+json")))]
             cls.signed_fallback = "sha256-%s.sig" % cls.signed[7:]
             cls.signed_sig = push_image(hub, "acme/signed", [cls.signed_fallback], 15)
+            # acme/chain 1.0: an attestation the referrers API lists, and two signatures of
+            # that attestation, one the API lists (its subject) and one by its fallback tag.
+            cls.chain = push_image(hub, "acme/chain", ["1.0"], 16)
+            cls.chain_att = push_image(hub, "acme/chain", ["att"], 17, dict(
+                subject(hub, "acme/chain", cls.chain), artifactType="application/vnd.in-toto+json"))
+            cls.chain_sig = push_image(hub, "acme/chain", ["att-sig"], 18, dict(
+                subject(hub, "acme/chain", cls.chain_att),
+                artifactType="application/vnd.dev.cosign.sig"))
+            cls.chain_fallback = "sha256-%s.sig" % cls.chain_att[7:]
+            cls.chain_fallback_sig = push_image(hub, "acme/chain", [cls.chain_fallback], 19)
         except BaseException:
             cls.ghcr.stop()
             super().tearDownClass()
@@ -266,10 +280,12 @@ sync:
 
     def test_referrers_api(self):
         """The referrers the API lists (two pages of one) are copied digest-exact, at one
-        counted GET each and one per page; the fallback tag too; a no-op run asks nothing."""
+        counted GET each and one per page; the fallback tag too; each referrer's own
+        referrers are asked for (none); a no-op run asks nothing."""
         st, path, gets, pages = self.run_signed(referrers_page=1)
-        # the image, its fallback signature, the two API referrers, the two pages
-        self.assertEqual((gets, pages), (1 + 1 + 2 + 2, 2))
+        # the image, its fallback signature, the two API referrers, the two pages, and the
+        # listing of each of the three referrers
+        self.assertEqual((gets, pages), (1 + 1 + 2 + 2 + 3, 2 + 3))
         for d in self.signed_api:
             self.assertEqual(head(self.target.url, "acme/signed", d), d)
         before = self.hub.counters()["manifest_get"]
@@ -277,12 +293,12 @@ sync:
         self.assertEqual(again.rc, 0, again.stderr)
         self.assertEqual(self.hub.counters()["manifest_get"] - before, 0)
         print("\nreferrers API: %d counted GETs (image, fallback signature, 2 referrers, "
-              "2 pages), no-op run 0" % gets)
+              "2 pages, 3 referrers' listings), no-op run 0" % gets)
 
     def test_referrers_pages_reserved_each(self):
         """Each referrers page's counted GET is reserved from the budget before it is sent
-        (two pages of one here): the pulls the fleet granted are the counted GETs the
-        stand-in saw."""
+        (two pages of one here, and a page for each referrer's own): the pulls the fleet
+        granted are the counted GETs the stand-in saw."""
         path = self.signed_sync_file(referrers_page=1)
         st = self.stack().start()
 
@@ -293,8 +309,35 @@ sync:
         run = st.run("--sync-file", path, worker_extra=("--sync-file", path))
         self.assertEqual(run.rc, 0, run.stderr)
         after = self.hub.counters()
-        self.assertEqual(after["referrers_get"] - before_gets["referrers_get"], 2)
+        self.assertEqual(after["referrers_get"] - before_gets["referrers_get"], 2 + 3)
         self.assertEqual(granted() - before, after["manifest_get"] - before_gets["manifest_get"])
+
+    def test_referrers_of_referrers(self):
+        """Signatures of an attestation of the image (one the referrers API lists, one under
+        its fallback tag) are followed and copied digest-exact, at one counted GET for each
+        digest and one listing of each; a no-op run asks nothing."""
+        path = self.sync_file("version: 1\nsync:\n  - source: acme/chain\n"
+                              "    tags: {names: [\"1.0\"]}\n")
+        st = self.stack().start()
+        before = self.hub.counters()["manifest_get"]
+        run = st.run("--sync-file", path, worker_extra=("--sync-file", path))
+        self.assertEqual(run.rc, 0, run.stderr)
+        gets = (self.hub.counters()["manifest_get"] - before
+                - totals(self.pushed, self.REPOS)["manifest_gets_min"])
+        # the image, the attestation, its two signatures; the referrers listing of each
+        self.assertEqual(gets, 4 + 4)
+        t = self.target.url
+        self.assertEqual(sorted(tags(t, "acme/chain")), sorted(["1.0", self.chain_fallback]))
+        self.assertEqual(head(t, "acme/chain", "1.0"), self.chain)
+        self.assertEqual(head(t, "acme/chain", self.chain_fallback), self.chain_fallback_sig)
+        for d in (self.chain_att, self.chain_sig, self.chain_fallback_sig):
+            self.assertEqual(head(t, "acme/chain", d), d)
+        before = self.hub.counters()["manifest_get"]
+        again = st.run("--sync-file", path, worker_extra=("--sync-file", path))
+        self.assertEqual(again.rc, 0, again.stderr)
+        self.assertEqual(self.hub.counters()["manifest_get"] - before, 0)
+        print("\nreferrers of referrers: %d counted GETs (4 digests, 4 listings), no-op run 0"
+              % gets)
 
     def test_referrers_api_missing_falls_back_to_tags(self):
         """A registry answering 404 to the referrers API: the fallback tags are copied, the

@@ -1021,7 +1021,7 @@ static void test_engine__referrers_tagged_first(void **state)
 
 /* Referrers the API lists (a signature of the index, pushed by digest only) are copied
  * digest-exact, and before any tag of the job is written, at one counted GET of the API for
- * the digest of three tags; none when the tags are current. A registry without the API
+ * the digest of three tags and one for the signature's own; none when the tags are current. A registry without the API
  * (404) leaves the fallback tags, and the tags go on; a listing that fails writes no tag. */
 static void test_engine__api_referrers_copied_first(void **state)
 {
@@ -1040,7 +1040,8 @@ static void test_engine__api_referrers_copied_first(void **state)
         if (mode == 2)
             fk_fault_add(fk, FK_REFERRERS, b.index, REG_SERVER);
         fk_run(fk, bb_tags, BB_NTAGS);
-        assert_int_equal(fk_count(fk, "REFERRERS "), 1);
+        /* the index's, and the signature's own (it has none) */
+        assert_int_equal(fk_count(fk, "REFERRERS "), mode == 0 ? 2 : 1);
         assert_int_equal(fk_count_of(fk, "REFERRERS", b.index), 1);
         if (mode == 2) {
             assert_int_equal(fk->out.status, ENGINE_UNAVAILABLE);
@@ -1057,8 +1058,8 @@ static void test_engine__api_referrers_copied_first(void **state)
             fk_free(fk);
             continue;
         }
-        /* index, amd64, arm64, the signature, and the listing */
-        assert_int_equal(fk->out.n.upstream_manifest_gets, 5);
+        /* index, amd64, arm64, the signature, and the two listings */
+        assert_int_equal(fk->out.n.upstream_manifest_gets, 6);
         assert_int_equal(fk_count_of(fk, "GET", sig), 1);
         assert_string_equal(bb_tag_of(fk, sig), sig);
         int put_sig = fk_line(fk, "PUT", REPO, sig);
@@ -1071,6 +1072,60 @@ static void test_engine__api_referrers_copied_first(void **state)
         assert_int_equal(fk_count(fk, "GET "), 0);
         fk_free(fk);
     }
+}
+
+/* Referrers of referrers: a chain of six, each the subject of the next, from the index; a
+ * fallback-tag signature of the first; the third listing the index as its referrer (a
+ * cycle). Followed four deep, each digest once, copied digest-exact and deepest first, at
+ * one counted GET for each digest copied and one listing for each digest but the deepest. */
+static void test_engine__referrers_of_referrers(void **state)
+{
+    (void)state;
+    struct fk *fk = fk_new();
+    struct bb b;
+    bb_load(fk, &b);
+    char *ref[6]; /* each on the heap: gcc would take a 2-D array row for the whole array */
+    char sig[DIGEST_STR_SIZE], sig_tag[DIGEST_STR_SIZE + 8];
+    for (int i = 0; i < 6; i++) {
+        char cfg[DIGEST_STR_SIZE], name[16];
+        ref[i] = xcalloc(1, DIGEST_STR_SIZE);
+        snprintf(name, sizeof(name), "ref config %d", i);
+        digest_of(name, strlen(name), cfg);
+        fk_image(fk, cfg, b.shared, b.shared, ref[i]);
+        fk_set(&fk->up_referrers, REPO, ref[i], i ? ref[i - 1] : b.index);
+    }
+    fk_set(&fk->up_referrers, REPO, b.index, ref[2]);
+    char sig_cfg[DIGEST_STR_SIZE];
+    digest_of("fallback sig config", 19, sig_cfg);
+    fk_image(fk, sig_cfg, b.shared, b.shared, sig);
+    snprintf(sig_tag, sizeof(sig_tag), "sha256-%.64s.sig", ref[0] + 7);
+    fk_set(&fk->up_tags, REPO, sig_tag, sig);
+    fk->find_referrers = 1;
+    fk_run(fk, bb_tags, BB_NTAGS);
+    assert_int_equal(fk->out.status, ENGINE_DONE);
+    /* depth 1 to 4 copied by digest, each after the one referring to it */
+    for (int i = 0; i < 4; i++) {
+        assert_non_null(fk_find(&fk->dst, REPO, ref[i]));
+        assert_int_equal(fk_count_of(fk, "GET", ref[i]), 1);
+        if (i)
+            assert_true(fk_line(fk, "PUT", REPO, ref[i]) < fk_line(fk, "PUT", REPO, ref[i - 1]));
+    }
+    assert_null(fk_find(&fk->dst, REPO, ref[4]));
+    assert_int_equal(fk_count_of(fk, "GET", ref[4]), 0);
+    /* the fallback signature of ref 0 (depth 2): tagged, before ref 0 */
+    assert_string_equal(bb_tag_of(fk, sig_tag), sig);
+    assert_true(fk_line(fk, "PUT", REPO, sig_tag) < fk_line(fk, "PUT", REPO, ref[0]));
+    for (size_t i = 0; i < BB_NTAGS; i++)
+        assert_true(fk_line(fk, "PUT", REPO, bb_tags[i]) > fk_line(fk, "PUT", REPO, ref[0]));
+    /* listings: the index, refs 0 to 2 and the signature; the index once */
+    assert_int_equal(fk_count(fk, "REFERRERS "), 5);
+    assert_int_equal(fk_count_of(fk, "GET", b.index), 1);
+    /* index, amd64, arm64, refs 0 to 3, the signature; the five listings */
+    assert_int_equal(fk->out.n.upstream_manifest_gets, 8 + 5);
+    assert_int_equal(fk->granted, 8 + 5);
+    for (int i = 0; i < 6; i++)
+        free(ref[i]);
+    fk_free(fk);
 }
 
 /* Referrers listed a page at a time: each page's counted GET is reserved before it is sent,
@@ -1108,7 +1163,8 @@ static void test_engine__referrers_pages_reserved_each(void **state)
             continue;
         }
         assert_int_equal(fk->out.status, ENGINE_DONE);
-        assert_int_equal(pages, 3);
+        /* the index's referrers, and each signature's own (none, on one page) */
+        assert_int_equal(pages, 3 + 3);
         /* index, amd64, arm64, the three signatures */
         assert_int_equal(gets, 6);
         for (int i = 0; i < 3; i++)
@@ -1312,6 +1368,7 @@ int main(void)
         cmocka_unit_test(test_engine__referrers_tagged_first),
         cmocka_unit_test(test_engine__api_referrers_copied_first),
         cmocka_unit_test(test_engine__referrers_pages_reserved_each),
+        cmocka_unit_test(test_engine__referrers_of_referrers),
         cmocka_unit_test(test_engine__failed_child_writes_no_tag),
         cmocka_unit_test(test_engine__budget_denied),
         cmocka_unit_test(test_engine__mount_preferred_over_copy),
