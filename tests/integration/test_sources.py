@@ -21,7 +21,7 @@ import time
 import unittest
 import urllib.request
 
-from harness import TIMEOUT_FACTOR, Registry
+from harness import TIMEOUT_FACTOR, Registry, free_port
 from harness.podman import Podman, registries_conf
 from harness.programs import coordinator
 from harness.stack import PREFIX, MirrorCase, dead_letters
@@ -187,6 +187,13 @@ sync:
         self.assertEqual(p.returncode, 0, p.stderr)
         return {e["source"]: e for e in json.loads(p.stdout)["sources"]}
 
+    def status(self):
+        """`status --json` of the stack's Redis."""
+        p = subprocess.run(coordinator("status", "--json", redis=self.redis),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        return json.loads(p.stdout)
+
     def test_mixed_sync_file(self):
         path = self.mixed()
         st = self.stack().start()
@@ -221,6 +228,16 @@ sync:
         self.assertEqual(head(t, "bitnami/app", "latest"), self.app["1.2.0"])
         for tag in ("v9", "v10"):
             self.assertEqual(head(t, "mirror/tool", tag), self.tool[tag])
+        # status shows the run per entry: its jobs and counted GETs (those of Docker Hub
+        # and ghcr's, referrers included).
+        status = self.status()
+        self.assertEqual(status["entries_run"], run.report["run"])
+        self.assertEqual([(e["source"], e["target"], e["jobs_done"], e["jobs_total"],
+                           e["jobs_failed"], e["upstream_manifest_gets"], e["errors"])
+                          for e in status["entries"]],
+                         [("127.0.0.1:%d/org/tool" % self.ghcr.port, "mirror/tool", 3, 3, 0,
+                           3 + 2 + 3, []),
+                          ("bitnami/app", "bitnami/app", 3, 3, 0, 3, [])])
         # Pinned digests are there by digest, untagged.
         self.assertEqual(head(t, "bitnami/app", self.app["1.0.0"]), self.app["1.0.0"])
         self.assertEqual(head(t, "mirror/tool", self.tool["dev"]), self.tool["dev"])
@@ -346,6 +363,38 @@ sync:
         self.assertEqual((gets, pages), (1 + 1, 0))
         for d in self.signed_api:
             self.assertIsNone(head(self.target.url, "acme/signed", d))
+
+    def test_status_per_entry_with_a_failing_one(self):
+        """An entry whose registry does not answer is in status with its error and no job;
+        the other entry's jobs are done; the text view says both."""
+        down = "127.0.0.1:%d" % free_port()
+        path = self.sync_file("""version: 1
+registries:
+  %s:
+    url: http://%s
+sync:
+  - source: bitnami/app
+    tags: [latest]
+    referrers: false
+  - source: %s/org/gone
+    target: mirror/gone
+""" % (down, down, down))
+        st = self.stack().start()
+        run = st.run("--sync-file", path, worker_extra=("--sync-file", path))
+        self.assertEqual(run.rc, 1, run.stderr)
+        entries = {e["source"]: e for e in self.status()["entries"]}
+        app, gone = entries["bitnami/app"], entries["%s/org/gone" % down]
+        self.assertEqual((app["jobs_done"], app["jobs_total"], app["upstream_manifest_gets"],
+                          app["errors"]), (1, 1, 1, []))
+        self.assertEqual((gone["target"], gone["jobs_total"], len(gone["errors"])),
+                         ("mirror/gone", 0, 1))
+        self.assertIn(down, gone["errors"][0])
+        p = subprocess.run(coordinator("status", redis=self.redis), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertRegex(p.stdout, r"\n  bitnami/app +bitnami/app +1/1 +0 +1\n")
+        self.assertRegex(p.stdout, r"\n  %s/org/gone +mirror/gone +0/0 +0 +0\n    error: "
+                         % down.replace(".", r"\."))
 
     def test_bad_sync_file_changes_nothing(self):
         path = self.sync_file("version: 1\nsync:\n  - source: bitnami/app\n"
