@@ -94,6 +94,34 @@ int keys_init(struct keys *k, const char *prefix, struct err *e)
     k->events_delivered = fixed(k, "events:delivered");
     k->behind = fixed(k, "behind");
     k->worker_budgets = fixed(k, "workers:budget");
+    k->run_name = "run";
+    return 0;
+}
+
+int keys_init_bundle(struct keys *k, const char *prefix, struct err *e)
+{
+    if (keys_init(k, prefix, e) < 0)
+        return -1;
+    struct {
+        char **key;
+        const char *name;
+    } queue[] = {
+        {&k->jobs, "bundle:jobs"},
+        {&k->jobs_index, "bundle:jobs:index"},
+        {&k->jobs_delayed, "bundle:jobs:delayed"},
+        {&k->jobs_delayed_payload, "bundle:jobs:delayed:payload"},
+        {&k->jobs_delayed_count, "bundle:jobs:delayed:count"},
+        {&k->jobs_dead, "bundle:jobs:dead"},
+        {&k->jobs_handover, "bundle:jobs:handover"},
+        {&k->runs, "bundle:runs"},
+        {&k->run_current, "bundle:current"},
+        {&k->stats, "bundle:stats"},
+    };
+    for (size_t i = 0; i < sizeof(queue) / sizeof(queue[0]); i++) {
+        free(*queue[i].key);
+        *queue[i].key = fixed(k, queue[i].name);
+    }
+    k->run_name = "bundle:run";
     return 0;
 }
 
@@ -176,7 +204,7 @@ char *keys_target_id(const char *target_url)
 char *keys_run(const struct keys *k, const char *run_id)
 {
     struct part id = {run_id, 0};
-    return build(k, "run", &id, 1);
+    return build(k, k->run_name, &id, 1);
 }
 
 /* A run's own keys: its record's name and a suffix (rq.lua builds them the

@@ -110,6 +110,19 @@
  *                                               into export:<commit> when it is complete)
  * <p>site:<target>                      hash    what bundles brought a registry to (import):
  *                                               commit, base, imported_ms
+ * <p>bundle:...                                 the bundle queue (keys_init_bundle): the
+ *                                               export jobs that bundle workers take, laid out
+ *                                               as the job queue above under "bundle:":
+ *                                               bundle:jobs (stream, group KEYS_GROUP, payload
+ *                                               in ocifetch.h), bundle:jobs:index,
+ *                                               bundle:jobs:dead, ...; bundle:run:<export id>
+ *                                               (hash: the export's record, as a run's:
+ *                                               state, commit, jobs_total, jobs_done,
+ *                                               jobs_failed, jobs_dead, files_written,
+ *                                               files_reused, bytes_written) with its :keys
+ *                                               and :settled; bundle:runs (zset, the newest
+ *                                               RQ_EXPORTS_KEEP), bundle:current (string: the
+ *                                               export in progress), bundle:stats
  *
  * <target> is a registry's URL: scheme://host:port[/path], scheme and host
  * lowercased, the port explicit (keys_target_id). The target record, present
@@ -149,12 +162,17 @@ struct keys {
     char *events_delivered;
     char *behind;
     char *worker_budgets;
+    const char *run_name; /* static: "run", or "bundle:run" for the bundle queue */
 };
 
 /* Build the fixed names. prefix NULL means KEYS_PREFIX_DEFAULT; otherwise
  * 1..KEYS_PREFIX_MAX characters of [A-Za-z0-9._:-] (-1 with a message if not). */
 int keys_init(struct keys *k, const char *prefix, struct err *e);
 void keys_free(struct keys *k);
+/* The same for the bundle queue: the job queue's and runs' keys (jobs,
+ * jobs_*, runs, run_current, keys_run...) and stats under "bundle:", every
+ * other key as keys_init names it. */
+int keys_init_bundle(struct keys *k, const char *prefix, struct err *e);
 
 /* Keys with a variable part; each returns a new string the caller frees. */
 char *keys_run(const struct keys *k, const char *run_id);

@@ -1,7 +1,9 @@
 /* ocilayout: see ocilayout.h. */
 #include "ocilayout.h"
 
+#include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -442,38 +444,72 @@ int ocilayout_read_file(const char *path, size_t max, char **out, size_t *len, s
     return 0;
 }
 
+int ocilayout_temp_open(const char *path, char **tmp, struct err *e)
+{
+    char host[HOST_NAME_MAX + 1] = "";
+    gethostname(host, sizeof(host) - 1);
+    /* A host name is a label of [A-Za-z0-9-] in practice; anything else
+     * would only make the name odd, never collide: it is replaced. */
+    for (char *p = host; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '-')
+            *p = '_';
+    *tmp = xasprintf("%s.%s.%d.XXXXXX" OCILAYOUT_PART_SUFFIX, path, host[0] ? host : "host",
+                     (int)getpid());
+    int fd = mkostemps(*tmp, (int)strlen(OCILAYOUT_PART_SUFFIX), O_CLOEXEC);
+    if (fd < 0) {
+        err_set(e, "%s: %s", *tmp, strerror(errno));
+        free(*tmp);
+        *tmp = NULL;
+        return -1;
+    }
+    if (fchmod(fd, 0644) != 0) {
+        err_set(e, "%s: %s", *tmp, strerror(errno));
+        ocilayout_temp_finish(fd, *tmp, path, 0, NULL);
+        free(*tmp);
+        *tmp = NULL;
+        return -1;
+    }
+    return fd;
+}
+
+int ocilayout_temp_finish(int fd, const char *tmp, const char *path, int keep, struct err *e)
+{
+    if (keep && fsync(fd) != 0) {
+        err_set(e, "%s: %s", tmp, strerror(errno));
+        keep = -1;
+    }
+    if (close(fd) != 0 && keep == 1) {
+        err_set(e, "%s: %s", tmp, strerror(errno));
+        keep = -1;
+    }
+    if (keep == 1 && rename(tmp, path) != 0) {
+        err_set(e, "%s: %s", path, strerror(errno));
+        keep = -1;
+    }
+    if (keep != 1)
+        unlink(tmp);
+    return keep == 1 ? 0 : -1;
+}
+
 int ocilayout_write_file(const char *path, const void *data, size_t len, struct err *e)
 {
-    char *tmp = xasprintf("%s.tmp", path);
-    int ret = -1;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        err_set(e, "%s: %s", tmp, strerror(errno));
-        goto out;
-    }
+    char *tmp;
+    int fd = ocilayout_temp_open(path, &tmp, e);
+    if (fd < 0)
+        return -1;
     for (size_t off = 0; off < len;) {
         ssize_t w = write(fd, (const char *)data + off, len - off);
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0) {
             err_set(e, "%s: %s", tmp, strerror(errno));
-            close(fd);
-            goto out;
+            ocilayout_temp_finish(fd, tmp, path, 0, NULL);
+            free(tmp);
+            return -1;
         }
         off += (size_t)w;
     }
-    if (fsync(fd) != 0 || close(fd) != 0) {
-        err_set(e, "%s: %s", tmp, strerror(errno));
-        goto out;
-    }
-    if (rename(tmp, path) != 0) {
-        err_set(e, "%s: %s", path, strerror(errno));
-        goto out;
-    }
-    ret = 0;
-out:
-    if (ret < 0)
-        unlink(tmp);
+    int ret = ocilayout_temp_finish(fd, tmp, path, 1, e);
     free(tmp);
     return ret;
 }

@@ -21,7 +21,11 @@
  * Everything read is untrusted (a bundle crossed an air gap on some disk):
  * parsers check shapes, digests, sizes and names and say what is wrong
  * where; files are written under a temporary name and renamed, so a killed
- * export leaves no half-written file under a final name. */
+ * export leaves no half-written file under a final name. Temporary names are
+ * unique per writer (<final>.<host>.<pid>.<random>.part, created O_EXCL):
+ * several writers, on one machine or sharing the directory over a network
+ * file system, may write the same object at once, and the last rename of a
+ * verified copy leaves one right file. */
 #ifndef HUBSYNC_OCILAYOUT_H
 #define HUBSYNC_OCILAYOUT_H
 
@@ -110,7 +114,20 @@ int ocilayout_file_matches(const char *path, const char *digest, long long size,
                            size_t n);
 /* Read a whole file of at most max bytes (NUL-terminated). Caller frees. */
 int ocilayout_read_file(const char *path, size_t max, char **out, size_t *len, struct err *e);
-/* Write data to path through path.tmp, fsync, rename. */
+/* Write data to path through a temporary file of this writer's own, fsync,
+ * rename. */
 int ocilayout_write_file(const char *path, const void *data, size_t len, struct err *e);
+
+/* Suffix of every temporary file: a file of blobs/ ending so is no object. */
+#define OCILAYOUT_PART_SUFFIX ".part"
+/* Create a new empty temporary file for path, named uniquely for this writer
+ * (see above), mode 0644: its fd, and its name in *tmp (caller frees). -1
+ * with a message naming it. */
+int ocilayout_temp_open(const char *path, char **tmp, struct err *e);
+/* Finish a temporary file from ocilayout_temp_open: keep 1 fsyncs, closes
+ * and renames it to path; keep 0 (or a failure on the way) closes and
+ * removes it. fd is closed in every case. 0 when kept, -1 (e set naming the
+ * file) when keep was 1 and failed, -1 without a message when keep was 0. */
+int ocilayout_temp_finish(int fd, const char *tmp, const char *path, int keep, struct err *e);
 
 #endif

@@ -57,6 +57,15 @@ int rq_init(struct rq *q, const char *prefix, struct err *e)
     return 0;
 }
 
+int rq_init_bundle(struct rq *q, const char *prefix, struct err *e)
+{
+    memset(q, 0, sizeof(*q));
+    if (keys_init_bundle(&q->keys, prefix, e) < 0)
+        return -1;
+    q->run_prefix = keys_run(&q->keys, "");
+    return 0;
+}
+
 void rq_free(struct rq *q)
 {
     keys_free(&q->keys);

@@ -42,6 +42,12 @@ struct rq {
 
 /* prefix NULL: KEYS_PREFIX_DEFAULT. */
 int rq_init(struct rq *q, const char *prefix, struct err *e);
+/* The bundle queue (keys_init_bundle): an export's jobs and its record. The
+ * queue commands (take, renew, ack, fail, handback, idle, promote, ...) and
+ * the run commands (run_create, run_enqueue, run_get, run_note, run_finish
+ * without advance) work on it as on the job queue; an export is a run of
+ * it. */
+int rq_init_bundle(struct rq *q, const char *prefix, struct err *e);
 void rq_free(struct rq *q);
 
 /* The connection setup every holder runs: hubsync_version, FUNCTION LOAD

@@ -60,17 +60,29 @@ void coord_bundle_wait(struct coord_bundle_io *io, int max)
         ev_run(io->loop, EVRUN_ONCE);
 }
 
-int coord_bundle_db_open(struct coord_bundle_db *db, const struct cfg *c, struct err *e)
+static int db_open(struct coord_bundle_db *db, const struct cfg *c, int bundle_queue,
+                   struct err *e)
 {
     struct rconn_opts ro = RCONN_OPTS_DEFAULT;
     memset(db, 0, sizeof(*db));
-    if (rq_init(&db->q, cfg_str(c, CFG_ID_REDIS_PREFIX), e) < 0)
+    const char *prefix = cfg_str(c, CFG_ID_REDIS_PREFIX);
+    if ((bundle_queue ? rq_init_bundle(&db->q, prefix, e) : rq_init(&db->q, prefix, e)) < 0)
         return -1;
     rq_setup(&db->q, &db->setup);
     if (rconn_open(&db->rc, cfg_str(c, CFG_ID_REDIS), &ro, &db->setup, e) < 0)
         return -1;
     db->open = 1;
     return 0;
+}
+
+int coord_bundle_db_open(struct coord_bundle_db *db, const struct cfg *c, struct err *e)
+{
+    return db_open(db, c, 0, e);
+}
+
+int coord_bundle_queue_open(struct coord_bundle_db *db, const struct cfg *c, struct err *e)
+{
+    return db_open(db, c, 1, e);
 }
 
 void coord_bundle_db_close(struct coord_bundle_db *db)

@@ -57,6 +57,7 @@ enum coord_opt {
     COORD_ID_FULL,
     COORD_ID_WEBHOOK,
     COORD_ID_SYNC_FILE,
+    COORD_ID_WORKERS,
 };
 
 /* Options of the commands that read the catalog and look at registries
@@ -333,6 +334,8 @@ struct coord_bundle_db {
     int open;
 };
 int coord_bundle_db_open(struct coord_bundle_db *db, const struct cfg *c, struct err *e);
+/* The same on the bundle queue (rq_init_bundle): export's jobs for workers. */
+int coord_bundle_queue_open(struct coord_bundle_db *db, const struct cfg *c, struct err *e);
 void coord_bundle_db_close(struct coord_bundle_db *db);
 
 /* ---- status's helpers (status.c) ---- */

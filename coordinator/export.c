@@ -9,17 +9,21 @@
  * the state exported at the base are left out: an incremental bundle holds
  * only the new manifests and blobs, and an index.json of the full state.
  *
- * Every byte is verified on the way: manifests against their digest by the
- * registry client, blobs streamed from the target into a temporary file
- * through a SHA-256 and renamed only when they hash right, so memory stays
- * constant whatever the blob size. A killed export is resumed by running it
- * again: files already written under their final name are hashed again and
- * kept, and hubsync-bundle.json, written last, marks a complete bundle. The
- * state exported is recorded in Redis (export:<commit>) for the next
- * incremental bundle. */
+ * The files are written by ocifetch (every byte verified on the way, memory
+ * constant whatever the blob size): by this process alone (the manifests as
+ * they are walked, then the blobs), or with
+ * --workers split into one job per tag group (the job keys sync uses) in the
+ * bundle queue, for the bundle workers (hubsync-worker --bundle-dir) that
+ * share DIR: the export is a run of that queue, its record counting the
+ * jobs settled, and a worker killed mid-job leaves it to another after its
+ * lease. Either way index.json and hubsync-bundle.json are written by this
+ * process once every object is in place. A killed export is resumed by
+ * running it again: files already written under their final name are hashed
+ * again and kept, and hubsync-bundle.json, written last, marks a complete
+ * bundle. The state exported is recorded in Redis (export:<commit>) for the
+ * next incremental bundle. */
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,13 +35,15 @@
 #include "coord.h"
 #include "log.h"
 #include "manifest.h"
+#include "ocifetch.h"
 #include "ocilayout.h"
 #include "reg.h"
-#include "reg_blob.h"
 #include "strv.h"
 #include "xalloc.h"
 
 #define EXPORT_REDIS_BATCH 1000
+/* How often --workers looks at the export's record while its jobs run. */
+#define EXPORT_POLL_MS 100
 
 static const struct cfg_opt export_opts[] = {
     CFG_OPT_REDIS,
@@ -52,12 +58,17 @@ static const struct cfg_opt export_opts[] = {
      0},
     {COORD_ID_FULL, "full", NULL, CFG_BOOL, "false", 0, 0,
      "write every object, whatever was exported before", 0},
+    {COORD_ID_WORKERS, "workers", "HUBSYNC_EXPORT_WORKERS", CFG_BOOL, "false", 0, 0,
+     "leave the objects to bundle workers (hubsync-worker --bundle-dir DIR, sharing DIR): one "
+     "job per tag group in the bundle queue; wait until every job is done (default: write "
+     "them in this process)",
+     0},
     COORD_OPTS_BUNDLE,
 };
 #define NEXPORT_OPTS ((int)(sizeof(export_opts) / sizeof(export_opts[0])))
 
 static const char export_usage[] =
-    "export DIR --target URL [selection options] [--since COMMIT | --full]\n"
+    "export DIR --target URL [selection options] [--since COMMIT | --full] [--workers]\n"
     "\n"
     "Writes what the target holds for the selection, at the synced official-images commit\n"
     "(the synced-commit marker in Redis), into DIR as an OCI image layout that skopeo\n"
@@ -65,8 +76,10 @@ static const char export_usage[] =
     "Incremental unless --full: only the manifests and blobs that the state exported at the\n"
     "base commit (--since, else the newest export recorded in Redis) lacks; index.json always\n"
     "names every tag. DIR must not hold a complete bundle; an interrupted export into it is\n"
-    "resumed. Exit 0, 1 when the bundle could not be written (nothing is marked complete),\n"
-    "2 on bad usage.";
+    "resumed. With --workers the bundle workers write the objects (one job per tag group;\n"
+    "a worker killed mid-job leaves it to another) and this process waits for all of them\n"
+    "before it writes index.json. Exit 0, 1 when the bundle could not be written (nothing\n"
+    "is marked complete), 2 on bad usage.";
 
 struct xobj {
     char digest[DIGEST_STR_SIZE];
@@ -76,6 +89,7 @@ struct xobj {
     int in_base;          /* in the state exported at the base: not in the bundle */
     int walked;           /* manifest: read and its children listed */
     int queued;           /* manifest: a GET by digest is planned or in flight */
+    int given;            /* a job of --workers writes it */
     char *home;           /* target repository to read it from */
     struct strv repos; /* official-images repositories that reach it */
     size_t *children;
@@ -102,9 +116,7 @@ struct exporter {
 
 struct xcall {
     struct exporter *x;
-    size_t i;  /* ref (root GET) or object */
-    int fd;    /* blob GET: the temporary file */
-    char *tmp; /* its name */
+    size_t i; /* ref (root GET) or object */
 };
 
 /* ---- the state: objects by digest ---------------------------------------------------------- */
@@ -175,24 +187,6 @@ static int is_index_type(const char *mt)
     return mt && (strcmp(mt, REG_MT_OCI_INDEX) == 0 || strcmp(mt, REG_MT_DOCKER_LIST) == 0);
 }
 
-/* Write a manifest of the bundle under its digest, unless a verified copy
- * is there already (an interrupted export). */
-static void write_manifest(struct exporter *x, const struct xobj *o, const char *body, size_t len)
-{
-    char why[ERR_MSG_MAX];
-    struct err e;
-    char *path = ocilayout_blob_path(x->dir, o->digest);
-    if (ocilayout_file_matches(path, o->digest, o->size, why, sizeof(why)) == 1) {
-        x->files_reused++;
-    } else if (ocilayout_write_file(path, body, len, &e) < 0) {
-        coord_bundle_fail(&x->io, "%s", e.msg);
-    } else {
-        x->files_written++;
-        x->bytes_written += (long long)len;
-    }
-    free(path);
-}
-
 /* A manifest read from the target: record it and list what it references. */
 static void walk(struct exporter *x, size_t i, const char *body, size_t len, const char *ctype)
 {
@@ -207,8 +201,15 @@ static void walk(struct exporter *x, size_t i, const char *body, size_t len, con
     o->media_type = xstrdup(m.media_type);
     o->level = m.is_index ? OCILAYOUT_INDEX : OCILAYOUT_IMAGE;
     o->walked = 1;
-    if (!o->in_base)
-        write_manifest(x, o, body, len);
+    if (!o->in_base && !cfg_bool(x->c, COORD_ID_WORKERS)) {
+        /* Alone: written as read, rather than read again with the blobs. */
+        struct ocifetch_stats st = {0, 0, 0};
+        if (ocifetch_put(x->dir, o->digest, o->size, body, len, &st, &e) < 0)
+            coord_bundle_fail(&x->io, "%s", e.msg);
+        x->files_written += st.written;
+        x->files_reused += st.reused;
+        x->bytes_written += st.bytes;
+    }
     o->children = xcalloc(m.nitems + 1, sizeof(size_t));
     int sparse = x->sel.policy == JOB_POLICY_SPARSE;
     for (size_t k = 0; k < m.nitems; k++) {
@@ -281,7 +282,6 @@ static struct xcall *xcall_new(struct exporter *x, size_t i)
     struct xcall *call = xcalloc(1, sizeof(*call));
     call->x = x;
     call->i = i;
-    call->fd = -1;
     x->io.inflight++;
     return call;
 }
@@ -317,70 +317,195 @@ static void read_manifests(struct exporter *x, const struct coord_group *g, size
     coord_bundle_wait(&x->io, 1);
 }
 
-static void on_blob(struct reg_result *res, void *arg)
+/* ---- writing the objects ---------------------------------------------------------------- */
+
+static void item_of(const struct xobj *o, struct ocifetch_item *it)
 {
-    struct xcall *call = arg;
-    struct exporter *x = call->x;
-    const struct xobj *o = &x->objs[call->i];
-    x->io.inflight--;
-    int ok = res->cls == REG_OK;
-    if (!ok)
-        coord_bundle_fail(&x->io, "%s", res->msg);
-    if (ok && fsync(call->fd) != 0) {
-        coord_bundle_fail(&x->io, "%s: %s", call->tmp, strerror(errno));
-        ok = 0;
-    }
-    if (close(call->fd) != 0 && ok) {
-        coord_bundle_fail(&x->io, "%s: %s", call->tmp, strerror(errno));
-        ok = 0;
-    }
-    char *path = ocilayout_blob_path(x->dir, o->digest);
-    if (ok && rename(call->tmp, path) != 0) {
-        coord_bundle_fail(&x->io, "%s: %s", path, strerror(errno));
-        ok = 0;
-    }
-    if (ok) {
-        x->files_written++;
-        x->bytes_written += o->size;
-    } else {
-        unlink(call->tmp);
-    }
-    free(path);
-    free(call->tmp);
-    free(call);
+    it->repo = o->home; /* borrowed: ocifetch copies */
+    snprintf(it->digest, sizeof(it->digest), "%s", o->digest);
+    it->size = o->size;
+    it->manifest = o->level != OCILAYOUT_BLOB;
 }
 
-/* The blobs of the bundle, streamed from the target into files. */
-static void read_blobs(struct exporter *x)
+static void fetched(const struct ocifetch_stats *st, const char *error, void *arg)
 {
-    int conc = (int)cfg_int(x->c, COORD_ID_CONCURRENCY);
-    for (size_t i = 0; i < x->nobjs && !x->io.err[0]; i++) {
-        const struct xobj *o = &x->objs[i];
-        if (o->level != OCILAYOUT_BLOB || o->in_base)
-            continue;
-        char why[ERR_MSG_MAX];
-        char *path = ocilayout_blob_path(x->dir, o->digest);
-        int have = ocilayout_file_matches(path, o->digest, o->size, why, sizeof(why));
-        if (have == 1) {
-            x->files_reused++;
-            free(path);
-            continue;
-        }
-        char *tmp = xasprintf("%s.part", path);
-        free(path);
-        int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        if (fd < 0) {
-            coord_bundle_fail(&x->io, "%s: %s", tmp, strerror(errno));
-            free(tmp);
-            break;
-        }
-        coord_bundle_wait(&x->io, conc);
-        struct xcall *call = xcall_new(x, i);
-        call->fd = fd;
-        call->tmp = tmp;
-        reg_fetch_blob(x->io.dst, o->home, o->digest, o->size, fd, on_blob, call);
-    }
+    struct exporter *x = arg;
+    x->io.inflight--;
+    x->files_written += st->written;
+    x->files_reused += st->reused;
+    x->bytes_written += st->bytes;
+    if (error)
+        coord_bundle_fail(&x->io, "%s", error);
+}
+
+/* The blobs of the bundle, by this process (walk wrote the manifests). */
+static void write_blobs(struct exporter *x)
+{
+    struct ocifetch_item *items = xcalloc(x->nobjs + 1, sizeof(*items));
+    size_t n = 0;
+    for (size_t i = 0; i < x->nobjs; i++)
+        if (!x->objs[i].in_base && x->objs[i].level == OCILAYOUT_BLOB)
+            item_of(&x->objs[i], &items[n++]);
+    x->io.inflight++;
+    ocifetch_start(x->io.loop, x->io.dst, x->dir, items, n,
+                   (int)cfg_int(x->c, COORD_ID_CONCURRENCY), fetched, x);
     coord_bundle_wait(&x->io, 1);
+    free(items);
+}
+
+/* A job's objects: those of the bundle that object i reaches and no earlier
+ * job has, appended by job_collect. */
+struct job_items {
+    struct ocifetch_item *v;
+    size_t n, cap;
+};
+
+static void job_collect(struct exporter *x, size_t i, struct job_items *j)
+{
+    struct xobj *o = &x->objs[i];
+    if (o->given)
+        return;
+    o->given = 1;
+    if (!o->in_base) {
+        if (j->n == j->cap) {
+            j->cap = j->cap ? 2 * j->cap : 16;
+            j->v = xrealloc(j->v, j->cap * sizeof(*j->v));
+        }
+        item_of(o, &j->v[j->n++]);
+    }
+    for (size_t k = 0; k < o->nchildren; k++)
+        job_collect(x, o->children[k], j);
+}
+
+/* The export's id in the bundle queue: the commit and Redis's time. */
+static int export_id(struct exporter *x, struct coord_bundle_db *bq, char *id, size_t n,
+                     struct err *e)
+{
+    struct rq_res res;
+    int ret = rq_exec(&bq->rc, rq_cmd_time(), &res, e);
+    if (ret == 0)
+        snprintf(id, n, "%.12s-%lld", x->commit, res.n);
+    rq_res_free(&res);
+    return ret;
+}
+
+/* One job per tag group (its tags are refs [first, first + ntags)), holding
+ * the objects of the bundle its tags reach first. -1 when one cannot be
+ * enqueued. */
+static int enqueue_jobs(struct exporter *x, struct coord_bundle_db *bq, const char *id,
+                        const struct coord_group *g, size_t ng, long long *njobs, struct err *e)
+{
+    size_t first = 0;
+    *njobs = 0;
+    for (size_t k = 0; k < ng; first += g[k].ntags, k++) {
+        struct job_items j = {NULL, 0, 0};
+        for (size_t r = first; r < first + g[k].ntags; r++) {
+            json_t *i = json_object_get(x->by_digest, x->refs[r].digest);
+            if (i)
+                job_collect(x, (size_t)json_integer_value(i), &j);
+        }
+        if (j.n == 0)
+            continue; /* all of it in the base, or in an earlier group's job */
+        char *json = ocifetch_job_encode(id, j.v, j.n);
+        free(j.v);
+        struct rq_res res;
+        int rc = rq_exec(&bq->rc, rq_cmd_run_enqueue(&bq->q, id, g[k].key, json), &res, e);
+        rq_res_free(&res);
+        free(json);
+        if (rc < 0)
+            return -1;
+        (*njobs)++;
+    }
+    return 0;
+}
+
+/* The export's jobs once they have all settled: RQ_VALUE record, or -1. */
+static int wait_jobs(struct coord_bundle_db *bq, const char *id, struct rq_res *rec,
+                     struct err *e)
+{
+    long long seen = -1;
+    for (;;) {
+        if (rq_exec(&bq->rc, rq_cmd_run_get(&bq->q, id), rec, e) < 0)
+            return -1;
+        long long total = rq_res_field_int(rec, "jobs_total", 0);
+        long long settled = rq_res_field_int(rec, "jobs_done", 0) +
+                            rq_res_field_int(rec, "jobs_failed", 0) +
+                            rq_res_field_int(rec, "jobs_dead", 0);
+        if (settled >= total)
+            return 0;
+        if (settled != seen)
+            log_info("export %s: %lld of %lld jobs settled", id, settled, total);
+        seen = settled;
+        rq_res_free(rec);
+        usleep(EXPORT_POLL_MS * 1000);
+    }
+}
+
+/* Every object in place: each job said it wrote or found it right; a
+ * file's size says it was not lost since. */
+static int check_objects(const struct exporter *x, struct err *e)
+{
+    for (size_t i = 0; i < x->nobjs; i++) {
+        const struct xobj *o = &x->objs[i];
+        struct stat st;
+        if (o->in_base)
+            continue;
+        char *path = ocilayout_blob_path(x->dir, o->digest);
+        int ok = stat(path, &st) == 0 && (long long)st.st_size == o->size;
+        if (!ok)
+            err_set(e, "%s: %s after every job was done", path,
+                    access(path, F_OK) == 0 ? "of the wrong size" : "missing");
+        free(path);
+        if (!ok)
+            return -1;
+    }
+    return 0;
+}
+
+/* --workers: the objects written by the bundle workers, one job per tag
+ * group; this process only waits for them. */
+static int queue_objects(struct exporter *x, const struct coord_group *g, size_t ng,
+                         struct err *e)
+{
+    struct coord_bundle_db bq;
+    struct rq_res res, rec;
+    struct err finish_e;
+    char id[CATALOG_SHA_LEN + 32];
+    long long njobs = 0;
+    int ret = -1;
+    memset(&res, 0, sizeof(res));
+    memset(&rec, 0, sizeof(rec));
+    if (coord_bundle_queue_open(&bq, x->c, e) < 0 || export_id(x, &bq, id, sizeof(id), e) < 0 ||
+        rq_exec(&bq.rc, rq_cmd_run_create(&bq.q, id, x->commit, RQ_EXPORTS_KEEP), &res, e) < 0 ||
+        enqueue_jobs(x, &bq, id, g, ng, &njobs, e) < 0)
+        goto out;
+    rq_res_free(&res);
+    if (rq_exec(&bq.rc, rq_cmd_run_note(&bq.q, id, "enqueued", "1"), &res, e) < 0)
+        goto out;
+    log_info("export %s: %lld jobs queued for the bundle workers", id, njobs);
+    if (wait_jobs(&bq, id, &rec, e) < 0)
+        goto out;
+    x->files_written = rq_res_field_int(&rec, "files_written", 0);
+    x->files_reused = rq_res_field_int(&rec, "files_reused", 0);
+    x->bytes_written = rq_res_field_int(&rec, "bytes_written", 0);
+    long long failed = rq_res_field_int(&rec, "jobs_failed", 0) +
+                       rq_res_field_int(&rec, "jobs_dead", 0);
+    if (failed > 0)
+        err_set(e, "%lld of %lld export jobs failed (their reasons: XREVRANGE %s + -)", failed,
+                njobs, bq.q.keys.jobs_dead);
+    else
+        ret = check_objects(x, e);
+    /* The record says how it ended; a failure to note it leaves the export's
+     * own outcome (and message) as it is. */
+    rq_res_free(&res);
+    if (rq_exec(&bq.rc, rq_cmd_run_finish(&bq.q, id, ret == 0 ? "done" : "failed", 0), &res,
+                ret == 0 ? e : &finish_e) < 0)
+        ret = -1;
+out:
+    rq_res_free(&res);
+    rq_res_free(&rec);
+    coord_bundle_db_close(&bq);
+    return ret;
 }
 
 /* ---- the bundle's files ------------------------------------------------------------------ */
@@ -647,12 +772,14 @@ int coord_export_main(int argc, char **argv)
         goto fail;
     coord_groups_list(&x.sel, &v, &groups, &ngroups);
     read_manifests(&x, groups, ngroups);
-    if (!x.io.err[0])
-        read_blobs(&x);
+    if (!x.io.err[0] && !cfg_bool(&c, COORD_ID_WORKERS))
+        write_blobs(&x);
     if (x.io.err[0]) {
         err_set(&e, "%s", x.io.err);
         goto fail;
     }
+    if (cfg_bool(&c, COORD_ID_WORKERS) && queue_objects(&x, groups, ngroups, &e) < 0)
+        goto fail;
     if (write_bundle(&x, &e) < 0 || record(&x, &e) < 0)
         goto fail;
     report(&x, coord_bundle_now() - t0);

@@ -32,6 +32,7 @@ enum {
     OPT_STOP_GRACE,
     OPT_HEALTH,
     OPT_SYNC_FILE,
+    OPT_BUNDLE_DIR,
 };
 
 static const struct cfg_opt opts[] = {
@@ -99,6 +100,11 @@ static const struct cfg_opt opts[] = {
     {OPT_HEALTH, "health", NULL, CFG_BOOL, "false", 0, 0,
      "exit 0 if a worker of this host sent a heartbeat in the last 30 s, else 1 (container "
      "health checks), and do nothing else",
+     0},
+    {OPT_BUNDLE_DIR, "bundle-dir", "HUBSYNC_BUNDLE_DIR", CFG_STR, NULL, 0, 0,
+     "be a bundle worker: take the jobs of `hubsync-coordinator export DIR --workers` (no copy "
+     "jobs) and write their objects, read from --target, into this directory, the export's "
+     "DIR as this machine mounts it",
      0},
     CFG_OPT_METRICS_LISTEN,
     CFG_OPT_LOG_LEVEL,
@@ -189,6 +195,7 @@ int main(int argc, char **argv)
         .http_retries = (int)cfg_int(&c, OPT_HTTP_RETRIES),
         .metrics_listen = cfg_str(&c, CFG_ID_METRICS_LISTEN),
         .sources = sources,
+        .bundle_dir = cfg_str(&c, OPT_BUNDLE_DIR),
     };
     rc = worker_run(&o);
 out:

@@ -16,8 +16,11 @@
 
 #include <jansson.h>
 
+#include "creds.h"
 #include "log.h"
 #include "metrics.h"
+#include "ocifetch.h"
+#include "ocilayout.h"
 #include "retry.h"
 #include "worker.h"
 #include "xalloc.h"
@@ -41,6 +44,8 @@ struct wjob {
     int lost;         /* the lease is gone: never settle */
     int handing_back; /* shutdown: give it back instead */
     int gating;       /* asking the breakers of its registries before it starts */
+    int fetching;     /* a bundle job: its objects are being written */
+    struct ocifetch_job bjob;
     ev_tstamp started;
 };
 
@@ -61,6 +66,7 @@ struct worker {
     struct reg_client *client;
     struct fleet *fleet;
     struct engine *engine;
+    struct reg_registry *bundle_src; /* a bundle worker's --target, with its credentials */
     struct retry_policy retry;
     struct probe_reg *probes;
     size_t nprobes;
@@ -155,6 +161,7 @@ static void wjob_free(struct wjob *j)
     free(j->id);
     free(j->key);
     job_free(&j->job);
+    ocifetch_job_free(&j->bjob);
     free(j);
 }
 
@@ -475,6 +482,82 @@ static void gate(struct wjob *j)
     run_job(j);
 }
 
+/* ---- bundle jobs ------------------------------------------------------------------------ */
+
+static void bundle_done(const struct ocifetch_stats *st, const char *error, void *arg)
+{
+    struct wjob *j = arg;
+    struct worker *w = j->w;
+    struct rq_counter c[] = {
+        {"files_written", st->written}, {"files_reused", st->reused}, {"bytes_written", st->bytes}};
+    size_t nc = sizeof(c) / sizeof(c[0]);
+    j->fetching = 0;
+    w->bytes += st->bytes;
+    log_info("job=%s export=%s objects=%zu written=%lld reused=%lld bytes=%lld secs=%.2f%s%s",
+             j->key, j->bjob.run, j->bjob.nitems, st->written, st->reused, st->bytes,
+             ev_now(w->loop) - j->started, error ? " error=" : "", error ? error : "");
+    if (j->lost) {
+        /* Someone else holds the job now; its settlement is theirs. */
+    } else if (!error) {
+        w->done++;
+        settle(w, rq_cmd_ack(&w->q, w->id, j->id, j->key, j->bjob.run, c, nc));
+    } else {
+        w->failed++;
+        settle(w, rq_cmd_fail(&w->q, w->id, j->id, j->key, error, j->bjob.run, c, nc));
+    }
+    job_dropped(j);
+}
+
+/* The export in progress, asked before a bundle job starts: a job of another
+ * export (one that was interrupted, or replaced) would write its objects into
+ * this one's directory, so it is settled without a write. */
+static void bundle_current(struct rq_res *res, const struct err *e, void *privdata)
+{
+    struct wjob *j = privdata;
+    struct worker *w = j->w;
+    j->gating = 0;
+    if (j->lost) {
+        /* Someone else holds the job now. */
+    } else if (!res) {
+        log_warn("job=%s: cannot ask which export is in progress (%s): handing it back", j->key,
+                 e ? e->msg : "no answer");
+        settle(w, rq_cmd_handback(&w->q, w->id, j->id, w->o.lease_ms));
+    } else if (res->status != RQ_VALUE || strcmp(res->str, j->bjob.run) != 0) {
+        log_warn("job=%s: of export %s, not of the one in progress (%s): dropped unwritten",
+                 j->key, j->bjob.run, res->status == RQ_VALUE ? res->str : "none");
+        settle(w, rq_cmd_ack(&w->q, w->id, j->id, j->key, j->bjob.run, NULL, 0));
+    } else {
+        j->fetching = 1;
+        ocifetch_start(w->loop, w->bundle_src, w->o.bundle_dir, j->bjob.items, j->bjob.nitems,
+                       w->o.blob_concurrency, bundle_done, j);
+        return;
+    }
+    job_dropped(j);
+}
+
+/* A bundle worker's job: its objects into the bundle directory. */
+static void start_bundle_job(struct wjob *j, const char *json)
+{
+    struct worker *w = j->w;
+    struct err e;
+    if (ocifetch_job_decode(json, strlen(json), &j->bjob, &e) < 0 ||
+        ocilayout_mkdirs(w->o.bundle_dir, &e) < 0) {
+        log_error("job=%s id=%s: %s", j->key, j->id, e.msg);
+        settle(w, rq_cmd_fail(&w->q, w->id, j->id, j->key, e.msg, j->bjob.run, NULL, 0));
+        wjob_free(j);
+        return;
+    }
+    log_debug("job=%s id=%s deliveries=%lld taken", j->key, j->id, j->deliveries);
+    w->saw_run = 1;
+    /* Held (and renewed) while Redis answers. */
+    j->gating = 1;
+    if (rq_exec_async(w->cmd, rq_cmd_run_current(&w->q), bundle_current, j, &e) < 0) {
+        log_warn("job=%s: %s: handing it back", j->key, e.msg);
+        settle(w, rq_cmd_handback(&w->q, w->id, j->id, w->o.lease_ms));
+        wjob_free(j);
+    }
+}
+
 static void start_job(struct worker *w, struct rq_res *res)
 {
     struct err e;
@@ -490,6 +573,10 @@ static void start_job(struct worker *w, struct rq_res *res)
         w->jobs->prev = j;
     w->jobs = j;
     w->in_hand++;
+    if (w->o.bundle_dir) {
+        start_bundle_job(j, res->json);
+        return;
+    }
     int valid = job_decode(&j->job, res->json, strlen(res->json), &e) == 0;
     /* Refused before the engine sees it: another registry gets no request at all. */
     if (!valid || engine_job_allowed(w->engine, &j->job, &e) < 0) {
@@ -667,9 +754,11 @@ static void renew_done(struct rq_res *res, const struct err *e, void *privdata)
     (void)e;
     if (res && (res->status == RQ_GONE || res->status == RQ_STOLEN)) {
         for (struct wjob *j = r->w->jobs; j; j = j->next) {
-            if (strcmp(j->id, r->id) == 0 && (j->ej || j->gating) && !j->lost) {
-                log_warn("job=%s: lease lost (%s), stopping it", j->key,
-                         rq_status_name(res->status));
+            if (strcmp(j->id, r->id) == 0 && (j->ej || j->gating || j->fetching) && !j->lost) {
+                /* A bundle job's writes are harmless (each file verified and
+                 * renamed whole): they finish, unsettled. */
+                log_warn("job=%s: lease lost (%s), %s", j->key, rq_status_name(res->status),
+                         j->fetching ? "its new holder settles it" : "stopping it");
                 j->lost = 1;
                 if (j->ej)
                     engine_cancel(j->ej);
@@ -807,7 +896,7 @@ static void tick(struct ev_loop *loop, ev_timer *t, int revents)
     if (now - w->last_renew >= w->o.lease_ms / 3000.0) {
         w->last_renew = now;
         for (struct wjob *j = w->jobs; j; j = j->next) {
-            if ((!j->ej && !j->gating) || j->lost)
+            if ((!j->ej && !j->gating && !j->fetching) || j->lost)
                 continue;
             struct renew *r = xmalloc(sizeof(*r));
             r->w = w;
@@ -904,7 +993,8 @@ static int worker_init(struct worker *w, const struct worker_opts *o, struct err
         gethostname(host, sizeof(host) - 1);
         snprintf(w->id, sizeof(w->id), "%s:%d", host[0] ? host : "worker", (int)getpid());
     }
-    if (rq_init(&w->q, o->redis_prefix, e) < 0)
+    if ((o->bundle_dir ? rq_init_bundle(&w->q, o->redis_prefix, e)
+                       : rq_init(&w->q, o->redis_prefix, e)) < 0)
         return -1;
     rq_setup(&w->q, &w->setup);
     struct rconn_opts ro = RCONN_OPTS_DEFAULT;
@@ -939,6 +1029,15 @@ static int worker_init(struct worker *w, const struct worker_opts *o, struct err
     w->engine = engine_new(w->loop, w->client, &ops, &eo, e);
     if (!w->engine)
         return -1;
+    if (o->bundle_dir) {
+        struct creds cr = {NULL, NULL};
+        int found = creds_lookup("HUBSYNC_TARGET", o->target, o->target, &cr, e);
+        if (found >= 0)
+            w->bundle_src = reg_registry_new(w->client, o->target, found ? &cr : NULL, e);
+        creds_clear(&cr);
+        if (!w->bundle_src)
+            return -1;
+    }
     if (o->metrics_listen && metrics_server_start(&w->metrics, o->metrics_listen, e) < 0)
         return -1;
     metrics_publish(w);
@@ -949,6 +1048,7 @@ static void worker_fini(struct worker *w)
 {
     metrics_server_stop(w->metrics);
     engine_free(w->engine);
+    reg_registry_free(w->bundle_src);
     for (size_t i = 0; i < w->nprobes; i++) {
         reg_registry_free(w->probes[i].r);
         free(w->probes[i].url);
@@ -975,9 +1075,10 @@ int worker_run(const struct worker_opts *o)
         worker_fini(&w);
         return 2;
     }
-    log_info("worker %s: redis %s, concurrency %d, lease %llds%s", w.id,
+    log_info("worker %s: redis %s, concurrency %d, lease %llds%s%s%s", w.id,
              rconn_async_where(w.cmd), o->concurrency, o->lease_ms / 1000,
-             o->exit_when_idle ? ", exit when idle" : "");
+             o->exit_when_idle ? ", exit when idle" : "",
+             o->bundle_dir ? ", bundle jobs into " : "", o->bundle_dir ? o->bundle_dir : "");
     ev_signal_init(&w.sigterm, on_signal, SIGTERM);
     ev_signal_init(&w.sigint, on_signal, SIGINT);
     w.sigterm.data = w.sigint.data = &w;

@@ -9,7 +9,15 @@
  * failing has its breaker opened in Redis for the whole fleet: jobs that need
  * it wait without starting until a probe finds it back. The fleet's shared
  * state for the engine (pull budget, present sets, copy locks, mount sources)
- * lives in Redis too (fleet.c). */
+ * lives in Redis too (fleet.c).
+ *
+ * A worker given a bundle directory (--bundle-dir) is a bundle worker: it
+ * takes the jobs of the bundle queue instead (an export's, see ocifetch.h)
+ * and writes their objects, read from its --target, into that directory,
+ * which the exporting coordinator and the other bundle workers share. Its
+ * jobs are leased, renewed, reclaimed and settled as copy jobs are; one
+ * that fails is dead-lettered at once (the export fails, naming it), one of
+ * another export than the one in progress is settled without a write. */
 #ifndef HUBSYNC_WORKER_H
 #define HUBSYNC_WORKER_H
 
@@ -47,6 +55,7 @@ struct worker_opts {
     int http_retries;
     const char *metrics_listen; /* HOST:PORT of the Prometheus endpoint; NULL: none */
     const struct syncfile *sources; /* engine_opts.sources (borrowed; may be NULL) */
+    const char *bundle_dir;   /* a bundle worker's directory; NULL: a copy worker */
 };
 
 struct worker;

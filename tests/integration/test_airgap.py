@@ -4,12 +4,17 @@ registry. A full bundle reads with skopeo; an incremental one after the ref move
 holds only the new objects; importing the full then the incremental bundle into an empty
 registry ends with the target's state, the tags sync --delete-removed took off the target
 between the two commits left on the site (an import deletes nothing); a tampered or truncated bundle is refused naming the
-file, with nothing written."""
+file, with nothing written. With --workers the bundle workers (hubsync-worker --bundle-dir)
+write the objects into the shared directory: the same bundle as one process writes, also when
+one of them is killed mid-export."""
+import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 import unittest
 
 from harness import OFFICIAL_IMAGES, Registry
@@ -23,6 +28,25 @@ OLD, NEW = "22539f0~1", "22539f0"  # alpine: security bump 3.22.5 and 3.23.5
 
 def blob_files(directory):
     return set(os.listdir(os.path.join(directory, "blobs", "sha256")))
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def bad_files(directory):
+    """Files of blobs/sha256 that are not an object hashing to its name (.part included)."""
+    sha = os.path.join(directory, "blobs", "sha256")
+    bad = []
+    for name in os.listdir(sha):
+        h = hashlib.sha256()
+        with open(os.path.join(sha, name), "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        if h.hexdigest() != name:
+            bad.append(name)
+    return bad
 
 
 class AirgapTest(unittest.TestCase):
@@ -150,6 +174,146 @@ class AirgapTest(unittest.TestCase):
                          {t: old_state["tags"][t] for t in removed})
         self.assertLessEqual(new_state["manifests"], far_state["manifests"])
         self.assertLessEqual(new_state["blobs"], far_state["blobs"])
+
+
+class BundleWorkersTest(unittest.TestCase):
+    """export --workers: one job per tag group in the bundle queue, written by bundle workers
+    sharing the directory."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.stack = Stack(REPOS, ref=OLD, worker_log_level="warn").start()
+        cls.far = Registry().start()
+        cls.work = tempfile.mkdtemp(prefix="hubsync-bundlejobs-")
+        run = cls.stack.run()
+        assert run.rc == 0, run.stderr
+        cls.alone = os.path.join(cls.work, "alone")
+        p = subprocess.run(cls.export_argv(cls.alone), capture_output=True, text=True,
+                           timeout=600)
+        assert p.returncode == 0, p.stderr
+        cls.alone_report = json.loads(p.stdout)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.far.stop()
+        cls.stack.stop()
+        shutil.rmtree(cls.work, ignore_errors=True)
+
+    @classmethod
+    def export_argv(cls, directory, *extra):
+        return bundle("export", directory, "--full", *extra, redis=cls.stack.redis,
+                      target=cls.stack.target, official_images=OFFICIAL_IMAGES, repos=REPOS)
+
+    def bundle_worker(self, directory, *extra):
+        """A bundle worker, stopped at the end of the test."""
+        w = self.stack.worker("--bundle-dir", directory, "--lease-ms", "1000", *extra,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(w.wait)
+        self.addCleanup(w.kill)
+        return w
+
+    def stats(self):
+        out = self.stack.redis.cli_raw("HGETALL", "hubsync:bundle:stats").split()
+        return {out[i]: int(out[i + 1]) for i in range(0, len(out) - 1, 2)}
+
+    def assert_same_bundle(self, directory, report):
+        self.assertEqual(read(os.path.join(directory, "index.json")),
+                         read(os.path.join(self.alone, "index.json")))
+        self.assertEqual(blob_files(directory), blob_files(self.alone))
+        self.assertEqual(bad_files(directory), [])
+        self.assertEqual(report["objects"], self.alone_report["objects"])
+        self.assertEqual(report["files_written"] + report["files_reused"],
+                         len(blob_files(directory)))
+
+    def test_job_of_another_export_writes_nothing(self):
+        """A job left in the queue by an export that is not the one in progress (interrupted,
+        or replaced) is settled without a write into this one's directory."""
+        st = self.stack
+        shared = os.path.join(self.work, "stale")
+        with open(os.path.join(self.alone, "hubsync-bundle.json")) as f:
+            blob = next(o for o in json.load(f)["objects"] if o["level"] == "blob")
+        job = json.dumps({"run": "old-export", "objects": [{
+            "repo": "library/" + blob["repositories"][0], "digest": blob["digest"],
+            "size": blob["size"], "manifest": False}]})
+        before = self.stats().get("done", 0)
+        st.redis.cli_raw("SET", "hubsync:bundle:current", "new-export")
+        st.redis.cli_raw("XADD", "hubsync:bundle:jobs", "*", "key", "stale:1", "job", job)
+        self.bundle_worker(shared)
+        deadline = time.time() + 120
+        while self.stats().get("done", 0) == before:
+            self.assertLess(time.time(), deadline, "the job was not settled")
+        self.assertEqual(blob_files(shared), set())
+        st.redis.cli_raw("DEL", "hubsync:bundle:current")
+
+    def test_two_workers_write_what_one_process_writes(self):
+        st = self.stack
+        shared = os.path.join(self.work, "two")
+        for _ in range(2):
+            self.bundle_worker(shared)
+        before = self.stats().get("done", 0)
+        p = subprocess.run(self.export_argv(shared, "--workers"), capture_output=True,
+                           text=True, timeout=600)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        report = json.loads(p.stdout)
+        self.assert_same_bundle(shared, report)
+        # The jobs went through the bundle queue, one per tag group that has objects.
+        self.assertGreater(self.stats()["done"] - before, 1)
+        tag = tags(st.target.url, "library/alpine")[0]
+        subprocess.run(["skopeo", "copy", "--all", "--preserve-digests",
+                        "--dest-tls-verify=false", "oci:%s:alpine:%s" % (shared, tag),
+                        "docker://127.0.0.1:%d/skopeo/alpine:%s" % (self.far.port, tag)],
+                       check=True, capture_output=True, timeout=300)
+        self.assertEqual(head(self.far.url, "skopeo/alpine", tag),
+                         st.upstream_digest("alpine", tag))
+
+    def test_two_writers_of_one_blob(self):
+        """Two jobs naming the same blob, taken at once by two bundle workers sharing the
+        directory: one right file, no temporary file left."""
+        st = self.stack
+        shared = os.path.join(self.work, "race")
+        with open(os.path.join(self.alone, "hubsync-bundle.json")) as f:
+            blob = max((o for o in json.load(f)["objects"] if o["level"] == "blob"),
+                       key=lambda o: o["size"])
+        job = json.dumps({"run": "race", "objects": [{
+            "repo": "library/" + blob["repositories"][0], "digest": blob["digest"],
+            "size": blob["size"], "manifest": False}]})
+        before = self.stats().get("done", 0)
+        st.redis.cli_raw("SET", "hubsync:bundle:current", "race")  # the export in progress
+        for key in ("race:a", "race:b"):
+            st.redis.cli_raw("XADD", "hubsync:bundle:jobs", "*", "key", key, "job", job)
+        for _ in range(2):
+            self.bundle_worker(shared, "--concurrency", "1")
+        deadline = time.time() + 120
+        while self.stats().get("done", 0) - before < 2:
+            self.assertLess(time.time(), deadline, "the two jobs were not done")
+        self.assertEqual(blob_files(shared), {blob["digest"].split(":")[1]})
+        self.assertEqual(bad_files(shared), [])
+
+    def test_worker_killed_mid_export(self):
+        st = self.stack
+        shared = os.path.join(self.work, "killed")
+        before = self.stats().get("reclaimed", 0)
+        export = subprocess.Popen(self.export_argv(shared, "--workers"), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        victim = self.bundle_worker(shared, "--id", "victim", "--concurrency", "1",
+                                    "--blob-concurrency", "1")
+        # Stop the worker until it is caught holding a job, then kill it: the job is left
+        # half done, pending under its name.
+        caught = False
+        while not caught and export.poll() is None:
+            victim.send_signal(signal.SIGSTOP)
+            held = st.redis.cli_raw("XPENDING", "hubsync:bundle:jobs", "workers").split()
+            caught = "victim" in held
+            if not caught:
+                victim.send_signal(signal.SIGCONT)
+        self.assertTrue(caught, "the export ended before the worker was caught with a job")
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        self.bundle_worker(shared)
+        out, err = export.communicate(timeout=600)
+        self.assertEqual(export.returncode, 0, err)
+        self.assert_same_bundle(shared, json.loads(out))
+        self.assertGreaterEqual(self.stats()["reclaimed"] - before, 1)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,35 @@ static void test_keys__default_prefix_layout(void **state)
     keys_free(&k); /* twice is harmless */
 }
 
+/* The bundle queue's keys sit under "bundle:"; the rest are the usual ones. */
+static void test_keys__bundle_queue_layout(void **state)
+{
+    (void)state;
+    struct keys k;
+    struct err e;
+    assert_int_equal(keys_init_bundle(&k, "t:", &e), 0);
+    assert_string_equal(k.jobs, "t:bundle:jobs");
+    assert_string_equal(k.jobs_index, "t:bundle:jobs:index");
+    assert_string_equal(k.jobs_delayed, "t:bundle:jobs:delayed");
+    assert_string_equal(k.jobs_delayed_payload, "t:bundle:jobs:delayed:payload");
+    assert_string_equal(k.jobs_delayed_count, "t:bundle:jobs:delayed:count");
+    assert_string_equal(k.jobs_dead, "t:bundle:jobs:dead");
+    assert_string_equal(k.jobs_handover, "t:bundle:jobs:handover");
+    assert_string_equal(k.runs, "t:bundle:runs");
+    assert_string_equal(k.run_current, "t:bundle:current");
+    assert_string_equal(k.stats, "t:bundle:stats");
+    char *run = keys_run(&k, "abc-1"), *settled = keys_run_settled(&k, "abc-1");
+    assert_string_equal(run, "t:bundle:run:abc-1");
+    assert_string_equal(settled, "t:bundle:run:abc-1:settled");
+    assert_string_equal(k.workers, "t:workers");
+    assert_string_equal(k.ctl_paused, "t:ctl:paused");
+    assert_string_equal(k.synced_commit, "t:synced-commit");
+    free(run);
+    free(settled);
+    keys_free(&k);
+    assert_int_equal(keys_init_bundle(&k, "bad prefix", &e), -1);
+}
+
 static void test_keys__variable_keys(void **state)
 {
     (void)state;
@@ -177,6 +206,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_keys__default_prefix_layout),
+        cmocka_unit_test(test_keys__bundle_queue_layout),
         cmocka_unit_test(test_keys__variable_keys),
         cmocka_unit_test(test_keys__parts_are_encoded),
         cmocka_unit_test(test_keys__target_id_drops_credentials),

@@ -8,7 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <dirent.h>
 
 #include <cmocka.h>
 
@@ -112,14 +115,33 @@ static void test_ocilayout__index_round_trip_and_refused(void **state)
     ocilayout_refs_free(refs, n);
 }
 
+/* A new layout directory in dir (a mkdtemp template). */
+static void layout_make(char *dir)
+{
+    struct err e;
+    assert_non_null(mkdtemp(dir));
+    assert_int_equal(ocilayout_mkdirs(dir, &e), 0);
+}
+
+/* Remove it, with the one object file at path (it must be all it holds). */
+static void layout_remove(const char *dir, const char *path)
+{
+    char *sub = xasprintf("%s/blobs/sha256", dir), *blobs = xasprintf("%s/blobs", dir);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(rmdir(sub), 0);
+    assert_int_equal(rmdir(blobs), 0);
+    assert_int_equal(rmdir(dir), 0);
+    free(sub);
+    free(blobs);
+}
+
 /* A file matches only with its exact size and digest; the reason names it. */
 static void test_ocilayout__file_matches(void **state)
 {
     (void)state;
     char dir[] = "/tmp/test_ocilayout.XXXXXX";
-    assert_non_null(mkdtemp(dir));
+    layout_make(dir);
     struct err e;
-    assert_int_equal(ocilayout_mkdirs(dir, &e), 0);
     char *path = ocilayout_blob_path(dir, D_A);
     char why[ERR_MSG_MAX];
     assert_int_equal(ocilayout_file_matches(path, D_A, 1, why, sizeof(why)), 0);
@@ -132,13 +154,60 @@ static void test_ocilayout__file_matches(void **state)
     assert_int_equal(ocilayout_write_file(path, "b", 1, &e), 0); /* tampered */
     assert_int_equal(ocilayout_file_matches(path, D_A, 1, why, sizeof(why)), 0);
     assert_non_null(strstr(why, "hashes to sha256:"));
-    assert_int_equal(unlink(path), 0);
-    char *sub = xasprintf("%s/blobs/sha256", dir), *blobs = xasprintf("%s/blobs", dir);
-    assert_int_equal(rmdir(sub), 0);
-    assert_int_equal(rmdir(blobs), 0);
-    assert_int_equal(rmdir(dir), 0);
-    free(sub);
-    free(blobs);
+    layout_remove(dir, path);
+    free(path);
+}
+
+static int count_parts(const char *sha)
+{
+    DIR *d = opendir(sha);
+    struct dirent *de;
+    int n = 0;
+    assert_non_null(d);
+    while ((de = readdir(d)))
+        n += strstr(de->d_name, OCILAYOUT_PART_SUFFIX) != NULL;
+    closedir(d);
+    return n;
+}
+
+/* Two writers of one object (two workers sharing a bundle directory) each
+ * get a temporary file of their own, named after the object and ending in
+ * .part; both finish, interleaved, and leave one right file and no .part. */
+static void test_ocilayout__temp_files_per_writer(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/test_ocilayout.XXXXXX";
+    layout_make(dir);
+    struct err e;
+    char *path = ocilayout_blob_path(dir, D_A), *sha = xasprintf("%s/blobs/sha256", dir);
+    char *t1, *t2;
+    int f1 = ocilayout_temp_open(path, &t1, &e), f2 = ocilayout_temp_open(path, &t2, &e);
+    assert_true(f1 >= 0 && f2 >= 0);
+    assert_string_not_equal(t1, t2);
+    assert_memory_equal(t1, path, strlen(path));
+    assert_string_equal(t1 + strlen(t1) - strlen(OCILAYOUT_PART_SUFFIX), OCILAYOUT_PART_SUFFIX);
+    struct stat st;
+    assert_int_equal(stat(t1, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0644);
+    assert_int_equal(count_parts(sha), 2);
+    assert_int_equal(write(f1, "a", 1), 1);
+    assert_int_equal(write(f2, "a", 1), 1);
+    assert_int_equal(ocilayout_temp_finish(f2, t2, path, 1, &e), 0);
+    assert_int_equal(ocilayout_temp_finish(f1, t1, path, 1, &e), 0);
+    char why[ERR_MSG_MAX];
+    assert_int_equal(ocilayout_file_matches(path, D_A, 1, why, sizeof(why)), 1);
+    /* One that fails its check is dropped, the right file stays. */
+    free(t2);
+    int f3 = ocilayout_temp_open(path, &t2, &e);
+    assert_true(f3 >= 0);
+    assert_int_equal(write(f3, "b", 1), 1);
+    assert_int_equal(ocilayout_temp_finish(f3, t2, path, 0, NULL), -1);
+    assert_int_equal(ocilayout_file_matches(path, D_A, 1, why, sizeof(why)), 1);
+    assert_int_equal(count_parts(sha), 0);
+    free(t1);
+    free(t2);
+    layout_remove(dir, path);
+    free(sha);
     free(path);
 }
 
@@ -149,6 +218,7 @@ int main(void)
         cmocka_unit_test(test_ocilayout__bundle_refused),
         cmocka_unit_test(test_ocilayout__index_round_trip_and_refused),
         cmocka_unit_test(test_ocilayout__file_matches),
+        cmocka_unit_test(test_ocilayout__temp_files_per_writer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

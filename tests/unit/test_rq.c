@@ -714,6 +714,59 @@ static void test_rq__exports_and_sites(void **state)
 }
 
 /* A repository stays behind since it first was, until cleared. */
+/* The bundle queue (an export's jobs for bundle workers) is a queue of its
+ * own beside the job queue: its jobs are taken, reclaimed after a lease and
+ * settled into the export's record (a run of the bundle queue) by the same
+ * functions, and never reach a copy worker or a sync run. */
+static void test_rq__bundle_queue_apart(void **state)
+{
+    struct fixture *f = *state;
+    struct rq b;
+    struct err e;
+    struct rq_res res;
+    assert_int_equal(rq_init_bundle(&b, f->q.keys.prefix, &e), 0);
+    freeReplyObject(redisCommand(f->rc.c, "XGROUP CREATE %s %s 0 MKSTREAM", b.keys.jobs,
+                                 KEYS_GROUP));
+    const char *json = "{\"run\":\"abc-1\",\"objects\":[]}";
+    assert_int_equal(status_of(f, rq_cmd_run_create(&b, "abc-1", "abc", 10)), RQ_DONE);
+    assert_int_equal(status_of(f, rq_cmd_run_enqueue(&b, "abc-1", "alpine:3.20", json)),
+                     RQ_ADDED);
+    assert_int_equal(status_of(f, rq_cmd_run_current(&f->q)), RQ_EMPTY);
+    assert_int_equal(status_of(f, rq_cmd_take(&f->q, "w1", 60000, 5)), RQ_EMPTY);
+    run(f, rq_cmd_take(&b, "w1", 60000, 5), &res);
+    assert_int_equal(res.status, RQ_JOB);
+    assert_string_equal(res.json, json);
+    char *id = res.id;
+    res.id = NULL;
+    rq_res_free(&res);
+    /* w1 was killed: its lease runs out and w2 takes the job over. */
+    freeReplyObject(redisCommand(f->rc.c, "XCLAIM %s %s w1 0 %s IDLE 3600000 JUSTID",
+                                 b.keys.jobs, KEYS_GROUP, id));
+    run(f, rq_cmd_take(&b, "w2", 60000, 5), &res);
+    assert_int_equal(res.status, RQ_JOB);
+    assert_string_equal(res.id, id);
+    assert_int_equal(res.n, 2);
+    rq_res_free(&res);
+    struct rq_counter c[] = {{"files_written", 3}, {"bytes_written", 900}};
+    assert_int_equal(status_of(f, rq_cmd_ack(&b, "w1", id, "alpine:3.20", "abc-1", c, 2)),
+                     RQ_STOLEN);
+    assert_int_equal(status_of(f, rq_cmd_ack(&b, "w2", id, "alpine:3.20", "abc-1", c, 2)),
+                     RQ_DONE);
+    run(f, rq_cmd_run_get(&b, "abc-1"), &res);
+    assert_int_equal(rq_res_field_int(&res, "jobs_total", -1), 1);
+    assert_int_equal(rq_res_field_int(&res, "jobs_done", -1), 1);
+    assert_int_equal(rq_res_field_int(&res, "files_written", -1), 3);
+    assert_int_equal(rq_res_field_int(&res, "bytes_written", -1), 900);
+    rq_res_free(&res);
+    assert_int_equal(status_of(f, rq_cmd_run_get(&f->q, "abc-1")), RQ_EMPTY);
+    assert_int_equal(stat_of(f, "done"), 0);
+    assert_int_equal(status_of(f, rq_cmd_run_finish(&b, "abc-1", "done", 0)), RQ_DONE);
+    assert_int_equal(status_of(f, rq_cmd_synced_commit(&f->q)), RQ_EMPTY);
+    assert_int_equal(raw_int(f, "EXISTS %s", b.keys.run_current), 0);
+    free(id);
+    rq_free(&b);
+}
+
 static void test_rq__behind_marked_once_until_cleared(void **state)
 {
     struct fixture *f = *state;
@@ -2411,6 +2464,7 @@ int main(void)
         T(test_rq__operator_pause),
         T(test_rq__events_after),
         T(test_rq__exports_and_sites),
+        T(test_rq__bundle_queue_apart),
         T(test_rq__behind_marked_once_until_cleared),
         T(test_rq__budget_acquire_observe_floor),
         T(test_rq__budget_acquire_any_most_left),
