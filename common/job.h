@@ -64,7 +64,8 @@ struct job {
                         * waits for them all; 0..JOB_MAX_TAGS, distinct */
     size_t nreferrers;
     int find_referrers; /* also copy, digest-exact and first, the manifests the source's
-                         * referrers API (OCI 1.1) lists for each digest the job copies */
+                         * referrers API (OCI 1.1) lists for each digest the job copies,
+                         * and the referrers of each referrer in turn */
     char **platforms;  /* "os/arch[/variant]", 0..JOB_MAX_PLATFORMS, distinct */
     size_t nplatforms;
     enum job_policy policy; /* sparse and rewrite need at least one platform */

@@ -227,6 +227,16 @@ char *keys_run_settled(const struct keys *k, const char *run_id)
     return run_sub(k, run_id, "settled");
 }
 
+char *keys_run_entries(const struct keys *k, const char *run_id)
+{
+    return run_sub(k, run_id, "entries");
+}
+
+char *keys_run_entry_of(const struct keys *k, const char *run_id)
+{
+    return run_sub(k, run_id, "entry-of");
+}
+
 static const struct part no_part = {NULL, 0};
 
 /* name:<target id>[:p2[:p3]]: target-scoped keys (p.s NULL: no such part). */

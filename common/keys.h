@@ -41,6 +41,12 @@
  * <p>run:<id>:settled                   hash    job key -> how it ended in the run (done,
  *                                               failed, dead): counted once, never enqueued
  *                                               again by the run; gone when it finishes
+ * <p>run:<id>:entries                   hash    per sync-file entry of the run ("<what>
+ *                                               <entry>" -> value): target, jobs_total,
+ *                                               jobs_done, jobs_failed, jobs_dead,
+ *                                               upstream_manifest_gets; kept with the record
+ * <p>run:<id>:entry-of                  hash    job key -> its sync-file entry; gone when the
+ *                                               run finishes
  * <p>runs                               zset    run id scored by start (ms); the newest
  *                                               --keep-runs are kept, with their records
  * <p>runs:current                       string  id of the run in progress
@@ -172,6 +178,8 @@ int keys_init_bundle(struct keys *k, const char *prefix, struct err *e);
 char *keys_run(const struct keys *k, const char *run_id);
 char *keys_run_keys(const struct keys *k, const char *run_id);
 char *keys_run_settled(const struct keys *k, const char *run_id);
+char *keys_run_entries(const struct keys *k, const char *run_id);
+char *keys_run_entry_of(const struct keys *k, const char *run_id);
 char *keys_target(const struct keys *k, const char *target_url);
 char *keys_present(const struct keys *k, const char *target_url, const char *epoch,
                    const char *repo);

@@ -242,6 +242,7 @@ struct op {
     char **tags;
     size_t ntags, max_tags;
     int page_size, pages;
+    char *next; /* referrers: the next page's URL */
 };
 
 static void op_free(void *p)
@@ -254,6 +255,7 @@ static void op_free(void *p)
     free(op->base.res.body);
     free(op->media_type);
     reg_parse_free_tags(op->tags, op->ntags);
+    free(op->next);
     free(op);
 }
 
@@ -534,10 +536,13 @@ static void on_tags(struct reg_req *q, void *arg)
         next = xasprintf("%s?n=%d&last=%s", base, op->page_size, op->tags[op->ntags - 1]);
         free(base);
     }
-    if (!next) {
+    /* A referrers page is a pull on Docker Hub: the caller reserves each one and
+     * asks for the next itself. */
+    if (!next || op->kind == K_REFERRERS) {
         reg_http_op_result(&op->base, q);
         op->base.res.tags = op->tags;
         op->base.res.ntags = op->ntags;
+        op->base.res.next = op->next = next;
         op_finish(op);
         return;
     }
@@ -573,14 +578,21 @@ void reg_list_tags(struct reg_registry *r, const char *repo, int page_size, size
 }
 
 void reg_list_referrers(struct reg_registry *r, const char *repo, const char *digest,
-                        size_t max, reg_done_fn done, void *arg)
+                        const char *page, size_t max, reg_done_fn done, void *arg)
 {
     struct op *op = op_new(r, K_REFERRERS, repo, digest, done, arg);
     if (op_check(op, repo, digest, 1) != 0)
         return;
+    if (page && !reg_parse_same_origin(page, r->url)) {
+        reg_http_op_fail_later(&op->base, REG_INVALID, op_free, op,
+                               "%s/%s: the referrers page \"%.200s\" is elsewhere", r->url, repo,
+                               page);
+        return;
+    }
     op->max_tags = max;
-    struct reg_req *q = op_req(op, "GET", reg_http_url(r, repo, "referrers", digest), "pull",
-                               "GET referrers %s@%s", on_tags);
+    struct reg_req *q =
+        op_req(op, "GET", page ? xstrdup(page) : reg_http_url(r, repo, "referrers", digest),
+               "pull", "GET referrers %s@%s", on_tags);
     q->accept = REG_MT_OCI_INDEX;
     q->manifest_get = 1; /* a pull on Docker Hub, as a manifest GET */
     q->hook_repo = op->repo;

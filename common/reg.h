@@ -77,6 +77,7 @@ struct reg_result {
     int mounted;              /* blob copy: 1 if the target mounted it (201) */
     char **tags;              /* tag listing: ntags tags in server order */
     size_t ntags;
+    const char *next;         /* referrers listing: the next page's URL, NULL on the last */
 };
 typedef void (*reg_done_fn)(struct reg_result *res, void *arg);
 
@@ -195,14 +196,16 @@ void reg_head_blob(struct reg_registry *r, const char *repo, const char *digest,
 void reg_list_tags(struct reg_registry *r, const char *repo, int page_size, size_t max_tags,
                    reg_done_fn done, void *arg);
 
-/* GET /v2/<repo>/referrers/<digest> (OCI 1.1): the digests of the manifests
- * whose subject is digest, in res->tags (res->ntags), following Link
- * rel="next"; REG_TOO_LARGE past max of them or the page bound. REG_NOT_FOUND
- * is a registry without the API (its referrers are found by their fallback
- * tags sha256-<hex>.sig, ...). Reported through on_manifest_get and counted
- * as a manifest GET: Docker Hub counts it as a pull. */
+/* GET /v2/<repo>/referrers/<digest> (OCI 1.1), one page: the digests of the
+ * manifests whose subject is digest, in res->tags (res->ntags), and in
+ * res->next the URL of the next page (Link rel="next") to pass as page, NULL
+ * on the last; page NULL: the first. One page per call because each is a
+ * pull on Docker Hub, reserved by the caller. REG_TOO_LARGE past max of them.
+ * REG_NOT_FOUND is a registry without the API (its referrers are found by
+ * their fallback tags sha256-<hex>.sig, ...). Reported through
+ * on_manifest_get and counted as a manifest GET. */
 void reg_list_referrers(struct reg_registry *r, const char *repo, const char *digest,
-                        size_t max, reg_done_fn done, void *arg);
+                        const char *page, size_t max, reg_done_fn done, void *arg);
 
 /* A tag (ref_tag_valid) or a sha256 digest. Repository names: ref_repo_valid. */
 int reg_valid_ref(const char *ref);

@@ -598,20 +598,41 @@ struct rq_cmd *rq_cmd_run_create(const struct rq *q, const char *run_id, const c
 struct rq_cmd *rq_cmd_run_enqueue(const struct rq *q, const char *run_id, const char *key,
                                   const char *json)
 {
+    return rq_cmd_run_enqueue_entry(q, run_id, key, json, NULL, NULL);
+}
+
+struct rq_cmd *rq_cmd_run_enqueue_entry(const struct rq *q, const char *run_id, const char *key,
+                                        const char *json, const char *entry,
+                                        const char *entry_target)
+{
     const struct keys *k = &q->keys;
     char *run = keys_run(k, run_id), *runkeys = keys_run_keys(k, run_id);
     char *settled = keys_run_settled(k, run_id);
-    struct rq_cmd *c = fcall(K_ENQUEUE, "hubsync_run_enqueue", 10, k->jobs, k->jobs_index,
+    char *entries = keys_run_entries(k, run_id), *entry_of = keys_run_entry_of(k, run_id);
+    struct rq_cmd *c = fcall(K_ENQUEUE, "hubsync_run_enqueue", 12, k->jobs, k->jobs_index,
                              k->stats, run, runkeys, settled, k->jobs_delayed,
-                             k->jobs_delayed_payload, k->jobs_handover, k->jobs_delayed_count);
+                             k->jobs_delayed_payload, k->jobs_handover, k->jobs_delayed_count,
+                             entries, entry_of);
     free(run);
     free(runkeys);
     free(settled);
+    free(entries);
+    free(entry_of);
     arg(c, key);
     arg(c, json);
     arg(c, run_id);
     arg(c, KEYS_GROUP);
     arg(c, q->run_prefix);
+    arg(c, entry ? entry : "");
+    arg(c, entry_target ? entry_target : "");
+    return c;
+}
+
+struct rq_cmd *rq_cmd_run_entries(const struct rq *q, const char *run_id)
+{
+    struct rq_cmd *c = cmd_new(K_HASH);
+    arg(c, "HGETALL");
+    arg_own(c, keys_run_entries(&q->keys, run_id));
     return c;
 }
 
@@ -665,11 +686,14 @@ struct rq_cmd *rq_cmd_run_finish(const struct rq *q, const char *run_id, const c
 {
     char *run = keys_run(&q->keys, run_id), *runkeys = keys_run_keys(&q->keys, run_id);
     char *settled = keys_run_settled(&q->keys, run_id);
-    struct rq_cmd *c = fcall(K_HELD, "hubsync_run_finish", 6, run, q->keys.run_current,
-                             q->keys.synced_commit, runkeys, settled, q->keys.jobs_handover);
+    char *entry_of = keys_run_entry_of(&q->keys, run_id);
+    struct rq_cmd *c = fcall(K_HELD, "hubsync_run_finish", 7, run, q->keys.run_current,
+                             q->keys.synced_commit, runkeys, settled, q->keys.jobs_handover,
+                             entry_of);
     free(run);
     free(runkeys);
     free(settled);
+    free(entry_of);
     arg(c, run_id);
     arg(c, state);
     arg(c, advance ? "1" : "0");
@@ -699,6 +723,17 @@ struct rq_cmd *rq_cmd_run_note(const struct rq *q, const char *run_id, const cha
     arg(c, "HSET");
     arg_own(c, keys_run(&q->keys, run_id));
     arg(c, field);
+    arg(c, value);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_run_entry_note(const struct rq *q, const char *run_id, const char *entry,
+                                     const char *what, const char *value)
+{
+    struct rq_cmd *c = cmd_new(K_OK);
+    arg(c, "HSET");
+    arg_own(c, keys_run_entries(&q->keys, run_id));
+    arg_own(c, xasprintf("%s %s", what, entry));
     arg(c, value);
     return c;
 }

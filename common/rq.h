@@ -343,6 +343,17 @@ struct rq_cmd *rq_cmd_run_create(const struct rq *q, const char *run_id, const c
  * RQ_ADDED id. */
 struct rq_cmd *rq_cmd_run_enqueue(const struct rq *q, const char *run_id, const char *key,
                                   const char *json);
+/* The same for a job of a sync-file entry (entry: its name, syncfile_entry_name;
+ * entry_target: where it lands), also counted in the entry's own jobs_total, and its
+ * ends in the entry's jobs_done, jobs_failed, jobs_dead and upstream_manifest_gets
+ * (rq_cmd_run_entries). */
+struct rq_cmd *rq_cmd_run_enqueue_entry(const struct rq *q, const char *run_id, const char *key,
+                                        const char *json, const char *entry,
+                                        const char *entry_target);
+/* The run's sync-file entries as items ("<what> <entry>", value, ...): what is target,
+ * jobs_total, jobs_done, jobs_failed, jobs_dead or upstream_manifest_gets. A read.
+ * RQ_VALUE | RQ_EMPTY. */
+struct rq_cmd *rq_cmd_run_entries(const struct rq *q, const char *run_id);
 /* The run's lost jobs among about count of its keys from cursor ("0" to
  * start): not settled, and no job of the run queued, held, delayed or handed
  * over for them, so nothing would ever settle them. A read (FCALL_RO).
@@ -359,6 +370,11 @@ struct rq_cmd *rq_cmd_purge_delayed(const struct rq *q, const char *run_id);
  * enqueued, tags_total, removed_tags, catalog_errors, error). RQ_DONE. */
 struct rq_cmd *rq_cmd_run_note(const struct rq *q, const char *run_id, const char *field,
                                const char *value);
+/* Set what of the run's sync-file entry entry (rq_cmd_run_entries) to value: the
+ * coordinator notes each entry's target before the run's jobs go out, so that an entry
+ * with no job (its registry failed) is listed too. RQ_DONE. */
+struct rq_cmd *rq_cmd_run_entry_note(const struct rq *q, const char *run_id, const char *entry,
+                                     const char *what, const char *value);
 /* Id of the run in progress. RQ_VALUE str | RQ_EMPTY. */
 struct rq_cmd *rq_cmd_run_current(const struct rq *q);
 /* The run record as items (field, value, ...). RQ_VALUE | RQ_EMPTY. */

@@ -10,7 +10,7 @@
 -- before the first write.
 
 -- Bump with every change: a program loads this library only over an older one.
-local VERSION = 7
+local VERSION = 8
 
 local function fail(msg)
   error({err = 'ERR hubsync: ' .. msg})
@@ -74,7 +74,14 @@ end
 local function run_keys(prefix, id)
   if type(id) ~= 'string' or not string.match(id, '^[A-Za-z0-9._-]+$') then return nil end
   local rec = prefix .. id
-  return {id = id, rec = rec, keys = rec .. ':keys', settled = rec .. ':settled'}
+  return {id = id, rec = rec, keys = rec .. ':keys', settled = rec .. ':settled',
+          entries = rec .. ':entries', entry_of = rec .. ':entry-of'}
+end
+
+-- Add delta to what of the sync-file entry job key belongs to in run r, if any.
+local function count_entry(r, key, what, delta)
+  local entry = key and redis.call('HGET', r.entry_of, key)
+  if entry then redis.call('HINCRBY', r.entries, what .. ' ' .. entry, delta) end
 end
 
 -- The run a job's end counts in: the one the caller names (the worker read
@@ -95,12 +102,16 @@ end
 -- a later one (a duplicate delivery) counts no job.
 local function count_end(r, key, outcome, args, first)
   if not r or redis.call('HGET', r.rec, 'state') ~= 'running' then return end
-  for i = first, #args, 2 do redis.call('HINCRBY', r.rec, args[i], args[i + 1]) end
+  for i = first, #args, 2 do
+    redis.call('HINCRBY', r.rec, args[i], args[i + 1])
+    if args[i] == 'upstream_manifest_gets' then count_entry(r, key, args[i], args[i + 1]) end
+  end
   if outcome ~= 'done' and outcome ~= 'failed' and outcome ~= 'dead' then
     redis.call('HINCRBY', r.rec, outcome, 1)
   elseif key and redis.call('SISMEMBER', r.keys, key) == 1
          and redis.call('HSETNX', r.settled, key, outcome) == 1 then
     redis.call('HINCRBY', r.rec, 'jobs_' .. outcome, 1)
+    count_entry(r, key, 'jobs_' .. outcome, 1)
     -- When the run's first and latest jobs settled: its phases (coord_run_phases).
     local now = now_ms()
     redis.call('HSETNX', r.rec, 'first_settled_ms', now)
@@ -220,10 +231,11 @@ redis.register_function('hubsync_enqueue', function(keys, args)
   return {1, add(jobs, index, stats, args[1], args[2])}
 end)
 
--- KEYS jobs index stats run runkeys settled delayed payload handover count;
--- ARGV key job run_id group run_prefix -> {1, id} added | {0, id or "delayed"} pending | {2,
--- outcome} settled in this run already (a resumed run enqueues only the rest).
--- The key counts once in the run's jobs_total. A job left pending by another
+-- KEYS jobs index stats run runkeys settled delayed payload handover count
+-- [entries entry_of]; ARGV key job run_id group run_prefix [entry target] -> {1, id}
+-- added | {0, id or "delayed"} pending | {2, outcome} settled in this run already (a
+-- resumed run enqueues only the rest). The key counts once in the run's jobs_total,
+-- and in its sync-file entry's (named entry, landing in target) when it has one. A job left pending by another
 -- run (one that ended) is this run's no more: waiting or delayed, this run's
 -- job replaces it; held by a worker, this run's job follows it (handover).
 redis.register_function('hubsync_run_enqueue', function(keys, args)
@@ -234,8 +246,14 @@ redis.register_function('hubsync_run_enqueue', function(keys, args)
   if redis.call('EXISTS', run) == 0 then fail('no such run') end
   local outcome = redis.call('HGET', settled, key)
   if outcome then return {2, outcome} end
+  local entry = keys[11] and args[6] ~= '' and args[6]
+  if entry then
+    redis.call('HSET', keys[12], key, entry)
+    redis.call('HSET', keys[11], 'target ' .. entry, args[7])
+  end
   if redis.call('SADD', runkeys, key) == 1 then
     redis.call('HINCRBY', run, 'jobs_total', 1)
+    if entry then redis.call('HINCRBY', keys[11], 'jobs_total ' .. entry, 1) end
   end
   local cur = live_entry(jobs, index, delayed, stats, key)
   if not cur then
@@ -831,13 +849,13 @@ redis.register_function('hubsync_run_create', function(keys, args)
   redis.call('SET', current, args[1])
   for _, old in ipairs(redis.call('ZRANGE', runs, 0, -keep - 1)) do
     local r = run_keys(args[3], old)
-    if r then redis.call('DEL', r.rec, r.keys, r.settled) end
+    if r then redis.call('DEL', r.rec, r.keys, r.settled, r.entries, r.entry_of) end
     redis.call('ZREM', runs, old)
   end
   return now
 end)
 
--- KEYS run current synced runkeys settled handover; ARGV id state advance -> 1
+-- KEYS run current synced runkeys settled handover [entry_of]; ARGV id state advance -> 1
 -- | 0 no such run. advance=1 with state done moves the synced marker to the
 -- run's commit. The run's key and settled sets only serve a resumed run, and
 -- its handed-over jobs only its own count: a finished run drops them.
@@ -852,6 +870,7 @@ redis.register_function('hubsync_run_finish', function(keys, args)
   if redis.call('EXISTS', run) == 0 then return 0 end
   redis.call('HSET', run, 'state', state, 'finished_ms', now_ms())
   redis.call('DEL', runkeys, settled)
+  if keys[7] then redis.call('DEL', keys[7]) end
   local h = redis.call('HGETALL', handover)
   for i = 1, #h, 2 do
     if payload_run(h[i + 1]) == id then redis.call('HDEL', handover, h[i]) end

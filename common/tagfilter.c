@@ -146,13 +146,28 @@ static int item_match(const struct item *it, const char *tag)
     }
 }
 
+int tagfilter_referrer_tag(const char *tag)
+{
+    static const char *const kinds[] = {".sig", ".att", ".sbom"};
+    const char *hex = tag + strlen("sha256-");
+    if (strncmp(tag, "sha256-", strlen("sha256-")) != 0 || strspn(hex, "0123456789abcdef") != 64)
+        return 0;
+    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
+        if (strcmp(hex + 64, kinds[i]) == 0)
+            return 1;
+    return 0;
+}
+
 int tagfilter_match(const struct tagfilter *f, const char *tag)
 {
-    int in = f->nincludes == 0;
+    /* A referrer's fallback tag travels with the digest it names: only its own
+     * name takes it as a tag. */
+    int referrer = tagfilter_referrer_tag(tag);
+    int in = f->nincludes == 0 && !referrer;
     for (size_t i = 0; i < f->n; i++) {
         const struct item *it = f->items[i];
         if (is_include(it->kind)) {
-            if (!in && item_match(it, tag))
+            if (!in && (!referrer || it->kind == TAGFILTER_NAME) && item_match(it, tag))
                 in = 1;
         } else if (item_match(it, tag)) {
             return 0;

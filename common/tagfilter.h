@@ -8,8 +8,9 @@
  * exclude; then, with newest N, only the N highest of those in the chosen
  * order: by semver precedence (tags that are no versions do not count), or
  * by tag order (numbers within the tags compared as numbers, as `sort -V`:
- * 3.9 < 3.10). Each item is checked as it is added, so a caller can say
- * where a bad one was written. */
+ * 3.9 < 3.10). A referrer's fallback tag (sha256-<hex>.sig, ...) is taken
+ * by its exact name only. Each item is checked as it is added, so a caller
+ * can say where a bad one was written. */
 #ifndef HUBSYNC_TAGFILTER_H
 #define HUBSYNC_TAGFILTER_H
 
@@ -50,7 +51,14 @@ int tagfilter_names_only(const struct tagfilter *f);
 /* The included names (borrowed), for tagfilter_names_only filters. */
 size_t tagfilter_names(const struct tagfilter *f, const char *const **names);
 
-/* 1 if tag passes the includes and excludes (newest aside). */
+/* 1 if tag is a referrer's fallback tag (cosign's and notation's
+ * sha256-<64 hex>.sig, .att, .sbom). */
+int tagfilter_referrer_tag(const char *tag);
+
+/* 1 if tag passes the includes and excludes (newest aside). A referrer's
+ * fallback tag passes only an exact name: globs, regular expressions, semver
+ * ranges and "all tags" leave it, since it travels as a referrer of the
+ * digest it names. */
 int tagfilter_match(const struct tagfilter *f, const char *tag);
 
 /* The tags of tags[0..n) the filter takes, in their order in tags, into

@@ -342,8 +342,9 @@ void coord_bundle_db_close(struct coord_bundle_db *db);
 
 /* ---- waiting for a run of a queue (runcheck.c) ---- */
 
-/* The JSON of the planned job of key, or NULL when it is not planned. */
-typedef const char *(*coord_planned_fn)(void *arg, const char *key);
+/* The command that enqueues the planned job of key in the run again (an
+ * rq_cmd_run_enqueue...), or NULL when the key is not planned. */
+typedef struct rq_cmd *(*coord_requeue_fn)(void *arg, const char *key);
 
 /* What the checks keep from one call to the next. */
 struct coord_run_check {
@@ -355,12 +356,12 @@ void coord_run_check_init(struct coord_run_check *chk, time_t now);
  * minute (the first call too) the dedupe index's entries whose job is gone
  * are released, a chunk at a time, and the consumers idle an hour with
  * nothing pending pruned (failures only logged); every 5 s the jobs of the
- * run that nothing would ever settle are enqueued again with the JSON
- * planned gives (what: "run", "export": how the logs name the run). 0 | -1
- * a lost job that planned does not know: the run cannot complete | -2
+ * run that nothing would ever settle are enqueued again with the command
+ * requeue gives (what: "run", "export": how the logs name the run). 0 | -1
+ * a lost job that requeue does not know: the run cannot complete | -2
  * Redis did not answer (e says why). */
 int coord_run_check_tick(struct coord_run_check *chk, struct rconn *rc, const struct rq *q,
-                         const char *what, const char *run, coord_planned_fn planned, void *arg,
+                         const char *what, const char *run, coord_requeue_fn requeue, void *arg,
                          time_t now, struct err *e);
 
 /* ---- status's helpers (status.c) ---- */

@@ -426,10 +426,18 @@ static int enqueue_jobs(struct exporter *x, struct coord_bundle_db *bq, const ch
     return 0;
 }
 
-/* An enqueued job's JSON for coord_run_check_tick. */
-static const char *planned_json(void *arg, const char *key)
+/* What enqueues the export's jobs lost from Redis again. */
+struct requeue {
+    struct coord_bundle_db *bq;
+    const char *id;
+    json_t *planned; /* key -> the job's JSON, of every job enqueued */
+};
+
+static struct rq_cmd *requeue_cmd(void *arg, const char *key)
 {
-    return json_string_value(json_object_get(arg, key));
+    const struct requeue *r = arg;
+    const char *json = json_string_value(json_object_get(r->planned, key));
+    return json ? rq_cmd_run_enqueue(&r->bq->q, r->id, key, json) : NULL;
 }
 
 /* The export's jobs once they have all settled: RQ_VALUE record, or -1 (Redis;
@@ -441,6 +449,7 @@ static int wait_jobs(const struct exporter *x, struct coord_bundle_db *bq, const
 {
     long long timeout = cfg_int(x->c, COORD_ID_WAIT_TIMEOUT), seen = -1, held_seen = -1;
     time_t now = time(NULL), last_change = now, last_quiet = now, last_chores = 0;
+    struct requeue rq = {bq, id, planned};
     struct coord_run_check chk;
     coord_run_check_init(&chk, now);
     for (;;) {
@@ -470,8 +479,8 @@ static int wait_jobs(const struct exporter *x, struct coord_bundle_db *bq, const
                 last_change = now;
             }
             rq_res_free(&held);
-            if (rc < 0 || coord_run_check_tick(&chk, &bq->rc, &bq->q, "export", id, planned_json,
-                                               planned, now, e) < 0)
+            if (rc < 0 || coord_run_check_tick(&chk, &bq->rc, &bq->q, "export", id, requeue_cmd,
+                                               &rq, now, e) < 0)
                 return -1;
             long long quiet = (long long)(now - last_change);
             if (timeout > 0 && quiet >= timeout)

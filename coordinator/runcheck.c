@@ -22,9 +22,9 @@ void coord_run_check_init(struct coord_run_check *rc, time_t now)
 /* Jobs of the run that nothing would ever settle (no job of the run queued,
  * held, delayed or handed over: one deleted by hand, lost with part of an
  * AOF, or a leftover of another run that had the key) are enqueued again
- * from what planned says. As coord_run_check_tick. */
+ * with requeue's command. As coord_run_check_tick. */
 static int requeue_lost(struct rconn *rc, const struct rq *q, const char *what, const char *run,
-                        coord_planned_fn planned, void *arg, struct err *e)
+                        coord_requeue_fn requeue, void *arg, struct err *e)
 {
     char cursor[32] = "0", first[128] = "";
     long long again = 0, missing = 0;
@@ -36,14 +36,14 @@ static int requeue_lost(struct rconn *rc, const struct rq *q, const char *what, 
         }
         snprintf(cursor, sizeof(cursor), "%s", res.str);
         for (size_t i = 0; i < res.nitems; i++) {
-            const char *json = planned(arg, res.items[i]);
+            struct rq_cmd *cmd = requeue(arg, res.items[i]);
             struct rq_res r2;
-            if (!json) {
+            if (!cmd) {
                 if (!missing++)
                     snprintf(first, sizeof(first), "%s", res.items[i]);
                 continue;
             }
-            int ret = rq_exec(rc, rq_cmd_run_enqueue(q, run, res.items[i], json), &r2, e);
+            int ret = rq_exec(rc, cmd, &r2, e);
             rq_res_free(&r2);
             if (ret < 0) {
                 rq_res_free(&res);
@@ -87,7 +87,7 @@ static void tidy(struct rconn *rc, const struct rq *q, struct coord_run_check *c
 }
 
 int coord_run_check_tick(struct coord_run_check *chk, struct rconn *rc, const struct rq *q,
-                         const char *what, const char *run, coord_planned_fn planned, void *arg,
+                         const char *what, const char *run, coord_requeue_fn requeue, void *arg,
                          time_t now, struct err *e)
 {
     if (now - chk->last_tidy >= RUNCHECK_TIDY_S) {
@@ -97,5 +97,5 @@ int coord_run_check_tick(struct coord_run_check *chk, struct rconn *rc, const st
     if (now - chk->last_lost < RUNCHECK_LOST_S)
         return 0;
     chk->last_lost = now;
-    return requeue_lost(rc, q, what, run, planned, arg, e);
+    return requeue_lost(rc, q, what, run, requeue, arg, e);
 }

@@ -2,7 +2,8 @@
  *
  * Queue depth (stream, taken, delayed by why, dead letters), jobs in flight
  * per worker with their heartbeats, the pull budget per source, the current
- * run with its progress, the last runs, the synced marker, the operator
+ * run with its progress, the last runs, the sync-file entries of the current
+ * (or newest) run, the synced marker, the operator
  * pause switch and the coordinator lease. Only rq's reads are sent (no key is
  * scanned, no payload parsed: the functions keep the counts), on a connection
  * without the usual setup (loading functions and creating the consumer group
@@ -50,12 +51,13 @@ static const struct cfg_opt status_opts[] = {
 static const char status_usage[] =
     "status [--redis URL] [--json] [--health]\n"
     "\n"
-    "Shows the queue, the workers, the pull budget, the current and last runs, the synced\n"
-    "marker, the pause switch and the coordinator lease, reading Redis only. Exit 0 when\n"
-    "Redis answers, 1 when it does not; with --health also 1 when the current run is stalled\n"
-    "(jobs of it that no job in the queue would settle), or unless a coordinator holds the\n"
-    "lease (a daemon, or sync --once while it runs) or the newest finished run ended less\n"
-    "than 2 x --interval ago (coordinators run from cron).\n"
+    "Shows the queue, the workers, the pull budget, the current and last runs (and the\n"
+    "sync-file entries of the current or newest run), the synced marker, the pause switch\n"
+    "and the coordinator lease, reading Redis only. Exit 0 when Redis answers, 1 when it\n"
+    "does not; with --health also 1 when the current run is stalled (jobs of it that no job\n"
+    "in the queue would settle), or unless a coordinator holds the lease (a daemon, or sync\n"
+    "--once while it runs) or the newest finished run ended less than 2 x --interval ago\n"
+    "(coordinators run from cron).\n"
     "\n"
     "--json prints one object (times in ms, Redis clock; absent values null):\n"
     "  {redis, prefix, now_ms, paused, synced_commit,\n"
@@ -71,6 +73,9 @@ static const char status_usage[] =
     "   runs: [{id, state, commit, started_ms, finished_ms, duration_ms, jobs_total,\n"
     "           jobs_done, jobs_failed, tags_written, upstream_manifest_gets,\n"
     "           phases: {catalog, enqueue, first_job, work, end} (ms)}],\n"
+    "   entries_run: the current run's id, else the newest run's, or null,\n"
+    "   entries: [{source, target, jobs_total, jobs_done, jobs_failed,\n"
+    "              upstream_manifest_gets, errors: [text]}] (that run's sync-file entries),\n"
     "   stats: {<lifetime counters>}, health: {ok, reason}}";
 
 /* ---- pure helpers ------------------------------------------------------------------------------
@@ -415,6 +420,69 @@ static json_t *runs_json(struct status_ctx *s, long long *last_finished_ms)
     return a;
 }
 
+static int cmp_name(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* The sync-file entries of run id, by name: each one's target and counters
+ * (rq_cmd_run_entries) and its errors from the run's catalog_errors. [] for a
+ * run without a sync file. */
+static json_t *entries_json(struct status_ctx *s, const char *id)
+{
+    const char *const counters[] = {"jobs_total", "jobs_done", "jobs_failed", "jobs_dead",
+                                    RQ_RUN_NAME(upstream_manifest_gets)};
+    json_t *h = ask_hash(s, rq_cmd_run_entries(&s->q, id)), *by = json_object(), *v;
+    const char *field;
+    json_object_foreach(h, field, v) {
+        const char *name = strchr(field, ' ');
+        if (!name || json_object_get(by, name + 1))
+            continue;
+        json_t *en = json_pack("{s:s}", "source", name + 1);
+        char *k = xasprintf("target %s", name + 1);
+        json_t *t = json_object_get(h, k);
+        free(k);
+        json_object_set(en, "target", json_is_string(t) ? t : json_null());
+        for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++) {
+            k = xasprintf("%s %s", counters[i], name + 1);
+            json_object_set_new(en, counters[i], json_integer(coord_json_int(h, k)));
+            free(k);
+        }
+        /* As for the run: dead letters are failures too. */
+        json_object_set_new(en, "jobs_failed",
+                            json_integer(coord_json_int(en, "jobs_failed") +
+                                         coord_json_int(en, "jobs_dead")));
+        json_object_del(en, "jobs_dead");
+        json_object_set_new(en, "errors", json_array());
+        json_object_set_new(by, name + 1, en);
+    }
+    json_decref(h);
+    json_t *rec = run_json(s, id);
+    const char *text = json_string_value(json_object_get(rec, "catalog_errors"));
+    json_t *errs = text ? json_loads(text, 0, NULL) : NULL;
+    size_t i;
+    json_array_foreach(errs, i, v) {
+        const char *repo = json_string_value(json_object_get(v, "repository"));
+        json_t *en = repo ? json_object_get(by, repo) : NULL;
+        json_t *msg = json_object_get(v, "error");
+        if (en && json_is_string(msg))
+            json_array_append(json_object_get(en, "errors"), msg);
+    }
+    json_decref(errs);
+    json_decref(rec);
+    const char **names = xcalloc(json_object_size(by) + 1, sizeof(*names));
+    size_t n = 0;
+    json_object_foreach(by, field, v)
+        names[n++] = field;
+    qsort(names, n, sizeof(*names), cmp_name);
+    json_t *a = json_array();
+    for (i = 0; i < n; i++)
+        json_array_append(a, json_object_get(by, names[i]));
+    free(names);
+    json_decref(by);
+    return a;
+}
+
 /* The run's lost jobs (rq_cmd_run_check), or -1 when Redis cannot tell (a
  * library from before it; s->down when Redis did not answer). */
 static long long lost_jobs(struct status_ctx *s, const char *run)
@@ -480,8 +548,15 @@ static json_t *gather(struct status_ctx *s, long long interval_s)
     json_object_set_new(o, "workers_silent", json_integer(silent));
     json_object_set_new(o, "budget", budget_json(s));
     json_object_set_new(o, "current_run", current_json(s, json_string_value(cur), &lost));
+    json_t *runs = runs_json(s, &last_finished);
+    json_object_set_new(o, "runs", runs);
+    /* Per sync-file entry: the current run's, else the newest run's. */
+    const char *of = json_is_string(cur) ? json_string_value(cur)
+                                         : json_string_value(json_object_get(
+                                               json_array_get(runs, 0), "id"));
+    json_object_set_new(o, "entries_run", of ? json_string(of) : json_null());
+    json_object_set_new(o, "entries", of ? entries_json(s, of) : json_array());
     json_decref(cur);
-    json_object_set_new(o, "runs", runs_json(s, &last_finished));
     json_object_set_new(o, "stats", ask_hash(s, rq_cmd_stats(&s->q)));
     json_object_set_new(o, "behind_since_ms", ask_hash(s, rq_cmd_behind(&s->q)));
     char why[256];
@@ -716,6 +791,27 @@ static void print_runs(json_t *runs)
         printf("  phases of the newest: %s\n", phases);
 }
 
+static void print_entries(json_t *o)
+{
+    json_t *es = json_object_get(o, "entries");
+    if (!json_array_size(es))
+        return;
+    printf("sync file    entries of run %s\n  %-36s %-28s %11s %6s %6s\n",
+           js(o, "entries_run", "?"), "SOURCE", "TARGET", "JOBS", "FAILED", "GETS");
+    size_t i, k;
+    json_t *en, *err;
+    json_array_foreach(es, i, en) {
+        char jobs[48];
+        snprintf(jobs, sizeof(jobs), "%lld/%lld", coord_json_int(en, "jobs_done"),
+                 coord_json_int(en, "jobs_total"));
+        printf("  %-36s %-28s %11s %6lld %6lld\n", js(en, "source", "?"), js(en, "target", "-"),
+               jobs, coord_json_int(en, "jobs_failed"),
+               coord_json_int(en, RQ_RUN_NAME(upstream_manifest_gets)));
+        json_array_foreach(json_object_get(en, "errors"), k, err)
+            printf("    error: %s\n", json_string_value(err));
+    }
+}
+
 static void print_status(json_t *o)
 {
     json_t *coord = json_object_get(o, "coordinator");
@@ -737,6 +833,7 @@ static void print_status(json_t *o)
     print_budget(json_object_get(o, "budget"));
     print_current(json_object_get(o, "current_run"));
     print_runs(json_object_get(o, "runs"));
+    print_entries(o);
     json_t *h = json_object_get(o, "health");
     printf("health       %s: %s\n", json_is_true(json_object_get(h, "ok")) ? "ok" : "NOT OK",
            js(h, "reason", "?"));

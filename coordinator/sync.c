@@ -232,7 +232,15 @@ struct planned {
     char *key;
     char *json;
     int changed;
+    char *entry;        /* a sync-file entry's job: the entry's name, else NULL */
+    const char *target; /* ... and where it lands (borrowed from the file) */
 };
+
+/* Enqueue a planned job in the run, counted in its sync-file entry too. */
+static struct rq_cmd *enqueue_cmd(const struct sync_ctx *s, const struct planned *pj)
+{
+    return rq_cmd_run_enqueue_entry(&s->q, s->run, pj->key, pj->json, pj->entry, pj->target);
+}
 
 struct plan {
     struct planned *jobs;
@@ -249,6 +257,7 @@ static void plan_free(struct plan *p)
     for (size_t i = 0; i < p->n; i++) {
         free(p->jobs[i].key);
         free(p->jobs[i].json);
+        free(p->jobs[i].entry);
     }
     free(p->jobs);
     json_decref(p->removed);
@@ -315,7 +324,7 @@ static void plan_build(struct sync_ctx *s, const struct coord_view *v, struct pl
             plan_error(p, g->repo->name, e.msg);
             continue;
         }
-        p->jobs[p->n++] = (struct planned){xstrdup(g->key), json, g->changed};
+        p->jobs[p->n++] = (struct planned){xstrdup(g->key), json, g->changed, NULL, NULL};
         p->tags += g->ntags;
         if (!strv_has(&p->repos, g->repo->name))
             strv_push(&p->repos, xstrdup(g->repo->name));
@@ -365,7 +374,8 @@ static void plan_sources(struct sync_ctx *s, struct plan *p, const struct coord_
             free(name);
             continue;
         }
-        p->jobs[p->n++] = (struct planned){xstrdup(g->key), json, 0};
+        p->jobs[p->n++] = (struct planned){xstrdup(g->key), json, 0,
+                                           syncfile_entry_name(g->entry), g->entry->target};
         p->tags += g->ntags;
     }
 }
@@ -448,8 +458,7 @@ static int enqueue_all(struct sync_ctx *s, const struct plan *p, struct err *e)
     long long added = 0, dup = 0, settled = 0;
     for (size_t i = 0; i < p->n; i++) {
         struct rq_res res;
-        if (exec(s, rq_cmd_run_enqueue(&s->q, s->run, p->jobs[i].key, p->jobs[i].json), &res,
-                 e) < 0) {
+        if (exec(s, enqueue_cmd(s, &p->jobs[i]), &res, e) < 0) {
             rq_res_free(&res);
             return err_prefix(e, "enqueue %s", p->jobs[i].key);
         }
@@ -525,11 +534,12 @@ struct waiting {
     struct coord_run_check check; /* lost jobs, housekeeping */
 };
 
-/* The planned job's JSON for coord_run_check_tick. */
-static const char *planned_json(void *arg, const char *key)
+/* The command enqueueing the planned job of key again (coord_run_check_tick). */
+static struct rq_cmd *requeue_cmd(void *arg, const char *key)
 {
-    const struct planned *pj = plan_find(arg, key);
-    return pj ? pj->json : NULL;
+    const struct sync_ctx *s = arg;
+    const struct planned *pj = plan_find(s->plan, key);
+    return pj ? enqueue_cmd(s, pj) : NULL;
 }
 
 /* The once-a-second part of a look: the lease, due delayed jobs, lost jobs,
@@ -547,8 +557,7 @@ static int chores(struct sync_ctx *s, struct waiting *w, time_t now, enum run_en
     rq_res_free(&res);
     if (rc < 0)
         return -2;
-    rc = coord_run_check_tick(&w->check, &s->rc, &s->q, "run", s->run, planned_json, s->plan, now,
-                              e);
+    rc = coord_run_check_tick(&w->check, &s->rc, &s->q, "run", s->run, requeue_cmd, s, now, e);
     if (rc == -1) {
         struct err e2;
         log_error("run %s: %s", s->run, e->msg);
@@ -785,6 +794,17 @@ static int describe_run(struct sync_ctx *s, const struct plan *p, struct err *e)
     if (run_note(s, RQ_RUN_NAME(tags_total), tags, e) < 0 ||
         run_note_json(s, "removed_tags", p->removed, e) < 0)
         return -1;
+    for (size_t i = 0; s->sources && i < s->sources->nentries; i++) {
+        const struct syncfile_entry *en = &s->sources->entries[i];
+        char *name = syncfile_entry_name(en);
+        struct rq_res res;
+        int rc = exec(s, rq_cmd_run_entry_note(&s->q, s->run, name, "target", en->target), &res,
+                      e);
+        rq_res_free(&res);
+        free(name);
+        if (rc < 0)
+            return -1;
+    }
     return json_array_size(p->errors) ? run_note_json(s, "catalog_errors", p->errors, e) : 0;
 }
 

@@ -26,6 +26,10 @@
 /* A 429 without Retry-After: wait this long before the job comes back. */
 #define ENGINE_429_WAIT_MS 300000L
 
+/* Referrers of referrers are followed this deep (a signature of an attestation of an
+ * image is 2). */
+#define ENGINE_REFERRER_DEPTH 4
+
 /* The names are the run record's (RQ_RUN_COUNTERS), each a field of struct
  * engine_counters: a name that is not one does not compile. */
 const char *const *const engine_counter_names = rq_run_counter_names;
@@ -92,6 +96,7 @@ struct tagst {
     int write;                 /* the tag must be (re)written */
     int pinned;                /* a pinned digest (the "tag" is it): copied, never tagged */
     int referrer;              /* a referrer's tag: written before any other tag */
+    int depth;                 /* 0: the job's own; a referrer: its subject's + 1 */
 };
 
 struct engine_job {
@@ -107,13 +112,14 @@ struct engine_job {
     int cancelled;
     struct tagst *tags;
     size_t ntags;
-    /* Referrers first: the other roots wait, parked, until every referrer root has
-     * its tags written (or failed: then they write none). */
-    int ref_roots;      /* referrer roots not through root_held yet */
-    int ref_puts;       /* referrer tag PUTs in flight */
+    int round;          /* PH_REFERRERS: the depth whose referrers are looked for */
+    int no_referrers_api; /* the source answered 404: it has no referrers API */
+    /* Roots go in waves, deepest referrers first: a wave starts once the one before
+     * has its manifests and tags on the target; a referrer that failed stops them,
+     * so nothing is written that refers to what is missing, nor any tag of the job. */
+    int wave;           /* the depth of the roots running */
+    int wave_open;      /* its roots not through root_held, and its tag PUTs in flight */
     int ref_failed;
-    struct node **parked;
-    size_t nparked;
 };
 
 struct node {
@@ -207,12 +213,26 @@ enum engine_status engine_status_of(const struct reg_result *res, long *wait_ms)
     }
 }
 
+/* Is the job's upstream Docker Hub (the worker's upstream), whose 429 without
+ * Retry-After is its spent pull budget? */
+static int ej_from_hub(const struct engine_job *ej)
+{
+    return reg_parse_same_registry(ej->job.upstream, ej->en->upstream);
+}
+
 /* Map a registry failure to what the queue should do with the job; registry
  * (ENGINE_UPSTREAM, ENGINE_TARGET, or 0 when it may be either) answered res. */
 static void ej_reg_error(struct engine_job *ej, int registry, const struct reg_result *res)
 {
     long wait_ms;
     enum engine_status st = engine_status_of(res, &wait_ms);
+    /* Another registry's 429 spends no pull budget: it throttles that registry's
+     * jobs alone, for its Retry-After or else a backoff growing with the job's
+     * waits (wait_ms 0). */
+    if (res->cls == REG_RATE_LIMITED && (registry == ENGINE_TARGET || !ej_from_hub(ej))) {
+        st = ENGINE_THROTTLED;
+        wait_ms = res->retry_after > 0 ? res->retry_after * 1000L : 0;
+    }
     ej->stop_gets = 1;
     if (st == ENGINE_UNAVAILABLE)
         ej->out.unavailable |= registry;
@@ -240,7 +260,6 @@ static void ej_destroy(struct engine_job *ej)
         free(ej->tags[i].up_type);
     }
     free(ej->tags);
-    free(ej->parked);
     job_free(&ej->job);
     free(ej);
 }
@@ -769,9 +788,23 @@ static void ej_budget_acquire(struct engine_job *ej, const char *ref, engine_bud
                               void *arg)
 {
     struct engine *en = ej->en;
-    int pooled = reg_parse_same_registry(ej->job.upstream, en->upstream);
-    en->ops.budget_acquire(en->ops.ctx, ej->up, en->accounts, pooled ? en->naccounts : 0,
+    en->ops.budget_acquire(en->ops.ctx, ej->up, en->accounts, ej_from_hub(ej) ? en->naccounts : 0,
                            ej->job.source_repo, ref, cb, arg);
+}
+
+/* No counted GET of what@digest was granted: Docker Hub's budget is spent (the job
+ * waits for it); any other registry has no budget but its 429s (at the free HEAD
+ * the ops sent first): only its jobs wait. */
+static void ej_not_granted(struct engine_job *ej, long wait_ms, const char *what,
+                           const char *digest)
+{
+    ej->stop_gets = 1;
+    if (ej_from_hub(ej))
+        ej_error(ej, ENGINE_DEFERRED, wait_ms, "pull budget spent before %s%s@%s", what,
+                 ej->job.source_repo, digest);
+    else
+        ej_error(ej, ENGINE_THROTTLED, wait_ms, "%s throttles: no GET of %s%s@%s for now",
+                 ej->job.upstream, what, ej->job.source_repo, digest);
 }
 
 static void node_budget(int granted, long wait_ms, void *grant, struct reg_registry *via,
@@ -786,9 +819,7 @@ static void node_budget(int granted, long wait_ms, void *grant, struct reg_regis
         return;
     }
     if (!granted) {
-        ej->stop_gets = 1;
-        ej_error(ej, ENGINE_DEFERRED, wait_ms, "pull budget spent before %s@%s",
-                 ej->job.source_repo, n->digest);
+        ej_not_granted(ej, wait_ms, "", n->digest);
         node_finish(n, 0);
         return;
     }
@@ -933,38 +964,18 @@ static void tag_put_done(struct reg_result *res, void *arg)
     ej_release(ej);
 }
 
-/* Is n the root of a referrer tag? */
-static int root_is_referrer(const struct engine_job *ej, const struct node *n)
+static void wave_next(struct engine_job *ej);
+
+/* One of the wave's roots or tag PUTs is through. */
+static void wave_leave(struct engine_job *ej)
 {
-    for (size_t i = 0; i < ej->ntags; i++)
-        if (ej->tags[i].referrer && strcmp(ej->tags[i].up, n->root_up) == 0)
-            return 1;
-    return 0;
+    if (--ej->wave_open == 0)
+        wave_next(ej);
 }
 
 static void root_held(int yes, void *arg);
 
-/* Every referrer is on the target, or one failed: the parked roots go on. */
-static void unpark(struct engine_job *ej)
-{
-    if (ej->ref_roots > 0 || ej->ref_puts > 0)
-        return;
-    struct node **parked = ej->parked;
-    size_t n = ej->nparked;
-    ej->parked = NULL;
-    ej->nparked = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (ej->ref_failed || ej->cancelled) {
-            node_destroy(parked[i]);
-            ej_release(ej);
-        } else {
-            ej->en->ops.still_held(ej->en->ops.ctx, ej->arg, root_held, parked[i]);
-        }
-    }
-    free(parked);
-}
-
-/* A referrer tag's PUT: counted and announced as any tag's; the parked roots go on once the
+/* A referrer tag's PUT: counted and announced as any tag's; the next wave starts once the
  * last one is in. */
 static void ref_put_done(struct reg_result *res, void *arg)
 {
@@ -972,10 +983,9 @@ static void ref_put_done(struct reg_result *res, void *arg)
     struct engine_job *ej = tp->ej;
     if (res->cls != REG_OK)
         ej->ref_failed = 1;
-    ej->ref_puts--;
     ej_hold(ej); /* tag_put_done releases the PUT's own hold */
     tag_put_done(res, tp);
-    unpark(ej);
+    wave_leave(ej);
     ej_release(ej);
 }
 
@@ -983,7 +993,6 @@ static void root_held(int yes, void *arg)
 {
     struct node *n = arg;
     struct engine_job *ej = n->ej;
-    int referrer = root_is_referrer(ej, n);
     if (!yes)
         engine_cancel(ej);
     for (size_t i = 0; i < ej->ntags && !ej->cancelled; i++) {
@@ -994,44 +1003,65 @@ static void root_held(int yes, void *arg)
         tp->ej = ej;
         tp->i = i;
         ej_hold(ej);
-        ej->ref_puts += t->referrer;
+        ej->wave_open += ej->wave > 0;
         ej->en->reg.put_manifest(ej->dst, ej->job.target_repo, t->tag, n->media_type, n->body,
-                                 n->body_len, t->referrer ? ref_put_done : tag_put_done, tp);
+                                 n->body_len, ej->wave > 0 ? ref_put_done : tag_put_done, tp);
     }
     node_destroy(n);
-    if (referrer) {
-        ej->ref_roots--;
-        unpark(ej);
-    }
+    wave_leave(ej);
     ej_release(ej);
 }
 
 /* Tags are written only from a complete root, never after a cancel, and only
- * while the job is still ours (another worker may own it now); a root of the
- * job's other tags waits for its referrers. */
+ * while the job is still ours (another worker may own it now). */
 static void root_done(struct node *n)
 {
     struct engine_job *ej = n->ej;
-    int referrer = root_is_referrer(ej, n);
-    if (n->failed || ej->cancelled || (!referrer && ej->ref_failed)) {
+    if (n->failed || ej->cancelled) {
         node_destroy(n);
-        if (referrer) {
-            ej->ref_failed = 1;
-            ej->ref_roots--;
-            unpark(ej);
-        }
+        ej->ref_failed |= ej->wave > 0;
+        wave_leave(ej);
         return;
     }
     ej_hold(ej);
-    if (!referrer && (ej->ref_roots > 0 || ej->ref_puts > 0)) {
-        ej->parked = xrealloc(ej->parked, (ej->nparked + 1) * sizeof(*ej->parked));
-        ej->parked[ej->nparked++] = n;
-        return;
-    }
     ej->en->ops.still_held(ej->en->ops.ctx, ej->arg, root_held, n);
 }
 
-/* One root per distinct upstream digest that some tag still needs. */
+/* Does tag i start the root of its digest: the first tag to write it? */
+static int root_owner(const struct engine_job *ej, size_t i)
+{
+    for (size_t k = 0; k < i; k++)
+        if (ej->tags[k].write && strcmp(ej->tags[k].up, ej->tags[i].up) == 0)
+            return 0;
+    return 1;
+}
+
+/* The roots of the next wave that has any (deepest first): one per distinct upstream
+ * digest some tag of that depth still needs. */
+static void wave_next(struct engine_job *ej)
+{
+    ej_hold(ej);
+    while (ej->wave > 0 && ej->wave_open == 0 && !ej->ref_failed && !ej->stop_gets) {
+        ej->wave--;
+        ej->wave_open++; /* while they start */
+        for (size_t i = 0; i < ej->ntags; i++) {
+            struct tagst *t = &ej->tags[i];
+            if (!t->write || t->depth != ej->wave || !root_owner(ej, i))
+                continue;
+            struct node *n = node_new(ej, NULL, 0, t->up, -1, t->up_type);
+            n->is_root = 1;
+            n->need_bytes = 1;
+            n->rewrite = ej->job.policy == JOB_POLICY_REWRITE;
+            snprintf(n->root_up, sizeof(n->root_up), "%s", t->up);
+            ej->wave_open++;
+            node_start(n);
+        }
+        ej->wave_open--;
+    }
+    ej_release(ej);
+}
+
+/* Which tags need writing; then the roots, wave by wave. */
 static void plan_roots(struct engine_job *ej)
 {
     ej->phase = PH_ROOTS;
@@ -1050,33 +1080,73 @@ static void plan_roots(struct engine_job *ej)
             continue;
         }
         t->write = 1;
-        int seen = 0;
-        for (size_t k = 0; k < i; k++)
-            if (ej->tags[k].write && strcmp(ej->tags[k].up, t->up) == 0)
-                seen = 1;
-        if (seen || ej->stop_gets)
-            continue;
-        struct node *n = node_new(ej, NULL, 0, t->up, -1, t->up_type);
-        ej->ref_roots += t->referrer;
-        n->is_root = 1;
-        n->need_bytes = 1;
-        n->rewrite = ej->job.policy == JOB_POLICY_REWRITE;
-        snprintf(n->root_up, sizeof(n->root_up), "%s", t->up);
-        node_start(n);
     }
+    ej->wave = ENGINE_REFERRER_DEPTH + 1;
+    wave_next(ej);
     ej_release(ej);
 }
 
 /* -- referrers API: the manifests whose subject is a digest the job copies -- */
 
-/* Bound on the referrers of one digest (signatures, attestations, SBOMs: a few). */
+/* Bound on the referrers of one digest (signatures, attestations, SBOMs: a few),
+ * on the pages listing them, and on those of a job, its referrers' referrers
+ * included. */
 #define ENGINE_MAX_REFERRERS 64
+#define ENGINE_MAX_REFERRER_PAGES 16
+#define ENGINE_MAX_JOB_REFERRERS 256
 
+/* The listing of one digest's referrers, a page at a time, each page reserved from
+ * the budget before its GET. */
 struct refq {
     struct engine_job *ej;
     char digest[DIGEST_STR_SIZE];
+    int depth;   /* the digest's */
+    char *tag;   /* a tag of the digest, for the budget's free HEAD */
+    char *next;  /* the next page's URL; NULL: the first */
+    int pages;   /* pages asked for */
+    size_t found;
     void *grant;
 };
+
+static void refq_free(struct refq *r)
+{
+    free(r->tag);
+    free(r->next);
+    free(r);
+}
+
+static void referrers_budget(int granted, long wait_ms, void *grant, struct reg_registry *via,
+                             void *arg);
+
+/* A referrer of depth depth found for the job: tag (its digest for one the referrers API
+ * listed: then it is copied by digest, never tagged), upstream digest and type. Each digest
+ * joins the job once (so a cycle ends), up to ENGINE_MAX_JOB_REFERRERS. */
+static void ej_add_referrer(struct engine_job *ej, const char *tag, const char *digest,
+                            const char *type, int depth)
+{
+    size_t referrers = 0;
+    for (size_t k = 0; k < ej->ntags; k++) {
+        if (strcmp(ej->tags[k].up, digest) == 0 || strcmp(ej->tags[k].tag, tag) == 0)
+            return;
+        referrers += ej->tags[k].referrer;
+    }
+    if (referrers >= ENGINE_MAX_JOB_REFERRERS) {
+        ej->stop_gets = 1;
+        ej_error(ej, ENGINE_FAILED, 0, "%s: more than %d referrers", ej->job.source_repo,
+                 ENGINE_MAX_JOB_REFERRERS);
+        return;
+    }
+    ej->tags = xrealloc(ej->tags, (ej->ntags + 1) * sizeof(*ej->tags));
+    struct tagst *t = &ej->tags[ej->ntags++];
+    memset(t, 0, sizeof(*t));
+    t->tag = xstrdup(tag);
+    snprintf(t->up, sizeof(t->up), "%s", digest);
+    t->up_type = type ? xstrdup(type) : NULL;
+    t->pinned = strcmp(tag, digest) == 0;
+    t->referrer = 1;
+    t->depth = depth;
+    ej->out.n.tags_total += !t->pinned;
+}
 
 /* Each referrer not in the job yet joins it as a referrer by digest: copied, digest-exact,
  * before any other tag is written. A registry without the API (404) has only the
@@ -1087,24 +1157,25 @@ static void referrers_listed(struct reg_result *res, void *arg)
     struct engine_job *ej = r->ej;
     ej->en->ops.budget_done(ej->en->ops.ctx, ej->up, r->grant, res);
     if (res->cls == REG_OK) {
-        for (size_t i = 0; i < res->ntags; i++) {
-            int have = 0;
-            for (size_t k = 0; k < ej->ntags && !have; k++)
-                have = strcmp(ej->tags[k].up, res->tags[i]) == 0;
-            if (have)
-                continue;
-            ej->tags = xrealloc(ej->tags, (ej->ntags + 1) * sizeof(*ej->tags));
-            struct tagst *t = &ej->tags[ej->ntags++];
-            memset(t, 0, sizeof(*t));
-            t->tag = xstrdup(res->tags[i]);
-            snprintf(t->up, sizeof(t->up), "%s", res->tags[i]);
-            t->pinned = 1;
-            t->referrer = 1;
+        r->found += res->ntags;
+        for (size_t i = 0; i < res->ntags; i++)
+            ej_add_referrer(ej, res->tags[i], res->tags[i], NULL, r->depth + 1);
+        if (res->next && r->pages >= ENGINE_MAX_REFERRER_PAGES) {
+            ej->stop_gets = 1;
+            ej_error(ej, ENGINE_FAILED, 0, "%s@%s: more than %d pages of referrers",
+                     ej->job.source_repo, r->digest, ENGINE_MAX_REFERRER_PAGES);
+        } else if (res->next) {
+            free(r->next);
+            r->next = xstrdup(res->next);
+            ej_budget_acquire(ej, r->tag, referrers_budget, r);
+            return;
         }
-    } else if (res->cls != REG_NOT_FOUND) {
+    } else if (res->cls == REG_NOT_FOUND) {
+        ej->no_referrers_api = 1;
+    } else {
         ej_reg_error(ej, ENGINE_UPSTREAM, res);
     }
-    free(r);
+    refq_free(r);
     ej_release(ej);
 }
 
@@ -1116,50 +1187,106 @@ static void referrers_budget(int granted, long wait_ms, void *grant, struct reg_
     if (ej->stop_gets || ej->cancelled || !granted) {
         if (granted)
             ej->en->ops.budget_done(ej->en->ops.ctx, ej->up, grant, NULL);
-        else if (!ej->stop_gets) {
-            ej->stop_gets = 1;
-            ej_error(ej, ENGINE_DEFERRED, wait_ms,
-                     "pull budget spent before the referrers of %s@%s", ej->job.source_repo,
-                     r->digest);
-        }
-        free(r);
+        else if (!ej->stop_gets)
+            ej_not_granted(ej, wait_ms, "the referrers of ", r->digest);
+        refq_free(r);
         ej_release(ej);
         return;
     }
     r->grant = grant;
+    r->pages++;
     ej->out.n.upstream_manifest_gets++;
-    ej->en->reg.list_referrers(via ? via : ej->up, ej->job.source_repo, r->digest,
-                               ENGINE_MAX_REFERRERS, referrers_listed, r);
+    ej->en->reg.list_referrers(via ? via : ej->up, ej->job.source_repo, r->digest, r->next,
+                               ENGINE_MAX_REFERRERS - r->found, referrers_listed, r);
 }
 
-/* One counted GET for each digest the job copies that the target lacks under the tag
- * (a tag already current had its referrers copied when it was written). */
+/* A HEAD of a fallback tag (sha256-<hex>.sig, ...) of a referrer's digest: free. */
+struct fallq {
+    struct engine_job *ej;
+    char *tag;
+    int depth; /* the referrer it would be */
+};
+
+static void fallback_done(struct reg_result *res, void *arg)
+{
+    struct fallq *f = arg;
+    struct engine_job *ej = f->ej;
+    if (res->cls == REG_OK && res->digest && digest_valid(res->digest))
+        ej_add_referrer(ej, f->tag, res->digest, res->content_type, f->depth);
+    else if (res->cls != REG_NOT_FOUND && res->cls != REG_OK)
+        ej_reg_error(ej, ENGINE_UPSTREAM, res);
+    free(f->tag);
+    free(f);
+    ej_release(ej);
+}
+
+/* The referrers of t's digest: those the referrers API lists (one counted GET a page,
+ * when the job asks for them), and for a referrer's digest those under its fallback
+ * tags (free HEADs; the coordinator found the job's own in its listing). */
+static void find_referrers_of(struct engine_job *ej, const struct tagst *t)
+{
+    static const char *const kinds[] = {"sig", "att", "sbom"};
+    if (ej->job.find_referrers && !ej->no_referrers_api) {
+        struct refq *r = xcalloc(1, sizeof(*r));
+        r->ej = ej;
+        snprintf(r->digest, sizeof(r->digest), "%s", t->up);
+        r->depth = t->depth;
+        r->tag = xstrdup(t->tag);
+        ej_hold(ej);
+        ej_budget_acquire(ej, r->tag, referrers_budget, r);
+    }
+    for (size_t k = 0; t->depth > 0 && k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+        struct fallq *f = xcalloc(1, sizeof(*f));
+        f->ej = ej;
+        f->tag = xasprintf("sha256-%.64s.%s", t->up + strlen("sha256:"), kinds[k]);
+        f->depth = t->depth + 1;
+        ej_hold(ej);
+        ej->out.n.upstream_manifest_heads++;
+        ej->en->reg.head_manifest(ej->up, ej->job.source_repo, f->tag, fallback_done, f);
+    }
+}
+
+/* A round: the referrers of each digest of depth ej->round the job copies that the target
+ * lacks under the tag (a tag already current had its referrers copied when it was
+ * written). */
 static void find_referrers(struct engine_job *ej)
 {
     ej->phase = PH_REFERRERS;
     ej_hold(ej);
-    for (size_t i = 0; i < ej->ntags; i++) {
-        struct tagst *t = &ej->tags[i];
-        if (!t->up[0] || t->referrer || strcmp(t->dst, t->up) == 0)
+    size_t n = ej->ntags; /* those found now wait for the next round */
+    for (size_t i = 0; i < n && !ej->stop_gets; i++) {
+        const struct tagst *t = &ej->tags[i];
+        if (!t->up[0] || t->depth != ej->round || strcmp(t->dst, t->up) == 0)
             continue;
         int seen = 0;
         for (size_t k = 0; k < i && !seen; k++)
-            seen = !ej->tags[k].referrer && strcmp(ej->tags[k].up, t->up) == 0;
-        if (seen)
-            continue;
-        struct refq *r = xcalloc(1, sizeof(*r));
-        r->ej = ej;
-        snprintf(r->digest, sizeof(r->digest), "%s", t->up);
-        ej_hold(ej);
-        ej_budget_acquire(ej, t->tag, referrers_budget, r);
+            seen = ej->tags[k].depth == t->depth && strcmp(ej->tags[k].up, t->up) == 0;
+        if (!seen)
+            find_referrers_of(ej, t);
     }
     ej_release(ej);
 }
 
-/* The referrers first, when the job asks for them; then the roots. */
+/* Is there a digest of depth ej->round whose referrers are to be looked for? The job's
+ * own digests' only through the referrers API. */
+static int referrers_to_find(const struct engine_job *ej)
+{
+    if (ej->round == 0 && !ej->job.find_referrers)
+        return 0;
+    for (size_t i = 0; i < ej->ntags; i++)
+        if (ej->tags[i].up[0] && ej->tags[i].depth == ej->round &&
+            strcmp(ej->tags[i].dst, ej->tags[i].up) != 0)
+            return 1;
+    return 0;
+}
+
+/* The referrers first, round by round, when the job asks for them; then the roots. */
 static void plan_copy(struct engine_job *ej)
 {
-    if (ej->job.find_referrers && ej->phase != PH_REFERRERS)
+    ej->round = ej->phase == PH_REFERRERS ? ej->round + 1 : 0;
+    while (ej->round < ENGINE_REFERRER_DEPTH && !referrers_to_find(ej))
+        ej->round++;
+    if (ej->round < ENGINE_REFERRER_DEPTH)
         find_referrers(ej);
     else
         plan_roots(ej);
@@ -1482,6 +1609,7 @@ struct engine_job *engine_start(struct engine *en, const struct job *j, engine_d
         struct tagst *t = &ej->tags[i];
         t->pinned = i >= nt && i < nt + nd;
         t->referrer = i >= nt + nd;
+        t->depth = t->referrer;
         t->tag = xstrdup(i < nt ? ej->job.tags[i]
                          : t->pinned ? ej->job.digests[i - nt]
                                      : ej->job.referrers[i - nt - nd]);

@@ -58,8 +58,11 @@ enum engine_status {
     ENGINE_DONE,        /* every tag of the group is right on the target */
     ENGINE_RETRY,       /* went wrong, may go right next time (bytes that do not hash to
                          * their digest, a copy lock held too long): try again later */
-    ENGINE_DEFERRED,    /* the pull budget is spent (or a 429): try again after wait_ms */
-    ENGINE_THROTTLED,   /* told to slow down (429 with Retry-After): try again after wait_ms */
+    ENGINE_DEFERRED,    /* the pull budget is spent (or Docker Hub's 429): try again after
+                         * wait_ms */
+    ENGINE_THROTTLED,   /* told to slow down (a 429 with Retry-After, or any 429 of a registry
+                         * other than Docker Hub): try again after wait_ms, or when it is 0
+                         * after a backoff growing with the job's waits */
     ENGINE_FAILED,      /* refused for good by this attempt (missing tag, bad manifest, ...) */
     ENGINE_CANCELLED,   /* engine_cancel(), or the job's holder no longer holds it */
     ENGINE_UNAVAILABLE, /* a registry did not answer or answered 5xx (after the client's own
@@ -186,7 +189,7 @@ struct engine_reg_ops {
                       reg_done_fn done, void *arg);
     void (*copy_blob)(const struct reg_blob_spec *spec, reg_done_fn done, void *arg);
     void (*list_referrers)(struct reg_registry *r, const char *repo, const char *digest,
-                           size_t max, reg_done_fn done, void *arg);
+                           const char *page, size_t max, reg_done_fn done, void *arg);
 };
 
 struct engine_opts {

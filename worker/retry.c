@@ -28,8 +28,13 @@ void retry_decide(const struct retry_policy *p, enum engine_status st, long wait
         out->delay_ms = wait_ms > 1000 ? wait_ms : 1000;
         return;
     case ENGINE_THROTTLED:
-        out->delay_ms = wait_ms > 1000 ? wait_ms : 1000;
-        return;
+        if (wait_ms > 0) {
+            out->delay_ms = wait_ms > 1000 ? wait_ms : 1000;
+            return;
+        }
+        /* A 429 that says not how long: waited out as a registry that does not
+         * answer, without the breaker's word. */
+        /* fall through */
     case ENGINE_UNAVAILABLE: {
         if (registry_wait_ms >= p->registry_wait_max_ms) {
             out->dead = 1;

@@ -10,7 +10,9 @@
  * when the registry's breaker says, and keeps its attempts; only its total
  * wait for registries is bounded, so an outage of minutes or hours never
  * dead-letters a run. A spent pull budget or a 429 waits as long as it says
- * and spends nothing. */
+ * and spends nothing; a 429 of another registry than Docker Hub that says
+ * not how long (no Retry-After) is waited out as a registry that does not
+ * answer. */
 #ifndef HUBSYNC_RETRY_H
 #define HUBSYNC_RETRY_H
 

@@ -198,7 +198,7 @@ static int settle_later(struct wjob *j, enum engine_status st, long wait_ms, con
     retry_decide(&w->retry, st, wait_ms, j->job.attempt, j->job.registry_wait_ms,
                  (unsigned)rand(), &d);
     if (d.dead) {
-        char *reason = st == ENGINE_UNAVAILABLE
+        char *reason = st == ENGINE_UNAVAILABLE || st == ENGINE_THROTTLED
                            ? xasprintf("%s after waiting %llds for registries: %s",
                                        engine_status_name(st), d.registry_wait_ms / 1000, msg)
                            : xasprintf("%s after %d attempts: %s", engine_status_name(st),

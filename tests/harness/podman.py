@@ -73,9 +73,10 @@ class Podman:
                                                           p.stderr.strip()[-3000:]))
         return p
 
-    def pull(self, ref):
-        """Pull ref; returns (image id, podman's progress text)."""
-        p = self.run("pull", ref)
+    def pull(self, ref, *options):
+        """Pull ref (options: podman pull's, e.g. --tls-verify=false); returns (image id,
+        podman's progress text)."""
+        p = self.run("pull", *options, ref)
         return p.stdout.strip(), p.stderr
 
     def digest(self, ref):

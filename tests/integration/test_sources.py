@@ -2,22 +2,27 @@
 namespace on the stand-in and from a second plain docker-registry playing ghcr.io/quay.io,
 beside the official-images catalog, through the same queue and the same workers.
 
-Images are built by the test (a config and a random layer, OCI manifests with their own
-spacing, so they must travel byte for byte). Checks: the filters pick the right tags, the
-target ends digest-exact and skopeo reads it, tags sharing a digest are one job, a full run
-spends exactly the counted GETs the minimum needs and a no-op run none, a bad sync file
-changes nothing, and a worker not given the sync file copies nothing from its registries.
+Images are built by the test (a config and a gzipped tar layer of random bytes, OCI
+manifests with their own spacing, so they must travel byte for byte). Checks: the filters
+pick the right tags, the target ends digest-exact and skopeo and podman read it, tags
+sharing a digest are one job, a full run spends exactly the counted GETs the minimum needs
+and a no-op run none, a bad sync file changes nothing, and a worker not given the sync file
+copies nothing from its registries.
 """
+import gzip
 import hashlib
+import io
 import json
 import os
 import subprocess
+import tarfile
 import tempfile
 import time
 import unittest
 import urllib.request
 
-from harness import TIMEOUT_FACTOR, Registry
+from harness import TIMEOUT_FACTOR, Registry, free_port
+from harness.podman import Podman, registries_conf
 from harness.programs import coordinator
 from harness.stack import PREFIX, MirrorCase, dead_letters
 from harness.standin import Standin
@@ -40,10 +45,18 @@ def push_blob(reg_url, repo, data):
 
 def push_image(reg_url, repo, tag_list, seed, extra=None):
     """A one-layer image under every tag of tag_list (extra: more manifest fields, e.g. a
-    subject); its manifest digest."""
-    config = json.dumps({"architecture": "amd64", "os": "linux",
-                         "rootfs": {"type": "layers", "diff_ids": []}, "seed": seed}).encode()
-    layer = hashlib.sha256(b"layer %d" % seed).digest() * 100
+    subject); its manifest digest. The layer is a real gzipped tar its config names, so
+    that podman can pull the image."""
+    content = hashlib.sha256(b"layer %d" % seed).digest() * 100
+    tar = io.BytesIO()
+    with tarfile.open(fileobj=tar, mode="w", format=tarfile.USTAR_FORMAT) as t:
+        info = tarfile.TarInfo("seed")
+        info.size = len(content)
+        t.addfile(info, io.BytesIO(content))
+    layer = gzip.compress(tar.getvalue(), mtime=0)
+    config = json.dumps({"architecture": "amd64", "os": "linux", "seed": seed,
+                         "rootfs": {"type": "layers", "diff_ids": [
+                             "sha256:" + hashlib.sha256(tar.getvalue()).hexdigest()]}}).encode()
     cd, ld = push_blob(reg_url, repo, config), push_blob(reg_url, repo, layer)
     body = (json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
                         "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
@@ -56,6 +69,14 @@ def push_image(reg_url, repo, tag_list, seed, extra=None):
             "%s/v2/%s/manifests/%s" % (reg_url, repo, t), method="PUT", data=body,
             headers={"Content-Type": OCI_MANIFEST}), timeout=30)
     return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def subject(reg_url, repo, digest):
+    """The manifest fields that make a referrer of repo@digest."""
+    size = len(urllib.request.urlopen(urllib.request.Request(
+        "%s/v2/%s/manifests/%s" % (reg_url, repo, digest), headers={"Accept": OCI_MANIFEST}),
+        timeout=30).read())
+    return {"subject": {"mediaType": OCI_MANIFEST, "digest": digest, "size": size}}
 
 
 def write_sync_file(case, text):
@@ -102,17 +123,23 @@ class SyncFileTest(MirrorCase):
             # (pushed with a subject, under tags no entry takes), and a cosign-style signature
             # by its fallback tag only (no subject).
             cls.signed = push_image(hub, "acme/signed", ["1.0"], 12)
-            size = len(urllib.request.urlopen(urllib.request.Request(
-                "%s/v2/acme/signed/manifests/1.0" % hub, headers={"Accept": OCI_MANIFEST}),
-                timeout=30).read())
-            subject = {"subject": {"mediaType": OCI_MANIFEST, "digest": cls.signed,
-                                   "size": size}}
+            of = subject(hub, "acme/signed", cls.signed)
             cls.signed_api = [
-                push_image(hub, "acme/signed", [t], 13 + i, dict(subject, artifactType=k))
+                push_image(hub, "acme/signed", [t], 13 + i, dict(of, artifactType=k))
                 for i, (t, k) in enumerate((("ref-sig", "application/vnd.dev.cosign.sig"),
                                             ("ref-sbom", "application/spdx+json")))]
             cls.signed_fallback = "sha256-%s.sig" % cls.signed[7:]
             cls.signed_sig = push_image(hub, "acme/signed", [cls.signed_fallback], 15)
+            # acme/chain 1.0: an attestation the referrers API lists, and two signatures of
+            # that attestation, one the API lists (its subject) and one by its fallback tag.
+            cls.chain = push_image(hub, "acme/chain", ["1.0"], 16)
+            cls.chain_att = push_image(hub, "acme/chain", ["att"], 17, dict(
+                subject(hub, "acme/chain", cls.chain), artifactType="application/vnd.in-toto+json"))
+            cls.chain_sig = push_image(hub, "acme/chain", ["att-sig"], 18, dict(
+                subject(hub, "acme/chain", cls.chain_att),
+                artifactType="application/vnd.dev.cosign.sig"))
+            cls.chain_fallback = "sha256-%s.sig" % cls.chain_att[7:]
+            cls.chain_fallback_sig = push_image(hub, "acme/chain", [cls.chain_fallback], 19)
         except BaseException:
             cls.ghcr.stop()
             super().tearDownClass()
@@ -160,6 +187,13 @@ sync:
         self.assertEqual(p.returncode, 0, p.stderr)
         return {e["source"]: e for e in json.loads(p.stdout)["sources"]}
 
+    def status(self):
+        """`status --json` of the stack's Redis."""
+        p = subprocess.run(coordinator("status", "--json", redis=self.redis),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        return json.loads(p.stdout)
+
     def test_mixed_sync_file(self):
         path = self.mixed()
         st = self.stack().start()
@@ -194,6 +228,16 @@ sync:
         self.assertEqual(head(t, "bitnami/app", "latest"), self.app["1.2.0"])
         for tag in ("v9", "v10"):
             self.assertEqual(head(t, "mirror/tool", tag), self.tool[tag])
+        # status shows the run per entry: its jobs and counted GETs (those of Docker Hub
+        # and ghcr's, referrers included).
+        status = self.status()
+        self.assertEqual(status["entries_run"], run.report["run"])
+        self.assertEqual([(e["source"], e["target"], e["jobs_done"], e["jobs_total"],
+                           e["jobs_failed"], e["upstream_manifest_gets"], e["errors"])
+                          for e in status["entries"]],
+                         [("127.0.0.1:%d/org/tool" % self.ghcr.port, "mirror/tool", 3, 3, 0,
+                           3 + 2 + 3, []),
+                          ("bitnami/app", "bitnami/app", 3, 3, 0, 3, [])])
         # Pinned digests are there by digest, untagged.
         self.assertEqual(head(t, "bitnami/app", self.app["1.0.0"]), self.app["1.0.0"])
         self.assertEqual(head(t, "mirror/tool", self.tool["dev"]), self.tool["dev"])
@@ -201,6 +245,13 @@ sync:
                               "docker://127.0.0.1:%d/mirror/tool:v10" % self.target.port],
                              stdout=subprocess.PIPE, check=True, timeout=60).stdout
         self.assertEqual("sha256:" + hashlib.sha256(raw).hexdigest(), self.tool["v10"])
+        # podman pulls them from the target too: a Docker Hub namespace's image and ghcr's.
+        with Podman(registries_conf(self.hub.host, "127.0.0.1:%d" % self.target.port)) as pm:
+            for ref, digest in (("bitnami/app:1.2.0", self.app["1.2.0"]),
+                                ("mirror/tool:v10", self.tool["v10"])):
+                ref = "127.0.0.1:%d/%s" % (self.target.port, ref)
+                pm.pull(ref, "--tls-verify=false")
+                self.assertEqual(pm.digest(ref), digest)
 
         before = self.hub.counters()["manifest_get"]
         again = st.run("--sync-file", path, worker_extra=("--sync-file", path))
@@ -219,13 +270,17 @@ sync:
         print("\nsync file: full run %d counted GETs (minimum %d), no-op run 0"
               % (full, minimum))
 
+    def signed_sync_file(self, **hub_config):
+        """A sync file taking acme/signed 1.0, with the stand-in set so for the test."""
+        self.hub.config(**hub_config)
+        self.addCleanup(self.hub.config, referrers_api=True, referrers_page=0)
+        return self.sync_file("version: 1\nsync:\n  - source: acme/signed\n"
+                              "    tags: {names: [\"1.0\"]}\n")
+
     def run_signed(self, **hub_config):
         """A run of acme/signed 1.0 with the stand-in set so; the stand-in's counted GETs
         and referrers GETs it took, beyond hello-world's minimum."""
-        self.hub.config(**hub_config)
-        self.addCleanup(self.hub.config, referrers_api=True, referrers_page=0)
-        path = self.sync_file("version: 1\nsync:\n  - source: acme/signed\n"
-                              "    tags: {names: [\"1.0\"]}\n")
+        path = self.signed_sync_file(**hub_config)
         st = self.stack().start()
         before = self.hub.counters()
         run = st.run("--sync-file", path, worker_extra=("--sync-file", path))
@@ -242,10 +297,12 @@ sync:
 
     def test_referrers_api(self):
         """The referrers the API lists (two pages of one) are copied digest-exact, at one
-        counted GET each and one per page; the fallback tag too; a no-op run asks nothing."""
+        counted GET each and one per page; the fallback tag too; each referrer's own
+        referrers are asked for (none); a no-op run asks nothing."""
         st, path, gets, pages = self.run_signed(referrers_page=1)
-        # the image, its fallback signature, the two API referrers, the two pages
-        self.assertEqual((gets, pages), (1 + 1 + 2 + 2, 2))
+        # the image, its fallback signature, the two API referrers, the two pages, and the
+        # listing of each of the three referrers
+        self.assertEqual((gets, pages), (1 + 1 + 2 + 2 + 3, 2 + 3))
         for d in self.signed_api:
             self.assertEqual(head(self.target.url, "acme/signed", d), d)
         before = self.hub.counters()["manifest_get"]
@@ -253,7 +310,51 @@ sync:
         self.assertEqual(again.rc, 0, again.stderr)
         self.assertEqual(self.hub.counters()["manifest_get"] - before, 0)
         print("\nreferrers API: %d counted GETs (image, fallback signature, 2 referrers, "
-              "2 pages), no-op run 0" % gets)
+              "2 pages, 3 referrers' listings), no-op run 0" % gets)
+
+    def test_referrers_pages_reserved_each(self):
+        """Each referrers page's counted GET is reserved from the budget before it is sent
+        (two pages of one here, and a page for each referrer's own): the pulls the fleet
+        granted are the counted GETs the stand-in saw."""
+        path = self.signed_sync_file(referrers_page=1)
+        st = self.stack().start()
+
+        def granted():
+            return int(self.redis.cli_raw("HGET", PREFIX + "stats", "pulls_granted").strip() or 0)
+
+        before, before_gets = granted(), self.hub.counters()
+        run = st.run("--sync-file", path, worker_extra=("--sync-file", path))
+        self.assertEqual(run.rc, 0, run.stderr)
+        after = self.hub.counters()
+        self.assertEqual(after["referrers_get"] - before_gets["referrers_get"], 2 + 3)
+        self.assertEqual(granted() - before, after["manifest_get"] - before_gets["manifest_get"])
+
+    def test_referrers_of_referrers(self):
+        """Signatures of an attestation of the image (one the referrers API lists, one under
+        its fallback tag) are followed and copied digest-exact, at one counted GET for each
+        digest and one listing of each; a no-op run asks nothing."""
+        path = self.sync_file("version: 1\nsync:\n  - source: acme/chain\n"
+                              "    tags: {names: [\"1.0\"]}\n")
+        st = self.stack().start()
+        before = self.hub.counters()["manifest_get"]
+        run = st.run("--sync-file", path, worker_extra=("--sync-file", path))
+        self.assertEqual(run.rc, 0, run.stderr)
+        gets = (self.hub.counters()["manifest_get"] - before
+                - totals(self.pushed, self.REPOS)["manifest_gets_min"])
+        # the image, the attestation, its two signatures; the referrers listing of each
+        self.assertEqual(gets, 4 + 4)
+        t = self.target.url
+        self.assertEqual(sorted(tags(t, "acme/chain")), sorted(["1.0", self.chain_fallback]))
+        self.assertEqual(head(t, "acme/chain", "1.0"), self.chain)
+        self.assertEqual(head(t, "acme/chain", self.chain_fallback), self.chain_fallback_sig)
+        for d in (self.chain_att, self.chain_sig, self.chain_fallback_sig):
+            self.assertEqual(head(t, "acme/chain", d), d)
+        before = self.hub.counters()["manifest_get"]
+        again = st.run("--sync-file", path, worker_extra=("--sync-file", path))
+        self.assertEqual(again.rc, 0, again.stderr)
+        self.assertEqual(self.hub.counters()["manifest_get"] - before, 0)
+        print("\nreferrers of referrers: %d counted GETs (4 digests, 4 listings), no-op run 0"
+              % gets)
 
     def test_referrers_api_missing_falls_back_to_tags(self):
         """A registry answering 404 to the referrers API: the fallback tags are copied, the
@@ -262,6 +363,38 @@ sync:
         self.assertEqual((gets, pages), (1 + 1, 0))
         for d in self.signed_api:
             self.assertIsNone(head(self.target.url, "acme/signed", d))
+
+    def test_status_per_entry_with_a_failing_one(self):
+        """An entry whose registry does not answer is in status with its error and no job;
+        the other entry's jobs are done; the text view says both."""
+        down = "127.0.0.1:%d" % free_port()
+        path = self.sync_file("""version: 1
+registries:
+  %s:
+    url: http://%s
+sync:
+  - source: bitnami/app
+    tags: [latest]
+    referrers: false
+  - source: %s/org/gone
+    target: mirror/gone
+""" % (down, down, down))
+        st = self.stack().start()
+        run = st.run("--sync-file", path, worker_extra=("--sync-file", path))
+        self.assertEqual(run.rc, 1, run.stderr)
+        entries = {e["source"]: e for e in self.status()["entries"]}
+        app, gone = entries["bitnami/app"], entries["%s/org/gone" % down]
+        self.assertEqual((app["jobs_done"], app["jobs_total"], app["upstream_manifest_gets"],
+                          app["errors"]), (1, 1, 1, []))
+        self.assertEqual((gone["target"], gone["jobs_total"], len(gone["errors"])),
+                         ("mirror/gone", 0, 1))
+        self.assertIn(down, gone["errors"][0])
+        p = subprocess.run(coordinator("status", redis=self.redis), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertRegex(p.stdout, r"\n  bitnami/app +bitnami/app +1/1 +0 +1\n")
+        self.assertRegex(p.stdout, r"\n  %s/org/gone +mirror/gone +0/0 +0 +0\n    error: "
+                         % down.replace(".", r"\."))
 
     def test_bad_sync_file_changes_nothing(self):
         path = self.sync_file("version: 1\nsync:\n  - source: bitnami/app\n"
@@ -334,15 +467,27 @@ class OtherRegistryTest(MirrorCase):
             self.assertEqual(head(self.target.url, "ghcr.example/org/tool", t), digest)
 
     def test_429_burst_throttles_only_its_registry(self):
+        self.burst(retry_after=1)
+
+    def test_429_burst_without_retry_after_throttles_only_its_registry(self):
+        """429s that say not how long: ghcr's jobs back off and come back (no pull budget
+        is spent, the run is not deferred)."""
+        self.burst(retry_after=0)
+
+    def burst(self, retry_after):
+        """A burst of 429s from ghcr (Retry-After: retry_after seconds, 0: none) while its
+        jobs run: the run completes, Docker Hub untouched."""
         path, env = self.sync_file()
+        self.addCleanup(self.gh.config, burst_rate=0.0, burst_retry_after=60)
         st = self.stack().start()
         st.coordinator("--sync-file", path, env=env)
         self.assertIsNotNone(st.wait_enqueued())
-        self.gh.config(burst_rate=1.0, burst_len=4, burst_retry_after=1)
+        before = self.gh.counters()["burst_429"]
+        self.gh.config(burst_rate=1.0, burst_len=4, burst_retry_after=retry_after)
         for _ in range(2):
             st.worker("--exit-when-idle", "--sync-file", path, env=env)
         deadline = time.time() + 60 * TIMEOUT_FACTOR
-        while self.gh.counters()["burst_429"] == 0:
+        while self.gh.counters()["burst_429"] == before:
             self.assertLess(time.time(), deadline, "no 429 burst")
             time.sleep(0.02)
         self.gh.config(burst_rate=0.0)

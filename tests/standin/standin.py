@@ -102,7 +102,7 @@ CONFIG = [
     ("corrupt_rate", float, 0.0, "fraction of CDN blob bodies with one byte flipped"),
     ("burst_rate", float, 0.0, "chance that a /v2/ request starts a burst of abuse 429s"),
     ("burst_len", int, 5, "requests answered 429 in one burst"),
-    ("burst_retry_after", int, 60, "Retry-After of the abuse 429s"),
+    ("burst_retry_after", int, 60, "Retry-After of the abuse 429s (0: none sent)"),
     ("manifest_content_type", str, "", "Content-Type of every manifest answer instead of the "
                                        "real one (a lying registry or proxy; \"\": the real one)"),
     ("redirect_loop_rate", float, 0.0, "fraction of blob GETs redirected back to themselves, "
@@ -595,8 +595,9 @@ class RegistryHandler(Handler):
             hub.count("burst_429")
             hub.count_in("faults", "burst")
             self._fault = "burst"
+            after = hub.cfg("burst_retry_after")
             self.reply(429, b"Too Many Requests (HAP429).\n", ctype="text/plain",
-                       headers=[("Retry-After", str(hub.cfg("burst_retry_after")))])
+                       headers=[("Retry-After", str(after))] if after else [])
         elif path in ("/v2", "/v2/"):
             if self.auth(None) is not None:
                 self.reply(200, b"{}", headers=self.api_headers())

@@ -138,6 +138,7 @@ struct fk_call {
     engine_bytes_fn bytes;
     int yes;
     char repo[32]; /* FK_HOME: "" for none */
+    char next_page[192]; /* FK_REG of a referrers page: the next one's URL */
 };
 
 struct fk {
@@ -153,6 +154,7 @@ struct fk {
     struct fk_refs blobs;    /* the target's blobs */
     struct fk_refs up_referrers; /* upstream referrers: ref = the referrer, digest = its subject */
     int no_referrers_api;    /* the upstream answers 404 to the referrers API */
+    size_t referrers_page;   /* referrers per page of the API; 0: all on one */
     int find_referrers;      /* the jobs fk_run_job starts ask for referrers */
     struct fk_fault faults[4];
     size_t nfaults;
@@ -505,15 +507,16 @@ static void fk_copy_blob(const struct reg_blob_spec *spec, reg_done_fn done, voi
     fk_set(&fk->blobs, spec->dst_repo, spec->digest, spec->digest);
 }
 
-/* The referrers of subject upstream (res->tags borrow the digests), or a 404 without the
- * API. */
+/* A page of the referrers of subject upstream (res->tags borrow the digests), or a 404
+ * without the API. */
 static void fk_list_referrers(struct reg_registry *r, const char *repo, const char *subject,
-                              size_t max, reg_done_fn done, void *arg)
+                              const char *page, size_t max, reg_done_fn done, void *arg)
 {
     struct fk *fk = fk_now;
     struct fk_call *c = fk_reg_call(done, arg);
     assert_true(fk_upstream(r));
     fk_log(fk, "REFERRERS %s", subject); /* counted, whatever the answer */
+    size_t first = page ? strtoul(strrchr(page, '=') + 1, NULL, 10) : 0, n = 0;
     if (fk_faulty(c, FK_REFERRERS, subject))
         return;
     if (fk->no_referrers_api) {
@@ -525,8 +528,15 @@ static void fk_list_referrers(struct reg_registry *r, const char *repo, const ch
     c->res.tags = xcalloc(FK_MAX, sizeof(char *));
     for (size_t i = 0; i < fk->up_referrers.n; i++) {
         struct fk_ref *f = &fk->up_referrers.v[i];
-        if (strcmp(f->repo, repo) == 0 && strcmp(f->digest, subject) == 0)
-            c->res.tags[c->res.ntags++] = f->ref;
+        if (strcmp(f->repo, repo) != 0 || strcmp(f->digest, subject) != 0 || n++ < first)
+            continue;
+        if (fk->referrers_page && c->res.ntags == fk->referrers_page) {
+            snprintf(c->next_page, sizeof(c->next_page), UP_URL "/v2/%s/referrers/%s?page=%zu",
+                     repo, subject, first + c->res.ntags);
+            c->res.next = c->next_page;
+            break;
+        }
+        c->res.tags[c->res.ntags++] = f->ref;
     }
     assert_true(c->res.ntags <= max);
 }
@@ -1011,7 +1021,7 @@ static void test_engine__referrers_tagged_first(void **state)
 
 /* Referrers the API lists (a signature of the index, pushed by digest only) are copied
  * digest-exact, and before any tag of the job is written, at one counted GET of the API for
- * the digest of three tags; none when the tags are current. A registry without the API
+ * the digest of three tags and one for the signature's own; none when the tags are current. A registry without the API
  * (404) leaves the fallback tags, and the tags go on; a listing that fails writes no tag. */
 static void test_engine__api_referrers_copied_first(void **state)
 {
@@ -1030,7 +1040,8 @@ static void test_engine__api_referrers_copied_first(void **state)
         if (mode == 2)
             fk_fault_add(fk, FK_REFERRERS, b.index, REG_SERVER);
         fk_run(fk, bb_tags, BB_NTAGS);
-        assert_int_equal(fk_count(fk, "REFERRERS "), 1);
+        /* the index's, and the signature's own (it has none) */
+        assert_int_equal(fk_count(fk, "REFERRERS "), mode == 0 ? 2 : 1);
         assert_int_equal(fk_count_of(fk, "REFERRERS", b.index), 1);
         if (mode == 2) {
             assert_int_equal(fk->out.status, ENGINE_UNAVAILABLE);
@@ -1047,8 +1058,8 @@ static void test_engine__api_referrers_copied_first(void **state)
             fk_free(fk);
             continue;
         }
-        /* index, amd64, arm64, the signature, and the listing */
-        assert_int_equal(fk->out.n.upstream_manifest_gets, 5);
+        /* index, amd64, arm64, the signature, and the two listings */
+        assert_int_equal(fk->out.n.upstream_manifest_gets, 6);
         assert_int_equal(fk_count_of(fk, "GET", sig), 1);
         assert_string_equal(bb_tag_of(fk, sig), sig);
         int put_sig = fk_line(fk, "PUT", REPO, sig);
@@ -1059,6 +1070,105 @@ static void test_engine__api_referrers_copied_first(void **state)
         assert_int_equal(fk->out.status, ENGINE_DONE);
         assert_int_equal(fk_count(fk, "REFERRERS "), 0);
         assert_int_equal(fk_count(fk, "GET "), 0);
+        fk_free(fk);
+    }
+}
+
+/* Referrers of referrers: a chain of six, each the subject of the next, from the index; a
+ * fallback-tag signature of the first; the third listing the index as its referrer (a
+ * cycle). Followed four deep, each digest once, copied digest-exact and deepest first, at
+ * one counted GET for each digest copied and one listing for each digest but the deepest. */
+static void test_engine__referrers_of_referrers(void **state)
+{
+    (void)state;
+    struct fk *fk = fk_new();
+    struct bb b;
+    bb_load(fk, &b);
+    char *ref[6]; /* each on the heap: gcc would take a 2-D array row for the whole array */
+    char sig[DIGEST_STR_SIZE], sig_tag[DIGEST_STR_SIZE + 8];
+    for (int i = 0; i < 6; i++) {
+        char cfg[DIGEST_STR_SIZE], name[16];
+        ref[i] = xcalloc(1, DIGEST_STR_SIZE);
+        snprintf(name, sizeof(name), "ref config %d", i);
+        digest_of(name, strlen(name), cfg);
+        fk_image(fk, cfg, b.shared, b.shared, ref[i]);
+        fk_set(&fk->up_referrers, REPO, ref[i], i ? ref[i - 1] : b.index);
+    }
+    fk_set(&fk->up_referrers, REPO, b.index, ref[2]);
+    char sig_cfg[DIGEST_STR_SIZE];
+    digest_of("fallback sig config", 19, sig_cfg);
+    fk_image(fk, sig_cfg, b.shared, b.shared, sig);
+    snprintf(sig_tag, sizeof(sig_tag), "sha256-%.64s.sig", ref[0] + 7);
+    fk_set(&fk->up_tags, REPO, sig_tag, sig);
+    fk->find_referrers = 1;
+    fk_run(fk, bb_tags, BB_NTAGS);
+    assert_int_equal(fk->out.status, ENGINE_DONE);
+    /* depth 1 to 4 copied by digest, each after the one referring to it */
+    for (int i = 0; i < 4; i++) {
+        assert_non_null(fk_find(&fk->dst, REPO, ref[i]));
+        assert_int_equal(fk_count_of(fk, "GET", ref[i]), 1);
+        if (i)
+            assert_true(fk_line(fk, "PUT", REPO, ref[i]) < fk_line(fk, "PUT", REPO, ref[i - 1]));
+    }
+    assert_null(fk_find(&fk->dst, REPO, ref[4]));
+    assert_int_equal(fk_count_of(fk, "GET", ref[4]), 0);
+    /* the fallback signature of ref 0 (depth 2): tagged, before ref 0 */
+    assert_string_equal(bb_tag_of(fk, sig_tag), sig);
+    assert_true(fk_line(fk, "PUT", REPO, sig_tag) < fk_line(fk, "PUT", REPO, ref[0]));
+    for (size_t i = 0; i < BB_NTAGS; i++)
+        assert_true(fk_line(fk, "PUT", REPO, bb_tags[i]) > fk_line(fk, "PUT", REPO, ref[0]));
+    /* listings: the index, refs 0 to 2 and the signature; the index once */
+    assert_int_equal(fk_count(fk, "REFERRERS "), 5);
+    assert_int_equal(fk_count_of(fk, "GET", b.index), 1);
+    /* index, amd64, arm64, refs 0 to 3, the signature; the five listings */
+    assert_int_equal(fk->out.n.upstream_manifest_gets, 8 + 5);
+    assert_int_equal(fk->granted, 8 + 5);
+    for (int i = 0; i < 6; i++)
+        free(ref[i]);
+    fk_free(fk);
+}
+
+/* Referrers listed a page at a time: each page's counted GET is reserved before it is sent,
+ * so the job's counted GETs never outnumber its reservations; a budget spent between two
+ * pages stops the listing there and writes no tag. */
+static void test_engine__referrers_pages_reserved_each(void **state)
+{
+    (void)state;
+    for (int spent = 0; spent <= 1; spent++) {
+        struct fk *fk = fk_new();
+        struct bb b;
+        bb_load(fk, &b);
+        char sig[3][DIGEST_STR_SIZE];
+        for (int i = 0; i < 3; i++) {
+            char cfg[DIGEST_STR_SIZE], name[16];
+            snprintf(name, sizeof(name), "sig config %d", i);
+            digest_of(name, strlen(name), cfg);
+            fk_image(fk, cfg, b.shared, b.shared, sig[i]);
+            fk_set(&fk->up_referrers, REPO, sig[i], b.index);
+        }
+        fk->find_referrers = 1;
+        fk->referrers_page = 1;
+        fk->grants = spent ? 1 : -1;
+        fk_run(fk, bb_tags, BB_NTAGS);
+        int gets = fk_count(fk, "GET "), pages = fk_count(fk, "REFERRERS ");
+        assert_int_equal(fk->granted, gets + pages);
+        assert_int_equal(fk->settled, fk->granted);
+        assert_int_equal(fk->out.n.upstream_manifest_gets, gets + pages);
+        if (spent) {
+            assert_int_equal(fk->out.status, ENGINE_DEFERRED);
+            assert_int_equal(pages, 1);
+            assert_int_equal(gets, 0);
+            assert_int_equal(fk_tag_puts(fk), 0);
+            fk_free(fk);
+            continue;
+        }
+        assert_int_equal(fk->out.status, ENGINE_DONE);
+        /* the index's referrers, and each signature's own (none, on one page) */
+        assert_int_equal(pages, 3 + 3);
+        /* index, amd64, arm64, the three signatures */
+        assert_int_equal(gets, 6);
+        for (int i = 0; i < 3; i++)
+            assert_string_equal(bb_tag_of(fk, sig[i]), sig[i]);
         fk_free(fk);
     }
 }
@@ -1257,6 +1367,8 @@ int main(void)
         cmocka_unit_test(test_engine__pinned_digest_copied_untagged),
         cmocka_unit_test(test_engine__referrers_tagged_first),
         cmocka_unit_test(test_engine__api_referrers_copied_first),
+        cmocka_unit_test(test_engine__referrers_pages_reserved_each),
+        cmocka_unit_test(test_engine__referrers_of_referrers),
         cmocka_unit_test(test_engine__failed_child_writes_no_tag),
         cmocka_unit_test(test_engine__budget_denied),
         cmocka_unit_test(test_engine__mount_preferred_over_copy),

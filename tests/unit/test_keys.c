@@ -79,6 +79,12 @@ static void test_keys__variable_keys(void **state)
     s = keys_run_keys(&k, "20261129T020000Z");
     assert_string_equal(s, "t1:run:20261129T020000Z:keys");
     free(s);
+    s = keys_run_entries(&k, "20261129T020000Z");
+    assert_string_equal(s, "t1:run:20261129T020000Z:entries");
+    free(s);
+    s = keys_run_entry_of(&k, "20261129T020000Z");
+    assert_string_equal(s, "t1:run:20261129T020000Z:entry-of");
+    free(s);
     s = keys_target(&k, "http://127.0.0.1:5000");
     assert_string_equal(s, "t1:target:http://127.0.0.1:5000");
     free(s);

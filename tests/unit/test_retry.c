@@ -67,6 +67,24 @@ static void test_retry__budget_and_throttle_wait_as_told(void **state)
     assert_int_equal(d.attempt, 2);
 }
 
+/* A 429 without Retry-After from a registry with no pull budget (wait 0) backs off as an
+ * outage does: growing with the job's waits, up to the cap, spending no attempt. */
+static void test_retry__throttle_without_retry_after_grows(void **state)
+{
+    (void)state;
+    struct retry_decision d;
+    long long waited = 0, want[] = {200, 200, 400, 800, 1000, 1000};
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        retry_decide(&POLICY, ENGINE_THROTTLED, 0, 1, waited, 0, &d);
+        assert_false(d.dead);
+        assert_int_equal(d.attempt, 1);
+        assert_int_equal(d.delay_ms, want[i]);
+        waited = d.registry_wait_ms;
+    }
+    retry_decide(&POLICY, ENGINE_THROTTLED, 0, 1, 60000, 0, &d);
+    assert_true(d.dead);
+}
+
 /* An outage spends no attempt: delays double with the wait so far, up to the cap,
  * until the job has waited registry_wait_max_ms in all. */
 static void test_retry__outage_waits_without_spending_attempts(void **state)
@@ -115,6 +133,7 @@ int main(void)
         cmocka_unit_test(test_retry__backoff_doubles_capped_with_jitter),
         cmocka_unit_test(test_retry__faults_spend_attempts),
         cmocka_unit_test(test_retry__budget_and_throttle_wait_as_told),
+        cmocka_unit_test(test_retry__throttle_without_retry_after_grows),
         cmocka_unit_test(test_retry__outage_waits_without_spending_attempts),
         cmocka_unit_test(test_retry__open_breaker_sets_the_wait),
     };

@@ -1446,6 +1446,71 @@ static void test_rq__run_enqueue_counts_each_key_once(void **state)
     assert_int_equal(status_of(f, rq_cmd_synced_commit(&f->q)), RQ_EMPTY);
 }
 
+/* A sync-file entry's jobs count in its own record as in the run's: jobs_total once per
+ * key, the ends (a retry only spends GETs), the counted GETs; an entry noted without a
+ * job is listed; an official job counts in no entry. The key -> entry map goes when the
+ * run finishes; the entries stay with the record, and go with it. */
+static void test_rq__run_entries(void **state)
+{
+    struct fixture *f = *state;
+    struct rq_res res;
+    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r9", "abc", 10)), RQ_DONE);
+    const char *keys[] = {"e:a", "e:b", "e:c", "e:official"};
+    const char *entries[] = {"org/app", "org/app", "ghcr.io/x/y", NULL};
+    char *ids[4];
+    for (int i = 0; i < 4; i++) {
+        run(f, rq_cmd_run_enqueue_entry(&f->q, "r9", keys[i], JOB_JSON("e", "r9"), entries[i],
+                                        entries[i] ? "mirror/app" : NULL),
+            &res);
+        assert_int_equal(res.status, RQ_ADDED);
+        rq_res_free(&res);
+        ids[i] = take_as(f, "w1", 60000, 3, keys[i], JOB_JSON("e", "r9"));
+    }
+    /* enqueued again (a resumed run): counted once */
+    run(f, rq_cmd_run_enqueue_entry(&f->q, "r9", "e:a", JOB_JSON("e", "r9"), "org/app",
+                                    "mirror/app"),
+        &res);
+    rq_res_free(&res);
+    struct rq_counter gets3[] = {{"upstream_manifest_gets", 3}},
+                      gets2[] = {{"upstream_manifest_gets", 2}};
+    assert_int_equal(status_of(f, rq_cmd_ack(&f->q, "w1", ids[0], "e:a", "r9", gets3, 1)),
+                     RQ_DONE);
+    assert_int_equal(status_of(f, rq_cmd_retry(&f->q, "w1", ids[1], "e:b", JOB_JSON("e", "r9"),
+                                               60000, "backoff", "r9", gets2, 1)),
+                     RQ_DONE);
+    assert_int_equal(status_of(f, rq_cmd_fail(&f->q, "w1", ids[2], "e:c", "boom", "r9", gets2, 1)),
+                     RQ_DONE);
+    assert_int_equal(status_of(f, rq_cmd_ack(&f->q, "w1", ids[3], "e:official", "r9", gets3, 1)),
+                     RQ_DONE);
+    assert_int_equal(status_of(f, rq_cmd_run_entry_note(&f->q, "r9", "quay.io/gone", "target",
+                                                        "gone")),
+                     RQ_DONE);
+    run(f, rq_cmd_run_entries(&f->q, "r9"), &res);
+    assert_int_equal(res.nitems, 2 * 9);
+    assert_string_equal(rq_res_field(&res, "target org/app"), "mirror/app");
+    assert_int_equal(rq_res_field_int(&res, "jobs_total org/app", -1), 2);
+    assert_int_equal(rq_res_field_int(&res, "jobs_done org/app", -1), 1);
+    assert_int_equal(rq_res_field_int(&res, "upstream_manifest_gets org/app", -1), 5);
+    assert_int_equal(rq_res_field_int(&res, "jobs_total ghcr.io/x/y", -1), 1);
+    assert_int_equal(rq_res_field_int(&res, "jobs_failed ghcr.io/x/y", -1), 1);
+    assert_int_equal(rq_res_field_int(&res, "upstream_manifest_gets ghcr.io/x/y", -1), 2);
+    assert_string_equal(rq_res_field(&res, "target ghcr.io/x/y"), "mirror/app");
+    assert_string_equal(rq_res_field(&res, "target quay.io/gone"), "gone");
+    rq_res_free(&res);
+    for (int i = 0; i < 4; i++)
+        free(ids[i]);
+    char *entry_of = keys_run_entry_of(&f->q.keys, "r9");
+    assert_int_equal(raw_int(f, "HLEN %s", entry_of), 3);
+    assert_int_equal(status_of(f, rq_cmd_run_finish(&f->q, "r9", "failed", 0)), RQ_DONE);
+    assert_int_equal(raw_int(f, "EXISTS %s", entry_of), 0);
+    free(entry_of);
+    char *kept = keys_run_entries(&f->q.keys, "r9");
+    assert_int_equal(raw_int(f, "EXISTS %s", kept), 1);
+    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "r10", "abd", 1)), RQ_DONE);
+    assert_int_equal(raw_int(f, "EXISTS %s", kept), 0);
+    free(kept);
+}
+
 static void test_rq__purge_delayed_by_run(void **state)
 {
     struct fixture *f = *state;
@@ -2414,6 +2479,7 @@ int main(void)
         T(test_rq__manifests_kept_under_a_byte_cap),
         T(test_rq__run_bookkeeping),
         T(test_rq__run_enqueue_counts_each_key_once),
+        T(test_rq__run_entries),
         T(test_rq__purge_delayed_by_run),
         T(test_rq__resumed_run_enqueues_only_unsettled_keys),
         T(test_rq__duplicate_delivery_settles_once),

@@ -103,10 +103,10 @@ struct item {
     const char *text;
 };
 
-static char *apply(void **state, const char *repo, const struct item *items, int newest,
-                   enum tagfilter_order order)
+/* The tags of t the filter takes, joined by spaces. */
+static char *apply_to(const struct strv *t, const struct item *items, int newest,
+                      enum tagfilter_order order)
 {
-    const struct strv *t = tags_of(state, repo);
     struct tagfilter *f = tagfilter_new();
     struct err e = {""};
     for (; items && items->text; items++)
@@ -125,6 +125,12 @@ static char *apply(void **state, const char *repo, const struct item *items, int
     free(out);
     tagfilter_free(f);
     return joined;
+}
+
+static char *apply(void **state, const char *repo, const struct item *items, int newest,
+                   enum tagfilter_order order)
+{
+    return apply_to(tags_of(state, repo), items, newest, order);
 }
 
 static void expect(void **state, const char *repo, const struct item *items, int newest,
@@ -258,6 +264,89 @@ static void test_tagfilter__newest(void **state)
     expect(state, "postgres", NULL, 1, TAGFILTER_BY_TAG, "trixie");
 }
 
+/* alpine's tags as a signed repository lists them: beside each of two digests'
+ * signature, attestation and SBOM under cosign's fallback tags, and a tag that only looks
+ * like one. No glob, regular expression, semver range, newest N or "every tag" takes a
+ * fallback tag (it travels as a referrer of the digest it names); its exact name does. */
+static void test_tagfilter__referrer_tags_left_to_their_digest(void **state)
+{
+    const struct strv *alpine = tags_of(state, "alpine");
+    struct strv t = {0};
+    for (size_t i = 0; i < alpine->n; i++)
+        strv_push(&t, xstrdup(alpine->v[i]));
+    const char *hex[] = {"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+                         "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210"};
+    for (size_t i = 0; i < 2; i++) {
+        strv_push(&t, xasprintf("sha256-%s.sig", hex[i]));
+        strv_push(&t, xasprintf("sha256-%s.att", hex[i]));
+        strv_push(&t, xasprintf("sha256-%s.sbom", hex[i]));
+    }
+    strv_push(&t, xstrdup("sha256-abc.sig"));
+    qsort(t.v, t.n, sizeof(char *), cmp_str);
+    char *sig = xasprintf("sha256-%s.sig", hex[1]);
+    const struct item all[] = {{TAGFILTER_GLOB, "*"}, {0, NULL}};
+    const struct item sha[] = {{TAGFILTER_REGEX, "^sha256-"}, {0, NULL}};
+    const struct item ends[] = {{TAGFILTER_GLOB, "*.sig"}, {TAGFILTER_GLOB, "*.att"},
+                                {TAGFILTER_REGEX, "sbom$"}, {0, NULL}};
+    const struct item noedge[] = {{TAGFILTER_EXCLUDE_GLOB, "edge"}, {0, NULL}};
+    const struct item named[] = {{TAGFILTER_NAME, sig}, {TAGFILTER_GLOB, "3.24*"}, {0, NULL}};
+    char *every = NULL, *but_edge = NULL;
+    for (size_t i = 0; i < t.n; i++) {
+        if (strncmp(t.v[i], "sha256-", 7) == 0 && strlen(t.v[i]) > 7 + 64)
+            continue;
+        char *j = xasprintf("%s%s%s", every ? every : "", every ? " " : "", t.v[i]);
+        free(every);
+        every = j;
+        if (strcmp(t.v[i], "edge") == 0)
+            continue;
+        j = xasprintf("%s%s%s", but_edge ? but_edge : "", but_edge ? " " : "", t.v[i]);
+        free(but_edge);
+        but_edge = j;
+    }
+    assert_true(strlen(every) > strlen(but_edge)); /* alpine has an edge tag */
+    char *want_named = xasprintf("3.24 3.24.1 %s", sig);
+    struct {
+        const struct item *items;
+        int newest;
+        enum tagfilter_order order;
+        const char *want;
+    } cases[] = {
+        {all, 0, 0, every},
+        {noedge, 0, 0, but_edge},
+        {sha, 0, 0, "sha256-abc.sig"},
+        {ends, 0, 0, "sha256-abc.sig"},
+        {NULL, 1, TAGFILTER_BY_TAG, "sha256-abc.sig"},
+        {all, 2, TAGFILTER_BY_SEMVER, "20260805 3.24.1"},
+        {named, 0, 0, want_named},
+    };
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        char *got = apply_to(&t, cases[k].items, cases[k].newest, cases[k].order);
+        if (strcmp(got, cases[k].want) != 0)
+            fail_msg("case %zu: got [%s], want [%s]", k, got, cases[k].want);
+        free(got);
+    }
+    free(but_edge);
+    free(want_named);
+    free(every);
+    free(sig);
+    strv_free(&t);
+}
+
+static void test_tagfilter__referrer_tag(void **state)
+{
+    (void)state;
+    assert_true(tagfilter_referrer_tag("sha256-" "0123456789abcdef0123456789abcdef"
+                                       "0123456789abcdef0123456789abcdef.att"));
+    assert_false(tagfilter_referrer_tag("sha256-" "0123456789ABCDEF0123456789abcdef"
+                                        "0123456789abcdef0123456789abcdef.att"));
+    assert_false(tagfilter_referrer_tag("sha256-" "0123456789abcdef0123456789abcdef"
+                                        "0123456789abcdef0123456789abcdef.sig2"));
+    assert_false(tagfilter_referrer_tag("sha256-" "0123456789abcdef0123456789abcdef"
+                                        "0123456789abcdef0123456789abcde.sig"));
+    assert_false(tagfilter_referrer_tag("sha256-abc.sig"));
+    assert_false(tagfilter_referrer_tag("sha256"));
+}
+
 static void refuse(enum tagfilter_kind kind, const char *text, const char *msg)
 {
     struct tagfilter *f = tagfilter_new();
@@ -294,6 +383,8 @@ int main(void)
         cmocka_unit_test(test_tagfilter__semver_prerelease_named),
         cmocka_unit_test(test_tagfilter__excludes),
         cmocka_unit_test(test_tagfilter__newest),
+        cmocka_unit_test(test_tagfilter__referrer_tags_left_to_their_digest),
+        cmocka_unit_test(test_tagfilter__referrer_tag),
         cmocka_unit_test(test_tagfilter__errors),
     };
     return cmocka_run_group_tests(tests, load, unload);
