@@ -26,10 +26,6 @@
 /* A 429 without Retry-After: wait this long before the job comes back. */
 #define ENGINE_429_WAIT_MS 300000L
 
-/* Referrers of referrers are followed this deep (a signature of an attestation of an
- * image is 2). */
-#define ENGINE_REFERRER_DEPTH 4
-
 /* The names are the run record's (RQ_RUN_COUNTERS), each a field of struct
  * engine_counters: a name that is not one does not compile. */
 const char *const *const engine_counter_names = rq_run_counter_names;
@@ -1081,7 +1077,7 @@ static void plan_roots(struct engine_job *ej)
         }
         t->write = 1;
     }
-    ej->wave = ENGINE_REFERRER_DEPTH + 1;
+    ej->wave = JOB_REFERRER_DEPTH + 1;
     wave_next(ej);
     ej_release(ej);
 }
@@ -1284,9 +1280,9 @@ static int referrers_to_find(const struct engine_job *ej)
 static void plan_copy(struct engine_job *ej)
 {
     ej->round = ej->phase == PH_REFERRERS ? ej->round + 1 : 0;
-    while (ej->round < ENGINE_REFERRER_DEPTH && !referrers_to_find(ej))
+    while (ej->round < JOB_REFERRER_DEPTH && !referrers_to_find(ej))
         ej->round++;
-    if (ej->round < ENGINE_REFERRER_DEPTH)
+    if (ej->round < JOB_REFERRER_DEPTH)
         find_referrers(ej);
     else
         plan_roots(ej);
