@@ -790,12 +790,13 @@ static void ej_budget_acquire(struct engine_job *ej, const char *ref, engine_bud
 
 /* No counted GET of what@digest was granted: Docker Hub's budget is spent (the job
  * waits for it); any other registry has no budget but its 429s (at the free HEAD
- * the ops sent first): only its jobs wait. */
+ * the ops sent first): only its jobs wait, as told or (wait_ms 0: a 429 that said
+ * not how long, on Docker Hub too) backing off. */
 static void ej_not_granted(struct engine_job *ej, long wait_ms, const char *what,
                            const char *digest)
 {
     ej->stop_gets = 1;
-    if (ej_from_hub(ej))
+    if (ej_from_hub(ej) && wait_ms > 0)
         ej_error(ej, ENGINE_DEFERRED, wait_ms, "pull budget spent before %s%s@%s", what,
                  ej->job.source_repo, digest);
     else

@@ -266,9 +266,13 @@ static void probe_observed(struct fleet *f, struct rq_res *res, void *arg)
 
 long fleet_probe_wait_ms(const struct reg_result *res)
 {
-    if (res->cls == REG_RATE_LIMITED)
-        return res->retry_after > 0 ? res->retry_after * 1000L : (long)FLEET_429_PAUSE_MS;
-    return FLEET_UNKNOWN_WAIT_MS;
+    if (res->cls != REG_RATE_LIMITED)
+        return FLEET_UNKNOWN_WAIT_MS;
+    if (res->retry_after > 0)
+        return res->retry_after * 1000L;
+    /* Docker Hub's pull limit (its budget headers) pauses the fleet; another 429 that
+     * says not how long is the engine's to back off from, as at a GET. */
+    return res->rl.has_remaining ? (long)FLEET_429_PAUSE_MS : 0;
 }
 
 /* A free HEAD tells the budget (its headers reach fleet_on_ratelimit); no
