@@ -26,6 +26,9 @@
 #define JOB_MAX_PLATFORMS 64
 #define JOB_MAX_ATTEMPT 1000
 #define JOB_MAX_WAIT_MS (366LL * 24 * 3600 * 1000)
+/* Referrers of referrers are followed this deep (a signature of an attestation of an
+ * image is 2): by the worker, and by plan pricing them. */
+#define JOB_REFERRER_DEPTH 4
 #define JOB_KEY_MAX 255
 #define JOB_RUN_MAX 64
 #define JOB_URL_MAX 2048

@@ -257,6 +257,13 @@ struct coord_source_group {
     /* with a target (plan): */
     size_t current;                     /* tags the target has at digest already */
     int target_has;                     /* the target repository has digest */
+    /* the referrers sync would find by their fallback tags (depth by depth, as the
+     * worker does) and copy: their manifests' counted GETs, as coord_plan_gets
+     * prices a digest (ref_unknown: an index of unknown children); ref_listings:
+     * those the worker asks the referrers API about too, when the source has it */
+    long long ref_gets_min, ref_gets_max;
+    size_t ref_listings;
+    int ref_unknown;
 };
 
 struct coord_sources {

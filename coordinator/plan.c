@@ -75,12 +75,16 @@ static const char plan_usage[] =
     "            \"fits\"|\"may_exceed\"|\"exceeds\"|\"unlimited\"|\"unknown\"},\n"
     "   removed_tags: [{repository, tags}], catalog_errors: [{repository, error}],\n"
     "   sources: [{source, target, counted, groups, tags, unchanged, to_write,\n"
-    "              digests_to_fetch, gets_min, gets_max}]}\n"
+    "              digests_to_fetch, gets_min, gets_max, referrers_api_unpriced}]}\n"
     "  A digest shared by several groups counts once, in the first group needing it.\n"
     "  sources: each --sync-file entry (listed and HEADed as sync does); counted: its registry\n"
-    "  is Docker Hub, whose GETs count in the budget (with the referrers API's, one a digest\n"
-    "  of an entry taking referrers); gets_max is null for an index of all platforms the\n"
-    "  target lacks (its children are unknown). Entries that cannot be read\n"
+    "  is Docker Hub, whose GETs count in the budget. Its GETs include the referrers found\n"
+    "  by their fallback tags (sha256-<hex>.sig, .att, .sbom, HEADed, and theirs in turn)\n"
+    "  that the target lacks, and one referrers API listing (one page) per digest to copy;\n"
+    "  gets_max adds a listing per such referrer too (sent when the source has the API).\n"
+    "  referrers_api_unpriced: the referrers the API lists, their own listings and further\n"
+    "  pages are not in either (unknown without a GET). gets_max is null for an index of all\n"
+    "  platforms the target lacks (its children are unknown). Entries that cannot be read\n"
     "  are in catalog_errors.";
 
 /* ---- pure helpers ------------------------------------------------------------------------ */
@@ -595,7 +599,7 @@ static json_t *sources_json(const struct syncfile *sf, const struct coord_source
     for (size_t i = 0; i < sf->nentries; i++) {
         const struct syncfile_entry *en = &sf->entries[i];
         long long groups = 0, tags = 0, unchanged = 0, fetch = 0, gmin = 0, gmax = 0;
-        int unknown = 0;
+        int unknown = 0, takes_referrers = 0;
         for (size_t k = 0; k < src->n; k++) {
             const struct coord_source_group *g = &src->g[k];
             if (g->entry != en)
@@ -603,6 +607,12 @@ static json_t *sources_json(const struct syncfile *sf, const struct coord_source
             groups++;
             tags += (long long)g->ntags;
             unchanged += (long long)g->current;
+            /* Referrers found by their fallback tags are copied even beside current
+             * tags; the referrers API may list more of them, unknown without a GET. */
+            gmin += g->ref_gets_min;
+            gmax += g->ref_gets_max + (long long)g->ref_listings;
+            unknown |= g->ref_unknown;
+            takes_referrers |= g->ref_listings > 0;
             if (!g->pinned && g->current == g->ntags)
                 continue;
             long long mn, mx;
@@ -610,6 +620,7 @@ static json_t *sources_json(const struct syncfile *sf, const struct coord_source
                             en->platforms.n, &mn, &mx);
             /* and the worker's GET of the referrers API for the digest (one page) */
             long long ask = g->find_referrers && !(g->pinned && g->target_has);
+            takes_referrers |= ask > 0;
             fetch += mn > 0;
             gmin += mn + ask;
             gmax += mx + ask;
@@ -622,12 +633,13 @@ static json_t *sources_json(const struct syncfile *sf, const struct coord_source
         }
         char *name = syncfile_entry_name(en);
         json_array_append_new(
-            a, json_pack("{s:s, s:s, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "source", name,
+            a, json_pack("{s:s, s:s, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:b}", "source", name,
                          "target", en->target, "counted", counted, "groups", (json_int_t)groups,
                          "tags", (json_int_t)tags, "unchanged", (json_int_t)unchanged,
                          "to_write", (json_int_t)(tags - unchanged), "digests_to_fetch",
                          (json_int_t)fetch, "gets_min", (json_int_t)gmin, "gets_max",
-                         unknown ? json_null() : json_integer(gmax)));
+                         unknown ? json_null() : json_integer(gmax), "referrers_api_unpriced",
+                         takes_referrers));
         free(name);
     }
     return a;
@@ -759,11 +771,14 @@ static void print_readable(json_t *o, int per_group)
             snprintf(gets, sizeof(gets), "%lld..? (an index of all platforms)",
                      coord_json_int(r, "gets_min"));
         printf("sync file: %s -> %s: tags %lld, unchanged %lld, write %lld, fetch %lld, GETs "
-               "%s%s\n",
+               "%s%s%s\n",
                json_string_value(json_object_get(r, "source")),
                json_string_value(json_object_get(r, "target")), coord_json_int(r, "tags"),
                coord_json_int(r, "unchanged"), coord_json_int(r, "to_write"),
                coord_json_int(r, "digests_to_fetch"), gets,
+               json_is_true(json_object_get(r, "referrers_api_unpriced"))
+                   ? " + the referrers the API lists (unknown until the run)"
+                   : "",
                json_is_true(json_object_get(r, "counted")) ? " (counted)" : "");
     }
     json_t *b = json_object_get(o, "budget");

@@ -30,6 +30,7 @@ struct stag {
     char digest[DIGEST_STR_SIZE]; /* "" until known, or when the HEAD failed */
     int is_index;                 /* its type is an index (or was not told) */
     char dst[DIGEST_STR_SIZE];    /* with a target: the tag's digest there, "" if none */
+    int has_dst;                  /* a referrer's: the target has its digest */
 };
 
 struct sentry {
@@ -54,7 +55,7 @@ struct sources_ctx {
     /* the requests of one round: an entry's listing, a tag's HEAD at its source or on
      * the target, or a group's digest HEAD on the target */
     struct sop {
-        enum { SOP_LIST, SOP_HEAD, SOP_HEAD_DST, SOP_HAS_DST, SOP_PIN_TYPE } kind;
+        enum { SOP_LIST, SOP_HEAD, SOP_HEAD_DST, SOP_HAS_DST, SOP_PIN_TYPE, SOP_REF_HAS } kind;
         struct sentry *se;
         struct stag *t;
         struct coord_source_group *g;
@@ -128,7 +129,9 @@ static void headed_dst(struct reg_result *res, void *arg)
 {
     struct sop *o = arg;
     o->se->p->inflight--;
-    if (res->cls == REG_OK && o->t)
+    if (res->cls == REG_OK && o->kind == SOP_REF_HAS)
+        o->t->has_dst = 1;
+    else if (res->cls == REG_OK && o->t)
         snprintf(o->t->dst, sizeof(o->t->dst), "%s", res->digest ? res->digest : "");
     else if (res->cls == REG_OK)
         o->g->target_has = 1;
@@ -168,6 +171,9 @@ static void pump(struct sources_ctx *p)
             break;
         case SOP_HAS_DST:
             reg_head_manifest(p->dst, target, o->g->digest, headed_dst, o);
+            break;
+        case SOP_REF_HAS:
+            reg_head_manifest(p->dst, target, o->t->digest, headed_dst, o);
             break;
         case SOP_PIN_TYPE:
             reg_head_manifest(o->se->r, o->se->en->repo, o->g->digest, headed_pin, o);
@@ -229,18 +235,21 @@ static struct reg_registry *registry(struct sources_ctx *p, const struct syncfil
     return p->regs[i];
 }
 
+/* The fallback tag suffixes of a digest's signatures, attestations and SBOMs. */
+static const char *const fallback_kinds[] = {"sig", "att", "sbom"};
+
 /* The fallback tags of digest's signatures, attestations and SBOMs (cosign's and
  * notation's scheme) the entry's listing has, when the entry takes referrers; the
  * worker asks the referrers API for the others (a counted GET, within its budget). */
 static void group_referrers(const struct sentry *se, struct coord_source_group *g)
 {
-    static const char *const kinds[] = {"sig", "att", "sbom"};
     if (!se->en->referrers)
         return;
     g->find_referrers = 1;
-    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+    for (size_t i = 0; i < sizeof(fallback_kinds) / sizeof(fallback_kinds[0]); i++) {
         char tag[DIGEST_STR_SIZE + 8];
-        snprintf(tag, sizeof(tag), "sha256-%.64s.%s", g->digest + strlen("sha256:"), kinds[i]);
+        snprintf(tag, sizeof(tag), "sha256-%.64s.%s", g->digest + strlen("sha256:"),
+                 fallback_kinds[i]);
         if (!strv_has(&se->all, tag))
             continue;
         g->referrers = xrealloc(g->referrers, (g->nreferrers + 1) * sizeof(*g->referrers));
@@ -311,6 +320,81 @@ static void entry_groups(struct sentry *se, struct coord_sources *out)
         out->g = xrealloc(out->g, (out->n + 1) * sizeof(*out->g));
         out->g[out->n++] = g;
     }
+}
+
+/* A referrer of out->g[group] plan follows: its fallback tag, depth as the worker's. */
+struct rnode {
+    size_t group;
+    struct stag t;
+    int depth;
+};
+
+static void rnode_add(struct rnode ***nodes, size_t *n, size_t group, struct sentry *se,
+                      const char *tag, int depth)
+{
+    for (size_t i = 0; i < *n; i++)
+        if ((*nodes)[i]->group == group && strcmp((*nodes)[i]->t.tag, tag) == 0)
+            return; /* a cycle ends, as the worker's does */
+    struct rnode *r = xcalloc(1, sizeof(*r));
+    *r = (struct rnode){group, {.se = se, .tag = xstrdup(tag)}, depth};
+    *nodes = xrealloc(*nodes, (*n + 1) * sizeof(**nodes));
+    (*nodes)[(*n)++] = r;
+}
+
+/* Price each referrer of a fallback tag as sync would copy it: the job's own
+ * (the coordinator's listing) HEADed at the source and on the target (free); one the
+ * target lacks under its tag costs its manifest's GETs unless the target has the digest,
+ * and its own fallback tags in the listing join, a depth further, as the worker HEADs
+ * them (up to JOB_REFERRER_DEPTH; the worker also asks the referrers API about it, when
+ * the source has one: ref_listings). */
+static void plan_referrers(struct sources_ctx *p, struct coord_sources *out)
+{
+    struct rnode **nodes = NULL;
+    size_t n = 0, from = 0;
+    for (size_t i = 0; i < out->n; i++)
+        for (size_t k = 0; k < out->g[i].nreferrers; k++)
+            rnode_add(&nodes, &n, i, &p->ents[out->g[i].entry - p->sf->entries],
+                      out->g[i].referrers[k], 1);
+    while (from < n && !p->stopped) {
+        size_t to = n;
+        for (size_t i = from; i < to; i++) {
+            op_add(p, SOP_HEAD, nodes[i]->t.se, &nodes[i]->t, NULL);
+            op_add(p, SOP_HEAD_DST, nodes[i]->t.se, &nodes[i]->t, NULL);
+        }
+        run_round(p);
+        for (size_t i = from; i < to; i++)
+            if (nodes[i]->t.digest[0] && strcmp(nodes[i]->t.dst, nodes[i]->t.digest) != 0)
+                op_add(p, SOP_REF_HAS, nodes[i]->t.se, &nodes[i]->t, NULL);
+        run_round(p);
+        for (size_t i = from; i < to; i++) {
+            struct rnode *r = nodes[i];
+            struct coord_source_group *g = &out->g[r->group];
+            if (!r->t.digest[0] || strcmp(r->t.dst, r->t.digest) == 0)
+                continue;
+            long long mn, mx;
+            size_t nplat = g->entry->platforms.n;
+            coord_plan_gets(r->t.has_dst, r->t.is_index, 0, nplat, &mn, &mx);
+            g->ref_gets_min += mn;
+            g->ref_gets_max += mx;
+            g->ref_unknown |= mn > 0 && r->t.is_index && nplat == 0;
+            if (r->depth >= JOB_REFERRER_DEPTH)
+                continue;
+            g->ref_listings++;
+            for (size_t k = 0; k < sizeof(fallback_kinds) / sizeof(fallback_kinds[0]); k++) {
+                char tag[DIGEST_STR_SIZE + 8];
+                snprintf(tag, sizeof(tag), "sha256-%.64s.%s",
+                         r->t.digest + strlen("sha256:"), fallback_kinds[k]);
+                if (strv_has(&r->t.se->all, tag))
+                    rnode_add(&nodes, &n, r->group, r->t.se, tag, r->depth + 1);
+            }
+        }
+        from = to;
+    }
+    for (size_t i = 0; i < n; i++) {
+        free(nodes[i]->t.tag);
+        free(nodes[i]);
+    }
+    free(nodes);
 }
 
 int coord_sources_resolve(const struct syncfile *sf, const char *upstream, const char *target,
@@ -392,6 +476,7 @@ int coord_sources_resolve(const struct syncfile *sf, const char *upstream, const
                 op_add(&p, SOP_PIN_TYPE, se, NULL, &out->g[i]);
         }
         run_round(&p); /* does the target have each digest? what are the pinned ones? */
+        plan_referrers(&p, out);
     }
 stopped:
     if (p.stopped)

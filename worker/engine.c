@@ -26,10 +26,6 @@
 /* A 429 without Retry-After: wait this long before the job comes back. */
 #define ENGINE_429_WAIT_MS 300000L
 
-/* Referrers of referrers are followed this deep (a signature of an attestation of an
- * image is 2). */
-#define ENGINE_REFERRER_DEPTH 4
-
 /* The names are the run record's (RQ_RUN_COUNTERS), each a field of struct
  * engine_counters: a name that is not one does not compile. */
 const char *const *const engine_counter_names = rq_run_counter_names;
@@ -794,12 +790,13 @@ static void ej_budget_acquire(struct engine_job *ej, const char *ref, engine_bud
 
 /* No counted GET of what@digest was granted: Docker Hub's budget is spent (the job
  * waits for it); any other registry has no budget but its 429s (at the free HEAD
- * the ops sent first): only its jobs wait. */
+ * the ops sent first): only its jobs wait, as told or (wait_ms 0: a 429 that said
+ * not how long, on Docker Hub too) backing off. */
 static void ej_not_granted(struct engine_job *ej, long wait_ms, const char *what,
                            const char *digest)
 {
     ej->stop_gets = 1;
-    if (ej_from_hub(ej))
+    if (ej_from_hub(ej) && wait_ms > 0)
         ej_error(ej, ENGINE_DEFERRED, wait_ms, "pull budget spent before %s%s@%s", what,
                  ej->job.source_repo, digest);
     else
@@ -1081,7 +1078,7 @@ static void plan_roots(struct engine_job *ej)
         }
         t->write = 1;
     }
-    ej->wave = ENGINE_REFERRER_DEPTH + 1;
+    ej->wave = JOB_REFERRER_DEPTH + 1;
     wave_next(ej);
     ej_release(ej);
 }
@@ -1284,9 +1281,9 @@ static int referrers_to_find(const struct engine_job *ej)
 static void plan_copy(struct engine_job *ej)
 {
     ej->round = ej->phase == PH_REFERRERS ? ej->round + 1 : 0;
-    while (ej->round < ENGINE_REFERRER_DEPTH && !referrers_to_find(ej))
+    while (ej->round < JOB_REFERRER_DEPTH && !referrers_to_find(ej))
         ej->round++;
-    if (ej->round < ENGINE_REFERRER_DEPTH)
+    if (ej->round < JOB_REFERRER_DEPTH)
         find_referrers(ej);
     else
         plan_roots(ej);

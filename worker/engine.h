@@ -93,7 +93,8 @@ struct engine_outcome {
 
 typedef void (*engine_flag_fn)(int yes, void *arg);
 /* grant (may be NULL) goes back to budget_done once the GET has an answer;
- * via: the registry (an account) the granted GET goes with. */
+ * via: the registry (an account) the granted GET goes with. Not granted: wait
+ * wait_ms, or when it is 0 (a 429 that said not how long) back off. */
 typedef void (*engine_budget_fn)(int granted, long wait_ms, void *grant,
                                  struct reg_registry *via, void *arg);
 /* One of Docker Hub's pooled accounts (the sync file's docker.io credentials):

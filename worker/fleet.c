@@ -264,6 +264,17 @@ static void probe_observed(struct fleet *f, struct rq_res *res, void *arg)
     budget_ask(f, arg);
 }
 
+long fleet_probe_wait_ms(const struct reg_result *res)
+{
+    if (res->cls != REG_RATE_LIMITED)
+        return FLEET_UNKNOWN_WAIT_MS;
+    if (res->retry_after > 0)
+        return res->retry_after * 1000L;
+    /* Docker Hub's pull limit (its budget headers) pauses the fleet; another 429 that
+     * says not how long is the engine's to back off from, as at a GET. */
+    return res->rl.has_remaining ? (long)FLEET_429_PAUSE_MS : 0;
+}
+
 /* A free HEAD tells the budget (its headers reach fleet_on_ratelimit); no
  * header at all means the registry does not limit pulls. */
 static void probe_done(struct reg_result *res, void *arg)
@@ -272,13 +283,8 @@ static void probe_done(struct reg_result *res, void *arg)
     struct fleet *f = p->f;
     struct budget_req *b = p->b;
     free(p);
-    if (res->cls == REG_RATE_LIMITED) {
-        budget_req_done(b, 0, res->retry_after > 0 ? res->retry_after * 1000L
-                                                   : (long)FLEET_429_PAUSE_MS, NULL, NULL);
-        return;
-    }
     if (res->cls != REG_OK && res->cls != REG_NOT_FOUND) {
-        budget_req_done(b, 0, FLEET_UNKNOWN_WAIT_MS, NULL, NULL);
+        budget_req_done(b, 0, fleet_probe_wait_ms(res), NULL, NULL);
         return;
     }
     char fb[RATELIMIT_SOURCE_MAX];

@@ -73,6 +73,10 @@ void fleet_engine_ops(struct fleet *f, struct engine_ops *out);
  * budget, and a 429 pauses the fleet. */
 void fleet_on_ratelimit(struct reg_registry *r, const struct ratelimit_info *rl, long status,
                         void *arg);
+/* How long a counted GET waits (not granted) after the free HEAD sent first to
+ * learn a budget failed with res: a 429's Retry-After, Docker Hub's pause for its
+ * pull-limit 429 (with budget headers), 0 for another 429 (the job backs off). */
+long fleet_probe_wait_ms(const struct reg_result *res);
 /* cb(1) when another live worker may still pull from another budget source
  * than this worker's latest pull request (spent): its jobs are better handed
  * to that worker than deferred. cb(0) otherwise, or when Redis cannot say. */

@@ -198,23 +198,29 @@ sync:
         path = self.mixed()
         st = self.stack().start()
         # plan prices each entry before the run: app's two tagged digests and its pinned one
-        # are counted Docker Hub GETs; tool's are not (its three digests and the referrers API
-        # asked for each).
+        # are counted Docker Hub GETs; tool's are not (its three digests, v10's two referrers
+        # under their fallback tags, and one referrers API listing for each of the three
+        # digests; at most one more for each referrer, had ghcr the API).
         plan = self.plan(st, path)
         app, tool = plan["bitnami/app"], plan["127.0.0.1:%d/org/tool" % self.ghcr.port]
         self.assertEqual((app["counted"], app["groups"], app["tags"], app["to_write"],
-                          app["digests_to_fetch"], app["gets_min"], app["gets_max"]),
-                         (True, 3, 3, 3, 3, 3, 3))
+                          app["digests_to_fetch"], app["gets_min"], app["gets_max"],
+                          app["referrers_api_unpriced"]),
+                         (True, 3, 3, 3, 3, 3, 3, False))
         self.assertEqual((tool["counted"], tool["groups"], tool["tags"], tool["to_write"],
-                          tool["gets_min"], tool["gets_max"]), (False, 3, 2, 2, 6, 6))
+                          tool["gets_min"], tool["gets_max"], tool["referrers_api_unpriced"]),
+                         (False, 3, 2, 2, 3 + 2 + 3, 3 + 2 + 3 + 2, True))
         before = self.hub.counters()["manifest_get"]
         run = st.run("--sync-file", path, worker_extra=("--sync-file", path))
         self.assertEqual(run.rc, 0, run.stderr)
         full = self.hub.counters()["manifest_get"] - before
         # hello-world's manifests plus one per distinct bitnami/app digest taken (two tagged,
         # one pinned).
-        minimum = totals(self.pushed, self.REPOS)["manifest_gets_min"] + 3
+        base = totals(self.pushed, self.REPOS)["manifest_gets_min"]
+        minimum = base + 3
         self.assertEqual(full, minimum)
+        # plan's price for app is what the stand-in counted.
+        self.assertEqual(app["gets_min"], full - base)
         # + ghcr's three, v10's two referrers, and the referrers API asked of ghcr for its
         # three digests (docker-registry 2.8 answers 404: the fallback tags are all there is)
         self.assertEqual(run.report["upstream_manifest_gets"], full + 3 + 2 + 3)
@@ -238,6 +244,8 @@ sync:
                          [("127.0.0.1:%d/org/tool" % self.ghcr.port, "mirror/tool", 3, 3, 0,
                            3 + 2 + 3, []),
                           ("bitnami/app", "bitnami/app", 3, 3, 0, 3, [])])
+        # ghcr has no referrers API: plan's price is what the run spent.
+        self.assertEqual(tool["gets_min"], status["entries"][0]["upstream_manifest_gets"])
         # Pinned digests are there by digest, untagged.
         self.assertEqual(head(t, "bitnami/app", self.app["1.0.0"]), self.app["1.0.0"])
         self.assertEqual(head(t, "mirror/tool", self.tool["dev"]), self.tool["dev"])
@@ -299,7 +307,15 @@ sync:
         """The referrers the API lists (two pages of one) are copied digest-exact, at one
         counted GET each and one per page; the fallback tag too; each referrer's own
         referrers are asked for (none); a no-op run asks nothing."""
+        path = self.signed_sync_file(referrers_page=1)
+        plan = self.plan(self.stack().start(), path)["acme/signed"]
         st, path, gets, pages = self.run_signed(referrers_page=1)
+        # plan priced the image, its fallback signature and the image's listing (at most the
+        # signature's listing more); the referrers the API lists, their listings and the
+        # second page it cannot know before the run, and says so.
+        self.assertEqual((plan["gets_min"], plan["gets_max"], plan["referrers_api_unpriced"]),
+                         (1 + 1 + 1, 1 + 1 + 1 + 1, True))
+        self.assertLessEqual(plan["gets_max"], gets)
         # the image, its fallback signature, the two API referrers, the two pages, and the
         # listing of each of the three referrers
         self.assertEqual((gets, pages), (1 + 1 + 2 + 2 + 3, 2 + 3))

@@ -163,6 +163,7 @@ struct fk {
     int unkept;              /* upstream GETs whose bytes were not kept when answered */
     /* the fleet */
     int grants;              /* budget grants left; -1: unlimited */
+    int deny_untold;         /* a denial says not how long (wait 0): a 429 at the probe HEAD */
     int granted, settled;
     int held;                /* still_held's answer */
     struct fk_refs present;
@@ -340,7 +341,10 @@ static void fk_fire(struct ev_loop *loop, ev_idle *w, int revents)
             fk->unkept++;
         break;
     case FK_FLAG: c->flag(c->yes, c->arg); break;
-    case FK_BUDGET: c->budget(c->yes, c->yes ? 0 : 60000, c->yes ? fk : NULL, NULL, c->arg); break;
+    case FK_BUDGET:
+        c->budget(c->yes, c->yes || fk->deny_untold ? 0 : 60000, c->yes ? fk : NULL, NULL,
+                  c->arg);
+        break;
     case FK_HOME: c->home(c->repo[0] ? c->repo : NULL, c->arg); break;
     case FK_READY: c->ready(c->arg); break;
     case FK_BYTES:
@@ -1228,6 +1232,24 @@ static void test_engine__budget_denied(void **state)
     }
 }
 
+/* Denied after a 429 that said not how long (no Retry-After, no budget headers: no spent
+ * budget's): the job is throttled, to back off as after such a 429 at a GET. */
+static void test_engine__budget_denied_untold_is_throttled(void **state)
+{
+    (void)state;
+    struct fk *fk = fk_new();
+    struct bb b;
+    bb_load(fk, &b);
+    fk->grants = 0;
+    fk->deny_untold = 1;
+    fk_run(fk, bb_tags, BB_NTAGS);
+    assert_int_equal(fk->out.status, ENGINE_THROTTLED);
+    assert_int_equal(fk->out.wait_ms, 0);
+    assert_int_equal(fk_count(fk, "GET "), 0);
+    assert_int_equal(fk_count(fk, "PUT "), 0);
+    fk_free(fk);
+}
+
 /* A blob another repository of the target holds is mounted from there; the others are
  * copied; a mount source that turns out to lack its blob is forgotten. */
 static void test_engine__mount_preferred_over_copy(void **state)
@@ -1371,6 +1393,7 @@ int main(void)
         cmocka_unit_test(test_engine__referrers_of_referrers),
         cmocka_unit_test(test_engine__failed_child_writes_no_tag),
         cmocka_unit_test(test_engine__budget_denied),
+        cmocka_unit_test(test_engine__budget_denied_untold_is_throttled),
         cmocka_unit_test(test_engine__mount_preferred_over_copy),
         cmocka_unit_test(test_engine__stale_present_forgotten_and_copied),
         cmocka_unit_test(test_engine__not_held_writes_no_tag),

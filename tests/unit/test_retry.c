@@ -7,7 +7,9 @@
 
 #include <cmocka.h>
 
+#include "ratelimit.h"
 #include "retry.h"
+#include "worker.h"
 
 static const struct retry_policy POLICY = {
     .max_attempts = 3,
@@ -85,6 +87,34 @@ static void test_retry__throttle_without_retry_after_grows(void **state)
     assert_true(d.dead);
 }
 
+/* The free HEAD the fleet sends before a counted GET, to learn a budget, answered 429: a
+ * Retry-After is waited as told, Docker Hub's pull-limit 429 (its budget headers) pauses
+ * 60 s, and a 429 that says not how long (another registry's) backs off as at a GET. */
+static void test_retry__throttle_at_the_probe_head(void **state)
+{
+    (void)state;
+    struct reg_result res;
+    memset(&res, 0, sizeof(res));
+    ratelimit_init(&res.rl);
+    res.cls = REG_RATE_LIMITED;
+    res.retry_after = 7;
+    assert_int_equal(fleet_probe_wait_ms(&res), 7000);
+    res.retry_after = 0;
+    struct retry_decision d;
+    long long waited = 0, want[] = {200, 200, 400, 800, 1000};
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        retry_decide(&POLICY, ENGINE_THROTTLED, fleet_probe_wait_ms(&res), 1, waited, 0, &d);
+        assert_false(d.dead);
+        assert_int_equal(d.attempt, 1);
+        assert_int_equal(d.delay_ms, want[i]);
+        waited = d.registry_wait_ms;
+    }
+    res.rl.has_limit = res.rl.has_remaining = 1;
+    assert_int_equal(fleet_probe_wait_ms(&res), 60000);
+    res.cls = REG_SERVER;
+    assert_int_equal(fleet_probe_wait_ms(&res), 10000);
+}
+
 /* An outage spends no attempt: delays double with the wait so far, up to the cap,
  * until the job has waited registry_wait_max_ms in all. */
 static void test_retry__outage_waits_without_spending_attempts(void **state)
@@ -134,6 +164,7 @@ int main(void)
         cmocka_unit_test(test_retry__faults_spend_attempts),
         cmocka_unit_test(test_retry__budget_and_throttle_wait_as_told),
         cmocka_unit_test(test_retry__throttle_without_retry_after_grows),
+        cmocka_unit_test(test_retry__throttle_at_the_probe_head),
         cmocka_unit_test(test_retry__outage_waits_without_spending_attempts),
         cmocka_unit_test(test_retry__open_breaker_sets_the_wait),
     };
