@@ -9,13 +9,18 @@ a fresh target docker-registry (storage on /dev/shm) and, for hubsync, a fresh R
   noop     the same sync again
   rebuild  after an upstream rebuild of some groups (same tags, new digests)
   ref      after moving the official-images ref forward (OLD -> NEW; the stand-in serves NEW)
+  month    the same move on a chain of its own that first syncs OLD (the catalog scale's
+           month of official-images history)
 Each scenario records wall time, counted upstream GETs (stand-in counters) against the least
 needed, blob bytes from upstream against the unique bytes needed, and the peak RSS of the
-copying processes (GNU time). The table gives the median wall time over the runs.
+copying processes (GNU time), and the CPU seconds of each process kind. The table gives
+the median wall time over the runs.
 
     python3 tests/bench/run.py                       # the committed table (tests/bench/README.md)
     python3 tests/bench/run.py --quick               # CI: small repos, 1 run, 0 ms
     python3 tests/bench/run.py --memory-only         # one worker copying a 1 GiB blob
+    python3 tests/bench/run.py --scale catalog       # the whole catalog, 1-8 workers
+    python3 tests/bench/run.py --scale big           # blob throughput against skopeo, curl
 
 Python 3 standard library only; needs bin/ built (make), skopeo, docker-registry,
 redis-server and /usr/bin/time.
