@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -232,6 +233,10 @@ def run_checked(cmd, tmp, what, timeout):
     try:
         out, _ = p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        # The program first: killed alone, GNU time left it running, holding the pipe.
+        kid = child_pid(p.pid)
+        if kid is not None:
+            os.kill(kid, signal.SIGKILL)
         p.kill()
         p.communicate()
         raise Timeout("%s still running after %d s" % (what, timeout))
