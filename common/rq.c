@@ -143,7 +143,7 @@ const char *rq_status_name(enum rq_status s)
     static const char *const names[] = {
         "?",     "done",    "added",   "duplicate", "job",     "empty",   "paused",
         "gone",  "stolen",  "granted", "unlimited", "denied",  "unknown", "value",
-        "settled",
+        "settled", "busy",
     };
     return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "?";
 }
@@ -1234,6 +1234,7 @@ static int parse_budget(const struct rq_cmd *c, const redisReply *r, struct rq_r
     } map[] = {{"granted", RQ_GRANTED},
                {"unlimited", RQ_UNLIMITED},
                {"denied", RQ_DENIED},
+               {"busy", RQ_BUSY},
                {"unknown", RQ_UNKNOWN}};
     if (!is_array(r, 2) || !is_str(r->element[0]) || !is_int(r->element[1]))
         return bad_reply(c, e, "unexpected shape");

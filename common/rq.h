@@ -77,6 +77,8 @@ enum rq_status {
     RQ_UNKNOWN,   /* budget: never seen (or stale): probe with a free HEAD first */
     RQ_VALUE,     /* a value in n, str, items or flags */
     RQ_SETTLED,   /* run enqueue: the key settled in the run already (id: done|failed|dead) */
+    RQ_BUSY,      /* budget: spent only by unsettled reservations: ask again soon (n as
+                   * RQ_DENIED's should it be spent then) */
 };
 
 /* An answer. Strings and arrays are owned; rq_res_free releases them. In a
@@ -223,14 +225,17 @@ struct rq_cmd *rq_cmd_repair_index(const struct rq *q, const char *cursor, int c
  * unique per call) expires after ttl_ms by itself, so a crashed worker never
  * leaks budget. worker_id (NULL: none) is the worker asking: it pulls from
  * source's budget from now on (rq_cmd_budget_elsewhere). RQ_GRANTED n |
- * RQ_UNLIMITED | RQ_DENIED n = wait ms | RQ_UNKNOWN. */
+ * RQ_UNLIMITED | RQ_DENIED n = wait ms | RQ_BUSY n (the pulls left are all
+ * reserved: Hub may have counted them already, so not spent until they settle)
+ * | RQ_UNKNOWN. */
 struct rq_cmd *rq_cmd_budget_acquire(const struct rq *q, const char *worker_id,
                                      const char *source, int cost, int floor, long long ttl_ms,
                                      const char *resv);
 /* The same over several accounts of one registry, each its own source (n >=
  * 1): an unknown one first (RQ_UNKNOWN, pick = its index + 1: probe it),
  * else a reservation from the one with the most pulls left (pick = its
- * index + 1); RQ_DENIED only when every one is spent, n = the shortest wait. */
+ * index + 1); RQ_DENIED only when every one is spent, n = the shortest wait
+ * (RQ_BUSY when some is spent only by its reservations). */
 struct rq_cmd *rq_cmd_budget_acquire_any(const struct rq *q, const char *worker_id,
                                          const char *const *sources, size_t n, int cost,
                                          int floor, long long ttl_ms, const char *resv);

@@ -10,7 +10,7 @@
 -- before the first write.
 
 -- Bump with every change: a program loads this library only over an older one.
-local VERSION = 8
+local VERSION = 9
 
 local function fail(msg)
   error({err = 'ERR hubsync: ' .. msg})
@@ -504,7 +504,12 @@ end
 
 -- KEYS budget inflight stats worker_budgets [budget inflight]...; ARGV cost
 -- floor ttl_ms reservation worker -> {'granted', remaining, i} | {'unlimited',
--- 0, i} | {'denied', wait_ms, 0} | {'unknown', 0, i}. Several budget and
+-- 0, i} | {'denied', wait_ms, 0} | {'busy', wait_ms, 0} | {'unknown', 0, i}.
+-- 'busy': spent only counting the pulls reserved and not yet settled. Hub
+-- counts a GET when it arrives, so an answer observed before that GET's own
+-- may already count it while its reservation is still held: the budget is
+-- not known to be spent until they settle (ask again soon; wait_ms is the
+-- wait should it be spent then). Several budget and
 -- inflight pairs are the accounts of one registry (the first pair is i = 1,
 -- the others follow worker_budgets): an unknown one is probed first (i), else
 -- the one with the most pulls left is reserved from, so accounts drain
@@ -522,7 +527,7 @@ redis.register_function('hubsync_budget_acquire', function(keys, args)
   local accts = {{keys[1], keys[2]}}
   for k = 5, #keys, 2 do accts[#accts + 1] = {keys[k], keys[k + 1]} end
   local now = now_ms()
-  local best, best_avail, wait = nil, nil, nil
+  local best, best_avail, wait, busy = nil, nil, nil, false
   for i, p in ipairs(accts) do
     local budget, inflight = p[1], p[2]
     redis.call('ZREMRANGEBYSCORE', inflight, '-inf', now)
@@ -539,6 +544,7 @@ redis.register_function('hubsync_budget_acquire', function(keys, args)
     elseif avail - cost >= floor then
       if not best or avail > best_avail then best, best_avail = i, avail end
     else
+      if (tonumber(b.remaining) or 0) - cost >= floor then busy = true end
       -- Hub's window is rolling: a pull comes back every window/limit ms.
       local limit, window = tonumber(b.limit) or 0, (tonumber(b.window_s) or 0) * 1000
       w = 60000
@@ -551,6 +557,7 @@ redis.register_function('hubsync_budget_acquire', function(keys, args)
   local chosen = accts[best or 1]
   if args[5] ~= '' then redis.call('HSET', worker_budgets, args[5], chosen[1]) end
   if not best then
+    if busy then return {'busy', wait, 0} end
     redis.call('HINCRBY', stats, 'pulls_denied', 1)
     return {'denied', wait, 0}
   end

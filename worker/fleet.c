@@ -31,6 +31,9 @@
 #define FLEET_UNKNOWN_WAIT_MS 10000L
 /* A worker with a heartbeat this recent (its TTL) is alive to take a job. */
 #define FLEET_SOURCE_LIVE_MS 30000LL
+/* A budget spent only by reservations not yet settled (RQ_BUSY) is asked again this
+ * often, until FLEET_RESV_TTL_MS has passed (every reservation held then has expired). */
+#define FLEET_BUSY_RETRY_S 0.25
 /* How long a budget request waits for an unreachable Redis before the job is deferred. */
 #define FLEET_REDIS_WAIT_S 600.0
 /* Manifests fetched upstream are kept in Redis until they are on the target, at
@@ -232,8 +235,9 @@ struct budget_req {
     void *arg;
     size_t probed; /* probes sent: one per account at most */
     char *resv; /* reservation id of the acquire in flight */
-    ev_timer again; /* Redis unreachable: ask again later */
+    ev_timer again; /* Redis unreachable or the budget busy: ask again later */
     double delay, waited;
+    double busy_waited; /* s spent asking again while RQ_BUSY */
 };
 
 static void budget_ask(struct fleet *f, struct budget_req *b);
@@ -302,6 +306,13 @@ static void budget_again(struct ev_loop *loop, ev_timer *w, int revents)
     budget_ask(b->f, b);
 }
 
+static void budget_ask_later(struct fleet *f, struct budget_req *b, double delay)
+{
+    ev_timer_init(&b->again, budget_again, delay, 0.);
+    b->again.data = b;
+    ev_timer_start(f->loop, &b->again);
+}
+
 static void budget_answer(struct fleet *f, struct rq_res *res, void *arg)
 {
     struct budget_req *b = arg;
@@ -314,15 +325,13 @@ static void budget_answer(struct fleet *f, struct rq_res *res, void *arg)
         }
         b->delay = b->delay ? (b->delay * 2 > 8 ? 8 : b->delay * 2) : 0.25;
         b->waited += b->delay;
-        ev_timer_init(&b->again, budget_again, b->delay, 0.);
-        b->again.data = b;
-        ev_timer_start(f->loop, &b->again);
+        budget_ask_later(f, b, b->delay);
         return;
     }
     /* The account the answer chose (a single registry: always it). */
     struct reg_registry *via =
         res->pick >= 1 && res->pick <= b->nregs ? b->regs[res->pick - 1] : NULL;
-    if (!via && res->status != RQ_DENIED) {
+    if (!via && res->status != RQ_DENIED && res->status != RQ_BUSY) {
         budget_req_done(b, 0, FLEET_UNKNOWN_WAIT_MS, NULL, NULL);
         return;
     }
@@ -341,6 +350,16 @@ static void budget_answer(struct fleet *f, struct rq_res *res, void *arg)
     }
     case RQ_UNLIMITED:
         budget_req_done(b, 1, 0, NULL, via);
+        return;
+    case RQ_BUSY:
+        /* The GETs reserved may be counted in the remaining already: not spent until
+         * they settle, which takes one GET's time. */
+        if (b->busy_waited * 1000 < FLEET_RESV_TTL_MS) {
+            b->busy_waited += FLEET_BUSY_RETRY_S;
+            budget_ask_later(f, b, FLEET_BUSY_RETRY_S);
+            return;
+        }
+        budget_req_done(b, 0, (long)res->n, NULL, NULL);
         return;
     case RQ_DENIED:
         budget_req_done(b, 0, (long)res->n, NULL, NULL);

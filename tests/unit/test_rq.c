@@ -832,12 +832,44 @@ static size_t acquire_any(struct fixture *f, size_t naccounts, const char *resv,
     return pick;
 }
 
-static void observe(struct fixture *f, const char *source, long limit, long remaining)
+/* An answer's headers observed; resv (NULL: none) the reservation it settles. */
+static void observe_resv(struct fixture *f, const char *source, long limit, long remaining,
+                         const char *resv)
 {
     struct ratelimit_info rl = hub(limit, remaining, 21600);
     struct rq_res res;
-    run(f, rq_cmd_budget_observe(&f->q, source, &rl, NULL), &res);
+    run(f, rq_cmd_budget_observe(&f->q, source, &rl, resv), &res);
     rq_res_free(&res);
+}
+
+static void observe(struct fixture *f, const char *source, long limit, long remaining)
+{
+    observe_resv(f, source, limit, remaining, NULL);
+}
+
+/* Hub counts a GET when it arrives: another answer observed before the GET's own
+ * already counts it while its reservation is still held. The account's last pull is
+ * then busy (ask again), not denied (which defers the job to Hub's next window), and
+ * granted once the GET's answer settles its reservation. */
+static void test_rq__budget_busy_until_settled(void **state)
+{
+    struct fixture *f = *state;
+    long long n;
+    observe(f, "HUB_A", 10, 2);
+    observe(f, "HUB_B", 10, 0);
+    assert_int_equal(acquire_any(f, 2, "g1", RQ_GRANTED, &n), 1);
+    assert_int_equal(n, 1);
+    /* A HEAD's answer (or another GET's) sent after g1 reached Hub. */
+    observe(f, "HUB_A", 10, 1);
+    assert_int_equal(acquire_any(f, 2, "g2", RQ_BUSY, &n), 0);
+    assert_int_equal(n, 2160000);
+    assert_int_equal(stat_of(f, "pulls_denied"), 0);
+    observe_resv(f, "HUB_A", 10, 1, "g1");
+    assert_int_equal(acquire_any(f, 2, "g2", RQ_GRANTED, &n), 1);
+    assert_int_equal(n, 0);
+    /* Every pull Hub has left reserved and counted: spent. */
+    observe_resv(f, "HUB_A", 10, 0, "g2");
+    assert_int_equal(acquire_any(f, 2, "g3", RQ_DENIED, NULL), 0);
 }
 
 /* Several accounts of one registry: an unknown one is probed first, then each
@@ -868,7 +900,15 @@ static void test_rq__budget_acquire_any_most_left(void **state)
     assert_int_equal(raw_int(f, "ZCARD %s", b), 4);
     free(a);
     free(b);
-    /* Every account spent: denied, with the shortest of their waits. */
+    /* Every pull left reserved: busy until the GETs' answers settle them ... */
+    assert_int_equal(acquire_any(f, 2, "g6", RQ_BUSY, &n), 0);
+    assert_int_equal(n, 2160000);
+    for (int i = 0; i < 6; i++) {
+        char resv[8];
+        snprintf(resv, sizeof(resv), "g%d", i);
+        observe_resv(f, picks[i] == 1 ? "HUB_A" : "HUB_B", 10, 0, resv);
+    }
+    /* ... then every account spent: denied, with the shortest of their waits. */
     assert_int_equal(acquire_any(f, 2, "g6", RQ_DENIED, &n), 0);
     assert_int_equal(n, 2160000);
     /* The worker pulls from the budget it was last given or denied. */
@@ -900,8 +940,9 @@ static void test_rq__budget_acquire_observe_floor(void **state)
     assert_int_equal(n, 6);
     acquire(f, "192.0.2.1", 1, 5, 30000, "g3", RQ_GRANTED, &n);
     assert_int_equal(n, 5);
-    /* The floor stays in reserve; the wait is Hub's refill time per pull. */
-    acquire(f, "192.0.2.1", 1, 5, 30000, "g4", RQ_DENIED, &n);
+    /* The floor stays in reserve; the wait, should the reservations leave no more once
+     * settled, is Hub's refill time per pull. */
+    acquire(f, "192.0.2.1", 1, 5, 30000, "g4", RQ_BUSY, &n);
     assert_int_equal(n, 216000);
     /* Hub counted g1: remaining 7, reservation released in the same step. */
     rl.remaining = 7;
@@ -914,7 +955,7 @@ static void test_rq__budget_acquire_observe_floor(void **state)
     run(f, rq_cmd_budget_observe(&f->q, "192.0.2.1", &rl, NULL), &res);
     assert_int_equal(res.n, 7);
     rq_res_free(&res);
-    acquire(f, "192.0.2.1", 1, 5, 30000, "g5", RQ_DENIED, NULL);
+    acquire(f, "192.0.2.1", 1, 5, 30000, "g5", RQ_BUSY, NULL);
     /* Nor does a HEAD's answer right after a GET's: it may predate that GET. */
     rl.remaining = 50;
     run(f, rq_cmd_budget_observe(&f->q, "192.0.2.1", &rl, NULL), &res);
@@ -938,7 +979,13 @@ static void test_rq__budget_acquire_observe_floor(void **state)
     assert_int_equal(raw_int(f, "ZCARD %s", inflight), 1);
     free(inflight);
     assert_int_equal(stat_of(f, "pulls_granted"), 6);
-    assert_int_equal(stat_of(f, "pulls_denied"), 2);
+    /* Only the floor, after every reservation settled, denies. */
+    rl.remaining = 5;
+    run(f, rq_cmd_budget_observe(&f->q, "192.0.2.1", &rl, "g3"), &res);
+    rq_res_free(&res);
+    acquire(f, "192.0.2.1", 1, 5, 30000, "g7", RQ_DENIED, &n);
+    assert_int_equal(n, 216000);
+    assert_int_equal(stat_of(f, "pulls_denied"), 1);
 }
 
 static void test_rq__budget_reservations_expire(void **state)
@@ -950,7 +997,7 @@ static void test_rq__budget_reservations_expire(void **state)
     rq_res_free(&res);
     acquire(f, "src-b", 1, 0, 1000, "a1", RQ_GRANTED, NULL);
     acquire(f, "src-b", 2, 0, 1000, "a2", RQ_GRANTED, NULL);
-    acquire(f, "src-b", 1, 0, 1000, "a3", RQ_DENIED, NULL);
+    acquire(f, "src-b", 1, 0, 1000, "a3", RQ_BUSY, NULL);
     /* A worker that crashed after acquiring never reports; its pulls return. */
     sleep_ms(1100);
     acquire(f, "src-b", 3, 0, 1000, "a4", RQ_GRANTED, NULL);
@@ -2468,6 +2515,7 @@ int main(void)
         T(test_rq__behind_marked_once_until_cleared),
         T(test_rq__budget_acquire_observe_floor),
         T(test_rq__budget_acquire_any_most_left),
+        T(test_rq__budget_busy_until_settled),
         T(test_rq__budget_reservations_expire),
         T(test_rq__budget_pause_and_unlimited),
         T(test_rq__budget_elsewhere),
