@@ -119,7 +119,7 @@ struct exporter {
     size_t nrefs;
     size_t *wants; /* manifests to GET by digest, in order */
     size_t nwants, wants_cap;
-    long long files_written, files_reused, bytes_written;
+    struct ocifetch_stats st; /* files written, kept from an interrupted export */
 };
 
 struct xcall {
@@ -211,12 +211,8 @@ static void walk(struct exporter *x, size_t i, const char *body, size_t len, con
     o->walked = 1;
     if (!o->in_base && !cfg_bool(x->c, COORD_ID_WORKERS)) {
         /* Alone: written as read, rather than read again with the blobs. */
-        struct ocifetch_stats st = {0, 0, 0};
-        if (ocifetch_put(x->dir, o->digest, o->size, body, len, &st, &e) < 0)
+        if (ocifetch_put(x->dir, o->digest, o->size, body, len, &x->st, &e) < 0)
             coord_bundle_fail(&x->io, "%s", e.msg);
-        x->files_written += st.written;
-        x->files_reused += st.reused;
-        x->bytes_written += st.bytes;
     }
     o->children = xcalloc(m.nitems + 1, sizeof(size_t));
     int sparse = x->sel.policy == JOB_POLICY_SPARSE;
@@ -339,9 +335,9 @@ static void fetched(const struct ocifetch_stats *st, const char *error, void *ar
 {
     struct exporter *x = arg;
     x->io.inflight--;
-    x->files_written += st->written;
-    x->files_reused += st->reused;
-    x->bytes_written += st->bytes;
+    x->st.written += st->written;
+    x->st.reused += st->reused;
+    x->st.bytes += st->bytes;
     if (error)
         coord_bundle_fail(&x->io, "%s", error);
 }
@@ -547,9 +543,9 @@ static int queue_objects(struct exporter *x, const struct coord_group *g, size_t
     log_info("export %s: %lld jobs queued for the bundle workers", id, njobs);
     if (wait_jobs(x, &bq, id, planned, &rec, e) < 0)
         goto finish;
-    x->files_written = rq_res_field_int(&rec, "files_written", 0);
-    x->files_reused = rq_res_field_int(&rec, "files_reused", 0);
-    x->bytes_written = rq_res_field_int(&rec, "bytes_written", 0);
+    x->st.written = rq_res_field_int(&rec, "files_written", 0);
+    x->st.reused = rq_res_field_int(&rec, "files_reused", 0);
+    x->st.bytes = rq_res_field_int(&rec, "bytes_written", 0);
     long long failed = rq_res_field_int(&rec, "jobs_failed", 0) +
                        rq_res_field_int(&rec, "jobs_dead", 0);
     if (failed > 0)
@@ -754,9 +750,9 @@ static void report(const struct exporter *x, double seconds)
                               (json_int_t)x->nrefs, "objects", (json_int_t)x->nobjs,
                               "manifests", (json_int_t)manifests, "blobs", (json_int_t)blobs,
                               "bytes", (json_int_t)bytes, "files_written",
-                              (json_int_t)x->files_written, "files_reused",
-                              (json_int_t)x->files_reused, "bytes_written",
-                              (json_int_t)x->bytes_written, "seconds", seconds);
+                              (json_int_t)x->st.written, "files_reused",
+                              (json_int_t)x->st.reused, "bytes_written",
+                              (json_int_t)x->st.bytes, "seconds", seconds);
         json_dumpf(o, stdout, JSON_COMPACT);
         fputc('\n', stdout);
         json_decref(o);
@@ -769,8 +765,8 @@ static void report(const struct exporter *x, double seconds)
     printf("  tags      %zu\n", x->nrefs);
     printf("  objects   %zu in the state, %lld in the bundle (%lld manifests, %lld blobs, %s)\n",
            x->nobjs, manifests + blobs, manifests, blobs, hb);
-    printf("  files     %lld written, %lld kept from an interrupted export\n", x->files_written,
-           x->files_reused);
+    printf("  files     %lld written, %lld kept from an interrupted export\n", x->st.written,
+           x->st.reused);
     printf("  time      %.1f s\n", seconds);
 }
 
