@@ -3,6 +3,7 @@
 
 #include <fnmatch.h>
 #include <regex.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -146,14 +147,22 @@ static int item_match(const struct item *it, const char *tag)
     }
 }
 
+static const char *const referrer_kinds[TAGFILTER_REFERRER_KINDS] = {"sig", "att", "sbom"};
+
+void tagfilter_referrer_tag_of(const char *digest, size_t k,
+                               char tag[TAGFILTER_REFERRER_TAG_SIZE])
+{
+    snprintf(tag, TAGFILTER_REFERRER_TAG_SIZE, "sha256-%.64s.%s", digest + strlen("sha256:"),
+             referrer_kinds[k]);
+}
+
 int tagfilter_referrer_tag(const char *tag)
 {
-    static const char *const kinds[] = {".sig", ".att", ".sbom"};
     const char *hex = tag + strlen("sha256-");
     if (strncmp(tag, "sha256-", strlen("sha256-")) != 0 || strspn(hex, "0123456789abcdef") != 64)
         return 0;
-    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
-        if (strcmp(hex + 64, kinds[i]) == 0)
+    for (size_t i = 0; i < TAGFILTER_REFERRER_KINDS; i++)
+        if (hex[64] == '.' && strcmp(hex + 65, referrer_kinds[i]) == 0)
             return 1;
     return 0;
 }

@@ -51,8 +51,15 @@ int tagfilter_names_only(const struct tagfilter *f);
 /* The included names (borrowed), for tagfilter_names_only filters. */
 size_t tagfilter_names(const struct tagfilter *f, const char *const **names);
 
-/* 1 if tag is a referrer's fallback tag (cosign's and notation's
- * sha256-<64 hex>.sig, .att, .sbom). */
+/* Referrers' fallback tags (cosign's and notation's scheme): the signature,
+ * attestation and SBOM of sha256:<hex> are tagged sha256-<hex>.sig, .att, .sbom. */
+#define TAGFILTER_REFERRER_KINDS 3
+#define TAGFILTER_REFERRER_TAG_SIZE (7 + 64 + 6)
+/* The fallback tag of kind k (< TAGFILTER_REFERRER_KINDS) of digest
+ * ("sha256:<64 hex>") into tag. */
+void tagfilter_referrer_tag_of(const char *digest, size_t k,
+                               char tag[TAGFILTER_REFERRER_TAG_SIZE]);
+/* 1 if tag is a referrer's fallback tag, of any digest. */
 int tagfilter_referrer_tag(const char *tag);
 
 /* 1 if tag passes the includes and excludes (newest aside). A referrer's

@@ -18,6 +18,7 @@
 #include "creds.h"
 #include "log.h"
 #include "reg.h"
+#include "tagfilter.h"
 #include "xalloc.h"
 
 #define SOURCES_INFLIGHT 8
@@ -235,9 +236,6 @@ static struct reg_registry *registry(struct sources_ctx *p, const struct syncfil
     return p->regs[i];
 }
 
-/* The fallback tag suffixes of a digest's signatures, attestations and SBOMs. */
-static const char *const fallback_kinds[] = {"sig", "att", "sbom"};
-
 /* The fallback tags of digest's signatures, attestations and SBOMs (cosign's and
  * notation's scheme) the entry's listing has, when the entry takes referrers; the
  * worker asks the referrers API for the others (a counted GET, within its budget). */
@@ -246,10 +244,9 @@ static void group_referrers(const struct sentry *se, struct coord_source_group *
     if (!se->en->referrers)
         return;
     g->find_referrers = 1;
-    for (size_t i = 0; i < sizeof(fallback_kinds) / sizeof(fallback_kinds[0]); i++) {
-        char tag[DIGEST_STR_SIZE + 8];
-        snprintf(tag, sizeof(tag), "sha256-%.64s.%s", g->digest + strlen("sha256:"),
-                 fallback_kinds[i]);
+    for (size_t i = 0; i < TAGFILTER_REFERRER_KINDS; i++) {
+        char tag[TAGFILTER_REFERRER_TAG_SIZE];
+        tagfilter_referrer_tag_of(g->digest, i, tag);
         if (!strv_has(&se->all, tag))
             continue;
         g->referrers = xrealloc(g->referrers, (g->nreferrers + 1) * sizeof(*g->referrers));
@@ -380,10 +377,9 @@ static void plan_referrers(struct sources_ctx *p, struct coord_sources *out)
             if (r->depth >= JOB_REFERRER_DEPTH)
                 continue;
             g->ref_listings++;
-            for (size_t k = 0; k < sizeof(fallback_kinds) / sizeof(fallback_kinds[0]); k++) {
-                char tag[DIGEST_STR_SIZE + 8];
-                snprintf(tag, sizeof(tag), "sha256-%.64s.%s",
-                         r->t.digest + strlen("sha256:"), fallback_kinds[k]);
+            for (size_t k = 0; k < TAGFILTER_REFERRER_KINDS; k++) {
+                char tag[TAGFILTER_REFERRER_TAG_SIZE];
+                tagfilter_referrer_tag_of(r->t.digest, k, tag);
                 if (strv_has(&r->t.se->all, tag))
                     rnode_add(&nodes, &n, r->group, r->t.se, tag, r->depth + 1);
             }

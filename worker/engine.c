@@ -21,6 +21,7 @@
 #include "manifest.h"
 #include "reg_blob.h"
 #include "reg_parse.h"
+#include "tagfilter.h"
 #include "xalloc.h"
 
 /* A 429 without Retry-After: wait this long before the job comes back. */
@@ -1222,7 +1223,6 @@ static void fallback_done(struct reg_result *res, void *arg)
  * tags (free HEADs; the coordinator found the job's own in its listing). */
 static void find_referrers_of(struct engine_job *ej, const struct tagst *t)
 {
-    static const char *const kinds[] = {"sig", "att", "sbom"};
     if (ej->job.find_referrers && !ej->no_referrers_api) {
         struct refq *r = xcalloc(1, sizeof(*r));
         r->ej = ej;
@@ -1232,10 +1232,12 @@ static void find_referrers_of(struct engine_job *ej, const struct tagst *t)
         ej_hold(ej);
         ej_budget_acquire(ej, r->tag, referrers_budget, r);
     }
-    for (size_t k = 0; t->depth > 0 && k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+    for (size_t k = 0; t->depth > 0 && k < TAGFILTER_REFERRER_KINDS; k++) {
+        char tag[TAGFILTER_REFERRER_TAG_SIZE];
         struct fallq *f = xcalloc(1, sizeof(*f));
         f->ej = ej;
-        f->tag = xasprintf("sha256-%.64s.%s", t->up + strlen("sha256:"), kinds[k]);
+        tagfilter_referrer_tag_of(t->up, k, tag);
+        f->tag = xstrdup(tag);
         f->depth = t->depth + 1;
         ej_hold(ej);
         ej->out.n.upstream_manifest_heads++;

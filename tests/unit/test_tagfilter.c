@@ -345,6 +345,17 @@ static void test_tagfilter__referrer_tag(void **state)
                                         "0123456789abcdef0123456789abcde.sig"));
     assert_false(tagfilter_referrer_tag("sha256-abc.sig"));
     assert_false(tagfilter_referrer_tag("sha256"));
+    /* The tags the worker and plan look for are the ones it recognises. */
+    static const char *const want[TAGFILTER_REFERRER_KINDS] = {"sig", "att", "sbom"};
+    for (size_t k = 0; k < TAGFILTER_REFERRER_KINDS; k++) {
+        char tag[TAGFILTER_REFERRER_TAG_SIZE], expect[TAGFILTER_REFERRER_TAG_SIZE];
+        tagfilter_referrer_tag_of("sha256:" "0123456789abcdef0123456789abcdef"
+                                  "0123456789abcdef0123456789abcdef", k, tag);
+        snprintf(expect, sizeof(expect), "sha256-%s.%s",
+                 "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", want[k]);
+        assert_string_equal(tag, expect);
+        assert_true(tagfilter_referrer_tag(tag));
+    }
 }
 
 static void refuse(enum tagfilter_kind kind, const char *text, const char *msg)
