@@ -394,7 +394,8 @@ def chain(tool, opts, latency, cats, scenarios):
     chain that starts with `month` first syncs the OLD catalog (at 0 ms: it only sets the
     scene) and records that as `month-base`."""
     tmp = tempfile.mkdtemp(prefix="hubsync-bench-", dir=SHM)
-    hub = Standin(limit=10 ** 9, workdir=os.path.join(tmp, "hub"))
+    hub = Standin(limit=10 ** 9, workdir=os.path.join(tmp, "hub"),
+                  direct_reads=not opts.proxied_reads)
     target = Registry(workdir=os.path.join(tmp, "target"))
     os.makedirs(target.dir)
     results = {}
@@ -903,6 +904,9 @@ def parse_args(argv):
                     "the big scale (256 MiB)")
     ap.add_argument("--big-count", type=int, default=3,
                     help="images of the big scale (default %(default)s)")
+    ap.add_argument("--proxied-reads", action="store_true",
+                    help="the stand-in sends every read to its backend docker-registry (the "
+                    "tables before 2026-12-03 19:00) instead of reading its storage files")
     ap.add_argument("--timeout", type=int, default=1800, help="seconds per sync")
     ap.add_argument("--out", help="also write the Markdown here")
     ap.add_argument("--json", help="write every figure as JSON here")
@@ -1022,10 +1026,11 @@ def main(argv=None):
         setup = ""
     else:
         setup = ("; repos %s; layer size %d bytes; %d run(s); worker concurrency %s; refs "
-                 "%s -> %s; rebuilt %s" % (
+                 "%s -> %s; rebuilt %s; stand-in reads %s" % (
                      ",".join(opts.repos) if opts.repos else "all", opts.layer_size,
                      opts.runs, opts.worker_concurrency or "default", opts.old_ref,
-                     opts.new_ref, ",".join(opts.rebuild)))
+                     opts.new_ref, ",".join(opts.rebuild),
+                     "proxied to its backend" if opts.proxied_reads else "from storage"))
     emit("- %s, %d CPUs, load average %.2f before, %.2f after%s\n" % (
         started, os.cpu_count(), load_before[0], doc["load_after"][0], setup))
     return 0

@@ -172,9 +172,11 @@ class Standin(_Control):
     strings. The registry's
     storage goes to /dev/shm when it exists (docker-registry is several times faster on
     tmpfs) unless workdir says where. It listens on 127.0.0.1 with its CDN on 127.0.0.2, or
-    with both on `host` (an address containers reach, e.g. their network's gateway)."""
+    with both on `host` (an address containers reach, e.g. their network's gateway).
+    direct_reads: the stand-in reads the registry's storage itself (standin/storage.py), so
+    the backend's CPU is spent on writes only (benchmarks)."""
 
-    def __init__(self, users=(), workdir=None, host=None, **flags):
+    def __init__(self, users=(), workdir=None, host=None, direct_reads=False, **flags):
         base = workdir
         if base is None:
             base = tempfile.mkdtemp(prefix="hubsync-standin-",
@@ -184,6 +186,8 @@ class Standin(_Control):
         self._args = _flags(users, flags)
         self._hosts = _hosts(host)
         self.registry = Registry(workdir=os.path.join(base, "registry"))
+        if direct_reads:
+            self._args += ["--backend-storage", self.storage]
         self.front = None
         self.loader = None
         # The two servers stop at exit by themselves; this also removes the directory.

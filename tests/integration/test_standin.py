@@ -24,6 +24,9 @@ from harness import ROOT, Registry, programs
 from harness.standin import CDN_HOST, MemoryStandin, Standin, free_port_on
 from standin import loader as ld
 from standin.memory import Blob
+from standin.standin import ALL_MANIFESTS
+from standin.storage import Storage
+from standin.wire import KeepAlive
 
 TOKEN_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 ANON_429 = ("You have reached your unauthenticated pull rate limit. "
@@ -981,6 +984,97 @@ class StandinTest(unittest.TestCase):
     def test_loading_is_fast(self):
         # 3 repositories, 18 tags: the whole class fixture loads in well under a few seconds.
         self.assertLess(self.load_seconds, 10.0)
+
+
+class StorageBackendTest(unittest.TestCase):
+    """direct_reads: the stand-in answers reads from the backend's storage files
+    (standin/storage.py) with what the backend docker-registry itself answers."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.hub = Standin(direct_reads=True).start()
+        cls.pushed = cls.hub.load(CATALOG, layer_size=LAYER_SIZE)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.hub.stop()
+
+    def storage(self):
+        """(Storage over the hub's backend, [paths it sent on to the registry])."""
+        reg = self.hub.registry
+        st = Storage(self.hub.storage, reg.url, "127.0.0.1", reg.port)
+        sent, send = [], st.registry.request
+
+        def counted(method, path, body=None, headers=None):
+            sent.append(path)
+            return send(method, path, body=body, headers=headers)
+        st.registry.request = counted
+        return st, sent
+
+    def answers(self, backend, method, path, headers=None):
+        r = backend.request(method, path, headers=dict(ALL_MANIFESTS if "/manifests/" in
+                                                       path else {}, **(headers or {})))
+        body = r.read()
+        if r.status == 200 and path.endswith("/tags/list"):
+            # The stand-in sorts the list; the registry keeps directory order.
+            doc = json.loads(body)
+            body = (doc["name"], sorted(doc["tags"]))
+        return (r.status, body if r.status == 200 else b"",
+                {k: r.getheader(k) for k in ("Content-Type", "Docker-Content-Digest",
+                                             "Content-Length", "Content-Range")
+                 if r.status == 200})
+
+    def test_reads_match_the_registry_and_never_reach_it(self):
+        st, sent = self.storage()
+        reg = KeepAlive("127.0.0.1", self.hub.registry.port)
+        paths = []
+        for r in self.pushed["repositories"]:
+            name = r["name"]
+            paths.append(("GET", "/v2/%s/tags/list" % name))
+            for tag, digest in r["tags"].items():
+                paths += [(m, "/v2/%s/manifests/%s" % (name, ref))
+                          for m in ("GET", "HEAD") for ref in (tag, digest)]
+            for g in r["groups"]:
+                for child in g.get("children", []):
+                    paths.append(("GET", "/v2/%s/manifests/%s" % (name, child["digest"])))
+                    for b in child["blobs"]:
+                        paths += [(m, "/v2/%s/blobs/%s" % (name, b["digest"]))
+                                  for m in ("GET", "HEAD")]
+        self.assertGreater(len(paths), 100)
+        for method, path in paths:
+            with self.subTest(method=method, path=path):
+                self.assertEqual(self.answers(st, method, path),
+                                 self.answers(reg, method, path))
+        self.assertEqual(sent, [])
+
+    def test_misses_and_ranges_are_the_registrys_answers(self):
+        st, sent = self.storage()
+        reg = KeepAlive("127.0.0.1", self.hub.registry.port)
+        layer = self.pushed["repositories"][0]["groups"][0]["children"][0]["blobs"][-1]
+        paths = [("GET", "/v2/library/alpine/manifests/no-such-tag", None),
+                 ("GET", "/v2/library/alpine/manifests/sha256:" + "0" * 64, None),
+                 ("GET", "/v2/library/alpine/manifests/..", None),
+                 ("GET", "/v2/library/nope/tags/list", None),
+                 ("HEAD", "/v2/library/alpine/blobs/sha256:" + "1" * 64, None),
+                 ("GET", "/v2/library/alpine/blobs/" + layer["digest"], {"Range": "bytes=0-9"})]
+        for method, path, headers in paths:
+            with self.subTest(path=path):
+                got = self.answers(st, method, path, headers)
+                self.assertEqual(got, self.answers(reg, method, path, headers))
+                self.assertNotEqual(got[0], 200 if headers is None else 0)
+        self.assertEqual(sent, [p for _, p, _ in paths])
+
+    def test_a_rebuild_is_served_at_once_and_counted(self):
+        hub = Standin(direct_reads=True).start()
+        self.addCleanup(hub.stop)
+        first = hub.load(CATALOG, ["hello-world"])["repositories"][0]["tags"]["linux"]
+        new = hub.rebuild("hello-world:linux")["repositories"][0]["tags"]["linux"]
+        self.assertNotEqual(first, new)
+        tok = hub.token("hello-world")
+        status, headers, body = request("GET", hub.url + "/v2/library/hello-world/manifests/"
+                                        "linux", {"Authorization": "Bearer " + tok})
+        self.assertEqual((status, headers["Docker-Content-Digest"], sha(body)), (200, new, new))
+        self.assertEqual(hub.counters()["manifest_get"], 1)
 
 
 class MemoryStandinTest(unittest.TestCase):

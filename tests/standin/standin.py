@@ -33,9 +33,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, quote, urlsplit
 
 try:
+    from .storage import Storage
     from .wire import (DOCKER_LIST, DOCKER_MANIFEST, DOCKER_SCHEMA1, NAME_RE, OCI_INDEX,
                        OCI_MANIFEST, KeepAlive)
 except ImportError:  # run as a script
+    from storage import Storage
     from wire import (DOCKER_LIST, DOCKER_MANIFEST, DOCKER_SCHEMA1, NAME_RE, OCI_INDEX,
                       OCI_MANIFEST, KeepAlive)
 
@@ -1175,6 +1177,10 @@ def main(argv=None):
                     help="start a docker-registry with its storage in DIR as the backend")
     ap.add_argument("--registry-port", type=int, default=0,
                     help="port of that registry (0: any free port)")
+    ap.add_argument("--backend-storage", metavar="DIR",
+                    help="the backend's storage root (docker-registry's rootdirectory): "
+                         "reads come from its files, writes and misses go to the backend "
+                         "(standin/storage.py)")
     ap.add_argument("--user", action="append", default=[], metavar="NAME:PASSWORD[:LIMIT]",
                     help="a user for HTTP Basic on /token; LIMIT a number or 'unlimited'")
     ap.add_argument("--request-log", type=int, default=100000,
@@ -1201,12 +1207,17 @@ def main(argv=None):
         backend = registry.url
     else:
         backend = a.backend
+    if a.backend_storage:
+        u = urlsplit(backend)
+        if u.scheme != "http" or not u.hostname or not u.port:
+            ap.error("--backend must be http://HOST:PORT, got %r" % backend)
+        backend = Storage(a.backend_storage, backend, u.hostname, u.port)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         hub, servers = start(a.host, a.port, a.cdn_host, a.cdn_port, backend, config, users,
                              a.request_log, a.verbose)
         print(json.dumps({"registry": hub.realm[:-len("/token")], "cdn": hub.cdn_base,
-                          "backend": backend}), flush=True)
+                          "backend": hub.backend_url}), flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
