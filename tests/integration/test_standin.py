@@ -1002,7 +1002,7 @@ class StorageBackendTest(unittest.TestCase):
     def storage(self):
         """(Storage over the hub's backend, [paths it sent on to the registry])."""
         reg = self.hub.registry
-        st = Storage(self.hub.storage, reg.url, "127.0.0.1", reg.port)
+        st = Storage(self.hub.storage, reg.url)
         sent, send = [], st.registry.request
 
         def counted(method, path, body=None, headers=None):

@@ -1208,10 +1208,10 @@ def main(argv=None):
     else:
         backend = a.backend
     if a.backend_storage:
-        u = urlsplit(backend)
-        if u.scheme != "http" or not u.hostname or not u.port:
-            ap.error("--backend must be http://HOST:PORT, got %r" % backend)
-        backend = Storage(a.backend_storage, backend, u.hostname, u.port)
+        try:
+            backend = Storage(a.backend_storage, backend)
+        except ValueError as e:
+            ap.error(str(e))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         hub, servers = start(a.host, a.port, a.cdn_host, a.cdn_port, backend, config, users,
