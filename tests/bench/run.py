@@ -905,8 +905,9 @@ def parse_args(argv):
     ap.add_argument("--big-count", type=int, default=3,
                     help="images of the big scale (default %(default)s)")
     ap.add_argument("--proxied-reads", action="store_true",
-                    help="the stand-in sends every read to its backend docker-registry (the "
-                    "tables before 2026-12-03 19:00) instead of reading its storage files")
+                    help="repos and catalog scales: the stand-in sends every read to its "
+                    "backend docker-registry (the tables before 2026-12-03 19:00) instead of "
+                    "reading its storage files (the big scale and --memory always send them)")
     ap.add_argument("--timeout", type=int, default=1800, help="seconds per sync")
     ap.add_argument("--out", help="also write the Markdown here")
     ap.add_argument("--json", help="write every figure as JSON here")
