@@ -504,10 +504,12 @@ class Handler(BaseHTTPRequestHandler):
                 if flip is not None and sent <= flip < sent + len(data):
                     i = flip - sent
                     data = data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:]
-                self.wfile.write(data)
-                sent += len(data)
+                # Counted before the write: a client that has every byte may read the
+                # counters before this thread runs again.
                 if blob:
                     hub.count("blob_bytes", len(data))
+                self.wfile.write(data)
+                sent += len(data)
                 if bandwidth > 0:
                     ahead = sent / bandwidth - (time.monotonic() - t0)
                     if ahead > 0:
