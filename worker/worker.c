@@ -32,6 +32,9 @@
 /* A batch worker whose queue holds only other workers' jobs looks again this
  * often: it leaves within this of the run's last job. */
 #define WORKER_IDLE_LOOK_S 0.05
+/* A batch worker waiting for a run's first jobs blocks on the stream this long
+ * between looks at whether the run is over, so its jobs reach it at once. */
+#define WORKER_IDLE_BLOCK_MS 250
 
 struct wjob {
     struct worker *w;
@@ -622,8 +625,10 @@ static void read_answer(struct rq_res *res, const struct err *e, void *privdata)
         retry_fetch_later(w, 0.5);
         return;
     }
-    if (res->status == RQ_JOB)
+    if (res->status == RQ_JOB) {
+        w->idle_since = 0;
         start_job(w, res);
+    }
     fetch_more(w);
 }
 
@@ -700,7 +705,21 @@ static void idle_answer(struct rq_res *res, const struct err *e, void *privdata)
         maybe_quit(w);
         return;
     }
-    retry_fetch_later(w, 0.25);
+    if (w->fetching)
+        return; /* a blocking read is out already: its answer looks again */
+    /* Wait on the stream, not a timer: Redis hands each waiting worker one of
+     * the jobs the moment they are enqueued, so a run's first jobs neither wait
+     * for a poll nor all go to whichever worker polled first. */
+    double left_ms = (w->o.idle_grace_s - (now - w->idle_since)) * 1000.;
+    long long block_ms = left_ms < WORKER_IDLE_BLOCK_MS ? (long long)left_ms + 1
+                                                         : WORKER_IDLE_BLOCK_MS;
+    struct err e2;
+    w->fetching = 1;
+    if (rq_exec_async(w->block, rq_cmd_read_new(&w->q, w->id, block_ms), read_answer, w,
+                      &e2) < 0) {
+        w->fetching = 0;
+        retry_fetch_later(w, 0.25);
+    }
 }
 
 /* On the command connection, so that it also runs while a blocking read waits. */

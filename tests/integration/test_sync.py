@@ -8,6 +8,7 @@ four give the same result; a pull quota smaller than the work is never overrun.
 """
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -143,6 +144,37 @@ class SyncTest(MirrorCase):
         s = self.stack(["hello-world"]).run(worker_extra=["--idle-grace", "600"])
         self.assertEqual(s.rc, 0, s.stderr)
         self.assertEqual(s.report["status"], "complete")
+
+    def test_waiting_batch_workers_share_the_first_jobs(self):
+        # Batch workers started before the run wait on the stream, not on a timer: Redis
+        # hands each one of the run's first jobs the moment they are queued. (Polling, the
+        # first worker to look took every job up to its concurrency, after a wait of up to
+        # a poll.)
+        st = Stack(["alpine"], hub=self.hub, logs=True).start()
+        try:
+            ws = [st.worker("--exit-when-idle", "--idle-grace", "600") for _ in range(3)]
+            deadline = time.time() + 30
+            while st.redis.cli_raw("CLIENT", "LIST").count("cmd=xreadgroup") < len(ws):
+                self.assertLess(time.time(), deadline, "the workers never waited on the stream")
+                time.sleep(0.02)
+            st.coordinator()
+            run = st.report()
+            for w in ws:
+                w.wait(timeout=60)
+            self.assertEqual(run.rc, 0, run.stderr)
+            self.assertEqual(run.report["status"], "complete")
+            done = []
+            for path in st.logs:
+                with open(path) as f:
+                    m = re.search(r"stopped \(done (\d+)", f.read())
+                if m:
+                    done.append(int(m.group(1)))
+            self.assertEqual(len(done), len(ws))
+            self.assertEqual(sum(done), run.report["jobs_total"])
+            self.assertGreater(run.report["jobs_total"], len(ws))
+            self.assertNotIn(0, done, done)
+        finally:
+            st.stop()
 
     def test_upstream_rebuild_is_found(self):
         # A stand-in of its own: the rebuild changes what it serves.
