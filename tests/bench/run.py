@@ -50,6 +50,7 @@ from harness.programs import catalog, coordinator  # noqa: E402
 from harness.stack import Stack  # noqa: E402
 from harness.standin import Standin  # noqa: E402
 from harness.target import head  # noqa: E402
+from standin import layout  # noqa: E402
 from standin.loader import repo_name  # noqa: E402
 
 GNU_TIME = "/usr/bin/time"
@@ -592,35 +593,11 @@ Directory: .
 """
 
 
-def _store(storage, data_path, digest):
-    """Move a file into docker-registry's blob layout."""
-    hexd = digest.split(":", 1)[1]
-    dst = os.path.join(storage, "blobs", "sha256", hexd[:2], hexd, "data")
-    os.makedirs(os.path.dirname(dst), exist_ok=True)
-    os.replace(data_path, dst)
-
-
-def _link(storage, *parts, digest):
-    path = os.path.join(storage, "repositories", *parts)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        f.write(digest)
-
-
-def _store_bytes(storage, tmp, body):
-    digest = "sha256:" + hashlib.sha256(body).hexdigest()
-    path = os.path.join(tmp, "obj")
-    with open(path, "wb") as f:
-        f.write(body)
-    _store(storage, path, digest)
-    return digest
-
-
 def push_big_image(hub, repo, size, tmp):
     """library/<repo>:latest on the stand-in's backend: an OCI index of one amd64 image
     whose single layer is `size` random bytes (written straight into its storage); returns
     (index digest, layer digest)."""
-    storage = os.path.join(hub.storage, "docker", "registry", "v2")
+    root = hub.storage
     layer = os.path.join(tmp, "layer")
     h = hashlib.sha256()
     chunk = 8 << 20
@@ -632,32 +609,29 @@ def push_big_image(hub, repo, size, tmp):
             f.write(b)
             left -= len(b)
     layer_d = "sha256:" + h.hexdigest()
-    _store(storage, layer, layer_d)
+    data = layout.blob_data(root, layer_d)
+    os.makedirs(os.path.dirname(data), exist_ok=True)
+    os.replace(layer, data)  # moved, not copied: it can be GiBs
     config = json.dumps({"architecture": "amd64", "os": "linux",
                          "rootfs": {"type": "layers", "diff_ids": [layer_d]}}).encode()
-    config_d = _store_bytes(storage, tmp, config)
+    config_d = "sha256:" + hashlib.sha256(config).hexdigest()
+    layout.write_atomic(layout.blob_data(root, config_d), config)
     name = "library/" + repo
     for d in (layer_d, config_d):
-        _link(storage, name, "_layers", "sha256", d.split(":")[1], "link", digest=d)
+        layout.write_link(layout.layer_link(root, name, d), d)
     image = json.dumps({
         "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
                    "digest": config_d, "size": len(config)},
         "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
                     "digest": layer_d, "size": size}]}).encode()
-    image_d = _store_bytes(storage, tmp, image)
+    image_d = layout.put_manifest(root, name, image)
     index = json.dumps({
         "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
         "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
                        "digest": image_d, "size": len(image),
                        "platform": {"architecture": "amd64", "os": "linux"}}]}).encode()
-    index_d = _store_bytes(storage, tmp, index)
-    for d in (image_d, index_d):
-        _link(storage, name, "_manifests", "revisions", "sha256", d.split(":")[1], "link",
-              digest=d)
-    _link(storage, name, "_manifests", "tags", "latest", "current", "link", digest=index_d)
-    _link(storage, name, "_manifests", "tags", "latest", "index", "sha256",
-          index_d.split(":")[1], "link", digest=index_d)
+    index_d = layout.put_manifest(root, name, index, "latest")
     return index_d, layer_d
 
 

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from harness import ROOT, Registry, programs
 from harness.standin import CDN_HOST, MemoryStandin, Standin, free_port_on
+from standin import layout
 from standin import loader as ld
 from standin.memory import Blob
 from standin.standin import ALL_MANIFESTS
@@ -1075,6 +1076,62 @@ class StorageBackendTest(unittest.TestCase):
                                         "linux", {"Authorization": "Bearer " + tok})
         self.assertEqual((status, headers["Docker-Content-Digest"], sha(body)), (200, new, new))
         self.assertEqual(hub.counters()["manifest_get"], 1)
+
+
+class LayoutTest(unittest.TestCase):
+    """standin/layout.py, the storage paths the loader, the storage backend and the benchmark
+    share, against a real docker-registry both ways: it serves what layout writes, and where
+    it writes, layout names the files."""
+
+    def setUp(self):
+        self.reg = Registry().start()
+        self.addCleanup(self.reg.stop)
+        self.root = os.path.join(self.reg.dir, "data")
+
+    def get(self, method, path):
+        return request(method, self.reg.url + path,
+                       dict(ALL_MANIFESTS) if "/manifests/" in path else {})
+
+    def test_the_registry_serves_what_layout_writes(self):
+        blob = b"layer bytes"
+        layout.write_atomic(layout.blob_data(self.root, sha(blob)), blob)
+        layout.write_link(layout.layer_link(self.root, "library/w", sha(blob)), sha(blob))
+        index = ld._canon({"schemaVersion": 2, "mediaType": ld.OCI_INDEX, "manifests": []})
+        tagged = layout.put_manifest(self.root, "library/w", index, "v1")
+        untagged = layout.put_manifest(self.root, "library/w", index + b" ")
+        self.assertEqual(tagged, sha(index))
+        status, headers, body = self.get("GET", "/v2/library/w/blobs/" + sha(blob))
+        self.assertEqual((status, body), (200, blob))
+        for ref, digest in (("v1", tagged), (tagged, tagged), (untagged, untagged)):
+            status, headers, body = self.get("GET", "/v2/library/w/manifests/" + ref)
+            self.assertEqual((status, headers["Docker-Content-Digest"], sha(body)),
+                             (200, digest, digest))
+        status, _, body = self.get("GET", "/v2/library/w/tags/list")
+        self.assertEqual((status, json.loads(body)["tags"]), (200, ["v1"]))
+
+    def test_layout_names_what_the_registry_writes(self):
+        pushed = ld.Loader(self.reg.url, layer_size=LAYER_SIZE, jobs=4).load(CATALOG,
+                                                                             ["hello-world"])
+        links = []
+        for r in pushed["repositories"]:
+            name = r["name"]
+            self.assertEqual(sorted(os.listdir(layout.tags_dir(self.root, name))),
+                             sorted(r["tags"]))
+            for tag, digest in r["tags"].items():
+                links += [(layout.tag_current_link(self.root, name, tag), digest),
+                          (layout.tag_index_link(self.root, name, tag, digest), digest)]
+            for g in r["groups"]:
+                links += [(layout.revision_link(self.root, name, d), d)
+                          for d in [g["index"]["digest"]] + [c["digest"] for c in g["children"]]]
+                links += [(layout.layer_link(self.root, name, b["digest"]), b["digest"])
+                          for b in g["blobs"]]
+        self.assertGreater(len(links), 20)
+        for path, digest in links:
+            with self.subTest(path=path):
+                with open(path, "rb") as f:
+                    self.assertEqual(f.read(), digest.encode())
+                with open(layout.blob_data(self.root, digest), "rb") as f:
+                    self.assertEqual(sha(f.read()), digest)
 
 
 class MemoryStandinTest(unittest.TestCase):

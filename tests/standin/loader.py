@@ -33,9 +33,11 @@ import threading
 from urllib.parse import urlsplit
 
 try:
+    from . import layout
     from .wire import (DOCKER_LIST, DOCKER_MANIFEST, NAME_RE, OCI_INDEX, OCI_MANIFEST,
                        KeepAlive)
 except ImportError:  # run as a script
+    import layout
     from wire import DOCKER_LIST, DOCKER_MANIFEST, NAME_RE, OCI_INDEX, OCI_MANIFEST, KeepAlive
 
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -71,14 +73,6 @@ WINDOWS_VERSIONS = (("ltsc2025", "10.0.26100.4349"), ("ltsc2022", "10.0.20348.38
 
 class LoaderError(Exception):
     """A bad catalog or an unexpected answer from the registry; the message says where."""
-
-
-def _write_atomic(path, data):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = "%s.%d.%d.tmp" % (path, os.getpid(), threading.get_ident())
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def _canon(obj):
@@ -223,7 +217,7 @@ class Loader:
         self.seed = seed
         self.layer_size = layer_size
         self.jobs = jobs
-        self.storage = storage and os.path.join(storage, "docker", "registry", "v2")
+        self.storage = storage
         self.repos = {}          # name -> groups as read_catalog gives them
         self.generations = {}    # name -> {entry: generation}
         self.commit = None
@@ -267,22 +261,20 @@ class Loader:
     def _store_blob(self, repo, digest, make):
         """The same as _upload_blob, in docker-registry's filesystem layout: the blob
         under blobs/, a link to it in the repository's _layers/."""
-        hexd = digest[len("sha256:"):]
-        link = os.path.join(self.storage, "repositories", repo, "_layers", "sha256", hexd,
-                            "link")
+        link = layout.layer_link(self.storage, repo, digest)
         self._count("heads")
         if os.path.exists(link):
             self._count("already_present")
             return
-        data = os.path.join(self.storage, "blobs", "sha256", hexd[:2], hexd, "data")
+        data = layout.blob_data(self.storage, digest)
         if os.path.exists(data):
             self._count("mounts")
         else:
             body = make()
-            _write_atomic(data, body)
+            layout.write_atomic(data, body)
             self._count("uploads")
             self._count("upload_bytes", len(body))
-        _write_atomic(link, digest.encode())
+        layout.write_link(link, digest)
 
     def _upload_blob(self, repo, digest, make):
         """HEAD the blob in repo; if missing, mount it from a repository known to hold it,
@@ -319,25 +311,12 @@ class Loader:
         """Push a manifest by digest or tag (children first, the index last)."""
         self._count("manifest_puts")
         if self.storage:
-            self._store_manifest(repo, ref, body)
+            layout.put_manifest(self.storage, repo, body,
+                                None if ref.startswith("sha256:") else ref)
             return
         resp, data = self._request("PUT", "/v2/%s/manifests/%s" % (repo, ref), body,
                                    {"Content-Type": media_type})
         self._expect("PUT %s manifest %s" % (repo, ref), resp, data, 201)
-
-    def _store_manifest(self, repo, ref, body):
-        """What docker-registry does on a manifest PUT, in its filesystem layout: the bytes
-        as a blob, a revision link, and for a tag its current and index links."""
-        hexd = hashlib.sha256(body).hexdigest()
-        data = os.path.join(self.storage, "blobs", "sha256", hexd[:2], hexd, "data")
-        if not os.path.exists(data):
-            _write_atomic(data, body)
-        base = os.path.join(self.storage, "repositories", repo, "_manifests")
-        link = ("sha256:" + hexd).encode()
-        _write_atomic(os.path.join(base, "revisions", "sha256", hexd, "link"), link)
-        if not ref.startswith("sha256:"):
-            _write_atomic(os.path.join(base, "tags", ref, "index", "sha256", hexd, "link"), link)
-            _write_atomic(os.path.join(base, "tags", ref, "current", "link"), link)
 
     # -- content ----------------------------------------------------------------------
     def _shared_layer(self, key):

@@ -14,9 +14,11 @@ import re
 from urllib.parse import urlsplit
 
 try:
+    from . import layout
     from .memory import Response
     from .wire import DOCKER_SCHEMA1, NAME_RE, OCI_INDEX, OCI_MANIFEST, KeepAlive
 except ImportError:  # imported by standin.py run as a script
+    import layout
     from memory import Response
     from wire import DOCKER_SCHEMA1, NAME_RE, OCI_INDEX, OCI_MANIFEST, KeepAlive
 
@@ -43,7 +45,7 @@ class Storage:
         u = urlsplit(url)
         if u.scheme != "http" or not u.hostname or not u.port:
             raise ValueError("the backend must be http://HOST:PORT, got %r" % url)
-        self.v2 = os.path.join(root, "docker", "registry", "v2")
+        self.root = root
         self.url = url
         self.registry = KeepAlive(u.hostname, u.port)
 
@@ -58,18 +60,15 @@ class Storage:
             return found
         return self.registry.request(method, path, body=body, headers=headers)
 
-    def _link(self, *parts):
+    @staticmethod
+    def _link(path):
         """The digest a link file names, or None."""
         try:
-            with open(os.path.join(self.v2, *parts), "rb") as f:
+            with open(path, "rb") as f:
                 text = f.read().decode("ascii", "replace").strip()
         except OSError:
             return None
         return text if _DIGEST.match(text) else None
-
-    def _data(self, digest):
-        hexd = digest[len("sha256:"):]
-        return os.path.join(self.v2, "blobs", "sha256", hexd[:2], hexd, "data")
 
     def _read(self, method, path):
         """A Response for what the storage holds; None sends the request to the registry
@@ -78,13 +77,12 @@ class Storage:
         if m is None or not NAME_RE.match(m.group(1)):
             return None
         name, kind, ref = m.groups()
-        repo = ("repositories",) + tuple(name.split("/"))
         head = method == "HEAD"
         if kind == "tags":
             if ref != "list":
                 return None
             try:
-                tags = os.listdir(os.path.join(self.v2, *repo, "_manifests", "tags"))
+                tags = os.listdir(layout.tags_dir(self.root, name))
             except OSError:
                 return None
             data = (json.dumps({"name": name, "tags": sorted(tags)},
@@ -93,28 +91,29 @@ class Storage:
                                   "Content-Length": str(len(data))}, [data], head)
         d = _DIGEST.match(ref)
         if kind == "blobs":
-            if d is None or self._link(*repo, "_layers", "sha256", d.group(1), "link") != ref:
+            if d is None or self._link(layout.layer_link(self.root, name, ref)) != ref:
                 return None
+            blob = layout.blob_data(self.root, ref)
             try:
-                size = os.path.getsize(self._data(ref))
+                size = os.path.getsize(blob)
             except OSError:
                 return None
             return Response(200, {"Content-Type": "application/octet-stream",
                                   "Content-Length": str(size), "Docker-Content-Digest": ref,
                                   "ETag": '"%s"' % ref, "Accept-Ranges": "bytes"},
-                            () if head else _chunks(self._data(ref)), head)
+                            () if head else _chunks(blob), head)
         if d is not None:
-            digest = self._link(*repo, "_manifests", "revisions", "sha256", d.group(1), "link")
+            digest = self._link(layout.revision_link(self.root, name, ref))
             if digest != ref:
                 return None
         elif _TAG.match(ref):
-            digest = self._link(*repo, "_manifests", "tags", ref, "current", "link")
+            digest = self._link(layout.tag_current_link(self.root, name, ref))
         else:
             return None
         if digest is None:
             return None
         try:
-            with open(self._data(digest), "rb") as f:
+            with open(layout.blob_data(self.root, digest), "rb") as f:
                 data = f.read()
         except OSError:
             return None
