@@ -15,7 +15,7 @@
 /* How to read the reply of a command. */
 enum kind {
     K_ENQUEUE,    /* {1|0, id} */
-    K_TAKE,       /* {'job', id, key, job, n, dead} | {'none', dead} | {'paused'} */
+    K_TAKE,       /* {'job', id, key, job, n, dead} | {'none'|'busy', dead} | {'paused'} */
     K_READ,       /* XREADGROUP: nil | {{stream, {{id, {field, value...}}}}} */
     K_HELD,       /* 1 | 0 | -1 */
     K_INT,        /* integer */
@@ -236,17 +236,19 @@ struct rq_cmd *rq_cmd_enqueue(const struct rq *q, const char *key, const char *j
 }
 
 struct rq_cmd *rq_cmd_take(const struct rq *q, const char *consumer, long long lease_ms,
-                           int max_deliveries)
+                           int max_deliveries, long long live_ms)
 {
     const struct keys *k = &q->keys;
-    struct rq_cmd *c = fcall(K_TAKE, "hubsync_take", 7, k->jobs, k->jobs_dead, k->jobs_index,
-                             k->stats, k->ctl_paused, k->run_current, k->jobs_handover);
+    struct rq_cmd *c = fcall(K_TAKE, "hubsync_take", 8, k->jobs, k->jobs_dead, k->jobs_index,
+                             k->stats, k->ctl_paused, k->run_current, k->jobs_handover,
+                             k->workers);
     arg(c, KEYS_GROUP);
     arg(c, consumer);
     arg_ll(c, lease_ms);
     arg_ll(c, max_deliveries);
     arg_ll(c, RQ_DEAD_CAP);
     arg(c, q->run_prefix);
+    arg_ll(c, live_ms);
     return c;
 }
 
@@ -1112,9 +1114,9 @@ static int parse_take(const struct rq_cmd *c, const redisReply *r, struct rq_res
         res->status = RQ_PAUSED;
         return 0;
     }
-    if (strcmp(st, "none") == 0 && is_array(r, 2) &&
+    if ((strcmp(st, "none") == 0 || strcmp(st, "busy") == 0) && is_array(r, 2) &&
         str_array(r->element[1], &res->items, &res->nitems) == 0) {
-        res->status = RQ_EMPTY;
+        res->status = strcmp(st, "none") == 0 ? RQ_EMPTY : RQ_BUSY;
         return 0;
     }
     if (strcmp(st, "job") == 0 && is_array(r, 6) && is_str(r->element[1]) &&

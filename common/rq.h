@@ -78,7 +78,8 @@ enum rq_status {
     RQ_VALUE,     /* a value in n, str, items or flags */
     RQ_SETTLED,   /* run enqueue: the key settled in the run already (id: done|failed|dead) */
     RQ_BUSY,      /* budget: spent only by unsettled reservations: ask again soon (n as
-                   * RQ_DENIED's should it be spent then) */
+                   * RQ_DENIED's should it be spent then); take: the consumer holds
+                   * its share of the queue */
 };
 
 /* An answer. Strings and arrays are owned; rq_res_free releases them. In a
@@ -146,9 +147,12 @@ struct rq_cmd *rq_cmd_enqueue(const struct rq *q, const char *key, const char *j
 
 /* Take one job without blocking: first a job idle for lease_ms (its delivery
  * count goes up; past max_deliveries it is dead-lettered instead, and its
- * key listed in items), else a new one. RQ_JOB | RQ_EMPTY | RQ_PAUSED. */
+ * key listed in items), else a new one unless the consumer holds its share
+ * of the queue's jobs over the live workers (a heartbeat in the last
+ * live_ms). RQ_JOB | RQ_EMPTY | RQ_BUSY (its share: ask again soon, or once
+ * one of its jobs ends) | RQ_PAUSED. */
 struct rq_cmd *rq_cmd_take(const struct rq *q, const char *consumer, long long lease_ms,
-                           int max_deliveries);
+                           int max_deliveries, long long live_ms);
 
 /* Wait up to block_ms for a new job (XREADGROUP BLOCK). RQ_JOB (n = 1) |
  * RQ_EMPTY. It skips the pause switch and the reclaim: call rq_cmd_take

@@ -10,7 +10,7 @@
 -- before the first write.
 
 -- Bump with every change: a program loads this library only over an older one.
-local VERSION = 9
+local VERSION = 10
 
 local function fail(msg)
   error({err = 'ERR hubsync: ' .. msg})
@@ -296,16 +296,20 @@ redis.register_function('hubsync_purge_delayed', function(keys, args)
   return removed
 end)
 
--- KEYS jobs dead index stats paused current handover; ARGV group consumer
--- lease_ms max_deliveries dead_cap run_prefix -> {'job', id, key, job,
--- deliveries, dead} | {'none', dead} | {'paused'}; dead lists the job keys
--- dead-lettered on the way, each counted in its run (job_run).
+-- KEYS jobs dead index stats paused current handover workers; ARGV group
+-- consumer lease_ms max_deliveries dead_cap run_prefix live_ms -> {'job', id,
+-- key, job, deliveries, dead} | {'none', dead} | {'busy', dead} |
+-- {'paused'}; dead lists the job keys dead-lettered on the way, each counted
+-- in its run (job_run). 'busy': the consumer holds its share of the queue's
+-- jobs (held and new, over the live workers: a heartbeat in the last live_ms,
+-- itself counted), so the new ones are left to the others; a few large jobs
+-- then spread over the fleet instead of going to whoever asked first.
 redis.register_function('hubsync_take', function(keys, args)
   local jobs, dead, index, stats, paused = keys[1], keys[2], keys[3], keys[4], keys[5]
-  local current, handover = keys[6], keys[7]
+  local current, handover, workers = keys[6], keys[7], keys[8]
   local group, consumer, run_prefix = args[1], args[2], args[6]
   local lease, max = int(args[3], 'lease'), int(args[4], 'max_deliveries')
-  local cap = int(args[5], 'dead_cap')
+  local cap, live_ms = int(args[5], 'dead_cap'), int(args[7], 'live_ms')
   if lease < 1 or max < 1 then fail('lease and max_deliveries must be positive') end
   if redis.call('EXISTS', paused) == 1 then return {'paused'} end
   local buried = {}
@@ -333,6 +337,19 @@ redis.register_function('hubsync_take', function(keys, args)
       dead_letter(e[1], f, (f.key and f.job) and 'max deliveries' or 'malformed entry', n)
     end
     if cursor == '0-0' then break end
+  end
+  local summary = redis.call('XPENDING', jobs, group)
+  local held, mine = summary[1], 0
+  for _, c in ipairs(summary[4] or {}) do
+    if c[1] == consumer then mine = tonumber(c[2]) end
+  end
+  local new = redis.call('XLEN', jobs) - held
+  if mine > 0 and new > 0 then
+    local now = now_ms()
+    local live = redis.call('ZCOUNT', workers, now - live_ms, '+inf')
+    local beat = redis.call('ZSCORE', workers, consumer)
+    if not beat or tonumber(beat) < now - live_ms then live = live + 1 end
+    if mine >= math.ceil((held + new) / live) then return {'busy', buried} end
   end
   for _ = 1, 100 do
     local r = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', 1,

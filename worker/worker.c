@@ -653,6 +653,12 @@ static void take_answer(struct rq_res *res, const struct err *e, void *privdata)
         retry_fetch_later(w, 1.0);
         return;
     }
+    if (res->status == RQ_BUSY) {
+        /* Its share of the queue is in hand: the rest is for the other workers
+         * unless they leave it (one of its own jobs ending asks again too). */
+        retry_fetch_later(w, WORKER_IDLE_LOOK_S);
+        return;
+    }
     /* Nothing new: wait for one on the blocking connection, unless idle means done. */
     if (w->o.exit_when_idle && w->in_hand == 0 && !w->stopping) {
         idle_check(w);
@@ -753,7 +759,8 @@ static void fetch_more(struct worker *w)
     }
     struct err e;
     w->fetching = 1;
-    if (rq_exec_async(w->cmd, rq_cmd_take(&w->q, w->id, w->o.lease_ms, w->o.max_deliveries),
+    if (rq_exec_async(w->cmd, rq_cmd_take(&w->q, w->id, w->o.lease_ms, w->o.max_deliveries,
+                                          WORKER_BEAT_TTL_S * 1000LL),
                       take_answer, w, &e) < 0) {
         w->fetching = 0;
         retry_fetch_later(w, 0.5);

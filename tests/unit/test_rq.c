@@ -276,7 +276,7 @@ static char *take_as(struct fixture *f, const char *consumer, long long lease, i
                      const char *key, const char *json)
 {
     struct rq_res res;
-    run(f, rq_cmd_take(&f->q, consumer, lease, max), &res);
+    run(f, rq_cmd_take(&f->q, consumer, lease, max, 30000), &res);
     assert_int_equal(res.status, RQ_JOB);
     assert_string_equal(res.key, key);
     if (json)
@@ -363,7 +363,7 @@ static void test_rq__take_renew_ack_owner_checks(void **state)
     struct fixture *f = *state;
     char *id = enqueue_and_take(f, "nginx:1", JOB_JSON("nginx:1", "r1"), "w1", 60000, 5);
     struct rq_res res;
-    run(f, rq_cmd_take(&f->q, "w2", 60000, 5), &res);
+    run(f, rq_cmd_take(&f->q, "w2", 60000, 5, 30000), &res);
     assert_int_equal(res.status, RQ_EMPTY); /* one job, already held */
     rq_res_free(&res);
     assert_int_equal(status_of(f, rq_cmd_renew(&f->q, "w1", id)), RQ_DONE);
@@ -395,11 +395,11 @@ static void test_rq__reclaim_after_lease_and_zombie_ack(void **state)
     char *id =
         run_enqueue_and_take(f, "r1", "redis:7", JOB_JSON("redis:7", "r1"), "w1", 60000, 5);
     struct rq_res res;
-    run(f, rq_cmd_take(&f->q, "w2", 60000, 5), &res);
+    run(f, rq_cmd_take(&f->q, "w2", 60000, 5, 30000), &res);
     assert_int_equal(res.status, RQ_EMPTY); /* the lease has not run out */
     rq_res_free(&res);
     lease_run_out(f, "w1", id);
-    run(f, rq_cmd_take(&f->q, "w2", 60000, 5), &res);
+    run(f, rq_cmd_take(&f->q, "w2", 60000, 5, 30000), &res);
     assert_int_equal(res.status, RQ_JOB);
     assert_string_equal(res.id, id);
     assert_int_equal(res.n, 2); /* the redelivery counts */
@@ -433,13 +433,13 @@ static void test_rq__dead_letter_after_max_deliveries(void **state)
         run_enqueue_and_take(f, "r9", "poison:1", JOB_JSON("poison:1", "r9"), "w1", 60000, 2);
     struct rq_res res;
     lease_run_out(f, "w1", id);
-    run(f, rq_cmd_take(&f->q, "w2", 60000, 2), &res);
+    run(f, rq_cmd_take(&f->q, "w2", 60000, 2, 30000), &res);
     assert_int_equal(res.status, RQ_JOB);
     assert_int_equal(res.n, 2);
     rq_res_free(&res);
     lease_run_out(f, "w2", id);
     /* Third delivery would pass max 2: dead-lettered, and nothing else to take. */
-    run(f, rq_cmd_take(&f->q, "w3", 60000, 2), &res);
+    run(f, rq_cmd_take(&f->q, "w3", 60000, 2, 30000), &res);
     assert_int_equal(res.status, RQ_EMPTY);
     assert_int_equal(res.nitems, 1);
     assert_string_equal(res.items[0], "poison:1");
@@ -482,7 +482,7 @@ static void test_rq__handback_keeps_delivery_count(void **state)
         assert_int_equal(status_of(f, rq_cmd_handback(&f->q, from, id, 60000)), RQ_DONE);
         struct rq_res res;
         /* Reclaimable at once with the same lease, count unchanged, never dead. */
-        run(f, rq_cmd_take(&f->q, to, 60000, 3), &res);
+        run(f, rq_cmd_take(&f->q, to, 60000, 3, 30000), &res);
         assert_int_equal(res.status, RQ_JOB);
         assert_string_equal(res.id, id);
         assert_int_equal(res.n, 1);
@@ -529,7 +529,7 @@ static void test_rq__retry_delayed_promote(void **state)
     assert_int_equal(res.n, 1);
     rq_res_free(&res);
     assert_int_equal(raw_int(f, "ZCARD %s", f->q.keys.jobs_delayed), 0);
-    run(f, rq_cmd_take(&f->q, "w1", 60000, 3), &res);
+    run(f, rq_cmd_take(&f->q, "w1", 60000, 3, 30000), &res);
     assert_int_equal(res.status, RQ_JOB);
     assert_string_equal(res.json, again);
     assert_int_equal(res.n, 1);
@@ -557,7 +557,7 @@ static void test_rq__retry_spent_requeues(void **state)
                      RQ_DONE);
     assert_int_equal(raw_int(f, "ZCARD %s", f->q.keys.jobs_delayed), 0);
     struct rq_res res;
-    run(f, rq_cmd_take(&f->q, "w2", 60000, 3), &res);
+    run(f, rq_cmd_take(&f->q, "w2", 60000, 3, 30000), &res);
     assert_int_equal(res.status, RQ_JOB);
     assert_string_equal(res.json, again);
     assert_int_equal(res.n, 1);
@@ -643,10 +643,39 @@ static void test_rq__operator_pause(void **state)
     assert_int_equal(status_of(f, rq_cmd_enqueue(&f->q, "p:1", "{}")), RQ_ADDED);
     redisReply *r = redisCommand(f->rc.c, "SET %s 1", f->q.keys.ctl_paused);
     freeReplyObject(r);
-    assert_int_equal(status_of(f, rq_cmd_take(&f->q, "w1", 60000, 3)), RQ_PAUSED);
+    assert_int_equal(status_of(f, rq_cmd_take(&f->q, "w1", 60000, 3, 30000)), RQ_PAUSED);
     r = redisCommand(f->rc.c, "DEL %s", f->q.keys.ctl_paused);
     freeReplyObject(r);
-    assert_int_equal(status_of(f, rq_cmd_take(&f->q, "w1", 60000, 3)), RQ_JOB);
+    assert_int_equal(status_of(f, rq_cmd_take(&f->q, "w1", 60000, 3, 30000)), RQ_JOB);
+}
+
+/* A worker holding its share of the queue (held and new jobs over the live
+ * workers) is told busy, and the rest waits for the others; a consumer with
+ * no heartbeat counts itself, and a lone worker takes everything. */
+static void test_rq__take_fair_share(void **state)
+{
+    struct fixture *f = *state;
+    char key[16];
+    for (int i = 0; i < 6; i++) {
+        snprintf(key, sizeof(key), "fair:%d", i);
+        assert_int_equal(status_of(f, rq_cmd_enqueue(&f->q, key, "{}")), RQ_ADDED);
+    }
+    assert_int_equal(status_of(f, rq_cmd_worker_beat(&f->q, "w1", "{}", 30)), RQ_DONE);
+    assert_int_equal(status_of(f, rq_cmd_worker_beat(&f->q, "w2", "{}", 30)), RQ_DONE);
+    /* Two live workers, six jobs: three each. */
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(status_of(f, rq_cmd_take(&f->q, "w1", 60000, 3, 30000)), RQ_JOB);
+    assert_int_equal(status_of(f, rq_cmd_take(&f->q, "w1", 60000, 3, 30000)), RQ_BUSY);
+    /* A third, without a heartbeat, counts itself: ceil(6 / 3) = 2. */
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(status_of(f, rq_cmd_take(&f->q, "w3", 60000, 3, 30000)), RQ_JOB);
+    assert_int_equal(status_of(f, rq_cmd_take(&f->q, "w3", 60000, 3, 30000)), RQ_BUSY);
+    assert_int_equal(status_of(f, rq_cmd_take(&f->q, "w2", 60000, 3, 30000)), RQ_JOB);
+    assert_int_equal(status_of(f, rq_cmd_take(&f->q, "w2", 60000, 3, 30000)), RQ_EMPTY);
+    /* w2 gone: w1 alone may hold all it likes. */
+    assert_int_equal(status_of(f, rq_cmd_worker_gone(&f->q, "w2")), RQ_DONE);
+    assert_int_equal(status_of(f, rq_cmd_enqueue(&f->q, "fair:6", "{}")), RQ_ADDED);
+    assert_int_equal(status_of(f, rq_cmd_take(&f->q, "w1", 60000, 3, 30000)), RQ_JOB);
 }
 
 /* ---- events and exports --------------------------------------------------- */
@@ -732,8 +761,8 @@ static void test_rq__bundle_queue_apart(void **state)
     assert_int_equal(status_of(f, rq_cmd_run_enqueue(&b, "abc-1", "alpine:3.20", json)),
                      RQ_ADDED);
     assert_int_equal(status_of(f, rq_cmd_run_current(&f->q)), RQ_EMPTY);
-    assert_int_equal(status_of(f, rq_cmd_take(&f->q, "w1", 60000, 5)), RQ_EMPTY);
-    run(f, rq_cmd_take(&b, "w1", 60000, 5), &res);
+    assert_int_equal(status_of(f, rq_cmd_take(&f->q, "w1", 60000, 5, 30000)), RQ_EMPTY);
+    run(f, rq_cmd_take(&b, "w1", 60000, 5, 30000), &res);
     assert_int_equal(res.status, RQ_JOB);
     assert_string_equal(res.json, json);
     char *id = res.id;
@@ -742,7 +771,7 @@ static void test_rq__bundle_queue_apart(void **state)
     /* w1 was killed: its lease runs out and w2 takes the job over. */
     freeReplyObject(redisCommand(f->rc.c, "XCLAIM %s %s w1 0 %s IDLE 3600000 JUSTID",
                                  b.keys.jobs, KEYS_GROUP, id));
-    run(f, rq_cmd_take(&b, "w2", 60000, 5), &res);
+    run(f, rq_cmd_take(&b, "w2", 60000, 5, 30000), &res);
     assert_int_equal(res.status, RQ_JOB);
     assert_string_equal(res.id, id);
     assert_int_equal(res.n, 2);
@@ -1717,7 +1746,7 @@ static void test_rq__invalid_payload_counts_in_its_run(void **state)
     raw_int(f, "XTRIM %s MAXLEN 0", f->q.keys.jobs);
     raw_int(f, "XADD %s * key bad:3", f->q.keys.jobs);
     struct rq_res res;
-    run(f, rq_cmd_take(&f->q, "w1", 60000, 5), &res);
+    run(f, rq_cmd_take(&f->q, "w1", 60000, 5, 30000), &res);
     assert_int_equal(res.status, RQ_EMPTY);
     assert_int_equal(res.nitems, 1);
     rq_res_free(&res);
@@ -2034,7 +2063,7 @@ static void test_rq__repairs_missing_function_and_group(void **state)
     /* The stream exists again but has no group: take recreates it (from 0,
      * so the job enqueued meanwhile is delivered). */
     struct rq_res res;
-    run(f, rq_cmd_take(&f->q, "w1", 60000, 3), &res);
+    run(f, rq_cmd_take(&f->q, "w1", 60000, 3, 30000), &res);
     assert_int_equal(res.status, RQ_JOB);
     assert_string_equal(res.key, "a:2");
     rq_res_free(&res);
@@ -2116,7 +2145,7 @@ static void test_rq__sync_reconnects_after_restart(void **state)
     assert_int_equal(rq_exec(&rc, rq_cmd_enqueue(&o.q, "k:1", "{}"), &res, &e), 0);
     assert_int_equal(res.status, RQ_ADDED);
     rq_res_free(&res);
-    assert_int_equal(rq_exec(&rc, rq_cmd_take(&o.q, "w", 1000, 3), &res, &e), 0);
+    assert_int_equal(rq_exec(&rc, rq_cmd_take(&o.q, "w", 1000, 3, 30000), &res, &e), 0);
     assert_int_equal(res.status, RQ_JOB);
     rq_res_free(&res);
     rconn_close(&rc);
@@ -2267,20 +2296,20 @@ static void test_rq__async_enqueue_take_ack(void **state)
                      0); /* fire and forget */
     assert_int_equal(ask(&a, a.cmd, rq_cmd_enqueue(&f->q, "async:1", "{\"a\":1}")), RQ_ADDED);
     assert_int_equal(ask(&a, a.cmd, rq_cmd_enqueue(&f->q, "async:0", "{}")), RQ_DUPLICATE);
-    assert_int_equal(ask(&a, a.cmd, rq_cmd_take(&f->q, "aw", 60000, 3)), RQ_JOB);
+    assert_int_equal(ask(&a, a.cmd, rq_cmd_take(&f->q, "aw", 60000, 3, 30000)), RQ_JOB);
     assert_string_equal(a.key, "async:0");
     char *id0 = xstrdup(a.id);
     assert_int_equal(ask(&a, a.cmd, rq_cmd_ack(&f->q, "aw", id0, "async:0", NULL, NULL, 0)),
                      RQ_DONE);
     free(id0);
-    assert_int_equal(ask(&a, a.cmd, rq_cmd_take(&f->q, "aw", 60000, 3)), RQ_JOB);
+    assert_int_equal(ask(&a, a.cmd, rq_cmd_take(&f->q, "aw", 60000, 3, 30000)), RQ_JOB);
     assert_string_equal(a.key, "async:1");
     char *id = xstrdup(a.id);
     assert_int_equal(ask(&a, a.cmd, rq_cmd_renew(&f->q, "aw", id)), RQ_DONE);
     assert_int_equal(ask(&a, a.cmd, rq_cmd_ack(&f->q, "aw", id, "async:1", NULL, NULL, 0)),
                      RQ_DONE);
     free(id);
-    assert_int_equal(ask(&a, a.cmd, rq_cmd_take(&f->q, "aw", 60000, 3)), RQ_EMPTY);
+    assert_int_equal(ask(&a, a.cmd, rq_cmd_take(&f->q, "aw", 60000, 3, 30000)), RQ_EMPTY);
     /* Blocking read on its own connection, woken by an enqueue on the other. */
     ev_timer later;
     ev_timer_init(&later, enqueue_later, 0.2, 0.);
@@ -2318,7 +2347,7 @@ static void test_rq__async_reconnects_after_restart(void **state)
     /* Back with its AOF: both holders come up again, the job is still there. */
     server_start(&o.s);
     run_until(&a, &a.ups, 4, 10);
-    assert_int_equal(ask(&a, a.cmd, rq_cmd_take(&o.q, "w", 60000, 3)), RQ_JOB);
+    assert_int_equal(ask(&a, a.cmd, rq_cmd_take(&o.q, "w", 60000, 3, 30000)), RQ_JOB);
     assert_string_equal(a.key, "k:1");
     /* Back empty: setup on reconnect recreates the library and the group. */
     server_restart_empty(&o.s);
@@ -2332,7 +2361,7 @@ static void test_rq__async_reconnects_after_restart(void **state)
     freeReplyObject(redisCommand(c, "FLUSHALL"));
     freeReplyObject(redisCommand(c, "FUNCTION FLUSH"));
     redisFree(c);
-    assert_int_equal(ask(&a, a.cmd, rq_cmd_take(&o.q, "w", 60000, 3)), RQ_EMPTY);
+    assert_int_equal(ask(&a, a.cmd, rq_cmd_take(&o.q, "w", 60000, 3, 30000)), RQ_EMPTY);
     assert_int_equal(ask(&a, a.cmd, rq_cmd_enqueue(&o.q, "k:3", "{}")), RQ_ADDED);
     assert_int_equal(ask(&a, a.blk, rq_cmd_read_new(&o.q, "w", 1000)), RQ_JOB);
     assert_string_equal(a.key, "k:3");
@@ -2427,7 +2456,7 @@ static void test_rq__auth_and_select(void **state)
     rconn_async_free(ra);
     ev_loop_destroy(loop);
     actx_open(&a, &q, &setup, url, 10000);
-    assert_int_equal(ask(&a, a.cmd, rq_cmd_take(&q, "w", 60000, 3)), RQ_JOB);
+    assert_int_equal(ask(&a, a.cmd, rq_cmd_take(&q, "w", 60000, 3, 30000)), RQ_JOB);
     assert_string_equal(a.key, "k:1");
     actx_close(&a);
     rconn_setup_free(&setup);
@@ -2509,6 +2538,7 @@ int main(void)
         T(test_rq__fail_dead_letters),
         T(test_rq__bad_counter_changes_nothing),
         T(test_rq__operator_pause),
+        T(test_rq__take_fair_share),
         T(test_rq__events_after),
         T(test_rq__exports_and_sites),
         T(test_rq__bundle_queue_apart),
