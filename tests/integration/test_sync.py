@@ -163,12 +163,12 @@ class SyncTest(MirrorCase):
                 w.wait(timeout=60)
             self.assertEqual(run.rc, 0, run.stderr)
             self.assertEqual(run.report["status"], "complete")
-            done = []
+            done = []  # the groups each worker finished (a part's key has an '@')
             for path in st.logs:
                 with open(path) as f:
-                    m = re.search(r"stopped \(done (\d+)", f.read())
-                if m:
-                    done.append(int(m.group(1)))
+                    text = f.read()
+                if "stopped (done" in text:
+                    done.append(len(re.findall(r"job=[^@\s]+ run=\S+ status=done", text)))
             self.assertEqual(len(done), len(ws))
             self.assertEqual(sum(done), run.report["jobs_total"])
             self.assertGreater(run.report["jobs_total"], len(ws))
