@@ -92,6 +92,7 @@ int keys_init(struct keys *k, const char *prefix, struct err *e)
     k->exports = fixed(k, "exports");
     k->events = fixed(k, "events");
     k->events_delivered = fixed(k, "events:delivered");
+    k->events_pending = fixed(k, "events:pending");
     k->behind = fixed(k, "behind");
     k->worker_budgets = fixed(k, "workers:budget");
     k->run_name = "run";
@@ -132,7 +133,7 @@ void keys_free(struct keys *k)
                     &k->jobs_handover, &k->runs, &k->run_current, &k->synced_commit,
                     &k->budgets, &k->workers, &k->coordinator, &k->stats, &k->ctl_paused,
                     &k->manifests, &k->exports, &k->events,
-                    &k->events_delivered, &k->behind, &k->worker_budgets};
+                    &k->events_delivered, &k->events_pending, &k->behind, &k->worker_budgets};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
         free(*all[i]);
         *all[i] = NULL;

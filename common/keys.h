@@ -100,6 +100,12 @@
  *                                               tag.removed, run.finished) and data (JSON);
  *                                               about the newest RQ_EVENTS_KEEP kept
  * <p>events:delivered                   string  the id of the last event the webhook took
+ * <p>events:pending                     hash    "<target> <repo>:<tag>" -> "<digest> <type>
+ *                                               <data>": the
+ *                                               event a tag PUT in flight will make true,
+ *                                               recorded before the PUT and dropped as the
+ *                                               event is appended, so a worker killed in
+ *                                               between leaves it to the one taking over
  * <p>exports                            zset    official-images commits exported as bundles,
  *                                               scored by the export's time (ms); the newest
  *                                               RQ_EXPORTS_KEEP are kept, with their sets
@@ -160,6 +166,7 @@ struct keys {
     char *exports;
     char *events;
     char *events_delivered;
+    char *events_pending;
     char *behind;
     char *worker_budgets;
     const char *run_name; /* static: "run", or "bundle:run" for the bundle queue */

@@ -993,6 +993,43 @@ struct rq_cmd *rq_cmd_event_add(const struct rq *q, const char *type, const char
     return c;
 }
 
+char *rq_event_field(const char *target, const char *repo, const char *tag)
+{
+    return xasprintf("%s %s:%s", target, repo, tag);
+}
+
+struct rq_cmd *rq_cmd_event_intent(const struct rq *q, const char *field, const char *digest,
+                                   const char *type, const char *data)
+{
+    struct rq_cmd *c = read_cmd(K_OK, "HSET", q->keys.events_pending);
+    arg(c, field);
+    arg_own(c, xasprintf("%s %s %s", digest, type, data));
+    return c;
+}
+
+struct rq_cmd *rq_cmd_event_tag(const struct rq *q, const char *field, const char *type,
+                                const char *data)
+{
+    struct rq_cmd *c = fcall(K_OK, "hubsync_event_tag", 2, q->keys.events, q->keys.events_pending);
+    arg_ll(c, RQ_EVENTS_KEEP);
+    const char *rest[] = {field, type, data};
+    arg_list(c, rest, 3);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_event_settle(const struct rq *q, const char *const *fields,
+                                   const char *const *digests, size_t n)
+{
+    struct rq_cmd *c =
+        fcall(K_OK, "hubsync_event_settle", 2, q->keys.events, q->keys.events_pending);
+    arg_ll(c, RQ_EVENTS_KEEP);
+    for (size_t i = 0; i < n; i++) {
+        arg(c, fields[i]);
+        arg(c, digests[i]);
+    }
+    return c;
+}
+
 struct rq_cmd *rq_cmd_events_after(const struct rq *q, const char *after, int count)
 {
     struct rq_cmd *c = read_cmd(K_EVENTS, "XRANGE", q->keys.events);

@@ -441,6 +441,20 @@ struct rq_cmd *rq_cmd_behind(const struct rq *q);
 /* Append an event: type ("tag.written", ...) and data (JSON text). RQ_VALUE
  * str: its stream id. */
 struct rq_cmd *rq_cmd_event_add(const struct rq *q, const char *type, const char *data);
+/* A tag write's event, kept across a worker killed between the PUT and the
+ * event (the events:pending hash). field: rq_event_field(). Before the PUT,
+ * rq_cmd_event_intent records the event it will make true (RQ_DONE); after
+ * it, rq_cmd_event_tag appends the event and drops the record in one step
+ * (RQ_DONE). A worker finding tags already right sends rq_cmd_event_settle
+ * with the digests they have: the records of PUTs that landed without their
+ * event become events, the others are dropped. RQ_DONE. */
+char *rq_event_field(const char *target, const char *repo, const char *tag);
+struct rq_cmd *rq_cmd_event_intent(const struct rq *q, const char *field, const char *digest,
+                                   const char *type, const char *data);
+struct rq_cmd *rq_cmd_event_tag(const struct rq *q, const char *field, const char *type,
+                                const char *data);
+struct rq_cmd *rq_cmd_event_settle(const struct rq *q, const char *const *fields,
+                                   const char *const *digests, size_t n);
 /* Up to count events after the stream id after ("0": from the first), oldest
  * first. RQ_VALUE items: RQ_EVENT_FIELDS strings per event, n events. */
 struct rq_cmd *rq_cmd_events_after(const struct rq *q, const char *after, int count);

@@ -10,7 +10,7 @@
 -- before the first write.
 
 -- Bump with every change: a program loads this library only over an older one.
-local VERSION = 10
+local VERSION = 11
 
 local function fail(msg)
   error({err = 'ERR hubsync: ' .. msg})
@@ -840,6 +840,44 @@ redis.register_function('hubsync_manifest_drop', function(keys, args)
   redis.call('DEL', keys[1])
   redis.call('ZREM', keys[2], keys[1])
   return 1
+end)
+
+-- A tag's event survives its worker being killed between the tag's PUT and the
+-- event: the event is recorded in pending (field -> "<digest> <type> <data>")
+-- before the PUT, appended and dropped in one step after it, and a worker
+-- finding the tag already right appends what its record says the dead one wrote.
+local function event_append(events, keep, etype, data)
+  redis.call('XADD', events, 'MAXLEN', '~', keep, '*', 'type', etype, 'data', data)
+end
+
+-- KEYS events pending; ARGV keep field type data -> 1
+redis.register_function('hubsync_event_tag', function(keys, args)
+  local keep = int(args[1], 'keep')
+  event_append(keys[1], keep, args[3], args[4])
+  redis.call('HDEL', keys[2], args[2])
+  return 1
+end)
+
+-- KEYS events pending; ARGV keep (field digest)... -> events appended. Each field's
+-- tag is at digest on the target: a record of a PUT of that digest landed
+-- without its event; any other record is stale. Every record named is dropped.
+redis.register_function('hubsync_event_settle', function(keys, args)
+  local keep = int(args[1], 'keep')
+  if #args % 2 ~= 1 then fail('event_settle wants field, digest pairs') end
+  if redis.call('HLEN', keys[2]) == 0 then return 0 end
+  local n = 0
+  for i = 2, #args, 2 do
+    local v = redis.call('HGET', keys[2], args[i])
+    if v then
+      local digest, etype, data = string.match(v, '^(%S+) (%S+) (.*)$')
+      if digest == args[i + 1] then
+        event_append(keys[1], keep, etype, data)
+        n = n + 1
+      end
+      redis.call('HDEL', keys[2], args[i])
+    end
+  end
+  return n
 end)
 
 -- KEYS lease; ARGV token ttl_ms -> 1 renewed | 0 not held

@@ -1021,8 +1021,34 @@ static void root_done(struct node *n)
         wave_leave(ej);
         return;
     }
+    for (size_t i = 0; i < ej->ntags && ej->en->ops.tag_intent; i++) {
+        const struct tagst *t = &ej->tags[i];
+        if (t->write && !t->pinned && strcmp(t->up, n->root_up) == 0)
+            ej->en->ops.tag_intent(ej->en->ops.ctx, ej->arg, ej->job.target_repo, t->tag, t->dst,
+                                   n->digest);
+    }
     ej_hold(ej);
     ej->en->ops.still_held(ej->en->ops.ctx, ej->arg, root_held, n);
+}
+
+/* The tags already right, told once so a write a killed worker left untold is told. */
+static void tell_current(struct engine_job *ej)
+{
+    const char **tags = xcalloc(ej->ntags + 1, sizeof(*tags));
+    const char **digests = xcalloc(ej->ntags + 1, sizeof(*digests));
+    size_t n = 0;
+    for (size_t i = 0; i < ej->ntags; i++) {
+        const struct tagst *t = &ej->tags[i];
+        if (t->up[0] && t->dst[0] && !t->write && !t->pinned) {
+            tags[n] = t->tag;
+            digests[n++] = t->dst;
+        }
+    }
+    if (n)
+        ej->en->ops.tags_current(ej->en->ops.ctx, ej->arg, ej->job.target_repo, tags, digests,
+                                 n);
+    free(tags);
+    free(digests);
 }
 
 /* Does tag i start the root of its digest: the first tag to write it? */
@@ -1079,6 +1105,8 @@ static void plan_roots(struct engine_job *ej)
         }
         t->write = 1;
     }
+    if (ej->en->ops.tags_current)
+        tell_current(ej);
     ej->wave = JOB_REFERRER_DEPTH + 1;
     wave_next(ej);
     ej_release(ej);

@@ -167,10 +167,21 @@ struct engine_ops {
      * cancels the job, and no tag is written. job_arg is the arg engine_start
      * got for the job. */
     void (*still_held)(void *ctx, void *job_arg, engine_flag_fn cb, void *arg);
+    /* Told before a root's tags are written, ahead of still_held, which must
+     * not answer before what this sent is recorded: tag of repo is to become
+     * digest (was previous), so that a worker killed between the PUT and
+     * tag_written leaves word of it. May be NULL. */
+    void (*tag_intent)(void *ctx, void *job_arg, const char *repo, const char *tag,
+                       const char *previous, const char *digest);
     /* Told after each tag written: tag of repo on the target is digest now,
      * and was previous ("" when the target lacked it). May be NULL. */
     void (*tag_written)(void *ctx, void *job_arg, const char *repo, const char *tag,
                         const char *previous, const char *digest);
+    /* Told once per job of its tags found already right (tags[i] of repo is
+     * digests[i]), when there are any: one a killed worker wrote without
+     * telling is told now. May be NULL. */
+    void (*tags_current)(void *ctx, void *job_arg, const char *repo, const char *const *tags,
+                         const char *const *digests, size_t n);
 };
 
 /* The registry requests the engine sends, with the contracts of reg.h and

@@ -863,15 +863,15 @@ static void event_answer(struct rq_res *res, const struct err *e, void *privdata
         log_warn("event not recorded: %s", e ? e->msg : "no answer");
 }
 
-/* A tag written: an event in the events stream (the coordinator's webhook
- * delivers it from there). */
-static void tag_written(void *ctx, void *job_arg, const char *repo, const char *tag,
-                        const char *previous, const char *digest)
+/* A tag write's event, sent ahead of the PUT (recorded in events:pending, on the
+ * connection that then asks still_held, so the record is in before any PUT) or
+ * after it (appended to the events stream, the coordinator's webhook delivers
+ * it from there, and the record dropped in the same step). */
+static void tag_event(struct wjob *j, const char *repo, const char *tag, const char *previous,
+                      const char *digest, int ahead)
 {
-    struct wjob *j = job_arg;
     struct worker *w = j->w;
     struct err e;
-    (void)ctx;
     json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s}", "run", j->job.run ? j->job.run : "",
                           "repository", repo, "tag", tag, "digest", digest, "previous",
                           previous);
@@ -881,10 +881,49 @@ static void tag_written(void *ctx, void *job_arg, const char *repo, const char *
         log_warn("event not recorded: %s:%s is not JSON text", repo, tag);
         return;
     }
-    struct rq_cmd *c = rq_cmd_event_add(&w->q, previous[0] ? "tag.moved" : "tag.written", data);
-    free(data);
+    const char *type = previous[0] ? "tag.moved" : "tag.written";
+    char *field = rq_event_field(j->job.target, repo, tag);
+    struct rq_cmd *c = ahead ? rq_cmd_event_intent(&w->q, field, digest, type, data)
+                             : rq_cmd_event_tag(&w->q, field, type, data);
     if (rq_exec_async(w->cmd, c, event_answer, NULL, &e) < 0)
         log_warn("event not recorded: %s", e.msg);
+    free(field);
+    free(data);
+}
+
+static void tag_intent(void *ctx, void *job_arg, const char *repo, const char *tag,
+                       const char *previous, const char *digest)
+{
+    (void)ctx;
+    tag_event(job_arg, repo, tag, previous, digest, 1);
+}
+
+static void tag_written(void *ctx, void *job_arg, const char *repo, const char *tag,
+                        const char *previous, const char *digest)
+{
+    (void)ctx;
+    tag_event(job_arg, repo, tag, previous, digest, 0);
+}
+
+/* Tags found right: the events of writes a killed worker left recorded. Sent
+ * before the job's ack, on the same connection. */
+static void tags_current(void *ctx, void *job_arg, const char *repo, const char *const *tags,
+                         const char *const *digests, size_t n)
+{
+    struct wjob *j = job_arg;
+    struct worker *w = j->w;
+    struct err e;
+    (void)ctx;
+    char **fields = xcalloc(n, sizeof(*fields));
+    for (size_t i = 0; i < n; i++)
+        fields[i] = rq_event_field(j->job.target, repo, tags[i]);
+    if (rq_exec_async(w->cmd,
+                      rq_cmd_event_settle(&w->q, (const char *const *)fields, digests, n),
+                      event_answer, NULL, &e) < 0)
+        log_warn("events of tags found right not settled: %s", e.msg);
+    for (size_t i = 0; i < n; i++)
+        free(fields[i]);
+    free(fields);
 }
 
 static void beat(struct worker *w)
@@ -1045,7 +1084,9 @@ static int worker_init(struct worker *w, const struct worker_opts *o, struct err
     struct engine_opts eo;
     fleet_engine_ops(w->fleet, &ops);
     ops.still_held = still_held;
+    ops.tag_intent = tag_intent;
     ops.tag_written = tag_written;
+    ops.tags_current = tags_current;
     engine_opts_default(&eo);
     eo.blob_concurrency = o->blob_concurrency;
     eo.upstream = o->upstream;

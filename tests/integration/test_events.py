@@ -165,6 +165,35 @@ class EventsTest(unittest.TestCase):
         self.assertEqual(self.tag_events(evs, "moved"), [])
         self.assertIsNone(second.poll())
 
+    def test_a_write_a_killed_worker_left_untold_is_told_once(self):
+        """A worker killed between a tag's PUT and its event leaves the event recorded
+        (hubsync:events:pending, written before the PUT); the next worker to find that tag
+        right appends it, once. A record of a digest the tag does not have is dropped."""
+        st = self.st
+        run = st.run()
+        self.assertEqual(run.rc, 0, run.stderr)
+        state = snapshot_tags(st.target.url, REPOS)
+        st.redis.cli_raw("DEL", PREFIX + "events")
+        pending = PREFIX + "events:pending"
+
+        def record(repo, tag, digest):
+            data = json.dumps({"digest": digest, "previous": "", "repository": repo,
+                               "run": "killed", "tag": tag}, separators=(",", ":"),
+                              sort_keys=True)
+            st.redis.cli_raw("HSET", pending, "%s %s:%s" % (st.target.url, repo, tag),
+                             "%s tag.written %s" % (digest, data))
+            return json.loads(data)
+
+        told = ("library/hello-world", "latest")
+        data = record(*told, state[told])
+        record("library/alpine", "latest", "sha256:" + "0" * 64)
+        self.assertEqual(st.redis.cli_raw("HLEN", pending).strip(), "2")
+        self.run_sync()
+        evs = self.new_events(0)
+        self.assertEqual([(e["type"], e["data"]) for e in evs[:-1]],
+                         [("io.hubsync.tag.written", data)])
+        self.assertEqual(st.redis.cli_raw("HLEN", pending).strip(), "0")
+
     def test_only_the_lease_holder_delivers(self):
         st = self.st
         run = st.run()  # events in the stream, none delivered

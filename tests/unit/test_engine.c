@@ -84,7 +84,7 @@ static void test_engine__status_of_registry_answers(void **state)
 #define DST_URL "http://dst.test"
 #define REPO "library/busybox"
 #define FK_MAX 64
-#define FK_LOG 256
+#define FK_LOG 512
 
 /* Something in a repository: a manifest by tag or digest (ref), or a blob (ref = digest). */
 struct fk_ref {
@@ -684,7 +684,34 @@ static void fk_still_held(void *ctx, void *job_arg, engine_flag_fn cb, void *arg
 {
     struct fk *fk = ctx;
     assert_ptr_equal(job_arg, fk);
+    fk_log(fk, "HELD?");
     fk_flag_call(fk, cb, arg, fk->held);
+}
+
+static void fk_tag_intent(void *ctx, void *job_arg, const char *repo, const char *tag,
+                          const char *previous, const char *digest)
+{
+    struct fk *fk = ctx;
+    assert_ptr_equal(job_arg, fk);
+    fk_log(fk, "INTENT %s:%s %s %s", repo, tag, digest, previous[0] ? previous : "-");
+}
+
+static void fk_tag_written(void *ctx, void *job_arg, const char *repo, const char *tag,
+                           const char *previous, const char *digest)
+{
+    struct fk *fk = ctx;
+    assert_ptr_equal(job_arg, fk);
+    fk_log(fk, "TOLD %s:%s %s %s", repo, tag, digest, previous[0] ? previous : "-");
+}
+
+static void fk_tags_current(void *ctx, void *job_arg, const char *repo, const char *const *tags,
+                            const char *const *digests, size_t n)
+{
+    struct fk *fk = ctx;
+    assert_ptr_equal(job_arg, fk);
+    assert_true(n > 0);
+    for (size_t i = 0; i < n; i++)
+        fk_log(fk, "CURRENT %s:%s %s", repo, tags[i], digests[i]);
 }
 
 static const struct engine_reg_ops fk_reg_ops = {
@@ -721,6 +748,9 @@ static struct fk *fk_new(void)
         .manifest_keep = fk_manifest_keep,
         .manifest_drop = fk_manifest_drop,
         .still_held = fk_still_held,
+        .tag_intent = fk_tag_intent,
+        .tag_written = fk_tag_written,
+        .tags_current = fk_tags_current,
     };
     struct engine_opts o;
     engine_opts_default(&o);
@@ -1317,6 +1347,55 @@ static void test_engine__not_held_writes_no_tag(void **state)
     fk_free(fk);
 }
 
+/* Each tag's event is recorded before the lease is asked about and its PUT sent, and
+ * told after the PUT; tags found right are told as such, once per job, so a write whose
+ * worker died before telling it is told by the next. Not held: recorded, never told. */
+static void test_engine__tag_events_recorded_ahead(void **state)
+{
+    (void)state;
+    struct fk *fk = fk_new();
+    struct bb b;
+    bb_load(fk, &b);
+    char line[160];
+    fk_run(fk, bb_tags, BB_NTAGS);
+    assert_int_equal(fk->out.status, ENGINE_DONE);
+    int held = fk_pos(fk, "HELD?");
+    assert_true(held >= 0);
+    assert_int_equal(fk_count(fk, "HELD?"), 1);
+    for (size_t i = 0; i < BB_NTAGS; i++) {
+        snprintf(line, sizeof(line), "INTENT %s:%s %s -", REPO, bb_tags[i], b.index);
+        int intent = fk_pos(fk, line);
+        assert_true(intent >= 0 && intent < held);
+        snprintf(line, sizeof(line), "TOLD %s:%s %s -", REPO, bb_tags[i], b.index);
+        assert_true(fk_pos(fk, line) > fk_line(fk, "PUT", REPO, bb_tags[i]));
+        assert_true(fk_line(fk, "PUT", REPO, bb_tags[i]) > held);
+    }
+    assert_int_equal(fk_count(fk, "INTENT "), BB_NTAGS);
+    assert_int_equal(fk_count(fk, "TOLD "), BB_NTAGS);
+    assert_int_equal(fk_count(fk, "CURRENT "), 0);
+
+    /* Run again: every tag is right, each told once as such; nothing recorded ahead. */
+    fk_run(fk, bb_tags, BB_NTAGS);
+    assert_int_equal(fk->out.n.tags_unchanged, BB_NTAGS);
+    assert_int_equal(fk_count(fk, "CURRENT "), BB_NTAGS);
+    for (size_t i = 0; i < BB_NTAGS; i++) {
+        snprintf(line, sizeof(line), "CURRENT %s:%s %s", REPO, bb_tags[i], b.index);
+        assert_true(fk_pos(fk, line) >= 0);
+    }
+    assert_int_equal(fk_count(fk, "INTENT "), 0);
+    assert_int_equal(fk_count(fk, "TOLD "), 0);
+    fk_free(fk);
+
+    fk = fk_new();
+    bb_load(fk, &b);
+    fk->held = 0;
+    fk_run(fk, bb_tags, BB_NTAGS);
+    assert_int_equal(fk->out.status, ENGINE_CANCELLED);
+    assert_int_equal(fk_count(fk, "INTENT "), BB_NTAGS);
+    assert_int_equal(fk_count(fk, "TOLD "), 0);
+    fk_free(fk);
+}
+
 /* Every manifest fetched upstream is kept by the time its GET's answer has been taken (a
  * worker killed from then on costs no second GET), until it is on the target; what a
  * cut-short attempt fetched, the next one takes from the fleet instead of upstream. */
@@ -1397,6 +1476,7 @@ int main(void)
         cmocka_unit_test(test_engine__mount_preferred_over_copy),
         cmocka_unit_test(test_engine__stale_present_forgotten_and_copied),
         cmocka_unit_test(test_engine__not_held_writes_no_tag),
+        cmocka_unit_test(test_engine__tag_events_recorded_ahead),
         cmocka_unit_test(test_engine__unavailable_registry),
         cmocka_unit_test(test_engine__fetched_manifests_kept_until_pushed),
     };

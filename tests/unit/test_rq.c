@@ -711,6 +711,51 @@ static void test_rq__events_after(void **state)
     rq_res_free(&res);
 }
 
+/* A tag's event recorded ahead of its PUT: appended and dropped in one step
+ * after it; a worker finding tags right appends the records whose digest they
+ * have (a PUT that landed untold) and drops the stale ones. */
+static void test_rq__event_records(void **state)
+{
+    struct fixture *f = *state;
+    struct rq_res res;
+    char *a = rq_event_field("http://127.0.0.1:5000", "library/x", "a");
+    char *b = rq_event_field("http://127.0.0.1:5000", "library/x", "b");
+    char *c = rq_event_field("http://127.0.0.1:5000", "library/x", "c");
+    const char *fields[] = {a, b, c, "http://127.0.0.1:5000 library/x:none"};
+    const char *digests[] = {"sha256:aa", "sha256:bb", "sha256:cc", "sha256:dd"};
+    assert_string_equal(a, "http://127.0.0.1:5000 library/x:a");
+    /* Nothing recorded: settling appends nothing. */
+    run(f, rq_cmd_event_settle(&f->q, fields, digests, 4), &res);
+    assert_int_equal(res.status, RQ_DONE);
+    rq_res_free(&res);
+    assert_int_equal(status_of(f, rq_cmd_event_intent(&f->q, a, "sha256:aa", "tag.written",
+                                                       "{\"tag\":\"a\"}")), RQ_DONE);
+    assert_int_equal(status_of(f, rq_cmd_event_intent(&f->q, b, "sha256:b0", "tag.moved",
+                                                       "{\"tag\":\"b\"}")), RQ_DONE);
+    assert_int_equal(status_of(f, rq_cmd_event_intent(&f->q, c, "sha256:cc", "tag.moved",
+                                                       "{\"tag\":\"c\"}")), RQ_DONE);
+    /* c's PUT answered: its event, its record gone. */
+    assert_int_equal(status_of(f, rq_cmd_event_tag(&f->q, c, "tag.moved", "{\"tag\":\"c\"}")),
+                     RQ_DONE);
+    /* a landed untold; b is at another digest than its record's. */
+    assert_int_equal(status_of(f, rq_cmd_event_settle(&f->q, fields, digests, 4)), RQ_DONE);
+    run(f, rq_cmd_events_after(&f->q, "0", 10), &res);
+    assert_int_equal(res.n, 2);
+    assert_string_equal(res.items[1], "tag.moved");
+    assert_string_equal(res.items[2], "{\"tag\":\"c\"}");
+    assert_string_equal(res.items[4], "tag.written");
+    assert_string_equal(res.items[5], "{\"tag\":\"a\"}");
+    rq_res_free(&res);
+    /* Every record named is gone: settling again appends nothing. */
+    assert_int_equal(status_of(f, rq_cmd_event_settle(&f->q, fields, digests, 4)), RQ_DONE);
+    run(f, rq_cmd_events_after(&f->q, "0", 10), &res);
+    assert_int_equal(res.n, 2);
+    rq_res_free(&res);
+    free(a);
+    free(b);
+    free(c);
+}
+
 /* An export's set counts only once recorded; the newest export is the last
  * recorded; a site records the commit an import brought it to. */
 static void test_rq__exports_and_sites(void **state)
@@ -2540,6 +2585,7 @@ int main(void)
         T(test_rq__operator_pause),
         T(test_rq__take_fair_share),
         T(test_rq__events_after),
+        T(test_rq__event_records),
         T(test_rq__exports_and_sites),
         T(test_rq__bundle_queue_apart),
         T(test_rq__behind_marked_once_until_cleared),
