@@ -258,8 +258,13 @@ storage:
     blobdescriptor: inmemory
 http:
   addr: 127.0.0.1:%d
-%s""" % (os.path.join(self.dir, "data"), self.port, self.extra_config))
+%s""" % (self.storage, self.port, self.extra_config))
         return ["docker-registry", "serve", cfg]
+
+    @property
+    def storage(self):
+        """The filesystem root of its storage."""
+        return os.path.join(self.dir, "data")
 
     @property
     def url(self):

@@ -226,7 +226,7 @@ class Standin(_Control):
     @property
     def storage(self):
         """The backing registry's filesystem root."""
-        return os.path.join(self.registry.dir, "data")
+        return self.registry.storage
 
     def log(self):
         return self.front.log()

@@ -6,7 +6,6 @@ host:port) or one repository of it is lost (a restore, a registry GC, a manual c
 next run must converge in one attempt per job, every tag with the upstream digest, no dead
 letter, in bounded time.
 """
-import os
 import shutil
 import signal
 import time
@@ -14,6 +13,7 @@ import time
 from harness import TIMEOUT_FACTOR
 from harness.stack import MirrorCase, dead_letters
 from harness.target import head, pushed_tags
+from standin import layout
 
 # Both runs of a test take a few seconds on loopback; a run that stalls on a stale hint (the
 # failure this module guards against) waits 30 minutes per lock, so this bound catches it.
@@ -30,11 +30,12 @@ class RepairTest(MirrorCase):
         self.assertEqual(s.rc, 0, s.stderr[-3000:])
         return s.report, time.time() - t0
 
-    def lose(self, *path):
-        """Stop the target, delete path under its storage root (all of it when empty),
+    def lose(self, repo=None):
+        """Stop the target, delete repo from its storage (all of the storage when None),
         start it again on the same port."""
         self.target.kill(signal.SIGTERM)
-        shutil.rmtree(os.path.join(self.target.dir, "data", *path))
+        root = self.target.storage
+        shutil.rmtree(layout.repository_dir(root, repo) if repo else root)
         self.target.start(self.target.port)
 
     def record(self):
@@ -82,7 +83,7 @@ class RepairTest(MirrorCase):
         # Lose the repository that does not hold the epoch marker: the epoch stands, so the
         # sets still list what is gone and every 404 has to correct them.
         lost = [r for r in self.REPOS if "library/" + r != before.get("repo")][0]
-        self.lose("docker", "registry", "v2", "repositories", "library", lost)
+        self.lose("library/" + lost)
         report, t2 = self.sync()
         print("  after losing library/%s: %.1fs" % (lost, t2), flush=True)
         self.assert_one_clean_run(report)
@@ -102,7 +103,7 @@ class RepairTest(MirrorCase):
                  if self.present("library/" + lost, b["digest"]) and
                  not any(self.present("library/" + o, b["digest"]) for o in others)}
         self.assertTrue(blobs)
-        self.lose("docker", "registry", "v2", "repositories", "library", lost)
+        self.lose("library/" + lost)
         # Another prefix on the same target: its blobs' mount source is the lost repository.
         report, _ = self.sync(repos=[lost], extra=["--target-prefix", "mirror/"])
         self.assertEqual(report["status"], "complete", report)

@@ -819,7 +819,7 @@ class StandinTest(unittest.TestCase):
             cli = [sys.executable, os.path.join(ROOT, "tests", "standin", "loader.py")]
             p = subprocess.run(cli + ["load", "--registry", other.url, "--catalog", cat,
                                       "--repos", "alpine", "--out", os.path.join(tmp, "s.json"),
-                                      "--storage", os.path.join(other.dir, "data")],
+                                      "--storage", other.storage],
                                capture_output=True, text=True, timeout=60)
             self.assertEqual(p.returncode, 0, p.stderr)
             self.assertIn("6 tags, 2 indexes, 20 child manifests", p.stderr)
@@ -1086,7 +1086,7 @@ class LayoutTest(unittest.TestCase):
     def setUp(self):
         self.reg = Registry().start()
         self.addCleanup(self.reg.stop)
-        self.root = os.path.join(self.reg.dir, "data")
+        self.root = self.reg.storage
 
     def get(self, method, path):
         return request(method, self.reg.url + path,

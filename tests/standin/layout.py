@@ -18,6 +18,11 @@ def _repo(root, repo, *parts):
     return _v2(root, "repositories", *repo.split("/"), *parts)
 
 
+def repository_dir(root, repo):
+    """Everything docker-registry keeps of repo (its links; the blobs stay shared)."""
+    return _repo(root, repo)
+
+
 def blob_data(root, digest):
     """The file holding a blob's (or a manifest's) bytes."""
     hexd = digest[len("sha256:"):]
