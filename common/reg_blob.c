@@ -13,7 +13,14 @@
  * callback that delivers byte number `size`, before that byte can reach
  * the read callback, so the upload never completes with unverified bytes:
  * on a mismatch, excess or truncation the read callback answers
- * CURL_READFUNC_ABORT. */
+ * CURL_READFUNC_ABORT.
+ *
+ * A paused GET keeps its connection while its PUT waits for one: streams
+ * that took every connection of a host would wait for each other for ever
+ * (two copies within one registry at one connection each, or a copy's GET
+ * and another's PUT). So a stream starts only once its connections, one at
+ * each end (two when both ends are one host:port), fit under max_host_conns
+ * next to those of the streams running; the others wait in order. */
 #include "reg_blob.h"
 
 #include <errno.h>
@@ -21,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "buf.h"
@@ -45,6 +53,9 @@ struct copy {
     char *location;     /* upload session URL */
     int dl_running, up_running, fin_running;
     int committed;
+    long stream_need;   /* connections the stream holds or waits for; 0: none */
+    int stream_waiting;
+    struct reg_op *stream_next;
     /* the stream */
     char *ring;
     size_t cap, head, used;
@@ -66,6 +77,8 @@ struct copy {
 static void start_attempt(struct copy *cp);
 static void maybe_finish(struct copy *cp);
 static void start_upload(struct copy *cp);
+static void stream_wake(struct reg_client *c);
+static void start_stream(struct copy *cp);
 
 static void copy_free(void *p)
 {
@@ -454,6 +467,18 @@ static void on_fin(struct reg_req *q, void *arg)
 
 /* ---- attempts ---- */
 
+/* Whether two registry URLs (scheme://host[:port][/prefix]) name one
+ * host:port, which libcurl counts as one host. */
+static int same_host(const char *a, const char *b)
+{
+    const char *ha = strstr(a, "://"), *hb = strstr(b, "://");
+    if (!ha || !hb)
+        return 0;
+    size_t na = strcspn(ha + 3, "/"), nb = strcspn(hb + 3, "/");
+    return na == nb && strncasecmp(ha + 3, hb + 3, na) == 0 &&
+           (size_t)(ha - a) == (size_t)(hb - b) && strncasecmp(a, b, (size_t)(ha - a)) == 0;
+}
+
 static void begin_stream(struct copy *cp)
 {
     if (cp->src_fd >= 0) {
@@ -468,6 +493,43 @@ static void begin_stream(struct copy *cp)
         start_upload(cp);
         return;
     }
+    cp->stream_need = same_host(cp->src->url, cp->dst->url) ? 2 : 1;
+    if (cp->stream_need > cp->c->o.max_host_conns) {
+        fail(cp, REG_INVALID, 0, "copy blob %s@%s within %s: streaming it needs 2 connections "
+             "to the host at once, and 1 connection per host is allowed", cp->src_repo,
+             cp->digest, cp->dst->url);
+        cp->stream_need = 0;
+        return;
+    }
+    cp->stream_waiting = 1;
+    cp->stream_next = NULL;
+    if (cp->c->stream_wait_tail)
+        ((struct copy *)cp->c->stream_wait_tail)->stream_next = &cp->base;
+    else
+        cp->c->stream_wait = &cp->base;
+    cp->c->stream_wait_tail = &cp->base;
+    stream_wake(cp->c);
+}
+
+/* Start the waiting streams, oldest first, while their connections fit. */
+static void stream_wake(struct reg_client *c)
+{
+    while (c->stream_wait) {
+        struct copy *cp = (struct copy *)c->stream_wait;
+        if (c->stream_conns + cp->stream_need > c->o.max_host_conns)
+            return;
+        c->stream_wait = cp->stream_next;
+        if (!c->stream_wait)
+            c->stream_wait_tail = NULL;
+        cp->stream_waiting = 0;
+        c->stream_conns += cp->stream_need;
+        start_stream(cp);
+    }
+}
+
+/* The source GET and the target upload of a copy, at once. */
+static void start_stream(struct copy *cp)
+{
     char *url = reg_http_url(cp->src, cp->src_repo, "blobs", cp->digest);
     char *scope = reg_http_scope(cp->src_repo, "pull");
     char *what = xasprintf("GET blob %s@%s", cp->src_repo, cp->digest);
@@ -551,9 +613,14 @@ static void on_retry(struct ev_loop *loop, ev_timer *w, int revents)
 
 static void maybe_finish(struct copy *cp)
 {
-    if (cp->dl_running || cp->up_running || cp->fin_running)
+    if (cp->dl_running || cp->up_running || cp->fin_running || cp->stream_waiting)
         return;
     struct reg_client *c = cp->c;
+    if (cp->stream_need) {
+        c->stream_conns -= cp->stream_need;
+        cp->stream_need = 0;
+        stream_wake(c);
+    }
     if (cp->failed && cp->location) {
         /* Drop the half-written session before deciding anything else. */
         drop(cp, &cp->fin);

@@ -37,6 +37,12 @@ struct reg_client {
     struct reg_stats stats;
     int busy;        /* operations in flight */
     int registries;  /* registries alive */
+    /* Blob streams (reg_blob.c) hold a connection at each end until both
+     * ends are done; they may together hold at most max_host_conns, so a
+     * stream's second end can always get its connection. */
+    long stream_conns;             /* connections held by streams */
+    struct reg_op *stream_wait;    /* copies waiting to stream, oldest first */
+    struct reg_op *stream_wait_tail;
     unsigned long long rng; /* backoff jitter (xorshift) */
 };
 

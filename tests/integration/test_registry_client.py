@@ -159,6 +159,24 @@ class RealRegistryTest(unittest.TestCase):
         rc, out, _ = self.tool.run("head-blob", self.reg.url + "/lib/copy", "sha256:" + "2" * 64)
         self.assertEqual((rc, out["class"]), (1, "not_found"))
 
+    def test_streams_within_one_host_never_wait_for_each_other(self):
+        # Each copy holds a connection for its GET and one for its PUT; four at once
+        # over two connections stalled until the stall timeout when two GETs took both.
+        stall = ["--low-speed-secs", "5", "--retries", "0"]
+        rc, out, err = self.tool.run("copy-blob", "--host-conns", "2", "--parallel", "4", *stall,
+                                     self.reg.url + "/lib/src", self.reg.url + "/lib/two",
+                                     self.layer_digest, len(self.layer), timeout=60)
+        self.assertEqual(rc, 0, err)
+        self.assertEqual([r["class"] for r in out["results"]], ["ok"] * 4)
+        self.assertLess(out["seconds"], 4)
+        # One connection cannot carry both ends: a clear refusal, not a stall.
+        rc, out, _ = self.tool.run("copy-blob", "--host-conns", "1", *stall,
+                                   self.reg.url + "/lib/src", self.reg.url + "/lib/one",
+                                   self.layer_digest, len(self.layer), timeout=60)
+        self.assertEqual((rc, out["class"]), (1, "invalid"))
+        self.assertIn("needs 2 connections", out["msg"])
+        self.assertEqual(blob_status(self.reg.url, "lib/one", self.layer_digest), 404)
+
     def test_mount_201(self):
         rc, out, _ = self.tool.run("copy-blob", self.reg.url + "/lib/src", self.reg.url + "/lib/m1",
                                    self.layer_digest, len(self.layer), "--from", "lib/src")

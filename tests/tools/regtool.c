@@ -59,6 +59,7 @@ enum {
     OPT_PAGE_SIZE,
     OPT_MAX_TAGS,
     OPT_PARALLEL,
+    OPT_HOST_CONNS,
     OPT_REPEAT,
     OPT_INTERVAL_MS,
 };
@@ -78,6 +79,8 @@ static const struct cfg_opt opts[] = {
      "blob copy ring size", 0},
     {OPT_CHUNK_THRESHOLD, "chunk-threshold", NULL, CFG_INT, "-1", -1, 1LL << 50,
      "chunked upload above (-1 never)", 0},
+    {OPT_HOST_CONNS, "host-conns", NULL, CFG_INT, "8", 1, 64,
+     "connections per host (the total stays 64)", 0},
     {OPT_CHUNK_BYTES, "chunk-bytes", NULL, CFG_INT, "67108864", 1, 1LL << 40, "PATCH size", 0},
     {OPT_SRC_CREDS_ENV, "src-creds-env", NULL, CFG_STR, NULL, 0, 0,
      "env prefix for the first registry", 0},
@@ -319,6 +322,7 @@ int main(int argc, char **argv)
     o.ring_bytes = (size_t)cfg_int(&cfg, OPT_RING_BYTES);
     o.chunk_threshold = cfg_int(&cfg, OPT_CHUNK_THRESHOLD);
     o.chunk_bytes = cfg_int(&cfg, OPT_CHUNK_BYTES);
+    o.max_host_conns = cfg_int(&cfg, OPT_HOST_CONNS);
     o.hooks.on_ratelimit = on_ratelimit;
     o.hooks.on_manifest_get = on_manifest_get;
     o.hooks.arg = &t;
