@@ -80,6 +80,12 @@ struct reg_client *reg_client_new(struct ev_loop *loop, const struct reg_client_
         err_set(e, "registry client: invalid options (retries, timeouts, chunk size)");
         return NULL;
     }
+    if (o->max_host_conns < 1 || o->max_host_conns > o->max_total_conns) {
+        /* A total below the per-host cap would silently be the tighter one. */
+        err_set(e, "registry client: max_host_conns %ld must be at least 1 and at most "
+                "max_total_conns %ld", o->max_host_conns, o->max_total_conns);
+        return NULL;
+    }
     unsigned char addr[sizeof(struct in6_addr)];
     if (o->source_address && inet_pton(AF_INET, o->source_address, addr) != 1 &&
         inet_pton(AF_INET6, o->source_address, addr) != 1) {

@@ -108,8 +108,8 @@ struct reg_client_opts {
     int max_retries;             /* retries after the first attempt; default 3 */
     long retry_base_ms;          /* first backoff (doubled each retry, jittered); default 500 */
     long retry_max_ms;           /* backoff cap; default 30000 */
-    long max_total_conns;        /* default 64 */
-    long max_host_conns;         /* default 8 */
+    long max_total_conns;        /* default 64; at least max_host_conns */
+    long max_host_conns;         /* per host:port; default 8, at least 1 */
     size_t ring_bytes;           /* blob copy buffer per copy; default 1 MiB, min 64 KiB */
     long long chunk_threshold;   /* blobs larger use chunked PATCH uploads; default -1: never */
     long long chunk_bytes;       /* PATCH size; default 64 MiB */

@@ -1075,6 +1075,10 @@ static int worker_init(struct worker *w, const struct worker_opts *o, struct err
     co.ca_file = o->ca_file;
     co.source_address = o->source_address;
     co.max_retries = o->http_retries;
+    co.max_host_conns = o->connections_per_host;
+    /* The total cap is only a backstop: it must never be the tighter one. */
+    if (co.max_total_conns < 2L * o->connections_per_host)
+        co.max_total_conns = 2L * o->connections_per_host;
     co.hooks.on_ratelimit = fleet_on_ratelimit;
     co.hooks.arg = w->fleet;
     w->client = reg_client_new(w->loop, &co, e);

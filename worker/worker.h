@@ -37,6 +37,7 @@ struct worker_opts {
     const char *id;           /* consumer name; NULL: <hostname>:<pid> */
     int concurrency;          /* jobs at once */
     int blob_concurrency;     /* blob copies at once */
+    int connections_per_host; /* reg_client_opts.max_host_conns */
     int keep_pulls;           /* pulls left for people: the budget floor */
     long long lease_ms;       /* a job idle this long is taken over */
     int max_deliveries;       /* deliveries (crashes included) before a dead letter */

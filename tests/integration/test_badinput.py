@@ -38,6 +38,12 @@ class FlagsTest(unittest.TestCase):
         self.one_line_error(run(programs.worker(), env={"HUBSYNC_CONCURRENCY": "many"}),
                             "HUBSYNC_CONCURRENCY", "not an integer")
         self.one_line_error(run(programs.worker("--exit-when-idle=perhaps")), "--exit-when-idle")
+        for bad, shown in (("0", "0 is out of range"), ("257", "257 is out of range"),
+                           ("x", "'x' is not an integer"), ("", "'' is not an integer")):
+            self.one_line_error(run(programs.worker("--connections-per-host", bad)),
+                                "--connections-per-host", shown)
+        self.one_line_error(run(programs.worker(), env={"HUBSYNC_CONNECTIONS_PER_HOST": "257"}),
+                            "HUBSYNC_CONNECTIONS_PER_HOST", "257", "out of range")
         self.one_line_error(run(programs.worker(redis="http://127.0.0.1:6379",
                                                 target="http://127.0.0.1:5000")), "redis")
         self.one_line_error(run(programs.worker()), "--target")

@@ -351,6 +351,28 @@ static void peer_accept(struct ev_loop *loop, ev_io *w, int revents)
     close(fd);
 }
 
+static void test_reg__connection_caps(void **state)
+{
+    (void)state;
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    struct reg_client_opts o;
+    struct err e;
+    reg_client_opts_default(&o);
+    /* libcurl would hold every host to a smaller total without a word. */
+    o.max_host_conns = 65;
+    assert_null(reg_client_new(loop, &o, &e));
+    assert_non_null(strstr(e.msg, "max_host_conns 65"));
+    assert_non_null(strstr(e.msg, "max_total_conns 64"));
+    o.max_host_conns = 0;
+    assert_null(reg_client_new(loop, &o, &e));
+    assert_non_null(strstr(e.msg, "max_host_conns 0"));
+    o.max_host_conns = 64;
+    struct reg_client *c = reg_client_new(loop, &o, &e);
+    assert_non_null(c);
+    reg_client_free(c);
+    ev_loop_destroy(loop);
+}
+
 static void test_reg__source_address(void **state)
 {
     (void)state;
@@ -408,6 +430,7 @@ int main(void)
         cmocka_unit_test(test_reg__invalid_arguments_complete_later),
         cmocka_unit_test(test_reg__refused_connection_retried_and_bounded),
         cmocka_unit_test(test_reg__headers_libcurl_cannot_build),
+        cmocka_unit_test(test_reg__connection_caps),
         cmocka_unit_test(test_reg__source_address),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
