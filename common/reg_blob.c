@@ -15,7 +15,12 @@
  * on a mismatch, excess or truncation the read callback answers
  * CURL_READFUNC_ABORT.
  *
- * A paused GET keeps its connection while its PUT waits for one: streams
+ * The upload starts once the GET's first bytes came: a PUT started at once
+ * held its target connection paused while its GET waited for a source
+ * connection, and libcurl 7.88 retries one waiting transfer per finished
+ * one, so when nothing but such PUTs ran, nothing finished and the GETs
+ * waited for ever (a sync at 2 connections per host). And a paused GET
+ * keeps its connection while its PUT waits for one: streams
  * that took every connection of a host would wait for each other for ever
  * (two copies within one registry at one connection each, or a copy's GET
  * and another's PUT). So a stream starts only once its connections, one at
@@ -52,6 +57,7 @@ struct copy {
     struct reg_req *post, *dl, *up, *fin; /* fin: closing PUT or DELETE */
     char *location;     /* upload session URL */
     int dl_running, up_running, fin_running;
+    int up_due;         /* the upload starts from up_timer (the GET's first bytes came) */
     int committed;
     long stream_need;   /* connections the stream holds or waits for; 0: none */
     int stream_waiting;
@@ -71,7 +77,7 @@ struct copy {
     long fail_status;
     long fail_retry_after; /* Retry-After of the failed answer, -1 if none */
     char fail_msg[REG_MSG_MAX];
-    ev_timer retry;
+    ev_timer retry, up_timer;
 };
 
 static void start_attempt(struct copy *cp);
@@ -88,6 +94,7 @@ static void copy_free(void *p)
     reg_http_free(cp->up);
     reg_http_free(cp->fin);
     ev_timer_stop(cp->c->loop, &cp->retry);
+    ev_timer_stop(cp->c->loop, &cp->up_timer);
     free(cp->src_repo);
     free(cp->dst_repo);
     free(cp->digest);
@@ -187,11 +194,29 @@ static size_t dl_write(char *p, size_t sz, size_t nm, void *arg)
         }
         cp->verified = 1;
     }
+    if (cp->received == (long long)n && !cp->up_running) {
+        /* First bytes: only now may the upload take a target connection (not
+         * from this callback: libcurl must not be re-entered). */
+        cp->up_due = 1;
+        ev_timer_set(&cp->up_timer, 0., 0.);
+        ev_timer_start(cp->c->loop, &cp->up_timer);
+    }
     if (cp->up_paused && cp->up && cp->up->easy) {
         cp->up_paused = 0;
         evcurl_unpause(cp->c->ec, cp->up->easy);
     }
     return n;
+}
+
+static void on_up_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct copy *cp = w->data;
+    cp->up_due = 0;
+    if (!cp->failed)
+        start_upload(cp);
+    maybe_finish(cp);
 }
 
 static void dl_setup(struct reg_req *q, CURL *easy, void *arg)
@@ -544,8 +569,6 @@ static void start_stream(struct copy *cp)
     cp->dl->may_retry = dl_may_retry;
     cp->dl_running = 1;
     reg_http_start(cp->dl);
-    if (cp->size > 0)
-        start_upload(cp);
 }
 
 static void on_post(struct reg_req *q, void *arg)
@@ -613,7 +636,7 @@ static void on_retry(struct ev_loop *loop, ev_timer *w, int revents)
 
 static void maybe_finish(struct copy *cp)
 {
-    if (cp->dl_running || cp->up_running || cp->fin_running || cp->stream_waiting)
+    if (cp->dl_running || cp->up_running || cp->up_due || cp->fin_running || cp->stream_waiting)
         return;
     struct reg_client *c = cp->c;
     if (cp->stream_need) {
@@ -683,6 +706,8 @@ static struct copy *copy_new(struct reg_registry *dst, reg_done_fn done, void *a
     reg_http_op_init(&cp->base, cp->c, done, arg);
     ev_timer_init(&cp->retry, on_retry, 0., 0.);
     cp->retry.data = cp;
+    ev_timer_init(&cp->up_timer, on_up_timer, 0., 0.);
+    cp->up_timer.data = cp;
     cp->sha = digest_new();
     return cp;
 }

@@ -137,6 +137,23 @@ class SyncTest(MirrorCase):
         self.assertEqual(again.report["tags_written"], 0)
         self.assertEqual(again.report["manifests_pushed"], 0)
 
+    def test_connections_per_host_caps_requests_in_flight(self):
+        # With latency every request takes long enough for the worker's jobs to overlap:
+        # at 8 connections the stand-in sees more than 2 at once, at 2 never more.
+        self.hub.config(latency_ms=40)
+        self.addCleanup(self.hub.config, latency_ms=0)
+        peaks = {}
+        for n in (2, 8):
+            st = Stack(["hello-world", "busybox"], hub=self.hub, worker_log_level="warn").start()
+            self.addCleanup(st.stop)
+            self.hub.reset_counters()
+            s = st.run(workers=1, worker_extra=("--connections-per-host", str(n)))
+            self.assertEqual(s.rc, 0, s.stderr)
+            self.assertEqual(s.report["status"], "complete")
+            peaks[n] = self.hub.counters()["in_flight_peak"]
+        self.assertLessEqual(peaks[2], 2, peaks)
+        self.assertGreater(peaks[8], 2, peaks)
+
     def test_batch_workers_leave_with_the_run(self):
         # --exit-when-idle workers with a long idle grace: once the run they worked for has
         # all its jobs queued and the queue is drained, they leave at once instead of waiting

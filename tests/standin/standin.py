@@ -212,6 +212,7 @@ class Hub:
         self.users = {name: (password, limit) for name, password, limit in users}
         self.secret = os.urandom(32)
         self.lock = threading.Lock()
+        self.in_flight = 0  # registry and token requests being answered (not reset)
         self.sources = {}
         self.log = collections.deque(maxlen=log_size)
         self.manifest_cache = {}
@@ -244,6 +245,7 @@ class Hub:
                 "token_denied": 0, "unauthorized_401": 0, "tags_list": 0, "referrers_get": 0,
                 "auth_leaks": 0,
                 "auth_leak_details": [], "faults": {f: 0 for f in FAULTS},
+                "in_flight_peak": self.in_flight,
             }
             self.rolls = collections.Counter()
             self.burst_left = 0
@@ -253,6 +255,18 @@ class Hub:
     def count(self, key, n=1):
         with self.lock:
             self.counters[key] += n
+
+    def enter(self):
+        """A registry or token request begins: the peak of those answered at once is what
+        a client's connection cap allows (HTTP/1.1: one request per connection)."""
+        with self.lock:
+            self.in_flight += 1
+            if self.in_flight > self.counters["in_flight_peak"]:
+                self.counters["in_flight_peak"] = self.in_flight
+
+    def leave(self):
+        with self.lock:
+            self.in_flight -= 1
 
     def count_in(self, key, sub, n=1):
         with self.lock:
@@ -575,7 +589,11 @@ class RegistryHandler(Handler):
             self.guarded(None, lambda: self.control(u.path[len("/_standin/"):],
                                                     parse_qs(u.query)))
         else:
-            self.guarded("registry", lambda: self.route(u.path, u.query))
+            self.hub.enter()
+            try:
+                self.guarded("registry", lambda: self.route(u.path, u.query))
+            finally:
+                self.hub.leave()
 
     def route(self, path, query):
         hub = self.hub
