@@ -251,10 +251,12 @@ class Hubsync:
     """hubsync-coordinator sync --once --wait plus N hubsync-worker --exit-when-idle; one
     Redis for the whole chain (it is hubsync's memory between runs)."""
 
-    def __init__(self, workers, concurrency=None):
+    def __init__(self, workers, concurrency=None, connections=None):
         self.name = "hubsync-%d" % workers
         self.workers = workers
         self.extra = [] if concurrency is None else ["--concurrency", str(concurrency)]
+        if connections is not None:
+            self.extra += ["--connections-per-host", str(connections)]
         self.redis = None
 
     def open(self, tmp):
@@ -366,9 +368,9 @@ class SeedScript(Peer):
         return {"rss_kib": peak, "end": time.monotonic(), "cpu": {"skopeo": cpu}}
 
 
-def make_tool(name, concurrency=None):
+def make_tool(name, concurrency=None, connections=None):
     if name.startswith("hubsync-"):
-        return Hubsync(int(name.split("-", 1)[1]), concurrency)
+        return Hubsync(int(name.split("-", 1)[1]), concurrency, connections)
     if name == "skopeo-sync":
         return SkopeoSync()
     if name == "seed-script":
@@ -867,6 +869,8 @@ def parse_args(argv):
     ap.add_argument("--new-ref", help="NEW official-images commit (catalog: the newest)")
     ap.add_argument("--worker-concurrency", type=int,
                     help="hubsync-worker --concurrency (default: the worker's own, 8)")
+    ap.add_argument("--connections-per-host", type=int,
+                    help="hubsync-worker --connections-per-host (default: the worker's own, 8)")
     ap.add_argument("--layer-size", type=int, help="payload bytes per layer")
     ap.add_argument("--official-images", default=OFFICIAL_IMAGES,
                     help="bare official-images repository (cloned to a temp dir)")
@@ -938,7 +942,8 @@ def catalog_bench(opts, doc, emit):
                           file=sys.stderr, flush=True)
                     one = {}
                     for scenarios in chains(opts):
-                        one.update(chain(make_tool(name, opts.worker_concurrency), opts,
+                        one.update(chain(make_tool(name, opts.worker_concurrency,
+                                                   opts.connections_per_host), opts,
                                          latency, cats, scenarios))
                     runs.append(one)
                 results[latency][name] = summarize(runs)
@@ -965,7 +970,9 @@ def main(argv=None):
     load_before = os.getloadavg()
     doc = {"date": started, "scale": opts.scale, "repos": opts.repos,
            "layer_size": opts.layer_size, "rebuild": opts.rebuild, "runs": opts.runs,
-           "cpus": os.cpu_count(), "load_before": load_before}
+           "cpus": os.cpu_count(), "load_before": load_before,
+           "worker_concurrency": opts.worker_concurrency,
+           "connections_per_host": opts.connections_per_host}
     md = []
 
     def emit(part):
@@ -1000,10 +1007,11 @@ def main(argv=None):
     elif opts.memory_only:
         setup = ""
     else:
-        setup = ("; repos %s; layer size %d bytes; %d run(s); worker concurrency %s; refs "
-                 "%s -> %s; rebuilt %s; stand-in reads %s" % (
+        setup = ("; repos %s; layer size %d bytes; %d run(s); worker concurrency %s; "
+                 "connections per host %s; refs %s -> %s; rebuilt %s; stand-in reads %s" % (
                      ",".join(opts.repos) if opts.repos else "all", opts.layer_size,
-                     opts.runs, opts.worker_concurrency or "default", opts.old_ref,
+                     opts.runs, opts.worker_concurrency or "default",
+                     opts.connections_per_host or "default", opts.old_ref,
                      opts.new_ref, ",".join(opts.rebuild),
                      "proxied to its backend" if opts.proxied_reads else "from storage"))
     emit("- %s, %d CPUs, load average %.2f before, %.2f after%s\n" % (
