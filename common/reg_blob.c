@@ -15,16 +15,16 @@
  * on a mismatch, excess or truncation the read callback answers
  * CURL_READFUNC_ABORT.
  *
- * The upload starts once the GET's first bytes came: a PUT started at once
- * held its target connection paused while its GET waited for a source
- * connection, and libcurl 7.88 retries one waiting transfer per finished
- * one, so when nothing but such PUTs ran, nothing finished and the GETs
- * waited for ever (a sync at 2 connections per host). And a paused GET
- * keeps its connection while its PUT waits for one: streams
- * that took every connection of a host would wait for each other for ever
- * (two copies within one registry at one connection each, or a copy's GET
- * and another's PUT). So a stream starts only once its connections, one at
- * each end (two when both ends are one host:port), fit under max_host_conns
+ * Connections are capped per host (max_host_conns), and a transfer waiting
+ * for one is retried by libcurl 7.88 only when another transfer finishes.
+ * So the upload starts once the GET's first bytes came: PUTs started with
+ * their GETs held the target's connections paused while the GETs waited for
+ * the source's, and with nothing else running nothing ever finished (a
+ * sync at 2 connections per host). And a paused GET keeps its connection
+ * while its PUT waits for one, so streams that took every connection of a
+ * host would wait for each other (two copies within one registry at one
+ * connection each): a stream starts only once its connections, one at each
+ * end (two when both ends are one host:port), fit under max_host_conns
  * next to those of the streams running; the others wait in order. */
 #include "reg_blob.h"
 
@@ -540,7 +540,7 @@ static void begin_stream(struct copy *cp)
 static void stream_wake(struct reg_client *c)
 {
     while (c->stream_wait) {
-        struct copy *cp = (struct copy *)c->stream_wait;
+        struct copy *cp = (struct copy *)c->stream_wait; /* base is its first member */
         if (c->stream_conns + cp->stream_need > c->o.max_host_conns)
             return;
         c->stream_wait = cp->stream_next;
@@ -552,7 +552,7 @@ static void stream_wake(struct reg_client *c)
     }
 }
 
-/* The source GET and the target upload of a copy, at once. */
+/* The source GET of a copy; dl_write starts the upload with its first bytes. */
 static void start_stream(struct copy *cp)
 {
     char *url = reg_http_url(cp->src, cp->src_repo, "blobs", cp->digest);
