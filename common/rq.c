@@ -1037,10 +1037,11 @@ struct rq_cmd *rq_cmd_assist_done(const struct rq *q, const char *run_id, const 
     return c;
 }
 
-struct rq_cmd *rq_cmd_assist_clear(const struct rq *q, const char *job_id)
+struct rq_cmd *rq_cmd_assist_clear(const struct rq *q, const char *job_id, const char *worker)
 {
     struct rq_cmd *c = fcall(K_INT, "hubsync_assist_clear", 1, q->keys.assist);
     arg(c, job_id);
+    arg(c, worker);
     return c;
 }
 

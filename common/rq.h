@@ -365,8 +365,9 @@ struct rq_cmd *rq_cmd_assist_take(const struct rq *q, const char *consumer);
  * counted | 0 (the run is over). */
 struct rq_cmd *rq_cmd_assist_done(const struct rq *q, const char *run_id, const char *key,
                                   const struct rq_counter *counters, size_t ncounters);
-/* The job job_id ended: its offers not taken are dropped. RQ_VALUE n = dropped. */
-struct rq_cmd *rq_cmd_assist_clear(const struct rq *q, const char *job_id);
+/* The job job_id that worker held ended: the offers it made and no one took are
+ * dropped. RQ_VALUE n = dropped. */
+struct rq_cmd *rq_cmd_assist_clear(const struct rq *q, const char *job_id, const char *worker);
 
 /* --- runs --- */
 

@@ -1006,12 +1006,14 @@ redis.register_function('hubsync_assist_done', function(keys, args)
   return 1
 end)
 
--- KEYS assist; ARGV job id -> offers dropped: those of the job left untaken
--- when it ends, whatever the outcome.
+-- KEYS assist; ARGV job worker -> offers dropped: those the worker made of the job
+-- left untaken when it ends, whatever the outcome (a worker that took the job over
+-- keeps its own).
 redis.register_function('hubsync_assist_clear', function(keys, args)
   local n = 0
   for _, e in ipairs(redis.call('XRANGE', keys[1], '-', '+')) do
-    if fields(e[2]).job == args[1] then
+    local f = fields(e[2])
+    if f.job == args[1] and f.worker == args[2] then
       n = n + redis.call('XDEL', keys[1], e[1])
     end
   end

@@ -786,8 +786,12 @@ static void test_rq__assist_offers(void **state)
     assert_string_equal(rq_res_field(&res, "target"), "http://127.0.0.1:5000");
     assert_string_equal(rq_res_field(&res, "run"), "ra");
     rq_res_free(&res);
-    /* Job 1-1 ends: its offer left goes, job 2-1's stays, for one taker. */
-    run(f, rq_cmd_assist_clear(&f->q, "1-1"), &res);
+    /* Job 1-1 ends: its offer left goes (not for another holder's end), job 2-1's
+     * stays, for one taker. */
+    run(f, rq_cmd_assist_clear(&f->q, "1-1", "w9"), &res);
+    assert_int_equal(res.n, 0);
+    rq_res_free(&res);
+    run(f, rq_cmd_assist_clear(&f->q, "1-1", "w1"), &res);
     assert_int_equal(res.n, 1);
     rq_res_free(&res);
     run(f, rq_cmd_assist_take(&f->q, "w3"), &res);
