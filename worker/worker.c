@@ -375,8 +375,10 @@ static void job_done(const struct engine_outcome *out, void *arg)
              out->msg[0] ? " error=" : "", out->msg);
     j->ej = NULL;
     report_registries(j, out);
-    if (j->offered)
-        rq_exec_async(w->cmd, rq_cmd_assist_clear(&w->q, j->id, w->id), ignore_answer, NULL, &e);
+    if (j->offered &&
+        rq_exec_async(w->cmd, rq_cmd_assist_clear(&w->q, j->id, w->id), ignore_answer, NULL,
+                      &e) < 0)
+        log_debug("job=%s: offers left (harmless: children found present): %s", j->key, e.msg);
     if (j->lost) {
         /* Someone else holds the job now; its settlement is theirs. */
     } else if (out->status == ENGINE_DONE) {
