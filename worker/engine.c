@@ -791,16 +791,21 @@ static void node_children_done(struct node *n)
 
 /* Start n's children not started yet, from the last, while fewer than a blob slot's
  * worth of them run; the last one started, its hold on n goes. */
+static size_t kids_cap(const struct engine *en)
+{
+    return (size_t)(en->opts.blob_concurrency > en->opts.assist_window
+                        ? en->opts.blob_concurrency
+                        : en->opts.assist_window);
+}
+
 static void node_kids_next(struct node *p)
 {
     struct engine_job *ej = p->ej;
-    int cap = ej->en->opts.blob_concurrency > ej->en->opts.assist_window
-                  ? ej->en->opts.blob_concurrency
-                  : ej->en->opts.assist_window;
+    size_t cap = kids_cap(ej->en);
     if (p->starting)
         return; /* a child settled as it started: the loop below goes on */
     p->starting = 1;
-    while (p->nkids > 0 && p->kids_active < cap) {
+    while (p->nkids > 0 && (size_t)p->kids_active < cap) {
         struct kid *k = &p->kids[--p->nkids];
         struct node *c = node_new(ej, p, 0, k->digest, k->size, k->media_type);
         c->offered = k->offered;
@@ -845,17 +850,20 @@ static int node_offer_children(struct node *n, const struct manifest *m)
         return 0;
     }
     const char **digests = xcalloc(w, sizeof(*digests));
-    size_t last = (nk - 1) / w * w; /* the last window's first child */
-    for (size_t first = 0; first < last; first += w) {
+    /* Not the last window, nor one the job starts at once (the last kids_cap children):
+     * an assistant taking it would find its children taken. */
+    size_t last = (nk - 1) / w * w, offered = 0;
+    for (size_t first = 0; first < last && first + kids_cap(en) < nk; first += w) {
         for (size_t i = 0; i < w; i++) {
             digests[i] = kids[first + i].digest;
             kids[first + i].offered = 1;
         }
         en->ops.offer_children(en->ops.ctx, ej->arg, digests, w);
+        offered += w;
     }
     free(digests);
     log_debug("job=%s index %s: %zu of its %zu children offered", ej->job.key, n->digest,
-              last, nk);
+              offered, nk);
     n->kids = kids;
     n->nkids = nk;
     n->children_left++; /* held until the last one has started */
