@@ -80,6 +80,7 @@ int keys_init(struct keys *k, const char *prefix, struct err *e)
     k->jobs_delayed_count = fixed(k, "jobs:delayed:count");
     k->jobs_dead = fixed(k, "jobs:dead");
     k->jobs_handover = fixed(k, "jobs:handover");
+    k->assist = fixed(k, "assist");
     k->runs = fixed(k, "runs");
     k->run_current = fixed(k, "runs:current");
     k->synced_commit = fixed(k, "synced-commit");
@@ -130,7 +131,7 @@ void keys_free(struct keys *k)
 {
     char **all[] = {&k->prefix, &k->jobs, &k->jobs_index, &k->jobs_delayed,
                     &k->jobs_delayed_payload, &k->jobs_delayed_count, &k->jobs_dead,
-                    &k->jobs_handover, &k->runs, &k->run_current, &k->synced_commit,
+                    &k->jobs_handover, &k->assist, &k->runs, &k->run_current, &k->synced_commit,
                     &k->budgets, &k->workers, &k->coordinator, &k->stats, &k->ctl_paused,
                     &k->manifests, &k->exports, &k->events,
                     &k->events_delivered, &k->events_pending, &k->behind, &k->worker_budgets};

@@ -23,6 +23,14 @@
  *                                               the functions (gone when none waits)
  * <p>jobs:dead                          stream  dead letters: id, key, job, reason, deliveries,
  *                                               ts (ms); capped with MAXLEN ~
+ * <p>assist                             stream  offers of a running job's children that idle
+ *                                               workers may copy (rq_cmd_assist_offer):
+ *                                               fields job (its jobs entry id), key, run,
+ *                                               worker (the job's holder), upstream,
+ *                                               source_repo, target, target_repo, children
+ *                                               (digests, space-separated); an offer leaves
+ *                                               as a worker takes it or the job ends; capped
+ *                                               with MAXLEN ~
  * <p>jobs:handover                      hash    job key -> job (JSON) a newer run enqueued
  *                                               while a worker held its key's job of an
  *                                               ended run: enqueued once that one settles
@@ -154,6 +162,7 @@ struct keys {
     char *jobs_delayed_count;
     char *jobs_dead;
     char *jobs_handover;
+    char *assist;
     char *runs;
     char *run_current;
     char *synced_commit;

@@ -34,6 +34,7 @@ enum kind {
     K_FIRST,      /* ZRANGE 0 0 WITHSCORES: {} | {member, score}: str, n */
     K_DEAD,       /* XREVRANGE: {{id, {field, value...}}...} */
     K_EVENTS,     /* XRANGE: {{id, {field, value...}}...} */
+    K_OFFER,      /* 'none' | {id, field, value...} */
 };
 
 #define RQ_RUN_COUNTER_NAME(name) #name,
@@ -993,6 +994,57 @@ struct rq_cmd *rq_cmd_event_add(const struct rq *q, const char *type, const char
     return c;
 }
 
+struct rq_cmd *rq_cmd_assist_offer(const struct rq *q, const struct rq_assist *o)
+{
+    struct rq_cmd *c = read_cmd(K_STRING, "XADD", q->keys.assist);
+    const char *rest[] = {"MAXLEN", "~"};
+    arg_list(c, rest, 2);
+    arg_ll(c, RQ_ASSIST_CAP);
+    const char *fields[] = {"*",        "job",         o->job_id,      "key",
+                            o->key,     "run",         o->run,         "worker",
+                            o->worker,  "upstream",    o->upstream,    "source_repo",
+                            o->source_repo, "target",  o->target,      "target_repo",
+                            o->target_repo, "children"};
+    arg_list(c, fields, sizeof(fields) / sizeof(fields[0]));
+    size_t len = 1;
+    for (size_t i = 0; i < o->nchildren; i++)
+        len += strlen(o->children[i]) + 1;
+    char *list = xcalloc(1, len);
+    for (size_t i = 0; i < o->nchildren; i++) {
+        if (i)
+            strcat(list, " ");
+        strcat(list, o->children[i]);
+    }
+    arg_own(c, list);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_assist_take(const struct rq *q, const char *consumer)
+{
+    struct rq_cmd *c = fcall(K_OFFER, "hubsync_assist_take", 1, q->keys.assist);
+    arg(c, consumer);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_assist_done(const struct rq *q, const char *run_id, const char *key,
+                                  const struct rq_counter *counters, size_t ncounters)
+{
+    struct rq_cmd *c = fcall(K_INT, "hubsync_assist_done", 1, q->keys.run_current);
+    arg(c, q->run_prefix);
+    arg(c, run_id ? run_id : "");
+    arg(c, key);
+    arg_counters(c, counters, ncounters);
+    return c;
+}
+
+struct rq_cmd *rq_cmd_assist_clear(const struct rq *q, const char *job_id, const char *worker)
+{
+    struct rq_cmd *c = fcall(K_INT, "hubsync_assist_clear", 1, q->keys.assist);
+    arg(c, job_id);
+    arg(c, worker);
+    return c;
+}
+
 char *rq_event_field(const char *target, const char *repo, const char *tag)
 {
     return xasprintf("%s %s:%s", target, repo, tag);
@@ -1402,6 +1454,28 @@ static int parse_simple(const struct rq_cmd *c, const redisReply *r, struct rq_r
     }
 }
 
+/* An assist offer: RQ_VALUE id, items (field, value, ...) | RQ_EMPTY. */
+static int parse_offer(const struct rq_cmd *c, const redisReply *r, struct rq_res *res,
+                       struct err *e)
+{
+    if (is_str(r) && strcmp(r->str, "none") == 0) {
+        res->status = RQ_EMPTY;
+        return 0;
+    }
+    if (!is_array(r, 1) || !is_str(r->element[0]) || r->elements % 2 != 1)
+        return bad_reply(c, e, "not 'none' or an offer");
+    res->id = dup_str(r->element[0]);
+    res->nitems = r->elements - 1;
+    res->items = xcalloc(r->elements, sizeof(char *));
+    for (size_t i = 1; i < r->elements; i++) {
+        if (!is_str(r->element[i]))
+            return bad_reply(c, e, "an offer's field is not a string");
+        res->items[i - 1] = dup_str(r->element[i]);
+    }
+    res->status = RQ_VALUE;
+    return 0;
+}
+
 static int parse(const struct rq_cmd *c, const redisReply *r, struct rq_res *res,
                  struct err *e)
 {
@@ -1422,6 +1496,8 @@ static int parse(const struct rq_cmd *c, const redisReply *r, struct rq_res *res
         return parse_dead(c, r, res, e);
     case K_EVENTS:
         return parse_events(c, r, res, e);
+    case K_OFFER:
+        return parse_offer(c, r, res, e);
     default:
         return parse_simple(c, r, res, e);
     }

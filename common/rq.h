@@ -337,6 +337,38 @@ struct rq_cmd *rq_cmd_lease_acquire(const char *key, const char *token, long lon
 struct rq_cmd *rq_cmd_lease_renew(const char *key, const char *token, long long ttl_ms);
 struct rq_cmd *rq_cmd_lease_release(const char *key, const char *token);
 
+/* --- assists: a running job's children copied by idle workers --- */
+
+#define RQ_ASSIST_CAP 10000   /* offers kept, about (XADD MAXLEN ~) */
+#define RQ_ASSIST_CHILDREN 16 /* children in one offer, at most */
+
+/* One offer: a window of the children of an index job_id (the jobs stream's
+ * entry id) is copying, each a digest in source_repo of upstream to copy into
+ * target_repo of target, for the job's run (NULL: the current one). worker:
+ * the job's holder, which takes no offer of its own. */
+struct rq_assist {
+    const char *job_id, *key, *run, *worker;
+    const char *upstream, *source_repo, *target, *target_repo;
+    const char *const *children;
+    size_t nchildren;
+};
+
+/* Offer the children. RQ_VALUE str = the offer's id. */
+struct rq_cmd *rq_cmd_assist_offer(const struct rq *q, const struct rq_assist *o);
+/* Take the oldest offer of a job consumer does not hold (it leaves the
+ * stream). RQ_VALUE id, items "job", "key", "run", "worker", "upstream",
+ * "source_repo", "target", "target_repo", "children" (space-separated) |
+ * RQ_EMPTY (none). */
+struct rq_cmd *rq_cmd_assist_take(const struct rq *q, const char *consumer);
+/* An assistant's counters, added to the run (run_id NULL: the current one) as
+ * a job's are when it settles, in key's sync-file entry too. RQ_VALUE n = 1
+ * counted | 0 (the run is over). */
+struct rq_cmd *rq_cmd_assist_done(const struct rq *q, const char *run_id, const char *key,
+                                  const struct rq_counter *counters, size_t ncounters);
+/* The job job_id that worker held ended: the offers it made and no one took are
+ * dropped. RQ_VALUE n = dropped. */
+struct rq_cmd *rq_cmd_assist_clear(const struct rq *q, const char *job_id, const char *worker);
+
 /* --- runs --- */
 
 /* RQ_DONE n = start ms; sets the current run | RQ_DUPLICATE (run exists).

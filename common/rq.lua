@@ -10,7 +10,7 @@
 -- before the first write.
 
 -- Bump with every change: a program loads this library only over an older one.
-local VERSION = 11
+local VERSION = 12
 
 local function fail(msg)
   error({err = 'ERR hubsync: ' .. msg})
@@ -100,12 +100,16 @@ end
 -- retry counts in its counter (jobs_retried, registry_waits) every time; done,
 -- failed or dead once per job key of the run: the first end settles the key,
 -- a later one (a duplicate delivery) counts no job.
-local function count_end(r, key, outcome, args, first)
-  if not r or redis.call('HGET', r.rec, 'state') ~= 'running' then return end
+local function count_work(r, key, args, first)
   for i = first, #args, 2 do
     redis.call('HINCRBY', r.rec, args[i], args[i + 1])
     if args[i] == 'upstream_manifest_gets' then count_entry(r, key, args[i], args[i + 1]) end
   end
+end
+
+local function count_end(r, key, outcome, args, first)
+  if not r or redis.call('HGET', r.rec, 'state') ~= 'running' then return end
+  count_work(r, key, args, first)
   if outcome ~= 'done' and outcome ~= 'failed' and outcome ~= 'dead' then
     redis.call('HINCRBY', r.rec, outcome, 1)
   elseif key and redis.call('SISMEMBER', r.keys, key) == 1
@@ -966,6 +970,55 @@ redis.register_function{function_name = 'hubsync_run_check', flags = {'no-writes
   end
   return {r[1], lost}
 end}
+
+-- Assists: a job's owner offers windows of its index's children (XADD to the
+-- assist stream, rq_cmd_assist_offer); an idle worker takes one, copies them
+-- under their copy locks and adds its counters to the job's run.
+
+-- KEYS assist; ARGV consumer -> {id, field, value...} of the oldest offer of
+-- another worker's job, removed as it is taken | 'none'
+redis.register_function('hubsync_assist_take', function(keys, args)
+  local from = '-'
+  while true do
+    local batch = redis.call('XRANGE', keys[1], from, '+', 'COUNT', 100)
+    for _, e in ipairs(batch) do
+      local f = fields(e[2])
+      if f.worker ~= args[1] then
+        redis.call('XDEL', keys[1], e[1])
+        local out = {e[1]}
+        for _, v in ipairs(e[2]) do table.insert(out, v) end
+        return out
+      end
+    end
+    if #batch < 100 then return 'none' end
+    from = '(' .. batch[#batch][1]
+  end
+end)
+
+-- KEYS current; ARGV run_prefix run key [counter delta]... -> 1 counted | 0 (the
+-- run is over or unknown). What an assistant did counts in the run as a job's
+-- work does (count_end without an outcome).
+redis.register_function('hubsync_assist_done', function(keys, args)
+  check_counters(args, 4)
+  local r = job_run(args[1], keys[1], args[2], nil, args[3])
+  if not r or redis.call('HGET', r.rec, 'state') ~= 'running' then return 0 end
+  count_work(r, args[3], args, 4)
+  return 1
+end)
+
+-- KEYS assist; ARGV job worker -> offers dropped: those the worker made of the job
+-- left untaken when it ends, whatever the outcome (a worker that took the job over
+-- keeps its own).
+redis.register_function('hubsync_assist_clear', function(keys, args)
+  local n = 0
+  for _, e in ipairs(redis.call('XRANGE', keys[1], '-', '+')) do
+    local f = fields(e[2])
+    if f.job == args[1] and f.worker == args[2] then
+      n = n + redis.call('XDEL', keys[1], e[1])
+    end
+  end
+  return n
+end)
 
 -- -> the library's VERSION (a program loads its own only over an older one).
 redis.register_function{function_name = 'hubsync_version', flags = {'no-writes'},

@@ -21,6 +21,7 @@
 #include "manifest.h"
 #include "reg_blob.h"
 #include "reg_parse.h"
+#include "strv.h"
 #include "tagfilter.h"
 #include "xalloc.h"
 
@@ -117,6 +118,19 @@ struct engine_job {
     int wave;           /* the depth of the roots running */
     int wave_open;      /* its roots not through root_held, and its tag PUTs in flight */
     int ref_failed;
+    /* engine_assist: children of another worker's job, no tags; the present marks and
+     * unlocks of those children wait for done (ej_finish). */
+    int assist;
+    struct strv later_marks, later_unlocks;
+};
+
+/* A child of an index not started yet: an index with children offered to other workers
+ * starts its own from the last backwards, a few at a time. */
+struct kid {
+    char digest[DIGEST_STR_SIZE];
+    long long size;
+    char *media_type;
+    int offered;
 };
 
 struct node {
@@ -134,6 +148,12 @@ struct node {
     int trusted;      /* settled on the present set's word alone */
     int trusted_kids; /* children that did */
     int rechecked;    /* the children were asked about again after a refused PUT */
+    int offered;      /* a child offered to other workers: an assistant may hold its lock */
+    int holder;       /* engine_assist: the children's parent, no manifest of its own */
+    struct kid *kids; /* children not started yet, the last first (kids[nkids - 1]) */
+    size_t nkids;
+    int kids_active;  /* those started and not settled */
+    int starting;     /* node_kids_next is starting some */
     char digest[DIGEST_STR_SIZE];
     char root_up[DIGEST_STR_SIZE]; /* roots: the upstream digest whose tags they write */
     long long size;
@@ -258,6 +278,8 @@ static void ej_destroy(struct engine_job *ej)
     }
     free(ej->tags);
     job_free(&ej->job);
+    strv_free(&ej->later_marks);
+    strv_free(&ej->later_unlocks);
     free(ej);
 }
 
@@ -266,13 +288,49 @@ static void ej_finish(struct engine_job *ej)
     struct engine_outcome out = ej->out;
     engine_done_fn done = ej->done;
     void *arg = ej->arg;
+    struct engine *en = ej->en;
+    /* An assistant's marks and unlocks go after what done sends (its counters): the job
+     * waiting for those children sees the counters once it sees them present. */
+    struct strv marks = ej->later_marks, unlocks = ej->later_unlocks;
+    char *target = ej->assist ? xstrdup(ej->job.target) : NULL;
+    char *repo = ej->assist ? xstrdup(ej->job.target_repo) : NULL;
+    ej->later_marks = ej->later_unlocks = (struct strv)STRV_INIT;
     if (ej->cancelled) {
         out.status = ENGINE_CANCELLED;
         snprintf(out.msg, sizeof(out.msg), "cancelled");
     }
-    ej->en->jobs--;
+    en->jobs--;
     ej_destroy(ej);
     done(&out, arg);
+    for (size_t i = 0; i < marks.n; i++)
+        en->ops.mark_present(en->ops.ctx, target, repo, marks.v[i], 0);
+    for (size_t i = 0; i < unlocks.n; i++)
+        en->ops.unlock(en->ops.ctx, target, unlocks.v[i]);
+    strv_free(&marks);
+    strv_free(&unlocks);
+    free(target);
+    free(repo);
+}
+
+/* digest (a blob if `blob`) is in the job's target repository now; an assistant's
+ * manifests are said so once done has run. */
+static void ej_mark_present(struct engine_job *ej, const char *digest, int blob)
+{
+    if (ej->assist && !blob)
+        strv_push(&ej->later_marks, xstrdup(digest));
+    else
+        ej->en->ops.mark_present(ej->en->ops.ctx, ej->job.target, ej->job.target_repo, digest,
+                                 blob);
+}
+
+/* The copy lock of digest (a blob if `blob`) is released; an assistant's manifests' once
+ * done has run. */
+static void ej_unlock(struct engine_job *ej, const char *digest, int blob)
+{
+    if (ej->assist && !blob)
+        strv_push(&ej->later_unlocks, xstrdup(digest));
+    else
+        ej->en->ops.unlock(ej->en->ops.ctx, ej->job.target, digest);
 }
 
 /* ---- registries ------------------------------------------------------------------ */
@@ -371,6 +429,7 @@ static void regent_ready(struct regent *re, struct engine_job *ej)
 static void node_start(struct node *n);
 static void node_lock(struct node *n);
 static void node_children_done(struct node *n);
+static void node_kids_next(struct node *p);
 static void root_done(struct node *n);
 static void blob_slot_next(struct engine *en);
 
@@ -392,6 +451,9 @@ static struct node *node_new(struct engine_job *ej, struct node *parent, int is_
 
 static void node_destroy(struct node *n)
 {
+    for (size_t i = 0; i < n->nkids; i++)
+        free(n->kids[i].media_type);
+    free(n->kids);
     free(n->media_type);
     free(n->body);
     free(n->mount_from);
@@ -402,11 +464,10 @@ static void node_destroy(struct node *n)
 static void node_finish(struct node *n, int ok)
 {
     struct engine_job *ej = n->ej;
-    struct engine *en = ej->en;
     log_debug("job=%s %s %s %s pending=%d", ej->job.key, n->is_blob ? "blob" : "manifest",
               n->digest, ok ? "ok" : "failed", ej->pending);
     if (n->locked)
-        en->ops.unlock(en->ops.ctx, ej->job.target, n->digest);
+        ej_unlock(ej, n->digest, n->is_blob);
     n->locked = 0;
     n->failed = !ok;
     if (n->is_root) {
@@ -418,6 +479,10 @@ static void node_finish(struct node *n, int ok)
         else if (n->trusted)
             p->trusted_kids++;
         node_destroy(n);
+        if (p->kids_active)
+            p->kids_active--;
+        if (p->kids)
+            node_kids_next(p);
         if (--p->children_left == 0)
             node_children_done(p);
     }
@@ -492,8 +557,7 @@ static void node_target_head(struct reg_result *res, void *arg)
     struct node *n = arg;
     struct engine_job *ej = n->ej;
     if (res->cls == REG_OK) {
-        ej->en->ops.mark_present(ej->en->ops.ctx, ej->job.target, node_repo(n), n->digest,
-                                 n->is_blob);
+        ej_mark_present(ej, n->digest, n->is_blob);
         node_have(n);
     } else if (res->cls == REG_NOT_FOUND) {
         if (n->verify)
@@ -590,11 +654,20 @@ static void node_locked(int yes, void *arg)
     struct engine *en = ej->en;
     if (ej->cancelled) {
         if (yes)
-            en->ops.unlock(en->ops.ctx, ej->job.target, n->digest);
+            ej_unlock(ej, n->digest, n->is_blob);
         node_finish(n, 0);
         return;
     }
+    if (!yes && n->parent && n->parent->holder) {
+        /* An assistant leaves a child another worker copies to it. */
+        log_debug("job=%s assist: %s locked elsewhere, left to its holder", ej->job.key,
+                  n->digest);
+        node_finish(n, 1);
+        return;
+    }
     if (!yes) {
+        /* An offered child is likely an assistant's: its copy is looked for sooner. */
+        double poll = n->offered ? en->opts.child_poll_s : en->opts.lock_poll_s;
         if (n->waited >= en->opts.lock_wait_max_s) {
             ej->stop_gets = 1;
             ej_error(ej, ENGINE_RETRY, 0, "%s@%s: still locked by another worker after %.0fs",
@@ -602,8 +675,8 @@ static void node_locked(int yes, void *arg)
             node_finish(n, 0);
             return;
         }
-        n->waited += en->opts.lock_poll_s;
-        ev_timer_init(&n->poll, node_poll_fire, en->opts.lock_poll_s, 0.);
+        n->waited += poll;
+        ev_timer_init(&n->poll, node_poll_fire, poll, 0.);
         n->poll.data = n;
         ev_timer_start(en->loop, &n->poll);
         return;
@@ -666,7 +739,7 @@ static void node_put_done(struct reg_result *res, void *arg)
     if (n->kept[0])
         ej->en->ops.manifest_drop(ej->en->ops.ctx, n->kept);
     n->kept[0] = '\0';
-    ej->en->ops.mark_present(ej->en->ops.ctx, ej->job.target, node_repo(n), n->digest, 0);
+    ej_mark_present(ej, n->digest, 0);
     node_finish(n, 1);
 }
 
@@ -704,16 +777,106 @@ static void node_push(struct node *n)
 
 static void node_children_done(struct node *n)
 {
+    if (n->holder) {
+        struct engine_job *ej = n->ej;
+        node_destroy(n);
+        ej_release(ej);
+        return;
+    }
     if (n->failed)
         node_finish(n, 0);
     else
         node_push(n);
 }
 
+/* Start n's children not started yet, from the last, while fewer than a blob slot's
+ * worth of them run; the last one started, its hold on n goes. */
+static size_t kids_cap(const struct engine *en)
+{
+    return (size_t)(en->opts.blob_concurrency > en->opts.assist_window
+                        ? en->opts.blob_concurrency
+                        : en->opts.assist_window);
+}
+
+static void node_kids_next(struct node *p)
+{
+    struct engine_job *ej = p->ej;
+    size_t cap = kids_cap(ej->en);
+    if (p->starting)
+        return; /* a child settled as it started: the loop below goes on */
+    p->starting = 1;
+    while (p->nkids > 0 && (size_t)p->kids_active < cap) {
+        struct kid *k = &p->kids[--p->nkids];
+        struct node *c = node_new(ej, p, 0, k->digest, k->size, k->media_type);
+        c->offered = k->offered;
+        free(k->media_type);
+        p->kids_active++;
+        node_start(c);
+    }
+    p->starting = 0;
+    if (p->nkids == 0) {
+        free(p->kids);
+        p->kids = NULL;
+        if (--p->children_left == 0)
+            node_children_done(p);
+    }
+}
+
+/* A root index with more than one window of children to copy: every window but the last
+ * is offered to idle workers, and the job starts its own from the last backwards, so
+ * that with no assistant it does them all, waiting for none, and with one they meet in
+ * the middle. 1 if so (the children are n's kids). */
+static int node_offer_children(struct node *n, const struct manifest *m)
+{
+    struct engine_job *ej = n->ej;
+    struct engine *en = ej->en;
+    size_t w = (size_t)en->opts.assist_window, nk = 0;
+    if (!n->is_root || !m->is_index || !en->ops.offer_children || w == 0)
+        return 0;
+    struct kid *kids = xcalloc(m->nitems ? m->nitems : 1, sizeof(*kids));
+    for (size_t i = 0; i < m->nitems; i++) {
+        if (ej->job.policy != JOB_POLICY_ALL &&
+            !manifest_child_wanted(m, i, ej->job.platforms, ej->job.nplatforms))
+            continue;
+        snprintf(kids[nk].digest, sizeof(kids[nk].digest), "%s", m->items[i].digest);
+        kids[nk].size = m->items[i].size;
+        kids[nk].media_type = m->items[i].media_type ? xstrdup(m->items[i].media_type) : NULL;
+        nk++;
+    }
+    if (nk <= w) {
+        for (size_t i = 0; i < nk; i++)
+            free(kids[i].media_type);
+        free(kids);
+        return 0;
+    }
+    const char **digests = xcalloc(w, sizeof(*digests));
+    /* Not the last window, nor one the job starts at once (the last kids_cap children):
+     * an assistant taking it would find its children taken. */
+    size_t last = (nk - 1) / w * w, offered = 0;
+    for (size_t first = 0; first < last && first + kids_cap(en) < nk; first += w) {
+        for (size_t i = 0; i < w; i++) {
+            digests[i] = kids[first + i].digest;
+            kids[first + i].offered = 1;
+        }
+        en->ops.offer_children(en->ops.ctx, ej->arg, digests, w);
+        offered += w;
+    }
+    free(digests);
+    log_debug("job=%s index %s: %zu of its %zu children offered", ej->job.key, n->digest,
+              offered, nk);
+    n->kids = kids;
+    n->nkids = nk;
+    n->children_left++; /* held until the last one has started */
+    node_kids_next(n);
+    return 1;
+}
+
 static void node_add_children(struct node *n, const struct manifest *m, int verify)
 {
     struct engine_job *ej = n->ej;
     int filter = ej->job.policy != JOB_POLICY_ALL;
+    if (!verify && node_offer_children(n, m))
+        return;
     /* Hold n while children start, so one finishing at once cannot settle it. */
     n->children_left++;
     for (size_t i = 0; i < m->nitems; i++) {
@@ -841,7 +1004,8 @@ static void node_cached(const char *body, size_t len, const char *media_type, vo
             return;
         }
     }
-    ej_budget_acquire(ej, ej->tags[0].tag, node_budget, n);
+    /* An assistant has no tag: the digest is a ref the ops may HEAD as well. */
+    ej_budget_acquire(ej, ej->ntags ? ej->tags[0].tag : n->digest, node_budget, n);
 }
 
 static void node_fetch_upstream(struct node *n)
@@ -874,7 +1038,7 @@ static void node_blob_copied(struct reg_result *res, void *arg)
             if (n->mount_from)
                 en->ops.forget(en->ops.ctx, ej->job.target, n->mount_from, n->digest);
         }
-        en->ops.mark_present(en->ops.ctx, ej->job.target, node_repo(n), n->digest, 1);
+        ej_mark_present(ej, n->digest, 1);
         node_finish(n, 1);
     } else {
         ej_reg_error(ej, 0, res);
@@ -1443,6 +1607,20 @@ static void start_heads(struct engine_job *ej)
     ej_release(ej);
 }
 
+/* engine_assist: the job's digests, children of another worker's index, each copied as
+ * that job would (node_locked leaves one locked elsewhere to its holder). */
+static void assist_children(struct engine_job *ej)
+{
+    ej->phase = PH_ROOTS;
+    struct node *h = node_new(ej, NULL, 0, "", -1, NULL);
+    h->holder = 1;
+    h->children_left++;
+    for (size_t i = 0; i < ej->job.ndigests; i++)
+        node_start(node_new(ej, h, 0, ej->job.digests[i], -1, NULL));
+    if (--h->children_left == 0)
+        node_children_done(h);
+}
+
 static void ej_advance(struct engine_job *ej)
 {
     switch (ej->phase) {
@@ -1455,6 +1633,8 @@ static void ej_advance(struct engine_job *ej)
     case PH_HEADS:
         if (ej->stop_gets) {
             ej_finish(ej);
+        } else if (ej->assist) {
+            assist_children(ej);
         } else if (ej->job.policy == JOB_POLICY_REWRITE) {
             verify_rewrites(ej);
         } else {
@@ -1481,6 +1661,8 @@ void engine_opts_default(struct engine_opts *o)
     o->blob_concurrency = 8;
     o->lock_poll_s = 0.25;
     o->lock_wait_max_s = 1800;
+    o->child_poll_s = 0.05;
+    o->assist_window = 4;
     o->upstream = o->target = NULL;
     o->sources = NULL;
     o->helper_ttl_s = 300;
@@ -1607,12 +1789,13 @@ int engine_job_allowed(const struct engine *en, const struct job *j, struct err 
     return 0;
 }
 
-struct engine_job *engine_start(struct engine *en, const struct job *j, engine_done_fn done,
-                                void *arg)
+static struct engine_job *ej_start(struct engine *en, const struct job *j, int assist,
+                                   engine_done_fn done, void *arg)
 {
     struct engine_job *ej = xcalloc(1, sizeof(*ej));
     struct err e;
     ej->en = en;
+    ej->assist = assist;
     ej->done = done;
     ej->arg = arg;
     ej->out.status = ENGINE_DONE;
@@ -1629,8 +1812,8 @@ struct engine_job *engine_start(struct engine *en, const struct job *j, engine_d
     /* A pinned digest is HEADed and copied as a tag is, by its digest; referrer tags
      * as tags, written first. */
     size_t nt = ej->job.ntags, nd = ej->job.ndigests;
-    ej->ntags = nt + nd + ej->job.nreferrers;
-    ej->out.n.tags_total = (long long)(nt + ej->job.nreferrers);
+    ej->ntags = assist ? 0 : nt + nd + ej->job.nreferrers;
+    ej->out.n.tags_total = assist ? 0 : (long long)(nt + ej->job.nreferrers);
     ej->tags = xcalloc(ej->ntags, sizeof(*ej->tags));
     for (size_t i = 0; i < ej->ntags; i++) {
         struct tagst *t = &ej->tags[i];
@@ -1668,6 +1851,18 @@ early:
     x->t.data = x;
     ev_timer_start(en->loop, &x->t);
     return ej;
+}
+
+struct engine_job *engine_start(struct engine *en, const struct job *j, engine_done_fn done,
+                                void *arg)
+{
+    return ej_start(en, j, 0, done, arg);
+}
+
+struct engine_job *engine_assist(struct engine *en, const struct job *j, engine_done_fn done,
+                                 void *arg)
+{
+    return ej_start(en, j, 1, done, arg);
 }
 
 void engine_cancel(struct engine_job *ej)

@@ -182,6 +182,11 @@ struct engine_ops {
      * telling is told now. May be NULL. */
     void (*tags_current)(void *ctx, void *job_arg, const char *repo, const char *const *tags,
                          const char *const *digests, size_t n);
+    /* An index of the job has more than one window (assist_window) of children to
+     * copy: told once per window but the last, which idle workers may copy
+     * (engine_assist) while the job copies the others, from the last backwards.
+     * May be NULL (none offered). */
+    void (*offer_children)(void *ctx, void *job_arg, const char *const *digests, size_t n);
 };
 
 /* The registry requests the engine sends, with the contracts of reg.h and
@@ -208,6 +213,10 @@ struct engine_opts {
     int blob_concurrency;  /* blob copies at once per engine; default 8 */
     double lock_poll_s;    /* how often a busy lock is looked at again; default 0.25 */
     double lock_wait_max_s;/* give up (retry later) after waiting this long; default 1800 */
+    double child_poll_s;   /* how often an offered child locked elsewhere (an assistant's)
+                            * is looked at again; default 0.05 */
+    int assist_window;     /* children per offer (ops.offer_children); default 4, 0: none
+                            * offered */
     /* The registries served (copied; required): a job naming others is
      * refused before any request, and the HUBSYNC_UPSTREAM_* and
      * HUBSYNC_TARGET_* credentials go to these only. */
@@ -248,6 +257,14 @@ int engine_job_allowed(const struct engine *en, const struct job *j, struct err 
  * The handle is valid until done runs. */
 struct engine_job *engine_start(struct engine *en, const struct job *j, engine_done_fn done,
                                 void *arg);
+/* Copy j's digests, children of an index that another worker's job (j's key, run and
+ * registries) copies, as that job would and without tags: each skipped when present,
+ * or locked elsewhere (its job or another assistant copies it), else copied under its
+ * lock with its blobs. done runs exactly once, later, from the loop; the present marks
+ * and unlocks of those children are made after it returns, so that what done sends
+ * (the counters) is seen first by the job waiting for them. */
+struct engine_job *engine_assist(struct engine *en, const struct job *j, engine_done_fn done,
+                                 void *arg);
 /* Stop at the next step: no tag is written after this; done reports
  * ENGINE_CANCELLED once the operations in flight have completed. */
 void engine_cancel(struct engine_job *ej);

@@ -35,6 +35,9 @@
 /* A batch worker waiting for a run's first jobs blocks on the stream this long
  * between looks at whether the run is over, so its jobs reach it at once. */
 #define WORKER_IDLE_BLOCK_MS 250
+/* A worker with room and nothing to take that finds no assist offer looks again after
+ * this long, so that idle workers do not spin on Redis. */
+#define WORKER_ASSIST_LOOK_S 0.25
 
 struct wjob {
     struct worker *w;
@@ -48,7 +51,17 @@ struct wjob {
     int handing_back; /* shutdown: give it back instead */
     int gating;       /* asking the breakers of its registries before it starts */
     int fetching;     /* a bundle job: its objects are being written */
+    int offered;      /* children of it were offered to idle workers */
     struct ocifetch_job bjob;
+    ev_tstamp started;
+};
+
+/* Children of another worker's job this one copies (engine_assist). */
+struct assist {
+    struct worker *w;
+    struct assist *next;
+    struct job job; /* the job's registries, key and run; digests: the children */
+    struct engine_job *ej;
     ev_tstamp started;
 };
 
@@ -75,6 +88,12 @@ struct worker {
     size_t nprobes;
     struct wjob *jobs;
     int in_hand;
+    struct assist *assists;
+    int assist_children; /* children of the assists in hand */
+    int idle;            /* the queue had nothing this worker may take */
+    int assist_taking;   /* a take of an offer is on its way */
+    int assist_window;   /* children in an offer, at most (the engine's) */
+    ev_timer assist_look;
     int fetching;
     int idle_checking; /* exit_when_idle: a look at the queue is on its way */
     int saw_run;       /* exit_when_idle: a run was under way (a job of it taken, or seen) */
@@ -99,6 +118,8 @@ struct worker {
 
 static void fetch_more(struct worker *w);
 static void maybe_quit(struct worker *w);
+static void assist_more(struct worker *w);
+static void ignore_answer(struct rq_res *res, const struct err *e, void *privdata);
 
 /* ---- metrics ------------------------------------------------------------------------- */
 
@@ -287,6 +308,16 @@ static void job_counters(const struct engine_outcome *out, struct rq_counter c[]
     }
 }
 
+/* What a job or an assist did: its run's counters (c), and this worker's totals. */
+static void work_counters(struct worker *w, const struct engine_outcome *out,
+                          struct rq_counter c[])
+{
+    job_counters(out, c);
+    w->bytes += out->n.blob_bytes_copied;
+    for (int i = 0; i < ENGINE_NCOUNTERS; i++)
+        w->totals[i] += engine_counter_get(&out->n, i);
+}
+
 static void job_dropped(struct wjob *j);
 
 /* A job the pull budget stopped, waiting for the fleet's answer: does another
@@ -328,11 +359,9 @@ static void job_done(const struct engine_outcome *out, void *arg)
     struct wjob *j = arg;
     struct worker *w = j->w;
     struct rq_counter c[ENGINE_NCOUNTERS - 1];
-    job_counters(out, c);
-    w->bytes += out->n.blob_bytes_copied;
+    struct err e;
+    work_counters(w, out, c);
     double secs = ev_now(w->loop) - j->started;
-    for (int i = 0; i < ENGINE_NCOUNTERS; i++)
-        w->totals[i] += engine_counter_get(&out->n, i);
     if ((unsigned)out->status < ENGINE_NSTATUS)
         w->by_status[out->status]++;
     metrics_hist_observe(&w->durations, secs);
@@ -346,6 +375,10 @@ static void job_done(const struct engine_outcome *out, void *arg)
              out->msg[0] ? " error=" : "", out->msg);
     j->ej = NULL;
     report_registries(j, out);
+    if (j->offered &&
+        rq_exec_async(w->cmd, rq_cmd_assist_clear(&w->q, j->id, w->id), ignore_answer, NULL,
+                      &e) < 0)
+        log_debug("job=%s: offers left (harmless: children found present): %s", j->key, e.msg);
     if (j->lost) {
         /* Someone else holds the job now; its settlement is theirs. */
     } else if (out->status == ENGINE_DONE) {
@@ -571,6 +604,7 @@ static void start_job(struct worker *w, struct rq_res *res)
     res->id = res->key = NULL;
     j->deliveries = res->n;
     j->started = ev_now(w->loop);
+    w->idle = 0;
     j->next = w->jobs;
     if (w->jobs)
         w->jobs->prev = j;
@@ -656,9 +690,14 @@ static void take_answer(struct rq_res *res, const struct err *e, void *privdata)
     if (res->status == RQ_BUSY) {
         /* Its share of the queue is in hand: the rest is for the other workers
          * unless they leave it (one of its own jobs ending asks again too). */
+        w->idle = 1;
+        assist_more(w);
         retry_fetch_later(w, WORKER_IDLE_LOOK_S);
         return;
     }
+    /* Nothing to take: children of the others' jobs meanwhile. */
+    w->idle = 1;
+    assist_more(w);
     /* Nothing new: wait for one on the blocking connection, unless idle means done. */
     if (w->o.exit_when_idle && w->in_hand == 0 && !w->stopping) {
         idle_check(w);
@@ -697,7 +736,7 @@ static void idle_answer(struct rq_res *res, const struct err *e, void *privdata)
     if (run && strcmp(run, "none") != 0)
         w->saw_run = 1; /* even if others hold all its jobs: its end is this worker's too */
     if (rq_res_field_int(res, "queued", 1) > 0 || rq_res_field_int(res, "waiting", 1) > 0 ||
-        w->in_hand) {
+        w->in_hand || w->assists) {
         /* Jobs exist but are held by others, or wait: they may come back. */
         w->idle_since = 0;
         retry_fetch_later(w, WORKER_IDLE_LOOK_S);
@@ -765,6 +804,144 @@ static void fetch_more(struct worker *w)
         w->fetching = 0;
         retry_fetch_later(w, 0.5);
     }
+}
+
+/* ---- assists: children of other workers' jobs ------------------------------------------ */
+
+/* engine_ops.offer_children: a window of the job's children, for idle workers. */
+static void offer_children(void *ctx, void *job_arg, const char *const *digests, size_t n)
+{
+    struct wjob *j = job_arg;
+    struct worker *w = j->w;
+    struct err e;
+    (void)ctx;
+    struct rq_assist o = {
+        .job_id = j->id, .key = j->key, .run = j->job.run, .worker = w->id,
+        .upstream = j->job.upstream, .source_repo = j->job.source_repo,
+        .target = j->job.target, .target_repo = j->job.target_repo,
+        .children = digests, .nchildren = n,
+    };
+    j->offered = 1;
+    if (rq_exec_async(w->cmd, rq_cmd_assist_offer(&w->q, &o), ignore_answer, NULL, &e) < 0)
+        log_debug("job=%s: children not offered: %s", j->key, e.msg);
+}
+
+static void assist_free(struct assist *a)
+{
+    struct worker *w = a->w;
+    struct assist **pp = &w->assists;
+    while (*pp != a)
+        pp = &(*pp)->next;
+    *pp = a->next;
+    w->assist_children -= (int)a->job.ndigests;
+    job_free(&a->job);
+    free(a);
+}
+
+/* The children are copied (or left): the counters go to the run before the engine
+ * marks them present and lets go of their locks, on the same connection. */
+static void assist_done(const struct engine_outcome *out, void *arg)
+{
+    struct assist *a = arg;
+    struct worker *w = a->w;
+    struct rq_counter c[ENGINE_NCOUNTERS - 1];
+    struct err e;
+    work_counters(w, out, c);
+    if (rq_exec_async(w->cmd,
+                      rq_cmd_assist_done(&w->q, a->job.run, a->job.key, c, ENGINE_NCOUNTERS - 1),
+                      ignore_answer, NULL, &e) < 0)
+        log_warn("assist job=%s: counters not added to run %s: %s", a->job.key, a->job.run,
+                 e.msg);
+    log_info("assist job=%s run=%s children=%zu status=%s gets=%lld heads=%lld manifests=%lld "
+             "blobs=%lld bytes=%lld mounted=%lld skipped=%lld secs=%.2f%s%s",
+             a->job.key, a->job.run, a->job.ndigests, engine_status_name(out->status),
+             out->n.upstream_manifest_gets, out->n.upstream_manifest_heads,
+             out->n.manifests_pushed, out->n.blobs_copied, out->n.blob_bytes_copied,
+             out->n.blobs_mounted, out->n.blobs_skipped, ev_now(w->loop) - a->started,
+             out->msg[0] ? " error=" : "", out->msg);
+    assist_free(a);
+    metrics_publish(w);
+    assist_more(w);
+    maybe_quit(w);
+}
+
+/* An offer taken: its children as an assist, unless its registries are not this
+ * worker's (the job's holder copies them then). */
+static void assist_start(struct worker *w, const struct rq_res *res)
+{
+    struct err e;
+    const char *children = rq_res_field(res, "children");
+    struct assist *a = xcalloc(1, sizeof(*a));
+    a->w = w;
+    a->started = ev_now(w->loop);
+    struct job *j = &a->job;
+    j->version = JOB_VERSION;
+    j->policy = JOB_POLICY_ALL;
+    j->reason = JOB_REASON_CHANGED;
+    const char *names[] = {"run", "key", "upstream", "source_repo", "target", "target_repo"};
+    char **dst[] = {&j->run, &j->key, &j->upstream, &j->source_repo, &j->target,
+                    &j->target_repo};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        const char *v = rq_res_field(res, names[i]);
+        *dst[i] = xstrdup(v ? v : "");
+    }
+    j->digests = xcalloc(RQ_ASSIST_CHILDREN, sizeof(*j->digests));
+    for (const char *p = children ? children : ""; *p && j->ndigests < RQ_ASSIST_CHILDREN;) {
+        size_t len = strcspn(p, " ");
+        if (len)
+            j->digests[j->ndigests++] = xstrndup(p, len);
+        p += len + (p[len] == ' ');
+    }
+    a->next = w->assists;
+    w->assists = a;
+    w->assist_children += (int)j->ndigests;
+    if (job_validate(j, &e) < 0 || engine_job_allowed(w->engine, j, &e) < 0) {
+        log_warn("assist offer %s: %s", res->id, e.msg);
+        assist_free(a);
+        return;
+    }
+    log_debug("assist job=%s: %zu children taken (offer %s)", j->key, j->ndigests, res->id);
+    a->ej = engine_assist(w->engine, j, assist_done, a);
+}
+
+static void assist_answer(struct rq_res *res, const struct err *e, void *privdata)
+{
+    struct worker *w = privdata;
+    w->assist_taking = 0;
+    if (w->quitting)
+        return;
+    if (res && res->status == RQ_VALUE) {
+        assist_start(w, res);
+        assist_more(w);
+        return;
+    }
+    if (!res)
+        log_debug("assist take: %s", e ? e->msg : "no answer");
+    ev_timer_set(&w->assist_look, WORKER_ASSIST_LOOK_S, 0.);
+    ev_timer_start(w->loop, &w->assist_look);
+}
+
+static void assist_look(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    assist_more(t->data);
+}
+
+/* A worker with room for a job and none to take copies offered children, a window at a
+ * time, with at most half its blob slots' worth in hand. */
+static void assist_more(struct worker *w)
+{
+    struct err e;
+    int room = w->o.blob_concurrency / 2 > 1 ? w->o.blob_concurrency / 2 : 1;
+    if (w->o.bundle_dir || !w->idle || w->stopping || w->assist_taking ||
+        w->in_hand >= w->o.concurrency || ev_is_active(&w->assist_look) ||
+        (w->assist_children > 0 && w->assist_children + w->assist_window > room) ||
+        !rconn_async_is_up(w->cmd))
+        return;
+    w->assist_taking = 1;
+    if (rq_exec_async(w->cmd, rq_cmd_assist_take(&w->q, w->id), assist_answer, w, &e) < 0)
+        w->assist_taking = 0;
 }
 
 /* ---- the tick: leases, retries, locks, heartbeat ------------------------------------- */
@@ -1006,7 +1183,7 @@ static void goodbye_done(struct rq_res *res, const struct err *e, void *privdata
 
 static void maybe_quit(struct worker *w)
 {
-    if (!w->stopping || w->in_hand > 0 || w->settling > 0 || w->quitting)
+    if (!w->stopping || w->in_hand > 0 || w->assists || w->settling > 0 || w->quitting)
         return;
     w->quitting = 1;
     struct err e;
@@ -1026,6 +1203,10 @@ static void stop_deadline(struct ev_loop *loop, ev_timer *t, int revents)
             engine_cancel(j->ej);
         }
     }
+    /* Their children are left to the jobs' holders. */
+    for (struct assist *a = w->assists; a; a = a->next)
+        if (a->ej)
+            engine_cancel(a->ej);
 }
 
 static void on_signal(struct ev_loop *loop, ev_signal *s, int revents)
@@ -1091,7 +1272,9 @@ static int worker_init(struct worker *w, const struct worker_opts *o, struct err
     ops.tag_intent = tag_intent;
     ops.tag_written = tag_written;
     ops.tags_current = tags_current;
+    ops.offer_children = offer_children;
     engine_opts_default(&eo);
+    w->assist_window = eo.assist_window;
     eo.blob_concurrency = o->blob_concurrency;
     eo.upstream = o->upstream;
     eo.target = o->target;
@@ -1162,11 +1345,14 @@ int worker_run(const struct worker_opts *o)
     w.stop_deadline.data = &w;
     ev_init(&w.pause, pause_fire);
     w.pause.data = &w;
+    ev_init(&w.assist_look, assist_look);
+    w.assist_look.data = &w;
 
     ev_run(w.loop, 0);
 
     ev_timer_stop(w.loop, &w.tick);
     ev_timer_stop(w.loop, &w.pause);
+    ev_timer_stop(w.loop, &w.assist_look);
     ev_timer_stop(w.loop, &w.stop_deadline);
     ev_signal_stop(w.loop, &w.sigterm);
     ev_signal_stop(w.loop, &w.sigint);

@@ -170,6 +170,12 @@ struct fk {
     struct fk_refs homes;    /* repo has blob digest */
     struct fk_refs locks;    /* ref = digest */
     struct fk_bodies kept;
+    /* another worker (an assistant) holds the copy lock of `assisted` for this many more
+     * lock attempts, then lets go, having copied it if assist_ok */
+    char assisted[DIGEST_STR_SIZE];
+    int assist_polls;
+    int assist_ok;
+    int present_at_done;     /* assistant's done: children listed present then */
     /* what the engine did, in order */
     char log[FK_LOG][160];
     size_t nlog;
@@ -637,6 +643,13 @@ static void fk_lock(void *ctx, const char *target, const char *digest, engine_fl
 {
     struct fk *fk = ctx;
     (void)target;
+    if (fk->assist_polls > 0 && strcmp(digest, fk->assisted) == 0 && --fk->assist_polls == 0) {
+        fk_unset(&fk->locks, "", digest);
+        if (fk->assist_ok) {
+            fk_set(&fk->dst, REPO, digest, digest);
+            fk_set(&fk->present, REPO, digest, digest);
+        }
+    }
     int free_now = !fk_find(&fk->locks, NULL, digest);
     if (free_now)
         fk_set(&fk->locks, "", digest, digest);
@@ -714,6 +727,16 @@ static void fk_tags_current(void *ctx, void *job_arg, const char *repo, const ch
         fk_log(fk, "CURRENT %s:%s %s", repo, tags[i], digests[i]);
 }
 
+static void fk_offer_children(void *ctx, void *job_arg, const char *const *digests, size_t n)
+{
+    struct fk *fk = ctx;
+    assert_ptr_equal(job_arg, fk);
+    char line[160] = "OFFER";
+    for (size_t i = 0; i < n; i++)
+        snprintf(line + strlen(line), sizeof(line) - strlen(line), " %.12s", digests[i] + 7);
+    fk_log(fk, "%s", line);
+}
+
 static const struct engine_reg_ops fk_reg_ops = {
     fk_head_manifest, fk_get_manifest, fk_put_manifest, fk_head_blob, fk_copy_blob,
     fk_list_referrers,
@@ -751,6 +774,7 @@ static struct fk *fk_new(void)
         .tag_intent = fk_tag_intent,
         .tag_written = fk_tag_written,
         .tags_current = fk_tags_current,
+        .offer_children = fk_offer_children,
     };
     struct engine_opts o;
     engine_opts_default(&o);
@@ -1456,6 +1480,128 @@ static void test_engine__unavailable_registry(void **state)
     }
 }
 
+/* -- an index of six images, more than one window of children ------------------------- */
+
+#define WIDE_N 6
+
+struct wide {
+    char index[DIGEST_STR_SIZE];
+    char kids[WIDE_N][DIGEST_STR_SIZE];
+};
+
+static void wide_load(struct fk *fk, struct wide *w)
+{
+    char body[4096] = "{\"schemaVersion\":2,\"mediaType\":\"" REG_MT_OCI_INDEX "\",\"manifests\":[";
+    for (int i = 0; i < WIDE_N; i++) {
+        char text[32], cfg[DIGEST_STR_SIZE], l1[DIGEST_STR_SIZE], l2[DIGEST_STR_SIZE];
+        snprintf(text, sizeof(text), "config %d", i);
+        digest_of(text, strlen(text), cfg);
+        snprintf(text, sizeof(text), "layer %d", i);
+        digest_of(text, strlen(text), l1);
+        snprintf(text, sizeof(text), "top %d", i);
+        digest_of(text, strlen(text), l2);
+        fk_image(fk, cfg, l1, l2, w->kids[i]);
+        snprintf(body + strlen(body), sizeof(body) - strlen(body),
+                 "%s{\"mediaType\":\"" REG_MT_OCI_MANIFEST "\",\"digest\":\"%s\",\"size\":%zu,"
+                 "\"platform\":{\"architecture\":\"arch%d\",\"os\":\"linux\"}}",
+                 i ? "," : "", w->kids[i], fk_body(&fk->bodies, w->kids[i])->len, i);
+    }
+    snprintf(body + strlen(body), sizeof(body) - strlen(body), "]}");
+    fk_upstream_add(fk, REG_MT_OCI_INDEX, body, w->index);
+    fk_set(&fk->up_tags, REPO, "wide", w->index);
+}
+
+/* The first window (4 children) is offered, the owner copies from the last child
+ * backwards; a child an assistant held and copied is not copied again, one it let go
+ * of uncopied the owner copies; the index after every child, the tag last. */
+static void test_engine__children_offered_owner_from_the_end(void **state)
+{
+    (void)state;
+    for (int ok = 0; ok < 2; ok++) {
+        struct fk *fk = fk_new();
+        struct wide w;
+        wide_load(fk, &w);
+        snprintf(fk->assisted, sizeof(fk->assisted), "%s", w.kids[1]);
+        fk_set(&fk->locks, "", w.kids[1], w.kids[1]); /* an assistant has it */
+        fk->assist_polls = 3;
+        fk->assist_ok = ok;
+        const char *tags[] = {"wide"};
+        fk_run(fk, tags, 1);
+        assert_int_equal(fk->out.status, ENGINE_DONE);
+        char offer[160] = "OFFER";
+        for (int i = 0; i < 4; i++)
+            snprintf(offer + strlen(offer), sizeof(offer) - strlen(offer), " %.12s",
+                     w.kids[i] + 7);
+        assert_int_equal(fk_count(fk, "OFFER"), 1);
+        assert_true(fk_pos(fk, offer) >= 0);
+        assert_true(fk_line(fk, "GET", w.kids[5], "") < fk_line(fk, "GET", w.kids[0], ""));
+        assert_int_equal(fk->assist_polls, 0); /* it waited for the assistant */
+        assert_int_equal(fk_count_of(fk, "GET", w.kids[1]), !ok);
+        assert_int_equal(fk_line(fk, "PUT", REPO, w.kids[1]) >= 0, !ok);
+        assert_int_equal(fk->out.n.upstream_manifest_gets, WIDE_N + 1 - ok);
+        assert_int_equal(fk->out.n.manifests_pushed, WIDE_N + 1 - ok);
+        assert_int_equal(fk->refused, 0);
+        int put_index = fk_line(fk, "PUT", REPO, w.index);
+        for (int i = 0; i < WIDE_N; i++)
+            assert_true(i == 1 || fk_line(fk, "PUT", REPO, w.kids[i]) < put_index);
+        assert_true(fk_line(fk, "PUT", REPO, "wide") > put_index);
+        assert_string_equal(bb_tag_of(fk, "wide"), w.index);
+        fk_free(fk);
+    }
+}
+
+static void fk_assist_done(const struct engine_outcome *out, void *arg)
+{
+    struct fk *fk = arg;
+    fk->present_at_done = fk->present.n;
+    fk_done(out, arg);
+}
+
+/* An assistant copies the children it took, skips one present and one locked elsewhere,
+ * writes no tag, and lists its copies present (and unlocks them) only after its done. */
+static void test_engine__assist_copies_children_marks_after_done(void **state)
+{
+    (void)state;
+    struct fk *fk = fk_new();
+    struct wide w;
+    wide_load(fk, &w);
+    fk_set(&fk->locks, "", w.kids[2], w.kids[2]); /* the owner copies it */
+    fk_set(&fk->dst, REPO, w.kids[3], w.kids[3]);
+    fk_set(&fk->present, REPO, w.kids[3], w.kids[3]);
+    char run[] = "r1", key[] = "wide", up[] = UP_URL, dst[] = DST_URL, repo[] = REPO;
+    char *kids[] = {w.kids[0], w.kids[1], w.kids[2], w.kids[3]};
+    struct job j = {
+        .version = JOB_VERSION, .run = run, .key = key, .upstream = up, .source_repo = repo,
+        .target = dst, .target_repo = repo, .digests = kids, .ndigests = 4,
+        .policy = JOB_POLICY_ALL, .reason = JOB_REASON_CHANGED,
+    };
+    engine_assist(fk->en, &j, fk_assist_done, fk);
+    for (int i = 0; !fk->finished; i++) {
+        if (i > 100000)
+            fail_msg("the engine never reported the assist");
+        ev_run(fk->loop, EVRUN_ONCE);
+    }
+    assert_int_equal(fk->out.status, ENGINE_DONE);
+    assert_int_equal(fk_count(fk, "GET "), 2);
+    assert_int_equal(fk_count_of(fk, "GET", w.kids[0]), 1);
+    assert_int_equal(fk_count_of(fk, "GET", w.kids[1]), 1);
+    assert_int_equal(fk->out.n.upstream_manifest_gets, 2);
+    assert_int_equal(fk->out.n.manifests_pushed, 2);
+    assert_int_equal(fk->out.n.blobs_copied, 6);
+    assert_int_equal(fk->out.n.tags_total, 0);
+    assert_int_equal(fk_tag_puts(fk), 0);
+    assert_int_equal(fk->settled, fk->granted);
+    /* At done: the blobs listed, kid 3 (present before), not the two copied yet ... */
+    assert_int_equal(fk->present_at_done, 6 + 1);
+    /* ... after it: those too, and only the owner's lock of kid 2 is left. */
+    assert_non_null(fk_find(&fk->present, REPO, w.kids[0]));
+    assert_non_null(fk_find(&fk->present, REPO, w.kids[1]));
+    assert_int_equal(fk->locks.n, 1);
+    assert_non_null(fk_find(&fk->locks, NULL, w.kids[2]));
+    fk_unset(&fk->locks, "", w.kids[2]);
+    fk_free(fk);
+}
+
 int main(void)
 {
     /* No docker config.json of the machine's: the fake registries take no credentials. */
@@ -1479,6 +1625,8 @@ int main(void)
         cmocka_unit_test(test_engine__tag_events_recorded_ahead),
         cmocka_unit_test(test_engine__unavailable_registry),
         cmocka_unit_test(test_engine__fetched_manifests_kept_until_pushed),
+        cmocka_unit_test(test_engine__children_offered_owner_from_the_end),
+        cmocka_unit_test(test_engine__assist_copies_children_marks_after_done),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

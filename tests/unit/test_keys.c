@@ -32,6 +32,7 @@ static void test_keys__default_prefix_layout(void **state)
     assert_string_equal(k.stats, "hubsync:stats");
     assert_string_equal(k.ctl_paused, "hubsync:ctl:paused");
     assert_string_equal(k.manifests, "hubsync:manifests");
+    assert_string_equal(k.assist, "hubsync:assist");
     keys_free(&k);
     assert_null(k.jobs);
     keys_free(&k); /* twice is harmless */

@@ -756,6 +756,76 @@ static void test_rq__event_records(void **state)
     free(c);
 }
 
+/* An offer of one's own job is left to the others; the oldest other one is taken
+ * once, whole; a job's end drops its offers left; an assistant's counters count in
+ * the run (its sync-file entry's gets too) while it runs. */
+static void test_rq__assist_offers(void **state)
+{
+    struct fixture *f = *state;
+    struct rq_res res;
+    const char *kids1[] = {"sha256:a1", "sha256:a2"}, *kids2[] = {"sha256:b1"};
+    struct rq_assist o = {.job_id = "1-1", .key = "x:1", .run = "ra", .worker = "w1",
+                          .upstream = "https://up.example", .source_repo = "library/x",
+                          .target = "http://127.0.0.1:5000", .target_repo = "library/x",
+                          .children = kids1, .nchildren = 2};
+    assert_int_equal(status_of(f, rq_cmd_assist_offer(&f->q, &o)), RQ_VALUE);
+    o.children = kids2;
+    o.nchildren = 1;
+    assert_int_equal(status_of(f, rq_cmd_assist_offer(&f->q, &o)), RQ_VALUE);
+    o.job_id = "2-1";
+    o.key = "y:1";
+    assert_int_equal(status_of(f, rq_cmd_assist_offer(&f->q, &o)), RQ_VALUE);
+    /* The owner takes none of its own. */
+    assert_int_equal(status_of(f, rq_cmd_assist_take(&f->q, "w1")), RQ_EMPTY);
+    run(f, rq_cmd_assist_take(&f->q, "w2"), &res);
+    assert_int_equal(res.status, RQ_VALUE);
+    assert_non_null(res.id);
+    assert_string_equal(rq_res_field(&res, "job"), "1-1");
+    assert_string_equal(rq_res_field(&res, "children"), "sha256:a1 sha256:a2");
+    assert_string_equal(rq_res_field(&res, "source_repo"), "library/x");
+    assert_string_equal(rq_res_field(&res, "target"), "http://127.0.0.1:5000");
+    assert_string_equal(rq_res_field(&res, "run"), "ra");
+    rq_res_free(&res);
+    /* Job 1-1 ends: its offer left goes (not for another holder's end), job 2-1's
+     * stays, for one taker. */
+    run(f, rq_cmd_assist_clear(&f->q, "1-1", "w9"), &res);
+    assert_int_equal(res.n, 0);
+    rq_res_free(&res);
+    run(f, rq_cmd_assist_clear(&f->q, "1-1", "w1"), &res);
+    assert_int_equal(res.n, 1);
+    rq_res_free(&res);
+    run(f, rq_cmd_assist_take(&f->q, "w3"), &res);
+    assert_int_equal(res.status, RQ_VALUE);
+    assert_string_equal(rq_res_field(&res, "job"), "2-1");
+    assert_string_equal(rq_res_field(&res, "children"), "sha256:b1");
+    rq_res_free(&res);
+    assert_int_equal(status_of(f, rq_cmd_assist_take(&f->q, "w2")), RQ_EMPTY);
+    /* Counters: added to the running run, none once it is over. */
+    assert_int_equal(status_of(f, rq_cmd_run_create(&f->q, "ra", "ca", 10)), RQ_DONE);
+    free(run_enqueue(f, "ra", "x:1", JOB_JSON("x:1", "ra"), RQ_ADDED));
+    struct rq_counter c[] = {{"upstream_manifest_gets", 2}, {"blobs_copied", 3}};
+    run(f, rq_cmd_assist_done(&f->q, "ra", "x:1", c, 2), &res);
+    assert_int_equal(res.n, 1);
+    rq_res_free(&res);
+    run(f, rq_cmd_assist_done(&f->q, NULL, "x:1", c, 1), &res); /* the current run */
+    assert_int_equal(res.n, 1);
+    rq_res_free(&res);
+    assert_int_equal(run_field(f, "ra", "upstream_manifest_gets"), 4);
+    assert_int_equal(run_field(f, "ra", "blobs_copied"), 3);
+    assert_int_equal(run_field(f, "ra", "jobs_done"), 0);
+    struct rq_counter bad[] = {{"Bad Name", 1}};
+    struct err e;
+    assert_int_equal(rq_exec(&f->rc, rq_cmd_assist_done(&f->q, "ra", "x:1", bad, 1), &res, &e),
+                     -1);
+    rq_res_free(&res);
+    assert_non_null(strstr(e.msg, "bad counter name"));
+    assert_int_equal(status_of(f, rq_cmd_run_finish(&f->q, "ra", "done", 1)), RQ_DONE);
+    run(f, rq_cmd_assist_done(&f->q, "ra", "x:1", c, 2), &res);
+    assert_int_equal(res.n, 0);
+    rq_res_free(&res);
+    assert_int_equal(run_field(f, "ra", "upstream_manifest_gets"), 4);
+}
+
 /* An export's set counts only once recorded; the newest export is the last
  * recorded; a site records the commit an import brought it to. */
 static void test_rq__exports_and_sites(void **state)
@@ -2586,6 +2656,7 @@ int main(void)
         T(test_rq__take_fair_share),
         T(test_rq__events_after),
         T(test_rq__event_records),
+        T(test_rq__assist_offers),
         T(test_rq__exports_and_sites),
         T(test_rq__bundle_queue_apart),
         T(test_rq__behind_marked_once_until_cleared),
