@@ -118,12 +118,17 @@ class Demo:
         return p.returncode
 
     def show_worker_lines(self):
-        lines = []
+        # A job's end is "job=<key> run=... status=..."; "assist job=..." is a worker
+        # copying children of another's job (docs/scaling.md), not a job of its own.
+        lines, assists = [], 0
         for path in self.worker_logs:
             with open(path, errors="replace") as f:
-                lines.append([line.rstrip("\n") for line in f if " job=" in line])
-        step("Workers: one log line per job (%s)"
-             % ", ".join("worker %d: %d jobs" % (i + 1, len(ls)) for i, ls in enumerate(lines)))
+                mine = [line.rstrip("\n") for line in f if " job=" in line and " status=" in line]
+            assists += sum(1 for line in mine if "assist job=" in line)
+            lines.append([line for line in mine if "assist job=" not in line])
+        step("Workers: one log line per job (%s%s)"
+             % (", ".join("worker %d: %d jobs" % (i + 1, len(ls)) for i, ls in enumerate(lines)),
+                "; %d assists" % assists if assists else ""))
         for ls in lines:
             for line in ls[:2]:
                 say("    " + line)

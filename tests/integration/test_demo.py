@@ -70,7 +70,8 @@ class DemoTest(unittest.TestCase):
         self.assertRegex(out, PROGRESS_RE)
         self.assertNotIn("\r", out)
         # The workers' job lines, one per job across both workers.
-        m = re.search(r"one log line per job \(worker 1: (\d+) jobs, worker 2: (\d+) jobs\)", out)
+        m = re.search(r"one log line per job \(worker 1: (\d+) jobs, worker 2: (\d+) jobs"
+                      r"(?:; \d+ assists)?\)", out)
         self.assertEqual(int(m.group(1)) + int(m.group(2)), groups)
         # redis-cli recipes with the real port, and what they show.
         port = re.search(r"Redis\s+redis://127\.0\.0\.1:(\d+)", out).group(1)
