@@ -33,7 +33,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <unistd.h>
 
 #include "buf.h"
@@ -492,18 +491,6 @@ static void on_fin(struct reg_req *q, void *arg)
 
 /* ---- attempts ---- */
 
-/* Whether two registry URLs (scheme://host[:port][/prefix]) name one
- * host:port, which libcurl counts as one host. */
-static int same_host(const char *a, const char *b)
-{
-    const char *ha = strstr(a, "://"), *hb = strstr(b, "://");
-    if (!ha || !hb)
-        return 0;
-    size_t na = strcspn(ha + 3, "/"), nb = strcspn(hb + 3, "/");
-    return na == nb && strncasecmp(ha + 3, hb + 3, na) == 0 &&
-           (size_t)(ha - a) == (size_t)(hb - b) && strncasecmp(a, b, (size_t)(ha - a)) == 0;
-}
-
 static void begin_stream(struct copy *cp)
 {
     if (cp->src_fd >= 0) {
@@ -518,7 +505,8 @@ static void begin_stream(struct copy *cp)
         start_upload(cp);
         return;
     }
-    cp->stream_need = same_host(cp->src->url, cp->dst->url) ? 2 : 1;
+    /* libcurl counts connections per host:port: one origin is one host. */
+    cp->stream_need = reg_parse_same_origin(cp->src->url, cp->dst->url) ? 2 : 1;
     if (cp->stream_need > cp->c->o.max_host_conns) {
         fail(cp, REG_INVALID, 0, "copy blob %s@%s within %s: streaming it needs 2 connections "
              "to the host at once, and 1 connection per host is allowed", cp->src_repo,
